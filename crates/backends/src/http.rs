@@ -1,0 +1,640 @@
+//! HTTP adapters for the two backend protocols. One type serves both: the request bodies and
+//! stream framings differ, the transport, error classification and bounds do not.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use wardgate_api::canonical::{
+    ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse, Event, FinishReason, Timings,
+    Usage,
+};
+use wardgate_api::codec::{CodecError, NdjsonDecoder, SseDecoder};
+use wardgate_api::{ollama, openai};
+
+use crate::{Backend, BackendError, BackendKind, EventStream, UpstreamKind};
+
+/// Settings of one HTTP backend.
+#[derive(Clone, Debug)]
+pub struct HttpBackendConfig {
+    pub name: String,
+    pub kind: BackendKind,
+    /// For `ollama`: the server root (`http://host:11434`); for `openai`: the API base
+    /// including `/v1`.
+    pub base_url: String,
+    pub connect_timeout: Duration,
+    /// Bound on one stream frame (line or SSE event) from the backend.
+    pub max_frame_bytes: usize,
+    /// Bound on a non-streamed backend body (errors, embeddings, model lists).
+    pub max_body_bytes: usize,
+    /// Sent as `Authorization: Bearer` to backends that want a key (vLLM `--api-key`).
+    pub api_key: Option<String>,
+}
+
+impl HttpBackendConfig {
+    pub fn new(name: impl Into<String>, kind: BackendKind, base_url: impl Into<String>) -> Self {
+        HttpBackendConfig {
+            name: name.into(),
+            kind,
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            max_frame_bytes: 1 << 20,
+            max_body_bytes: 64 << 20,
+            api_key: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpBackend {
+    config: HttpBackendConfig,
+    client: reqwest::Client,
+}
+
+impl HttpBackend {
+    pub fn new(config: HttpBackendConfig) -> Result<Self, BackendError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            // Backends are addressed explicitly; a redirect would be a surprise destination.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| BackendError::Connect(e.to_string()))?;
+        Ok(HttpBackend { config, client })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.base_url)
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut rb = self.client.request(method, self.url(path));
+        if let Some(key) = &self.config.api_key {
+            rb = rb.bearer_auth(key);
+        }
+        rb
+    }
+
+    /// Sends a request and returns the response if its status is a success; otherwise reads a
+    /// bounded error body and classifies it.
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, BackendError> {
+        let resp = rb.send().await.map_err(transport_error)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = read_bounded(resp, 64 << 10).await.unwrap_or_default();
+        Err(classify(self.config.kind, status.as_u16(), &body))
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, BackendError> {
+        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
+        let body = read_bounded(resp, self.config.max_body_bytes).await?;
+        serde_json::from_slice(&body).map_err(|e| BackendError::Protocol(e.to_string()))
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> Result<Value, BackendError> {
+        let resp = self
+            .send(self.request(reqwest::Method::POST, path).json(body))
+            .await?;
+        let bytes = read_bounded(resp, self.config.max_body_bytes).await?;
+        serde_json::from_slice(&bytes).map_err(|e| BackendError::Protocol(e.to_string()))
+    }
+
+    async fn stream(&self, path: &str, body: &Value) -> Result<EventStream, BackendError> {
+        let resp = self
+            .send(self.request(reqwest::Method::POST, path).json(body))
+            .await?;
+        let bytes = resp.bytes_stream().map(|r| r.map_err(transport_error));
+        let limit = self.config.max_frame_bytes;
+        Ok(match self.config.kind {
+            BackendKind::Ollama => Box::pin(decode(
+                bytes,
+                NdjsonDecoder::new(limit),
+                OllamaLines::default(),
+            )),
+            BackendKind::Openai => Box::pin(decode(
+                bytes,
+                SseDecoder::new(limit),
+                OpenAiEvents::default(),
+            )),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for HttpBackend {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn kind(&self) -> BackendKind {
+        self.config.kind
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<EventStream, BackendError> {
+        match self.config.kind {
+            BackendKind::Ollama => {
+                self.stream("/api/chat", &ollama::backend_chat_body(req))
+                    .await
+            }
+            BackendKind::Openai => {
+                self.stream("/chat/completions", &openai::backend_chat_body(req))
+                    .await
+            }
+        }
+    }
+
+    async fn complete(&self, req: &CompletionRequest) -> Result<EventStream, BackendError> {
+        match self.config.kind {
+            BackendKind::Ollama => {
+                self.stream("/api/generate", &ollama::backend_generate_body(req))
+                    .await
+            }
+            BackendKind::Openai => {
+                self.stream("/completions", &openai::backend_completion_body(req))
+                    .await
+            }
+        }
+    }
+
+    async fn embed(&self, req: &EmbedRequest) -> Result<EmbedResponse, BackendError> {
+        let parsed = match self.config.kind {
+            BackendKind::Ollama => {
+                let v = self
+                    .post_json("/api/embed", &ollama::backend_embed_body(req))
+                    .await?;
+                ollama::parse_backend_embed(&v)
+            }
+            BackendKind::Openai => {
+                let v = self
+                    .post_json("/embeddings", &openai::backend_embed_body(req))
+                    .await?;
+                openai::parse_backend_embeddings(&v)
+            }
+        };
+        let (embeddings, prompt_tokens) = parsed
+            .ok_or_else(|| BackendError::Protocol("unreadable embeddings response".into()))?;
+        if embeddings.len() != req.input.len() {
+            return Err(BackendError::Protocol(format!(
+                "asked for {} embeddings, got {}",
+                req.input.len(),
+                embeddings.len()
+            )));
+        }
+        Ok(EmbedResponse {
+            embeddings,
+            prompt_tokens,
+        })
+    }
+
+    async fn list_models(&self) -> Result<Vec<String>, BackendError> {
+        match self.config.kind {
+            BackendKind::Ollama => {
+                let v = self.get_json("/api/tags").await?;
+                let tags: ollama::Tags =
+                    serde_json::from_value(v).map_err(|e| BackendError::Protocol(e.to_string()))?;
+                Ok(tags
+                    .models
+                    .into_iter()
+                    .map(|m| if m.model.is_empty() { m.name } else { m.model })
+                    .collect())
+            }
+            BackendKind::Openai => Ok(openai::parse_model_list(&self.get_json("/models").await?)),
+        }
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let path = match self.config.kind {
+            BackendKind::Ollama => "/api/version",
+            BackendKind::Openai => "/models",
+        };
+        self.send(self.request(reqwest::Method::GET, path))
+            .await
+            .map(drop)
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> BackendError {
+    if e.is_timeout() {
+        BackendError::Timeout
+    } else if e.is_connect() {
+        BackendError::Connect(e.to_string())
+    } else {
+        BackendError::Protocol(e.to_string())
+    }
+}
+
+async fn read_bounded(resp: reqwest::Response, limit: usize) -> Result<Bytes, BackendError> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(transport_error)?;
+        if out.len() + chunk.len() > limit {
+            return Err(BackendError::Protocol(format!(
+                "backend body over {limit} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Maps a backend's error status and body onto what it means for the client, normalising the
+/// peers' different shapes (see `reference/openai-api.md` section 8).
+pub fn classify(kind: BackendKind, status: u16, body: &[u8]) -> BackendError {
+    let (etype, code, message) = match kind {
+        BackendKind::Openai => openai::parse_backend_error(body),
+        BackendKind::Ollama => {
+            let msg = serde_json::from_slice::<ollama::ErrorBody>(body)
+                .map(|b| b.error)
+                .ok();
+            (None, None, msg)
+        }
+    };
+    let text = |s: &Option<String>| s.as_deref().unwrap_or_default().to_ascii_lowercase();
+    let (etype_l, code_l, msg_l) = (text(&etype), text(&code), text(&message));
+    let upstream = if code_l == "context_length_exceeded"
+        || etype_l == "exceed_context_size_error"
+        || msg_l.contains("context length")
+        || msg_l.contains("context window")
+    {
+        UpstreamKind::ContextLength
+    } else if status == 404 || code_l == "model_not_found" {
+        UpstreamKind::ModelNotFound
+    } else if status == 429 {
+        UpstreamKind::RateLimited
+    } else if status == 503 {
+        UpstreamKind::Unavailable
+    } else if status >= 500 {
+        UpstreamKind::Server
+    } else {
+        UpstreamKind::BadRequest
+    };
+    BackendError::Status {
+        status,
+        kind: upstream,
+        detail: message.unwrap_or_default(),
+    }
+}
+
+/// A stream framing: how bytes become frames.
+trait Framing: Send + 'static {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, CodecError>;
+    fn finish(&mut self) -> Result<Option<String>, CodecError>;
+}
+
+impl Framing for NdjsonDecoder {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, CodecError> {
+        NdjsonDecoder::feed(self, chunk)
+    }
+    fn finish(&mut self) -> Result<Option<String>, CodecError> {
+        NdjsonDecoder::finish(self)
+    }
+}
+
+impl Framing for SseDecoder {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, CodecError> {
+        SseDecoder::feed(self, chunk)
+    }
+    fn finish(&mut self) -> Result<Option<String>, CodecError> {
+        SseDecoder::finish(self)
+    }
+}
+
+type Out = VecDeque<Result<Event, BackendError>>;
+
+/// A stream protocol: what frames mean.
+trait Protocol: Send + 'static {
+    /// Handles one frame; true when the stream is complete (or failed).
+    fn frame(&mut self, data: &str, out: &mut Out) -> bool;
+    /// The bytes ended before the protocol said it was complete.
+    fn eof(&mut self, out: &mut Out);
+}
+
+/// Ollama NDJSON: a line with `done: true` completes the stream; an `error` line fails it.
+#[derive(Default)]
+struct OllamaLines {
+    tool_index: u32,
+}
+
+impl Protocol for OllamaLines {
+    fn frame(&mut self, data: &str, out: &mut Out) -> bool {
+        match serde_json::from_str::<ollama::LineIn>(data) {
+            Ok(ollama::LineIn {
+                error: Some(detail),
+                ..
+            }) => {
+                out.push_back(Err(BackendError::Status {
+                    status: 500,
+                    kind: UpstreamKind::Server,
+                    detail,
+                }));
+                true
+            }
+            Ok(line) => {
+                let done = line.done;
+                out.extend(line.into_events(&mut self.tool_index).into_iter().map(Ok));
+                done
+            }
+            Err(e) => {
+                out.push_back(Err(BackendError::Protocol(e.to_string())));
+                true
+            }
+        }
+    }
+
+    fn eof(&mut self, out: &mut Out) {
+        out.push_back(Err(BackendError::Protocol(
+            "stream ended before done".into(),
+        )));
+    }
+}
+
+/// OpenAI SSE: the finish reason and the usage come in separate chunks (usage last, if at
+/// all), so the `Finish` event is emitted at `[DONE]`.
+#[derive(Default)]
+struct OpenAiEvents {
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+}
+
+impl OpenAiEvents {
+    fn finish_event(&self, reason: FinishReason) -> Event {
+        Event::Finish {
+            reason,
+            usage: self.usage,
+            timings: Timings::default(),
+        }
+    }
+}
+
+impl Protocol for OpenAiEvents {
+    fn frame(&mut self, data: &str, out: &mut Out) -> bool {
+        if data.trim() == "[DONE]" {
+            out.push_back(Ok(
+                self.finish_event(self.finish.unwrap_or(FinishReason::Stop))
+            ));
+            return true;
+        }
+        match serde_json::from_str::<openai::ChunkIn>(data) {
+            Ok(openai::ChunkIn { error: Some(e), .. }) => {
+                out.push_back(Err(BackendError::Status {
+                    status: 500,
+                    kind: UpstreamKind::Server,
+                    detail: e.to_string(),
+                }));
+                true
+            }
+            Ok(chunk) => {
+                let parts = chunk.into_parts();
+                self.usage = parts.usage.or(self.usage);
+                self.finish = parts.finish.or(self.finish);
+                if !parts.content.is_empty() || !parts.tool_calls.is_empty() {
+                    out.push_back(Ok(Event::Delta {
+                        content: parts.content,
+                        tool_calls: parts.tool_calls,
+                    }));
+                }
+                false
+            }
+            Err(e) => {
+                out.push_back(Err(BackendError::Protocol(e.to_string())));
+                true
+            }
+        }
+    }
+
+    fn eof(&mut self, out: &mut Out) {
+        // Some servers close without `[DONE]` after a finish chunk; accept that as complete,
+        // but never a stream that did not say it finished.
+        match self.finish {
+            Some(reason) => out.push_back(Ok(self.finish_event(reason))),
+            None => out.push_back(Err(BackendError::Protocol(
+                "stream ended before a finish".into(),
+            ))),
+        }
+    }
+}
+
+/// Turns a byte stream into events through a framing and a protocol. Bytes are read only when
+/// the consumer asks for the next event, so backpressure reaches the backend; after the end or
+/// an error nothing more is read.
+fn decode(
+    bytes: impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static,
+    framing: impl Framing,
+    protocol: impl Protocol,
+) -> impl Stream<Item = Result<Event, BackendError>> + Send {
+    let bytes = Box::pin(bytes);
+    let init = (bytes, framing, protocol, Out::new(), false);
+    futures::stream::unfold(
+        init,
+        |(mut bytes, mut framing, mut proto, mut out, mut done)| async move {
+            loop {
+                if let Some(item) = out.pop_front() {
+                    if item.is_err() {
+                        out.clear();
+                        done = true;
+                    }
+                    return Some((item, (bytes, framing, proto, out, done)));
+                }
+                if done {
+                    return None;
+                }
+                let frames = match bytes.next().await {
+                    Some(Ok(chunk)) => framing.feed(&chunk),
+                    Some(Err(e)) => {
+                        out.push_back(Err(e));
+                        continue;
+                    }
+                    None => {
+                        done = true;
+                        match framing.finish() {
+                            Ok(last) => {
+                                let complete = last.is_some_and(|f| proto.frame(&f, &mut out));
+                                if !complete {
+                                    proto.eof(&mut out);
+                                }
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                match frames {
+                    Ok(frames) => {
+                        for f in frames {
+                            if proto.frame(&f, &mut out) {
+                                done = true;
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => out.push_back(Err(BackendError::Protocol(e.to_string()))),
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn run(kind: BackendKind, chunks: &[&str]) -> Vec<Result<Event, String>> {
+        let owned: Vec<Result<Bytes, BackendError>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from(c.to_string())))
+            .collect();
+        let s = futures::stream::iter(owned);
+        let events: Vec<_> = futures::executor::block_on(async {
+            match kind {
+                BackendKind::Ollama => {
+                    decode(s, NdjsonDecoder::new(1024), OllamaLines::default())
+                        .collect::<Vec<_>>()
+                        .await
+                }
+                BackendKind::Openai => {
+                    decode(s, SseDecoder::new(1024), OpenAiEvents::default())
+                        .collect::<Vec<_>>()
+                        .await
+                }
+            }
+        });
+        events
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn sse_stream_finishes_at_done_with_usage() {
+        let ev = run(
+            BackendKind::Openai,
+            &[
+                "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\r\n\r\n: ping\r\n\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"He\"}}]}\n\n",
+                "data: {\"choices\":[{\"delta\":{\"content\":\"llo\"}}]}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+                "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
+            ],
+        );
+        assert_eq!(
+            ev,
+            vec![
+                Ok(Event::text("He")),
+                Ok(Event::text("llo")),
+                Ok(Event::Finish {
+                    reason: FinishReason::Length,
+                    usage: Some(Usage {
+                        prompt_tokens: 2,
+                        completion_tokens: 2
+                    }),
+                    timings: Timings::default()
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn cut_streams_are_errors_not_answers() {
+        let ev = run(
+            BackendKind::Openai,
+            &["data: {\"choices\":[{\"delta\":{\"content\":\"He\"}}]}\n\n"],
+        );
+        assert_eq!(ev.len(), 2);
+        assert!(ev[1].as_ref().unwrap_err().contains("ended before"));
+        let ev = run(
+            BackendKind::Ollama,
+            &["{\"message\":{\"content\":\"a\"},\"done\":false}\n"],
+        );
+        assert!(ev[1].as_ref().unwrap_err().contains("ended before"));
+    }
+
+    #[test]
+    fn in_band_errors_end_the_stream() {
+        let ev = run(
+            BackendKind::Ollama,
+            &[
+                "{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"error\":\"boom\"}\n{\"message\":{\"content\":\"b\"},\"done\":false}\n",
+            ],
+        );
+        assert_eq!(ev.len(), 2);
+        assert!(ev[1].is_err());
+        let ev = run(
+            BackendKind::Openai,
+            &["data: {\"error\":{\"message\":\"x\"}}\n\n"],
+        );
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].is_err());
+    }
+
+    #[test]
+    fn ndjson_without_trailing_newline_completes() {
+        let ev = run(
+            BackendKind::Ollama,
+            &[
+                "{\"response\":\"a\",\"done\":false}\n{\"response\":\"\",\"done\":true,\"done_reason\":\"stop\"}",
+            ],
+        );
+        assert_eq!(ev.len(), 2);
+        assert!(matches!(
+            ev[1],
+            Ok(Event::Finish {
+                reason: FinishReason::Stop,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn error_statuses_are_classified_per_peer() {
+        let cases: [(BackendKind, u16, &str, UpstreamKind); 6] = [
+            (
+                BackendKind::Openai,
+                400,
+                r#"{"error":{"code":400,"type":"exceed_context_size_error","message":"x"}}"#,
+                UpstreamKind::ContextLength,
+            ),
+            (
+                BackendKind::Openai,
+                400,
+                r#"{"error":{"code":"model_not_found","type":"invalid_request_error","message":"x"}}"#,
+                UpstreamKind::ModelNotFound,
+            ),
+            (
+                BackendKind::Ollama,
+                404,
+                r#"{"error":"model 'x' not found"}"#,
+                UpstreamKind::ModelNotFound,
+            ),
+            (
+                BackendKind::Ollama,
+                400,
+                r#"{"error":"the input length exceeds the context length"}"#,
+                UpstreamKind::ContextLength,
+            ),
+            (
+                BackendKind::Ollama,
+                503,
+                r#"{"error":"server busy"}"#,
+                UpstreamKind::Unavailable,
+            ),
+            (
+                BackendKind::Openai,
+                500,
+                "Traceback ...",
+                UpstreamKind::Server,
+            ),
+        ];
+        for (kind, status, body, want) in cases {
+            match classify(kind, status, body.as_bytes()) {
+                BackendError::Status { kind: k, .. } => assert_eq!(k, want, "{body}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Model backends: the [`Backend`] trait, the HTTP adapters for Ollama-API and OpenAI-API
+//! servers, and the routing layer that walks a model's chain with fallback, health checks and
+//! circuit breaking. Knows nothing of tenants or keys.
+
+pub mod breaker;
+pub mod catalog;
+pub mod http;
+
+use std::pin::Pin;
+
+use futures::Stream;
+use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse, Event};
+
+pub use breaker::{Breaker, BreakerConfig};
+pub use catalog::{BackendHandle, Catalog, Link, ModelEntry, Route, Served};
+pub use http::{HttpBackend, HttpBackendConfig};
+
+/// Events of one generation, ending with [`Event::Finish`] when it completed. Dropping the
+/// stream cancels the upstream request.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, BackendError>> + Send>>;
+
+/// Which wire protocol a backend speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The Ollama native API: Ollama itself and `wardgate llm`.
+    Ollama,
+    /// The OpenAI-compatible API: vLLM, llama.cpp server, llama-cpp-python.
+    Openai,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Ollama => "ollama",
+            BackendKind::Openai => "openai",
+        }
+    }
+}
+
+/// What an upstream's error status means for the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamKind {
+    ModelNotFound,
+    ContextLength,
+    BadRequest,
+    RateLimited,
+    Unavailable,
+    Server,
+}
+
+/// Why a backend call failed. The `detail` strings are for the (redacted) log only: they may
+/// hold upstream text and are never sent to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("could not connect to the backend: {0}")]
+    Connect(String),
+    #[error("the backend did not answer in time")]
+    Timeout,
+    #[error("the backend answered {status}")]
+    Status {
+        status: u16,
+        kind: UpstreamKind,
+        detail: String,
+    },
+    #[error("the backend broke the protocol: {0}")]
+    Protocol(String),
+    #[error("the backend is marked down")]
+    CircuitOpen,
+}
+
+impl BackendError {
+    /// Whether the next link of a chain may be tried: the backend, not the request, is at
+    /// fault (refused connection, 5xx, timeout before the first token).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackendError::Connect(_)
+            | BackendError::Timeout
+            | BackendError::Protocol(_)
+            | BackendError::CircuitOpen => true,
+            BackendError::Status { kind, .. } => {
+                matches!(kind, UpstreamKind::Unavailable | UpstreamKind::Server)
+            }
+        }
+    }
+
+    /// Whether this failure says the backend itself is unwell (counts against its breaker).
+    pub fn is_backend_fault(&self) -> bool {
+        self.is_retryable() && !matches!(self, BackendError::CircuitOpen)
+    }
+}
+
+/// A model server.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn kind(&self) -> BackendKind;
+    /// Starts a chat generation; returns once the backend accepted it (headers received).
+    async fn chat(&self, req: &ChatRequest) -> Result<EventStream, BackendError>;
+    async fn complete(&self, req: &CompletionRequest) -> Result<EventStream, BackendError>;
+    async fn embed(&self, req: &EmbedRequest) -> Result<EmbedResponse, BackendError>;
+    /// The model names the backend serves.
+    async fn list_models(&self) -> Result<Vec<String>, BackendError>;
+    /// A cheap liveness probe.
+    async fn health(&self) -> Result<(), BackendError>;
+}

@@ -1,0 +1,739 @@
+//! Configuration in two stages: a raw serde shape read from one TOML file plus `WARDGATE_*`
+//! environment overrides, validated into the typed [`Config`] the service runs on. Every error
+//! names the key and the reason, so a bad file fails at start, not at the first request.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wardgate_backends::BackendKind;
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("config error at `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shape
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub circuit_breaker: RawBreaker,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Hard limit on a whole request, streaming included. Default `30s`.
+    pub request_timeout: Option<String>,
+    /// Limit until a backend produces its first token; past it the next link is tried.
+    /// Default `15s`.
+    pub first_token_timeout: Option<String>,
+    /// How long SIGTERM waits for in-flight streams to finish. Default `30s`.
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// SQLite database file. Default `./data/wardgate.db`.
+    pub sqlite_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
+    /// A tracing filter such as `info` or `wardgate_gateway=debug`. Default `info`.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest request body in bytes, chunked bodies included. Default 4 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// Most messages in one chat request. Default 256.
+    pub max_messages: Option<usize>,
+    /// Cap on `max_tokens` / `max_completion_tokens` / `num_predict`. Default 4096.
+    pub max_output_tokens: Option<u32>,
+    /// `reject` (default: 400) or `clamp` (lower to the cap, with a response header saying so)
+    /// when a request asks for more than a cap.
+    pub over_cap: Option<String>,
+    /// Context window of models that do not set one. Default 4096 tokens.
+    pub default_context_window: Option<u32>,
+    /// Most inputs in one embeddings request. Default 256.
+    pub max_embedding_inputs: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests per minute per API key; 0 turns the limit off. Default 600.
+    pub requests_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// How often backends are probed. Default `10s`.
+    pub interval: Option<String>,
+    /// Limit on one probe. Default `2s`.
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Consecutive failures that take a backend out of rotation. Default 3.
+    pub failure_threshold: Option<u32>,
+    /// How long it stays out before a trial request. Default `10s`.
+    pub cooldown: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// Unique name, used by model chains.
+    pub name: String,
+    /// `ollama` or `openai`.
+    pub kind: String,
+    /// `ollama`: server root (`http://host:11434`); `openai`: API base with `/v1`.
+    pub url: String,
+    /// Name of an environment variable holding a bearer key the backend wants (never the key
+    /// itself: secrets do not live in config files).
+    pub api_key_env: Option<String>,
+    /// Expose the backend's own models under their names, refreshed periodically.
+    #[serde(default)]
+    pub discover: bool,
+    /// How often discovery refreshes. Default `60s`.
+    pub discover_interval: Option<String>,
+    /// TCP connect limit. Default `2s`.
+    pub connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Public name clients use.
+    pub name: String,
+    /// Other public names for the same model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Tokens the model takes, prompt and answer together. Default `limits.default_context_window`.
+    pub context_window: Option<u32>,
+    /// Ordered (backend, upstream model) links; later ones are fallbacks.
+    pub chain: Vec<RawLink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    pub backend: String,
+    pub model: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed shape
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverCap {
+    Reject,
+    Clamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_messages: usize,
+    pub max_output_tokens: u32,
+    pub over_cap: OverCap,
+    pub default_context_window: u32,
+    pub max_embedding_inputs: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    pub name: String,
+    pub kind: BackendKind,
+    pub url: String,
+    pub api_key_env: Option<String>,
+    pub discover: bool,
+    pub discover_interval: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub context_window: u32,
+    pub chain: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub request_timeout: Duration,
+    pub first_token_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub sqlite_path: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub limits: Limits,
+    pub requests_per_minute: u32,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    pub backends: Vec<BackendConfig>,
+    pub models: Vec<ModelConfig>,
+}
+
+/// Where overrides come from; a function so tests need not touch the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Reads the file (if any), applies `WARDGATE_*` overrides and validates.
+    pub fn load(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let raw = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError::new(p.display().to_string(), format!("cannot read: {e}"))
+                })?;
+                parse_toml(&text)?
+            }
+            None => RawConfig::default(),
+        };
+        Config::from_raw(raw, env)
+    }
+
+    pub fn from_raw(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        apply_env(&mut raw, env)?;
+        validate(raw)
+    }
+
+    /// The backend given by `WARDGATE_BACKEND`, if that is how the config was made; used to
+    /// print a clear message when it does not answer.
+    pub fn backend_names(&self) -> Vec<&str> {
+        self.backends.iter().map(|b| b.name.as_str()).collect()
+    }
+}
+
+/// Parses TOML text, turning serde's error into one that names the key.
+pub fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        let msg = e.message().to_owned();
+        let key = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}")
+            })
+            .unwrap_or_else(|| "file".to_owned());
+        ConfigError::new(key, msg)
+    })
+}
+
+fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+    if let Some(v) = env("WARDGATE_LISTEN") {
+        raw.server.listen = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_DB") {
+        raw.storage.sqlite_path = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("WARDGATE_LOG_FORMAT") {
+        raw.logging.format = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_LOG") {
+        raw.logging.level = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_REQUEST_TIMEOUT") {
+        raw.server.request_timeout = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_FIRST_TOKEN_TIMEOUT") {
+        raw.server.first_token_timeout = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_RATE_LIMIT_RPM") {
+        raw.rate_limit.requests_per_minute =
+            Some(v.parse().map_err(|_| {
+                ConfigError::new("WARDGATE_RATE_LIMIT_RPM", "must be a whole number")
+            })?);
+    }
+    if let Some(v) = env("WARDGATE_BACKEND") {
+        // `kind:url`, e.g. `ollama:http://127.0.0.1:11434` or `openai:http://h:8000/v1`.
+        let (kind, url) = v.split_once(':').ok_or_else(|| {
+            ConfigError::new(
+                "WARDGATE_BACKEND",
+                "expected KIND:URL, e.g. ollama:http://127.0.0.1:11434 or openai:http://127.0.0.1:8000/v1",
+            )
+        })?;
+        if raw.backends.iter().any(|b| b.name == "default") {
+            return Err(ConfigError::new(
+                "WARDGATE_BACKEND",
+                "the config file already has a backend named `default`",
+            ));
+        }
+        raw.backends.push(RawBackend {
+            name: "default".to_owned(),
+            kind: kind.to_owned(),
+            url: url.to_owned(),
+            api_key_env: None,
+            discover: true,
+            discover_interval: None,
+            connect_timeout: None,
+        });
+    }
+    Ok(())
+}
+
+fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    let d = humantime::parse_duration(v).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("`{v}` is not a duration like `30s` or `5m`: {e}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::new(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Public model names: letters, digits and `._:/-`, at most 128 bytes, no `..` and no leading
+/// `/` (attack-cases.md #22). Also used on client-supplied names before any lookup.
+pub fn valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.contains("..")
+        && !name.starts_with('/')
+        && !name.starts_with("sha256:")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        ConfigError::new(
+            "server.listen",
+            format!("`{listen}` is not an address like 127.0.0.1:8080"),
+        )
+    })?;
+    let request_timeout = duration(
+        "server.request_timeout",
+        raw.server.request_timeout.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let first_token_timeout = duration(
+        "server.first_token_timeout",
+        raw.server.first_token_timeout.as_deref(),
+        Duration::from_secs(15),
+    )?;
+    if first_token_timeout > request_timeout {
+        return Err(ConfigError::new(
+            "server.first_token_timeout",
+            "must not be longer than server.request_timeout",
+        ));
+    }
+    let shutdown_grace = duration(
+        "server.shutdown_grace",
+        raw.server.shutdown_grace.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let log_format = match raw.logging.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ConfigError::new(
+                "logging.format",
+                format!("`{other}` is not `text` or `json`"),
+            ));
+        }
+    };
+    let l = &raw.limits;
+    let positive = |key: &str, v: Option<usize>, d: usize| -> Result<usize, ConfigError> {
+        match v {
+            Some(0) => Err(ConfigError::new(key, "must be greater than zero")),
+            Some(v) => Ok(v),
+            None => Ok(d),
+        }
+    };
+    let limits = Limits {
+        max_body_bytes: positive("limits.max_body_bytes", l.max_body_bytes, 4 << 20)?,
+        max_messages: positive("limits.max_messages", l.max_messages, 256)?,
+        max_output_tokens: positive(
+            "limits.max_output_tokens",
+            l.max_output_tokens.map(|v| v as usize),
+            4096,
+        )? as u32,
+        over_cap: match l.over_cap.as_deref().unwrap_or("reject") {
+            "reject" => OverCap::Reject,
+            "clamp" => OverCap::Clamp,
+            other => {
+                return Err(ConfigError::new(
+                    "limits.over_cap",
+                    format!("`{other}` is not `reject` or `clamp`"),
+                ));
+            }
+        },
+        default_context_window: positive(
+            "limits.default_context_window",
+            l.default_context_window.map(|v| v as usize),
+            4096,
+        )? as u32,
+        max_embedding_inputs: positive("limits.max_embedding_inputs", l.max_embedding_inputs, 256)?,
+    };
+
+    let mut backends = Vec::with_capacity(raw.backends.len());
+    let mut names = HashSet::new();
+    for (i, b) in raw.backends.into_iter().enumerate() {
+        let key = |f: &str| format!("backends[{i}].{f}");
+        if b.name.is_empty()
+            || b.name.len() > 64
+            || !b
+                .name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(ConfigError::new(
+                key("name"),
+                "must be 1-64 letters, digits, '-' or '_'",
+            ));
+        }
+        if !names.insert(b.name.clone()) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("backend `{}` is defined twice", b.name),
+            ));
+        }
+        let kind = match b.kind.as_str() {
+            "ollama" => BackendKind::Ollama,
+            "openai" => BackendKind::Openai,
+            other => {
+                return Err(ConfigError::new(
+                    key("kind"),
+                    format!("`{other}` is not `ollama` or `openai`"),
+                ));
+            }
+        };
+        if !(b.url.starts_with("http://") || b.url.starts_with("https://"))
+            || b.url.len() <= "http://".len()
+        {
+            return Err(ConfigError::new(
+                key("url"),
+                format!("`{}` is not an http:// or https:// URL", b.url),
+            ));
+        }
+        backends.push(BackendConfig {
+            name: b.name,
+            kind,
+            url: b.url.trim_end_matches('/').to_owned(),
+            api_key_env: b.api_key_env,
+            discover: b.discover,
+            discover_interval: duration(
+                &key("discover_interval"),
+                b.discover_interval.as_deref(),
+                Duration::from_secs(60),
+            )?,
+            connect_timeout: duration(
+                &key("connect_timeout"),
+                b.connect_timeout.as_deref(),
+                Duration::from_secs(2),
+            )?,
+        });
+    }
+    if backends.is_empty() {
+        return Err(ConfigError::new(
+            "backends",
+            "no backend is configured: set WARDGATE_BACKEND=ollama:http://HOST:11434 (or \
+             openai:http://HOST:PORT/v1), or add a [[backends]] table to the config file",
+        ));
+    }
+
+    let mut models = Vec::with_capacity(raw.models.len());
+    let mut public = HashSet::new();
+    for (i, m) in raw.models.into_iter().enumerate() {
+        for (j, n) in std::iter::once(&m.name).chain(&m.aliases).enumerate() {
+            let k = if j == 0 {
+                format!("models[{i}].name")
+            } else {
+                format!("models[{i}].aliases[{}]", j - 1)
+            };
+            if !valid_model_name(n) {
+                return Err(ConfigError::new(
+                    k,
+                    format!("`{n}` is not a valid model name (letters, digits, `._:/-`)"),
+                ));
+            }
+            if !public.insert(n.clone()) {
+                return Err(ConfigError::new(k, format!("`{n}` is used twice")));
+            }
+        }
+        if m.chain.is_empty() {
+            return Err(ConfigError::new(
+                format!("models[{i}].chain"),
+                "needs at least one { backend, model } link",
+            ));
+        }
+        let mut chain = Vec::with_capacity(m.chain.len());
+        for (j, link) in m.chain.into_iter().enumerate() {
+            if !names.contains(&link.backend) {
+                return Err(ConfigError::new(
+                    format!("models[{i}].chain[{j}].backend"),
+                    format!("backend `{}` is not configured", link.backend),
+                ));
+            }
+            if link.model.is_empty() {
+                return Err(ConfigError::new(
+                    format!("models[{i}].chain[{j}].model"),
+                    "must not be empty",
+                ));
+            }
+            chain.push((link.backend, link.model));
+        }
+        let context_window = match m.context_window {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    format!("models[{i}].context_window"),
+                    "must be greater than zero",
+                ));
+            }
+            Some(c) => c,
+            None => limits.default_context_window,
+        };
+        models.push(ModelConfig {
+            name: m.name,
+            aliases: m.aliases,
+            context_window,
+            chain,
+        });
+    }
+
+    let breaker_threshold = match raw.circuit_breaker.failure_threshold {
+        Some(0) => {
+            return Err(ConfigError::new(
+                "circuit_breaker.failure_threshold",
+                "must be greater than zero",
+            ));
+        }
+        Some(v) => v,
+        None => 3,
+    };
+
+    Ok(Config {
+        listen,
+        request_timeout,
+        first_token_timeout,
+        shutdown_grace,
+        sqlite_path: raw
+            .storage
+            .sqlite_path
+            .unwrap_or_else(|| PathBuf::from("data/wardgate.db")),
+        log_format,
+        log_level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
+        limits,
+        requests_per_minute: raw.rate_limit.requests_per_minute.unwrap_or(600),
+        health_interval: duration(
+            "health.interval",
+            raw.health.interval.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        health_timeout: duration(
+            "health.timeout",
+            raw.health.timeout.as_deref(),
+            Duration::from_secs(2),
+        )?,
+        breaker_threshold,
+        breaker_cooldown: duration(
+            "circuit_breaker.cooldown",
+            raw.circuit_breaker.cooldown.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        backends,
+        models,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_raw(parse_toml(text)?, &no_env)
+    }
+
+    const BASE: &str = r#"
+[[backends]]
+name = "a"
+kind = "ollama"
+url = "http://127.0.0.1:11434"
+"#;
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let text = include_str!("../../../config/wardgate.example.toml");
+        let c = load(text).unwrap();
+        let names: Vec<_> = c
+            .models
+            .iter()
+            .flat_map(|m| std::iter::once(&m.name).chain(&m.aliases))
+            .collect();
+        for alias in ["fast", "balanced", "powerful", "medical"] {
+            assert!(names.iter().any(|n| *n == alias), "{alias} missing");
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"\n", "server.listen"),
+            (
+                "[server]\nrequest_timeout = \"soon\"\n",
+                "server.request_timeout",
+            ),
+            (
+                "[server]\nfirst_token_timeout = \"60s\"\n",
+                "server.first_token_timeout",
+            ),
+            ("[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes"),
+            ("[limits]\nover_cap = \"maybe\"\n", "limits.over_cap"),
+            ("[logging]\nformat = \"xml\"\n", "logging.format"),
+            (
+                "[[models]]\nname = \"m\"\nchain = [{ backend = \"zz\", model = \"x\" }]\n",
+                "models[0].chain[0].backend",
+            ),
+            (
+                "[[models]]\nname = \"../m\"\nchain = [{ backend = \"a\", model = \"x\" }]\n",
+                "models[0].name",
+            ),
+            (
+                "[[models]]\nname = \"m\"\naliases = [\"m\"]\nchain = [{ backend = \"a\", model = \"x\" }]\n",
+                "models[0].aliases[0]",
+            ),
+            ("[[models]]\nname = \"m\"\nchain = []\n", "models[0].chain"),
+            (
+                "[[backends]]\nname = \"a\"\nkind = \"ollama\"\nurl = \"http://x\"\n",
+                "backends[1].name",
+            ),
+            (
+                "[[backends]]\nname = \"b\"\nkind = \"grpc\"\nurl = \"http://x\"\n",
+                "backends[1].kind",
+            ),
+            (
+                "[[backends]]\nname = \"b\"\nkind = \"ollama\"\nurl = \"ftp://x\"\n",
+                "backends[1].url",
+            ),
+        ];
+        for (extra, key) in cases {
+            let err = load(&format!("{BASE}{extra}")).unwrap_err();
+            assert_eq!(err.key, key, "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_give_a_line() {
+        let err = load(&format!("{BASE}\n[server]\nlisten_addr = \"x\"\n")).unwrap_err();
+        assert!(err.key.starts_with("line "), "{err}");
+        assert!(err.reason.contains("listen_addr"), "{err}");
+        let err = load("[[backends]\n").unwrap_err();
+        assert!(err.key.starts_with("line 1"), "{err}");
+    }
+
+    #[test]
+    fn no_backend_says_what_to_set() {
+        let err = load("").unwrap_err();
+        assert_eq!(err.key, "backends");
+        assert!(err.reason.contains("WARDGATE_BACKEND"));
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let env = |k: &str| match k {
+            "WARDGATE_BACKEND" => Some("openai:http://127.0.0.1:9/v1".to_owned()),
+            "WARDGATE_LISTEN" => Some("127.0.0.1:0".to_owned()),
+            "WARDGATE_DB" => Some("/tmp/x.db".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_raw(RawConfig::default(), &env).unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.sqlite_path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.backends[0].kind, BackendKind::Openai);
+        assert!(c.backends[0].discover);
+        let bad = |k: &str| (k == "WARDGATE_BACKEND").then(|| "http://x".to_owned());
+        assert_eq!(
+            Config::from_raw(RawConfig::default(), &bad)
+                .unwrap_err()
+                .key,
+            "WARDGATE_BACKEND"
+        );
+    }
+
+    #[test]
+    fn model_name_allowlist() {
+        for ok in ["fast", "smollm2:135m", "library/llama3.2:latest", "a-b_c.d"] {
+            assert!(valid_model_name(ok), "{ok}");
+        }
+        let long = "a".repeat(129);
+        for bad in [
+            "",
+            "../etc/passwd",
+            "%2e%2e",
+            "sha256:abc",
+            "/abs",
+            "a\0b",
+            "a b",
+            long.as_str(),
+        ] {
+            assert!(!valid_model_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The one error type at the HTTP edge, its status mapping (an exhaustive `match`), and its
+//! rendering in the OpenAI or Ollama error shape, whichever front the route belongs to.
+//!
+//! Client errors say what to fix without quoting the client's content back. Server errors are
+//! generic; their cause is logged once, without upstream text (which may echo a prompt).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wardgate_api::BadRequest;
+use wardgate_backends::{BackendError, UpstreamKind};
+
+/// Which API a route belongs to, deciding the error shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    OpenAi,
+    Ollama,
+}
+
+impl Front {
+    /// `/v1/...` is the OpenAI front; everything else speaks Ollama's shape.
+    pub fn of_path(path: &str) -> Front {
+        if path == "/v1" || path.starts_with("/v1/") {
+            Front::OpenAi
+        } else {
+            Front::Ollama
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid JSON body: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    BadRequest(BadRequest),
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    #[error("credentials must be sent in the Authorization header, not the URL")]
+    CredentialsInUrl,
+    #[error("model `{0}` not found")]
+    ModelNotFound(String),
+    #[error("not found")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body too large (limit {limit} bytes)")]
+    PayloadTooLarge { limit: usize },
+    #[error("context length exceeded")]
+    ContextLengthExceeded { window: u32, requested: u64 },
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("no healthy backend")]
+    BackendUnavailable,
+    #[error("upstream timeout")]
+    Timeout,
+    #[error("backend error")]
+    Backend(#[from] BackendError),
+    #[error("storage unavailable")]
+    StorageUnavailable,
+}
+
+impl From<BadRequest> for ApiError {
+    fn from(b: BadRequest) -> Self {
+        ApiError::BadRequest(b)
+    }
+}
+
+/// Everything a rendered error needs.
+struct Rendered {
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<&'static str>,
+    param: Option<String>,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn render(&self) -> Rendered {
+        let r = |status, kind, code, message: String| Rendered {
+            status,
+            kind,
+            code,
+            param: None,
+            message,
+            retry_after: None,
+        };
+        match self {
+            ApiError::InvalidJson(detail) => r(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                format!("the request body is not valid JSON for this endpoint: {detail}"),
+            ),
+            ApiError::BadRequest(b) => Rendered {
+                param: b.param.clone(),
+                ..r(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    None,
+                    b.message.clone(),
+                )
+            },
+            ApiError::Unauthenticated => r(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+                "Invalid or missing API key. Send it as `Authorization: Bearer <key>`.".into(),
+            ),
+            ApiError::CredentialsInUrl => r(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("credentials_in_url"),
+                self.to_string(),
+            ),
+            ApiError::ModelNotFound(m) => Rendered {
+                param: Some("model".into()),
+                ..r(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    Some("model_not_found"),
+                    format!("The model `{m}` does not exist or you do not have access to it."),
+                )
+            },
+            ApiError::RouteNotFound => r(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("not_found"),
+                "not found".into(),
+            ),
+            ApiError::MethodNotAllowed => r(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                Some("method_not_allowed"),
+                "method not allowed".into(),
+            ),
+            ApiError::PayloadTooLarge { limit } => r(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                Some("payload_too_large"),
+                format!("request body too large: the limit is {limit} bytes"),
+            ),
+            ApiError::ContextLengthExceeded { window, requested } => Rendered {
+                param: Some("messages".into()),
+                ..r(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("context_length_exceeded"),
+                    format!(
+                        "This model's maximum context length is {window} tokens. However, your \
+                         request needs about {requested} tokens (prompt estimate plus the tokens \
+                         asked for). Please reduce the length of the messages or max_tokens."
+                    ),
+                )
+            },
+            ApiError::RateLimited { retry_after_secs } => Rendered {
+                retry_after: Some(*retry_after_secs),
+                ..r(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "requests",
+                    Some("rate_limit_exceeded"),
+                    format!("Rate limit reached. Please try again in {retry_after_secs}s."),
+                )
+            },
+            ApiError::BackendUnavailable => r(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("backend_unavailable"),
+                "No model server is available for this model right now. Try again shortly.".into(),
+            ),
+            ApiError::Timeout => r(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                Some("timeout"),
+                "The model server did not answer in time.".into(),
+            ),
+            ApiError::StorageUnavailable => r(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                None,
+                "The service is temporarily unavailable.".into(),
+            ),
+            ApiError::Backend(e) => match e {
+                BackendError::Timeout => ApiError::Timeout.render(),
+                BackendError::CircuitOpen | BackendError::Connect(_) => {
+                    ApiError::BackendUnavailable.render()
+                }
+                BackendError::Protocol(_) => r(
+                    StatusCode::BAD_GATEWAY,
+                    "server_error",
+                    None,
+                    "The model server sent an invalid response.".into(),
+                ),
+                BackendError::Status { kind, status, .. } => match kind {
+                    UpstreamKind::ModelNotFound => r(
+                        StatusCode::NOT_FOUND,
+                        "invalid_request_error",
+                        Some("model_not_found"),
+                        "The model server does not have this model.".into(),
+                    ),
+                    UpstreamKind::ContextLength => Rendered {
+                        param: Some("messages".into()),
+                        ..r(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request_error",
+                            Some("context_length_exceeded"),
+                            "The request does not fit the model's context window. Please \
+                             reduce the length of the messages."
+                                .into(),
+                        )
+                    },
+                    UpstreamKind::BadRequest => r(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        None,
+                        format!("The model server rejected the request (status {status})."),
+                    ),
+                    UpstreamKind::RateLimited => Rendered {
+                        retry_after: Some(1),
+                        ..r(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "requests",
+                            Some("rate_limit_exceeded"),
+                            "The model server is at capacity. Please try again in 1s.".into(),
+                        )
+                    },
+                    UpstreamKind::Unavailable => ApiError::BackendUnavailable.render(),
+                    UpstreamKind::Server => r(
+                        StatusCode::BAD_GATEWAY,
+                        "server_error",
+                        None,
+                        "The model server failed to answer.".into(),
+                    ),
+                },
+            },
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.render().status
+    }
+
+    /// The short reason for logs and metrics: a fixed vocabulary, never client text.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::CredentialsInUrl => "credentials_in_url",
+            ApiError::ModelNotFound(_) => "model_not_found",
+            ApiError::RouteNotFound => "route_not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::ContextLengthExceeded { .. } => "context_length_exceeded",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BackendUnavailable => "backend_unavailable",
+            ApiError::Timeout => "timeout",
+            ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::Backend(e) => match e {
+                BackendError::Connect(_) => "backend_connect",
+                BackendError::Timeout => "backend_timeout",
+                BackendError::Status { .. } => "backend_status",
+                BackendError::Protocol(_) => "backend_protocol",
+                BackendError::CircuitOpen => "backend_circuit_open",
+            },
+        }
+    }
+
+    /// The message a stream carries in-band when it fails after it started.
+    pub fn stream_message(&self) -> String {
+        self.render().message
+    }
+
+    pub fn to_response(&self, front: Front) -> Response {
+        let r = self.render();
+        if r.status.is_server_error() {
+            // The cause, once, as a fixed reason; upstream text stays out because it can echo
+            // the prompt.
+            tracing::warn!(
+                reason = self.reason(),
+                status = r.status.as_u16(),
+                "request failed"
+            );
+        }
+        let body = match front {
+            Front::OpenAi => serde_json::json!({"error": {
+                "message": r.message, "type": r.kind, "param": r.param, "code": r.code,
+            }}),
+            Front::Ollama => serde_json::json!({"error": r.message}),
+        };
+        let mut resp = (r.status, axum::Json(body)).into_response();
+        if let Some(secs) = r.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if r.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp.extensions_mut().insert(ErrorReason(self.reason()));
+        resp
+    }
+}
+
+/// Left on error responses so the request log can say why without parsing the body.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorReason(pub &'static str);
+
+/// An error on an OpenAI route.
+#[derive(Debug)]
+pub struct OpenAiError(pub ApiError);
+
+/// An error on an Ollama route.
+#[derive(Debug)]
+pub struct OllamaError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for OpenAiError {
+    fn from(e: E) -> Self {
+        OpenAiError(e.into())
+    }
+}
+
+impl<E: Into<ApiError>> From<E> for OllamaError {
+    fn from(e: E) -> Self {
+        OllamaError(e.into())
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        self.0.to_response(Front::OpenAi)
+    }
+}
+
+impl IntoResponse for OllamaError {
+    fn into_response(self) -> Response {
+        self.0.to_response(Front::Ollama)
+    }
+}

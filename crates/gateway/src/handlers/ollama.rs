@@ -1,0 +1,315 @@
+//! The Ollama-compatible front: `/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`,
+//! `/api/tags`, `/api/show`, `/api/ps`, `/api/version`, `/`. Model management is absent by
+//! design (the router answers 404).
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use wardgate_api::canonical::EmbedRequest;
+use wardgate_api::ollama::{self, LineKind};
+use wardgate_backends::Route;
+
+use super::{check_rate, deadline, drive, first_token_limit, note_served};
+use crate::auth::Principal;
+use crate::error::{ApiError, OllamaError};
+use crate::extract::Json;
+use crate::policy::{self, Checked};
+use crate::record::RequestRecord;
+use crate::state::AppState;
+use crate::stream::{self, OllamaLines, now_rfc3339};
+
+type Result<T> = std::result::Result<T, OllamaError>;
+
+fn with_clamp_header(mut resp: Response, checked: Checked) -> Response {
+    if checked.clamped {
+        resp.headers_mut().insert(
+            "x-wardgate-clamped",
+            HeaderValue::from_static("num_predict"),
+        );
+    }
+    resp
+}
+
+/// Ollama's answer to a request with nothing to generate: a load (or, with `keep_alive: 0`,
+/// unload) acknowledgement. Models live on the backends, so there is nothing to load here.
+fn load_ack(kind: LineKind, model: &str, keep_alive: Option<&Value>) -> Response {
+    let unload = matches!(keep_alive, Some(Value::Number(n)) if n.as_f64() == Some(0.0))
+        || matches!(keep_alive, Some(Value::String(s)) if s == "0" || s == "0s");
+    let mut v = json!({"model": model, "created_at": now_rfc3339(), "done": true,
+        "done_reason": if unload { "unload" } else { "load" }});
+    match kind {
+        LineKind::Chat => v["message"] = json!({"role": "assistant", "content": ""}),
+        LineKind::Generate => v["response"] = json!(""),
+    }
+    axum::Json(v).into_response()
+}
+
+pub async fn chat(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Json(body): Json<ollama::ChatRequestIn>,
+) -> Result<Response> {
+    check_rate(&state, &p).await?;
+    let streaming = body.wants_stream();
+    let public = body.model.clone();
+    record.set_model(&public);
+    let route = state.route_for(&p, &public)?;
+    let mut req = body.into_canonical()?;
+    if req.messages.is_empty() {
+        return Ok(load_ack(LineKind::Chat, &public, req.keep_alive.as_ref()));
+    }
+    let checked = policy::check_chat(&state.config.limits, &route, &mut req, policy::OLLAMA)?;
+    let deadline = deadline(&state, &record);
+    let (served, events) = tokio::time::timeout_at(
+        deadline.into(),
+        route.chat(&req, first_token_limit(&state, deadline)),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout)??;
+    note_served(&record, &route, &served);
+    let drive = drive(&state, &record, checked.prompt_tokens);
+    if streaming {
+        let enc = OllamaLines::new(LineKind::Chat, public);
+        let resp = stream::stream_response(events, enc, drive, stream::NDJSON);
+        return Ok(with_clamp_header(resp, checked));
+    }
+    let c = stream::collect(events, &drive).await?;
+    let line = ollama::final_line(
+        LineKind::Chat,
+        &public,
+        &now_rfc3339(),
+        &c.content,
+        &c.tool_calls,
+        c.reason,
+        ollama::Metrics {
+            usage: c.usage,
+            timings: c.timings,
+        },
+    );
+    Ok(with_clamp_header(json_text(line), checked))
+}
+
+pub async fn generate(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Json(body): Json<ollama::GenerateRequestIn>,
+) -> Result<Response> {
+    check_rate(&state, &p).await?;
+    let streaming = body.wants_stream();
+    let public = body.model.clone();
+    record.set_model(&public);
+    let route = state.route_for(&p, &public)?;
+    let mut req = body.into_canonical()?;
+    if req.prompt.is_empty() && req.suffix.is_none() {
+        return Ok(load_ack(
+            LineKind::Generate,
+            &public,
+            req.keep_alive.as_ref(),
+        ));
+    }
+    let checked = policy::check_completion(&state.config.limits, &route, &mut req, policy::OLLAMA)?;
+    let deadline = deadline(&state, &record);
+    let (served, events) = tokio::time::timeout_at(
+        deadline.into(),
+        route.complete(&req, first_token_limit(&state, deadline)),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout)??;
+    note_served(&record, &route, &served);
+    let drive = drive(&state, &record, checked.prompt_tokens);
+    if streaming {
+        let enc = OllamaLines::new(LineKind::Generate, public);
+        let resp = stream::stream_response(events, enc, drive, stream::NDJSON);
+        return Ok(with_clamp_header(resp, checked));
+    }
+    let c = stream::collect(events, &drive).await?;
+    let line = ollama::final_line(
+        LineKind::Generate,
+        &public,
+        &now_rfc3339(),
+        &c.content,
+        &[],
+        c.reason,
+        ollama::Metrics {
+            usage: c.usage,
+            timings: c.timings,
+        },
+    );
+    Ok(with_clamp_header(json_text(line), checked))
+}
+
+fn json_text(s: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], s).into_response()
+}
+
+/// Embedding inputs are bounded in number, and each must fit the window unless the client
+/// allows truncation (Ollama's default).
+pub(crate) fn check_embed_inputs(
+    state: &AppState,
+    route: &Route,
+    req: &EmbedRequest,
+) -> std::result::Result<(), ApiError> {
+    let max = state.config.limits.max_embedding_inputs;
+    if req.input.len() > max {
+        return Err(ApiError::BadRequest(wardgate_api::BadRequest::param(
+            "input",
+            format!("at most {max} inputs per request"),
+        )));
+    }
+    if req.truncate == Some(false) {
+        for s in &req.input {
+            let t = crate::tokens::estimate_text(s);
+            if t >= u64::from(route.context_window) {
+                return Err(ApiError::ContextLengthExceeded {
+                    window: route.context_window,
+                    requested: t,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn embed_common(
+    state: &AppState,
+    p: &Principal,
+    record: &Arc<RequestRecord>,
+    req: EmbedRequest,
+) -> std::result::Result<wardgate_api::canonical::EmbedResponse, ApiError> {
+    check_rate(state, p).await?;
+    record.set_model(&req.model);
+    let route = state.route_for(p, &req.model)?;
+    check_embed_inputs(state, &route, &req)?;
+    if req.input.is_empty() {
+        return Ok(wardgate_api::canonical::EmbedResponse {
+            embeddings: Vec::new(),
+            prompt_tokens: 0,
+        });
+    }
+    let deadline = deadline(state, record);
+    let timeout = deadline.saturating_duration_since(std::time::Instant::now());
+    let (served, resp) = route.embed(&req, timeout).await?;
+    note_served(record, &route, &served);
+    record.set_tokens(resp.prompt_tokens, 0);
+    Ok(resp)
+}
+
+pub async fn embed(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Json(body): Json<ollama::EmbedRequestIn>,
+) -> Result<Response> {
+    let req = body.into_canonical()?;
+    let model = req.model.clone();
+    let started = record.started;
+    let resp = embed_common(&state, &p, &record, req).await?;
+    let total = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    Ok(axum::Json(json!({
+        "model": model,
+        "embeddings": resp.embeddings,
+        "total_duration": total,
+        "load_duration": 0,
+        "prompt_eval_count": resp.prompt_tokens,
+    }))
+    .into_response())
+}
+
+/// Legacy `/api/embeddings`: one prompt, one vector, nothing else.
+pub async fn embeddings(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Json(body): Json<ollama::EmbeddingsRequestIn>,
+) -> Result<Response> {
+    let input = if body.prompt.is_empty() {
+        Vec::new()
+    } else {
+        vec![body.prompt]
+    };
+    let req = EmbedRequest {
+        model: body.model,
+        input,
+        dimensions: None,
+        truncate: None,
+        keep_alive: body.keep_alive,
+    };
+    let resp = embed_common(&state, &p, &record, req).await?;
+    let v = resp.embeddings.into_iter().next().unwrap_or_default();
+    Ok(axum::Json(json!({"embedding": v})).into_response())
+}
+
+fn details() -> Value {
+    json!({"parent_model": "", "format": "", "family": "", "families": null,
+        "parameter_size": "", "quantization_level": ""})
+}
+
+fn modified_at(route: &Route) -> String {
+    time::OffsetDateTime::from_unix_timestamp(route.created)
+        .map(wardgate_api::rfc3339)
+        .unwrap_or_default()
+}
+
+pub async fn tags(State(state): State<AppState>, Extension(p): Extension<Principal>) -> Response {
+    let models: Vec<Value> = state
+        .visible_models(&p)
+        .into_iter()
+        .map(|(name, route)| {
+            json!({"name": name, "model": name, "modified_at": modified_at(&route),
+                "size": 0, "digest": "", "details": details()})
+        })
+        .collect();
+    axum::Json(json!({"models": models})).into_response()
+}
+
+pub async fn ps(State(state): State<AppState>, Extension(p): Extension<Principal>) -> Response {
+    let far = wardgate_api::rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(365));
+    let models: Vec<Value> = state
+        .visible_models(&p)
+        .into_iter()
+        .filter(|(_, route)| route.is_ready())
+        .map(|(name, route)| {
+            json!({"name": name, "model": name, "size": 0, "digest": "", "details": details(),
+                "expires_at": far, "size_vram": 0, "context_length": route.context_window})
+        })
+        .collect();
+    axum::Json(json!({"models": models})).into_response()
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<ollama::ShowRequestIn>,
+) -> Result<Response> {
+    let Some(name) = body.model() else {
+        return Err(ApiError::BadRequest(wardgate_api::BadRequest::param(
+            "model",
+            "model is required",
+        ))
+        .into());
+    };
+    let route = state.route_for(&p, name)?;
+    Ok(axum::Json(json!({
+        "modelfile": "", "parameters": "", "template": "", "license": "",
+        "details": details(),
+        "model_info": {"wardgate.context_length": route.context_window},
+        "capabilities": ["completion"],
+        "modified_at": modified_at(&route),
+    }))
+    .into_response())
+}
+
+pub async fn version() -> Response {
+    axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+/// `GET /` and `HEAD /`. Ollama tools probe for this exact text, so it is kept verbatim.
+pub async fn root() -> &'static str {
+    "Ollama is running"
+}

@@ -1,0 +1,172 @@
+//! The OpenAI-compatible front: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//! `/v1/models`.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use wardgate_api::openai::{self, ChatChunkWriter};
+
+use super::{check_rate, deadline, drive, first_token_limit, note_served, unix_now};
+use crate::auth::Principal;
+use crate::error::{ApiError, OpenAiError};
+use crate::extract::Json;
+use crate::policy::{self, Checked};
+use crate::record::RequestRecord;
+use crate::state::AppState;
+use crate::stream::{self, OpenAiChat, OpenAiText};
+
+type Result<T> = std::result::Result<T, OpenAiError>;
+
+fn with_clamp_header(mut resp: Response, checked: Checked) -> Response {
+    if checked.clamped {
+        resp.headers_mut()
+            .insert("x-wardgate-clamped", HeaderValue::from_static("max_tokens"));
+    }
+    resp
+}
+
+pub async fn chat(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Json(body): Json<openai::ChatCompletionRequest>,
+) -> Result<Response> {
+    check_rate(&state, &p).await?;
+    let streaming = body.wants_stream();
+    let include_usage = body.include_usage();
+    let public = body.model.clone();
+    record.set_model(&public);
+    let route = state.route_for(&p, &public)?;
+    let mut req = body.into_canonical()?;
+    let checked = policy::check_chat(&state.config.limits, &route, &mut req, policy::OPENAI)?;
+    let deadline = deadline(&state, &record);
+    let (served, events) = tokio::time::timeout_at(
+        deadline.into(),
+        route.chat(&req, first_token_limit(&state, deadline)),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout)??;
+    note_served(&record, &route, &served);
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = unix_now();
+    let drive = drive(&state, &record, checked.prompt_tokens);
+    if streaming {
+        let writer = ChatChunkWriter::new(id, created, public, include_usage);
+        let resp = stream::stream_response(events, OpenAiChat(writer), drive, stream::SSE);
+        return Ok(with_clamp_header(resp, checked));
+    }
+    let c = stream::collect(events, &drive).await?;
+    let body = openai::chat_completion(
+        &id,
+        created,
+        &public,
+        &c.content,
+        &c.tool_calls,
+        c.reason,
+        c.usage,
+    );
+    Ok(with_clamp_header(axum::Json(body).into_response(), checked))
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Json(body): Json<openai::CompletionRequestIn>,
+) -> Result<Response> {
+    check_rate(&state, &p).await?;
+    let streaming = body.wants_stream();
+    let include_usage = body.include_usage();
+    let public = body.model.clone();
+    record.set_model(&public);
+    let route = state.route_for(&p, &public)?;
+    let mut req = body.into_canonical()?;
+    let checked = policy::check_completion(&state.config.limits, &route, &mut req, policy::OPENAI)?;
+    let deadline = deadline(&state, &record);
+    let (served, events) = tokio::time::timeout_at(
+        deadline.into(),
+        route.complete(&req, first_token_limit(&state, deadline)),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout)??;
+    note_served(&record, &route, &served);
+    let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = unix_now();
+    let drive = drive(&state, &record, checked.prompt_tokens);
+    if streaming {
+        let enc = OpenAiText {
+            id,
+            created,
+            model: public,
+            include_usage,
+        };
+        let resp = stream::stream_response(events, enc, drive, stream::SSE);
+        return Ok(with_clamp_header(resp, checked));
+    }
+    let c = stream::collect(events, &drive).await?;
+    let body = openai::text_completion(
+        &id,
+        created,
+        &public,
+        &c.content,
+        Some(c.reason),
+        Some(Some(c.usage)),
+    );
+    let resp = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    Ok(with_clamp_header(resp, checked))
+}
+
+pub async fn embeddings(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Json(body): Json<openai::EmbeddingRequestIn>,
+) -> Result<Response> {
+    check_rate(&state, &p).await?;
+    let encoding = body.encoding()?;
+    let public = body.model.clone();
+    record.set_model(&public);
+    let route = state.route_for(&p, &public)?;
+    let req = body.into_canonical()?;
+    super::ollama::check_embed_inputs(&state, &route, &req)?;
+    let deadline = deadline(&state, &record);
+    let timeout = deadline.saturating_duration_since(std::time::Instant::now());
+    let (served, resp) = route.embed(&req, timeout).await?;
+    note_served(&record, &route, &served);
+    record.set_tokens(resp.prompt_tokens, 0);
+    Ok(axum::Json(openai::embeddings(
+        &public,
+        &resp.embeddings,
+        encoding,
+        resp.prompt_tokens,
+    ))
+    .into_response())
+}
+
+pub async fn models(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> Result<Response> {
+    let list: Vec<(String, i64, String)> = state
+        .visible_models(&p)
+        .into_iter()
+        .map(|(name, route)| (name, route.created, "wardgate".to_owned()))
+        .collect();
+    Ok(axum::Json(openai::model_list(&list)).into_response())
+}
+
+pub async fn model(
+    State(state): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let route = state.route_for(&p, &id)?;
+    Ok(axum::Json(openai::model_object(&id, route.created, "wardgate")).into_response())
+}

@@ -1,0 +1,242 @@
+//! The public HTTP service of wardgate: configuration, the request path (router, middleware,
+//! handlers), and the background work that keeps the model catalog current.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod policy;
+pub mod ratelimit;
+pub mod record;
+pub mod router;
+pub mod state;
+pub mod stream;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use wardgate_backends::{
+    Backend, BackendHandle, BreakerConfig, Catalog, HttpBackend, HttpBackendConfig, ModelEntry,
+};
+use wardgate_store::{Health, KeyStore};
+
+pub use config::{Config, ConfigError};
+pub use router::router;
+pub use state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("backend `{name}`: {reason}")]
+    Backend { name: String, reason: String },
+    #[error("models: {0}")]
+    Catalog(#[from] wardgate_backends::catalog::CatalogError),
+    #[error("storage: {0}")]
+    Store(#[from] wardgate_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Builds the backends and the catalog from config.
+pub fn build_catalog(config: &Config) -> Result<Catalog, StartError> {
+    let breaker = BreakerConfig {
+        failure_threshold: config.breaker_threshold,
+        cooldown: config.breaker_cooldown,
+    };
+    let mut handles = Vec::with_capacity(config.backends.len());
+    for b in &config.backends {
+        let mut hc = HttpBackendConfig::new(&b.name, b.kind, &b.url);
+        hc.connect_timeout = b.connect_timeout;
+        if let Some(var) = &b.api_key_env {
+            let key = std::env::var(var).map_err(|_| StartError::Backend {
+                name: b.name.clone(),
+                reason: format!("api_key_env names `{var}`, which is not set"),
+            })?;
+            hc.api_key = Some(key);
+        }
+        let backend = HttpBackend::new(hc).map_err(|e| StartError::Backend {
+            name: b.name.clone(),
+            reason: e.to_string(),
+        })?;
+        handles.push(BackendHandle::new(
+            Arc::new(backend) as Arc<dyn Backend>,
+            breaker,
+        ));
+    }
+    let models: Vec<ModelEntry> = config
+        .models
+        .iter()
+        .map(|m| ModelEntry {
+            name: m.name.clone(),
+            aliases: m.aliases.clone(),
+            chain: m.chain.clone(),
+            context_window: m.context_window,
+        })
+        .collect();
+    Ok(Catalog::new(
+        handles,
+        &models,
+        config.limits.default_context_window,
+        handlers::unix_now(),
+    )?)
+}
+
+/// Assembles the shared state from its parts.
+pub fn build_state<S>(config: Config, catalog: Catalog, store: Arc<S>) -> AppState
+where
+    S: KeyStore + Health,
+{
+    let limiter: Option<Arc<dyn ratelimit::RateLimiter>> = match config.requests_per_minute {
+        0 => None,
+        n => Some(Arc::new(ratelimit::InProcessLimiter::per_minute(n))),
+    };
+    AppState {
+        config: Arc::new(config),
+        catalog: Arc::new(catalog),
+        keys: store.clone(),
+        store_health: store,
+        limiter,
+    }
+}
+
+/// Probes every backend once and refreshes discovered models; logs, clearly, each backend
+/// that does not answer.
+pub async fn refresh_backends(state: &AppState) {
+    let probes = state.catalog.backends().iter().map(|h| {
+        let timeout = state.config.health_timeout;
+        async move { (h.clone(), h.probe(timeout).await) }
+    });
+    for (handle, ok) in futures::future::join_all(probes).await {
+        let url = state
+            .config
+            .backends
+            .iter()
+            .find(|b| b.name == handle.name())
+            .map(|b| b.url.as_str())
+            .unwrap_or_default();
+        if !ok {
+            tracing::warn!(
+                backend = handle.name(),
+                url,
+                "backend does not answer; its models fail with 503 until it does"
+            );
+            continue;
+        }
+        discover(state, &handle).await;
+    }
+}
+
+async fn discover(state: &AppState, handle: &BackendHandle) {
+    let Some(b) = state
+        .config
+        .backends
+        .iter()
+        .find(|b| b.name == handle.name())
+    else {
+        return;
+    };
+    if !b.discover {
+        return;
+    }
+    match tokio::time::timeout(state.config.health_timeout, handle.backend.list_models()).await {
+        Ok(Ok(names)) => {
+            let names: Vec<String> = names
+                .into_iter()
+                .filter(|n| config::valid_model_name(n))
+                .collect();
+            tracing::debug!(
+                backend = handle.name(),
+                models = names.len(),
+                "models discovered"
+            );
+            state
+                .catalog
+                .set_discovered(handle.name(), names, handlers::unix_now());
+        }
+        Ok(Err(e)) => tracing::warn!(backend = handle.name(), error = %e, "model discovery failed"),
+        Err(_) => tracing::warn!(backend = handle.name(), "model discovery timed out"),
+    }
+}
+
+/// Background work: health probes (which also close a recovered backend's breaker) and model
+/// discovery, each on its own interval.
+pub fn spawn_background(state: AppState) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(s.config.health_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let probes = s
+                .catalog
+                .backends()
+                .iter()
+                .map(|h| h.probe(s.config.health_timeout));
+            futures::future::join_all(probes).await;
+        }
+    }));
+    for b in state.config.backends.iter().filter(|b| b.discover) {
+        let s = state.clone();
+        let name = b.name.clone();
+        let every = b.discover_interval;
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Some(h) = s.catalog.backends().iter().find(|h| h.name() == name) {
+                    discover(&s, h).await;
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests for
+/// at most `shutdown_grace`.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let grace = state.config.shutdown_grace;
+    let tasks = spawn_background(state.clone());
+    let app = router(state);
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+        tracing::info!("shutting down: draining in-flight requests");
+    });
+    let deadline = async move {
+        let _ = rx.wait_for(|v| *v).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        r = server.into_future() => r.map_err(StartError::Serve),
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "drain deadline reached; closing remaining connections");
+            Ok(())
+        }
+    };
+    for t in tasks {
+        t.abort();
+    }
+    result
+}

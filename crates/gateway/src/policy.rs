@@ -1,0 +1,129 @@
+//! Request bounds applied after parsing and before any backend is called: message count, caps
+//! on output tokens and context size, and the context-window fit.
+
+use wardgate_api::BadRequest;
+use wardgate_api::canonical::{ChatRequest, CompletionRequest, Sampling};
+use wardgate_backends::Route;
+
+use crate::config::{Limits, OverCap};
+use crate::error::ApiError;
+use crate::tokens;
+
+/// Which front's names to use in messages.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamNames {
+    pub max_tokens: &'static str,
+    pub num_ctx: &'static str,
+}
+
+pub const OPENAI: ParamNames = ParamNames {
+    max_tokens: "max_tokens",
+    num_ctx: "num_ctx",
+};
+pub const OLLAMA: ParamNames = ParamNames {
+    max_tokens: "options.num_predict",
+    num_ctx: "options.num_ctx",
+};
+
+/// What the checks changed, for the `x-wardgate-clamped` response header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    pub clamped: bool,
+    /// Prompt estimate in tokens.
+    pub prompt_tokens: u64,
+}
+
+fn caps(
+    limits: &Limits,
+    route: &Route,
+    s: &mut Sampling,
+    names: ParamNames,
+) -> Result<bool, ApiError> {
+    let mut clamped = false;
+    let mut cap = |v: &mut Option<u32>, max: u32, param: &'static str| -> Result<(), ApiError> {
+        match *v {
+            Some(n) if n > max => match limits.over_cap {
+                OverCap::Reject => Err(ApiError::BadRequest(BadRequest::param(
+                    param,
+                    format!("{param} must be at most {max}"),
+                ))),
+                OverCap::Clamp => {
+                    *v = Some(max);
+                    clamped = true;
+                    Ok(())
+                }
+            },
+            _ => Ok(()),
+        }
+    };
+    cap(
+        &mut s.max_tokens,
+        limits.max_output_tokens,
+        names.max_tokens,
+    )?;
+    cap(&mut s.num_ctx, route.context_window, names.num_ctx)?;
+    Ok(clamped)
+}
+
+fn fits(route: &Route, prompt: u64, s: &Sampling) -> Result<(), ApiError> {
+    let window = u64::from(
+        s.num_ctx
+            .unwrap_or(route.context_window)
+            .min(route.context_window),
+    );
+    let requested = prompt + u64::from(s.max_tokens.unwrap_or(0));
+    if prompt >= window || requested > window {
+        return Err(ApiError::ContextLengthExceeded {
+            window: window as u32,
+            requested,
+        });
+    }
+    Ok(())
+}
+
+pub fn check_chat(
+    limits: &Limits,
+    route: &Route,
+    req: &mut ChatRequest,
+    names: ParamNames,
+) -> Result<Checked, ApiError> {
+    if req.messages.len() > limits.max_messages {
+        return Err(ApiError::BadRequest(BadRequest::param(
+            "messages",
+            format!("at most {} messages per request", limits.max_messages),
+        )));
+    }
+    let clamped = caps(limits, route, &mut req.sampling, names)?;
+    let prompt_tokens = tokens::estimate_messages(&req.messages);
+    fits(route, prompt_tokens, &req.sampling)?;
+    Ok(Checked {
+        clamped,
+        prompt_tokens,
+    })
+}
+
+pub fn check_completion(
+    limits: &Limits,
+    route: &Route,
+    req: &mut CompletionRequest,
+    names: ParamNames,
+) -> Result<Checked, ApiError> {
+    let clamped = caps(limits, route, &mut req.sampling, names)?;
+    let prompt_tokens = tokens::estimate_text(&req.prompt)
+        + req
+            .system
+            .as_deref()
+            .map(tokens::estimate_text)
+            .unwrap_or(0)
+        + req
+            .suffix
+            .as_deref()
+            .map(tokens::estimate_text)
+            .unwrap_or(0)
+        + 3;
+    fits(route, prompt_tokens, &req.sampling)?;
+    Ok(Checked {
+        clamped,
+        prompt_tokens,
+    })
+}

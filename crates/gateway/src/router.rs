@@ -1,0 +1,88 @@
+//! The request path, top to bottom. Read this file to know what happens to a request.
+//!
+//! Unauthenticated routes are listed explicitly (`/health`, `/ready`); every other route —
+//! including unknown paths — sits behind `auth::authenticate`, so a route added later is
+//! protected unless someone deliberately adds it to the public list.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, Response, StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::auth;
+use crate::error::{ApiError, Front};
+use crate::handlers::{ollama, openai, probes};
+use crate::record;
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    // Everything here needs a credential.
+    let authenticated = Router::new()
+        // OpenAI front.
+        .route("/v1/chat/completions", post(openai::chat))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{*id}", get(openai::model))
+        // Ollama front. Model management (/api/pull, /api/push, /api/create, /api/delete,
+        // /api/copy, /api/blobs/*) is deliberately absent: it falls through to 404 and is never
+        // proxied.
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/version", get(ollama::version))
+        .route("/", get(ollama::root))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Deny by default: runs for every route above and for the fallback.
+        .layer(from_fn_with_state(state.clone(), auth::authenticate));
+
+    // The only routes without a credential: liveness and readiness for orchestrators.
+    let public = Router::new()
+        .route("/health", get(probes::health))
+        .route("/ready", get(probes::ready));
+
+    public.merge(authenticated).with_state(state).layer(
+        ServiceBuilder::new()
+            // Outermost: a panic anywhere below becomes a generic 500, never a stack trace in
+            // a body or a dropped connection.
+            .layer(CatchPanicLayer::custom(panic_response))
+            // One record and one log line per request, tied to the end of the response body;
+            // sits above auth so denials are logged too.
+            .layer(from_fn(record::observe))
+            // Credentials are marked sensitive so no tracing layer ever prints them.
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+                header::COOKIE,
+                HeaderName::from_static("x-api-key"),
+            ])),
+    )
+}
+
+async fn not_found(req: Request) -> axum::response::Response {
+    ApiError::RouteNotFound.to_response(Front::of_path(req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> axum::response::Response {
+    ApiError::MethodNotAllowed.to_response(Front::of_path(req.uri().path()))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    // The payload may quote request data; it is not logged or returned.
+    tracing::error!(reason = "panic", "a handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(serde_json::json!({"error": {"message": "internal error", "type": "server_error", "param": null, "code": null}})),
+    )
+        .into_response()
+}

@@ -1,0 +1,47 @@
+//! What every handler shares: configuration, the model catalog, the stores and the limiter.
+
+use std::sync::Arc;
+
+use wardgate_backends::{Catalog, Route};
+use wardgate_store::{Health, KeyStore};
+
+use crate::auth::Principal;
+use crate::config::{Config, valid_model_name};
+use crate::error::ApiError;
+use crate::ratelimit::RateLimiter;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub catalog: Arc<Catalog>,
+    pub keys: Arc<dyn KeyStore>,
+    pub store_health: Arc<dyn Health>,
+    pub limiter: Option<Arc<dyn RateLimiter>>,
+}
+
+impl AppState {
+    /// The route for a client-supplied model name, if the name is well formed, exists, and the
+    /// principal may use it. A model the key may not use is answered exactly like a model that
+    /// does not exist, so keys cannot probe the catalog.
+    pub fn route_for(&self, p: &Principal, name: &str) -> Result<Arc<Route>, ApiError> {
+        if !valid_model_name(name) {
+            return Err(ApiError::BadRequest(wardgate_api::BadRequest::param(
+                "model",
+                "model must be 1-128 letters, digits or `._:/-`",
+            )));
+        }
+        match self.catalog.resolve(name) {
+            Some(route) if p.may_use(name, &route.name) => Ok(route),
+            _ => Err(ApiError::ModelNotFound(name.to_owned())),
+        }
+    }
+
+    /// The public models a principal may see, with their routes.
+    pub fn visible_models(&self, p: &Principal) -> Vec<(String, Arc<Route>)> {
+        self.catalog
+            .list()
+            .into_iter()
+            .filter(|(name, route)| p.may_use(name, &route.name))
+            .collect()
+    }
+}

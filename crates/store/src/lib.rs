@@ -1,0 +1,151 @@
+//! Storage for wardgate: backend-neutral traits (one per capability), the records they exchange,
+//! and the SQLite implementation behind the embedded default.
+//!
+//! The traits speak only in this crate's types, never a driver's, so a PostgreSQL implementation
+//! can sit behind the same `Arc<dyn KeyStore>` without callers changing.
+
+pub mod keys;
+pub mod names;
+pub mod secret;
+pub mod sqlite;
+
+use time::OffsetDateTime;
+
+pub use secret::Secret;
+pub use sqlite::SqliteStore;
+
+/// The underlying cause of an unavailable store, whatever the backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store call failed.
+///
+/// Messages carry no secrets and no caller-supplied values, so they are safe to log.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or failed (IO, locking, pool exhausted, corrupt row, OS
+    /// random source). A server-side fault: answer 5xx and log the source.
+    #[error("storage unavailable")]
+    Unavailable(#[source] BoxError),
+    /// No record with the given id.
+    #[error("not found")]
+    NotFound,
+    /// The caller's input was rejected; the message says what is allowed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The schema could not be brought up to date (including: the database is newer than this
+    /// build). Fatal at start-up.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// A tenant: the unit that keys, quotas and audit are grouped by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// `[a-z0-9_-]{1,64}`.
+    pub name: String,
+    /// When the tenant was first seen, whole seconds, UTC.
+    pub created_at: OffsetDateTime,
+}
+
+/// What the store knows about an API key. Holds nothing secret: not the key, not its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// `key_` + 26 lowercase base32 characters; stable and printable, safe in logs and audit.
+    pub id: String,
+    /// The lookup prefix embedded in the key (12 characters of `a-z0-9`); not secret on its own.
+    pub prefix: String,
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// Models the key may use; empty means all models.
+    pub models: Vec<String>,
+    /// An operator's note; never PHI.
+    pub label: Option<String>,
+    /// Whole seconds, UTC (times are stored as unix seconds).
+    pub created_at: OffsetDateTime,
+    /// The key is rejected from this instant on; whole seconds, UTC.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Set once by the first revocation; whole seconds, UTC.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A key just created: its record and the whole key, which is shown once and never stored.
+#[derive(Debug)]
+pub struct NewKey {
+    /// The stored record.
+    pub record: ApiKeyRecord,
+    /// The whole key, `wg_<prefix>_<secret>`.
+    pub secret: Secret<String>,
+}
+
+/// What to create a key for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKeySpec {
+    /// Tenant name; created if it does not exist.
+    pub tenant: String,
+    /// Models the key may use; empty means all models. Duplicates are dropped.
+    pub models: Vec<String>,
+    /// When the key stops working; truncated to whole seconds (so it may expire up to a second
+    /// early, never late).
+    pub expires_at: Option<OffsetDateTime>,
+    /// An operator's note (1 to 128 characters, no control characters); must not carry PHI.
+    pub label: Option<String>,
+}
+
+/// The outcome of checking a presented key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyVerdict {
+    /// The key is known, its secret matches, and it is neither revoked nor expired.
+    Valid(ApiKeyRecord),
+    /// Anything else.
+    Rejected(RejectReason),
+}
+
+/// Why a key was rejected. For audit and metrics only: the HTTP layer answers every reason
+/// identically, so a client cannot tell a revoked key from a mistyped one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Not shaped like a wardgate key.
+    Malformed,
+    /// No key has this prefix, or the secret does not match.
+    Unknown,
+    /// The key was revoked.
+    Revoked,
+    /// The key's expiry has passed.
+    Expired,
+}
+
+/// API keys: creation, listing, revocation and verification.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Creates a key for `spec.tenant`, creating the tenant if needed. The returned secret is
+    /// the only copy of the key; the store keeps its prefix and hash.
+    async fn create_key(&self, spec: NewKeySpec) -> Result<NewKey, StoreError>;
+
+    /// All keys, or one tenant's, newest first. Revoked and expired keys are included.
+    async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes a key. `NotFound` if no key has this id; revoking twice is not an error and keeps
+    /// the first revocation time.
+    async fn revoke_key(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Checks a presented key at `now`. `Err` only when the store itself fails; every kind of bad
+    /// key is `Ok(KeyVerdict::Rejected(_))`.
+    async fn verify(&self, presented: &str, now: OffsetDateTime) -> Result<KeyVerdict, StoreError>;
+}
+
+/// Tenants.
+#[async_trait::async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    /// Returns the tenant, creating it first if it does not exist.
+    async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError>;
+
+    /// All tenants, by name.
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+}
+
+/// Liveness of the backing store, for readiness probes.
+#[async_trait::async_trait]
+pub trait Health: Send + Sync + 'static {
+    /// `Ok` if the store answers a trivial query.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

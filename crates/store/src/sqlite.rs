@@ -1,0 +1,429 @@
+//! `SqliteStore`: the SQLite implementation of the store traits, and its embedded, versioned
+//! migrations.
+//!
+//! Times are stored as unix seconds (UTC) in integer columns: portable to PostgreSQL `BIGINT`,
+//! compared and sorted as numbers, and free of time-zone parsing. Records therefore carry whole
+//! seconds. SQL uses `$n` placeholders, which SQLite (through sqlx) and PostgreSQL both accept.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row as _, SqlSafeStr as _};
+use time::OffsetDateTime;
+
+use crate::keys::{self, KeyHash};
+use crate::{
+    ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, StoreError,
+    Tenant, TenantStore, names,
+};
+
+/// The schema's migrations, oldest first: (version, description, SQL).
+///
+/// Embedded with `include_str!` and handed to sqlx's `Migrator`, because the `migrate!` macro
+/// needs sqlx's `macros` feature, which this workspace leaves off. sqlx still keeps the
+/// `_sqlx_migrations` table, applies each version once, and refuses a database whose applied
+/// migrations are unknown to this build or were edited after being applied. A test checks that
+/// this list names every file in `migrations/`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "keys and tenants",
+    include_str!("../migrations/0001_keys_and_tenants.sql"),
+)];
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections to a file database. WAL lets readers run beside the one writer; more than a
+/// handful only adds contention on that writer.
+const FILE_POOL_SIZE: u32 = 8;
+/// Fresh keys tried before giving up on finding an unused prefix. With 36^12 prefixes a single
+/// collision is already unlikely; needing this many means something else is wrong.
+const PREFIX_ATTEMPTS: usize = 4;
+
+/// The SQLite store. Cheap to clone: clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    ///
+    /// Creates missing parent directories. A new file is created readable by its owner only
+    /// (mode 0600 on Unix; SQLite gives its `-wal` and `-shm` files the same mode). Connections use
+    /// WAL journaling, `synchronous=FULL` (a commit that returned survives power loss, which the
+    /// audit log built on this store needs), a busy timeout, and enforced foreign keys.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        }
+        create_private_file(path).await?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(FILE_POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        Self::migrated(pool).await
+    }
+
+    /// A private in-memory database, for tests.
+    ///
+    /// The pool holds exactly one connection that never expires: each SQLite connection to
+    /// `:memory:` has its own database, and it vanishes when its connection closes. (A named
+    /// shared-cache database would allow more connections but brings table-level locking that
+    /// ignores the busy timeout.)
+    pub async fn open_in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        Self::migrated(pool).await
+    }
+
+    /// Closes every connection, waiting for those in use to be returned; later calls fail with
+    /// `Unavailable`. Lets shutdown checkpoint the WAL into the main file.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
+        migrator().run(&pool).await.map_err(migration_error)?;
+        Ok(Self { pool })
+    }
+
+    async fn insert_key(
+        &self,
+        record: &ApiKeyRecord,
+        hash: &KeyHash,
+        models_json: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // The tenant insert comes first so the transaction takes SQLite's write lock at once,
+        // rather than upgrading from a read lock, which can fail with SQLITE_BUSY under WAL.
+        sqlx::query(
+            "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&record.tenant)
+        .bind(record.created_at.unix_timestamp())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO api_keys \
+             (id, prefix, key_hash, tenant, models, label, created_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)",
+        )
+        .bind(&record.id)
+        .bind(&record.prefix)
+        .bind(hash.to_hex())
+        .bind(&record.tenant)
+        .bind(models_json)
+        .bind(record.label.as_deref())
+        .bind(record.created_at.unix_timestamp())
+        .bind(record.expires_at.map(OffsetDateTime::unix_timestamp))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for SqliteStore {
+    async fn create_key(&self, spec: NewKeySpec) -> Result<NewKey, StoreError> {
+        names::validate_tenant(&spec.tenant)?;
+        let models = names::normalize_models(spec.models)?;
+        if let Some(label) = &spec.label {
+            names::validate_label(label)?;
+        }
+        let models_json =
+            serde_json::to_string(&models).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let created_at = whole_seconds(OffsetDateTime::now_utc())?;
+        let expires_at = spec.expires_at.map(whole_seconds).transpose()?;
+
+        for _ in 0..PREFIX_ATTEMPTS {
+            let generated = keys::generate()?;
+            let record = ApiKeyRecord {
+                id: keys::new_key_id(),
+                prefix: generated.prefix,
+                tenant: spec.tenant.clone(),
+                models: models.clone(),
+                label: spec.label.clone(),
+                created_at,
+                expires_at,
+                revoked_at: None,
+            };
+            match self
+                .insert_key(&record, &generated.hash, &models_json)
+                .await
+            {
+                Ok(()) => {
+                    return Ok(NewKey {
+                        record,
+                        secret: generated.secret,
+                    });
+                }
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "no unused key prefix found; is the random source broken?".into(),
+        ))
+    }
+
+    async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        // Two literal statements rather than `($1 IS NULL OR tenant = $1)`, which PostgreSQL
+        // cannot type. The id breaks ties within a second: ids sort by creation time.
+        let rows =
+            match tenant {
+                Some(tenant) => {
+                    names::validate_tenant(tenant)?;
+                    sqlx::query(
+                    "SELECT id, prefix, tenant, models, label, created_at, expires_at, revoked_at \
+                     FROM api_keys WHERE tenant = $1 ORDER BY created_at DESC, id DESC",
+                )
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await
+                }
+                None => sqlx::query(
+                    "SELECT id, prefix, tenant, models, label, created_at, expires_at, revoked_at \
+                     FROM api_keys ORDER BY created_at DESC, id DESC",
+                )
+                .fetch_all(&self.pool)
+                .await,
+            }
+            .map_err(unavailable)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        // COALESCE keeps the first revocation time, so revoking again changes nothing; the row
+        // still counts as affected, which tells a known id from an unknown one.
+        let result =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        if result.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn verify(&self, presented: &str, now: OffsetDateTime) -> Result<KeyVerdict, StoreError> {
+        let Some(parsed) = keys::parse(presented) else {
+            return Ok(KeyVerdict::Rejected(RejectReason::Malformed));
+        };
+        let presented_hash = parsed.hash();
+        let row = sqlx::query(
+            "SELECT key_hash, id, prefix, tenant, models, label, created_at, expires_at, revoked_at \
+             FROM api_keys WHERE prefix = $1",
+        )
+        .bind(parsed.prefix())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let stored = match row {
+            Some(row) => {
+                let hash_hex: String = row.try_get("key_hash").map_err(unavailable)?;
+                let hash =
+                    KeyHash::from_hex(&hash_hex).ok_or_else(|| corrupt("api_keys.key_hash"))?;
+                Some((hash, record_from_row(&row)?))
+            }
+            None => None,
+        };
+        Ok(keys::decide(&presented_hash, stored, now))
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantStore for SqliteStore {
+    async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        names::validate_tenant(name)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        sqlx::query(
+            "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let row = sqlx::query("SELECT name, created_at FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        tenant_from_row(&row)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = sqlx::query("SELECT name, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Health for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+fn latest_version() -> i64 {
+    MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0)
+}
+
+fn migration_error(e: MigrateError) -> StoreError {
+    let latest = latest_version();
+    StoreError::Migration(match e {
+        MigrateError::VersionMissing(v) if v > latest => format!(
+            "the database has schema version {v}, newer than this build of wardgate knows \
+             (latest {latest}); run the wardgate version that last wrote it, or a newer one"
+        ),
+        MigrateError::VersionMissing(v) => format!(
+            "the database has schema version {v} applied, which this build of wardgate does not \
+             know (latest {latest})"
+        ),
+        MigrateError::VersionMismatch(v) => format!(
+            "schema version {v} in the database differs from this build's migration {v} \
+             (checksum mismatch); the migration was edited after it was applied"
+        ),
+        other => other.to_string(),
+    })
+}
+
+/// Creates `path` with owner-only permissions if it does not exist yet; an existing file keeps
+/// the permissions its operator gave it.
+async fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(path).await {
+        // An empty file is a valid, empty SQLite database.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(Box::new(e))),
+    }
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    let models_json: String = row.try_get("models").map_err(unavailable)?;
+    let models: Vec<String> =
+        serde_json::from_str(&models_json).map_err(|_| corrupt("api_keys.models"))?;
+    Ok(ApiKeyRecord {
+        id: row.try_get("id").map_err(unavailable)?,
+        prefix: row.try_get("prefix").map_err(unavailable)?,
+        tenant: row.try_get("tenant").map_err(unavailable)?,
+        models,
+        label: row.try_get("label").map_err(unavailable)?,
+        created_at: time_column(row, "created_at")?.ok_or_else(|| corrupt("created_at"))?,
+        expires_at: time_column(row, "expires_at")?,
+        revoked_at: time_column(row, "revoked_at")?,
+    })
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        name: row.try_get("name").map_err(unavailable)?,
+        created_at: time_column(row, "created_at")?.ok_or_else(|| corrupt("created_at"))?,
+    })
+}
+
+fn time_column(
+    row: &SqliteRow,
+    column: &'static str,
+) -> Result<Option<OffsetDateTime>, StoreError> {
+    let secs: Option<i64> = row.try_get(column).map_err(unavailable)?;
+    secs.map(|s| OffsetDateTime::from_unix_timestamp(s).map_err(|_| corrupt(column)))
+        .transpose()
+}
+
+/// `t` in UTC, truncated to whole seconds: what the integer time columns hold.
+fn whole_seconds(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(t.unix_timestamp())
+        .map_err(|_| StoreError::Invalid("time out of range".into()))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+/// A stored value this code cannot read: damage or tampering, so a server-side fault.
+#[derive(Debug)]
+struct CorruptValue(&'static str);
+
+impl fmt::Display for CorruptValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stored value in column {} is corrupt", self.0)
+    }
+}
+
+impl std::error::Error for CorruptValue {}
+
+fn corrupt(column: &'static str) -> StoreError {
+    StoreError::Unavailable(Box::new(CorruptValue(column)))
+}
+
+#[cfg(test)]
+mod tests;

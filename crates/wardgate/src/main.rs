@@ -1,0 +1,301 @@
+//! The `wardgate` binary: parses the command line, loads configuration, and hands over to the
+//! libraries. No logic lives here beyond wiring and printing.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use wardgate_gateway::config::LogFormat;
+use wardgate_gateway::{Config, ConfigError};
+use wardgate_store::{KeyStore, NewKeySpec, SqliteStore};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wardgate",
+    version,
+    about = "A HIPAA-minded gateway for self-hosted LLMs"
+)]
+struct Cli {
+    /// Config file (TOML). Environment variables `WARDGATE_*` override it.
+    #[arg(long, short, global = true, env = "WARDGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the public gateway.
+    Serve,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Validate a config file without starting anything.
+    CheckConfig {
+        /// The file to check (defaults to --config).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create a key. The key is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated models the key may use (default: all).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Lifetime such as `90d` or `12h` (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
+        /// A note for humans.
+        #[arg(long)]
+        label: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Writes to stdout; the lint against `println!` keeps stray prints out of library code.
+fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wardgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    Config::load(path, &env)
+}
+
+/// The database path for key commands: the config's if one is given and valid, else
+/// `WARDGATE_DB`, else the default — the same file `serve` uses.
+fn db_path(config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = config {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read config {}", p.display()))?;
+        let raw = wardgate_gateway::config::parse_toml(&text)?;
+        if let Some(v) = env("WARDGATE_DB") {
+            return Ok(PathBuf::from(v));
+        }
+        if let Some(path) = raw.storage.sqlite_path {
+            return Ok(path);
+        }
+    }
+    Ok(env("WARDGATE_DB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("data/wardgate.db")))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig { file } => {
+            let file = file.or(cli.config).context("give a config file to check")?;
+            let c = load_config(Some(&file))?;
+            out(&format!(
+                "{}: ok ({} backends, {} models)",
+                file.display(),
+                c.backends.len(),
+                c.models.len()
+            ))?;
+            Ok(())
+        }
+        Command::Keys { command } => keys(cli.config.as_deref(), command).await,
+        Command::Serve => serve(cli.config.as_deref()).await,
+    }
+}
+
+async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()> {
+    let path = db_path(config)?;
+    let store = SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    match command {
+        KeysCommand::Create {
+            tenant,
+            models,
+            expires,
+            label,
+            json,
+        } => {
+            let expires_at = match expires {
+                Some(e) => {
+                    let d = humantime::parse_duration(&e)
+                        .with_context(|| format!("--expires `{e}` is not a duration like 90d"))?;
+                    let d = time::Duration::try_from(d).context("--expires is too long")?;
+                    Some(time::OffsetDateTime::now_utc() + d)
+                }
+                None => None,
+            };
+            let new = store
+                .create_key(NewKeySpec {
+                    tenant,
+                    models: models.into_iter().filter(|m| !m.is_empty()).collect(),
+                    expires_at,
+                    label,
+                })
+                .await?;
+            if json {
+                out(&serde_json::json!({
+                    "id": new.record.id,
+                    "tenant": new.record.tenant,
+                    "key": new.secret.expose(),
+                    "models": new.record.models,
+                    "expires_at": new.record.expires_at.map(|t| t.unix_timestamp()),
+                })
+                .to_string())?;
+            } else {
+                out(&format!(
+                    "created key {} for tenant {}\n{}\nStore it now: it is not shown again.",
+                    new.record.id,
+                    new.record.tenant,
+                    new.secret.expose()
+                ))?;
+            }
+        }
+        KeysCommand::List { tenant, json } => {
+            let keys = store.list_keys(tenant.as_deref()).await?;
+            let now = time::OffsetDateTime::now_utc();
+            if json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "id": k.id, "tenant": k.tenant, "prefix": k.prefix, "models": k.models,
+                            "label": k.label, "created_at": k.created_at.unix_timestamp(),
+                            "expires_at": k.expires_at.map(|t| t.unix_timestamp()),
+                            "revoked_at": k.revoked_at.map(|t| t.unix_timestamp()),
+                        })
+                    })
+                    .collect();
+                out(&serde_json::Value::Array(v).to_string())?;
+            } else {
+                out("ID                              TENANT           STATUS   MODELS")?;
+                for k in keys {
+                    let status = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else if k.expires_at.is_some_and(|e| e <= now) {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    let models = if k.models.is_empty() {
+                        "*".to_owned()
+                    } else {
+                        k.models.join(",")
+                    };
+                    out(&format!(
+                        "{:<31} {:<16} {:<8} {}",
+                        k.id, k.tenant, status, models
+                    ))?;
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            store
+                .revoke_key(&id)
+                .await
+                .with_context(|| format!("cannot revoke {id}"))?;
+            out(&format!("revoked {id}"))?;
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    init_logging(&config);
+    let store = Arc::new(
+        SqliteStore::open(&config.sqlite_path)
+            .await
+            .with_context(|| {
+                format!("cannot open the database {}", config.sqlite_path.display())
+            })?,
+    );
+    let catalog = wardgate_gateway::build_catalog(&config)?;
+    let listen = config.listen;
+    let state = wardgate_gateway::build_state(config, catalog, store);
+    wardgate_gateway::refresh_backends(&state).await;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "wardgate listening");
+    wardgate_gateway::serve(state, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
