@@ -1,0 +1,204 @@
+//! Test harness: the real router over an in-memory store and mock model servers, driven
+//! in-process with `oneshot` (no socket) unless a test needs a real connection.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use mock_upstream::{MockConfig, MockServer};
+use serde_json::Value;
+use tower::ServiceExt;
+use wardgate_gateway::config::{Config, parse_toml};
+use wardgate_gateway::{AppState, build_catalog, build_state, router};
+use wardgate_store::{KeyStore, NewKeySpec, SqliteStore};
+
+pub struct Harness {
+    pub app: Router,
+    pub state: AppState,
+    pub store: Arc<SqliteStore>,
+    pub key: String,
+    pub mocks: Vec<MockServer>,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// NDJSON lines or SSE `data:` payloads, parsed.
+    pub fn frames(&self) -> Vec<Value> {
+        self.text()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| {
+                let l = l.strip_prefix("data: ").unwrap_or(l);
+                if l == "[DONE]" {
+                    Some(Value::String("[DONE]".into()))
+                } else {
+                    serde_json::from_str(l).ok()
+                }
+            })
+            .collect()
+    }
+}
+
+/// A mock per backend entry; `kinds` gives each backend's protocol.
+pub async fn mocks(configs: Vec<MockConfig>) -> Vec<MockServer> {
+    let mut out = Vec::new();
+    for c in configs {
+        out.push(MockServer::start(c).await.unwrap());
+    }
+    out
+}
+
+pub fn mock_cfg() -> MockConfig {
+    MockConfig {
+        models: vec!["tiny".into(), "other".into()],
+        ..MockConfig::default()
+    }
+}
+
+pub fn backend_url(kind: &str, mock: &MockServer) -> String {
+    match kind {
+        "openai" => format!("{}/v1", mock.url()),
+        _ => mock.url(),
+    }
+}
+
+impl Harness {
+    /// One backend of `kind` with model `tiny` (alias `fast`) and `other`.
+    pub async fn single(kind: &str) -> Harness {
+        Self::single_with(kind, mock_cfg(), "").await
+    }
+
+    pub async fn single_with(kind: &str, cfg: MockConfig, extra: &str) -> Harness {
+        let ms = mocks(vec![cfg]).await;
+        let toml = format!(
+            r#"{extra}
+[[backends]]
+name = "b0"
+kind = "{kind}"
+url = "{url}"
+
+[[models]]
+name = "tiny"
+aliases = ["fast"]
+chain = [{{ backend = "b0", model = "tiny" }}]
+
+[[models]]
+name = "other"
+chain = [{{ backend = "b0", model = "other" }}]
+"#,
+            url = backend_url(kind, &ms[0])
+        );
+        Self::from_toml(&toml, ms).await
+    }
+
+    pub async fn from_toml(toml: &str, mocks: Vec<MockServer>) -> Harness {
+        let raw = parse_toml(toml).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::from_raw(raw, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let key = store
+            .create_key(NewKeySpec {
+                tenant: "acme".into(),
+                models: vec![],
+                expires_at: None,
+                label: None,
+            })
+            .await
+            .unwrap()
+            .secret
+            .expose()
+            .clone();
+        let catalog = build_catalog(&config).unwrap();
+        let state = build_state(config, catalog, store.clone());
+        Harness {
+            app: router(state.clone()),
+            state,
+            store,
+            key,
+            mocks,
+        }
+    }
+
+    pub async fn key_for(
+        &self,
+        models: &[&str],
+        expires_at: Option<time::OffsetDateTime>,
+    ) -> (String, String) {
+        let k = self
+            .store
+            .create_key(NewKeySpec {
+                tenant: "acme".into(),
+                models: models.iter().map(|m| m.to_string()).collect(),
+                expires_at,
+                label: None,
+            })
+            .await
+            .unwrap();
+        (k.record.id.clone(), k.secret.expose().clone())
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(post_as(path, &body.to_string(), Some(&self.key)))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(get_as(path, Some(&self.key))).await
+    }
+}
+
+pub fn post_as(path: &str, body: &str, key: Option<&str>) -> Request<Body> {
+    let mut b = Request::post(path).header("content-type", "application/json");
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    b.body(Body::from(body.to_owned())).unwrap()
+}
+
+pub fn get_as(path: &str, key: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(path);
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+pub fn chat_body(model: &str, content: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": content}]})
+}
+
+pub const KINDS: [&str; 2] = ["ollama", "openai"];
+
+/// A port nothing listens on: bind, read the port, close.
+pub fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}")
+}
