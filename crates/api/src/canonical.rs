@@ -292,10 +292,10 @@ impl Accumulator {
             return;
         }
         if let Some(call) = self.calls.get_mut(idx) {
-            if let Some(name) = &d.name {
-                if call.name.is_empty() {
-                    call.name.clone_from(name);
-                }
+            if let Some(name) = &d.name
+                && call.name.is_empty()
+            {
+                call.name.clone_from(name);
             }
             call.arguments.push_str(&d.arguments);
         }

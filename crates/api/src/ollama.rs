@@ -406,15 +406,13 @@ fn nz(v: u64) -> Option<u64> {
     (v != 0).then_some(v)
 }
 
-/// A non-final line with new text and/or complete tool calls.
-pub fn line(
+/// Chat lines carry a `message`, generate lines a `response`.
+fn payload<'a>(
     kind: LineKind,
-    model: &str,
-    created_at: &str,
-    content: &str,
+    content: &'a str,
     tool_calls: &[ToolCall],
-) -> String {
-    let (message, response) = match kind {
+) -> (Option<MessageOut<'a>>, Option<&'a str>) {
+    match kind {
         LineKind::Chat => (
             Some(MessageOut {
                 role: "assistant",
@@ -424,7 +422,18 @@ pub fn line(
             None,
         ),
         LineKind::Generate => (None, Some(content)),
-    };
+    }
+}
+
+/// A non-final line with new text and/or complete tool calls.
+pub fn line(
+    kind: LineKind,
+    model: &str,
+    created_at: &str,
+    content: &str,
+    tool_calls: &[ToolCall],
+) -> String {
+    let (message, response) = payload(kind, content, tool_calls);
     let l = LineOut {
         model,
         created_at,
@@ -452,17 +461,7 @@ pub fn final_line(
     reason: FinishReason,
     m: Metrics,
 ) -> String {
-    let (message, response) = match kind {
-        LineKind::Chat => (
-            Some(MessageOut {
-                role: "assistant",
-                content,
-                tool_calls: tool_calls_out(tool_calls),
-            }),
-            None,
-        ),
-        LineKind::Generate => (None, Some(content)),
-    };
+    let (message, response) = payload(kind, content, tool_calls);
     let l = LineOut {
         model,
         created_at,

@@ -1236,7 +1236,8 @@ mod tests {
 
     #[test]
     fn backend_errors_of_every_peer_are_read() {
-        let cases: [(&str, (Option<&str>, Option<&str>)); 4] = [
+        type Case<'a> = (&'a str, (Option<&'a str>, Option<&'a str>));
+        let cases: [Case<'_>; 4] = [
             (
                 r#"{"error":{"message":"m","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
                 (Some("invalid_request_error"), Some("model_not_found")),

@@ -108,7 +108,7 @@ impl Route {
         req: &ChatRequest,
         first_token: Duration,
     ) -> Result<(Served, EventStream), BackendError> {
-        self.walk(first_token, |backend, model| {
+        self.walk_stream(first_token, |backend, model| {
             let mut req = req.clone();
             req.model = model.to_owned();
             async move { backend.chat(&req).await }
@@ -121,7 +121,7 @@ impl Route {
         req: &CompletionRequest,
         first_token: Duration,
     ) -> Result<(Served, EventStream), BackendError> {
-        self.walk(first_token, |backend, model| {
+        self.walk_stream(first_token, |backend, model| {
             let mut req = req.clone();
             req.model = model.to_owned();
             async move { backend.complete(&req).await }
@@ -134,40 +134,16 @@ impl Route {
         req: &EmbedRequest,
         timeout: Duration,
     ) -> Result<(Served, EmbedResponse), BackendError> {
-        let mut last = BackendError::CircuitOpen;
-        for (i, link) in self.chain.iter().enumerate() {
-            if !link.backend.breaker.allow(Instant::now()) {
-                continue;
-            }
+        self.walk(timeout, |backend, model| {
             let mut req = req.clone();
-            req.model.clone_from(&link.upstream_model);
-            let result = tokio::time::timeout(timeout, link.backend.backend.embed(&req))
-                .await
-                .unwrap_or(Err(BackendError::Timeout));
-            match result {
-                Ok(resp) => {
-                    link.backend.record(true);
-                    return Ok((served(link, i), resp));
-                }
-                Err(e) => {
-                    if e.is_backend_fault() {
-                        link.backend.record(false);
-                    }
-                    if !e.is_retryable() {
-                        return Err(e);
-                    }
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+            req.model = model.to_owned();
+            async move { backend.embed(&req).await }
+        })
+        .await
     }
 
-    /// Tries each link in order until one produces a first event within `first_token`. Links
-    /// whose breaker is open are skipped. A failure that is the request's fault (4xx) is
-    /// returned at once: the next backend would refuse it too. Once the first event is in
-    /// hand the stream is returned and nothing is retried any more.
-    async fn walk<F, Fut>(
+    /// Starts a generation on each link in turn until one yields a first event.
+    async fn walk_stream<F, Fut>(
         &self,
         first_token: Duration,
         start: F,
@@ -176,27 +152,51 @@ impl Route {
         F: Fn(Arc<dyn Backend>, &str) -> Fut,
         Fut: Future<Output = Result<EventStream, BackendError>>,
     {
+        self.walk(first_token, |backend, model| {
+            let started = start(backend, model);
+            async move {
+                let mut stream = started.await?;
+                match stream.next().await {
+                    Some(Ok(first)) => {
+                        let rest = futures::stream::once(async move { Ok(first) }).chain(stream);
+                        Ok(Box::pin(rest) as EventStream)
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => Err(BackendError::Protocol("empty stream".into())),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Tries each link in order until one succeeds within `limit`. Links whose breaker is open
+    /// are skipped. A failure that is the request's fault (4xx) is returned at once: the next
+    /// backend would refuse it too. For streams, success means the first event is in hand;
+    /// after that nothing is retried.
+    async fn walk<T, F, Fut>(
+        &self,
+        limit: Duration,
+        attempt: F,
+    ) -> Result<(Served, T), BackendError>
+    where
+        F: Fn(Arc<dyn Backend>, &str) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
         let mut last = BackendError::CircuitOpen;
         for (i, link) in self.chain.iter().enumerate() {
             if !link.backend.breaker.allow(Instant::now()) {
                 continue;
             }
-            let attempt = async {
-                let mut stream = start(link.backend.backend.clone(), &link.upstream_model).await?;
-                match stream.next().await {
-                    Some(Ok(first)) => Ok((first, stream)),
-                    Some(Err(e)) => Err(e),
-                    None => Err(BackendError::Protocol("empty stream".into())),
-                }
-            };
-            let result = tokio::time::timeout(first_token, attempt)
-                .await
-                .unwrap_or(Err(BackendError::Timeout));
+            let result = tokio::time::timeout(
+                limit,
+                attempt(link.backend.backend.clone(), &link.upstream_model),
+            )
+            .await
+            .unwrap_or(Err(BackendError::Timeout));
             match result {
-                Ok((first, rest)) => {
+                Ok(value) => {
                     link.backend.record(true);
-                    let stream = futures::stream::once(async move { Ok(first) }).chain(rest);
-                    return Ok((served(link, i), Box::pin(stream)));
+                    return Ok((served(link, i), value));
                 }
                 Err(e) => {
                     if e.is_backend_fault() {

@@ -309,6 +309,15 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
                 "expected KIND:URL, e.g. ollama:http://127.0.0.1:11434 or openai:http://127.0.0.1:8000/v1",
             )
         })?;
+        if !matches!(kind, "ollama" | "openai") {
+            return Err(ConfigError::new(
+                "WARDGATE_BACKEND",
+                format!(
+                    "`{kind}` is not a backend kind: expected ollama:URL or openai:URL, e.g. \
+                     ollama:http://127.0.0.1:11434"
+                ),
+            ));
+        }
         if raw.backends.iter().any(|b| b.name == "default") {
             return Err(ConfigError::new(
                 "WARDGATE_BACKEND",

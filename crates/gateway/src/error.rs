@@ -289,10 +289,10 @@ impl ApiError {
             Front::Ollama => serde_json::json!({"error": r.message}),
         };
         let mut resp = (r.status, axum::Json(body)).into_response();
-        if let Some(secs) = r.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(secs) = r.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if r.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

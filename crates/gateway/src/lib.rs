@@ -108,8 +108,9 @@ where
 }
 
 /// Probes every backend once and refreshes discovered models; logs, clearly, each backend
-/// that does not answer.
-pub async fn refresh_backends(state: &AppState) {
+/// that does not answer. Returns how many answered.
+pub async fn refresh_backends(state: &AppState) -> usize {
+    let mut answered = 0;
     let probes = state.catalog.backends().iter().map(|h| {
         let timeout = state.config.health_timeout;
         async move { (h.clone(), h.probe(timeout).await) }
@@ -130,8 +131,10 @@ pub async fn refresh_backends(state: &AppState) {
             );
             continue;
         }
+        answered += 1;
         discover(state, &handle).await;
     }
+    answered
 }
 
 async fn discover(state: &AppState, handle: &BackendHandle) {

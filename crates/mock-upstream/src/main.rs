@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -61,12 +62,28 @@ impl Args {
     }
 }
 
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Nothing useful is left to do if stderr itself fails.
+            let _ = writeln!(io::stderr().lock(), "mock-upstream: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> io::Result<()> {
+async fn run() -> io::Result<()> {
     let args = Args::parse();
     let server = MockServer::start_on(args.listen, args.config())
         .await
-        .map_err(|e| io::Error::new(e.kind(), format!("--listen {}: {e}", args.listen)))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on --listen {}: {e}", args.listen),
+            )
+        })?;
     {
         // Test harnesses read this one line to learn the port.
         let mut stdout = io::stdout().lock();

@@ -84,6 +84,10 @@ fn out(text: &str) -> std::io::Result<()> {
     stdout.flush()
 }
 
+#[expect(
+    clippy::print_stderr,
+    reason = "the binary reports fatal start-up errors on stderr before logging exists"
+)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -269,7 +273,20 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let catalog = wardgate_gateway::build_catalog(&config)?;
     let listen = config.listen;
     let state = wardgate_gateway::build_state(config, catalog, store);
-    wardgate_gateway::refresh_backends(&state).await;
+    if wardgate_gateway::refresh_backends(&state).await == 0 {
+        let names: Vec<String> = state
+            .config
+            .backends
+            .iter()
+            .map(|b| format!("{} ({})", b.name, b.url))
+            .collect();
+        tracing::error!(
+            backends = %names.join(", "),
+            "no model server answers: wardgate is running, but every model request gets 503 \
+             until one does. Start the server, or point WARDGATE_BACKEND at one that runs \
+             (e.g. ollama:http://127.0.0.1:11434)"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -7,10 +7,14 @@ pub mod probes;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wardgate_backends::{Route, Served};
+use axum::http::HeaderValue;
+use axum::response::Response;
+use wardgate_api::canonical::{ChatRequest, CompletionRequest};
+use wardgate_backends::{EventStream, Route, Served};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::policy::{self, Checked, ParamNames};
 use crate::record::RequestRecord;
 use crate::state::AppState;
 use crate::stream::Drive;
@@ -47,12 +51,73 @@ pub(crate) fn unix_now() -> i64 {
 
 /// Takes one request from the key's rate allowance.
 pub(crate) async fn check_rate(state: &AppState, p: &Principal) -> Result<(), ApiError> {
-    if let Some(l) = &state.limiter {
-        if let Err(r) = l.acquire(&p.key_id).await {
-            return Err(ApiError::RateLimited {
-                retry_after_secs: r.0.as_secs_f64().ceil().max(1.0) as u64,
-            });
-        }
+    if let Some(l) = &state.limiter
+        && let Err(r) = l.acquire(&p.key_id).await
+    {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: r.0.as_secs_f64().ceil().max(1.0) as u64,
+        });
     }
     Ok(())
+}
+
+/// The common start of every model request: the key's rate allowance, then the route for the
+/// public model name (which the key must be allowed to use).
+pub(crate) async fn begin(
+    state: &AppState,
+    p: &Principal,
+    record: &RequestRecord,
+    public: &str,
+) -> Result<Arc<Route>, ApiError> {
+    check_rate(state, p).await?;
+    record.set_model(public);
+    state.route_for(p, public)
+}
+
+/// A generation to run.
+pub(crate) enum Job {
+    Chat(ChatRequest),
+    Complete(CompletionRequest),
+}
+
+/// Applies the bounds, walks the route's chain within the request deadline, and returns the
+/// backend's event stream with what it is measured against.
+pub(crate) async fn run_generation(
+    state: &AppState,
+    record: &Arc<RequestRecord>,
+    route: &Route,
+    job: &mut Job,
+    names: ParamNames,
+) -> Result<(EventStream, Drive, Checked), ApiError> {
+    let limits = &state.config.limits;
+    let checked = match job {
+        Job::Chat(r) => policy::check_chat(limits, route, r, names)?,
+        Job::Complete(r) => policy::check_completion(limits, route, r, names)?,
+    };
+    let deadline = deadline(state, record);
+    let limit = first_token_limit(state, deadline);
+    let walk = async {
+        match job {
+            Job::Chat(r) => route.chat(r, limit).await,
+            Job::Complete(r) => route.complete(r, limit).await,
+        }
+    };
+    let (served, events) = tokio::time::timeout_at(deadline.into(), walk)
+        .await
+        .map_err(|_| ApiError::Timeout)??;
+    note_served(record, route, &served);
+    Ok((events, drive(state, record, checked.prompt_tokens), checked))
+}
+
+/// Says in a header that a cap lowered what the client asked for.
+pub(crate) fn with_clamp_header(
+    mut resp: Response,
+    checked: Checked,
+    param: &'static str,
+) -> Response {
+    if checked.clamped {
+        resp.headers_mut()
+            .insert("x-wardgate-clamped", HeaderValue::from_static(param));
+    }
+    resp
 }

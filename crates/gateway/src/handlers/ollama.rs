@@ -6,33 +6,23 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wardgate_api::canonical::EmbedRequest;
 use wardgate_api::ollama::{self, LineKind};
 use wardgate_backends::Route;
 
-use super::{check_rate, deadline, drive, first_token_limit, note_served};
+use super::{Job, begin, deadline, note_served, run_generation, with_clamp_header};
 use crate::auth::Principal;
 use crate::error::{ApiError, OllamaError};
 use crate::extract::Json;
-use crate::policy::{self, Checked};
+use crate::policy;
 use crate::record::RequestRecord;
 use crate::state::AppState;
 use crate::stream::{self, OllamaLines, now_rfc3339};
 
 type Result<T> = std::result::Result<T, OllamaError>;
-
-fn with_clamp_header(mut resp: Response, checked: Checked) -> Response {
-    if checked.clamped {
-        resp.headers_mut().insert(
-            "x-wardgate-clamped",
-            HeaderValue::from_static("num_predict"),
-        );
-    }
-    resp
-}
 
 /// Ollama's answer to a request with nothing to generate: a load (or, with `keep_alive: 0`,
 /// unload) acknowledgement. Models live on the backends, so there is nothing to load here.
@@ -54,29 +44,19 @@ pub async fn chat(
     Extension(record): Extension<Arc<RequestRecord>>,
     Json(body): Json<ollama::ChatRequestIn>,
 ) -> Result<Response> {
-    check_rate(&state, &p).await?;
     let streaming = body.wants_stream();
     let public = body.model.clone();
-    record.set_model(&public);
-    let route = state.route_for(&p, &public)?;
-    let mut req = body.into_canonical()?;
+    let route = begin(&state, &p, &record, &public).await?;
+    let req = body.into_canonical()?;
     if req.messages.is_empty() {
         return Ok(load_ack(LineKind::Chat, &public, req.keep_alive.as_ref()));
     }
-    let checked = policy::check_chat(&state.config.limits, &route, &mut req, policy::OLLAMA)?;
-    let deadline = deadline(&state, &record);
-    let (served, events) = tokio::time::timeout_at(
-        deadline.into(),
-        route.chat(&req, first_token_limit(&state, deadline)),
-    )
-    .await
-    .map_err(|_| ApiError::Timeout)??;
-    note_served(&record, &route, &served);
-    let drive = drive(&state, &record, checked.prompt_tokens);
+    let (events, drive, checked) =
+        run_generation(&state, &record, &route, &mut Job::Chat(req), policy::OLLAMA).await?;
     if streaming {
         let enc = OllamaLines::new(LineKind::Chat, public);
         let resp = stream::stream_response(events, enc, drive, stream::NDJSON);
-        return Ok(with_clamp_header(resp, checked));
+        return Ok(with_clamp_header(resp, checked, "num_predict"));
     }
     let c = stream::collect(events, &drive).await?;
     let line = ollama::final_line(
@@ -91,7 +71,7 @@ pub async fn chat(
             timings: c.timings,
         },
     );
-    Ok(with_clamp_header(json_text(line), checked))
+    Ok(with_clamp_header(json_text(line), checked, "num_predict"))
 }
 
 pub async fn generate(
@@ -100,12 +80,10 @@ pub async fn generate(
     Extension(record): Extension<Arc<RequestRecord>>,
     Json(body): Json<ollama::GenerateRequestIn>,
 ) -> Result<Response> {
-    check_rate(&state, &p).await?;
     let streaming = body.wants_stream();
     let public = body.model.clone();
-    record.set_model(&public);
-    let route = state.route_for(&p, &public)?;
-    let mut req = body.into_canonical()?;
+    let route = begin(&state, &p, &record, &public).await?;
+    let req = body.into_canonical()?;
     if req.prompt.is_empty() && req.suffix.is_none() {
         return Ok(load_ack(
             LineKind::Generate,
@@ -113,20 +91,13 @@ pub async fn generate(
             req.keep_alive.as_ref(),
         ));
     }
-    let checked = policy::check_completion(&state.config.limits, &route, &mut req, policy::OLLAMA)?;
-    let deadline = deadline(&state, &record);
-    let (served, events) = tokio::time::timeout_at(
-        deadline.into(),
-        route.complete(&req, first_token_limit(&state, deadline)),
-    )
-    .await
-    .map_err(|_| ApiError::Timeout)??;
-    note_served(&record, &route, &served);
-    let drive = drive(&state, &record, checked.prompt_tokens);
+    let mut job = Job::Complete(req);
+    let (events, drive, checked) =
+        run_generation(&state, &record, &route, &mut job, policy::OLLAMA).await?;
     if streaming {
         let enc = OllamaLines::new(LineKind::Generate, public);
         let resp = stream::stream_response(events, enc, drive, stream::NDJSON);
-        return Ok(with_clamp_header(resp, checked));
+        return Ok(with_clamp_header(resp, checked, "num_predict"));
     }
     let c = stream::collect(events, &drive).await?;
     let line = ollama::final_line(
@@ -141,7 +112,7 @@ pub async fn generate(
             timings: c.timings,
         },
     );
-    Ok(with_clamp_header(json_text(line), checked))
+    Ok(with_clamp_header(json_text(line), checked, "num_predict"))
 }
 
 fn json_text(s: String) -> Response {
@@ -182,9 +153,7 @@ async fn embed_common(
     record: &Arc<RequestRecord>,
     req: EmbedRequest,
 ) -> std::result::Result<wardgate_api::canonical::EmbedResponse, ApiError> {
-    check_rate(state, p).await?;
-    record.set_model(&req.model);
-    let route = state.route_for(p, &req.model)?;
+    let route = begin(state, p, record, &req.model).await?;
     check_embed_inputs(state, &route, &req)?;
     if req.input.is_empty() {
         return Ok(wardgate_api::canonical::EmbedResponse {

@@ -5,28 +5,19 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use wardgate_api::openai::{self, ChatChunkWriter};
 
-use super::{check_rate, deadline, drive, first_token_limit, note_served, unix_now};
+use super::{Job, begin, deadline, note_served, run_generation, unix_now, with_clamp_header};
 use crate::auth::Principal;
-use crate::error::{ApiError, OpenAiError};
+use crate::error::OpenAiError;
 use crate::extract::Json;
-use crate::policy::{self, Checked};
+use crate::policy;
 use crate::record::RequestRecord;
 use crate::state::AppState;
 use crate::stream::{self, OpenAiChat, OpenAiText};
 
 type Result<T> = std::result::Result<T, OpenAiError>;
-
-fn with_clamp_header(mut resp: Response, checked: Checked) -> Response {
-    if checked.clamped {
-        resp.headers_mut()
-            .insert("x-wardgate-clamped", HeaderValue::from_static("max_tokens"));
-    }
-    resp
-}
 
 pub async fn chat(
     State(state): State<AppState>,
@@ -34,29 +25,19 @@ pub async fn chat(
     Extension(record): Extension<Arc<RequestRecord>>,
     Json(body): Json<openai::ChatCompletionRequest>,
 ) -> Result<Response> {
-    check_rate(&state, &p).await?;
     let streaming = body.wants_stream();
     let include_usage = body.include_usage();
     let public = body.model.clone();
-    record.set_model(&public);
-    let route = state.route_for(&p, &public)?;
-    let mut req = body.into_canonical()?;
-    let checked = policy::check_chat(&state.config.limits, &route, &mut req, policy::OPENAI)?;
-    let deadline = deadline(&state, &record);
-    let (served, events) = tokio::time::timeout_at(
-        deadline.into(),
-        route.chat(&req, first_token_limit(&state, deadline)),
-    )
-    .await
-    .map_err(|_| ApiError::Timeout)??;
-    note_served(&record, &route, &served);
+    let route = begin(&state, &p, &record, &public).await?;
+    let mut job = Job::Chat(body.into_canonical()?);
+    let (events, drive, checked) =
+        run_generation(&state, &record, &route, &mut job, policy::OPENAI).await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
-    let drive = drive(&state, &record, checked.prompt_tokens);
     if streaming {
         let writer = ChatChunkWriter::new(id, created, public, include_usage);
         let resp = stream::stream_response(events, OpenAiChat(writer), drive, stream::SSE);
-        return Ok(with_clamp_header(resp, checked));
+        return Ok(with_clamp_header(resp, checked, "max_tokens"));
     }
     let c = stream::collect(events, &drive).await?;
     let body = openai::chat_completion(
@@ -68,7 +49,11 @@ pub async fn chat(
         c.reason,
         c.usage,
     );
-    Ok(with_clamp_header(axum::Json(body).into_response(), checked))
+    Ok(with_clamp_header(
+        axum::Json(body).into_response(),
+        checked,
+        "max_tokens",
+    ))
 }
 
 pub async fn completions(
@@ -77,25 +62,15 @@ pub async fn completions(
     Extension(record): Extension<Arc<RequestRecord>>,
     Json(body): Json<openai::CompletionRequestIn>,
 ) -> Result<Response> {
-    check_rate(&state, &p).await?;
     let streaming = body.wants_stream();
     let include_usage = body.include_usage();
     let public = body.model.clone();
-    record.set_model(&public);
-    let route = state.route_for(&p, &public)?;
-    let mut req = body.into_canonical()?;
-    let checked = policy::check_completion(&state.config.limits, &route, &mut req, policy::OPENAI)?;
-    let deadline = deadline(&state, &record);
-    let (served, events) = tokio::time::timeout_at(
-        deadline.into(),
-        route.complete(&req, first_token_limit(&state, deadline)),
-    )
-    .await
-    .map_err(|_| ApiError::Timeout)??;
-    note_served(&record, &route, &served);
+    let route = begin(&state, &p, &record, &public).await?;
+    let mut job = Job::Complete(body.into_canonical()?);
+    let (events, drive, checked) =
+        run_generation(&state, &record, &route, &mut job, policy::OPENAI).await?;
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
-    let drive = drive(&state, &record, checked.prompt_tokens);
     if streaming {
         let enc = OpenAiText {
             id,
@@ -104,7 +79,7 @@ pub async fn completions(
             include_usage,
         };
         let resp = stream::stream_response(events, enc, drive, stream::SSE);
-        return Ok(with_clamp_header(resp, checked));
+        return Ok(with_clamp_header(resp, checked, "max_tokens"));
     }
     let c = stream::collect(events, &drive).await?;
     let body = openai::text_completion(
@@ -120,7 +95,7 @@ pub async fn completions(
         body,
     )
         .into_response();
-    Ok(with_clamp_header(resp, checked))
+    Ok(with_clamp_header(resp, checked, "max_tokens"))
 }
 
 pub async fn embeddings(
@@ -129,11 +104,9 @@ pub async fn embeddings(
     Extension(record): Extension<Arc<RequestRecord>>,
     Json(body): Json<openai::EmbeddingRequestIn>,
 ) -> Result<Response> {
-    check_rate(&state, &p).await?;
     let encoding = body.encoding()?;
     let public = body.model.clone();
-    record.set_model(&public);
-    let route = state.route_for(&p, &public)?;
+    let route = begin(&state, &p, &record, &public).await?;
     let req = body.into_canonical()?;
     super::ollama::check_embed_inputs(&state, &route, &req)?;
     let deadline = deadline(&state, &record);
