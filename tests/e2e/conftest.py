@@ -25,10 +25,11 @@ import openai
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WARDGATE_BIN = Path(os.environ.get("WARDGATE_BIN", REPO_ROOT / "target/debug/wardgate"))
+# A relative path in the environment is taken from the current directory, as a shell would.
+WARDGATE_BIN = Path(os.environ.get("WARDGATE_BIN", REPO_ROOT / "target/debug/wardgate")).resolve()
 MOCK_UPSTREAM_BIN = Path(
     os.environ.get("MOCK_UPSTREAM_BIN", REPO_ROOT / "target/debug/mock-upstream")
-)
+).resolve()
 
 # The models the mock serves. Distinct names (not `a`/`b`) so a test can swap one name for
 # another inside an error body without touching unrelated letters.
@@ -68,6 +69,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def run_wardgate(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Runs the `wardgate` CLI to completion and returns its result (no check)."""
+    return subprocess.run(
+        [str(WARDGATE_BIN), *args],
+        env=env if env is not None else clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> int:
@@ -201,19 +216,14 @@ class Gateway:
         return code
 
     def logs(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     # -- CLI -------------------------------------------------------------------------------
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(WARDGATE_BIN), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = run_wardgate(*args, env=self.env)
         if check and result.returncode != 0:
             pytest.fail(
                 f"wardgate {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
@@ -260,14 +270,17 @@ class Gateway:
         return httpx.Client(base_url=self.url, headers=headers, timeout=CLIENT_TIMEOUT_S)
 
 
-def start_mock(tmp_path_factory: pytest.TempPathFactory, *args: str) -> MockUpstream:
+def start_mock(
+    tmp_path_factory: pytest.TempPathFactory, *args: str, tokens: int = MOCK_TOKENS
+) -> MockUpstream:
+    """A mock serving MODEL_A and MODEL_B; `args` are extra `mock-upstream` flags."""
     tmp = tmp_path_factory.mktemp("mock")
     return MockUpstream(
         tmp,
         "--models",
         f"{MODEL_A},{MODEL_B}",
         "--tokens",
-        str(MOCK_TOKENS),
+        str(tokens),
         "--embedding-dim",
         str(EMBEDDING_DIM),
         *args,
@@ -281,33 +294,52 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockUpstream]:
     upstream.stop()
 
 
-@pytest.fixture(scope="session")
-def start_gateway(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator:
-    """A factory for extra gateways (own env, own mock); all are stopped at session end."""
-    started: list[Gateway] = []
+class GatewayFactory:
+    """Starts gateways and remembers them, so that a fixture can stop them all."""
 
-    def start(
-        mock: MockUpstream, backend_kind: str = "ollama", **extra_env: str
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._started: list[Gateway] = []
+
+    def __call__(
+        self, mock: MockUpstream, backend_kind: str = "ollama", **extra_env: str
     ) -> Gateway:
-        gw = Gateway(tmp_path_factory.mktemp(f"gw-{backend_kind}"), mock, backend_kind, extra_env)
-        started.append(gw)
+        gw = Gateway(self._tmp.mktemp(f"gw-{backend_kind}"), mock, backend_kind, extra_env)
+        self._started.append(gw)
         return gw
 
-    yield start
-    for gw in started:
-        gw.stop()
-
-
-@pytest.fixture(scope="session", params=BACKEND_KINDS, ids=[f"{k}-backend" for k in BACKEND_KINDS])
-def gateway(request: pytest.FixtureRequest, mock: MockUpstream, start_gateway) -> Gateway:
-    """The shared gateway, once per backend kind. Tests must not change its key."""
-    return start_gateway(mock, request.param)
+    def stop_all(self) -> None:
+        for gw in self._started:
+            gw.stop()
 
 
 @pytest.fixture(scope="session")
-def one_gateway(mock: MockUpstream, start_gateway) -> Gateway:
+def _session_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(tmp_path_factory)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFactory]:
+    """Starts a gateway of the test's own (own env, any mock); stopped when the test ends."""
+    factory = GatewayFactory(tmp_path_factory)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(
+    scope="session", params=BACKEND_KINDS, ids=[f"{k}-backend" for k in BACKEND_KINDS]
+)
+def gateway(
+    request: pytest.FixtureRequest, mock: MockUpstream, _session_gateways: GatewayFactory
+) -> Gateway:
+    """The shared gateway, once per backend kind. Tests must not change its key."""
+    return _session_gateways(mock, request.param)
+
+
+@pytest.fixture(scope="session")
+def one_gateway(mock: MockUpstream, _session_gateways: GatewayFactory) -> Gateway:
     """A single gateway for checks that do not depend on the backend kind (auth, limits,
     keys): running them twice would only cost time."""
-    return start_gateway(mock, "ollama")
+    return _session_gateways(mock, "ollama")

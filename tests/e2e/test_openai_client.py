@@ -3,8 +3,10 @@ kinds."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import struct
 
 import openai
 import pytest
@@ -141,10 +143,8 @@ def test_embeddings(gateway, encoding_format):
     assert [d.index for d in resp.data] == [0, 1]
     vectors = [d.embedding for d in resp.data]
     if encoding_format == "base64":
-        # Asked for explicitly, the client hands back the raw base64 string.
-        import base64
-        import struct
-
+        # Asked for explicitly, the client hands back the raw little-endian float32 base64.
+        assert all(isinstance(v, str) for v in vectors)
         vectors = [
             list(struct.unpack(f"<{EMBEDDING_DIM}f", base64.b64decode(v))) for v in vectors
         ]
@@ -242,15 +242,18 @@ def test_tool_result_round_trip(gateway):
 
 
 def test_bad_key_is_401(gateway):
-    client = gateway.openai(key="wg_not_a_real_key_0000000000000000")
+    # A fresh client per call: connection reuse after an early 401 is checked on its own in
+    # test_http_edges.py.
+    bad = "wg_not_a_real_key_0000000000000000"
     with pytest.raises(openai.AuthenticationError) as err:
-        client.chat.completions.create(
+        gateway.openai(key=bad).chat.completions.create(
             model=MODEL_A, messages=[{"role": "user", "content": "hi"}]
         )
     assert err.value.status_code == 401
     assert err.value.code == "invalid_api_key"
-    with pytest.raises(openai.AuthenticationError):
-        client.models.list()
+    with pytest.raises(openai.AuthenticationError) as err:
+        gateway.openai(key=bad).models.list()
+    assert err.value.code == "invalid_api_key"
 
 
 def test_unknown_model_is_404(gateway):

@@ -261,18 +261,26 @@ impl Config {
     }
 }
 
-/// Parses TOML text, turning serde's error into one that names the key.
+/// Parses TOML text. Syntax errors name the line; shape errors (unknown keys, wrong types)
+/// name the dotted key, e.g. `limits.max_body_bytes`.
 pub fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str::<RawConfig>(text).map_err(|e| {
-        let msg = e.message().to_owned();
-        let key = e
-            .span()
+    let line_of = |e: &toml::de::Error| {
+        e.span()
             .map(|s| {
                 let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                 format!("line {line}")
             })
-            .unwrap_or_else(|| "file".to_owned());
-        ConfigError::new(key, msg)
+            .unwrap_or_else(|| "file".to_owned())
+    };
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::new(line_of(&e), e.message().to_owned()))?;
+    serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+        let message = e.inner().message().to_owned();
+        let mut key = e.path().to_string();
+        if key == "." || key.is_empty() {
+            key = line_of(e.inner());
+        }
+        ConfigError::new(key, message)
     })
 }
 
@@ -377,10 +385,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         raw.server.request_timeout.as_deref(),
         Duration::from_secs(30),
     )?;
+    // Unset, the first-token limit is 15 s or the request limit, whichever is shorter; set
+    // explicitly longer than the request limit, it is a mistake worth stopping for.
     let first_token_timeout = duration(
         "server.first_token_timeout",
         raw.server.first_token_timeout.as_deref(),
-        Duration::from_secs(15),
+        Duration::from_secs(15).min(request_timeout),
     )?;
     if first_token_timeout > request_timeout {
         return Err(ConfigError::new(
@@ -689,10 +699,16 @@ url = "http://127.0.0.1:11434"
     }
 
     #[test]
-    fn unknown_keys_and_syntax_errors_give_a_line() {
+    fn unknown_keys_and_wrong_types_name_the_key_and_syntax_errors_the_line() {
         let err = load(&format!("{BASE}\n[server]\nlisten_addr = \"x\"\n")).unwrap_err();
-        assert!(err.key.starts_with("line "), "{err}");
-        assert!(err.reason.contains("listen_addr"), "{err}");
+        assert_eq!(err.key, "server.listen_addr", "{err}");
+        let err = load(&format!("{BASE}\n[rate_limit]\nrequests_per_minute = -5\n")).unwrap_err();
+        assert_eq!(err.key, "rate_limit.requests_per_minute", "{err}");
+        let err = load(&format!("{BASE}api_key = \"sk-secret\"\n")).unwrap_err();
+        assert_eq!(err.key, "backends[0].api_key", "{err}");
+        assert!(!err.to_string().contains("sk-secret"), "{err}");
+        let err = load("surprise = 1\n").unwrap_err();
+        assert_eq!(err.key, "surprise", "{err}");
         let err = load("[[backends]\n").unwrap_err();
         assert!(err.key.starts_with("line 1"), "{err}");
     }

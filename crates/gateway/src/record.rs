@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
@@ -154,7 +154,20 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         fields: Mutex::new(Fields::default()),
     });
     req.extensions_mut().insert(record.clone());
+    let may_leave_body_unread = req.version() <= Version::HTTP_11
+        && (req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"));
     let mut resp = next.run(req).await;
+    // A refusal (bad key, unknown route, body too large) may leave the request body unread,
+    // and hyper then closes the connection; say so, or a client reusing the pooled connection
+    // fails its next, unrelated request.
+    if may_leave_body_unread && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     {
         let mut f = record.lock();
         f.status = resp.status().as_u16();

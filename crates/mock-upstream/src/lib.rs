@@ -2,7 +2,7 @@
 //! OpenAI-compatible API, and can be told to be slow, flaky, failing, to drop a stream part-way
 //! or to stream a given number of tokens.
 //!
-//! Code map: [`server`] owns the socket and the connection tasks, `routes` the router and the
+//! Code map: `server` owns the socket and the connection tasks, `routes` the router and the
 //! steps every inference request shares, `ollama` and `openai` the two wire protocols, `reply`
 //! what the "model" says, `stream` the lazy streaming body and `state` the shared config and
 //! counters.
@@ -17,7 +17,7 @@ mod ollama;
 mod openai;
 mod reply;
 mod routes;
-pub mod server;
+mod server;
 mod state;
 mod stream;
 

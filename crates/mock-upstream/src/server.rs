@@ -81,8 +81,8 @@ impl MockServer {
         self.shared.wait_for_cancel(timeout).await
     }
 
-    /// Closes the listening socket and aborts every open connection; once this returns, a
-    /// connection to the port is refused.
+    /// Closes the listening socket and aborts every open connection (an open stream is cut
+    /// and counts as cancelled); once this returns, a connection to the port is refused.
     pub async fn shutdown(self) {
         // The accept loop also stops when the sender is dropped, so a failed send needs no care.
         let _ = self.stop.send(());

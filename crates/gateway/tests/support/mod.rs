@@ -174,7 +174,9 @@ chain = [{{ backend = "b0", model = "other" }}]
 }
 
 pub fn post_as(path: &str, body: &str, key: Option<&str>) -> Request<Body> {
-    let mut b = Request::post(path).header("content-type", "application/json");
+    let mut b = Request::post(path)
+        .header("content-type", "application/json")
+        .header("content-length", body.len());
     if let Some(k) = key {
         b = b.header("authorization", format!("Bearer {k}"));
     }

@@ -1,0 +1,114 @@
+"""API keys made, limited, revoked and expired with the real CLI, checked against a running
+gateway (the backend kind does not matter here, so one gateway is enough)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import ollama
+import openai
+import pytest
+
+from conftest import MODEL_A, MODEL_B
+
+
+def chat(client: openai.OpenAI, model: str = MODEL_A):
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "echo:ok"}]
+    )
+
+
+def test_created_key_shape(one_gateway):
+    record = one_gateway.create_key(tenant="acme", models=[MODEL_A], expires="90d", label="e2e")
+    assert set(record) >= {"id", "tenant", "key", "models", "expires_at"}
+    assert record["tenant"] == "acme"
+    assert record["models"] == [MODEL_A]
+    assert record["expires_at"] > time.time() + 89 * 86400
+    listed = json.loads(one_gateway.cli("keys", "list", "--tenant", "acme", "--json").stdout)
+    ids = {k["id"] for k in listed}
+    assert record["id"] in ids
+    # Listing never shows a secret.
+    assert record["key"] not in one_gateway.cli("keys", "list", "--json").stdout
+    assert record["key"] not in one_gateway.cli("keys", "list").stdout
+
+
+def test_revoked_key_is_401(one_gateway):
+    record = one_gateway.create_key(tenant="revoke-me")
+    client = one_gateway.openai(record["key"])
+    assert chat(client).choices[0].message.content == "ok"
+    one_gateway.cli("keys", "revoke", record["id"])
+    with pytest.raises(openai.AuthenticationError) as err:
+        chat(client)
+    assert err.value.code == "invalid_api_key"
+    listed = json.loads(one_gateway.cli("keys", "list", "--json").stdout)
+    (entry,) = [k for k in listed if k["id"] == record["id"]]
+    assert entry["revoked_at"] is not None
+    # The ollama front refuses it too.
+    with pytest.raises(ollama.ResponseError) as err:
+        one_gateway.ollama(record["key"]).list()
+    assert err.value.status_code == 401
+
+
+def test_revoke_unknown_id_fails(one_gateway):
+    result = one_gateway.cli("keys", "revoke", "key_does_not_exist", check=False)
+    assert result.returncode != 0
+
+
+def test_expired_key_is_401(one_gateway):
+    created = time.monotonic()
+    record = one_gateway.create_key(tenant="short-lived", expires="1s")
+    client = one_gateway.openai(record["key"])
+    if time.monotonic() - created < 0.5:
+        # Only meaningful while the key is surely still inside its second.
+        assert chat(client).choices[0].message.content == "ok"
+    # Expiry is about wall-clock time, so this one wait is the thing under test.
+    time.sleep(1.5)
+    with pytest.raises(openai.AuthenticationError) as err:
+        chat(client)
+    assert err.value.code == "invalid_api_key"
+
+
+def test_model_limited_key(one_gateway):
+    limited = one_gateway.openai(one_gateway.create_key(tenant="limited", models=[MODEL_A])["key"])
+    assert chat(limited, MODEL_A).choices[0].message.content == "ok"
+
+    with pytest.raises(openai.NotFoundError) as forbidden:
+        chat(limited, MODEL_B)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        chat(limited, "gamma")
+    # A model the key may not use looks exactly like one that does not exist.
+    assert forbidden.value.status_code == unknown.value.status_code == 404
+    assert forbidden.value.code == "model_not_found"
+    assert forbidden.value.body == json.loads(
+        json.dumps(unknown.value.body).replace("gamma", MODEL_B)
+    )
+
+    with pytest.raises(openai.NotFoundError):
+        limited.embeddings.create(model=MODEL_B, input="x")
+    with pytest.raises(openai.NotFoundError):
+        limited.completions.create(model=MODEL_B, prompt="x")
+
+
+def test_model_limited_key_ollama_front(one_gateway):
+    client = one_gateway.ollama(one_gateway.create_key(tenant="limited", models=[MODEL_A])["key"])
+    assert client.generate(model=MODEL_A, prompt="echo:ok").response == "ok"
+    with pytest.raises(ollama.ResponseError) as forbidden:
+        client.generate(model=MODEL_B, prompt="echo:ok")
+    with pytest.raises(ollama.ResponseError) as unknown:
+        client.generate(model="gamma", prompt="echo:ok")
+    assert forbidden.value.status_code == unknown.value.status_code == 404
+    assert forbidden.value.error == unknown.value.error.replace("gamma", MODEL_B)
+
+
+def test_model_limited_key_sees_only_its_models(one_gateway):
+    key = one_gateway.create_key(tenant="limited", models=[MODEL_A])["key"]
+    assert [m.id for m in one_gateway.openai(key).models.list()] == [MODEL_A]
+    assert [m.model.removesuffix(":latest") for m in one_gateway.ollama(key).list().models] == [
+        MODEL_A
+    ]
+    with pytest.raises(openai.NotFoundError):
+        one_gateway.openai(key).models.retrieve(MODEL_B)
+    with pytest.raises(ollama.ResponseError) as err:
+        one_gateway.ollama(key).show(MODEL_B)
+    assert err.value.status_code == 404
