@@ -5,6 +5,7 @@ pub mod canonical;
 pub mod codec;
 pub mod ollama;
 pub mod openai;
+pub mod signing;
 
 use std::fmt;
 

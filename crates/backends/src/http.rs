@@ -12,6 +12,7 @@ use wardgate_api::canonical::{
     Usage,
 };
 use wardgate_api::codec::{CodecError, NdjsonDecoder, SseDecoder};
+use wardgate_api::signing::{self, SigningKey};
 use wardgate_api::{ollama, openai};
 
 use crate::{Backend, BackendError, BackendKind, EventStream, UpstreamKind};
@@ -31,6 +32,8 @@ pub struct HttpBackendConfig {
     pub max_body_bytes: usize,
     /// Sent as `Authorization: Bearer` to backends that want a key (vLLM `--api-key`).
     pub api_key: Option<String>,
+    /// Signs every request for `wardgate llm` (HMAC over method, path, time, nonce, body).
+    pub signer: Option<SigningKey>,
 }
 
 impl HttpBackendConfig {
@@ -43,6 +46,7 @@ impl HttpBackendConfig {
             max_frame_bytes: 1 << 20,
             max_body_bytes: 64 << 20,
             api_key: None,
+            signer: None,
         }
     }
 }
@@ -71,10 +75,44 @@ impl HttpBackend {
         format!("{}{path}", self.config.base_url)
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut rb = self.client.request(method, self.url(path));
+    /// Builds a request; the body is serialised here (not by reqwest) so it can be signed.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::RequestBuilder {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let mut rb = self.client.request(method.clone(), self.url(path));
         if let Some(key) = &self.config.api_key {
             rb = rb.bearer_auth(key);
+        }
+        if let Some(signer) = &self.config.signer {
+            // The signed path is the one the server sees: the base URL's path plus ours.
+            let full = self.url(path);
+            let signed_path = full
+                .find("://")
+                .and_then(|i| full[i + 3..].find('/').map(|j| &full[i + 3 + j..]))
+                .unwrap_or(path);
+            let nonce = hex::encode(rand::random::<[u8; 16]>());
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let sig = signing::sign(
+                signer,
+                method.as_str(),
+                signed_path,
+                bytes.as_deref().unwrap_or_default(),
+                now,
+                &nonce,
+            );
+            rb = rb
+                .header(signing::TIMESTAMP_HEADER, sig.timestamp)
+                .header(signing::NONCE_HEADER, sig.nonce)
+                .header(signing::SIGNATURE_HEADER, sig.signature);
+        }
+        if let Some(bytes) = bytes {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
         }
         rb
     }
@@ -92,14 +130,16 @@ impl HttpBackend {
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, BackendError> {
-        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
+        let resp = self
+            .send(self.request(reqwest::Method::GET, path, None))
+            .await?;
         let body = read_bounded(resp, self.config.max_body_bytes).await?;
         serde_json::from_slice(&body).map_err(|e| BackendError::Protocol(e.to_string()))
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> Result<Value, BackendError> {
         let resp = self
-            .send(self.request(reqwest::Method::POST, path).json(body))
+            .send(self.request(reqwest::Method::POST, path, Some(body)))
             .await?;
         let bytes = read_bounded(resp, self.config.max_body_bytes).await?;
         serde_json::from_slice(&bytes).map_err(|e| BackendError::Protocol(e.to_string()))
@@ -107,7 +147,7 @@ impl HttpBackend {
 
     async fn stream(&self, path: &str, body: &Value) -> Result<EventStream, BackendError> {
         let resp = self
-            .send(self.request(reqwest::Method::POST, path).json(body))
+            .send(self.request(reqwest::Method::POST, path, Some(body)))
             .await?;
         let bytes = resp.bytes_stream().map(|r| r.map_err(transport_error));
         let limit = self.config.max_frame_bytes;
@@ -132,8 +172,8 @@ impl Backend for HttpBackend {
         &self.config.name
     }
 
-    fn kind(&self) -> BackendKind {
-        self.config.kind
+    fn kind(&self) -> &'static str {
+        self.config.kind.as_str()
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<EventStream, BackendError> {
@@ -213,7 +253,7 @@ impl Backend for HttpBackend {
             BackendKind::Ollama => "/api/version",
             BackendKind::Openai => "/models",
         };
-        self.send(self.request(reqwest::Method::GET, path))
+        self.send(self.request(reqwest::Method::GET, path, None))
             .await
             .map(drop)
     }

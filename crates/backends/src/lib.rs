@@ -4,6 +4,7 @@
 
 pub mod breaker;
 pub mod catalog;
+pub mod embedded;
 pub mod http;
 
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, Embe
 
 pub use breaker::{Breaker, BreakerConfig};
 pub use catalog::{BackendHandle, Catalog, Link, ModelEntry, Route, Served};
+pub use embedded::EmbeddedBackend;
 pub use http::{HttpBackend, HttpBackendConfig};
 
 /// Events of one generation, ending with [`Event::Finish`] when it completed. Dropping the
@@ -94,7 +96,8 @@ impl BackendError {
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &str;
-    fn kind(&self) -> BackendKind;
+    /// The protocol or kind, for logs: `ollama`, `openai`, `embedded`.
+    fn kind(&self) -> &'static str;
     /// Starts a chat generation; returns once the backend accepted it (headers received).
     async fn chat(&self, req: &ChatRequest) -> Result<EventStream, BackendError>;
     async fn complete(&self, req: &CompletionRequest) -> Result<EventStream, BackendError>;

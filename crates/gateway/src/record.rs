@@ -164,7 +164,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     // A refusal (bad key, unknown route, body too large) may leave the request body unread,
     // and hyper then closes the connection; say so, or a client reusing the pooled connection
     // fails its next, unrelated request.
-    if may_leave_body_unread && (resp.status().is_client_error() || resp.status().is_server_error()) {
+    if may_leave_body_unread && (resp.status().is_client_error() || resp.status().is_server_error())
+    {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

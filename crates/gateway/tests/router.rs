@@ -481,11 +481,20 @@ async fn refusals_that_leave_the_body_unread_close_the_connection() {
     let body = chat_body("tiny", "hi").to_string();
     let r = h.send(post_as("/api/chat", &body, Some("wg_wrong"))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.headers["connection"], "close", "clients must not reuse the connection");
+    assert_eq!(
+        r.headers["connection"], "close",
+        "clients must not reuse the connection"
+    );
     let r = h.send(post_as("/api/nope", &body, Some(&h.key))).await;
     assert_eq!(r.headers["connection"], "close");
     let ok = h.send(post_as("/api/chat", &body, Some(&h.key))).await;
-    assert!(!ok.headers.contains_key("connection"), "successful requests keep the connection");
+    assert!(
+        !ok.headers.contains_key("connection"),
+        "successful requests keep the connection"
+    );
     let get = h.send(get_as("/v1/models", Some("wg_wrong"))).await;
-    assert!(!get.headers.contains_key("connection"), "no body, nothing left unread");
+    assert!(
+        !get.headers.contains_key("connection"),
+        "no body, nothing left unread"
+    );
 }

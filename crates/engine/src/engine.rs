@@ -1,0 +1,565 @@
+//! The engine: loads models from the store (each with its own decode loop), keeps them for
+//! their keep-alive, refuses loads over the memory budget, and turns the gateway's neutral
+//! requests into prompts, jobs and event streams.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
+use wardgate_api::canonical::{
+    ChatRequest, CompletionRequest, Message, ResponseFormat, Role, Sampling,
+};
+
+use crate::scheduler::{Job, Output, SamplingParams, Scheduler, SchedulerConfig, SchedulerError};
+use crate::store::{ModelEntry, ModelStore, StoreError, normalize_name};
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub models_dir: PathBuf,
+    /// CPU threads for decoding; default: the cores available to this process.
+    pub threads: i32,
+    /// Concurrent sequences per model.
+    pub slots: u32,
+    /// Context tokens per sequence.
+    pub slot_ctx: u32,
+    /// Most tokens per decode call.
+    pub batch: u32,
+    /// Requests waiting beyond the slots, per model.
+    pub queue: usize,
+    /// Bytes of model weights that may be loaded at once.
+    pub memory_budget: u64,
+    /// How long an idle model stays loaded when a request does not say.
+    pub keep_alive: Duration,
+    /// Most tokens one request may generate.
+    pub max_tokens: u32,
+}
+
+impl EngineConfig {
+    pub fn new(models_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            models_dir: models_dir.into(),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get() as i32)
+                .unwrap_or(1),
+            slots: 8,
+            slot_ctx: 4096,
+            batch: 512,
+            queue: 64,
+            memory_budget: default_memory_budget(),
+            keep_alive: Duration::from_secs(300),
+            max_tokens: 4096,
+        }
+    }
+}
+
+/// Three quarters of physical memory, read from /proc/meminfo; 8 GiB where that is missing.
+fn default_memory_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024 / 4 * 3)
+        .unwrap_or(8 << 30)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot load model `{name}`: {reason}")]
+    Load { name: String, reason: String },
+    #[error(
+        "model `{name}` needs {need} MiB but only {free} MiB of the {budget} MiB memory budget are free; unload a model or raise the budget"
+    )]
+    OverBudget {
+        name: String,
+        need: u64,
+        free: u64,
+        budget: u64,
+    },
+    #[error("server busy, please try again: the request queue is full")]
+    Busy,
+    #[error("the prompt is too long: {tokens} tokens, the model takes at most {limit}")]
+    ContextLength { tokens: usize, limit: u32 },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the model stopped")]
+    Stopped,
+}
+
+/// The llama.cpp backend, initialised once per process (llama.cpp allows one).
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            // llama.cpp's own log lines go to tracing (target `llama-cpp-2`), where the
+            // subscriber's filter decides; its errors (why a model did not load) stay visible.
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Load {
+            name: String::new(),
+            reason: e.clone(),
+        })
+}
+
+/// A model in memory with its decode loop.
+pub struct Loaded {
+    pub name: String,
+    pub entry: ModelEntry,
+    model: Arc<LlamaModel>,
+    scheduler: Scheduler,
+    template: Option<LlamaChatTemplate>,
+    /// When an idle model is unloaded; `None`: never.
+    expires: Mutex<Option<Instant>>,
+    pub loaded_at: Instant,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("name", &self.name).finish()
+    }
+}
+
+impl Loaded {
+    pub fn expires_at(&self) -> Option<Instant> {
+        *self.expires.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn context_length(&self) -> u32 {
+        self.scheduler.config().slot_ctx
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+}
+
+/// A running generation: text pieces, then a summary.
+pub type Generation = UnboundedReceiver<Output>;
+
+pub struct Engine {
+    config: EngineConfig,
+    store: ModelStore,
+    loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+    /// Loads are serialised: two at once could both pass the budget check.
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("models_dir", &self.config.models_dir)
+            .finish()
+    }
+}
+
+/// How long a request wants the model kept: Ollama's `keep_alive` (a duration string or
+/// seconds; 0 unloads after the request; negative keeps forever).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepAlive {
+    For(Duration),
+    Forever,
+}
+
+pub fn parse_keep_alive(v: Option<&Value>, default: Duration) -> Result<KeepAlive, EngineError> {
+    let bad = || {
+        EngineError::BadRequest(
+            "keep_alive must be a duration like \"5m\" or a number of seconds".into(),
+        )
+    };
+    match v {
+        None | Some(Value::Null) => Ok(KeepAlive::For(default)),
+        Some(Value::Number(n)) => {
+            let secs = n.as_f64().ok_or_else(bad)?;
+            if secs < 0.0 {
+                Ok(KeepAlive::Forever)
+            } else {
+                Ok(KeepAlive::For(Duration::from_secs_f64(secs)))
+            }
+        }
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if let Some(rest) = s.strip_prefix('-') {
+                humantime_or_secs(rest).ok_or_else(bad)?;
+                return Ok(KeepAlive::Forever);
+            }
+            humantime_or_secs(s).map(KeepAlive::For).ok_or_else(bad)
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+fn humantime_or_secs(s: &str) -> Option<Duration> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    // Go durations ("1h30m", "10s", "500ms") are a subset of what this parser takes.
+    parse_go_duration(s)
+}
+
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(value * scale);
+        rest = tail;
+    }
+    Some(total)
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Result<Engine, EngineError> {
+        let store = ModelStore::open(&config.models_dir)?;
+        backend()?;
+        Ok(Engine {
+            config,
+            store,
+            loaded: Mutex::new(HashMap::new()),
+            load_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &ModelStore {
+        &self.store
+    }
+
+    fn loaded_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Loaded>>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Models in memory now.
+    pub fn running(&self) -> Vec<Arc<Loaded>> {
+        let mut v: Vec<_> = self.loaded_map().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Loads a model if it is not loaded, and sets how long it stays.
+    pub async fn load(&self, name: &str, keep: KeepAlive) -> Result<Arc<Loaded>, EngineError> {
+        let name = normalize_name(name)?;
+        if let Some(l) = self.loaded_map().get(&name).cloned() {
+            self.touch(&l, keep);
+            return Ok(l);
+        }
+        let _guard = self.load_lock.lock().await;
+        if let Some(l) = self.loaded_map().get(&name).cloned() {
+            self.touch(&l, keep);
+            return Ok(l);
+        }
+        self.evict_expired();
+        let entry = self.store.get(&name)?;
+        let used: u64 = self.loaded_map().values().map(|l| l.entry.size).sum();
+        let budget = self.config.memory_budget;
+        if used + entry.size > budget {
+            return Err(EngineError::OverBudget {
+                name,
+                need: entry.size >> 20,
+                free: budget.saturating_sub(used) >> 20,
+                budget: budget >> 20,
+            });
+        }
+        let path = self.store.path_of(&entry);
+        let sched_config = SchedulerConfig {
+            slots: self.config.slots,
+            slot_ctx: self.config.slot_ctx.min(
+                entry
+                    .context_length
+                    .unwrap_or(u64::MAX)
+                    .min(u64::from(u32::MAX)) as u32,
+            ),
+            batch: self.config.batch,
+            queue: self.config.queue,
+            threads: self.config.threads,
+        };
+        let n = name.clone();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<Loaded, EngineError> {
+            let backend = backend()?;
+            let params = LlamaModelParams::default();
+            let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| {
+                EngineError::Load {
+                    name: n.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let model = Arc::new(model);
+            let template = model.chat_template(None).ok();
+            let scheduler =
+                Scheduler::start(backend, model.clone(), sched_config).map_err(|e| {
+                    EngineError::Load {
+                        name: n.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            Ok(Loaded {
+                name: n,
+                entry,
+                model,
+                scheduler,
+                template,
+                expires: Mutex::new(None),
+                loaded_at: Instant::now(),
+            })
+        })
+        .await
+        .map_err(|e| EngineError::Load {
+            name: name.clone(),
+            reason: e.to_string(),
+        })??;
+        let loaded = Arc::new(loaded);
+        self.touch(&loaded, keep);
+        self.loaded_map().insert(name, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn touch(&self, l: &Loaded, keep: KeepAlive) {
+        let mut e = l.expires.lock().unwrap_or_else(|e| e.into_inner());
+        *e = match keep {
+            KeepAlive::Forever => None,
+            KeepAlive::For(d) => Some(Instant::now() + d),
+        };
+    }
+
+    /// Drops models whose keep-alive has passed. Their decode loops end once the last
+    /// in-flight request holding them finishes.
+    pub fn evict_expired(&self) {
+        let now = Instant::now();
+        self.loaded_map()
+            .retain(|_, l| l.expires_at().is_none_or(|t| t > now));
+    }
+
+    /// Unloads a model now.
+    pub fn unload(&self, name: &str) -> bool {
+        normalize_name(name)
+            .map(|n| self.loaded_map().remove(&n).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Applies a request's keep-alive after it completes: `0` unloads.
+    pub fn release(&self, l: &Loaded, keep: KeepAlive) {
+        match keep {
+            KeepAlive::For(d) if d.is_zero() => {
+                self.unload(&l.name);
+            }
+            other => self.touch(l, other),
+        }
+    }
+
+    /// Formats a chat with the model's template (llama.cpp's built-in implementations), or,
+    /// for a model without one (a base model), as plain `role: content` lines.
+    pub fn render_chat(&self, l: &Loaded, messages: &[Message]) -> Result<String, EngineError> {
+        if let Some(t) = &l.template {
+            let msgs = messages
+                .iter()
+                .map(|m| LlamaChatMessage::new(m.role.as_str().to_owned(), m.content.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| EngineError::BadRequest("messages must not contain NUL".into()))?;
+            if let Ok(p) = l.model.apply_chat_template(t, &msgs, true) {
+                return Ok(p);
+            }
+        }
+        let mut p = String::new();
+        for m in messages {
+            let role = match m.role {
+                Role::System => "System",
+                Role::User => "User",
+                Role::Assistant => "Assistant",
+                Role::Tool => "Tool",
+            };
+            p.push_str(role);
+            p.push_str(": ");
+            p.push_str(&m.content);
+            p.push('\n');
+        }
+        p.push_str("Assistant:");
+        Ok(p)
+    }
+
+    fn grammar(format: &ResponseFormat) -> Result<Option<String>, EngineError> {
+        match format {
+            ResponseFormat::Text => Ok(None),
+            ResponseFormat::Json => Ok(Some(JSON_GRAMMAR.to_owned())),
+            ResponseFormat::JsonSchema { schema, .. } => {
+                llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+                    .map(Some)
+                    .map_err(|e| EngineError::BadRequest(format!("unusable JSON schema: {e}")))
+            }
+        }
+    }
+
+    fn job(
+        &self,
+        l: &Loaded,
+        prompt: &str,
+        sampling: &Sampling,
+        format: &ResponseFormat,
+    ) -> Result<(Job, Generation), EngineError> {
+        // As llama.cpp's server does: the vocabulary decides about BOS, and special tokens
+        // written by the chat template (`<|im_start|>`) are parsed as such.
+        let tokens = l.model.vocab().tokenize(prompt.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return Err(EngineError::BadRequest("the prompt is empty".into()));
+        }
+        let limit = l.context_length();
+        if tokens.len() as u32 >= limit {
+            return Err(EngineError::ContextLength {
+                tokens: tokens.len(),
+                limit: limit.saturating_sub(1),
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let d = SamplingParams::default();
+        let params = SamplingParams {
+            temperature: sampling.temperature.map_or(d.temperature, |v| v as f32),
+            top_k: sampling.top_k.map_or(d.top_k, |v| v as i32),
+            top_p: sampling.top_p.map_or(d.top_p, |v| v as f32),
+            min_p: sampling.min_p.map_or(d.min_p, |v| v as f32),
+            repeat_penalty: sampling
+                .repeat_penalty
+                .map_or(d.repeat_penalty, |v| v as f32),
+            presence_penalty: sampling.presence_penalty.map_or(0.0, |v| v as f32),
+            frequency_penalty: sampling.frequency_penalty.map_or(0.0, |v| v as f32),
+            seed: sampling
+                .seed
+                .map_or(rand_seed(), |s| (s as u64 & 0xFFFF_FFFF) as u32),
+            ..d
+        };
+        let max_tokens = sampling
+            .max_tokens
+            .unwrap_or(self.config.max_tokens)
+            .min(self.config.max_tokens)
+            .max(1);
+        Ok((
+            Job {
+                tokens,
+                params,
+                grammar: Self::grammar(format)?,
+                max_tokens,
+                stop: sampling.stop.clone(),
+                tx,
+            },
+            rx,
+        ))
+    }
+
+    fn submit(&self, l: &Loaded, job: Job) -> Result<(), EngineError> {
+        l.scheduler.submit(job).map_err(|e| match e {
+            SchedulerError::QueueFull => EngineError::Busy,
+            SchedulerError::Stopped | SchedulerError::Context(_) => EngineError::Stopped,
+        })
+    }
+
+    /// Starts a chat generation.
+    pub async fn chat(&self, req: &ChatRequest) -> Result<(Arc<Loaded>, Generation), EngineError> {
+        let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
+        let l = self.load(&req.model, keep).await?;
+        let prompt = self.render_chat(&l, &req.messages)?;
+        let (job, rx) = self.job(&l, &prompt, &req.sampling, &req.format)?;
+        self.submit(&l, job)?;
+        Ok((l, rx))
+    }
+
+    /// Starts a text completion (the prompt as is, or with the system text before it).
+    pub async fn complete(
+        &self,
+        req: &CompletionRequest,
+    ) -> Result<(Arc<Loaded>, Generation), EngineError> {
+        let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
+        let l = self.load(&req.model, keep).await?;
+        let prompt = match (&req.system, req.raw) {
+            (Some(system), false) if l.has_chat_template() => self.render_chat(
+                &l,
+                &[
+                    Message::new(Role::System, system.clone()),
+                    Message::new(Role::User, req.prompt.clone()),
+                ],
+            )?,
+            (Some(system), false) => format!("{system}\n\n{}", req.prompt),
+            _ => req.prompt.clone(),
+        };
+        let (job, rx) = self.job(&l, &prompt, &req.sampling, &req.format)?;
+        self.submit(&l, job)?;
+        Ok((l, rx))
+    }
+}
+
+fn rand_seed() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
+
+/// Any JSON value (llama.cpp's `json.gbnf`, trimmed): what `format: "json"` constrains to.
+const JSON_GRAMMAR: &str = r#"root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+ws ::= | " " | "\n" [ \t]{0,20}
+"#;
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keep_alive_follows_ollama() {
+        let d = Duration::from_secs(300);
+        let k = |v: Value| parse_keep_alive(Some(&v), d).unwrap();
+        assert_eq!(parse_keep_alive(None, d).unwrap(), KeepAlive::For(d));
+        assert_eq!(k(json!("5m")), KeepAlive::For(Duration::from_secs(300)));
+        assert_eq!(k(json!("1h30m")), KeepAlive::For(Duration::from_secs(5400)));
+        assert_eq!(k(json!(0)), KeepAlive::For(Duration::ZERO));
+        assert_eq!(k(json!("0")), KeepAlive::For(Duration::ZERO));
+        assert_eq!(k(json!(-1)), KeepAlive::Forever);
+        assert_eq!(k(json!("-1m")), KeepAlive::Forever);
+        assert_eq!(k(json!(30)), KeepAlive::For(Duration::from_secs(30)));
+        assert!(parse_keep_alive(Some(&json!(true)), d).is_err());
+        assert!(parse_keep_alive(Some(&json!("soon")), d).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! llama.cpp inference for wardgate: the model store, loading with keep-alive and a memory
+//! budget, continuous batching, chat templates and grammars. The only crate that links C/C++.
+
+pub mod engine;
+pub mod gguf;
+pub mod scheduler;
+pub mod store;
+
+pub use engine::{Engine, EngineConfig, EngineError, Generation, KeepAlive, Loaded};
+pub use scheduler::{Output, StopReason, Summary};
+pub use store::{ModelEntry, ModelStore, StoreError};

@@ -1,0 +1,617 @@
+//! Continuous batching: one thread per loaded model owns its llama.cpp context and runs one
+//! decode loop for all of that model's requests.
+//!
+//! Each request gets a slot (a llama.cpp sequence id). Every step builds one batch holding the
+//! next token of every generating sequence plus as much pending prompt as the batch has room
+//! for, decodes it once, and samples each sequence with its own sampler chain. New requests
+//! join between steps; requests beyond the slots wait in a bounded FIFO queue, and a full queue
+//! is refused at once (the caller answers 503). A slot keeps the tokens its sequence left in the
+//! KV cache, so the next request sharing that prefix (the next turn of a chat) skips it.
+//!
+//! A request whose receiver is dropped (the client went away) is stopped before the next step
+//! and its slot freed.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Sampling settings of one request, as plain data (samplers are built on the model thread:
+/// llama.cpp sampler objects must not cross threads).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 or less: greedy.
+    pub temperature: f32,
+    pub top_k: i32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub repeat_last_n: i32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub seed: u32,
+}
+
+impl Default for SamplingParams {
+    /// Ollama's defaults.
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.9,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: 0xFFFF_FFFF,
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// End-of-generation token or a stop sequence.
+    Stop,
+    /// `max_tokens` reached, or the slot's context is full.
+    Length,
+}
+
+/// Counts and timings of a finished generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub reason: StopReason,
+    pub prompt_tokens: u64,
+    /// Prompt tokens found already in the slot's KV cache and not evaluated again.
+    pub cached_tokens: u64,
+    pub completion_tokens: u64,
+    pub queued: Duration,
+    pub prompt_eval: Duration,
+    pub eval: Duration,
+}
+
+/// What a request's receiver sees.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Text(String),
+    Done(Summary),
+    Error(String),
+}
+
+/// One generation to run.
+#[derive(Debug)]
+pub struct Job {
+    pub tokens: Vec<LlamaToken>,
+    pub params: SamplingParams,
+    /// A GBNF grammar constraining the output (JSON mode, JSON schema).
+    pub grammar: Option<String>,
+    pub max_tokens: u32,
+    pub stop: Vec<String>,
+    pub tx: UnboundedSender<Output>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulerConfig {
+    /// Concurrent sequences (llama.cpp `n_seq_max`).
+    pub slots: u32,
+    /// Context tokens per slot.
+    pub slot_ctx: u32,
+    /// Most tokens in one decode call.
+    pub batch: u32,
+    /// Waiting requests beyond the slots.
+    pub queue: usize,
+    pub threads: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("cannot create a llama.cpp context: {0}")]
+    Context(String),
+    #[error("the queue is full")]
+    QueueFull,
+    #[error("the model is unloaded")]
+    Stopped,
+}
+
+/// The handle to a model's decode loop.
+#[derive(Debug)]
+pub struct Scheduler {
+    tx: SyncSender<Job>,
+    config: SchedulerConfig,
+}
+
+impl Scheduler {
+    /// Starts the model thread and waits until its context exists.
+    pub fn start(
+        backend: &'static LlamaBackend,
+        model: Arc<LlamaModel>,
+        config: SchedulerConfig,
+    ) -> Result<Scheduler, SchedulerError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name("wardgate-decode".into())
+            .spawn(move || run(backend, &model, config, rx, ready_tx))
+            .map_err(|e| SchedulerError::Context(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Scheduler { tx, config }),
+            Ok(Err(e)) => Err(SchedulerError::Context(e)),
+            Err(_) => Err(SchedulerError::Context("the model thread died".into())),
+        }
+    }
+
+    /// Queues a job, or refuses it at once when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), SchedulerError> {
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => SchedulerError::QueueFull,
+            TrySendError::Disconnected(_) => SchedulerError::Stopped,
+        })
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.config
+    }
+}
+
+/// A running generation.
+struct Active {
+    /// Prompt tokens not yet decoded.
+    pending: Vec<LlamaToken>,
+    /// The token sampled last, to be decoded next (generation phase).
+    next: Option<LlamaToken>,
+    sampler: LlamaSampler,
+    max_tokens: u32,
+    stop: StopScanner,
+    tx: UnboundedSender<Output>,
+    generated: u32,
+    /// Bytes of a UTF-8 character split across tokens.
+    utf8: Vec<u8>,
+    prompt_tokens: u64,
+    cached_tokens: u64,
+    enqueued: Instant,
+    started: Instant,
+    first_token: Option<Instant>,
+    /// This step's logits row for the sequence.
+    logits_at: Option<i32>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Tokens of this sequence that are in the KV cache, in order.
+    cached: Vec<LlamaToken>,
+    active: Option<Active>,
+}
+
+fn build_sampler(
+    model: &LlamaModel,
+    p: &SamplingParams,
+    grammar: Option<&str>,
+) -> Result<LlamaSampler, String> {
+    let mut chain = Vec::new();
+    if let Some(g) = grammar {
+        chain.push(LlamaSampler::grammar(model, g, "root").map_err(|e| e.to_string())?);
+    }
+    if p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            p.repeat_last_n,
+            p.repeat_penalty,
+            p.frequency_penalty,
+            p.presence_penalty,
+        ));
+    }
+    if p.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if p.top_k > 0 {
+            chain.push(LlamaSampler::top_k(p.top_k));
+        }
+        if p.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(p.top_p, 1));
+        }
+        if p.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(p.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(p.temperature));
+        chain.push(LlamaSampler::dist(p.seed));
+    }
+    Ok(LlamaSampler::chain_simple(chain))
+}
+
+fn run(
+    backend: &'static LlamaBackend,
+    model: &LlamaModel,
+    config: SchedulerConfig,
+    rx: Receiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(config.slots * config.slot_ctx))
+        .with_n_batch(config.batch)
+        .with_n_ubatch(config.batch)
+        .with_n_seq_max(config.slots)
+        .with_n_threads(config.threads)
+        .with_n_threads_batch(config.threads);
+    let mut ctx = match model.new_context(backend, params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut batch = LlamaBatch::new(config.batch as usize, config.slots as i32);
+    let mut slots: Vec<Slot> = (0..config.slots).map(|_| Slot::default()).collect();
+    let mut open = true;
+    loop {
+        // Admit waiting jobs into free slots; block only when nothing is running.
+        let idle = slots.iter().all(|s| s.active.is_none());
+        if idle {
+            if !open {
+                return;
+            }
+            match rx.recv() {
+                Ok(job) => admit(model, &mut ctx, &mut slots, job, config),
+                Err(_) => return,
+            }
+        }
+        while open && slots.iter().any(|s| s.active.is_none()) {
+            match rx.try_recv() {
+                Ok(job) => admit(model, &mut ctx, &mut slots, job, config),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        // Stop what nobody waits for any more.
+        for s in slots.iter_mut() {
+            if s.active.as_ref().is_some_and(|a| a.tx.is_closed()) {
+                s.active = None;
+            }
+        }
+        if step(model, &mut ctx, &mut batch, &mut slots, config).is_err() {
+            // A failed decode leaves the KV cache in an unknown state for the sequences in the
+            // batch: fail them and forget what their slots held.
+            for (i, s) in slots.iter_mut().enumerate() {
+                if let Some(a) = s.active.take() {
+                    let _ =
+                        a.tx.send(Output::Error("the model failed to decode".into()));
+                }
+                let _ = ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                s.cached.clear();
+            }
+        }
+    }
+}
+
+/// Places a job in the free slot whose cached tokens share the longest prefix with its prompt.
+fn admit(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    slots: &mut [Slot],
+    job: Job,
+    config: SchedulerConfig,
+) {
+    let enqueued = Instant::now();
+    if job.tokens.is_empty() || job.tokens.len() as u32 >= config.slot_ctx {
+        let _ = job.tx.send(Output::Error(format!(
+            "the prompt needs {} tokens; this model takes at most {} per request",
+            job.tokens.len(),
+            config.slot_ctx.saturating_sub(1)
+        )));
+        return;
+    }
+    let sampler = match build_sampler(model, &job.params, job.grammar.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = job
+                .tx
+                .send(Output::Error(format!("invalid sampling settings: {e}")));
+            return;
+        }
+    };
+    let common = |cached: &[LlamaToken]| {
+        cached
+            .iter()
+            .zip(&job.tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            // At least one prompt token must be decoded to get logits for the first sample.
+            .min(job.tokens.len() - 1)
+    };
+    let Some((seq, reuse)) = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.active.is_none())
+        .map(|(i, s)| (i, common(&s.cached)))
+        .max_by_key(|(_, c)| *c)
+    else {
+        let _ = job.tx.send(Output::Error("no free slot".into()));
+        return;
+    };
+    let slot = &mut slots[seq];
+    if ctx
+        .kv_cache_seq_rm(seq as i32, Some(reuse as u32), None)
+        .is_err()
+    {
+        let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        slot.cached.clear();
+    } else {
+        slot.cached.truncate(reuse);
+    }
+    let reuse = slot.cached.len();
+    slot.active = Some(Active {
+        pending: job.tokens[reuse..].to_vec(),
+        next: None,
+        sampler,
+        max_tokens: job.max_tokens,
+        stop: StopScanner::new(job.stop),
+        tx: job.tx,
+        generated: 0,
+        utf8: Vec::new(),
+        prompt_tokens: job.tokens.len() as u64,
+        cached_tokens: reuse as u64,
+        enqueued,
+        started: Instant::now(),
+        first_token: None,
+        logits_at: None,
+    });
+}
+
+/// One decode over all running sequences, then one sample for each sequence that is past its
+/// prompt.
+fn step(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    slots: &mut [Slot],
+    config: SchedulerConfig,
+) -> Result<(), ()> {
+    batch.clear();
+    // Generating sequences first: one token each keeps every stream moving.
+    for (seq, s) in slots.iter_mut().enumerate() {
+        let Some(a) = s.active.as_mut() else { continue };
+        a.logits_at = None;
+        if let Some(tok) = a.next.take() {
+            let pos = s.cached.len() as i32;
+            batch.add(tok, pos, &[seq as i32], true).map_err(drop)?;
+            s.cached.push(tok);
+            a.logits_at = Some(batch.n_tokens() - 1);
+        }
+    }
+    // Then prompts, as much as the batch holds.
+    for (seq, s) in slots.iter_mut().enumerate() {
+        let Some(a) = s.active.as_mut() else { continue };
+        if a.pending.is_empty() {
+            continue;
+        }
+        let room = config.batch as usize - batch.n_tokens() as usize;
+        if room == 0 {
+            break;
+        }
+        let take = room.min(a.pending.len());
+        let last_of_prompt = take == a.pending.len();
+        for (k, tok) in a.pending.drain(..take).enumerate() {
+            let pos = s.cached.len() as i32;
+            let logits = last_of_prompt && k == take - 1;
+            batch.add(tok, pos, &[seq as i32], logits).map_err(drop)?;
+            s.cached.push(tok);
+            if logits {
+                a.logits_at = Some(batch.n_tokens() - 1);
+            }
+        }
+    }
+    if batch.n_tokens() == 0 {
+        return Ok(());
+    }
+    ctx.decode(batch).map_err(|e| {
+        tracing::error!(error = %e, "llama.cpp decode failed");
+    })?;
+    for s in slots.iter_mut() {
+        let Some(a) = s.active.as_mut() else { continue };
+        let Some(idx) = a.logits_at else { continue };
+        let tok = a.sampler.sample(ctx, idx);
+        let now = Instant::now();
+        a.first_token.get_or_insert(now);
+        a.generated += 1;
+        let done = if model.is_eog_token(tok) {
+            Some(StopReason::Stop)
+        } else {
+            let piece = model.token_to_piece_bytes(tok);
+            a.utf8.extend_from_slice(&piece);
+            let text = take_utf8(&mut a.utf8);
+            if emit(a, &text) {
+                Some(StopReason::Stop)
+            } else if a.generated >= a.max_tokens || s.cached.len() as u32 + 1 >= config.slot_ctx {
+                Some(StopReason::Length)
+            } else {
+                a.next = Some(tok);
+                None
+            }
+        };
+        if let Some(reason) = done {
+            finish(s, reason, now);
+        }
+    }
+    Ok(())
+}
+
+/// The longest valid UTF-8 prefix of `buf`, removed from it; an incomplete character at the
+/// end stays for the next token. Invalid bytes become U+FFFD rather than stalling the stream.
+fn take_utf8(buf: &mut Vec<u8>) -> String {
+    match std::str::from_utf8(buf) {
+        Ok(s) => {
+            let s = s.to_owned();
+            buf.clear();
+            s
+        }
+        Err(e) if e.error_len().is_none() => {
+            let valid = e.valid_up_to();
+            let rest = buf.split_off(valid);
+            let s = String::from_utf8_lossy(buf).into_owned();
+            *buf = rest;
+            s
+        }
+        Err(_) => {
+            let s = String::from_utf8_lossy(buf).into_owned();
+            buf.clear();
+            s
+        }
+    }
+}
+
+/// Finds stop sequences in streamed text: text is released as soon as it cannot be the start
+/// of a stop sequence; a completed stop sequence ends the stream and is never released.
+#[derive(Debug, Default)]
+pub struct StopScanner {
+    stop: Vec<String>,
+    held: String,
+}
+
+impl StopScanner {
+    pub fn new(stop: Vec<String>) -> Self {
+        StopScanner {
+            stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
+            held: String::new(),
+        }
+    }
+
+    /// Adds text; returns what may be sent now, and whether a stop sequence completed.
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        if self.stop.is_empty() {
+            return (text.to_owned(), false);
+        }
+        self.held.push_str(text);
+        if let Some(at) = self
+            .stop
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
+            let out = self.held[..at].to_owned();
+            self.held.clear();
+            return (out, true);
+        }
+        // Keep the longest suffix that is a prefix of some stop sequence.
+        let held = &self.held;
+        let keep = self
+            .stop
+            .iter()
+            .map(|s| {
+                (1..s.len().min(held.len() + 1))
+                    .rev()
+                    .find(|&n| {
+                        held.is_char_boundary(held.len() - n)
+                            && s.is_char_boundary(n)
+                            && held.ends_with(&s[..n])
+                    })
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        let out: String = self.held.drain(..self.held.len() - keep).collect();
+        (out, false)
+    }
+
+    /// What is still held when generation ends for another reason.
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// Sends new text through the stop scanner; true when a stop sequence completed.
+fn emit(a: &mut Active, text: &str) -> bool {
+    let (out, stopped) = a.stop.push(text);
+    if !out.is_empty() {
+        let _ = a.tx.send(Output::Text(out));
+    }
+    stopped
+}
+
+fn finish(s: &mut Slot, reason: StopReason, now: Instant) {
+    let Some(mut a) = s.active.take() else { return };
+    let rest = a.stop.flush();
+    if !rest.is_empty() {
+        let _ = a.tx.send(Output::Text(rest));
+    }
+    let first = a.first_token.unwrap_or(now);
+    let _ = a.tx.send(Output::Done(Summary {
+        reason,
+        prompt_tokens: a.prompt_tokens,
+        cached_tokens: a.cached_tokens,
+        completion_tokens: u64::from(a.generated),
+        queued: a.started.saturating_duration_since(a.enqueued),
+        prompt_eval: first.saturating_duration_since(a.started),
+        eval: now.saturating_duration_since(first),
+    }));
+}
+
+/// Model helpers that read better at the call sites above.
+trait ModelExt {
+    fn is_eog_token(&self, t: LlamaToken) -> bool;
+    fn token_to_piece_bytes(&self, t: LlamaToken) -> Vec<u8>;
+}
+
+impl ModelExt for LlamaModel {
+    fn is_eog_token(&self, t: LlamaToken) -> bool {
+        self.vocab().is_eog(t)
+    }
+
+    fn token_to_piece_bytes(&self, t: LlamaToken) -> Vec<u8> {
+        self.vocab().token_to_piece(t, false, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_split_across_tokens_is_held_until_complete() {
+        let mut buf = "é".as_bytes()[..1].to_vec();
+        assert_eq!(take_utf8(&mut buf), "");
+        buf.extend_from_slice(&"é".as_bytes()[1..]);
+        buf.extend_from_slice(b"x");
+        assert_eq!(take_utf8(&mut buf), "éx");
+        assert!(buf.is_empty());
+        let mut bad = vec![0xff, b'a'];
+        assert_eq!(take_utf8(&mut bad), "\u{fffd}a");
+    }
+
+    #[test]
+    fn stop_sequences_split_across_tokens_are_caught_and_never_sent() {
+        let feed = |stops: &[&str], parts: &[&str]| {
+            let mut sc = StopScanner::new(stops.iter().map(|s| s.to_string()).collect());
+            let mut out = String::new();
+            for p in parts {
+                let (t, stopped) = sc.push(p);
+                out.push_str(&t);
+                if stopped {
+                    return (out, true);
+                }
+            }
+            out.push_str(&sc.flush());
+            (out, false)
+        };
+        assert_eq!(
+            feed(&["END"], &["abc E", "N", "D tail"]),
+            ("abc ".into(), true)
+        );
+        assert_eq!(feed(&["END"], &["abc E", "NX"]), ("abc ENX".into(), false));
+        assert_eq!(feed(&["\n\n", "STOP"], &["a\n", "\nb"]), ("a".into(), true));
+        assert_eq!(feed(&[], &["x", "y"]), ("xy".into(), false));
+        assert_eq!(feed(&["é!"], &["aé", "é!"]), ("aé".into(), true));
+        // Text that cannot start a stop sequence is released at once.
+        let mut sc = StopScanner::new(vec!["END".into()]);
+        assert_eq!(sc.push("hello "), ("hello ".into(), false));
+        assert_eq!(sc.push("wE"), ("w".into(), false));
+    }
+}

@@ -1,0 +1,302 @@
+//! The engine on a tiny random-weight GGUF written by the test: the real llama.cpp loading,
+//! tokenizing, templating, batching and sampling code runs; only the weights are fake.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wardgate_api::canonical::{
+    ChatRequest, CompletionRequest, Message, ResponseFormat, Role, Sampling,
+};
+use wardgate_engine::gguf::{TinySpec, write_tiny_llama};
+use wardgate_engine::{Engine, EngineConfig, EngineError, KeepAlive, Output, StopReason, Summary};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    engine: Arc<Engine>,
+}
+
+fn fixture(slots: u32, queue: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.gguf");
+    write_tiny_llama(
+        std::io::BufWriter::new(std::fs::File::create(&file).unwrap()),
+        &TinySpec::default(),
+    )
+    .unwrap();
+    let mut cfg = EngineConfig::new(dir.path().join("models"));
+    cfg.slots = slots;
+    cfg.queue = queue;
+    cfg.slot_ctx = 256;
+    cfg.threads = 1;
+    let engine = Engine::new(cfg).unwrap();
+    engine.store().import(&file, "tiny:test").unwrap();
+    Fixture {
+        _dir: dir,
+        engine: Arc::new(engine),
+    }
+}
+
+fn greedy(max: u32) -> Sampling {
+    Sampling {
+        temperature: Some(0.0),
+        max_tokens: Some(max),
+        ..Sampling::default()
+    }
+}
+
+fn completion(prompt: &str, sampling: Sampling) -> CompletionRequest {
+    CompletionRequest {
+        model: "tiny:test".into(),
+        prompt: prompt.into(),
+        suffix: None,
+        system: None,
+        raw: true,
+        sampling,
+        format: ResponseFormat::Text,
+        keep_alive: None,
+    }
+}
+
+async fn drain(mut rx: wardgate_engine::Generation) -> (String, Summary) {
+    let mut text = String::new();
+    loop {
+        match rx
+            .recv()
+            .await
+            .expect("the generation ended without a summary")
+        {
+            Output::Text(t) => text.push_str(&t),
+            Output::Done(s) => return (text, s),
+            Output::Error(e) => panic!("generation failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_generates_exactly_n_tokens_and_reports_counts() {
+    let f = fixture(2, 4);
+    let (_, rx) = f
+        .engine
+        .complete(&completion("What is the capital of France?", greedy(12)))
+        .await
+        .unwrap();
+    let (text, s) = drain(rx).await;
+    assert_eq!(s.completion_tokens, 12, "{s:?}");
+    assert_eq!(s.reason, StopReason::Length);
+    assert!(s.prompt_tokens >= 5, "{s:?}");
+    assert!(!text.is_empty());
+    // Greedy decoding is deterministic.
+    let (_, rx) = f
+        .engine
+        .complete(&completion("What is the capital of France?", greedy(12)))
+        .await
+        .unwrap();
+    assert_eq!(drain(rx).await.0, text);
+    assert_eq!(f.engine.running().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_uses_the_models_template_and_reuses_the_cached_prefix() {
+    let f = fixture(1, 4);
+    let mut req = ChatRequest {
+        model: "tiny:test".into(),
+        messages: vec![
+            Message::new(Role::System, "be brief"),
+            Message::new(Role::User, "hello world"),
+        ],
+        sampling: greedy(4),
+        format: ResponseFormat::Text,
+        tools: vec![],
+        tool_choice: None,
+        parallel_tool_calls: None,
+        keep_alive: None,
+    };
+    let (l, rx) = f.engine.chat(&req).await.unwrap();
+    assert!(l.has_chat_template());
+    let rendered = f.engine.render_chat(&l, &req.messages).unwrap();
+    assert!(
+        rendered.contains("<|im_start|>user\nhello world<|im_end|>"),
+        "{rendered}"
+    );
+    let (first, s1) = drain(rx).await;
+    assert_eq!(s1.cached_tokens, 0);
+    // The next turn starts with the same messages: their tokens are found in the slot.
+    req.messages.push(Message::new(Role::Assistant, first));
+    req.messages.push(Message::new(Role::User, "the capital"));
+    let (_, rx) = f.engine.chat(&req).await.unwrap();
+    let (_, s2) = drain(rx).await;
+    assert!(
+        s2.cached_tokens >= s1.prompt_tokens - 2,
+        "prefix reused: {s1:?} then {s2:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sequences_end_the_text_before_them() {
+    let f = fixture(1, 4);
+    let (_, rx) = f
+        .engine
+        .complete(&completion("hello", greedy(24)))
+        .await
+        .unwrap();
+    let (full, _) = drain(rx).await;
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() >= 8, "{full:?}");
+    let stop: String = chars[4..7].iter().collect();
+    let before = &full[..full.find(&stop).unwrap()];
+    let mut sampling = greedy(24);
+    sampling.stop = vec![stop.clone()];
+    let (_, rx) = f
+        .engine
+        .complete(&completion("hello", sampling))
+        .await
+        .unwrap();
+    let (text, s) = drain(rx).await;
+    assert_eq!(text, before, "stop {stop:?} in {full:?}");
+    assert_eq!(s.reason, StopReason::Stop);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sequences_batch_and_match_sequential_output() {
+    let f = fixture(4, 8);
+    let prompts = [
+        "hello world",
+        "What is the capital of France?",
+        "a b c",
+        "Paris is",
+    ];
+    let mut sequential = Vec::new();
+    for p in prompts {
+        let (_, rx) = f.engine.complete(&completion(p, greedy(16))).await.unwrap();
+        sequential.push(drain(rx).await.0);
+    }
+    let mut handles = Vec::new();
+    for p in prompts {
+        let e = f.engine.clone();
+        handles.push(tokio::spawn(async move {
+            let (_, rx) = e.complete(&completion(p, greedy(16))).await.unwrap();
+            drain(rx).await.0
+        }));
+    }
+    let mut batched = Vec::new();
+    for h in handles {
+        batched.push(h.await.unwrap());
+    }
+    assert_eq!(
+        batched, sequential,
+        "batching must not change what each sequence generates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_frees_its_slot() {
+    let f = fixture(1, 4);
+    let (_, mut rx) = f
+        .engine
+        .complete(&completion("hello", greedy(200)))
+        .await
+        .unwrap();
+    assert!(matches!(rx.recv().await, Some(Output::Text(_))));
+    drop(rx);
+    // With one slot, this only completes if the abandoned sequence was stopped.
+    let (_, rx) = f
+        .engine
+        .complete(&completion("world", greedy(3)))
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), drain(rx)).await;
+    assert_eq!(
+        done.expect("the slot was never freed").1.completion_tokens,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_not_dropped() {
+    let f = fixture(1, 1);
+    let (_, running) = f
+        .engine
+        .complete(&completion("hello", greedy(200)))
+        .await
+        .unwrap();
+    // The slot is taken; one may wait in the queue; the next is refused at once.
+    let mut outcomes = Vec::new();
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        match f.engine.complete(&completion("world", greedy(2))).await {
+            Ok((_, rx)) => waiting.push(rx),
+            Err(e) => outcomes.push(e),
+        }
+    }
+    assert!(!outcomes.is_empty(), "some request must be refused");
+    assert!(
+        outcomes.iter().all(|e| matches!(e, EngineError::Busy)),
+        "{outcomes:?}"
+    );
+    drop(running);
+    for rx in waiting {
+        let (_, s) = tokio::time::timeout(Duration::from_secs(10), drain(rx))
+            .await
+            .unwrap();
+        assert_eq!(s.completion_tokens, 2, "every accepted request completes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_format_constrains_output_with_a_grammar() {
+    let f = fixture(1, 4);
+    let mut req = completion("give json", greedy(40));
+    req.format = ResponseFormat::JsonSchema {
+        name: "s".into(),
+        schema: serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
+    };
+    let (_, rx) = f.engine.complete(&req).await.unwrap();
+    let (text, s) = drain(rx).await;
+    if s.reason == StopReason::Stop {
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        assert!(v["a"].is_i64(), "{text}");
+    } else {
+        assert!(text.trim_start().starts_with("{\"a\""), "{text:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_zero_unloads_and_the_budget_refuses_big_models() {
+    let f = fixture(1, 4);
+    let l = f
+        .engine
+        .load("tiny:test", KeepAlive::For(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    f.engine.release(&l, KeepAlive::For(Duration::ZERO));
+    assert!(f.engine.running().is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.gguf");
+    write_tiny_llama(std::fs::File::create(&file).unwrap(), &TinySpec::default()).unwrap();
+    let mut cfg = EngineConfig::new(dir.path().join("models"));
+    cfg.memory_budget = 1000;
+    let small = Engine::new(cfg).unwrap();
+    small.store().import(&file, "tiny").unwrap();
+    let err = small.load("tiny", KeepAlive::Forever).await.unwrap_err();
+    assert!(matches!(err, EngineError::OverBudget { .. }), "{err}");
+    assert!(err.to_string().contains("budget"));
+    assert!(matches!(
+        f.engine.load("nosuch", KeepAlive::Forever).await,
+        Err(EngineError::Store(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_prompts_are_refused_before_queueing() {
+    let f = fixture(1, 4);
+    let long = "hello world ".repeat(400);
+    let err = f
+        .engine
+        .complete(&completion(&long, greedy(4)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ContextLength { .. }), "{err}");
+}
