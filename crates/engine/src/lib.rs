@@ -2,6 +2,7 @@
 //! budget, continuous batching, chat templates and grammars. The only crate that links C/C++.
 
 pub mod engine;
+pub mod fetch;
 pub mod gguf;
 pub mod scheduler;
 pub mod store;

@@ -48,9 +48,37 @@ pub struct RawConfig {
     #[serde(default)]
     pub circuit_breaker: RawBreaker,
     #[serde(default)]
+    pub engine: RawEngine,
+    #[serde(default)]
     pub backends: Vec<RawBackend>,
     #[serde(default)]
     pub models: Vec<RawModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    /// Directory of the model store (GGUF blobs and a manifest). Default `./models`.
+    pub models_dir: Option<PathBuf>,
+    /// CPU threads for decoding. Default: the cores available to the process.
+    pub threads: Option<u32>,
+    /// Concurrent sequences per model (continuous batching). Default 8.
+    pub slots: Option<u32>,
+    /// Context tokens per sequence. Default 4096 (or the model's own, if smaller).
+    pub slot_ctx: Option<u32>,
+    /// Most tokens per decode step. Default 512.
+    pub batch: Option<u32>,
+    /// Requests that may wait for a slot, per model; past it: 503 with Retry-After. Default 64.
+    pub queue: Option<usize>,
+    /// MiB of model weights that may be loaded at once. Default: three quarters of RAM.
+    pub memory_budget_mib: Option<u64>,
+    /// How long an idle model stays loaded unless a request says. Default `5m`.
+    pub keep_alive: Option<String>,
+    /// Models loaded at start and kept; `/ready` waits for them.
+    #[serde(default)]
+    pub preload: Vec<String>,
+    /// Fetch the default model (SmolLM2-135M-Instruct) when the store is empty. Default true.
+    pub fetch_default_model: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,10 +159,13 @@ pub struct RawBreaker {
 pub struct RawBackend {
     /// Unique name, used by model chains.
     pub name: String,
-    /// `ollama` or `openai`.
+    /// `ollama`, `openai`, or `embedded` (the in-process engine, no URL).
     pub kind: String,
     /// `ollama`: server root (`http://host:11434`); `openai`: API base with `/v1`.
-    pub url: String,
+    pub url: Option<String>,
+    /// Name of an environment variable holding the HMAC secret to sign requests to a
+    /// `wardgate llm` backend (`ollama` kind).
+    pub secret_env: Option<String>,
     /// Name of an environment variable holding a bearer key the backend wants (never the key
     /// itself: secrets do not live in config files).
     pub api_key_env: Option<String>,
@@ -193,11 +224,34 @@ pub struct Limits {
     pub max_embedding_inputs: usize,
 }
 
+/// What a backend is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendType {
+    Http(BackendKind),
+    Embedded,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    pub models_dir: PathBuf,
+    pub threads: Option<u32>,
+    pub slots: u32,
+    pub slot_ctx: u32,
+    pub batch: u32,
+    pub queue: usize,
+    pub memory_budget: Option<u64>,
+    pub keep_alive: Duration,
+    pub preload: Vec<String>,
+    pub fetch_default_model: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
     pub name: String,
-    pub kind: BackendKind,
+    pub kind: BackendType,
+    /// Empty for the embedded engine.
     pub url: String,
+    pub secret_env: Option<String>,
     pub api_key_env: Option<String>,
     pub discover: bool,
     pub discover_interval: Duration,
@@ -227,6 +281,7 @@ pub struct Config {
     pub health_timeout: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    pub engine: EngineSettings,
     pub backends: Vec<BackendConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -309,20 +364,36 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
                 ConfigError::new("WARDGATE_RATE_LIMIT_RPM", "must be a whole number")
             })?);
     }
+    if let Some(v) = env("WARDGATE_MODELS") {
+        raw.engine.models_dir = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("WARDGATE_PRELOAD") {
+        raw.engine.preload = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
     if let Some(v) = env("WARDGATE_BACKEND") {
-        // `kind:url`, e.g. `ollama:http://127.0.0.1:11434` or `openai:http://h:8000/v1`.
-        let (kind, url) = v.split_once(':').ok_or_else(|| {
-            ConfigError::new(
-                "WARDGATE_BACKEND",
-                "expected KIND:URL, e.g. ollama:http://127.0.0.1:11434 or openai:http://127.0.0.1:8000/v1",
-            )
-        })?;
-        if !matches!(kind, "ollama" | "openai") {
+        // `embedded`, or `kind:url`: `ollama:http://127.0.0.1:11434`, `openai:http://h:8000/v1`.
+        let (kind, url) = if v == "embedded" {
+            ("embedded", None)
+        } else {
+            let (k, u) = v.split_once(':').ok_or_else(|| {
+                ConfigError::new(
+                    "WARDGATE_BACKEND",
+                    "expected `embedded` or KIND:URL, e.g. ollama:http://127.0.0.1:11434 or openai:http://127.0.0.1:8000/v1",
+                )
+            })?;
+            (k, Some(u.to_owned()))
+        };
+        if !matches!(kind, "ollama" | "openai" | "embedded") {
             return Err(ConfigError::new(
                 "WARDGATE_BACKEND",
                 format!(
-                    "`{kind}` is not a backend kind: expected ollama:URL or openai:URL, e.g. \
-                     ollama:http://127.0.0.1:11434"
+                    "`{kind}` is not a backend kind: expected embedded, ollama:URL or \
+                     openai:URL, e.g. ollama:http://127.0.0.1:11434"
                 ),
             ));
         }
@@ -335,7 +406,9 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
         raw.backends.push(RawBackend {
             name: "default".to_owned(),
             kind: kind.to_owned(),
-            url: url.to_owned(),
+            url,
+            secret_env: env("WARDGATE_BACKEND_SECRET")
+                .map(|_| "WARDGATE_BACKEND_SECRET".to_owned()),
             api_key_env: None,
             discover: true,
             discover_interval: None,
@@ -470,27 +543,53 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         let kind = match b.kind.as_str() {
-            "ollama" => BackendKind::Ollama,
-            "openai" => BackendKind::Openai,
+            "ollama" => BackendType::Http(BackendKind::Ollama),
+            "openai" => BackendType::Http(BackendKind::Openai),
+            "embedded" => BackendType::Embedded,
             other => {
                 return Err(ConfigError::new(
                     key("kind"),
-                    format!("`{other}` is not `ollama` or `openai`"),
+                    format!("`{other}` is not `ollama`, `openai` or `embedded`"),
                 ));
             }
         };
-        if !(b.url.starts_with("http://") || b.url.starts_with("https://"))
-            || b.url.len() <= "http://".len()
-        {
+        let url = match (kind, b.url) {
+            (BackendType::Embedded, None) => String::new(),
+            (BackendType::Embedded, Some(_)) => {
+                return Err(ConfigError::new(
+                    key("url"),
+                    "an embedded backend has no URL",
+                ));
+            }
+            (BackendType::Http(_), None) => {
+                return Err(ConfigError::new(
+                    key("url"),
+                    "required for ollama and openai backends",
+                ));
+            }
+            (BackendType::Http(_), Some(u)) => {
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.len() <= "http://".len()
+                {
+                    return Err(ConfigError::new(
+                        key("url"),
+                        format!("`{u}` is not an http:// or https:// URL"),
+                    ));
+                }
+                u.trim_end_matches('/').to_owned()
+            }
+        };
+        if b.secret_env.is_some() && kind != BackendType::Http(BackendKind::Ollama) {
             return Err(ConfigError::new(
-                key("url"),
-                format!("`{}` is not an http:// or https:// URL", b.url),
+                key("secret_env"),
+                "request signing is for `ollama`-kind backends (wardgate llm)",
             ));
         }
         backends.push(BackendConfig {
             name: b.name,
             kind,
-            url: b.url.trim_end_matches('/').to_owned(),
+            url,
+            secret_env: b.secret_env,
             api_key_env: b.api_key_env,
             discover: b.discover,
             discover_interval: duration(
@@ -506,12 +605,67 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
     if backends.is_empty() {
+        // The embedded default: the in-process engine serving the model store.
+        names.insert("default".to_owned());
+        backends.push(BackendConfig {
+            name: "default".to_owned(),
+            kind: BackendType::Embedded,
+            url: String::new(),
+            secret_env: None,
+            api_key_env: None,
+            discover: true,
+            discover_interval: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+        });
+    }
+    if backends
+        .iter()
+        .filter(|b| b.kind == BackendType::Embedded)
+        .count()
+        > 1
+    {
         return Err(ConfigError::new(
             "backends",
-            "no backend is configured: set WARDGATE_BACKEND=ollama:http://HOST:11434 (or \
-             openai:http://HOST:PORT/v1), or add a [[backends]] table to the config file",
+            "at most one embedded backend: the in-process engine serves all local models",
         ));
     }
+    let e = raw.engine;
+    let engine = EngineSettings {
+        models_dir: e.models_dir.unwrap_or_else(|| PathBuf::from("models")),
+        threads: match e.threads {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "engine.threads",
+                    "must be greater than zero",
+                ));
+            }
+            t => t,
+        },
+        slots: positive("engine.slots", e.slots.map(|v| v as usize), 8)? as u32,
+        slot_ctx: positive("engine.slot_ctx", e.slot_ctx.map(|v| v as usize), 4096)? as u32,
+        batch: positive("engine.batch", e.batch.map(|v| v as usize), 512)? as u32,
+        queue: positive("engine.queue", e.queue, 64)?,
+        memory_budget: match e.memory_budget_mib {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "engine.memory_budget_mib",
+                    "must be greater than zero",
+                ));
+            }
+            m => m.map(|mib| mib << 20),
+        },
+        keep_alive: match e.keep_alive.as_deref() {
+            None => Duration::from_secs(300),
+            Some(v) => humantime::parse_duration(v).map_err(|err| {
+                ConfigError::new(
+                    "engine.keep_alive",
+                    format!("`{v}` is not a duration: {err}"),
+                )
+            })?,
+        },
+        preload: e.preload,
+        fetch_default_model: e.fetch_default_model.unwrap_or(true),
+    };
 
     let mut models = Vec::with_capacity(raw.models.len());
     let mut public = HashSet::new();
@@ -612,6 +766,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             raw.circuit_breaker.cooldown.as_deref(),
             Duration::from_secs(10),
         )?,
+        engine,
         backends,
         models,
     })
@@ -714,10 +869,19 @@ url = "http://127.0.0.1:11434"
     }
 
     #[test]
-    fn no_backend_says_what_to_set() {
-        let err = load("").unwrap_err();
-        assert_eq!(err.key, "backends");
-        assert!(err.reason.contains("WARDGATE_BACKEND"));
+    fn no_backend_means_the_embedded_engine() {
+        let c = load("").unwrap();
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.backends[0].kind, BackendType::Embedded);
+        assert!(c.backends[0].discover);
+        assert_eq!(c.engine.models_dir, PathBuf::from("models"));
+        let err = load("[[backends]]\nname = \"e\"\nkind = \"embedded\"\nurl = \"http://x\"\n")
+            .unwrap_err();
+        assert_eq!(err.key, "backends[0].url");
+        let err = load("[[backends]]\nname = \"o\"\nkind = \"openai\"\n").unwrap_err();
+        assert_eq!(err.key, "backends[0].url");
+        let err = load("[engine]\nslots = 0\n").unwrap_err();
+        assert_eq!(err.key, "engine.slots");
     }
 
     #[test]
@@ -731,7 +895,7 @@ url = "http://127.0.0.1:11434"
         let c = Config::from_raw(RawConfig::default(), &env).unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.sqlite_path, PathBuf::from("/tmp/x.db"));
-        assert_eq!(c.backends[0].kind, BackendKind::Openai);
+        assert_eq!(c.backends[0].kind, BackendType::Http(BackendKind::Openai));
         assert!(c.backends[0].discover);
         let bad = |k: &str| (k == "WARDGATE_BACKEND").then(|| "http://x".to_owned());
         assert_eq!(

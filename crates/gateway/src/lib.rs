@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod llm;
 pub mod policy;
 pub mod ratelimit;
 pub mod record;
@@ -19,9 +20,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
+use wardgate_api::signing::SigningKey;
 use wardgate_backends::{
-    Backend, BackendHandle, BreakerConfig, Catalog, HttpBackend, HttpBackendConfig, ModelEntry,
+    Backend, BackendHandle, BreakerConfig, Catalog, EmbeddedBackend, HttpBackend,
+    HttpBackendConfig, ModelEntry,
 };
+use wardgate_engine::{Engine, EngineConfig};
 use wardgate_store::{Health, KeyStore};
 
 pub use config::{Config, ConfigError};
@@ -45,15 +49,72 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
+/// The in-process engine for the config's embedded backend, if it has one.
+pub fn build_engine(config: &Config) -> Result<Option<Arc<Engine>>, StartError> {
+    if !config
+        .backends
+        .iter()
+        .any(|b| b.kind == config::BackendType::Embedded)
+    {
+        return Ok(None);
+    }
+    let e = &config.engine;
+    let mut ec = EngineConfig::new(&e.models_dir);
+    if let Some(t) = e.threads {
+        ec.threads = t as i32;
+    }
+    ec.slots = e.slots;
+    ec.slot_ctx = e.slot_ctx;
+    ec.batch = e.batch;
+    ec.queue = e.queue;
+    if let Some(m) = e.memory_budget {
+        ec.memory_budget = m;
+    }
+    ec.keep_alive = e.keep_alive;
+    ec.max_tokens = config.limits.max_output_tokens;
+    Engine::new(ec)
+        .map(|e| Some(Arc::new(e)))
+        .map_err(|e| StartError::Backend {
+            name: "embedded".into(),
+            reason: e.to_string(),
+        })
+}
+
 /// Builds the backends and the catalog from config.
-pub fn build_catalog(config: &Config) -> Result<Catalog, StartError> {
+pub fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalog, StartError> {
     let breaker = BreakerConfig {
         failure_threshold: config.breaker_threshold,
         cooldown: config.breaker_cooldown,
     };
     let mut handles = Vec::with_capacity(config.backends.len());
     for b in &config.backends {
-        let mut hc = HttpBackendConfig::new(&b.name, b.kind, &b.url);
+        let kind = match b.kind {
+            config::BackendType::Embedded => {
+                let engine = engine.ok_or_else(|| StartError::Backend {
+                    name: b.name.clone(),
+                    reason: "no engine was built for the embedded backend".into(),
+                })?;
+                let backend = EmbeddedBackend::new(&b.name, engine.clone());
+                handles.push(BackendHandle::new(
+                    Arc::new(backend) as Arc<dyn Backend>,
+                    breaker,
+                ));
+                continue;
+            }
+            config::BackendType::Http(kind) => kind,
+        };
+        let mut hc = HttpBackendConfig::new(&b.name, kind, &b.url);
+        if let Some(var) = &b.secret_env {
+            let value = std::env::var(var).map_err(|_| StartError::Backend {
+                name: b.name.clone(),
+                reason: format!("secret_env names `{var}`, which is not set"),
+            })?;
+            let keys = SigningKey::parse_list(&value).map_err(|e| StartError::Backend {
+                name: b.name.clone(),
+                reason: format!("`{var}`: {e}"),
+            })?;
+            hc.signer = keys.into_iter().next();
+        }
         hc.connect_timeout = b.connect_timeout;
         if let Some(var) = &b.api_key_env {
             let key = std::env::var(var).map_err(|_| StartError::Backend {
@@ -90,7 +151,12 @@ pub fn build_catalog(config: &Config) -> Result<Catalog, StartError> {
 }
 
 /// Assembles the shared state from its parts.
-pub fn build_state<S>(config: Config, catalog: Catalog, store: Arc<S>) -> AppState
+pub fn build_state<S>(
+    config: Config,
+    catalog: Catalog,
+    engine: Option<Arc<Engine>>,
+    store: Arc<S>,
+) -> AppState
 where
     S: KeyStore + Health,
 {
@@ -98,12 +164,16 @@ where
         0 => None,
         n => Some(Arc::new(ratelimit::InProcessLimiter::per_minute(n))),
     };
+    // With nothing to preload the service is ready as soon as its backends are.
+    let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
     AppState {
         config: Arc::new(config),
         catalog: Arc::new(catalog),
         keys: store.clone(),
         store_health: store,
         limiter,
+        engine,
+        preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
     }
 }
 
@@ -169,6 +239,32 @@ async fn discover(state: &AppState, handle: &BackendHandle) {
     }
 }
 
+/// Loads the configured preload models, then marks the state preloaded (`/ready` waits for
+/// it). A model that fails to load is logged and leaves the service not ready.
+pub async fn preload(state: &AppState) -> bool {
+    let mut ok = true;
+    if let Some(engine) = &state.engine {
+        for name in &state.config.engine.preload {
+            let started = std::time::Instant::now();
+            match engine.load(name, wardgate_engine::KeepAlive::Forever).await {
+                Ok(_) => tracing::info!(
+                    model = %name,
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "model preloaded"
+                ),
+                Err(e) => {
+                    ok = false;
+                    tracing::error!(model = %name, error = %e, "preload failed");
+                }
+            }
+        }
+    }
+    state
+        .preloaded
+        .store(ok, std::sync::atomic::Ordering::Relaxed);
+    ok
+}
+
 /// Background work: health probes (which also close a recovered backend's breaker) and model
 /// discovery, each on its own interval.
 pub fn spawn_background(state: AppState) -> Vec<JoinHandle<()>> {
@@ -207,16 +303,27 @@ pub fn spawn_background(state: AppState) -> Vec<JoinHandle<()>> {
     tasks
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests for
-/// at most `shutdown_grace`.
+/// Serves the public gateway until `shutdown` resolves, then stops accepting and drains
+/// in-flight requests for at most `shutdown_grace`.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let app = router(state.clone());
+    serve_router(state, app, listener, shutdown).await
+}
+
+/// Serves a router (the gateway's or `wardgate llm`'s) with the background tasks and the
+/// bounded drain.
+pub async fn serve_router(
+    state: AppState,
+    app: axum::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let grace = state.config.shutdown_grace;
-    let tasks = spawn_background(state.clone());
-    let app = router(state);
+    let tasks = spawn_background(state);
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(
         listener,

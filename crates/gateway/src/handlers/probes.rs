@@ -23,7 +23,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     } else {
         state.catalog.backends().iter().any(|b| b.is_healthy())
     };
-    let ready = storage && models;
+    let preloaded = state.preloaded.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = storage && models && preloaded;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -31,7 +32,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     (
         status,
-        axum::Json(json!({"ready": ready, "storage": storage, "backends": models})),
+        axum::Json(json!({"ready": ready, "storage": storage, "backends": models, "models_loaded": preloaded})),
     )
         .into_response()
 }

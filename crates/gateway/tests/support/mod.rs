@@ -122,8 +122,8 @@ chain = [{{ backend = "b0", model = "other" }}]
             .secret
             .expose()
             .clone();
-        let catalog = build_catalog(&config).unwrap();
-        let state = build_state(config, catalog, store.clone());
+        let catalog = build_catalog(&config, None).unwrap();
+        let state = build_state(config, catalog, None, store.clone());
         Harness {
             app: router(state.clone()),
             state,

@@ -1,0 +1,192 @@
+//! `wardgate llm`: the private LLM service. It speaks the Ollama API with the same handlers as
+//! the gateway's Ollama front, over the in-process engine, and authenticates its one client —
+//! the gateway — by HMAC signature instead of API keys. Model management is not exposed.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use wardgate_api::signing::{self, Verifier};
+
+use crate::auth::Principal;
+use crate::error::{ApiError, Front, OllamaError};
+use crate::extract::Json;
+use crate::handlers::{ollama, probes};
+use crate::record::{self, RequestRecord};
+use crate::state::AppState;
+
+/// The principal every verified request runs as.
+const GATEWAY_PRINCIPAL: &str = "gateway";
+
+#[derive(Clone)]
+struct Auth {
+    verifier: Arc<Verifier>,
+    max_body: usize,
+}
+
+pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
+    let auth = Auth {
+        verifier,
+        max_body: state.config.limits.max_body_bytes,
+    };
+    let signed = Router::new()
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/tags", get(tags))
+        .route("/api/show", post(show))
+        .route("/api/ps", get(ps))
+        .route("/api/version", get(ollama::version))
+        .route("/", get(ollama::root))
+        .fallback(not_found)
+        // Every route above, and unknown paths, need a valid signature.
+        .layer(from_fn_with_state(auth, verify));
+    Router::new()
+        .route("/health", get(probes::health))
+        .route("/ready", get(probes::ready))
+        .merge(signed)
+        .with_state(state)
+        .layer(from_fn(record::observe))
+}
+
+async fn not_found() -> Response {
+    ApiError::RouteNotFound.to_response(Front::Ollama)
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "unauthorized"})),
+    )
+        .into_response()
+}
+
+/// Checks the signature over method, path, timestamp, nonce and body; each refusal is logged
+/// with its reason.
+async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let Ok(bytes) = crate::record::body_bytes(body, auth.max_body).await else {
+        return ApiError::PayloadTooLarge {
+            limit: auth.max_body,
+        }
+        .to_response(Front::Ollama);
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let verdict = auth.verifier.verify(
+        parts.method.as_str(),
+        path,
+        &bytes,
+        header(signing::TIMESTAMP_HEADER),
+        header(signing::NONCE_HEADER),
+        header(signing::SIGNATURE_HEADER),
+        now,
+    );
+    if let Err(reason) = verdict {
+        tracing::warn!(
+            target: "wardgate::llm::auth",
+            reason = %reason,
+            method = %parts.method,
+            path = parts.uri.path(),
+            "refused an unsigned or badly signed request"
+        );
+        return unauthorized();
+    }
+    if let Some(rec) = parts.extensions.get::<Arc<RequestRecord>>() {
+        rec.set_principal(GATEWAY_PRINCIPAL, "");
+    }
+    parts.extensions.insert(Principal {
+        key_id: GATEWAY_PRINCIPAL.to_owned(),
+        tenant: String::new(),
+        models: Vec::new(),
+    });
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn details(e: &wardgate_engine::ModelEntry) -> Value {
+    json!({"parent_model": "", "format": "gguf", "family": e.family, "families": [e.family],
+        "parameter_size": e.parameter_size, "quantization_level": e.quantization_level})
+}
+
+fn engine(state: &AppState) -> Result<&Arc<wardgate_engine::Engine>, ApiError> {
+    state.engine.as_ref().ok_or(ApiError::BackendUnavailable)
+}
+
+async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {
+    let models = engine(&state)?
+        .store()
+        .list()
+        .map_err(|_| ApiError::StorageUnavailable)?;
+    let list: Vec<Value> = models
+        .iter()
+        .map(|(name, e)| {
+            json!({"name": name, "model": name, "modified_at": e.modified_at, "size": e.size,
+                "digest": e.digest, "details": details(e)})
+        })
+        .collect();
+    Ok(axum::Json(json!({"models": list})).into_response())
+}
+
+async fn ps(State(state): State<AppState>) -> Result<Response, OllamaError> {
+    let now = std::time::Instant::now();
+    let wall = time::OffsetDateTime::now_utc();
+    let list: Vec<Value> = engine(&state)?
+        .running()
+        .iter()
+        .map(|l| {
+            let expires = match l.expires_at() {
+                Some(t) => wall + t.saturating_duration_since(now),
+                None => wall + time::Duration::days(365 * 100),
+            };
+            json!({"name": l.name, "model": l.name, "size": l.entry.size, "digest": l.entry.digest,
+                "details": details(&l.entry), "expires_at": wardgate_api::rfc3339(expires),
+                "size_vram": 0, "context_length": l.context_length()})
+        })
+        .collect();
+    Ok(axum::Json(json!({"models": list})).into_response())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Json(body): Json<wardgate_api::ollama::ShowRequestIn>,
+) -> Result<Response, OllamaError> {
+    let Some(name) = body.model() else {
+        return Err(ApiError::BadRequest(wardgate_api::BadRequest::param(
+            "model",
+            "model is required",
+        ))
+        .into());
+    };
+    let e = engine(&state)?
+        .store()
+        .get(name)
+        .map_err(|_| ApiError::ModelNotFound(name.to_owned()))?;
+    let mut caps = vec!["completion"];
+    if e.has_chat_template {
+        caps.push("chat");
+    }
+    Ok(axum::Json(json!({
+        "modelfile": "", "parameters": "", "template": "", "license": "",
+        "details": details(&e),
+        "model_info": {
+            "general.architecture": e.family,
+            format!("{}.context_length", e.family): e.context_length,
+        },
+        "capabilities": caps,
+        "modified_at": e.modified_at,
+    }))
+    .into_response())
+}
