@@ -359,7 +359,8 @@ impl CompletionRequestIn {
             prompt,
             suffix: self.suffix,
             system: None,
-            raw: false,
+            // Legacy completions continue the text as written, with no chat template.
+            raw: true,
             sampling: Sampling {
                 temperature: self.temperature,
                 top_p: self.top_p,

@@ -48,13 +48,12 @@ impl BackendHandle {
 
     /// Runs the health probe and feeds the result to the breaker: a backend that answers again
     /// is taken back into service without waiting for a client request to risk it.
-    pub async fn probe(&self, timeout: Duration) -> bool {
-        let ok = matches!(
-            tokio::time::timeout(timeout, self.backend.health()).await,
-            Ok(Ok(()))
-        );
-        self.record(ok);
-        ok
+    pub async fn probe(&self, timeout: Duration) -> Result<(), BackendError> {
+        let result = tokio::time::timeout(timeout, self.backend.health())
+            .await
+            .unwrap_or(Err(BackendError::Timeout));
+        self.record(result.is_ok());
+        result
     }
 
     fn record(&self, ok: bool) {
@@ -339,6 +338,14 @@ impl Catalog {
             }
         }
         out
+    }
+
+    /// Whether `backend`'s model list has been read at least once.
+    pub fn has_discovered(&self, backend: &str) -> bool {
+        self.discovered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(backend)
     }
 
     /// Replaces the models discovered on `backend` with `names`, each served by that backend

@@ -304,6 +304,8 @@ pub fn classify(kind: BackendKind, status: u16, body: &[u8]) -> BackendError {
         || msg_l.contains("context window")
     {
         UpstreamKind::ContextLength
+    } else if status == 401 || status == 403 {
+        UpstreamKind::Auth
     } else if status == 404 || code_l == "model_not_found" {
         UpstreamKind::ModelNotFound
     } else if status == 429 {

@@ -43,6 +43,8 @@ impl BackendKind {
 /// What an upstream's error status means for the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamKind {
+    /// The backend refused the gateway's own credentials (401/403): a misconfiguration.
+    Auth,
     ModelNotFound,
     ContextLength,
     BadRequest,
@@ -81,14 +83,26 @@ impl BackendError {
             | BackendError::Protocol(_)
             | BackendError::CircuitOpen => true,
             BackendError::Status { kind, .. } => {
-                matches!(kind, UpstreamKind::Unavailable | UpstreamKind::Server)
+                matches!(
+                    kind,
+                    UpstreamKind::Unavailable | UpstreamKind::Server | UpstreamKind::Auth
+                )
             }
         }
     }
 
     /// Whether this failure says the backend itself is unwell (counts against its breaker).
+    /// A busy backend (503, a full queue) is healthy and merely full: the next link is tried,
+    /// but the breaker is not tripped, or load would take a working backend out of service.
     pub fn is_backend_fault(&self) -> bool {
-        self.is_retryable() && !matches!(self, BackendError::CircuitOpen)
+        match self {
+            BackendError::CircuitOpen => false,
+            BackendError::Status {
+                kind: UpstreamKind::Unavailable,
+                ..
+            } => false,
+            other => other.is_retryable(),
+        }
     }
 }
 

@@ -502,16 +502,23 @@ impl Engine {
     ) -> Result<(Arc<Loaded>, Generation), EngineError> {
         let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
         let l = self.load(&req.model, keep).await?;
-        let prompt = match (&req.system, req.raw) {
-            (Some(system), false) if l.has_chat_template() => self.render_chat(
-                &l,
-                &[
-                    Message::new(Role::System, system.clone()),
-                    Message::new(Role::User, req.prompt.clone()),
-                ],
-            )?,
-            (Some(system), false) => format!("{system}\n\n{}", req.prompt),
-            _ => req.prompt.clone(),
+        // As Ollama does: the model's template wraps the prompt (and system text) unless the
+        // request is raw or the model has no template (a base model), in which case the
+        // prompt is completed as written.
+        let prompt = if req.raw {
+            req.prompt.clone()
+        } else if l.has_chat_template() {
+            let mut messages = Vec::with_capacity(2);
+            if let Some(system) = &req.system {
+                messages.push(Message::new(Role::System, system.clone()));
+            }
+            messages.push(Message::new(Role::User, req.prompt.clone()));
+            self.render_chat(&l, &messages)?
+        } else {
+            match &req.system {
+                Some(system) => format!("{system}\n\n{}", req.prompt),
+                None => req.prompt.clone(),
+            }
         };
         let (job, rx) = self.job(&l, &prompt, &req.sampling, &req.format)?;
         self.submit(&l, job)?;

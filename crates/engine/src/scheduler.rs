@@ -136,7 +136,10 @@ impl Scheduler {
         model: Arc<LlamaModel>,
         config: SchedulerConfig,
     ) -> Result<Scheduler, SchedulerError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue);
+        // Jobs in the channel are either about to take a free slot or waiting for one, so the
+        // channel holds the slots plus the queue: at most `slots + queue` requests are in the
+        // system, and the next is refused.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue + config.slots as usize);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         std::thread::Builder::new()
             .name("wardgate-decode".into())

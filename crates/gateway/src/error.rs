@@ -162,12 +162,17 @@ impl ApiError {
                     format!("Rate limit reached. Please try again in {retry_after_secs}s."),
                 )
             },
-            ApiError::BackendUnavailable => r(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                Some("backend_unavailable"),
-                "No model server is available for this model right now. Try again shortly.".into(),
-            ),
+            ApiError::BackendUnavailable => Rendered {
+                retry_after: Some(1),
+                ..r(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    Some("backend_unavailable"),
+                    "No model server is available for this model right now (busy or down). \
+                     Try again shortly."
+                        .into(),
+                )
+            },
             ApiError::Timeout => r(
                 StatusCode::GATEWAY_TIMEOUT,
                 "server_error",
@@ -192,6 +197,12 @@ impl ApiError {
                     "The model server sent an invalid response.".into(),
                 ),
                 BackendError::Status { kind, status, .. } => match kind {
+                    UpstreamKind::Auth => r(
+                        StatusCode::BAD_GATEWAY,
+                        "server_error",
+                        None,
+                        "The model server refused the gateway's credentials.".into(),
+                    ),
                     UpstreamKind::ModelNotFound => r(
                         StatusCode::NOT_FOUND,
                         "invalid_request_error",

@@ -185,7 +185,7 @@ pub async fn refresh_backends(state: &AppState) -> usize {
         let timeout = state.config.health_timeout;
         async move { (h.clone(), h.probe(timeout).await) }
     });
-    for (handle, ok) in futures::future::join_all(probes).await {
+    for (handle, probe) in futures::future::join_all(probes).await {
         let url = state
             .config
             .backends
@@ -193,11 +193,21 @@ pub async fn refresh_backends(state: &AppState) -> usize {
             .find(|b| b.name == handle.name())
             .map(|b| b.url.as_str())
             .unwrap_or_default();
-        if !ok {
+        if let Err(e) = probe {
+            let why = match &e {
+                wardgate_backends::BackendError::Status {
+                    kind: wardgate_backends::UpstreamKind::Auth,
+                    ..
+                } => "the backend refused the gateway's credentials: check its secret \
+                      (secret_env / WARDGATE_BACKEND_SECRET) or API key"
+                    .to_owned(),
+                other => other.to_string(),
+            };
             tracing::warn!(
                 backend = handle.name(),
                 url,
-                "backend does not answer; its models fail with 503 until it does"
+                reason = %why,
+                "backend is not usable; its models fail with 503 until it is"
             );
             continue;
         }

@@ -36,8 +36,19 @@ impl AppState {
         }
         match self.catalog.resolve(name) {
             Some(route) if p.may_use(name, &route.name) => Ok(route),
-            _ => Err(ApiError::ModelNotFound(name.to_owned())),
+            Some(_) => Err(ApiError::ModelNotFound(name.to_owned())),
+            // While a discovered backend has never listed its models, an unknown name may be
+            // one of them: say the server is unavailable rather than that the model is not.
+            None if self.discovery_pending() => Err(ApiError::BackendUnavailable),
+            None => Err(ApiError::ModelNotFound(name.to_owned())),
         }
+    }
+
+    fn discovery_pending(&self) -> bool {
+        self.config
+            .backends
+            .iter()
+            .any(|b| b.discover && !self.catalog.has_discovered(&b.name))
     }
 
     /// The public models a principal may see, with their routes.

@@ -314,10 +314,11 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_within_100ms(
 #[tokio::test]
 async fn a_failing_backend_is_skipped_by_its_breaker_and_taken_back_when_it_recovers() {
     let extra = "[circuit_breaker]\nfailure_threshold = 2\ncooldown = \"200ms\"\n";
+    // 500: the backend is broken (a 503 only says it is busy; see below).
     let h = pair(
         "ollama",
         MockConfig {
-            fail_status: Some(503),
+            fail_status: Some(500),
             ..mock_cfg()
         },
         extra,
@@ -344,6 +345,28 @@ async fn a_failing_backend_is_skipped_by_its_breaker_and_taken_back_when_it_reco
         h.mocks[0].stats().inference_requests,
         2,
         "open breaker: the first link is skipped"
+    );
+
+    // A busy backend (503) is tried, found full and passed over, but its breaker stays shut.
+    let busy = pair(
+        "ollama",
+        MockConfig {
+            fail_status: Some(503),
+            ..mock_cfg()
+        },
+        extra,
+    )
+    .await;
+    for _ in 0..4 {
+        let r = busy
+            .post("/v1/chat/completions", chat_body("m", "hi"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(
+        busy.mocks[0].stats().inference_requests,
+        4,
+        "busy is not broken"
     );
 
     // The backend recovers; a health probe closes the breaker without risking a request.
@@ -405,13 +428,15 @@ async fn discovered_models_appear_under_their_own_names() {
             backend_url(kind, &ms[0])
         );
         let h = Harness::from_toml(&toml, vec![]).await;
+        let r = h
+            .post("/v1/chat/completions", chat_body("alpha:1b", "hi"))
+            .await;
         assert_eq!(
-            h.post("/api/chat", chat_body("alpha:1b", "hi"))
-                .await
-                .status,
-            StatusCode::NOT_FOUND,
-            "not yet discovered"
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{kind}: not yet discovered, so perhaps there"
         );
+        assert_eq!(r.json()["error"]["code"], "backend_unavailable");
         wardgate_gateway::refresh_backends(&h.state).await;
         let ids: Vec<String> = h.get("/v1/models").await.json()["data"]
             .as_array()
@@ -422,5 +447,11 @@ async fn discovered_models_appear_under_their_own_names() {
         assert_eq!(ids, ["alpha:1b", "beta"], "{kind}");
         let r = h.post("/api/chat", json!({"model": "alpha:1b", "stream": false, "messages": [{"role": "user", "content": "hi"}]})).await;
         assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        let r = h.post("/api/chat", chat_body("gamma", "hi")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{kind}: once the list is known, unknown is unknown"
+        );
     }
 }

@@ -1,0 +1,153 @@
+//! Single-service mode in-process: the gateway's fronts over the embedded engine (a tiny
+//! random-weight GGUF), including the queue-full answer.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use wardgate_engine::gguf::{TinySpec, write_tiny_llama};
+use wardgate_gateway::config::{Config, parse_toml};
+use wardgate_gateway::{build_catalog, build_engine, build_state, router};
+use wardgate_store::{KeyStore, NewKeySpec, SqliteStore};
+
+async fn gateway(dir: &std::path::Path, engine_toml: &str) -> (axum::Router, String) {
+    let file = dir.join("tiny.gguf");
+    write_tiny_llama(std::fs::File::create(&file).unwrap(), &TinySpec::default()).unwrap();
+    let toml = format!(
+        "[engine]\nmodels_dir = \"{}\"\nthreads = 1\n{engine_toml}\n",
+        dir.join("store").display()
+    );
+    let config = Config::from_raw(parse_toml(&toml).unwrap(), &|_| None).unwrap();
+    let engine = build_engine(&config).unwrap().unwrap();
+    engine.store().import(&file, "tiny:test").unwrap();
+    let catalog = build_catalog(&config, Some(&engine)).unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let key = store
+        .create_key(NewKeySpec {
+            tenant: "t".into(),
+            models: vec![],
+            expires_at: None,
+            label: None,
+        })
+        .await
+        .unwrap()
+        .secret
+        .expose()
+        .clone();
+    let state = build_state(config, catalog, Some(engine), store);
+    wardgate_gateway::refresh_backends(&state).await;
+    (router(state), key)
+}
+
+fn post(path: &str, key: &str, body: serde_json::Value) -> Request<Body> {
+    Request::post(path)
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_fronts_serve_the_embedded_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = gateway(dir.path(), "slot_ctx = 256").await;
+    let resp = app
+        .clone()
+        .oneshot(post(
+            "/v1/chat/completions",
+            &key,
+            serde_json::json!({"model": "tiny:test", "max_tokens": 5, "temperature": 0,
+            "messages": [{"role": "user", "content": "hello"}]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 5, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let resp = app
+        .clone()
+        .oneshot(post("/api/generate", &key, serde_json::json!({"model": "tiny:test", "prompt": "hello", "options": {"num_predict": 3}})))
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["eval_count"], 3, "{text}");
+    assert!(last["prompt_eval_duration"].as_u64().unwrap() > 0);
+    // A prompt over the engine's per-request context is the client's fault.
+    let resp = app
+        .clone()
+        .oneshot(post("/v1/completions", &key, serde_json::json!({"model": "tiny:test", "prompt": "hello world ".repeat(100), "max_tokens": 4})))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after_and_the_others_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = gateway(dir.path(), "slots = 1\nqueue = 1\nslot_ctx = 256").await;
+    let body = serde_json::json!({"model": "tiny:test", "max_tokens": 150, "temperature": 0,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let mut handles = Vec::new();
+    for _ in 0..5 {
+        let (app, req) = (
+            app.clone(),
+            post("/v1/chat/completions", &key, body.clone()),
+        );
+        handles.push(tokio::spawn(async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let retry = resp.headers().get("retry-after").cloned();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, retry, body)
+        }));
+    }
+    let mut ok = 0;
+    let mut busy = 0;
+    for h in handles {
+        let (status, retry, body) = h.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(
+                    v["usage"]["completion_tokens"], 150,
+                    "accepted requests complete in full"
+                );
+                ok += 1;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(
+                    retry.is_some(),
+                    "503 carries Retry-After: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert!(
+        ok >= 2,
+        "the running and the queued request complete: {ok} ok, {busy} busy"
+    );
+    assert!(
+        busy >= 1,
+        "past one slot and one queue place, requests are refused: {ok} ok, {busy} busy"
+    );
+    assert_eq!(ok + busy, 5, "nothing is dropped silently");
+}

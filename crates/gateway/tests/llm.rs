@@ -1,0 +1,240 @@
+//! `wardgate llm` in-process: the Ollama handlers over the real engine (a tiny random-weight
+//! GGUF) behind HMAC verification. Unsigned, stale, replayed and altered requests are refused,
+//! and each refusal is logged with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use wardgate_api::signing::{self, SigningKey, Verifier};
+use wardgate_engine::gguf::{TinySpec, write_tiny_llama};
+use wardgate_gateway::config::{Config, parse_toml};
+use wardgate_gateway::{build_catalog, build_engine, build_state, llm::llm_router};
+use wardgate_store::SqliteStore;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-llm";
+
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn app(models: &std::path::Path) -> axum::Router {
+    let file = models.join("tiny.gguf");
+    write_tiny_llama(std::fs::File::create(&file).unwrap(), &TinySpec::default()).unwrap();
+    let toml = format!(
+        "[engine]\nmodels_dir = \"{}\"\nslots = 2\nslot_ctx = 256\nthreads = 1\n[rate_limit]\nrequests_per_minute = 0\n",
+        models.join("store").display()
+    );
+    let config = Config::from_raw(parse_toml(&toml).unwrap(), &|_| None).unwrap();
+    let engine = build_engine(&config).unwrap().unwrap();
+    engine.store().import(&file, "tiny:test").unwrap();
+    let catalog = build_catalog(&config, Some(&engine)).unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let state = build_state(config, catalog, Some(engine), store);
+    wardgate_gateway::refresh_backends(&state).await;
+    let verifier = Arc::new(Verifier::new(
+        vec![SigningKey::new(SECRET).unwrap()],
+        30,
+        1000,
+    ));
+    llm_router(state, verifier)
+}
+
+fn signed(path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
+    let sig = signing::sign(
+        &SigningKey::new(SECRET).unwrap(),
+        "POST",
+        path,
+        body.as_bytes(),
+        at,
+        nonce,
+    );
+    Request::post(path)
+        .header(signing::TIMESTAMP_HEADER, sig.timestamp)
+        .header(signing::NONCE_HEADER, sig.nonce)
+        .header(signing::SIGNATURE_HEADER, sig.signature)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn only_fresh_signed_unaltered_requests_are_served() {
+    let logs = Logs::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer({
+            let l = logs.clone();
+            move || l.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = r#"{"model":"tiny:test","prompt":"hello","stream":false,"options":{"num_predict":4,"temperature":0}}"#;
+
+    let (status, text) = send(
+        &app,
+        signed("/api/generate", body, now, "nonce-valid-000000001"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["done"], true);
+    assert_eq!(v["eval_count"], 4);
+
+    // Replayed: the same signed request again.
+    let (status, _) = send(
+        &app,
+        signed("/api/generate", body, now, "nonce-valid-000000001"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Stale and from the future.
+    for at in [now - 120, now + 120] {
+        let (status, _) = send(
+            &app,
+            signed("/api/generate", body, at, &format!("nonce-stale-{at}-0000")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Altered after signing: the body changes, the signature does not.
+    let mut altered = signed("/api/generate", body, now, "nonce-altered-00000001");
+    *altered.body_mut() = Body::from(body.replace("hello", "HELLO"));
+    let (status, _) = send(&app, altered).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Signed for another path.
+    let mut moved = signed("/api/chat", body, now, "nonce-moved-0000000001");
+    *moved.uri_mut() = "/api/generate".parse().unwrap();
+    assert_eq!(send(&app, moved).await.0, StatusCode::UNAUTHORIZED);
+    // Unsigned, on every route, known or not.
+    for path in ["/api/generate", "/api/chat", "/api/tags", "/api/pull", "/"] {
+        let (status, text) = send(&app, Request::post(path).body(Body::from(body)).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            text, r#"{"error":"unauthorized"}"#,
+            "no detail for the caller"
+        );
+    }
+    // Probes need no signature and say nothing about models.
+    let (status, text) = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, text.contains("tiny")), (StatusCode::OK, false));
+
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for reason in [
+        "nonce already used",
+        "timestamp outside the allowed skew",
+        "signature does not match",
+        "missing signature headers",
+    ] {
+        assert!(logged.contains(reason), "`{reason}` not logged:\n{logged}");
+    }
+    assert_eq!(
+        logged
+            .matches("refused an unsigned or badly signed request")
+            .count(),
+        10,
+        "{logged}"
+    );
+    assert!(!logged.contains("hello"), "the prompt is never logged");
+}
+
+#[tokio::test]
+async fn signed_requests_reach_the_engine_through_every_ollama_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let chat = r#"{"model":"tiny:test","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":3}}"#;
+    let (status, text) = send(
+        &app,
+        signed("/api/chat", chat, now, "nonce-chat-00000000001"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["done"].clone(), last["eval_count"].clone()),
+        (serde_json::json!(true), serde_json::json!(3))
+    );
+    assert!(last["prompt_eval_count"].as_u64().unwrap() > 0);
+
+    let get = |path: &str, nonce: &str| {
+        let sig = signing::sign(
+            &SigningKey::new(SECRET).unwrap(),
+            "GET",
+            path,
+            b"",
+            now,
+            nonce,
+        );
+        Request::get(path)
+            .header(signing::TIMESTAMP_HEADER, sig.timestamp)
+            .header(signing::NONCE_HEADER, sig.nonce)
+            .header(signing::SIGNATURE_HEADER, sig.signature)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (_, tags) = send(&app, get("/api/tags", "nonce-tags-00000000001")).await;
+    let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();
+    assert_eq!(tags["models"][0]["name"], "tiny:test");
+    assert_eq!(tags["models"][0]["details"]["family"], "llama");
+    assert_eq!(tags["models"][0]["digest"].as_str().unwrap().len(), 64);
+    let (_, ps) = send(&app, get("/api/ps", "nonce-ps-0000000000001")).await;
+    let ps: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    assert_eq!(
+        ps["models"][0]["name"], "tiny:test",
+        "loaded by the chat above"
+    );
+    let (status, show) = send(
+        &app,
+        signed(
+            "/api/show",
+            r#"{"model":"tiny:test"}"#,
+            now,
+            "nonce-show-00000000001",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{show}");
+    assert!(show.contains("\"llama.context_length\":512"), "{show}");
+    let (status, _) = send(
+        &app,
+        signed(
+            "/api/pull",
+            r#"{"model":"x"}"#,
+            now,
+            "nonce-pull-00000000001",
+        ),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "model management is not exposed"
+    );
+}
