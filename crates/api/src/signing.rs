@@ -129,6 +129,17 @@ pub enum VerifyError {
     Overloaded,
 }
 
+/// A received request as the verifier sees it: what was signed and the three headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Signed<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub body: &'a [u8],
+    pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
 /// Remembers nonces seen within the skew window.
 #[derive(Debug)]
 struct Nonces {
@@ -162,16 +173,15 @@ impl Verifier {
 
     /// Checks one request. The nonce is recorded only when the signature is valid, so
     /// unsigned junk cannot fill the replay cache.
-    pub fn verify(
-        &self,
-        method: &str,
-        path: &str,
-        body: &[u8],
-        timestamp: Option<&str>,
-        nonce: Option<&str>,
-        signature: Option<&str>,
-        now_unix: i64,
-    ) -> Result<(), VerifyError> {
+    pub fn verify(&self, req: &Signed<'_>, now_unix: i64) -> Result<(), VerifyError> {
+        let Signed {
+            method,
+            path,
+            body,
+            timestamp,
+            nonce,
+            signature,
+        } = *req;
         let (Some(ts), Some(nonce), Some(sig)) = (timestamp, nonce, signature) else {
             return Err(VerifyError::Missing);
         };
@@ -228,15 +238,15 @@ mod tests {
     const NONCE: &str = "00112233445566778899aabbccddeeff";
 
     fn check(v: &Verifier, s: &Signature, body: &[u8], now: i64) -> Result<(), VerifyError> {
-        v.verify(
-            "POST",
-            "/api/chat",
+        let req = Signed {
+            method: "POST",
+            path: "/api/chat",
             body,
-            Some(&s.timestamp),
-            Some(&s.nonce),
-            Some(&s.signature),
-            now,
-        )
+            timestamp: Some(&s.timestamp),
+            nonce: Some(&s.nonce),
+            signature: Some(&s.signature),
+        };
+        v.verify(&req, now)
     }
 
     #[test]
@@ -276,10 +286,15 @@ mod tests {
             "another-nonce-0000003",
         );
         assert_eq!(check(&v, &future, b"{}", 1000), Err(VerifyError::Stale));
-        assert_eq!(
-            v.verify("POST", "/api/chat", b"{}", None, None, None, 1000),
-            Err(VerifyError::Missing)
-        );
+        let unsigned = Signed {
+            method: "POST",
+            path: "/api/chat",
+            body: b"{}",
+            timestamp: None,
+            nonce: None,
+            signature: None,
+        };
+        assert_eq!(v.verify(&unsigned, 1000), Err(VerifyError::Missing));
         let mut bad = sign(
             &key,
             "POST",

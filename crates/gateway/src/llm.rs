@@ -85,15 +85,15 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
         .map(|p| p.as_str())
         .unwrap_or("/");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let verdict = auth.verifier.verify(
-        parts.method.as_str(),
+    let signed = signing::Signed {
+        method: parts.method.as_str(),
         path,
-        &bytes,
-        header(signing::TIMESTAMP_HEADER),
-        header(signing::NONCE_HEADER),
-        header(signing::SIGNATURE_HEADER),
-        now,
-    );
+        body: &bytes,
+        timestamp: header(signing::TIMESTAMP_HEADER),
+        nonce: header(signing::NONCE_HEADER),
+        signature: header(signing::SIGNATURE_HEADER),
+    };
+    let verdict = auth.verifier.verify(&signed, now);
     if let Err(reason) = verdict {
         tracing::warn!(
             target: "wardgate::llm::auth",

@@ -378,8 +378,8 @@ fn models_store(config: Option<&Path>) -> anyhow::Result<wardgate_engine::ModelS
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("models")),
     };
-    Ok(wardgate_engine::ModelStore::open(&dir)
-        .with_context(|| format!("cannot open the model store {}", dir.display()))?)
+    wardgate_engine::ModelStore::open(&dir)
+        .with_context(|| format!("cannot open the model store {}", dir.display()))
 }
 
 async fn models(config: Option<&Path>, command: ModelsCommand) -> anyhow::Result<()> {

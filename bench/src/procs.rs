@@ -1,0 +1,230 @@
+//! The processes under test: the release `mock-upstream` and `wardgate serve`, started as
+//! children with their own log files, and killed when their handle is dropped — on success, on
+//! an error returned with `?`, and on a panic alike.
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::HeaderValue;
+
+use crate::load;
+
+/// A child process that is killed and reaped when dropped.
+#[derive(Debug)]
+pub struct Child {
+    name: &'static str,
+    inner: std::process::Child,
+    log: PathBuf,
+}
+
+impl Child {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
+        let stderr =
+            File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let inner = cmd
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start {name} ({:?}); build it first: cargo build --release -p wardgate -p mock-upstream",
+                    cmd.get_program()
+                )
+            })?;
+        Ok(Self { name, inner, log })
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.inner.id()
+    }
+
+    /// The last lines of the child's stderr, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Lines the child has written to stderr so far.
+    pub fn log_lines(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.inner.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // SIGKILL: nothing of the children's state is needed after a benchmark.
+        let _ = self.inner.kill();
+        let _ = self.inner.wait();
+    }
+}
+
+/// A command for `bin` without the caller's `WARDGATE_*` variables: a stray config file or log
+/// level from the shell would change what is measured.
+fn command(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WARDGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Starts `mock-upstream` on a free loopback port with the one model `bench` and instant
+/// replies, and returns it with its address.
+pub fn start_mock(bin: &Path, dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let mut cmd = command(bin);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--models",
+        "bench",
+        "--tokens",
+        "8",
+    ])
+    .stdout(Stdio::piped());
+    let mut child = Child::spawn("mock-upstream", cmd, dir.join("mock-upstream.log"))?;
+    let stdout = child
+        .inner
+        .stdout
+        .take()
+        .context("mock-upstream has no stdout")?;
+    // Read the `listening on` line on a thread so a silent child cannot hang the harness; the
+    // thread then drains stdout until the child exits.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .and_then(|a| a.trim_end_matches('/').parse::<SocketAddr>().ok())
+        .with_context(|| {
+            format!(
+                "mock-upstream did not print `listening on http://ADDR` (got {line:?}); its log:\n{}",
+                child.log_tail()
+            )
+        })?;
+    Ok((child, addr))
+}
+
+/// Creates an API key for tenant `bench` in the database at `db` and returns the secret.
+pub fn create_key(bin: &Path, db: &Path) -> anyhow::Result<String> {
+    let out = command(bin)
+        .args(["keys", "create", "--tenant", "bench", "--json"])
+        .env("WARDGATE_DB", db)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {} keys create", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`wardgate keys create` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .context("`wardgate keys create --json` did not print JSON")?;
+    v.get("key")
+        .and_then(|k| k.as_str())
+        .map(str::to_owned)
+        .context("`wardgate keys create --json` printed no `key`")
+}
+
+/// A loopback port that was free a moment ago. `wardgate serve` does not print the address
+/// it bound at the `warn` log level used here, so the port is chosen for it.
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Starts `wardgate serve` against the mock, with auth on, the per-key rate limiter off and the
+/// log at `warn`, and waits until `/ready` answers 200.
+pub async fn start_gateway(
+    bin: &Path,
+    db: &Path,
+    mock: SocketAddr,
+    listen: SocketAddr,
+    dir: &Path,
+) -> anyhow::Result<Child> {
+    let mut cmd = command(bin);
+    cmd.arg("serve")
+        .stdout(Stdio::null())
+        .env("WARDGATE_BACKEND", format!("openai:http://{mock}/v1"))
+        .env("WARDGATE_LISTEN", listen.to_string())
+        .env("WARDGATE_DB", db)
+        .env("WARDGATE_RATE_LIMIT_RPM", "0")
+        // The per-request `info` line would otherwise dominate what is measured.
+        .env("WARDGATE_LOG", "warn");
+    let mut child = Child::spawn("wardgate", cmd, dir.join("wardgate.log"))?;
+    wait_ready(&mut child, listen).await?;
+    Ok(child)
+}
+
+async fn wait_ready(child: &mut Child, addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.exited() {
+            bail!(
+                "{} exited before it was ready ({status}); its log:\n{}",
+                child.name,
+                child.log_tail()
+            );
+        }
+        let probe = load::one_shot(addr, Method::GET, "/ready", None, Bytes::new()).await;
+        if let Ok((status, _)) = &probe
+            && status.is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} at {addr} was not ready after 20 s (last probe: {probe:?}); its log:\n{}",
+                child.name,
+                child.log_tail()
+            );
+        }
+        // Polling with a deadline: the gateway has no other way to say it is ready.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks that one request succeeds before any load is sent, so a misconfiguration is an
+/// error message instead of a table of 100 % errors.
+pub async fn preflight(
+    name: &str,
+    addr: SocketAddr,
+    path: &str,
+    authorization: Option<&HeaderValue>,
+    body: Bytes,
+) -> anyhow::Result<()> {
+    let (status, answer) = load::one_shot(addr, Method::POST, path, authorization, body).await?;
+    if !status.is_success() {
+        bail!(
+            "{name}: POST {path} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(())
+}
