@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use sha2::{Digest, Sha256};
 use wardgate_store::KeyVerdict;
 
 use crate::error::{ApiError, Front};
@@ -92,20 +93,96 @@ fn presented_key(req: &Request) -> Result<String, ApiError> {
 }
 
 async fn principal(state: &AppState, token: String) -> Result<Principal, ApiError> {
+    let now = time::OffsetDateTime::now_utc();
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some(p) = state.key_cache.as_ref().and_then(|c| c.get(&digest, now)) {
+        return Ok(p);
+    }
     let verdict = state
         .keys
-        .verify(&token, time::OffsetDateTime::now_utc())
+        .verify(&token, now)
         .await
         .map_err(|_| ApiError::StorageUnavailable)?;
     match verdict {
-        KeyVerdict::Valid(rec) => Ok(Principal {
-            key_id: rec.id,
-            tenant: rec.tenant,
-            models: rec.models,
-        }),
+        KeyVerdict::Valid(rec) => {
+            let p = Principal {
+                key_id: rec.id,
+                tenant: rec.tenant,
+                models: rec.models,
+            };
+            if let Some(c) = &state.key_cache {
+                c.put(digest, &p, rec.expires_at);
+            }
+            Ok(p)
+        }
         KeyVerdict::Rejected(reason) => {
             tracing::info!(target: "wardgate::auth", reason = ?reason, "credential rejected");
             Err(ApiError::Unauthenticated)
         }
+    }
+}
+
+/// Recently verified keys, so a busy client does not cost a database round trip per request.
+///
+/// Entries are keyed by the SHA-256 of the presented key (the key itself is never held), live
+/// for `ttl`, and never outlive the key's own expiry. Only valid keys are cached. A revocation
+/// made elsewhere (the CLI, another instance) therefore takes effect within `ttl`; that bound is
+/// the documented contract (`auth.key_cache_ttl`, `0s` turns the cache off).
+#[derive(Debug)]
+pub struct KeyCache {
+    ttl: std::time::Duration,
+    max_entries: usize,
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedKey>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedKey {
+    principal: Principal,
+    cached_at: std::time::Instant,
+    expires_at: Option<time::OffsetDateTime>,
+}
+
+impl KeyCache {
+    pub fn new(ttl: std::time::Duration, max_entries: usize) -> KeyCache {
+        KeyCache {
+            ttl,
+            max_entries,
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn get(&self, digest: &[u8; 32], now: time::OffsetDateTime) -> Option<Principal> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let e = entries.get(digest)?;
+        let fresh = e.cached_at.elapsed() < self.ttl && e.expires_at.is_none_or(|x| x > now);
+        fresh.then(|| e.principal.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], p: &Principal, expires_at: Option<time::OffsetDateTime>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.max_entries {
+            // Stale entries first; if all are fresh, start over rather than grow without bound.
+            let ttl = self.ttl;
+            entries.retain(|_, e| e.cached_at.elapsed() < ttl);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            digest,
+            CachedKey {
+                principal: p.clone(),
+                cached_at: std::time::Instant::now(),
+                expires_at,
+            },
+        );
+    }
+
+    /// Forgets everything (after a revocation made through this process).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

@@ -42,6 +42,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
     pub rate_limit: RawRateLimit,
     #[serde(default)]
     pub health: RawHealth,
@@ -127,6 +129,14 @@ pub struct RawLimits {
     pub default_context_window: Option<u32>,
     /// Most inputs in one embeddings request. Default 256.
     pub max_embedding_inputs: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// How long a verified API key is trusted without asking the database again; a revocation
+    /// takes effect within this time. `0s` turns the cache off. Default `2s`.
+    pub key_cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -277,6 +287,7 @@ pub struct Config {
     pub log_level: String,
     pub limits: Limits,
     pub requests_per_minute: u32,
+    pub key_cache_ttl: Duration,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub breaker_threshold: u32,
@@ -357,6 +368,9 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
     }
     if let Some(v) = env("WARDGATE_FIRST_TOKEN_TIMEOUT") {
         raw.server.first_token_timeout = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_KEY_CACHE_TTL") {
+        raw.auth.key_cache_ttl = Some(v);
     }
     if let Some(v) = env("WARDGATE_RATE_LIMIT_RPM") {
         raw.rate_limit.requests_per_minute =
@@ -750,6 +764,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         log_level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
         limits,
         requests_per_minute: raw.rate_limit.requests_per_minute.unwrap_or(600),
+        key_cache_ttl: match raw.auth.key_cache_ttl.as_deref() {
+            None => Duration::from_secs(2),
+            Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,
+            Some(v) => duration("auth.key_cache_ttl", Some(v), Duration::from_secs(2))?,
+        },
         health_interval: duration(
             "health.interval",
             raw.health.interval.as_deref(),

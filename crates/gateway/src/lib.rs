@@ -164,6 +164,8 @@ where
         0 => None,
         n => Some(Arc::new(ratelimit::InProcessLimiter::per_minute(n))),
     };
+    let key_cache = (!config.key_cache_ttl.is_zero())
+        .then(|| Arc::new(auth::KeyCache::new(config.key_cache_ttl, 100_000)));
     // With nothing to preload the service is ready as soon as its backends are.
     let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
     AppState {
@@ -172,6 +174,7 @@ where
         keys: store.clone(),
         store_health: store,
         limiter,
+        key_cache,
         engine,
         preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
     }

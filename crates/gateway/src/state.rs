@@ -17,6 +17,8 @@ pub struct AppState {
     pub keys: Arc<dyn KeyStore>,
     pub store_health: Arc<dyn Health>,
     pub limiter: Option<Arc<dyn RateLimiter>>,
+    /// Recently verified keys; `None` when `auth.key_cache_ttl` is `0s`.
+    pub key_cache: Option<Arc<crate::auth::KeyCache>>,
     /// The in-process engine, when a backend is `embedded`.
     pub engine: Option<Arc<wardgate_engine::Engine>>,
     /// Set once the preload models are loaded; `/ready` waits for it.

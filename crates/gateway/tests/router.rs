@@ -498,3 +498,37 @@ async fn refusals_that_leave_the_body_unread_close_the_connection() {
         "no body, nothing left unread"
     );
 }
+
+#[tokio::test]
+async fn verified_keys_are_cached_for_the_ttl_and_revocation_is_immediate_without_a_cache() {
+    let h = Harness::single_with("ollama", mock_cfg(), "[auth]\nkey_cache_ttl = \"1h\"\n").await;
+    let (id, key) = h.key_for(&[], None).await;
+    assert_eq!(
+        h.send(get_as("/v1/models", Some(&key))).await.status,
+        StatusCode::OK
+    );
+    h.store.revoke_key(&id).await.unwrap();
+    assert_eq!(
+        h.send(get_as("/v1/models", Some(&key))).await.status,
+        StatusCode::OK,
+        "within the TTL the cached verdict stands (the documented bound)"
+    );
+    h.state.key_cache.as_ref().unwrap().clear();
+    assert_eq!(
+        h.send(get_as("/v1/models", Some(&key))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let off = Harness::single_with("ollama", mock_cfg(), "[auth]\nkey_cache_ttl = \"0s\"\n").await;
+    assert!(off.state.key_cache.is_none());
+    let (id, key) = off.key_for(&[], None).await;
+    assert_eq!(
+        off.send(get_as("/v1/models", Some(&key))).await.status,
+        StatusCode::OK
+    );
+    off.store.revoke_key(&id).await.unwrap();
+    assert_eq!(
+        off.send(get_as("/v1/models", Some(&key))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
