@@ -297,6 +297,16 @@ pub fn spawn_background(state: AppState) -> Vec<JoinHandle<()>> {
             futures::future::join_all(probes).await;
         }
     }));
+    if let Some(engine) = state.engine.clone() {
+        // Idle models past their keep-alive are unloaded, as Ollama does.
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                engine.evict_expired();
+            }
+        }));
+    }
     for b in state.config.backends.iter().filter(|b| b.discover) {
         let s = state.clone();
         let name = b.name.clone();

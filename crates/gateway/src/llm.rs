@@ -117,8 +117,7 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
 }
 
 fn details(e: &wardgate_engine::ModelEntry) -> Value {
-    json!({"parent_model": "", "format": "gguf", "family": e.family, "families": [e.family],
-        "parameter_size": e.parameter_size, "quantization_level": e.quantization_level})
+    ollama::details(Some(e))
 }
 
 fn engine(state: &AppState) -> Result<&Arc<wardgate_engine::Engine>, ApiError> {

@@ -95,6 +95,25 @@ async fn both_fronts_serve_the_embedded_engine() {
     let v: serde_json::Value =
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["error"]["code"], "context_length_exceeded");
+    // Listings carry the store's details for engine-served models.
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::get("/api/tags")
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let tags: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let m = &tags["models"][0];
+    assert_eq!(m["name"], "tiny:test");
+    assert_eq!(m["details"]["family"], "llama");
+    assert_eq!(m["details"]["quantization_level"], "F32");
+    assert_eq!(m["digest"].as_str().unwrap().len(), 64);
+    assert!(m["size"].as_u64().unwrap() > 100_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,9 +214,26 @@ pub async fn embeddings(
     Ok(axum::Json(json!({"embedding": v})).into_response())
 }
 
-fn details() -> Value {
-    json!({"parent_model": "", "format": "", "family": "", "families": null,
-        "parameter_size": "", "quantization_level": ""})
+/// Model details: the store's, when the in-process engine serves the model; otherwise empty
+/// (a remote backend's details are its own and are not fetched per listing).
+pub(crate) fn details(entry: Option<&wardgate_engine::ModelEntry>) -> Value {
+    match entry {
+        Some(e) => json!({"parent_model": "", "format": "gguf", "family": e.family,
+            "families": [e.family], "parameter_size": e.parameter_size,
+            "quantization_level": e.quantization_level}),
+        None => json!({"parent_model": "", "format": "", "family": "", "families": null,
+            "parameter_size": "", "quantization_level": ""}),
+    }
+}
+
+/// The store entry of a route's first link, when that link is the embedded engine.
+fn local_entry(state: &AppState, route: &Route) -> Option<wardgate_engine::ModelEntry> {
+    let engine = state.engine.as_ref()?;
+    let link = route.chain.first()?;
+    if link.backend.backend.kind() != "embedded" {
+        return None;
+    }
+    engine.store().get(&link.upstream_model).ok()
 }
 
 fn modified_at(route: &Route) -> String {
@@ -230,8 +247,11 @@ pub async fn tags(State(state): State<AppState>, Extension(p): Extension<Princip
         .visible_models(&p)
         .into_iter()
         .map(|(name, route)| {
+            let e = local_entry(&state, &route);
             json!({"name": name, "model": name, "modified_at": modified_at(&route),
-                "size": 0, "digest": "", "details": details()})
+                "size": e.as_ref().map_or(0, |e| e.size),
+                "digest": e.as_ref().map_or("", |e| e.digest.as_str()),
+                "details": details(e.as_ref())})
         })
         .collect();
     axum::Json(json!({"models": models})).into_response()
@@ -244,7 +264,10 @@ pub async fn ps(State(state): State<AppState>, Extension(p): Extension<Principal
         .into_iter()
         .filter(|(_, route)| route.is_ready())
         .map(|(name, route)| {
-            json!({"name": name, "model": name, "size": 0, "digest": "", "details": details(),
+            let e = local_entry(&state, &route);
+            json!({"name": name, "model": name, "size": e.as_ref().map_or(0, |e| e.size),
+                "digest": e.as_ref().map_or("", |e| e.digest.as_str()),
+                "details": details(e.as_ref()),
                 "expires_at": far, "size_vram": 0, "context_length": route.context_window})
         })
         .collect();
@@ -266,7 +289,7 @@ pub async fn show(
     let route = state.route_for(&p, name)?;
     Ok(axum::Json(json!({
         "modelfile": "", "parameters": "", "template": "", "license": "",
-        "details": details(),
+        "details": details(local_entry(&state, &route).as_ref()),
         "model_info": {"wardgate.context_length": route.context_window},
         "capabilities": ["completion"],
         "modified_at": modified_at(&route),
