@@ -45,6 +45,7 @@ pytestmark = pytest.mark.skipif(
 
 SMOLLM2 = "smollm2:135m"
 GEMMA = "gemma3:270m"
+MINILM = "all-minilm:l6-v2"
 QUESTION = "What is the capital of France?"
 # For the base model, which continues text rather than answering chats.
 GEMMA_QA_PROMPT = f"Question: {QUESTION}\nAnswer:"
@@ -123,7 +124,7 @@ def models_dir() -> Path:
     result = run_wardgate("models", "list", "--json", env=clean_env(WARDGATE_MODELS=str(path)))
     assert result.returncode == 0, f"wardgate models list failed:\n{result.stderr}"
     listed = json.loads(result.stdout)
-    missing = [m for m in (SMOLLM2, GEMMA) if m not in listed]
+    missing = [m for m in (SMOLLM2, GEMMA, MINILM) if m not in listed]
     if missing:
         pytest.fail(
             f"{MODELS_ENV}={path} lacks {missing}: run scripts/fetch-test-models {path}"
@@ -343,6 +344,32 @@ class TestSingleService:
         resp = ollama_generate(gw, SMOLLM2, COMPLETION_PROMPT, raw=True)
         assert "Paris" in resp.response, resp
         assert resp.eval_count and resp.eval_count > 0
+
+    def test_embeddings_from_a_real_model_through_both_fronts(self, gw):
+        texts = ["A cat sits on the mat.", "A kitten is sitting on a rug.", "The stock market crashed today."]
+        # Left unset, the official client asks for base64 and decodes it; ask for floats too.
+        for fmt in (openai.NOT_GIVEN, "float"):
+            resp = gw.openai().embeddings.create(model=MINILM, input=texts, encoding_format=fmt)
+            vecs = [d.embedding for d in resp.data]
+            assert [len(v) for v in vecs] == [384, 384, 384], fmt
+            for v in vecs:
+                assert abs(sum(x * x for x in v) ** 0.5 - 1.0) < 1e-3, "L2-normalised"
+            dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+            similar, unrelated = dot(vecs[0], vecs[1]), dot(vecs[0], vecs[2])
+            assert similar > unrelated + 0.3, (similar, unrelated)
+            assert resp.usage.prompt_tokens > 0
+        out = gw.ollama().embed(model=MINILM, input="A cat sits on the mat.")
+        assert len(out.embeddings) == 1 and len(out.embeddings[0]) == 384
+        first = gw.openai().embeddings.create(model=MINILM, input=texts[0], encoding_format="float")
+        assert max(abs(a - b) for a, b in zip(out.embeddings[0], first.data[0].embedding)) < 1e-5
+        legacy = gw.ollama().embeddings(model=MINILM, prompt="A cat sits on the mat.")
+        assert len(legacy.embedding) == 384
+
+    def test_a_chat_model_refuses_embeddings_and_an_embedding_model_refuses_chat(self, gw):
+        with pytest.raises(openai.BadRequestError):
+            gw.openai().embeddings.create(model=SMOLLM2, input="x")
+        with pytest.raises(openai.BadRequestError):
+            gw.openai().chat.completions.create(model=MINILM, messages=[{"role": "user", "content": "x"}])
 
     def test_tags_and_models_list_the_store(self, gw):
         names = [m.model for m in gw.ollama().list().models]

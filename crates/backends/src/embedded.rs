@@ -151,12 +151,8 @@ impl Backend for EmbeddedBackend {
         Ok(events(self.engine.clone(), loaded, rx, keep))
     }
 
-    async fn embed(&self, _req: &EmbedRequest) -> Result<EmbedResponse, BackendError> {
-        Err(BackendError::Status {
-            status: 501,
-            kind: UpstreamKind::BadRequest,
-            detail: "embeddings are not available from the embedded engine yet".into(),
-        })
+    async fn embed(&self, req: &EmbedRequest) -> Result<EmbedResponse, BackendError> {
+        self.engine.embed(req).await.map_err(engine_error)
     }
 
     async fn list_models(&self) -> Result<Vec<String>, BackendError> {

@@ -13,8 +13,11 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 use wardgate_api::canonical::{
-    ChatRequest, CompletionRequest, Message, ResponseFormat, Role, Sampling,
+    ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse, Message, ResponseFormat, Role,
+    Sampling,
 };
+
+use crate::embed::Embedder;
 
 use crate::scheduler::{Job, Output, SamplingParams, Scheduler, SchedulerConfig, SchedulerError};
 use crate::store::{ModelEntry, ModelStore, StoreError, normalize_name};
@@ -114,12 +117,27 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
         })
 }
 
+/// What runs a loaded model: a generation loop, or an embedding worker for encoder models.
+#[derive(Debug)]
+enum Worker {
+    Generate(Scheduler),
+    Embed(Embedder),
+}
+
+/// Architectures llama.cpp runs as embedding (encoder) models.
+fn is_embedding_family(family: &str) -> bool {
+    matches!(
+        family,
+        "bert" | "nomic-bert" | "jina-bert-v2" | "modern-bert"
+    )
+}
+
 /// A model in memory with its decode loop.
 pub struct Loaded {
     pub name: String,
     pub entry: ModelEntry,
     model: Arc<LlamaModel>,
-    scheduler: Scheduler,
+    worker: Worker,
     template: Option<LlamaChatTemplate>,
     /// When an idle model is unloaded; `None`: never.
     expires: Mutex<Option<Instant>>,
@@ -138,7 +156,15 @@ impl Loaded {
     }
 
     pub fn context_length(&self) -> u32 {
-        self.scheduler.config().slot_ctx
+        match &self.worker {
+            Worker::Generate(s) => s.config().slot_ctx,
+            Worker::Embed(e) => e.n_ctx,
+        }
+    }
+
+    /// Whether this is an embedding model (no generation).
+    pub fn is_embedding_model(&self) -> bool {
+        matches!(self.worker, Worker::Embed(_))
     }
 
     pub fn has_chat_template(&self) -> bool {
@@ -320,18 +346,33 @@ impl Engine {
             })?;
             let model = Arc::new(model);
             let template = model.chat_template(None).ok();
-            let scheduler =
-                Scheduler::start(backend, model.clone(), sched_config).map_err(|e| {
-                    EngineError::Load {
-                        name: n.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+            let load_err = |reason: String| EngineError::Load {
+                name: n.clone(),
+                reason,
+            };
+            let worker = if is_embedding_family(&entry.family) {
+                let n_ctx = sched_config.slot_ctx.min(model.n_ctx_train().max(1));
+                Worker::Embed(
+                    Embedder::start(
+                        backend,
+                        model.clone(),
+                        n_ctx,
+                        sched_config.threads,
+                        sched_config.queue,
+                    )
+                    .map_err(load_err)?,
+                )
+            } else {
+                Worker::Generate(
+                    Scheduler::start(backend, model.clone(), sched_config)
+                        .map_err(|e| load_err(e.to_string()))?,
+                )
+            };
             Ok(Loaded {
                 name: n,
                 entry,
                 model,
-                scheduler,
+                worker,
                 template,
                 expires: Mutex::new(None),
                 loaded_at: Instant::now(),
@@ -479,9 +520,64 @@ impl Engine {
     }
 
     fn submit(&self, l: &Loaded, job: Job) -> Result<(), EngineError> {
-        l.scheduler.submit(job).map_err(|e| match e {
+        let Worker::Generate(scheduler) = &l.worker else {
+            return Err(EngineError::BadRequest(format!(
+                "\"{}\" is an embedding model and does not generate text",
+                l.name
+            )));
+        };
+        scheduler.submit(job).map_err(|e| match e {
             SchedulerError::QueueFull => EngineError::Busy,
             SchedulerError::Stopped | SchedulerError::Context(_) => EngineError::Stopped,
+        })
+    }
+
+    /// Embeds each input with an embedding model; vectors are L2-normalised (again after
+    /// truncation to `dimensions`). Inputs longer than the context are truncated unless the
+    /// request says `truncate: false`.
+    pub async fn embed(&self, req: &EmbedRequest) -> Result<EmbedResponse, EngineError> {
+        let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
+        let l = self.load(&req.model, keep).await?;
+        let Worker::Embed(embedder) = &l.worker else {
+            return Err(EngineError::BadRequest(format!(
+                "\"{}\" does not support embeddings",
+                l.name
+            )));
+        };
+        let limit = embedder.n_ctx as usize;
+        let mut inputs = Vec::with_capacity(req.input.len());
+        let mut prompt_tokens = 0u64;
+        for text in &req.input {
+            let mut tokens = l.model.vocab().tokenize(text.as_bytes(), true, false);
+            if tokens.len() > limit {
+                if req.truncate == Some(false) {
+                    return Err(EngineError::ContextLength {
+                        tokens: tokens.len(),
+                        limit: embedder.n_ctx,
+                    });
+                }
+                tokens.truncate(limit);
+            }
+            prompt_tokens += tokens.len() as u64;
+            inputs.push(tokens);
+        }
+        let mut vectors = embedder.embed(inputs).await.map_err(|e| match e {
+            None => EngineError::Busy,
+            Some(reason) => EngineError::Load {
+                name: l.name.clone(),
+                reason,
+            },
+        })?;
+        if let Some(d) = req.dimensions.filter(|d| *d > 0) {
+            for v in vectors.iter_mut() {
+                v.truncate(d as usize);
+                crate::embed::normalize(v);
+            }
+        }
+        self.release(&l, keep);
+        Ok(EmbedResponse {
+            embeddings: vectors,
+            prompt_tokens,
         })
     }
 

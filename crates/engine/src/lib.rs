@@ -1,6 +1,8 @@
 //! llama.cpp inference for wardgate: the model store, loading with keep-alive and a memory
 //! budget, continuous batching, chat templates and grammars. The only crate that links C/C++.
 
+pub mod convert;
+pub mod embed;
 pub mod engine;
 pub mod fetch;
 pub mod gguf;

