@@ -100,8 +100,9 @@ pub enum EngineError {
     Stopped,
 }
 
-/// The llama.cpp backend, initialised once per process (llama.cpp allows one).
-fn backend() -> Result<&'static LlamaBackend, EngineError> {
+/// The llama.cpp backend, initialised once per process (llama.cpp allows one). Public for
+/// benchmarks that compare the engine with raw llama.cpp in the same process.
+pub fn llama_backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -269,7 +270,7 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
 impl Engine {
     pub fn new(config: EngineConfig) -> Result<Engine, EngineError> {
         let store = ModelStore::open(&config.models_dir)?;
-        backend()?;
+        llama_backend()?;
         Ok(Engine {
             config,
             store,
@@ -336,7 +337,7 @@ impl Engine {
         };
         let n = name.clone();
         let loaded = tokio::task::spawn_blocking(move || -> Result<Loaded, EngineError> {
-            let backend = backend()?;
+            let backend = llama_backend()?;
             let params = LlamaModelParams::default();
             let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| {
                 EngineError::Load {

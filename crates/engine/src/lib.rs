@@ -1,6 +1,10 @@
 //! llama.cpp inference for wardgate: the model store, loading with keep-alive and a memory
 //! budget, continuous batching, chat templates and grammars. The only crate that links C/C++.
 
+/// Re-exported for benchmarks that run raw llama.cpp beside the engine, so both link the same
+/// build.
+pub use llama_cpp_2;
+
 pub mod convert;
 pub mod embed;
 pub mod engine;
