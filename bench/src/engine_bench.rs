@@ -8,6 +8,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,10 @@ struct Args {
     /// Concurrency levels.
     #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
     streams: Vec<usize>,
+    /// Internal: run one side only and print its figures as JSON. Each side runs in its own
+    /// process: two llama.cpp thread teams in one process slow whichever runs second.
+    #[arg(long, hide = true)]
+    only: Option<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -172,6 +177,105 @@ async fn engine_run(
     }
 }
 
+/// Raw llama.cpp: median decode tokens/s and prompt evaluation for the long prompt.
+fn raw_side(args: &Args, path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let backend = wardgate_engine::engine::llama_backend()?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())?;
+    let (short, long) = ("The capital of France is", prompt_of(200));
+    let (mut tps, mut pe, mut pt) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..args.repeats {
+        tps.push(raw_run(backend, &model, args.threads, short, args.tokens)?.decode_tps);
+        let p = raw_run(backend, &model, args.threads, &long, 1)?;
+        pe.push(p.prompt_eval.as_secs_f64() * 1000.0);
+        pt = p.prompt_tokens;
+    }
+    Ok(serde_json::json!({"tps": median(tps), "prompt_eval_ms": median(pe), "prompt_tokens": pt}))
+}
+
+/// The engine: single-stream decode, TTFT, concurrency, load time, memory.
+async fn engine_side(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let mut cfg = EngineConfig::new(&args.models);
+    cfg.threads = args.threads;
+    cfg.slots = *args.streams.iter().max().unwrap_or(&16) as u32;
+    cfg.slot_ctx = 1024;
+    cfg.queue = 64;
+    let engine = Arc::new(Engine::new(cfg)?);
+    let rss0 = rss_mib();
+    let t = Instant::now();
+    engine.load(&args.model, KeepAlive::Forever).await?;
+    let load = t.elapsed().as_secs_f64();
+    let rss_loaded = rss_mib();
+    let (short, long) = ("The capital of France is", prompt_of(200));
+    let (mut tps, mut ttft) = (Vec::new(), Vec::new());
+    for i in 0..args.repeats {
+        let g = engine_run(&engine, &args.model, short, args.tokens).await?;
+        tps.push(g.tokens.saturating_sub(1) as f64 / g.eval.as_secs_f64());
+        // A fresh prompt each time: the slot's prefix cache must not help the TTFT figure.
+        let f = engine_run(&engine, &args.model, &format!("Note {i}. {long}"), 1).await?;
+        ttft.push(f.first.as_secs_f64() * 1000.0);
+    }
+    let mut levels = Vec::new();
+    for &n in &args.streams {
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let (e, m, tokens) = (engine.clone(), args.model.clone(), args.tokens);
+            handles.push(tokio::spawn(async move {
+                engine_run(&e, &m, &format!("Story {i}: once upon a time"), tokens).await
+            }));
+        }
+        let (mut total, mut lat) = (0u64, Vec::new());
+        for h in handles {
+            let g = h.await??;
+            total += g.tokens;
+            lat.push(g.total.as_secs_f64());
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let max = lat.iter().copied().fold(0.0, f64::max);
+        levels.push(serde_json::json!({"streams": n, "tps": total as f64 / wall, "p50_s": median(lat), "max_s": max}));
+    }
+    Ok(
+        serde_json::json!({"tps": median(tps), "ttft_ms": median(ttft), "levels": levels,
+        "load_s": load, "rss_before_mib": rss0, "rss_loaded_mib": rss_loaded, "rss_end_mib": rss_mib()}),
+    )
+}
+
+fn child(args: &Args, side: &str) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe()?;
+    let streams: Vec<String> = args.streams.iter().map(|s| s.to_string()).collect();
+    let output = Command::new(exe)
+        .arg("--models")
+        .arg(&args.models)
+        .args([
+            "--model",
+            &args.model,
+            "--threads",
+            &args.threads.to_string(),
+            "--tokens",
+            &args.tokens.to_string(),
+            "--repeats",
+            &args.repeats.to_string(),
+            "--streams",
+            &streams.join(","),
+            "--only",
+            side,
+        ])
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "the {side} run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().context("no output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn f(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(0.0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -184,10 +288,21 @@ async fn main() -> anyhow::Result<()> {
             args.models.display()
         )
     })?;
-    let path = store.path_of(&entry);
+    match args.only.as_deref() {
+        Some("raw") => {
+            writeln!(out, "{}", raw_side(&args, &store.path_of(&entry))?)?;
+            return Ok(());
+        }
+        Some("engine") => {
+            writeln!(out, "{}", engine_side(&args).await?)?;
+            return Ok(());
+        }
+        Some(other) => bail!("--only takes raw or engine, not {other}"),
+        None => {}
+    }
     writeln!(
         out,
-        "engine-bench: {} ({} {}), {} threads, {} tokens per stream, {} repeats",
+        "engine-bench: {} ({} {}), {} threads, {} tokens per stream, medians of {} repeats; raw and engine each in a fresh process",
         args.model,
         entry.parameter_size,
         entry.quantization_level,
@@ -195,62 +310,23 @@ async fn main() -> anyhow::Result<()> {
         args.tokens,
         args.repeats
     )?;
-
-    // Baseline: raw llama.cpp. The engine initialises the backend once per process; the
-    // baseline borrows the same one through a first engine call below, so load the engine first.
-    let mut cfg = EngineConfig::new(&args.models);
-    cfg.threads = args.threads;
-    cfg.slots = *args.streams.iter().max().unwrap_or(&16) as u32;
-    cfg.slot_ctx = 1024;
-    cfg.queue = 64;
-    let engine = Arc::new(Engine::new(cfg)?);
-    let rss0 = rss_mib();
-    let t = Instant::now();
-    engine.load(&args.model, KeepAlive::Forever).await?;
-    let load = t.elapsed();
-    let rss_loaded = rss_mib();
-
-    let backend = wardgate_engine::engine::llama_backend()?;
-    let model = LlamaModel::load_from_file(backend, &path, &LlamaModelParams::default())?;
-    let short = "The capital of France is";
-    let long = prompt_of(200);
-    let mut raw_tps = Vec::new();
-    let mut raw_pe = Vec::new();
-    let mut raw_pt = 0;
-    for _ in 0..args.repeats {
-        let r = raw_run(backend, &model, args.threads, short, args.tokens)?;
-        raw_tps.push(r.decode_tps);
-        let p = raw_run(backend, &model, args.threads, &long, 1)?;
-        raw_pe.push(p.prompt_eval.as_secs_f64() * 1000.0);
-        raw_pt = p.prompt_tokens;
-    }
-    drop(model);
-
-    let mut eng_tps = Vec::new();
-    let mut eng_ttft = Vec::new();
-    for _ in 0..args.repeats {
-        let g = engine_run(&engine, &args.model, short, args.tokens).await?;
-        eng_tps.push((g.tokens.saturating_sub(1)) as f64 / g.eval.as_secs_f64());
-        // A fresh prompt each time: the slot's prefix cache must not help the TTFT figure.
-        let unique = format!("Note {}. {}", eng_ttft.len(), long);
-        let f = engine_run(&engine, &args.model, &unique, 1).await?;
-        eng_ttft.push(f.first.as_secs_f64() * 1000.0);
-    }
-    let (rt, et) = (median(raw_tps), median(eng_tps));
-    let (rp, ef) = (median(raw_pe), median(eng_ttft));
+    let raw = child(&args, "raw")?;
+    let eng = child(&args, "engine")?;
+    let (rt, et) = (f(&raw, "tps"), f(&eng, "tps"));
+    let (rp, ef) = (f(&raw, "prompt_eval_ms"), f(&eng, "ttft_ms"));
+    let bound = rp * 1.1 + 5.0;
     writeln!(
         out,
-        "\nsingle stream decode: raw llama.cpp {rt:.1} tok/s, engine {et:.1} tok/s, ratio {:.3} (target >= 0.95)",
-        et / rt
+        "\nsingle stream decode: raw llama.cpp {rt:.1} tok/s, engine {et:.1} tok/s, ratio {:.3} (target >= 0.95: {})",
+        et / rt,
+        if et / rt >= 0.95 { "PASS" } else { "FAIL" }
     )?;
     writeln!(
         out,
-        "time to first token, {raw_pt}-token prompt: raw prompt eval {rp:.1} ms, engine TTFT {ef:.1} ms, ratio {:.3} (target <= raw x 1.10 + 5 ms = {:.1} ms: {})",
-        ef / rp,
-        rp * 1.1 + 5.0,
-        if ef <= rp * 1.1 + 5.0 { "PASS" } else { "FAIL" }
+        "time to first token, {}-token prompt: raw prompt eval {rp:.1} ms, engine TTFT {ef:.1} ms (target <= raw x 1.10 + 5 ms = {bound:.1} ms: {})",
+        raw["prompt_tokens"],
+        if ef <= bound { "PASS" } else { "FAIL" }
     )?;
-
     writeln!(
         out,
         "\nconcurrency ({} tokens per stream, greedy, distinct prompts):",
@@ -260,46 +336,30 @@ async fn main() -> anyhow::Result<()> {
         out,
         "streams | aggregate tok/s | vs 1 stream | p50 / max stream latency (s)"
     )?;
-    let mut single = 0.0;
-    for &n in &args.streams {
-        let t0 = Instant::now();
-        let mut handles = Vec::new();
-        for i in 0..n {
-            let e = engine.clone();
-            let m = args.model.clone();
-            let tokens = args.tokens;
-            handles.push(tokio::spawn(async move {
-                engine_run(&e, &m, &format!("Story {i}: once upon a time"), tokens).await
-            }));
-        }
-        let mut total_tokens = 0;
-        let mut lat = Vec::new();
-        for h in handles {
-            let g = h.await??;
-            total_tokens += g.tokens;
-            lat.push(g.total.as_secs_f64());
-        }
-        let wall = t0.elapsed().as_secs_f64();
-        let agg = total_tokens as f64 / wall;
-        if n == 1 {
-            single = agg;
-        }
-        let max = lat.iter().copied().fold(0.0, f64::max);
+    let levels = eng["levels"].as_array().cloned().unwrap_or_default();
+    let single = levels.first().map(|l| f(l, "tps")).unwrap_or(0.0);
+    for l in &levels {
         writeln!(
             out,
-            "{n:>7} | {agg:>15.1} | {:>10.2}x | {:.2} / {:.2}",
-            if single > 0.0 { agg / single } else { 0.0 },
-            median(lat),
-            max
+            "{:>7} | {:>15.1} | {:>10.2}x | {:.2} / {:.2}",
+            l["streams"],
+            f(l, "tps"),
+            if single > 0.0 {
+                f(l, "tps") / single
+            } else {
+                0.0
+            },
+            f(l, "p50_s"),
+            f(l, "max_s")
         )?;
     }
     writeln!(
         out,
-        "\nmodel load: {:.2} s (target < 30 s); resident memory: {:.0} MiB before, {:.0} MiB after the load, {:.0} MiB now",
-        load.as_secs_f64(),
-        rss0,
-        rss_loaded,
-        rss_mib()
+        "\nmodel load: {:.2} s (target < 30 s); engine process resident memory: {:.0} MiB before the load, {:.0} MiB after, {:.0} MiB at the end",
+        f(&eng, "load_s"),
+        f(&eng, "rss_before_mib"),
+        f(&eng, "rss_loaded_mib"),
+        f(&eng, "rss_end_mib")
     )?;
     Ok(())
 }
