@@ -147,6 +147,9 @@ class MockUpstream:
 class Gateway:
     """A running `wardgate serve` over one mock backend, with its own database and key."""
 
+    # How long the official clients wait; subclasses serving real models wait longer.
+    client_timeout: float = CLIENT_TIMEOUT_S
+
     def __init__(
         self,
         tmp: Path,
@@ -255,19 +258,19 @@ class Gateway:
             base_url=f"{self.url}/v1",
             api_key=key or self.key,
             max_retries=0,
-            timeout=CLIENT_TIMEOUT_S,
+            timeout=self.client_timeout,
         )
 
     def ollama(self, key: str | None = None) -> ollama.Client:
         return ollama.Client(
             host=self.url,
             headers={"Authorization": f"Bearer {key or self.key}"},
-            timeout=CLIENT_TIMEOUT_S,
+            timeout=self.client_timeout,
         )
 
     def http(self, key: str | None = None, auth: bool = True) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key or self.key}"} if auth else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=CLIENT_TIMEOUT_S)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=self.client_timeout)
 
 
 def start_mock(

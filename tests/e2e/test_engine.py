@@ -181,7 +181,9 @@ class LlmService:
 
 class EngineGateway(Gateway):
     """A running `wardgate serve` configured by environment (and optionally a config file)
-    rather than over the mock; reuses `Gateway`'s key, CLI, log and teardown helpers."""
+    rather than over the mock; reuses `Gateway`'s key, CLI, client, log and teardown helpers."""
+
+    client_timeout = CLIENT_TIMEOUT_S
 
     def __init__(
         self,
@@ -220,25 +222,6 @@ class EngineGateway(Gateway):
             env=self.env,
         )
         wait_for(self.proc, f"{self.url}{ready_path}", "wardgate serve", self.logs, LOAD_TIMEOUT_S)
-
-    def openai(self, key: str | None = None) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=f"{self.url}/v1",
-            api_key=key or self.key,
-            max_retries=0,
-            timeout=CLIENT_TIMEOUT_S,
-        )
-
-    def ollama(self, key: str | None = None) -> ollama.Client:
-        return ollama.Client(
-            host=self.url,
-            headers={"Authorization": f"Bearer {key or self.key}"},
-            timeout=CLIENT_TIMEOUT_S,
-        )
-
-    def http(self, key: str | None = None, auth: bool = True) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key or self.key}"} if auth else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=CLIENT_TIMEOUT_S)
 
 
 def openai_chat(gw: Gateway, model: str, content: str = QUESTION) -> str:
