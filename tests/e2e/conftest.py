@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 import httpx
 import ollama
@@ -144,7 +144,27 @@ class MockUpstream:
         self._stderr.close()
 
 
-class Gateway:
+class LoggedProcess:
+    """A child process whose stderr goes to `stderr_path`; stopped with SIGTERM."""
+
+    proc: subprocess.Popen
+    stderr_path: Path
+    _stderr: IO[bytes]
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        code = _stop(self.proc)
+        if not self._stderr.closed:
+            self._stderr.close()
+        return code
+
+    def logs(self) -> str:
+        if not self._stderr.closed:
+            self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+
+class Gateway(LoggedProcess):
     """A running `wardgate serve` over one mock backend, with its own database and key."""
 
     # How long the official clients wait; subclasses serving real models wait longer.
@@ -210,18 +230,6 @@ class Gateway:
 
     def _fail(self, why: str) -> None:
         pytest.fail(f"{why}; stderr:\n{self.logs()[-8000:]}")
-
-    def stop(self) -> int:
-        """SIGTERM and wait; returns the exit status."""
-        code = _stop(self.proc)
-        if not self._stderr.closed:
-            self._stderr.close()
-        return code
-
-    def logs(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")
 
     # -- CLI -------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ import ollama
 import openai
 import pytest
 
-from conftest import WARDGATE_BIN, Gateway, _stop, clean_env, free_port, run_wardgate
+from conftest import WARDGATE_BIN, Gateway, LoggedProcess, _stop, clean_env, free_port, run_wardgate
 
 MODELS_ENV = "WARDGATE_TEST_MODELS"
 MODELS_DIR = os.environ.get(MODELS_ENV, "")
@@ -135,7 +135,7 @@ def models_dir() -> Path:
 # -- processes ---------------------------------------------------------------------------------
 
 
-class LlmService:
+class LlmService(LoggedProcess):
     """A running `wardgate llm` on a free port, serving the models in `models_dir`."""
 
     def __init__(
@@ -167,16 +167,6 @@ class LlmService:
             self.proc, f"{self.url}/ready", f"wardgate llm ({name})", self.logs, LOAD_TIMEOUT_S
         )
 
-    def stop(self) -> int:
-        code = _stop(self.proc)
-        if not self._stderr.closed:
-            self._stderr.close()
-        return code
-
-    def logs(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")
 
 
 class EngineGateway(Gateway):

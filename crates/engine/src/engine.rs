@@ -142,7 +142,6 @@ pub struct Loaded {
     template: Option<LlamaChatTemplate>,
     /// When an idle model is unloaded; `None`: never.
     expires: Mutex<Option<Instant>>,
-    pub loaded_at: Instant,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -376,7 +375,6 @@ impl Engine {
                 worker,
                 template,
                 expires: Mutex::new(None),
-                loaded_at: Instant::now(),
             })
         })
         .await

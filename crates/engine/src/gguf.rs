@@ -353,11 +353,12 @@ pub fn write(
         offsets.push(offset);
         offset += (data.len() as u64 * 4).next_multiple_of(ALIGNMENT);
     }
-    // The data section starts aligned; the writer tracks its own position for that.
-    let mut pos = header_len(metadata, tensors);
-    let pad = pos.next_multiple_of(ALIGNMENT) - pos;
-    w.write_all(&vec![0u8; pad as usize])?;
-    pos += pad;
+    // The data section starts aligned, and each tensor is padded to the alignment.
+    let header = header_len(metadata, tensors);
+    w.write_all(&vec![
+        0u8;
+        (header.next_multiple_of(ALIGNMENT) - header) as usize
+    ])?;
     for (_, _, data) in tensors {
         let mut bytes = Vec::with_capacity(data.len() * 4);
         for x in data {
@@ -366,9 +367,7 @@ pub fn write(
         let padded = (bytes.len() as u64).next_multiple_of(ALIGNMENT);
         bytes.resize(padded as usize, 0);
         w.write_all(&bytes)?;
-        pos += padded;
     }
-    let _ = pos;
     w.flush()
 }
 

@@ -319,12 +319,6 @@ impl Config {
         apply_env(&mut raw, env)?;
         validate(raw)
     }
-
-    /// The backend given by `WARDGATE_BACKEND`, if that is how the config was made; used to
-    /// print a clear message when it does not answer.
-    pub fn backend_names(&self) -> Vec<&str> {
-        self.backends.iter().map(|b| b.name.as_str()).collect()
-    }
 }
 
 /// Parses TOML text. Syntax errors name the line; shape errors (unknown keys, wrong types)

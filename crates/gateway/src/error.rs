@@ -247,10 +247,6 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.render().status
-    }
-
     /// The short reason for logs and metrics: a fixed vocabulary, never client text.
     pub fn reason(&self) -> &'static str {
         match self {

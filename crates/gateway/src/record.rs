@@ -239,12 +239,7 @@ impl Drop for LoggedBody {
     }
 }
 
-/// Reads the record a handler runs under.
-pub fn record_of(req: &axum::http::Extensions) -> Option<Arc<RequestRecord>> {
-    req.get::<Arc<RequestRecord>>().cloned()
-}
-
-/// Keeps `BodyExt` in use for body helpers elsewhere in the crate.
+/// Reads a whole body, refusing it past `limit` bytes (chunked bodies included).
 pub async fn body_bytes(body: Body, limit: usize) -> Result<Bytes, axum::Error> {
     let limited = http_body_util::Limited::new(body, limit);
     limited

@@ -80,17 +80,16 @@ impl Meter {
     }
 }
 
-async fn next_event(
-    events: &mut EventStream,
-    deadline: Instant,
-) -> Result<Option<Event>, ApiError> {
+/// The next event, or why there is none: the deadline passed, the backend failed, or the
+/// stream ended without a finish (which a complete answer always has).
+async fn next_event(events: &mut EventStream, deadline: Instant) -> Result<Event, ApiError> {
     match tokio::time::timeout_at(deadline.into(), events.next()).await {
         Err(_) => Err(ApiError::Timeout),
         Ok(None) => Err(ApiError::Backend(BackendError::Protocol(
             "stream ended without a finish".into(),
         ))),
         Ok(Some(Err(e))) => Err(ApiError::Backend(e)),
-        Ok(Some(Ok(ev))) => Ok(Some(ev)),
+        Ok(Some(Ok(ev))) => Ok(ev),
     }
 }
 
@@ -109,11 +108,11 @@ pub async fn collect(mut events: EventStream, drive: &Drive) -> Result<Collected
     let mut meter = Meter::new(drive.record.started);
     loop {
         match next_event(&mut events, drive.deadline).await? {
-            Some(Event::Finish {
+            Event::Finish {
                 reason,
                 usage,
                 timings,
-            }) => {
+            } => {
                 let (usage, timings) = meter.complete(usage, timings, drive.prompt_estimate);
                 drive
                     .record
@@ -126,11 +125,10 @@ pub async fn collect(mut events: EventStream, drive: &Drive) -> Result<Collected
                     timings,
                 });
             }
-            Some(ev) => {
+            ev => {
                 meter.saw_delta();
                 acc.push(&ev);
             }
-            None => {}
         }
     }
 }
@@ -170,18 +168,18 @@ pub fn stream_response(
                 return None;
             }
             match next_event(&mut st.events, st.drive.deadline).await {
-                Ok(Some(Event::Delta {
+                Ok(Event::Delta {
                     content,
                     tool_calls,
-                })) => {
+                }) => {
                     st.meter.saw_delta();
                     st.out.extend(st.enc.delta(&content, &tool_calls));
                 }
-                Ok(Some(Event::Finish {
+                Ok(Event::Finish {
                     reason,
                     usage,
                     timings,
-                })) => {
+                }) => {
                     let (usage, timings) =
                         st.meter.complete(usage, timings, st.drive.prompt_estimate);
                     st.drive
@@ -190,7 +188,6 @@ pub fn stream_response(
                     st.out.extend(st.enc.finish(reason, usage, timings));
                     st.done = true;
                 }
-                Ok(None) => {}
                 Err(e) => {
                     // Once a byte has gone out the status is fixed at 200: report in-band, as
                     // the protocol does, and never retry.
