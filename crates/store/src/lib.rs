@@ -3,6 +3,9 @@
 //!
 //! The traits speak only in this crate's types, never a driver's, so a PostgreSQL implementation
 //! can sit behind the same `Arc<dyn KeyStore>` without callers changing.
+//!
+//! The audit log's storage trait, `AuditStore`, is defined by `wardgate-audit` (which chooses
+//! no database); `SqliteStore` implements it in `sqlite/audit.rs`.
 
 pub mod keys;
 pub mod names;

@@ -31,11 +31,14 @@ use crate::{
 /// `_sqlx_migrations` table, applies each version once, and refuses a database whose applied
 /// migrations are unknown to this build or were edited after being applied. A test checks that
 /// this list names every file in `migrations/`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "keys and tenants",
-    include_str!("../migrations/0001_keys_and_tenants.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "keys and tenants",
+        include_str!("../migrations/0001_keys_and_tenants.sql"),
+    ),
+    (2, "audit", include_str!("../migrations/0002_audit.sql")),
+];
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,7 +55,16 @@ const PREFIX_ATTEMPTS: usize = 4;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One long-lived connection for audit appends (see `sqlite/audit.rs`): SQLite drops a
+    /// connection's page cache whenever another connection has written, so a writer that hopped
+    /// between pooled connections would re-read the hot index pages on every commit. For an
+    /// in-memory database this is the same one-connection pool.
+    audit_writer: SqlitePool,
 }
+
+/// Page cache of the audit writer connection, in KiB (SQLite's negative `cache_size`): room for
+/// the index pages that appends touch.
+const AUDIT_CACHE_KIB: i64 = 64 * 1024;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
@@ -78,10 +90,27 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
-        Self::migrated(pool).await
+        migrator().run(&pool).await.map_err(migration_error)?;
+        let audit_writer = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(
+                options
+                    .pragma("cache_size", format!("-{AUDIT_CACHE_KIB}"))
+                    // A multi-row INSERT keeps a statement journal (the pages it changed, to undo
+                    // just that statement); in memory rather than a temporary file, which
+                    // otherwise doubled the writes of every audit commit.
+                    .pragma("temp_store", "memory"),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { pool, audit_writer })
     }
 
     /// A private in-memory database, for tests.
@@ -109,12 +138,16 @@ impl SqliteStore {
     /// Closes every connection, waiting for those in use to be returned; later calls fail with
     /// `Unavailable`. Lets shutdown checkpoint the WAL into the main file.
     pub async fn close(&self) {
+        self.audit_writer.close().await;
         self.pool.close().await;
     }
 
     async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
         migrator().run(&pool).await.map_err(migration_error)?;
-        Ok(Self { pool })
+        Ok(Self {
+            audit_writer: pool.clone(),
+            pool,
+        })
     }
 
     async fn insert_key(
@@ -424,6 +457,8 @@ impl std::error::Error for CorruptValue {}
 fn corrupt(column: &'static str) -> StoreError {
     StoreError::Unavailable(Box::new(CorruptValue(column)))
 }
+
+mod audit;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,291 @@
+//! The backend-neutral `AuditStore` conformance suite: every implementation (memory, SQLite,
+//! PostgreSQL) runs exactly these checks, so they cannot drift apart.
+//!
+//! Built for this crate's tests and, with the `conformance` feature, for the store crates'. It
+//! panics on the first failed check, like any test.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test suite: a panic is its failure report"
+)]
+
+use std::collections::BTreeSet;
+
+use crate::event::{
+    ActorKind, AuditEvent, AuthMethod, EventType, Outcome, Timestamp, event_leaf_hash,
+    prompt_digest,
+};
+use crate::merkle::{self, Hash, TreeBuilder};
+use crate::store::{AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint};
+
+/// An event with every field set, varied by `i`, for suites and benchmarks.
+pub fn sample_event(i: u64) -> AuditEvent {
+    let outcome = Outcome::ALL[(i % Outcome::ALL.len() as u64) as usize];
+    AuditEvent {
+        auth_method: Some(AuthMethod::ApiKey),
+        tenant: Some(format!("tenant-{}", i % 3)),
+        key_id: Some(format!("key_{:026}", i % 5)),
+        source_ip: Some(std::net::IpAddr::from([10, 0, (i % 7) as u8, 1])),
+        request_id: Some(format!("req-{i:08}")),
+        route: Some("/v1/chat/completions".into()),
+        model: Some("llama3.1:8b".into()),
+        backend: Some("ollama-1".into()),
+        outcome: Some(outcome),
+        http_status: Some(match outcome {
+            Outcome::Allow => 200,
+            Outcome::Deny => 403,
+            Outcome::Error => 502,
+            Outcome::ClientAbort => 499,
+        }),
+        deny_reason: (outcome == Outcome::Deny).then(|| "model_not_allowed".into()),
+        tokens_in: Some(100 + i % 50),
+        tokens_out: Some(20 + i % 30),
+        latency_ms: Some(5 + i % 100),
+        prompt_sha256: Some(prompt_digest(b"bench-salt", &i.to_be_bytes())),
+        ..AuditEvent::new(
+            Timestamp::from_unix_millis(1_735_689_600_000 + i as i64 * 1_000)
+                .unwrap_or(Timestamp::from_unix_millis(0).unwrap()),
+            EventType::Request,
+            &format!("key_{:026}", i % 5),
+            ActorKind::Service,
+        )
+    }
+}
+
+/// A checkpoint record for the first `size` of `leaves` (the note is a placeholder: stores do
+/// not check signatures).
+pub fn checkpoint_for(leaves: &[Hash], size: usize) -> StoredCheckpoint {
+    let mut b = TreeBuilder::new();
+    for l in &leaves[..size] {
+        b.push(*l);
+    }
+    StoredCheckpoint {
+        size: size as u64,
+        root: b.root(),
+        note: format!("test/log\n{size}\nroot\n\n\u{2014} test sig\n"),
+        subtrees: b.subtrees().to_vec(),
+        created_at: Timestamp::from_unix_millis(1_735_689_600_000).unwrap(),
+    }
+}
+
+/// Runs every check against `store`, which must be empty.
+pub async fn suite<S: AuditStore>(store: &S) {
+    empty(store).await;
+    let all = appends(store).await;
+    invalid_batches_store_nothing(store).await;
+    checkpoints(store, &all).await;
+    let all = concurrent_appends(store).await;
+    queries(store, &all).await;
+}
+
+async fn empty<S: AuditStore>(store: &S) {
+    assert_eq!(store.size().await.unwrap(), 0);
+    assert!(store.read_range(0, 10).await.unwrap().is_empty());
+    assert!(store.leaf_hashes(0, 10).await.unwrap().is_empty());
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+    assert!(store.checkpoints(0, 10).await.unwrap().is_empty());
+    assert!(store.append(vec![]).await.unwrap().is_empty());
+    assert_eq!(store.size().await.unwrap(), 0);
+}
+
+async fn appends<S: AuditStore>(store: &S) -> Vec<crate::AuditEntry> {
+    let first = store
+        .append((0..3).map(sample_event).collect())
+        .await
+        .unwrap();
+    let second = store
+        .append((3..5).map(sample_event).collect())
+        .await
+        .unwrap();
+    // A start event: no outcome, and every optional field empty, round-trips too.
+    let start = AuditEvent {
+        request_id: Some("req-start".into()),
+        ..AuditEvent::new(
+            Timestamp::from_unix_millis(1_735_689_600_000).unwrap(),
+            EventType::RequestStart,
+            "key_x",
+            ActorKind::Service,
+        )
+    };
+    let third = store.append(vec![start.clone()]).await.unwrap();
+    let all: Vec<_> = first.into_iter().chain(second).chain(third).collect();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+    for (i, e) in all.iter().enumerate() {
+        let want = if i < 5 {
+            sample_event(i as u64)
+        } else {
+            start.clone()
+        };
+        assert_eq!(e.event, want, "entry {i}");
+        assert_eq!(e.leaf_hash, event_leaf_hash(e.seq, &e.event), "entry {i}");
+    }
+    assert_eq!(store.size().await.unwrap(), 6);
+    assert_eq!(store.read_range(0, 100).await.unwrap(), all);
+    assert_eq!(store.read_range(2, 2).await.unwrap(), all[2..4]);
+    assert!(store.read_range(6, 10).await.unwrap().is_empty());
+    assert!(store.read_range(u64::MAX, 10).await.unwrap().is_empty());
+    let hashes: Vec<Hash> = all.iter().map(|e| e.leaf_hash).collect();
+    assert_eq!(store.leaf_hashes(0, 100).await.unwrap(), hashes);
+    assert_eq!(store.leaf_hashes(1, 3).await.unwrap(), hashes[1..4]);
+    all
+}
+
+async fn invalid_batches_store_nothing<S: AuditStore>(store: &S) {
+    let before = store.size().await.unwrap();
+    let bad = AuditEvent {
+        actor_id: String::new(),
+        ..sample_event(99)
+    };
+    let result = store.append(vec![sample_event(98), bad]).await;
+    assert!(
+        matches!(result, Err(AuditStoreError::Invalid(_))),
+        "{result:?}"
+    );
+    assert_eq!(store.size().await.unwrap(), before);
+}
+
+async fn checkpoints<S: AuditStore>(store: &S, all: &[crate::AuditEntry]) {
+    let leaves: Vec<Hash> = all.iter().map(|e| e.leaf_hash).collect();
+    let cp3 = checkpoint_for(&leaves, 3);
+    let cp5 = checkpoint_for(&leaves, 5);
+    store.add_checkpoint(&cp5).await.unwrap();
+    store.add_checkpoint(&cp3).await.unwrap();
+    // Idempotent.
+    store.add_checkpoint(&cp3).await.unwrap();
+    assert_eq!(
+        store.checkpoints(0, 10).await.unwrap(),
+        [cp3.clone(), cp5.clone()]
+    );
+    assert_eq!(
+        store.checkpoints(4, 10).await.unwrap(),
+        std::slice::from_ref(&cp5)
+    );
+    assert_eq!(
+        store.checkpoints(0, 1).await.unwrap(),
+        std::slice::from_ref(&cp3)
+    );
+    assert_eq!(store.latest_checkpoint().await.unwrap(), Some(cp5.clone()));
+
+    // The same size with another (self-consistent) root is a conflict.
+    let other: Vec<Hash> = (0..3u8).map(|i| merkle::leaf_hash(&[i])).collect();
+    let forked = checkpoint_for(&other, 3);
+    assert!(matches!(
+        store.add_checkpoint(&forked).await,
+        Err(AuditStoreError::Conflict(_))
+    ));
+    // Subtrees that do not give the root are refused.
+    let broken = StoredCheckpoint {
+        subtrees: vec![merkle::leaf_hash(b"x")],
+        ..checkpoint_for(&leaves, 4)
+    };
+    assert!(matches!(
+        store.add_checkpoint(&broken).await,
+        Err(AuditStoreError::Invalid(_))
+    ));
+    assert_eq!(store.checkpoints(0, 10).await.unwrap().len(), 2);
+}
+
+async fn concurrent_appends<S: AuditStore>(store: &S) -> Vec<crate::AuditEntry> {
+    let before = store.size().await.unwrap();
+    let batch = |from: u64| (from..from + 5).map(sample_event).collect::<Vec<_>>();
+    let (a, b, c, d) = tokio::join!(
+        store.append(batch(100)),
+        store.append(batch(200)),
+        store.append(batch(300)),
+        store.append(batch(400)),
+    );
+    let mut seqs = BTreeSet::new();
+    for result in [a, b, c, d] {
+        let entries = result.unwrap();
+        // Each batch is contiguous.
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+        }
+        seqs.extend(entries.iter().map(|e| e.seq));
+    }
+    assert_eq!(seqs, (before..before + 20).collect::<BTreeSet<_>>());
+    let all = store.read_range(0, 1000).await.unwrap();
+    assert_eq!(all.len() as u64, before + 20);
+    all
+}
+
+async fn queries<S: AuditStore>(store: &S, all: &[crate::AuditEntry]) {
+    let ts = |i: i64| Timestamp::from_unix_millis(1_735_689_600_000 + i * 1_000);
+    let filters = vec![
+        AuditFilter::default(),
+        AuditFilter {
+            actor_id: Some("key_00000000000000000000000001".into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            tenant: Some("tenant-1".into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            tenant: Some("nobody".into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            outcome: Some(Outcome::Deny),
+            ..Default::default()
+        },
+        AuditFilter {
+            event_type: Some(EventType::RequestStart),
+            ..Default::default()
+        },
+        AuditFilter {
+            request_id: Some("req-00000201".into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            since: ts(3),
+            until: ts(202),
+            ..Default::default()
+        },
+        AuditFilter {
+            tenant: Some("tenant-0".into()),
+            outcome: Some(Outcome::Allow),
+            since: ts(100),
+            ..Default::default()
+        },
+        AuditFilter {
+            after_seq: Some(10),
+            limit: Some(3),
+            ..Default::default()
+        },
+        AuditFilter {
+            limit: Some(2),
+            event_type: Some(EventType::Request),
+            ..Default::default()
+        },
+    ];
+    for filter in filters {
+        let want: Vec<_> = all
+            .iter()
+            .filter(|e| filter.matches(e))
+            .take(filter.effective_limit() as usize)
+            .cloned()
+            .collect();
+        let got = store.query(&filter).await.unwrap();
+        assert_eq!(got, want, "{filter:?}");
+    }
+    // Paging through everything with after_seq visits each entry once, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .query(&AuditFilter {
+                after_seq: after,
+                limit: Some(4),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        seen.extend(page.iter().map(|e| e.seq));
+    }
+    assert_eq!(seen, all.iter().map(|e| e.seq).collect::<Vec<_>>());
+}

@@ -1,0 +1,600 @@
+//! `Auditor`: the audit log's single writer. It commits events in batches (group commit), keeps
+//! the incremental Merkle tree, and signs checkpoints.
+//!
+//! Callers `append(event).await` and get the event's sequence number only once the batch holding
+//! it is durably committed, so a request can fail closed (503) when the log cannot be written.
+//! One task owns the store's write path: while it waits for one commit, new events queue up, and
+//! the next commit takes all of them (up to `max_batch`) in one transaction — one fsync for many
+//! events, without any caller waiting on a timer. The queue is bounded: when it is full,
+//! `append` waits (backpressure) and `try_submit` refuses.
+//!
+//! If a commit fails, every event in that batch gets the error and none is in the log. Every
+//! `checkpoint_every` entries or `checkpoint_interval` (whichever comes first, and only if
+//! something was appended) the writer signs a checkpoint, stores it, and appends it to the
+//! witness file. A checkpoint failure is logged and retried at the next occasion; it does not
+//! fail appends, which are already durable.
+//!
+//! There must be one `Auditor` per log: sequence numbers come from the store, but the tree
+//! lives here. (If another writer appends anyway, this one notices the gap and reads the missing
+//! leaf hashes before going on, so its checkpoints stay correct.)
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::checkpoint::{Checkpoint, SignedCheckpoint, check_origin};
+use crate::event::{AuditEvent, EventError, Timestamp};
+use crate::merkle::TreeBuilder;
+use crate::note::{SignerKey, VerifierKey};
+use crate::store::{
+    AuditEntry, AuditStore, AuditStoreError, MAX_APPEND_BATCH, MAX_READ, StoredCheckpoint,
+};
+use crate::witness::WitnessFile;
+
+/// How the writer batches and checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditorConfig {
+    /// The log's name, the first line of every checkpoint (conventionally also the signing
+    /// key's name).
+    pub origin: String,
+    /// Sign a checkpoint after this many new entries.
+    pub checkpoint_every: u64,
+    /// ... or after this long, if anything was appended since the last one.
+    pub checkpoint_interval: Duration,
+    /// Events that may wait for the writer before `append` blocks.
+    pub queue_capacity: usize,
+    /// The most events in one commit.
+    pub max_batch: usize,
+    /// Where to append each checkpoint, outside the database.
+    pub witness_path: Option<PathBuf>,
+}
+
+impl Default for AuditorConfig {
+    fn default() -> Self {
+        Self {
+            origin: "wardgate/audit".into(),
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            queue_capacity: 16_384,
+            max_batch: 4_096,
+            witness_path: None,
+        }
+    }
+}
+
+/// Why an audit write failed. Cloneable: one store failure is handed to every waiter.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The event breaks a rule; nothing was queued.
+    #[error("invalid audit event: {0}")]
+    Invalid(#[from] EventError),
+    /// The store could not commit the batch; the event is not in the log. Fail closed.
+    #[error("audit log unavailable")]
+    Unavailable(#[source] Arc<AuditStoreError>),
+    /// The queue is full (only from `try_submit`).
+    #[error("audit queue full")]
+    Busy,
+    /// The writer has shut down.
+    #[error("the audit writer has stopped")]
+    Closed,
+    /// Signing, storing or witnessing a checkpoint failed.
+    #[error("checkpoint failed: {0}")]
+    Checkpoint(String),
+    /// The stored log does not agree with its latest checkpoint, or with what this writer
+    /// committed (truncated or rewritten underneath it). The writer refuses to go on.
+    #[error("audit log inconsistent: {0}")]
+    Inconsistent(String),
+    /// The configuration is unusable; the message names the setting.
+    #[error("invalid audit configuration: {0}")]
+    Config(String),
+}
+
+type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
+/// The most times the writer yields to let a batch fill before committing it.
+const MAX_GATHER_YIELDS: usize = 8;
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every command is an Append; boxing it would cost an allocation per event \
+              to save queue space only on the rare other commands"
+)]
+enum Command {
+    Append(AuditEvent, Reply),
+    Checkpoint(oneshot::Sender<Result<SignedCheckpoint, AuditError>>),
+    Shutdown(oneshot::Sender<Result<(), AuditError>>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    size: AtomicU64,
+    commits: AtomicU64,
+    verifier: VerifierKey,
+    capacity: usize,
+}
+
+/// A handle to the audit writer. Cheap to clone; the writer stops when `shutdown` is called or
+/// the last handle is dropped (after committing what was queued and signing a final
+/// checkpoint).
+#[derive(Clone, Debug)]
+pub struct Auditor {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+/// An append queued by [`Auditor::try_submit`]; resolves to the sequence number once committed.
+/// Dropping it does not withdraw the event.
+#[derive(Debug)]
+pub struct PendingAppend(oneshot::Receiver<Result<u64, AuditError>>);
+
+impl Future for PendingAppend {
+    type Output = Result<u64, AuditError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(AuditError::Closed)))
+    }
+}
+
+impl Auditor {
+    /// Resumes the log in `store` (from its latest checkpoint's saved tree state plus the leaf
+    /// hashes after it), signs a checkpoint for any entries not yet covered, and starts the
+    /// writer task on the current Tokio runtime.
+    ///
+    /// Fails if the store is shorter than its latest checkpoint or the checkpoint's tree state
+    /// does not give its root: a log that was truncated or rewritten must not be extended.
+    pub async fn start(
+        store: Arc<dyn AuditStore>,
+        signer: SignerKey,
+        config: AuditorConfig,
+    ) -> Result<Self, AuditError> {
+        check_origin(&config.origin)
+            .map_err(|_| AuditError::Config("origin must be 1-256 printable characters".into()))?;
+        if config.checkpoint_every == 0 {
+            return Err(AuditError::Config(
+                "checkpoint_every must be at least 1".into(),
+            ));
+        }
+        if config.checkpoint_interval.is_zero() {
+            return Err(AuditError::Config(
+                "checkpoint_interval must be positive".into(),
+            ));
+        }
+        if config.queue_capacity == 0 {
+            return Err(AuditError::Config(
+                "queue_capacity must be at least 1".into(),
+            ));
+        }
+        if !(1..=MAX_APPEND_BATCH).contains(&config.max_batch) {
+            return Err(AuditError::Config(format!(
+                "max_batch must be 1 to {MAX_APPEND_BATCH}"
+            )));
+        }
+        let witness = match &config.witness_path {
+            Some(path) => Some(Arc::new(std::sync::Mutex::new(
+                WitnessFile::open(path).map_err(|e| {
+                    AuditError::Checkpoint(format!(
+                        "cannot open the witness file {}: {e}",
+                        path.display()
+                    ))
+                })?,
+            ))),
+            None => None,
+        };
+        let (tree, last_checkpoint) = resume(store.as_ref()).await?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let shared = Arc::new(Shared {
+            size: AtomicU64::new(tree.size()),
+            commits: AtomicU64::new(0),
+            verifier: signer.verifier(),
+            capacity: config.queue_capacity,
+        });
+        let mut writer = Writer {
+            store,
+            signer,
+            config,
+            tree,
+            last_checkpoint,
+            witness,
+            rx,
+            shared: shared.clone(),
+            deferred: None,
+            broken: None,
+        };
+        if writer.tree.size() > writer.last_checkpoint.unwrap_or(0)
+            || writer.last_checkpoint.is_none()
+        {
+            writer.checkpoint().await?;
+        }
+        tokio::spawn(writer.run());
+        Ok(Self { tx, shared })
+    }
+
+    /// Queues `event` and waits until it is durably committed; returns its sequence number.
+    /// Waits for room when the queue is full. If the caller stops waiting, the event is still
+    /// committed.
+    pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        event.validate()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append(event, reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        PendingAppend(rx).await
+    }
+
+    /// Queues `event` without waiting; `Busy` if the queue is full. For callers that cannot
+    /// await (a `Drop`), which then spawn or await the returned future.
+    pub fn try_submit(&self, event: AuditEvent) -> Result<PendingAppend, AuditError> {
+        event.validate()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Command::Append(event, reply))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => AuditError::Busy,
+                mpsc::error::TrySendError::Closed(_) => AuditError::Closed,
+            })?;
+        Ok(PendingAppend(rx))
+    }
+
+    /// Queues `event` from code that cannot wait and has no caller left to fail (a `Drop`, the
+    /// end of a response already sent): it is committed in the background, waiting for room if
+    /// the queue is full, never dropped. A failed commit is logged by the writer. Needs a Tokio
+    /// runtime. `Err` only for an invalid event or a stopped writer.
+    pub fn submit_detached(&self, event: AuditEvent) -> Result<(), AuditError> {
+        event.validate()?;
+        // Nobody awaits the reply: the writer ignores a closed reply channel.
+        let (reply, _) = oneshot::channel();
+        match self.tx.try_send(Command::Append(event, reply)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    if tx.send(command).await.is_err() {
+                        tracing::error!("audit writer stopped before a detached event was queued");
+                    }
+                });
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
+        }
+    }
+
+    /// Signs, stores and witnesses a checkpoint of everything committed so far.
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Checkpoint(reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.unwrap_or(Err(AuditError::Closed))
+    }
+
+    /// Commits everything queued, signs a final checkpoint, and stops the writer. Later
+    /// appends on any handle fail with `Closed`.
+    pub async fn shutdown(&self) -> Result<(), AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Shutdown(reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.unwrap_or(Err(AuditError::Closed))
+    }
+
+    /// Entries committed so far.
+    pub fn size(&self) -> u64 {
+        self.shared.size.load(Ordering::Acquire)
+    }
+
+    /// Batches committed by this writer so far (entries / commits is the mean batch size).
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Events waiting for the writer (a gauge for metrics).
+    pub fn queued(&self) -> usize {
+        self.shared.capacity.saturating_sub(self.tx.capacity())
+    }
+
+    /// The public key checkpoints are signed with.
+    pub fn verifier(&self) -> &VerifierKey {
+        &self.shared.verifier
+    }
+}
+
+/// Rebuilds the tree from the latest checkpoint's saved state and the leaf hashes after it.
+async fn resume(store: &dyn AuditStore) -> Result<(TreeBuilder, Option<u64>), AuditError> {
+    let unavailable = |e| AuditError::Unavailable(Arc::new(e));
+    let latest = store.latest_checkpoint().await.map_err(unavailable)?;
+    let mut tree = match &latest {
+        Some(cp) => TreeBuilder::from_parts(cp.size, cp.subtrees.clone())
+            .filter(|t| t.root() == cp.root)
+            .ok_or_else(|| {
+                AuditError::Inconsistent(format!(
+                    "the stored tree state of checkpoint {} does not give its root",
+                    cp.size
+                ))
+            })?,
+        None => TreeBuilder::new(),
+    };
+    let size = store.size().await.map_err(unavailable)?;
+    if size < tree.size() {
+        return Err(AuditError::Inconsistent(format!(
+            "the log has {size} entries but its latest checkpoint covers {}: entries were removed",
+            tree.size()
+        )));
+    }
+    catch_up(store, &mut tree, size).await?;
+    Ok((tree, latest.map(|c| c.size)))
+}
+
+/// Pushes stored leaf hashes until the tree has `size` leaves.
+async fn catch_up(
+    store: &dyn AuditStore,
+    tree: &mut TreeBuilder,
+    size: u64,
+) -> Result<(), AuditError> {
+    while tree.size() < size {
+        let hashes = store
+            .leaf_hashes(tree.size(), MAX_READ)
+            .await
+            .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
+        if hashes.is_empty() {
+            return Err(AuditError::Inconsistent(format!(
+                "entry {} is missing from the store",
+                tree.size()
+            )));
+        }
+        for h in hashes.into_iter().take((size - tree.size()) as usize) {
+            tree.push(h);
+        }
+    }
+    Ok(())
+}
+
+struct Writer {
+    store: Arc<dyn AuditStore>,
+    signer: SignerKey,
+    config: AuditorConfig,
+    tree: TreeBuilder,
+    last_checkpoint: Option<u64>,
+    witness: Option<Arc<std::sync::Mutex<WitnessFile>>>,
+    rx: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    /// A non-append command met while gathering a batch, handled right after it.
+    deferred: Option<Command>,
+    /// Set when this writer's tree no longer matches the store; every later append fails.
+    broken: Option<String>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let interval = self.config.checkpoint_interval;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let command = match self.deferred.take() {
+                Some(c) => Some(c),
+                None => tokio::select! {
+                    c = self.rx.recv() => c,
+                    _ = ticker.tick() => {
+                        if self.uncheckpointed() > 0 {
+                            self.checkpoint_logged().await;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match command {
+                Some(Command::Append(event, reply)) => self.batch(event, reply).await,
+                Some(Command::Checkpoint(reply)) => {
+                    let _ = reply.send(self.checkpoint().await);
+                }
+                Some(Command::Shutdown(reply)) => {
+                    let _ = reply.send(self.drain_and_stop().await);
+                    return;
+                }
+                None => {
+                    // Every handle is gone: seal what was written.
+                    if self.uncheckpointed() > 0 {
+                        self.checkpoint_logged().await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn uncheckpointed(&self) -> u64 {
+        self.tree.size() - self.last_checkpoint.unwrap_or(0)
+    }
+
+    /// Gathers whatever else is queued (up to `max_batch`) behind `first` and commits it.
+    async fn batch(&mut self, first: AuditEvent, reply: Reply) {
+        let mut events = vec![first];
+        let mut replies = vec![reply];
+        // The previous commit's replies have just woken its callers, and many will append again
+        // at once. Yielding while the queue still grows lets them join this commit instead of
+        // each paying for the next one; it never waits on a timer, so a lone event goes out
+        // immediately.
+        let mut queued = self.rx.len();
+        for _ in 0..MAX_GATHER_YIELDS {
+            if queued + 1 >= self.config.max_batch {
+                break;
+            }
+            tokio::task::yield_now().await;
+            let now = self.rx.len();
+            if now == queued {
+                break;
+            }
+            queued = now;
+        }
+        while events.len() < self.config.max_batch {
+            match self.rx.try_recv() {
+                Ok(Command::Append(event, reply)) => {
+                    events.push(event);
+                    replies.push(reply);
+                }
+                Ok(other) => {
+                    self.deferred = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.commit(events, replies).await;
+    }
+
+    async fn commit(&mut self, events: Vec<AuditEvent>, replies: Vec<Reply>) {
+        if let Some(why) = &self.broken {
+            let e = AuditError::Inconsistent(why.clone());
+            for r in replies {
+                let _ = r.send(Err(e.clone()));
+            }
+            return;
+        }
+        let n = events.len();
+        let result = match self.store.append(events).await {
+            Ok(entries) if entries.len() == n => self.absorb(&entries).await.map(|()| entries),
+            Ok(_) => Err(AuditError::Inconsistent(
+                "the store stored a different number of events than given".into(),
+            )),
+            Err(e) => Err(AuditError::Unavailable(Arc::new(e))),
+        };
+        match result {
+            Ok(entries) => {
+                self.shared.size.store(self.tree.size(), Ordering::Release);
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                for (r, entry) in replies.into_iter().zip(&entries) {
+                    let _ = r.send(Ok(entry.seq));
+                }
+                if self.uncheckpointed() >= self.config.checkpoint_every {
+                    self.checkpoint_logged().await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = n, "audit commit failed");
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Adds committed entries to the tree, first catching up on entries another writer added.
+    async fn absorb(&mut self, entries: &[AuditEntry]) -> Result<(), AuditError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.seq < self.tree.size() {
+            let why = format!(
+                "the store assigned seq {} but this writer already has {} entries",
+                first.seq,
+                self.tree.size()
+            );
+            self.broken = Some(why.clone());
+            return Err(AuditError::Inconsistent(why));
+        }
+        if first.seq > self.tree.size() {
+            tracing::warn!(
+                expected = self.tree.size(),
+                got = first.seq,
+                "another writer appended to the audit log; catching up"
+            );
+            if let Err(e) = catch_up(self.store.as_ref(), &mut self.tree, first.seq).await {
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        for entry in entries {
+            if entry.seq != self.tree.size() {
+                let why = format!("the store returned seq {} out of order", entry.seq);
+                self.broken = Some(why.clone());
+                return Err(AuditError::Inconsistent(why));
+            }
+            self.tree.push(entry.leaf_hash);
+        }
+        Ok(())
+    }
+
+    async fn checkpoint_logged(&mut self) {
+        if let Err(e) = self.checkpoint().await {
+            tracing::error!(error = %e, size = self.tree.size(), "audit checkpoint failed");
+        }
+    }
+
+    /// Signs, stores, then witnesses a checkpoint of the current tree.
+    async fn checkpoint(&mut self) -> Result<SignedCheckpoint, AuditError> {
+        if let Some(why) = &self.broken {
+            return Err(AuditError::Inconsistent(why.clone()));
+        }
+        let checkpoint = Checkpoint {
+            origin: self.config.origin.clone(),
+            size: self.tree.size(),
+            root: self.tree.root(),
+        };
+        let signed = checkpoint
+            .sign(&self.signer)
+            .map_err(|e| AuditError::Checkpoint(e.to_string()))?;
+        let stored = StoredCheckpoint {
+            size: checkpoint.size,
+            root: checkpoint.root,
+            note: signed.note.clone(),
+            subtrees: self.tree.subtrees().to_vec(),
+            created_at: Timestamp::now(),
+        };
+        self.store
+            .add_checkpoint(&stored)
+            .await
+            .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
+        if let Some(witness) = &self.witness {
+            let witness = witness.clone();
+            let note = signed.note.clone();
+            tokio::task::spawn_blocking(move || match witness.lock() {
+                Ok(mut w) => w.append(&note),
+                Err(_) => Err(std::io::Error::other("witness file lock poisoned")),
+            })
+            .await
+            .map_err(|e| AuditError::Checkpoint(format!("witness task failed: {e}")))?
+            .map_err(|e| AuditError::Checkpoint(format!("cannot write the witness file: {e}")))?;
+        }
+        self.last_checkpoint = Some(checkpoint.size);
+        Ok(signed)
+    }
+
+    async fn drain_and_stop(&mut self) -> Result<(), AuditError> {
+        // Refuse new work, then commit what is already queued.
+        self.rx.close();
+        loop {
+            let command = match self.deferred.take() {
+                Some(c) => c,
+                None => match self.rx.recv().await {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            match command {
+                Command::Append(event, reply) => self.batch(event, reply).await,
+                Command::Checkpoint(reply) => {
+                    let _ = reply.send(self.checkpoint().await);
+                }
+                Command::Shutdown(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        if self.uncheckpointed() > 0 {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,451 @@
+//! Tests of the group-commit writer against the in-memory store, wrapped to count batches, hold
+//! a commit open, or fail.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use tokio::sync::{Notify, Semaphore};
+
+use super::*;
+use crate::conformance::sample_event;
+use crate::merkle;
+use crate::store::{AuditFilter, MemoryAuditStore};
+use crate::verify::verify_store;
+
+/// A memory store that records batch sizes and can hold each append at a gate or fail it.
+struct TestStore {
+    inner: MemoryAuditStore,
+    batches: Mutex<Vec<usize>>,
+    fail: AtomicBool,
+    gated: bool,
+    entered: Notify,
+    permits: Semaphore,
+}
+
+impl Default for TestStore {
+    fn default() -> Self {
+        Self {
+            inner: MemoryAuditStore::new(),
+            batches: Mutex::default(),
+            fail: AtomicBool::new(false),
+            gated: false,
+            entered: Notify::new(),
+            permits: Semaphore::new(0),
+        }
+    }
+}
+
+impl TestStore {
+    fn gated() -> Self {
+        Self {
+            gated: true,
+            ..Self::default()
+        }
+    }
+
+    fn batches(&self) -> Vec<usize> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditStore for TestStore {
+    async fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, AuditStoreError> {
+        self.batches.lock().unwrap().push(events.len());
+        if self.gated {
+            self.entered.notify_one();
+            self.permits.acquire().await.unwrap().forget();
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(AuditStoreError::Unavailable("injected failure".into()));
+        }
+        self.inner.append(events).await
+    }
+    async fn size(&self) -> Result<u64, AuditStoreError> {
+        self.inner.size().await
+    }
+    async fn read_range(&self, start: u64, limit: u32) -> Result<Vec<AuditEntry>, AuditStoreError> {
+        self.inner.read_range(start, limit).await
+    }
+    async fn leaf_hashes(
+        &self,
+        start: u64,
+        limit: u32,
+    ) -> Result<Vec<merkle::Hash>, AuditStoreError> {
+        self.inner.leaf_hashes(start, limit).await
+    }
+    async fn add_checkpoint(&self, c: &StoredCheckpoint) -> Result<(), AuditStoreError> {
+        self.inner.add_checkpoint(c).await
+    }
+    async fn checkpoints(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, AuditStoreError> {
+        self.inner.checkpoints(from, limit).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditStoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn query(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, AuditStoreError> {
+        self.inner.query(f).await
+    }
+}
+
+fn config(every: u64) -> AuditorConfig {
+    AuditorConfig {
+        origin: "test/audit".into(),
+        checkpoint_every: every,
+        ..AuditorConfig::default()
+    }
+}
+
+fn key() -> SignerKey {
+    SignerKey::generate("test/audit").unwrap()
+}
+
+async fn all_leaves(store: &dyn AuditStore) -> Vec<merkle::Hash> {
+    store.leaf_hashes(0, MAX_READ).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_get_distinct_gap_free_seqs_and_the_root_matches() {
+    let store = Arc::new(MemoryAuditStore::new());
+    let key = key();
+    let verifier = key.verifier();
+    let auditor = Auditor::start(store.clone(), key, config(100))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..32u64)
+        .map(|t| {
+            let auditor = auditor.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..25 {
+                    seqs.push(auditor.append(sample_event(t * 100 + i)).await.unwrap());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.extend(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..800).collect::<Vec<_>>());
+    assert_eq!(auditor.size(), 800);
+    auditor.shutdown().await.unwrap();
+
+    let latest = store.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(latest.size, 800);
+    assert_eq!(latest.root, merkle::root(&all_leaves(store.as_ref()).await));
+    let report = verify_store(
+        store.as_ref(),
+        vec![verifier],
+        &[],
+        Some("test/audit".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.entries, report.proven), (800, 800));
+    // One at start (the empty log), then one each time 100 or more entries are unsealed; a
+    // batch holds at most 32 here (one event per task in flight), so at least 800 / 132 of those.
+    assert!(report.log_checkpoints >= 7, "{report:?}");
+    // Events are stored as given, each at the seq its caller was told.
+    let stored = store.read_range(0, MAX_READ).await.unwrap();
+    assert!(stored.iter().all(|e| e.event.validate().is_ok()));
+}
+
+/// Starts one append and returns once the writer is inside the store's `append` with it.
+async fn hold_first_commit(
+    auditor: &Auditor,
+    store: &TestStore,
+) -> tokio::task::JoinHandle<Result<u64, AuditError>> {
+    let a = auditor.clone();
+    let first = tokio::spawn(async move { a.append(sample_event(0)).await });
+    store.entered.notified().await;
+    first
+}
+
+async fn queue(
+    auditor: &Auditor,
+    range: std::ops::Range<u64>,
+) -> Vec<tokio::task::JoinHandle<Result<u64, AuditError>>> {
+    let n = (range.end - range.start) as usize;
+    let handles = range
+        .map(|i| {
+            let a = auditor.clone();
+            tokio::spawn(async move { a.append(sample_event(i)).await })
+        })
+        .collect();
+    // No sleeps: yield until every one of them is in the queue.
+    while auditor.queued() < n {
+        tokio::task::yield_now().await;
+    }
+    handles
+}
+
+#[tokio::test]
+async fn events_arriving_during_a_commit_share_the_next_one() {
+    let store = Arc::new(TestStore::gated());
+    let auditor = Auditor::start(store.clone(), key(), config(1000))
+        .await
+        .unwrap();
+    let first = hold_first_commit(&auditor, &store).await;
+    let rest = queue(&auditor, 1..100).await;
+    store.permits.add_permits(1000);
+    assert_eq!(first.await.unwrap().unwrap(), 0);
+    let mut seqs = Vec::new();
+    for h in rest {
+        seqs.push(h.await.unwrap().unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..100).collect::<Vec<_>>());
+    assert_eq!(store.batches(), [1, 99]);
+}
+
+#[tokio::test]
+async fn a_store_failure_reaches_every_waiter_and_stores_nothing() {
+    let store = Arc::new(TestStore::gated());
+    let auditor = Auditor::start(store.clone(), key(), config(1000))
+        .await
+        .unwrap();
+    let first = hold_first_commit(&auditor, &store).await;
+    let rest = queue(&auditor, 1..50).await;
+    store.fail.store(true, Ordering::SeqCst);
+    store.permits.add_permits(1000);
+    for h in std::iter::once(first).chain(rest) {
+        let result = h.await.unwrap();
+        assert!(
+            matches!(result, Err(AuditError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(store.batches(), [1, 49]);
+    assert_eq!(store.size().await.unwrap(), 0);
+    // The writer recovers: the next event is seq 0, no gap.
+    store.fail.store(false, Ordering::SeqCst);
+    assert_eq!(auditor.append(sample_event(9)).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_full_queue_pushes_back() {
+    let store = Arc::new(TestStore::gated());
+    let cfg = AuditorConfig {
+        queue_capacity: 4,
+        ..config(1000)
+    };
+    let auditor = Auditor::start(store.clone(), key(), cfg).await.unwrap();
+    let first = hold_first_commit(&auditor, &store).await;
+    let pending: Vec<PendingAppend> = (1..5)
+        .map(|i| auditor.try_submit(sample_event(i)).unwrap())
+        .collect();
+    assert!(matches!(
+        auditor.try_submit(sample_event(5)),
+        Err(AuditError::Busy)
+    ));
+    store.permits.add_permits(1000);
+    assert_eq!(first.await.unwrap().unwrap(), 0);
+    let mut seqs = Vec::new();
+    for p in pending {
+        seqs.push(p.await.unwrap());
+    }
+    assert_eq!(seqs, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn detached_submissions_wait_for_room_instead_of_being_dropped() {
+    let store = Arc::new(TestStore::gated());
+    let cfg = AuditorConfig {
+        queue_capacity: 2,
+        ..config(1000)
+    };
+    let auditor = Auditor::start(store.clone(), key(), cfg).await.unwrap();
+    let first = hold_first_commit(&auditor, &store).await;
+    auditor.submit_detached(sample_event(1)).unwrap();
+    auditor.submit_detached(sample_event(2)).unwrap();
+    // The queue is full: this one waits in the background.
+    auditor.submit_detached(sample_event(3)).unwrap();
+    store.permits.add_permits(1000);
+    assert_eq!(first.await.unwrap().unwrap(), 0);
+    while auditor.size() < 4 {
+        tokio::task::yield_now().await;
+    }
+    let stored = store.read_range(0, 10).await.unwrap();
+    let ids: Vec<_> = stored.iter().map(|e| e.event.request_id.clone()).collect();
+    let want: Vec<_> = (0..4).map(|i| sample_event(i).request_id).collect();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn invalid_events_are_refused_before_the_queue() {
+    let store = Arc::new(TestStore::default());
+    let auditor = Auditor::start(store.clone(), key(), config(1000))
+        .await
+        .unwrap();
+    let bad = AuditEvent {
+        outcome: None,
+        ..sample_event(1)
+    };
+    assert!(matches!(
+        auditor.append(bad).await,
+        Err(AuditError::Invalid(_))
+    ));
+    assert!(store.batches().is_empty());
+}
+
+#[tokio::test]
+async fn appends_after_shutdown_fail_closed() {
+    let store = Arc::new(MemoryAuditStore::new());
+    let auditor = Auditor::start(store.clone(), key(), config(1000))
+        .await
+        .unwrap();
+    auditor.append(sample_event(0)).await.unwrap();
+    let other = auditor.clone();
+    auditor.shutdown().await.unwrap();
+    assert!(matches!(
+        other.append(sample_event(1)).await,
+        Err(AuditError::Closed)
+    ));
+    // The final checkpoint covers the entry.
+    assert_eq!(store.latest_checkpoint().await.unwrap().unwrap().size, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkpoints_come_every_n_entries_or_after_the_interval() {
+    let store = Arc::new(MemoryAuditStore::new());
+    let cfg = AuditorConfig {
+        checkpoint_every: 5,
+        checkpoint_interval: Duration::from_secs(10),
+        ..config(5)
+    };
+    let auditor = Auditor::start(store.clone(), key(), cfg).await.unwrap();
+    let sizes = |cps: Vec<StoredCheckpoint>| cps.iter().map(|c| c.size).collect::<Vec<_>>();
+    // The empty log is checkpointed at start.
+    assert_eq!(sizes(store.checkpoints(0, 100).await.unwrap()), [0]);
+    for i in 0..6 {
+        auditor.append(sample_event(i)).await.unwrap();
+    }
+    // The sixth append went through the writer after the fifth's checkpoint.
+    assert_eq!(sizes(store.checkpoints(0, 100).await.unwrap()), [0, 5]);
+    // With the clock paused, this jumps past the writer's 10 s tick, which runs first.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(sizes(store.checkpoints(0, 100).await.unwrap()), [0, 5, 6]);
+    // Nothing new: no further checkpoint.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(sizes(store.checkpoints(0, 100).await.unwrap()), [0, 5, 6]);
+}
+
+#[tokio::test]
+async fn restart_resumes_the_tree_and_the_witness_sees_every_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness_path = dir.path().join("witness.jsonl");
+    let store = Arc::new(MemoryAuditStore::new());
+    let key_text = key().to_private_string();
+    let cfg = AuditorConfig {
+        witness_path: Some(witness_path.clone()),
+        ..config(4)
+    };
+
+    let auditor = Auditor::start(
+        store.clone(),
+        SignerKey::parse(&key_text).unwrap(),
+        cfg.clone(),
+    )
+    .await
+    .unwrap();
+    for i in 0..10 {
+        assert_eq!(auditor.append(sample_event(i)).await.unwrap(), i);
+    }
+    auditor.shutdown().await.unwrap();
+
+    let auditor = Auditor::start(store.clone(), SignerKey::parse(&key_text).unwrap(), cfg)
+        .await
+        .unwrap();
+    assert_eq!(auditor.size(), 10);
+    for i in 10..13 {
+        assert_eq!(auditor.append(sample_event(i)).await.unwrap(), i);
+    }
+    let verifier = auditor.verifier().clone();
+    auditor.shutdown().await.unwrap();
+
+    let stored: Vec<String> = store
+        .checkpoints(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.note)
+        .collect();
+    let witnessed = crate::witness::read(&witness_path).unwrap();
+    assert!(witnessed.skipped_lines.is_empty());
+    assert_eq!(witnessed.notes, stored);
+    let sizes: Vec<u64> = store
+        .checkpoints(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.size)
+        .collect();
+    // After the restart at 10, three entries stay below the threshold of 4: sealed at shutdown.
+    assert_eq!(sizes, [0, 4, 8, 10, 13]);
+    let report = verify_store(store.as_ref(), vec![verifier], &witnessed.notes, None)
+        .await
+        .unwrap();
+    assert_eq!(report.entries, 13);
+    assert_eq!(report.proven, 13);
+    assert_eq!(report.witness_checkpoints, stored.len());
+}
+
+#[tokio::test]
+async fn a_new_signing_key_continues_the_same_tree() {
+    let store = Arc::new(MemoryAuditStore::new());
+    let old = key();
+    let old_v = old.verifier();
+    let auditor = Auditor::start(store.clone(), old, config(4)).await.unwrap();
+    for i in 0..5 {
+        auditor.append(sample_event(i)).await.unwrap();
+    }
+    auditor.shutdown().await.unwrap();
+    let new = key();
+    let new_v = new.verifier();
+    let auditor = Auditor::start(store.clone(), new, config(4)).await.unwrap();
+    auditor.append(sample_event(5)).await.unwrap();
+    auditor.shutdown().await.unwrap();
+    // Both keys together verify the whole log; the old key alone does not verify the new
+    // checkpoints.
+    verify_store(store.as_ref(), vec![old_v.clone(), new_v], &[], None)
+        .await
+        .unwrap();
+    assert!(
+        verify_store(store.as_ref(), vec![old_v], &[], None)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused() {
+    let store: Arc<dyn AuditStore> = Arc::new(MemoryAuditStore::new());
+    for cfg in [
+        AuditorConfig {
+            origin: String::new(),
+            ..config(1)
+        },
+        config(0),
+        AuditorConfig {
+            max_batch: 0,
+            ..config(1)
+        },
+        AuditorConfig {
+            queue_capacity: 0,
+            ..config(1)
+        },
+    ] {
+        assert!(matches!(
+            Auditor::start(store.clone(), key(), cfg).await,
+            Err(AuditError::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,277 @@
+//! Tests of the SQLite `AuditStore`: the backend-neutral conformance suite on in-memory and file
+//! databases, then what needs SQLite itself: the append-only triggers, durability settings, and
+//! tampering with rows underneath the verifier.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wardgate_audit::conformance::{self, sample_event};
+use wardgate_audit::verify::{self, CheckpointSource};
+use wardgate_audit::{AuditError, Auditor, AuditorConfig, SignerKey, VerifyError};
+
+use super::*;
+
+async fn file_store(dir: &Path) -> SqliteStore {
+    SqliteStore::open(&dir.join("wardgate.db")).await.unwrap()
+}
+
+#[tokio::test]
+async fn conformance_in_memory() {
+    conformance::suite(&SqliteStore::open_in_memory().await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn conformance_on_file() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::suite(&file_store(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn rows_cannot_be_updated_or_deleted() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let entries = store.append(vec![sample_event(1)]).await.unwrap();
+    let leaves: Vec<Hash> = entries.iter().map(|e| e.leaf_hash).collect();
+    store
+        .add_checkpoint(&conformance::checkpoint_for(&leaves, 1))
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE audit_entries SET actor_id = 'someone-else'",
+        "UPDATE audit_entries SET leaf_hash = zeroblob(32)",
+        "DELETE FROM audit_entries",
+        "DELETE FROM audit_entries WHERE seq = 0",
+        "UPDATE audit_checkpoints SET note = 'forged'",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        let err = sqlx::query(sql).execute(&store.pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(store.read_range(0, 10).await.unwrap(), entries);
+}
+
+#[tokio::test]
+async fn file_connections_commit_with_synchronous_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path()).await;
+    // FULL is 2: every commit fsyncs the WAL before returning.
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(sync, 2);
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+const ORIGIN: &str = "test/audit";
+
+/// A file store with 48 entries written through the `Auditor` (checkpoints every 8 sequential
+/// appends, so at 8, 16, ..., 48), and the key and witness notes.
+async fn written_log(dir: &Path) -> (SqliteStore, SignerKey, Vec<String>) {
+    let store = file_store(dir).await;
+    let key = SignerKey::generate(ORIGIN).unwrap();
+    let key_copy = SignerKey::parse(&key.to_private_string()).unwrap();
+    let witness = dir.join("witness.jsonl");
+    let config = AuditorConfig {
+        origin: ORIGIN.into(),
+        checkpoint_every: 8,
+        witness_path: Some(witness.clone()),
+        ..AuditorConfig::default()
+    };
+    let auditor = Auditor::start(Arc::new(store.clone()), key_copy, config)
+        .await
+        .unwrap();
+    for i in 0..48 {
+        assert_eq!(auditor.append(sample_event(i)).await.unwrap(), i);
+    }
+    auditor.shutdown().await.unwrap();
+    let notes = wardgate_audit::witness::read(&witness).unwrap().notes;
+    (store, key, notes)
+}
+
+async fn verify_live(
+    store: &SqliteStore,
+    key: &SignerKey,
+    witness: &[String],
+) -> Result<wardgate_audit::VerifyReport, VerifyError> {
+    verify::verify_store(store, vec![key.verifier()], witness, Some(ORIGIN.into())).await
+}
+
+async fn unlock(store: &SqliteStore) {
+    for t in ["audit_entries_no_update", "audit_entries_no_delete"] {
+        sqlx::query(AssertSqlSafe(format!("DROP TRIGGER {t}")))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_log_written_through_the_auditor_verifies_live_and_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, witness) = written_log(dir.path()).await;
+    let report = verify_live(&store, &key, &witness).await.unwrap();
+    assert_eq!((report.entries, report.proven), (48, 48));
+
+    let mut export = Vec::new();
+    let summary = wardgate_audit::export::write_export(&store, &mut export)
+        .await
+        .unwrap();
+    assert_eq!(summary.entries, 48);
+    let report = verify::verify_export(&export[..], vec![key.verifier()], &witness, None).unwrap();
+    assert_eq!(report.entries, 48);
+    assert_eq!(report.witness_checkpoints, witness.len());
+
+    // Reopening the file and restarting the writer continues the same tree.
+    store.close().await;
+    let store = file_store(dir.path()).await;
+    let auditor = Auditor::start(
+        Arc::new(store.clone()),
+        SignerKey::parse(&key.to_private_string()).unwrap(),
+        AuditorConfig {
+            origin: ORIGIN.into(),
+            ..AuditorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(auditor.append(sample_event(48)).await.unwrap(), 48);
+    auditor.shutdown().await.unwrap();
+    let report = verify_live(&store, &key, &witness).await.unwrap();
+    assert_eq!((report.entries, report.proven), (49, 49));
+}
+
+#[tokio::test]
+async fn an_altered_row_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, witness) = written_log(dir.path()).await;
+    unlock(&store).await;
+    // A canonical leaf for another event at the same position, stored hash left alone.
+    let forged = wardgate_audit::event::encode_leaf(17, &sample_event(999));
+    sqlx::query("UPDATE audit_entries SET leaf = $1 WHERE seq = 17")
+        .bind(forged)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let err = verify_live(&store, &key, &witness).await.unwrap_err();
+    assert_eq!(err, VerifyError::LeafHashMismatch { seq: 17 });
+}
+
+#[tokio::test]
+async fn a_deleted_row_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, witness) = written_log(dir.path()).await;
+    unlock(&store).await;
+    sqlx::query("DELETE FROM audit_entries WHERE seq = 9")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let err = verify_live(&store, &key, &witness).await.unwrap_err();
+    assert_eq!(err, VerifyError::OutOfSequence { seq: 9, found: 10 });
+}
+
+#[tokio::test]
+async fn swapped_rows_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, witness) = written_log(dir.path()).await;
+    unlock(&store).await;
+    // Swap the contents of rows 3 and 5 (leaf and hash together).
+    sqlx::query(
+        "UPDATE audit_entries SET \
+           leaf = (SELECT leaf FROM audit_entries a WHERE a.seq = 8 - audit_entries.seq), \
+           leaf_hash = (SELECT leaf_hash FROM audit_entries a WHERE a.seq = 8 - audit_entries.seq) \
+         WHERE seq IN (3, 5)",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let err = verify_live(&store, &key, &witness).await.unwrap_err();
+    assert_eq!(err.first_bad_seq(), Some(3), "{err}");
+}
+
+#[tokio::test]
+async fn a_rewritten_row_with_its_hash_fails_at_the_covering_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, witness) = written_log(dir.path()).await;
+    unlock(&store).await;
+    let (entry, leaf) = wardgate_audit::AuditEntry::prepare(30, sample_event(777));
+    sqlx::query("UPDATE audit_entries SET leaf = $1, leaf_hash = $2 WHERE seq = 30")
+        .bind(leaf)
+        .bind(entry.leaf_hash.0.to_vec())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let err = verify_live(&store, &key, &witness).await.unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::RootMismatch {
+            first_unproven: 24,
+            size: 32,
+            which: CheckpointSource::Log
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_log_is_named_and_the_writer_refuses_to_extend_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, witness) = written_log(dir.path()).await;
+    unlock(&store).await;
+    sqlx::query("DELETE FROM audit_entries WHERE seq >= 40")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let err = verify_live(&store, &key, &witness).await.unwrap_err();
+    assert!(
+        matches!(err, VerifyError::Truncated { seq: 40, .. }),
+        "{err}"
+    );
+    let result = Auditor::start(
+        Arc::new(store.clone()),
+        key,
+        AuditorConfig {
+            origin: ORIGIN.into(),
+            ..AuditorConfig::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(result, Err(AuditError::Inconsistent(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_old_checkpoint_is_inconsistent_with_a_rewritten_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, _) = written_log(dir.path()).await;
+    let old = store.checkpoints(16, 1).await.unwrap().remove(0);
+    let old = wardgate_audit::SignedCheckpoint::open(&old.note, &[key.verifier()], None)
+        .unwrap()
+        .checkpoint;
+    verify::prove_consistency_in_store(&old, &store)
+        .await
+        .unwrap();
+    unlock(&store).await;
+    let (entry, leaf) = wardgate_audit::AuditEntry::prepare(2, sample_event(555));
+    sqlx::query("UPDATE audit_entries SET leaf = $1, leaf_hash = $2 WHERE seq = 2")
+        .bind(leaf)
+        .bind(entry.leaf_hash.0.to_vec())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let err = verify::prove_consistency_in_store(&old, &store)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            verify::ConsistencyError::Rewritten { old_size: 16, .. }
+        ),
+        "{err}"
+    );
+}
