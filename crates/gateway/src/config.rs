@@ -2,13 +2,17 @@
 //! environment overrides, validated into the typed [`Config`] the service runs on. Every error
 //! names the key and the reason, so a bad file fails at start, not at the first request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use wardgate_backends::BackendKind;
+use wardgate_phi::CategorySet;
+
+pub use crate::audit::AuditSettings;
+pub use crate::phi_guard::{PhiMode, PhiPolicy, PhiRule};
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +56,62 @@ pub struct RawConfig {
     #[serde(default)]
     pub engine: RawEngine,
     #[serde(default)]
+    pub phi: RawPhi,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
     pub backends: Vec<RawBackend>,
     #[serde(default)]
     pub models: Vec<RawModel>,
+}
+
+/// The tamper-evident audit log. It has no off switch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// The Ed25519 key that signs checkpoints, created (mode 0600) on first start when
+    /// missing. Default `audit-signing.key` beside the SQLite database.
+    pub signing_key_file: Option<PathBuf>,
+    /// Append-only file receiving a copy of every checkpoint, standing in for an external
+    /// witness. Default `audit-witness.log` beside the SQLite database.
+    pub witness_file: Option<PathBuf>,
+    /// The log's name, the first line of each checkpoint. Default `wardgate/audit`.
+    pub origin: Option<String>,
+    /// Sign a checkpoint after this many events. Default 1000.
+    pub checkpoint_every: Option<u64>,
+    /// ... or after this long when anything was appended. Default `10s`.
+    pub checkpoint_interval: Option<String>,
+}
+
+/// The PHI guard (see `phi_guard.rs`). Log lines and error bodies are always redacted; this
+/// decides what happens to PHI in prompts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPhi {
+    /// `off` (default), `deidentify` (PHI replaced by tokens before the backend, restored in
+    /// the answer) or `block` (refused with 400), for tenants and models without a rule.
+    pub mode: Option<String>,
+    /// Categories that make `block` refuse, e.g. `["SSN", "MRN"]`. Default: every category.
+    pub block_categories: Option<Vec<String>>,
+    /// Lowest detector score counted as PHI, 0 to 1. Default 0.5.
+    pub min_score: Option<f32>,
+    /// Rules for tenants, by tenant name.
+    #[serde(default)]
+    pub tenants: Vec<RawPhiRule>,
+    /// Rules for public model names.
+    #[serde(default)]
+    pub models: Vec<RawPhiRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPhiRule {
+    /// Tenant or public model name.
+    pub name: String,
+    /// `off`, `deidentify` or `block`.
+    pub mode: String,
+    /// As `phi.block_categories`; default: the top-level list.
+    pub block_categories: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,6 +350,8 @@ pub struct Config {
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
     pub engine: EngineSettings,
+    pub phi: PhiPolicy,
+    pub audit: AuditSettings,
     pub backends: Vec<BackendConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -371,6 +430,15 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
             Some(v.parse().map_err(|_| {
                 ConfigError::new("WARDGATE_RATE_LIMIT_RPM", "must be a whole number")
             })?);
+    }
+    if let Some(v) = env("WARDGATE_AUDIT_KEY") {
+        raw.audit.signing_key_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("WARDGATE_AUDIT_WITNESS") {
+        raw.audit.witness_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("WARDGATE_PHI_MODE") {
+        raw.phi.mode = Some(v);
     }
     if let Some(v) = env("WARDGATE_MODELS") {
         raw.engine.models_dir = Some(PathBuf::from(v));
@@ -745,15 +813,65 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         None => 3,
     };
 
+    let sqlite_path = raw
+        .storage
+        .sqlite_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("data/wardgate.db"));
+    let beside_db = |name: &str| {
+        sqlite_path
+            .parent()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|| PathBuf::from(name))
+    };
+    let audit = AuditSettings {
+        signing_key_file: raw
+            .audit
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| beside_db("audit-signing.key")),
+        witness_file: raw
+            .audit
+            .witness_file
+            .clone()
+            .unwrap_or_else(|| beside_db("audit-witness.log")),
+        origin: raw
+            .audit
+            .origin
+            .clone()
+            .unwrap_or_else(|| "wardgate/audit".to_owned()),
+        checkpoint_every: match raw.audit.checkpoint_every {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "audit.checkpoint_every",
+                    "must be greater than zero",
+                ));
+            }
+            Some(n) => n,
+            None => 1000,
+        },
+        checkpoint_interval: duration(
+            "audit.checkpoint_interval",
+            raw.audit.checkpoint_interval.as_deref(),
+            Duration::from_secs(10),
+        )?,
+    };
+    if audit.origin.is_empty()
+        || audit.origin.len() > 256
+        || audit.origin.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err(ConfigError::new(
+            "audit.origin",
+            "must be 1-256 printable characters without spaces",
+        ));
+    }
+
     Ok(Config {
         listen,
         request_timeout,
         first_token_timeout,
         shutdown_grace,
-        sqlite_path: raw
-            .storage
-            .sqlite_path
-            .unwrap_or_else(|| PathBuf::from("data/wardgate.db")),
+        sqlite_path,
         log_format,
         log_level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
         limits,
@@ -780,8 +898,84 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             Duration::from_secs(10),
         )?,
         engine,
+        phi: phi_policy(&raw.phi)?,
+        audit,
         backends,
         models,
+    })
+}
+
+fn phi_mode(key: &str, v: &str) -> Result<PhiMode, ConfigError> {
+    PhiMode::parse(v).ok_or_else(|| {
+        ConfigError::new(key, format!("`{v}` is not `off`, `deidentify` or `block`"))
+    })
+}
+
+fn phi_categories(key: &str, v: &[String]) -> Result<CategorySet, ConfigError> {
+    if v.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            "must name at least one category (leave it out for all)",
+        ));
+    }
+    v.iter().try_fold(CategorySet::empty(), |set, name| {
+        name.parse::<wardgate_phi::Category>()
+            .map(|c| set.with(c))
+            .map_err(|_| {
+                let known: Vec<&str> = wardgate_phi::Category::ALL
+                    .iter()
+                    .map(|c| c.name())
+                    .collect();
+                ConfigError::new(
+                    key,
+                    format!(
+                        "`{name}` is not a PHI category; known: {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+    })
+}
+
+fn phi_policy(raw: &RawPhi) -> Result<PhiPolicy, ConfigError> {
+    let block = match &raw.block_categories {
+        Some(v) => phi_categories("phi.block_categories", v)?,
+        None => CategorySet::all(),
+    };
+    let default = PhiRule {
+        mode: phi_mode("phi.mode", raw.mode.as_deref().unwrap_or("off"))?,
+        block,
+    };
+    let min_score = raw.min_score.unwrap_or(wardgate_phi::DEFAULT_MIN_SCORE);
+    if !(0.0..=1.0).contains(&min_score) {
+        return Err(ConfigError::new("phi.min_score", "must be between 0 and 1"));
+    }
+    let rules =
+        |what: &str, list: &[RawPhiRule]| -> Result<HashMap<String, PhiRule>, ConfigError> {
+            let mut out = HashMap::new();
+            for (i, r) in list.iter().enumerate() {
+                let key = format!("phi.{what}[{i}]");
+                let rule = PhiRule {
+                    mode: phi_mode(&format!("{key}.mode"), &r.mode)?,
+                    block: match &r.block_categories {
+                        Some(v) => phi_categories(&format!("{key}.block_categories"), v)?,
+                        None => block,
+                    },
+                };
+                if out.insert(r.name.clone(), rule).is_some() {
+                    return Err(ConfigError::new(
+                        format!("{key}.name"),
+                        format!("`{}` has two rules", r.name),
+                    ));
+                }
+            }
+            Ok(out)
+        };
+    Ok(PhiPolicy {
+        default,
+        tenants: rules("tenants", &raw.tenants)?,
+        models: rules("models", &raw.models)?,
+        min_score,
     })
 }
 

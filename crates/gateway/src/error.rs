@@ -57,6 +57,12 @@ pub enum ApiError {
     Backend(#[from] BackendError),
     #[error("storage unavailable")]
     StorageUnavailable,
+    /// The PHI guard refused the request: the categories found, never the values.
+    #[error("the request carries PHI")]
+    PhiBlocked(Vec<wardgate_phi::Category>),
+    /// The audit log could not commit the start of the request: it fails closed.
+    #[error("audit unavailable")]
+    AuditUnavailable,
 }
 
 impl From<BadRequest> for ApiError {
@@ -179,12 +185,28 @@ impl ApiError {
                 Some("timeout"),
                 "The model server did not answer in time.".into(),
             ),
-            ApiError::StorageUnavailable => r(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                None,
-                "The service is temporarily unavailable.".into(),
-            ),
+            ApiError::StorageUnavailable | ApiError::AuditUnavailable => Rendered {
+                retry_after: Some(1),
+                ..r(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    None,
+                    "The service is temporarily unavailable.".into(),
+                )
+            },
+            ApiError::PhiBlocked(categories) => {
+                let names: Vec<&str> = categories.iter().map(|c| c.name()).collect();
+                r(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("phi_detected"),
+                    format!(
+                        "The request contains protected health information ({}), which this \
+                         model does not accept. Remove it or use a model approved for PHI.",
+                        names.join(", ")
+                    ),
+                )
+            }
             ApiError::Backend(e) => match e {
                 BackendError::Timeout => ApiError::Timeout.render(),
                 BackendError::CircuitOpen | BackendError::Connect(_) => {
@@ -263,6 +285,8 @@ impl ApiError {
             ApiError::BackendUnavailable => "backend_unavailable",
             ApiError::Timeout => "timeout",
             ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::PhiBlocked(_) => "phi_blocked",
+            ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::Backend(e) => match e {
                 BackendError::Connect(_) => "backend_connect",
                 BackendError::Timeout => "backend_timeout",
@@ -279,7 +303,10 @@ impl ApiError {
     }
 
     pub fn to_response(&self, front: Front) -> Response {
-        let r = self.render();
+        let mut r = self.render();
+        // Messages are written not to quote the client, but some carry a parser's detail
+        // (which can): every error body passes through the redactor.
+        r.message = wardgate_phi::Detector::shared().redact(&r.message);
         if r.status.is_server_error() {
             // The cause, once, as a fixed reason; upstream text stays out because it can echo
             // the prompt.

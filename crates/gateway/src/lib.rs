@@ -1,15 +1,18 @@
 //! The public HTTP service of wardgate: configuration, the request path (router, middleware,
 //! handlers), and the background work that keeps the model catalog current.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod llm;
+pub mod phi_guard;
 pub mod policy;
 pub mod ratelimit;
 pub mod record;
+pub mod redact_log;
 pub mod router;
 pub mod state;
 pub mod stream;
@@ -168,6 +171,7 @@ where
         .then(|| Arc::new(auth::KeyCache::new(config.key_cache_ttl, 100_000)));
     // With nothing to preload the service is ready as soon as its backends are.
     let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
+    let config_phi = config.phi.clone();
     AppState {
         config: Arc::new(config),
         catalog: Arc::new(catalog),
@@ -177,6 +181,8 @@ where
         key_cache,
         engine,
         preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
+        phi: Arc::new(phi_guard::PhiGuard::new(config_phi)),
+        audit: None,
     }
 }
 

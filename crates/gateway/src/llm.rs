@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -52,8 +52,8 @@ pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
         .merge(signed)
-        .with_state(state)
-        .layer(from_fn(record::observe))
+        .with_state(state.clone())
+        .layer(from_fn_with_state(state, record::observe))
 }
 
 async fn not_found() -> Response {

@@ -3,15 +3,22 @@
 //! exactly once, when the response body is finished or dropped — so a streamed answer is logged
 //! with its final token counts, and a client that went away is logged as `client_abort`.
 //!
+//! The same moment produces the request's one terminal audit event. The last frame of the
+//! body (or its end) is held back until that event is committed, so a client never holds a
+//! complete response whose audit event could still be lost; if the commit fails, the body
+//! ends in an error instead (fail closed).
+//!
 //! Invariant: no field here ever holds prompt or completion text.
 
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -19,7 +26,10 @@ use bytes::Bytes;
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
+use wardgate_audit::{ActorKind, AuditEvent, Auditor, AuthMethod, EventType, Timestamp};
+
 use crate::error::ErrorReason;
+use crate::state::AppState;
 
 /// How a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +53,20 @@ impl Outcome {
             Outcome::ClientAbort => "client_abort",
         }
     }
+
+    fn audit(self) -> wardgate_audit::Outcome {
+        match self {
+            Outcome::Allow => wardgate_audit::Outcome::Allow,
+            Outcome::Deny => wardgate_audit::Outcome::Deny,
+            Outcome::Error => wardgate_audit::Outcome::Error,
+            Outcome::ClientAbort => wardgate_audit::Outcome::ClientAbort,
+        }
+    }
 }
+
+/// Routes that touch nothing and are polled by orchestrators every few seconds: they are
+/// logged but not audited.
+const UNAUDITED_ROUTES: [&str; 2] = ["/health", "/ready"];
 
 #[derive(Debug, Default)]
 struct Fields {
@@ -58,6 +81,8 @@ struct Fields {
     status: u16,
     reason: Option<&'static str>,
     stream_failed: bool,
+    /// The model name resolved to a route the principal may use.
+    model_resolved: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +91,7 @@ pub struct RequestRecord {
     pub method: String,
     pub route: String,
     pub started: Instant,
+    pub source_ip: Option<IpAddr>,
     fields: Mutex<Fields>,
 }
 
@@ -82,6 +108,11 @@ impl RequestRecord {
 
     pub fn set_model(&self, model: &str) {
         self.lock().model = Some(model.to_owned());
+    }
+
+    /// The model name is a real one this principal may use (so it is not client free text).
+    pub fn set_model_resolved(&self) {
+        self.lock().model_resolved = true;
     }
 
     pub fn set_served(&self, backend: &str, upstream_model: &str, attempts: u32) {
@@ -104,7 +135,47 @@ impl RequestRecord {
         f.reason = Some(reason);
     }
 
-    fn emit(&self, completed: bool) {
+    /// An audit event of this request as known now.
+    pub fn audit_event(&self, event_type: EventType) -> AuditEvent {
+        let f = self.lock();
+        self.event_from(&f, event_type, None)
+    }
+
+    fn event_from(
+        &self,
+        f: &Fields,
+        event_type: EventType,
+        outcome: Option<Outcome>,
+    ) -> AuditEvent {
+        let (actor, kind, method) = match &f.key_id {
+            Some(k) => (k.as_str(), ActorKind::Service, Some(AuthMethod::ApiKey)),
+            None => ("anonymous", ActorKind::Anonymous, None),
+        };
+        let mut e = AuditEvent::new(Timestamp::now(), event_type, actor, kind);
+        e.auth_method = method;
+        e.tenant = f.tenant.clone();
+        e.key_id = f.key_id.clone();
+        e.source_ip = self.source_ip;
+        e.request_id = Some(self.request_id.clone());
+        e.route = Some(self.route.clone());
+        // Only a model name that resolved is recorded: a client-typed unknown name could hold
+        // anything.
+        e.model = f.model.clone().filter(|_| f.model_resolved);
+        e.backend = f.backend.clone().filter(|b| !b.is_empty());
+        if let Some(o) = outcome {
+            e.outcome = Some(o.audit());
+            e.http_status = Some(f.status);
+            e.deny_reason = f.reason.map(str::to_owned);
+            e.tokens_in = Some(f.tokens_in);
+            e.tokens_out = Some(f.tokens_out);
+            e.latency_ms =
+                Some(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        }
+        e
+    }
+
+    /// Writes the log line and returns the terminal audit event (none for unaudited routes).
+    fn emit(&self, completed: bool) -> Option<AuditEvent> {
         let f = self.lock();
         let outcome = if !completed {
             Outcome::ClientAbort
@@ -135,12 +206,21 @@ impl RequestRecord {
             latency_ms = format_args!("{latency_ms:.3}"),
             "request"
         );
+        if UNAUDITED_ROUTES.contains(&self.route.as_str()) {
+            return None;
+        }
+        let event_type = if f.key_id.is_none() && f.status == 401 {
+            EventType::AuthFailure
+        } else {
+            EventType::Request
+        };
+        Some(self.event_from(&f, event_type, Some(outcome)))
     }
 }
 
 /// Middleware: creates the record, tags the response with `x-request-id`, and ties the log
 /// line to the end of the response body.
-pub async fn observe(mut req: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -151,6 +231,10 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         method: req.method().as_str().to_owned(),
         route,
         started: Instant::now(),
+        source_ip: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
         fields: Mutex::new(Fields::default()),
     });
     req.extensions_mut().insert(record.clone());
@@ -179,18 +263,79 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&record.request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    let audit = state.audit.clone();
+    // Only an answer carrying data waits for its audit event: a refusal has nothing to hold
+    // back, and waiting would let a flood of refusals queue on the audit log.
+    let hold_last_frame = resp.status().is_success();
     resp.map(|body| {
         Body::new(LoggedBody {
             inner: body,
             record: Some(record),
+            audit,
+            hold_last_frame,
+            held: None,
+            pending: None,
+            inner_done: false,
         })
     })
 }
 
-/// A response body that writes the request's log line when it ends or is dropped.
+type Commit = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Queues an event for the audit log at once (so it is in the writer's queue before the
+/// response ends, and before any shutdown that follows), returning the wait for its commit.
+/// Dropping the wait does not withdraw the event.
+fn commit(audit: &Auditor, event: AuditEvent) -> Commit {
+    let backup = event.clone();
+    match audit.try_submit(event) {
+        Ok(pending) => Box::pin(async move { pending.await.map(drop).map_err(|e| e.to_string()) }),
+        Err(wardgate_audit::AuditError::Busy) => {
+            // The queue is full: wait for room on a task of its own, so the event is still
+            // committed if the body is dropped meanwhile.
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return Box::pin(std::future::ready(Err("audit queue full".to_owned())));
+            };
+            let audit = audit.clone();
+            let task = rt.spawn(async move { audit.append(backup).await });
+            Box::pin(async move {
+                match task.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        }
+        Err(e) => Box::pin(std::future::ready(Err(e.to_string()))),
+    }
+}
+
+/// A response body that writes the request's log line and audit event when it ends or is
+/// dropped, and holds its last frame until the audit event is committed.
 struct LoggedBody {
     inner: Body,
     record: Option<Arc<RequestRecord>>,
+    audit: Option<Auditor>,
+    /// Whether the end of the body waits for the audit commit (successful answers).
+    hold_last_frame: bool,
+    /// The last data frame, waiting for the audit commit.
+    held: Option<http_body::Frame<Bytes>>,
+    pending: Option<Commit>,
+    inner_done: bool,
+}
+
+impl LoggedBody {
+    /// Ends the record: the log line now, and the audit commit to wait for.
+    fn finish(&mut self, completed: bool) {
+        if let Some(r) = self.record.take()
+            && let Some(event) = r.emit(completed)
+            && let Some(a) = &self.audit
+        {
+            let pending = commit(a, event);
+            if self.hold_last_frame {
+                self.pending = Some(pending);
+            }
+        }
+    }
 }
 
 impl http_body::Body for LoggedBody {
@@ -201,26 +346,64 @@ impl http_body::Body for LoggedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(r) = self.record.take() {
-                    r.emit(true);
+        let this = &mut *self;
+        loop {
+            if let Some(p) = this.pending.as_mut() {
+                let committed = std::task::ready!(p.as_mut().poll(cx));
+                this.pending = None;
+                if let Err(e) = committed {
+                    // Fail closed: the client must not see a complete answer that the audit
+                    // log does not hold.
+                    this.held = None;
+                    this.inner_done = true;
+                    tracing::error!(error = %e, "audit commit failed; response aborted");
+                    return Poll::Ready(Some(Err(axum::Error::new(e))));
+                }
+                if let Some(frame) = this.held.take() {
+                    return Poll::Ready(Some(Ok(frame)));
                 }
             }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(r) = self.record.take() {
-                    r.set_stream_failed("body_error");
-                    r.emit(true);
+            if this.inner_done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.inner_done = true;
+                    this.finish(true);
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if this.record.is_some() && this.inner.is_end_stream() {
+                        // The last frame: held until the record's audit event is committed.
+                        this.inner_done = true;
+                        this.held = Some(frame);
+                        this.finish(true);
+                        if this.pending.is_none() {
+                            return Poll::Ready(this.held.take().map(Ok));
+                        }
+                    } else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(r) = this.record.as_ref() {
+                        r.set_stream_failed("body_error");
+                    }
+                    this.finish(true);
+                    // The error ends the body anyway; its audit event commits on its own.
+                    this.pending = None;
+                    this.inner_done = true;
+                    return Poll::Ready(Some(Err(e)));
                 }
             }
-            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.record.is_none()
+            && self.pending.is_none()
+            && self.held.is_none()
+            && (self.inner_done || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -230,11 +413,12 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        if let Some(r) = self.record.take() {
+        if self.record.is_some() {
             // Hyper drops a body it has fully sent without polling it to the end when the
             // size was known up front; only an unfinished body is an abort.
-            let complete = self.inner.is_end_stream();
-            r.emit(complete);
+            let complete = self.inner_done || self.inner.is_end_stream();
+            // The commit runs on its own task; nobody waits for it any more.
+            self.finish(complete);
         }
     }
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, Response, StatusCode, header};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
@@ -52,14 +52,14 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready));
 
-    public.merge(authenticated).with_state(state).layer(
+    public.merge(authenticated).with_state(state.clone()).layer(
         ServiceBuilder::new()
             // Outermost: a panic anywhere below becomes a generic 500, never a stack trace in
             // a body or a dropped connection.
             .layer(CatchPanicLayer::custom(panic_response))
             // One record and one log line per request, tied to the end of the response body;
             // sits above auth so denials are logged too.
-            .layer(from_fn(record::observe))
+            .layer(from_fn_with_state(state.clone(), record::observe))
             // Credentials are marked sensitive so no tracing layer ever prints them.
             .layer(SetSensitiveRequestHeadersLayer::new([
                 header::AUTHORIZATION,

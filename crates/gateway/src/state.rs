@@ -23,9 +23,21 @@ pub struct AppState {
     pub engine: Option<Arc<wardgate_engine::Engine>>,
     /// Set once the preload models are loaded; `/ready` waits for it.
     pub preloaded: Arc<std::sync::atomic::AtomicBool>,
+    /// The PHI guard with its per-tenant and per-model policy.
+    pub phi: Arc<crate::phi_guard::PhiGuard>,
+    /// The audit log writer. Always set by `wardgate serve`; `None` only in library tests
+    /// that build a state without one.
+    pub audit: Option<wardgate_audit::Auditor>,
 }
 
 impl AppState {
+    /// The same state, writing the audit log with `auditor`.
+    #[must_use]
+    pub fn with_audit(mut self, auditor: wardgate_audit::Auditor) -> AppState {
+        self.audit = Some(auditor);
+        self
+    }
+
     /// The route for a client-supplied model name, if the name is well formed, exists, and the
     /// principal may use it. A model the key may not use is answered exactly like a model that
     /// does not exist, so keys cannot probe the catalog.

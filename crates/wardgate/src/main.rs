@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use wardgate_audit::{AuditFilter, AuditStore as _, EventType, Outcome, Timestamp};
 use wardgate_gateway::config::LogFormat;
 use wardgate_gateway::{Config, ConfigError};
 use wardgate_store::{KeyStore, NewKeySpec, SqliteStore};
@@ -42,11 +43,31 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// The tamper-evident audit log: export, verify, query, and the checkpoint signing key.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Validate a config file without starting anything.
     CheckConfig {
         /// The file to check (defaults to --config).
         file: Option<PathBuf>,
     },
+    /// Find or redact PHI (the 18 HIPAA Safe Harbor identifiers) in text; no config needed.
+    Phi {
+        #[command(subcommand)]
+        command: PhiCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PhiCommand {
+    /// Print one JSON object per finding (category, byte start/end, text, score; and file
+    /// when several files are given). Reads standard input when no file is given.
+    Scan { files: Vec<PathBuf> },
+    /// Print the text with each finding replaced by `[CATEGORY]`. Reads standard input when
+    /// no file is given.
+    Redact { files: Vec<PathBuf> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +102,77 @@ enum ModelsCommand {
         #[arg(long)]
         name: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Write the whole log as JSON Lines: a header, the signed checkpoints, then every entry.
+    Export {
+        /// File to create (owner-only; never overwritten). Default: standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check the log with only the public key: every entry's hash, every signed root, and the
+    /// witness's checkpoints. Exits non-zero naming the first bad entry.
+    Verify {
+        /// An export file to check (default: the live database).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// The checkpoint public key: `name+id+key`, or a file holding it. Repeat for keys used
+        /// before a rotation.
+        #[arg(long = "public-key", required = true)]
+        public_key: Vec<String>,
+        /// The witness file the gateway appends checkpoints to.
+        #[arg(long)]
+        witness: Option<PathBuf>,
+        /// The log's origin (default: the first checkpoint's).
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Print matching entries as JSON Lines, oldest first.
+    Query {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// allow, deny, error or client_abort.
+        #[arg(long)]
+        outcome: Option<Outcome>,
+        /// request_start, request, auth_failure, lockout, break_glass, config_change, ...
+        #[arg(long)]
+        event_type: Option<EventType>,
+        #[arg(long)]
+        request_id: Option<String>,
+        /// From this time on (RFC 3339, e.g. 2025-01-31T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<Timestamp>,
+        /// Before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<Timestamp>,
+        /// Only entries after this sequence number (for paging).
+        #[arg(long)]
+        after_seq: Option<u64>,
+        /// At most this many (1 to 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Create an Ed25519 checkpoint signing key file (mode 0600) and print its public key.
+    Keygen {
+        /// The key file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name, conventionally the log's origin.
+        #[arg(long, default_value = "wardgate/audit")]
+        name: String,
+    },
+    /// Print the public key of the gateway's checkpoint signing key (`audit.signing_key_file`),
+    /// to give to auditors for `verify`.
+    PublicKey,
+}
+
+fn parse_time(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(text)
+        .ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2025-01-31T00:00:00Z"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,10 +279,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(cli.config.as_deref(), command).await,
+        Command::Audit { command } => audit(cli.config.as_deref(), command).await,
         Command::Serve => serve(cli.config.as_deref()).await,
         Command::Llm => llm(cli.config.as_deref()).await,
         Command::Models { command } => models(cli.config.as_deref(), command).await,
+        Command::Phi { command } => phi(command),
     }
+}
+
+/// The inputs of `wardgate phi`: each file, or standard input, as UTF-8 text with its name.
+fn phi_inputs(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    if files.is_empty() {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+            .context("cannot read standard input")?;
+        return Ok(vec![(
+            "<stdin>".to_owned(),
+            wardgate_phi::cli::decode_input("<stdin>", bytes)?,
+        )]);
+    }
+    files
+        .iter()
+        .map(|f| {
+            let name = f.display().to_string();
+            let bytes = std::fs::read(f).with_context(|| format!("cannot read {name}"))?;
+            let text = wardgate_phi::cli::decode_input(&name, bytes)?;
+            Ok((name, text))
+        })
+        .collect()
+}
+
+/// `wardgate phi scan|redact`.
+fn phi(command: PhiCommand) -> anyhow::Result<()> {
+    let detector = wardgate_phi::Detector::shared();
+    match command {
+        PhiCommand::Scan { files } => {
+            let several = files.len() > 1;
+            for (name, text) in phi_inputs(&files)? {
+                let file = several.then_some(name.as_str());
+                for line in wardgate_phi::cli::scan_lines(detector, &text, file) {
+                    out(&line)?;
+                }
+            }
+        }
+        PhiCommand::Redact { files } => {
+            let mut stdout = std::io::stdout().lock();
+            for (_, text) in phi_inputs(&files)? {
+                stdout.write_all(detector.redact(&text).as_bytes())?;
+            }
+            stdout.flush()?;
+        }
+    }
+    Ok(())
 }
 
 async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()> {
@@ -291,6 +431,163 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
     Ok(())
 }
 
+async fn open_db(config: Option<&Path>) -> anyhow::Result<SqliteStore> {
+    let path = db_path(config)?;
+    SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))
+}
+
+/// Writes a warning to stderr (the binary's own diagnostics, not a log line).
+fn warn(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "wardgate: warning: {text}");
+}
+
+async fn audit(config: Option<&Path>, command: AuditCommand) -> anyhow::Result<()> {
+    use wardgate_audit::{export, keyfile, verify, witness};
+    match command {
+        AuditCommand::PublicKey => {
+            let config = load_config(config)?;
+            let path = &config.audit.signing_key_file;
+            let key = keyfile::read_signer_key(path).with_context(|| {
+                format!(
+                    "cannot read the audit signing key {} (it is created when `wardgate serve` \
+                     first starts)",
+                    path.display()
+                )
+            })?;
+            out(&key.verifier().to_string())?;
+        }
+        AuditCommand::Keygen { out: path, name } => {
+            let key = wardgate_audit::SignerKey::generate(&name)?;
+            keyfile::write_signer_key(&path, &key)?;
+            out(&format!(
+                "wrote the signing key to {} (keep it secret)\npublic key: {}",
+                path.display(),
+                key.verifier()
+            ))?;
+        }
+        AuditCommand::Export { out: path } => {
+            let store = open_db(config).await?;
+            let summary = match &path {
+                Some(path) => {
+                    let mut options = std::fs::OpenOptions::new();
+                    options.write(true).create_new(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                    let file = options
+                        .open(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut writer = std::io::BufWriter::new(file);
+                    let summary = export::write_export(&store, &mut writer).await?;
+                    writer.into_inner()?.sync_all()?;
+                    summary
+                }
+                None => {
+                    let stdout = std::io::stdout().lock();
+                    export::write_export(&store, std::io::BufWriter::new(stdout)).await?
+                }
+            };
+            if let Some(path) = path {
+                out(&format!(
+                    "exported {} entries and {} checkpoints to {}",
+                    summary.entries,
+                    summary.checkpoints,
+                    path.display()
+                ))?;
+            }
+            store.close().await;
+        }
+        AuditCommand::Verify {
+            export: export_path,
+            public_key,
+            witness: witness_path,
+            origin,
+        } => {
+            let keys = public_key
+                .iter()
+                .map(|k| keyfile::load_verifier(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let witness_notes = match &witness_path {
+                Some(p) => {
+                    let read = witness::read(p)
+                        .with_context(|| format!("cannot read the witness file {}", p.display()))?;
+                    if !read.skipped_lines.is_empty() {
+                        warn(&format!(
+                            "{}: skipped unreadable lines {:?}",
+                            p.display(),
+                            read.skipped_lines
+                        ));
+                    }
+                    read.notes
+                }
+                None => Vec::new(),
+            };
+            let result = match &export_path {
+                Some(p) => {
+                    let file = std::fs::File::open(p)
+                        .with_context(|| format!("cannot open {}", p.display()))?;
+                    verify::verify_export(
+                        std::io::BufReader::new(file),
+                        keys,
+                        &witness_notes,
+                        origin,
+                    )
+                }
+                None => {
+                    let store = open_db(config).await?;
+                    let result = verify::verify_store(&store, keys, &witness_notes, origin).await;
+                    store.close().await;
+                    result
+                }
+            };
+            let report = result.context("audit log verification FAILED")?;
+            out(&format!(
+                "ok: {} entries, root {}; {} log and {} witness checkpoints verified; entries \
+                 0..{} proven by signature, {} after the last checkpoint",
+                report.entries,
+                report.root,
+                report.log_checkpoints,
+                report.witness_checkpoints,
+                report.proven,
+                report.unproven_tail()
+            ))?;
+        }
+        AuditCommand::Query {
+            actor,
+            tenant,
+            outcome,
+            event_type,
+            request_id,
+            since,
+            until,
+            after_seq,
+            limit,
+        } => {
+            let store = open_db(config).await?;
+            let entries = store
+                .query(&AuditFilter {
+                    actor_id: actor,
+                    tenant,
+                    outcome,
+                    event_type,
+                    request_id,
+                    since,
+                    until,
+                    after_seq,
+                    limit: Some(limit),
+                })
+                .await?;
+            for entry in &entries {
+                out(&export::entry_line(entry))?;
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
 fn init_logging(config: &Config) {
     // llama.cpp narrates every load at info level; keep it to errors unless asked for.
     let level = if config.log_level.contains("llama_cpp_2") {
@@ -302,7 +599,11 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Every line passes through the PHI redactor on its way out.
+        .with_writer(wardgate_gateway::redact_log::RedactingMakeWriter::new(
+            std::io::stderr,
+        ));
+    wardgate_gateway::redact_log::install_panic_hook();
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -325,7 +626,11 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     let catalog = wardgate_gateway::build_catalog(&config, engine.as_ref())?;
     let listen = config.listen;
-    let state = wardgate_gateway::build_state(config, catalog, engine, store);
+    let auditor = wardgate_gateway::audit::start(&config.audit, store.clone())
+        .await
+        .context("the audit log is required and could not start")?;
+    let state =
+        wardgate_gateway::build_state(config, catalog, engine, store).with_audit(auditor.clone());
     if wardgate_gateway::refresh_backends(&state).await == 0 {
         let names: Vec<String> = state
             .config
@@ -350,6 +655,10 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         wardgate_gateway::preload(&preload_state).await;
     });
     wardgate_gateway::serve(state, listener, shutdown_signal()).await?;
+    // Commits what is queued and signs a final checkpoint.
+    if let Err(e) = auditor.shutdown().await {
+        tracing::error!(error = %e, "the audit log did not close cleanly");
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use wardgate_backends::{EventStream, Route, Served};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::phi_guard;
 use crate::policy::{self, Checked, ParamNames};
 use crate::record::RequestRecord;
 use crate::state::AppState;
@@ -71,7 +72,9 @@ pub(crate) async fn begin(
 ) -> Result<Arc<Route>, ApiError> {
     check_rate(state, p).await?;
     record.set_model(public);
-    state.route_for(p, public)
+    let route = state.route_for(p, public)?;
+    record.set_model_resolved();
+    Ok(route)
 }
 
 /// A generation to run.
@@ -84,6 +87,7 @@ pub(crate) enum Job {
 /// backend's event stream with what it is measured against.
 pub(crate) async fn run_generation(
     state: &AppState,
+    p: &Principal,
     record: &Arc<RequestRecord>,
     route: &Route,
     job: &mut Job,
@@ -94,6 +98,12 @@ pub(crate) async fn run_generation(
         Job::Chat(r) => policy::check_chat(limits, route, r, names)?,
         Job::Complete(r) => policy::check_completion(limits, route, r, names)?,
     };
+    let mut texts = match job {
+        Job::Chat(r) => phi_guard::chat_texts(r),
+        Job::Complete(r) => phi_guard::completion_texts(r),
+    };
+    let pseudonyms = guard(state, p, route, &mut texts)?;
+    before_backend(state, record).await?;
     let deadline = deadline(state, record);
     let limit = first_token_limit(state, deadline);
     let walk = async {
@@ -106,7 +116,49 @@ pub(crate) async fn run_generation(
         .await
         .map_err(|_| ApiError::Timeout)??;
     note_served(record, route, &served);
+    let events = match pseudonyms {
+        Some(map) => phi_guard::reidentify(events, map),
+        None => events,
+    };
     Ok((events, drive(state, record, checked.prompt_tokens), checked))
+}
+
+/// The PHI guard's rule for this tenant and model, applied to the texts a backend would see.
+fn guard(
+    state: &AppState,
+    p: &Principal,
+    route: &Route,
+    texts: &mut [&mut String],
+) -> Result<Option<Arc<wardgate_phi::Pseudonymizer>>, ApiError> {
+    let rule = state.phi.policy.rule_for(&p.tenant, &route.name);
+    state
+        .phi
+        .apply(rule, texts)
+        .map_err(|blocked| ApiError::PhiBlocked(blocked.0))
+}
+
+/// The last step before a backend is called: the audit log commits that the request is
+/// going out, or the request fails closed.
+pub(crate) async fn before_backend(
+    state: &AppState,
+    record: &Arc<RequestRecord>,
+) -> Result<(), ApiError> {
+    crate::audit::commit_start(state, record).await
+}
+
+/// The PHI guard and the audit start for an embeddings request. Pseudonyms in embedding
+/// inputs are not restored (a vector has no text to restore them in); the backend embeds the
+/// de-identified text.
+pub(crate) async fn guard_embed(
+    state: &AppState,
+    p: &Principal,
+    record: &Arc<RequestRecord>,
+    route: &Route,
+    req: &mut wardgate_api::canonical::EmbedRequest,
+) -> Result<(), ApiError> {
+    let mut texts = phi_guard::embed_texts(req);
+    guard(state, p, route, &mut texts)?;
+    before_backend(state, record).await
 }
 
 /// Says in a header that a cap lowered what the client asked for.

@@ -51,8 +51,15 @@ pub async fn chat(
     if req.messages.is_empty() {
         return Ok(load_ack(LineKind::Chat, &public, req.keep_alive.as_ref()));
     }
-    let (events, drive, checked) =
-        run_generation(&state, &record, &route, &mut Job::Chat(req), policy::OLLAMA).await?;
+    let (events, drive, checked) = run_generation(
+        &state,
+        &p,
+        &record,
+        &route,
+        &mut Job::Chat(req),
+        policy::OLLAMA,
+    )
+    .await?;
     if streaming {
         let enc = OllamaLines::new(LineKind::Chat, public);
         let resp = stream::stream_response(events, enc, drive, stream::NDJSON);
@@ -93,7 +100,7 @@ pub async fn generate(
     }
     let mut job = Job::Complete(req);
     let (events, drive, checked) =
-        run_generation(&state, &record, &route, &mut job, policy::OLLAMA).await?;
+        run_generation(&state, &p, &record, &route, &mut job, policy::OLLAMA).await?;
     if streaming {
         let enc = OllamaLines::new(LineKind::Generate, public);
         let resp = stream::stream_response(events, enc, drive, stream::NDJSON);
@@ -151,7 +158,7 @@ async fn embed_common(
     state: &AppState,
     p: &Principal,
     record: &Arc<RequestRecord>,
-    req: EmbedRequest,
+    mut req: EmbedRequest,
 ) -> std::result::Result<wardgate_api::canonical::EmbedResponse, ApiError> {
     let route = begin(state, p, record, &req.model).await?;
     check_embed_inputs(state, &route, &req)?;
@@ -161,6 +168,7 @@ async fn embed_common(
             prompt_tokens: 0,
         });
     }
+    super::guard_embed(state, p, record, &route, &mut req).await?;
     let deadline = deadline(state, record);
     let timeout = deadline.saturating_duration_since(std::time::Instant::now());
     let (served, resp) = route.embed(&req, timeout).await?;

@@ -31,7 +31,7 @@ pub async fn chat(
     let route = begin(&state, &p, &record, &public).await?;
     let mut job = Job::Chat(body.into_canonical()?);
     let (events, drive, checked) =
-        run_generation(&state, &record, &route, &mut job, policy::OPENAI).await?;
+        run_generation(&state, &p, &record, &route, &mut job, policy::OPENAI).await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     if streaming {
@@ -68,7 +68,7 @@ pub async fn completions(
     let route = begin(&state, &p, &record, &public).await?;
     let mut job = Job::Complete(body.into_canonical()?);
     let (events, drive, checked) =
-        run_generation(&state, &record, &route, &mut job, policy::OPENAI).await?;
+        run_generation(&state, &p, &record, &route, &mut job, policy::OPENAI).await?;
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     if streaming {
@@ -107,8 +107,9 @@ pub async fn embeddings(
     let encoding = body.encoding()?;
     let public = body.model.clone();
     let route = begin(&state, &p, &record, &public).await?;
-    let req = body.into_canonical()?;
+    let mut req = body.into_canonical()?;
     super::ollama::check_embed_inputs(&state, &route, &req)?;
+    super::guard_embed(&state, &p, &record, &route, &mut req).await?;
     let deadline = deadline(&state, &record);
     let timeout = deadline.saturating_duration_since(std::time::Instant::now());
     let (served, resp) = route.embed(&req, timeout).await?;

@@ -133,6 +133,22 @@ chain = [{{ backend = "b0", model = "other" }}]
         }
     }
 
+    /// The same harness writing an audit log to `store` (checkpoints every `every` events).
+    pub async fn audited(mut self, store: Arc<dyn wardgate_audit::AuditStore>) -> Harness {
+        let key = wardgate_audit::SignerKey::generate("wardgate-test/audit").unwrap();
+        let config = wardgate_audit::AuditorConfig {
+            origin: "wardgate-test/audit".into(),
+            checkpoint_every: 1000,
+            ..wardgate_audit::AuditorConfig::default()
+        };
+        let auditor = wardgate_audit::Auditor::start(store, key, config)
+            .await
+            .unwrap();
+        self.state = self.state.clone().with_audit(auditor);
+        self.app = router(self.state.clone());
+        self
+    }
+
     pub async fn key_for(
         &self,
         models: &[&str],

@@ -1,0 +1,837 @@
+//! Person names. A run of capitalised words (with initials, particles such as `van` and
+//! `de`, hyphens and `O'`) is split where an ordinary word or a non-person proper noun sits,
+//! and each piece is scored from what its words are — census first name, census surname,
+//! common English word, place or brand, or unknown (most foreign names) — and what surrounds
+//! it: a title (`Dr.`), a label (`Name:`), a role (`wife`, `patient`, `seen by`), a
+//! credential after it (`, MD`), a verb after it (`said`), a sentence start (which makes a
+//! capital say nothing).
+//!
+//! Words that are both names and common words (`Rose`, `Will`, `Brown`) count as names only
+//! next to another name or with such context, which keeps `Brown stool` and `May I` out.
+
+use super::Scan;
+use crate::Category;
+use crate::dict::{self, WordInfo};
+use crate::lex::{Gap, Kind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    First,
+    Last,
+    /// Both a name and a common word.
+    Ambig,
+    /// In no list: most often a foreign or rare name, sometimes a brand or a place.
+    Unknown,
+    Initial,
+    /// A proper noun that is not a census name (a place, a brand, a famous surname): part
+    /// of a name next to other name words ("Ubul Csonka"), not a name alone ("Advil").
+    Proper,
+    NonName,
+}
+
+/// Up to six parts, on the stack: a chain is built for every capitalised word.
+struct PartList {
+    items: [Part; 6],
+    len: usize,
+}
+
+impl PartList {
+    fn new() -> Self {
+        PartList {
+            items: [Part::EMPTY; 6],
+            len: 0,
+        }
+    }
+    fn push(&mut self, p: Part) {
+        if self.len < self.items.len() {
+            self.items[self.len] = p;
+            self.len += 1;
+        }
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    fn last(&self) -> Option<Part> {
+        self.len.checked_sub(1).map(|i| self.items[i])
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    /// First and last token of the part (an initial includes its dot; `O'Neil` is one part).
+    from: usize,
+    to: usize,
+    class: Class,
+    info: WordInfo,
+}
+
+impl Part {
+    const EMPTY: Part = Part {
+        from: 0,
+        to: 0,
+        class: Class::NonName,
+        info: WordInfo {
+            flags: 0,
+            ctx: 0,
+            month: 0,
+        },
+    };
+}
+
+fn classify(info: WordInfo, all_upper: bool, len: usize) -> Class {
+    if len == 1 {
+        return Class::Initial;
+    }
+    let f = info.has(dict::FIRST);
+    let l = info.has(dict::LAST);
+    let en = info.has(dict::ENGLISH);
+    let non_person = dict::PROPER
+        | dict::MEDICAL
+        | dict::ORG
+        | dict::COUNTRY
+        | dict::STATE
+        | dict::MONTH
+        | dict::WEEKDAY
+        | dict::TITLE
+        | dict::STREET_SUFFIX
+        | dict::CREDENTIAL;
+    if info.has(non_person & !dict::PROPER) && !(f || l) {
+        return Class::NonName;
+    }
+    if info.has(dict::PROPER) && !(f || l) && !info.has(dict::ENGLISH) {
+        return Class::Proper;
+    }
+    if info.has(
+        dict::MEDICAL
+            | dict::MONTH
+            | dict::WEEKDAY
+            | dict::CREDENTIAL
+            | dict::PROPER
+            | dict::COUNTRY
+            | dict::STATE,
+    ) {
+        return if f || l { Class::Ambig } else { Class::NonName };
+    }
+    if all_upper && (len <= 3 || info.ctx != 0 || info.has(dict::ENGLISH) && !(f || l)) {
+        // Acronyms (RA, DEA, GU) and shouted headings.
+        return Class::NonName;
+    }
+    if all_upper && !(f || l) {
+        // A shouted word in no list: a name in a header ("PATIENT NAME: PUJADAS") when the
+        // context says so, not on its own.
+        return Class::Proper;
+    }
+    if len == 1 {
+        return Class::Initial;
+    }
+    match (f, l, en) {
+        (_, _, true) if f || l => Class::Ambig,
+        (_, _, true) => Class::NonName,
+        (true, _, false) => Class::First,
+        (false, true, false) => Class::Last,
+        _ => Class::Unknown,
+    }
+}
+
+/// A name starting at word token `i`. Returns the token to go on from (after the whole
+/// capitalised run, found or not).
+pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
+    let t = *scan.tok(i)?;
+    if t.kind != Kind::Word {
+        return None;
+    }
+    if t.is_cap() {
+        Some(chain(scan, i))
+    } else if t.is_lower() && line_start(scan, i) {
+        Some(lower_name(scan, i))
+    } else {
+        None
+    }
+}
+
+pub(super) fn line_start(scan: &Scan<'_>, i: usize) -> bool {
+    if i == 0 || scan.gap(i) >= Gap::Line {
+        return true;
+    }
+    // Quoting marks at a line start: "> name", "??? name".
+    let mut j = i;
+    while j > 0 && scan.kind(j - 1) == Some(Kind::Punct) && scan.gap(j) <= Gap::Space {
+        j -= 1;
+        if j == 0 || scan.gap(j) >= Gap::Line {
+            return matches!(scan.toks[j].ch, b'>' | b'?' | b'-' | b'*');
+        }
+    }
+    false
+}
+
+/// A name written in lower case at the start of a line (`naomi ryan`): a census first name
+/// that is not a common word, then a surname or an unknown word.
+fn lower_name(scan: &mut Scan<'_>, i: usize) -> usize {
+    lower_at(scan, i, 0.6).unwrap_or(i + 1)
+}
+
+/// A name written in lower case at word token `i`: a census first name that is not a common
+/// word, then (optionally an initial and) a surname or a word in no list; or, after a title
+/// or a name label, any word that is not English. `base` is the score of a first name with
+/// a surname; context raises it. Returns the token after the name.
+pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize> {
+    let t = *scan.tok(i)?;
+    if t.kind != Kind::Word || !t.is_lower() || t.len() < 2 {
+        return None;
+    }
+    let fi = scan.info_full(i);
+    if fi.has(dict::ENGLISH | dict::FUNCTION) {
+        return None;
+    }
+    let strong = title_before(scan, i) || label_before(scan, i) || role_before(scan, i);
+    let first = fi.has(dict::FIRST);
+    if !(first || strong || fi.has(dict::LAST) && weak_role_before(scan, i)) {
+        return None;
+    }
+    let mut k = i;
+    let mut j = i + 1;
+    if scan.gap(j) == Gap::Space
+        && scan.kind(j) == Some(Kind::Word)
+        && scan.toks[j].is_lower()
+        && scan.toks[j].len() == 1
+    {
+        j += if scan.is_punct(j + 1, b'.') { 2 } else { 1 }; // a middle initial
+    }
+    if scan.gap(j) == Gap::Space && scan.kind(j) == Some(Kind::Word) && scan.toks[j].is_lower() {
+        let li = scan.info_full(j);
+        if scan.toks[j].len() > 1
+            && (li.has(dict::LAST) || !li.has(dict::ENGLISH | dict::PROPER | dict::FUNCTION))
+        {
+            k = j;
+        }
+    }
+    let score = match (first, k > i, strong) {
+        (_, _, true) => 0.85,
+        (true, true, false) => base.max(0.75),
+        (true, false, false) => base,
+        (false, _, false) => 0.55,
+    };
+    scan.emit(i, k, Category::Person, score);
+    Some(k + 1)
+}
+
+/// Builds the run of name-like tokens from `i`, scores its pieces, emits; returns the next
+/// token to look at.
+fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
+    let mut parts = PartList::new();
+    let mut j = i;
+    while let Some(&t) = scan.tok(j) {
+        if t.kind != Kind::Word || scan.is_used(j) {
+            break;
+        }
+        // Address words end a run: "Dr. Cindy Holinka Apt. 117" leaves "Apt. 117" to the
+        // address family.
+        if j > i
+            && t.len() > 1
+            && (scan.info_small(j).has(dict::UNIT | dict::STREET_PREFIX)
+                || scan.info_small(j).month != 0
+                || super::numbers::value_start_word(scan, j))
+        {
+            break;
+        }
+        let mut to = j;
+        // O'Neil, D'Angelo: one part.
+        if t.len() <= 2
+            && t.is_cap()
+            && (scan.is_punct(j + 1, b'\'') || scan.s(j + 1) == "’")
+            && scan.gap(j + 1) == Gap::None
+            && scan.gap(j + 2) == Gap::None
+            && scan.kind(j + 2) == Some(Kind::Word)
+            && scan.toks[j + 2].is_cap()
+        {
+            to = j + 2;
+        }
+        // Hyphenated: Evans-Bonilla.
+        while scan.is_punct(to + 1, b'-')
+            && scan.gap(to + 1) == Gap::None
+            && scan.gap(to + 2) == Gap::None
+            && scan.kind(to + 2) == Some(Kind::Word)
+            && scan.toks[to + 2].is_cap()
+            && !scan.is_used(to + 2)
+        {
+            to += 2;
+        }
+        // Function words ("The", "He") are in the small table: no need for the big one.
+        let small = scan.info_small(j);
+        // Acronyms of up to three letters are never names ("MRN", "BP"): no big lookup.
+        let acronym = t.all_upper() && t.len() <= 3 && to == j;
+        let info = if (small.has(dict::FUNCTION) || acronym) && to == j {
+            small
+        } else if to == j {
+            scan.info(j)
+        } else {
+            // Classify a compound by its last piece.
+            scan.info(to)
+        };
+        let word = scan.s(j);
+        let function_word = info.has(dict::FUNCTION);
+        // CEOs, MDs, IDs: a plural acronym. MoCA, VASc, HbA: an abbreviation written in
+        // mixed case (names with inner capitals start "Mc", "Mac", "De", "La": one capital,
+        // then lower case, and end in lower case).
+        let acronym_plural = word.len() >= 3
+            && word.ends_with('s')
+            && word[..word.len() - 1]
+                .bytes()
+                .all(|c| c.is_ascii_uppercase());
+        let b = word.as_bytes();
+        let mixed_abbrev = b.len() >= 3
+            && b.iter().filter(|c| c.is_ascii_uppercase()).count() >= 2
+            && (b[1].is_ascii_uppercase() || b[b.len() - 1].is_ascii_uppercase())
+            && !t.all_upper();
+        let class = if t.is_cap() && (function_word || acronym_plural || mixed_abbrev) {
+            Class::NonName
+        } else if t.is_cap() {
+            // A compound (O'NEIL, Evans-Bonilla) is as long as all its pieces.
+            let len = scan.end(to) - scan.start(j);
+            let upper =
+                (j..=to).all(|k| scan.toks[k].kind != Kind::Word || scan.toks[k].all_upper());
+            classify(info, upper && len > 1, len)
+        } else if info.has(dict::PARTICLE) {
+            Class::NonName // placeholder, fixed below
+        } else {
+            break;
+        };
+        if !t.is_cap() {
+            // A lower-case particle joins only between capitalised words.
+            let nx = to + 1;
+            let joins = !parts.is_empty()
+                && scan.gap(nx) == Gap::Space
+                && scan.kind(nx) == Some(Kind::Word)
+                && scan.toks[nx].is_title();
+            if !joins {
+                break;
+            }
+            parts.push(Part {
+                from: j,
+                to,
+                class: Class::Initial, // neutral filler inside a name
+                info,
+            });
+        } else {
+            let mut end = to;
+            if class == Class::Initial
+                && scan.is_punct(to + 1, b'.')
+                && scan.gap(to + 1) == Gap::None
+            {
+                end = to + 1;
+            }
+            parts.push(Part {
+                from: j,
+                to: end,
+                class,
+                info,
+            });
+            to = end;
+        }
+        if parts.len() >= 6 {
+            break;
+        }
+        let nx = to + 1;
+        // A title's dot ("Dr. Smith") does not end the run.
+        let dot_after_title = scan.is_punct(nx, b'.')
+            && scan.gap(nx) == Gap::None
+            && info.has(dict::TITLE)
+            && scan.gap(nx + 1) == Gap::Space;
+        if dot_after_title {
+            j = nx + 1;
+            continue;
+        }
+        if scan.gap(nx) != Gap::Space {
+            break;
+        }
+        j = nx;
+    }
+    let Some(last) = parts.last() else {
+        return i + 1;
+    };
+    let next = last.to + 1;
+    let nparts = parts.len;
+    let parts = &mut parts.items[..nparts];
+    // Most capitalised words are ordinary words at a sentence start: nothing to do unless a
+    // title makes the next word a name.
+    let all_ordinary = parts
+        .iter()
+        .all(|p| p.class == Class::NonName && !p.info.has(dict::TITLE));
+    if all_ordinary && (nparts > 1 || !title_before(scan, i)) {
+        return next;
+    }
+    // Titles and role words at the front are context, not name.
+    let mut title = title_before(scan, i);
+    let mut role = false;
+    let mut first = 0;
+    while first < parts.len() {
+        let p = parts[first];
+        if p.info.has(dict::TITLE) && p.class != Class::First {
+            title = true;
+            first += 1;
+            break; // the word after a title is the name
+        } else if p.class == Class::NonName {
+            if p.info.has(dict::ROLE) {
+                role = true;
+            }
+        } else {
+            break;
+        }
+        first += 1;
+    }
+    // After a title the next word is a name even if it is also something else (Dr. Wilms,
+    // Dr. Brown).
+    if title && first < parts.len() && parts[first].class == Class::NonName {
+        let p = &mut parts[first];
+        if !p.info.has(dict::TITLE) && scan.toks[p.from].is_cap() {
+            p.class = Class::Ambig;
+        }
+    }
+    let core = &parts[first..];
+    // An organisation's name ("Mercy General Hospital", "Jones Group") is not a person.
+    if core
+        .iter()
+        .any(|p| p.info.has(dict::ORG) && p.class == Class::NonName)
+    {
+        return next;
+    }
+    // Split at ordinary words; the first piece keeps the context before the run.
+    let mut seg_start = 0;
+    let mut first_seg = true;
+    for k in 0..=core.len() {
+        let boundary = k == core.len() || core[k].class == Class::NonName;
+        if !boundary {
+            continue;
+        }
+        if k > seg_start {
+            let seg = &core[seg_start..k];
+            let ctx_before = if first_seg {
+                Context {
+                    title,
+                    role: role || role_before(scan, seg[0].from),
+                    label: label_before(scan, seg[0].from),
+                    first_seg: first == 0 || role || title,
+                }
+            } else {
+                Context {
+                    title: false,
+                    role: false,
+                    label: false,
+                    first_seg: false,
+                }
+            };
+            score_segment(scan, seg, ctx_before);
+        }
+        first_seg = false;
+        seg_start = k + 1;
+    }
+    next
+}
+
+#[derive(Clone, Copy)]
+struct Context {
+    title: bool,
+    role: bool,
+    label: bool,
+    /// No capitalised ordinary word before it in the same run ("Entertainment Weekly").
+    first_seg: bool,
+}
+
+fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
+    // Trim initials and particles at the ends: "J." alone is not a name, "Smith J" is.
+    let mut a = 0;
+    let mut b = seg.len();
+    while b > a && seg[b - 1].class == Class::Initial && !scan.toks[seg[b - 1].from].is_cap() {
+        b -= 1;
+    }
+    while a < b && seg[a].class == Class::Initial && !scan.toks[seg[a].from].is_cap() {
+        a += 1;
+    }
+    let seg = &seg[a..b];
+    if seg.is_empty() {
+        return;
+    }
+    let count = |c: Class| seg.iter().filter(|p| p.class == c).count();
+    let (first, last, ambig, unknown, initial) = (
+        count(Class::First),
+        count(Class::Last),
+        count(Class::Ambig),
+        count(Class::Unknown),
+        count(Class::Initial),
+    );
+    let words = seg.len() - initial;
+    if words == 0 {
+        return;
+    }
+    let head = seg[0];
+    let tail = seg[seg.len() - 1];
+    let start_tok = head.from;
+    let sentence_start = scan.sentence_start(start_tok);
+    let after = after_context(scan, tail.to);
+    let mut score: f32 = if words >= 2 {
+        let head_first = head.info.has(dict::FIRST) && head.class != Class::Unknown;
+        let tail_last =
+            tail.info.has(dict::LAST) || matches!(tail.class, Class::Unknown | Class::Proper);
+        let proper = count(Class::Proper);
+        if proper + ambig == words && proper > 0 {
+            // Only proper nouns and common words: a place or a brand more often than a person.
+            0.45
+        } else if ambig == words {
+            // Both words also common words: only a frequent first name and a frequent
+            // surname together ("Rose Brown") are likely a person.
+            let common_first = head.info.has(dict::COMMON_FIRST);
+            let common_last = tail.info.has(dict::COMMON_LAST);
+            if common_first && common_last {
+                0.6
+            } else {
+                0.4
+            }
+        } else if head_first && tail_last {
+            0.9
+        } else if first + last > 0 {
+            0.85
+        } else {
+            0.75
+        }
+    } else {
+        let single = seg
+            .iter()
+            .find(|p| p.class != Class::Initial)
+            .map(|p| p.class);
+        match single {
+            Some(Class::First) => {
+                if sentence_start {
+                    0.7
+                } else {
+                    0.75
+                }
+            }
+            Some(Class::Last) => {
+                if sentence_start {
+                    0.5
+                } else {
+                    0.65
+                }
+            }
+            Some(Class::Unknown) => {
+                let upper = scan.toks[start_tok].all_upper();
+                let place = seg[0].info.has(dict::CITY);
+                if upper {
+                    0.3
+                } else if sentence_start || place {
+                    0.4
+                } else {
+                    0.55
+                }
+            }
+            _ => 0.3,
+        }
+    };
+    let single_weak = words == 1 && matches!(seg[0].class, Class::Unknown | Class::Last);
+    if ctx.title || ctx.label || after.credential {
+        score = score.max(0.95);
+    } else if ctx.role {
+        score = score.max(0.85);
+    } else {
+        if weak_role_before(scan, start_tok) && (single_weak || seg[0].class == Class::First) {
+            score += 0.1;
+        }
+        let place = seg[0]
+            .info
+            .has(dict::COUNTRY | dict::STATE | dict::MONTH | dict::WEEKDAY);
+        if after.verb {
+            score = if words == 1 && seg[0].class == Class::Ambig {
+                if ctx.first_seg && !sentence_start && !place {
+                    score.max(0.55)
+                } else {
+                    score
+                }
+            } else {
+                score + 0.1
+            };
+        }
+        if after.possessive && words == 1 {
+            score += 0.1;
+        }
+        if words == 1 && seg[0].class != Class::Ambig {
+            // A vocative ("Kuba, can I…", "…, Mark!") or a speaker label at a line start
+            // ("Ubul: What a wife.").
+            if (sentence_start && after.comma)
+                || after.vocative_end
+                || after.speaker && line_start(scan, start_tok)
+            {
+                score = score.max(0.6);
+            }
+        }
+        // Coordinated with a name just before: "Marrero and Murphy", "Hannah, Anthony".
+        let ambiguous = words == 1 && matches!(seg[0].class, Class::Ambig | Class::Proper);
+        if coordinated_with_person(scan, start_tok, ambiguous) {
+            score = score.max(0.6);
+        } else if words == 1 && !sentence_start {
+            // Two weak candidates joined ("Usamov and Bowers", "Muslija and Brown"): a pair
+            // of names, unless both are common words ("Brown and White").
+            let namey = matches!(seg[0].class, Class::Unknown | Class::Last | Class::First)
+                || seg[0].info.has(dict::LAST | dict::FIRST);
+            if namey && let Some(prev) = coordinated_candidate(scan, start_tok) {
+                let prev_text = scan.text.get(prev.start..prev.end).unwrap_or("");
+                let prev_common = prev_text.split_whitespace().count() == 1 && {
+                    let lower = prev_text.to_lowercase();
+                    scan.dict.get(&lower).has(dict::ENGLISH)
+                };
+                if !(prev_common && seg[0].class == Class::Ambig) {
+                    score = score.max(0.6);
+                    if let Some(last) = scan.out.last_mut() {
+                        last.score = last.score.max(0.6);
+                    }
+                }
+            }
+        }
+    }
+    // An eponym ("Osler nodes", "Horner syndrome") or a drug with its dose ("Toujeo 20
+    // units") is not a person, whatever the word.
+    let no_census_name = first + last == 0;
+    if (words == 1 || no_census_name)
+        && !ctx.title
+        && !ctx.label
+        && (after.eponym_head || after.dose || drug_before(scan, start_tok))
+    {
+        // Not even a weak candidate: nothing to pair with either.
+        score = 0.0;
+    }
+    let _ = unknown;
+    if score >= 0.3 {
+        let mut end_tok = tail.to;
+        // "PATIENT NAME: SMITH, JOHN": a label's name may be written surname first.
+        if ctx.label
+            && scan.is_punct(end_tok + 1, b',')
+            && scan.kind(end_tok + 2) == Some(Kind::Word)
+            && scan.toks[end_tok + 2].is_cap()
+            && scan.gap(end_tok + 2) == Gap::Space
+        {
+            end_tok += 2;
+        }
+        scan.emit(start_tok, end_tok, Category::Person, score.min(0.99));
+    }
+}
+
+/// A medication verb right before, possibly with "with", "on" or "of" between ("treated
+/// with Nurtec", "improved on Trintellix", "started Toujeo", "a trial of Vraylar").
+fn drug_before(scan: &mut Scan<'_>, i: usize) -> bool {
+    let mut p = i;
+    for _ in 0..2 {
+        if p == 0 || scan.gap(p) > Gap::Space || scan.kind(p - 1) != Some(Kind::Word) {
+            return false;
+        }
+        p -= 1;
+        if scan.info_small(p).has(dict::DRUG_BEFORE) {
+            return true;
+        }
+        let w = scan.s(p);
+        if !["with", "on", "of", "to"]
+            .iter()
+            .any(|d| w.eq_ignore_ascii_case(d))
+        {
+            return false;
+        }
+    }
+    false
+}
+
+/// A title right before token `i`: `Dr.`, `Mrs`, `Prof.` (or `mr.` in lower-case text).
+fn title_before(scan: &mut Scan<'_>, i: usize) -> bool {
+    if i == 0 || scan.gap(i) > Gap::Space {
+        return false;
+    }
+    let mut p = i - 1;
+    let dotted = scan.is_punct(p, b'.') && p > 0;
+    if dotted {
+        p -= 1;
+    }
+    scan.kind(p) == Some(Kind::Word)
+        && (scan.toks[p].is_cap() || dotted)
+        && scan.info_small(p).has(dict::TITLE)
+}
+
+/// A role or kinship word shortly before (`wife`, `patient`, `seen by`, `Hi`), across a
+/// comma or colon.
+fn role_before(scan: &mut Scan<'_>, i: usize) -> bool {
+    let mut p = i;
+    for _ in 0..3 {
+        if p == 0 || scan.gap(p) >= Gap::Line {
+            return false;
+        }
+        p -= 1;
+        match scan.kind(p) {
+            Some(Kind::Word) => return scan.info_small(p).has(dict::ROLE),
+            Some(Kind::Punct) if matches!(scan.toks[p].ch, b',' | b':' | b'\'' | b'(') => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// `Name: X`, `Patient: X`, `my name is X`, `I'm X`, `calls me X`.
+fn label_before(scan: &mut Scan<'_>, i: usize) -> bool {
+    if i == 0 {
+        return false;
+    }
+    let p = i - 1;
+    if scan.is_punct(p, b':') && p > 0 && scan.gap(i) <= Gap::Line {
+        let w = p - 1;
+        return scan.kind(w) == Some(Kind::Word) && scan.info_small(w).has(dict::ROLE);
+    }
+    if scan.is_punct(p, b'?') && p > 0 && scan.is(p - 1, "name") {
+        return true;
+    }
+    if p > 0
+        && (scan.is(p, "him") || scan.is(p, "her") || scan.is(p, "them"))
+        && (scan.is(p - 1, "named") || scan.is(p - 1, "call") || scan.is(p - 1, "called"))
+    {
+        return true;
+    }
+    if scan.gap(i) > Gap::Space {
+        return false;
+    }
+    if scan.is(p, "is") && p > 0 && scan.is(p - 1, "name") {
+        return true;
+    }
+    if scan.is(p, "m") && p > 1 && scan.is_punct(p - 1, b'\'') && scan.is(p - 2, "i") {
+        return true;
+    }
+    scan.is(p, "me") && p > 0 && (scan.is(p - 1, "calls") || scan.is(p - 1, "call"))
+}
+
+/// The first token of the capitalised run that ends at `last` (for the vocative test).
+fn first_of_name(scan: &Scan<'_>, last: usize) -> usize {
+    let mut f = last;
+    while f > 0
+        && scan.gap(f) == Gap::Space
+        && scan.kind(f - 1) == Some(Kind::Word)
+        && scan.toks[f - 1].is_cap()
+    {
+        f -= 1;
+    }
+    f
+}
+
+/// The person candidate (any score from 0.3) that ends just before `i`, joined by `and`,
+/// `or`, `&` or a comma.
+fn coordinated_candidate(scan: &Scan<'_>, i: usize) -> Option<super::Cand> {
+    if i < 2 {
+        return None;
+    }
+    let j = i - 1;
+    let joined =
+        scan.is_punct(j, b',') || scan.is_punct(j, b'&') || scan.is(j, "and") || scan.is(j, "or");
+    if !joined {
+        return None;
+    }
+    let prev_end = scan.end(j - 1);
+    scan.out
+        .last()
+        .filter(|c| c.cat == Category::Person && c.end == prev_end && c.score >= 0.3)
+        .copied()
+}
+
+/// Whether a person candidate ends just before `i`, joined by `and`, `or`, `&` or a comma
+/// (any score when `strong` is false; 0.7 or more when it is true).
+fn coordinated_with_person(scan: &Scan<'_>, i: usize, strong: bool) -> bool {
+    if i < 2 {
+        return false;
+    }
+    let j = i - 1;
+    let joined =
+        scan.is_punct(j, b',') || scan.is_punct(j, b'&') || scan.is(j, "and") || scan.is(j, "or");
+    if !joined {
+        return false;
+    }
+    let prev_end = scan.end(j - 1);
+    scan.out.last().is_some_and(|c| {
+        c.cat == Category::Person && c.end == prev_end && c.score >= if strong { 0.7 } else { 0.5 }
+    })
+}
+
+fn weak_role_before(scan: &mut Scan<'_>, i: usize) -> bool {
+    if i == 0 || scan.gap(i) > Gap::Space {
+        return false;
+    }
+    let p = i - 1;
+    scan.kind(p) == Some(Kind::Word)
+        && (scan.info_small(p).has(dict::WEAK_ROLE) || scan.info_small(p).has(dict::ROLE))
+}
+
+struct After {
+    credential: bool,
+    verb: bool,
+    possessive: bool,
+    /// A comma right after.
+    comma: bool,
+    /// `, X!`, `, X?`, `, X.`: a name addressed at the end of a sentence.
+    vocative_end: bool,
+    /// A colon right after: `Name: text`.
+    speaker: bool,
+    /// An eponym's head noun after it (possessive allowed): `Osler nodes`.
+    eponym_head: bool,
+    /// A number and a dose unit after it: `Toujeo 20 units`.
+    dose: bool,
+}
+
+fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
+    let mut a = After {
+        credential: false,
+        verb: false,
+        possessive: false,
+        comma: false,
+        vocative_end: false,
+        speaker: false,
+        eponym_head: false,
+        dose: false,
+    };
+    let n = last + 1;
+    let head = if (scan.is_punct(n, b'\'') || scan.s(n) == "’") && scan.is(n + 1, "s") {
+        n + 2
+    } else {
+        n
+    };
+    if scan.kind(head) == Some(Kind::Word) && scan.gap(head) <= Gap::Space {
+        a.eponym_head = scan.info_small(head).has(dict::EPONYM_HEAD);
+    }
+    if scan.kind(n) == Some(Kind::Num) && scan.gap(n) == Gap::Space {
+        a.dose = scan.info_small(n + 1).has(dict::DRUG_AFTER);
+    } else if scan.kind(n) == Some(Kind::Word) && scan.gap(n) == Gap::Space {
+        a.dose = scan.info_small(n).has(dict::DRUG_AFTER);
+    }
+    a.comma = scan.is_punct(n, b',') && scan.gap(n) == Gap::None;
+    a.speaker = scan.is_punct(n, b':') && scan.gap(n) == Gap::None;
+    a.vocative_end = (scan.is_punct(n, b'!') || scan.is_punct(n, b'?') || scan.is_punct(n, b'.'))
+        && scan.gap(n) == Gap::None
+        && scan.gap(n + 1) != Gap::None
+        && scan.is_punct(first_of_name(scan, last).wrapping_sub(1), b',');
+    if (scan.is_punct(n, b'\'') || scan.s(n) == "’")
+        && scan.gap(n) == Gap::None
+        && scan.is(n + 1, "s")
+        && scan.gap(n + 1) == Gap::None
+    {
+        a.possessive = true;
+        return a;
+    }
+    let mut c = n;
+    if scan.is_punct(c, b',') {
+        c += 1;
+    }
+    if scan.kind(c) == Some(Kind::Word) && scan.gap(c) <= Gap::Space {
+        let t = scan.toks[c];
+        let info = scan.info_small(c);
+        if info.has(dict::CREDENTIAL) && (t.all_upper() || t.is_cap()) && scan.s(c).len() >= 2 {
+            // "PT" and "DC" are also common abbreviations: only after a comma.
+            a.credential = c > n || !matches!(scan.s(c), "PT" | "DC" | "OD" | "DO" | "PA");
+        }
+    }
+    if scan.kind(n) == Some(Kind::Word) && scan.gap(n) == Gap::Space && scan.toks[n].is_lower() {
+        a.verb = scan.info_small(n).has(dict::PERSON_VERB);
+    }
+    a
+}

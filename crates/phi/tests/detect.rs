@@ -1,0 +1,340 @@
+//! Behaviour of the public detector, category by category: what must be found (and as what),
+//! and look-alikes that must not be (checksum failures, impossible numbers, years alone,
+//! ages under 90, ordinary capitalised words). Also redaction, and byte offsets on
+//! multi-byte text.
+
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use wardgate_phi::{Category, Detector, Span, detect, redact};
+
+/// The (category, text) of each span found in `text`.
+fn found(text: &str) -> Vec<(Category, String)> {
+    detect(text)
+        .iter()
+        .map(|s| (s.category, s.text(text).to_owned()))
+        .collect()
+}
+
+/// Asserts that `text` yields a span of `cat` covering exactly `want`.
+fn assert_finds(text: &str, cat: Category, want: &str) {
+    let got = found(text);
+    assert!(
+        got.iter().any(|(c, t)| *c == cat && t == want),
+        "expected {cat} `{want}` in {text:?}, got {got:?}"
+    );
+}
+
+/// Asserts that no span in `text` overlaps `part`.
+fn assert_ignores(text: &str, part: &str) {
+    let at = text.find(part).unwrap();
+    let (s, e) = (at, at + part.len());
+    let hits: Vec<Span> = detect(text)
+        .into_iter()
+        .filter(|sp| sp.start < e && s < sp.end)
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "`{part}` in {text:?} should not be flagged, got {:?}",
+        hits.iter()
+            .map(|h| (h.category, h.text(text)))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn finds_each_category() {
+    use Category as C;
+    let cases: &[(&str, Category, &str)] = &[
+        (
+            "Seen by Dr. Margaret Okonkwo today.",
+            C::Person,
+            "Margaret Okonkwo",
+        ),
+        (
+            "Pt John Smith presents with cough.",
+            C::Person,
+            "John Smith",
+        ),
+        (
+            "Her husband Kristóf Szöllősy visited.",
+            C::Person,
+            "Kristóf Szöllősy",
+        ),
+        (
+            "Lives at 1234 N Maple Ave, Springfield, IL 62704.",
+            C::StreetAddress,
+            "1234 N Maple Ave",
+        ),
+        (
+            "Lives at 1234 N Maple Ave, Springfield, IL 62704.",
+            C::City,
+            "Springfield",
+        ),
+        (
+            "Lives at 1234 N Maple Ave, Springfield, IL 62704.",
+            C::ZipCode,
+            "62704",
+        ),
+        (
+            "Mail to P.O. Box 4471, please.",
+            C::StreetAddress,
+            "P.O. Box 4471",
+        ),
+        (
+            "Address: Koskikatu 25, Helsinki",
+            C::StreetAddress,
+            "Koskikatu 25",
+        ),
+        ("DOB: 03/14/1931", C::Date, "03/14/1931"),
+        ("Admitted 2021-07-22 for pneumonia.", C::Date, "2021-07-22"),
+        ("Follow up on 7/22 in clinic.", C::Date, "7/22"),
+        ("Surgery on March 3rd went well.", C::Date, "March 3rd"),
+        ("Seen 3 Mar 2021 for review.", C::Date, "3 Mar 2021"),
+        ("Symptoms began in March 2021.", C::Date, "March 2021"),
+        ("A 94-year-old woman with CHF.", C::Age, "94"),
+        ("Pt is a 101 yo male.", C::Age, "101"),
+        ("Call 617-555-0143 after 5pm.", C::Phone, "617-555-0143"),
+        ("Cell: (617) 555-0143", C::Phone, "(617) 555-0143"),
+        ("Fax: (617) 555-0199", C::Fax, "(617) 555-0199"),
+        (
+            "Send records to 617.555.0199 (fax).",
+            C::Fax,
+            "617.555.0199",
+        ),
+        (
+            "Email jane.doe@example.com with results.",
+            C::Email,
+            "jane.doe@example.com",
+        ),
+        ("SSN 123-45-6789 on file.", C::Ssn, "123-45-6789"),
+        ("MRN: 00482913", C::Mrn, "00482913"),
+        ("Medical record number A-2291043.", C::Mrn, "A-2291043"),
+        ("Member ID: XGH123456789", C::HealthPlan, "XGH123456789"),
+        (
+            "Medicare 1EG4-TE5-MK73 active.",
+            C::HealthPlan,
+            "1EG4-TE5-MK73",
+        ),
+        ("Billing acct # 0012345678.", C::Account, "0012345678"),
+        (
+            "Card 4111 1111 1111 1111 declined.",
+            C::CreditCard,
+            "4111 1111 1111 1111",
+        ),
+        (
+            "Refund to GB82WEST12345698765432 today.",
+            C::Iban,
+            "GB82WEST12345698765432",
+        ),
+        (
+            "Driver's license D1234567 verified.",
+            C::License,
+            "D1234567",
+        ),
+        ("Prescriber DEA AB1234563.", C::License, "AB1234563"),
+        ("Attending NPI 1234567893.", C::License, "1234567893"),
+        (
+            "Vehicle 1HGCM82633A004352 towed.",
+            C::Vehicle,
+            "1HGCM82633A004352",
+        ),
+        ("License plate 7ABC123 noted.", C::Vehicle, "7ABC123"),
+        (
+            "Pacemaker serial number PJN123456S.",
+            C::Device,
+            "PJN123456S",
+        ),
+        ("Pump S/N 8827-XK19 replaced.", C::Device, "8827-XK19"),
+        ("Phone IMEI 490154203237518.", C::Device, "490154203237518"),
+        (
+            "See https://portal.example.org/p/123 now.",
+            C::Url,
+            "https://portal.example.org/p/123",
+        ),
+        (
+            "Blog at www.jsmithphoto.com daily.",
+            C::Url,
+            "www.jsmithphoto.com",
+        ),
+        (
+            "Login from 192.168.14.201 flagged.",
+            C::IpAddress,
+            "192.168.14.201",
+        ),
+        (
+            "Login from 2001:db8:85a3::8a2e:370:7334 flagged.",
+            C::IpAddress,
+            "2001:db8:85a3::8a2e:370:7334",
+        ),
+        (
+            "Fingerprint ID FP-4471-2290 on file.",
+            C::Biometric,
+            "FP-4471-2290",
+        ),
+        (
+            "Claim number CLM-2019-88812 denied.",
+            C::Id,
+            "CLM-2019-88812",
+        ),
+    ];
+    for &(text, cat, want) in cases {
+        assert_finds(text, cat, want);
+    }
+}
+
+#[test]
+fn ignores_checksum_failures_and_impossible_numbers() {
+    let cases: &[(&str, &str)] = &[
+        ("Card 4111 1111 1111 1112 declined.", "4111 1111 1111 1112"),
+        ("Number 4111111111111112 again.", "4111111111111112"),
+        ("Vehicle 1HGCM82634A004352 towed.", "1HGCM82634A004352"),
+        ("SSN 000-12-3456 is invalid.", "000-12-3456"),
+        ("SSN 666-12-3456 is invalid.", "666-12-3456"),
+        ("SSN 912-12-3456 is invalid.", "912-12-3456"),
+        ("SSN 123-00-4567 is invalid.", "123-00-4567"),
+        (
+            "Refund to GB82WEST12345698765433 today.",
+            "GB82WEST12345698765433",
+        ),
+        ("Host 999.1.1.1 unreachable.", "999.1.1.1"),
+        ("Version 1.2.3.4.5 released.", "1.2.3.4.5"),
+        ("DEA AB1234564 looks wrong.", "AB1234564"),
+    ];
+    for &(text, part) in cases {
+        assert_ignores(text, part);
+    }
+}
+
+#[test]
+fn ignores_non_phi_look_alikes() {
+    let cases: &[(&str, &str)] = &[
+        ("Diagnosed with diabetes in 2019.", "2019"),
+        ("A 45-year-old man with chest pain.", "45"),
+        ("Her mother died at 68.", "68"),
+        ("BP 128/76, HR 72, SpO2 97%.", "128/76"),
+        ("Take 1/2 tablet daily.", "1/2"),
+        ("Pain 6/10 at rest.", "6/10"),
+        ("Strength 5/5 bilaterally.", "5/5"),
+        ("Continue metformin 500 mg twice daily.", "500"),
+        ("Patient denies fever. Plan follows.", "Patient"),
+        ("Brown stool noted. Will recheck.", "Brown"),
+        ("May I ask a question?", "May"),
+        ("History of Parkinson's disease.", "Parkinson"),
+        ("History of Wilson's disease.", "Wilson"),
+        ("Her Baker's cyst is smaller.", "Baker"),
+        ("Glasgow Coma Scale 15 on arrival.", "Glasgow"),
+        (
+            "He was seen in the Emergency Department.",
+            "Emergency Department",
+        ),
+        ("Vitals stable. Labs pending.", "Vitals"),
+        ("Seen on Monday at 14:30.", "Monday"),
+        ("The weather in France is mild.", "France"),
+        ("CT and MRI were negative.", "MRI"),
+    ];
+    for &(text, part) in cases {
+        assert_ignores(text, part);
+    }
+}
+
+#[test]
+fn spans_are_sorted_non_overlapping_and_on_char_boundaries() {
+    let text = "Zoë Müller (DOB 03/14/1931) lives at 12 Oak St — tél. 617-555-0143, e-mail zoë@example.com";
+    let spans = detect(text);
+    assert!(!spans.is_empty());
+    for w in spans.windows(2) {
+        assert!(w[0].end <= w[1].start, "{w:?}");
+    }
+    for s in &spans {
+        assert!(text.is_char_boundary(s.start) && text.is_char_boundary(s.end));
+        assert!(s.score > 0.0 && s.score <= 1.0);
+    }
+    assert_finds(text, Category::Person, "Zoë Müller");
+    assert_finds(text, Category::Phone, "617-555-0143");
+}
+
+#[test]
+fn redaction_replaces_each_span_with_its_category() {
+    let text = "Pt John Smith, DOB 03/14/1931, MRN 00482913, called from 617-555-0143.";
+    assert_eq!(
+        redact(text),
+        "Pt [PERSON], DOB [DATE], MRN [MRN], called from [PHONE]."
+    );
+    let only_phone = Detector::new().with_categories([Category::Phone]);
+    assert_eq!(
+        only_phone.redact(text),
+        "Pt John Smith, DOB 03/14/1931, MRN 00482913, called from [PHONE]."
+    );
+}
+
+/// A small deterministic generator for the fuzz-ish loops (no external crates).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn arbitrary_strings_never_panic_and_offsets_stay_valid() {
+    let alphabet: Vec<char> = "aZ09 .,:;-/()#@+\n\t'’éßЖ中😀\u{301}xX[]_%=*>?!"
+        .chars()
+        .collect();
+    let pieces = [
+        "123-45-6789",
+        "Dr. ",
+        "MRN ",
+        "@",
+        "http://",
+        "::",
+        "192.168.",
+        "4111 ",
+        "Apt ",
+        "7/22",
+        "March ",
+        "St ",
+        "Fax: ",
+        "+41 (0)",
+        "GB82",
+        "(01)",
+        "S/N ",
+    ];
+    let mut rng = Lcg(7);
+    for _ in 0..3000 {
+        let mut s = String::new();
+        let len = rng.next() % 60;
+        for _ in 0..len {
+            if rng.next().is_multiple_of(4) {
+                s.push_str(pieces[(rng.next() as usize) % pieces.len()]);
+            } else {
+                s.push(alphabet[(rng.next() as usize) % alphabet.len()]);
+            }
+        }
+        let spans = detect(&s);
+        let mut last = 0;
+        for sp in &spans {
+            assert!(
+                sp.start >= last && sp.start < sp.end && sp.end <= s.len(),
+                "{s:?}"
+            );
+            assert!(
+                s.is_char_boundary(sp.start) && s.is_char_boundary(sp.end),
+                "{s:?}"
+            );
+            last = sp.end;
+        }
+        let _ = redact(&s);
+    }
+}
+
+#[test]
+fn empty_and_whitespace_inputs() {
+    assert!(detect("").is_empty());
+    assert!(detect(" \n\t ").is_empty());
+    assert_eq!(redact(""), "");
+}
