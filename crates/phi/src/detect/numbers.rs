@@ -526,7 +526,9 @@ fn classify(scan: &mut Scan<'_>, seq: &Seq, k: usize, ctx: Ctx) -> Option<Match>
 
     // Telephone and fax numbers.
     if let Some(score) = phone_score(seq, k, lens, sep, total, ctx, b) {
-        let fax = ctx == Ctx::Fax || fax_after(scan, seq.groups[k - 1].tok);
+        let fax = ctx == Ctx::Fax
+            || fax_after(scan, seq.groups[k - 1].tok)
+            || fax_before(scan, seq.groups[0].tok);
         let score = if phone_label_after(scan, seq.groups[k - 1].tok) || fax {
             score.max(0.9)
         } else {
@@ -672,6 +674,22 @@ fn years_old_after(scan: &Scan<'_>, i: usize) -> bool {
     ["year", "years", "yr", "yrs", "yo", "yoa", "y"]
         .iter()
         .any(|u| w.eq_ignore_ascii_case(u))
+}
+
+/// "fax" among the few words before, on the same line ("Fax records to …", "fax forms to
+/// …"): the keyword need not touch the number.
+fn fax_before(scan: &Scan<'_>, first: usize) -> bool {
+    let mut j = first;
+    for _ in 0..5 {
+        if j == 0 || scan.gap(j) >= Gap::Line {
+            return false;
+        }
+        j -= 1;
+        if scan.is(j, "fax") || scan.is(j, "faxed") {
+            return true;
+        }
+    }
+    false
 }
 
 fn fax_after(scan: &Scan<'_>, last: usize) -> bool {
