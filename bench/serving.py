@@ -17,9 +17,13 @@ repository root after `cargo build --release -p wardgate` and `scripts/fetch-tes
     .venv/bin/python bench/serving.py
 
 The `llama-cpp-python` side needs its server installed in a separate environment (pip builds
-llama.cpp from source, several minutes), e.g.:
+llama.cpp from source, several minutes), for the same CPU level as wardgate's ggml build
+(x86-64-v3, see `.cargo/config.toml`). Its default native build died with SIGILL on its first
+completion on this project's VMs, whose CPUs advertise more than they run:
 
-    python3 -m venv .venv-lcp && .venv-lcp/bin/pip install 'llama-cpp-python[server]==0.3.36'
+    python3 -m venv .venv-lcp && CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+        -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+        .venv-lcp/bin/pip install 'llama-cpp-python[server]==0.3.36'
 
 Without it that comparison is skipped and said so.
 """
