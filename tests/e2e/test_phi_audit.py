@@ -126,7 +126,7 @@ def test_block_mode_refuses_naming_categories_only(mock, start_gateway):
         assert r.status_code == 400
         err = r.json()["error"]
         assert err["code"] == "phi_detected"
-        for category in ["PERSON", "SSN", "EMAIL", "FAX", "MRN", "VEHICLE", "IP_ADDRESS"]:
+        for category in ["PERSON", "SSN", "EMAIL", "PHONE", "FAX", "MRN", "VEHICLE", "IP_ADDRESS"]:
             assert category in err["message"], err["message"]
         ok = http.post("/v1/chat/completions",
                        json={"model": MODEL_A,

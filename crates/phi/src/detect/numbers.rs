@@ -692,11 +692,11 @@ fn fax_before(scan: &Scan<'_>, first: usize) -> bool {
     false
 }
 
+/// "555-0199 fax" or "555-0199 (fax)": a label right after the number. Not "555-0148, fax
+/// 555-0199", where the comma starts the next item of a list and "fax" labels that one.
 fn fax_after(scan: &Scan<'_>, last: usize) -> bool {
-    (1..=2).any(|d| {
-        let j = last + d;
-        scan.gap(j) <= Gap::Space && scan.s(j).eq_ignore_ascii_case("fax")
-    })
+    let label = |j: usize| scan.gap(j) <= Gap::Space && scan.s(j).eq_ignore_ascii_case("fax");
+    label(last + 1) || (matches!(scan.s(last + 1), "(" | "[" | "-" | "/") && label(last + 2))
 }
 
 fn phone_label_after(scan: &Scan<'_>, last: usize) -> bool {
