@@ -107,6 +107,46 @@ closed_set! {
     }
 }
 
+/// How urgently a reviewer should look at an event (for alerting and for filtering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Routine traffic.
+    Info,
+    /// A security-relevant change or a refused credential.
+    Notice,
+    /// Needs a person soon: emergency access, lockouts, tampering.
+    High,
+}
+
+impl Severity {
+    /// The name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Notice => "notice",
+            Severity::High => "high",
+        }
+    }
+}
+
+impl EventType {
+    /// How urgent an event of this type is. Fixed per type, so severity cannot be lowered by
+    /// whoever writes the event.
+    pub fn severity(self) -> Severity {
+        match self {
+            EventType::RequestStart | EventType::Request => Severity::Info,
+            EventType::AuthFailure
+            | EventType::ConfigChange
+            | EventType::KeyCreated
+            | EventType::KeyRevoked
+            | EventType::AuditAccess => Severity::Notice,
+            EventType::Lockout | EventType::BreakGlass | EventType::TamperDetected => {
+                Severity::High
+            }
+        }
+    }
+}
+
 closed_set! {
     /// How an action ended.
     Outcome {
@@ -317,6 +357,12 @@ pub struct AuditEvent {
     pub latency_ms: Option<u64>,
     /// HMAC-SHA256 of the prompt under the deployment's salt ([`prompt_digest`]).
     pub prompt_sha256: Option<Hash>,
+    /// What an administrative action was about, in wardgate's words (`key_id=key_...`,
+    /// `tenant=acme`), or a break-glass justification after PHI redaction. Absent from
+    /// ordinary requests; left out of the encoding when absent, so leaves written before the
+    /// field existed keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Why an event or a stored leaf was refused.
@@ -380,6 +426,7 @@ impl AuditEvent {
             tokens_out: None,
             latency_ms: None,
             prompt_sha256: None,
+            detail: None,
         }
     }
 
@@ -396,6 +443,7 @@ impl AuditEvent {
             ("model", &self.model),
             ("backend", &self.backend),
             ("deny_reason", &self.deny_reason),
+            ("detail", &self.detail),
         ];
         for (field, value) in optional {
             if let Some(v) = value {
@@ -480,20 +528,29 @@ pub fn decode_leaf(bytes: &[u8]) -> Result<(u64, AuditEvent), EventError> {
     Ok((leaf.seq, leaf.event))
 }
 
-/// The salted digest recorded as `prompt_sha256`: HMAC-SHA256 keyed by the deployment's salt.
+/// The salted digest recorded as `prompt_sha256`: HMAC-SHA256 keyed by the deployment's salt,
+/// over the prompt's length (8 bytes, big-endian) and bytes.
 ///
 /// A keyed MAC rather than `SHA-256(salt || text)`: both hide the text from anyone without the
 /// salt, but HMAC is the construction made for keyed hashing and has no length-extension
 /// caveat.
 pub fn prompt_digest(salt: &[u8], prompt: &[u8]) -> Hash {
+    prompt_digest_parts(salt, [prompt])
+}
+
+/// [`prompt_digest`] of a prompt made of several texts (the messages of a chat, the inputs of
+/// an embedding request). Each part is preceded by its length, so `["ab", "c"]` and
+/// `["a", "bc"]` differ.
+pub fn prompt_digest_parts<'a>(salt: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) -> Hash {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    match <Hmac<Sha256>>::new_from_slice(salt) {
-        Ok(mut mac) => {
-            mac.update(prompt);
-            Hash(mac.finalize().into_bytes().into())
-        }
-        Err(_) => Hash::default(),
+    let Ok(mut mac) = <Hmac<Sha256>>::new_from_slice(salt) else {
+        return Hash::default();
+    };
+    for part in parts {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
     }
+    Hash(mac.finalize().into_bytes().into())
 }
 
 #[cfg(test)]
@@ -525,6 +582,35 @@ mod tests {
                 ActorKind::Service,
             )
         }
+    }
+
+    #[test]
+    fn detail_is_encoded_only_when_present_and_round_trips() {
+        let mut e = sample();
+        assert!(
+            !String::from_utf8(encode_leaf(1, &e))
+                .unwrap()
+                .contains("detail")
+        );
+        e.event_type = EventType::KeyCreated;
+        e.detail = Some("key_id=key_new tenant=acme".into());
+        let bytes = encode_leaf(1, &e);
+        assert!(
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .ends_with("\"detail\":\"key_id=key_new tenant=acme\"}}")
+        );
+        assert_eq!(decode_leaf(&bytes).unwrap(), (1, e.clone()));
+        e.detail = Some("x".repeat(MAX_FIELD_LEN + 1));
+        assert!(e.validate().is_err(), "detail is bounded like every string");
+    }
+
+    #[test]
+    fn severity_is_fixed_by_type() {
+        assert_eq!(EventType::BreakGlass.severity(), Severity::High);
+        assert_eq!(EventType::Lockout.severity(), Severity::High);
+        assert_eq!(EventType::KeyCreated.severity(), Severity::Notice);
+        assert_eq!(EventType::Request.severity(), Severity::Info);
     }
 
     #[test]

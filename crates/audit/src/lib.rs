@@ -45,7 +45,9 @@ pub mod conformance;
 use std::time::Duration;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
-pub use event::{ActorKind, AuditEvent, AuthMethod, EventError, EventType, Outcome, Timestamp};
+pub use event::{
+    ActorKind, AuditEvent, AuthMethod, EventError, EventType, Outcome, Severity, Timestamp,
+};
 pub use merkle::Hash;
 pub use note::{SignerKey, VerifierKey};
 pub use store::{

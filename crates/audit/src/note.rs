@@ -116,6 +116,22 @@ impl SignerKey {
         Self::from_seed(name, &seed)
     }
 
+    /// The deployment's salt for [`crate::event::prompt_digest`], derived from this key's seed
+    /// (HMAC-SHA256 with a fixed label), so the salt needs no file of its own and is as secret
+    /// as the signing key. Rotating the signing key rotates the salt.
+    pub fn prompt_salt(&self) -> Zeroizing<[u8; 32]> {
+        use hmac::Mac;
+        let seed = Zeroizing::new(self.key.to_bytes());
+        match <hmac::Hmac<sha2::Sha256>>::new_from_slice(seed.as_ref()) {
+            Ok(mut mac) => {
+                mac.update(b"wardgate prompt digest salt v1");
+                Zeroizing::new(mac.finalize().into_bytes().into())
+            }
+            // HMAC takes keys of any length; this arm cannot be reached.
+            Err(_) => Zeroizing::new([0u8; 32]),
+        }
+    }
+
     /// Parses `PRIVATE+KEY+<name>+<hex key id>+<base64(0x01 || seed)>` (surrounding whitespace,
     /// such as a file's final newline, is ignored). The key id must match.
     pub fn parse(text: &str) -> Result<Self, NoteError> {

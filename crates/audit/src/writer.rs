@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::{Checkpoint, SignedCheckpoint, check_origin};
 use crate::event::{AuditEvent, EventError, Timestamp};
-use crate::merkle::TreeBuilder;
+use crate::merkle::{Hash, TreeBuilder};
 use crate::note::{SignerKey, VerifierKey};
 use crate::store::{
     AuditEntry, AuditStore, AuditStoreError, MAX_APPEND_BATCH, MAX_READ, StoredCheckpoint,
@@ -117,6 +117,26 @@ struct Shared {
     commits: AtomicU64,
     verifier: VerifierKey,
     capacity: usize,
+    prompt_salt: PromptSalt,
+    store: StoreHandle,
+}
+
+/// The store the writer appends to, kept for readers ([`Auditor::store`]).
+struct StoreHandle(Arc<dyn AuditStore>);
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditStore")
+    }
+}
+
+/// The salt of [`Auditor::prompt_digest`]; never printed.
+struct PromptSalt(zeroize::Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for PromptSalt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PromptSalt([redacted])")
+    }
 }
 
 /// A handle to the audit writer. Cheap to clone; the writer stops when `shutdown` is called or
@@ -194,6 +214,8 @@ impl Auditor {
             commits: AtomicU64::new(0),
             verifier: signer.verifier(),
             capacity: config.queue_capacity,
+            prompt_salt: PromptSalt(signer.prompt_salt()),
+            store: StoreHandle(store.clone()),
         });
         let mut writer = Writer {
             store,
@@ -305,6 +327,18 @@ impl Auditor {
     /// The public key checkpoints are signed with.
     pub fn verifier(&self) -> &VerifierKey {
         &self.shared.verifier
+    }
+
+    /// The store this writer appends to, for reading (queries, exports). Reads never go
+    /// through the writer's queue.
+    pub fn store(&self) -> &Arc<dyn AuditStore> {
+        &self.shared.store.0
+    }
+
+    /// The `prompt_sha256` of a prompt made of `parts`, under the salt derived from the
+    /// signing key ([`SignerKey::prompt_salt`]).
+    pub fn prompt_digest<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> Hash {
+        crate::event::prompt_digest_parts(self.shared.prompt_salt.0.as_ref(), parts)
     }
 }
 

@@ -9,11 +9,16 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
-use wardgate_store::KeyVerdict;
+use wardgate_store::{KeyVerdict, Role};
 
 use crate::error::{ApiError, Front};
 use crate::record::RequestRecord;
 use crate::state::AppState;
+
+/// The header a break-glass principal states its reason in, on every request.
+pub const BREAK_GLASS_REASON_HEADER: &str = "x-wardgate-break-glass-reason";
+/// The longest break-glass reason accepted, in characters.
+pub const MAX_BREAK_GLASS_REASON: usize = 200;
 
 /// The authenticated caller.
 #[derive(Clone, Debug)]
@@ -22,12 +27,23 @@ pub struct Principal {
     pub tenant: String,
     /// Models the key may use; empty means all.
     pub models: Vec<String>,
+    /// What the caller may do; empty only for a token whose provider granted no role
+    /// wardgate knows (every route then refuses it).
+    pub roles: Vec<Role>,
+    /// How the caller authenticated.
+    pub method: wardgate_audit::AuthMethod,
 }
 
 impl Principal {
-    /// Whether the key may use a public model name (alias or canonical name).
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Whether the key may use a public model name (alias or canonical name). Break-glass
+    /// access is not limited to the key's models: an emergency does not wait for a re-scope.
     pub fn may_use(&self, public_name: &str, canonical: &str) -> bool {
         self.models.is_empty()
+            || self.has(Role::BreakGlass)
             || self
                 .models
                 .iter()
@@ -53,15 +69,86 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(k) => k,
         Err(e) => return e.to_response(front),
     };
-    match principal(&state, presented).await {
-        Ok(p) => {
-            if let Some(rec) = req.extensions().get::<Arc<RequestRecord>>() {
-                rec.set_principal(&p.key_id, &p.tenant);
+    let p = match principal(&state, presented).await {
+        Ok(p) => p,
+        Err(e) => return e.to_response(front),
+    };
+    let record = req.extensions().get::<Arc<RequestRecord>>().cloned();
+    if let Some(rec) = &record {
+        rec.set_principal(&p.key_id, &p.tenant, p.method);
+    }
+    if p.has(Role::BreakGlass) {
+        let reason = match break_glass_reason(&req) {
+            Ok(r) => r,
+            Err(e) => {
+                // An attempt without a reason is still break-glass activity, audited as such.
+                if let Some(rec) = &record {
+                    rec.set_break_glass("none given (refused)");
+                }
+                return e.to_response(front);
             }
-            req.extensions_mut().insert(p);
-            next.run(req).await
+        };
+        // The reason is typed by a person in a hurry and may name a patient: it is kept only
+        // after redaction, and only in the audit log.
+        let reason = wardgate_phi::Detector::shared().redact(&reason);
+        tracing::warn!(
+            target: "wardgate::alert",
+            key_id = %p.key_id,
+            tenant = %p.tenant,
+            "break-glass access used"
+        );
+        BREAK_GLASS_USES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(rec) = &record {
+            rec.set_break_glass(&reason);
         }
-        Err(e) => e.to_response(front),
+    }
+    req.extensions_mut().insert(p);
+    next.run(req).await
+}
+
+/// Break-glass requests served since start, for the alert metric.
+pub static BREAK_GLASS_USES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The stated reason of a break-glass request: one header, printable, 1 to
+/// [`MAX_BREAK_GLASS_REASON`] characters.
+fn break_glass_reason(req: &Request) -> Result<String, ApiError> {
+    let mut values = req.headers().get_all(BREAK_GLASS_REASON_HEADER).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::BreakGlassReasonRequired);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::BreakGlassReasonRequired)?
+        .trim();
+    let chars = text.chars().count();
+    if chars == 0 || chars > MAX_BREAK_GLASS_REASON || text.chars().any(char::is_control) {
+        return Err(ApiError::BreakGlassReasonRequired);
+    }
+    Ok(text.to_owned())
+}
+
+/// Which roles may call a group of routes. Deny by default: a route group without an
+/// `authorize` layer is reachable by no one but its fallback.
+#[derive(Clone, Copy, Debug)]
+pub struct Allowed(pub &'static [Role]);
+
+/// The model routes of both fronts.
+pub const INFERENCE: Allowed = Allowed(&[Role::User, Role::BreakGlass]);
+/// Keys and tenants.
+pub const ADMIN: Allowed = Allowed(&[Role::Admin]);
+/// Reading the audit log.
+pub const AUDIT_READ: Allowed = Allowed(&[Role::Auditor, Role::BreakGlass]);
+
+/// Middleware after `authenticate`: refuses with 403 a principal holding none of the roles.
+pub async fn authorize(State(allowed): State<Allowed>, req: Request, next: Next) -> Response {
+    let permitted = req
+        .extensions()
+        .get::<Principal>()
+        .is_some_and(|p| allowed.0.iter().any(|r| p.has(*r)));
+    if permitted {
+        next.run(req).await
+    } else {
+        ApiError::Forbidden.to_response(Front::of_path(req.uri().path()))
     }
 }
 
@@ -94,6 +181,15 @@ fn presented_key(req: &Request) -> Result<String, ApiError> {
 
 async fn principal(state: &AppState, token: String) -> Result<Principal, ApiError> {
     let now = time::OffsetDateTime::now_utc();
+    if let Some(jwt) = &state.jwt
+        && crate::jwt::looks_like_jwt(&token)
+    {
+        let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        return jwt.verify(&token, unix).await.map_err(|reason| {
+            tracing::info!(target: "wardgate::auth", reason = %reason, "token rejected");
+            ApiError::Unauthenticated
+        });
+    }
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if let Some(p) = state.key_cache.as_ref().and_then(|c| c.get(&digest, now)) {
         return Ok(p);
@@ -109,6 +205,8 @@ async fn principal(state: &AppState, token: String) -> Result<Principal, ApiErro
                 key_id: rec.id,
                 tenant: rec.tenant,
                 models: rec.models,
+                roles: rec.roles,
+                method: wardgate_audit::AuthMethod::ApiKey,
             };
             if let Some(c) = &state.key_cache {
                 c.put(digest, &p, rec.expires_at);

@@ -194,6 +194,49 @@ pub struct RawAuth {
     /// How long a verified API key is trusted without asking the database again; a revocation
     /// takes effect within this time. `0s` turns the cache off. Default `2s`.
     pub key_cache_ttl: Option<String>,
+    /// The tenant whose admins and auditors act across all tenants (the deployment's
+    /// operators). Everyone else's admin and audit rights stop at their own tenant. Default
+    /// `operator`.
+    pub operator_tenant: Option<String>,
+    /// Longest bearer token accepted, in bytes. Default 8192.
+    pub max_token_bytes: Option<usize>,
+    /// Trusted JWT issuers (`[[auth.jwt]]`).
+    #[serde(default)]
+    pub jwt: Vec<RawJwtIssuer>,
+}
+
+/// One trusted JWT issuer (an OIDC identity provider).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtIssuer {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// Accepted `aud` values; at least one.
+    pub audiences: Vec<String>,
+    /// The allowlist: any of `RS256`, `ES256`, `EdDSA`; or `HS256` alone.
+    pub algorithms: Vec<String>,
+    /// A JWKS file.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (HTTPS; plain HTTP only on a loopback address).
+    pub jwks_url: Option<String>,
+    /// For HS256: the environment variable holding the shared secret (at least 32 bytes).
+    pub secret_env: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`. Default `30s`, at most `5m`.
+    pub leeway: Option<String>,
+    /// Longest token lifetime accepted (`exp - iat`). Default `1h`.
+    pub max_lifetime: Option<String>,
+    /// How often a JWKS URL is fetched again. Default `10m`.
+    pub refresh_interval: Option<String>,
+    /// Least time between refreshes caused by an unknown `kid`. Default `1m`.
+    pub refresh_cooldown: Option<String>,
+    /// The claim naming the tenant. Default `tenant`.
+    pub tenant_claim: Option<String>,
+    /// Every token of this issuer belongs to this tenant (instead of a claim).
+    pub tenant: Option<String>,
+    /// The claim listing roles (array or space-separated). Default `roles`; absent means `user`.
+    pub roles_claim: Option<String>,
+    /// The claim listing allowed models. Default `models`; absent means all.
+    pub models_claim: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +388,9 @@ pub struct Config {
     pub limits: Limits,
     pub requests_per_minute: u32,
     pub key_cache_ttl: Duration,
+    pub operator_tenant: String,
+    pub max_token_bytes: usize,
+    pub jwt: Vec<crate::jwt::IssuerSettings>,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub breaker_threshold: u32,
@@ -376,7 +422,7 @@ impl Config {
 
     pub fn from_raw(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         apply_env(&mut raw, env)?;
-        validate(raw)
+        validate(raw, env)
     }
 }
 
@@ -508,6 +554,135 @@ fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, C
     Ok(d)
 }
 
+fn jwt_issuer(
+    i: usize,
+    raw: &RawJwtIssuer,
+    env: EnvLookup<'_>,
+) -> Result<crate::jwt::IssuerSettings, ConfigError> {
+    use crate::jwt::{KeySource, MAX_LEEWAY, MIN_HS256_SECRET, parse_algorithm};
+    let key = |field: &str| format!("auth.jwt[{i}].{field}");
+    if raw.issuer.is_empty() || raw.issuer.len() > 512 {
+        return Err(ConfigError::new(
+            key("issuer"),
+            "must be 1 to 512 characters",
+        ));
+    }
+    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+        return Err(ConfigError::new(
+            key("audiences"),
+            "name at least one audience; a token for another service must not work here",
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for name in &raw.algorithms {
+        let a = parse_algorithm(name).ok_or_else(|| {
+            ConfigError::new(
+                key("algorithms"),
+                format!("`{name}` is not allowed; use RS256, ES256, EdDSA, or HS256 alone"),
+            )
+        })?;
+        if !algorithms.contains(&a) {
+            algorithms.push(a);
+        }
+    }
+    if algorithms.is_empty() {
+        return Err(ConfigError::new(
+            key("algorithms"),
+            "list the algorithms this issuer signs with (an explicit allowlist)",
+        ));
+    }
+    let hs = algorithms.contains(&jsonwebtoken::Algorithm::HS256);
+    if hs && algorithms.len() > 1 {
+        return Err(ConfigError::new(
+            key("algorithms"),
+            "HS256 cannot be mixed with public-key algorithms for one issuer",
+        ));
+    }
+    let keys = match (&raw.jwks_file, &raw.jwks_url, &raw.secret_env, hs) {
+        (None, None, Some(var), true) => {
+            let secret = env(var)
+                .ok_or_else(|| ConfigError::new(key("secret_env"), format!("${var} is not set")))?;
+            if secret.len() < MIN_HS256_SECRET {
+                return Err(ConfigError::new(
+                    key("secret_env"),
+                    format!("the HS256 secret must be at least {MIN_HS256_SECRET} bytes"),
+                ));
+            }
+            KeySource::Secret(std::sync::Arc::new(wardgate_store::Secret::new(
+                secret.into_bytes(),
+            )))
+        }
+        (Some(f), None, None, false) => KeySource::File(f.clone()),
+        (None, Some(url), None, false) => {
+            let loopback = [
+                "http://127.0.0.1:",
+                "http://127.0.0.1/",
+                "http://[::1]:",
+                "http://localhost:",
+            ]
+            .iter()
+            .any(|p| url.starts_with(p));
+            if !url.starts_with("https://") && !loopback {
+                return Err(ConfigError::new(
+                    key("jwks_url"),
+                    "must be https:// (plain http only on a loopback address)",
+                ));
+            }
+            KeySource::Url(url.clone())
+        }
+        (_, _, _, true) => {
+            return Err(ConfigError::new(
+                key("secret_env"),
+                "HS256 takes its secret from secret_env, and no JWKS",
+            ));
+        }
+        _ => {
+            return Err(ConfigError::new(
+                key("jwks_file"),
+                "set exactly one of jwks_file or jwks_url (secret_env is for HS256 only)",
+            ));
+        }
+    };
+    let leeway = match raw.leeway.as_deref() {
+        Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,
+        v => duration(&key("leeway"), v, Duration::from_secs(30))?,
+    };
+    if leeway > MAX_LEEWAY {
+        return Err(ConfigError::new(key("leeway"), "must be at most 5m"));
+    }
+    let tenant = raw.tenant.clone();
+    if let Some(t) = &tenant {
+        wardgate_store::names::validate_tenant(t)
+            .map_err(|e| ConfigError::new(key("tenant"), e.to_string()))?;
+    }
+    Ok(crate::jwt::IssuerSettings {
+        issuer: raw.issuer.clone(),
+        audiences: raw.audiences.clone(),
+        algorithms,
+        keys,
+        leeway,
+        max_lifetime: duration(
+            &key("max_lifetime"),
+            raw.max_lifetime.as_deref(),
+            Duration::from_secs(3600),
+        )?,
+        refresh_interval: duration(
+            &key("refresh_interval"),
+            raw.refresh_interval.as_deref(),
+            Duration::from_secs(600),
+        )?,
+        refresh_cooldown: duration(
+            &key("refresh_cooldown"),
+            raw.refresh_cooldown.as_deref(),
+            Duration::from_secs(60),
+        )?,
+        tenant_claim: raw.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
+        tenant,
+        roles_claim: raw.roles_claim.clone().unwrap_or_else(|| "roles".into()),
+        models_claim: raw.models_claim.clone().unwrap_or_else(|| "models".into()),
+    })
+}
+
 /// Public model names: letters, digits and `._:/-`, at most 128 bytes, no `..` and no leading
 /// `/` (attack-cases.md #22). Also used on client-supplied names before any lookup.
 pub fn valid_model_name(name: &str) -> bool {
@@ -521,7 +696,7 @@ pub fn valid_model_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
 }
 
-fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
     let listen: SocketAddr = listen.parse().map_err(|_| {
         ConfigError::new(
@@ -876,6 +1051,33 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         log_level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
         limits,
         requests_per_minute: raw.rate_limit.requests_per_minute.unwrap_or(600),
+        max_token_bytes: match raw.auth.max_token_bytes {
+            None => 8192,
+            Some(n) if (512..=65_536).contains(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "auth.max_token_bytes",
+                    "must be 512 to 65536",
+                ));
+            }
+        },
+        jwt: raw
+            .auth
+            .jwt
+            .iter()
+            .enumerate()
+            .map(|(i, j)| jwt_issuer(i, j, env))
+            .collect::<Result<_, _>>()?,
+        operator_tenant: {
+            let t = raw
+                .auth
+                .operator_tenant
+                .clone()
+                .unwrap_or_else(|| "operator".to_owned());
+            wardgate_store::names::validate_tenant(&t)
+                .map_err(|e| ConfigError::new("auth.operator_tenant", e.to_string()))?;
+            t
+        },
         key_cache_ttl: match raw.auth.key_cache_ttl.as_deref() {
             None => Duration::from_secs(2),
             Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,

@@ -17,9 +17,10 @@ pub enum Front {
 }
 
 impl Front {
-    /// `/v1/...` is the OpenAI front; everything else speaks Ollama's shape.
+    /// `/v1/...` is the OpenAI front, and the admin API (`/admin/...`) uses its structured
+    /// error shape too; everything else speaks Ollama's shape.
     pub fn of_path(path: &str) -> Front {
-        if path == "/v1" || path.starts_with("/v1/") {
+        if path == "/v1" || path.starts_with("/v1/") || path.starts_with("/admin/") {
             Front::OpenAi
         } else {
             Front::Ollama
@@ -37,6 +38,15 @@ pub enum ApiError {
     Unauthenticated,
     #[error("credentials must be sent in the Authorization header, not the URL")]
     CredentialsInUrl,
+    /// Authenticated, but no role of the principal allows this route or action.
+    #[error("permission denied")]
+    Forbidden,
+    /// A break-glass principal sent no (or an unusable) reason header.
+    #[error("break-glass access needs a reason")]
+    BreakGlassReasonRequired,
+    /// An admin API object (key, tenant) that does not exist or is outside the caller's tenant.
+    #[error("not found")]
+    ObjectNotFound(&'static str),
     #[error("model `{0}` not found")]
     ModelNotFound(String),
     #[error("not found")]
@@ -118,6 +128,29 @@ impl ApiError {
                 "invalid_request_error",
                 Some("credentials_in_url"),
                 self.to_string(),
+            ),
+            ApiError::Forbidden => r(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                Some("permission_denied"),
+                "This credential's roles do not allow this operation.".into(),
+            ),
+            ApiError::BreakGlassReasonRequired => r(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                Some("break_glass_reason_required"),
+                format!(
+                    "Break-glass access needs the `{}` header on every request: why access is \
+                     needed, 1 to {} printable characters.",
+                    crate::auth::BREAK_GLASS_REASON_HEADER,
+                    crate::auth::MAX_BREAK_GLASS_REASON
+                ),
+            ),
+            ApiError::ObjectNotFound(what) => r(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("not_found"),
+                format!("No such {what}."),
             ),
             ApiError::ModelNotFound(m) => Rendered {
                 param: Some("model".into()),
@@ -276,6 +309,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::CredentialsInUrl => "credentials_in_url",
+            ApiError::Forbidden => "forbidden",
+            ApiError::BreakGlassReasonRequired => "break_glass_reason_required",
+            ApiError::ObjectNotFound(_) => "object_not_found",
             ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod jwt;
 pub mod llm;
 pub mod phi_guard;
 pub mod policy;
@@ -29,7 +30,7 @@ use wardgate_backends::{
     HttpBackendConfig, ModelEntry,
 };
 use wardgate_engine::{Engine, EngineConfig};
-use wardgate_store::{Health, KeyStore};
+use wardgate_store::{Health, KeyStore, TenantStore};
 
 pub use config::{Config, ConfigError};
 pub use router::router;
@@ -161,7 +162,7 @@ pub fn build_state<S>(
     store: Arc<S>,
 ) -> AppState
 where
-    S: KeyStore + Health,
+    S: KeyStore + TenantStore + Health,
 {
     let limiter: Option<Arc<dyn ratelimit::RateLimiter>> = match config.requests_per_minute {
         0 => None,
@@ -176,9 +177,11 @@ where
         config: Arc::new(config),
         catalog: Arc::new(catalog),
         keys: store.clone(),
+        tenants: store.clone(),
         store_health: store,
         limiter,
         key_cache,
+        jwt: None,
         engine,
         preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
         phi: Arc::new(phi_guard::PhiGuard::new(config_phi)),

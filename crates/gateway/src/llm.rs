@@ -105,12 +105,15 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
         return unauthorized();
     }
     if let Some(rec) = parts.extensions.get::<Arc<RequestRecord>>() {
-        rec.set_principal(GATEWAY_PRINCIPAL, "");
+        rec.set_principal(GATEWAY_PRINCIPAL, "", wardgate_audit::AuthMethod::ApiKey);
     }
     parts.extensions.insert(Principal {
         key_id: GATEWAY_PRINCIPAL.to_owned(),
         tenant: String::new(),
         models: Vec::new(),
+        // The gateway in front runs inference on its clients' behalf, nothing else.
+        roles: vec![wardgate_store::Role::User],
+        method: wardgate_audit::AuthMethod::ApiKey,
     });
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

@@ -83,6 +83,15 @@ struct Fields {
     stream_failed: bool,
     /// The model name resolved to a route the principal may use.
     model_resolved: bool,
+    /// The salted digest of the prompt as the client sent it.
+    prompt_sha256: Option<wardgate_audit::Hash>,
+    /// How the principal authenticated.
+    auth_method: Option<AuthMethod>,
+    /// What the terminal event is, when not a plain `request` (an admin action, an audit
+    /// read, break-glass access).
+    event_type: Option<EventType>,
+    /// The terminal event's `detail`.
+    detail: Option<String>,
 }
 
 #[derive(Debug)]
@@ -100,10 +109,11 @@ impl RequestRecord {
         self.fields.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn set_principal(&self, key_id: &str, tenant: &str) {
+    pub fn set_principal(&self, key_id: &str, tenant: &str, method: AuthMethod) {
         let mut f = self.lock();
         f.key_id = Some(key_id.to_owned());
         f.tenant = Some(tenant.to_owned());
+        f.auth_method = Some(method);
     }
 
     pub fn set_model(&self, model: &str) {
@@ -113,6 +123,29 @@ impl RequestRecord {
     /// The model name is a real one this principal may use (so it is not client free text).
     pub fn set_model_resolved(&self) {
         self.lock().model_resolved = true;
+    }
+
+    /// Marks the request as break-glass access with its (redacted) reason: its terminal event
+    /// is a `break_glass` event, whatever else the handler records.
+    pub fn set_break_glass(&self, reason: &str) {
+        let mut f = self.lock();
+        f.event_type = Some(EventType::BreakGlass);
+        f.detail = Some(bounded(&format!("reason: {reason}")));
+    }
+
+    /// What the request did, for its terminal audit event (`key_created`, `audit_access`, ...)
+    /// with a detail in wardgate's words. Break-glass marking is kept: it is the more severe.
+    pub fn set_action(&self, event_type: EventType, detail: Option<String>) {
+        let mut f = self.lock();
+        if f.event_type == Some(EventType::BreakGlass) {
+            return;
+        }
+        f.event_type = Some(event_type);
+        f.detail = detail.map(|d| bounded(&d));
+    }
+
+    pub fn set_prompt_digest(&self, digest: wardgate_audit::Hash) {
+        self.lock().prompt_sha256 = Some(digest);
     }
 
     pub fn set_served(&self, backend: &str, upstream_model: &str, attempts: u32) {
@@ -147,14 +180,17 @@ impl RequestRecord {
         event_type: EventType,
         outcome: Option<Outcome>,
     ) -> AuditEvent {
-        let (actor, kind, method) = match &f.key_id {
-            Some(k) => (k.as_str(), ActorKind::Service, Some(AuthMethod::ApiKey)),
-            None => ("anonymous", ActorKind::Anonymous, None),
+        let method = f.auth_method.unwrap_or(AuthMethod::ApiKey);
+        let (actor, kind) = match (&f.key_id, method) {
+            // A token's subject is a person; a key is held by an application.
+            (Some(k), AuthMethod::Jwt) => (k.as_str(), ActorKind::User),
+            (Some(k), _) => (k.as_str(), ActorKind::Service),
+            (None, _) => ("anonymous", ActorKind::Anonymous),
         };
         let mut e = AuditEvent::new(Timestamp::now(), event_type, actor, kind);
-        e.auth_method = method;
+        e.auth_method = f.key_id.is_some().then_some(method);
         e.tenant = f.tenant.clone();
-        e.key_id = f.key_id.clone();
+        e.key_id = f.key_id.clone().filter(|_| method != AuthMethod::Jwt);
         e.source_ip = self.source_ip;
         e.request_id = Some(self.request_id.clone());
         e.route = Some(self.route.clone());
@@ -162,6 +198,10 @@ impl RequestRecord {
         // anything.
         e.model = f.model.clone().filter(|_| f.model_resolved);
         e.backend = f.backend.clone().filter(|b| !b.is_empty());
+        e.prompt_sha256 = f.prompt_sha256;
+        if event_type != EventType::RequestStart {
+            e.detail = f.detail.clone();
+        }
         if let Some(o) = outcome {
             e.outcome = Some(o.audit());
             e.http_status = Some(f.status);
@@ -212,10 +252,23 @@ impl RequestRecord {
         let event_type = if f.key_id.is_none() && f.status == 401 {
             EventType::AuthFailure
         } else {
-            EventType::Request
+            f.event_type.unwrap_or(EventType::Request)
         };
         Some(self.event_from(&f, event_type, Some(outcome)))
     }
+}
+
+/// `text` cut to the audit log's field bound, on a character boundary.
+fn bounded(text: &str) -> String {
+    let max = wardgate_audit::event::MAX_FIELD_LEN;
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// Middleware: creates the record, tags the response with `x-request-id`, and ties the log

@@ -10,20 +10,20 @@ use axum::extract::Request;
 use axum::http::{HeaderName, Response, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::auth;
 use crate::error::{ApiError, Front};
-use crate::handlers::{ollama, openai, probes};
+use crate::handlers::{admin, ollama, openai, probes};
 use crate::record;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    // Everything here needs a credential.
-    let authenticated = Router::new()
+    // Model routes: `user` or `break_glass`.
+    let inference = Router::new()
         // OpenAI front.
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
@@ -42,6 +42,27 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/version", get(ollama::version))
         .route("/", get(ollama::root))
+        .route_layer(from_fn_with_state(auth::INFERENCE, auth::authorize));
+
+    // Keys and tenants: `admin`.
+    let admin_routes = Router::new()
+        .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
+        .route("/admin/keys/{id}", delete(admin::revoke_key))
+        .route(
+            "/admin/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
+        .route_layer(from_fn_with_state(auth::ADMIN, auth::authorize));
+
+    // The audit log: `auditor` or `break_glass`.
+    let audit_routes = Router::new()
+        .route("/admin/audit", get(admin::query_audit))
+        .route_layer(from_fn_with_state(auth::AUDIT_READ, auth::authorize));
+
+    // Everything here needs a credential.
+    let authenticated = inference
+        .merge(admin_routes)
+        .merge(audit_routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Deny by default: runs for every route above and for the fallback.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use wardgate_backends::{Catalog, Route};
-use wardgate_store::{Health, KeyStore};
+use wardgate_store::{Health, KeyStore, TenantStore};
 
 use crate::auth::Principal;
 use crate::config::{Config, valid_model_name};
@@ -15,8 +15,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub catalog: Arc<Catalog>,
     pub keys: Arc<dyn KeyStore>,
+    pub tenants: Arc<dyn TenantStore>,
     pub store_health: Arc<dyn Health>,
     pub limiter: Option<Arc<dyn RateLimiter>>,
+    /// Trusted JWT issuers; `None` when none is configured.
+    pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
     /// Recently verified keys; `None` when `auth.key_cache_ttl` is `0s`.
     pub key_cache: Option<Arc<crate::auth::KeyCache>>,
     /// The in-process engine, when a backend is `embedded`.

@@ -29,6 +29,7 @@ async fn gateway(dir: &std::path::Path, engine_toml: &str) -> (axum::Router, Str
         .create_key(NewKeySpec {
             tenant: "t".into(),
             models: vec![],
+            roles: vec![],
             expires_at: None,
             label: None,
         })

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::StatusCode;
 use serde_json::json;
+use sha2::Digest;
 use support::{Harness, KINDS, chat_body, get_as, mock_cfg, post_as};
 use wardgate_audit::store::{AuditEntry, AuditFilter, AuditStoreError, StoredCheckpoint};
 use wardgate_audit::{AuditEvent, AuditStore, EventType, Hash, MemoryAuditStore, Outcome};
@@ -332,6 +333,53 @@ async fn no_prompt_or_completion_text_reaches_the_audit_log() {
     for v in PHI_VALUES.iter().chain(["chest pain"].iter()) {
         assert!(!dump.contains(v), "audit holds {v:?}");
     }
+}
+
+#[tokio::test]
+async fn the_prompt_is_recorded_only_as_a_salted_digest_of_what_the_client_sent() {
+    let store = Arc::new(MemoryAuditStore::new());
+    // De-identification on: the digest is of the client's text, not of what the backend saw.
+    let h = harness("openai", "[phi]\nmode = \"deidentify\"\n")
+        .await
+        .audited(store.clone())
+        .await;
+    let auditor = h.state.audit.clone().unwrap();
+    let text = format!("echo:{}", phi_text());
+    for prompt in [text.as_str(), text.as_str(), "echo:something else"] {
+        let r = h
+            .post("/v1/chat/completions", chat_body("tiny", prompt))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let r = h
+        .post(
+            "/v1/embeddings",
+            json!({"model": "tiny", "input": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let all = events(store.as_ref()).await;
+    let digests: Vec<Hash> = terminal(&all)
+        .iter()
+        .map(|e| {
+            e.prompt_sha256
+                .expect("every model request carries a digest")
+        })
+        .collect();
+    assert_eq!(digests.len(), 4);
+    assert_eq!(digests[0], auditor.prompt_digest([text.as_bytes()]));
+    assert_eq!(digests[0], digests[1], "the same prompt, the same digest");
+    assert_ne!(digests[0], digests[2]);
+    assert_eq!(digests[3], auditor.prompt_digest([&b"a"[..], b"b"]));
+    // The start event carries it too, and it is keyed: not the plain SHA-256 of the text.
+    let start = all
+        .iter()
+        .find(|e| e.event_type == EventType::RequestStart)
+        .unwrap();
+    assert_eq!(start.prompt_sha256, Some(digests[0]));
+    let plain: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
+    assert_ne!(digests[0].0, plain);
 }
 
 /// An audit store whose appends fail while `down` is set.

@@ -260,6 +260,7 @@ mod tests {
             prefix: "abcdefghijkl".into(),
             tenant: "acme".into(),
             models: vec![],
+            roles: vec![crate::Role::User],
             label: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
             expires_at,

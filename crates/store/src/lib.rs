@@ -9,11 +9,13 @@
 
 pub mod keys;
 pub mod names;
+pub mod roles;
 pub mod secret;
 pub mod sqlite;
 
 use time::OffsetDateTime;
 
+pub use roles::Role;
 pub use secret::Secret;
 pub use sqlite::SqliteStore;
 
@@ -61,6 +63,8 @@ pub struct ApiKeyRecord {
     pub tenant: String,
     /// Models the key may use; empty means all models.
     pub models: Vec<String>,
+    /// What the key may do: sorted, each role once, never empty.
+    pub roles: Vec<Role>,
     /// An operator's note; never PHI.
     pub label: Option<String>,
     /// Whole seconds, UTC (times are stored as unix seconds).
@@ -87,8 +91,10 @@ pub struct NewKeySpec {
     pub tenant: String,
     /// Models the key may use; empty means all models. Duplicates are dropped.
     pub models: Vec<String>,
-    /// When the key stops working; truncated to whole seconds (so it may expire up to a second
-    /// early, never late).
+    /// What the key may do; empty means `user`. See [`roles::normalize_roles`] for the rules.
+    pub roles: Vec<Role>,
+    /// When the key stops working; rounded up to whole seconds (so it may last up to a second
+    /// longer than asked, never shorter).
     pub expires_at: Option<OffsetDateTime>,
     /// An operator's note (1 to 128 characters, no control characters); must not carry PHI.
     pub label: Option<String>,

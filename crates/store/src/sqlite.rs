@@ -19,6 +19,7 @@ use sqlx::{Row as _, SqlSafeStr as _};
 use time::OffsetDateTime;
 
 use crate::keys::{self, KeyHash};
+use crate::roles::{self, Role};
 use crate::{
     ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, StoreError,
     Tenant, TenantStore, names,
@@ -38,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0001_keys_and_tenants.sql"),
     ),
     (2, "audit", include_str!("../migrations/0002_audit.sql")),
+    (
+        3,
+        "key roles",
+        include_str!("../migrations/0003_key_roles.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -155,6 +161,7 @@ impl SqliteStore {
         record: &ApiKeyRecord,
         hash: &KeyHash,
         models_json: &str,
+        roles_json: &str,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // The tenant insert comes first so the transaction takes SQLite's write lock at once,
@@ -168,14 +175,16 @@ impl SqliteStore {
         .await?;
         sqlx::query(
             "INSERT INTO api_keys \
-             (id, prefix, key_hash, tenant, models, label, created_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)",
+             (id, prefix, key_hash, tenant, models, roles, label, created_at, expires_at, \
+              revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
         )
         .bind(&record.id)
         .bind(&record.prefix)
         .bind(hash.to_hex())
         .bind(&record.tenant)
         .bind(models_json)
+        .bind(roles_json)
         .bind(record.label.as_deref())
         .bind(record.created_at.unix_timestamp())
         .bind(record.expires_at.map(OffsetDateTime::unix_timestamp))
@@ -196,7 +205,11 @@ impl KeyStore for SqliteStore {
         let models_json =
             serde_json::to_string(&models).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let created_at = whole_seconds(OffsetDateTime::now_utc())?;
-        let expires_at = spec.expires_at.map(whole_seconds).transpose()?;
+        // Rounded up, so that a key never expires before the moment it was asked to last until.
+        let expires_at = spec.expires_at.map(whole_seconds_up).transpose()?;
+        let roles = roles::normalize_roles(spec.roles, expires_at, created_at)?;
+        let roles_json =
+            serde_json::to_string(&roles).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
 
         for _ in 0..PREFIX_ATTEMPTS {
             let generated = keys::generate()?;
@@ -205,13 +218,14 @@ impl KeyStore for SqliteStore {
                 prefix: generated.prefix,
                 tenant: spec.tenant.clone(),
                 models: models.clone(),
+                roles: roles.clone(),
                 label: spec.label.clone(),
                 created_at,
                 expires_at,
                 revoked_at: None,
             };
             match self
-                .insert_key(&record, &generated.hash, &models_json)
+                .insert_key(&record, &generated.hash, &models_json, &roles_json)
                 .await
             {
                 Ok(()) => {
@@ -237,7 +251,7 @@ impl KeyStore for SqliteStore {
                 Some(tenant) => {
                     names::validate_tenant(tenant)?;
                     sqlx::query(
-                    "SELECT id, prefix, tenant, models, label, created_at, expires_at, revoked_at \
+                    "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at \
                      FROM api_keys WHERE tenant = $1 ORDER BY created_at DESC, id DESC",
                 )
                 .bind(tenant)
@@ -245,7 +259,7 @@ impl KeyStore for SqliteStore {
                 .await
                 }
                 None => sqlx::query(
-                    "SELECT id, prefix, tenant, models, label, created_at, expires_at, revoked_at \
+                    "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at \
                      FROM api_keys ORDER BY created_at DESC, id DESC",
                 )
                 .fetch_all(&self.pool)
@@ -279,7 +293,7 @@ impl KeyStore for SqliteStore {
         };
         let presented_hash = parsed.hash();
         let row = sqlx::query(
-            "SELECT key_hash, id, prefix, tenant, models, label, created_at, expires_at, revoked_at \
+            "SELECT key_hash, id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at \
              FROM api_keys WHERE prefix = $1",
         )
         .bind(parsed.prefix())
@@ -399,11 +413,18 @@ fn record_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
     let models_json: String = row.try_get("models").map_err(unavailable)?;
     let models: Vec<String> =
         serde_json::from_str(&models_json).map_err(|_| corrupt("api_keys.models"))?;
+    let roles_json: String = row.try_get("roles").map_err(unavailable)?;
+    let roles: Vec<Role> =
+        serde_json::from_str(&roles_json).map_err(|_| corrupt("api_keys.roles"))?;
+    if roles.is_empty() {
+        return Err(corrupt("api_keys.roles"));
+    }
     Ok(ApiKeyRecord {
         id: row.try_get("id").map_err(unavailable)?,
         prefix: row.try_get("prefix").map_err(unavailable)?,
         tenant: row.try_get("tenant").map_err(unavailable)?,
         models,
+        roles,
         label: row.try_get("label").map_err(unavailable)?,
         created_at: time_column(row, "created_at")?.ok_or_else(|| corrupt("created_at"))?,
         expires_at: time_column(row, "expires_at")?,
@@ -431,6 +452,16 @@ fn time_column(
 fn whole_seconds(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(t.unix_timestamp())
         .map_err(|_| StoreError::Invalid("time out of range".into()))
+}
+
+fn whole_seconds_up(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+    let down = whole_seconds(t)?;
+    if down == t {
+        Ok(down)
+    } else {
+        down.checked_add(time::Duration::SECOND)
+            .ok_or_else(|| StoreError::Invalid("time out of range".into()))
+    }
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {

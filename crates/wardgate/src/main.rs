@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use wardgate_audit::{AuditFilter, AuditStore as _, EventType, Outcome, Timestamp};
 use wardgate_gateway::config::LogFormat;
 use wardgate_gateway::{Config, ConfigError};
-use wardgate_store::{KeyStore, NewKeySpec, SqliteStore};
+use wardgate_store::{KeyStore, NewKeySpec, Role, SqliteStore};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -170,6 +170,11 @@ enum AuditCommand {
     PublicKey,
 }
 
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
+        .map_err(|e: wardgate_store::StoreError| e.to_string())
+}
+
 fn parse_time(text: &str) -> Result<Timestamp, String> {
     Timestamp::parse_rfc3339(text)
         .ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2025-01-31T00:00:00Z"))
@@ -190,6 +195,10 @@ enum KeysCommand {
         /// A note for humans.
         #[arg(long)]
         label: Option<String>,
+        /// Comma-separated roles: user (default), admin, auditor, break_glass (needs
+        /// --expires of at most 24h).
+        #[arg(long, value_delimiter = ',', value_parser = parse_role)]
+        roles: Vec<Role>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -344,6 +353,7 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
             models,
             expires,
             label,
+            roles,
             json,
         } => {
             let expires_at = match expires {
@@ -359,19 +369,18 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
                 .create_key(NewKeySpec {
                     tenant,
                     models: models.into_iter().filter(|m| !m.is_empty()).collect(),
+                    roles,
                     expires_at,
                     label,
                 })
                 .await?;
             if json {
-                out(&serde_json::json!({
-                    "id": new.record.id,
-                    "tenant": new.record.tenant,
-                    "key": new.secret.expose(),
-                    "models": new.record.models,
-                    "expires_at": new.record.expires_at.map(|t| t.unix_timestamp()),
-                })
-                .to_string())?;
+                let mut v = wardgate_gateway::handlers::admin::key_json(
+                    &new.record,
+                    time::OffsetDateTime::now_utc(),
+                );
+                v["key"] = serde_json::Value::String(new.secret.expose().clone());
+                out(&v.to_string())?;
             } else {
                 out(&format!(
                     "created key {} for tenant {}\n{}\nStore it now: it is not shown again.",
@@ -387,34 +396,28 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
             if json {
                 let v: Vec<_> = keys
                     .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "id": k.id, "tenant": k.tenant, "prefix": k.prefix, "models": k.models,
-                            "label": k.label, "created_at": k.created_at.unix_timestamp(),
-                            "expires_at": k.expires_at.map(|t| t.unix_timestamp()),
-                            "revoked_at": k.revoked_at.map(|t| t.unix_timestamp()),
-                        })
-                    })
+                    .map(|k| wardgate_gateway::handlers::admin::key_json(k, now))
                     .collect();
                 out(&serde_json::Value::Array(v).to_string())?;
             } else {
-                out("ID                              TENANT           STATUS   MODELS")?;
+                out(
+                    "ID                              TENANT           STATUS   ROLES          MODELS",
+                )?;
                 for k in keys {
-                    let status = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else if k.expires_at.is_some_and(|e| e <= now) {
-                        "expired"
-                    } else {
-                        "active"
-                    };
+                    let status = wardgate_gateway::handlers::admin::key_status(&k, now);
                     let models = if k.models.is_empty() {
                         "*".to_owned()
                     } else {
                         k.models.join(",")
                     };
+                    let roles: Vec<&str> = k.roles.iter().map(|r| r.as_str()).collect();
                     out(&format!(
-                        "{:<31} {:<16} {:<8} {}",
-                        k.id, k.tenant, status, models
+                        "{:<31} {:<16} {:<8} {:<14} {}",
+                        k.id,
+                        k.tenant,
+                        status,
+                        roles.join(","),
+                        models
                     ))?;
                 }
             }
@@ -629,8 +632,19 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let auditor = wardgate_gateway::audit::start(&config.audit, store.clone())
         .await
         .context("the audit log is required and could not start")?;
-    let state =
+    let jwt = if config.jwt.is_empty() {
+        None
+    } else {
+        let v = Arc::new(
+            wardgate_gateway::jwt::JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
+                .await?,
+        );
+        v.spawn_refresh();
+        Some(v)
+    };
+    let mut state =
         wardgate_gateway::build_state(config, catalog, engine, store).with_audit(auditor.clone());
+    state.jwt = jwt;
     if wardgate_gateway::refresh_backends(&state).await == 0 {
         let names: Vec<String> = state
             .config

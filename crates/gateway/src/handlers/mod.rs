@@ -1,5 +1,6 @@
 //! Request handlers, one module per front, plus the unauthenticated probes.
 
+pub mod admin;
 pub mod ollama;
 pub mod openai;
 pub mod probes;
@@ -102,6 +103,7 @@ pub(crate) async fn run_generation(
         Job::Chat(r) => phi_guard::chat_texts(r),
         Job::Complete(r) => phi_guard::completion_texts(r),
     };
+    note_prompt(state, record, &texts);
     let pseudonyms = guard(state, p, route, &mut texts)?;
     before_backend(state, record).await?;
     let deadline = deadline(state, record);
@@ -121,6 +123,15 @@ pub(crate) async fn run_generation(
         None => events,
     };
     Ok((events, drive(state, record, checked.prompt_tokens), checked))
+}
+
+/// Records the salted digest of the texts as the client sent them (before de-identification),
+/// so an investigator holding a suspect prompt can tell whether it was sent, while the log
+/// itself holds no text.
+fn note_prompt(state: &AppState, record: &RequestRecord, texts: &[&mut String]) {
+    if let Some(audit) = &state.audit {
+        record.set_prompt_digest(audit.prompt_digest(texts.iter().map(|t| t.as_bytes())));
+    }
 }
 
 /// The PHI guard's rule for this tenant and model, applied to the texts a backend would see.
@@ -157,6 +168,7 @@ pub(crate) async fn guard_embed(
     req: &mut wardgate_api::canonical::EmbedRequest,
 ) -> Result<(), ApiError> {
     let mut texts = phi_guard::embed_texts(req);
+    note_prompt(state, record, &texts);
     guard(state, p, route, &mut texts)?;
     before_backend(state, record).await
 }

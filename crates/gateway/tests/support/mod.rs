@@ -114,6 +114,7 @@ chain = [{{ backend = "b0", model = "other" }}]
             .create_key(NewKeySpec {
                 tenant: "acme".into(),
                 models: vec![],
+                roles: vec![],
                 expires_at: None,
                 label: None,
             })
@@ -159,6 +160,28 @@ chain = [{{ backend = "b0", model = "other" }}]
             .create_key(NewKeySpec {
                 tenant: "acme".into(),
                 models: models.iter().map(|m| m.to_string()).collect(),
+                roles: vec![],
+                expires_at,
+                label: None,
+            })
+            .await
+            .unwrap();
+        (k.record.id.clone(), k.secret.expose().clone())
+    }
+
+    /// A key of `tenant` with `roles`, and its id.
+    pub async fn key_with_roles(
+        &self,
+        tenant: &str,
+        roles: &[wardgate_store::Role],
+        expires_at: Option<time::OffsetDateTime>,
+    ) -> (String, String) {
+        let k = self
+            .store
+            .create_key(NewKeySpec {
+                tenant: tenant.into(),
+                models: vec![],
+                roles: roles.to_vec(),
                 expires_at,
                 label: None,
             })
@@ -197,6 +220,14 @@ pub fn post_as(path: &str, body: &str, key: Option<&str>) -> Request<Body> {
         b = b.header("authorization", format!("Bearer {k}"));
     }
     b.body(Body::from(body.to_owned())).unwrap()
+}
+
+pub fn delete_as(path: &str, key: Option<&str>) -> Request<Body> {
+    let mut b = Request::delete(path);
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    b.body(Body::empty()).unwrap()
 }
 
 pub fn get_as(path: &str, key: Option<&str>) -> Request<Body> {

@@ -14,6 +14,7 @@ fn spec(tenant: &str) -> NewKeySpec {
     NewKeySpec {
         tenant: tenant.into(),
         models: vec![],
+        roles: vec![],
         expires_at: None,
         label: None,
     }
@@ -55,6 +56,7 @@ async fn round_trip<S: KeyStore>(store: &S) {
             ]
             .map(String::from)
             .to_vec(),
+            roles: vec![Role::Auditor, Role::Admin, Role::Admin],
             expires_at: Some(expires_at),
             label: Some("ci runner".into()),
         })
@@ -74,8 +76,14 @@ async fn round_trip<S: KeyStore>(store: &S) {
     );
     assert_eq!(record.label.as_deref(), Some("ci runner"));
     assert_eq!(
-        record.expires_at.unwrap().unix_timestamp(),
-        expires_at.unix_timestamp()
+        record.roles,
+        [Role::Admin, Role::Auditor],
+        "sorted, each once"
+    );
+    assert_eq!(
+        record.expires_at.unwrap(),
+        expires_at.replace_nanosecond(0).unwrap() + Duration::seconds(1),
+        "a fractional expiry is rounded up to the next whole second"
     );
     assert_eq!(record.revoked_at, None);
 
@@ -166,7 +174,11 @@ async fn expiry<S: KeyStore>(store: &S) {
         })
         .await
         .unwrap();
-    let expires_at = new.record.expires_at.unwrap();
+    let stored = new.record.expires_at.unwrap();
+    // Storage keeps whole seconds; it may round a lifetime up, never down.
+    assert!(stored >= expires_at, "{stored} < {expires_at}");
+    assert!(stored - expires_at < Duration::seconds(1));
+    let expires_at = stored;
     let cases = [
         (now(), None),
         (expires_at - Duration::seconds(1), None),
@@ -371,7 +383,7 @@ async fn stored_row_never_contains_the_secret() {
         assert!(!text.contains(&secret_part), "column {i} holds the secret");
         columns += 1;
     }
-    assert_eq!(columns, 9);
+    assert_eq!(columns, 10, "every column was checked");
     let stored_hash: String = row.try_get("key_hash").unwrap();
     assert_eq!(stored_hash, KeyHash::of(&key).to_hex());
 

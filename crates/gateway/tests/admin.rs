@@ -1,0 +1,444 @@
+//! Roles, the admin API and break-glass access: each route group admits only its roles, the
+//! admin API is scoped to the caller's tenant unless the caller is an operator, every change
+//! and every audit read is its request's terminal audit event, and break-glass access needs a
+//! reason, which reaches the audit log redacted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::json;
+use support::{Harness, chat_body, delete_as, get_as, mock_cfg, post_as};
+use wardgate_audit::{AuditEvent, AuditStore, EventType, MemoryAuditStore, Outcome, Severity};
+use wardgate_store::Role;
+
+async fn harness() -> (Harness, Arc<MemoryAuditStore>) {
+    let store = Arc::new(MemoryAuditStore::new());
+    let h = Harness::single_with("openai", mock_cfg(), "")
+        .await
+        .audited(store.clone())
+        .await;
+    (h, store)
+}
+
+/// Every event so far. A refusal's event is committed after its response has gone, so the
+/// writer is asked for a checkpoint first: it comes after everything queued before it.
+async fn events(h: &Harness, store: &MemoryAuditStore) -> Vec<AuditEvent> {
+    h.state.audit.as_ref().unwrap().checkpoint().await.unwrap();
+    store
+        .read_range(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+fn chat(key: &str) -> Request<Body> {
+    post_as(
+        "/v1/chat/completions",
+        &chat_body("tiny", "hello").to_string(),
+        Some(key),
+    )
+}
+
+#[tokio::test]
+async fn each_route_group_admits_only_its_roles() {
+    let (h, _) = harness().await;
+    let (_, user) = h.key_with_roles("acme", &[Role::User], None).await;
+    let (_, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
+    let (_, auditor) = h.key_with_roles("acme", &[Role::Auditor], None).await;
+    let (_, both) = h
+        .key_with_roles("acme", &[Role::User, Role::Auditor], None)
+        .await;
+    let cases = [
+        (&user, "chat", 200),
+        (&user, "keys", 403),
+        (&user, "audit", 403),
+        (&admin, "chat", 403),
+        (&admin, "keys", 200),
+        (&admin, "audit", 403),
+        (&auditor, "chat", 403),
+        (&auditor, "keys", 403),
+        (&auditor, "audit", 200),
+        (&both, "chat", 200),
+        (&both, "audit", 200),
+        (&both, "keys", 403),
+    ];
+    for (key, what, want) in cases {
+        let req = match what {
+            "chat" => chat(key),
+            "keys" => get_as("/admin/keys", Some(key)),
+            _ => get_as("/admin/audit", Some(key)),
+        };
+        let r = h.send(req).await;
+        assert_eq!(r.status.as_u16(), want, "{what}: {}", r.text());
+        if want == 403 {
+            assert_eq!(r.json()["error"]["code"], "permission_denied");
+        }
+    }
+    // Ollama routes too, and in Ollama's error shape.
+    let r = h.send(get_as("/api/tags", Some(&admin))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.json()["error"].is_string());
+    // Without a credential, the admin API is a 401 like everything else.
+    let r = h.send(get_as("/admin/keys", None)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_admin_manages_keys_of_its_own_tenant_only_and_each_change_is_audited() {
+    let (h, store) = harness().await;
+    let (admin_id, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
+    let (other_id, _) = h.key_with_roles("globex", &[Role::User], None).await;
+
+    // Create: the key is shown once, with the record, and works at once.
+    let r = h
+        .send(post_as(
+            "/admin/keys",
+            &json!({"models": ["tiny"], "expires_in": "1h", "label": "ci"}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let created = r.json();
+    assert_eq!(created["tenant"], "acme", "defaults to the admin's tenant");
+    assert_eq!(created["roles"], json!(["user"]));
+    assert_eq!(created["status"], "active");
+    let new_key = created["key"].as_str().unwrap().to_owned();
+    let new_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.send(chat(&new_key)).await.status, StatusCode::OK);
+
+    // Another tenant is out of reach: creating there is refused, its keys are not listed,
+    // and revoking one looks like revoking a key that does not exist.
+    let r = h
+        .send(post_as(
+            "/admin/keys",
+            &json!({"tenant": "globex"}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let listed = h.send(get_as("/admin/keys", Some(&admin))).await.json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&new_id.as_str()) && ids.contains(&admin_id.as_str()));
+    assert!(!ids.contains(&other_id.as_str()));
+    assert!(
+        listed.to_string().find("wg_").is_none(),
+        "no secret is listed"
+    );
+    let foreign = h
+        .send(get_as("/admin/keys?tenant=globex", Some(&admin)))
+        .await;
+    assert_eq!(foreign.json()["data"], json!([]));
+    let r = h
+        .send(delete_as(&format!("/admin/keys/{other_id}"), Some(&admin)))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h
+        .send(delete_as("/admin/keys/key_doesnotexist", Some(&admin)))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Revoke: the key stops working at once in this process (the cache is cleared).
+    let r = h
+        .send(delete_as(&format!("/admin/keys/{new_id}"), Some(&admin)))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(
+        h.send(chat(&new_key)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Bad input says what to fix.
+    for body in [
+        json!({"roles": ["root"]}),
+        json!({"expires_in": "soon"}),
+        json!({"roles": ["break_glass"]}),
+        json!({"unknown": 1}),
+    ] {
+        let r = h
+            .send(post_as("/admin/keys", &body.to_string(), Some(&admin)))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+    }
+
+    let all = events(&h, &store).await;
+    let created_ev: Vec<_> = all
+        .iter()
+        .filter(|e| e.event_type == EventType::KeyCreated)
+        .collect();
+    assert_eq!(created_ev.len(), 1, "{all:#?}");
+    assert_eq!(created_ev[0].actor_id, admin_id);
+    assert_eq!(created_ev[0].outcome, Some(Outcome::Allow));
+    assert!(
+        created_ev[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains(&format!("key_id={new_id}"))
+    );
+    let revoked: Vec<_> = all
+        .iter()
+        .filter(|e| e.event_type == EventType::KeyRevoked)
+        .collect();
+    assert_eq!(revoked.len(), 1);
+    assert!(revoked[0].detail.as_deref().unwrap().contains(&new_id));
+    // No event anywhere holds a whole key.
+    assert!(!format!("{all:?}").contains(&new_key));
+}
+
+#[tokio::test]
+async fn operators_act_on_every_tenant_and_alone_create_tenants() {
+    let (h, store) = harness().await;
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+    let (_, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
+
+    let r = h
+        .send(post_as(
+            "/admin/tenants",
+            &json!({"name": "initech"}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = h
+        .send(post_as(
+            "/admin/tenants",
+            &json!({"name": "initech"}).to_string(),
+            Some(&operator),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let again = h
+        .send(post_as(
+            "/admin/tenants",
+            &json!({"name": "initech"}).to_string(),
+            Some(&operator),
+        ))
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    let bad = h
+        .send(post_as(
+            "/admin/tenants",
+            &json!({"name": "Not Valid"}).to_string(),
+            Some(&operator),
+        ))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    let names = |v: serde_json::Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = names(
+        h.send(get_as("/admin/tenants", Some(&operator)))
+            .await
+            .json(),
+    );
+    assert!(all.contains(&"initech".to_owned()) && all.contains(&"acme".to_owned()));
+    let own = names(h.send(get_as("/admin/tenants", Some(&admin))).await.json());
+    assert_eq!(own, ["acme"]);
+
+    let r = h
+        .send(post_as(
+            "/admin/keys",
+            &json!({"tenant": "initech", "roles": ["auditor"]}).to_string(),
+            Some(&operator),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["roles"], json!(["auditor"]));
+
+    let changes: Vec<_> = events(&h, &store)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == EventType::ConfigChange)
+        .collect();
+    assert_eq!(
+        changes.len(),
+        1,
+        "creating an existing tenant changes nothing"
+    );
+    assert_eq!(changes[0].detail.as_deref(), Some("tenant_created=initech"));
+}
+
+#[tokio::test]
+async fn an_auditor_reads_its_tenants_audit_trail_and_the_reading_is_audited() {
+    let (h, store) = harness().await;
+    let (user_id, user) = h.key_with_roles("acme", &[Role::User], None).await;
+    let (_, globex_user) = h.key_with_roles("globex", &[Role::User], None).await;
+    let (auditor_id, auditor) = h.key_with_roles("acme", &[Role::Auditor], None).await;
+    let (_, operator_auditor) = h.key_with_roles("operator", &[Role::Auditor], None).await;
+    assert_eq!(h.send(chat(&user)).await.status, StatusCode::OK);
+    assert_eq!(h.send(chat(&globex_user)).await.status, StatusCode::OK);
+
+    let r = h
+        .send(get_as(
+            &format!("/admin/audit?actor={user_id}&event_type=request"),
+            Some(&auditor),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let page = r.json();
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{page}");
+    assert_eq!(data[0]["event"]["actor_id"], user_id);
+    assert_eq!(data[0]["event"]["outcome"], "allow");
+    assert!(data[0]["seq"].is_u64() && data[0]["leaf_hash"].is_string());
+
+    // Another tenant's trail is invisible to a tenant auditor, visible to an operator.
+    let tenant_of = |v: &serde_json::Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["event"]["tenant"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mine = h.send(get_as("/admin/audit", Some(&auditor))).await.json();
+    assert!(tenant_of(&mine).iter().all(|t| t == "acme"), "{mine}");
+    let theirs = h
+        .send(get_as("/admin/audit?tenant=globex", Some(&auditor)))
+        .await
+        .json();
+    assert_eq!(theirs["data"], json!([]));
+    let everyone = h
+        .send(get_as(
+            "/admin/audit?tenant=globex",
+            Some(&operator_auditor),
+        ))
+        .await
+        .json();
+    assert!(!tenant_of(&everyone).is_empty());
+
+    // Paging: a full page names where the next one starts.
+    let p1 = h
+        .send(get_as("/admin/audit?limit=1", Some(&auditor)))
+        .await
+        .json();
+    let next = p1["next_after_seq"].as_u64().unwrap();
+    let p2 = h
+        .send(get_as(
+            &format!("/admin/audit?limit=1&after_seq={next}"),
+            Some(&auditor),
+        ))
+        .await
+        .json();
+    assert!(p2["data"][0]["seq"].as_u64().unwrap() > next);
+
+    for bad in [
+        "/admin/audit?outcome=maybe",
+        "/admin/audit?since=yesterday",
+        "/admin/audit?limit=0",
+        "/admin/audit?nope=1",
+    ] {
+        let r = h.send(get_as(bad, Some(&auditor))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    }
+
+    let reads: Vec<_> = events(&h, &store)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == EventType::AuditAccess && e.outcome == Some(Outcome::Allow))
+        .collect();
+    assert!(reads.len() >= 5, "every read is audited: {reads:#?}");
+    assert!(reads.iter().any(|e| e.actor_id == auditor_id));
+}
+
+#[tokio::test]
+async fn break_glass_needs_a_reason_every_time_and_is_audited_at_high_severity() {
+    let (h, store) = harness().await;
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let (bg_id, bg) = h
+        .key_with_roles("acme", &[Role::BreakGlass], Some(soon))
+        .await;
+
+    // No reason, an empty one, or two: refused.
+    let r = h.send(chat(&bg)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json()["error"]["code"], "break_glass_reason_required");
+    for reasons in [vec![""], vec!["a", "b"]] {
+        let mut req = chat(&bg);
+        for reason in reasons {
+            req.headers_mut()
+                .append("x-wardgate-break-glass-reason", reason.parse().unwrap());
+        }
+        assert_eq!(h.send(req).await.status, StatusCode::FORBIDDEN);
+    }
+
+    // With a reason: inference on any model, and the audit log readable.
+    let with_reason = |mut req: Request<Body>| {
+        req.headers_mut().insert(
+            "x-wardgate-break-glass-reason",
+            "ER: patient John Smith unresponsive, MRN 00123456"
+                .parse()
+                .unwrap(),
+        );
+        req
+    };
+    let r = h.send(with_reason(chat(&bg))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = h.send(with_reason(get_as("/admin/audit", Some(&bg)))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Not an admin, though.
+    let r = h.send(with_reason(get_as("/admin/keys", Some(&bg)))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let all = events(&h, &store).await;
+    let uses: Vec<_> = all
+        .iter()
+        .filter(|e| e.event_type == EventType::BreakGlass)
+        .collect();
+    assert_eq!(
+        uses.len(),
+        6,
+        "every break-glass request, refused or not: {all:#?}"
+    );
+    assert!(uses.iter().all(|e| e.actor_id == bg_id));
+    assert_eq!(EventType::BreakGlass.severity(), Severity::High);
+    let detail = uses
+        .iter()
+        .rev()
+        .find_map(|e| e.detail.clone())
+        .expect("the reason is recorded");
+    assert!(detail.starts_with("reason: ER: patient"), "{detail}");
+    assert!(
+        !detail.contains("John Smith") && !detail.contains("00123456"),
+        "the reason is redacted: {detail}"
+    );
+    assert!(
+        wardgate_gateway::auth::BREAK_GLASS_USES.load(std::sync::atomic::Ordering::Relaxed) >= 3
+    );
+}
+
+#[tokio::test]
+async fn a_break_glass_key_must_be_short_lived() {
+    let (h, _) = harness().await;
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+    for (expires, want) in [(None, 400), (Some("48h"), 400), (Some("2h"), 201)] {
+        let mut body = json!({"tenant": "acme", "roles": ["break_glass"]});
+        if let Some(e) = expires {
+            body["expires_in"] = json!(e);
+        }
+        let r = h
+            .send(post_as("/admin/keys", &body.to_string(), Some(&operator)))
+            .await;
+        assert_eq!(r.status.as_u16(), want, "{expires:?}: {}", r.text());
+    }
+}

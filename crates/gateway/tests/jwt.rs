@@ -1,0 +1,426 @@
+//! Bearer JWTs: tokens from configured issuers are accepted with their claims mapped to tenant,
+//! roles and models; every other token (wrong issuer, audience, algorithm, key, time, size,
+//! lifetime, claims) gets the same 401 as a bad API key. JWKS URLs refresh on an unknown `kid`
+//! at most once per cooldown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+};
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use support::{Harness, chat_body, get_as, mock_cfg, post_as};
+use wardgate_audit::{AuditStore, AuthMethod, EventType, MemoryAuditStore};
+use wardgate_gateway::jwt::JwtVerifier;
+
+const ISS: &str = "https://idp.example.test/";
+const AUD: &str = "wardgate";
+
+struct Signer {
+    alg: Algorithm,
+    kid: String,
+    key: EncodingKey,
+    jwk: Value,
+}
+
+fn ed25519(kid: &str) -> Signer {
+    let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+    Signer {
+        alg: Algorithm::EdDSA,
+        kid: kid.into(),
+        key: EncodingKey::from_ed_der(doc.as_ref()),
+        jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA",
+                    "x": B64.encode(pair.public_key().as_ref())}),
+    }
+}
+
+fn p256(kid: &str) -> Signer {
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    assert_eq!(point.len(), 65);
+    Signer {
+        alg: Algorithm::ES256,
+        kid: kid.into(),
+        key: EncodingKey::from_ec_der(doc.as_ref()),
+        jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid,
+                    "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])}),
+    }
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn claims() -> Value {
+    json!({"iss": ISS, "aud": AUD, "sub": "alice@example.test", "tenant": "acme",
+           "iat": now(), "exp": now() + 600})
+}
+
+fn sign(s: &Signer, claims: &Value) -> String {
+    let mut h = Header::new(s.alg);
+    h.kid = Some(s.kid.clone());
+    jsonwebtoken::encode(&h, claims, &s.key).unwrap()
+}
+
+fn jwks(signers: &[&Signer]) -> String {
+    json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+async fn harness_with(issuer_toml: &str) -> (Harness, Arc<MemoryAuditStore>) {
+    let store = Arc::new(MemoryAuditStore::new());
+    let mut h = Harness::single_with("openai", mock_cfg(), issuer_toml)
+        .await
+        .audited(store.clone())
+        .await;
+    let config = h.state.config.clone();
+    let v = JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
+        .await
+        .unwrap();
+    h.state.jwt = Some(Arc::new(v));
+    h.app = wardgate_gateway::router(h.state.clone());
+    (h, store)
+}
+
+fn file_issuer(path: &std::path::Path, algorithms: &str) -> String {
+    format!(
+        "[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\nalgorithms = [{algorithms}]\n\
+         jwks_file = \"{}\"\nmax_lifetime = \"1h\"\nleeway = \"5s\"\n",
+        path.display()
+    )
+}
+
+fn chat_with(token: &str) -> axum::http::Request<axum::body::Body> {
+    post_as(
+        "/v1/chat/completions",
+        &chat_body("tiny", "hello").to_string(),
+        Some(token),
+    )
+}
+
+#[tokio::test]
+async fn tokens_from_a_jwks_file_map_claims_to_tenant_roles_and_models() {
+    let ed = ed25519("ed-1");
+    let ec = p256("ec-1");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[&ed, &ec])).unwrap();
+    let (h, store) = harness_with(&file_issuer(&path, "\"EdDSA\", \"ES256\"")).await;
+
+    for s in [&ed, &ec] {
+        let r = h.send(chat_with(&sign(s, &claims()))).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}: {}", s.alg, r.text());
+    }
+    // Roles from the claim: an auditor token reads the audit log and cannot chat. Roles
+    // wardgate does not know are ignored.
+    let mut c = claims();
+    c["roles"] = json!(["auditor", "some-other-app-role"]);
+    let auditor = sign(&ed, &c);
+    assert_eq!(
+        h.send(chat_with(&auditor)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.send(get_as("/admin/audit", Some(&auditor))).await.status,
+        StatusCode::OK
+    );
+    // A space-separated roles string works too; a token with no known role can do nothing.
+    c["roles"] = json!("user");
+    assert_eq!(
+        h.send(chat_with(&sign(&ed, &c))).await.status,
+        StatusCode::OK
+    );
+    c["roles"] = json!(["viewer"]);
+    assert_eq!(
+        h.send(chat_with(&sign(&ed, &c))).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Models from the claim.
+    let mut c = claims();
+    c["models"] = json!(["other"]);
+    let limited = sign(&ed, &c);
+    assert_eq!(
+        h.send(chat_with(&limited)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let models = h.send(get_as("/v1/models", Some(&limited))).await.json();
+    assert_eq!(models["data"].as_array().unwrap().len(), 1);
+
+    // The audit log names the person, by subject, as a JWT user.
+    h.state.audit.as_ref().unwrap().checkpoint().await.unwrap();
+    let events: Vec<_> = store
+        .read_range(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .filter(|e| e.event_type == EventType::Request)
+        .collect();
+    let first = &events[0];
+    assert_eq!(first.actor_id, "jwt:alice@example.test");
+    assert_eq!(first.auth_method, Some(AuthMethod::Jwt));
+    assert_eq!(first.actor_kind, wardgate_audit::ActorKind::User);
+    assert_eq!(first.tenant.as_deref(), Some("acme"));
+    assert_eq!(first.key_id, None);
+}
+
+#[tokio::test]
+async fn every_bad_token_gets_the_same_401() {
+    let ed = ed25519("ed-1");
+    let ec = p256("ec-1");
+    let stranger = ed25519("ed-1");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[&ed, &ec])).unwrap();
+    // ES256 is in the JWKS but not on this issuer's allowlist.
+    let (h, _) = harness_with(&file_issuer(&path, "\"EdDSA\"")).await;
+    let unauthenticated = h.send(get_as("/v1/models", Some("wg_nope"))).await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = claims();
+        f(&mut c);
+        sign(&ed, &c)
+    };
+    let mut cases: Vec<(&str, String)> = vec![
+        ("expired", with(&|c| c["exp"] = json!(now() - 60))),
+        ("not yet valid", with(&|c| c["nbf"] = json!(now() + 120))),
+        (
+            "other audience",
+            with(&|c| c["aud"] = json!("another-service")),
+        ),
+        (
+            "other issuer",
+            with(&|c| c["iss"] = json!("https://evil.test/")),
+        ),
+        (
+            "no subject",
+            with(&|c| drop(c.as_object_mut().unwrap().remove("sub"))),
+        ),
+        (
+            "no exp",
+            with(&|c| drop(c.as_object_mut().unwrap().remove("exp"))),
+        ),
+        ("too long-lived", with(&|c| c["exp"] = json!(now() + 7200))),
+        ("bad tenant", with(&|c| c["tenant"] = json!("Not A Tenant"))),
+        (
+            "no tenant",
+            with(&|c| drop(c.as_object_mut().unwrap().remove("tenant"))),
+        ),
+        ("models not a list", with(&|c| c["models"] = json!("tiny"))),
+        ("algorithm not allowed", sign(&ec, &claims())),
+        ("unknown signer, known kid", sign(&stranger, &claims())),
+        ("huge", with(&|c| c["pad"] = json!("x".repeat(10_000)))),
+    ];
+    let mut unknown_kid = ed25519("ed-404");
+    unknown_kid.kid = "ed-404".into();
+    cases.push(("unknown kid", sign(&unknown_kid, &claims())));
+    // Payload swapped after signing.
+    let good = sign(&ed, &claims());
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut evil = claims();
+    evil["tenant"] = json!("globex");
+    let forged = format!("{}.{}.{}", parts[0], B64.encode(evil.to_string()), parts[2]);
+    cases.push(("payload swapped", forged));
+    // alg=none, and HS256 "signed" with the public key (algorithm confusion).
+    let none_header = B64.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    cases.push((
+        "alg none",
+        format!("{none_header}.{}.", B64.encode(claims().to_string())),
+    ));
+    let x = B64.decode(ed.jwk["x"].as_str().unwrap()).unwrap();
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("ed-1".into());
+    cases.push((
+        "HS256 with the public key",
+        jsonwebtoken::encode(&hs, &claims(), &EncodingKey::from_secret(&x)).unwrap(),
+    ));
+
+    for (what, token) in &cases {
+        let r = h.send(chat_with(token)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text());
+        assert_eq!(
+            r.body, unauthenticated.body,
+            "{what}: same body as any bad key"
+        );
+    }
+    // The good token still works (none of the above poisoned anything).
+    assert_eq!(h.send(chat_with(&good)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_hs256_issuer_uses_its_shared_secret_only() {
+    let secret = "0123456789abcdef0123456789abcdef-test-secret";
+    let toml = format!(
+        "[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"HS256\"]\n\
+         secret_env = \"WG_TEST_JWT_SECRET\"\n"
+    );
+    let store = Arc::new(MemoryAuditStore::new());
+    let raw = wardgate_gateway::config::parse_toml(&format!(
+        "{toml}\n[[backends]]\nname = \"b0\"\nkind = \"openai\"\nurl = \"http://127.0.0.1:9/v1\"\n"
+    ))
+    .unwrap();
+    let config = wardgate_gateway::config::Config::from_raw(raw, &|k| {
+        (k == "WG_TEST_JWT_SECRET").then(|| secret.to_owned())
+    })
+    .unwrap();
+    let v = JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
+        .await
+        .unwrap();
+    drop(store);
+    let good = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let p = v.verify(&good, now()).await.unwrap();
+    assert_eq!(p.tenant, "acme");
+    let bad = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(b"another secret of enough length!!"),
+    )
+    .unwrap();
+    assert!(v.verify(&bad, now()).await.is_err());
+    // A short secret is refused at start-up.
+    let raw = wardgate_gateway::config::parse_toml(&toml).unwrap();
+    let err = wardgate_gateway::config::Config::from_raw(raw, &|k| {
+        (k == "WG_TEST_JWT_SECRET").then(|| "short".to_owned())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+}
+
+#[test]
+fn issuer_configuration_is_checked() {
+    let base = |extra: &str| {
+        format!("[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\n{extra}\n")
+    };
+    let cases = [
+        (
+            base("algorithms = [\"HS256\", \"RS256\"]\nsecret_env = \"S\""),
+            "cannot be mixed",
+        ),
+        (base("algorithms = []\njwks_file = \"j\""), "allowlist"),
+        (
+            base("algorithms = [\"none\"]\njwks_file = \"j\""),
+            "not allowed",
+        ),
+        (
+            base("algorithms = [\"RS384\"]\njwks_file = \"j\""),
+            "not allowed",
+        ),
+        (
+            base("algorithms = [\"ES256\"]\njwks_url = \"http://idp.example.test/jwks\""),
+            "https",
+        ),
+        (
+            base("algorithms = [\"ES256\"]\njwks_file = \"j\"\njwks_url = \"https://x/\""),
+            "exactly one",
+        ),
+        (
+            base("algorithms = [\"ES256\"]\njwks_file = \"j\"\nleeway = \"10m\""),
+            "at most 5m",
+        ),
+        (
+            format!(
+                "[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = []\nalgorithms = [\"ES256\"]\njwks_file = \"j\"\n"
+            ),
+            "audience",
+        ),
+    ];
+    for (toml, want) in cases {
+        let raw = wardgate_gateway::config::parse_toml(&toml).unwrap();
+        let err = wardgate_gateway::config::Config::from_raw(raw, &|k| {
+            (k == "S").then(|| "x".repeat(40))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(want), "{toml}\n=> {err}");
+        assert!(err.contains("auth.jwt[0]"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_url_refreshes_on_an_unknown_kid_at_most_once_per_cooldown() {
+    let old = ed25519("old");
+    let new = ed25519("new");
+    let served = Arc::new(std::sync::Mutex::new(jwks(&[&old])));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let served = served.clone();
+        let fetches = fetches.clone();
+        axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let body = served.lock().unwrap().clone();
+                fetches.fetch_add(1, Ordering::SeqCst);
+                async move { body }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let toml = format!(
+        "[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"EdDSA\"]\n\
+         jwks_url = \"http://{addr}/jwks\"\nrefresh_cooldown = \"1h\"\n"
+    );
+    let (h, _) = harness_with(&toml).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched once at start");
+    assert_eq!(
+        h.send(chat_with(&sign(&old, &claims()))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "a known kid fetches nothing"
+    );
+
+    // The provider rotates: the first token with the new kid triggers one refresh... but the
+    // start-up fetch was just now, inside the cooldown, so it does not; a flood of unknown
+    // kids costs nothing.
+    *served.lock().unwrap() = jwks(&[&old, &new]);
+    for _ in 0..5 {
+        assert_eq!(
+            h.send(chat_with(&sign(&new, &claims()))).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+    // With a short cooldown the same rotation is picked up by exactly one fetch.
+    let toml = toml.replace("refresh_cooldown = \"1h\"", "refresh_cooldown = \"1s\"");
+    let (h, _) = harness_with(&toml).await;
+    let before = fetches.load(Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let newer = ed25519("newer");
+    *served.lock().unwrap() = jwks(&[&old, &new, &newer]);
+    assert_eq!(
+        h.send(chat_with(&sign(&newer, &claims()))).await.status,
+        StatusCode::OK
+    );
+    for _ in 0..5 {
+        let ghost = ed25519("ghost");
+        assert_eq!(
+            h.send(chat_with(&sign(&ghost, &claims()))).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), before + 1);
+}
