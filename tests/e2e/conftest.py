@@ -67,6 +67,10 @@ def clean_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("WARDGATE_", "OLLAMA_", "OPENAI_"))
     }
+    # Every test talks from 127.0.0.1 and many send bad credentials on purpose; with the default
+    # lockout (10 failures in 5 minutes per source) later tests would be locked out. Lockout
+    # itself is tested in crates/gateway/tests/admin.rs.
+    env["WARDGATE_LOCKOUT_THRESHOLD"] = "100000"
     env.update(extra)
     return env
 

@@ -69,11 +69,46 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(k) => k,
         Err(e) => return e.to_response(front),
     };
+    let record = req.extensions().get::<Arc<RequestRecord>>().cloned();
+    let source = record.as_ref().and_then(|r| r.source_ip);
+    // A key prefix identifies the attempt without the secret; it is what failures are counted
+    // and audited by.
+    let prefix = wardgate_store::keys::parse(&presented).map(|k| k.prefix().to_owned());
+    if let Some(rec) = &record
+        && let Some(p) = &prefix
+    {
+        rec.set_attempt(p);
+    }
+    let now = std::time::Instant::now();
+    if let Some(wait) = state.lockout.locked(source, prefix.as_deref(), now) {
+        return ApiError::LockedOut {
+            retry_after_secs: wait.as_secs().max(1),
+        }
+        .to_response(front);
+    }
     let p = match principal(&state, presented).await {
         Ok(p) => p,
-        Err(e) => return e.to_response(front),
+        Err(e) => {
+            if matches!(e, ApiError::Unauthenticated) {
+                let locked = state.lockout.fail(source, prefix.as_deref(), now);
+                if !locked.is_empty() {
+                    let what: Vec<String> = locked.iter().map(ToString::to_string).collect();
+                    tracing::warn!(
+                        target: "wardgate::alert",
+                        locked = %what.join(" "),
+                        "locked out after repeated failed authentications"
+                    );
+                    if let Some(rec) = &record {
+                        rec.set_action(
+                            wardgate_audit::EventType::Lockout,
+                            Some(format!("locked {}", what.join(" "))),
+                        );
+                    }
+                }
+            }
+            return e.to_response(front);
+        }
     };
-    let record = req.extensions().get::<Arc<RequestRecord>>().cloned();
     if let Some(rec) = &record {
         rec.set_principal(&p.key_id, &p.tenant, p.method);
     }

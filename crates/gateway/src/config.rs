@@ -200,6 +200,19 @@ pub struct RawAuth {
     pub operator_tenant: Option<String>,
     /// Longest bearer token accepted, in bytes. Default 8192.
     pub max_token_bytes: Option<usize>,
+    /// Failed authentications (per source address, and per key prefix) within
+    /// `lockout_window` that lock the source or prefix out. Default 10; 0 turns lockout off.
+    pub lockout_threshold: Option<u32>,
+    /// Default `5m`.
+    pub lockout_window: Option<String>,
+    /// How long a lockout lasts. Default `15m`.
+    pub lockout_duration: Option<String>,
+    /// Whether repeated failures with one key prefix lock that prefix out from every source.
+    /// Default true. (A prefix is not secret: whoever knows one can lock its key out.)
+    pub lockout_by_prefix: Option<bool>,
+    /// Whether failures count per client address. Default true; turn it off behind a reverse
+    /// proxy (every client then shares the proxy's address).
+    pub lockout_by_source: Option<bool>,
     /// Trusted JWT issuers (`[[auth.jwt]]`).
     #[serde(default)]
     pub jwt: Vec<RawJwtIssuer>,
@@ -390,6 +403,7 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     pub operator_tenant: String,
     pub max_token_bytes: usize,
+    pub lockout: crate::lockout::LockoutSettings,
     pub jwt: Vec<crate::jwt::IssuerSettings>,
     pub health_interval: Duration,
     pub health_timeout: Duration,
@@ -476,6 +490,11 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
             Some(v.parse().map_err(|_| {
                 ConfigError::new("WARDGATE_RATE_LIMIT_RPM", "must be a whole number")
             })?);
+    }
+    if let Some(v) = env("WARDGATE_LOCKOUT_THRESHOLD") {
+        raw.auth.lockout_threshold = Some(v.parse().map_err(|_| {
+            ConfigError::new("WARDGATE_LOCKOUT_THRESHOLD", "must be a whole number")
+        })?);
     }
     if let Some(v) = env("WARDGATE_AUDIT_KEY") {
         raw.audit.signing_key_file = Some(PathBuf::from(v));
@@ -1059,6 +1078,24 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                     "auth.max_token_bytes",
                     "must be 512 to 65536",
                 ));
+            }
+        },
+        lockout: {
+            let d = crate::lockout::LockoutSettings::default();
+            crate::lockout::LockoutSettings {
+                threshold: raw.auth.lockout_threshold.unwrap_or(d.threshold),
+                window: duration(
+                    "auth.lockout_window",
+                    raw.auth.lockout_window.as_deref(),
+                    d.window,
+                )?,
+                duration: duration(
+                    "auth.lockout_duration",
+                    raw.auth.lockout_duration.as_deref(),
+                    d.duration,
+                )?,
+                by_prefix: raw.auth.lockout_by_prefix.unwrap_or(d.by_prefix),
+                by_source: raw.auth.lockout_by_source.unwrap_or(d.by_source),
             }
         },
         jwt: raw

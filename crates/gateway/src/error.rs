@@ -59,6 +59,9 @@ pub enum ApiError {
     ContextLengthExceeded { window: u32, requested: u64 },
     #[error("rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
+    /// Too many failed authentications from this source or with this key prefix.
+    #[error("locked out")]
+    LockedOut { retry_after_secs: u64 },
     #[error("no healthy backend")]
     BackendUnavailable,
     #[error("upstream timeout")]
@@ -201,6 +204,18 @@ impl ApiError {
                     format!("Rate limit reached. Please try again in {retry_after_secs}s."),
                 )
             },
+            ApiError::LockedOut { retry_after_secs } => Rendered {
+                retry_after: Some(*retry_after_secs),
+                ..r(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "requests",
+                    Some("too_many_failed_authentications"),
+                    format!(
+                        "Too many failed authentication attempts. Try again in \
+                         {retry_after_secs}s."
+                    ),
+                )
+            },
             ApiError::BackendUnavailable => Rendered {
                 retry_after: Some(1),
                 ..r(
@@ -318,6 +333,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::ContextLengthExceeded { .. } => "context_length_exceeded",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::LockedOut { .. } => "locked_out",
             ApiError::BackendUnavailable => "backend_unavailable",
             ApiError::Timeout => "timeout",
             ApiError::StorageUnavailable => "storage_unavailable",

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod handlers;
 pub mod jwt;
 pub mod llm;
+pub mod lockout;
 pub mod phi_guard;
 pub mod policy;
 pub mod ratelimit;
@@ -173,6 +174,7 @@ where
     // With nothing to preload the service is ready as soon as its backends are.
     let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
     let config_phi = config.phi.clone();
+    let lockout = Arc::new(lockout::Lockout::new(config.lockout));
     AppState {
         config: Arc::new(config),
         catalog: Arc::new(catalog),
@@ -182,6 +184,7 @@ where
         limiter,
         key_cache,
         jwt: None,
+        lockout,
         engine,
         preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
         phi: Arc::new(phi_guard::PhiGuard::new(config_phi)),

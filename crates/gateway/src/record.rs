@@ -87,6 +87,8 @@ struct Fields {
     prompt_sha256: Option<wardgate_audit::Hash>,
     /// How the principal authenticated.
     auth_method: Option<AuthMethod>,
+    /// The key prefix presented, for an attempt that did not authenticate.
+    attempt: Option<String>,
     /// What the terminal event is, when not a plain `request` (an admin action, an audit
     /// read, break-glass access).
     event_type: Option<EventType>,
@@ -144,6 +146,11 @@ impl RequestRecord {
         f.detail = detail.map(|d| bounded(&d));
     }
 
+    /// The prefix of the key presented (before it is verified).
+    pub fn set_attempt(&self, prefix: &str) {
+        self.lock().attempt = Some(format!("key_prefix:{prefix}"));
+    }
+
     pub fn set_prompt_digest(&self, digest: wardgate_audit::Hash) {
         self.lock().prompt_sha256 = Some(digest);
     }
@@ -185,7 +192,10 @@ impl RequestRecord {
             // A token's subject is a person; a key is held by an application.
             (Some(k), AuthMethod::Jwt) => (k.as_str(), ActorKind::User),
             (Some(k), _) => (k.as_str(), ActorKind::Service),
-            (None, _) => ("anonymous", ActorKind::Anonymous),
+            (None, _) => (
+                f.attempt.as_deref().unwrap_or("anonymous"),
+                ActorKind::Anonymous,
+            ),
         };
         let mut e = AuditEvent::new(Timestamp::now(), event_type, actor, kind);
         e.auth_method = f.key_id.is_some().then_some(method);
@@ -249,10 +259,12 @@ impl RequestRecord {
         if UNAUDITED_ROUTES.contains(&self.route.as_str()) {
             return None;
         }
-        let event_type = if f.key_id.is_none() && f.status == 401 {
-            EventType::AuthFailure
-        } else {
-            f.event_type.unwrap_or(EventType::Request)
+        let event_type = match f.event_type {
+            Some(t) => t,
+            None if f.key_id.is_none() && (f.status == 401 || f.reason == Some("locked_out")) => {
+                EventType::AuthFailure
+            }
+            None => EventType::Request,
         };
         Some(self.event_from(&f, event_type, Some(outcome)))
     }

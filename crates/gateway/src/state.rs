@@ -18,6 +18,8 @@ pub struct AppState {
     pub tenants: Arc<dyn TenantStore>,
     pub store_health: Arc<dyn Health>,
     pub limiter: Option<Arc<dyn RateLimiter>>,
+    /// Failed-authentication counting and lockout.
+    pub lockout: Arc<crate::lockout::Lockout>,
     /// Trusted JWT issuers; `None` when none is configured.
     pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
     /// Recently verified keys; `None` when `auth.key_cache_ttl` is `0s`.

@@ -442,3 +442,84 @@ async fn a_break_glass_key_must_be_short_lived() {
         assert_eq!(r.status.as_u16(), want, "{expires:?}: {}", r.text());
     }
 }
+
+fn from_ip(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
+    let addr = std::net::SocketAddr::from((ip, 40_000));
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    req
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_source_out_and_are_audited() {
+    let store = Arc::new(MemoryAuditStore::new());
+    let h = Harness::single_with(
+        "openai",
+        mock_cfg(),
+        "[auth]\nlockout_threshold = 3\nlockout_duration = \"10m\"\nlockout_by_prefix = false\n",
+    )
+    .await
+    .audited(store.clone())
+    .await;
+    let attacker = [192, 0, 2, 66];
+    let bad = "wg_abcdefghijkl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for i in 0..3 {
+        let r = h.send(from_ip(chat(bad), attacker)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    // Locked: even a valid key from that source is refused before it is checked.
+    let r = h.send(from_ip(chat(&h.key), attacker)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "too_many_failed_authentications");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((590..=600).contains(&wait), "{wait}");
+    // Another source is not affected.
+    let r = h.send(from_ip(chat(&h.key), [192, 0, 2, 67])).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let all = events(&h, &store).await;
+    let lockouts: Vec<_> = all
+        .iter()
+        .filter(|e| e.event_type == EventType::Lockout)
+        .collect();
+    assert_eq!(lockouts.len(), 1, "{all:#?}");
+    assert_eq!(
+        lockouts[0].detail.as_deref(),
+        Some("locked source=192.0.2.66")
+    );
+    assert_eq!(lockouts[0].actor_id, "key_prefix:abcdefghijkl");
+    assert_eq!(EventType::Lockout.severity(), Severity::High);
+    let failures: Vec<_> = all
+        .iter()
+        .filter(|e| e.event_type == EventType::AuthFailure)
+        .collect();
+    assert_eq!(
+        failures.len(),
+        3,
+        "two 401s before the lockout and the 429 after"
+    );
+    assert_eq!(
+        failures.last().unwrap().deny_reason.as_deref(),
+        Some("locked_out")
+    );
+    assert!(
+        !format!("{all:?}").contains(bad),
+        "the presented secret is never recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_key_prefix_is_locked_across_sources() {
+    let h = Harness::single_with("openai", mock_cfg(), "[auth]\nlockout_threshold = 2\n").await;
+    // The real key's prefix, with a wrong secret, from two addresses.
+    let prefix = &h.key[..16];
+    let wrong = format!("{prefix}{}", "A".repeat(h.key.len() - 16));
+    for ip in [[198, 51, 100, 1], [198, 51, 100, 2]] {
+        assert_eq!(
+            h.send(from_ip(chat(&wrong), ip)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let r = h.send(from_ip(chat(&h.key), [198, 51, 100, 3])).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
