@@ -122,3 +122,61 @@ def test_model_limited_key_sees_only_its_models(one_gateway):
     with pytest.raises(ollama.ResponseError) as err:
         one_gateway.ollama(key).show(MODEL_B)
     assert err.value.status_code == 404
+
+
+def test_admin_api_and_auditor_with_keys_made_by_the_cli(one_gateway):
+    """An operator bootstraps an admin and an auditor with the CLI; the admin makes and revokes
+    a key over HTTP; the auditor finds both changes in the audit log over HTTP."""
+    import httpx
+
+    admin = json.loads(
+        one_gateway.cli(
+            "keys", "create", "--tenant", "operator", "--roles", "admin", "--json"
+        ).stdout
+    )
+    assert admin["roles"] == ["admin"]
+    auditor = json.loads(
+        one_gateway.cli(
+            "keys", "create", "--tenant", "operator", "--roles", "auditor", "--json"
+        ).stdout
+    )
+    http = httpx.Client(base_url=one_gateway.url, timeout=10)
+    as_admin = {"Authorization": f"Bearer {admin['key']}"}
+    as_auditor = {"Authorization": f"Bearer {auditor['key']}"}
+
+    created = http.post(
+        "/admin/keys",
+        headers=as_admin,
+        json={"tenant": "clinic-a", "models": [MODEL_A], "expires_in": "1h"},
+    )
+    assert created.status_code == 201, created.text
+    new = created.json()
+    assert new["tenant"] == "clinic-a" and new["roles"] == ["user"]
+    assert chat(one_gateway.openai(new["key"])).choices[0].message.content == "ok"
+    # The CLI sees the key the API made, with its roles.
+    listed = json.loads(one_gateway.cli("keys", "list", "--tenant", "clinic-a", "--json").stdout)
+    assert [k["id"] for k in listed] == [new["id"]]
+    assert listed[0]["roles"] == ["user"]
+
+    # The admin cannot read the audit log; the auditor cannot make keys.
+    assert http.get("/admin/audit", headers=as_admin).status_code == 403
+    assert http.post("/admin/keys", headers=as_auditor, json={}).status_code == 403
+
+    assert http.delete(f"/admin/keys/{new['id']}", headers=as_admin).status_code == 204
+    with pytest.raises(openai.AuthenticationError):
+        chat(one_gateway.openai(new["key"]))
+
+    found = {}
+    for event_type in ("key_created", "key_revoked"):
+        page = http.get(
+            "/admin/audit",
+            headers=as_auditor,
+            params={"event_type": event_type, "actor": admin["id"]},
+        )
+        assert page.status_code == 200, page.text
+        entries = page.json()["data"]
+        assert len(entries) == 1, entries
+        found[event_type] = entries[0]["event"]
+    assert new["id"] in found["key_created"]["detail"]
+    assert new["id"] in found["key_revoked"]["detail"]
+    assert new["key"] not in json.dumps(found)
