@@ -255,8 +255,24 @@ pub struct RawJwtIssuer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
-    /// Requests per minute per API key; 0 turns the limit off. Default 600.
+    /// Requests per minute per API key (or token subject); 0 turns the limit off. Default 600.
     pub requests_per_minute: Option<u32>,
+    /// Requests per minute per tenant, all its keys together; 0 (the default) turns it off.
+    pub tenant_requests_per_minute: Option<u32>,
+    /// `memory` (default: this process only) or `redis` (one limit across every instance that
+    /// shares the Redis).
+    pub backend: Option<String>,
+    /// The Redis URL for `backend = "redis"`, e.g. `redis://127.0.0.1:6379`.
+    pub redis_url: Option<String>,
+    /// Prefix of the limiter's Redis keys. Default `wardgate:rl`.
+    pub redis_namespace: Option<String>,
+}
+
+/// Where rate-limit state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LimiterBackend {
+    Memory,
+    Redis { url: String, namespace: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -400,6 +416,8 @@ pub struct Config {
     pub log_level: String,
     pub limits: Limits,
     pub requests_per_minute: u32,
+    pub tenant_requests_per_minute: u32,
+    pub limiter_backend: LimiterBackend,
     pub key_cache_ttl: Duration,
     pub operator_tenant: String,
     pub max_token_bytes: usize,
@@ -490,6 +508,20 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
             Some(v.parse().map_err(|_| {
                 ConfigError::new("WARDGATE_RATE_LIMIT_RPM", "must be a whole number")
             })?);
+    }
+    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_RPM") {
+        raw.rate_limit.tenant_requests_per_minute = Some(v.parse().map_err(|_| {
+            ConfigError::new("WARDGATE_RATE_LIMIT_TENANT_RPM", "must be a whole number")
+        })?);
+    }
+    if let Some(v) = env("WARDGATE_RATE_LIMIT_BACKEND") {
+        raw.rate_limit.backend = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_REDIS_URL") {
+        raw.rate_limit.redis_url = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_REDIS_NAMESPACE") {
+        raw.rate_limit.redis_namespace = Some(v);
     }
     if let Some(v) = env("WARDGATE_LOCKOUT_THRESHOLD") {
         raw.auth.lockout_threshold = Some(v.parse().map_err(|_| {
@@ -1070,6 +1102,38 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         log_level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
         limits,
         requests_per_minute: raw.rate_limit.requests_per_minute.unwrap_or(600),
+        tenant_requests_per_minute: raw.rate_limit.tenant_requests_per_minute.unwrap_or(0),
+        limiter_backend: match raw.rate_limit.backend.as_deref() {
+            None | Some("memory") => LimiterBackend::Memory,
+            Some("redis") => {
+                let url = raw.rate_limit.redis_url.clone().ok_or_else(|| {
+                    ConfigError::new(
+                        "rate_limit.redis_url",
+                        "required with backend = \"redis\" (or set WARDGATE_REDIS_URL)",
+                    )
+                })?;
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(ConfigError::new(
+                        "rate_limit.redis_url",
+                        "must start with redis:// or rediss://",
+                    ));
+                }
+                LimiterBackend::Redis {
+                    url,
+                    namespace: raw
+                        .rate_limit
+                        .redis_namespace
+                        .clone()
+                        .unwrap_or_else(|| "wardgate:rl".to_owned()),
+                }
+            }
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "rate_limit.backend",
+                    format!("`{other}` is not memory or redis"),
+                ));
+            }
+        },
         max_token_bytes: match raw.auth.max_token_bytes {
             None => 8192,
             Some(n) if (512..=65_536).contains(&n) => n,

@@ -165,10 +165,10 @@ pub fn build_state<S>(
 where
     S: KeyStore + TenantStore + Health,
 {
-    let limiter: Option<Arc<dyn ratelimit::RateLimiter>> = match config.requests_per_minute {
-        0 => None,
-        n => Some(Arc::new(ratelimit::InProcessLimiter::per_minute(n))),
-    };
+    // The Redis limiter needs a connection: `wardgate serve` sets it after `connect_limiter`.
+    let limiter: Option<Arc<dyn ratelimit::RateLimiter>> = (config.limiter_backend
+        == config::LimiterBackend::Memory)
+        .then(|| Arc::new(ratelimit::InProcessLimiter::new()) as Arc<dyn ratelimit::RateLimiter>);
     let key_cache = (!config.key_cache_ttl.is_zero())
         .then(|| Arc::new(auth::KeyCache::new(config.key_cache_ttl, 100_000)));
     // With nothing to preload the service is ready as soon as its backends are.
@@ -190,6 +190,19 @@ where
         phi: Arc::new(phi_guard::PhiGuard::new(config_phi)),
         audit: None,
     }
+}
+
+/// The configured rate limiter; for Redis, connected and checked now, so a wrong URL stops
+/// the start instead of refusing every request later.
+pub async fn connect_limiter(
+    config: &Config,
+) -> Result<Arc<dyn ratelimit::RateLimiter>, redis::RedisError> {
+    Ok(match &config.limiter_backend {
+        config::LimiterBackend::Memory => Arc::new(ratelimit::InProcessLimiter::new()),
+        config::LimiterBackend::Redis { url, namespace } => {
+            Arc::new(ratelimit::RedisLimiter::connect(url, namespace).await?)
+        }
+    })
 }
 
 /// Probes every backend once and refreshes discovered models; logs, clearly, each backend

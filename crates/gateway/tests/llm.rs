@@ -165,7 +165,7 @@ async fn signed_requests_reach_the_engine_through_every_ollama_route() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path()).await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let chat = r#"{"model":"tiny:test","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":3}}"#;
+    let chat = r#"{"model":"tiny:test","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":3,"seed":7}}"#;
     let (status, text) = send(
         &app,
         signed("/api/chat", chat, now, "nonce-chat-00000000001"),

@@ -642,9 +642,13 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         v.spawn_refresh();
         Some(v)
     };
+    let limiter = wardgate_gateway::connect_limiter(&config)
+        .await
+        .context("cannot connect to the rate limiter's Redis (rate_limit.redis_url)")?;
     let mut state =
         wardgate_gateway::build_state(config, catalog, engine, store).with_audit(auditor.clone());
     state.jwt = jwt;
+    state.limiter = Some(limiter);
     if wardgate_gateway::refresh_backends(&state).await == 0 {
         let names: Vec<String> = state
             .config

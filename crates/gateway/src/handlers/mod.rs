@@ -17,6 +17,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::phi_guard;
 use crate::policy::{self, Checked, ParamNames};
+use crate::ratelimit::Refused;
 use crate::record::RequestRecord;
 use crate::state::AppState;
 use crate::stream::Drive;
@@ -51,14 +52,35 @@ pub(crate) fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Takes one request from the key's rate allowance.
+/// Takes one request from the principal's rate allowance, then from its tenant's (when a
+/// tenant limit is set). A limiter that cannot answer refuses the request (503).
 pub(crate) async fn check_rate(state: &AppState, p: &Principal) -> Result<(), ApiError> {
-    if let Some(l) = &state.limiter
-        && let Err(r) = l.acquire(&p.key_id).await
-    {
-        return Err(ApiError::RateLimited {
-            retry_after_secs: r.0.as_secs_f64().ceil().max(1.0) as u64,
-        });
+    let Some(l) = &state.limiter else {
+        return Ok(());
+    };
+    let limits = [
+        (
+            format!("key:{}", p.key_id),
+            state.config.requests_per_minute,
+        ),
+        (
+            format!("tenant:{}", p.tenant),
+            state.config.tenant_requests_per_minute,
+        ),
+    ];
+    for (bucket, per_minute) in limits {
+        if per_minute == 0 {
+            continue;
+        }
+        match l.acquire(&bucket, per_minute).await {
+            Ok(()) => {}
+            Err(Refused::RetryAfter(wait)) => {
+                return Err(ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+            Err(Refused::Unavailable) => return Err(ApiError::StorageUnavailable),
+        }
     }
     Ok(())
 }

@@ -1,0 +1,158 @@
+//! Rate limits per key and per tenant, in process and on the real Redis of this machine
+//! (`WARDGATE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`): two limiters with their own
+//! connections, standing for two gateway instances, enforce one global limit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use support::{Harness, chat_body, mock_cfg, post_as};
+use wardgate_gateway::ratelimit::{RateLimiter, RedisLimiter, Refused};
+use wardgate_store::Role;
+
+fn redis_url() -> String {
+    std::env::var("WARDGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn redis_limiter(namespace: &str) -> RedisLimiter {
+    RedisLimiter::connect(&redis_url(), namespace)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Redis at {} is needed for this test ({e}); start it or set \
+                 WARDGATE_TEST_REDIS_URL",
+                redis_url()
+            )
+        })
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_enforce_one_global_limit() {
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let a = redis_limiter(&ns).await;
+    let b = redis_limiter(&ns).await;
+    // 20 requests a minute, asked 60 times alternately through the two instances, at once:
+    // exactly the burst of 20 gets through, whoever asks.
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..60 {
+        let l: &dyn RateLimiter = if i % 2 == 0 { &a } else { &b };
+        match l.acquire("key:shared", 20).await {
+            Ok(()) => ok += 1,
+            Err(Refused::RetryAfter(wait)) => {
+                assert!(
+                    wait.as_secs_f64() > 0.0 && wait.as_secs_f64() <= 3.1,
+                    "{wait:?}"
+                );
+                refused += 1;
+            }
+            Err(Refused::Unavailable) => panic!("Redis failed"),
+        }
+    }
+    assert_eq!((ok, refused), (20, 40));
+    // Concurrently too: 40 at once from both, on a fresh bucket of 10.
+    let a = Arc::new(a);
+    let b = Arc::new(b);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let l: Arc<dyn RateLimiter> = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { l.acquire("key:burst", 10).await.is_ok() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 10);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_the_start_and_never_lets_requests_through() {
+    let err = RedisLimiter::connect("redis://127.0.0.1:1", "x").await;
+    assert!(err.is_err());
+}
+
+#[tokio::test]
+async fn a_tenant_limit_spans_its_keys_and_answers_429_in_the_front_shape() {
+    let h = Harness::single_with(
+        "openai",
+        mock_cfg(),
+        "[rate_limit]\nrequests_per_minute = 100\ntenant_requests_per_minute = 3\n",
+    )
+    .await;
+    let (_, k1) = h.key_with_roles("acme", &[Role::User], None).await;
+    let (_, k2) = h.key_with_roles("acme", &[Role::User], None).await;
+    let (_, other) = h.key_with_roles("globex", &[Role::User], None).await;
+    let chat = |k: &str| {
+        post_as(
+            "/v1/chat/completions",
+            &chat_body("tiny", "hi").to_string(),
+            Some(k),
+        )
+    };
+    let mut statuses = Vec::new();
+    for k in [&k1, &k2, &k1, &k2] {
+        statuses.push(h.send(chat(k)).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let r = h.send(chat(&k1)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    assert!(r.headers.contains_key("retry-after"));
+    // Another tenant is unaffected.
+    assert_eq!(h.send(chat(&other)).await.status, StatusCode::OK);
+    // Ollama front: Ollama's shape.
+    let r = h
+        .send(post_as(
+            "/api/chat",
+            &chat_body("tiny", "hi").to_string(),
+            Some(&k1),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.json()["error"].is_string());
+}
+
+#[tokio::test]
+async fn the_gateway_uses_redis_when_configured() {
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let toml = format!(
+        "[rate_limit]\nrequests_per_minute = 2\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+         redis_namespace = \"{ns}\"\n",
+        redis_url()
+    );
+    let mut h = Harness::single_with("openai", mock_cfg(), &toml).await;
+    assert!(
+        h.state.limiter.is_none(),
+        "Redis is connected by the caller"
+    );
+    h.state.limiter = Some(
+        wardgate_gateway::connect_limiter(&h.state.config)
+            .await
+            .unwrap(),
+    );
+    h.app = wardgate_gateway::router(h.state.clone());
+    let body = chat_body("tiny", "hi");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            h.post("/v1/chat/completions", body.clone())
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    // The state is in Redis, under the namespace.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with(&format!("{ns}:key:key_")));
+}
