@@ -60,6 +60,20 @@ fn p256(kid: &str) -> Signer {
     }
 }
 
+/// The RS256 fixture (tests/fixtures/README.md).
+fn rsa() -> Signer {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let der = std::fs::read(dir.join("rsa-test-key.der")).unwrap();
+    let jwk: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("rsa-test-key.jwk.json")).unwrap()).unwrap();
+    Signer {
+        alg: Algorithm::RS256,
+        kid: jwk["kid"].as_str().unwrap().to_owned(),
+        key: EncodingKey::from_rsa_der(&der),
+        jwk,
+    }
+}
+
 fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
@@ -114,12 +128,13 @@ fn chat_with(token: &str) -> axum::http::Request<axum::body::Body> {
 async fn tokens_from_a_jwks_file_map_claims_to_tenant_roles_and_models() {
     let ed = ed25519("ed-1");
     let ec = p256("ec-1");
+    let rs = rsa();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
-    std::fs::write(&path, jwks(&[&ed, &ec])).unwrap();
-    let (h, store) = harness_with(&file_issuer(&path, "\"EdDSA\", \"ES256\"")).await;
+    std::fs::write(&path, jwks(&[&ed, &ec, &rs])).unwrap();
+    let (h, store) = harness_with(&file_issuer(&path, "\"EdDSA\", \"ES256\", \"RS256\"")).await;
 
-    for s in [&ed, &ec] {
+    for s in [&ed, &ec, &rs] {
         let r = h.send(chat_with(&sign(s, &claims()))).await;
         assert_eq!(r.status, StatusCode::OK, "{:?}: {}", s.alg, r.text());
     }
