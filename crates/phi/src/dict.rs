@@ -152,12 +152,18 @@ impl Ctx {
 }
 
 /// Everything known about one lower-case word.
+///
+/// Eight bytes with no padding, so that it moves as one machine word.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct WordInfo {
     pub flags: u32,
     pub ctx: u8,
     /// 1–12 for month words.
     pub month: u8,
+    /// How much of the dictionary a scan's per-token cache has looked at for this entry:
+    /// 0 nothing, 1 the context lists, 2 everything. Always 0 in the dictionary itself.
+    pub level: u8,
+    _pad: u8,
 }
 
 impl WordInfo {
@@ -355,6 +361,49 @@ pub(crate) fn pack_lower(w: &[u8]) -> Option<u128> {
     Some(u128::from_le_bytes(buf))
 }
 
+/// [`pack_lower`] for a word of 1–16 ASCII letters (no digits, no other bytes) at
+/// `text[start..start + len]`: one unaligned 16-byte load, a mask and an OR that lower-cases
+/// every letter at once (for letters, lower case is the upper with bit 5 set).
+#[inline]
+pub(crate) fn pack_letters(text: &[u8], start: usize, len: usize) -> u128 {
+    let len = len.min(16);
+    let raw = match text.get(start..).and_then(|r| r.first_chunk::<16>()) {
+        Some(w) => u128::from_le_bytes(*w),
+        None => pack_tail(text, start),
+    };
+    (raw | 0x2020_2020_2020_2020_2020_2020_2020_2020) & LOW_BYTES[len]
+}
+
+/// The bytes from `start` of a text that ends less than 16 bytes after it (the caller masks
+/// off what follows the word): the text's last 16 bytes, shifted.
+#[inline]
+fn pack_tail(text: &[u8], start: usize) -> u128 {
+    let n = text.len();
+    let (last16, first) = match text.last_chunk::<16>() {
+        Some(w) => (u128::from_le_bytes(*w), n - 16),
+        // A text shorter than 16 bytes, little-endian.
+        None => (
+            text.iter()
+                .rev()
+                .fold(0u128, |acc, &c| (acc << 8) | u128::from(c)),
+            0,
+        ),
+    };
+    let shift = start.saturating_sub(first).min(15);
+    last16 >> (8 * shift)
+}
+
+/// `LOW_BYTES[n]`: the low `n` bytes of a `u128` set.
+static LOW_BYTES: [u128; 17] = {
+    let mut t = [0u128; 17];
+    let mut n = 1;
+    while n <= 16 {
+        t[n] = u128::MAX >> (8 * (16 - n));
+        n += 1;
+    }
+    t
+};
+
 /// The filter slot of a word (ASCII letters, any case; others share slots harmlessly).
 fn filter_slot(w: &[u8]) -> usize {
     match (w.first(), w.last()) {
@@ -386,6 +435,23 @@ impl Dict {
             return Some(self.small.get(k).unwrap_or_default());
         }
         Some(self.packed.get(k).unwrap_or_default())
+    }
+
+    /// [`Dict::get_raw`] for the word of 1–16 ASCII letters at `text[start..start + len]`.
+    #[inline(always)]
+    pub fn get_letters(&self, text: &[u8], start: usize, len: usize, small_only: bool) -> WordInfo {
+        let key = pack_letters(text, start, len);
+        if small_only {
+            // The filter slot of `filter_slot`, from the key (`& 31` ignores case).
+            let first = key as u8;
+            let last = text.get(start + len - 1).copied().unwrap_or(0);
+            let slot = ((len & 15) << 10) | (usize::from(first & 31) << 5) | usize::from(last & 31);
+            if self.small_filter[slot >> 6] & (1 << (slot & 63)) == 0 {
+                return WordInfo::default();
+            }
+            return self.small.get(key).unwrap_or_default();
+        }
+        self.packed.get(key).unwrap_or_default()
     }
 
     /// Like [`Dict::get`], but only for words of the short context lists: everything else

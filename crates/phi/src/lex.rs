@@ -54,6 +54,9 @@ pub(crate) struct Tok {
     pub flags: u8,
     /// The character, for `Punct`.
     pub ch: u8,
+    /// How many tokens back the last `Num` token is (0 for a `Num` itself), `u32::MAX` if
+    /// there is none (or it is further back than that); filled in after lexing.
+    pub num_back: u32,
 }
 
 impl Tok {
@@ -78,58 +81,84 @@ impl Tok {
     }
 }
 
-const SPACE: u8 = 0;
-const ALNUM: u8 = 1;
-const PUNCT: u8 = 2;
-const NEWLINE: u8 = 3;
+// Byte classes, one table load per byte. The first three double as the letter-case
+// summary of an ASCII run (`seen` below), so a run's kind and flags come from one more table.
+/// An ASCII digit.
+const B_DIGIT: u8 = 1;
+/// An ASCII upper-case letter.
+const B_UPPER: u8 = 2;
+/// An ASCII lower-case letter.
+const B_LOWER: u8 = 4;
+/// Any of the three: the byte continues a letter-digit run.
+const B_RUN: u8 = B_DIGIT | B_UPPER | B_LOWER;
+/// Spaces, tabs, carriage returns and other control characters: they separate tokens.
+const B_SPACE: u8 = 8;
+/// A line feed.
+const B_NEWLINE: u8 = 16;
+/// ASCII punctuation or a symbol: a token of its own.
+const B_PUNCT: u8 = 32;
+/// A byte of a non-ASCII character (decoded on the slow path).
+const B_HIGH: u8 = 64;
 
-const fn class_table() -> [u8; 128] {
-    let mut t = [PUNCT; 128];
-    let mut c = 0;
-    while c < 128 {
-        let b = c as u8;
-        if b.is_ascii_alphanumeric() {
-            t[c] = ALNUM;
-        } else if b == b'\n' {
-            t[c] = NEWLINE;
-        } else if b == b' ' || b == b'\t' || b == b'\r' || b == 0x0b || b == 0x0c {
-            t[c] = SPACE;
-        } else if b < 0x20 || b == 0x7f {
-            // Control characters separate tokens like spaces do.
-            t[c] = SPACE;
-        }
-        c += 1;
-    }
-    t
-}
-
-static CLASS: [u8; 128] = class_table();
-
-const RUN_DIGIT: u8 = 1;
-const RUN_UPPER: u8 = 2;
-const RUN_LOWER: u8 = 4;
-
-const fn run_table() -> [u8; 256] {
-    let mut t = [0u8; 256];
+const fn byte_table() -> [u8; 256] {
+    let mut t = [B_HIGH; 256];
     let mut c = 0;
     while c < 128 {
         let b = c as u8;
         t[c] = if b.is_ascii_digit() {
-            RUN_DIGIT
+            B_DIGIT
         } else if b.is_ascii_uppercase() {
-            RUN_UPPER
+            B_UPPER
         } else if b.is_ascii_lowercase() {
-            RUN_LOWER
+            B_LOWER
+        } else if b == b'\n' {
+            B_NEWLINE
+        } else if b <= b' ' || b == 0x7f {
+            // The space, and control characters, which separate tokens like spaces do.
+            B_SPACE
         } else {
-            0
+            B_PUNCT
         };
         c += 1;
     }
     t
 }
 
-/// Letter-case class of each ASCII byte inside a letter-digit run; 0 ends the run.
-static ASCII_RUN: [u8; 256] = run_table();
+static BYTE: [u8; 256] = byte_table();
+
+/// Kind and flags (without `UPPER_FIRST`) of a run of ASCII letters and digits, by the
+/// union of its bytes' classes (`B_DIGIT | B_UPPER | B_LOWER`).
+const fn run_summary_table() -> [(Kind, u8); 8] {
+    let mut t = [(Kind::Num, 0u8); 8];
+    let mut seen = 0;
+    while seen < 8 {
+        let digit = seen as u8 & B_DIGIT != 0;
+        let upper = seen as u8 & B_UPPER != 0;
+        let lower = seen as u8 & B_LOWER != 0;
+        let kind = if !upper && !lower {
+            Kind::Num
+        } else if !digit {
+            Kind::Word
+        } else {
+            Kind::AlNum
+        };
+        let mut flags = 0;
+        if upper && !lower {
+            flags |= ALL_UPPER;
+        }
+        if lower {
+            flags |= HAS_LOWER;
+        }
+        if digit {
+            flags |= HAS_DIGIT;
+        }
+        t[seen] = (kind, flags);
+        seen += 1;
+    }
+    t
+}
+
+static RUN_SUMMARY: [(Kind, u8); 8] = run_summary_table();
 
 /// Combining marks (U+0300–U+036F) continue a word: decomposed `é` is `e` + U+0301.
 fn is_word_char(c: char) -> bool {
@@ -140,177 +169,226 @@ fn is_word_char(c: char) -> bool {
 #[cfg(test)]
 pub(crate) fn lex(text: &str) -> Vec<Tok> {
     let mut toks = Vec::new();
-    lex_into(text, &mut toks);
+    lex_into(text, &mut toks, &mut Vec::new());
     toks
 }
 
-/// Splits `text` into tokens, into `toks` (cleared first; its capacity is reused).
-pub(crate) fn lex_into(text: &str, toks: &mut Vec<Tok>) {
+/// How many words a text has, and how many of them start with a capital.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WordCounts {
+    pub words: usize,
+    pub capitalised: usize,
+}
+
+/// Splits `text` into tokens, into `toks` (cleared first; its capacity is reused), and
+/// lists in `web_marks` (cleared first) the index of every `@`, `:` and `.` token, where the
+/// web pass looks.
+///
+/// The common case, ASCII text, costs one table load per byte plus a little per token; a
+/// non-ASCII character sends its token down a slower path that decodes it.
+pub(crate) fn lex_into(text: &str, toks: &mut Vec<Tok>, web_marks: &mut Vec<usize>) {
     let b = text.as_bytes();
     let n = b.len();
     toks.clear();
+    web_marks.clear();
     toks.reserve(n / 4 + 4);
     let mut i = 0;
-    let mut newlines = 0u32;
-    let mut spaced = false;
+    // The whitespace before the next token, as it accumulates: a space makes `Space`, a
+    // line break `Line`, a second one `Para`.
+    let mut gap = Gap::None;
     while i < n {
         let c = b[i];
-        let (is_run, is_space) = if c < 0x80 {
-            match CLASS[c as usize] {
-                SPACE => (false, true),
-                NEWLINE => {
-                    newlines += 1;
-                    i += 1;
-                    spaced = true;
-                    continue;
-                }
-                ALNUM => (true, false),
-                _ => (false, false),
+        let cls = BYTE[c as usize];
+        if cls & B_SPACE != 0 {
+            if gap == Gap::None {
+                gap = Gap::Space;
             }
+            i += 1;
+            continue;
+        }
+        if cls & B_NEWLINE != 0 {
+            gap = if gap >= Gap::Line {
+                Gap::Para
+            } else {
+                Gap::Line
+            };
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if cls & B_RUN != 0 {
+            let mut cls = cls;
+            loop {
+                // A run of letters and digits: ASCII bytes through the table.
+                let start = i;
+                let mut seen = cls;
+                i += 1;
+                while i < n {
+                    let k = BYTE[b[i] as usize];
+                    if k & B_RUN == 0 {
+                        break;
+                    }
+                    seen |= k;
+                    i += 1;
+                }
+                let first_upper = cls & B_UPPER != 0;
+                let (kind, flags) = if i < n && b[i] >= 0x80 {
+                    // It may go on with non-ASCII letters.
+                    let (end, kind, flags) = run_tail(text, start, i, seen, first_upper);
+                    i = end;
+                    (kind, flags)
+                } else {
+                    let (kind, flags) = RUN_SUMMARY[(seen & B_RUN) as usize];
+                    (kind, flags | if first_upper { UPPER_FIRST } else { 0 })
+                };
+                toks.push(Tok {
+                    start,
+                    end: i,
+                    kind,
+                    gap,
+                    flags,
+                    ch: 0,
+                    num_back: 0,
+                });
+                // The commonest next thing, one space and another run, goes straight on.
+                if i + 1 < n && b[i] == b' ' {
+                    let k = BYTE[b[i + 1] as usize];
+                    if k & B_RUN != 0 {
+                        gap = Gap::Space;
+                        i += 1;
+                        cls = k;
+                        continue;
+                    }
+                }
+                break;
+            }
+        } else if cls & B_PUNCT != 0 {
+            if matches!(c, b'@' | b':' | b'.') {
+                web_marks.push(toks.len());
+            }
+            i += 1;
+            toks.push(Tok {
+                start,
+                end: i,
+                kind: Kind::Punct,
+                gap,
+                flags: 0,
+                ch: c,
+                num_back: 0,
+            });
         } else {
-            let ch = text[i..].chars().next().unwrap_or(' ');
-            if is_word_char(ch) {
-                (true, false)
+            // A non-ASCII character: a letter starts a run, whitespace separates, anything
+            // else is a token of its own.
+            let ch = text.get(i..).and_then(|r| r.chars().next()).unwrap_or(' ');
+            let (kind, flags) = if is_word_char(ch) {
+                let (end, kind, flags) = run_tail(text, start, i, 0, ch.is_uppercase());
+                i = end;
+                (kind, flags)
             } else if ch.is_whitespace() {
+                if gap == Gap::None {
+                    gap = Gap::Space;
+                }
                 i += ch.len_utf8();
-                spaced = true;
                 continue;
             } else {
-                (false, false)
-            }
-        };
-        if is_space {
-            i += 1;
-            spaced = true;
-            continue;
-        }
-        let gap = match (newlines, spaced) {
-            (0, false) => Gap::None,
-            (0, true) => Gap::Space,
-            (1, _) => Gap::Line,
-            _ => Gap::Para,
-        };
-        newlines = 0;
-        spaced = false;
-        let start = i;
-        if !is_run {
-            if c < 0x80 {
-                toks.push(Tok {
-                    start,
-                    end: i + 1,
-                    kind: Kind::Punct,
-                    gap,
-                    flags: 0,
-                    ch: c,
-                });
-                i += 1;
-            } else {
-                let len = text[i..].chars().next().map_or(1, char::len_utf8);
-                toks.push(Tok {
-                    start,
-                    end: i + len,
-                    kind: Kind::Other,
-                    gap,
-                    flags: 0,
-                    ch: 0,
-                });
-                i += len;
-            }
-            continue;
-        }
-        // A run of letters and digits. ASCII bytes go through a table; other characters
-        // are decoded.
-        let mut letters = 0u32;
-        let mut digits = 0u32;
-        let mut uppers = 0u32;
-        let mut lowers = 0u32;
-        let mut first_upper = false;
-        let mut non_ascii = false;
-        let mut seen: u8 = 0;
-        if c < 0x80 {
-            first_upper = c.is_ascii_uppercase();
-        }
-        loop {
-            // ASCII letters and digits, one table load each (0 ends the run, and every
-            // non-ASCII byte maps to 0 too).
-            while i < n {
-                let cls = ASCII_RUN[b[i] as usize];
-                if cls == 0 {
-                    break;
-                }
-                seen |= cls;
-                i += 1;
-            }
-            if i >= n || b[i] < 0x80 {
-                break;
-            }
-            let Some(ch) = text.get(i..).and_then(|r| r.chars().next()) else {
-                break;
+                i += ch.len_utf8();
+                (Kind::Other, 0)
             };
-            if !is_word_char(ch) {
+            toks.push(Tok {
+                start,
+                end: i,
+                kind,
+                gap,
+                flags,
+                ch: 0,
+                num_back: 0,
+            });
+        }
+        gap = Gap::None;
+    }
+}
+
+/// The rest of a letter-digit run that reaches a non-ASCII byte at `i` (or starts with a
+/// non-ASCII letter there): decodes characters, and goes on through ASCII letters and digits.
+/// `seen` sums the ASCII bytes so far. Returns the run's end, kind and flags.
+#[cold]
+fn run_tail(
+    text: &str,
+    start: usize,
+    mut i: usize,
+    mut seen: u8,
+    first_upper: bool,
+) -> (usize, Kind, u8) {
+    let b = text.as_bytes();
+    let n = b.len();
+    let mut letters = false;
+    let mut uppers = false;
+    let mut lowers = false;
+    let mut non_ascii = false;
+    loop {
+        while i < n {
+            let k = BYTE[b[i] as usize];
+            if k & B_RUN == 0 {
                 break;
             }
-            if i == start {
-                first_upper = ch.is_uppercase();
-            }
-            non_ascii = true;
-            if ch.is_alphabetic() {
-                letters += 1;
-                if ch.is_uppercase() {
-                    uppers += 1;
-                } else if ch.is_lowercase() {
-                    lowers += 1;
-                }
-            }
-            i += ch.len_utf8();
+            seen |= k;
+            i += 1;
         }
-        if seen & RUN_DIGIT != 0 {
-            digits += 1;
+        if i >= n || b[i] < 0x80 {
+            break;
         }
-        if seen & RUN_UPPER != 0 {
-            letters += 1;
-            uppers += 1;
-        }
-        if seen & RUN_LOWER != 0 {
-            letters += 1;
-            lowers += 1;
-        }
-        // A run that starts with a digit has no upper-case first letter.
-        if b[start].is_ascii_digit() {
-            first_upper = false;
-        }
-        let kind = if letters == 0 {
-            Kind::Num
-        } else if digits == 0 {
-            Kind::Word
-        } else {
-            Kind::AlNum
+        let Some(ch) = text.get(i..).and_then(|r| r.chars().next()) else {
+            break;
         };
-        let mut flags = 0;
-        if first_upper {
-            flags |= UPPER_FIRST;
+        if !is_word_char(ch) {
+            break;
         }
-        if uppers > 0 && lowers == 0 {
-            flags |= ALL_UPPER;
+        non_ascii = true;
+        if ch.is_alphabetic() {
+            letters = true;
+            if ch.is_uppercase() {
+                uppers = true;
+            } else if ch.is_lowercase() {
+                lowers = true;
+            }
         }
-        if lowers > 0 {
-            flags |= HAS_LOWER;
-        }
-        if non_ascii {
-            flags |= NON_ASCII;
-        }
-        if digits > 0 {
-            flags |= HAS_DIGIT;
-        }
-        toks.push(Tok {
-            start,
-            end: i,
-            kind,
-            gap,
-            flags,
-            ch: 0,
-        });
+        i += ch.len_utf8();
     }
+    let digits = seen & B_DIGIT != 0;
+    if seen & B_UPPER != 0 {
+        letters = true;
+        uppers = true;
+    }
+    if seen & B_LOWER != 0 {
+        letters = true;
+        lowers = true;
+    }
+    // A run that starts with a digit has no upper-case first letter.
+    let first_upper = first_upper && !b[start].is_ascii_digit();
+    let kind = if !letters {
+        Kind::Num
+    } else if !digits {
+        Kind::Word
+    } else {
+        Kind::AlNum
+    };
+    let mut flags = 0;
+    if first_upper {
+        flags |= UPPER_FIRST;
+    }
+    if uppers && !lowers {
+        flags |= ALL_UPPER;
+    }
+    if lowers {
+        flags |= HAS_LOWER;
+    }
+    if non_ascii {
+        flags |= NON_ASCII;
+    }
+    if digits {
+        flags |= HAS_DIGIT;
+    }
+    (i, kind, flags)
 }
 
 #[cfg(test)]

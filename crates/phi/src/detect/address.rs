@@ -12,11 +12,11 @@ use crate::lex::{Gap, Kind};
 
 /// A house number: 1–6 digits, or digits with one trailing letter (`12B`).
 fn house_number(scan: &Scan<'_>, i: usize) -> bool {
-    let s = scan.s(i);
     match scan.kind(i) {
-        Some(Kind::Num) => s.len() <= 6,
+        Some(Kind::Num) => scan.toks[i].len() <= 6,
         Some(Kind::AlNum) => {
-            let d = s.bytes().take_while(u8::is_ascii_digit).count();
+            let s = scan.bytes(i);
+            let d = s.iter().take_while(|c| c.is_ascii_digit()).count();
             (1..=5).contains(&d) && s.len() - d == 1
         }
         _ => false,
@@ -45,41 +45,67 @@ fn has_street_ending(word: &str) -> bool {
         return false;
     }
     if !b[0].is_ascii() {
-        return has_street_ending_lower(&word.to_lowercase());
+        return has_street_ending_lower(word.to_lowercase().as_bytes());
     }
     let mut buf = [0u8; 40];
     for (d, c) in buf.iter_mut().zip(b) {
         *d = c.to_ascii_lowercase();
     }
-    std::str::from_utf8(&buf[..b.len()]).is_ok_and(has_street_ending_lower)
+    has_street_ending_lower(&buf[..b.len()])
+}
+
+/// A street ending, and whether it also matches as a suffix (not only as a whole word).
+#[derive(Clone, Copy)]
+struct Ending {
+    text: &'static str,
+    suffix: bool,
 }
 
 /// Street endings grouped by their last byte, so a word is compared only with the few
 /// endings that could match.
-static ENDINGS_BY_LAST: std::sync::LazyLock<Vec<Vec<&'static str>>> =
-    std::sync::LazyLock::new(|| {
-        let mut v = vec![Vec::new(); 256];
-        for e in STREET_ENDINGS {
-            if let Some(&l) = e.as_bytes().last() {
-                v[l as usize].push(*e);
-            }
-        }
-        v
-    });
-
-fn has_street_ending_lower(lower: &str) -> bool {
+static ENDINGS_BY_LAST: std::sync::LazyLock<Vec<Vec<Ending>>> = std::sync::LazyLock::new(|| {
     // Short endings match only as whole words ("tee", "u"), except a few that are common
     // suffixes (Puruntie, Mellemvej, Skogveg).
     const SHORT_SUFFIXES: &[&str] = &["tie", "vej", "veg", "vei", "str", "weg"];
-    let Some(&last) = lower.as_bytes().last() else {
+    let mut v = vec![Vec::new(); 256];
+    for e in STREET_ENDINGS {
+        if let Some(&l) = e.as_bytes().last() {
+            v[l as usize].push(Ending {
+                text: e,
+                suffix: e.chars().count() >= 4 || SHORT_SUFFIXES.contains(e),
+            });
+        }
+    }
+    v
+});
+
+/// [`has_street_ending`] for a lower-cased word's bytes (a suffix of whole characters is a
+/// suffix of bytes, and the other way round).
+fn has_street_ending_lower(lower: &[u8]) -> bool {
+    let Some(&last) = lower.last() else {
         return false;
     };
     ENDINGS_BY_LAST[last as usize].iter().any(|e| {
-        lower.ends_with(e)
-            && (lower.len() == e.len()
-                || (lower.len() > e.len() + 2
-                    && (e.chars().count() >= 4 || SHORT_SUFFIXES.contains(e))))
+        let e_len = e.text.len();
+        ends_with_bytes(lower, e.text.as_bytes())
+            && (lower.len() == e_len || (lower.len() > e_len + 2 && e.suffix))
     })
+}
+
+/// `w.ends_with(e)`, compared from the end: the words and endings are a few bytes, and most
+/// pairs differ in the second last (the last is the same by construction).
+fn ends_with_bytes(w: &[u8], e: &[u8]) -> bool {
+    let Some(off) = w.len().checked_sub(e.len()) else {
+        return false;
+    };
+    let mut k = e.len();
+    while k > 0 {
+        k -= 1;
+        if w.get(off + k) != e.get(k) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether a whole word is a street word (`Strasse`, `út`), ignoring case.
@@ -90,13 +116,51 @@ fn is_street_word(word: &str) -> bool {
     ENDINGS_BY_LAST[last.to_ascii_lowercase() as usize]
         .iter()
         .any(|e| {
+            let e = e.text;
             e.len() == word.len() && (word.eq_ignore_ascii_case(e) || word.to_lowercase() == *e)
         })
 }
 
 /// An address shape starting at token `i` (with the block of city, postal code and country
 /// lines after a street). Returns the token after what it took.
+///
+/// Most tokens start none: the cheap tests here, which every shape needs one of, rule them
+/// out before [`at_full`] looks.
+#[inline(always)]
 pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
+    let t = *scan.tok(i)?;
+    let may = match t.kind {
+        Kind::Num | Kind::AlNum => street_may_follow(scan, i),
+        Kind::Word => {
+            // A unit or a street prefix; a word with a street ending and a house number one
+            // or two words on (`ending_street`'s first tests); a place after a place
+            // preposition (with a postal code after a lower-case one); for a capitalised
+            // word also a city before a comma and a state, or a county.
+            let small = scan.info_small(i);
+            let cap = t.is_cap();
+            small.has(dict::UNIT | dict::STREET_PREFIX)
+                || (t.len() >= 3
+                    && small.ctx == 0
+                    && !small.has(dict::FUNCTION | dict::FILLER)
+                    && number_within(scan, i, 2)
+                    && (num_follows(scan, i + 1) || num_follows(scan, i + 2)))
+                || (t.is_title()
+                    && ((i + 1..=i + 4).any(|c| scan.is_punct(c, b','))
+                        || (scan.gap(i + 1) == Gap::Space
+                            && matches!(scan.bytes(i + 1), b"County" | b"Parish" | b"Borough"))))
+                || ((cap || number_within(scan, i, 5))
+                    && i > 0
+                    && scan.gap(i) == Gap::Space
+                    && scan.info_small(i - 1).has(dict::PLACE_CUE))
+        }
+        _ => false,
+    };
+    if may { at_full(scan, i) } else { None }
+}
+
+/// [`at`] once the cheap tests have passed.
+#[inline(never)]
+fn at_full(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     let t = *scan.tok(i)?;
     let found = match t.kind {
         Kind::Num | Kind::AlNum if street_may_follow(scan, i) => us_street(scan, i)
@@ -160,7 +224,13 @@ fn street_may_follow(scan: &mut Scan<'_>, i: usize) -> bool {
 
 /// Whether a number token comes within `k` tokens after `i` (a `.` may sit between).
 pub(super) fn number_within(scan: &Scan<'_>, i: usize, k: usize) -> bool {
-    (i + 1..=(i + k + 1).min(scan.len().saturating_sub(1))).any(|j| scan.kind(j) == Some(Kind::Num))
+    // The last number up to the end of the window, if any, is inside it.
+    let last = (i + k + 1).min(scan.len().saturating_sub(1));
+    i < last
+        && scan
+            .toks
+            .get(last)
+            .is_some_and(|t| (t.num_back as usize) < last - i)
 }
 
 /// A line that is a number, one to four words and a number: the shape of most of the
@@ -420,6 +490,12 @@ fn prefix_street(scan: &mut Scan<'_>, i: usize) -> Option<(usize, usize)> {
     (start < p).then_some((start, j))
 }
 
+/// A number at token `k` (or after a `.` there), after a space.
+fn num_follows(scan: &Scan<'_>, k: usize) -> bool {
+    let k = if scan.is_punct(k, b'.') { k + 1 } else { k };
+    scan.kind(k) == Some(Kind::Num) && scan.gap(k) == Gap::Space
+}
+
 /// Number-after form of one word with a street ending, optionally after a house number
 /// and a capitalised word: `Koskikatu 25`, `5049 Harjukuja 54`, `Augsburger Strasse 36`.
 fn ending_street(scan: &mut Scan<'_>, i: usize) -> Option<(usize, usize)> {
@@ -438,11 +514,7 @@ fn ending_street(scan: &mut Scan<'_>, i: usize) -> Option<(usize, usize)> {
         return None;
     }
     // The shape ends in a house number one or two words on: test that before the endings.
-    let num_follows = |k: usize| {
-        let k = if scan.is_punct(k, b'.') { k + 1 } else { k };
-        scan.kind(k) == Some(Kind::Num) && scan.gap(k) == Gap::Space
-    };
-    if !num_follows(w + 1) && !num_follows(w + 2) {
+    if !num_follows(scan, w + 1) && !num_follows(scan, w + 2) {
         return None;
     }
     let mut street_word = w;

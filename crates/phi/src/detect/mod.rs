@@ -37,8 +37,12 @@ pub(crate) struct Cand {
 #[derive(Default)]
 struct Buffers {
     toks: Vec<Tok>,
+    titles: Vec<usize>,
+    known: KnownWords,
+    found: Vec<usize>,
+    name_parts: Vec<names::Part>,
+    web_marks: Vec<usize>,
     infos: Vec<WordInfo>,
-    have_info: Vec<u8>,
     used: Vec<bool>,
     buf: String,
     phrase: String,
@@ -52,13 +56,24 @@ thread_local! {
 pub(crate) struct Scan<'t> {
     pub text: &'t str,
     pub toks: Vec<Tok>,
+    /// The `@`, `:` and `.` tokens, in order.
+    pub web_marks: Vec<usize>,
     pub dict: &'static Dict,
+    /// Dictionary facts about each token, looked up lazily ([`WordInfo::level`] says how
+    /// far).
     infos: Vec<WordInfo>,
-    /// 0: not looked up; 1: looked up in the small table; 2: in the full one.
-    have_info: Vec<u8>,
+    /// Words in the text, and how many of them are capitalised.
+    counts: lex::WordCounts,
     /// Tokens already inside a candidate of an earlier family.
     pub used: Vec<bool>,
     pub out: Vec<Cand>,
+    /// Scratch space of the name family.
+    name_parts: Vec<names::Part>,
+    /// The words in title case (`Smith`), in order.
+    titles: Vec<usize>,
+    /// Scratch space of [`repeat_names`].
+    known: KnownWords,
+    found: Vec<usize>,
     buf: String,
     phrase: String,
 }
@@ -69,28 +84,52 @@ impl<'t> Scan<'t> {
     /// vectors would cost as much as the detection.
     pub fn new(text: &'t str) -> Self {
         let mut b = POOL.with(|p| p.take()).unwrap_or_default();
-        lex::lex_into(text, &mut b.toks);
+        lex::lex_into(text, &mut b.toks, &mut b.web_marks);
         let n = b.toks.len();
         // Facts are looked up lazily, word by word, when a family asks; tokens that are not
         // words have none.
+        let mut none = WordInfo::default();
+        none.level = 2;
         b.infos.clear();
-        b.infos.resize(n, WordInfo::default());
-        b.have_info.clear();
-        b.have_info.extend(
-            b.toks
-                .iter()
-                .map(|t| if t.kind == Kind::Word { 0 } else { 2 }),
-        );
+        b.infos.resize(n, none);
+        // One pass over the tokens for what the families need about all of them: where the
+        // numbers are, how many words are capitalised, which words are in title case.
+        let mut counts = lex::WordCounts::default();
+        b.titles.clear();
+        // Index of the last `Num` token; far enough back to read as none before the first.
+        let mut last_num: usize = usize::MAX / 2;
+        for ((idx, t), info) in b.toks.iter_mut().enumerate().zip(b.infos.iter_mut()) {
+            if t.kind == Kind::Num {
+                last_num = idx;
+            }
+            t.num_back = u32::try_from(idx.wrapping_sub(last_num)).unwrap_or(u32::MAX);
+            if t.kind == Kind::Word {
+                info.level = 0;
+                counts.words += 1;
+                if t.is_cap() {
+                    counts.capitalised += 1;
+                    if t.is_title() {
+                        b.titles.push(idx);
+                    }
+                }
+            }
+        }
         b.used.clear();
         b.used.resize(n, false);
         Scan {
             text,
             toks: b.toks,
+            web_marks: b.web_marks,
             dict: dict::dict(),
             infos: b.infos,
-            have_info: b.have_info,
+            counts,
             used: b.used,
-            out: Vec::new(),
+            // Room for the usual number of candidates, so that it is seldom grown.
+            out: Vec::with_capacity(n / 8 + 8),
+            name_parts: b.name_parts,
+            titles: b.titles,
+            known: b.known,
+            found: b.found,
             buf: b.buf,
             phrase: b.phrase,
         }
@@ -102,8 +141,12 @@ impl<'t> Scan<'t> {
         if self.toks.capacity() <= 1 << 16 {
             let b = Buffers {
                 toks: self.toks,
+                titles: self.titles,
+                known: self.known,
+                found: self.found,
+                name_parts: self.name_parts,
+                web_marks: self.web_marks,
                 infos: self.infos,
-                have_info: self.have_info,
                 used: self.used,
                 buf: self.buf,
                 phrase: self.phrase,
@@ -115,6 +158,14 @@ impl<'t> Scan<'t> {
 
     pub fn len(&self) -> usize {
         self.toks.len()
+    }
+
+    /// The token's bytes.
+    pub fn bytes(&self, i: usize) -> &'t [u8] {
+        match self.toks.get(i) {
+            Some(t) => self.text.as_bytes().get(t.start..t.end).unwrap_or_default(),
+            None => &[],
+        }
     }
 
     /// The token's text.
@@ -151,37 +202,45 @@ impl<'t> Scan<'t> {
     fn lookup(&mut self, i: usize, level: u8) -> WordInfo {
         // The common case, a word already looked up, stays inline; the dictionary is asked
         // out of line.
-        match self.have_info.get(i) {
-            Some(&have) if have >= level => self.infos[i],
-            Some(_) => self.lookup_slow(i, level),
+        match self.infos.get(i) {
+            Some(&info) if info.level >= level => info,
+            Some(_) => {
+                self.lookup_slow(i, level);
+                self.infos.get(i).copied().unwrap_or_default()
+            }
             None => WordInfo::default(),
         }
     }
 
+    /// Looks token `i` up to `level` (it has not been yet) and caches the answer.
     #[inline(never)]
-    fn lookup_slow(&mut self, i: usize, level: u8) -> WordInfo {
-        let Some(t) = self.toks.get(i) else {
-            return WordInfo::default();
+    fn lookup_slow(&mut self, i: usize, level: u8) {
+        let Some(&t) = self.toks.get(i) else {
+            return;
         };
-        if t.kind != Kind::Word {
-            return WordInfo::default();
+        // Nearly every capitalised word is looked up in full sooner or later (as a name
+        // candidate), so it is looked up in full at once. What it reads as where only the
+        // context lists were asked for does not change: the small table holds a word's full
+        // facts or none, and for words it does not hold, only the context flags, keywords
+        // and months are asked for (short all-capital words, which the name family does
+        // classify from their small-table facts, keep the two steps).
+        let len = t.len();
+        let level = if level == 1 && t.is_cap() && !(t.all_upper() && len <= 3) {
+            2
+        } else {
+            level
+        };
+        let info = if t.kind == Kind::Word && t.flags & lex::NON_ASCII == 0 && len <= 16 {
+            // ASCII letters only (a word token has no digits): packed in a few instructions.
+            self.dict
+                .get_letters(self.text.as_bytes(), t.start, len, level == 1)
+        } else {
+            word_info(self.dict, self.text, t, level, &mut self.buf)
+        };
+        if let Some(slot) = self.infos.get_mut(i) {
+            *slot = info;
+            slot.level = level;
         }
-        let s = self.text.get(t.start..t.end).unwrap_or("");
-        let info = match self.dict.get_raw(s.as_bytes(), level == 1) {
-            Some(info) => info,
-            None if t.len() > 40 => WordInfo::default(),
-            None => {
-                let lower = dict::lower_into(s, &mut self.buf);
-                if level == 2 {
-                    self.dict.get(lower)
-                } else {
-                    self.dict.get_small(lower)
-                }
-            }
-        };
-        self.infos[i] = info;
-        self.have_info[i] = level;
-        info
     }
 
     /// Looks up a multi-word phrase (tokens `from..=to` joined by single spaces).
@@ -302,30 +361,37 @@ impl<'t> Scan<'t> {
                     // the lower-case forms and labels are; keep it simple and trust them.
                     return c;
                 }
-                let s = self.s(i);
-                if (s == "N" || s == "n")
-                    && self.is_punct(i.wrapping_sub(1), b'/')
-                    && (self.is(i.wrapping_sub(2), "s"))
-                {
-                    return Ctx::Device;
+                // The few other keywords, told apart by length first.
+                let s = self.bytes(i);
+                match s.len() {
+                    1 if (s == b"N" || s == b"n")
+                        && self.is_punct(i.wrapping_sub(1), b'/')
+                        && (self.is(i.wrapping_sub(2), "s")) =>
+                    {
+                        Ctx::Device
+                    }
+                    2 if s == b"MR"
+                        && (self.is_punct(i + 1, b'#') || self.is_punct(i + 1, b':')) =>
+                    {
+                        Ctx::Mrn
+                    }
+                    2 if (s.eq_ignore_ascii_case(b"no") || s.eq_ignore_ascii_case(b"nr"))
+                        && self.is_punct(i + 1, b'.')
+                        && t.is_cap() =>
+                    {
+                        Ctx::Id
+                    }
+                    // "medical record (number)", "health record".
+                    6 | 7
+                        if (s.eq_ignore_ascii_case(b"record")
+                            || s.eq_ignore_ascii_case(b"records"))
+                            && i > 0
+                            && (self.is(i - 1, "medical") || self.is(i - 1, "health")) =>
+                    {
+                        Ctx::Mrn
+                    }
+                    _ => Ctx::None,
                 }
-                if s == "MR" && (self.is_punct(i + 1, b'#') || self.is_punct(i + 1, b':')) {
-                    return Ctx::Mrn;
-                }
-                // "medical record (number)", "health record".
-                if (s.eq_ignore_ascii_case("record") || s.eq_ignore_ascii_case("records"))
-                    && i > 0
-                    && (self.is(i - 1, "medical") || self.is(i - 1, "health"))
-                {
-                    return Ctx::Mrn;
-                }
-                if (s.eq_ignore_ascii_case("no") || s.eq_ignore_ascii_case("nr"))
-                    && self.is_punct(i + 1, b'.')
-                    && t.is_cap()
-                {
-                    return Ctx::Id;
-                }
-                Ctx::None
             }
             _ => Ctx::None,
         }
@@ -337,8 +403,24 @@ impl<'t> Scan<'t> {
             return false;
         };
         match t.kind {
-            Kind::Punct => b":#-.()=,;/*[]>".contains(&t.ch),
-            Kind::Word => self.info_small(i).has(dict::FILLER) || t.len() == 1,
+            Kind::Punct => matches!(
+                t.ch,
+                b':' | b'#'
+                    | b'-'
+                    | b'.'
+                    | b'('
+                    | b')'
+                    | b'='
+                    | b','
+                    | b';'
+                    | b'/'
+                    | b'*'
+                    | b'['
+                    | b']'
+                    | b'>'
+            ),
+            // (A context-list lookup has no effect but its answer: the length goes first.)
+            Kind::Word => t.len() == 1 || self.info_small(i).has(dict::FILLER),
             Kind::Other => true,
             _ => false,
         }
@@ -418,6 +500,40 @@ impl<'t> Scan<'t> {
     }
 }
 
+/// Dictionary facts about token `t` of `text`: at `level` 1 only the context lists, at 2
+/// everything (see [`Scan::info`]); nothing for a token that is not a word. `buf` is scratch
+/// space for lower-casing.
+#[inline]
+fn word_info(dict: &Dict, text: &str, t: Tok, level: u8, buf: &mut String) -> WordInfo {
+    if t.kind != Kind::Word {
+        return WordInfo::default();
+    }
+    if t.flags & lex::NON_ASCII == 0 && t.len() <= 16 {
+        // ASCII letters only (a word token has no digits): packed in a few instructions.
+        return dict.get_letters(text.as_bytes(), t.start, t.len(), level == 1);
+    }
+    word_info_other(dict, text, t, level, buf)
+}
+
+/// [`word_info`] for a long or non-ASCII word.
+#[cold]
+#[inline(never)]
+fn word_info_other(dict: &Dict, text: &str, t: Tok, level: u8, buf: &mut String) -> WordInfo {
+    let s = text.get(t.start..t.end).unwrap_or("");
+    match dict.get_raw(s.as_bytes(), level == 1) {
+        Some(info) => info,
+        None if t.len() > 40 => WordInfo::default(),
+        None => {
+            let lower = dict::lower_into(s, buf);
+            if level == 2 {
+                dict.get(lower)
+            } else {
+                dict.get_small(lower)
+            }
+        }
+    }
+}
+
 /// Runs every family over `text` and returns the raw candidates.
 ///
 /// Web identifiers first, chunk by chunk (their insides look like names and numbers). The
@@ -428,22 +544,12 @@ impl<'t> Scan<'t> {
 pub(crate) fn candidates(text: &str) -> Vec<Cand> {
     let mut scan = Scan::new(text);
     let n = scan.len();
-    // Web identifiers first, in each chunk of glued tokens ("john.smith@example.com"): a
-    // quick test of the chunk's bytes rules most chunks out.
-    for i in 0..n {
-        let starts_chunk = i == 0 || scan.toks[i].gap != Gap::None;
-        if starts_chunk && scan.gap(i + 1) == Gap::None {
-            web::chunk_at(&mut scan, i);
-        }
-    }
+    // Web identifiers first, in each chunk of glued tokens ("john.smith@example.com"): only
+    // the chunks around the `@`, `:` and `.` tokens the lexer listed are looked at.
+    web::chunks(&mut scan);
     // Text written without capitals (chat messages often are) gets its lower-case words
     // checked against the name lists; in ordinary text only a title or a label does that.
-    let words = scan.toks.iter().filter(|t| t.kind == Kind::Word).count();
-    let capitalised = scan
-        .toks
-        .iter()
-        .filter(|t| t.kind == Kind::Word && t.is_cap())
-        .count();
+    let lex::WordCounts { words, capitalised } = scan.counts;
     let lower_text = words >= 3 && capitalised * 50 < words;
     let mut i = 0;
     while i < n {
@@ -456,9 +562,18 @@ pub(crate) fn candidates(text: &str) -> Vec<Cand> {
             Kind::Num | Kind::AlNum => {
                 address::at(&mut scan, i).or_else(|| numbers::at(&mut scan, i))
             }
+            // (The tests before the number and date families are the first ones they make.)
             Kind::Word if t.is_cap() => address::at(&mut scan, i)
-                .or_else(|| numbers::at(&mut scan, i))
-                .or_else(|| dates::at(&mut scan, i))
+                .or_else(|| {
+                    (t.all_upper() && t.len() <= 5 && numbers::value_start_word(&scan, i))
+                        .then(|| numbers::at(&mut scan, i))
+                        .flatten()
+                })
+                .or_else(|| {
+                    (t.len() >= 3 && scan.info_small(i).month != 0)
+                        .then(|| dates::at(&mut scan, i))
+                        .flatten()
+                })
                 .or_else(|| names::at(&mut scan, i)),
             Kind::Word => {
                 // Most lower-case words matter to no family: two cheap tests say so before
@@ -493,36 +608,160 @@ pub(crate) fn candidates(text: &str) -> Vec<Cand> {
 /// "Max" or "Monroe" alone is that person, even where the word alone would be too
 /// ambiguous ("Max agrees with the plan").
 fn repeat_names(scan: &mut Scan<'_>) {
-    let mut known: HashSet<String, dict::FxBuild> = HashSet::default();
+    let mut known = std::mem::take(&mut scan.known);
+    let mut found = std::mem::take(&mut scan.found);
+    known.clear();
+    found.clear();
+    repeat_names_with(scan, &mut known, &mut found);
+    scan.known = known;
+    scan.found = found;
+}
+
+/// [`repeat_names`], with its scratch space (empty).
+fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Vec<usize>) {
     for c in &scan.out {
         if c.cat != Category::Person || c.score < 0.7 {
             continue;
         }
         // Words of a confirmed name, split on anything but letters ("SMITH, JOHN").
         let covered = scan.text.get(c.start..c.end).unwrap_or("");
-        let parts: Vec<&str> = covered
-            .split(|ch: char| !ch.is_alphabetic())
-            .filter(|w| w.chars().count() > 1)
-            .collect();
-        if parts.len() >= 2 {
-            known.extend(parts.iter().map(|w| w.to_lowercase()));
+        if covered.is_ascii() {
+            // The same split on bytes: in ASCII, a letter is one byte.
+            let parts = || {
+                covered
+                    .as_bytes()
+                    .split(|c| !c.is_ascii_alphabetic())
+                    .filter(|w| w.len() > 1)
+            };
+            if parts().nth(1).is_some() {
+                for w in parts() {
+                    known.insert_ascii(w);
+                }
+            }
+            continue;
+        }
+        let parts = || {
+            covered
+                .split(|ch: char| !ch.is_alphabetic())
+                .filter(|w| w.chars().count() > 1)
+        };
+        if parts().nth(1).is_some() {
+            for w in parts() {
+                known.insert(w);
+            }
         }
     }
     if known.is_empty() {
         return;
     }
-    let mut buf = String::new();
-    for i in 0..scan.len() {
-        let t = scan.toks[i];
-        if t.kind != Kind::Word || !t.is_title() || scan.used[i] {
+    // The set first: most words are not names of the document (the dictionary facts are
+    // asked for only about those that are). Emitting marks only the token itself, so the
+    // tokens are tested first and the candidates emitted after.
+    let mut buf = std::mem::take(&mut scan.buf);
+    let bytes = scan.text.as_bytes();
+    for &i in &scan.titles {
+        let (Some(t), Some(false)) = (scan.toks.get(i), scan.used.get(i).copied()) else {
             continue;
+        };
+        let known_word = if t.flags & lex::NON_ASCII == 0 && t.len() <= 16 {
+            known
+                .packed
+                .contains(&dict::pack_letters(bytes, t.start, t.len()))
+        } else {
+            known.contains(dict::lower_into(
+                scan.text.get(t.start..t.end).unwrap_or(""),
+                &mut buf,
+            ))
+        };
+        if known_word {
+            found.push(i);
         }
-        if scan.info_small(i).has(dict::FUNCTION | dict::TITLE) {
-            continue;
-        }
-        let lower = dict::lower_into(scan.s(i), &mut buf);
-        if known.contains(lower) {
+    }
+    scan.buf = buf;
+    for &i in found.iter() {
+        if !scan.info_small(i).has(dict::FUNCTION | dict::TITLE) {
             scan.emit(i, i, Category::Person, 0.75);
+        }
+    }
+}
+
+/// The lower-cased words of a document's full names: short ASCII ones packed into integers
+/// (as the dictionary packs them), the rest as strings.
+#[derive(Default)]
+struct KnownWords {
+    packed: HashSet<u128, dict::FxBuild>,
+    other: HashSet<String, dict::FxBuild>,
+}
+
+impl KnownWords {
+    fn clear(&mut self) {
+        self.packed.clear();
+        self.other.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.packed.is_empty() && self.other.is_empty()
+    }
+
+    /// Adds the ASCII `word`, lower-cased.
+    fn insert_ascii(&mut self, word: &[u8]) {
+        match dict::pack_lower(word) {
+            Some(k) => {
+                self.packed.insert(k);
+            }
+            None => {
+                self.other
+                    .insert(String::from_utf8_lossy(word).to_ascii_lowercase());
+            }
+        }
+    }
+
+    /// Adds `word`, lower-cased.
+    fn insert(&mut self, word: &str) {
+        if let Some(k) = dict::pack_lower(word.as_bytes()) {
+            // ASCII: lower-cased by the packing.
+            self.packed.insert(k);
+            return;
+        }
+        let lower = word.to_lowercase();
+        match dict::pack_lower(lower.as_bytes()) {
+            Some(k) => {
+                self.packed.insert(k);
+            }
+            None => {
+                self.other.insert(lower);
+            }
+        }
+    }
+
+    /// Whether the lower-cased word `lower` is known.
+    fn contains(&self, lower: &str) -> bool {
+        match dict::pack_lower(lower.as_bytes()) {
+            Some(k) => self.packed.contains(&k),
+            None => self.other.contains(lower),
+        }
+    }
+}
+
+/// Sorts candidates by start, longer first, keeping the order of equal ones (a stable
+/// sort). The families emit nearly in order, so an insertion sort finishes in about one
+/// pass; if it has to move much, the standard stable sort finishes the job (insertion
+/// keeps equal elements in order too, so the result is the same).
+fn sort_cands(c: &mut [Cand]) {
+    let before = |a: &Cand, b: &Cand| a.start < b.start || (a.start == b.start && a.end > b.end);
+    let mut budget = 4 * c.len() + 16;
+    for r in 1..c.len() {
+        let x = c[r];
+        let mut w = r;
+        while w > 0 && before(&x, &c[w - 1]) {
+            c[w] = c[w - 1];
+            w -= 1;
+            budget = budget.saturating_sub(1);
+        }
+        c[w] = x;
+        if budget == 0 {
+            c.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+            return;
         }
     }
 }
@@ -530,20 +769,26 @@ fn repeat_names(scan: &mut Scan<'_>) {
 /// Sorts candidates and merges overlapping ones: the union of their bytes, the category of
 /// the highest-scoring one (the earlier one on a tie).
 pub(crate) fn merge(mut c: Vec<Cand>) -> Vec<Cand> {
-    c.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
-    let mut out: Vec<Cand> = Vec::with_capacity(c.len());
-    for x in c {
-        if let Some(last) = out.last_mut()
-            && x.start < last.end
-        {
-            if x.score > last.score {
-                last.cat = x.cat;
-                last.score = x.score;
+    sort_cands(&mut c);
+    // In place: the merged spans are written over the front of the vector (never ahead of
+    // the one being read).
+    let mut w = 0;
+    for r in 0..c.len() {
+        let x = c[r];
+        if w > 0 {
+            let last = &mut c[w - 1];
+            if x.start < last.end {
+                if x.score > last.score {
+                    last.cat = x.cat;
+                    last.score = x.score;
+                }
+                last.end = last.end.max(x.end);
+                continue;
             }
-            last.end = last.end.max(x.end);
-            continue;
         }
-        out.push(x);
+        c[w] = x;
+        w += 1;
     }
-    out
+    c.truncate(w);
+    c
 }

@@ -12,7 +12,7 @@
 use super::Scan;
 use crate::Category;
 use crate::dict::{self, WordInfo};
-use crate::lex::{Gap, Kind};
+use crate::lex::{Gap, Kind, Tok};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
@@ -29,56 +29,15 @@ enum Class {
     NonName,
 }
 
-/// Up to six parts, on the stack: a chain is built for every capitalised word.
-struct PartList {
-    items: [Part; 6],
-    len: usize,
-}
-
-impl PartList {
-    fn new() -> Self {
-        PartList {
-            items: [Part::EMPTY; 6],
-            len: 0,
-        }
-    }
-    fn push(&mut self, p: Part) {
-        if self.len < self.items.len() {
-            self.items[self.len] = p;
-            self.len += 1;
-        }
-    }
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    fn last(&self) -> Option<Part> {
-        self.len.checked_sub(1).map(|i| self.items[i])
-    }
-}
-
+/// One piece of a run of name-like words. A run has at most six; the buffer they are built
+/// in is kept in the [`Scan`] and reused, since a run is built for every capitalised word.
 #[derive(Clone, Copy, Debug)]
-struct Part {
+pub(super) struct Part {
     /// First and last token of the part (an initial includes its dot; `O'Neil` is one part).
     from: usize,
     to: usize,
     class: Class,
     info: WordInfo,
-}
-
-impl Part {
-    const EMPTY: Part = Part {
-        from: 0,
-        to: 0,
-        class: Class::NonName,
-        info: WordInfo {
-            flags: 0,
-            ctx: 0,
-            month: 0,
-        },
-    };
 }
 
 fn classify(info: WordInfo, all_upper: bool, len: usize) -> Class {
@@ -218,89 +177,92 @@ pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize
     Some(k + 1)
 }
 
+/// Whether a capitalised word (token `t` of `text`) is no name whatever the lists say: a function
+/// word ("The", "He"); a plural acronym (CEOs, MDs, IDs); an abbreviation written in mixed
+/// case (MoCA, VASc, HbA; names with inner capitals start "Mc", "Mac", "De", "La": one
+/// capital, then lower case, and end in lower case). Cheapest tests first.
+fn not_a_name_word(info: WordInfo, text: &[u8], t: Tok) -> bool {
+    if info.has(dict::FUNCTION) {
+        return true;
+    }
+    let n = t.len();
+    if n < 3 {
+        return false;
+    }
+    let Some(b) = text.get(t.start..t.end) else {
+        return false;
+    };
+    let all_upper = t.all_upper();
+    let acronym_plural = b[n - 1] == b's' && b[..n - 1].iter().all(u8::is_ascii_uppercase);
+    acronym_plural
+        || (!all_upper
+            && (b[1].is_ascii_uppercase() || b[n - 1].is_ascii_uppercase())
+            && b.iter().filter(|c| c.is_ascii_uppercase()).count() >= 2)
+}
+
+/// Whether capitalised token `j` (`t`) of at most two letters, an apostrophe and a
+/// capitalised word are glued together (`O'Neil`).
+fn apostrophe_joins(scan: &Scan<'_>, j: usize, t: Tok) -> bool {
+    t.len() <= 2
+        && (scan.is_punct(j + 1, b'\'') || scan.bytes(j + 1) == "’".as_bytes())
+        && scan.gap(j + 1) == Gap::None
+        && scan.gap(j + 2) == Gap::None
+        && scan.kind(j + 2) == Some(Kind::Word)
+        && scan.toks[j + 2].is_cap()
+}
+
+/// Whether a hyphen and a capitalised word, not yet taken, are glued after token `to`
+/// (`Evans-Bonilla`).
+fn hyphen_joins(scan: &Scan<'_>, to: usize) -> bool {
+    scan.is_punct(to + 1, b'-')
+        && scan.gap(to + 1) == Gap::None
+        && scan.gap(to + 2) == Gap::None
+        && scan.kind(to + 2) == Some(Kind::Word)
+        && scan.toks[to + 2].is_cap()
+        && !scan.is_used(to + 2)
+}
+
 /// Builds the run of name-like tokens from `i`, scores its pieces, emits; returns the next
 /// token to look at.
 fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
-    let mut parts = PartList::new();
+    let mut parts = std::mem::take(&mut scan.name_parts);
+    parts.clear();
+    let next = chain_in(scan, i, &mut parts);
+    scan.name_parts = parts;
+    next
+}
+
+/// [`chain`], building the run in `parts` (empty).
+fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
     let mut j = i;
     while let Some(&t) = scan.tok(j) {
         if t.kind != Kind::Word || scan.is_used(j) {
             break;
         }
+        // Function words ("The", "He") are in the small table: no need for the big one.
+        let small = scan.info_small(j);
         // Address words end a run: "Dr. Cindy Holinka Apt. 117" leaves "Apt. 117" to the
         // address family.
         if j > i
             && t.len() > 1
-            && (scan.info_small(j).has(dict::UNIT | dict::STREET_PREFIX)
-                || scan.info_small(j).month != 0
+            && (small.has(dict::UNIT | dict::STREET_PREFIX)
+                || small.month != 0
                 || super::numbers::value_start_word(scan, j))
         {
             break;
         }
         let mut to = j;
-        // O'Neil, D'Angelo: one part.
-        if t.len() <= 2
-            && t.is_cap()
-            && (scan.is_punct(j + 1, b'\'') || scan.s(j + 1) == "’")
-            && scan.gap(j + 1) == Gap::None
-            && scan.gap(j + 2) == Gap::None
-            && scan.kind(j + 2) == Some(Kind::Word)
-            && scan.toks[j + 2].is_cap()
-        {
-            to = j + 2;
-        }
-        // Hyphenated: Evans-Bonilla.
-        while scan.is_punct(to + 1, b'-')
-            && scan.gap(to + 1) == Gap::None
-            && scan.gap(to + 2) == Gap::None
-            && scan.kind(to + 2) == Some(Kind::Word)
-            && scan.toks[to + 2].is_cap()
-            && !scan.is_used(to + 2)
-        {
-            to += 2;
-        }
-        // Function words ("The", "He") are in the small table: no need for the big one.
-        let small = scan.info_small(j);
-        // Acronyms of up to three letters are never names ("MRN", "BP"): no big lookup.
-        let acronym = t.all_upper() && t.len() <= 3 && to == j;
-        let info = if (small.has(dict::FUNCTION) || acronym) && to == j {
-            small
-        } else if to == j {
-            scan.info(j)
-        } else {
-            // Classify a compound by its last piece.
-            scan.info(to)
-        };
-        let word = scan.s(j);
-        let function_word = info.has(dict::FUNCTION);
-        // CEOs, MDs, IDs: a plural acronym. MoCA, VASc, HbA: an abbreviation written in
-        // mixed case (names with inner capitals start "Mc", "Mac", "De", "La": one capital,
-        // then lower case, and end in lower case).
-        let acronym_plural = word.len() >= 3
-            && word.ends_with('s')
-            && word[..word.len() - 1]
-                .bytes()
-                .all(|c| c.is_ascii_uppercase());
-        let b = word.as_bytes();
-        let mixed_abbrev = b.len() >= 3
-            && b.iter().filter(|c| c.is_ascii_uppercase()).count() >= 2
-            && (b[1].is_ascii_uppercase() || b[b.len() - 1].is_ascii_uppercase())
-            && !t.all_upper();
-        let class = if t.is_cap() && (function_word || acronym_plural || mixed_abbrev) {
-            Class::NonName
-        } else if t.is_cap() {
-            // A compound (O'NEIL, Evans-Bonilla) is as long as all its pieces.
-            let len = scan.end(to) - scan.start(j);
-            let upper =
-                (j..=to).all(|k| scan.toks[k].kind != Kind::Word || scan.toks[k].all_upper());
-            classify(info, upper && len > 1, len)
-        } else if info.has(dict::PARTICLE) {
-            Class::NonName // placeholder, fixed below
-        } else {
-            break;
-        };
         if !t.is_cap() {
-            // A lower-case particle joins only between capitalised words.
+            // Only a particle joins, and only between capitalised words.
+            // Hyphenated: van-Dyke.
+            while hyphen_joins(scan, to) {
+                to += 2;
+            }
+            // (For a word that is not capitalised, `info` is the small-table facts.)
+            let info = if to == j { small } else { scan.info(to) };
+            if !info.has(dict::PARTICLE) {
+                break;
+            }
             let nx = to + 1;
             let joins = !parts.is_empty()
                 && scan.gap(nx) == Gap::Space
@@ -315,22 +277,63 @@ fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
                 class: Class::Initial, // neutral filler inside a name
                 info,
             });
-        } else {
-            let mut end = to;
-            if class == Class::Initial
-                && scan.is_punct(to + 1, b'.')
-                && scan.gap(to + 1) == Gap::None
-            {
-                end = to + 1;
+            if parts.len() >= 6 {
+                break;
             }
-            parts.push(Part {
-                from: j,
-                to: end,
-                class,
-                info,
-            });
-            to = end;
+            let nx = to + 1;
+            // A title's dot ("Dr. Smith") does not end the run.
+            let dot_after_title = scan.is_punct(nx, b'.')
+                && scan.gap(nx) == Gap::None
+                && info.has(dict::TITLE)
+                && scan.gap(nx + 1) == Gap::Space;
+            if dot_after_title {
+                j = nx + 1;
+                continue;
+            }
+            if scan.gap(nx) != Gap::Space {
+                break;
+            }
+            j = nx;
+            continue;
         }
+        // O'Neil, D'Angelo: one part.
+        if apostrophe_joins(scan, j, t) {
+            to = j + 2;
+        }
+        // Hyphenated: Evans-Bonilla.
+        while hyphen_joins(scan, to) {
+            to += 2;
+        }
+        // Acronyms of up to three letters are never names ("MRN", "BP"): no big lookup.
+        let acronym = t.all_upper() && t.len() <= 3 && to == j;
+        let info = if (small.has(dict::FUNCTION) || acronym) && to == j {
+            small
+        } else if to == j {
+            scan.info(j)
+        } else {
+            // Classify a compound by its last piece.
+            scan.info(to)
+        };
+        let class = if not_a_name_word(info, scan.text.as_bytes(), t) {
+            Class::NonName
+        } else {
+            // A compound (O'NEIL, Evans-Bonilla) is as long as all its pieces.
+            let len = scan.end(to) - scan.start(j);
+            let upper =
+                (j..=to).all(|k| scan.toks[k].kind != Kind::Word || scan.toks[k].all_upper());
+            classify(info, upper && len > 1, len)
+        };
+        let mut end = to;
+        if class == Class::Initial && scan.is_punct(to + 1, b'.') && scan.gap(to + 1) == Gap::None {
+            end = to + 1;
+        }
+        parts.push(Part {
+            from: j,
+            to: end,
+            class,
+            info,
+        });
+        to = end;
         if parts.len() >= 6 {
             break;
         }
@@ -349,12 +352,12 @@ fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
         }
         j = nx;
     }
-    let Some(last) = parts.last() else {
+    let Some(&last) = parts.last() else {
         return i + 1;
     };
     let next = last.to + 1;
-    let nparts = parts.len;
-    let parts = &mut parts.items[..nparts];
+    let nparts = parts.len();
+    let parts = &mut parts[..];
     // Most capitalised words are ordinary words at a sentence start: nothing to do unless a
     // title makes the next word a name.
     let all_ordinary = parts
@@ -791,11 +794,12 @@ fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
         dose: false,
     };
     let n = last + 1;
-    let head = if (scan.is_punct(n, b'\'') || scan.s(n) == "’") && scan.is(n + 1, "s") {
-        n + 2
-    } else {
-        n
-    };
+    let head =
+        if (scan.is_punct(n, b'\'') || scan.bytes(n) == "’".as_bytes()) && scan.is(n + 1, "s") {
+            n + 2
+        } else {
+            n
+        };
     if scan.kind(head) == Some(Kind::Word) && scan.gap(head) <= Gap::Space {
         a.eponym_head = scan.info_small(head).has(dict::EPONYM_HEAD);
     }
@@ -810,7 +814,7 @@ fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
         && scan.gap(n) == Gap::None
         && scan.gap(n + 1) != Gap::None
         && scan.is_punct(first_of_name(scan, last).wrapping_sub(1), b',');
-    if (scan.is_punct(n, b'\'') || scan.s(n) == "’")
+    if (scan.is_punct(n, b'\'') || scan.bytes(n) == "’".as_bytes())
         && scan.gap(n) == Gap::None
         && scan.is(n + 1, "s")
         && scan.gap(n + 1) == Gap::None

@@ -37,12 +37,25 @@ struct Seq {
 }
 
 impl Seq {
-    fn digits(&self, b: &[u8], k: usize) -> Vec<u8> {
-        let mut d = Vec::with_capacity(20);
-        for g in &self.groups[..k] {
-            d.extend_from_slice(&b[g.start..g.end]);
+    /// The digits of the first `k` groups, on the stack when they are few (they always
+    /// are where a check digit is computed).
+    fn digits(&self, b: &[u8], k: usize) -> Digits {
+        let total: usize = self.groups[..k].iter().map(|g| g.end - g.start).sum();
+        if total > DIGITS_INLINE {
+            let mut d = Vec::with_capacity(total);
+            for g in &self.groups[..k] {
+                d.extend_from_slice(&b[g.start..g.end]);
+            }
+            return Digits::Heap(d);
         }
-        d
+        let mut buf = [0u8; DIGITS_INLINE];
+        let mut n = 0;
+        for g in &self.groups[..k] {
+            let d = &b[g.start..g.end];
+            buf[n..n + d.len()].copy_from_slice(d);
+            n += d.len();
+        }
+        Digits::Inline(buf, n)
     }
     fn len(&self, i: usize) -> usize {
         self.groups[i].end - self.groups[i].start
@@ -56,6 +69,24 @@ impl Seq {
     }
     fn seps_all(&self, k: usize, c: u8) -> bool {
         self.groups[1..k].iter().all(|g| g.sep == c)
+    }
+}
+
+const DIGITS_INLINE: usize = 32;
+
+/// The digits of a sequence's first groups.
+enum Digits {
+    Inline([u8; DIGITS_INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for Digits {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Digits::Inline(buf, n) => buf.get(..*n).unwrap_or_default(),
+            Digits::Heap(v) => v,
+        }
     }
 }
 
@@ -226,14 +257,11 @@ fn claim(scan: &mut Scan<'_>, i: usize, ctx: Ctx) -> Option<usize> {
 }
 
 /// Gathers the digit-group sequence that starts at Num token `i`.
-fn gather(scan: &Scan<'_>, i: usize) -> Seq {
-    let mut seq = Seq {
-        groups: [Group::default(); MAX_GROUPS],
-        n: 0,
-        start: scan.start(i),
-        plus: false,
-        paren: false,
-    };
+fn gather(scan: &Scan<'_>, i: usize, seq: &mut Seq) {
+    seq.n = 0;
+    seq.start = scan.start(i);
+    seq.plus = false;
+    seq.paren = false;
     if i > 0 && scan.gap(i) == Gap::None {
         if scan.is_punct(i - 1, b'(') {
             seq.paren = true;
@@ -248,11 +276,10 @@ fn gather(scan: &Scan<'_>, i: usize) -> Seq {
         }
     }
     let push = |seq: &mut Seq, k: usize, sep: u8| -> bool {
-        let s = scan.s(k);
         let t = &scan.toks[k];
         let end = match t.kind {
             Kind::Num => t.end,
-            Kind::AlNum => match extension_split(s) {
+            Kind::AlNum => match extension_split(scan.s(k)) {
                 Some(d) => t.start + d,
                 None => return false,
             },
@@ -271,8 +298,8 @@ fn gather(scan: &Scan<'_>, i: usize) -> Seq {
         seq.n += 1;
         true
     };
-    if !push(&mut seq, i, 0) {
-        return seq;
+    if !push(seq, i, 0) {
+        return;
     }
     let mut k = i;
     loop {
@@ -303,12 +330,11 @@ fn gather(scan: &Scan<'_>, i: usize) -> Seq {
             }
             _ => break,
         };
-        if !push(&mut seq, next, sep) {
+        if !push(seq, next, sep) {
             break;
         }
         k = next;
     }
-    seq
 }
 
 /// A shape that matched the first `k` groups.
@@ -325,7 +351,14 @@ fn digits(scan: &mut Scan<'_>, i: usize, ctx: Ctx) -> Option<usize> {
         scan.emit_bytes(s, s + 17, Category::Device, 0.9);
         return None;
     }
-    let seq = gather(scan, i);
+    let mut seq = Seq {
+        groups: [Group::default(); MAX_GROUPS],
+        n: 0,
+        start: 0,
+        plus: false,
+        paren: false,
+    };
+    gather(scan, i, &mut seq);
     if seq.n == 0 {
         return None;
     }
@@ -340,7 +373,11 @@ fn digits(scan: &mut Scan<'_>, i: usize, ctx: Ctx) -> Option<usize> {
     // first groups are not a phone number either.
     if seq.n >= 3 && !seq.plus && !seq.paren {
         let n = seq.n;
-        let lens: Vec<usize> = (0..n).map(|g| seq.len(g)).collect();
+        let mut lens_buf = [0usize; MAX_GROUPS];
+        for (g, l) in lens_buf.iter_mut().enumerate().take(n) {
+            *l = seq.len(g);
+        }
+        let lens = &lens_buf[..n];
         let sep = seq.groups[1].sep;
         let card_like = seq.seps_all(n, sep)
             && matches!(sep, b' ' | b'-')
@@ -493,9 +530,10 @@ fn classify(scan: &mut Scan<'_>, seq: &Seq, k: usize, ctx: Ctx) -> Option<Match>
                 || lens == [4, 6, 4]
                 || (lens.len() == 5 && lens[..4].iter().all(|&l| l == 4) && lens[4] <= 3)));
     if card_shape && !seq.plus && !seq.paren {
-        let d = seq.digits(b, k);
         let card_ctx = matches!(ctx, Ctx::Card | Ctx::Account);
-        if ((13..=19).contains(&total) || (total == 12 && card_ctx)) && checks::luhn(&d) {
+        if ((13..=19).contains(&total) || (total == 12 && card_ctx))
+            && checks::luhn(&seq.digits(b, k))
+        {
             return m(Category::CreditCard, if card_ctx { 0.95 } else { 0.9 });
         }
         if k == 1 && (12..=19).contains(&total) && card_ctx {

@@ -43,23 +43,80 @@ fn url_end(b: &[u8], start: usize) -> usize {
     e
 }
 
-/// Web identifiers inside the whitespace-delimited chunk that starts at token `i` (called
-/// at every chunk start, before any other family looks at the chunk: an e-mail's local part
-/// must not become a name first). A chunk of one token, or without `@`, `:` or `.`, is
-/// skipped at once.
-pub(super) fn chunk_at(scan: &mut Scan<'_>, i: usize) {
+/// Web identifiers in every whitespace-delimited chunk of glued tokens
+/// (`john.smith@example.com`), chunk by chunk, before any other family looks at the text:
+/// an e-mail's local part must not become a name first. Only chunks of more than one token
+/// with an `@`, `:` or `.` can hold one; those characters are always tokens of their own, and
+/// the lexer lists them, so the chunks around them are all that is looked at.
+pub(super) fn chunks(scan: &mut Scan<'_>) {
     let n = scan.len();
-    let mut e = i;
-    while e + 1 < n && scan.toks[e + 1].gap == Gap::None {
-        e += 1;
+    // The first token after the last chunk looked at.
+    let mut done = 0;
+    for m in 0..scan.web_marks.len() {
+        let p = scan.web_marks[m];
+        if p < done || p >= n {
+            continue;
+        }
+        // The usual chunk: one token and a full stop or a colon ("done.", "Phone:"), which
+        // holds nothing unless the token is `www` (see `chunk_at`).
+        let t = scan.toks[p];
+        if t.ch != b'@'
+            && t.gap == Gap::None
+            && p > 0
+            && scan.gap(p + 1) != Gap::None
+            && (p == 1 || scan.toks[p - 1].gap != Gap::None)
+            && !scan.toks[p - 1].is_punct(b'@')
+            && !scan.toks[p - 1].is_punct(b':')
+            && !scan.toks[p - 1].is_punct(b'.')
+            && (t.ch == b':' || !scan.s(p - 1).eq_ignore_ascii_case("www"))
+        {
+            done = p + 1;
+            continue;
+        }
+        let mut i = p;
+        while i > 0 && scan.toks[i].gap == Gap::None {
+            i -= 1;
+        }
+        let mut e = p;
+        while e + 1 < n && scan.toks[e + 1].gap == Gap::None {
+            e += 1;
+        }
+        done = e + 1;
+        if e == i {
+            continue;
+        }
+        let (mut at, mut colons, mut dots) = (false, 0u32, 0u32);
+        for t in &scan.toks[i..=e] {
+            if t.kind == Kind::Punct {
+                match t.ch {
+                    b'@' => at = true,
+                    b':' => colons += 1,
+                    b'.' => dots += 1,
+                    _ => {}
+                }
+            }
+        }
+        chunk_at(scan, i, e, at, colons, dots);
     }
-    if e == i {
-        return;
-    }
+}
+
+/// Web identifiers in the chunk of tokens `i..=e`, which holds `colons` colons, `dots` dots
+/// and an `@` if `at`.
+fn chunk_at(scan: &mut Scan<'_>, i: usize, e: usize, at: bool, colons: u32, dots: u32) {
     let b = scan.text.as_bytes();
-    let bytes = &b[scan.toks[i].start..scan.toks[e].end];
-    if !bytes.iter().any(|&c| c == b'@' || c == b':' || c == b'.') {
-        return;
+    // Most chunks that get this far are a word and a full stop or a colon ("Dr.", "done.",
+    // "Phone:"), which can hold nothing: without `@`, an e-mail is impossible; with fewer
+    // than two colons, so is an IPv6 or MAC run, and a URL scheme needs `://`; a dot that
+    // ends the chunk starts no domain label, and makes a URL only after `www`.
+    if !at && colons < 2 && dots <= 1 {
+        let scheme = colons == 1
+            && b.get(scan.toks[i].start..scan.toks[e].end)
+                .is_some_and(|bytes| bytes.windows(3).any(|w| w == b"://"));
+        let final_dot_only =
+            dots == 0 || (scan.is_punct(e, b'.') && !scan.s(e - 1).eq_ignore_ascii_case("www"));
+        if !scheme && final_dot_only {
+            return;
+        }
     }
     for k in i..=e {
         if !scan.is_used(k) {
