@@ -236,6 +236,18 @@ async fn principal(state: &AppState, token: String) -> Result<Principal, ApiErro
         .map_err(|_| ApiError::StorageUnavailable)?;
     match verdict {
         KeyVerdict::Valid(rec) => {
+            if let Some(idle) = state.config.key_idle_timeout
+                && is_idle(&rec, idle, now)
+            {
+                tracing::info!(
+                    target: "wardgate::auth",
+                    reason = "idle",
+                    key_id = %rec.id,
+                    "credential rejected"
+                );
+                return Err(ApiError::Unauthenticated);
+            }
+            touch(state, &rec.id, rec.last_used_at, now);
             let p = Principal {
                 key_id: rec.id,
                 tenant: rec.tenant,
@@ -253,6 +265,41 @@ async fn principal(state: &AppState, token: String) -> Result<Principal, ApiErro
             Err(ApiError::Unauthenticated)
         }
     }
+}
+
+/// Whether a key has gone unused (since its last recorded use, or its creation) for `idle`.
+pub fn is_idle(
+    rec: &wardgate_store::ApiKeyRecord,
+    idle: std::time::Duration,
+    now: time::OffsetDateTime,
+) -> bool {
+    let last = rec.last_used_at.unwrap_or(rec.created_at);
+    let idle = time::Duration::try_from(idle).unwrap_or(time::Duration::MAX);
+    last.saturating_add(idle) <= now
+}
+
+/// How stale a key's recorded last use may get before it is written again.
+const TOUCH_EVERY: time::Duration = time::Duration::seconds(60);
+
+/// Records a key's use in the background, at most about once per [`TOUCH_EVERY`] (the key
+/// cache means the store sees a busy key only every `key_cache_ttl` anyway). Only done when
+/// idle timeouts are on: otherwise nothing reads it.
+fn touch(
+    state: &AppState,
+    id: &str,
+    last: Option<time::OffsetDateTime>,
+    now: time::OffsetDateTime,
+) {
+    if state.config.key_idle_timeout.is_none() || last.is_some_and(|t| now - t < TOUCH_EVERY) {
+        return;
+    }
+    let keys = state.keys.clone();
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = keys.touch_key(&id, now).await {
+            tracing::warn!(error = %e, "could not record a key's last use");
+        }
+    });
 }
 
 /// Recently verified keys, so a busy client does not cost a database round trip per request.
@@ -317,5 +364,39 @@ impl KeyCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_key_is_idle_once_unused_for_the_timeout_since_last_use_or_creation() {
+        let t0 = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let mut rec = wardgate_store::ApiKeyRecord {
+            id: "key_x".into(),
+            prefix: "abcdefghijkl".into(),
+            tenant: "acme".into(),
+            models: vec![],
+            roles: vec![Role::User],
+            label: None,
+            created_at: t0,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let day = Duration::from_secs(86_400);
+        let at = |secs: i64| t0 + time::Duration::seconds(secs);
+        assert!(!is_idle(&rec, day, at(86_399)));
+        assert!(
+            is_idle(&rec, day, at(86_400)),
+            "never used: counts from creation"
+        );
+        rec.last_used_at = Some(at(50_000));
+        assert!(!is_idle(&rec, day, at(86_400 + 49_999)));
+        assert!(is_idle(&rec, day, at(86_400 + 50_000)));
     }
 }

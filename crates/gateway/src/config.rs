@@ -200,6 +200,10 @@ pub struct RawAuth {
     pub operator_tenant: Option<String>,
     /// Longest bearer token accepted, in bytes. Default 8192.
     pub max_token_bytes: Option<usize>,
+    /// An API key unused for this long is refused (automatic logoff), e.g. `30d`. Last use is
+    /// recorded about once a minute per key, so the timeout is exact to about a minute. Default
+    /// off.
+    pub key_idle_timeout: Option<String>,
     /// Failed authentications (per source address, and per key prefix) within
     /// `lockout_window` that lock the source or prefix out. Default 10; 0 turns lockout off.
     pub lockout_threshold: Option<u32>,
@@ -421,6 +425,8 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     pub operator_tenant: String,
     pub max_token_bytes: usize,
+    /// `None`: keys do not time out when idle.
+    pub key_idle_timeout: Option<Duration>,
     pub lockout: crate::lockout::LockoutSettings,
     pub jwt: Vec<crate::jwt::IssuerSettings>,
     pub health_interval: Duration,
@@ -1142,6 +1148,19 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                     "auth.max_token_bytes",
                     "must be 512 to 65536",
                 ));
+            }
+        },
+        key_idle_timeout: match raw.auth.key_idle_timeout.as_deref() {
+            None => None,
+            Some(v) => {
+                let d = duration("auth.key_idle_timeout", Some(v), Duration::ZERO)?;
+                if d < Duration::from_secs(300) {
+                    return Err(ConfigError::new(
+                        "auth.key_idle_timeout",
+                        "must be at least 5m (last use is recorded about once a minute)",
+                    ));
+                }
+                Some(d)
             }
         },
         lockout: {

@@ -523,3 +523,39 @@ async fn a_key_prefix_is_locked_across_sources() {
     let r = h.send(from_ip(chat(&h.key), [198, 51, 100, 3])).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn with_an_idle_timeout_each_key_use_is_recorded() {
+    let h = Harness::single_with(
+        "openai",
+        mock_cfg(),
+        "[auth]\nkey_idle_timeout = \"30d\"\nkey_cache_ttl = \"0s\"\n",
+    )
+    .await;
+    let (id, key) = h.key_with_roles("acme", &[Role::User], None).await;
+    use wardgate_store::KeyStore as _;
+    let before = h.store.list_keys(Some("acme")).await.unwrap();
+    assert!(before.iter().all(|k| k.last_used_at.is_none()));
+    assert_eq!(h.send(chat(&key)).await.status, StatusCode::OK);
+    // The write is in the background; give it a moment.
+    let mut used = None;
+    for _ in 0..50 {
+        let keys = h.store.list_keys(Some("acme")).await.unwrap();
+        used = keys.iter().find(|k| k.id == id).unwrap().last_used_at;
+        if used.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let used = used.expect("last use recorded");
+    assert!(
+        (time::OffsetDateTime::now_utc() - used)
+            .whole_seconds()
+            .abs()
+            <= 2
+    );
+    // Too short a timeout is refused: last use is only recorded about once a minute.
+    let raw = wardgate_gateway::config::parse_toml("[auth]\nkey_idle_timeout = \"1m\"\n").unwrap();
+    let err = wardgate_gateway::config::Config::from_raw(raw, &|_| None).unwrap_err();
+    assert_eq!(err.key, "auth.key_idle_timeout");
+}

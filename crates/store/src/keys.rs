@@ -265,6 +265,7 @@ mod tests {
             created_at: OffsetDateTime::UNIX_EPOCH,
             expires_at,
             revoked_at,
+            last_used_at: None,
         }
     }
 

@@ -73,6 +73,8 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<OffsetDateTime>,
     /// Set once by the first revocation; whole seconds, UTC.
     pub revoked_at: Option<OffsetDateTime>,
+    /// When the key was last used, as far as `touch_key` was told; whole seconds, UTC.
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 /// A key just created: its record and the whole key, which is shown once and never stored.
@@ -102,6 +104,11 @@ pub struct NewKeySpec {
 
 /// The outcome of checking a presented key.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a verdict is returned once per verification and never stored; boxing the record \
+              would cost an allocation on every authenticated request"
+)]
 pub enum KeyVerdict {
     /// The key is known, its secret matches, and it is neither revoked nor expired.
     Valid(ApiKeyRecord),
@@ -136,6 +143,10 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Revokes a key. `NotFound` if no key has this id; revoking twice is not an error and keeps
     /// the first revocation time.
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Records that key `id` was used at `at` (never moves the time back). Unknown ids are
+    /// ignored.
+    async fn touch_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
     /// Checks a presented key at `now`. `Err` only when the store itself fails; every kind of bad
     /// key is `Ok(KeyVerdict::Rejected(_))`.

@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key roles",
         include_str!("../migrations/0003_key_roles.sql"),
     ),
+    (
+        4,
+        "key last used",
+        include_str!("../migrations/0004_key_last_used.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -223,6 +228,7 @@ impl KeyStore for SqliteStore {
                 created_at,
                 expires_at,
                 revoked_at: None,
+                last_used_at: None,
             };
             match self
                 .insert_key(&record, &generated.hash, &models_json, &roles_json)
@@ -251,7 +257,7 @@ impl KeyStore for SqliteStore {
                 Some(tenant) => {
                     names::validate_tenant(tenant)?;
                     sqlx::query(
-                    "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at \
+                    "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, last_used_at \
                      FROM api_keys WHERE tenant = $1 ORDER BY created_at DESC, id DESC",
                 )
                 .bind(tenant)
@@ -259,7 +265,7 @@ impl KeyStore for SqliteStore {
                 .await
                 }
                 None => sqlx::query(
-                    "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at \
+                    "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, last_used_at \
                      FROM api_keys ORDER BY created_at DESC, id DESC",
                 )
                 .fetch_all(&self.pool)
@@ -287,13 +293,28 @@ impl KeyStore for SqliteStore {
         }
     }
 
+    async fn touch_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        let at = at.unix_timestamp();
+        // Only forward: a late, older touch never moves the time back.
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1 \
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn verify(&self, presented: &str, now: OffsetDateTime) -> Result<KeyVerdict, StoreError> {
         let Some(parsed) = keys::parse(presented) else {
             return Ok(KeyVerdict::Rejected(RejectReason::Malformed));
         };
         let presented_hash = parsed.hash();
         let row = sqlx::query(
-            "SELECT key_hash, id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at \
+            "SELECT key_hash, id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, last_used_at \
              FROM api_keys WHERE prefix = $1",
         )
         .bind(parsed.prefix())
@@ -429,6 +450,7 @@ fn record_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
         created_at: time_column(row, "created_at")?.ok_or_else(|| corrupt("created_at"))?,
         expires_at: time_column(row, "expires_at")?,
         revoked_at: time_column(row, "revoked_at")?,
+        last_used_at: time_column(row, "last_used_at")?,
     })
 }
 

@@ -85,6 +85,7 @@ pub fn key_json(k: &ApiKeyRecord, now: OffsetDateTime) -> serde_json::Value {
         "created_at": k.created_at.unix_timestamp(),
         "expires_at": k.expires_at.map(OffsetDateTime::unix_timestamp),
         "revoked_at": k.revoked_at.map(OffsetDateTime::unix_timestamp),
+        "last_used_at": k.last_used_at.map(OffsetDateTime::unix_timestamp),
     })
 }
 

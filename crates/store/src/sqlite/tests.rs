@@ -38,6 +38,7 @@ async fn suite<S: KeyStore + TenantStore + Health>(store: &S) {
     malformed_keys(store).await;
     revocation(store).await;
     expiry(store).await;
+    last_use(store).await;
     listing(store).await;
     invalid_names(store).await;
     tenants(store).await;
@@ -163,6 +164,32 @@ async fn revocation<S: KeyStore>(store: &S) {
             "{id:?}"
         );
     }
+}
+
+async fn last_used<S: KeyStore>(store: &S, id: &str) -> Option<OffsetDateTime> {
+    store
+        .list_keys(Some("lastuse"))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.id == id)
+        .unwrap()
+        .last_used_at
+}
+
+async fn last_use<S: KeyStore>(store: &S) {
+    let new = store.create_key(spec("lastuse")).await.unwrap();
+    assert_eq!(new.record.last_used_at, None);
+    let t1 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    store.touch_key(&new.record.id, t1).await.unwrap();
+    assert_eq!(last_used(store, &new.record.id).await, Some(t1));
+    // Never backwards; unknown ids are ignored.
+    store
+        .touch_key(&new.record.id, t1 - Duration::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!(last_used(store, &new.record.id).await, Some(t1));
+    store.touch_key("key_doesnotexist", t1).await.unwrap();
 }
 
 async fn expiry<S: KeyStore>(store: &S) {
@@ -383,7 +410,7 @@ async fn stored_row_never_contains_the_secret() {
         assert!(!text.contains(&secret_part), "column {i} holds the secret");
         columns += 1;
     }
-    assert_eq!(columns, 10, "every column was checked");
+    assert_eq!(columns, 11, "every column was checked");
     let stored_hash: String = row.try_get("key_hash").unwrap();
     assert_eq!(stored_hash, KeyHash::of(&key).to_hex());
 
