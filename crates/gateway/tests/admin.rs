@@ -13,29 +13,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
 use support::{Harness, chat_body, delete_as, get_as, mock_cfg, post_as};
-use wardgate_audit::{AuditEvent, AuditStore, EventType, MemoryAuditStore, Outcome, Severity};
+use wardgate_audit::{EventType, MemoryAuditStore, Outcome, Severity};
 use wardgate_store::Role;
 
-async fn harness() -> (Harness, Arc<MemoryAuditStore>) {
-    let store = Arc::new(MemoryAuditStore::new());
-    let h = Harness::single_with("openai", mock_cfg(), "")
+async fn harness() -> Harness {
+    Harness::single_with("openai", mock_cfg(), "")
         .await
-        .audited(store.clone())
-        .await;
-    (h, store)
-}
-
-/// Every event so far. A refusal's event is committed after its response has gone, so the
-/// writer is asked for a checkpoint first: it comes after everything queued before it.
-async fn events(h: &Harness, store: &MemoryAuditStore) -> Vec<AuditEvent> {
-    h.state.audit.as_ref().unwrap().checkpoint().await.unwrap();
-    store
-        .read_range(0, 10_000)
+        .audited(Arc::new(MemoryAuditStore::new()))
         .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect()
 }
 
 fn chat(key: &str) -> Request<Body> {
@@ -48,7 +33,7 @@ fn chat(key: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn each_route_group_admits_only_its_roles() {
-    let (h, _) = harness().await;
+    let h = harness().await;
     let (_, user) = h.key_with_roles("acme", &[Role::User], None).await;
     let (_, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
     let (_, auditor) = h.key_with_roles("acme", &[Role::Auditor], None).await;
@@ -92,7 +77,7 @@ async fn each_route_group_admits_only_its_roles() {
 
 #[tokio::test]
 async fn an_admin_manages_keys_of_its_own_tenant_only_and_each_change_is_audited() {
-    let (h, store) = harness().await;
+    let h = harness().await;
     let (admin_id, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
     let (other_id, _) = h.key_with_roles("globex", &[Role::User], None).await;
 
@@ -173,7 +158,7 @@ async fn an_admin_manages_keys_of_its_own_tenant_only_and_each_change_is_audited
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
     }
 
-    let all = events(&h, &store).await;
+    let all = h.audit_events().await;
     let created_ev: Vec<_> = all
         .iter()
         .filter(|e| e.event_type == EventType::KeyCreated)
@@ -200,7 +185,7 @@ async fn an_admin_manages_keys_of_its_own_tenant_only_and_each_change_is_audited
 
 #[tokio::test]
 async fn operators_act_on_every_tenant_and_alone_create_tenants() {
-    let (h, store) = harness().await;
+    let h = harness().await;
     let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
     let (_, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
 
@@ -264,7 +249,8 @@ async fn operators_act_on_every_tenant_and_alone_create_tenants() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(r.json()["roles"], json!(["auditor"]));
 
-    let changes: Vec<_> = events(&h, &store)
+    let changes: Vec<_> = h
+        .audit_events()
         .await
         .into_iter()
         .filter(|e| e.event_type == EventType::ConfigChange)
@@ -279,7 +265,7 @@ async fn operators_act_on_every_tenant_and_alone_create_tenants() {
 
 #[tokio::test]
 async fn an_auditor_reads_its_tenants_audit_trail_and_the_reading_is_audited() {
-    let (h, store) = harness().await;
+    let h = harness().await;
     let (user_id, user) = h.key_with_roles("acme", &[Role::User], None).await;
     let (_, globex_user) = h.key_with_roles("globex", &[Role::User], None).await;
     let (auditor_id, auditor) = h.key_with_roles("acme", &[Role::Auditor], None).await;
@@ -352,7 +338,8 @@ async fn an_auditor_reads_its_tenants_audit_trail_and_the_reading_is_audited() {
         assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     }
 
-    let reads: Vec<_> = events(&h, &store)
+    let reads: Vec<_> = h
+        .audit_events()
         .await
         .into_iter()
         .filter(|e| e.event_type == EventType::AuditAccess && e.outcome == Some(Outcome::Allow))
@@ -363,7 +350,7 @@ async fn an_auditor_reads_its_tenants_audit_trail_and_the_reading_is_audited() {
 
 #[tokio::test]
 async fn break_glass_needs_a_reason_every_time_and_is_audited_at_high_severity() {
-    let (h, store) = harness().await;
+    let h = harness().await;
     let soon = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
     let (bg_id, bg) = h
         .key_with_roles("acme", &[Role::BreakGlass], Some(soon))
@@ -400,7 +387,7 @@ async fn break_glass_needs_a_reason_every_time_and_is_audited_at_high_severity()
     let r = h.send(with_reason(get_as("/admin/keys", Some(&bg)))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
-    let all = events(&h, &store).await;
+    let all = h.audit_events().await;
     let uses: Vec<_> = all
         .iter()
         .filter(|e| e.event_type == EventType::BreakGlass)
@@ -429,7 +416,7 @@ async fn break_glass_needs_a_reason_every_time_and_is_audited_at_high_severity()
 
 #[tokio::test]
 async fn a_break_glass_key_must_be_short_lived() {
-    let (h, _) = harness().await;
+    let h = harness().await;
     let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
     for (expires, want) in [(None, 400), (Some("48h"), 400), (Some("2h"), 201)] {
         let mut body = json!({"tenant": "acme", "roles": ["break_glass"]});
@@ -452,14 +439,13 @@ fn from_ip(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
 
 #[tokio::test]
 async fn repeated_failures_lock_the_source_out_and_are_audited() {
-    let store = Arc::new(MemoryAuditStore::new());
     let h = Harness::single_with(
         "openai",
         mock_cfg(),
         "[auth]\nlockout_threshold = 3\nlockout_duration = \"10m\"\nlockout_by_prefix = false\n",
     )
     .await
-    .audited(store.clone())
+    .audited(Arc::new(MemoryAuditStore::new()))
     .await;
     let attacker = [192, 0, 2, 66];
     let bad = "wg_abcdefghijkl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -477,7 +463,7 @@ async fn repeated_failures_lock_the_source_out_and_are_audited() {
     let r = h.send(from_ip(chat(&h.key), [192, 0, 2, 67])).await;
     assert_eq!(r.status, StatusCode::OK);
 
-    let all = events(&h, &store).await;
+    let all = h.audit_events().await;
     let lockouts: Vec<_> = all
         .iter()
         .filter(|e| e.event_type == EventType::Lockout)

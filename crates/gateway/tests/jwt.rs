@@ -20,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use support::{Harness, chat_body, get_as, mock_cfg, post_as};
-use wardgate_audit::{AuditStore, AuthMethod, EventType, MemoryAuditStore};
+use wardgate_audit::{AuthMethod, EventType, MemoryAuditStore};
 use wardgate_gateway::jwt::JwtVerifier;
 
 const ISS: &str = "https://idp.example.test/";
@@ -93,11 +93,10 @@ fn jwks(signers: &[&Signer]) -> String {
     json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
-async fn harness_with(issuer_toml: &str) -> (Harness, Arc<MemoryAuditStore>) {
-    let store = Arc::new(MemoryAuditStore::new());
+async fn harness_with(issuer_toml: &str) -> Harness {
     let mut h = Harness::single_with("openai", mock_cfg(), issuer_toml)
         .await
-        .audited(store.clone())
+        .audited(Arc::new(MemoryAuditStore::new()))
         .await;
     let config = h.state.config.clone();
     let v = JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
@@ -105,7 +104,7 @@ async fn harness_with(issuer_toml: &str) -> (Harness, Arc<MemoryAuditStore>) {
         .unwrap();
     h.state.jwt = Some(Arc::new(v));
     h.app = wardgate_gateway::router(h.state.clone());
-    (h, store)
+    h
 }
 
 fn file_issuer(path: &std::path::Path, algorithms: &str) -> String {
@@ -132,7 +131,7 @@ async fn tokens_from_a_jwks_file_map_claims_to_tenant_roles_and_models() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks(&[&ed, &ec, &rs])).unwrap();
-    let (h, store) = harness_with(&file_issuer(&path, "\"EdDSA\", \"ES256\", \"RS256\"")).await;
+    let h = harness_with(&file_issuer(&path, "\"EdDSA\", \"ES256\", \"RS256\"")).await;
 
     for s in [&ed, &ec, &rs] {
         let r = h.send(chat_with(&sign(s, &claims()))).await;
@@ -174,13 +173,10 @@ async fn tokens_from_a_jwks_file_map_claims_to_tenant_roles_and_models() {
     assert_eq!(models["data"].as_array().unwrap().len(), 1);
 
     // The audit log names the person, by subject, as a JWT user.
-    h.state.audit.as_ref().unwrap().checkpoint().await.unwrap();
-    let events: Vec<_> = store
-        .read_range(0, 1000)
+    let events: Vec<_> = h
+        .audit_events()
         .await
-        .unwrap()
         .into_iter()
-        .map(|e| e.event)
         .filter(|e| e.event_type == EventType::Request)
         .collect();
     let first = &events[0];
@@ -200,7 +196,7 @@ async fn every_bad_token_gets_the_same_401() {
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks(&[&ed, &ec])).unwrap();
     // ES256 is in the JWKS but not on this issuer's allowlist.
-    let (h, _) = harness_with(&file_issuer(&path, "\"EdDSA\"")).await;
+    let h = harness_with(&file_issuer(&path, "\"EdDSA\"")).await;
     let unauthenticated = h.send(get_as("/v1/models", Some("wg_nope"))).await;
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
 
@@ -282,7 +278,6 @@ async fn an_hs256_issuer_uses_its_shared_secret_only() {
         "[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"HS256\"]\n\
          secret_env = \"WG_TEST_JWT_SECRET\"\n"
     );
-    let store = Arc::new(MemoryAuditStore::new());
     let raw = wardgate_gateway::config::parse_toml(&format!(
         "{toml}\n[[backends]]\nname = \"b0\"\nkind = \"openai\"\nurl = \"http://127.0.0.1:9/v1\"\n"
     ))
@@ -294,7 +289,6 @@ async fn an_hs256_issuer_uses_its_shared_secret_only() {
     let v = JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
         .await
         .unwrap();
-    drop(store);
     let good = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims(),
@@ -395,7 +389,7 @@ async fn a_jwks_url_refreshes_on_an_unknown_kid_at_most_once_per_cooldown() {
         "[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"EdDSA\"]\n\
          jwks_url = \"http://{addr}/jwks\"\nrefresh_cooldown = \"1h\"\n"
     );
-    let (h, _) = harness_with(&toml).await;
+    let h = harness_with(&toml).await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched once at start");
     assert_eq!(
         h.send(chat_with(&sign(&old, &claims()))).await.status,
@@ -421,7 +415,7 @@ async fn a_jwks_url_refreshes_on_an_unknown_kid_at_most_once_per_cooldown() {
 
     // With a short cooldown the same rotation is picked up by exactly one fetch.
     let toml = toml.replace("refresh_cooldown = \"1h\"", "refresh_cooldown = \"1s\"");
-    let (h, _) = harness_with(&toml).await;
+    let h = harness_with(&toml).await;
     let before = fetches.load(Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let newer = ed25519("newer");

@@ -209,16 +209,6 @@ fn bad_phi_config_names_the_key() {
 // ---------------------------------------------------------------------------------------------
 // Audit
 
-async fn events(store: &dyn AuditStore) -> Vec<AuditEvent> {
-    store
-        .read_range(0, 10_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect()
-}
-
 fn terminal(events: &[AuditEvent]) -> Vec<&AuditEvent> {
     events
         .iter()
@@ -271,7 +261,7 @@ async fn every_request_that_reaches_a_handler_has_exactly_one_terminal_event() {
     // Probes are not audited.
     assert_eq!(h.send(get_as("/health", None)).await.status, StatusCode::OK);
 
-    let all = events(store.as_ref()).await;
+    let all = h.audit_events().await;
     let terms = terminal(&all);
     assert_eq!(terms.len(), n, "{all:#?}");
     for (i, id) in ids.iter().enumerate() {
@@ -329,7 +319,7 @@ async fn no_prompt_or_completion_text_reaches_the_audit_log() {
             StatusCode::OK
         );
     }
-    let dump = format!("{:?}", events(store.as_ref()).await);
+    let dump = format!("{:?}", h.audit_events().await);
     for v in PHI_VALUES.iter().chain(["chest pain"].iter()) {
         assert!(!dump.contains(v), "audit holds {v:?}");
     }
@@ -359,7 +349,7 @@ async fn the_prompt_is_recorded_only_as_a_salted_digest_of_what_the_client_sent(
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
-    let all = events(store.as_ref()).await;
+    let all = h.audit_events().await;
     let digests: Vec<Hash> = terminal(&all)
         .iter()
         .map(|e| {

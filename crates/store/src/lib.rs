@@ -140,6 +140,9 @@ pub trait KeyStore: Send + Sync + 'static {
     /// All keys, or one tenant's, newest first. Revoked and expired keys are included.
     async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError>;
 
+    /// One key by id, whatever its state; `None` if no key has this id.
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
     /// Revokes a key. `NotFound` if no key has this id; revoking twice is not an error and keeps
     /// the first revocation time.
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError>;

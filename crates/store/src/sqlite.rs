@@ -275,6 +275,18 @@ impl KeyStore for SqliteStore {
         rows.iter().map(record_from_row).collect()
     }
 
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, \
+             last_used_at FROM api_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         // COALESCE keeps the first revocation time, so revoking again changes nothing; the row

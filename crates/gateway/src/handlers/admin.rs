@@ -217,12 +217,8 @@ pub async fn revoke_key(
 ) -> Result<Response> {
     let scope = Scope::of(&state, &p);
     // Look the key up first, so a key of another tenant is "not found", not revoked.
-    let tenant = match &scope {
-        Scope::All => None,
-        Scope::Tenant(t) => Some(*t),
-    };
-    let keys = state.keys.list_keys(tenant).await.map_err(store_error)?;
-    let Some(key) = keys.iter().find(|k| k.id == id) else {
+    let key = state.keys.get_key(&id).await.map_err(store_error)?;
+    let Some(key) = key.filter(|k| scope.covers(&k.tenant)) else {
         return Err(ApiError::ObjectNotFound("key").into());
     };
     state.keys.revoke_key(&key.id).await.map_err(store_error)?;

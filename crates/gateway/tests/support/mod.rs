@@ -150,6 +150,22 @@ chain = [{{ backend = "b0", model = "other" }}]
         self
     }
 
+    /// Every audit event so far, in log order. A refusal's event is committed after its
+    /// response has gone, so the writer is asked for a checkpoint first: it is handled after
+    /// everything queued before it.
+    pub async fn audit_events(&self) -> Vec<wardgate_audit::AuditEvent> {
+        let audit = self.state.audit.as_ref().expect("an audited harness");
+        audit.checkpoint().await.unwrap();
+        audit
+            .store()
+            .read_range(0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
+    }
+
     pub async fn key_for(
         &self,
         models: &[&str],

@@ -224,6 +224,21 @@ fn hyphen_joins(scan: &Scan<'_>, to: usize) -> bool {
 
 /// Builds the run of name-like tokens from `i`, scores its pieces, emits; returns the next
 /// token to look at.
+/// Where a name run goes on after a part ending at token `to`: the token after a space, or
+/// after a title's dot and its space ("Dr. Smith"); `None` where the run ends.
+#[inline]
+fn next_part(scan: &Scan<'_>, to: usize, info: WordInfo) -> Option<usize> {
+    let nx = to + 1;
+    let dot_after_title = scan.is_punct(nx, b'.')
+        && scan.gap(nx) == Gap::None
+        && info.has(dict::TITLE)
+        && scan.gap(nx + 1) == Gap::Space;
+    if dot_after_title {
+        return Some(nx + 1);
+    }
+    (scan.gap(nx) == Gap::Space).then_some(nx)
+}
+
 fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
     let mut parts = std::mem::take(&mut scan.name_parts);
     parts.clear();
@@ -280,20 +295,10 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
             if parts.len() >= 6 {
                 break;
             }
-            let nx = to + 1;
-            // A title's dot ("Dr. Smith") does not end the run.
-            let dot_after_title = scan.is_punct(nx, b'.')
-                && scan.gap(nx) == Gap::None
-                && info.has(dict::TITLE)
-                && scan.gap(nx + 1) == Gap::Space;
-            if dot_after_title {
-                j = nx + 1;
-                continue;
+            match next_part(scan, to, info) {
+                Some(next) => j = next,
+                None => break,
             }
-            if scan.gap(nx) != Gap::Space {
-                break;
-            }
-            j = nx;
             continue;
         }
         // O'Neil, D'Angelo: one part.
@@ -337,20 +342,10 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
         if parts.len() >= 6 {
             break;
         }
-        let nx = to + 1;
-        // A title's dot ("Dr. Smith") does not end the run.
-        let dot_after_title = scan.is_punct(nx, b'.')
-            && scan.gap(nx) == Gap::None
-            && info.has(dict::TITLE)
-            && scan.gap(nx + 1) == Gap::Space;
-        if dot_after_title {
-            j = nx + 1;
-            continue;
+        match next_part(scan, to, info) {
+            Some(next) => j = next,
+            None => break,
         }
-        if scan.gap(nx) != Gap::Space {
-            break;
-        }
-        j = nx;
     }
     let Some(&last) = parts.last() else {
         return i + 1;

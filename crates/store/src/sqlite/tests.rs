@@ -183,6 +183,16 @@ async fn last_use<S: KeyStore>(store: &S) {
     let t1 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
     store.touch_key(&new.record.id, t1).await.unwrap();
     assert_eq!(last_used(store, &new.record.id).await, Some(t1));
+    assert_eq!(
+        store
+            .get_key(&new.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(t1)
+    );
+    assert_eq!(store.get_key("key_doesnotexist").await.unwrap(), None);
     // Never backwards; unknown ids are ignored.
     store
         .touch_key(&new.record.id, t1 - Duration::minutes(5))
