@@ -154,6 +154,61 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Checks a presented key at `now`. `Err` only when the store itself fails; every kind of bad
     /// key is `Ok(KeyVerdict::Rejected(_))`.
     async fn verify(&self, presented: &str, now: OffsetDateTime) -> Result<KeyVerdict, StoreError>;
+
+    /// Brings key `id`'s expiry forward to `at` (never later than it already is). `NotFound`
+    /// if no key has this id.
+    async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Rotates key `id`: a new key with the same tenant, models, roles and label (expiring at
+    /// `expires_at`), and the old key left valid for `overlap` more at most, so clients can
+    /// switch without an outage. Only a live key (not revoked, not expired) can be rotated.
+    /// The new key is created first: a failure part-way leaves the old key untouched.
+    async fn rotate_key(
+        &self,
+        id: &str,
+        overlap: std::time::Duration,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<Rotated, StoreError> {
+        if overlap > MAX_ROTATION_OVERLAP {
+            return Err(StoreError::Invalid(format!(
+                "the rotation overlap may be at most {} days",
+                MAX_ROTATION_OVERLAP.as_secs() / 86_400
+            )));
+        }
+        let old = self.get_key(id).await?.ok_or(StoreError::NotFound)?;
+        let now = OffsetDateTime::now_utc();
+        if old.revoked_at.is_some() || old.expires_at.is_some_and(|t| t <= now) {
+            return Err(StoreError::Invalid(
+                "only a live key can be rotated; this one is revoked or expired, so create a                  new key instead"
+                    .into(),
+            ));
+        }
+        let new = self
+            .create_key(NewKeySpec {
+                tenant: old.tenant.clone(),
+                models: old.models.clone(),
+                roles: old.roles.clone(),
+                expires_at,
+                label: old.label.clone(),
+            })
+            .await?;
+        let until = now + time::Duration::try_from(overlap).unwrap_or(time::Duration::ZERO);
+        self.expire_key_by(id, until).await?;
+        let old = self.get_key(id).await?.ok_or(StoreError::NotFound)?;
+        Ok(Rotated { new, old })
+    }
+}
+
+/// The longest a rotated-out key may stay valid beside its replacement.
+pub const MAX_ROTATION_OVERLAP: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// The result of [`KeyStore::rotate_key`].
+#[derive(Debug)]
+pub struct Rotated {
+    /// The replacement, with its secret (shown once).
+    pub new: NewKey,
+    /// The old key as it now stands (its shortened expiry).
+    pub old: ApiKeyRecord,
 }
 
 /// Tenants.

@@ -305,6 +305,25 @@ impl KeyStore for SqliteStore {
         }
     }
 
+    async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        let at = whole_seconds_up(at)?.unix_timestamp();
+        let result = sqlx::query(
+            "UPDATE api_keys SET expires_at = CASE \
+               WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END \
+             WHERE id = $2",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if result.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
     async fn touch_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
         let at = at.unix_timestamp();
         // Only forward: a late, older touch never moves the time back.

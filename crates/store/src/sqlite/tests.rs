@@ -8,6 +8,7 @@ use sqlx::Row as _;
 use time::{Duration, OffsetDateTime};
 
 use super::*;
+use crate::MAX_ROTATION_OVERLAP;
 use crate::keys::KEY_LEN;
 
 fn spec(tenant: &str) -> NewKeySpec {
@@ -39,6 +40,7 @@ async fn suite<S: KeyStore + TenantStore + Health>(store: &S) {
     revocation(store).await;
     expiry(store).await;
     last_use(store).await;
+    rotation(store).await;
     listing(store).await;
     invalid_names(store).await;
     tenants(store).await;
@@ -232,6 +234,91 @@ async fn expiry<S: KeyStore>(store: &S) {
             Some(reason) => assert_eq!(verdict, KeyVerdict::Rejected(reason), "at {at}"),
         }
     }
+}
+
+async fn rotation<S: KeyStore>(store: &S) {
+    let old = store
+        .create_key(NewKeySpec {
+            models: vec!["tiny".into()],
+            roles: vec![Role::Admin],
+            label: Some("billing".into()),
+            ..spec("rotation")
+        })
+        .await
+        .unwrap();
+    let t0 = now();
+    let r = store
+        .rotate_key(
+            &old.record.id,
+            std::time::Duration::from_secs(3600),
+            Some(t0 + Duration::days(90)),
+        )
+        .await
+        .unwrap();
+    // The replacement carries the old key's scope.
+    assert_ne!(r.new.record.id, old.record.id);
+    assert_eq!(r.new.record.tenant, "rotation");
+    assert_eq!(r.new.record.models, vec!["tiny".to_owned()]);
+    assert_eq!(r.new.record.roles, vec![Role::Admin]);
+    assert_eq!(r.new.record.label.as_deref(), Some("billing"));
+    // Both keys work during the overlap; the old one stops at its end.
+    let old_expiry = r.old.expires_at.unwrap();
+    assert!(old_expiry > t0 + Duration::minutes(59) && old_expiry <= t0 + Duration::minutes(61));
+    for secret in [old.secret.expose(), r.new.secret.expose()] {
+        assert!(matches!(
+            store.verify(secret, t0).await.unwrap(),
+            KeyVerdict::Valid(_)
+        ));
+    }
+    assert_eq!(
+        store
+            .verify(old.secret.expose(), t0 + Duration::minutes(62))
+            .await
+            .unwrap(),
+        KeyVerdict::Rejected(RejectReason::Expired)
+    );
+    assert!(matches!(
+        store
+            .verify(r.new.secret.expose(), t0 + Duration::minutes(62))
+            .await
+            .unwrap(),
+        KeyVerdict::Valid(_)
+    ));
+    // Rotating never lengthens an expiry that was already sooner.
+    store
+        .expire_key_by(&r.new.record.id, t0 + Duration::minutes(5))
+        .await
+        .unwrap();
+    store
+        .expire_key_by(&r.new.record.id, t0 + Duration::days(5))
+        .await
+        .unwrap();
+    let again = store.get_key(&r.new.record.id).await.unwrap().unwrap();
+    assert!(again.expires_at.unwrap() <= t0 + Duration::minutes(6));
+    // Dead keys are not rotated; unknown ids are not found; the overlap is bounded.
+    store.revoke_key(&r.new.record.id).await.unwrap();
+    assert!(matches!(
+        store
+            .rotate_key(&r.new.record.id, std::time::Duration::ZERO, None)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .rotate_key("key_nope", std::time::Duration::ZERO, None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .rotate_key(&old.record.id, MAX_ROTATION_OVERLAP * 2, None)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.expire_key_by("key_nope", t0).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn listing<S: KeyStore>(store: &S) {
