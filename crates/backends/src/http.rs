@@ -34,6 +34,9 @@ pub struct HttpBackendConfig {
     pub api_key: Option<String>,
     /// Signs every request for `wardgate llm` (HMAC over method, path, time, nonce, body).
     pub signer: Option<SigningKey>,
+    /// PEM CA certificates that alone are trusted for this backend's TLS (a private CA for
+    /// the private hop); `None`: the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl HttpBackendConfig {
@@ -47,6 +50,7 @@ impl HttpBackendConfig {
             max_body_bytes: 64 << 20,
             api_key: None,
             signer: None,
+            ca_pem: None,
         }
     }
 }
@@ -59,7 +63,18 @@ pub struct HttpBackend {
 
 impl HttpBackend {
     pub fn new(config: HttpBackendConfig) -> Result<Self, BackendError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| BackendError::Connect(format!("CA certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(BackendError::Connect(
+                    "the CA file holds no certificate".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let client = builder
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))

@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use wardgate_audit::keyfile::{read_signer_key, write_signer_key};
-use wardgate_audit::{AuditStore, Auditor, AuditorConfig, EventType, SignerKey};
+use wardgate_audit::{
+    ActorKind, AuditEvent, AuditStore, Auditor, AuditorConfig, EventType, Outcome, SignerKey,
+    Timestamp,
+};
 
 use crate::error::ApiError;
 use crate::record::RequestRecord;
@@ -100,4 +104,118 @@ pub(crate) async fn commit_start(state: &AppState, record: &RequestRecord) -> Re
         tracing::error!(error = %e, "audit start commit failed; request refused");
         ApiError::AuditUnavailable
     })
+}
+
+/// Whether an environment variable's value is a secret (only that it is set is digested).
+fn is_secret_var(name: &str) -> bool {
+    ["SECRET", "KEY", "TOKEN", "PASSWORD"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+/// The digest of the configuration a run starts with: the config file's bytes and every
+/// `WARDGATE_*` environment variable (secrets by name only), in a fixed order.
+pub fn config_digest(file: Option<&[u8]>, env: &[(String, String)]) -> String {
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("WARDGATE_"))
+        .collect();
+    vars.sort();
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    part(file.unwrap_or_default());
+    for (k, v) in vars {
+        part(k.as_bytes());
+        part(if is_secret_var(k) {
+            b"<set>"
+        } else {
+            v.as_bytes()
+        });
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `config_change` event that opens each run of the service, naming the configuration's
+/// digest: a configuration changed between two runs shows as a new digest, and a run that
+/// did not write this event did not start (the audit log cannot be switched off).
+pub fn startup_event(digest: &str, tls: bool) -> AuditEvent {
+    config_event(
+        Outcome::Allow,
+        format!(
+            "service started; configuration sha256={digest}; tls={}",
+            if tls { "on" } else { "off" }
+        ),
+    )
+}
+
+/// A `config_change` event by wardgate itself (start-up, a reload on SIGHUP).
+pub fn config_event(outcome: Outcome, detail: String) -> AuditEvent {
+    let mut e = AuditEvent::new(
+        Timestamp::now(),
+        EventType::ConfigChange,
+        "wardgate",
+        ActorKind::System,
+    );
+    e.outcome = Some(outcome);
+    e.detail = Some(detail);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_digest_changes_with_the_config_but_not_with_secrets_or_other_variables() {
+        let base = config_digest(
+            Some(b"[server]\n"),
+            &env(&[("WARDGATE_LISTEN", "0.0.0.0:8080"), ("HOME", "/root")]),
+        );
+        // Order and unrelated variables do not matter.
+        assert_eq!(
+            base,
+            config_digest(
+                Some(b"[server]\n"),
+                &env(&[("PATH", "/bin"), ("WARDGATE_LISTEN", "0.0.0.0:8080")])
+            )
+        );
+        assert_ne!(
+            base,
+            config_digest(
+                Some(b"[server]\n"),
+                &env(&[("WARDGATE_LISTEN", "0.0.0.0:9090")])
+            )
+        );
+        assert_ne!(
+            base,
+            config_digest(
+                Some(b"[limits]\n"),
+                &env(&[("WARDGATE_LISTEN", "0.0.0.0:8080")])
+            )
+        );
+        // A secret's value is not digested (so the digest reveals nothing about it), only
+        // that it is set.
+        let with_secret = |v: &str| {
+            config_digest(
+                Some(b"[server]\n"),
+                &env(&[
+                    ("WARDGATE_LISTEN", "0.0.0.0:8080"),
+                    ("WARDGATE_BACKEND_SECRET", v),
+                ]),
+            )
+        };
+        assert_eq!(with_secret("one"), with_secret("two"));
+        assert_ne!(with_secret("one"), base);
+        assert_eq!(base.len(), 64);
+    }
 }

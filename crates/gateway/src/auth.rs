@@ -65,6 +65,24 @@ const CREDENTIAL_PARAMS: &[&str] = &[
 
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let front = Front::of_path(req.uri().path());
+    // A verified client certificate identifies the caller when no bearer credential is sent;
+    // a bearer credential, when sent, is the identity and the certificate only the channel.
+    if !req.headers().contains_key(header::AUTHORIZATION)
+        && let Some(cert) = req.extensions().get::<crate::tls::ClientCert>()
+    {
+        let p = match cert_principal(&state, cert) {
+            Ok(p) => p,
+            Err(e) => return e.to_response(front),
+        };
+        if let Err(e) = refuse_credentials_in_url(&req) {
+            return e.to_response(front);
+        }
+        if let Some(rec) = req.extensions().get::<Arc<RequestRecord>>() {
+            rec.set_principal(&p.key_id, &p.tenant, p.method);
+        }
+        req.extensions_mut().insert(p);
+        return next.run(req).await;
+    }
     let presented = match presented_key(&req) {
         Ok(k) => k,
         Err(e) => return e.to_response(front),
@@ -187,8 +205,34 @@ pub async fn authorize(State(allowed): State<Allowed>, req: Request, next: Next)
     }
 }
 
-/// The key from the one `Authorization: Bearer` header, after refusing credentials in the URL.
-fn presented_key(req: &Request) -> Result<String, ApiError> {
+/// The principal a verified client certificate names: `cert:<common name>`, in the configured
+/// tenant or the subject's organization, with the configured roles. A certificate without a
+/// usable name or tenant identifies no one.
+fn cert_principal(state: &AppState, cert: &crate::tls::ClientCert) -> Result<Principal, ApiError> {
+    let settings = &state.config.client_certs;
+    let name = cert
+        .common_name
+        .as_deref()
+        .filter(|n| (1..=128).contains(&n.len()) && !n.chars().any(char::is_control))
+        .ok_or(ApiError::Unauthenticated)?;
+    let tenant = match &settings.tenant {
+        Some(t) => t.clone(),
+        None => cert
+            .organization
+            .clone()
+            .filter(|o| wardgate_store::names::validate_tenant(o).is_ok())
+            .ok_or(ApiError::Unauthenticated)?,
+    };
+    Ok(Principal {
+        key_id: format!("cert:{name}"),
+        tenant,
+        models: Vec::new(),
+        roles: settings.roles.clone(),
+        method: wardgate_audit::AuthMethod::Mtls,
+    })
+}
+
+fn refuse_credentials_in_url(req: &Request) -> Result<(), ApiError> {
     if let Some(q) = req.uri().query() {
         let has_credential = q.split('&').any(|pair| {
             let name = pair.split('=').next().unwrap_or_default();
@@ -200,6 +244,12 @@ fn presented_key(req: &Request) -> Result<String, ApiError> {
             return Err(ApiError::CredentialsInUrl);
         }
     }
+    Ok(())
+}
+
+/// The key from the one `Authorization: Bearer` header, after refusing credentials in the URL.
+fn presented_key(req: &Request) -> Result<String, ApiError> {
+    refuse_credentials_in_url(req)?;
     let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         // None, or several: with two headers the gateway would have to pick one, and picking

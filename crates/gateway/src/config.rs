@@ -23,7 +23,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
             reason: reason.into(),
@@ -152,6 +152,43 @@ pub struct RawServer {
     pub first_token_timeout: Option<String>,
     /// How long SIGTERM waits for in-flight streams to finish. Default `30s`.
     pub shutdown_grace: Option<String>,
+    /// A client must send its whole request head (and finish a TLS handshake) within this.
+    /// Default `10s`.
+    pub header_read_timeout: Option<String>,
+    /// A client must send its whole request body within this. Default `30s`.
+    pub body_read_timeout: Option<String>,
+    /// Largest request head in bytes (431 past it). Default 16384; at least 8192.
+    pub max_header_bytes: Option<usize>,
+    /// Most header fields in one request. Default 100.
+    pub max_headers: Option<usize>,
+    /// Most open connections; further ones wait to be accepted. Default 1024.
+    pub max_connections: Option<usize>,
+    /// Most concurrent streams on one HTTP/2 connection. Default 100.
+    pub http2_max_streams: Option<u32>,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed for the source
+    /// address (audit, lockout). Default none: the peer address is the source.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `Strict-Transport-Security` max-age when TLS is on; `0s` sends none. Default `365d`.
+    pub hsts_max_age: Option<String>,
+    /// TLS for this listener; absent: plain HTTP (behind a TLS-terminating proxy, or local).
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates that sign client certificates (mTLS); absent: none asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// `optional` (default; a client without a certificate authenticates otherwise) or
+    /// `required` (the handshake fails without one).
+    pub client_auth: Option<String>,
+    /// How often the certificate and key files are checked for a renewal. Default `30s`.
+    pub reload_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +257,11 @@ pub struct RawAuth {
     /// Trusted JWT issuers (`[[auth.jwt]]`).
     #[serde(default)]
     pub jwt: Vec<RawJwtIssuer>,
+    /// The tenant of principals identified by a TLS client certificate. Unset: the
+    /// certificate subject's organization (`O`); a certificate without one is refused.
+    pub client_cert_tenant: Option<String>,
+    /// The roles of principals identified by a TLS client certificate. Default `["user"]`.
+    pub client_cert_roles: Option<Vec<String>>,
 }
 
 /// One trusted JWT issuer (an OIDC identity provider).
@@ -263,6 +305,19 @@ pub struct RawRateLimit {
     pub requests_per_minute: Option<u32>,
     /// Requests per minute per tenant, all its keys together; 0 (the default) turns it off.
     pub tenant_requests_per_minute: Option<u32>,
+    /// Tokens (prompt and completion) per minute per key; 0 (the default) turns it off.
+    pub tokens_per_minute: Option<u32>,
+    /// Tokens per minute per tenant; 0 (the default) turns it off.
+    pub tenant_tokens_per_minute: Option<u32>,
+    /// Tokens per UTC day per key; 0 (the default) turns the budget off.
+    pub tokens_per_day: Option<u64>,
+    /// Tokens per UTC day per tenant; 0 (the default) turns the budget off.
+    pub tenant_tokens_per_day: Option<u64>,
+    /// Model requests one key may have in flight at once (streams included). Default 32;
+    /// 0 turns the limit off.
+    pub concurrent_requests: Option<u32>,
+    /// Model requests one tenant may have in flight at once; 0 (the default) turns it off.
+    pub tenant_concurrent_requests: Option<u32>,
     /// `memory` (default: this process only) or `redis` (one limit across every instance that
     /// shares the Redis).
     pub backend: Option<String>,
@@ -312,6 +367,9 @@ pub struct RawBackend {
     /// Name of an environment variable holding a bearer key the backend wants (never the key
     /// itself: secrets do not live in config files).
     pub api_key_env: Option<String>,
+    /// PEM CA certificates that alone are trusted for this backend's `https://` URL (a private
+    /// CA for the private hop). Unset: the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// Expose the backend's own models under their names, refreshed periodically.
     #[serde(default)]
     pub discover: bool,
@@ -396,6 +454,7 @@ pub struct BackendConfig {
     pub url: String,
     pub secret_env: Option<String>,
     pub api_key_env: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub discover: bool,
     pub discover_interval: Duration,
     pub connect_timeout: Duration,
@@ -415,12 +474,20 @@ pub struct Config {
     pub request_timeout: Duration,
     pub first_token_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Connection and protocol bounds.
+    pub server: crate::server::ServerLimits,
+    /// TLS for the listener; `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// Who a verified TLS client certificate is.
+    pub client_certs: ClientCertSettings,
     pub sqlite_path: PathBuf,
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: Limits,
     pub requests_per_minute: u32,
     pub tenant_requests_per_minute: u32,
+    /// Usage quotas per key and per tenant.
+    pub quotas: Quotas,
     pub limiter_backend: LimiterBackend,
     pub key_cache_ttl: Duration,
     pub operator_tenant: String,
@@ -438,6 +505,28 @@ pub struct Config {
     pub audit: AuditSettings,
     pub backends: Vec<BackendConfig>,
     pub models: Vec<ModelConfig>,
+}
+
+/// Usage bounds for one key or one tenant; 0 turns a bound off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaSet {
+    pub tokens_per_minute: u32,
+    pub tokens_per_day: u64,
+    pub concurrent_requests: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quotas {
+    pub key: QuotaSet,
+    pub tenant: QuotaSet,
+}
+
+/// How a verified client certificate maps to a principal.
+#[derive(Clone, Debug)]
+pub struct ClientCertSettings {
+    /// Fixed tenant; `None`: the subject's organization.
+    pub tenant: Option<String>,
+    pub roles: Vec<wardgate_store::Role>,
 }
 
 /// Where overrides come from; a function so tests need not touch the process environment.
@@ -491,6 +580,37 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
     if let Some(v) = env("WARDGATE_LISTEN") {
         raw.server.listen = Some(v);
     }
+    match (env("WARDGATE_TLS_CERT"), env("WARDGATE_TLS_KEY")) {
+        (Some(cert), Some(key)) => {
+            let tls = raw.server.tls.get_or_insert_with(RawTls::default);
+            tls.cert_file = PathBuf::from(cert);
+            tls.key_file = PathBuf::from(key);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(ConfigError::new(
+                "WARDGATE_TLS_CERT",
+                "WARDGATE_TLS_CERT and WARDGATE_TLS_KEY go together: set both or neither",
+            ));
+        }
+    }
+    if let Some(v) = env("WARDGATE_TLS_CLIENT_CA") {
+        let Some(tls) = raw.server.tls.as_mut() else {
+            return Err(ConfigError::new(
+                "WARDGATE_TLS_CLIENT_CA",
+                "client certificates need TLS: set WARDGATE_TLS_CERT and WARDGATE_TLS_KEY too",
+            ));
+        };
+        tls.client_ca_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("WARDGATE_TRUSTED_PROXIES") {
+        raw.server.trusted_proxies = v
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
     if let Some(v) = env("WARDGATE_DB") {
         raw.storage.sqlite_path = Some(PathBuf::from(v));
     }
@@ -518,6 +638,25 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
     if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_RPM") {
         raw.rate_limit.tenant_requests_per_minute = Some(v.parse().map_err(|_| {
             ConfigError::new("WARDGATE_RATE_LIMIT_TENANT_RPM", "must be a whole number")
+        })?);
+    }
+    if let Some(v) = env("WARDGATE_RATE_LIMIT_TPM") {
+        raw.rate_limit.tokens_per_minute =
+            Some(v.parse().map_err(|_| {
+                ConfigError::new("WARDGATE_RATE_LIMIT_TPM", "must be a whole number")
+            })?);
+    }
+    if let Some(v) = env("WARDGATE_RATE_LIMIT_TOKENS_PER_DAY") {
+        raw.rate_limit.tokens_per_day = Some(v.parse().map_err(|_| {
+            ConfigError::new(
+                "WARDGATE_RATE_LIMIT_TOKENS_PER_DAY",
+                "must be a whole number",
+            )
+        })?);
+    }
+    if let Some(v) = env("WARDGATE_RATE_LIMIT_CONCURRENCY") {
+        raw.rate_limit.concurrent_requests = Some(v.parse().map_err(|_| {
+            ConfigError::new("WARDGATE_RATE_LIMIT_CONCURRENCY", "must be a whole number")
         })?);
     }
     if let Some(v) = env("WARDGATE_RATE_LIMIT_BACKEND") {
@@ -589,6 +728,7 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
             secret_env: env("WARDGATE_BACKEND_SECRET")
                 .map(|_| "WARDGATE_BACKEND_SECRET".to_owned()),
             api_key_env: None,
+            ca_file: env("WARDGATE_BACKEND_CA").map(PathBuf::from),
             discover: true,
             discover_interval: None,
             connect_timeout: None,
@@ -609,6 +749,159 @@ fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, C
         return Err(ConfigError::new(key, "must be greater than zero"));
     }
     Ok(d)
+}
+
+/// A duration that may be zero (`0s` turns the thing off).
+fn duration_or_off(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    humantime::parse_duration(v).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("`{v}` is not a duration like `30s` or `5m`: {e}"),
+        )
+    })
+}
+
+fn server_limits(raw: &RawServer) -> Result<crate::server::ServerLimits, ConfigError> {
+    let d = crate::server::ServerLimits::default();
+    let at_least = |key: &str, v: Option<usize>, min: usize, default: usize| match v {
+        Some(n) if n < min => Err(ConfigError::new(key, format!("must be at least {min}"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
+    for (i, p) in raw.trusted_proxies.iter().enumerate() {
+        let net = p
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                ConfigError::new(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an address or CIDR range like 10.0.0.0/8"),
+                )
+            })?;
+        trusted_proxies.push(net);
+    }
+    Ok(crate::server::ServerLimits {
+        header_read_timeout: duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout.as_deref(),
+            d.header_read_timeout,
+        )?,
+        body_read_timeout: duration(
+            "server.body_read_timeout",
+            raw.body_read_timeout.as_deref(),
+            d.body_read_timeout,
+        )?,
+        max_header_bytes: at_least(
+            "server.max_header_bytes",
+            raw.max_header_bytes,
+            8192,
+            d.max_header_bytes,
+        )?,
+        max_headers: at_least("server.max_headers", raw.max_headers, 16, d.max_headers)?,
+        max_connections: at_least(
+            "server.max_connections",
+            raw.max_connections,
+            1,
+            d.max_connections,
+        )?,
+        http2_max_streams: match raw.http2_max_streams {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "server.http2_max_streams",
+                    "must be greater than zero",
+                ));
+            }
+            Some(n) => n,
+            None => d.http2_max_streams,
+        },
+        trusted_proxies,
+        hsts_max_age: duration_or_off(
+            "server.hsts_max_age",
+            raw.hsts_max_age.as_deref(),
+            d.hsts_max_age,
+        )?,
+    })
+}
+
+fn tls_settings(raw: Option<&RawTls>) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let client_auth = match raw.client_auth.as_deref() {
+        None | Some("optional") => crate::tls::ClientAuth::Optional,
+        Some("required") => crate::tls::ClientAuth::Required,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "server.tls.client_auth",
+                format!("`{other}` is not `optional` or `required`"),
+            ));
+        }
+    };
+    if raw.client_auth.is_some() && raw.client_ca_file.is_none() {
+        return Err(ConfigError::new(
+            "server.tls.client_auth",
+            "needs server.tls.client_ca_file, the CA that signs client certificates",
+        ));
+    }
+    let reload_interval = duration(
+        "server.tls.reload_interval",
+        raw.reload_interval.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    if reload_interval < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "server.tls.reload_interval",
+            "must be at least 1s",
+        ));
+    }
+    Ok(Some(crate::tls::TlsSettings {
+        cert_file: raw.cert_file.clone(),
+        key_file: raw.key_file.clone(),
+        client_ca_file: raw.client_ca_file.clone(),
+        client_auth,
+        reload_interval,
+    }))
+}
+
+fn client_cert_settings(raw: &RawAuth) -> Result<ClientCertSettings, ConfigError> {
+    let roles = match &raw.client_cert_roles {
+        None => vec![wardgate_store::Role::User],
+        Some(names) => {
+            let mut roles = Vec::with_capacity(names.len());
+            for n in names {
+                let role = n.parse::<wardgate_store::Role>().map_err(|_| {
+                    ConfigError::new(
+                        "auth.client_cert_roles",
+                        format!("`{n}` is not a role (user, admin, auditor)"),
+                    )
+                })?;
+                // Break-glass access is a time-limited key with a stated reason, never a
+                // standing property of a certificate.
+                if role == wardgate_store::Role::BreakGlass {
+                    return Err(ConfigError::new(
+                        "auth.client_cert_roles",
+                        "break_glass cannot be granted to certificates; create a break-glass key",
+                    ));
+                }
+                roles.push(role);
+            }
+            if roles.is_empty() {
+                return Err(ConfigError::new(
+                    "auth.client_cert_roles",
+                    "must name at least one role",
+                ));
+            }
+            roles
+        }
+    };
+    if let Some(t) = &raw.client_cert_tenant {
+        wardgate_store::names::validate_tenant(t)
+            .map_err(|e| ConfigError::new("auth.client_cert_tenant", e.to_string()))?;
+    }
+    Ok(ClientCertSettings {
+        tenant: raw.client_cert_tenant.clone(),
+        roles,
+    })
 }
 
 fn jwt_issuer(
@@ -887,6 +1180,12 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 u.trim_end_matches('/').to_owned()
             }
         };
+        if b.ca_file.is_some() && !url.starts_with("https://") {
+            return Err(ConfigError::new(
+                key("ca_file"),
+                "a CA file is for an https:// backend URL",
+            ));
+        }
         if b.secret_env.is_some() && kind != BackendType::Http(BackendKind::Ollama) {
             return Err(ConfigError::new(
                 key("secret_env"),
@@ -899,6 +1198,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             url,
             secret_env: b.secret_env,
             api_key_env: b.api_key_env,
+            ca_file: b.ca_file,
             discover: b.discover,
             discover_interval: duration(
                 &key("discover_interval"),
@@ -921,6 +1221,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             url: String::new(),
             secret_env: None,
             api_key_env: None,
+            ca_file: None,
             discover: true,
             discover_interval: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
@@ -1098,17 +1399,35 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         ));
     }
 
+    let server = server_limits(&raw.server)?;
+    let tls = tls_settings(raw.server.tls.as_ref())?;
+    let client_certs = client_cert_settings(&raw.auth)?;
     Ok(Config {
         listen,
         request_timeout,
         first_token_timeout,
         shutdown_grace,
+        server,
+        tls,
+        client_certs,
         sqlite_path,
         log_format,
         log_level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
         limits,
         requests_per_minute: raw.rate_limit.requests_per_minute.unwrap_or(600),
         tenant_requests_per_minute: raw.rate_limit.tenant_requests_per_minute.unwrap_or(0),
+        quotas: Quotas {
+            key: QuotaSet {
+                tokens_per_minute: raw.rate_limit.tokens_per_minute.unwrap_or(0),
+                tokens_per_day: raw.rate_limit.tokens_per_day.unwrap_or(0),
+                concurrent_requests: raw.rate_limit.concurrent_requests.unwrap_or(32),
+            },
+            tenant: QuotaSet {
+                tokens_per_minute: raw.rate_limit.tenant_tokens_per_minute.unwrap_or(0),
+                tokens_per_day: raw.rate_limit.tenant_tokens_per_day.unwrap_or(0),
+                concurrent_requests: raw.rate_limit.tenant_concurrent_requests.unwrap_or(0),
+            },
+        },
         limiter_backend: match raw.rate_limit.backend.as_deref() {
             None | Some("memory") => LimiterBackend::Memory,
             Some("redis") => {

@@ -55,10 +55,22 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large (limit {limit} bytes)")]
     PayloadTooLarge { limit: usize },
+    /// A configuration reload was refused (settings that need a restart, or none to reload).
+    #[error("reload refused: {0}")]
+    ReloadRefused(String),
+    /// The client did not finish sending the body within `server.body_read_timeout`.
+    #[error("request body not received in time")]
+    BodyTimeout,
+    /// The body ended early or could not be read (the client went away mid-body).
+    #[error("request body incomplete")]
+    BodyIncomplete,
     #[error("context length exceeded")]
     ContextLengthExceeded { window: u32, requested: u64 },
     #[error("rate limit exceeded")]
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+        limit: crate::ratelimit::Limit,
+    },
     /// Too many failed authentications from this source or with this key prefix.
     #[error("locked out")]
     LockedOut { retry_after_secs: u64 },
@@ -182,6 +194,24 @@ impl ApiError {
                 Some("payload_too_large"),
                 format!("request body too large: the limit is {limit} bytes"),
             ),
+            ApiError::ReloadRefused(why) => r(
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                Some("reload_refused"),
+                format!("The configuration was not reloaded: {why}. Nothing was changed."),
+            ),
+            ApiError::BodyTimeout => r(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                Some("request_timeout"),
+                "the request body was not received in time".into(),
+            ),
+            ApiError::BodyIncomplete => r(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("body_incomplete"),
+                "the request body ended before it was complete".into(),
+            ),
             ApiError::ContextLengthExceeded { window, requested } => Rendered {
                 param: Some("messages".into()),
                 ..r(
@@ -195,13 +225,19 @@ impl ApiError {
                     ),
                 )
             },
-            ApiError::RateLimited { retry_after_secs } => Rendered {
+            ApiError::RateLimited {
+                retry_after_secs,
+                limit,
+            } => Rendered {
                 retry_after: Some(*retry_after_secs),
                 ..r(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "requests",
+                    limit.kind(),
                     Some("rate_limit_exceeded"),
-                    format!("Rate limit reached. Please try again in {retry_after_secs}s."),
+                    format!(
+                        "Rate limit reached for {}. Please try again in {retry_after_secs}s.",
+                        limit.describe()
+                    ),
                 )
             },
             ApiError::LockedOut { retry_after_secs } => Rendered {
@@ -331,6 +367,9 @@ impl ApiError {
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::ReloadRefused(_) => "reload_refused",
+            ApiError::BodyTimeout => "body_timeout",
+            ApiError::BodyIncomplete => "body_incomplete",
             ApiError::ContextLengthExceeded { .. } => "context_length_exceeded",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::LockedOut { .. } => "locked_out",

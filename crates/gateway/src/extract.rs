@@ -26,24 +26,73 @@ impl IntoResponse for BodyRejection {
     }
 }
 
+/// A JSON body that may be absent (an empty body is `None`), with the same bounds.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+async fn parse<T: DeserializeOwned>(
+    req: Request,
+    state: &AppState,
+) -> Result<Option<T>, BodyRejection> {
+    let front = Front::of_path(req.uri().path());
+    let reject = |error| BodyRejection { front, error };
+    let limit = state.config.limits.max_body_bytes;
+    // The Content-Type is not checked: Ollama accepts any, and curl's `-d` labels JSON as a
+    // form. The body is parsed strictly as JSON whatever the label says.
+    let bytes = read_body(
+        req.into_body(),
+        limit,
+        state.config.server.body_read_timeout,
+    )
+    .await
+    .map_err(reject)?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice::<T>(&bytes)
+        .map(Some)
+        .map_err(|e| reject(ApiError::InvalidJson(describe(&e))))
+}
+
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = BodyRejection;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let front = Front::of_path(req.uri().path());
-        let reject = |error| BodyRejection { front, error };
-        let limit = state.config.limits.max_body_bytes;
-        // The Content-Type is not checked: Ollama accepts any, and curl's `-d` labels JSON as a
-        // form. The body is parsed strictly as JSON whatever the label says.
-        let bytes = crate::record::body_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| reject(ApiError::PayloadTooLarge { limit }))?;
-        if bytes.is_empty() {
-            return Err(reject(ApiError::InvalidJson("missing request body".into())));
+        match parse(req, state).await? {
+            Some(v) => Ok(Json(v)),
+            None => Err(BodyRejection {
+                front,
+                error: ApiError::InvalidJson("missing request body".into()),
+            }),
         }
-        serde_json::from_slice::<T>(&bytes)
-            .map(Json)
-            .map_err(|e| reject(ApiError::InvalidJson(describe(&e))))
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = BodyRejection;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        parse(req, state).await.map(OptionalJson)
+    }
+}
+
+/// The whole body within `timeout` (slowloris on the body), refusing it past `limit` bytes
+/// (chunked bodies included).
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+    let read = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Ok(Err(_)) => Err(ApiError::BodyIncomplete),
     }
 }
 

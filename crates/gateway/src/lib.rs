@@ -15,9 +15,12 @@ pub mod policy;
 pub mod ratelimit;
 pub mod record;
 pub mod redact_log;
+pub mod reload;
 pub mod router;
+pub mod server;
 pub mod state;
 pub mod stream;
+pub mod tls;
 pub mod tokens;
 
 use std::future::Future;
@@ -50,8 +53,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("server: {0}")]
-    Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The in-process engine for the config's embedded backend, if it has one.
@@ -121,6 +124,12 @@ pub fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Ca
             hc.signer = keys.into_iter().next();
         }
         hc.connect_timeout = b.connect_timeout;
+        if let Some(ca) = &b.ca_file {
+            hc.ca_pem = Some(std::fs::read(ca).map_err(|e| StartError::Backend {
+                name: b.name.clone(),
+                reason: format!("ca_file {}: {e}", ca.display()),
+            })?);
+        }
         if let Some(var) = &b.api_key_env {
             let key = std::env::var(var).map_err(|_| StartError::Backend {
                 name: b.name.clone(),
@@ -189,6 +198,7 @@ where
         preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
         phi: Arc::new(phi_guard::PhiGuard::new(config_phi)),
         audit: None,
+        reloader: None,
     }
 }
 
@@ -363,21 +373,33 @@ pub async fn serve(
 }
 
 /// Serves a router (the gateway's or `wardgate llm`'s) with the background tasks and the
-/// bounded drain.
+/// bounded drain, over TLS when the config has it.
 pub async fn serve_router(
     state: AppState,
     app: axum::Router,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    serve_live(state, reload::LiveRouter::new(app), listener, shutdown).await
+}
+
+/// Serves whichever router `app` holds (a configuration reload swaps it), with the
+/// background tasks and the bounded drain, over TLS when the config has it.
+pub async fn serve_live(
+    state: AppState,
+    app: reload::LiveRouter,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let grace = state.config.shutdown_grace;
-    let tasks = spawn_background(state);
+    let tls = state.config.tls.as_ref().map(tls::Tls::load).transpose()?;
+    let limits = state.config.server.clone();
+    let mut tasks = spawn_background(state);
+    if let Some(t) = &tls {
+        tasks.push(t.spawn_reload());
+    }
     let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = server::run(listener, app, limits, tls, async move {
         shutdown.await;
         let _ = tx.send(true);
         tracing::info!("shutting down: draining in-flight requests");
@@ -386,15 +408,14 @@ pub async fn serve_router(
         let _ = rx.wait_for(|v| *v).await;
         tokio::time::sleep(grace).await;
     };
-    let result = tokio::select! {
-        r = server.into_future() => r.map_err(StartError::Serve),
+    tokio::select! {
+        () = server => {}
         () = deadline => {
             tracing::warn!(grace_secs = grace.as_secs(), "drain deadline reached; closing remaining connections");
-            Ok(())
         }
-    };
+    }
     for t in tasks {
         t.abort();
     }
-    result
+    Ok(())
 }

@@ -28,12 +28,14 @@ const GATEWAY_PRINCIPAL: &str = "gateway";
 struct Auth {
     verifier: Arc<Verifier>,
     max_body: usize,
+    body_timeout: std::time::Duration,
 }
 
 pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
     let auth = Auth {
         verifier,
         max_body: state.config.limits.max_body_bytes,
+        body_timeout: state.config.server.body_read_timeout,
     };
     let signed = Router::new()
         .route("/api/chat", post(ollama::chat))
@@ -72,11 +74,9 @@ fn unauthorized() -> Response {
 /// with its reason.
 async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let Ok(bytes) = crate::record::body_bytes(body, auth.max_body).await else {
-        return ApiError::PayloadTooLarge {
-            limit: auth.max_body,
-        }
-        .to_response(Front::Ollama);
+    let bytes = match crate::extract::read_body(body, auth.max_body, auth.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.to_response(Front::Ollama),
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let path = parts

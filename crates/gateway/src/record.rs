@@ -24,7 +24,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::Body as _;
-use http_body_util::BodyExt as _;
 
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, AuthMethod, EventType, Timestamp};
 
@@ -104,6 +103,8 @@ pub struct RequestRecord {
     pub started: Instant,
     pub source_ip: Option<IpAddr>,
     fields: Mutex<Fields>,
+    /// What the request holds against its quotas, settled when it ends.
+    lease: Mutex<Option<crate::ratelimit::Lease>>,
 }
 
 impl RequestRecord {
@@ -116,6 +117,22 @@ impl RequestRecord {
         f.key_id = Some(key_id.to_owned());
         f.tenant = Some(tenant.to_owned());
         f.auth_method = Some(method);
+    }
+
+    pub fn set_lease(&self, lease: crate::ratelimit::Lease) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
+    }
+
+    /// Gives back the request's places in flight and charges its tokens to its quotas.
+    fn settle(&self) {
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(lease) = lease {
+            let tokens = {
+                let f = self.lock();
+                f.tokens_in.saturating_add(f.tokens_out)
+            };
+            lease.settle(tokens);
+        }
     }
 
     pub fn set_model(&self, model: &str) {
@@ -200,7 +217,11 @@ impl RequestRecord {
         let mut e = AuditEvent::new(Timestamp::now(), event_type, actor, kind);
         e.auth_method = f.key_id.is_some().then_some(method);
         e.tenant = f.tenant.clone();
-        e.key_id = f.key_id.clone().filter(|_| method != AuthMethod::Jwt);
+        // Tokens and certificates name a subject, not a wardgate key.
+        e.key_id = f
+            .key_id
+            .clone()
+            .filter(|_| matches!(method, AuthMethod::ApiKey | AuthMethod::BreakGlass));
         e.source_ip = self.source_ip;
         e.request_id = Some(self.request_id.clone());
         e.route = Some(self.route.clone());
@@ -296,11 +317,15 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         method: req.method().as_str().to_owned(),
         route,
         started: Instant::now(),
-        source_ip: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip()),
+        source_ip: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| {
+            crate::server::client_ip(
+                c.0.ip(),
+                req.headers().get_all("x-forwarded-for").iter(),
+                &state.config.server.trusted_proxies,
+            )
+        }),
         fields: Mutex::new(Fields::default()),
+        lease: Mutex::new(None),
     });
     req.extensions_mut().insert(record.clone());
     let may_leave_body_unread = req.version() <= Version::HTTP_11
@@ -391,7 +416,11 @@ struct LoggedBody {
 impl LoggedBody {
     /// Ends the record: the log line now, and the audit commit to wait for.
     fn finish(&mut self, completed: bool) {
-        if let Some(r) = self.record.take()
+        let record = self.record.take();
+        if let Some(r) = &record {
+            r.settle();
+        }
+        if let Some(r) = record
             && let Some(event) = r.emit(completed)
             && let Some(a) = &self.audit
         {
@@ -486,14 +515,4 @@ impl Drop for LoggedBody {
             self.finish(complete);
         }
     }
-}
-
-/// Reads a whole body, refusing it past `limit` bytes (chunked bodies included).
-pub async fn body_bytes(body: Body, limit: usize) -> Result<Bytes, axum::Error> {
-    let limited = http_body_util::Limited::new(body, limit);
-    limited
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(axum::Error::new)
 }

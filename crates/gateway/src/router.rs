@@ -7,13 +7,14 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, Response, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth;
 use crate::error::{ApiError, Front};
@@ -48,10 +49,12 @@ pub fn router(state: AppState) -> Router {
     let admin_routes = Router::new()
         .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
         .route("/admin/keys/{id}", delete(admin::revoke_key))
+        .route("/admin/keys/{id}/rotate", post(admin::rotate_key))
         .route(
             "/admin/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
         )
+        .route("/admin/config/reload", post(admin::reload_config))
         .route_layer(from_fn_with_state(auth::ADMIN, auth::authorize));
 
     // The audit log: `auditor` or `break_glass`.
@@ -73,8 +76,21 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready));
 
+    // With TLS on, browsers are told to use nothing else (on every response, errors included).
+    let hsts = (state.config.tls.is_some() && !state.config.server.hsts_max_age.is_zero())
+        .then(|| {
+            let value = format!(
+                "max-age={}; includeSubDomains",
+                state.config.server.hsts_max_age.as_secs()
+            );
+            HeaderValue::from_str(&value).ok()
+        })
+        .flatten()
+        .map(|v| SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, v));
+
     public.merge(authenticated).with_state(state.clone()).layer(
         ServiceBuilder::new()
+            .option_layer(hsts)
             // Outermost: a panic anywhere below becomes a generic 500, never a stack trace in
             // a body or a dropped connection.
             .layer(CatchPanicLayer::custom(panic_response))

@@ -545,3 +545,97 @@ async fn with_an_idle_timeout_each_key_use_is_recorded() {
     let err = wardgate_gateway::config::Config::from_raw(raw, &|_| None).unwrap_err();
     assert_eq!(err.key, "auth.key_idle_timeout");
 }
+
+#[tokio::test]
+async fn a_rotated_key_keeps_working_for_the_overlap_beside_its_replacement() {
+    let h = harness().await;
+    let (_, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
+    let (old_id, old) = h.key_with_roles("acme", &[Role::User], None).await;
+    let (foreign_id, _) = h.key_with_roles("globex", &[Role::User], None).await;
+    assert_eq!(h.send(chat(&old)).await.status, StatusCode::OK);
+
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let r = h
+        .send(post_as(
+            &format!("/admin/keys/{old_id}/rotate"),
+            &json!({"overlap": "1h", "expires_in": "90d"}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let v = r.json();
+    let new = v["key"].as_str().unwrap().to_owned();
+    assert_eq!(v["tenant"], "acme");
+    assert_eq!(v["roles"], json!(["user"]));
+    assert_eq!(v["rotated_from"]["id"], old_id.as_str());
+    let old_expiry = v["rotated_from"]["expires_at"].as_i64().unwrap();
+    assert!((before + 3600..=before + 3602).contains(&old_expiry), "{v}");
+    let new_expiry = v["expires_at"].as_i64().unwrap();
+    assert!(new_expiry >= before + 90 * 86_400);
+    // Both work during the overlap.
+    assert_eq!(h.send(chat(&old)).await.status, StatusCode::OK);
+    assert_eq!(h.send(chat(&new)).await.status, StatusCode::OK);
+
+    // With no overlap the old key stops at once (the cache is cleared by the rotation).
+    let r = h
+        .send(post_as(
+            &format!("/admin/keys/{}/rotate", v["id"].as_str().unwrap()),
+            &json!({"overlap": "0s"}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let newest = r.json()["key"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        h.send(chat(&new)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "expired at the end of a zero overlap"
+    );
+    assert_eq!(h.send(chat(&newest)).await.status, StatusCode::OK);
+
+    // Without a body the overlap is a day; another tenant's key is not found; bad input is 400.
+    let r = h
+        .send(post_as(
+            &format!("/admin/keys/{foreign_id}/rotate"),
+            "",
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    let (plain_id, _) = h.key_with_roles("acme", &[Role::User], None).await;
+    let r = h
+        .send(post_as(
+            &format!("/admin/keys/{plain_id}/rotate"),
+            "",
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let old_expiry = r.json()["rotated_from"]["expires_at"].as_i64().unwrap();
+    assert!(old_expiry >= before + 86_400 && old_expiry <= before + 86_400 + 60);
+    let r = h
+        .send(post_as(
+            &format!("/admin/keys/{plain_id}/rotate"),
+            &json!({"overlap": "400d"}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"]["param"], "overlap");
+
+    // The rotations are audited as key creations naming the key replaced.
+    let events = h.audit_events().await;
+    let rotated: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e.event_type == EventType::KeyCreated
+                && e.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains(&format!("rotated_from={old_id}")))
+        })
+        .collect();
+    assert_eq!(rotated.len(), 1);
+    assert_eq!(rotated[0].outcome, Some(Outcome::Allow));
+}

@@ -156,3 +156,43 @@ async fn the_gateway_uses_redis_when_configured() {
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].starts_with(&format!("{ns}:key:key_")));
 }
+
+#[tokio::test]
+async fn two_instances_share_quotas_through_redis() {
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let a = redis_limiter(&ns).await;
+    let b = redis_limiter(&ns).await;
+    let hold = std::time::Duration::from_secs(60);
+    // Places in flight: two in all, whichever instance takes them.
+    assert_eq!(a.enter("inflight:key:k", 2, hold).await, Ok(()));
+    assert_eq!(b.enter("inflight:key:k", 2, hold).await, Ok(()));
+    assert!(matches!(
+        a.enter("inflight:key:k", 2, hold).await,
+        Err(Refused::RetryAfter(_))
+    ));
+    b.leave("inflight:key:k").await;
+    assert_eq!(a.enter("inflight:key:k", 2, hold).await, Ok(()));
+    // Giving back more than was taken never goes below zero.
+    for _ in 0..4 {
+        a.leave("inflight:key:k").await;
+    }
+    assert_eq!(b.enter("inflight:key:k", 1, hold).await, Ok(()));
+    assert!(b.enter("inflight:key:k", 1, hold).await.is_err());
+
+    // Tokens a minute: usage spent through one instance is seen by the other.
+    assert_eq!(a.check("tpm:key:k", 600).await, Ok(()));
+    a.spend("tpm:key:k", 600, 1_600).await.unwrap();
+    let Err(Refused::RetryAfter(wait)) = b.check("tpm:key:k", 600).await else {
+        panic!("an overdrawn bucket must refuse on the other instance too");
+    };
+    assert!(
+        wait.as_secs_f64() > 99.0 && wait.as_secs_f64() <= 100.2,
+        "{wait:?}"
+    );
+
+    // Tokens a day: one counter.
+    assert_eq!(a.add_today("day:key:k", 0).await, Ok(0));
+    assert_eq!(a.add_today("day:key:k", 70).await, Ok(70));
+    assert_eq!(b.add_today("day:key:k", 30).await, Ok(100));
+    assert_eq!(b.add_today("day:key:k", 0).await, Ok(100));
+}

@@ -212,6 +212,20 @@ enum KeysCommand {
     },
     /// Revoke a key by id.
     Revoke { id: String },
+    /// Replace a key with a new one of the same scope; the old key keeps working for the
+    /// overlap (so clients can switch without an outage), then expires.
+    Rotate {
+        id: String,
+        /// How long the old key stays valid, such as `24h` (default) or `0s`; at most 30d.
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+        /// The new key's lifetime such as `90d` (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn env(name: &str) -> Option<String> {
@@ -356,15 +370,7 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
             roles,
             json,
         } => {
-            let expires_at = match expires {
-                Some(e) => {
-                    let d = humantime::parse_duration(&e)
-                        .with_context(|| format!("--expires `{e}` is not a duration like 90d"))?;
-                    let d = time::Duration::try_from(d).context("--expires is too long")?;
-                    Some(time::OffsetDateTime::now_utc() + d)
-                }
-                None => None,
-            };
+            let expires_at = expires_from_now(expires.as_deref())?;
             let new = store
                 .create_key(NewKeySpec {
                     tenant,
@@ -422,6 +428,43 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
                 }
             }
         }
+        KeysCommand::Rotate {
+            id,
+            overlap,
+            expires,
+            json,
+        } => {
+            let overlap = humantime::parse_duration(&overlap)
+                .with_context(|| format!("--overlap `{overlap}` is not a duration like 24h"))?;
+            let expires_at = expires_from_now(expires.as_deref())?;
+            let r = store
+                .rotate_key(&id, overlap, expires_at)
+                .await
+                .with_context(|| format!("cannot rotate {id}"))?;
+            let now = time::OffsetDateTime::now_utc();
+            if json {
+                let mut v = wardgate_gateway::handlers::admin::key_json(&r.new.record, now);
+                v["key"] = serde_json::Value::String(r.new.secret.expose().clone());
+                v["rotated_from"] = wardgate_gateway::handlers::admin::key_json(&r.old, now);
+                out(&v.to_string())?;
+            } else {
+                let until = r
+                    .old
+                    .expires_at
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| "now".into());
+                out(&format!(
+                    "created key {} for tenant {} to replace {}, which stops working at {until}\n{}\nStore it now: it is not shown again.",
+                    r.new.record.id,
+                    r.new.record.tenant,
+                    r.old.id,
+                    r.new.secret.expose()
+                ))?;
+            }
+        }
         KeysCommand::Revoke { id } => {
             store
                 .revoke_key(&id)
@@ -432,6 +475,15 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
     }
     store.close().await;
     Ok(())
+}
+
+/// `--expires` as an instant from now.
+fn expires_from_now(text: Option<&str>) -> anyhow::Result<Option<time::OffsetDateTime>> {
+    let Some(e) = text else { return Ok(None) };
+    let d = humantime::parse_duration(e)
+        .with_context(|| format!("--expires `{e}` is not a duration like 90d"))?;
+    let d = time::Duration::try_from(d).context("--expires is too long")?;
+    Ok(Some(time::OffsetDateTime::now_utc() + d))
 }
 
 async fn open_db(config: Option<&Path>) -> anyhow::Result<SqliteStore> {
@@ -632,6 +684,20 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let auditor = wardgate_gateway::audit::start(&config.audit, store.clone())
         .await
         .context("the audit log is required and could not start")?;
+    // Each run opens with the digest of its configuration (config changes across restarts
+    // are audited); a log that cannot take this event stops the start.
+    let file = config_path.map(std::fs::read).transpose()?;
+    let digest = wardgate_gateway::audit::config_digest(
+        file.as_deref(),
+        &std::env::vars().collect::<Vec<_>>(),
+    );
+    auditor
+        .append(wardgate_gateway::audit::startup_event(
+            &digest,
+            config.tls.is_some(),
+        ))
+        .await
+        .context("the audit log did not take the start-up event")?;
     let jwt = if config.jwt.is_empty() {
         None
     } else {
@@ -667,12 +733,27 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "wardgate listening");
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(addr = %local, url = %format!("{scheme}://{local}"), "wardgate listening");
     let preload_state = state.clone();
     tokio::spawn(async move {
         wardgate_gateway::preload(&preload_state).await;
     });
-    wardgate_gateway::serve(state, listener, shutdown_signal()).await?;
+    // Requests are served by the current router; a reload (admin API or SIGHUP) swaps it.
+    let live = wardgate_gateway::reload::LiveRouter::new(wardgate_gateway::router(state.clone()));
+    let reloader = wardgate_gateway::reload::Reloader::new(
+        config_path.map(Path::to_path_buf),
+        Box::new(env),
+        live.clone(),
+        wardgate_gateway::router,
+    );
+    let state = reloader.install(state);
+    reload_on_hangup(reloader, auditor.clone());
+    wardgate_gateway::serve_live(state, live, listener, shutdown_signal()).await?;
     // Commits what is queued and signs a final checkpoint.
     if let Err(e) = auditor.shutdown().await {
         tracing::error!(error = %e, "the audit log did not close cleanly");
@@ -786,6 +867,55 @@ async fn models(config: Option<&Path>, command: ModelsCommand) -> anyhow::Result
     Ok(())
 }
 
+/// SIGHUP reloads the configuration, like the admin API; each attempt is audited.
+fn reload_on_hangup(
+    reloader: Arc<wardgate_gateway::reload::Reloader>,
+    auditor: wardgate_audit::Auditor,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload through the admin API instead");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let r = reloader.clone();
+            let Ok(result) = tokio::task::spawn_blocking(move || r.reload()).await else {
+                continue;
+            };
+            let (outcome, detail) = match result {
+                Ok(done) => {
+                    let changed = if done.changed.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        done.changed.join(",")
+                    };
+                    tracing::warn!(target: "wardgate::alert", changed = %changed, "configuration reloaded (SIGHUP)");
+                    (
+                        Outcome::Allow,
+                        format!(
+                            "configuration reloaded (SIGHUP); changed={changed}; sha256={}",
+                            done.digest
+                        ),
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload (SIGHUP) refused");
+                    (Outcome::Deny, format!("reload refused (SIGHUP): {e}"))
+                }
+            };
+            let event = wardgate_gateway::audit::config_event(outcome, detail);
+            if let Err(e) = auditor.append(event).await {
+                tracing::error!(error = %e, "the audit log did not take a reload event");
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (reloader, auditor);
+}
+
 /// `wardgate llm`: the engine behind the Ollama API, listening privately, signed requests only.
 async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     let secrets = env("WARDGATE_LLM_SECRET").context(
@@ -796,12 +926,18 @@ async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     let keys = wardgate_api::signing::SigningKey::parse_list(&secrets)
         .map_err(|e| anyhow::anyhow!("WARDGATE_LLM_SECRET: {e}"))?;
     let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| "127.0.0.1:11434".to_owned());
+    // The private hop can be TLS too: the service's own certificate, separate from any the
+    // gateway's listener uses in the same environment.
+    let (tls_cert, tls_key) = (env("WARDGATE_LLM_TLS_CERT"), env("WARDGATE_LLM_TLS_KEY"));
     // The service's own settings: the embedded engine as its only backend, no API keys and no
     // per-key rate limit (its one client, the gateway, enforces those).
     let llm_env = |name: &str| match name {
         "WARDGATE_BACKEND" => Some("embedded".to_owned()),
         "WARDGATE_RATE_LIMIT_RPM" => Some("0".to_owned()),
         "WARDGATE_LISTEN" => Some(listen.clone()),
+        "WARDGATE_TLS_CERT" => tls_cert.clone(),
+        "WARDGATE_TLS_KEY" => tls_key.clone(),
+        "WARDGATE_TLS_CLIENT_CA" => None,
         other => env(other),
     };
     let mut config = Config::load(config_path, &llm_env)?;
@@ -824,7 +960,13 @@ async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "wardgate llm listening");
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, url = %format!("{scheme}://{local}"), "wardgate llm listening");
     let preload_state = state.clone();
     tokio::spawn(async move {
         wardgate_gateway::preload(&preload_state).await;

@@ -152,23 +152,7 @@ pub async fn create_key(
     if !scope.covers(&tenant) {
         return Err(ApiError::Forbidden.into());
     }
-    let expires_at = match body.expires_in.as_deref() {
-        None => None,
-        Some(text) => {
-            let bad = || {
-                ApiError::BadRequest(wardgate_api::BadRequest::param(
-                    "expires_in",
-                    "expires_in must be a duration such as `90d` or `12h`, at most 100 years",
-                ))
-            };
-            let d = humantime::parse_duration(text).map_err(|_| bad())?;
-            let d = time::Duration::try_from(d).map_err(|_| bad())?;
-            if d > time::Duration::days(36_525) || d.is_zero() {
-                return Err(bad().into());
-            }
-            Some(OffsetDateTime::now_utc() + d)
-        }
-    };
+    let expires_at = expires_in(body.expires_in.as_deref())?;
     let new = state
         .keys
         .create_key(NewKeySpec {
@@ -191,13 +175,100 @@ pub async fn create_key(
     );
     let mut v = key_json(&new.record, OffsetDateTime::now_utc());
     v["key"] = serde_json::Value::String(new.secret.expose().clone());
+    Ok(with_credential(v))
+}
+
+/// A 201 whose body holds a credential: no cache may keep it.
+fn with_credential(v: serde_json::Value) -> Response {
     let mut resp = (StatusCode::CREATED, Json(v)).into_response();
-    // The body holds a credential: no cache may keep it.
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
     );
-    Ok(resp)
+    resp
+}
+
+/// A lifetime such as `90d` from now; `None` when not given.
+fn expires_in(text: Option<&str>) -> std::result::Result<Option<OffsetDateTime>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    let bad = || {
+        ApiError::BadRequest(wardgate_api::BadRequest::param(
+            "expires_in",
+            "expires_in must be a duration such as `90d` or `12h`, at most 100 years",
+        ))
+    };
+    let d = humantime::parse_duration(text).map_err(|_| bad())?;
+    let d = time::Duration::try_from(d).map_err(|_| bad())?;
+    if d > time::Duration::days(36_525) || d.is_zero() {
+        return Err(bad());
+    }
+    Ok(Some(OffsetDateTime::now_utc() + d))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// How long the old key keeps working beside the new one, such as `24h` (the default).
+    overlap: Option<String>,
+    /// The new key's lifetime, such as `90d`; absent: it does not expire.
+    expires_in: Option<String>,
+}
+
+/// The rotation overlap when none is asked for.
+pub const DEFAULT_ROTATION_OVERLAP: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// `POST /admin/keys/{id}/rotate`: a replacement key with the same scope; the old key keeps
+/// working for the overlap, then expires. 201 with the new key (shown once) and the old
+/// key's new expiry.
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    axum::Extension(p): axum::Extension<Principal>,
+    axum::Extension(record): axum::Extension<Arc<RequestRecord>>,
+    Path(id): Path<String>,
+    crate::extract::OptionalJson(body): crate::extract::OptionalJson<RotateBody>,
+) -> Result<Response> {
+    let body = body.unwrap_or_default();
+    let scope = Scope::of(&state, &p);
+    let key = state.keys.get_key(&id).await.map_err(store_error)?;
+    let Some(key) = key.filter(|k| scope.covers(&k.tenant)) else {
+        return Err(ApiError::ObjectNotFound("key").into());
+    };
+    let overlap = match body.overlap.as_deref() {
+        None => DEFAULT_ROTATION_OVERLAP,
+        Some(text) => humantime::parse_duration(text)
+            .ok()
+            .filter(|d| *d <= wardgate_store::MAX_ROTATION_OVERLAP)
+            .ok_or_else(|| {
+                ApiError::BadRequest(wardgate_api::BadRequest::param(
+                    "overlap",
+                    "overlap must be a duration such as `24h` or `0s`, at most 30 days",
+                ))
+            })?,
+    };
+    let expires_at = expires_in(body.expires_in.as_deref())?;
+    let r = state
+        .keys
+        .rotate_key(&key.id, overlap, expires_at)
+        .await
+        .map_err(store_error)?;
+    if let Some(c) = &state.key_cache {
+        c.clear();
+    }
+    let now = OffsetDateTime::now_utc();
+    record.set_action(
+        EventType::KeyCreated,
+        Some(format!(
+            "key_id={} tenant={} rotated_from={} old_expires_at={}",
+            r.new.record.id,
+            r.new.record.tenant,
+            r.old.id,
+            r.old.expires_at.map(|t| t.unix_timestamp()).unwrap_or(0)
+        )),
+    );
+    let mut v = key_json(&r.new.record, now);
+    v["key"] = serde_json::Value::String(r.new.secret.expose().clone());
+    v["rotated_from"] = key_json(&r.old, now);
+    Ok(with_credential(v))
 }
 
 fn role_list(roles: &[Role]) -> String {
@@ -401,4 +472,72 @@ pub async fn query_audit(
         body,
     )
         .into_response())
+}
+
+/// `POST /admin/config/reload` (operators only): reads and validates the configuration
+/// again and applies what can change without a restart (see `reload`). 200 with the changed
+/// sections; 400 for an invalid file; 409 when a setting that needs a restart changed. Each
+/// attempt is a `config_change` audit event, refused ones included.
+pub async fn reload_config(
+    State(state): State<AppState>,
+    axum::Extension(p): axum::Extension<Principal>,
+    axum::Extension(record): axum::Extension<Arc<RequestRecord>>,
+) -> Result<Response> {
+    if !matches!(Scope::of(&state, &p), Scope::All) {
+        return Err(ApiError::Forbidden.into());
+    }
+    let Some(reloader) = state.reloader.clone() else {
+        record.set_action(
+            EventType::ConfigChange,
+            Some("reload refused: not reloadable".into()),
+        );
+        return Err(ApiError::ReloadRefused(
+            "this service was not started from a configuration it can re-read".into(),
+        )
+        .into());
+    };
+    let outcome = tokio::task::spawn_blocking(move || reloader.reload())
+        .await
+        .map_err(|_| ApiError::StorageUnavailable)?;
+    match outcome {
+        Ok(done) => {
+            let changed = if done.changed.is_empty() {
+                "nothing".to_owned()
+            } else {
+                done.changed.join(",")
+            };
+            record.set_action(
+                EventType::ConfigChange,
+                Some(format!(
+                    "configuration reloaded; changed={changed}; sha256={}",
+                    done.digest
+                )),
+            );
+            tracing::warn!(target: "wardgate::alert", changed = %changed, "configuration reloaded");
+            Ok(Json(serde_json::json!({
+                "reloaded": !done.changed.is_empty(),
+                "changed": done.changed,
+                "sha256": done.digest,
+            }))
+            .into_response())
+        }
+        Err(crate::reload::ReloadError::Invalid(e)) => {
+            record.set_action(
+                EventType::ConfigChange,
+                Some(format!("reload refused: invalid setting {}", e.key)),
+            );
+            Err(ApiError::BadRequest(wardgate_api::BadRequest {
+                param: None,
+                message: format!("the configuration is invalid, nothing was changed: {e}"),
+            })
+            .into())
+        }
+        Err(e) => {
+            record.set_action(
+                EventType::ConfigChange,
+                Some(format!("reload refused: {e}")),
+            );
+            Err(ApiError::ReloadRefused(e.to_string()).into())
+        }
+    }
 }

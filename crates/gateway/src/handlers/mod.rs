@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::phi_guard;
 use crate::policy::{self, Checked, ParamNames};
-use crate::ratelimit::Refused;
+use crate::ratelimit::{Lease, Limit, Refused};
 use crate::record::RequestRecord;
 use crate::state::AppState;
 use crate::stream::Drive;
@@ -74,14 +74,76 @@ pub(crate) async fn check_rate(state: &AppState, p: &Principal) -> Result<(), Ap
         }
         match l.acquire(&bucket, per_minute).await {
             Ok(()) => {}
-            Err(Refused::RetryAfter(wait)) => {
-                return Err(ApiError::RateLimited {
-                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                });
-            }
-            Err(Refused::Unavailable) => return Err(ApiError::StorageUnavailable),
+            Err(e) => return Err(refused(e, Limit::Requests)),
         }
     }
+    Ok(())
+}
+
+fn refused(e: Refused, limit: Limit) -> ApiError {
+    match e {
+        Refused::RetryAfter(wait) => ApiError::RateLimited {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            limit,
+        },
+        Refused::Unavailable => ApiError::StorageUnavailable,
+    }
+}
+
+/// Checks the principal's and its tenant's usage quotas (tokens a minute and a day, requests
+/// in flight) and takes a place in flight; the record settles the lease with the request's
+/// token counts when the response ends.
+pub(crate) async fn check_quotas(
+    state: &AppState,
+    p: &Principal,
+    record: &RequestRecord,
+) -> Result<(), ApiError> {
+    let Some(l) = &state.limiter else {
+        return Ok(());
+    };
+    let q = &state.config.quotas;
+    let scopes = [
+        (format!("key:{}", p.key_id), q.key),
+        (format!("tenant:{}", p.tenant), q.tenant),
+    ];
+    let mut lease = Lease::new(l.clone());
+    for (scope, set) in &scopes {
+        if set.tokens_per_day > 0 {
+            let bucket = format!("day:{scope}");
+            let used = l
+                .add_today(&bucket, 0)
+                .await
+                .map_err(|e| refused(e, Limit::TokensPerDay))?;
+            if used >= set.tokens_per_day {
+                let (_, until_tomorrow) = crate::ratelimit::utc_day();
+                return Err(refused(
+                    Refused::RetryAfter(until_tomorrow),
+                    Limit::TokensPerDay,
+                ));
+            }
+            lease.per_day.push(bucket);
+        }
+        if set.tokens_per_minute > 0 {
+            let bucket = format!("tpm:{scope}");
+            l.check(&bucket, set.tokens_per_minute)
+                .await
+                .map_err(|e| refused(e, Limit::Tokens))?;
+            lease.per_minute.push((bucket, set.tokens_per_minute));
+        }
+    }
+    // Places last, so a refusal above holds none; a refusal here gives back (by dropping the
+    // lease) the places already taken.
+    let hold = state.config.request_timeout + std::time::Duration::from_secs(60);
+    for (scope, set) in &scopes {
+        if set.concurrent_requests > 0 {
+            let bucket = format!("inflight:{scope}");
+            l.enter(&bucket, set.concurrent_requests, hold)
+                .await
+                .map_err(|e| refused(e, Limit::Concurrency))?;
+            lease.places.push(bucket);
+        }
+    }
+    record.set_lease(lease);
     Ok(())
 }
 
@@ -97,6 +159,7 @@ pub(crate) async fn begin(
     record.set_model(public);
     let route = state.route_for(p, public)?;
     record.set_model_resolved();
+    check_quotas(state, p, record).await?;
     Ok(route)
 }
 

@@ -150,6 +150,20 @@ chain = [{{ backend = "b0", model = "other" }}]
         self
     }
 
+    /// Serves the harness's state on a real socket (the full connection layer: TLS, timeouts,
+    /// connection limits) until the test ends; returns the address.
+    pub async fn listen(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            wardgate_gateway::serve(state, listener, std::future::pending())
+                .await
+                .unwrap();
+        });
+        addr
+    }
+
     /// Every audit event so far, in log order. A refusal's event is committed after its
     /// response has gone, so the writer is asked for a checkpoint first: it is handled after
     /// everything queued before it.
@@ -207,15 +221,7 @@ chain = [{{ backend = "b0", model = "other" }}]
     }
 
     pub async fn send(&self, req: Request<Body>) -> Resp {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        send_to(self.app.clone(), req).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Resp {
@@ -225,6 +231,19 @@ chain = [{{ backend = "b0", model = "other" }}]
 
     pub async fn get(&self, path: &str) -> Resp {
         self.send(get_as(path, Some(&self.key))).await
+    }
+}
+
+/// One request through `app`, the whole answer read.
+pub async fn send_to(app: Router, req: Request<Body>) -> Resp {
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
     }
 }
 

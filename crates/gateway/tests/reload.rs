@@ -1,0 +1,151 @@
+//! Configuration reload through the admin API: request policy changes apply to the next
+//! request; settings that need a restart, and invalid files, are refused with nothing
+//! applied; every attempt is a `config_change` audit event.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::json;
+use support::{Harness, Resp, backend_url, mock_cfg, mocks, post_as};
+use wardgate_audit::{EventType, MemoryAuditStore, Outcome};
+use wardgate_gateway::reload::{LiveRouter, Reloader};
+use wardgate_store::Role;
+
+fn config(url: &str, max_messages: u32) -> String {
+    format!(
+        r#"[limits]
+max_messages = {max_messages}
+
+[[backends]]
+name = "b0"
+kind = "openai"
+url = "{url}"
+
+[[models]]
+name = "tiny"
+chain = [{{ backend = "b0", model = "tiny" }}]
+"#
+    )
+}
+
+async fn send(live: &LiveRouter, req: Request<Body>) -> Resp {
+    support::send_to(live.get(), req).await
+}
+
+fn three_messages(key: &str) -> Request<Body> {
+    let body = json!({"model": "tiny", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "user", "content": "again"},
+    ]});
+    post_as("/v1/chat/completions", &body.to_string(), Some(key))
+}
+
+fn reload(key: &str) -> Request<Body> {
+    post_as("/admin/config/reload", "", Some(key))
+}
+
+#[tokio::test]
+async fn policy_reloads_without_a_restart_and_everything_else_is_refused() {
+    let ms = mocks(vec![mock_cfg()]).await;
+    let url = backend_url("openai", &ms[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, config(&url, 256)).unwrap();
+    let h = Harness::from_toml(&config(&url, 256), ms)
+        .await
+        .audited(Arc::new(MemoryAuditStore::new()))
+        .await;
+    let live = LiveRouter::new(wardgate_gateway::router(h.state.clone()));
+    let reloader = Reloader::new(
+        Some(path.clone()),
+        Box::new(|_| None),
+        live.clone(),
+        wardgate_gateway::router,
+    );
+    let _state = reloader.install(h.state.clone());
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+    let (_, tenant_admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
+
+    assert_eq!(
+        send(&live, three_messages(&h.key)).await.status,
+        StatusCode::OK
+    );
+
+    // A policy change applies to the next request.
+    std::fs::write(&path, config(&url, 2)).unwrap();
+    assert_eq!(
+        send(&live, reload(&tenant_admin)).await.status,
+        StatusCode::FORBIDDEN,
+        "only operators reload"
+    );
+    let r = send(&live, reload(&operator)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["changed"], json!(["limits"]));
+    assert_eq!(r.json()["sha256"].as_str().unwrap().len(), 64);
+    let r = send(&live, three_messages(&h.key)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+
+    // Reloading the same file again changes nothing.
+    let r = send(&live, reload(&operator)).await;
+    assert_eq!(r.json()["reloaded"], false);
+
+    // A backend change needs a restart: refused, named, nothing applied (the limit of 2
+    // still holds; a later valid reload still works).
+    std::fs::write(&path, config("http://127.0.0.1:9/v1", 256)).unwrap();
+    let r = send(&live, reload(&operator)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "reload_refused");
+    assert!(r.text().contains("backends"), "{}", r.text());
+    assert_eq!(
+        send(&live, three_messages(&h.key)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // An invalid file: 400 naming the setting, nothing applied.
+    std::fs::write(&path, "[limits]\nmax_messages = 0\n").unwrap();
+    let r = send(&live, reload(&operator)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("limits.max_messages"), "{}", r.text());
+    assert_eq!(
+        send(&live, three_messages(&h.key)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    std::fs::write(&path, config(&url, 256)).unwrap();
+    assert_eq!(send(&live, reload(&operator)).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&live, three_messages(&h.key)).await.status,
+        StatusCode::OK
+    );
+
+    // Every attempt by an operator is audited, refusals included.
+    let events = h.audit_events().await;
+    let changes: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::ConfigChange)
+        .map(|e| (e.outcome, e.detail.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(changes.len(), 5, "{changes:?}");
+    assert_eq!(changes[0].0, Some(Outcome::Allow));
+    assert!(changes[0].1.contains("changed=limits"), "{changes:?}");
+    assert!(changes[1].1.contains("changed=nothing"), "{changes:?}");
+    assert_eq!(changes[2].0, Some(Outcome::Deny));
+    assert!(changes[2].1.contains("backends"), "{changes:?}");
+    assert_eq!(changes[3].0, Some(Outcome::Deny));
+    assert!(changes[3].1.contains("limits.max_messages"), "{changes:?}");
+    assert_eq!(changes[4].0, Some(Outcome::Allow));
+}
+
+#[tokio::test]
+async fn a_service_without_a_reloader_says_so() {
+    let h = Harness::single("openai").await;
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+    let r = h.send(reload(&operator)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "reload_refused");
+}
