@@ -197,7 +197,9 @@ impl Verifier {
         let (true, Some(tag)) = (valid_nonce, tag) else {
             return Err(VerifyError::Malformed);
         };
-        if (now_unix - ts).abs() > self.skew_secs {
+        // `abs_diff`: the caller, signed or not, chooses the timestamp, and `now - i64::MIN`
+        // overflows (a panic wherever overflow checks are on, as in debug builds and tests).
+        if now_unix.abs_diff(ts) > self.skew_secs.unsigned_abs() {
             return Err(VerifyError::Stale);
         }
         let text = signed_text(method, path, ts, nonce, body);

@@ -49,6 +49,13 @@ async fn parse<T: DeserializeOwned>(
     if bytes.is_empty() {
         return Ok(None);
     }
+    // serde's recursion limit guards what is deserialized, but a field the endpoint does
+    // not know is skipped without it, at any depth: refuse deep nesting wherever it is.
+    if nesting_depth(&bytes) > MAX_DEPTH {
+        return Err(reject(ApiError::InvalidJson(format!(
+            "nested deeper than {MAX_DEPTH} levels"
+        ))));
+    }
     serde_json::from_slice::<T>(&bytes)
         .map(Some)
         .map_err(|e| reject(ApiError::InvalidJson(describe(&e))))
@@ -96,6 +103,36 @@ pub async fn read_body(
     }
 }
 
+/// The deepest nesting accepted, serde_json's own recursion limit.
+const MAX_DEPTH: usize = 128;
+
+/// The deepest nesting of arrays and objects in `bytes`, outside strings (one pass, no
+/// allocation; malformed JSON is left to the parser).
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// serde's message, which names the field and position but never quotes values back.
 fn describe(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
@@ -111,5 +148,19 @@ fn describe(e: &serde_json::Error) -> String {
                 None => msg,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert_eq!(nesting_depth(br#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(nesting_depth(br#"{"a":"[[[[{{{\"]]"}"#), 1);
+        assert_eq!(nesting_depth(b"[[[]]][]"), 3);
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert_eq!(nesting_depth(deep.as_bytes()), MAX_DEPTH + 1);
     }
 }

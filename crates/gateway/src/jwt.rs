@@ -274,6 +274,12 @@ impl JwtVerifier {
             None => now,
             Some(v) => v.as_u64().ok_or(JwtReject::Claim("iat"))?,
         };
+        // `jsonwebtoken` does not check `iat`. A token issued in the future (past the leeway)
+        // is refused like an early `nbf`: otherwise `exp - iat` would measure its lifetime from
+        // a time that has not come, and a long-lived token could pass the lifetime bound.
+        if start > now.saturating_add(s.leeway.as_secs()) {
+            return Err(JwtReject::Invalid("iat is in the future".into()));
+        }
         if exp.saturating_sub(start) > s.max_lifetime.as_secs() + s.leeway.as_secs() {
             return Err(JwtReject::TooLong);
         }

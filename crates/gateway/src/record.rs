@@ -507,10 +507,13 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        if self.record.is_some() {
+        if let Some(record) = &self.record {
             // Hyper drops a body it has fully sent without polling it to the end when the
-            // size was known up front; only an unfinished body is an abort.
-            let complete = self.inner_done || self.inner.is_end_stream();
+            // size was known up front; only an unfinished body is an abort. The body of an
+            // answer to HEAD is never sent (axum drops it unread): that is no abort either.
+            let complete = self.inner_done
+                || self.inner.is_end_stream()
+                || record.method == axum::http::Method::HEAD.as_str();
             // The commit runs on its own task; nobody waits for it any more.
             self.finish(complete);
         }

@@ -1,8 +1,8 @@
 //! Usage quotas per key and per tenant: tokens a minute, tokens a day, and requests in flight
 //! (streams included), each refused with 429, `Retry-After` and OpenAI's
-//! `rate_limit_exceeded` shape, without affecting other keys or tenants. Attack cases 21 and 32
-//! of `shared/design/attack-cases.md` are here; the same quotas on Redis, shared by two
-//! limiters, are in `ratelimit.rs`.
+//! `rate_limit_exceeded` shape, without affecting other keys or tenants. Attack cases 21 and
+//! 32 are in `attack_cases.rs`; the same quotas on Redis, shared by two limiters, are in
+//! `ratelimit.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -57,7 +57,7 @@ fn assert_rate_limited(r: &Resp, kind: &str, what: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn attack_case_32_a_key_over_its_tokens_per_minute_waits() {
+async fn a_key_over_its_tokens_per_minute_waits() {
     let h = Harness::single_with(
         "openai",
         mock_cfg(),
@@ -86,7 +86,7 @@ async fn attack_case_32_a_key_over_its_tokens_per_minute_waits() {
 }
 
 #[tokio::test]
-async fn attack_case_32_a_spent_daily_budget_waits_for_the_next_utc_day() {
+async fn a_spent_daily_budget_waits_for_the_next_utc_day() {
     let h = Harness::single_with("openai", mock_cfg(), "[rate_limit]\ntokens_per_day = 5\n").await;
     assert_eq!(h.send(chat(&h.key)).await.status, StatusCode::OK);
     settle().await;
@@ -116,7 +116,7 @@ async fn a_tenant_budget_covers_all_its_keys_and_no_other_tenant() {
 }
 
 #[tokio::test]
-async fn attack_case_21_concurrent_streams_past_the_limit_get_429_and_others_are_unaffected() {
+async fn concurrent_streams_past_the_limit_get_429_and_others_are_unaffected() {
     let slow = mock_upstream::MockConfig {
         tokens: 100,
         token_delay: Duration::from_millis(20),
