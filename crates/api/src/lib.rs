@@ -1,10 +1,15 @@
 //! Wire types of the OpenAI and Ollama APIs, the protocol-neutral shape between them, and the
 //! SSE/NDJSON codecs. Pure: no IO, no clocks except where a caller passes a time in.
+//!
+//! The front types (what clients send and receive) derive `utoipa::ToSchema`, so the gateway's
+//! OpenAPI document is generated from the same types serde reads and writes; serde's
+//! attributes stay authoritative and the schemas follow them.
 
 pub mod canonical;
 pub mod codec;
 pub mod ollama;
 pub mod openai;
+pub mod schema;
 pub mod signing;
 
 use std::fmt;

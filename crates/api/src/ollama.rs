@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::BadRequest;
 use crate::canonical::{
@@ -15,7 +16,8 @@ use crate::canonical::{
 
 /// Runtime options. Unknown keys are ignored, as Ollama does; a known key of the wrong type is
 /// a 400 through serde.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaOptions)]
 pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_ctx: Option<u32>,
@@ -79,7 +81,8 @@ impl Options {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaFunctionCall)]
 pub struct FunctionCall {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
@@ -88,14 +91,16 @@ pub struct FunctionCall {
     pub arguments: Value,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaToolCall)]
 pub struct ToolCallWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub function: FunctionCall,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaMessage)]
 pub struct MessageWire {
     pub role: String,
     #[serde(default)]
@@ -110,19 +115,23 @@ pub struct MessageWire {
     pub tool_call_id: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// The body of `POST /api/chat`. Unknown fields are ignored, as Ollama does.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[schema(as = OllamaChatRequest)]
 pub struct ChatRequestIn {
     pub model: String,
     #[serde(default)]
     pub messages: Vec<MessageWire>,
     #[serde(default)]
     pub tools: Option<Vec<Value>>,
+    /// `"json"` or a JSON Schema object.
     #[serde(default)]
     pub format: Option<Value>,
     #[serde(default)]
     pub options: Option<Options>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// A Go duration string (`"5m"`) or a number of seconds.
     #[serde(default)]
     pub keep_alive: Option<Value>,
     #[serde(default)]
@@ -175,7 +184,9 @@ impl ChatRequestIn {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// The body of `POST /api/generate`. Unknown fields are ignored, as Ollama does.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[schema(as = OllamaGenerateRequest)]
 pub struct GenerateRequestIn {
     pub model: String,
     #[serde(default)]
@@ -192,10 +203,12 @@ pub struct GenerateRequestIn {
     pub stream: Option<bool>,
     #[serde(default)]
     pub raw: Option<bool>,
+    /// `"json"` or a JSON Schema object.
     #[serde(default)]
     pub format: Option<Value>,
     #[serde(default)]
     pub images: Option<Vec<String>>,
+    /// A Go duration string (`"5m"`) or a number of seconds.
     #[serde(default)]
     pub keep_alive: Option<Value>,
     #[serde(default)]
@@ -280,7 +293,9 @@ pub enum EmbedInput {
     Many(Vec<String>),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// The body of `POST /api/embed`.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[schema(as = OllamaEmbedRequest)]
 pub struct EmbedRequestIn {
     pub model: String,
     #[serde(default)]
@@ -289,6 +304,7 @@ pub struct EmbedRequestIn {
     pub truncate: Option<bool>,
     #[serde(default)]
     pub dimensions: Option<u32>,
+    /// A Go duration string (`"5m"`) or a number of seconds.
     #[serde(default)]
     pub keep_alive: Option<Value>,
 }
@@ -318,16 +334,21 @@ impl EmbedRequestIn {
 }
 
 /// Legacy `/api/embeddings`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[schema(as = OllamaEmbeddingsRequest)]
 pub struct EmbeddingsRequestIn {
     pub model: String,
     #[serde(default)]
     pub prompt: String,
+    /// A Go duration string (`"5m"`) or a number of seconds.
     #[serde(default)]
     pub keep_alive: Option<Value>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// The body of `POST /api/show`: `model` (or its deprecated alias `name`) is required in
+/// practice, but checked by the handler, which answers 400 without either.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[schema(as = OllamaShowRequest)]
 pub struct ShowRequestIn {
     #[serde(default)]
     pub model: Option<String>,
@@ -348,12 +369,15 @@ impl ShowRequestIn {
 // ---------------------------------------------------------------------------------------------
 // Responses (front side)
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// Every non-2xx answer of the Ollama front (and an error line in a stream).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+#[schema(as = OllamaErrorBody)]
 pub struct ErrorBody {
     pub error: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = OllamaMessageOut)]
 pub struct MessageOut<'a> {
     pub role: &'static str,
     pub content: &'a str,
@@ -362,7 +386,8 @@ pub struct MessageOut<'a> {
 }
 
 /// One line of a chat or generate stream, or the final object.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = OllamaLine)]
 pub struct LineOut<'a> {
     pub model: &'a str,
     pub created_at: &'a str,
@@ -492,6 +517,72 @@ fn tool_calls_out(calls: &[ToolCall]) -> Vec<ToolCallWire> {
             },
         })
         .collect()
+}
+
+/// The answer of `POST /api/embed`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = OllamaEmbedResponse)]
+pub struct EmbedOut<'a> {
+    pub model: &'a str,
+    pub embeddings: &'a [Vec<f32>],
+    /// Nanoseconds.
+    pub total_duration: u64,
+    /// Nanoseconds.
+    pub load_duration: u64,
+    pub prompt_eval_count: u64,
+}
+
+/// The answer of the legacy `POST /api/embeddings`: one vector and nothing else (empty for an
+/// empty prompt).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = OllamaEmbeddingsResponse)]
+pub struct EmbeddingOut {
+    pub embedding: Vec<f32>,
+}
+
+/// One entry of `GET /api/ps`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = OllamaRunningModel)]
+pub struct PsModel {
+    pub name: String,
+    pub model: String,
+    pub size: u64,
+    pub digest: String,
+    pub details: Details,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub size_vram: u64,
+    pub context_length: u32,
+}
+
+/// The answer of `GET /api/ps`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = OllamaRunningModels)]
+pub struct Ps {
+    pub models: Vec<PsModel>,
+}
+
+/// The answer of `POST /api/show`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = OllamaShowResponse)]
+pub struct ShowOut {
+    pub modelfile: String,
+    pub parameters: String,
+    pub template: String,
+    pub license: String,
+    pub details: Details,
+    /// A flat map of model facts (`wardgate.context_length`).
+    pub model_info: Map<String, Value>,
+    pub capabilities: Vec<String>,
+    /// RFC 3339.
+    pub modified_at: String,
+}
+
+/// The answer of `GET /api/version`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = OllamaVersion)]
+pub struct VersionOut<'a> {
+    pub version: &'a str,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -695,7 +786,8 @@ pub fn parse_backend_embed(v: &Value) -> Option<(Vec<Vec<f32>>, u64)> {
 }
 
 /// Model details as `/api/tags`, `/api/show` and `/api/ps` carry them.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaModelDetails)]
 pub struct Details {
     #[serde(default)]
     pub parent_model: String,
@@ -711,8 +803,9 @@ pub struct Details {
     pub quantization_level: String,
 }
 
-/// One entry of a backend's `/api/tags`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+/// One entry of `/api/tags` (a backend's, or the gateway's own).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaTagModel)]
 pub struct TagModel {
     #[serde(default)]
     pub name: String,
@@ -728,7 +821,9 @@ pub struct TagModel {
     pub details: Details,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+/// The answer of `GET /api/tags`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaTags)]
 pub struct Tags {
     #[serde(default)]
     pub models: Vec<TagModel>,

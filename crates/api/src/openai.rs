@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::canonical::{
     ChatRequest, CompletionRequest, EmbedRequest, FinishReason, Message, ResponseFormat, Role,
@@ -18,7 +19,7 @@ use crate::{BadRequest, base64_f32};
 // Requests (front side)
 
 /// `stop`: one string or a list.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(untagged)]
 pub enum StringOrList {
     One(String),
@@ -34,18 +35,18 @@ impl StringOrList {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct ImageUrl {
     pub url: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
@@ -55,14 +56,14 @@ pub struct ContentPart {
     pub image_url: Option<ImageUrl>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct FunctionIn {
     #[serde(default)]
     pub name: String,
@@ -70,14 +71,14 @@ pub struct FunctionIn {
     pub arguments: Value,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct ToolCallIn {
     #[serde(default)]
     pub id: Option<String>,
     pub function: FunctionIn,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct MessageIn {
     pub role: String,
     #[serde(default)]
@@ -90,7 +91,7 @@ pub struct MessageIn {
     pub name: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<MessageIn>,
@@ -278,14 +279,14 @@ fn response_format(v: Option<&Value>) -> Result<ResponseFormat, BadRequest> {
 }
 
 /// `prompt` of `/v1/completions`: a string or a list holding one string.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Prompt {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct CompletionRequestIn {
     pub model: String,
     pub prompt: Prompt,
@@ -378,14 +379,14 @@ impl CompletionRequestIn {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct EmbeddingRequestIn {
     pub model: String,
     pub input: EmbeddingInput,
@@ -435,7 +436,9 @@ impl EmbeddingRequestIn {
 // ---------------------------------------------------------------------------------------------
 // Responses (front side)
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// The `error` member of every OpenAI-front error body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+#[schema(as = OpenAiErrorObject)]
 pub struct ErrorObject {
     pub message: String,
     #[serde(rename = "type")]
@@ -444,12 +447,14 @@ pub struct ErrorObject {
     pub code: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// Every non-2xx answer of the OpenAI front and the admin API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+#[schema(as = OpenAiErrorBody)]
 pub struct ErrorBody {
     pub error: ErrorObject,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
 pub struct UsageOut {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -466,14 +471,14 @@ impl From<Usage> for UsageOut {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct FunctionOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a str>,
     pub arguments: &'a str,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ToolCallOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
@@ -484,7 +489,7 @@ pub struct ToolCallOut<'a> {
     pub function: FunctionOut<'a>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChatMessageOut<'a> {
     pub role: &'static str,
     pub content: Option<&'a str>,
@@ -493,15 +498,17 @@ pub struct ChatMessageOut<'a> {
     pub tool_calls: Vec<ToolCallOut<'a>>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChatChoiceOut<'a> {
     pub index: u32,
     pub message: ChatMessageOut<'a>,
+    /// Always `null`: log probabilities are not returned.
+    #[schema(schema_with = crate::schema::null)]
     pub logprobs: Option<()>,
     pub finish_reason: &'static str,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChatCompletionOut<'a> {
     pub id: &'a str,
     pub object: &'static str,
@@ -562,7 +569,7 @@ pub fn chat_completion(
     serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct DeltaOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
@@ -572,15 +579,17 @@ pub struct DeltaOut<'a> {
     pub tool_calls: Vec<ToolCallOut<'a>>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChunkChoiceOut<'a> {
     pub index: u32,
     pub delta: DeltaOut<'a>,
+    /// Always `null`: log probabilities are not returned.
+    #[schema(schema_with = crate::schema::null)]
     pub logprobs: Option<()>,
     pub finish_reason: Option<&'static str>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChatChunkOut<'a> {
     pub id: &'a str,
     pub object: &'static str,
@@ -589,6 +598,7 @@ pub struct ChatChunkOut<'a> {
     pub choices: Vec<ChunkChoiceOut<'a>>,
     /// Present (as `null` or the totals) only when the client asked for usage.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<UsageOut>)]
     pub usage: Option<Option<UsageOut>>,
 }
 
@@ -698,22 +708,27 @@ impl ChatChunkWriter {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct TextChoiceOut<'a> {
     pub text: &'a str,
     pub index: u32,
+    /// Always `null`: log probabilities are not returned.
+    #[schema(schema_with = crate::schema::null)]
     pub logprobs: Option<()>,
     pub finish_reason: Option<&'static str>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct TextCompletionOut<'a> {
     pub id: &'a str,
     pub object: &'static str,
     pub created: i64,
     pub model: &'a str,
     pub choices: Vec<TextChoiceOut<'a>>,
+    /// Always present on a whole answer; on stream chunks only when the client asked for
+    /// usage (`null` until the last chunk).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<UsageOut>)]
     pub usage: Option<Option<UsageOut>>,
 }
 
@@ -755,6 +770,38 @@ pub fn text_completion_usage(id: &str, created: i64, model: &str, usage: Usage) 
     serde_json::to_string(&body).unwrap_or_default()
 }
 
+/// One vector: floats, or base64 of little-endian `f32` when `encoding_format` is `base64`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EmbeddingOut {
+    /// Always `embedding`.
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: EmbeddingVector,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct EmbeddingUsageOut {
+    pub prompt_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// The answer of `/v1/embeddings`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EmbeddingsOut<'a> {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<EmbeddingOut>,
+    pub model: &'a str,
+    pub usage: EmbeddingUsageOut,
+}
+
 /// The embeddings answer, vectors as floats or base64 of little-endian f32.
 pub fn embeddings(
     model: &str,
@@ -762,36 +809,74 @@ pub fn embeddings(
     encoding: EncodingFormat,
     tokens: u64,
 ) -> Value {
-    let data: Vec<Value> = vectors
+    let data = vectors
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            let embedding = match encoding {
-                EncodingFormat::Float => serde_json::json!(v),
-                EncodingFormat::Base64 => Value::String(base64_f32::encode(v)),
-            };
-            serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
+        .map(|(index, v)| EmbeddingOut {
+            object: "embedding",
+            index,
+            embedding: match encoding {
+                EncodingFormat::Float => EmbeddingVector::Float(v.clone()),
+                EncodingFormat::Base64 => EmbeddingVector::Base64(base64_f32::encode(v)),
+            },
         })
         .collect();
-    serde_json::json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    let body = EmbeddingsOut {
+        object: "list",
+        data,
+        model,
+        usage: EmbeddingUsageOut {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    };
+    serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+/// One entry of `GET /v1/models`, and the answer of `GET /v1/models/{id}`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ModelOut<'a> {
+    pub id: &'a str,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: i64,
+    pub owned_by: &'a str,
+}
+
+/// The answer of `GET /v1/models`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ModelListOut<'a> {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<ModelOut<'a>>,
 }
 
 /// `GET /v1/models`.
 pub fn model_list(models: &[(String, i64, String)]) -> Value {
-    let data: Vec<Value> = models
-        .iter()
-        .map(|(id, created, owner)| model_object(id, *created, owner))
-        .collect();
-    serde_json::json!({"object": "list", "data": data})
+    let body = ModelListOut {
+        object: "list",
+        data: models
+            .iter()
+            .map(|(id, created, owned_by)| ModelOut {
+                id,
+                object: "model",
+                created: *created,
+                owned_by,
+            })
+            .collect(),
+    };
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 pub fn model_object(id: &str, created: i64, owner: &str) -> Value {
-    serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": owner})
+    let body = ModelOut {
+        id,
+        object: "model",
+        created,
+        owned_by: owner,
+    };
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 // ---------------------------------------------------------------------------------------------

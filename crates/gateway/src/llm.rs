@@ -119,7 +119,7 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
         .await
 }
 
-fn details(e: &wardgate_engine::ModelEntry) -> Value {
+fn details(e: &wardgate_engine::ModelEntry) -> wardgate_api::ollama::Details {
     ollama::details(Some(e))
 }
 

@@ -1,8 +1,11 @@
 //! The request path, top to bottom. Read this file to know what happens to a request.
 //!
-//! Unauthenticated routes are listed explicitly (`/health`, `/ready`); every other route —
-//! including unknown paths — sits behind `auth::authenticate`, so a route added later is
-//! protected unless someone deliberately adds it to the public list.
+//! Unauthenticated routes are listed explicitly (`/health`, `/ready`, `/openapi.json`); every
+//! other route — including unknown paths — sits behind `auth::authenticate`, so a route added
+//! later is protected unless someone deliberately adds it to the public list. The OpenAPI
+//! document is public because it describes routes and shapes only (no configuration, model
+//! names or secrets); each route below is also described there (`openapi.rs`, on the handlers),
+//! and a test checks that the two lists match.
 
 use axum::Router;
 use axum::body::Body;
@@ -19,6 +22,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::auth;
 use crate::error::{ApiError, Front};
 use crate::handlers::{admin, ollama, openai, probes};
+use crate::openapi;
 use crate::record;
 use crate::state::AppState;
 
@@ -71,10 +75,12 @@ pub fn router(state: AppState) -> Router {
         // Deny by default: runs for every route above and for the fallback.
         .layer(from_fn_with_state(state.clone(), auth::authenticate));
 
-    // The only routes without a credential: liveness and readiness for orchestrators.
+    // The only routes without a credential: liveness and readiness for orchestrators, and the
+    // API description (no secrets in it) for client generators.
     let public = Router::new()
         .route("/health", get(probes::health))
-        .route("/ready", get(probes::ready));
+        .route("/ready", get(probes::ready))
+        .route("/openapi.json", get(openapi::serve));
 
     // With TLS on, browsers are told to use nothing else (on every response, errors included).
     let hsts = (state.config.tls.is_some() && !state.config.server.hsts_max_age.is_zero())

@@ -15,14 +15,16 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
 use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, StoreError};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, OpenAiError};
 use crate::extract::Json as Body;
+use crate::openapi::{OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
 use crate::record::RequestRecord;
 use crate::state::AppState;
 
@@ -75,18 +77,115 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
+// The answers' types double as their OpenAPI schemas (`/openapi.json`).
+
+/// A role name, as keys carry it (the schema of `wardgate_store::Role`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleName {
+    User,
+    Admin,
+    Auditor,
+    BreakGlass,
+}
+
+/// A key as the admin API shows it: never the secret or its hash. Times are unix seconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyInfo {
+    /// `key_` and 26 base32 characters.
+    id: String,
+    tenant: String,
+    /// The lookup prefix in the key; not secret on its own.
+    prefix: String,
+    /// Models the key may use; empty means all.
+    models: Vec<String>,
+    #[schema(value_type = Vec<RoleName>)]
+    roles: Vec<Role>,
+    label: Option<String>,
+    /// `active`, `revoked` or `expired`.
+    status: &'static str,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+/// A new key: the only answer that holds its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    info: KeyInfo,
+    /// The whole key, `wg_<prefix>_<secret>`; shown once.
+    key: String,
+}
+
+/// What a configuration reload did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReloadResult {
+    /// Whether anything changed.
+    reloaded: bool,
+    /// The sections whose settings changed.
+    changed: Vec<&'static str>,
+    /// The digest of the configuration now in force.
+    sha256: String,
+}
+
+/// A replacement key and the key it replaces (with its shortened expiry).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedKey {
+    #[serde(flatten)]
+    created: CreatedKey,
+    /// The old key as it now stands: it stops working at its `expires_at`.
+    rotated_from: KeyInfo,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    data: Vec<KeyInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantInfo {
+    name: String,
+    /// Unix seconds.
+    created_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantList {
+    data: Vec<TenantInfo>,
+}
+
+/// A page of audit entries, in log order. (Written by hand in `query_audit`, which splices in
+/// the export format's lines; this type is its schema.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Entries in the export format (`{"seq", "leaf_hash", "event"}`), one object each.
+    data: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Pass as `after_seq` for the next page; `null` on the last page.
+    next_after_seq: Option<u64>,
+}
+
 /// A key as the admin API and `wardgate keys list --json` show it: never the secret or its
 /// hash.
 pub fn key_json(k: &ApiKeyRecord, now: OffsetDateTime) -> serde_json::Value {
-    let status = key_status(k, now);
-    serde_json::json!({
-        "id": k.id, "tenant": k.tenant, "prefix": k.prefix, "models": k.models,
-        "roles": k.roles, "label": k.label, "status": status,
-        "created_at": k.created_at.unix_timestamp(),
-        "expires_at": k.expires_at.map(OffsetDateTime::unix_timestamp),
-        "revoked_at": k.revoked_at.map(OffsetDateTime::unix_timestamp),
-        "last_used_at": k.last_used_at.map(OffsetDateTime::unix_timestamp),
-    })
+    serde_json::to_value(key_info(k, now)).unwrap_or_default()
+}
+
+fn key_info(k: &ApiKeyRecord, now: OffsetDateTime) -> KeyInfo {
+    KeyInfo {
+        id: k.id.clone(),
+        tenant: k.tenant.clone(),
+        prefix: k.prefix.clone(),
+        models: k.models.clone(),
+        roles: k.roles.clone(),
+        label: k.label.clone(),
+        status: key_status(k, now),
+        created_at: k.created_at.unix_timestamp(),
+        expires_at: k.expires_at.map(OffsetDateTime::unix_timestamp),
+        revoked_at: k.revoked_at.map(OffsetDateTime::unix_timestamp),
+        last_used_at: k.last_used_at.map(OffsetDateTime::unix_timestamp),
+    }
 }
 
 /// `revoked`, `expired` or `active` at `now`.
@@ -100,13 +199,26 @@ pub fn key_status(k: &ApiKeyRecord, now: OffsetDateTime) -> &'static str {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TenantQuery {
+    /// Only this tenant's keys (operators); others see their own tenant's only.
     tenant: Option<String>,
 }
 
 /// `GET /admin/keys[?tenant=NAME]`: keys newest first, revoked and expired included.
+#[utoipa::path(
+    get,
+    path = "/admin/keys",
+    tag = "admin",
+    params(TenantQuery),
+    responses(
+        (status = 200, description = "Keys, newest first.", body = KeyList),
+        OpenAiErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
@@ -116,24 +228,28 @@ pub async fn list_keys(
     let scope = Scope::of(&state, &p);
     let tenant = match (&scope, q.tenant.as_deref()) {
         (Scope::Tenant(own), Some(t)) if t != *own => {
-            return Ok(Json(serde_json::json!({"data": []})).into_response());
+            return Ok(Json(KeyList { data: Vec::new() }).into_response());
         }
         (Scope::Tenant(own), _) => Some(*own),
         (Scope::All, t) => t,
     };
     let keys = state.keys.list_keys(tenant).await.map_err(store_error)?;
     let now = OffsetDateTime::now_utc();
-    let data: Vec<_> = keys.iter().map(|k| key_json(k, now)).collect();
-    Ok(Json(serde_json::json!({"data": data})).into_response())
+    let data = keys.iter().map(|k| key_info(k, now)).collect();
+    Ok(Json(KeyList { data }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBody {
+    /// Default: the caller's tenant.
     tenant: Option<String>,
+    /// Default: all models.
     #[serde(default)]
     models: Vec<String>,
+    /// Default: `user`. `break_glass` needs `expires_in` of at most 24 hours.
     #[serde(default)]
+    #[schema(value_type = Vec<RoleName>)]
     roles: Vec<Role>,
     /// A lifetime such as `90d` or `12h`.
     expires_in: Option<String>,
@@ -141,6 +257,17 @@ pub struct NewKeyBody {
 }
 
 /// `POST /admin/keys`: creates a key; the answer is the only time the key is shown.
+#[utoipa::path(
+    post,
+    path = "/admin/keys",
+    tag = "admin",
+    request_body = NewKeyBody,
+    responses(
+        (status = 201, description = "The new key (`Cache-Control: no-store`).", body = CreatedKey),
+        OpenAiErrors, OpenAiTooLarge,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
@@ -173,14 +300,16 @@ pub async fn create_key(
             role_list(&new.record.roles)
         )),
     );
-    let mut v = key_json(&new.record, OffsetDateTime::now_utc());
-    v["key"] = serde_json::Value::String(new.secret.expose().clone());
-    Ok(with_credential(v))
+    let body = CreatedKey {
+        info: key_info(&new.record, OffsetDateTime::now_utc()),
+        key: new.secret.expose().clone(),
+    };
+    Ok(with_credential(body))
 }
 
 /// A 201 whose body holds a credential: no cache may keep it.
-fn with_credential(v: serde_json::Value) -> Response {
-    let mut resp = (StatusCode::CREATED, Json(v)).into_response();
+fn with_credential(body: impl Serialize) -> Response {
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
@@ -205,7 +334,7 @@ fn expires_in(text: Option<&str>) -> std::result::Result<Option<OffsetDateTime>,
     Ok(Some(OffsetDateTime::now_utc() + d))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// How long the old key keeps working beside the new one, such as `24h` (the default).
@@ -220,6 +349,18 @@ pub const DEFAULT_ROTATION_OVERLAP: std::time::Duration = std::time::Duration::f
 /// `POST /admin/keys/{id}/rotate`: a replacement key with the same scope; the old key keeps
 /// working for the overlap, then expires. 201 with the new key (shown once) and the old
 /// key's new expiry.
+#[utoipa::path(
+    post,
+    path = "/admin/keys/{id}/rotate",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key's id (`key_...`).")),
+    request_body(content = Option<RotateBody>, description = "Optional; an empty body means a 24h overlap and no expiry."),
+    responses(
+        (status = 201, description = "The replacement key (`Cache-Control: no-store`) and the old key's new expiry.", body = RotatedKey),
+        OpenAiErrors, OpenAiNotFound, OpenAiTooLarge,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn rotate_key(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
@@ -265,10 +406,13 @@ pub async fn rotate_key(
             r.old.expires_at.map(|t| t.unix_timestamp()).unwrap_or(0)
         )),
     );
-    let mut v = key_json(&r.new.record, now);
-    v["key"] = serde_json::Value::String(r.new.secret.expose().clone());
-    v["rotated_from"] = key_json(&r.old, now);
-    Ok(with_credential(v))
+    Ok(with_credential(RotatedKey {
+        created: CreatedKey {
+            info: key_info(&r.new.record, now),
+            key: r.new.secret.expose().clone(),
+        },
+        rotated_from: key_info(&r.old, now),
+    }))
 }
 
 fn role_list(roles: &[Role]) -> String {
@@ -280,6 +424,17 @@ fn role_list(roles: &[Role]) -> String {
 }
 
 /// `DELETE /admin/keys/{id}`: revokes a key (idempotent). 204 on success.
+#[utoipa::path(
+    delete,
+    path = "/admin/keys/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key's id (`key_...`).")),
+    responses(
+        (status = 204, description = "Revoked (or already revoked)."),
+        OpenAiErrors, OpenAiNotFound,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
@@ -304,27 +459,52 @@ pub async fn revoke_key(
 }
 
 /// `GET /admin/tenants`: every tenant for operators, one's own otherwise.
+#[utoipa::path(
+    get,
+    path = "/admin/tenants",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The tenants in the caller's scope.", body = TenantList),
+        OpenAiErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_tenants(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
 ) -> Result<Response> {
     let scope = Scope::of(&state, &p);
     let tenants = state.tenants.list_tenants().await.map_err(store_error)?;
-    let data: Vec<_> = tenants
+    let data = tenants
         .iter()
         .filter(|t| scope.covers(&t.name))
-        .map(|t| serde_json::json!({"name": t.name, "created_at": t.created_at.unix_timestamp()}))
+        .map(|t| TenantInfo {
+            name: t.name.clone(),
+            created_at: t.created_at.unix_timestamp(),
+        })
         .collect();
-    Ok(Json(serde_json::json!({"data": data})).into_response())
+    Ok(Json(TenantList { data }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenantBody {
     name: String,
 }
 
 /// `POST /admin/tenants`: creates a tenant (operators only). 201, or 200 if it existed.
+#[utoipa::path(
+    post,
+    path = "/admin/tenants",
+    tag = "admin",
+    request_body = NewTenantBody,
+    responses(
+        (status = 200, description = "The tenant already existed.", body = TenantInfo),
+        (status = 201, description = "The tenant was created.", body = TenantInfo),
+        OpenAiErrors, OpenAiTooLarge,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create_tenant(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
@@ -357,31 +537,48 @@ pub async fn create_tenant(
     } else {
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        Json(serde_json::json!({"name": t.name, "created_at": t.created_at.unix_timestamp()})),
-    )
-        .into_response())
+    let body = TenantInfo {
+        created_at: t.created_at.unix_timestamp(),
+        name: t.name,
+    };
+    Ok((status, Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// The actor's id (a key id or a JWT subject).
     actor: Option<String>,
     tenant: Option<String>,
+    /// `allow`, `deny`, `error` or `client_abort`.
     outcome: Option<String>,
+    /// An audit event type such as `request` or `key_created`.
     event_type: Option<String>,
     request_id: Option<String>,
     /// RFC 3339.
     since: Option<String>,
     /// RFC 3339.
     until: Option<String>,
+    /// Entries after this sequence number (the previous page's `next_after_seq`).
     after_seq: Option<u64>,
+    /// 1 to 1000; default 100.
     limit: Option<u32>,
 }
 
 /// `GET /admin/audit`: audit entries matching the filters, in log order, with the `seq` to
 /// pass as `after_seq` for the next page. Non-operators see their own tenant's entries only.
+#[utoipa::path(
+    get,
+    path = "/admin/audit",
+    tag = "admin",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Matching entries (`Cache-Control: no-store`).", body = AuditPage),
+        OpenAiErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn query_audit(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
@@ -478,6 +675,17 @@ pub async fn query_audit(
 /// again and applies what can change without a restart (see `reload`). 200 with the changed
 /// sections; 400 for an invalid file; 409 when a setting that needs a restart changed. Each
 /// attempt is a `config_change` audit event, refused ones included.
+#[utoipa::path(
+    post,
+    path = "/admin/config/reload",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Reloaded (or nothing changed).", body = ReloadResult),
+        (status = 409, description = "Refused: a setting that needs a restart changed, or the service cannot reload; nothing was applied.", body = wardgate_api::openai::ErrorBody),
+        OpenAiErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn reload_config(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
@@ -514,11 +722,11 @@ pub async fn reload_config(
                 )),
             );
             tracing::warn!(target: "wardgate::alert", changed = %changed, "configuration reloaded");
-            Ok(Json(serde_json::json!({
-                "reloaded": !done.changed.is_empty(),
-                "changed": done.changed,
-                "sha256": done.digest,
-            }))
+            Ok(Json(ReloadResult {
+                reloaded: !done.changed.is_empty(),
+                changed: done.changed,
+                sha256: done.digest,
+            })
             .into_response())
         }
         Err(crate::reload::ReloadError::Invalid(e)) => {

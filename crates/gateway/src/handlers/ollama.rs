@@ -17,6 +17,7 @@ use super::{Job, begin, deadline, note_served, run_generation, with_clamp_header
 use crate::auth::Principal;
 use crate::error::{ApiError, OllamaError};
 use crate::extract::Json;
+use crate::openapi::{OllamaBackendErrors, OllamaErrors, OllamaNotFound, OllamaTooLarge};
 use crate::policy;
 use crate::record::RequestRecord;
 use crate::state::AppState;
@@ -38,6 +39,24 @@ fn load_ack(kind: LineKind, model: &str, keep_alive: Option<&Value>) -> Response
     axum::Json(v).into_response()
 }
 
+/// Chat, streamed (the default) or whole. No messages: a load acknowledgement.
+#[utoipa::path(
+    post,
+    path = "/api/chat",
+    tag = "ollama",
+    request_body = ollama::ChatRequestIn,
+    responses(
+        (status = 200, description = "NDJSON lines (`done: false`, then one `done: true` object), \
+            or with `stream: false` the final object with the whole text. An error after the \
+            stream started is one last `{\"error\": ...}` line.",
+            content(
+                (ollama::LineOut = "application/x-ndjson"),
+                (ollama::LineOut = "application/json")
+            )),
+        OllamaErrors, OllamaNotFound, OllamaTooLarge, OllamaBackendErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn chat(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -81,6 +100,24 @@ pub async fn chat(
     Ok(with_clamp_header(json_text(line), checked, "num_predict"))
 }
 
+/// Generation from a prompt, streamed (the default) or whole. No prompt: a load
+/// acknowledgement.
+#[utoipa::path(
+    post,
+    path = "/api/generate",
+    tag = "ollama",
+    request_body = ollama::GenerateRequestIn,
+    responses(
+        (status = 200, description = "NDJSON lines (`done: false`, then one `done: true` object), \
+            or with `stream: false` the final object with the whole text.",
+            content(
+                (ollama::LineOut = "application/x-ndjson"),
+                (ollama::LineOut = "application/json")
+            )),
+        OllamaErrors, OllamaNotFound, OllamaTooLarge, OllamaBackendErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn generate(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -177,6 +214,18 @@ async fn embed_common(
     Ok(resp)
 }
 
+/// Embeddings of one or more inputs.
+#[utoipa::path(
+    post,
+    path = "/api/embed",
+    tag = "ollama",
+    request_body = ollama::EmbedRequestIn,
+    responses(
+        (status = 200, description = "One vector per input.", body = ollama::EmbedOut),
+        OllamaErrors, OllamaNotFound, OllamaTooLarge, OllamaBackendErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn embed(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -188,17 +237,28 @@ pub async fn embed(
     let started = record.started;
     let resp = embed_common(&state, &p, &record, req).await?;
     let total = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    Ok(axum::Json(json!({
-        "model": model,
-        "embeddings": resp.embeddings,
-        "total_duration": total,
-        "load_duration": 0,
-        "prompt_eval_count": resp.prompt_tokens,
-    }))
+    Ok(axum::Json(ollama::EmbedOut {
+        model: &model,
+        embeddings: &resp.embeddings,
+        total_duration: total,
+        load_duration: 0,
+        prompt_eval_count: resp.prompt_tokens,
+    })
     .into_response())
 }
 
 /// Legacy `/api/embeddings`: one prompt, one vector, nothing else.
+#[utoipa::path(
+    post,
+    path = "/api/embeddings",
+    tag = "ollama",
+    request_body = ollama::EmbeddingsRequestIn,
+    responses(
+        (status = 200, description = "The vector (empty for an empty prompt).", body = ollama::EmbeddingOut),
+        OllamaErrors, OllamaNotFound, OllamaTooLarge, OllamaBackendErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn embeddings(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -218,19 +278,23 @@ pub async fn embeddings(
         keep_alive: body.keep_alive,
     };
     let resp = embed_common(&state, &p, &record, req).await?;
-    let v = resp.embeddings.into_iter().next().unwrap_or_default();
-    Ok(axum::Json(json!({"embedding": v})).into_response())
+    let embedding = resp.embeddings.into_iter().next().unwrap_or_default();
+    Ok(axum::Json(ollama::EmbeddingOut { embedding }).into_response())
 }
 
 /// Model details: the store's, when the in-process engine serves the model; otherwise empty
 /// (a remote backend's details are its own and are not fetched per listing).
-pub(crate) fn details(entry: Option<&wardgate_engine::ModelEntry>) -> Value {
+pub(crate) fn details(entry: Option<&wardgate_engine::ModelEntry>) -> ollama::Details {
     match entry {
-        Some(e) => json!({"parent_model": "", "format": "gguf", "family": e.family,
-            "families": [e.family], "parameter_size": e.parameter_size,
-            "quantization_level": e.quantization_level}),
-        None => json!({"parent_model": "", "format": "", "family": "", "families": null,
-            "parameter_size": "", "quantization_level": ""}),
+        Some(e) => ollama::Details {
+            parent_model: String::new(),
+            format: "gguf".into(),
+            family: e.family.clone(),
+            families: Some(vec![e.family.clone()]),
+            parameter_size: e.parameter_size.clone(),
+            quantization_level: e.quantization_level.clone(),
+        },
+        None => ollama::Details::default(),
     }
 }
 
@@ -250,38 +314,82 @@ fn modified_at(route: &Route) -> String {
         .unwrap_or_default()
 }
 
+/// The models this credential may use.
+#[utoipa::path(
+    get,
+    path = "/api/tags",
+    tag = "ollama",
+    responses(
+        (status = 200, description = "The models this credential may use.", body = ollama::Tags),
+        OllamaErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn tags(State(state): State<AppState>, Extension(p): Extension<Principal>) -> Response {
-    let models: Vec<Value> = state
+    let models = state
         .visible_models(&p)
         .into_iter()
         .map(|(name, route)| {
             let e = local_entry(&state, &route);
-            json!({"name": name, "model": name, "modified_at": modified_at(&route),
-                "size": e.as_ref().map_or(0, |e| e.size),
-                "digest": e.as_ref().map_or("", |e| e.digest.as_str()),
-                "details": details(e.as_ref())})
+            ollama::TagModel {
+                model: name.clone(),
+                name,
+                modified_at: modified_at(&route),
+                size: e.as_ref().map_or(0, |e| e.size),
+                digest: e.as_ref().map(|e| e.digest.clone()).unwrap_or_default(),
+                details: details(e.as_ref()),
+            }
         })
         .collect();
-    axum::Json(json!({"models": models})).into_response()
+    axum::Json(ollama::Tags { models }).into_response()
 }
 
+/// The models this credential may use that have a healthy backend now.
+#[utoipa::path(
+    get,
+    path = "/api/ps",
+    tag = "ollama",
+    responses(
+        (status = 200, description = "The usable models.", body = ollama::Ps),
+        OllamaErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn ps(State(state): State<AppState>, Extension(p): Extension<Principal>) -> Response {
     let far = wardgate_api::rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(365));
-    let models: Vec<Value> = state
+    let models = state
         .visible_models(&p)
         .into_iter()
         .filter(|(_, route)| route.is_ready())
         .map(|(name, route)| {
             let e = local_entry(&state, &route);
-            json!({"name": name, "model": name, "size": e.as_ref().map_or(0, |e| e.size),
-                "digest": e.as_ref().map_or("", |e| e.digest.as_str()),
-                "details": details(e.as_ref()),
-                "expires_at": far, "size_vram": 0, "context_length": route.context_window})
+            ollama::PsModel {
+                model: name.clone(),
+                name,
+                size: e.as_ref().map_or(0, |e| e.size),
+                digest: e.as_ref().map(|e| e.digest.clone()).unwrap_or_default(),
+                details: details(e.as_ref()),
+                expires_at: far.clone(),
+                size_vram: 0,
+                context_length: route.context_window,
+            }
         })
         .collect();
-    axum::Json(json!({"models": models})).into_response()
+    axum::Json(ollama::Ps { models }).into_response()
 }
 
+/// One model's details.
+#[utoipa::path(
+    post,
+    path = "/api/show",
+    tag = "ollama",
+    request_body = ollama::ShowRequestIn,
+    responses(
+        (status = 200, description = "The model's details.", body = ollama::ShowOut),
+        OllamaErrors, OllamaNotFound, OllamaTooLarge,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -295,21 +403,53 @@ pub async fn show(
         .into());
     };
     let route = state.route_for(&p, name)?;
-    Ok(axum::Json(json!({
-        "modelfile": "", "parameters": "", "template": "", "license": "",
-        "details": details(local_entry(&state, &route).as_ref()),
-        "model_info": {"wardgate.context_length": route.context_window},
-        "capabilities": ["completion"],
-        "modified_at": modified_at(&route),
-    }))
+    let mut model_info = serde_json::Map::new();
+    model_info.insert(
+        "wardgate.context_length".into(),
+        json!(route.context_window),
+    );
+    Ok(axum::Json(ollama::ShowOut {
+        modelfile: String::new(),
+        parameters: String::new(),
+        template: String::new(),
+        license: String::new(),
+        details: details(local_entry(&state, &route).as_ref()),
+        model_info,
+        capabilities: vec!["completion".into()],
+        modified_at: modified_at(&route),
+    })
     .into_response())
 }
 
+/// The gateway's version.
+#[utoipa::path(
+    get,
+    path = "/api/version",
+    tag = "ollama",
+    responses(
+        (status = 200, description = "The gateway's version.", body = ollama::VersionOut),
+        OllamaErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn version() -> Response {
-    axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})).into_response()
+    axum::Json(ollama::VersionOut {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .into_response()
 }
 
 /// `GET /` and `HEAD /`. Ollama tools probe for this exact text, so it is kept verbatim.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ollama",
+    responses(
+        (status = 200, description = "The text `Ollama is running`.", body = String, content_type = "text/plain"),
+        OllamaErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn root() -> &'static str {
     "Ollama is running"
 }

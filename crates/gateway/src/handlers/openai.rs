@@ -12,6 +12,7 @@ use super::{Job, begin, deadline, note_served, run_generation, unix_now, with_cl
 use crate::auth::Principal;
 use crate::error::OpenAiError;
 use crate::extract::Json;
+use crate::openapi::{OpenAiBackendErrors, OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
 use crate::policy;
 use crate::record::RequestRecord;
 use crate::state::AppState;
@@ -19,6 +20,26 @@ use crate::stream::{self, OpenAiChat, OpenAiText};
 
 type Result<T> = std::result::Result<T, OpenAiError>;
 
+// The OpenAPI descriptions below are the document at `/openapi.json` (see `crate::openapi`).
+
+/// Chat completions, whole or streamed.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body = openai::ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The answer: one `chat.completion` object, or with `stream: true` \
+            an SSE stream whose `data:` fields are `ChatChunkOut` objects, ending with `data: [DONE]`. \
+            `x-wardgate-clamped: max_tokens` says a cap lowered the requested tokens.",
+            content(
+                (openai::ChatCompletionOut = "application/json"),
+                (String = "text/event-stream")
+            )),
+        OpenAiErrors, OpenAiNotFound, OpenAiTooLarge, OpenAiBackendErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn chat(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -56,6 +77,23 @@ pub async fn chat(
     ))
 }
 
+/// Legacy text completions, whole or streamed.
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    tag = "openai",
+    request_body = openai::CompletionRequestIn,
+    responses(
+        (status = 200, description = "The answer: one `text_completion` object, or with `stream: true` \
+            an SSE stream of `TextCompletionOut` chunks ending with `data: [DONE]`.",
+            content(
+                (openai::TextCompletionOut = "application/json"),
+                (String = "text/event-stream")
+            )),
+        OpenAiErrors, OpenAiNotFound, OpenAiTooLarge, OpenAiBackendErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn completions(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -98,6 +136,18 @@ pub async fn completions(
     Ok(with_clamp_header(resp, checked, "max_tokens"))
 }
 
+/// Embeddings, as floats or base64.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "openai",
+    request_body = openai::EmbeddingRequestIn,
+    responses(
+        (status = 200, description = "One vector per input.", body = openai::EmbeddingsOut),
+        OpenAiErrors, OpenAiNotFound, OpenAiTooLarge, OpenAiBackendErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn embeddings(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -124,6 +174,17 @@ pub async fn embeddings(
     .into_response())
 }
 
+/// The models this credential may use.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    responses(
+        (status = 200, description = "The models this credential may use.", body = openai::ModelListOut),
+        OpenAiErrors,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn models(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -136,6 +197,18 @@ pub async fn models(
     Ok(axum::Json(openai::model_list(&list)).into_response())
 }
 
+/// One model, if this credential may use it.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{id}",
+    tag = "openai",
+    params(("id" = String, Path, description = "The public model name; it may contain `/`.")),
+    responses(
+        (status = 200, description = "The model.", body = openai::ModelOut),
+        OpenAiErrors, OpenAiNotFound,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn model(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,

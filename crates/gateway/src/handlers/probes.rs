@@ -1,20 +1,56 @@
-//! Liveness and readiness, the only routes that need no credential. They reveal nothing but
-//! up/down: no model names, no backend addresses.
+//! Liveness and readiness, the only routes (with `/openapi.json`) that need no credential.
+//! They reveal nothing but up/down: no model names, no backend addresses.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::state::AppState;
 
+/// The answer of `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// The answer of `GET /ready`: each condition, and whether all hold.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// The store answers.
+    pub storage: bool,
+    /// Every configured model has a healthy backend (with none configured: some backend is
+    /// healthy).
+    pub backends: bool,
+    /// The embedded engine's preload list is loaded.
+    pub models_loaded: bool,
+}
+
 /// The process is alive.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "probes",
+    responses((status = 200, description = "The process is alive.", body = Health))
+)]
 pub async fn health() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+    axum::Json(Health { status: "ok" }).into_response()
 }
 
 /// Storage answers and every configured model has at least one healthy backend (with no
 /// configured models: at least one backend is healthy).
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Readiness),
+        (status = 503, description = "Not ready; the body says which condition fails.", body = Readiness),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let storage = state.store_health.ping().await.is_ok();
     let mut configured = state.catalog.configured_routes().peekable();
@@ -30,9 +66,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(json!({"ready": ready, "storage": storage, "backends": models, "models_loaded": preloaded})),
-    )
-        .into_response()
+    let body = Readiness {
+        ready,
+        storage,
+        backends: models,
+        models_loaded: preloaded,
+    };
+    (status, axum::Json(body)).into_response()
 }
