@@ -86,9 +86,18 @@ impl fmt::Debug for KeyHash {
 }
 
 /// A presented key that has the right shape; [`parse`] makes one.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct ParsedKey<'a> {
     full: &'a str,
+}
+
+impl fmt::Debug for ParsedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The prefix only: everything after it is the secret.
+        f.debug_struct("ParsedKey")
+            .field("prefix", &self.prefix())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> ParsedKey<'a> {
