@@ -34,7 +34,9 @@ impl LineSplitter {
     }
 
     fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<String>) -> Result<(), CodecError> {
-        if self.pending_cr {
+        // An empty chunk says nothing about the byte after a `\r`: keep waiting for it, or a
+        // `\r\n` cut around an empty chunk would end two lines.
+        if self.pending_cr && !chunk.is_empty() {
             self.pending_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
@@ -134,12 +136,15 @@ impl SseDecoder {
 
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, CodecError> {
         let mut lines = Vec::new();
-        self.lines.feed(chunk, &mut lines)?;
+        // The lines completed before a framing fault come earlier in the stream than the
+        // fault, so they are read first: the error reported is the stream's first, however
+        // the chunks were cut.
+        let split = self.lines.feed(chunk, &mut lines);
         let mut events = Vec::new();
         for line in lines {
             self.line(line, &mut events)?;
         }
-        Ok(events)
+        split.map(|()| events)
     }
 
     /// Dispatches an event left open when the stream ended.
@@ -272,6 +277,27 @@ mod tests {
         assert!(s.feed(b"data: 0123456789abc\n").is_err());
         let mut u = NdjsonDecoder::new(8);
         assert_eq!(u.feed(b"\xff\xfe\n"), Err(CodecError::NotUtf8));
+    }
+
+    /// Two ways chunk boundaries used to change what a stream decoded to (found by the
+    /// chunking property in tests/codec_props.rs).
+    #[test]
+    fn chunk_boundaries_do_not_change_the_outcome() {
+        // A `\r\n` with an empty chunk between its halves is one line ending, not two.
+        let mut d = SseDecoder::new(64);
+        let mut got = Vec::new();
+        for chunk in [&b"data: a\r"[..], b"", b"\ndata: b\n\n"] {
+            got.extend(d.feed(chunk).unwrap_or_default());
+        }
+        assert_eq!(got, ["a\nb"]);
+        // The first fault in the stream is the one reported: here an event growing past the
+        // limit, before a line that is not UTF-8, whether they come in one chunk or two.
+        let stream = b"data:01234\ndata:56789\n\xff\n";
+        let too_long = Err(CodecError::FrameTooLong { limit: 10 });
+        assert_eq!(SseDecoder::new(10).feed(stream), too_long);
+        let mut d = SseDecoder::new(10);
+        assert_eq!(d.feed(&stream[..11]), Ok(vec![]));
+        assert_eq!(d.feed(&stream[11..]), too_long);
     }
 
     #[test]
