@@ -7,7 +7,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error("stream frame longer than {limit} bytes")]
     FrameTooLong { limit: usize },
@@ -88,29 +88,60 @@ impl LineSplitter {
     }
 }
 
+/// Hands out the frames a chunk completed before a fault, and keeps the fault for the next
+/// call (and every call after it). A stream that has said all it had to say before the fault
+/// (an answer's last frame, then junk in the same read) thereby ends the same way whether the
+/// junk came in the same chunk or a later one; the caller stops reading before it asks again.
+fn settle(
+    frames: Vec<String>,
+    result: Result<(), CodecError>,
+    failed: &mut Option<CodecError>,
+) -> Result<Vec<String>, CodecError> {
+    match result {
+        Ok(()) => Ok(frames),
+        Err(e) => {
+            *failed = Some(e.clone());
+            if frames.is_empty() {
+                Err(e)
+            } else {
+                Ok(frames)
+            }
+        }
+    }
+}
+
 /// NDJSON: one JSON document per non-empty line.
 #[derive(Debug)]
 pub struct NdjsonDecoder {
     lines: LineSplitter,
+    failed: Option<CodecError>,
 }
 
 impl NdjsonDecoder {
     pub fn new(max_line: usize) -> Self {
         NdjsonDecoder {
             lines: LineSplitter::new(max_line),
+            failed: None,
         }
     }
 
-    /// Feeds a chunk; returns the complete, non-blank lines it finished.
+    /// Feeds a chunk; returns the complete, non-blank lines it finished. After a fault the
+    /// lines before it are returned first and the fault on the next call.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, CodecError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let mut lines = Vec::new();
-        self.lines.feed(chunk, &mut lines)?;
+        let split = self.lines.feed(chunk, &mut lines);
         lines.retain(|l| !l.trim().is_empty());
-        Ok(lines)
+        settle(lines, split, &mut self.failed)
     }
 
     /// The last line, if the stream ended without a newline after it.
     pub fn finish(&mut self) -> Result<Option<String>, CodecError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         Ok(self.lines.finish()?.filter(|l| !l.trim().is_empty()))
     }
 }
@@ -123,6 +154,7 @@ pub struct SseDecoder {
     lines: LineSplitter,
     data: Option<String>,
     limit: usize,
+    failed: Option<CodecError>,
 }
 
 impl SseDecoder {
@@ -131,24 +163,36 @@ impl SseDecoder {
             lines: LineSplitter::new(max_event),
             data: None,
             limit: max_event,
+            failed: None,
         }
     }
 
+    /// Feeds a chunk; returns the events it completed. After a fault the events before it
+    /// are returned first and the fault on the next call.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, CodecError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let mut lines = Vec::new();
         // The lines completed before a framing fault come earlier in the stream than the
         // fault, so they are read first: the error reported is the stream's first, however
         // the chunks were cut.
-        let split = self.lines.feed(chunk, &mut lines);
+        let mut result = self.lines.feed(chunk, &mut lines);
         let mut events = Vec::new();
         for line in lines {
-            self.line(line, &mut events)?;
+            if let Err(e) = self.line(line, &mut events) {
+                result = Err(e);
+                break;
+            }
         }
-        split.map(|()| events)
+        settle(events, result, &mut self.failed)
     }
 
     /// Dispatches an event left open when the stream ended.
     pub fn finish(&mut self) -> Result<Option<String>, CodecError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let mut events = Vec::new();
         if let Some(line) = self.lines.finish()? {
             self.line(line, &mut events)?;
@@ -277,6 +321,23 @@ mod tests {
         assert!(s.feed(b"data: 0123456789abc\n").is_err());
         let mut u = NdjsonDecoder::new(8);
         assert_eq!(u.feed(b"\xff\xfe\n"), Err(CodecError::NotUtf8));
+    }
+
+    #[test]
+    fn frames_before_a_fault_come_first_then_the_fault_stays() {
+        let mut d = NdjsonDecoder::new(64);
+        assert_eq!(
+            d.feed(b"{\"done\":true}\n\xff\n"),
+            Ok(vec!["{\"done\":true}".to_owned()])
+        );
+        assert_eq!(d.feed(b"{}\n"), Err(CodecError::NotUtf8));
+        assert_eq!(d.finish(), Err(CodecError::NotUtf8));
+        let mut s = SseDecoder::new(64);
+        assert_eq!(
+            s.feed(b"data: [DONE]\n\n\xff\n"),
+            Ok(vec!["[DONE]".to_owned()])
+        );
+        assert_eq!(s.finish(), Err(CodecError::NotUtf8));
     }
 
     /// Two ways chunk boundaries used to change what a stream decoded to (found by the
