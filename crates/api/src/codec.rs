@@ -7,7 +7,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error("stream frame longer than {limit} bytes")]
     FrameTooLong { limit: usize },
@@ -34,7 +34,9 @@ impl LineSplitter {
     }
 
     fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<String>) -> Result<(), CodecError> {
-        if self.pending_cr {
+        // An empty chunk says nothing about the byte after a `\r`: keep waiting for it, or a
+        // `\r\n` cut around an empty chunk would end two lines.
+        if self.pending_cr && !chunk.is_empty() {
             self.pending_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
@@ -86,29 +88,60 @@ impl LineSplitter {
     }
 }
 
+/// Hands out the frames a chunk completed before a fault, and keeps the fault for the next
+/// call (and every call after it). A stream that has said all it had to say before the fault
+/// (an answer's last frame, then junk in the same read) thereby ends the same way whether the
+/// junk came in the same chunk or a later one; the caller stops reading before it asks again.
+fn settle(
+    frames: Vec<String>,
+    result: Result<(), CodecError>,
+    failed: &mut Option<CodecError>,
+) -> Result<Vec<String>, CodecError> {
+    match result {
+        Ok(()) => Ok(frames),
+        Err(e) => {
+            *failed = Some(e.clone());
+            if frames.is_empty() {
+                Err(e)
+            } else {
+                Ok(frames)
+            }
+        }
+    }
+}
+
 /// NDJSON: one JSON document per non-empty line.
 #[derive(Debug)]
 pub struct NdjsonDecoder {
     lines: LineSplitter,
+    failed: Option<CodecError>,
 }
 
 impl NdjsonDecoder {
     pub fn new(max_line: usize) -> Self {
         NdjsonDecoder {
             lines: LineSplitter::new(max_line),
+            failed: None,
         }
     }
 
-    /// Feeds a chunk; returns the complete, non-blank lines it finished.
+    /// Feeds a chunk; returns the complete, non-blank lines it finished. After a fault the
+    /// lines before it are returned first and the fault on the next call.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, CodecError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let mut lines = Vec::new();
-        self.lines.feed(chunk, &mut lines)?;
+        let split = self.lines.feed(chunk, &mut lines);
         lines.retain(|l| !l.trim().is_empty());
-        Ok(lines)
+        settle(lines, split, &mut self.failed)
     }
 
     /// The last line, if the stream ended without a newline after it.
     pub fn finish(&mut self) -> Result<Option<String>, CodecError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         Ok(self.lines.finish()?.filter(|l| !l.trim().is_empty()))
     }
 }
@@ -121,6 +154,7 @@ pub struct SseDecoder {
     lines: LineSplitter,
     data: Option<String>,
     limit: usize,
+    failed: Option<CodecError>,
 }
 
 impl SseDecoder {
@@ -129,21 +163,36 @@ impl SseDecoder {
             lines: LineSplitter::new(max_event),
             data: None,
             limit: max_event,
+            failed: None,
         }
     }
 
+    /// Feeds a chunk; returns the events it completed. After a fault the events before it
+    /// are returned first and the fault on the next call.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<String>, CodecError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let mut lines = Vec::new();
-        self.lines.feed(chunk, &mut lines)?;
+        // The lines completed before a framing fault come earlier in the stream than the
+        // fault, so they are read first: the error reported is the stream's first, however
+        // the chunks were cut.
+        let mut result = self.lines.feed(chunk, &mut lines);
         let mut events = Vec::new();
         for line in lines {
-            self.line(line, &mut events)?;
+            if let Err(e) = self.line(line, &mut events) {
+                result = Err(e);
+                break;
+            }
         }
-        Ok(events)
+        settle(events, result, &mut self.failed)
     }
 
     /// Dispatches an event left open when the stream ended.
     pub fn finish(&mut self) -> Result<Option<String>, CodecError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let mut events = Vec::new();
         if let Some(line) = self.lines.finish()? {
             self.line(line, &mut events)?;
@@ -272,6 +321,44 @@ mod tests {
         assert!(s.feed(b"data: 0123456789abc\n").is_err());
         let mut u = NdjsonDecoder::new(8);
         assert_eq!(u.feed(b"\xff\xfe\n"), Err(CodecError::NotUtf8));
+    }
+
+    #[test]
+    fn frames_before_a_fault_come_first_then_the_fault_stays() {
+        let mut d = NdjsonDecoder::new(64);
+        assert_eq!(
+            d.feed(b"{\"done\":true}\n\xff\n"),
+            Ok(vec!["{\"done\":true}".to_owned()])
+        );
+        assert_eq!(d.feed(b"{}\n"), Err(CodecError::NotUtf8));
+        assert_eq!(d.finish(), Err(CodecError::NotUtf8));
+        let mut s = SseDecoder::new(64);
+        assert_eq!(
+            s.feed(b"data: [DONE]\n\n\xff\n"),
+            Ok(vec!["[DONE]".to_owned()])
+        );
+        assert_eq!(s.finish(), Err(CodecError::NotUtf8));
+    }
+
+    /// Two ways chunk boundaries used to change what a stream decoded to (found by the
+    /// chunking property in tests/codec_props.rs).
+    #[test]
+    fn chunk_boundaries_do_not_change_the_outcome() {
+        // A `\r\n` with an empty chunk between its halves is one line ending, not two.
+        let mut d = SseDecoder::new(64);
+        let mut got = Vec::new();
+        for chunk in [&b"data: a\r"[..], b"", b"\ndata: b\n\n"] {
+            got.extend(d.feed(chunk).unwrap_or_default());
+        }
+        assert_eq!(got, ["a\nb"]);
+        // The first fault in the stream is the one reported: here an event growing past the
+        // limit, before a line that is not UTF-8, whether they come in one chunk or two.
+        let stream = b"data:01234\ndata:56789\n\xff\n";
+        let too_long = Err(CodecError::FrameTooLong { limit: 10 });
+        assert_eq!(SseDecoder::new(10).feed(stream), too_long);
+        let mut d = SseDecoder::new(10);
+        assert_eq!(d.feed(&stream[..11]), Ok(vec![]));
+        assert_eq!(d.feed(&stream[11..]), too_long);
     }
 
     #[test]

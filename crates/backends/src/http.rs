@@ -695,3 +695,234 @@ mod tests {
         }
     }
 }
+
+/// Properties of [`decode`], framing and protocol together: a well-formed upstream stream
+/// yields exactly the events it encodes wherever the network cut it, and no byte stream makes
+/// it panic or go on after an error.
+#[cfg(test)]
+mod props {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// What an upstream answer says: text pieces, how it ended, and the usage if reported.
+    #[derive(Clone, Debug)]
+    struct Answer {
+        pieces: Vec<String>,
+        reason: FinishReason,
+        usage: Option<Usage>,
+    }
+
+    fn answer() -> impl Strategy<Value = Answer> {
+        (
+            proptest::collection::vec(".{1,12}", 0..8),
+            prop_oneof![Just(FinishReason::Stop), Just(FinishReason::Length)],
+            proptest::option::of((any::<u32>(), any::<u32>())),
+        )
+            .prop_map(|(pieces, reason, usage)| Answer {
+                pieces,
+                reason,
+                usage: usage.map(|(p, c)| Usage {
+                    prompt_tokens: u64::from(p),
+                    completion_tokens: u64::from(c),
+                }),
+            })
+    }
+
+    fn expected(a: &Answer) -> Vec<Result<Event, String>> {
+        let mut events: Vec<_> = a
+            .pieces
+            .iter()
+            .map(|p| Ok(Event::text(p.clone())))
+            .collect();
+        events.push(Ok(Event::Finish {
+            reason: a.reason,
+            usage: a.usage,
+            timings: Timings::default(),
+        }));
+        events
+    }
+
+    fn ending() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just("\n"), Just("\r\n"), Just("\r")]
+    }
+
+    /// The answer as an OpenAI-compatible server streams it, with the line endings, keep-alive
+    /// comments and unknown fields a server may add.
+    fn sse(a: &Answer, ends: &[&str], done: bool) -> Vec<u8> {
+        let mut frames: Vec<String> = a
+            .pieces
+            .iter()
+            .map(|p| json!({"choices": [{"delta": {"content": p}}]}).to_string())
+            .collect();
+        let finish = a.reason.openai();
+        frames.push(json!({"choices": [{"delta": {}, "finish_reason": finish}]}).to_string());
+        if let Some(u) = a.usage {
+            frames.push(
+                json!({"choices": [], "usage": {"prompt_tokens": u.prompt_tokens,
+                       "completion_tokens": u.completion_tokens}})
+                .to_string(),
+            );
+        }
+        if done {
+            frames.push("[DONE]".into());
+        }
+        let mut out = String::new();
+        for (i, f) in frames.iter().enumerate() {
+            let end = ends[i % ends.len()];
+            if i % 3 == 1 {
+                out.push_str(&format!(": keep-alive{end}{end}"));
+            }
+            out.push_str(&format!("id: {i}{end}data: {f}{end}{end}"));
+        }
+        out.into_bytes()
+    }
+
+    /// The answer as an Ollama server streams it: one JSON line per piece, then the done line,
+    /// with or without a final newline.
+    fn ndjson(a: &Answer, ends: &[&str], final_newline: bool) -> Vec<u8> {
+        let mut lines: Vec<String> = a
+            .pieces
+            .iter()
+            .map(|p| {
+                json!({"message": {"role": "assistant", "content": p}, "done": false}).to_string()
+            })
+            .collect();
+        let mut last = json!({"message": {"content": ""}, "done": true,
+                              "done_reason": a.reason.ollama()});
+        if let Some(u) = a.usage {
+            last["prompt_eval_count"] = json!(u.prompt_tokens);
+            last["eval_count"] = json!(u.completion_tokens);
+        }
+        lines.push(last.to_string());
+        let mut out = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            out.push_str(l);
+            if i + 1 < lines.len() || final_newline {
+                out.push_str(ends[i % ends.len()]);
+            }
+        }
+        out.into_bytes()
+    }
+
+    /// `bytes` cut at `cuts` (modulo the length, sorted; repeats make empty chunks).
+    fn cut(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for c in at {
+            chunks.push(bytes[start..c].to_vec());
+            start = c;
+        }
+        chunks.push(bytes[start..].to_vec());
+        chunks
+    }
+
+    fn run_bytes(kind: BackendKind, chunks: Vec<Vec<u8>>) -> Vec<Result<Event, String>> {
+        let s = futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))));
+        let events: Vec<_> = futures::executor::block_on(async {
+            match kind {
+                BackendKind::Ollama => {
+                    decode(s, NdjsonDecoder::new(4096), OllamaLines::default())
+                        .collect::<Vec<_>>()
+                        .await
+                }
+                BackendKind::Openai => {
+                    decode(s, SseDecoder::new(4096), OpenAiEvents::default())
+                        .collect::<Vec<_>>()
+                        .await
+                }
+            }
+        });
+        events
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn sse_answers_decode_the_same_however_cut(
+            a in answer(),
+            ends in proptest::collection::vec(ending(), 1..4),
+            done in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let chunks = cut(&sse(&a, &ends, done), &cuts);
+            prop_assert_eq!(run_bytes(BackendKind::Openai, chunks), expected(&a));
+        }
+
+        #[test]
+        fn ndjson_answers_decode_the_same_however_cut(
+            a in answer(),
+            ends in proptest::collection::vec(ending(), 1..4),
+            final_newline in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let chunks = cut(&ndjson(&a, &ends, final_newline), &cuts);
+            prop_assert_eq!(run_bytes(BackendKind::Ollama, chunks), expected(&a));
+        }
+
+        /// Whatever comes after the end of an answer is never read, so it cannot turn a
+        /// complete answer into an error, wherever the chunks were cut.
+        #[test]
+        fn bytes_after_the_end_do_not_matter(
+            a in answer(),
+            junk in proptest::collection::vec(any::<u8>(), 0..200),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            for (kind, body) in [
+                (BackendKind::Openai, sse(&a, &["\n"], true)),
+                (BackendKind::Ollama, ndjson(&a, &["\n"], true)),
+            ] {
+                let mut bytes = body;
+                bytes.extend_from_slice(&junk);
+                prop_assert_eq!(run_bytes(kind, cut(&bytes, &cuts)), expected(&a));
+            }
+        }
+
+        /// Any bytes: no panic, and nothing follows an error.
+        #[test]
+        fn arbitrary_streams_end_at_the_first_error(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 0..6),
+            openai_kind in any::<bool>(),
+        ) {
+            let kind = if openai_kind { BackendKind::Openai } else { BackendKind::Ollama };
+            let events = run_bytes(kind, chunks);
+            if let Some(i) = events.iter().position(Result::is_err) {
+                prop_assert_eq!(i + 1, events.len());
+            }
+            let finishes = events
+                .iter()
+                .position(|e| matches!(e, Ok(Event::Finish { .. })));
+            if let Some(i) = finishes {
+                prop_assert_eq!(i + 1, events.len(), "nothing after the finish");
+            }
+        }
+    }
+
+    #[test]
+    fn the_generators_make_what_they_claim() {
+        let a = Answer {
+            pieces: vec!["He".into(), "llo".into()],
+            reason: FinishReason::Length,
+            usage: None,
+        };
+        let sse = sse(&a, &["\r\n"], true);
+        assert!(
+            std::str::from_utf8(&sse)
+                .unwrap()
+                .contains("data: [DONE]\r\n\r\n")
+        );
+        assert_eq!(run_bytes(BackendKind::Openai, vec![sse]), expected(&a));
+        let ndjson = ndjson(&a, &["\n"], false);
+        assert!(!ndjson.ends_with(b"\n"));
+        assert_eq!(run_bytes(BackendKind::Ollama, vec![ndjson]), expected(&a));
+    }
+}

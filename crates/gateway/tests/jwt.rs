@@ -433,3 +433,164 @@ async fn a_jwks_url_refreshes_on_an_unknown_kid_at_most_once_per_cooldown() {
     }
     assert_eq!(fetches.load(Ordering::SeqCst), before + 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Properties: the verifier called directly (no router), so each case costs one verification.
+
+mod props {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use wardgate_gateway::jwt::{IssuerSettings, KeySource, looks_like_jwt};
+
+    use super::*;
+
+    fn settings(path: &std::path::Path) -> IssuerSettings {
+        IssuerSettings {
+            issuer: ISS.into(),
+            audiences: vec![AUD.into()],
+            algorithms: vec![Algorithm::EdDSA, Algorithm::ES256],
+            keys: KeySource::File(path.to_owned()),
+            leeway: Duration::from_secs(5),
+            max_lifetime: Duration::from_secs(3600),
+            refresh_interval: Duration::from_secs(3600),
+            refresh_cooldown: Duration::from_secs(60),
+            tenant_claim: "tenant".into(),
+            tenant: None,
+            roles_claim: "roles".into(),
+            models_claim: "models".into(),
+        }
+    }
+
+    /// One way of damaging a token: a byte changed (to another ASCII byte), the token cut
+    /// short, two segments swapped, a segment dropped or repeated, or a character inserted.
+    #[derive(Clone, Debug)]
+    enum Damage {
+        Flip { at: usize, mask: u8 },
+        Truncate(usize),
+        Swap(usize, usize),
+        Drop(usize),
+        Repeat(usize),
+        Insert { at: usize, ch: char },
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            4 => (any::<usize>(), 1u8..128).prop_map(|(at, mask)| Damage::Flip { at, mask }),
+            1 => any::<usize>().prop_map(Damage::Truncate),
+            1 => (0usize..3, 0usize..3).prop_map(|(a, b)| Damage::Swap(a, b)),
+            1 => (0usize..3).prop_map(Damage::Drop),
+            1 => (0usize..3).prop_map(Damage::Repeat),
+            1 => (any::<usize>(), prop_oneof![Just('.'), Just('='), Just(' '), Just('A'), Just('é')])
+                .prop_map(|(at, ch)| Damage::Insert { at, ch }),
+        ]
+    }
+
+    fn apply(token: &str, d: &Damage) -> String {
+        let parts: Vec<&str> = token.split('.').collect();
+        match *d {
+            Damage::Flip { at, mask } => {
+                let mut bytes = token.as_bytes().to_vec();
+                let at = at % bytes.len();
+                bytes[at] ^= mask;
+                // The token is ASCII and the mask below 128, so the result is ASCII too.
+                String::from_utf8(bytes).unwrap()
+            }
+            Damage::Truncate(at) => token[..at % token.len()].to_owned(),
+            Damage::Swap(a, b) => {
+                let mut p = parts.clone();
+                p.swap(a, b);
+                p.join(".")
+            }
+            Damage::Drop(i) => {
+                let mut p = parts.clone();
+                p.remove(i);
+                p.join(".")
+            }
+            Damage::Repeat(i) => {
+                let mut p = parts.clone();
+                p.insert(i, parts[i]);
+                p.join(".")
+            }
+            Damage::Insert { at, ch } => {
+                let mut t = token.to_owned();
+                t.insert(at % (token.len() + 1), ch);
+                t
+            }
+        }
+    }
+
+    /// Token-shaped strings: base64url segments of JSON headers and claims that name the
+    /// trusted issuer and a known `kid`, with signatures that are not the key's.
+    fn forged() -> impl Strategy<Value = String> {
+        let header = prop_oneof![
+            Just(json!({"alg": "EdDSA", "kid": "ed-1"})),
+            Just(json!({"alg": "ES256", "kid": "ed-1"})),
+            Just(json!({"alg": "none"})),
+            Just(json!({"alg": "HS256", "kid": "ed-1"})),
+            "[ -~]{0,20}".prop_map(|s| json!({"alg": s, "kid": "ed-1"})),
+        ];
+        let claims = (any::<Option<String>>(), any::<i64>()).prop_map(
+            |(sub, exp)| json!({"iss": ISS, "aud": AUD, "sub": sub, "tenant": "acme", "exp": exp}),
+        );
+        (
+            header,
+            claims,
+            proptest::collection::vec(any::<u8>(), 0..96),
+        )
+            .prop_map(|(h, c, sig)| {
+                format!(
+                    "{}.{}.{}",
+                    B64.encode(h.to_string()),
+                    B64.encode(c.to_string()),
+                    B64.encode(sig)
+                )
+            })
+    }
+
+    fn any_token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "eyJ[A-Za-z0-9_=+/-]{0,60}\\.[A-Za-z0-9_=-]{0,60}\\.[A-Za-z0-9_=-]{0,90}",
+            "[.a-zA-Z0-9_-]{0,200}",
+            forged(),
+        ]
+    }
+
+    #[test]
+    fn damaged_and_made_up_tokens_are_never_accepted() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ed = ed25519("ed-1");
+        let ec = p256("ec-1");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, jwks(&[&ed, &ec])).unwrap();
+        let v = rt
+            .block_on(JwtVerifier::start(vec![settings(&path)], 8 * 1024))
+            .unwrap();
+        let good = sign(&ed, &claims());
+        let good_ec = sign(&ec, &claims());
+        for token in [&good, &good_ec] {
+            assert!(looks_like_jwt(token));
+            rt.block_on(v.verify(token, now())).unwrap();
+        }
+
+        let config = ProptestConfig::with_cases(256);
+        proptest!(config, |(d in damage(), ec_token in any::<bool>())| {
+            let original = if ec_token { &good_ec } else { &good };
+            let token = apply(original, &d);
+            prop_assume!(&token != original);
+            let verdict = rt.block_on(v.verify(&token, now()));
+            prop_assert!(verdict.is_err(), "{:?} accepted: {}", d, token);
+        });
+        proptest!(config, |(token in any_token())| {
+            let _ = looks_like_jwt(&token);
+            let verdict = rt.block_on(v.verify(&token, now()));
+            prop_assert!(verdict.is_err(), "accepted: {}", token);
+        });
+        // The good tokens still verify: no case above changed the verifier's state.
+        rt.block_on(v.verify(&good, now())).unwrap();
+    }
+}

@@ -86,9 +86,18 @@ impl fmt::Debug for KeyHash {
 }
 
 /// A presented key that has the right shape; [`parse`] makes one.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct ParsedKey<'a> {
     full: &'a str,
+}
+
+impl fmt::Debug for ParsedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The prefix only: everything after it is the secret.
+        f.debug_struct("ParsedKey")
+            .field("prefix", &self.prefix())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> ParsedKey<'a> {
@@ -164,19 +173,27 @@ pub fn generate() -> Result<GeneratedKey, StoreError> {
     OsRng
         .try_fill_bytes(&mut secret_bytes)
         .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+    let key = assemble(prefix, &secret_bytes);
+    secret_bytes.zeroize();
+    Ok(key)
+}
+
+/// Writes a key from its random parts; separate from [`generate`] so the property tests can
+/// drive the same encoding with chosen inputs. `prefix` must be [`PREFIX_LEN`] characters of
+/// the prefix alphabet.
+fn assemble(prefix: String, secret_bytes: &[u8; SECRET_BYTES]) -> GeneratedKey {
     // Sized up front so the buffer never reallocates and leaves an unwiped copy behind.
     let mut key = String::with_capacity(KEY_LEN);
     key.push_str(KEY_SCHEME);
     key.push_str(&prefix);
     key.push('_');
     URL_SAFE_NO_PAD.encode_string(secret_bytes, &mut key);
-    secret_bytes.zeroize();
     let hash = KeyHash::of(&key);
-    Ok(GeneratedKey {
+    GeneratedKey {
         prefix,
         hash,
         secret: Secret::new(key),
-    })
+    }
 }
 
 fn random_prefix() -> Result<String, StoreError> {
@@ -399,6 +416,131 @@ mod tests {
                 (None, KeyVerdict::Valid(got)) => assert_eq!(Some(got), row, "{name}"),
                 (Some(want), KeyVerdict::Rejected(got)) => assert_eq!(want, got, "{name}"),
                 (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+}
+
+/// Properties of the key format over generated inputs: what `generate` writes always parses
+/// back, nothing else panics or slips through, one changed character never still verifies,
+/// and no printed form carries the secret.
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_prefix() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            proptest::sample::select(PREFIX_ALPHABET.to_vec()),
+            PREFIX_LEN,
+        )
+        .prop_map(|bytes| bytes.into_iter().map(char::from).collect())
+    }
+
+    fn any_key() -> impl Strategy<Value = GeneratedKey> {
+        (any_prefix(), any::<[u8; SECRET_BYTES]>())
+            .prop_map(|(prefix, secret)| assemble(prefix, &secret))
+    }
+
+    /// Strings near the key shape, where the parser's decisions are made, plus anything at all.
+    fn near_keys() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "wg_[a-z0-9]{12}_[A-Za-z0-9_-]{43}",
+            "wg_[a-z0-9A-Z_-]{12}[_-][A-Za-z0-9_+/=-]{43}",
+            "[ -~]{59}",
+            "wg_[\\PC]{10,14}_[\\PC]{41,45}",
+        ]
+    }
+
+    fn record(prefix: &str) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: new_key_id(),
+            prefix: prefix.to_owned(),
+            tenant: "acme".into(),
+            models: vec![],
+            roles: vec![crate::Role::User],
+            label: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn assembled_keys_parse_back(key in any_key()) {
+            let text = key.secret.expose();
+            let parsed = parse(text).unwrap();
+            prop_assert_eq!(parsed.prefix(), key.prefix.as_str());
+            prop_assert!(parsed.hash().matches(&key.hash));
+            let stored = Some((key.hash, record(&key.prefix)));
+            let verdict = decide(&parsed.hash(), stored, OffsetDateTime::UNIX_EPOCH);
+            prop_assert!(matches!(verdict, KeyVerdict::Valid(_)));
+        }
+
+        /// Whatever is presented, `parse` returns, and accepts only the exact canonical shape:
+        /// the secret decodes to 32 bytes that encode back to the same text.
+        #[test]
+        fn parse_accepts_only_canonical_keys(text in near_keys()) {
+            if let Some(parsed) = parse(&text) {
+                prop_assert_eq!(text.len(), KEY_LEN);
+                prop_assert!(text.starts_with(KEY_SCHEME));
+                prop_assert!(parsed.prefix().bytes().all(|b| PREFIX_ALPHABET.contains(&b)));
+                let secret = &text[KEY_LEN - SECRET_B64_LEN..];
+                let bytes = URL_SAFE_NO_PAD.decode(secret).unwrap();
+                prop_assert_eq!(bytes.len(), SECRET_BYTES);
+                prop_assert_eq!(URL_SAFE_NO_PAD.encode(&bytes), secret);
+            }
+        }
+
+        /// One character changed anywhere: the key is malformed, or it is another key that the
+        /// original's row does not accept.
+        #[test]
+        fn one_changed_character_never_verifies(
+            key in any_key(),
+            at in 0..KEY_LEN,
+            with in prop_oneof![
+                proptest::char::range('!', '~'),
+                Just('é'),
+                Just('\0'),
+                Just(' '),
+            ],
+        ) {
+            let original = key.secret.expose();
+            prop_assume!(!original[at..].starts_with(with));
+            let mut changed = original[..at].to_owned();
+            changed.push(with);
+            changed.push_str(&original[at + 1..]);
+            if let Some(parsed) = parse(&changed) {
+                prop_assert!(!parsed.hash().matches(&key.hash));
+                let stored = Some((key.hash, record(&key.prefix)));
+                let verdict = decide(&parsed.hash(), stored, OffsetDateTime::UNIX_EPOCH);
+                prop_assert_eq!(verdict, KeyVerdict::Rejected(RejectReason::Unknown));
+            }
+        }
+
+        /// The secret part never appears in a printed form of a key or its parts.
+        #[test]
+        fn printed_forms_never_carry_the_secret(key in any_key()) {
+            let text = key.secret.expose().clone();
+            let secret = &text[KEY_LEN - SECRET_B64_LEN..];
+            let parsed = parse(&text).unwrap();
+            for printed in [
+                format!("{key:?}"),
+                format!("{key:#?}"),
+                format!("{:?}", key.secret),
+                format!("{}", key.secret),
+                format!("{parsed:?}"),
+                format!("{parsed:#?}"),
+                format!("{:?}", parsed.hash()),
+            ] {
+                prop_assert!(!printed.contains(secret), "leaked: {}", printed);
             }
         }
     }
