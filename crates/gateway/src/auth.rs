@@ -266,17 +266,27 @@ fn presented_key(req: &Request) -> Result<String, ApiError> {
 
 async fn principal(state: &AppState, token: String) -> Result<Principal, ApiError> {
     let now = time::OffsetDateTime::now_utc();
+    // Keys and tokens verified in the last `key_cache_ttl` (never past their own expiry) are
+    // not verified again: the same bytes verify the same way until then, and a signature
+    // check is most of what authentication costs.
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some(p) = state.key_cache.as_ref().and_then(|c| c.get(&digest, now)) {
+        return Ok(p);
+    }
     if let Some(jwt) = &state.jwt
         && crate::jwt::looks_like_jwt(&token)
     {
         let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        return jwt.verify(&token, unix).await.map_err(|reason| {
+        let (p, exp) = jwt.verify_until(&token, unix).await.map_err(|reason| {
             tracing::info!(target: "wardgate::auth", reason = %reason, "token rejected");
             ApiError::Unauthenticated
-        });
-    }
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    if let Some(p) = state.key_cache.as_ref().and_then(|c| c.get(&digest, now)) {
+        })?;
+        if let Some(c) = &state.key_cache {
+            let exp = i64::try_from(exp)
+                .ok()
+                .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok());
+            c.put(digest, &p, exp);
+        }
         return Ok(p);
     }
     let verdict = state
@@ -352,10 +362,12 @@ fn touch(
     });
 }
 
-/// Recently verified keys, so a busy client does not cost a database round trip per request.
+/// Recently verified keys and tokens, so a busy client does not cost a database round trip
+/// (or a signature check) per request.
 ///
-/// Entries are keyed by the SHA-256 of the presented key (the key itself is never held), live
-/// for `ttl`, and never outlive the key's own expiry. Only valid keys are cached. A revocation
+/// Entries are keyed by the SHA-256 of the presented credential (which is never held), live
+/// for `ttl`, and never outlive the key's expiry or the token's `exp`. Only valid credentials
+/// are cached. A revocation
 /// made elsewhere (the CLI, another instance) therefore takes effect within `ttl`; that bound is
 /// the documented contract (`auth.key_cache_ttl`, `0s` turns the cache off).
 #[derive(Debug)]

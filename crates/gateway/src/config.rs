@@ -228,8 +228,9 @@ pub struct RawLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// How long a verified API key is trusted without asking the database again; a revocation
-    /// takes effect within this time. `0s` turns the cache off. Default `2s`.
+    /// How long a verified API key (or JWT, never past its `exp`) is trusted without checking
+    /// it again; a revocation, or a key dropped from a JWKS, takes effect within this time.
+    /// `0s` turns the cache off. Default `2s`.
     pub key_cache_ttl: Option<String>,
     /// The tenant whose admins and auditors act across all tenants (the deployment's
     /// operators). Everyone else's admin and audit rights stop at their own tenant. Default

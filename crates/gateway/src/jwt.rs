@@ -231,6 +231,12 @@ impl JwtVerifier {
 
     /// Verifies `token` at `now` (unix seconds) and maps its claims to a principal.
     pub async fn verify(&self, token: &str, now: u64) -> Result<Principal, JwtReject> {
+        self.verify_until(token, now).await.map(|(p, _)| p)
+    }
+
+    /// [`JwtVerifier::verify`], with the token's `exp` (Unix seconds): how long the verdict
+    /// may be remembered.
+    pub async fn verify_until(&self, token: &str, now: u64) -> Result<(Principal, u64), JwtReject> {
         if token.len() > self.max_token_bytes {
             return Err(JwtReject::TooLarge);
         }
@@ -283,7 +289,7 @@ impl JwtVerifier {
         if exp.saturating_sub(start) > s.max_lifetime.as_secs() + s.leeway.as_secs() {
             return Err(JwtReject::TooLong);
         }
-        principal_from_claims(s, &claims)
+        principal_from_claims(s, &claims).map(|p| (p, exp))
     }
 }
 
