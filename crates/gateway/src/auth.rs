@@ -191,6 +191,8 @@ pub const INFERENCE: Allowed = Allowed(&[Role::User, Role::BreakGlass]);
 pub const ADMIN: Allowed = Allowed(&[Role::Admin]);
 /// Reading the audit log.
 pub const AUDIT_READ: Allowed = Allowed(&[Role::Auditor, Role::BreakGlass]);
+/// Scraping the security counters.
+pub const METRICS: Allowed = Allowed(&[Role::Admin, Role::Auditor]);
 
 /// Middleware after `authenticate`: refuses with 403 a principal holding none of the roles.
 pub async fn authorize(State(allowed): State<Allowed>, req: Request, next: Next) -> Response {

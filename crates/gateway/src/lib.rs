@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod jwt;
 pub mod llm;
 pub mod lockout;
+pub mod metrics;
 pub mod openapi;
 pub mod phi_guard;
 pub mod policy;

@@ -141,6 +141,7 @@ impl Modify for BearerScheme {
         admin::list_tenants,
         admin::create_tenant,
         admin::query_audit,
+        crate::metrics::handler,
         probes::health,
         probes::ready,
         serve,

@@ -66,10 +66,16 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/audit", get(admin::query_audit))
         .route_layer(from_fn_with_state(auth::AUDIT_READ, auth::authorize));
 
+    // The security counters: `admin` or `auditor` (a scraper holds such a key).
+    let metrics_routes = Router::new()
+        .route("/admin/metrics", get(crate::metrics::handler))
+        .route_layer(from_fn_with_state(auth::METRICS, auth::authorize));
+
     // Everything here needs a credential.
     let authenticated = inference
         .merge(admin_routes)
         .merge(audit_routes)
+        .merge(metrics_routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Deny by default: runs for every route above and for the fallback.

@@ -639,3 +639,75 @@ async fn a_rotated_key_keeps_working_for_the_overlap_beside_its_replacement() {
     assert_eq!(rotated.len(), 1);
     assert_eq!(rotated[0].outcome, Some(Outcome::Allow));
 }
+
+/// One sample's value in Prometheus text.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn failures_lockouts_break_glass_and_refusals_are_exported_as_metrics() {
+    let h = Harness::single_with(
+        "openai",
+        mock_cfg(),
+        "[auth]\nlockout_threshold = 2\nlockout_by_prefix = false\n[rate_limit]\nrequests_per_minute = 1\n",
+    )
+    .await;
+    let (_, auditor) = h.key_with_roles("acme", &[Role::Auditor], None).await;
+    let (_, user) = h.key_with_roles("acme", &[Role::User], None).await;
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let (_, glass) = h
+        .key_with_roles("acme", &[Role::BreakGlass], Some(soon))
+        .await;
+    let scrape = |key: &str| h.send(get_as("/admin/metrics", Some(key)));
+    let before = scrape(&auditor).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text());
+    assert!(
+        before.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let before = before.text();
+    assert_eq!(
+        scrape(&user).await.status,
+        StatusCode::FORBIDDEN,
+        "users do not read the counters"
+    );
+
+    let bad = "wg_abcdefghijkl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for _ in 0..2 {
+        h.send(from_ip(chat(bad), [192, 0, 2, 99])).await;
+    }
+    assert_eq!(
+        h.send(from_ip(chat(&user), [192, 0, 2, 99])).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(h.send(chat(&user)).await.status, StatusCode::OK);
+    assert_eq!(
+        h.send(chat(&user)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let mut req = chat(&glass);
+    req.headers_mut().insert(
+        "x-wardgate-break-glass-reason",
+        "code blue, bed 4".parse().unwrap(),
+    );
+    h.send(req).await;
+
+    let after = scrape(&auditor).await.text();
+    let grew = |name: &str| sample(&after, name) - sample(&before, name);
+    assert!(grew("wardgate_auth_failures_total") >= 2, "{after}");
+    assert!(grew("wardgate_lockouts_total") >= 1, "{after}");
+    assert!(grew("wardgate_break_glass_requests_total") >= 1, "{after}");
+    assert!(
+        grew("wardgate_rate_limited_total{limit=\"requests_per_minute\"}") >= 1,
+        "{after}"
+    );
+    assert!(after.contains("# TYPE wardgate_lockouts_total counter"));
+    assert!(!after.contains("code blue") && !after.contains(bad));
+}

@@ -39,6 +39,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/tenants"),
     ("post", "/admin/tenants"),
     ("get", "/admin/audit"),
+    ("get", "/admin/metrics"),
     ("get", "/health"),
     ("get", "/ready"),
     ("get", "/openapi.json"),

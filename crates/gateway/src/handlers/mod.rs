@@ -82,10 +82,13 @@ pub(crate) async fn check_rate(state: &AppState, p: &Principal) -> Result<(), Ap
 
 fn refused(e: Refused, limit: Limit) -> ApiError {
     match e {
-        Refused::RetryAfter(wait) => ApiError::RateLimited {
-            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            limit,
-        },
+        Refused::RetryAfter(wait) => {
+            crate::metrics::rate_limited(limit);
+            ApiError::RateLimited {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                limit,
+            }
+        }
         Refused::Unavailable => ApiError::StorageUnavailable,
     }
 }

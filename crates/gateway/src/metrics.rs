@@ -1,0 +1,116 @@
+//! `GET /admin/metrics`: the security counters in the Prometheus text format (version 0.0.4), for
+//! `admin` and `auditor` principals (a scraper authenticates with a key like any client).
+//!
+//! The counters are process-wide atomics incremented on the request path: failed
+//! authentications, lockouts, break-glass requests, and refusals by each rate limit or quota.
+//! They are rendered here by hand because there are only a few and the format is four lines
+//! each; the `metrics` crate and its Prometheus exporter take over when the gateway gets its
+//! full instrumentation (latencies, backends, engine), keeping these names.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::ratelimit::Limit;
+
+/// Requests refused by each bound, in [`Limit`] order.
+static RATE_LIMITED: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+const LIMITS: [Limit; 4] = [
+    Limit::Requests,
+    Limit::Tokens,
+    Limit::TokensPerDay,
+    Limit::Concurrency,
+];
+
+fn limit_label(l: Limit) -> &'static str {
+    match l {
+        Limit::Requests => "requests_per_minute",
+        Limit::Tokens => "tokens_per_minute",
+        Limit::TokensPerDay => "tokens_per_day",
+        Limit::Concurrency => "concurrent_requests",
+    }
+}
+
+/// Counts a request refused by `limit`.
+pub fn rate_limited(limit: Limit) {
+    if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
+        RATE_LIMITED[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// The exposition text.
+pub fn render() -> String {
+    let mut out = String::with_capacity(1024);
+    counter(
+        &mut out,
+        "wardgate_auth_failures_total",
+        "Requests refused for a missing, unknown, revoked, expired or invalid credential.",
+        &[("", crate::lockout::AUTH_FAILURES.load(Ordering::Relaxed))],
+    );
+    counter(
+        &mut out,
+        "wardgate_lockouts_total",
+        "Client addresses or key prefixes locked out after repeated failed authentications.",
+        &[("", crate::lockout::LOCKOUTS.load(Ordering::Relaxed))],
+    );
+    counter(
+        &mut out,
+        "wardgate_break_glass_requests_total",
+        "Requests made with break-glass (emergency) access, refused ones included.",
+        &[("", crate::auth::BREAK_GLASS_USES.load(Ordering::Relaxed))],
+    );
+    let labels: Vec<(String, u64)> = LIMITS
+        .iter()
+        .zip(&RATE_LIMITED)
+        .map(|(l, n)| {
+            (
+                format!("{{limit=\"{}\"}}", limit_label(*l)),
+                n.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    let samples: Vec<(&str, u64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    counter(
+        &mut out,
+        "wardgate_rate_limited_total",
+        "Requests refused with 429 by a rate limit or quota, by the bound that refused them.",
+        &samples,
+    );
+    out
+}
+
+/// `GET /admin/metrics`.
+#[utoipa::path(
+    get,
+    path = "/admin/metrics",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The security counters, Prometheus text format 0.0.4.", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        crate::openapi::OpenAiErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn handler() -> Response {
+    let mut resp = render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
