@@ -571,3 +571,52 @@ async fn a_key_that_does_not_match_the_certificate_stops_the_start() {
     let e = wardgate_gateway::tls::Tls::load(&settings).unwrap_err();
     assert!(e.to_string().contains("does not match"), "{e}");
 }
+
+#[tokio::test]
+async fn the_private_hop_runs_over_tls_trusting_only_its_ca() {
+    use wardgate_backends::{Backend as _, BackendKind, HttpBackend, HttpBackendConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("private hop CA");
+    // `wardgate llm`'s router, served with its own certificate.
+    let (h, _, _) = tls_harness(dir.path(), &ca, "").await;
+    let secret = b"0123456789abcdef0123456789abcdef-hop";
+    let verifier = Arc::new(wardgate_api::signing::Verifier::new(
+        vec![wardgate_api::signing::SigningKey::new(secret).unwrap()],
+        30,
+        1000,
+    ));
+    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = h.state.clone();
+    tokio::spawn(async move {
+        wardgate_gateway::serve_router(state, app, listener, std::future::pending())
+            .await
+            .unwrap();
+    });
+    let backend = |ca_pem: Option<Vec<u8>>| {
+        let mut c = HttpBackendConfig::new(
+            "hop",
+            BackendKind::Ollama,
+            format!("https://localhost:{port}"),
+        );
+        c.signer = Some(wardgate_api::signing::SigningKey::new(secret).unwrap());
+        c.ca_pem = ca_pem;
+        HttpBackend::new(c).unwrap()
+    };
+    // The gateway's side, trusting the private CA: signed and encrypted, served.
+    backend(Some(ca.pem().into_bytes()))
+        .health()
+        .await
+        .expect("the hop over TLS with the private CA");
+    // Without it (the system's roots), the certificate is not trusted.
+    assert!(backend(None).health().await.is_err());
+    // Trusting another CA only: refused too.
+    let other = Ca::new("other CA");
+    assert!(
+        backend(Some(other.pem().into_bytes()))
+            .health()
+            .await
+            .is_err()
+    );
+}
