@@ -4,6 +4,7 @@ between them (issue 5: "two gateway instances sharing one Redis enforce one glob
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import openai
@@ -39,3 +40,35 @@ def test_two_processes_sharing_redis_enforce_one_global_limit(mock, start_gatewa
             outcomes.append("429")
     # The burst of 4, shared: two through each process, then both refuse.
     assert outcomes == ["ok"] * 4 + ["429"] * 6, outcomes
+
+
+def test_two_processes_sharing_redis_share_one_tenant_token_budget(mock, start_gateway):
+    redis_url = os.environ.get("WARDGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    env = dict(
+        WARDGATE_RATE_LIMIT_BACKEND="redis",
+        WARDGATE_REDIS_URL=redis_url,
+        WARDGATE_REDIS_NAMESPACE=f"wardgate-e2e:{uuid.uuid4().hex}",
+        # Less than one answer's tokens: the first answer spends the tenant's day.
+        WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY="3",
+    )
+    first = start_gateway(mock, "ollama", **env)
+    second = start_gateway(mock, "ollama", **env)
+    answer = first.openai(first.key).chat.completions.create(
+        model=MODEL_A, messages=[{"role": "user", "content": "hello there"}]
+    )
+    assert answer.usage.total_tokens > 3
+    # Spent through the first process, refused by the second: one budget for the tenant.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            second.openai(second.key).chat.completions.create(
+                model=MODEL_A, messages=[{"role": "user", "content": "hello"}]
+            )
+        except openai.RateLimitError as e:
+            assert e.code == "rate_limit_exceeded"
+            assert "tokens per day" in str(e)
+            assert int(e.response.headers["retry-after"]) >= 1
+            break
+        # The first answer's tokens are charged as its response ends; allow for that.
+        assert time.monotonic() < deadline, "the second process never saw the spent budget"
+        time.sleep(0.05)

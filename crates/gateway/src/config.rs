@@ -655,6 +655,22 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
             )
         })?);
     }
+    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY") {
+        raw.rate_limit.tenant_tokens_per_day = Some(v.parse().map_err(|_| {
+            ConfigError::new(
+                "WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY",
+                "must be a whole number",
+            )
+        })?);
+    }
+    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_CONCURRENCY") {
+        raw.rate_limit.tenant_concurrent_requests = Some(v.parse().map_err(|_| {
+            ConfigError::new(
+                "WARDGATE_RATE_LIMIT_TENANT_CONCURRENCY",
+                "must be a whole number",
+            )
+        })?);
+    }
     if let Some(v) = env("WARDGATE_RATE_LIMIT_CONCURRENCY") {
         raw.rate_limit.concurrent_requests = Some(v.parse().map_err(|_| {
             ConfigError::new("WARDGATE_RATE_LIMIT_CONCURRENCY", "must be a whole number")
