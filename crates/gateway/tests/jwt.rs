@@ -10,87 +10,19 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
-};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use support::jwt::{AUD, ISS, ed25519, jwks, now, p256, rsa, sign};
 use support::{Harness, chat_body, get_as, mock_cfg, post_as};
 use wardgate_audit::{AuthMethod, EventType, MemoryAuditStore};
 use wardgate_gateway::jwt::JwtVerifier;
 
-const ISS: &str = "https://idp.example.test/";
-const AUD: &str = "wardgate";
-
-struct Signer {
-    alg: Algorithm,
-    kid: String,
-    key: EncodingKey,
-    jwk: Value,
-}
-
-fn ed25519(kid: &str) -> Signer {
-    let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-    let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
-    Signer {
-        alg: Algorithm::EdDSA,
-        kid: kid.into(),
-        key: EncodingKey::from_ed_der(doc.as_ref()),
-        jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA",
-                    "x": B64.encode(pair.public_key().as_ref())}),
-    }
-}
-
-fn p256(kid: &str) -> Signer {
-    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-        .unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
-    let point = pair.public_key().as_ref().to_vec();
-    assert_eq!(point.len(), 65);
-    Signer {
-        alg: Algorithm::ES256,
-        kid: kid.into(),
-        key: EncodingKey::from_ec_der(doc.as_ref()),
-        jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid,
-                    "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])}),
-    }
-}
-
-/// The RS256 fixture (tests/fixtures/README.md).
-fn rsa() -> Signer {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let der = std::fs::read(dir.join("rsa-test-key.der")).unwrap();
-    let jwk: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("rsa-test-key.jwk.json")).unwrap()).unwrap();
-    Signer {
-        alg: Algorithm::RS256,
-        kid: jwk["kid"].as_str().unwrap().to_owned(),
-        key: EncodingKey::from_rsa_der(&der),
-        jwk,
-    }
-}
-
-fn now() -> u64 {
-    jsonwebtoken::get_current_timestamp()
-}
-
 fn claims() -> Value {
     json!({"iss": ISS, "aud": AUD, "sub": "alice@example.test", "tenant": "acme",
            "iat": now(), "exp": now() + 600})
-}
-
-fn sign(s: &Signer, claims: &Value) -> String {
-    let mut h = Header::new(s.alg);
-    h.kid = Some(s.kid.clone());
-    jsonwebtoken::encode(&h, claims, &s.key).unwrap()
-}
-
-fn jwks(signers: &[&Signer]) -> String {
-    json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
 async fn harness_with(issuer_toml: &str) -> Harness {

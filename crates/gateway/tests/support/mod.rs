@@ -2,6 +2,8 @@
 //! in-process with `oneshot` (no socket) unless a test needs a real connection.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod jwt;
+
 use std::sync::Arc;
 
 use axum::Router;
