@@ -620,3 +620,41 @@ async fn the_private_hop_runs_over_tls_trusting_only_its_ca() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn http2_streams_per_connection_are_capped() {
+    // One stream at a time on a connection: three slow requests multiplexed on it cannot
+    // overlap, so together they take at least three times one.
+    let slow = mock_upstream::MockConfig {
+        first_token_delay: Duration::from_millis(300),
+        ..mock_cfg()
+    };
+    let h = Harness::single_with("openai", slow, "[server]\nhttp2_max_streams = 1\n").await;
+    let addr = h.listen().await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/v1/chat/completions");
+    let send = || {
+        client
+            .post(&url)
+            .bearer_auth(&h.key)
+            .json(&chat_body("tiny", "hello"))
+            .send()
+    };
+    // The connection is up (and its settings known) before the three go out together.
+    let first = send().await.unwrap();
+    assert_eq!(first.version(), reqwest::Version::HTTP_2);
+    assert_eq!(first.status(), 200);
+    let started = Instant::now();
+    let answers = futures::future::join_all([send(), send(), send()]).await;
+    let took = started.elapsed();
+    for a in answers {
+        assert_eq!(a.unwrap().status(), 200);
+    }
+    assert!(
+        took >= Duration::from_millis(900),
+        "three 300 ms requests finished in {took:?}: they overlapped past the stream cap"
+    );
+}
