@@ -352,6 +352,8 @@ def main() -> None:
             WARDGATE_REQUEST_TIMEOUT="120s",
             WARDGATE_FIRST_TOKEN_TIMEOUT="60s",
             WARDGATE_RATE_LIMIT_RPM="100000",
+            # One key stands for every simulated user: no per-key cap on requests in flight.
+            WARDGATE_RATE_LIMIT_CONCURRENCY="0",
             WARDGATE_LOG="warn",
         )
         key = json.loads(

@@ -175,6 +175,7 @@ pub async fn start_gateway(
         .env("WARDGATE_LISTEN", listen.to_string())
         .env("WARDGATE_DB", db)
         .env("WARDGATE_RATE_LIMIT_RPM", "0")
+        .env("WARDGATE_RATE_LIMIT_CONCURRENCY", "0")
         // The per-request `info` line would otherwise dominate what is measured.
         .env("WARDGATE_LOG", "warn");
     let mut child = Child::spawn("wardgate", cmd, dir.join("wardgate.log"))?;

@@ -945,6 +945,11 @@ async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
         .backends
         .retain(|b| b.kind == wardgate_gateway::config::BackendType::Embedded);
     config.models.clear();
+    // No quotas either: they are the gateway's, per key and tenant; the engine's own slots and
+    // queue bound what runs here.
+    config.requests_per_minute = 0;
+    config.tenant_requests_per_minute = 0;
+    config.quotas = Default::default();
     init_logging(&config);
     let engine = wardgate_gateway::build_engine(&config)?
         .context("wardgate llm needs the embedded engine")?;
