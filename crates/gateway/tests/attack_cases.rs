@@ -24,7 +24,6 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64_STD, URL_SAFE_NO_PAD as B64};
-use http_body_util::BodyExt;
 use jsonwebtoken::Algorithm;
 use mock_upstream::MockConfig;
 use serde_json::{Value, json};
@@ -888,32 +887,11 @@ fn unix_now() -> i64 {
 }
 
 fn signed(path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
-    let sig = signing::sign(
-        &SigningKey::new(LLM_SECRET).unwrap(),
-        "POST",
-        path,
-        body.as_bytes(),
-        at,
-        nonce,
-    );
-    Request::post(path)
-        .header(signing::TIMESTAMP_HEADER, sig.timestamp)
-        .header(signing::NONCE_HEADER, sig.nonce)
-        .header(signing::SIGNATURE_HEADER, sig.signature)
-        .body(Body::from(body.to_owned()))
-        .unwrap()
+    signed_post(LLM_SECRET, path, body, at, nonce)
 }
 
 async fn send_to(app: &axum::Router, req: Request<Body>) -> Resp {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    support::send_to(app.clone(), req).await
 }
 
 const LLM_PROMPT: &str = "llm-hop-prompt-5c1e";

@@ -3,6 +3,8 @@
 //! and each refusal is logged with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -54,20 +56,7 @@ async fn app(models: &std::path::Path) -> axum::Router {
 }
 
 fn signed(path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
-    let sig = signing::sign(
-        &SigningKey::new(SECRET).unwrap(),
-        "POST",
-        path,
-        body.as_bytes(),
-        at,
-        nonce,
-    );
-    Request::post(path)
-        .header(signing::TIMESTAMP_HEADER, sig.timestamp)
-        .header(signing::NONCE_HEADER, sig.nonce)
-        .header(signing::SIGNATURE_HEADER, sig.signature)
-        .body(Body::from(body.to_owned()))
-        .unwrap()
+    support::signed_post(SECRET, path, body, at, nonce)
 }
 
 async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {

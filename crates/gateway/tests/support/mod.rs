@@ -249,6 +249,25 @@ pub async fn send_to(app: Router, req: Request<Body>) -> Resp {
     }
 }
 
+/// A POST to `wardgate llm` signed with `secret` at `at` with `nonce`, as the gateway signs.
+pub fn signed_post(secret: &[u8], path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
+    use wardgate_api::signing;
+    let sig = signing::sign(
+        &signing::SigningKey::new(secret).unwrap(),
+        "POST",
+        path,
+        body.as_bytes(),
+        at,
+        nonce,
+    );
+    Request::post(path)
+        .header(signing::TIMESTAMP_HEADER, sig.timestamp)
+        .header(signing::NONCE_HEADER, sig.nonce)
+        .header(signing::SIGNATURE_HEADER, sig.signature)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
 pub fn post_as(path: &str, body: &str, key: Option<&str>) -> Request<Body> {
     let mut b = Request::post(path)
         .header("content-type", "application/json")
