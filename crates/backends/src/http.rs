@@ -544,20 +544,29 @@ mod tests {
     use super::*;
 
     fn run(kind: BackendKind, chunks: &[&str]) -> Vec<Result<Event, String>> {
-        let owned: Vec<Result<Bytes, BackendError>> = chunks
-            .iter()
-            .map(|c| Ok(Bytes::from(c.to_string())))
-            .collect();
-        let s = futures::stream::iter(owned);
+        decode_all(
+            kind,
+            chunks.iter().map(|c| c.as_bytes().to_vec()).collect(),
+            1024,
+        )
+    }
+
+    /// Every event (or error, as text) `decode` yields for `chunks`, frames bounded by `max`.
+    pub(super) fn decode_all(
+        kind: BackendKind,
+        chunks: Vec<Vec<u8>>,
+        max: usize,
+    ) -> Vec<Result<Event, String>> {
+        let s = futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))));
         let events: Vec<_> = futures::executor::block_on(async {
             match kind {
                 BackendKind::Ollama => {
-                    decode(s, NdjsonDecoder::new(1024), OllamaLines::default())
+                    decode(s, NdjsonDecoder::new(max), OllamaLines::default())
                         .collect::<Vec<_>>()
                         .await
                 }
                 BackendKind::Openai => {
-                    decode(s, SseDecoder::new(1024), OpenAiEvents::default())
+                    decode(s, SseDecoder::new(max), OpenAiEvents::default())
                         .collect::<Vec<_>>()
                         .await
                 }
@@ -823,25 +832,7 @@ mod props {
     }
 
     fn run_bytes(kind: BackendKind, chunks: Vec<Vec<u8>>) -> Vec<Result<Event, String>> {
-        let s = futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))));
-        let events: Vec<_> = futures::executor::block_on(async {
-            match kind {
-                BackendKind::Ollama => {
-                    decode(s, NdjsonDecoder::new(4096), OllamaLines::default())
-                        .collect::<Vec<_>>()
-                        .await
-                }
-                BackendKind::Openai => {
-                    decode(s, SseDecoder::new(4096), OpenAiEvents::default())
-                        .collect::<Vec<_>>()
-                        .await
-                }
-            }
-        });
-        events
-            .into_iter()
-            .map(|r| r.map_err(|e| e.to_string()))
-            .collect()
+        super::tests::decode_all(kind, chunks, 4096)
     }
 
     proptest! {

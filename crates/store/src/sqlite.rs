@@ -298,11 +298,7 @@ impl KeyStore for SqliteStore {
                 .execute(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        if result.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(&result)
     }
 
     async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -317,11 +313,7 @@ impl KeyStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        if result.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        found(&result)
     }
 
     async fn touch_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -505,6 +497,15 @@ fn time_column(
 fn whole_seconds(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(t.unix_timestamp())
         .map_err(|_| StoreError::Invalid("time out of range".into()))
+}
+
+/// `NotFound` when an update by id touched no row.
+fn found(result: &sqlx::sqlite::SqliteQueryResult) -> Result<(), StoreError> {
+    if result.rows_affected() == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
 }
 
 fn whole_seconds_up(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
