@@ -151,30 +151,56 @@ impl Ctx {
     }
 }
 
-/// Everything known about one lower-case word.
-///
-/// Eight bytes with no padding, so that it moves as one machine word.
+/// Everything known about one lower-case word, packed into one integer so that it is passed,
+/// returned and cached as one machine word: the flags in the low 32 bits, then the keyword
+/// ([`Ctx`] as a number), the month (1–12 for month words) and the cache level, a byte
+/// each.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub(crate) struct WordInfo {
-    pub flags: u32,
-    pub ctx: u8,
-    /// 1–12 for month words.
-    pub month: u8,
-    /// How much of the dictionary a scan's per-token cache has looked at for this entry:
-    /// 0 nothing, 1 the context lists, 2 everything. Always 0 in the dictionary itself.
-    pub level: u8,
-    _pad: u8,
-}
+pub(crate) struct WordInfo(u64);
+
+const CTX_SHIFT: u32 = 32;
+const MONTH_SHIFT: u32 = 40;
+const LEVEL_SHIFT: u32 = 48;
 
 impl WordInfo {
-    pub fn has(&self, f: u32) -> bool {
-        self.flags & f != 0
+    pub fn has(self, f: u32) -> bool {
+        self.0 & u64::from(f) != 0
     }
-    pub fn ctx(&self) -> Ctx {
+    /// The flags (`FIRST`, `LAST` …).
+    pub fn flags(self) -> u32 {
+        self.0 as u32
+    }
+    /// The keyword, as its number (0 for none).
+    pub fn ctx_code(self) -> u8 {
+        (self.0 >> CTX_SHIFT) as u8
+    }
+    pub fn ctx(self) -> Ctx {
         CTX_BY_NUM
-            .get(self.ctx as usize)
+            .get(usize::from(self.ctx_code()))
             .copied()
             .unwrap_or(Ctx::None)
+    }
+    /// 1–12 for month words, else 0.
+    pub fn month(self) -> u8 {
+        (self.0 >> MONTH_SHIFT) as u8
+    }
+    /// How much of the dictionary a scan's per-token cache has looked at for this entry:
+    /// 0 nothing, 1 the context lists, 2 everything. Always 0 in the dictionary itself.
+    pub fn level(self) -> u8 {
+        (self.0 >> LEVEL_SHIFT) as u8
+    }
+    #[must_use]
+    pub fn with_level(self, level: u8) -> Self {
+        WordInfo(self.0 & !(0xff << LEVEL_SHIFT) | u64::from(level) << LEVEL_SHIFT)
+    }
+    fn add_flags(&mut self, f: u32) {
+        self.0 |= u64::from(f);
+    }
+    fn set_ctx(&mut self, c: Ctx) {
+        self.0 = self.0 & !(0xff << CTX_SHIFT) | u64::from(c as u8) << CTX_SHIFT;
+    }
+    fn set_month(&mut self, m: u8) {
+        self.0 = self.0 & !(0xff << MONTH_SHIFT) | u64::from(m) << MONTH_SHIFT;
     }
 }
 
@@ -1994,7 +2020,7 @@ fn build() -> Dict {
     let mut words: HashMap<&'static str, WordInfo, FxBuild> =
         HashMap::with_capacity_and_hasher(120_000, FxBuild::default());
     let mut add = |w: &'static str, f: u32| {
-        words.entry(w).or_default().flags |= f;
+        words.entry(w).or_default().add_flags(f);
     };
     for w in lines(ENGLISH_WORDS) {
         add(w, ENGLISH);
@@ -2053,28 +2079,28 @@ fn build() -> Dict {
     }
     for (rank, w) in lines(FIRST_NAMES).enumerate() {
         let e = words.entry(w).or_default();
-        e.flags |= FIRST;
+        e.add_flags(FIRST);
         if rank < 400 {
-            e.flags |= COMMON_FIRST;
+            e.add_flags(COMMON_FIRST);
         }
     }
     for (rank, w) in lines(SURNAMES).enumerate() {
         let e = words.entry(w).or_default();
-        e.flags |= LAST;
+        e.add_flags(LAST);
         if rank < 3000 {
-            e.flags |= COMMON_LAST;
+            e.add_flags(COMMON_LAST);
         }
     }
     for &(w, m) in MONTHS {
         let e = words.entry(w).or_default();
-        e.flags |= MONTH | PROPER;
-        e.month = m;
+        e.add_flags(MONTH | PROPER);
+        e.set_month(m);
     }
     for &(w, c) in KEYWORDS {
-        words.entry(w).or_default().ctx = c as u8;
+        words.entry(w).or_default().set_ctx(c);
     }
     for &w in FUNCTION_WORDS {
-        words.entry(w).or_default().flags |= FUNCTION;
+        words.entry(w).or_default().add_flags(FUNCTION);
     }
     for (list, f) in [
         (EPONYM_HEADS, EPONYM_HEAD),
@@ -2083,7 +2109,7 @@ fn build() -> Dict {
         (DRUG_BEFORE_WORDS, DRUG_BEFORE),
     ] {
         for &w in list {
-            words.entry(w).or_default().flags |= f;
+            words.entry(w).or_default().add_flags(f);
         }
     }
     let mut packed = HashMap::with_capacity_and_hasher(words.len(), FxBuild::default());
@@ -2093,11 +2119,11 @@ fn build() -> Dict {
     let mut small_filter = [0u64; 256];
     let mut interest_filter = [0u64; 256];
     for (w, i) in words {
-        if i.flags & (UNIT | STREET_PREFIX) != 0 || i.month != 0 {
+        if i.has(UNIT | STREET_PREFIX) || i.month() != 0 {
             let slot = filter_slot(w.as_bytes());
             interest_filter[slot >> 6] |= 1 << (slot & 63);
         }
-        let is_small = i.flags & SMALL_FLAGS != 0 || i.ctx != 0 || i.month != 0;
+        let is_small = i.has(SMALL_FLAGS) || i.ctx_code() != 0 || i.month() != 0;
         match pack_lower(w.as_bytes()) {
             Some(k) => {
                 packed.insert(k, i);
@@ -2158,7 +2184,7 @@ mod tests {
         let mary = d.get("mary");
         assert!(mary.has(FIRST) && mary.has(COMMON_FIRST));
         assert!(d.get("smith").has(LAST) && d.get("smith").has(COMMON_LAST));
-        assert!(d.get("zzqx").flags == 0 && !d.get("kowalczykowska").has(COMMON_LAST));
+        assert!(d.get("zzqx").flags() == 0 && !d.get("kowalczykowska").has(COMMON_LAST));
         let brown = d.get("brown");
         assert!(brown.has(LAST) && brown.has(ENGLISH), "brown is both");
         assert!(d.get("boston").has(CITY));
@@ -2166,17 +2192,20 @@ mod tests {
         assert!(d.get("france").has(COUNTRY));
         assert!(d.get("blvd").has(STREET_SUFFIX));
         assert_eq!(d.get("mrn").ctx(), Ctx::Mrn);
-        assert_eq!(d.get("march").month, 3);
-        assert_eq!(d.get("zzqx").flags, 0);
+        assert_eq!(d.get("march").month(), 3);
+        assert_eq!(d.get("zzqx").flags(), 0);
     }
 
     #[test]
     fn the_small_table_has_context_words_only() {
         let d = dict();
         for w in ["fax", "mrn", "account", "january", "street", "wife", "said"] {
-            assert!(d.get_small(w).flags != 0 || d.get_small(w).ctx != 0, "{w}");
+            assert!(
+                d.get_small(w).flags() != 0 || d.get_small(w).ctx_code() != 0,
+                "{w}"
+            );
         }
-        assert_eq!(d.get_small("mary").flags, 0);
+        assert_eq!(d.get_small("mary").flags(), 0);
         assert!(d.get_raw(b"MARY", false).is_some_and(|i| i.has(FIRST)));
         assert!(d.get_raw(b"Fax", true).is_some_and(|i| i.ctx() == Ctx::Fax));
         assert!(d.get_raw("Zoë".as_bytes(), false).is_none());

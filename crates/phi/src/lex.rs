@@ -55,7 +55,7 @@ pub(crate) struct Tok {
     /// The character, for `Punct`.
     pub ch: u8,
     /// How many tokens back the last `Num` token is (0 for a `Num` itself), `u32::MAX` if
-    /// there is none (or it is further back than that); filled in after lexing.
+    /// there is none (or it is further back than that).
     pub num_back: u32,
 }
 
@@ -169,7 +169,7 @@ fn is_word_char(c: char) -> bool {
 #[cfg(test)]
 pub(crate) fn lex(text: &str) -> Vec<Tok> {
     let mut toks = Vec::new();
-    lex_into(text, &mut toks, &mut Vec::new());
+    lex_into(text, &mut toks, &mut Vec::new(), &mut Vec::new());
     toks
 }
 
@@ -180,18 +180,70 @@ pub(crate) struct WordCounts {
     pub capitalised: usize,
 }
 
-/// Splits `text` into tokens, into `toks` (cleared first; its capacity is reused), and
-/// lists in `web_marks` (cleared first) the index of every `@`, `:` and `.` token, where the
-/// web pass looks.
+/// Where tokens go, and what is noted about them as they are made: a second pass over the
+/// tokens would cost as much again as making them.
+struct Sink<'a> {
+    toks: &'a mut Vec<Tok>,
+    titles: &'a mut Vec<usize>,
+    counts: WordCounts,
+    /// Index of the last `Num` token; far enough back to read as none before the first.
+    last_num: usize,
+}
+
+impl Sink<'_> {
+    #[inline(always)]
+    fn push(&mut self, start: usize, end: usize, kind: Kind, gap: Gap, flags: u8, ch: u8) {
+        let idx = self.toks.len();
+        if kind == Kind::Num {
+            self.last_num = idx;
+        }
+        if kind == Kind::Word {
+            self.counts.words += 1;
+            if flags & UPPER_FIRST != 0 {
+                self.counts.capitalised += 1;
+                if flags & HAS_LOWER != 0 {
+                    self.titles.push(idx);
+                }
+            }
+        }
+        self.toks.push(Tok {
+            start,
+            end,
+            kind,
+            gap,
+            flags,
+            ch,
+            num_back: u32::try_from(idx.wrapping_sub(self.last_num)).unwrap_or(u32::MAX),
+        });
+    }
+}
+
+/// Splits `text` into tokens, into `toks` (cleared first; its capacity is reused); lists in
+/// `web_marks` (cleared first) the index of every `@`, `:` and `.` token, where the web pass
+/// looks, and in `titles` (cleared first) every word in title case (`Smith`); fills in each
+/// token's [`Tok::num_back`] and returns how many words there are and how many are
+/// capitalised.
 ///
 /// The common case, ASCII text, costs one table load per byte plus a little per token; a
 /// non-ASCII character sends its token down a slower path that decodes it.
-pub(crate) fn lex_into(text: &str, toks: &mut Vec<Tok>, web_marks: &mut Vec<usize>) {
+pub(crate) fn lex_into(
+    text: &str,
+    toks: &mut Vec<Tok>,
+    web_marks: &mut Vec<usize>,
+    titles: &mut Vec<usize>,
+) -> WordCounts {
     let b = text.as_bytes();
     let n = b.len();
     toks.clear();
     web_marks.clear();
+    titles.clear();
     toks.reserve(n / 4 + 4);
+    let mut out = Sink {
+        toks,
+        titles,
+        counts: WordCounts::default(),
+        last_num: usize::MAX / 2,
+    };
     let mut i = 0;
     // The whitespace before the next token, as it accumulates: a space makes `Space`, a
     // line break `Line`, a second one `Para`.
@@ -241,15 +293,7 @@ pub(crate) fn lex_into(text: &str, toks: &mut Vec<Tok>, web_marks: &mut Vec<usiz
                     let (kind, flags) = RUN_SUMMARY[(seen & B_RUN) as usize];
                     (kind, flags | if first_upper { UPPER_FIRST } else { 0 })
                 };
-                toks.push(Tok {
-                    start,
-                    end: i,
-                    kind,
-                    gap,
-                    flags,
-                    ch: 0,
-                    num_back: 0,
-                });
+                out.push(start, i, kind, gap, flags, 0);
                 // The commonest next thing, one space and another run, goes straight on.
                 if i + 1 < n && b[i] == b' ' {
                     let k = BYTE[b[i + 1] as usize];
@@ -264,18 +308,10 @@ pub(crate) fn lex_into(text: &str, toks: &mut Vec<Tok>, web_marks: &mut Vec<usiz
             }
         } else if cls & B_PUNCT != 0 {
             if matches!(c, b'@' | b':' | b'.') {
-                web_marks.push(toks.len());
+                web_marks.push(out.toks.len());
             }
             i += 1;
-            toks.push(Tok {
-                start,
-                end: i,
-                kind: Kind::Punct,
-                gap,
-                flags: 0,
-                ch: c,
-                num_back: 0,
-            });
+            out.push(start, i, Kind::Punct, gap, 0, c);
         } else {
             // A non-ASCII character: a letter starts a run, whitespace separates, anything
             // else is a token of its own.
@@ -294,18 +330,11 @@ pub(crate) fn lex_into(text: &str, toks: &mut Vec<Tok>, web_marks: &mut Vec<usiz
                 i += ch.len_utf8();
                 (Kind::Other, 0)
             };
-            toks.push(Tok {
-                start,
-                end: i,
-                kind,
-                gap,
-                flags,
-                ch: 0,
-                num_back: 0,
-            });
+            out.push(start, i, kind, gap, flags, 0);
         }
         gap = Gap::None;
     }
+    out.counts
 }
 
 /// The rest of a letter-digit run that reaches a non-ASCII byte at `i` (or starts with a

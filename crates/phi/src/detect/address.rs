@@ -140,7 +140,7 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
             let cap = t.is_cap();
             small.has(dict::UNIT | dict::STREET_PREFIX)
                 || (t.len() >= 3
-                    && small.ctx == 0
+                    && small.ctx_code() == 0
                     && !small.has(dict::FUNCTION | dict::FILLER)
                     && number_within(scan, i, 2)
                     && (num_follows(scan, i + 1) || num_follows(scan, i + 2)))
@@ -510,7 +510,7 @@ fn ending_street(scan: &mut Scan<'_>, i: usize) -> Option<(usize, usize)> {
     }
     // Keywords, function words and fillers ("MRN 123", "the 3") are not street names.
     let small = scan.info_small(w);
-    if small.ctx != 0 || small.has(dict::FUNCTION | dict::FILLER) {
+    if small.ctx_code() != 0 || small.has(dict::FUNCTION | dict::FILLER) {
         return None;
     }
     // The shape ends in a house number one or two words on: test that before the endings.
@@ -859,7 +859,7 @@ fn city_postal(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     }
     let english = (i..=k).all(|w| {
         let f = scan.info_full(w);
-        f.has(dict::ENGLISH) || (!scan.toks[w].is_cap() && !f.has(dict::PARTICLE) && f.flags != 0)
+        f.has(dict::ENGLISH) || (!scan.toks[w].is_cap() && !f.has(dict::PARTICLE) && f.flags() != 0)
     });
     let lower_english = !t.is_cap()
         && (i..=k).any(|w| {

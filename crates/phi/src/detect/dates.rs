@@ -51,7 +51,7 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
         return None;
     }
     // Months are in the small table, already looked up for every short word.
-    if scan.info_small(i).month == 0 {
+    if scan.info_small(i).month() == 0 {
         return None;
     }
     let word = scan.s(i);

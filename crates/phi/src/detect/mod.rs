@@ -84,36 +84,12 @@ impl<'t> Scan<'t> {
     /// vectors would cost as much as the detection.
     pub fn new(text: &'t str) -> Self {
         let mut b = POOL.with(|p| p.take()).unwrap_or_default();
-        lex::lex_into(text, &mut b.toks, &mut b.web_marks);
+        let counts = lex::lex_into(text, &mut b.toks, &mut b.web_marks, &mut b.titles);
         let n = b.toks.len();
-        // Facts are looked up lazily, word by word, when a family asks; tokens that are not
-        // words have none.
-        let mut none = WordInfo::default();
-        none.level = 2;
+        // Facts are looked up lazily, token by token, when a family asks (a token that is
+        // not a word gets none then).
         b.infos.clear();
-        b.infos.resize(n, none);
-        // One pass over the tokens for what the families need about all of them: where the
-        // numbers are, how many words are capitalised, which words are in title case.
-        let mut counts = lex::WordCounts::default();
-        b.titles.clear();
-        // Index of the last `Num` token; far enough back to read as none before the first.
-        let mut last_num: usize = usize::MAX / 2;
-        for ((idx, t), info) in b.toks.iter_mut().enumerate().zip(b.infos.iter_mut()) {
-            if t.kind == Kind::Num {
-                last_num = idx;
-            }
-            t.num_back = u32::try_from(idx.wrapping_sub(last_num)).unwrap_or(u32::MAX);
-            if t.kind == Kind::Word {
-                info.level = 0;
-                counts.words += 1;
-                if t.is_cap() {
-                    counts.capitalised += 1;
-                    if t.is_title() {
-                        b.titles.push(idx);
-                    }
-                }
-            }
-        }
+        b.infos.resize(n, WordInfo::default());
         b.used.clear();
         b.used.resize(n, false);
         Scan {
@@ -203,21 +179,27 @@ impl<'t> Scan<'t> {
         // The common case, a word already looked up, stays inline; the dictionary is asked
         // out of line.
         match self.infos.get(i) {
-            Some(&info) if info.level >= level => info,
-            Some(_) => {
-                self.lookup_slow(i, level);
-                self.infos.get(i).copied().unwrap_or_default()
-            }
+            Some(&info) if info.level() >= level => info,
+            Some(_) => self.lookup_slow(i, level),
             None => WordInfo::default(),
         }
     }
 
-    /// Looks token `i` up to `level` (it has not been yet) and caches the answer.
+    /// Looks token `i` up to `level` (it has not been yet), caches the answer and returns
+    /// it.
     #[inline(never)]
-    fn lookup_slow(&mut self, i: usize, level: u8) {
+    fn lookup_slow(&mut self, i: usize, level: u8) -> WordInfo {
         let Some(&t) = self.toks.get(i) else {
-            return;
+            return WordInfo::default();
         };
+        if t.kind != Kind::Word {
+            // Not a word: no facts, whatever the level.
+            let none = WordInfo::default().with_level(2);
+            if let Some(slot) = self.infos.get_mut(i) {
+                *slot = none;
+            }
+            return none;
+        }
         // Nearly every capitalised word is looked up in full sooner or later (as a name
         // candidate), so it is looked up in full at once. What it reads as where only the
         // context lists were asked for does not change: the small table holds a word's full
@@ -230,17 +212,18 @@ impl<'t> Scan<'t> {
         } else {
             level
         };
-        let info = if t.kind == Kind::Word && t.flags & lex::NON_ASCII == 0 && len <= 16 {
+        let info = if t.flags & lex::NON_ASCII == 0 && len <= 16 {
             // ASCII letters only (a word token has no digits): packed in a few instructions.
             self.dict
                 .get_letters(self.text.as_bytes(), t.start, len, level == 1)
         } else {
             word_info(self.dict, self.text, t, level, &mut self.buf)
-        };
+        }
+        .with_level(level);
         if let Some(slot) = self.infos.get_mut(i) {
             *slot = info;
-            slot.level = level;
         }
+        info
     }
 
     /// Looks up a multi-word phrase (tokens `from..=to` joined by single spaces).
@@ -570,7 +553,7 @@ pub(crate) fn candidates(text: &str) -> Vec<Cand> {
                         .flatten()
                 })
                 .or_else(|| {
-                    (t.len() >= 3 && scan.info_small(i).month != 0)
+                    (t.len() >= 3 && scan.info_small(i).month() != 0)
                         .then(|| dates::at(&mut scan, i))
                         .flatten()
                 })
@@ -584,7 +567,7 @@ pub(crate) fn candidates(text: &str) -> Vec<Cand> {
                 if interesting || address::number_within(&scan, i, 5) {
                     next = address::at(&mut scan, i);
                 }
-                if next.is_none() && interesting && scan.info_small(i).month != 0 {
+                if next.is_none() && interesting && scan.info_small(i).month() != 0 {
                     next = dates::at(&mut scan, i);
                 }
                 if next.is_none() && names::line_start(&scan, i) {

@@ -74,7 +74,7 @@ fn classify(info: WordInfo, all_upper: bool, len: usize) -> Class {
     ) {
         return if f || l { Class::Ambig } else { Class::NonName };
     }
-    if all_upper && (len <= 3 || info.ctx != 0 || info.has(dict::ENGLISH) && !(f || l)) {
+    if all_upper && (len <= 3 || info.ctx_code() != 0 || info.has(dict::ENGLISH) && !(f || l)) {
         // Acronyms (RA, DEA, GU) and shouted headings.
         return Class::NonName;
     }
@@ -261,7 +261,7 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
         if j > i
             && t.len() > 1
             && (small.has(dict::UNIT | dict::STREET_PREFIX)
-                || small.month != 0
+                || small.month() != 0
                 || super::numbers::value_start_word(scan, j))
         {
             break;
