@@ -2168,7 +2168,7 @@ pub(crate) fn lower_into<'a>(s: &str, buf: &'a mut String) -> &'a str {
         buf.make_ascii_lowercase();
     } else {
         for c in s.chars() {
-            buf.extend(c.to_lowercase());
+            crate::lex::push_lower(buf, c);
         }
     }
     buf.as_str()

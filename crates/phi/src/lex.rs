@@ -162,7 +162,56 @@ static RUN_SUMMARY: [(Kind, u8); 8] = run_summary_table();
 
 /// Combining marks (U+0300–U+036F) continue a word: decomposed `é` is `e` + U+0301.
 fn is_word_char(c: char) -> bool {
-    c.is_alphabetic() || ('\u{300}'..='\u{36f}').contains(&c)
+    is_alpha(c) || ('\u{300}'..='\u{36f}').contains(&c)
+}
+
+// Letter case of a character. Latin-1 (the accented letters of most European names) is
+// decided by range, which gives the Unicode answer without a search through its tables
+// (the tests compare every Latin-1 character); the rest asks the tables.
+
+/// `c.is_uppercase()`.
+#[inline]
+pub(crate) fn is_upper(c: char) -> bool {
+    match c {
+        'A'..='Z' | '\u{c0}'..='\u{d6}' | '\u{d8}'..='\u{de}' => true,
+        '\0'..='\u{ff}' => false,
+        _ => c.is_uppercase(),
+    }
+}
+
+/// `c.is_lowercase()`.
+#[inline]
+pub(crate) fn is_lower(c: char) -> bool {
+    match c {
+        'a'..='z' | '\u{aa}' | '\u{b5}' | '\u{ba}' | '\u{df}'..='\u{f6}' | '\u{f8}'..='\u{ff}' => {
+            true
+        }
+        '\0'..='\u{ff}' => false,
+        _ => c.is_lowercase(),
+    }
+}
+
+/// `c.is_alphabetic()`.
+#[inline]
+pub(crate) fn is_alpha(c: char) -> bool {
+    if c <= '\u{ff}' {
+        is_upper(c) || is_lower(c)
+    } else {
+        c.is_alphabetic()
+    }
+}
+
+/// Appends `c.to_lowercase()` to `buf`.
+#[inline]
+pub(crate) fn push_lower(buf: &mut String, c: char) {
+    match c {
+        // In Latin-1 the capitals are the small letters less 0x20.
+        'A'..='Z' | '\u{c0}'..='\u{d6}' | '\u{d8}'..='\u{de}' => {
+            buf.push(char::from_u32(c as u32 + 0x20).unwrap_or(c));
+        }
+        '\0'..='\u{ff}' => buf.push(c),
+        _ => buf.extend(c.to_lowercase()),
+    }
 }
 
 /// Splits `text` into tokens.
@@ -317,7 +366,7 @@ pub(crate) fn lex_into(
             // else is a token of its own.
             let ch = text.get(i..).and_then(|r| r.chars().next()).unwrap_or(' ');
             let (kind, flags) = if is_word_char(ch) {
-                let (end, kind, flags) = run_tail(text, start, i, 0, ch.is_uppercase());
+                let (end, kind, flags) = run_tail(text, start, i, 0, is_upper(ch));
                 i = end;
                 (kind, flags)
             } else if ch.is_whitespace() {
@@ -373,11 +422,11 @@ fn run_tail(
             break;
         }
         non_ascii = true;
-        if ch.is_alphabetic() {
+        if is_alpha(ch) {
             letters = true;
-            if ch.is_uppercase() {
+            if is_upper(ch) {
                 uppers = true;
-            } else if ch.is_lowercase() {
+            } else if is_lower(ch) {
                 lowers = true;
             }
         }
@@ -454,6 +503,19 @@ mod tests {
             .map(|(s, k, g)| ((*s).to_owned(), *k, *g))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn latin1_letter_case_is_unicodes() {
+        for u in 0..0x400u32 {
+            let Some(c) = char::from_u32(u) else { continue };
+            assert_eq!(is_upper(c), c.is_uppercase(), "{u:x}");
+            assert_eq!(is_lower(c), c.is_lowercase(), "{u:x}");
+            assert_eq!(is_alpha(c), c.is_alphabetic(), "{u:x}");
+            let mut buf = String::new();
+            push_lower(&mut buf, c);
+            assert_eq!(buf, c.to_lowercase().collect::<String>(), "{u:x}");
+        }
     }
 
     #[test]

@@ -625,7 +625,7 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
         }
         let parts = || {
             covered
-                .split(|ch: char| !ch.is_alphabetic())
+                .split(|ch: char| !lex::is_alpha(ch))
                 .filter(|w| w.chars().count() > 1)
         };
         if parts().nth(1).is_some() {
