@@ -293,6 +293,8 @@ pub(crate) struct Dict {
     /// The same for the few words that start a shape on their own in lower case: units,
     /// street prefixes, months.
     interest_filter: [u64; 256],
+    /// The same for surname particles (`van`, `de`).
+    particle_filter: [u64; 256],
 }
 
 /// An open-addressing table from a packed word to its facts, four bytes a slot: a 20-bit
@@ -498,6 +500,12 @@ impl Dict {
     pub fn may_interest(&self, w: &[u8]) -> bool {
         let slot = filter_slot(w);
         self.interest_filter[slot >> 6] & (1 << (slot & 63)) != 0
+    }
+
+    /// Whether a word (any ASCII case) could be a surname particle (no false negatives).
+    pub fn may_be_particle(&self, w: &[u8]) -> bool {
+        let slot = filter_slot(w);
+        self.particle_filter[slot >> 6] & (1 << (slot & 63)) != 0
     }
 
     /// Whether a word (any ASCII case) could be in the small table (no false negatives).
@@ -2118,10 +2126,15 @@ fn build() -> Dict {
     let mut small_long = HashMap::with_hasher(FxBuild::default());
     let mut small_filter = [0u64; 256];
     let mut interest_filter = [0u64; 256];
+    let mut particle_filter = [0u64; 256];
     for (w, i) in words {
         if i.has(UNIT | STREET_PREFIX) || i.month() != 0 {
             let slot = filter_slot(w.as_bytes());
             interest_filter[slot >> 6] |= 1 << (slot & 63);
+        }
+        if i.has(PARTICLE) {
+            let slot = filter_slot(w.as_bytes());
+            particle_filter[slot >> 6] |= 1 << (slot & 63);
         }
         let is_small = i.has(SMALL_FLAGS) || i.ctx_code() != 0 || i.month() != 0;
         match pack_lower(w.as_bytes()) {
@@ -2150,6 +2163,7 @@ fn build() -> Dict {
         small_long,
         small_filter,
         interest_filter,
+        particle_filter,
     }
 }
 

@@ -254,6 +254,11 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
         if t.kind != Kind::Word || scan.is_used(j) {
             break;
         }
+        // A lower-case word goes on a run only as a particle (`van`), or as the first piece
+        // of a hyphenated one: most are ruled out here without a lookup.
+        if !t.is_cap() && !hyphen_joins(scan, j) && !scan.dict.may_be_particle(scan.bytes(j)) {
+            break;
+        }
         // Function words ("The", "He") are in the small table: no need for the big one.
         let small = scan.info_small(j);
         // Address words end a run: "Dr. Cindy Holinka Apt. 117" leaves "Apt. 117" to the
