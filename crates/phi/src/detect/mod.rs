@@ -647,9 +647,7 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
             continue;
         };
         let known_word = if t.flags & lex::NON_ASCII == 0 && t.len() <= 16 {
-            known
-                .packed
-                .contains(&dict::pack_letters(bytes, t.start, t.len()))
+            known.contains_packed(dict::pack_letters(bytes, t.start, t.len()))
         } else {
             known.contains(dict::lower_into(
                 scan.text.get(t.start..t.end).unwrap_or(""),
@@ -673,13 +671,32 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
 #[derive(Default)]
 struct KnownWords {
     packed: HashSet<u128, dict::FxBuild>,
+    /// One bit per packed word (a one-word Bloom filter): every title-case word of the
+    /// document is tested, and most are not names of it, so most tests end here.
+    packed_filter: u64,
     other: HashSet<String, dict::FxBuild>,
+}
+
+/// The bit of `packed_filter` for packed word `k`.
+fn filter_bit(k: u128) -> u64 {
+    let h = ((k as u64) ^ ((k >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    1 << (h >> 58)
 }
 
 impl KnownWords {
     fn clear(&mut self) {
         self.packed.clear();
+        self.packed_filter = 0;
         self.other.clear();
+    }
+
+    fn insert_packed(&mut self, k: u128) {
+        self.packed_filter |= filter_bit(k);
+        self.packed.insert(k);
+    }
+
+    fn contains_packed(&self, k: u128) -> bool {
+        self.packed_filter & filter_bit(k) != 0 && self.packed.contains(&k)
     }
 
     fn is_empty(&self) -> bool {
@@ -689,9 +706,7 @@ impl KnownWords {
     /// Adds the ASCII `word`, lower-cased.
     fn insert_ascii(&mut self, word: &[u8]) {
         match dict::pack_lower(word) {
-            Some(k) => {
-                self.packed.insert(k);
-            }
+            Some(k) => self.insert_packed(k),
             None => {
                 self.other
                     .insert(String::from_utf8_lossy(word).to_ascii_lowercase());
@@ -703,14 +718,12 @@ impl KnownWords {
     fn insert(&mut self, word: &str) {
         if let Some(k) = dict::pack_lower(word.as_bytes()) {
             // ASCII: lower-cased by the packing.
-            self.packed.insert(k);
+            self.insert_packed(k);
             return;
         }
         let lower = word.to_lowercase();
         match dict::pack_lower(lower.as_bytes()) {
-            Some(k) => {
-                self.packed.insert(k);
-            }
+            Some(k) => self.insert_packed(k),
             None => {
                 self.other.insert(lower);
             }
@@ -720,7 +733,7 @@ impl KnownWords {
     /// Whether the lower-cased word `lower` is known.
     fn contains(&self, lower: &str) -> bool {
         match dict::pack_lower(lower.as_bytes()) {
-            Some(k) => self.packed.contains(&k),
+            Some(k) => self.contains_packed(k),
             None => self.other.contains(lower),
         }
     }
