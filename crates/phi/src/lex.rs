@@ -167,7 +167,47 @@ fn is_word_char(c: char) -> bool {
 
 // Letter case of a character. Latin-1 (the accented letters of most European names) is
 // decided by range, which gives the Unicode answer without a search through its tables
-// (the tests compare every Latin-1 character); the rest asks the tables.
+// (the tests compare every Latin-1 character); the rest of Latin and Greek is read from a
+// table filled from the Unicode tables once; the rest asks them.
+
+/// Bits of [`LATIN_GREEK`].
+const C_ALPHA: u8 = 1;
+const C_UPPER: u8 = 2;
+const C_LOWER: u8 = 4;
+
+/// Letter facts about U+0100–U+03FF (Latin Extended, IPA, Greek), from the standard
+/// library's Unicode tables.
+static LATIN_GREEK: std::sync::LazyLock<[u8; 0x300]> = std::sync::LazyLock::new(|| {
+    let mut t = [0u8; 0x300];
+    for (k, bits) in t.iter_mut().enumerate() {
+        if let Some(c) = char::from_u32(0x100 + k as u32) {
+            for (yes, bit) in [
+                (c.is_alphabetic(), C_ALPHA),
+                (c.is_uppercase(), C_UPPER),
+                (c.is_lowercase(), C_LOWER),
+            ] {
+                if yes {
+                    *bits |= bit;
+                }
+            }
+        }
+    }
+    t
+});
+
+/// Whether `c` (from U+0100) has the facts `bit`, from [`LATIN_GREEK`] or the Unicode
+/// tables. Out of line: it is rare, and the hot loops that test for it stay small.
+#[inline(never)]
+fn wide_has(c: char, bit: u8) -> bool {
+    match LATIN_GREEK.get((c as usize).wrapping_sub(0x100)) {
+        Some(&bits) => bits & bit != 0,
+        None => match bit {
+            C_UPPER => c.is_uppercase(),
+            C_LOWER => c.is_lowercase(),
+            _ => c.is_alphabetic(),
+        },
+    }
+}
 
 /// `c.is_uppercase()`.
 #[inline]
@@ -175,7 +215,7 @@ pub(crate) fn is_upper(c: char) -> bool {
     match c {
         'A'..='Z' | '\u{c0}'..='\u{d6}' | '\u{d8}'..='\u{de}' => true,
         '\0'..='\u{ff}' => false,
-        _ => c.is_uppercase(),
+        _ => wide_has(c, C_UPPER),
     }
 }
 
@@ -187,7 +227,7 @@ pub(crate) fn is_lower(c: char) -> bool {
             true
         }
         '\0'..='\u{ff}' => false,
-        _ => c.is_lowercase(),
+        _ => wide_has(c, C_LOWER),
     }
 }
 
@@ -197,7 +237,7 @@ pub(crate) fn is_alpha(c: char) -> bool {
     if c <= '\u{ff}' {
         is_upper(c) || is_lower(c)
     } else {
-        c.is_alphabetic()
+        wide_has(c, C_ALPHA)
     }
 }
 
@@ -507,7 +547,7 @@ mod tests {
 
     #[test]
     fn latin1_letter_case_is_unicodes() {
-        for u in 0..0x400u32 {
+        for u in 0..0x800u32 {
             let Some(c) = char::from_u32(u) else { continue };
             assert_eq!(is_upper(c), c.is_uppercase(), "{u:x}");
             assert_eq!(is_lower(c), c.is_lowercase(), "{u:x}");
