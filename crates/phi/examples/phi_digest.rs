@@ -6,11 +6,12 @@
 //! ```sh
 //! cargo build --release -p wardgate-phi --example phi_digest
 //! target/release/examples/phi_digest --passes 1 --set synth
-//! valgrind --tool=callgrind target/release/examples/phi_digest --passes 3 --set notes
+//! valgrind --tool=callgrind target/release/examples/phi_digest --passes 5 --set notes
 //! ```
 //!
-//! Instructions per byte are the difference between a 3-pass and a 1-pass run divided by
-//! twice the bytes of one pass: the set-up (dictionary, JSON, note generation) cancels out.
+//! Instructions per byte are the difference between a 5-pass and a 1-pass run divided by
+//! four times the bytes of one pass: the set-up (dictionary, JSON, note generation) cancels
+//! out.
 //! `--check` adds variants of the texts (lower case, upper case, concatenated, random
 //! fragments) and a detector that keeps every candidate, a wider net for output changes;
 //! it is for the digest only, not for timing.
