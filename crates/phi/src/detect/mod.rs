@@ -483,6 +483,34 @@ impl<'t> Scan<'t> {
     }
 }
 
+/// A word of up to eight bytes with its ASCII letters lower-cased, packed into an integer
+/// (zero-padded; no word has a zero byte), so that it is tested against a short list of
+/// words with a few integer comparisons rather than a string comparison each. Longer words
+/// pack to `u64::MAX`, which no listed word is.
+pub(crate) const fn word8(w: &[u8]) -> u64 {
+    if w.len() > 8 {
+        return u64::MAX;
+    }
+    let mut k = 0;
+    let mut i = w.len();
+    while i > 0 {
+        i -= 1;
+        k = k << 8 | w[i].to_ascii_lowercase() as u64;
+    }
+    k
+}
+
+/// [`word8`] of each word of a list (at most eight bytes each), at compile time.
+pub(crate) const fn words8<const N: usize>(ws: [&str; N]) -> [u64; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = word8(ws[i].as_bytes());
+        i += 1;
+    }
+    out
+}
+
 /// Dictionary facts about token `t` of `text`: at `level` 1 only the context lists, at 2
 /// everything (see [`Scan::info`]); nothing for a token that is not a word. `buf` is scratch
 /// space for lower-casing.

@@ -7,7 +7,7 @@
 //! `123-45-6789`) and the longest prefix that some shape accepts wins; unmatched groups are
 //! retried on their own.
 
-use super::{Scan, web};
+use super::{Scan, web, word8, words8};
 use crate::Category;
 use crate::checks;
 use crate::dict::{self, Ctx};
@@ -594,11 +594,7 @@ fn numeric_date(
     let first_tok = seq.groups[0].tok;
     let prep_before = first_tok > 0
         && scan.gap(first_tok) == Gap::Space
-        && [
-            "on", "since", "from", "until", "by", "before", "after", "dated", "of",
-        ]
-        .iter()
-        .any(|w| scan.is(first_tok - 1, w));
+        && DATE_PREPOSITIONS.contains(&word8(scan.bytes(first_tok - 1)));
     let date_ctx = ctx == Ctx::Date || prep_before;
     if k == 3 {
         if lens[0] == 4 && lens[1] <= 2 && lens[2] <= 2 {
@@ -633,16 +629,10 @@ fn numeric_date(
         }
         let (m, d) = (v(0), v(1));
         let next = seq.groups[1].tok + 1;
-        let unit_after = scan.kind(next) == Some(Kind::Word) && {
-            let w = scan.s(next);
-            UNITS_AFTER_FRACTION
-                .iter()
-                .any(|u| w.eq_ignore_ascii_case(u))
-        };
-        let prev_measure = seq.groups[0].tok > 0 && {
-            let w = scan.s(seq.groups[0].tok - 1);
-            MEASURES_BEFORE.iter().any(|u| w.eq_ignore_ascii_case(u))
-        };
+        let unit_after = scan.kind(next) == Some(Kind::Word)
+            && UNITS_AFTER_FRACTION.contains(&word8(scan.bytes(next)));
+        let prev_measure = seq.groups[0].tok > 0
+            && MEASURES_BEFORE.contains(&word8(scan.bytes(seq.groups[0].tok - 1)));
         if unit_after || prev_measure {
             return None;
         }
@@ -656,19 +646,32 @@ fn numeric_date(
     None
 }
 
+/// Prepositions that make the number after them a date: `on 3/4`, `since 03-2021`.
+const DATE_PREPOSITIONS: [u64; 9] = words8([
+    "on", "since", "from", "until", "by", "before", "after", "dated", "of",
+]);
+
 /// Words after `n/m` that make it a quantity, not a date.
-const UNITS_AFTER_FRACTION: &[&str] = &[
+const UNITS_AFTER_FRACTION: [u64; 39] = words8([
     "mg", "mcg", "g", "ml", "tab", "tabs", "tablet", "tablets", "cap", "caps", "capsule", "dose",
     "doses", "cup", "cups", "inch", "inches", "mile", "miles", "times", "of", "pts", "points",
     "strength", "units", "hr", "hrs", "hours", "teaspoon", "tsp", "tbsp", "oz", "lb", "lbs", "kg",
     "cm", "mm", "mmhg", "bpm",
-];
+]);
 
 /// Words before `n/m` that make it a measurement or score.
-const MEASURES_BEFORE: &[&str] = &[
+const MEASURES_BEFORE: [u64; 22] = words8([
     "bp", "pressure", "pain", "score", "scored", "rated", "rate", "strength", "grade", "ratio",
     "gcs", "apgar", "phq", "vision", "acuity", "va", "reflexes", "murmur", "x", "was", "is", "at",
-];
+]);
+
+/// Words right after a number that say it is a phone number (`555-0199 mobile`).
+const PHONE_LABELS: [u64; 8] = words8([
+    "office", "mobile", "cell", "home", "work", "phone", "tel", "desk",
+]);
+
+/// Words after an age: `92 years`, `92 yo`, `92 y/o`.
+const YEARS_OLD: [u64; 7] = words8(["year", "years", "yr", "yrs", "yo", "yoa", "y"]);
 
 /// A state code or state name (with an optional comma) right before token `i`.
 fn after_state(scan: &mut Scan<'_>, i: usize) -> bool {
@@ -708,10 +711,7 @@ fn years_old_after(scan: &Scan<'_>, i: usize) -> bool {
     if scan.gap(j) > Gap::Space {
         return false;
     }
-    let w = scan.s(j);
-    ["year", "years", "yr", "yrs", "yo", "yoa", "y"]
-        .iter()
-        .any(|u| w.eq_ignore_ascii_case(u))
+    YEARS_OLD.contains(&word8(scan.bytes(j)))
 }
 
 /// "fax" among the few words before, on the same line ("Fax records to …", "fax forms to
@@ -740,12 +740,7 @@ fn fax_after(scan: &Scan<'_>, last: usize) -> bool {
 fn phone_label_after(scan: &Scan<'_>, last: usize) -> bool {
     (1..=2).any(|d| {
         let j = last + d;
-        scan.gap(j) <= Gap::Space
-            && [
-                "office", "mobile", "cell", "home", "work", "phone", "tel", "desk",
-            ]
-            .iter()
-            .any(|w| scan.s(j).eq_ignore_ascii_case(w))
+        scan.gap(j) <= Gap::Space && PHONE_LABELS.contains(&word8(scan.bytes(j)))
     })
 }
 
