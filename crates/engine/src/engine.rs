@@ -126,7 +126,7 @@ enum Worker {
 }
 
 /// Architectures llama.cpp runs as embedding (encoder) models.
-fn is_embedding_family(family: &str) -> bool {
+pub(crate) fn is_embedding_family(family: &str) -> bool {
     matches!(
         family,
         "bert" | "nomic-bert" | "jina-bert-v2" | "modern-bert"
