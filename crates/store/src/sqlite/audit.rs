@@ -8,10 +8,12 @@
 //! Appends (and checkpoint inserts) go through the store's one dedicated audit connection, whose
 //! page cache stays warm from commit to commit; reads and queries use the shared pool.
 //!
-//! Sequence numbers: an append opens its transaction with `BEGIN IMMEDIATE`, taking SQLite's
-//! one write lock before reading `MAX(seq)`, so two appends (even from two processes) can never
-//! read the same next number; a deferred transaction would read under a shared lock and could
-//! fail to upgrade it.
+//! Sequence numbers: the first append (and any after a failure) opens its transaction with
+//! `BEGIN IMMEDIATE`, taking SQLite's one write lock before reading `MAX(seq)`, so two appends
+//! (even from two processes) can never read the same next number; a deferred transaction would
+//! read under a shared lock and could fail to upgrade it. Later appends insert at the number the
+//! last one left, in one autocommit statement; the primary key on `seq` refuses it if another
+//! writer took that number, and the append falls back to the locked path.
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row as _};
@@ -95,13 +97,50 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-#[async_trait::async_trait]
-impl AuditStore for SqliteStore {
-    async fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, AuditStoreError> {
-        audit_store::check_batch(&events)?;
-        if events.is_empty() {
-            return Ok(Vec::new());
+/// Why the fast path did not append.
+enum Retry {
+    /// Not tried, or another writer took the number: append under the lock instead.
+    Slow(Vec<AuditEvent>),
+    Failed(AuditStoreError),
+}
+
+impl SqliteStore {
+    /// One autocommit `INSERT` at the sequence number the last append left: one statement
+    /// and one fsync, where the locked path needs four statements. The writer appends one
+    /// small batch after another, and the requests waiting for their start to be committed
+    /// wait for every statement of it. If another writer appended meanwhile, the number is
+    /// taken and the primary key refuses the row: nothing is written and the locked path
+    /// reads the true next number.
+    async fn fast_append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, Retry> {
+        let next = *self.audit_next.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(next) = next.filter(|_| events.len() <= INSERT_CHUNK) else {
+            return Err(Retry::Slow(events));
+        };
+        let rows = prepare(next, events);
+        let sql = insert_sql(rows.len());
+        match bind_rows(&sql, &rows)
+            .map_err(Retry::Failed)?
+            .execute(&self.audit_writer)
+            .await
+        {
+            Ok(_) => Ok(rows.into_iter().map(|r| r.entry).collect()),
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                Err(Retry::Slow(
+                    rows.into_iter().map(|r| r.entry.event).collect(),
+                ))
+            }
+            Err(e) => Err(Retry::Failed(unavailable(e))),
         }
+    }
+
+    /// Reads the next number under SQLite's write lock and inserts in one transaction.
+    async fn locked_append(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEntry>, AuditStoreError> {
         let mut tx = self
             .audit_writer
             .begin_with("BEGIN IMMEDIATE")
@@ -112,14 +151,7 @@ impl AuditStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         let next = u64::try_from(next).map_err(|_| corrupt(0, "negative seq"))?;
-        let rows: Vec<Row> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| {
-                let (entry, leaf) = AuditEntry::prepare(next + i as u64, event);
-                Row { entry, leaf }
-            })
-            .collect();
+        let rows = prepare(next, events);
         let full_chunk_sql = insert_sql(INSERT_CHUNK);
         for chunk in rows.chunks(INSERT_CHUNK) {
             let sql = if chunk.len() == INSERT_CHUNK {
@@ -127,24 +159,67 @@ impl AuditStore for SqliteStore {
             } else {
                 insert_sql(chunk.len())
             };
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for row in chunk {
-                let e = &row.entry.event;
-                query = query
-                    .bind(to_i64(row.entry.seq, "seq")?)
-                    .bind(e.ts.unix_millis())
-                    .bind(e.event_type.as_str())
-                    .bind(e.actor_id.clone())
-                    .bind(e.tenant.clone())
-                    .bind(e.outcome.map(|o| o.as_str()))
-                    .bind(e.request_id.clone())
-                    .bind(row.leaf.clone())
-                    .bind(row.entry.leaf_hash.0.to_vec());
-            }
-            query.execute(&mut *tx).await.map_err(unavailable)?;
+            bind_rows(&sql, chunk)?
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(rows.into_iter().map(|r| r.entry).collect())
+    }
+}
+
+fn prepare(next: u64, events: Vec<AuditEvent>) -> Vec<Row> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let (entry, leaf) = AuditEntry::prepare(next + i as u64, event);
+            Row { entry, leaf }
+        })
+        .collect()
+}
+
+type Insert<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_rows<'q>(sql: &str, rows: &[Row]) -> Result<Insert<'q>, AuditStoreError> {
+    let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
+    for row in rows {
+        let e = &row.entry.event;
+        query = query
+            .bind(to_i64(row.entry.seq, "seq")?)
+            .bind(e.ts.unix_millis())
+            .bind(e.event_type.as_str())
+            .bind(e.actor_id.clone())
+            .bind(e.tenant.clone())
+            .bind(e.outcome.map(|o| o.as_str()))
+            .bind(e.request_id.clone())
+            .bind(row.leaf.clone())
+            .bind(row.entry.leaf_hash.0.to_vec());
+    }
+    Ok(query)
+}
+
+#[async_trait::async_trait]
+impl AuditStore for SqliteStore {
+    async fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, AuditStoreError> {
+        audit_store::check_batch(&events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = events.len() as u64;
+        let result = match self.fast_append(events).await {
+            Ok(entries) => Ok(entries),
+            Err(Retry::Slow(events)) => self.locked_append(events).await,
+            Err(Retry::Failed(e)) => Err(e),
+        };
+        let next = match &result {
+            Ok(entries) => entries.first().map(|e| e.seq + n),
+            // After a failure the next number is unknown: the next append reads it again.
+            Err(_) => None,
+        };
+        *self.audit_next.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        result
     }
 
     async fn size(&self) -> Result<u64, AuditStoreError> {

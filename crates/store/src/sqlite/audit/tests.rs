@@ -67,6 +67,73 @@ async fn file_connections_commit_with_synchronous_full() {
     assert_eq!(mode, "wal");
 }
 
+#[tokio::test]
+async fn the_audit_connection_is_full_sync_and_leaves_wal_checkpoints_to_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path()).await;
+    let pragma = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+                .fetch_one(&store.audit_writer)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(pragma("synchronous").await, 2);
+    assert_eq!(pragma("wal_autocheckpoint").await, 0);
+    // Rows committed by the audit connection sit in the WAL until the background task copies
+    // them into the database file; nothing else here checkpoints.
+    let db = dir.path().join("wardgate.db");
+    let before = std::fs::metadata(&db).unwrap().len();
+    for i in 0..20 {
+        store
+            .append((0..50).map(|k| sample_event(i * 50 + k)).collect())
+            .await
+            .unwrap();
+    }
+    let copied = async {
+        while std::fs::metadata(&db).unwrap().len() <= before {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), copied)
+            .await
+            .is_ok(),
+        "the WAL was never checkpointed into the database file"
+    );
+    assert_eq!(store.size().await.unwrap(), 1000);
+}
+
+#[tokio::test]
+async fn two_writers_on_one_file_interleave_without_gaps() {
+    // Each store remembers the next sequence number from its own last append; the other's
+    // appends make that number stale, and the append must still land, right after them.
+    let dir = tempfile::tempdir().unwrap();
+    let a = file_store(dir.path()).await;
+    let b = file_store(dir.path()).await;
+    let seqs = |entries: Vec<AuditEntry>| entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(a.append(vec![sample_event(0)]).await.unwrap()), [0]);
+    assert_eq!(
+        seqs(
+            b.append(vec![sample_event(1), sample_event(2)])
+                .await
+                .unwrap()
+        ),
+        [1, 2]
+    );
+    assert_eq!(seqs(a.append(vec![sample_event(3)]).await.unwrap()), [3]);
+    assert_eq!(seqs(a.append(vec![sample_event(4)]).await.unwrap()), [4]);
+    assert_eq!(seqs(b.append(vec![sample_event(5)]).await.unwrap()), [5]);
+    let stored = a.read_range(0, 100).await.unwrap();
+    assert_eq!(seqs(stored.clone()), [0, 1, 2, 3, 4, 5]);
+    for (i, e) in stored.iter().enumerate() {
+        let expected = AuditEntry::prepare(i as u64, sample_event(i as u64)).0;
+        assert_eq!(e.leaf_hash, expected.leaf_hash, "entry {i}");
+    }
+}
+
 const ORIGIN: &str = "test/audit";
 
 /// A file store with 48 entries written through the `Auditor` (checkpoints every 8 sequential
