@@ -18,41 +18,30 @@
 //! under 1 ms at p99. Variants run interleaved, `--repeats` rounds each; the figures are
 //! medians over rounds, so one noisy round on this 2-core machine does not decide.
 
+mod paced;
 mod stats;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
-use axum::body::Body;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use clap::Parser;
-use http_body_util::BodyExt as _;
-use tower::ServiceExt as _;
 use wardgate_gateway::config::{Config, parse_toml};
-use wardgate_store::{KeyStore as _, NewKeySpec, SqliteStore};
+use wardgate_store::SqliteStore;
 
 #[derive(Parser, Debug)]
 #[command(about = "Latency the auth pipeline (JWT + rate limits, in process or Redis) adds")]
 struct Args {
-    /// Requests per second.
-    #[arg(long, default_value_t = 1_000)]
-    rate: u32,
-    /// Seconds measured per variant per round.
-    #[arg(long, default_value_t = 5)]
-    seconds: u32,
-    /// Rounds; the median over rounds is reported.
-    #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    #[command(flatten)]
+    pace: paced::Pace,
     /// The Redis of the Redis variant; `none` skips it.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
 }
 
-fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");
@@ -75,18 +64,7 @@ struct Variant {
 async fn variant(name: &'static str, toml: &str, jwt: Option<String>) -> anyhow::Result<Variant> {
     let config = Config::from_raw(parse_toml(toml)?, &|_| None)?;
     let store = Arc::new(SqliteStore::open_in_memory().await?);
-    let key = store
-        .create_key(NewKeySpec {
-            tenant: "bench".into(),
-            models: vec![],
-            roles: vec![],
-            expires_at: None,
-            label: None,
-        })
-        .await?
-        .secret
-        .expose()
-        .clone();
+    let key = paced::bench_key(&store).await?;
     let limiter = wardgate_gateway::connect_limiter(&config).await?;
     let verifier = if config.jwt.is_empty() {
         None
@@ -106,44 +84,6 @@ async fn variant(name: &'static str, toml: &str, jwt: Option<String>) -> anyhow:
         app: wardgate_gateway::router(state),
         credential: jwt.unwrap_or(key),
     })
-}
-
-fn request(credential: &str) -> http::Request<Body> {
-    let body = r#"{"model":"tiny","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
-    http::Request::post("/v1/chat/completions")
-        .header("authorization", format!("Bearer {credential}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap_or_default()
-}
-
-/// One paced run: `count` requests at `rate`/s; latencies in µs, sorted.
-async fn run(v: &Variant, rate: u32, count: u64) -> anyhow::Result<Vec<u64>> {
-    let every = Duration::from_secs(1) / rate;
-    let start = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    for i in 0..count {
-        let at = start + every * u32::try_from(i).unwrap_or(u32::MAX);
-        tokio::time::sleep_until(at).await;
-        let app = v.app.clone();
-        let req = request(&v.credential);
-        tasks.push(tokio::spawn(async move {
-            let began = Instant::now();
-            let resp = app.oneshot(req).await.ok()?;
-            let ok = resp.status().is_success();
-            resp.into_body().collect().await.ok()?;
-            ok.then(|| u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX))
-        }));
-    }
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        out.push(
-            t.await?
-                .context("a request failed (not 200): the comparison would be meaningless")?,
-        );
-    }
-    out.sort_unstable();
-    Ok(out)
 }
 
 fn signed_token(kid: &str, pkcs8: &[u8]) -> anyhow::Result<String> {
@@ -179,11 +119,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .to_string(),
     )?;
     let token = signed_token("bench-1", doc.as_ref())?;
-    let backend = format!(
-        "[[backends]]\nname = \"b0\"\nkind = \"openai\"\nurl = \"{}/v1\"\n\n\
-         [[models]]\nname = \"tiny\"\nchain = [{{ backend = \"b0\", model = \"tiny\" }}]\n",
-        mock.url()
-    );
+    let backend = paced::mock_backend(&mock.url());
     let issuer = format!(
         "[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = [\"wardgate\"]\nalgorithms = [\"EdDSA\"]\n\
          jwks_file = \"{}\"\nmax_lifetime = \"1h\"\n",
@@ -235,36 +171,31 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     variants.push(uncached);
     say(&format!(
         "auth-bench: {} req/s, {} s per variant, {} rounds, {} CPUs",
-        args.rate,
-        args.seconds,
-        args.repeats,
+        args.pace.rate,
+        args.pace.seconds,
+        args.pace.repeats,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     ));
-    for v in &variants {
-        run(v, args.rate, u64::from(args.rate / 5)).await?;
-    }
-    let count = u64::from(args.rate) * u64::from(args.seconds);
-    let mut p50s = vec![Vec::new(); variants.len()];
-    let mut p99s = vec![Vec::new(); variants.len()];
-    for round in 0..args.repeats {
-        for (i, v) in variants.iter().enumerate() {
-            let lat = run(v, args.rate, count).await?;
-            let p50 = stats::percentile(&lat, 50.0).unwrap_or(0);
-            let p99 = stats::percentile(&lat, 99.0).unwrap_or(0);
-            say(&format!(
-                "  round {}: {:32} p50 {p50:>6} µs  p99 {p99:>6} µs",
-                round + 1,
-                v.name
-            ));
-            p50s[i].push(p50 as f64);
-            p99s[i].push(p99 as f64);
-        }
-    }
-    let med = |v: &[f64]| stats::median(v).unwrap_or(0.0);
-    let (base50, base99) = (med(&p50s[0]), med(&p99s[0]));
+    let targets: Vec<paced::Target> = variants
+        .iter()
+        .map(|v| paced::Target {
+            name: v.name,
+            app: &v.app,
+            credential: &v.credential,
+        })
+        .collect();
+    let r = paced::rounds(
+        &targets,
+        args.pace.rate,
+        args.pace.seconds,
+        args.pace.repeats,
+        |_| {},
+    )
+    .await?;
+    let (base50, base99) = r.medians(0);
     say("medians over rounds:");
     for (i, v) in variants.iter().enumerate() {
-        let (p50, p99) = (med(&p50s[i]), med(&p99s[i]));
+        let (p50, p99) = r.medians(i);
         say(&format!(
             "  {:32} p50 {p50:>7.0} µs ({:+.0} µs, x{:.2})  p99 {p99:>7.0} µs ({:+.0} µs, x{:.2})",
             v.name,
@@ -275,13 +206,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         ));
     }
     let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
-    let added50 = med(&p50s[2]) - base50;
+    let added50 = r.medians(2).0 - base50;
     say(&format!(
         "target: JWT + in-process limits add < 100 µs at p50: {added50:+.0} µs  {}",
         verdict(added50 < 100.0)
     ));
     if args.redis_url != "none" {
-        let added99 = med(&p99s[3]) - base99;
+        let added99 = r.medians(3).1 - base99;
         say(&format!(
             "target: JWT + Redis limits add < 1000 µs at p99: {added99:+.0} µs  {}",
             verdict(added99 < 1000.0)
@@ -292,12 +223,5 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.rate > 0 && args.seconds > 0 && args.repeats > 0,
-        "rate, seconds and repeats must be > 0"
-    );
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(bench(args))
+    paced::main(&args.pace.clone(), || bench(args))
 }
