@@ -289,3 +289,57 @@ def restart_and_stop(gw) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_key_changes_from_the_cli_are_audited_beside_a_running_gateway(mock, start_gateway):
+    """`wardgate keys create|rotate|revoke` write their events like the admin API does, while
+    the gateway's own writer keeps appending to the same log, which still verifies."""
+    gw = start_gateway(mock, "ollama")
+    chat = {"model": MODEL_A, "stream": False, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {gw.key}"}) as http:
+        assert http.post("/api/chat", json=chat).status_code == 200
+        made = gw.create_key(tenant="clinic-cli")
+        assert http.post("/api/chat", json=chat).status_code == 200
+        rotated = json.loads(gw.cli("keys", "rotate", made["id"], "--json").stdout)
+        gw.cli("keys", "revoke", rotated["id"])
+        assert http.post("/api/chat", json=chat).status_code == 200
+        # Listing changes nothing and writes nothing.
+        gw.cli("keys", "list")
+    assert gw.stop() == 0
+
+    def events(event_type: str) -> list[dict]:
+        out = gw.cli("audit", "query", "--event-type", event_type).stdout.splitlines()
+        return [json.loads(line)["event"] for line in out]
+
+    # The fixture's own key (made with the CLI before the gateway started) is audited too.
+    assert any(e["actor_id"].startswith("cli:") and e["tenant"] != "clinic-cli"
+               for e in events("key_created"))
+    created = [e for e in events("key_created") if e["tenant"] == "clinic-cli"]
+    revoked = [e for e in events("key_revoked") if e["tenant"] == "clinic-cli"]
+    assert all(e["actor_id"].startswith("cli:") for e in created + revoked), created + revoked
+    assert len(created) == 2, created
+    assert f"key_id={made['id']}" in created[0]["detail"]
+    assert f"rotated_from={made['id']}" in created[1]["detail"]
+    assert len(revoked) == 1 and f"key_id={rotated['id']}" in revoked[0]["detail"], revoked
+    assert all(e["outcome"] == "allow" and e["actor_kind"] == "user" for e in created + revoked)
+    assert made["key"] not in json.dumps(created + revoked)
+    assert len(events("request")) == 3
+
+    live = gw.cli("audit", "verify", "--public-key", public_key(gw),
+                  "--witness", str(gw.db.parent / "audit-witness.log"), check=False)
+    assert live.returncode == 0, live.stderr + live.stdout
+
+
+def test_a_key_change_is_refused_when_the_audit_log_cannot_start(tmp_path):
+    env = clean_env()
+    env["WARDGATE_DB"] = str(tmp_path / "wardgate.db")
+    # The signing key's directory is a file: the log cannot start, so nothing may change.
+    (tmp_path / "not-a-dir").write_text("x")
+    env["WARDGATE_AUDIT_KEY"] = str(tmp_path / "not-a-dir" / "audit.key")
+    r = subprocess.run([str(WARDGATE_BIN), "keys", "create", "--tenant", "t"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "no key was changed" in r.stderr, r.stderr
+    listed = subprocess.run([str(WARDGATE_BIN), "keys", "list", "--json"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []

@@ -371,9 +371,84 @@ fn phi(command: PhiCommand) -> anyhow::Result<()> {
 
 async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()> {
     let path = db_path(config)?;
-    let store = SqliteStore::open(&path)
-        .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    let store = Arc::new(
+        SqliteStore::open(&path)
+            .await
+            .with_context(|| format!("cannot open the database {}", path.display()))?,
+    );
+    // A change is audited like the admin API's; the log is opened before anything changes, so
+    // a log that cannot be written refuses the change instead of missing it.
+    let changes = !matches!(command, KeysCommand::List { .. });
+    let auditor = if changes {
+        let settings = load_config(config)?.audit;
+        Some(
+            wardgate_gateway::audit::start(&settings, store.clone())
+                .await
+                .context("the audit log could not start, so no key was changed")?,
+        )
+    } else {
+        None
+    };
+    let result = key_command(&store, command, auditor.as_ref()).await;
+    if let Some(a) = auditor {
+        a.shutdown()
+            .await
+            .context("the audit log did not close cleanly")?;
+    }
+    store.close().await;
+    result
+}
+
+/// The operator at the keyboard: the login name, or the numeric user id.
+fn cli_actor() -> String {
+    let name = env("USER")
+        .or_else(|| env("LOGNAME"))
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()?
+                .lines()
+                .find(|l| l.starts_with("Uid:"))?
+                .split_whitespace()
+                .nth(1)
+                .map(|uid| format!("uid-{uid}"))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli:{name}")
+}
+
+/// Appends a key change made from the command line; when the log refuses it the command fails,
+/// saying that the change itself stands.
+async fn audit_key_change(
+    auditor: Option<&wardgate_audit::Auditor>,
+    event_type: EventType,
+    tenant: &str,
+    key_id: &str,
+    detail: String,
+) -> anyhow::Result<()> {
+    let Some(auditor) = auditor else {
+        return Ok(());
+    };
+    let mut e = wardgate_audit::AuditEvent::new(
+        Timestamp::now(),
+        event_type,
+        &cli_actor(),
+        wardgate_audit::ActorKind::User,
+    );
+    e.outcome = Some(Outcome::Allow);
+    e.tenant = Some(tenant.to_owned());
+    e.detail = Some(detail);
+    auditor.append(e).await.map(drop).with_context(|| {
+        format!("key {key_id} was changed, but the audit log did not take the event")
+    })
+}
+
+async fn key_command(
+    store: &SqliteStore,
+    command: KeysCommand,
+    auditor: Option<&wardgate_audit::Auditor>,
+) -> anyhow::Result<()> {
+    use wardgate_gateway::handlers::admin;
     match command {
         KeysCommand::Create {
             tenant,
@@ -393,11 +468,16 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
                     label,
                 })
                 .await?;
+            audit_key_change(
+                auditor,
+                EventType::KeyCreated,
+                &new.record.tenant,
+                &new.record.id,
+                admin::created_detail(&new.record),
+            )
+            .await?;
             if json {
-                let mut v = wardgate_gateway::handlers::admin::key_json(
-                    &new.record,
-                    time::OffsetDateTime::now_utc(),
-                );
+                let mut v = admin::key_json(&new.record, time::OffsetDateTime::now_utc());
                 v["key"] = serde_json::Value::String(new.secret.expose().clone());
                 out(&v.to_string())?;
             } else {
@@ -413,17 +493,14 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
             let keys = store.list_keys(tenant.as_deref()).await?;
             let now = time::OffsetDateTime::now_utc();
             if json {
-                let v: Vec<_> = keys
-                    .iter()
-                    .map(|k| wardgate_gateway::handlers::admin::key_json(k, now))
-                    .collect();
+                let v: Vec<_> = keys.iter().map(|k| admin::key_json(k, now)).collect();
                 out(&serde_json::Value::Array(v).to_string())?;
             } else {
                 out(
                     "ID                              TENANT           STATUS   ROLES          MODELS",
                 )?;
                 for k in keys {
-                    let status = wardgate_gateway::handlers::admin::key_status(&k, now);
+                    let status = admin::key_status(&k, now);
                     let models = if k.models.is_empty() {
                         "*".to_owned()
                     } else {
@@ -454,11 +531,19 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
                 .rotate_key(&id, overlap, expires_at)
                 .await
                 .with_context(|| format!("cannot rotate {id}"))?;
+            audit_key_change(
+                auditor,
+                EventType::KeyCreated,
+                &r.new.record.tenant,
+                &r.new.record.id,
+                admin::rotated_detail(&r),
+            )
+            .await?;
             let now = time::OffsetDateTime::now_utc();
             if json {
-                let mut v = wardgate_gateway::handlers::admin::key_json(&r.new.record, now);
+                let mut v = admin::key_json(&r.new.record, now);
                 v["key"] = serde_json::Value::String(r.new.secret.expose().clone());
-                v["rotated_from"] = wardgate_gateway::handlers::admin::key_json(&r.old, now);
+                v["rotated_from"] = admin::key_json(&r.old, now);
                 out(&v.to_string())?;
             } else {
                 let until = r
@@ -479,14 +564,25 @@ async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()>
             }
         }
         KeysCommand::Revoke { id } => {
+            let key = store
+                .get_key(&id)
+                .await?
+                .with_context(|| format!("cannot revoke {id}: no such key"))?;
             store
                 .revoke_key(&id)
                 .await
                 .with_context(|| format!("cannot revoke {id}"))?;
+            audit_key_change(
+                auditor,
+                EventType::KeyRevoked,
+                &key.tenant,
+                &key.id,
+                admin::revoked_detail(&key),
+            )
+            .await?;
             out(&format!("revoked {id}"))?;
         }
     }
-    store.close().await;
     Ok(())
 }
 

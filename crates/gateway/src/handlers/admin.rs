@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
-use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, StoreError};
+use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, Rotated, StoreError};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, OpenAiError};
@@ -291,15 +291,7 @@ pub async fn create_key(
         })
         .await
         .map_err(store_error)?;
-    record.set_action(
-        EventType::KeyCreated,
-        Some(format!(
-            "key_id={} tenant={} roles={}",
-            new.record.id,
-            new.record.tenant,
-            role_list(&new.record.roles)
-        )),
-    );
+    record.set_action(EventType::KeyCreated, Some(created_detail(&new.record)));
     let body = CreatedKey {
         info: key_info(&new.record, OffsetDateTime::now_utc()),
         key: new.secret.expose().clone(),
@@ -396,16 +388,7 @@ pub async fn rotate_key(
         c.clear();
     }
     let now = OffsetDateTime::now_utc();
-    record.set_action(
-        EventType::KeyCreated,
-        Some(format!(
-            "key_id={} tenant={} rotated_from={} old_expires_at={}",
-            r.new.record.id,
-            r.new.record.tenant,
-            r.old.id,
-            r.old.expires_at.map(|t| t.unix_timestamp()).unwrap_or(0)
-        )),
-    );
+    record.set_action(EventType::KeyCreated, Some(rotated_detail(&r)));
     Ok(with_credential(RotatedKey {
         created: CreatedKey {
             info: key_info(&r.new.record, now),
@@ -413,6 +396,32 @@ pub async fn rotate_key(
         },
         rotated_from: key_info(&r.old, now),
     }))
+}
+
+/// The audit detail of a key's creation (the admin API's and `wardgate keys create`'s).
+pub fn created_detail(key: &ApiKeyRecord) -> String {
+    format!(
+        "key_id={} tenant={} roles={}",
+        key.id,
+        key.tenant,
+        role_list(&key.roles)
+    )
+}
+
+/// The audit detail of a rotation: the replacement's creation, naming the key it replaces.
+pub fn rotated_detail(r: &Rotated) -> String {
+    format!(
+        "key_id={} tenant={} rotated_from={} old_expires_at={}",
+        r.new.record.id,
+        r.new.record.tenant,
+        r.old.id,
+        r.old.expires_at.map(|t| t.unix_timestamp()).unwrap_or(0)
+    )
+}
+
+/// The audit detail of a revocation.
+pub fn revoked_detail(key: &ApiKeyRecord) -> String {
+    format!("key_id={} tenant={}", key.id, key.tenant)
 }
 
 fn role_list(roles: &[Role]) -> String {
@@ -451,10 +460,7 @@ pub async fn revoke_key(
     if let Some(c) = &state.key_cache {
         c.clear();
     }
-    record.set_action(
-        EventType::KeyRevoked,
-        Some(format!("key_id={} tenant={}", key.id, key.tenant)),
-    );
+    record.set_action(EventType::KeyRevoked, Some(revoked_detail(&key)));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
