@@ -568,6 +568,21 @@ impl Writer {
         if let Some(why) = &self.broken {
             return Err(AuditError::Inconsistent(why.clone()));
         }
+        // Another writer (`wardgate keys` from the command line) may have appended, and signed,
+        // since this one's last commit: sign the whole log, so that this checkpoint never
+        // trails one already in the store and the witness file only grows.
+        let stored = self
+            .store
+            .size()
+            .await
+            .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
+        if stored > self.tree.size() {
+            if let Err(e) = catch_up(self.store.as_ref(), &mut self.tree, stored).await {
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
+            self.shared.size.store(self.tree.size(), Ordering::Release);
+        }
         let checkpoint = Checkpoint {
             origin: self.config.origin.clone(),
             size: self.tree.size(),

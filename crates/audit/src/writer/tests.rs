@@ -399,6 +399,36 @@ async fn restart_resumes_the_tree_and_the_witness_sees_every_checkpoint() {
 }
 
 #[tokio::test]
+async fn a_checkpoint_covers_what_another_writer_appended_meanwhile() {
+    let store = Arc::new(MemoryAuditStore::new());
+    let server = Auditor::start(store.clone(), key(), config(1000))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        server.append(sample_event(i)).await.unwrap();
+    }
+    // A second writer (the CLI) appends and signs a larger tree.
+    let cli = Auditor::start(store.clone(), key(), config(1000))
+        .await
+        .unwrap();
+    for i in 3..5 {
+        cli.append(sample_event(i)).await.unwrap();
+    }
+    cli.shutdown().await.unwrap();
+    assert_eq!(store.latest_checkpoint().await.unwrap().unwrap().size, 5);
+    // The first writer's next checkpoint signs all five, not its own three.
+    let signed = server.checkpoint().await.unwrap();
+    assert_eq!(signed.checkpoint.size, 5);
+    assert_eq!(server.size(), 5);
+    assert_eq!(
+        signed.checkpoint.root,
+        merkle::root(&all_leaves(store.as_ref()).await)
+    );
+    assert_eq!(server.append(sample_event(5)).await.unwrap(), 5);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_new_signing_key_continues_the_same_tree() {
     let store = Arc::new(MemoryAuditStore::new());
     let old = key();
