@@ -13,10 +13,9 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair};
@@ -28,6 +27,7 @@ use jsonwebtoken::Algorithm;
 use mock_upstream::MockConfig;
 use serde_json::{Value, json};
 use support::jwt::*;
+use support::logs::{Logs, capture_logs};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
@@ -200,40 +200,6 @@ async fn audited(h: Harness) -> Harness {
 
 async fn harness(kind: &str, extra: &str) -> Harness {
     audited(Harness::single_with(kind, mock_cfg(), extra).await).await
-}
-
-/// Everything logged while the guard lives (on this thread, which is the whole runtime of a
-/// `#[tokio::test]`), at every level, without ANSI colours.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let sub = tracing_subscriber::fmt()
-        .with_writer({
-            let l = logs.clone();
-            move || l.clone()
-        })
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    (logs, tracing::subscriber::set_default(sub))
 }
 
 /// A request with `key` from `ip`, as the server would see a socket peer.

@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -19,19 +18,6 @@ use wardgate_gateway::{build_catalog, build_engine, build_state, llm::llm_router
 use wardgate_store::SqliteStore;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-llm";
-
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn app(models: &std::path::Path) -> axum::Router {
     let file = models.join("tiny.gguf");
@@ -68,15 +54,7 @@ async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn only_fresh_signed_unaltered_requests_are_served() {
-    let logs = Logs::default();
-    let sub = tracing_subscriber::fmt()
-        .with_writer({
-            let l = logs.clone();
-            move || l.clone()
-        })
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(sub);
+    let (logs, _guard) = support::logs::capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path()).await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -130,7 +108,7 @@ async fn only_fresh_signed_unaltered_requests_are_served() {
     let (status, text) = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!((status, text.contains("tiny")), (StatusCode::OK, false));
 
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     for reason in [
         "nonce already used",
         "timestamp outside the allowed skew",

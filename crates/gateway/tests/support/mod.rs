@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod jwt;
+pub mod logs;
 
 use std::sync::Arc;
 
