@@ -33,17 +33,30 @@ pub(crate) struct Cand {
     pub score: f32,
 }
 
-/// The reusable buffers of a scan.
+/// The reusable buffers of a scan: the per-token ones, which the families index on every
+/// step, and the rest boxed, so that handing them from the thread's pool to a scan and back
+/// moves a few words rather than the whole set (most messages are short, and this is paid
+/// per message).
 #[derive(Default)]
 struct Buffers {
     toks: Vec<Tok>,
-    titles: Vec<usize>,
-    known: KnownWords,
-    found: Vec<usize>,
-    name_parts: Vec<names::Part>,
-    web_marks: Vec<usize>,
     infos: Vec<WordInfo>,
     used: Vec<bool>,
+    scratch: Box<Scratch>,
+}
+
+/// Buffers that only some steps of a scan use.
+#[derive(Default)]
+struct Scratch {
+    /// The `@`, `:` and `.` tokens, in order.
+    web_marks: Vec<usize>,
+    /// The words in title case (`Smith`), in order.
+    titles: Vec<usize>,
+    /// Scratch space of the name family.
+    name_parts: Vec<names::Part>,
+    /// Scratch space of [`repeat_names`].
+    known: KnownWords,
+    found: Vec<usize>,
     buf: String,
     phrase: String,
 }
@@ -56,8 +69,6 @@ thread_local! {
 pub(crate) struct Scan<'t> {
     pub text: &'t str,
     pub toks: Vec<Tok>,
-    /// The `@`, `:` and `.` tokens, in order.
-    pub web_marks: Vec<usize>,
     pub dict: &'static Dict,
     /// Dictionary facts about each token, looked up lazily ([`WordInfo::level`] says how
     /// far).
@@ -67,15 +78,8 @@ pub(crate) struct Scan<'t> {
     /// Tokens already inside a candidate of an earlier family.
     pub used: Vec<bool>,
     pub out: Vec<Cand>,
-    /// Scratch space of the name family.
-    name_parts: Vec<names::Part>,
-    /// The words in title case (`Smith`), in order.
-    titles: Vec<usize>,
-    /// Scratch space of [`repeat_names`].
-    known: KnownWords,
-    found: Vec<usize>,
-    buf: String,
-    phrase: String,
+    /// The buffers the families use now and then.
+    scratch: Box<Scratch>,
 }
 
 impl<'t> Scan<'t> {
@@ -84,7 +88,12 @@ impl<'t> Scan<'t> {
     /// vectors would cost as much as the detection.
     pub fn new(text: &'t str) -> Self {
         let mut b = POOL.with(|p| p.take()).unwrap_or_default();
-        let counts = lex::lex_into(text, &mut b.toks, &mut b.web_marks, &mut b.titles);
+        let counts = lex::lex_into(
+            text,
+            &mut b.toks,
+            &mut b.scratch.web_marks,
+            &mut b.scratch.titles,
+        );
         let n = b.toks.len();
         // Facts are looked up lazily, token by token, when a family asks (a token that is
         // not a word gets none then).
@@ -95,19 +104,13 @@ impl<'t> Scan<'t> {
         Scan {
             text,
             toks: b.toks,
-            web_marks: b.web_marks,
             dict: dict::dict(),
             infos: b.infos,
             counts,
             used: b.used,
             // Room for the usual number of candidates, so that it is seldom grown.
             out: Vec::with_capacity(n / 8 + 8),
-            name_parts: b.name_parts,
-            titles: b.titles,
-            known: b.known,
-            found: b.found,
-            buf: b.buf,
-            phrase: b.phrase,
+            scratch: b.scratch,
         }
     }
 
@@ -117,26 +120,22 @@ impl<'t> Scan<'t> {
         if self.toks.capacity() <= 1 << 16 {
             let b = Buffers {
                 toks: self.toks,
-                titles: self.titles,
-                known: self.known,
-                found: self.found,
-                name_parts: self.name_parts,
-                web_marks: self.web_marks,
                 infos: self.infos,
                 used: self.used,
-                buf: self.buf,
-                phrase: self.phrase,
+                scratch: self.scratch,
             };
             POOL.with(|p| p.set(Some(b)));
         }
         self.out
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.toks.len()
     }
 
     /// The token's bytes.
+    #[inline]
     pub fn bytes(&self, i: usize) -> &'t [u8] {
         match self.toks.get(i) {
             Some(t) => self.text.as_bytes().get(t.start..t.end).unwrap_or_default(),
@@ -145,6 +144,7 @@ impl<'t> Scan<'t> {
     }
 
     /// The token's text.
+    #[inline]
     pub fn s(&self, i: usize) -> &'t str {
         match self.toks.get(i) {
             Some(t) => self.text.get(t.start..t.end).unwrap_or(""),
@@ -152,12 +152,14 @@ impl<'t> Scan<'t> {
         }
     }
 
+    #[inline]
     pub fn tok(&self, i: usize) -> Option<&Tok> {
         self.toks.get(i)
     }
 
     /// Dictionary facts about word token `i`, looked up once: everything for a capitalised
     /// word, only the context lists for a lower-case one (see [`Scan::info_full`]).
+    #[inline]
     pub fn info(&mut self, i: usize) -> WordInfo {
         let full = self.toks.get(i).is_some_and(Tok::is_cap);
         self.lookup(i, if full { 2 } else { 1 })
@@ -165,11 +167,13 @@ impl<'t> Scan<'t> {
 
     /// Only the context-list facts about word token `i` (cheap, even for a capitalised
     /// word): enough to test for a street prefix, a unit, a title or a keyword.
+    #[inline]
     pub fn info_small(&mut self, i: usize) -> WordInfo {
         self.lookup(i, 1)
     }
 
     /// Everything the dictionary knows about word token `i`, whatever its case.
+    #[inline]
     pub fn info_full(&mut self, i: usize) -> WordInfo {
         self.lookup(i, 2)
     }
@@ -217,7 +221,7 @@ impl<'t> Scan<'t> {
             self.dict
                 .get_letters(self.text.as_bytes(), t.start, len, level == 1)
         } else {
-            word_info(self.dict, self.text, t, level, &mut self.buf)
+            word_info(self.dict, self.text, t, level, &mut self.scratch.buf)
         }
         .with_level(level);
         if let Some(slot) = self.infos.get_mut(i) {
@@ -228,7 +232,7 @@ impl<'t> Scan<'t> {
 
     /// Looks up a multi-word phrase (tokens `from..=to` joined by single spaces).
     pub fn phrase_info(&mut self, from: usize, to: usize) -> WordInfo {
-        let mut key = std::mem::take(&mut self.phrase);
+        let mut key = std::mem::take(&mut self.scratch.phrase);
         key.clear();
         for i in from..=to {
             let Some(t) = self.toks.get(i) else {
@@ -241,14 +245,15 @@ impl<'t> Scan<'t> {
                 key.push(' ');
             }
             let s = self.text.get(t.start..t.end).unwrap_or("");
-            key.push_str(dict::lower_into(s, &mut self.buf));
+            key.push_str(dict::lower_into(s, &mut self.scratch.buf));
         }
         let info = self.dict.get(&key);
-        self.phrase = key;
+        self.scratch.phrase = key;
         info
     }
 
     /// Whether token `i` is the lower-cased word `w` (ASCII).
+    #[inline]
     pub fn is(&self, i: usize, w: &str) -> bool {
         // Compare bytes: no character-boundary checks on the hot path.
         match self.toks.get(i) {
@@ -261,22 +266,27 @@ impl<'t> Scan<'t> {
         }
     }
 
+    #[inline]
     pub fn is_punct(&self, i: usize, c: u8) -> bool {
         self.toks.get(i).is_some_and(|t| t.is_punct(c))
     }
 
+    #[inline]
     pub fn kind(&self, i: usize) -> Option<Kind> {
         self.toks.get(i).map(|t| t.kind)
     }
 
+    #[inline]
     pub fn gap(&self, i: usize) -> Gap {
         self.toks.get(i).map_or(Gap::Para, |t| t.gap)
     }
 
+    #[inline]
     pub fn start(&self, i: usize) -> usize {
         self.toks.get(i).map_or(self.text.len(), |t| t.start)
     }
 
+    #[inline]
     pub fn end(&self, i: usize) -> usize {
         self.toks.get(i).map_or(self.text.len(), |t| t.end)
     }
@@ -325,6 +335,7 @@ impl<'t> Scan<'t> {
         }
     }
 
+    #[inline]
     pub fn is_used(&self, i: usize) -> bool {
         self.used.get(i).copied().unwrap_or(true)
     }
@@ -460,6 +471,7 @@ impl<'t> Scan<'t> {
     }
 
     /// Whether token `i` starts a sentence or a line (so its capital says nothing).
+    #[inline]
     pub fn sentence_start(&self, i: usize) -> bool {
         if i == 0 {
             return true;
@@ -619,13 +631,13 @@ pub(crate) fn candidates(text: &str) -> Vec<Cand> {
 /// "Max" or "Monroe" alone is that person, even where the word alone would be too
 /// ambiguous ("Max agrees with the plan").
 fn repeat_names(scan: &mut Scan<'_>) {
-    let mut known = std::mem::take(&mut scan.known);
-    let mut found = std::mem::take(&mut scan.found);
+    let mut known = std::mem::take(&mut scan.scratch.known);
+    let mut found = std::mem::take(&mut scan.scratch.found);
     known.clear();
     found.clear();
     repeat_names_with(scan, &mut known, &mut found);
-    scan.known = known;
-    scan.found = found;
+    scan.scratch.known = known;
+    scan.scratch.found = found;
 }
 
 /// [`repeat_names`], with its scratch space (empty).
@@ -668,9 +680,9 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
     // The set first: most words are not names of the document (the dictionary facts are
     // asked for only about those that are). Emitting marks only the token itself, so the
     // tokens are tested first and the candidates emitted after.
-    let mut buf = std::mem::take(&mut scan.buf);
+    let mut buf = std::mem::take(&mut scan.scratch.buf);
     let bytes = scan.text.as_bytes();
-    for &i in &scan.titles {
+    for &i in &scan.scratch.titles {
         let (Some(t), Some(false)) = (scan.toks.get(i), scan.used.get(i).copied()) else {
             continue;
         };
@@ -686,7 +698,7 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
             found.push(i);
         }
     }
-    scan.buf = buf;
+    scan.scratch.buf = buf;
     for &i in found.iter() {
         if !scan.info_small(i).has(dict::FUNCTION | dict::TITLE) {
             scan.emit(i, i, Category::Person, 0.75);

@@ -240,10 +240,10 @@ fn next_part(scan: &Scan<'_>, to: usize, info: WordInfo) -> Option<usize> {
 }
 
 fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
-    let mut parts = std::mem::take(&mut scan.name_parts);
+    let mut parts = std::mem::take(&mut scan.scratch.name_parts);
     parts.clear();
     let next = chain_in(scan, i, &mut parts);
-    scan.name_parts = parts;
+    scan.scratch.name_parts = parts;
     next
 }
 

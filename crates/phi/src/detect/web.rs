@@ -52,8 +52,8 @@ pub(super) fn chunks(scan: &mut Scan<'_>) {
     let n = scan.len();
     // The first token after the last chunk looked at.
     let mut done = 0;
-    for m in 0..scan.web_marks.len() {
-        let p = scan.web_marks[m];
+    for m in 0..scan.scratch.web_marks.len() {
+        let p = scan.scratch.web_marks[m];
         if p < done || p >= n {
             continue;
         }
