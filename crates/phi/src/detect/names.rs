@@ -409,8 +409,10 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
         if !boundary {
             continue;
         }
-        if k > seg_start {
-            let seg = &core[seg_start..k];
+        let seg = &core[seg_start..k];
+        // A piece of initials alone ("I" at a sentence start, a stray "J.") scores nothing
+        // whatever its context: the context is not looked for.
+        if seg.iter().any(|p| p.class != Class::Initial) {
             let ctx_before = if first_seg {
                 Context {
                     title,
