@@ -452,6 +452,11 @@ impl Dict {
         .unwrap_or_default()
     }
 
+    /// [`Dict::get`] for a key already packed as [`pack_lower`] packs it.
+    pub fn get_packed(&self, key: u128) -> WordInfo {
+        self.packed.get(key).unwrap_or_default()
+    }
+
     /// What the word with these raw bytes is, in any case; `None` when it is not ASCII or
     /// longer than 16 bytes (then lower-case it and use [`Dict::get`]).
     pub fn get_raw(&self, raw: &[u8], small_only: bool) -> Option<WordInfo> {

@@ -232,6 +232,9 @@ impl<'t> Scan<'t> {
 
     /// Looks up a multi-word phrase (tokens `from..=to` joined by single spaces).
     pub fn phrase_info(&mut self, from: usize, to: usize) -> WordInfo {
+        if let Some(key) = self.packed_phrase(from, to) {
+            return self.dict.get_packed(key);
+        }
         let mut key = std::mem::take(&mut self.scratch.phrase);
         key.clear();
         for i in from..=to {
@@ -250,6 +253,32 @@ impl<'t> Scan<'t> {
         let info = self.dict.get(&key);
         self.scratch.phrase = key;
         info
+    }
+
+    /// The phrase of tokens `from..=to` packed as [`dict::pack_lower`] packs it, when its
+    /// words are ASCII and it fits (city and state names mostly do): the same key as
+    /// [`Scan::phrase_info`] builds as a string, without the string.
+    fn packed_phrase(&self, from: usize, to: usize) -> Option<u128> {
+        let mut key = [0u8; 16];
+        let mut n = 0;
+        for i in from..=to {
+            let t = self.toks.get(i)?;
+            if t.kind != Kind::Word || t.flags & lex::NON_ASCII != 0 {
+                return None;
+            }
+            let word = self.text.as_bytes().get(t.start..t.end)?;
+            if i > from {
+                *key.get_mut(n)? = b' ';
+                n += 1;
+            }
+            key.get_mut(n..n + word.len())?.copy_from_slice(word);
+            n += word.len();
+        }
+        // An ASCII word token is letters only: lower-casing is one bit.
+        key.iter_mut()
+            .take(n)
+            .for_each(|c| c.make_ascii_lowercase());
+        (n > 0).then(|| u128::from_le_bytes(key))
     }
 
     /// Whether token `i` is the lower-cased word `w` (ASCII).
@@ -292,6 +321,7 @@ impl<'t> Scan<'t> {
     }
 
     /// Records a candidate over tokens `from..=to` and marks them used.
+    #[inline]
     pub fn emit(&mut self, from: usize, to: usize, cat: Category, score: f32) {
         let (start, end) = (self.start(from), self.end(to));
         if start >= end {
@@ -827,4 +857,38 @@ pub(crate) fn merge(mut c: Vec<Cand>) -> Vec<Cand> {
     }
     c.truncate(w);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_phrases_read_as_the_joined_lower_case_words() {
+        let text =
+            "in New  York, NORTH CAROLINA and Salt Lake City or Rio Grande do Sul, São Paulo";
+        let mut scan = Scan::new(text);
+        let words: Vec<usize> = (0..scan.len())
+            .filter(|&i| scan.kind(i) == Some(Kind::Word))
+            .collect();
+        for (a, &from) in words.iter().enumerate() {
+            for &to in &words[a..words.len().min(a + 4)] {
+                let joined: Vec<String> = (from..=to).map(|i| scan.s(i).to_lowercase()).collect();
+                let want = if (from..=to).all(|i| scan.kind(i) == Some(Kind::Word)) {
+                    scan.dict.get(&joined.join(" "))
+                } else {
+                    WordInfo::default()
+                };
+                assert_eq!(scan.phrase_info(from, to), want, "{joined:?}");
+            }
+        }
+        // Both paths were taken: short ASCII phrases are packed, a phrase over 16 bytes and a
+        // non-ASCII one are not.
+        assert!(scan.packed_phrase(words[1], words[2]).is_some());
+        assert!(scan.phrase_info(words[1], words[2]).has(dict::STATE));
+        assert!(scan.phrase_info(words[3], words[4]).has(dict::STATE));
+        let sao = words[words.len() - 2];
+        assert!(scan.packed_phrase(sao, sao + 1).is_none());
+        assert!(scan.packed_phrase(words[10], words[13]).is_none());
+    }
 }
