@@ -661,6 +661,15 @@ pub(crate) fn candidates(text: &str) -> Vec<Cand> {
 /// "Max" or "Monroe" alone is that person, even where the word alone would be too
 /// ambiguous ("Max agrees with the plan").
 fn repeat_names(scan: &mut Scan<'_>) {
+    // Most documents name no one in full: then there is nothing to look for, and the sets
+    // are not even touched.
+    if !scan
+        .out
+        .iter()
+        .any(|c| c.cat == Category::Person && c.score >= 0.7)
+    {
+        return;
+    }
     let mut known = std::mem::take(&mut scan.scratch.known);
     let mut found = std::mem::take(&mut scan.scratch.found);
     known.clear();
