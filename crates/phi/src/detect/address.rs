@@ -145,7 +145,7 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
                     && number_within(scan, i, 2)
                     && (num_follows(scan, i + 1) || num_follows(scan, i + 2)))
                 || (t.is_title()
-                    && ((i + 1..=i + 4).any(|c| scan.is_punct(c, b','))
+                    && (city_before_comma(scan, i).is_some()
                         || (scan.gap(i + 1) == Gap::Space
                             && matches!(scan.bytes(i + 1), b"County" | b"Parish" | b"Borough"))))
                 || ((cap || number_within(scan, i, 5))
@@ -737,10 +737,13 @@ fn postal_shape(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     }
 }
 
-/// `Springfield, IL 62704`, `Springfield, Illinois`, `Austin, TX`: the words before the
-/// state are the city; a ZIP after it is reported too.
-fn city_state(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
-    let t = *scan.tok(i)?;
+/// The shape of [`city_state`] in the tokens alone, before any look-up: a run of one to
+/// four title-case words starting at token `i` (not inside a longer run), a comma right
+/// after it, and a word after a space that could be a state (two capitals, or title case).
+/// Returns the run's last token. Many capitalised words have a comma somewhere after them;
+/// few have this.
+fn city_before_comma(scan: &Scan<'_>, i: usize) -> Option<usize> {
+    let t = scan.tok(i)?;
     if t.kind != Kind::Word || !t.is_title() {
         return None;
     }
@@ -763,11 +766,19 @@ fn city_state(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     if !scan.is_punct(c, b',') {
         return None;
     }
-    let st = c + 1;
+    let s = scan.tok(c + 1)?;
+    let state_like = s.kind == Kind::Word
+        && scan.gap(c + 1) == Gap::Space
+        && ((s.all_upper() && s.len() == 2) || s.is_title());
+    state_like.then_some(k)
+}
+
+/// `Springfield, IL 62704`, `Springfield, Illinois`, `Austin, TX`: the words before the
+/// state are the city; a ZIP after it is reported too.
+fn city_state(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
+    let k = city_before_comma(scan, i)?;
+    let st = k + 2;
     let &s = scan.tok(st)?;
-    if s.kind != Kind::Word || scan.gap(st) != Gap::Space {
-        return None;
-    }
     let code = s.all_upper() && s.len() == 2 && scan.info_full(st).has(dict::STATE_CODE);
     let mut st_end = st;
     let name = s.is_title()
