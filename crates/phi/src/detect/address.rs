@@ -133,11 +133,10 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
         Kind::Num | Kind::AlNum => street_may_follow(scan, i),
         Kind::Word => {
             // A unit or a street prefix; a word with a street ending and a house number one
-            // or two words on (`ending_street`'s first tests); a place after a place
-            // preposition (with a postal code after a lower-case one); for a capitalised
-            // word also a city before a comma and a state, or a county.
+            // or two words on (`ending_street`'s first tests); for a capitalised word a city
+            // before a comma and a state, or a county; a place after a place preposition,
+            // with a postal code after it or, for a title-case word, a known city.
             let small = scan.info_small(i);
-            let cap = t.is_cap();
             small.has(dict::UNIT | dict::STREET_PREFIX)
                 || (t.len() >= 3
                     && small.ctx_code() == 0
@@ -148,10 +147,15 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
                     && (city_before_comma(scan, i).is_some()
                         || (scan.gap(i + 1) == Gap::Space
                             && matches!(scan.bytes(i + 1), b"County" | b"Parish" | b"Borough"))))
-                || ((cap || number_within(scan, i, 5))
-                    && i > 0
+                || (i > 0
                     && scan.gap(i) == Gap::Space
-                    && scan.info_small(i - 1).has(dict::PLACE_CUE))
+                    && scan.info_small(i - 1).has(dict::PLACE_CUE)
+                    // A postal code after (`city_postal`), or a known city (`known_city`). A
+                    // title-case word's small facts are its full facts; a short all-capital
+                    // word's are not, and asking for more here would change what the name
+                    // family later reads for it.
+                    && (number_within(scan, i, 5)
+                        || (t.is_title() && small.has(dict::CITY | dict::PLACE_HEAD))))
         }
         _ => false,
     };
