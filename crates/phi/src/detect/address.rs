@@ -144,7 +144,9 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
                     && number_within(scan, i, 2)
                     && (num_follows(scan, i + 1) || num_follows(scan, i + 2)))
                 || (t.is_title()
-                    && (city_before_comma(scan, i).is_some()
+                    // (The comma comes within four tokens: a quick test first.)
+                    && (((i + 1..=i + 4).any(|c| scan.is_punct(c, b','))
+                        && city_before_comma(scan, i).is_some())
                         || (scan.gap(i + 1) == Gap::Space
                             && matches!(scan.bytes(i + 1), b"County" | b"Parish" | b"Borough"))))
                 || (i > 0
