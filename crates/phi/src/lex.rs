@@ -315,6 +315,9 @@ impl Sink<'_> {
 ///
 /// The common case, ASCII text, costs one table load per byte plus a little per token; a
 /// non-ASCII character sends its token down a slower path that decodes it.
+// Called once per text: inlined into the detection loop it only crowds both of them (the
+// inliner has gone either way as the code around it changed).
+#[inline(never)]
 pub(crate) fn lex_into(
     text: &str,
     toks: &mut Vec<Tok>,

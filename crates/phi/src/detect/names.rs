@@ -29,6 +29,9 @@ enum Class {
     NonName,
 }
 
+/// How many variants [`Class`] has.
+const CLASSES: usize = Class::NonName as usize + 1;
+
 /// One piece of a run of name-like words. A run has at most six; the buffer they are built
 /// in is kept in the [`Scan`] and reused, since a run is built for every capitalised word.
 #[derive(Clone, Copy, Debug)]
@@ -404,7 +407,8 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
     // Split at ordinary words; the first piece keeps the context before the run.
     let mut seg_start = 0;
     let mut first_seg = true;
-    for k in 0..=core.len() {
+    // (An exclusive range: the inclusive one's iterator costs more on this path.)
+    for k in 0..core.len() + 1 {
         let boundary = k == core.len() || core[k].class == Class::NonName;
         if !boundary {
             continue;
@@ -459,12 +463,18 @@ fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
     if seg.is_empty() {
         return;
     }
-    let count = |c: Class| seg.iter().filter(|p| p.class == c).count();
-    let (first, last, ambig, unknown, initial) = (
+    // How many parts of each class, in one pass over the piece.
+    let mut by_class = [0usize; CLASSES];
+    for p in seg {
+        if let Some(n) = by_class.get_mut(p.class as usize) {
+            *n += 1;
+        }
+    }
+    let count = |c: Class| by_class.get(c as usize).copied().unwrap_or(0);
+    let (first, last, ambig, initial) = (
         count(Class::First),
         count(Class::Last),
         count(Class::Ambig),
-        count(Class::Unknown),
         count(Class::Initial),
     );
     let words = seg.len() - initial;
@@ -606,7 +616,6 @@ fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
         // Not even a weak candidate: nothing to pair with either.
         score = 0.0;
     }
-    let _ = unknown;
     if score >= 0.3 {
         let mut end_tok = tail.to;
         // "PATIENT NAME: SMITH, JOHN": a label's name may be written surname first.
