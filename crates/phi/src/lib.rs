@@ -147,10 +147,8 @@ impl Detector {
 
     /// The identifiers in `text`: non-overlapping, sorted by start, byte offsets.
     pub fn detect(&self, text: &str) -> Vec<Span> {
-        let cands = detect::candidates(text)
-            .into_iter()
-            .filter(|c| c.score >= self.min_score && self.categories.contains(c.cat))
-            .collect();
+        let mut cands = detect::candidates(text);
+        cands.retain(|c| c.score >= self.min_score && self.categories.contains(c.cat));
         detect::merge(cands)
             .into_iter()
             .map(|c| Span {
