@@ -68,7 +68,7 @@ pub(super) fn chunks(scan: &mut Scan<'_>) {
             && !scan.toks[p - 1].is_punct(b'@')
             && !scan.toks[p - 1].is_punct(b':')
             && !scan.toks[p - 1].is_punct(b'.')
-            && (t.ch == b':' || !scan.s(p - 1).eq_ignore_ascii_case("www"))
+            && (t.ch == b':' || !scan.bytes(p - 1).eq_ignore_ascii_case(b"www"))
         {
             done = p + 1;
             continue;
@@ -112,8 +112,8 @@ fn chunk_at(scan: &mut Scan<'_>, i: usize, e: usize, at: bool, colons: u32, dots
         let scheme = colons == 1
             && b.get(scan.toks[i].start..scan.toks[e].end)
                 .is_some_and(|bytes| bytes.windows(3).any(|w| w == b"://"));
-        let final_dot_only =
-            dots == 0 || (scan.is_punct(e, b'.') && !scan.s(e - 1).eq_ignore_ascii_case("www"));
+        let final_dot_only = dots == 0
+            || (scan.is_punct(e, b'.') && !scan.bytes(e - 1).eq_ignore_ascii_case(b"www"));
         if !scheme && final_dot_only {
             return;
         }
