@@ -11,11 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row as _, SqlSafeStr as _};
+use sqlx::{ConnectOptions as _, Connection as _, Row as _, SqlSafeStr as _, Sqlite};
 use time::OffsetDateTime;
 
 use crate::keys::{self, KeyHash};
@@ -66,15 +67,83 @@ const PREFIX_ATTEMPTS: usize = 4;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// One long-lived connection for audit appends (see `sqlite/audit.rs`): SQLite drops a
-    /// connection's page cache whenever another connection has written, so a writer that hopped
-    /// between pooled connections would re-read the hot index pages on every commit. For an
-    /// in-memory database this is the same one-connection pool.
-    audit_writer: SqlitePool,
+    /// The connection audit appends go through (see `sqlite/audit.rs` and [`AuditWriter`]).
+    audit_writer: AuditWriter,
     /// The audit sequence number the last append left, if known (see `sqlite/audit.rs`).
     audit_next: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
     /// Copies the WAL into the database file in the background (file databases only).
     _wal_checkpointer: Option<std::sync::Arc<WalCheckpointer>>,
+}
+
+/// The connection audit appends and checkpoints are written through.
+#[derive(Clone, Debug)]
+enum AuditWriter {
+    /// A file database: one long-lived connection of its own. Long-lived because SQLite drops a
+    /// connection's page cache whenever another connection has written, so a writer that hopped
+    /// between pooled connections would re-read the hot index pages on every commit. Behind a
+    /// mutex rather than in a one-connection pool because a pool pings the connection on every
+    /// checkout and again, from a spawned task, on every return: two more round trips to SQLite's
+    /// worker thread per commit, which every request waiting for its audited start paid for.
+    /// `None` once the store is closed.
+    Dedicated(std::sync::Arc<tokio::sync::Mutex<Option<SqliteConnection>>>),
+    /// An in-memory database: its single pooled connection, shared with every other use.
+    Shared(SqlitePool),
+}
+
+/// The audit writer's connection, held for one append or checkpoint insert.
+enum WriterConnection {
+    Dedicated(tokio::sync::OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>),
+    Shared(PoolConnection<Sqlite>),
+}
+
+impl AuditWriter {
+    /// Waits for the connection (appends come from one writer task, so this rarely waits).
+    async fn acquire(&self) -> Result<WriterConnection, sqlx::Error> {
+        match self {
+            Self::Dedicated(conn) => {
+                tokio::sync::OwnedMutexGuard::try_map(conn.clone().lock_owned().await, |c| {
+                    c.as_mut()
+                })
+                .map(WriterConnection::Dedicated)
+                .map_err(|_| sqlx::Error::PoolClosed)
+            }
+            Self::Shared(pool) => pool.acquire().await.map(WriterConnection::Shared),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Self::Dedicated(conn) => {
+                let taken = conn.lock().await.take();
+                if let Some(c) = taken
+                    && let Err(e) = c.close().await
+                {
+                    tracing::warn!(error = %e, "closing the audit writer's SQLite connection failed");
+                }
+            }
+            Self::Shared(pool) => pool.close().await,
+        }
+    }
+}
+
+impl std::ops::Deref for WriterConnection {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            Self::Dedicated(c) => c,
+            Self::Shared(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriterConnection {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            Self::Dedicated(c) => c,
+            Self::Shared(c) => c,
+        }
+    }
 }
 
 /// How often the background task checkpoints the WAL of a file database.
@@ -151,25 +220,21 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         migrator().run(&pool).await.map_err(migration_error)?;
-        let audit_writer = SqlitePoolOptions::new()
-            .min_connections(1)
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(
-                options
-                    .pragma("cache_size", format!("-{AUDIT_CACHE_KIB}"))
-                    // A multi-row INSERT keeps a statement journal (the pages it changed, to undo
-                    // just that statement); in memory rather than a temporary file, which
-                    // otherwise doubled the writes of every audit commit.
-                    .pragma("temp_store", "memory")
-                    // Checkpoints run beside the writer, never inside its commits (see
-                    // `WalCheckpointer`).
-                    .pragma("wal_autocheckpoint", "0"),
-            )
+        let audit_writer = options
+            .pragma("cache_size", format!("-{AUDIT_CACHE_KIB}"))
+            // A multi-row INSERT keeps a statement journal (the pages it changed, to undo
+            // just that statement); in memory rather than a temporary file, which
+            // otherwise doubled the writes of every audit commit.
+            .pragma("temp_store", "memory")
+            // Checkpoints run beside the writer, never inside its commits (see
+            // `WalCheckpointer`).
+            .pragma("wal_autocheckpoint", "0")
+            .connect()
             .await
             .map_err(unavailable)?;
+        let audit_writer = AuditWriter::Dedicated(std::sync::Arc::new(tokio::sync::Mutex::new(
+            Some(audit_writer),
+        )));
         let checkpointer = WalCheckpointer::start(pool.clone());
         Ok(Self {
             pool,
@@ -211,7 +276,7 @@ impl SqliteStore {
     async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
         migrator().run(&pool).await.map_err(migration_error)?;
         Ok(Self {
-            audit_writer: pool.clone(),
+            audit_writer: AuditWriter::Shared(pool.clone()),
             pool,
             audit_next: std::sync::Arc::default(),
             _wal_checkpointer: None,

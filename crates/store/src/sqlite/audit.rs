@@ -16,7 +16,7 @@
 //! writer took that number, and the append falls back to the locked path.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row as _};
+use sqlx::{AssertSqlSafe, Connection as _, Row as _};
 use wardgate_audit::event::AuditEvent;
 use wardgate_audit::merkle::Hash;
 use wardgate_audit::store::{self as audit_store, MAX_READ};
@@ -118,9 +118,14 @@ impl SqliteStore {
         };
         let rows = prepare(next, events);
         let sql = insert_sql(rows.len());
+        let mut conn = self
+            .audit_writer
+            .acquire()
+            .await
+            .map_err(|e| Retry::Failed(unavailable(e)))?;
         match bind_rows(&sql, &rows)
             .map_err(Retry::Failed)?
-            .execute(&self.audit_writer)
+            .execute(&mut *conn)
             .await
         {
             Ok(_) => Ok(rows.into_iter().map(|r| r.entry).collect()),
@@ -141,8 +146,8 @@ impl SqliteStore {
         &self,
         events: Vec<AuditEvent>,
     ) -> Result<Vec<AuditEntry>, AuditStoreError> {
-        let mut tx = self
-            .audit_writer
+        let mut conn = self.audit_writer.acquire().await.map_err(unavailable)?;
+        let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
@@ -269,6 +274,7 @@ impl AuditStore for SqliteStore {
         audit_store::check_checkpoint(checkpoint)?;
         let size = to_i64(checkpoint.size, "checkpoint size")?;
         let subtrees: Vec<u8> = checkpoint.subtrees.iter().flat_map(|h| h.0).collect();
+        let mut conn = self.audit_writer.acquire().await.map_err(unavailable)?;
         // DO NOTHING keeps an existing row; the read-back then tells a repeat from a conflict.
         sqlx::query(
             "INSERT INTO audit_checkpoints (tree_size, root_hash, note, subtrees, created_ms) \
@@ -279,13 +285,13 @@ impl AuditStore for SqliteStore {
         .bind(&checkpoint.note)
         .bind(subtrees)
         .bind(checkpoint.created_at.unix_millis())
-        .execute(&self.audit_writer)
+        .execute(&mut *conn)
         .await
         .map_err(unavailable)?;
         let stored: Vec<u8> =
             sqlx::query_scalar("SELECT root_hash FROM audit_checkpoints WHERE tree_size = $1")
                 .bind(size)
-                .fetch_one(&self.audit_writer)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(unavailable)?;
         if stored != checkpoint.root.0 {

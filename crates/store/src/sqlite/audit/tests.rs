@@ -74,8 +74,9 @@ async fn the_audit_connection_is_full_sync_and_leaves_wal_checkpoints_to_the_bac
     let pragma = |name: &'static str| {
         let store = store.clone();
         async move {
+            let mut conn = store.audit_writer.acquire().await.unwrap();
             sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
-                .fetch_one(&store.audit_writer)
+                .fetch_one(&mut *conn)
                 .await
                 .unwrap()
         }
@@ -134,6 +135,31 @@ async fn two_writers_on_one_file_interleave_without_gaps() {
     }
 }
 
+#[tokio::test]
+async fn a_closed_store_refuses_appends_and_its_file_keeps_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path()).await;
+    let clone = store.clone();
+    store.append(vec![sample_event(0)]).await.unwrap();
+    store.close().await;
+    // Every clone shares the writer connection, and it is gone: no silent reopen.
+    for s in [&store, &clone] {
+        assert!(matches!(
+            s.append(vec![sample_event(1)]).await,
+            Err(AuditStoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            s.add_checkpoint(&conformance::checkpoint_for(&[], 0)).await,
+            Err(AuditStoreError::Unavailable(_))
+        ));
+    }
+    let reopened = file_store(dir.path()).await;
+    assert_eq!(reopened.size().await.unwrap(), 1);
+    assert_eq!(
+        reopened.append(vec![sample_event(1)]).await.unwrap()[0].seq,
+        1
+    );
+}
 const ORIGIN: &str = "test/audit";
 
 /// A file store with 48 entries written through the `Auditor` (checkpoints every 8 sequential
@@ -154,10 +180,30 @@ async fn written_log(dir: &Path) -> (SqliteStore, SignerKey, Vec<String>) {
         .unwrap();
     for i in 0..48 {
         assert_eq!(auditor.append(sample_event(i)).await.unwrap(), i);
+        if (i + 1) % 8 == 0 {
+            // Automatic checkpoints are sealed in the background; the tests below need them at
+            // exactly these sizes, so each lands before the next eight entries.
+            wait_for_checkpoint(&store, i + 1).await;
+        }
     }
     auditor.shutdown().await.unwrap();
     let notes = wardgate_audit::witness::read(&witness).unwrap().notes;
     (store, key, notes)
+}
+
+async fn wait_for_checkpoint(store: &SqliteStore, size: u64) {
+    for _ in 0..5_000 {
+        if store
+            .latest_checkpoint()
+            .await
+            .unwrap()
+            .is_some_and(|c| c.size == size)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("no checkpoint of size {size} within 5 s");
 }
 
 async fn verify_live(
