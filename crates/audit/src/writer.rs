@@ -11,8 +11,11 @@
 //! If a commit fails, every event in that batch gets the error and none is in the log. Every
 //! `checkpoint_every` entries or `checkpoint_interval` (whichever comes first, and only if
 //! something was appended) the writer signs a checkpoint, stores it, and appends it to the
-//! witness file. A checkpoint failure is logged and retried at the next occasion; it does not
-//! fail appends, which are already durable.
+//! witness file. These automatic checkpoints are sealed on a task of their own, one at a time
+//! and in order, so their two durable writes never hold up the appends queued meanwhile; an
+//! explicit [`Auditor::checkpoint`] and the final one at shutdown wait for it and are signed
+//! in line. A checkpoint failure is logged and retried at the next occasion; it does not fail
+//! appends, which are already durable.
 //!
 //! There must be one `Auditor` per log: sequence numbers come from the store, but the tree
 //! lives here. (If another writer appends anyway, this one notices the gap and reads the missing
@@ -219,7 +222,7 @@ impl Auditor {
         });
         let mut writer = Writer {
             store,
-            signer,
+            signer: Arc::new(signer),
             config,
             tree,
             last_checkpoint,
@@ -228,6 +231,7 @@ impl Auditor {
             shared: shared.clone(),
             deferred: None,
             broken: None,
+            sealing: None,
         };
         if writer.tree.size() > writer.last_checkpoint.unwrap_or(0)
             || writer.last_checkpoint.is_none()
@@ -392,9 +396,24 @@ async fn catch_up(
     Ok(())
 }
 
+/// How an automatic checkpoint sealed in the background ended.
+enum Sealed {
+    /// Signed, stored and witnessed at this size.
+    At(u64),
+    /// Not signed: the store holds a larger checkpoint, so another writer appended; this
+    /// writer reads what it missed before signing again (a rare, slower path).
+    Behind,
+}
+
+/// An automatic checkpoint on its way to the store and the witness file.
+struct Sealing {
+    size: u64,
+    task: tokio::task::JoinHandle<Result<Sealed, AuditError>>,
+}
+
 struct Writer {
     store: Arc<dyn AuditStore>,
-    signer: SignerKey,
+    signer: Arc<SignerKey>,
     config: AuditorConfig,
     tree: TreeBuilder,
     last_checkpoint: Option<u64>,
@@ -405,6 +424,8 @@ struct Writer {
     deferred: Option<Command>,
     /// Set when this writer's tree no longer matches the store; every later append fails.
     broken: Option<String>,
+    /// The automatic checkpoint being sealed, if one is.
+    sealing: Option<Sealing>,
 }
 
 impl Writer {
@@ -418,8 +439,9 @@ impl Writer {
                 None => tokio::select! {
                     c = self.rx.recv() => c,
                     _ = ticker.tick() => {
+                        self.collect_sealed(false).await;
                         if self.uncheckpointed() > 0 {
-                            self.checkpoint_logged().await;
+                            self.seal_in_background().await;
                         }
                         continue;
                     }
@@ -436,6 +458,7 @@ impl Writer {
                 }
                 None => {
                     // Every handle is gone: seal what was written.
+                    self.collect_sealed(true).await;
                     if self.uncheckpointed() > 0 {
                         self.checkpoint_logged().await;
                     }
@@ -445,8 +468,11 @@ impl Writer {
         }
     }
 
+    /// Entries not covered by a checkpoint, counting the one being sealed as done.
     fn uncheckpointed(&self) -> u64 {
-        self.tree.size() - self.last_checkpoint.unwrap_or(0)
+        let sealed = self.last_checkpoint.unwrap_or(0);
+        let sealing = self.sealing.as_ref().map_or(0, |s| s.size);
+        self.tree.size().saturating_sub(sealed.max(sealing))
     }
 
     /// Gathers whatever else is queued (up to `max_batch`) behind `first` and commits it.
@@ -509,7 +535,7 @@ impl Writer {
                     let _ = r.send(Ok(entry.seq));
                 }
                 if self.uncheckpointed() >= self.config.checkpoint_every {
-                    self.checkpoint_logged().await;
+                    self.seal_in_background().await;
                 }
             }
             Err(e) => {
@@ -557,14 +583,77 @@ impl Writer {
         Ok(())
     }
 
+    /// Signs, stores and witnesses a checkpoint of the current tree on a task of its own: the
+    /// store's commit and the witness file's flush would otherwise sit in front of every append
+    /// queued behind this batch. Only one at a time, so checkpoints reach the store and the
+    /// witness in order; while one is in flight the next waits for a later occasion.
+    async fn seal_in_background(&mut self) {
+        if !self.collect_sealed(false).await || self.broken.is_some() {
+            return;
+        }
+        let size = self.tree.size();
+        let job = Seal {
+            store: self.store.clone(),
+            signer: self.signer.clone(),
+            witness: self.witness.clone(),
+            checkpoint: Checkpoint {
+                origin: self.config.origin.clone(),
+                size,
+                root: self.tree.root(),
+            },
+            subtrees: self.tree.subtrees().to_vec(),
+        };
+        self.sealing = Some(Sealing {
+            size,
+            task: tokio::spawn(job.run()),
+        });
+    }
+
+    /// Takes the outcome of the background checkpoint once it has finished (with `wait`, waits
+    /// for it). Returns whether none is in flight any more.
+    async fn collect_sealed(&mut self, wait: bool) -> bool {
+        let Some(sealing) = self.sealing.take() else {
+            return true;
+        };
+        if !wait && !sealing.task.is_finished() {
+            self.sealing = Some(sealing);
+            return false;
+        }
+        match sealing.task.await {
+            Ok(Ok(Sealed::At(size))) => {
+                self.last_checkpoint = Some(self.last_checkpoint.map_or(size, |l| l.max(size)));
+            }
+            Ok(Ok(Sealed::Behind)) => {
+                // The in-line path reads the other writer's entries, then signs.
+                if let Err(e) = self.checkpoint_in_line().await {
+                    tracing::error!(error = %e, size = self.tree.size(), "audit checkpoint failed");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, size = sealing.size, "audit checkpoint failed");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size = sealing.size, "audit checkpoint task failed");
+            }
+        }
+        true
+    }
+
     async fn checkpoint_logged(&mut self) {
         if let Err(e) = self.checkpoint().await {
             tracing::error!(error = %e, size = self.tree.size(), "audit checkpoint failed");
         }
     }
 
-    /// Signs, stores, then witnesses a checkpoint of the current tree.
+    /// Signs, stores, then witnesses a checkpoint of the current tree, after the one being
+    /// sealed in the background (if any), so that the witness file stays in order.
     async fn checkpoint(&mut self) -> Result<SignedCheckpoint, AuditError> {
+        self.collect_sealed(true).await;
+        self.checkpoint_in_line().await
+    }
+
+    /// [`Self::checkpoint`] with nothing in flight.
+    async fn checkpoint_in_line(&mut self) -> Result<SignedCheckpoint, AuditError> {
         if let Some(why) = &self.broken {
             return Err(AuditError::Inconsistent(why.clone()));
         }
@@ -588,36 +677,20 @@ impl Writer {
             size: self.tree.size(),
             root: self.tree.root(),
         };
-        let signed = checkpoint
-            .sign(&self.signer)
-            .map_err(|e| AuditError::Checkpoint(e.to_string()))?;
-        let stored = StoredCheckpoint {
-            size: checkpoint.size,
-            root: checkpoint.root,
-            note: signed.note.clone(),
-            subtrees: self.tree.subtrees().to_vec(),
-            created_at: Timestamp::now(),
-        };
-        self.store
-            .add_checkpoint(&stored)
-            .await
-            .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
-        if let Some(witness) = &self.witness {
-            let witness = witness.clone();
-            let note = signed.note.clone();
-            tokio::task::spawn_blocking(move || match witness.lock() {
-                Ok(mut w) => w.append(&note),
-                Err(_) => Err(std::io::Error::other("witness file lock poisoned")),
-            })
-            .await
-            .map_err(|e| AuditError::Checkpoint(format!("witness task failed: {e}")))?
-            .map_err(|e| AuditError::Checkpoint(format!("cannot write the witness file: {e}")))?;
-        }
+        let signed = seal(
+            self.store.as_ref(),
+            &self.signer,
+            self.witness.as_ref(),
+            &checkpoint,
+            self.tree.subtrees().to_vec(),
+        )
+        .await?;
         self.last_checkpoint = Some(checkpoint.size);
         Ok(signed)
     }
 
     async fn drain_and_stop(&mut self) -> Result<(), AuditError> {
+        self.collect_sealed(true).await;
         // Refuse new work, then commit what is already queued.
         self.rx.close();
         loop {
@@ -643,6 +716,77 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// An automatic checkpoint, sealed on its own task ([`Writer::seal_in_background`]).
+struct Seal {
+    store: Arc<dyn AuditStore>,
+    signer: Arc<SignerKey>,
+    witness: Option<Arc<std::sync::Mutex<WitnessFile>>>,
+    checkpoint: Checkpoint,
+    subtrees: Vec<Hash>,
+}
+
+impl Seal {
+    async fn run(self) -> Result<Sealed, AuditError> {
+        // Another writer (`wardgate keys` from the command line) may have appended and signed
+        // since this writer last caught up. Its checkpoint then covers more than this one, and
+        // signing this one would put a smaller checkpoint after it in the witness file.
+        let latest = self
+            .store
+            .latest_checkpoint()
+            .await
+            .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
+        if latest.is_some_and(|l| l.size > self.checkpoint.size) {
+            return Ok(Sealed::Behind);
+        }
+        seal(
+            self.store.as_ref(),
+            &self.signer,
+            self.witness.as_ref(),
+            &self.checkpoint,
+            self.subtrees,
+        )
+        .await?;
+        Ok(Sealed::At(self.checkpoint.size))
+    }
+}
+
+/// Signs `checkpoint`, stores it with the tree state `subtrees`, then appends it to the witness
+/// file.
+async fn seal(
+    store: &dyn AuditStore,
+    signer: &SignerKey,
+    witness: Option<&Arc<std::sync::Mutex<WitnessFile>>>,
+    checkpoint: &Checkpoint,
+    subtrees: Vec<Hash>,
+) -> Result<SignedCheckpoint, AuditError> {
+    let signed = checkpoint
+        .sign(signer)
+        .map_err(|e| AuditError::Checkpoint(e.to_string()))?;
+    let stored = StoredCheckpoint {
+        size: checkpoint.size,
+        root: checkpoint.root,
+        note: signed.note.clone(),
+        subtrees,
+        created_at: Timestamp::now(),
+    };
+    store
+        .add_checkpoint(&stored)
+        .await
+        .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
+    if let Some(witness) = witness {
+        let witness = witness.clone();
+        let note = signed.note.clone();
+        tokio::task::spawn_blocking(move || match witness.lock() {
+            Ok(mut w) => w.append(&note),
+            Err(_) => Err(std::io::Error::other("witness file lock poisoned")),
+        })
+        .await
+        .map_err(|e| AuditError::Checkpoint(format!("witness task failed: {e}")))?
+        .map_err(|e| AuditError::Checkpoint(format!("cannot write the witness file: {e}")))?;
+    }
+    Ok(signed)
 }
 
 #[cfg(test)]
