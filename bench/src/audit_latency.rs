@@ -12,6 +12,12 @@
 //!
 //! The variants alternate, `--repeats` rounds each; the figures are medians over rounds.
 //! Target (issue 4): the p99 difference stays under 0.5 ms at 1,000 req/s.
+//!
+//! Context printed with the result: the disk's own flush latency (`fdatasync` of a 4 KiB
+//! append in the same directory, what every durable SQLite commit waits for at least) and the
+//! audit writer's mean batch size. An answered request waits for two durable commits (its start
+//! before the backend is called, its terminal event before the answer's last byte), so twice
+//! the disk's flush time is a floor no writer design can go under at `synchronous=FULL`.
 
 mod machine;
 mod paced;
@@ -76,6 +82,7 @@ struct Variant {
     redacted: bool,
     app: axum::Router,
     key: String,
+    auditor: Option<wardgate_audit::Auditor>,
 }
 
 async fn variant(
@@ -103,7 +110,7 @@ async fn variant(
     };
     let catalog = wardgate_gateway::build_catalog(&config, None)?;
     let mut state = wardgate_gateway::build_state(config, catalog, None, store);
-    if let Some(a) = auditor {
+    if let Some(a) = auditor.clone() {
         state = state.with_audit(a);
     }
     wardgate_gateway::refresh_backends(&state).await;
@@ -112,7 +119,30 @@ async fn variant(
         redacted,
         app: wardgate_gateway::router(state),
         key,
+        auditor,
     })
+}
+
+/// Latency of `fdatasync` after appending 4 KiB to a file in `dir`: (p50, p99) in µs.
+fn flush_latency(dir: &Path, samples: usize) -> anyhow::Result<(u64, u64)> {
+    use std::io::Write as _;
+    let path = dir.join("flush-probe.bin");
+    let mut file = File::create(&path)?;
+    let block = [0x5a_u8; 4096];
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        file.write_all(&block)?;
+        let t = std::time::Instant::now();
+        file.sync_data()?;
+        times.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    times.sort_unstable();
+    Ok((
+        stats::percentile(&times, 50.0).unwrap_or(0),
+        stats::percentile(&times, 99.0).unwrap_or(0),
+    ))
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
@@ -157,6 +187,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             credential: &v.key,
         })
         .collect();
+    let (flush50, flush99) = flush_latency(&dir, 500)?;
+    say(&format!(
+        "disk flush (fdatasync of a 4 KiB append) in {}: p50 {flush50} µs, p99 {flush99} µs; \
+         two durable commits per answered request: floor about {} µs at p50",
+        dir.display(),
+        2 * flush50
+    ));
     let before = machine::snapshot(&[]);
     let r = paced::rounds(
         &targets,
@@ -193,6 +230,17 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             p50 - off50,
             p99 - off99
         ));
+    }
+    for v in &variants {
+        if let Some(a) = &v.auditor {
+            say(&format!(
+                "  {:28} audit entries {}, commits {}, mean batch {:.2}",
+                v.name,
+                a.size(),
+                a.commits(),
+                a.size() as f64 / a.commits().max(1) as f64
+            ));
+        }
     }
     let added = r.medians(2).1 - off99;
     say(&format!(
