@@ -588,7 +588,9 @@ impl Writer {
     /// queued behind this batch. Only one at a time, so checkpoints reach the store and the
     /// witness in order; while one is in flight the next waits for a later occasion.
     async fn seal_in_background(&mut self) {
-        if !self.collect_sealed(false).await || self.broken.is_some() {
+        // Collecting may have signed in line (another writer's checkpoint was larger).
+        if !self.collect_sealed(false).await || self.broken.is_some() || self.uncheckpointed() == 0
+        {
             return;
         }
         let size = self.tree.size();
