@@ -211,7 +211,10 @@ async fn concurrent_appends<S: AuditStore>(store: &S) -> Vec<crate::AuditEntry> 
     all
 }
 
-async fn queries<S: AuditStore>(store: &S, all: &[crate::AuditEntry]) {
+/// Every kind of filter, alone and combined, against what [`AuditFilter::matches`] picks out of
+/// `all` (the whole log, in order); public so a store can run it again in states of its own
+/// (the SQLite store: before and after its filter index has caught up).
+pub async fn queries<S: AuditStore>(store: &S, all: &[crate::AuditEntry]) {
     let ts = |i: i64| Timestamp::from_unix_millis(1_735_689_600_000 + i * 1_000);
     let filters = vec![
         AuditFilter::default(),
@@ -253,6 +256,11 @@ async fn queries<S: AuditStore>(store: &S, all: &[crate::AuditEntry]) {
         AuditFilter {
             after_seq: Some(10),
             limit: Some(3),
+            ..Default::default()
+        },
+        AuditFilter {
+            tenant: Some("tenant-1".into()),
+            after_seq: Some(5),
             ..Default::default()
         },
         AuditFilter {

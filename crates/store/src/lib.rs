@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 pub use roles::Role;
 pub use secret::Secret;
-pub use sqlite::SqliteStore;
+pub use sqlite::{AuditDurability, SqliteStore};
 
 /// The underlying cause of an unavailable store, whatever the backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key last used",
         include_str!("../migrations/0004_key_last_used.sql"),
     ),
+    (
+        5,
+        "audit filter index",
+        include_str!("../migrations/0005_audit_filter_index.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -63,6 +68,47 @@ const FILE_POOL_SIZE: u32 = 8;
 /// collision is already unlikely; needing this many means something else is wrong.
 const PREFIX_ATTEMPTS: usize = 4;
 
+/// How far an audit commit has gone when the append that made it returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuditDurability {
+    /// Flushed to the disk (`synchronous=FULL`): a returned append survives a power loss or a
+    /// kernel crash. The default, and what HIPAA-minded deployments should keep.
+    #[default]
+    Disk,
+    /// Handed to the operating system (`synchronous=NORMAL` in WAL mode): a returned append
+    /// survives the gateway being killed (`kill -9`, a crash, an OOM kill), but a power loss or
+    /// kernel crash can lose the last commits (never corrupt the file; the signed checkpoints
+    /// and the witness then show exactly which entries are gone). For disks whose flush is
+    /// slower than the latency budget; an operator's explicit choice, logged at every start.
+    Process,
+}
+
+impl AuditDurability {
+    /// The name used in configuration: `disk` or `process`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disk => "disk",
+            Self::Process => "process",
+        }
+    }
+}
+
+impl std::str::FromStr for AuditDurability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disk" => Ok(Self::Disk),
+            "process" => Ok(Self::Process),
+            other => Err(format!(
+                "unknown audit durability `{other}`: use `disk` (flushed before each append \
+                 returns; survives power loss) or `process` (survives the process dying, not \
+                 power loss)"
+            )),
+        }
+    }
+}
+
 /// The SQLite store. Cheap to clone: clones share one connection pool.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -72,7 +118,9 @@ pub struct SqliteStore {
     /// The audit sequence number the last append left, if known (see `sqlite/audit.rs`).
     audit_next: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
     /// Copies the WAL into the database file in the background (file databases only).
-    _wal_checkpointer: Option<std::sync::Arc<WalCheckpointer>>,
+    _wal_checkpointer: Option<std::sync::Arc<BackgroundTask>>,
+    /// Brings the audit log's filter index up to date in the background.
+    _audit_indexer: std::sync::Arc<BackgroundTask>,
 }
 
 /// The connection audit appends and checkpoints are written through.
@@ -146,10 +194,39 @@ impl std::ops::DerefMut for WriterConnection {
     }
 }
 
+/// A task of the store's own, stopped when the last clone of the store goes.
+#[derive(Debug)]
+struct BackgroundTask(tokio::task::JoinHandle<()>);
+
+impl Drop for BackgroundTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `step` every `every` (the first time after one period) until it says to stop.
+fn every<F, Fut>(every: Duration, mut step: F) -> BackgroundTask
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::ops::ControlFlow<()>> + Send,
+{
+    BackgroundTask(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if step().await.is_break() {
+                return;
+            }
+        }
+    }))
+}
+
 /// How often the background task checkpoints the WAL of a file database.
 const WAL_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// The background WAL checkpoint task; stopped when the last clone of the store goes.
+/// The background WAL checkpoint task.
 ///
 /// Why: by default SQLite checkpoints inside the commit that pushes the WAL past 1,000 pages,
 /// so every few hundred audit commits one of them also copies ~4 MB into the database file
@@ -158,34 +235,54 @@ const WAL_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// automatic checkpoints off; this task runs a PASSIVE checkpoint, which never blocks writers,
 /// from another connection instead. A crash loses nothing: committed frames stay in the WAL
 /// until they are copied.
-#[derive(Debug)]
-struct WalCheckpointer(tokio::task::JoinHandle<()>);
-
-impl WalCheckpointer {
-    fn start(pool: SqlitePool) -> Self {
-        Self(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            while !pool.is_closed() {
-                tick.tick().await;
-                let result = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&pool)
-                    .await;
-                if let Err(e) = result
-                    && !pool.is_closed()
-                {
-                    tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
-                }
+fn wal_checkpointer(pool: SqlitePool) -> BackgroundTask {
+    every(WAL_CHECKPOINT_EVERY, move || {
+        let pool = pool.clone();
+        async move {
+            if pool.is_closed() {
+                return std::ops::ControlFlow::Break(());
             }
-        }))
-    }
+            let result = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await;
+            if let Err(e) = result
+                && !pool.is_closed()
+            {
+                tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    })
 }
 
-impl Drop for WalCheckpointer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// How often the audit log's filter index catches up with the log. Queries never wait for it
+/// (see `sqlite/audit.rs`); it bounds how many entries they scan unindexed, and how long one
+/// catch-up holds the writer's connection (at 2,000 events/s, ~200 rows: about a millisecond).
+const AUDIT_INDEX_EVERY: Duration = Duration::from_millis(100);
+
+/// The background task that copies new audit entries' filter columns into `audit_filter`, whose
+/// indexes answer audit queries (migration `0005_audit_filter_index.sql`); it also stops when
+/// the store is closed.
+///
+/// Why not index in the append itself: every index on the appended table is one more B-tree
+/// page written and fsync'd per commit, and requests wait for those commits. Here one sorted
+/// insert covers everything appended since the last run, on the writer's own connection, between
+/// two of its appends (never beside one: that would make the append wait on SQLite's busy
+/// handler, which sleeps in whole milliseconds).
+fn audit_indexer(writer: AuditWriter) -> BackgroundTask {
+    every(AUDIT_INDEX_EVERY, move || {
+        let writer = writer.clone();
+        async move {
+            match audit::index_pending(&writer).await {
+                Ok(_) => {}
+                Err(sqlx::Error::PoolClosed) => return std::ops::ControlFlow::Break(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "indexing the audit log failed; retrying");
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    })
 }
 
 /// Page cache of the audit writer connection, in KiB (SQLite's negative `cache_size`): room for
@@ -200,6 +297,12 @@ impl SqliteStore {
     /// WAL journaling, `synchronous=FULL` (a commit that returned survives power loss, which the
     /// audit log built on this store needs), a busy timeout, and enforced foreign keys.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, AuditDurability::Disk).await
+    }
+
+    /// [`SqliteStore::open`], with the audit log's commits as durable as `durability` says
+    /// (every other write stays `synchronous=FULL`).
+    pub async fn open_with(path: &Path, durability: AuditDurability) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -220,14 +323,19 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         migrator().run(&pool).await.map_err(migration_error)?;
+        let audit_sync = match durability {
+            AuditDurability::Disk => SqliteSynchronous::Full,
+            AuditDurability::Process => SqliteSynchronous::Normal,
+        };
         let audit_writer = options
+            .synchronous(audit_sync)
             .pragma("cache_size", format!("-{AUDIT_CACHE_KIB}"))
             // A multi-row INSERT keeps a statement journal (the pages it changed, to undo
             // just that statement); in memory rather than a temporary file, which
             // otherwise doubled the writes of every audit commit.
             .pragma("temp_store", "memory")
             // Checkpoints run beside the writer, never inside its commits (see
-            // `WalCheckpointer`).
+            // `wal_checkpointer`).
             .pragma("wal_autocheckpoint", "0")
             .connect()
             .await
@@ -235,12 +343,14 @@ impl SqliteStore {
         let audit_writer = AuditWriter::Dedicated(std::sync::Arc::new(tokio::sync::Mutex::new(
             Some(audit_writer),
         )));
-        let checkpointer = WalCheckpointer::start(pool.clone());
+        let checkpointer = wal_checkpointer(pool.clone());
+        let indexer = audit_indexer(audit_writer.clone());
         Ok(Self {
             pool,
             audit_writer,
             audit_next: std::sync::Arc::default(),
             _wal_checkpointer: Some(std::sync::Arc::new(checkpointer)),
+            _audit_indexer: std::sync::Arc::new(indexer),
         })
     }
 
@@ -275,11 +385,14 @@ impl SqliteStore {
 
     async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
         migrator().run(&pool).await.map_err(migration_error)?;
+        let audit_writer = AuditWriter::Shared(pool.clone());
+        let indexer = audit_indexer(audit_writer.clone());
         Ok(Self {
-            audit_writer: AuditWriter::Shared(pool.clone()),
+            audit_writer,
             pool,
             audit_next: std::sync::Arc::default(),
             _wal_checkpointer: None,
+            _audit_indexer: std::sync::Arc::new(indexer),
         })
     }
 

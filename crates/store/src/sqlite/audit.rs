@@ -205,6 +205,67 @@ fn bind_rows<'q>(sql: &str, rows: &[Row]) -> Result<Insert<'q>, AuditStoreError>
     Ok(query)
 }
 
+/// Rows one run of [`index_pending`] copies at most, bounding how long it holds the writer's
+/// connection after a long pause (the next run goes on from there).
+const INDEX_CHUNK: i64 = 5_000;
+
+/// Copies the filter columns of entries not yet in `audit_filter` into it, on the audit
+/// writer's connection, in one autocommit statement. Entries are appended in `seq` order, so
+/// everything after the largest indexed `seq` is exactly what is missing, whoever appended it
+/// and whenever this last ran (after a crash too). Returns the rows copied.
+pub(super) async fn index_pending(writer: &super::AuditWriter) -> Result<u64, sqlx::Error> {
+    let mut conn = writer.acquire().await?;
+    let done = sqlx::query(
+        "INSERT INTO audit_filter (seq, ts_ms, event_type, actor_id, tenant, outcome, request_id) \
+         SELECT seq, ts_ms, event_type, actor_id, tenant, outcome, request_id FROM audit_entries \
+         WHERE seq > (SELECT COALESCE(MAX(seq), -1) FROM audit_filter) ORDER BY seq LIMIT $1",
+    )
+    .bind(INDEX_CHUNK)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The `after_seq` condition: it needs no index (`seq` is the table's key).
+const AFTER_SEQ: &str = "seq > $";
+
+/// The query's SQL for `clauses` (fixed fragments, each ending in `$`, numbered here in order),
+/// with the limit as the last parameter.
+///
+/// Filters on the indexed columns read `audit_filter`'s indexes for the entries it holds and
+/// scan the entries after its last one in `audit_entries` (which holds the same columns), so an
+/// entry is found whether or not the background indexer has reached it; both parts are read
+/// from one snapshot. Numbered parameters may appear twice: SQLite binds `$1` in both parts to
+/// the same value.
+fn query_sql(clauses: &[&str]) -> String {
+    let mut conditions = String::new();
+    for (i, clause) in clauses.iter().enumerate() {
+        if i > 0 {
+            conditions.push_str(" AND ");
+        }
+        conditions.push_str(clause);
+        conditions.push_str(&(i + 1).to_string());
+    }
+    let limit = clauses.len() + 1;
+    let select = "SELECT seq, leaf, leaf_hash FROM audit_entries";
+    if clauses.iter().all(|c| *c == AFTER_SEQ) {
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {conditions}")
+        };
+        return format!("{select}{filter} ORDER BY seq LIMIT ${limit}");
+    }
+    format!(
+        "{select} WHERE seq IN (\
+         SELECT seq FROM audit_filter WHERE {conditions} \
+         UNION ALL \
+         SELECT seq FROM audit_entries \
+         WHERE seq > (SELECT COALESCE(MAX(seq), -1) FROM audit_filter) AND {conditions}\
+         ) ORDER BY seq LIMIT ${limit}"
+    )
+}
+
 #[async_trait::async_trait]
 impl AuditStore for SqliteStore {
     async fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, AuditStoreError> {
@@ -369,17 +430,11 @@ impl AuditStore for SqliteStore {
         }
         if let Some(a) = filter.after_seq {
             match i64::try_from(a) {
-                Ok(a) => add("seq > $", Value::Int(a)),
+                Ok(a) => add(AFTER_SEQ, Value::Int(a)),
                 Err(_) => return Ok(Vec::new()),
             }
         }
-        let mut sql = String::from("SELECT seq, leaf, leaf_hash FROM audit_entries");
-        for (i, clause) in clauses.iter().enumerate() {
-            sql.push_str(if i == 0 { " WHERE " } else { " AND " });
-            sql.push_str(clause);
-            sql.push_str(&(i + 1).to_string());
-        }
-        sql.push_str(&format!(" ORDER BY seq LIMIT ${}", values.len() + 1));
+        let sql = query_sql(&clauses);
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for v in values {
             query = match v {

@@ -11,6 +11,7 @@ use wardgate_audit::verify::{self, CheckpointSource};
 use wardgate_audit::{AuditError, Auditor, AuditorConfig, SignerKey, VerifyError};
 
 use super::*;
+use crate::sqlite::AuditDurability;
 
 async fn file_store(dir: &Path) -> SqliteStore {
     SqliteStore::open(&dir.join("wardgate.db")).await.unwrap()
@@ -105,6 +106,39 @@ async fn the_audit_connection_is_full_sync_and_leaves_wal_checkpoints_to_the_bac
         "the WAL was never checkpointed into the database file"
     );
     assert_eq!(store.size().await.unwrap(), 1000);
+}
+
+#[tokio::test]
+async fn process_durability_relaxes_only_the_audit_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_with(&dir.path().join("wardgate.db"), AuditDurability::Process)
+        .await
+        .unwrap();
+    let audit_sync: i64 = {
+        let mut conn = store.audit_writer.acquire().await.unwrap();
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    };
+    // NORMAL (1) in WAL mode: commits reach the OS, the WAL is flushed at checkpoints.
+    assert_eq!(audit_sync, 1);
+    let other_sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(other_sync, 2, "keys and tenants stay synchronous=FULL");
+    store
+        .append((0..10).map(sample_event).collect())
+        .await
+        .unwrap();
+    store.close().await;
+    // Reopened (the OS kept what was written): every entry is there.
+    let store = file_store(dir.path()).await;
+    assert_eq!(store.size().await.unwrap(), 10);
+    assert_eq!("process".parse(), Ok(AuditDurability::Process));
+    assert_eq!("disk".parse(), Ok(AuditDurability::Disk));
+    assert!("off".parse::<AuditDurability>().is_err());
 }
 
 #[tokio::test]
@@ -387,4 +421,120 @@ async fn an_old_checkpoint_is_inconsistent_with_a_rewritten_table() {
         ),
         "{err}"
     );
+}
+
+async fn filter_rows(store: &SqliteStore) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_filter")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+}
+
+/// Queries answer from `audit_filter` for indexed entries and scan the rest, so they give the
+/// same results whether the background indexer is behind, caught up, or halfway.
+#[tokio::test]
+async fn queries_find_entries_whether_or_not_the_filter_index_has_reached_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path()).await;
+    store
+        .append((0..30).map(sample_event).collect())
+        .await
+        .unwrap();
+    // The indexer may already have run; afterwards the first 30 are indexed for certain.
+    index_pending(&store.audit_writer).await.unwrap();
+    assert_eq!(filter_rows(&store).await, 30);
+
+    // 30 more, written the way an append writes them, while this test holds the writer's
+    // connection: the background indexer, which needs it too, cannot reach them.
+    let tail = {
+        let mut conn = store.audit_writer.acquire().await.unwrap();
+        let rows = prepare(30, (195..225).map(sample_event).collect());
+        bind_rows(&insert_sql(rows.len()), &rows)
+            .unwrap()
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let all = store.read_range(0, 100).await.unwrap();
+        assert_eq!(all.len(), 60);
+        assert_eq!(
+            filter_rows(&store).await,
+            30,
+            "the tail must not be indexed yet"
+        );
+        conformance::queries(&store, &all).await;
+        all
+    };
+
+    // Caught up (by this call or the background task, whichever got the connection first):
+    // the same answers, now all from the index.
+    index_pending(&store.audit_writer).await.unwrap();
+    assert_eq!(filter_rows(&store).await, 60);
+    conformance::queries(&store, &tail).await;
+    assert_eq!(index_pending(&store.audit_writer).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_background_indexer_catches_up_and_its_rows_are_append_only() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    store
+        .append((0..50).map(sample_event).collect())
+        .await
+        .unwrap();
+    let caught_up = async {
+        while filter_rows(&store).await < 50 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), caught_up)
+            .await
+            .is_ok(),
+        "the background indexer never indexed the appended entries"
+    );
+    for sql in [
+        "UPDATE audit_filter SET actor_id = 'someone-else'",
+        "DELETE FROM audit_filter WHERE seq = 3",
+    ] {
+        let err = sqlx::query(sql).execute(&store.pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+}
+
+/// A database written before the filter index existed keeps answering queries: the migration
+/// copies its entries into `audit_filter`.
+#[tokio::test]
+async fn the_filter_index_migration_indexes_existing_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    // The schema as of migration 4, then entries written through it.
+    let mut migrator = crate::sqlite::migrator();
+    migrator.migrations = std::borrow::Cow::Owned(
+        migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 4)
+            .cloned()
+            .collect(),
+    );
+    migrator.run(&pool).await.unwrap();
+    let rows = prepare(0, (0..40).map(sample_event).collect());
+    bind_rows(&insert_sql(rows.len()), &rows)
+        .unwrap()
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(filter_rows(&store).await, 40);
+    let all = store.read_range(0, 100).await.unwrap();
+    conformance::queries(&store, &all).await;
 }
