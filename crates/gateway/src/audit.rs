@@ -31,6 +31,8 @@ pub struct AuditSettings {
     pub origin: String,
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
+    /// How durable an audit commit is before the request goes on (the store applies it).
+    pub durability: wardgate_store::AuditDurability,
 }
 
 #[derive(Debug, thiserror::Error)]

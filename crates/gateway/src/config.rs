@@ -81,6 +81,9 @@ pub struct RawAudit {
     pub checkpoint_every: Option<u64>,
     /// ... or after this long when anything was appended. Default `10s`.
     pub checkpoint_interval: Option<String>,
+    /// `disk` (default: every append flushed to the disk before it returns; survives power
+    /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
+    pub durability: Option<String>,
 }
 
 /// The PHI guard (see `phi_guard.rs`). Log lines and error bodies are always redacted; this
@@ -695,6 +698,9 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
     }
     if let Some(v) = env("WARDGATE_AUDIT_WITNESS") {
         raw.audit.witness_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("WARDGATE_AUDIT_DURABILITY") {
+        raw.audit.durability = Some(v);
     }
     if let Some(v) = env("WARDGATE_PHI_MODE") {
         raw.phi.mode = Some(v);
@@ -1405,6 +1411,12 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             raw.audit.checkpoint_interval.as_deref(),
             Duration::from_secs(10),
         )?,
+        durability: match raw.audit.durability.as_deref() {
+            None => wardgate_store::AuditDurability::default(),
+            Some(text) => text
+                .parse()
+                .map_err(|e: String| ConfigError::new("audit.durability", e))?,
+        },
     };
     if audit.origin.is_empty()
         || audit.origin.len() > 256
@@ -1684,6 +1696,7 @@ url = "http://127.0.0.1:11434"
                 "server.first_token_timeout",
             ),
             ("[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes"),
+            ("[audit]\ndurability = \"none\"\n", "audit.durability"),
             ("[limits]\nover_cap = \"maybe\"\n", "limits.over_cap"),
             ("[logging]\nformat = \"xml\"\n", "logging.format"),
             (
@@ -1755,9 +1768,16 @@ url = "http://127.0.0.1:11434"
             "WARDGATE_BACKEND" => Some("openai:http://127.0.0.1:9/v1".to_owned()),
             "WARDGATE_LISTEN" => Some("127.0.0.1:0".to_owned()),
             "WARDGATE_DB" => Some("/tmp/x.db".to_owned()),
+            "WARDGATE_AUDIT_DURABILITY" => Some("process".to_owned()),
             _ => None,
         };
+        assert_eq!(
+            load("").unwrap().audit.durability,
+            wardgate_store::AuditDurability::Disk,
+            "audit commits are flushed to the disk unless an operator says otherwise"
+        );
         let c = Config::from_raw(RawConfig::default(), &env).unwrap();
+        assert_eq!(c.audit.durability, wardgate_store::AuditDurability::Process);
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.sqlite_path, PathBuf::from("/tmp/x.db"));
         assert_eq!(c.backends[0].kind, BackendType::Http(BackendKind::Openai));

@@ -777,8 +777,14 @@ fn init_logging(config: &Config) {
 async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     init_logging(&config);
+    if config.audit.durability == wardgate_store::AuditDurability::Process {
+        tracing::warn!(
+            "audit.durability = \"process\": audit commits are not flushed to the disk before \
+             requests go on; a power loss or kernel crash can lose the last audit entries"
+        );
+    }
     let store = Arc::new(
-        SqliteStore::open(&config.sqlite_path)
+        SqliteStore::open_with(&config.sqlite_path, config.audit.durability)
             .await
             .with_context(|| {
                 format!("cannot open the database {}", config.sqlite_path.display())
