@@ -16,9 +16,9 @@ mod web;
 
 use std::collections::HashSet;
 
-use crate::Category;
 use crate::dict::{self, Ctx, Dict, WordInfo};
 use crate::lex::{self, Gap, Kind, Tok};
+use crate::{Category, Span};
 
 /// Candidates scoring below this are kept (a detector configured lower reports them) but
 /// leave their tokens free for the other families.
@@ -42,6 +42,9 @@ struct Buffers {
     toks: Vec<Tok>,
     infos: Vec<WordInfo>,
     used: Vec<bool>,
+    /// The candidates: most messages have none or a few, and the spans handed back are
+    /// copied out of it, so a message without any allocates nothing.
+    out: Vec<Cand>,
     scratch: Box<Scratch>,
 }
 
@@ -101,6 +104,7 @@ impl<'t> Scan<'t> {
         b.infos.resize(n, WordInfo::default());
         b.used.clear();
         b.used.resize(n, false);
+        b.out.clear();
         Scan {
             text,
             toks: b.toks,
@@ -108,25 +112,38 @@ impl<'t> Scan<'t> {
             infos: b.infos,
             counts,
             used: b.used,
-            // Room for the usual number of candidates, so that it is seldom grown.
-            out: Vec::with_capacity(n / 8 + 8),
+            out: b.out,
             scratch: b.scratch,
         }
     }
 
-    /// Ends the scan: returns the candidates and gives the buffers back to the thread's
-    /// pool (large ones are dropped rather than kept).
-    fn finish(self) -> Vec<Cand> {
-        if self.toks.capacity() <= 1 << 16 {
+    /// Ends the scan: keeps the candidates `keep` accepts, merges them into spans, and gives
+    /// the buffers back to the thread's pool (large ones are dropped rather than kept). The
+    /// spans are returned in a vector of their exact size (none allocated for none).
+    fn finish(mut self, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
+        self.out.retain(keep);
+        merge(&mut self.out);
+        let spans = self
+            .out
+            .iter()
+            .map(|c| Span {
+                category: c.cat,
+                start: c.start,
+                end: c.end,
+                score: c.score,
+            })
+            .collect();
+        if self.toks.capacity() <= 1 << 16 && self.out.capacity() <= 1 << 12 {
             let b = Buffers {
                 toks: self.toks,
                 infos: self.infos,
                 used: self.used,
+                out: self.out,
                 scratch: self.scratch,
             };
             POOL.with(|p| p.set(Some(b)));
         }
-        self.out
+        spans
     }
 
     #[inline]
@@ -587,19 +604,27 @@ fn word_info_other(dict: &Dict, text: &str, t: Tok, level: u8, buf: &mut String)
     }
 }
 
-/// Runs every family over `text` and returns the raw candidates.
+/// The identifiers in `text`: every family's candidates that `keep` accepts, merged into
+/// non-overlapping spans sorted by start.
+pub(crate) fn spans(text: &str, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
+    let mut scan = Scan::new(text);
+    candidates(&mut scan);
+    scan.finish(keep)
+}
+
+/// Runs every family over the scan's text, leaving the raw candidates in `scan.out`.
 ///
 /// Web identifiers first, chunk by chunk (their insides look like names and numbers). The
 /// other families then share one pass: at each token they are tried in priority order —
 /// address, number, month-name date, name — and the first that takes something decides
 /// where the pass goes on. Most tokens are lower-case words that no
 /// family wants, and they cost a flag test.
-pub(crate) fn candidates(text: &str) -> Vec<Cand> {
-    let mut scan = Scan::new(text);
+fn candidates(scan: &mut Scan<'_>) {
+    let text = scan.text;
     let n = scan.len();
     // Web identifiers first, in each chunk of glued tokens ("john.smith@example.com"): only
     // the chunks around the `@`, `:` and `.` tokens the lexer listed are looked at.
-    web::chunks(&mut scan);
+    web::chunks(scan);
     // Text written without capitals (chat messages often are) gets its lower-case words
     // checked against the name lists; in ordinary text only a title or a label does that.
     let lex::WordCounts { words, capitalised } = scan.counts;
@@ -612,49 +637,46 @@ pub(crate) fn candidates(text: &str) -> Vec<Cand> {
         }
         let t = scan.toks[i];
         let next = match t.kind {
-            Kind::Num | Kind::AlNum => {
-                address::at(&mut scan, i).or_else(|| numbers::at(&mut scan, i))
-            }
+            Kind::Num | Kind::AlNum => address::at(scan, i).or_else(|| numbers::at(scan, i)),
             // (The tests before the number and date families are the first ones they make.)
-            Kind::Word if t.is_cap() => address::at(&mut scan, i)
+            Kind::Word if t.is_cap() => address::at(scan, i)
                 .or_else(|| {
-                    (t.all_upper() && t.len() <= 5 && numbers::value_start_word(&scan, i))
-                        .then(|| numbers::at(&mut scan, i))
+                    (t.all_upper() && t.len() <= 5 && numbers::value_start_word(scan, i))
+                        .then(|| numbers::at(scan, i))
                         .flatten()
                 })
                 .or_else(|| {
                     (t.len() >= 3 && scan.info_small(i).month() != 0)
-                        .then(|| dates::at(&mut scan, i))
+                        .then(|| dates::at(scan, i))
                         .flatten()
                 })
-                .or_else(|| names::at(&mut scan, i)),
+                .or_else(|| names::at(scan, i)),
             Kind::Word => {
                 // Most lower-case words matter to no family: two cheap tests say so before
                 // any lookup.
                 let raw = &text.as_bytes()[t.start..t.end];
                 let interesting = t.flags & lex::NON_ASCII != 0 || scan.dict.may_interest(raw);
                 let mut next = None;
-                if interesting || address::number_within(&scan, i, 5) {
-                    next = address::at(&mut scan, i);
+                if interesting || address::number_within(scan, i, 5) {
+                    next = address::at(scan, i);
                 }
                 if next.is_none() && interesting && scan.info_small(i).month() != 0 {
-                    next = dates::at(&mut scan, i);
+                    next = dates::at(scan, i);
                 }
-                if next.is_none() && names::line_start(&scan, i) {
-                    next = names::at(&mut scan, i);
+                if next.is_none() && names::line_start(scan, i) {
+                    next = names::at(scan, i);
                 }
                 if next.is_none() && (lower_text || scan.after_title_dot(i)) {
-                    next = names::lower_at(&mut scan, i, 0.6);
+                    next = names::lower_at(scan, i, 0.6);
                 }
                 next
             }
-            Kind::Punct if t.ch == b'(' => numbers::at(&mut scan, i),
+            Kind::Punct if t.ch == b'(' => numbers::at(scan, i),
             _ => None,
         };
         i = next.unwrap_or(i + 1).max(i + 1);
     }
-    repeat_names(&mut scan);
-    scan.finish()
+    repeat_names(scan);
 }
 
 /// Once a document has named someone in full ("Patient: Max Monroe"), a later capitalised
@@ -843,8 +865,8 @@ fn sort_cands(c: &mut [Cand]) {
 
 /// Sorts candidates and merges overlapping ones: the union of their bytes, the category of
 /// the highest-scoring one (the earlier one on a tie).
-pub(crate) fn merge(mut c: Vec<Cand>) -> Vec<Cand> {
-    sort_cands(&mut c);
+fn merge(c: &mut Vec<Cand>) {
+    sort_cands(c);
     // In place: the merged spans are written over the front of the vector (never ahead of
     // the one being read).
     let mut w = 0;
@@ -865,7 +887,6 @@ pub(crate) fn merge(mut c: Vec<Cand>) -> Vec<Cand> {
         w += 1;
     }
     c.truncate(w);
-    c
 }
 
 #[cfg(test)]
