@@ -252,24 +252,39 @@ impl<'t> Scan<'t> {
         if let Some(key) = self.packed_phrase(from, to) {
             return self.dict.get_packed(key);
         }
+        // The key is built in the scan's reusable string, which goes back on every path (a
+        // phrase with a token that is not a word is common, and dropping the string there
+        // made the next phrase allocate it again).
         let mut key = std::mem::take(&mut self.scratch.phrase);
+        let info = self.phrase_info_in(from, to, &mut key);
+        self.scratch.phrase = key;
+        info
+    }
+
+    /// [`Scan::phrase_info`], building the key in `key`.
+    fn phrase_info_in(&mut self, from: usize, to: usize, key: &mut String) -> WordInfo {
+        // A phrase with a token that is not a word is none: tested before any lower-casing.
+        // (An empty range looks up the empty key, as the loop below would.)
+        let words = from > to
+            || self
+                .toks
+                .get(from..=to)
+                .is_some_and(|ts| ts.iter().all(|t| t.kind == Kind::Word));
+        if !words {
+            return WordInfo::default();
+        }
         key.clear();
         for i in from..=to {
             let Some(t) = self.toks.get(i) else {
                 return WordInfo::default();
             };
-            if t.kind != Kind::Word {
-                return WordInfo::default();
-            }
             if i > from {
                 key.push(' ');
             }
             let s = self.text.get(t.start..t.end).unwrap_or("");
             key.push_str(dict::lower_into(s, &mut self.scratch.buf));
         }
-        let info = self.dict.get(&key);
-        self.scratch.phrase = key;
-        info
+        self.dict.get(key)
     }
 
     /// The phrase of tokens `from..=to` packed as [`dict::pack_lower`] packs it, when its
