@@ -60,6 +60,7 @@ struct Scratch {
     /// Scratch space of [`repeat_names`].
     known: KnownWords,
     found: Vec<usize>,
+    name_words: Vec<(usize, usize)>,
     buf: String,
     phrase: String,
 }
@@ -697,6 +698,8 @@ fn candidates(scan: &mut Scan<'_>) {
 /// Once a document has named someone in full ("Patient: Max Monroe"), a later capitalised
 /// "Max" or "Monroe" alone is that person, even where the word alone would be too
 /// ambiguous ("Max agrees with the plan").
+// Once per message, after the pass: kept out of line, so as not to crowd the pass's loop.
+#[inline(never)]
 fn repeat_names(scan: &mut Scan<'_>) {
     // Most documents name no one in full: then there is nothing to look for, and the sets
     // are not even touched.
@@ -707,46 +710,21 @@ fn repeat_names(scan: &mut Scan<'_>) {
     {
         return;
     }
-    let mut known = std::mem::take(&mut scan.scratch.known);
-    let mut found = std::mem::take(&mut scan.scratch.found);
+    // The scratch space is borrowed field by field, beside the tokens and candidates, rather
+    // than moved out and back (a few hundred bytes, per message with a name).
+    let sc = &mut *scan.scratch;
+    let known = &mut sc.known;
     known.clear();
-    found.clear();
-    repeat_names_with(scan, &mut known, &mut found);
-    scan.scratch.known = known;
-    scan.scratch.found = found;
-}
-
-/// [`repeat_names`], with its scratch space (empty).
-fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Vec<usize>) {
     for c in &scan.out {
         if c.cat != Category::Person || c.score < 0.7 {
             continue;
         }
         // Words of a confirmed name, split on anything but letters ("SMITH, JOHN").
         let covered = scan.text.get(c.start..c.end).unwrap_or("");
-        if covered.is_ascii() {
-            // The same split on bytes: in ASCII, a letter is one byte.
-            let parts = || {
-                covered
-                    .as_bytes()
-                    .split(|c| !c.is_ascii_alphabetic())
-                    .filter(|w| w.len() > 1)
-            };
-            if parts().nth(1).is_some() {
-                for w in parts() {
-                    known.insert_ascii(w);
-                }
-            }
-            continue;
-        }
-        let parts = || {
-            covered
-                .split(|ch: char| !lex::is_alpha(ch))
-                .filter(|w| w.chars().count() > 1)
-        };
-        if parts().nth(1).is_some() {
-            for w in parts() {
-                known.insert(w);
+        name_words(covered, &mut sc.name_words);
+        if sc.name_words.len() > 1 {
+            for &(a, b) in &sc.name_words {
+                known.insert(covered.get(a..b).unwrap_or(""), &mut sc.buf);
             }
         }
     }
@@ -756,9 +734,10 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
     // The set first: most words are not names of the document (the dictionary facts are
     // asked for only about those that are). Emitting marks only the token itself, so the
     // tokens are tested first and the candidates emitted after.
-    let mut buf = std::mem::take(&mut scan.scratch.buf);
+    let found = &mut sc.found;
+    found.clear();
     let bytes = scan.text.as_bytes();
-    for &i in &scan.scratch.titles {
+    for &i in &sc.titles {
         let (Some(t), Some(false)) = (scan.toks.get(i), scan.used.get(i).copied()) else {
             continue;
         };
@@ -767,18 +746,61 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
         } else {
             known.contains(dict::lower_into(
                 scan.text.get(t.start..t.end).unwrap_or(""),
-                &mut buf,
+                &mut sc.buf,
             ))
         };
         if known_word {
             found.push(i);
         }
     }
-    scan.scratch.buf = buf;
-    for &i in found.iter() {
+    if found.is_empty() {
+        return;
+    }
+    let found = std::mem::take(found);
+    for &i in &found {
         if !scan.info_small(i).has(dict::FUNCTION | dict::TITLE) {
             scan.emit(i, i, Category::Person, 0.75);
         }
+    }
+    scan.scratch.found = found;
+}
+
+/// The words of a confirmed name's text `covered`, as byte ranges into `out` (cleared
+/// first): each maximal run of letters ([`lex::is_alpha`]) two characters or more long. The
+/// same as splitting on every character that is not a letter and dropping the pieces
+/// shorter than two characters, in one pass that decodes only the non-ASCII characters.
+fn name_words(covered: &str, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let b = covered.as_bytes();
+    let mut i = 0;
+    let mut start = 0;
+    // Letters in the current run.
+    let mut letters = 0;
+    while let Some(&c) = b.get(i) {
+        let (letter, len) = if c < 0x80 {
+            (c.is_ascii_alphabetic(), 1)
+        } else {
+            let ch = covered
+                .get(i..)
+                .and_then(|r| r.chars().next())
+                .unwrap_or(' ');
+            (lex::is_alpha(ch), ch.len_utf8())
+        };
+        if letter {
+            if letters == 0 {
+                start = i;
+            }
+            letters += 1;
+        } else {
+            if letters > 1 {
+                out.push((start, i));
+            }
+            letters = 0;
+        }
+        i += len;
+    }
+    if letters > 1 {
+        out.push((start, b.len()));
     }
 }
 
@@ -790,8 +812,17 @@ struct KnownWords {
     /// One bit per packed word (a one-word Bloom filter): every title-case word of the
     /// document is tested, and most are not names of it, so most tests end here.
     packed_filter: u64,
-    other: HashSet<String, dict::FxBuild>,
+    /// The other words, one after another (a document has few, and a string each, allocated
+    /// and freed per document, cost more than the rest of this step)…
+    other_text: String,
+    /// … each ending where this says.
+    other_ends: Vec<usize>,
+    /// All the other words, once there are more than [`OTHER_LINEAR`]; empty before.
+    other_set: HashSet<String, dict::FxBuild>,
 }
+
+/// How many other words [`KnownWords`] searches one by one before it uses a set.
+const OTHER_LINEAR: usize = 32;
 
 /// The bit of `packed_filter` for packed word `k`.
 fn filter_bit(k: u128) -> u64 {
@@ -803,7 +834,11 @@ impl KnownWords {
     fn clear(&mut self) {
         self.packed.clear();
         self.packed_filter = 0;
-        self.other.clear();
+        self.other_text.clear();
+        self.other_ends.clear();
+        if !self.other_set.is_empty() {
+            self.other_set.clear();
+        }
     }
 
     fn insert_packed(&mut self, k: u128) {
@@ -816,33 +851,65 @@ impl KnownWords {
     }
 
     fn is_empty(&self) -> bool {
-        self.packed.is_empty() && self.other.is_empty()
+        self.packed.is_empty() && self.other_ends.is_empty()
     }
 
-    /// Adds the ASCII `word`, lower-cased.
-    fn insert_ascii(&mut self, word: &[u8]) {
-        match dict::pack_lower(word) {
-            Some(k) => self.insert_packed(k),
-            None => {
-                self.other
-                    .insert(String::from_utf8_lossy(word).to_ascii_lowercase());
+    /// Whether the other (long or non-ASCII, lower-cased) word `lower` is known.
+    fn contains_other(&self, lower: &str) -> bool {
+        if self.other_ends.len() > OTHER_LINEAR {
+            return self.other_set.contains(lower);
+        }
+        let mut from = 0;
+        for &end in &self.other_ends {
+            if self.other_text.get(from..end) == Some(lower) {
+                return true;
+            }
+            from = end;
+        }
+        false
+    }
+
+    /// Adds the other (long or non-ASCII, lower-cased) word `lower`.
+    fn insert_other(&mut self, lower: &str) {
+        if self.contains_other(lower) {
+            return;
+        }
+        self.other_text.push_str(lower);
+        self.other_ends.push(self.other_text.len());
+        if self.other_ends.len() > OTHER_LINEAR {
+            if self.other_set.is_empty() {
+                let mut from = 0;
+                for &end in &self.other_ends {
+                    let w = self.other_text.get(from..end).unwrap_or("");
+                    self.other_set.insert(w.to_owned());
+                    from = end;
+                }
+            } else {
+                self.other_set.insert(lower.to_owned());
             }
         }
     }
 
-    /// Adds `word`, lower-cased.
-    fn insert(&mut self, word: &str) {
+    /// Adds `word`, lower-cased as `str::to_lowercase` does (`buf` is scratch space).
+    fn insert(&mut self, word: &str, buf: &mut String) {
         if let Some(k) = dict::pack_lower(word.as_bytes()) {
             // ASCII: lower-cased by the packing.
             self.insert_packed(k);
             return;
         }
-        let lower = word.to_lowercase();
+        // `str::to_lowercase` lower-cases character by character except that a capital
+        // sigma ending a word becomes a final sigma: a word with one takes it, the rest are
+        // lower-cased in `buf` without an allocation.
+        let owned;
+        let lower = if word.contains('Σ') {
+            owned = word.to_lowercase();
+            owned.as_str()
+        } else {
+            dict::lower_into(word, buf)
+        };
         match dict::pack_lower(lower.as_bytes()) {
             Some(k) => self.insert_packed(k),
-            None => {
-                self.other.insert(lower);
-            }
+            None => self.insert_other(lower),
         }
     }
 
@@ -850,7 +917,7 @@ impl KnownWords {
     fn contains(&self, lower: &str) -> bool {
         match dict::pack_lower(lower.as_bytes()) {
             Some(k) => self.contains_packed(k),
-            None => self.other.contains(lower),
+            None => self.contains_other(lower),
         }
     }
 }
