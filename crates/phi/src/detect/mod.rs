@@ -55,8 +55,6 @@ struct Scratch {
     web_marks: Vec<usize>,
     /// The words in title case (`Smith`), in order.
     titles: Vec<usize>,
-    /// Scratch space of the name family.
-    name_parts: Vec<names::Part>,
     /// Scratch space of [`repeat_names`].
     known: KnownWords,
     found: Vec<usize>,

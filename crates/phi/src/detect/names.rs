@@ -32,15 +32,53 @@ enum Class {
 /// How many variants [`Class`] has.
 const CLASSES: usize = Class::NonName as usize + 1;
 
-/// One piece of a run of name-like words. A run has at most six; the buffer they are built
-/// in is kept in the [`Scan`] and reused, since a run is built for every capitalised word.
+/// One piece of a run of name-like words. A run has at most [`MAX_PARTS`].
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Part {
+struct Part {
     /// First and last token of the part (an initial includes its dot; `O'Neil` is one part).
     from: usize,
     to: usize,
     class: Class,
     info: WordInfo,
+}
+
+/// The most pieces a run has.
+const MAX_PARTS: usize = 6;
+
+/// The pieces of a run, built on the stack: a run is built for every capitalised word, and
+/// a fixed array costs less to set up than a reused vector costs to hand back and forth.
+struct Parts {
+    items: [Part; MAX_PARTS],
+    len: usize,
+}
+
+impl Parts {
+    fn new() -> Self {
+        let empty = Part {
+            from: 0,
+            to: 0,
+            class: Class::NonName,
+            info: WordInfo::default(),
+        };
+        Parts {
+            items: [empty; MAX_PARTS],
+            len: 0,
+        }
+    }
+
+    /// Adds a piece; returns whether the run is now full.
+    fn push(&mut self, p: Part) -> bool {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = p;
+            self.len += 1;
+        }
+        self.len >= MAX_PARTS
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Part] {
+        let len = self.len.min(MAX_PARTS);
+        &mut self.items[..len]
+    }
 }
 
 fn classify(info: WordInfo, all_upper: bool, len: usize) -> Class {
@@ -243,15 +281,12 @@ fn next_part(scan: &Scan<'_>, to: usize, info: WordInfo) -> Option<usize> {
 }
 
 fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
-    let mut parts = std::mem::take(&mut scan.scratch.name_parts);
-    parts.clear();
-    let next = chain_in(scan, i, &mut parts);
-    scan.scratch.name_parts = parts;
-    next
+    let mut parts = Parts::new();
+    chain_in(scan, i, &mut parts)
 }
 
 /// [`chain`], building the run in `parts` (empty).
-fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
+fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
     let mut j = i;
     while let Some(&t) = scan.tok(j) {
         if t.kind != Kind::Word || scan.is_used(j) {
@@ -287,20 +322,20 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
                 break;
             }
             let nx = to + 1;
-            let joins = !parts.is_empty()
+            let joins = parts.len > 0
                 && scan.gap(nx) == Gap::Space
                 && scan.kind(nx) == Some(Kind::Word)
                 && scan.toks[nx].is_title();
             if !joins {
                 break;
             }
-            parts.push(Part {
+            let full = parts.push(Part {
                 from: j,
                 to,
                 class: Class::Initial, // neutral filler inside a name
                 info,
             });
-            if parts.len() >= 6 {
+            if full {
                 break;
             }
             match next_part(scan, to, info) {
@@ -340,14 +375,14 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
         if class == Class::Initial && scan.is_punct(to + 1, b'.') && scan.gap(to + 1) == Gap::None {
             end = to + 1;
         }
-        parts.push(Part {
+        let full = parts.push(Part {
             from: j,
             to: end,
             class,
             info,
         });
         to = end;
-        if parts.len() >= 6 {
+        if full {
             break;
         }
         match next_part(scan, to, info) {
@@ -355,12 +390,12 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
             None => break,
         }
     }
+    let parts = parts.as_mut_slice();
     let Some(&last) = parts.last() else {
         return i + 1;
     };
     let next = last.to + 1;
     let nparts = parts.len();
-    let parts = &mut parts[..];
     // Most capitalised words are ordinary words at a sentence start: nothing to do unless a
     // title makes the next word a name.
     let all_ordinary = parts
