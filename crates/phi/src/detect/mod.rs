@@ -98,16 +98,27 @@ impl<'t> Scan<'t> {
         );
         let n = b.toks.len();
         // Facts are looked up lazily, token by token, when a family asks (a token that is
-        // not a word gets none then).
+        // not a word gets none then)…
         b.infos.clear();
         b.infos.resize(n, WordInfo::default());
+        // … except for the words in title case: nearly every one is looked up in full
+        // sooner or later (the address family asks first, then the name family), and
+        // asked for at any level such a word is looked up in full (see
+        // [`Scan::lookup_slow`]), so they are looked up here, in one loop, rather than in a
+        // call each when first asked.
+        let dict = dict::dict();
+        for &i in &b.scratch.titles {
+            if let (Some(&t), Some(slot)) = (b.toks.get(i), b.infos.get_mut(i)) {
+                *slot = word_info(dict, text, t, 2, &mut b.scratch.buf).with_level(2);
+            }
+        }
         b.used.clear();
         b.used.resize(n, false);
         b.out.clear();
         Scan {
             text,
             toks: b.toks,
-            dict: dict::dict(),
+            dict,
             infos: b.infos,
             counts,
             used: b.used,
