@@ -54,10 +54,12 @@ struct Parts {
 
 impl Parts {
     fn new() -> Self {
+        // All zero bytes (`First` is the class numbered 0), so the array is set up with a
+        // few wide stores; a slot is read only once pushed.
         let empty = Part {
             from: 0,
             to: 0,
-            class: Class::NonName,
+            class: Class::First,
             info: WordInfo::default(),
         };
         Parts {
