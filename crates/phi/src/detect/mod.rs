@@ -707,18 +707,22 @@ fn candidates(scan: &mut Scan<'_>) {
 /// Once a document has named someone in full ("Patient: Max Monroe"), a later capitalised
 /// "Max" or "Monroe" alone is that person, even where the word alone would be too
 /// ambiguous ("Max agrees with the plan").
-// Once per message, after the pass: kept out of line, so as not to crowd the pass's loop.
-#[inline(never)]
 fn repeat_names(scan: &mut Scan<'_>) {
     // Most documents name no one in full: then there is nothing to look for, and the sets
     // are not even touched.
-    if !scan
+    if scan
         .out
         .iter()
         .any(|c| c.cat == Category::Person && c.score >= 0.7)
     {
-        return;
+        repeat_names_found(scan);
     }
+}
+
+/// [`repeat_names`] once someone is named in full.
+// Kept out of line, so as not to crowd the pass's loop.
+#[inline(never)]
+fn repeat_names_found(scan: &mut Scan<'_>) {
     // The scratch space is borrowed field by field, beside the tokens and candidates, rather
     // than moved out and back (a few hundred bytes, per message with a name).
     let sc = &mut *scan.scratch;
