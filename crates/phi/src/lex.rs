@@ -43,6 +43,10 @@ pub(crate) const HAS_LOWER: u8 = 4;
 pub(crate) const NON_ASCII: u8 = 8;
 /// At least one ASCII digit.
 pub(crate) const HAS_DIGIT: u8 = 16;
+/// Inside a candidate of a detector family (never set by the lexer): later families skip
+/// the token. Kept in the token, which every step reads anyway, rather than in a vector of
+/// its own that would have to be set up for every message.
+pub(crate) const USED: u8 = 32;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tok {
@@ -50,7 +54,7 @@ pub(crate) struct Tok {
     pub end: usize,
     pub kind: Kind,
     pub gap: Gap,
-    /// Letter-case flags (`UPPER_FIRST` …) for words and mixed runs.
+    /// Letter-case flags (`UPPER_FIRST` …) for words and mixed runs, and [`USED`].
     pub flags: u8,
     /// The character, for `Punct`.
     pub ch: u8,

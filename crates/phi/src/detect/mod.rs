@@ -41,7 +41,6 @@ pub(crate) struct Cand {
 struct Buffers {
     toks: Vec<Tok>,
     infos: Vec<WordInfo>,
-    used: Vec<bool>,
     /// The candidates: most messages have none or a few, and the spans handed back are
     /// copied out of it, so a message without any allocates nothing.
     out: Vec<Cand>,
@@ -77,8 +76,6 @@ pub(crate) struct Scan<'t> {
     infos: Vec<WordInfo>,
     /// Words in the text, and how many of them are capitalised.
     counts: lex::WordCounts,
-    /// Tokens already inside a candidate of an earlier family.
-    pub used: Vec<bool>,
     pub out: Vec<Cand>,
     /// The buffers the families use now and then.
     scratch: Box<Scratch>,
@@ -112,8 +109,6 @@ impl<'t> Scan<'t> {
                 *slot = word_info(dict, text, t, 2, &mut b.scratch.buf).with_level(2);
             }
         }
-        b.used.clear();
-        b.used.resize(n, false);
         b.out.clear();
         Scan {
             text,
@@ -121,7 +116,6 @@ impl<'t> Scan<'t> {
             dict,
             infos: b.infos,
             counts,
-            used: b.used,
             out: b.out,
             scratch: b.scratch,
         }
@@ -147,7 +141,6 @@ impl<'t> Scan<'t> {
             let b = Buffers {
                 toks: self.toks,
                 infos: self.infos,
-                used: self.used,
                 out: self.out,
                 scratch: self.scratch,
             };
@@ -377,8 +370,8 @@ impl<'t> Scan<'t> {
         });
         // A weak guess does not stop the other families from looking at the same tokens.
         if score >= WEAK {
-            for u in self.used.iter_mut().take(to + 1).skip(from) {
-                *u = true;
+            for t in self.toks.iter_mut().take(to + 1).skip(from) {
+                t.flags |= lex::USED;
             }
         }
     }
@@ -399,17 +392,17 @@ impl<'t> Scan<'t> {
             return;
         }
         let first = self.toks.partition_point(|t| t.end <= start);
-        for i in first..self.toks.len() {
-            if self.toks[i].start >= end {
+        for t in self.toks.iter_mut().skip(first) {
+            if t.start >= end {
                 break;
             }
-            self.used[i] = true;
+            t.flags |= lex::USED;
         }
     }
 
     #[inline]
     pub fn is_used(&self, i: usize) -> bool {
-        self.used.get(i).copied().unwrap_or(true)
+        self.toks.get(i).is_none_or(|t| t.flags & lex::USED != 0)
     }
 
     /// The context keyword a single token stands for, if any. Besides dictionary keywords:
@@ -656,11 +649,11 @@ fn candidates(scan: &mut Scan<'_>) {
     let lower_text = words >= 3 && capitalised * 50 < words;
     let mut i = 0;
     while i < n {
-        if scan.used[i] {
+        let t = scan.toks[i];
+        if t.flags & lex::USED != 0 {
             i += 1;
             continue;
         }
-        let t = scan.toks[i];
         let next = match t.kind {
             Kind::Num | Kind::AlNum => address::at(scan, i).or_else(|| numbers::at(scan, i)),
             // (The tests before the number and date families are the first ones they make.)
@@ -751,9 +744,12 @@ fn repeat_names_found(scan: &mut Scan<'_>) {
     found.clear();
     let bytes = scan.text.as_bytes();
     for &i in &sc.titles {
-        let (Some(t), Some(false)) = (scan.toks.get(i), scan.used.get(i).copied()) else {
+        let Some(t) = scan.toks.get(i) else {
             continue;
         };
+        if t.flags & lex::USED != 0 {
+            continue;
+        }
         let known_word = if t.flags & lex::NON_ASCII == 0 && t.len() <= 16 {
             known.contains_packed(dict::pack_letters(bytes, t.start, t.len()))
         } else {
