@@ -5,6 +5,8 @@
 //! Offsets are byte offsets into the UTF-8 input and always fall on character boundaries:
 //! the lexer only ever advances by whole characters.
 
+use crate::dict::WordInfo;
+
 /// What a token is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -61,6 +63,10 @@ pub(crate) struct Tok {
     /// How many tokens back the last `Num` token is (0 for a `Num` itself), `u32::MAX` if
     /// there is none (or it is further back than that).
     pub num_back: u32,
+    /// Dictionary facts about the token, looked up lazily by the scan (the lexer leaves
+    /// them empty, [`WordInfo::level`] 0). Kept in the token, which every step reads
+    /// anyway, rather than in a vector of their own set up for every message.
+    pub info: WordInfo,
 }
 
 impl Tok {
@@ -307,6 +313,7 @@ impl Sink<'_> {
             flags,
             ch,
             num_back: u32::try_from(idx.wrapping_sub(self.last_num)).unwrap_or(u32::MAX),
+            info: WordInfo::default(),
         });
     }
 }

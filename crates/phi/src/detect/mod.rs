@@ -40,7 +40,6 @@ pub(crate) struct Cand {
 #[derive(Default)]
 struct Buffers {
     toks: Vec<Tok>,
-    infos: Vec<WordInfo>,
     /// The candidates: most messages have none or a few, and the spans handed back are
     /// copied out of it, so a message without any allocates nothing.
     out: Vec<Cand>,
@@ -71,9 +70,6 @@ pub(crate) struct Scan<'t> {
     pub text: &'t str,
     pub toks: Vec<Tok>,
     pub dict: &'static Dict,
-    /// Dictionary facts about each token, looked up lazily ([`WordInfo::level`] says how
-    /// far).
-    infos: Vec<WordInfo>,
     /// Words in the text, and how many of them are capitalised.
     counts: lex::WordCounts,
     pub out: Vec<Cand>,
@@ -93,11 +89,8 @@ impl<'t> Scan<'t> {
             &mut b.scratch.web_marks,
             &mut b.scratch.titles,
         );
-        let n = b.toks.len();
-        // Facts are looked up lazily, token by token, when a family asks (a token that is
-        // not a word gets none then)…
-        b.infos.clear();
-        b.infos.resize(n, WordInfo::default());
+        // Dictionary facts ([`Tok::info`]) are looked up lazily, token by token, when a
+        // family asks (a token that is not a word gets none then)…
         // … except for the words in title case: nearly every one is looked up in full
         // sooner or later (the address family asks first, then the name family), and
         // asked for at any level such a word is looked up in full (see
@@ -105,8 +98,8 @@ impl<'t> Scan<'t> {
         // call each when first asked.
         let dict = dict::dict();
         for &i in &b.scratch.titles {
-            if let (Some(&t), Some(slot)) = (b.toks.get(i), b.infos.get_mut(i)) {
-                *slot = word_info(dict, text, t, 2, &mut b.scratch.buf).with_level(2);
+            if let Some(t) = b.toks.get_mut(i) {
+                t.info = word_info(dict, text, *t, 2, &mut b.scratch.buf).with_level(2);
             }
         }
         b.out.clear();
@@ -114,7 +107,6 @@ impl<'t> Scan<'t> {
             text,
             toks: b.toks,
             dict,
-            infos: b.infos,
             counts,
             out: b.out,
             scratch: b.scratch,
@@ -140,7 +132,6 @@ impl<'t> Scan<'t> {
         if self.toks.capacity() <= 1 << 16 && self.out.capacity() <= 1 << 12 {
             let b = Buffers {
                 toks: self.toks,
-                infos: self.infos,
                 out: self.out,
                 scratch: self.scratch,
             };
@@ -202,8 +193,8 @@ impl<'t> Scan<'t> {
     fn lookup(&mut self, i: usize, level: u8) -> WordInfo {
         // The common case, a word already looked up, stays inline; the dictionary is asked
         // out of line.
-        match self.infos.get(i) {
-            Some(&info) if info.level() >= level => info,
+        match self.toks.get(i).map(|t| t.info) {
+            Some(info) if info.level() >= level => info,
             Some(_) => self.lookup_slow(i, level),
             None => WordInfo::default(),
         }
@@ -219,8 +210,8 @@ impl<'t> Scan<'t> {
         if t.kind != Kind::Word {
             // Not a word: no facts, whatever the level.
             let none = WordInfo::default().with_level(2);
-            if let Some(slot) = self.infos.get_mut(i) {
-                *slot = none;
+            if let Some(t) = self.toks.get_mut(i) {
+                t.info = none;
             }
             return none;
         }
@@ -244,8 +235,8 @@ impl<'t> Scan<'t> {
             word_info(self.dict, self.text, t, level, &mut self.scratch.buf)
         }
         .with_level(level);
-        if let Some(slot) = self.infos.get_mut(i) {
-            *slot = info;
+        if let Some(t) = self.toks.get_mut(i) {
+            t.info = info;
         }
         info
     }
