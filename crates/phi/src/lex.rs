@@ -260,6 +260,9 @@ pub(crate) fn push_lower(buf: &mut String, c: char) {
             buf.push(char::from_u32(c as u32 + 0x20).unwrap_or(c));
         }
         '\0'..='\u{ff}' => buf.push(c),
+        // A lower-case character is its own lower case (true of every character; the tests
+        // check it), and most letters of a word are: no search of the Unicode tables.
+        _ if is_lower(c) => buf.push(c),
         _ => buf.extend(c.to_lowercase()),
     }
 }
@@ -569,6 +572,16 @@ mod tests {
             let mut buf = String::new();
             push_lower(&mut buf, c);
             assert_eq!(buf, c.to_lowercase().collect::<String>(), "{u:x}");
+        }
+    }
+
+    #[test]
+    fn lower_case_characters_lower_to_themselves() {
+        for u in 0..=0x10_ffffu32 {
+            let Some(c) = char::from_u32(u) else { continue };
+            if is_lower(c) {
+                assert!(c.to_lowercase().eq([c]), "{u:x}");
+            }
         }
     }
 
