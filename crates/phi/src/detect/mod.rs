@@ -672,10 +672,15 @@ fn candidates(scan: &mut Scan<'_>) {
                 if next.is_none() && interesting && scan.info_small(i).month() != 0 {
                     next = dates::at(scan, i);
                 }
-                if next.is_none() && names::line_start(scan, i) {
+                // Past the first token, a line start and a title's dot both need punctuation
+                // just before (the line-start test looks back across quoting marks only).
+                let after_punct = i > 0 && scan.toks[i - 1].kind == Kind::Punct;
+                if next.is_none()
+                    && (i == 0 || t.gap >= Gap::Line || (after_punct && names::line_start(scan, i)))
+                {
                     next = names::at(scan, i);
                 }
-                if next.is_none() && (lower_text || scan.after_title_dot(i)) {
+                if next.is_none() && (lower_text || (after_punct && scan.after_title_dot(i))) {
                     next = names::lower_at(scan, i, 0.6);
                 }
                 next
