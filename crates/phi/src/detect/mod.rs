@@ -321,6 +321,17 @@ impl<'t> Scan<'t> {
         }
     }
 
+    /// Whether token `i` is an apostrophe, `'` or `’` (the curly one is a token of kind
+    /// `Other`, tested before its bytes are compared).
+    #[inline]
+    pub fn is_apostrophe(&self, i: usize) -> bool {
+        self.toks.get(i).is_some_and(|t| {
+            t.is_punct(b'\'')
+                || (t.kind == Kind::Other
+                    && self.text.as_bytes().get(t.start..t.end) == Some("’".as_bytes()))
+        })
+    }
+
     #[inline]
     pub fn is_punct(&self, i: usize, c: u8) -> bool {
         self.toks.get(i).is_some_and(|t| t.is_punct(c))

@@ -247,7 +247,7 @@ fn not_a_name_word(info: WordInfo, text: &[u8], t: Tok) -> bool {
 /// capitalised word are glued together (`O'Neil`).
 fn apostrophe_joins(scan: &Scan<'_>, j: usize, t: Tok) -> bool {
     t.len() <= 2
-        && (scan.is_punct(j + 1, b'\'') || scan.bytes(j + 1) == "’".as_bytes())
+        && scan.is_apostrophe(j + 1)
         && scan.gap(j + 1) == Gap::None
         && scan.gap(j + 2) == Gap::None
         && scan.kind(j + 2) == Some(Kind::Word)
@@ -842,12 +842,11 @@ fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
         dose: false,
     };
     let n = last + 1;
-    let head =
-        if (scan.is_punct(n, b'\'') || scan.bytes(n) == "’".as_bytes()) && scan.is(n + 1, "s") {
-            n + 2
-        } else {
-            n
-        };
+    let head = if scan.is_apostrophe(n) && scan.is(n + 1, "s") {
+        n + 2
+    } else {
+        n
+    };
     if scan.kind(head) == Some(Kind::Word) && scan.gap(head) <= Gap::Space {
         a.eponym_head = scan.info_small(head).has(dict::EPONYM_HEAD);
     }
@@ -862,7 +861,7 @@ fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
         && scan.gap(n) == Gap::None
         && scan.gap(n + 1) != Gap::None
         && scan.is_punct(first_of_name(scan, last).wrapping_sub(1), b',');
-    if (scan.is_punct(n, b'\'') || scan.bytes(n) == "’".as_bytes())
+    if scan.is_apostrophe(n)
         && scan.gap(n) == Gap::None
         && scan.is(n + 1, "s")
         && scan.gap(n + 1) == Gap::None
