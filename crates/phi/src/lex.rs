@@ -177,46 +177,63 @@ fn is_word_char(c: char) -> bool {
 
 // Letter case of a character. Latin-1 (the accented letters of most European names) is
 // decided by range, which gives the Unicode answer without a search through its tables
-// (the tests compare every Latin-1 character); the rest of Latin and Greek is read from a
-// table filled from the Unicode tables once; the rest asks them.
+// (the tests compare every Latin-1 character); the rest up to U+20FF (more of Latin, Greek,
+// Cyrillic, Hebrew, general punctuation) is read from a table filled from the Unicode tables
+// once; the rest asks them.
 
-/// Bits of [`LATIN_GREEK`].
+/// Bits of [`WIDE`].
 const C_ALPHA: u8 = 1;
 const C_UPPER: u8 = 2;
 const C_LOWER: u8 = 4;
 
-/// Letter facts about U+0100–U+03FF (Latin Extended, IPA, Greek), from the standard
-/// library's Unicode tables.
-static LATIN_GREEK: std::sync::LazyLock<[u8; 0x300]> = std::sync::LazyLock::new(|| {
-    let mut t = [0u8; 0x300];
+/// Letter facts (`C_ALPHA`, `C_UPPER`, `C_LOWER`) about the characters from `first`, from
+/// the standard library's Unicode tables.
+fn facts_table<const N: usize>(first: u32) -> [u8; N] {
+    let mut t = [0u8; N];
     for (k, bits) in t.iter_mut().enumerate() {
-        if let Some(c) = char::from_u32(0x100 + k as u32) {
-            for (yes, bit) in [
-                (c.is_alphabetic(), C_ALPHA),
-                (c.is_uppercase(), C_UPPER),
-                (c.is_lowercase(), C_LOWER),
-            ] {
-                if yes {
-                    *bits |= bit;
-                }
-            }
+        if let Some(c) = char::from_u32(first + k as u32) {
+            *bits = std_facts(c);
         }
     }
     t
-});
+}
 
-/// Whether `c` (from U+0100) has the facts `bit`, from [`LATIN_GREEK`] or the Unicode
-/// tables. Out of line: it is rare, and the hot loops that test for it stay small.
+/// Letter facts about `c` from the standard library's Unicode tables (a search each).
+fn std_facts(c: char) -> u8 {
+    let mut f = 0;
+    for (yes, bit) in [
+        (c.is_alphabetic(), C_ALPHA),
+        (c.is_uppercase(), C_UPPER),
+        (c.is_lowercase(), C_LOWER),
+    ] {
+        if yes {
+            f |= bit;
+        }
+    }
+    f
+}
+
+/// Letter facts about U+0100–U+20FF: the rest of Latin, IPA, Greek, Cyrillic, Hebrew,
+/// Arabic and the other scripts up to general punctuation, super- and subscripts and
+/// currency signs (dashes, curly quotes and the euro sign are common in text, and a search
+/// of the Unicode tables for each cost more than the rest of its token). Built on first use
+/// (8 KiB).
+static WIDE: std::sync::LazyLock<[u8; 0x2000]> = std::sync::LazyLock::new(|| facts_table(0x100));
+
+/// Letter facts about `c` (from U+0100), from the table or the standard library's.
+#[inline]
+fn wide_table_facts(c: char) -> u8 {
+    match WIDE.get((c as usize).wrapping_sub(0x100)) {
+        Some(&bits) => bits,
+        None => std_facts(c),
+    }
+}
+
+/// Whether `c` (from U+0100) has the facts `bit`. Out of line: it is rare, and the hot
+/// loops that test for it stay small.
 #[inline(never)]
 fn wide_has(c: char, bit: u8) -> bool {
-    match LATIN_GREEK.get((c as usize).wrapping_sub(0x100)) {
-        Some(&bits) => bits & bit != 0,
-        None => match bit {
-            C_UPPER => c.is_uppercase(),
-            C_LOWER => c.is_lowercase(),
-            _ => c.is_alphabetic(),
-        },
-    }
+    wide_table_facts(c) & bit != 0
 }
 
 /// Whether `c` is a letter, upper case, lower case (`C_ALPHA`, `C_UPPER`, `C_LOWER`), as
@@ -245,17 +262,7 @@ fn char_facts(c: char) -> u8 {
 /// [`char_facts`] from U+0100. Out of line, like [`wide_has`].
 #[inline(never)]
 fn wide_facts(c: char) -> u8 {
-    match LATIN_GREEK.get((c as usize).wrapping_sub(0x100)) {
-        Some(&bits) => bits,
-        None => [
-            (c.is_alphabetic(), C_ALPHA),
-            (c.is_uppercase(), C_UPPER),
-            (c.is_lowercase(), C_LOWER),
-        ]
-        .iter()
-        .filter(|(yes, _)| *yes)
-        .fold(0, |f, (_, bit)| f | bit),
-    }
+    wide_table_facts(c)
 }
 
 /// `c.is_uppercase()`.
@@ -631,6 +638,7 @@ mod tests {
         for u in 0..0x3000u32 {
             let Some(c) = char::from_u32(u) else { continue };
             let f = char_facts(c);
+            assert_eq!(f, std_facts(c), "{u:x}");
             assert_eq!(f & C_ALPHA != 0, is_alpha(c), "{u:x}");
             assert_eq!(f & C_UPPER != 0, is_upper(c), "{u:x}");
             assert_eq!(f & C_LOWER != 0, is_lower(c), "{u:x}");
