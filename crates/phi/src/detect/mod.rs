@@ -737,7 +737,17 @@ fn repeat_names_found(scan: &mut Scan<'_>) {
         name_words(covered, &mut sc.name_words);
         if sc.name_words.len() > 1 {
             for &(a, b) in &sc.name_words {
-                known.insert(covered.get(a..b).unwrap_or(""), &mut sc.buf);
+                let word = covered.get(a..b).unwrap_or("");
+                if word.len() <= 16 && word.is_ascii() {
+                    // ASCII letters only: packed from the text as the dictionary packs them.
+                    known.insert_packed(dict::pack_letters(
+                        scan.text.as_bytes(),
+                        c.start + a,
+                        b - a,
+                    ));
+                } else {
+                    known.insert(word, &mut sc.buf);
+                }
             }
         }
     }
