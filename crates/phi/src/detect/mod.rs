@@ -372,7 +372,9 @@ impl<'t> Scan<'t> {
         });
         // A weak guess does not stop the other families from looking at the same tokens.
         if score >= WEAK {
-            for t in self.toks.iter_mut().take(to + 1).skip(from) {
+            // (A slice, not `take` and `skip`: their iterator costs a call here.)
+            let end = (to + 1).min(self.toks.len());
+            for t in self.toks.get_mut(from..end).unwrap_or_default() {
                 t.flags |= lex::USED;
             }
         }
@@ -394,7 +396,7 @@ impl<'t> Scan<'t> {
             return;
         }
         let first = self.toks.partition_point(|t| t.end <= start);
-        for t in self.toks.iter_mut().skip(first) {
+        for t in self.toks.get_mut(first..).unwrap_or_default() {
             if t.start >= end {
                 break;
             }
