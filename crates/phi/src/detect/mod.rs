@@ -836,7 +836,11 @@ fn name_words(covered: &str, out: &mut Vec<(usize, usize)>) {
 /// (as the dictionary packs them), the rest as strings.
 #[derive(Default)]
 struct KnownWords {
-    packed: HashSet<u128, dict::FxBuild>,
+    /// The packed words, in a list searched in order while there are at most
+    /// [`OTHER_LINEAR`] (a name has a few words, and hashing each cost more than the search)…
+    packed: Vec<u128>,
+    /// … and all of them in a set past that; empty before.
+    packed_set: HashSet<u128, dict::FxBuild>,
     /// One bit per packed word (a one-word Bloom filter): every title-case word of the
     /// document is tested, and most are not names of it, so most tests end here.
     packed_filter: u64,
@@ -849,7 +853,7 @@ struct KnownWords {
     other_set: HashSet<String, dict::FxBuild>,
 }
 
-/// How many other words [`KnownWords`] searches one by one before it uses a set.
+/// How many words of a kind [`KnownWords`] searches one by one before it uses a set.
 const OTHER_LINEAR: usize = 32;
 
 /// The bit of `packed_filter` for packed word `k`.
@@ -861,6 +865,9 @@ fn filter_bit(k: u128) -> u64 {
 impl KnownWords {
     fn clear(&mut self) {
         self.packed.clear();
+        if !self.packed_set.is_empty() {
+            self.packed_set.clear();
+        }
         self.packed_filter = 0;
         self.other_text.clear();
         self.other_ends.clear();
@@ -870,12 +877,29 @@ impl KnownWords {
     }
 
     fn insert_packed(&mut self, k: u128) {
+        if self.contains_packed(k) {
+            return;
+        }
         self.packed_filter |= filter_bit(k);
-        self.packed.insert(k);
+        self.packed.push(k);
+        if self.packed.len() > OTHER_LINEAR {
+            if self.packed_set.is_empty() {
+                self.packed_set.extend(self.packed.iter().copied());
+            } else {
+                self.packed_set.insert(k);
+            }
+        }
     }
 
     fn contains_packed(&self, k: u128) -> bool {
-        self.packed_filter & filter_bit(k) != 0 && self.packed.contains(&k)
+        if self.packed_filter & filter_bit(k) == 0 {
+            return false;
+        }
+        if self.packed.len() > OTHER_LINEAR {
+            self.packed_set.contains(&k)
+        } else {
+            self.packed.contains(&k)
+        }
     }
 
     fn is_empty(&self) -> bool {
