@@ -648,7 +648,7 @@ fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
     if (words == 1 || no_census_name)
         && !ctx.title
         && !ctx.label
-        && (after.eponym_head || after.dose || drug_before(scan, start_tok))
+        && (eponym_or_dose_after(scan, tail.to) || drug_before(scan, start_tok))
     {
         // Not even a weak candidate: nothing to pair with either.
         score = 0.0;
@@ -824,10 +824,32 @@ struct After {
     vocative_end: bool,
     /// A colon right after: `Name: text`.
     speaker: bool,
-    /// An eponym's head noun after it (possessive allowed): `Osler nodes`.
-    eponym_head: bool,
-    /// A number and a dose unit after it: `Toujeo 20 units`.
-    dose: bool,
+}
+
+/// An eponym's head noun after the name ending at token `last` (possessive allowed:
+/// `Osler nodes`), or a dose (`Toujeo 20 units`). Asked only where the answer decides
+/// something: its lookups are of the context lists, which change nothing a later lookup
+/// reads.
+fn eponym_or_dose_after(scan: &mut Scan<'_>, last: usize) -> bool {
+    let n = last + 1;
+    let head = if scan.is_apostrophe(n) && scan.is(n + 1, "s") {
+        n + 2
+    } else {
+        n
+    };
+    if scan.kind(head) == Some(Kind::Word)
+        && scan.gap(head) <= Gap::Space
+        && scan.info_small(head).has(dict::EPONYM_HEAD)
+    {
+        return true;
+    }
+    if scan.kind(n) == Some(Kind::Num) && scan.gap(n) == Gap::Space {
+        scan.info_small(n + 1).has(dict::DRUG_AFTER)
+    } else if scan.kind(n) == Some(Kind::Word) && scan.gap(n) == Gap::Space {
+        scan.info_small(n).has(dict::DRUG_AFTER)
+    } else {
+        false
+    }
 }
 
 fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
@@ -838,23 +860,8 @@ fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
         comma: false,
         vocative_end: false,
         speaker: false,
-        eponym_head: false,
-        dose: false,
     };
     let n = last + 1;
-    let head = if scan.is_apostrophe(n) && scan.is(n + 1, "s") {
-        n + 2
-    } else {
-        n
-    };
-    if scan.kind(head) == Some(Kind::Word) && scan.gap(head) <= Gap::Space {
-        a.eponym_head = scan.info_small(head).has(dict::EPONYM_HEAD);
-    }
-    if scan.kind(n) == Some(Kind::Num) && scan.gap(n) == Gap::Space {
-        a.dose = scan.info_small(n + 1).has(dict::DRUG_AFTER);
-    } else if scan.kind(n) == Some(Kind::Word) && scan.gap(n) == Gap::Space {
-        a.dose = scan.info_small(n).has(dict::DRUG_AFTER);
-    }
     a.comma = scan.is_punct(n, b',') && scan.gap(n) == Gap::None;
     a.speaker = scan.is_punct(n, b':') && scan.gap(n) == Gap::None;
     a.vocative_end = (scan.is_punct(n, b'!') || scan.is_punct(n, b'?') || scan.is_punct(n, b'.'))
