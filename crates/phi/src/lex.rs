@@ -5,6 +5,8 @@
 //! Offsets are byte offsets into the UTF-8 input and always fall on character boundaries:
 //! the lexer only ever advances by whole characters.
 
+use crate::dict::WordInfo;
+
 /// What a token is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -43,6 +45,10 @@ pub(crate) const HAS_LOWER: u8 = 4;
 pub(crate) const NON_ASCII: u8 = 8;
 /// At least one ASCII digit.
 pub(crate) const HAS_DIGIT: u8 = 16;
+/// Inside a candidate of a detector family (never set by the lexer): later families skip
+/// the token. Kept in the token, which every step reads anyway, rather than in a vector of
+/// its own that would have to be set up for every message.
+pub(crate) const USED: u8 = 32;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tok {
@@ -50,13 +56,17 @@ pub(crate) struct Tok {
     pub end: usize,
     pub kind: Kind,
     pub gap: Gap,
-    /// Letter-case flags (`UPPER_FIRST` …) for words and mixed runs.
+    /// Letter-case flags (`UPPER_FIRST` …) for words and mixed runs, and [`USED`].
     pub flags: u8,
     /// The character, for `Punct`.
     pub ch: u8,
     /// How many tokens back the last `Num` token is (0 for a `Num` itself), `u32::MAX` if
     /// there is none (or it is further back than that).
     pub num_back: u32,
+    /// Dictionary facts about the token, looked up lazily by the scan (the lexer leaves
+    /// them empty, [`WordInfo::level`] 0). Kept in the token, which every step reads
+    /// anyway, rather than in a vector of their own set up for every message.
+    pub info: WordInfo,
 }
 
 impl Tok {
@@ -167,46 +177,92 @@ fn is_word_char(c: char) -> bool {
 
 // Letter case of a character. Latin-1 (the accented letters of most European names) is
 // decided by range, which gives the Unicode answer without a search through its tables
-// (the tests compare every Latin-1 character); the rest of Latin and Greek is read from a
-// table filled from the Unicode tables once; the rest asks them.
+// (the tests compare every Latin-1 character); the rest up to U+20FF (more of Latin, Greek,
+// Cyrillic, Hebrew, general punctuation) is read from a table filled from the Unicode tables
+// once; the rest asks them.
 
-/// Bits of [`LATIN_GREEK`].
+/// Bits of [`WIDE`].
 const C_ALPHA: u8 = 1;
 const C_UPPER: u8 = 2;
 const C_LOWER: u8 = 4;
 
-/// Letter facts about U+0100–U+03FF (Latin Extended, IPA, Greek), from the standard
-/// library's Unicode tables.
-static LATIN_GREEK: std::sync::LazyLock<[u8; 0x300]> = std::sync::LazyLock::new(|| {
-    let mut t = [0u8; 0x300];
+/// Letter facts (`C_ALPHA`, `C_UPPER`, `C_LOWER`) about the characters from `first`, from
+/// the standard library's Unicode tables.
+fn facts_table<const N: usize>(first: u32) -> [u8; N] {
+    let mut t = [0u8; N];
     for (k, bits) in t.iter_mut().enumerate() {
-        if let Some(c) = char::from_u32(0x100 + k as u32) {
-            for (yes, bit) in [
-                (c.is_alphabetic(), C_ALPHA),
-                (c.is_uppercase(), C_UPPER),
-                (c.is_lowercase(), C_LOWER),
-            ] {
-                if yes {
-                    *bits |= bit;
-                }
-            }
+        if let Some(c) = char::from_u32(first + k as u32) {
+            *bits = std_facts(c);
         }
     }
     t
-});
+}
 
-/// Whether `c` (from U+0100) has the facts `bit`, from [`LATIN_GREEK`] or the Unicode
-/// tables. Out of line: it is rare, and the hot loops that test for it stay small.
+/// Letter facts about `c` from the standard library's Unicode tables (a search each).
+fn std_facts(c: char) -> u8 {
+    let mut f = 0;
+    for (yes, bit) in [
+        (c.is_alphabetic(), C_ALPHA),
+        (c.is_uppercase(), C_UPPER),
+        (c.is_lowercase(), C_LOWER),
+    ] {
+        if yes {
+            f |= bit;
+        }
+    }
+    f
+}
+
+/// Letter facts about U+0100–U+20FF: the rest of Latin, IPA, Greek, Cyrillic, Hebrew,
+/// Arabic and the other scripts up to general punctuation, super- and subscripts and
+/// currency signs (dashes, curly quotes and the euro sign are common in text, and a search
+/// of the Unicode tables for each cost more than the rest of its token). Built on first use
+/// (8 KiB).
+static WIDE: std::sync::LazyLock<[u8; 0x2000]> = std::sync::LazyLock::new(|| facts_table(0x100));
+
+/// Letter facts about `c` (from U+0100), from the table or the standard library's.
+#[inline]
+fn wide_table_facts(c: char) -> u8 {
+    match WIDE.get((c as usize).wrapping_sub(0x100)) {
+        Some(&bits) => bits,
+        None => std_facts(c),
+    }
+}
+
+/// Whether `c` (from U+0100) has the facts `bit`. Out of line: it is rare, and the hot
+/// loops that test for it stay small.
 #[inline(never)]
 fn wide_has(c: char, bit: u8) -> bool {
-    match LATIN_GREEK.get((c as usize).wrapping_sub(0x100)) {
-        Some(&bits) => bits & bit != 0,
-        None => match bit {
-            C_UPPER => c.is_uppercase(),
-            C_LOWER => c.is_lowercase(),
-            _ => c.is_alphabetic(),
-        },
+    wide_table_facts(c) & bit != 0
+}
+
+/// Whether `c` is a letter, upper case, lower case (`C_ALPHA`, `C_UPPER`, `C_LOWER`), as
+/// [`is_alpha`], [`is_upper`] and [`is_lower`] say, for one table read where they would
+/// make one each.
+#[inline]
+fn char_facts(c: char) -> u8 {
+    if c <= '\u{ff}' {
+        let (upper, lower) = (is_upper(c), is_lower(c));
+        let mut f = 0;
+        if upper || lower {
+            f |= C_ALPHA;
+        }
+        if upper {
+            f |= C_UPPER;
+        }
+        if lower {
+            f |= C_LOWER;
+        }
+        f
+    } else {
+        wide_facts(c)
     }
+}
+
+/// [`char_facts`] from U+0100. Out of line, like [`wide_has`].
+#[inline(never)]
+fn wide_facts(c: char) -> u8 {
+    wide_table_facts(c)
 }
 
 /// `c.is_uppercase()`.
@@ -250,6 +306,9 @@ pub(crate) fn push_lower(buf: &mut String, c: char) {
             buf.push(char::from_u32(c as u32 + 0x20).unwrap_or(c));
         }
         '\0'..='\u{ff}' => buf.push(c),
+        // A lower-case character is its own lower case (true of every character; the tests
+        // check it), and most letters of a word are: no search of the Unicode tables.
+        _ if is_lower(c) => buf.push(c),
         _ => buf.extend(c.to_lowercase()),
     }
 }
@@ -303,6 +362,7 @@ impl Sink<'_> {
             flags,
             ch,
             num_back: u32::try_from(idx.wrapping_sub(self.last_num)).unwrap_or(u32::MAX),
+            info: WordInfo::default(),
         });
     }
 }
@@ -461,15 +521,17 @@ fn run_tail(
         let Some(ch) = text.get(i..).and_then(|r| r.chars().next()) else {
             break;
         };
-        if !is_word_char(ch) {
+        // `is_word_char`, `is_alpha`, `is_upper` and `is_lower` at once.
+        let facts = char_facts(ch);
+        if facts & C_ALPHA == 0 && !('\u{300}'..='\u{36f}').contains(&ch) {
             break;
         }
         non_ascii = true;
-        if is_alpha(ch) {
+        if facts & C_ALPHA != 0 {
             letters = true;
-            if is_upper(ch) {
+            if facts & C_UPPER != 0 {
                 uppers = true;
-            } else if is_lower(ch) {
+            } else if facts & C_LOWER != 0 {
                 lowers = true;
             }
         }
@@ -558,6 +620,28 @@ mod tests {
             let mut buf = String::new();
             push_lower(&mut buf, c);
             assert_eq!(buf, c.to_lowercase().collect::<String>(), "{u:x}");
+        }
+    }
+
+    #[test]
+    fn lower_case_characters_lower_to_themselves() {
+        for u in 0..=0x10_ffffu32 {
+            let Some(c) = char::from_u32(u) else { continue };
+            if is_lower(c) {
+                assert!(c.to_lowercase().eq([c]), "{u:x}");
+            }
+        }
+    }
+
+    #[test]
+    fn char_facts_agree_with_the_single_tests() {
+        for u in 0..0x3000u32 {
+            let Some(c) = char::from_u32(u) else { continue };
+            let f = char_facts(c);
+            assert_eq!(f, std_facts(c), "{u:x}");
+            assert_eq!(f & C_ALPHA != 0, is_alpha(c), "{u:x}");
+            assert_eq!(f & C_UPPER != 0, is_upper(c), "{u:x}");
+            assert_eq!(f & C_LOWER != 0, is_lower(c), "{u:x}");
         }
     }
 

@@ -147,17 +147,9 @@ impl Detector {
 
     /// The identifiers in `text`: non-overlapping, sorted by start, byte offsets.
     pub fn detect(&self, text: &str) -> Vec<Span> {
-        let mut cands = detect::candidates(text);
-        cands.retain(|c| c.score >= self.min_score && self.categories.contains(c.cat));
-        detect::merge(cands)
-            .into_iter()
-            .map(|c| Span {
-                category: c.cat,
-                start: c.start,
-                end: c.end,
-                score: c.score,
-            })
-            .collect()
+        detect::spans(text, |c| {
+            c.score >= self.min_score && self.categories.contains(c.cat)
+        })
     }
 
     /// `text` with every identifier replaced by `[CATEGORY]`.

@@ -164,12 +164,14 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     if may { at_full(scan, i) } else { None }
 }
 
-/// [`at`] once the cheap tests have passed.
+/// [`at`] once the cheap tests have passed (for a number, [`street_may_follow`]).
 #[inline(never)]
 fn at_full(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     let t = *scan.tok(i)?;
     let found = match t.kind {
-        Kind::Num | Kind::AlNum if street_may_follow(scan, i) => us_street(scan, i)
+        // (`at` has found that a street name may follow: it calls this for a number only
+        // then.)
+        Kind::Num | Kind::AlNum => us_street(scan, i)
             .or_else(|| prefix_street(scan, i))
             .or_else(|| ending_street(scan, i))
             .or_else(|| sandwich_street(scan, i)),

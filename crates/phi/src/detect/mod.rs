@@ -16,9 +16,9 @@ mod web;
 
 use std::collections::HashSet;
 
-use crate::Category;
 use crate::dict::{self, Ctx, Dict, WordInfo};
 use crate::lex::{self, Gap, Kind, Tok};
+use crate::{Category, Span};
 
 /// Candidates scoring below this are kept (a detector configured lower reports them) but
 /// leave their tokens free for the other families.
@@ -40,8 +40,9 @@ pub(crate) struct Cand {
 #[derive(Default)]
 struct Buffers {
     toks: Vec<Tok>,
-    infos: Vec<WordInfo>,
-    used: Vec<bool>,
+    /// The candidates: most messages have none or a few, and the spans handed back are
+    /// copied out of it, so a message without any allocates nothing.
+    out: Vec<Cand>,
     scratch: Box<Scratch>,
 }
 
@@ -52,11 +53,10 @@ struct Scratch {
     web_marks: Vec<usize>,
     /// The words in title case (`Smith`), in order.
     titles: Vec<usize>,
-    /// Scratch space of the name family.
-    name_parts: Vec<names::Part>,
     /// Scratch space of [`repeat_names`].
     known: KnownWords,
     found: Vec<usize>,
+    name_words: Vec<(usize, usize)>,
     buf: String,
     phrase: String,
 }
@@ -70,13 +70,8 @@ pub(crate) struct Scan<'t> {
     pub text: &'t str,
     pub toks: Vec<Tok>,
     pub dict: &'static Dict,
-    /// Dictionary facts about each token, looked up lazily ([`WordInfo::level`] says how
-    /// far).
-    infos: Vec<WordInfo>,
     /// Words in the text, and how many of them are capitalised.
     counts: lex::WordCounts,
-    /// Tokens already inside a candidate of an earlier family.
-    pub used: Vec<bool>,
     pub out: Vec<Cand>,
     /// The buffers the families use now and then.
     scratch: Box<Scratch>,
@@ -94,39 +89,55 @@ impl<'t> Scan<'t> {
             &mut b.scratch.web_marks,
             &mut b.scratch.titles,
         );
-        let n = b.toks.len();
-        // Facts are looked up lazily, token by token, when a family asks (a token that is
-        // not a word gets none then).
-        b.infos.clear();
-        b.infos.resize(n, WordInfo::default());
-        b.used.clear();
-        b.used.resize(n, false);
+        // Dictionary facts ([`Tok::info`]) are looked up lazily, token by token, when a
+        // family asks (a token that is not a word gets none then)…
+        // … except for the words in title case: nearly every one is looked up in full
+        // sooner or later (the address family asks first, then the name family), and
+        // asked for at any level such a word is looked up in full (see
+        // [`Scan::lookup_slow`]), so they are looked up here, in one loop, rather than in a
+        // call each when first asked.
+        let dict = dict::dict();
+        for &i in &b.scratch.titles {
+            if let Some(t) = b.toks.get_mut(i) {
+                t.info = word_info(dict, text, *t, 2, &mut b.scratch.buf).with_level(2);
+            }
+        }
+        b.out.clear();
         Scan {
             text,
             toks: b.toks,
-            dict: dict::dict(),
-            infos: b.infos,
+            dict,
             counts,
-            used: b.used,
-            // Room for the usual number of candidates, so that it is seldom grown.
-            out: Vec::with_capacity(n / 8 + 8),
+            out: b.out,
             scratch: b.scratch,
         }
     }
 
-    /// Ends the scan: returns the candidates and gives the buffers back to the thread's
-    /// pool (large ones are dropped rather than kept).
-    fn finish(self) -> Vec<Cand> {
-        if self.toks.capacity() <= 1 << 16 {
+    /// Ends the scan: keeps the candidates `keep` accepts, merges them into spans, and gives
+    /// the buffers back to the thread's pool (large ones are dropped rather than kept). The
+    /// spans are returned in a vector of their exact size (none allocated for none).
+    fn finish(mut self, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
+        self.out.retain(keep);
+        merge(&mut self.out);
+        let spans = self
+            .out
+            .iter()
+            .map(|c| Span {
+                category: c.cat,
+                start: c.start,
+                end: c.end,
+                score: c.score,
+            })
+            .collect();
+        if self.toks.capacity() <= 1 << 16 && self.out.capacity() <= 1 << 12 {
             let b = Buffers {
                 toks: self.toks,
-                infos: self.infos,
-                used: self.used,
+                out: self.out,
                 scratch: self.scratch,
             };
             POOL.with(|p| p.set(Some(b)));
         }
-        self.out
+        spans
     }
 
     #[inline]
@@ -182,8 +193,8 @@ impl<'t> Scan<'t> {
     fn lookup(&mut self, i: usize, level: u8) -> WordInfo {
         // The common case, a word already looked up, stays inline; the dictionary is asked
         // out of line.
-        match self.infos.get(i) {
-            Some(&info) if info.level() >= level => info,
+        match self.toks.get(i).map(|t| t.info) {
+            Some(info) if info.level() >= level => info,
             Some(_) => self.lookup_slow(i, level),
             None => WordInfo::default(),
         }
@@ -199,8 +210,8 @@ impl<'t> Scan<'t> {
         if t.kind != Kind::Word {
             // Not a word: no facts, whatever the level.
             let none = WordInfo::default().with_level(2);
-            if let Some(slot) = self.infos.get_mut(i) {
-                *slot = none;
+            if let Some(t) = self.toks.get_mut(i) {
+                t.info = none;
             }
             return none;
         }
@@ -224,8 +235,8 @@ impl<'t> Scan<'t> {
             word_info(self.dict, self.text, t, level, &mut self.scratch.buf)
         }
         .with_level(level);
-        if let Some(slot) = self.infos.get_mut(i) {
-            *slot = info;
+        if let Some(t) = self.toks.get_mut(i) {
+            t.info = info;
         }
         info
     }
@@ -235,24 +246,39 @@ impl<'t> Scan<'t> {
         if let Some(key) = self.packed_phrase(from, to) {
             return self.dict.get_packed(key);
         }
+        // The key is built in the scan's reusable string, which goes back on every path (a
+        // phrase with a token that is not a word is common, and dropping the string there
+        // made the next phrase allocate it again).
         let mut key = std::mem::take(&mut self.scratch.phrase);
+        let info = self.phrase_info_in(from, to, &mut key);
+        self.scratch.phrase = key;
+        info
+    }
+
+    /// [`Scan::phrase_info`], building the key in `key`.
+    fn phrase_info_in(&mut self, from: usize, to: usize, key: &mut String) -> WordInfo {
+        // A phrase with a token that is not a word is none: tested before any lower-casing.
+        // (An empty range looks up the empty key, as the loop below would.)
+        let words = from > to
+            || self
+                .toks
+                .get(from..=to)
+                .is_some_and(|ts| ts.iter().all(|t| t.kind == Kind::Word));
+        if !words {
+            return WordInfo::default();
+        }
         key.clear();
         for i in from..=to {
             let Some(t) = self.toks.get(i) else {
                 return WordInfo::default();
             };
-            if t.kind != Kind::Word {
-                return WordInfo::default();
-            }
             if i > from {
                 key.push(' ');
             }
             let s = self.text.get(t.start..t.end).unwrap_or("");
             key.push_str(dict::lower_into(s, &mut self.scratch.buf));
         }
-        let info = self.dict.get(&key);
-        self.scratch.phrase = key;
-        info
+        self.dict.get(key)
     }
 
     /// The phrase of tokens `from..=to` packed as [`dict::pack_lower`] packs it, when its
@@ -295,6 +321,17 @@ impl<'t> Scan<'t> {
         }
     }
 
+    /// Whether token `i` is an apostrophe, `'` or `’` (the curly one is a token of kind
+    /// `Other`, tested before its bytes are compared).
+    #[inline]
+    pub fn is_apostrophe(&self, i: usize) -> bool {
+        self.toks.get(i).is_some_and(|t| {
+            t.is_punct(b'\'')
+                || (t.kind == Kind::Other
+                    && self.text.as_bytes().get(t.start..t.end) == Some("’".as_bytes()))
+        })
+    }
+
     #[inline]
     pub fn is_punct(&self, i: usize, c: u8) -> bool {
         self.toks.get(i).is_some_and(|t| t.is_punct(c))
@@ -335,8 +372,10 @@ impl<'t> Scan<'t> {
         });
         // A weak guess does not stop the other families from looking at the same tokens.
         if score >= WEAK {
-            for u in self.used.iter_mut().take(to + 1).skip(from) {
-                *u = true;
+            // (A slice, not `take` and `skip`: their iterator costs a call here.)
+            let end = (to + 1).min(self.toks.len());
+            for t in self.toks.get_mut(from..end).unwrap_or_default() {
+                t.flags |= lex::USED;
             }
         }
     }
@@ -357,17 +396,17 @@ impl<'t> Scan<'t> {
             return;
         }
         let first = self.toks.partition_point(|t| t.end <= start);
-        for i in first..self.toks.len() {
-            if self.toks[i].start >= end {
+        for t in self.toks.get_mut(first..).unwrap_or_default() {
+            if t.start >= end {
                 break;
             }
-            self.used[i] = true;
+            t.flags |= lex::USED;
         }
     }
 
     #[inline]
     pub fn is_used(&self, i: usize) -> bool {
-        self.used.get(i).copied().unwrap_or(true)
+        self.toks.get(i).is_none_or(|t| t.flags & lex::USED != 0)
     }
 
     /// The context keyword a single token stands for, if any. Besides dictionary keywords:
@@ -587,74 +626,84 @@ fn word_info_other(dict: &Dict, text: &str, t: Tok, level: u8, buf: &mut String)
     }
 }
 
-/// Runs every family over `text` and returns the raw candidates.
+/// The identifiers in `text`: every family's candidates that `keep` accepts, merged into
+/// non-overlapping spans sorted by start.
+pub(crate) fn spans(text: &str, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
+    let mut scan = Scan::new(text);
+    candidates(&mut scan);
+    scan.finish(keep)
+}
+
+/// Runs every family over the scan's text, leaving the raw candidates in `scan.out`.
 ///
 /// Web identifiers first, chunk by chunk (their insides look like names and numbers). The
 /// other families then share one pass: at each token they are tried in priority order —
 /// address, number, month-name date, name — and the first that takes something decides
 /// where the pass goes on. Most tokens are lower-case words that no
 /// family wants, and they cost a flag test.
-pub(crate) fn candidates(text: &str) -> Vec<Cand> {
-    let mut scan = Scan::new(text);
+fn candidates(scan: &mut Scan<'_>) {
+    let text = scan.text;
     let n = scan.len();
     // Web identifiers first, in each chunk of glued tokens ("john.smith@example.com"): only
     // the chunks around the `@`, `:` and `.` tokens the lexer listed are looked at.
-    web::chunks(&mut scan);
+    web::chunks(scan);
     // Text written without capitals (chat messages often are) gets its lower-case words
     // checked against the name lists; in ordinary text only a title or a label does that.
     let lex::WordCounts { words, capitalised } = scan.counts;
     let lower_text = words >= 3 && capitalised * 50 < words;
     let mut i = 0;
     while i < n {
-        if scan.used[i] {
+        let t = scan.toks[i];
+        if t.flags & lex::USED != 0 {
             i += 1;
             continue;
         }
-        let t = scan.toks[i];
         let next = match t.kind {
-            Kind::Num | Kind::AlNum => {
-                address::at(&mut scan, i).or_else(|| numbers::at(&mut scan, i))
-            }
+            Kind::Num | Kind::AlNum => address::at(scan, i).or_else(|| numbers::at(scan, i)),
             // (The tests before the number and date families are the first ones they make.)
-            Kind::Word if t.is_cap() => address::at(&mut scan, i)
+            Kind::Word if t.is_cap() => address::at(scan, i)
                 .or_else(|| {
-                    (t.all_upper() && t.len() <= 5 && numbers::value_start_word(&scan, i))
-                        .then(|| numbers::at(&mut scan, i))
+                    (t.all_upper() && t.len() <= 5 && numbers::value_start_word(scan, i))
+                        .then(|| numbers::at(scan, i))
                         .flatten()
                 })
                 .or_else(|| {
                     (t.len() >= 3 && scan.info_small(i).month() != 0)
-                        .then(|| dates::at(&mut scan, i))
+                        .then(|| dates::at(scan, i))
                         .flatten()
                 })
-                .or_else(|| names::at(&mut scan, i)),
+                .or_else(|| names::at(scan, i)),
             Kind::Word => {
                 // Most lower-case words matter to no family: two cheap tests say so before
                 // any lookup.
                 let raw = &text.as_bytes()[t.start..t.end];
                 let interesting = t.flags & lex::NON_ASCII != 0 || scan.dict.may_interest(raw);
                 let mut next = None;
-                if interesting || address::number_within(&scan, i, 5) {
-                    next = address::at(&mut scan, i);
+                if interesting || address::number_within(scan, i, 5) {
+                    next = address::at(scan, i);
                 }
                 if next.is_none() && interesting && scan.info_small(i).month() != 0 {
-                    next = dates::at(&mut scan, i);
+                    next = dates::at(scan, i);
                 }
-                if next.is_none() && names::line_start(&scan, i) {
-                    next = names::at(&mut scan, i);
+                // Past the first token, a line start and a title's dot both need punctuation
+                // just before (the line-start test looks back across quoting marks only).
+                let after_punct = i > 0 && scan.toks[i - 1].kind == Kind::Punct;
+                if next.is_none()
+                    && (i == 0 || t.gap >= Gap::Line || (after_punct && names::line_start(scan, i)))
+                {
+                    next = names::at(scan, i);
                 }
-                if next.is_none() && (lower_text || scan.after_title_dot(i)) {
-                    next = names::lower_at(&mut scan, i, 0.6);
+                if next.is_none() && (lower_text || (after_punct && scan.after_title_dot(i))) {
+                    next = names::lower_at(scan, i, 0.6);
                 }
                 next
             }
-            Kind::Punct if t.ch == b'(' => numbers::at(&mut scan, i),
+            Kind::Punct if t.ch == b'(' => numbers::at(scan, i),
             _ => None,
         };
         i = next.unwrap_or(i + 1).max(i + 1);
     }
-    repeat_names(&mut scan);
-    scan.finish()
+    repeat_names(scan);
 }
 
 /// Once a document has named someone in full ("Patient: Max Monroe"), a later capitalised
@@ -663,53 +712,44 @@ pub(crate) fn candidates(text: &str) -> Vec<Cand> {
 fn repeat_names(scan: &mut Scan<'_>) {
     // Most documents name no one in full: then there is nothing to look for, and the sets
     // are not even touched.
-    if !scan
+    if scan
         .out
         .iter()
         .any(|c| c.cat == Category::Person && c.score >= 0.7)
     {
-        return;
+        repeat_names_found(scan);
     }
-    let mut known = std::mem::take(&mut scan.scratch.known);
-    let mut found = std::mem::take(&mut scan.scratch.found);
-    known.clear();
-    found.clear();
-    repeat_names_with(scan, &mut known, &mut found);
-    scan.scratch.known = known;
-    scan.scratch.found = found;
 }
 
-/// [`repeat_names`], with its scratch space (empty).
-fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Vec<usize>) {
+/// [`repeat_names`] once someone is named in full.
+// Kept out of line, so as not to crowd the pass's loop.
+#[inline(never)]
+fn repeat_names_found(scan: &mut Scan<'_>) {
+    // The scratch space is borrowed field by field, beside the tokens and candidates, rather
+    // than moved out and back (a few hundred bytes, per message with a name).
+    let sc = &mut *scan.scratch;
+    let known = &mut sc.known;
+    known.clear();
     for c in &scan.out {
         if c.cat != Category::Person || c.score < 0.7 {
             continue;
         }
         // Words of a confirmed name, split on anything but letters ("SMITH, JOHN").
         let covered = scan.text.get(c.start..c.end).unwrap_or("");
-        if covered.is_ascii() {
-            // The same split on bytes: in ASCII, a letter is one byte.
-            let parts = || {
-                covered
-                    .as_bytes()
-                    .split(|c| !c.is_ascii_alphabetic())
-                    .filter(|w| w.len() > 1)
-            };
-            if parts().nth(1).is_some() {
-                for w in parts() {
-                    known.insert_ascii(w);
+        name_words(covered, &mut sc.name_words);
+        if sc.name_words.len() > 1 {
+            for &(a, b) in &sc.name_words {
+                let word = covered.get(a..b).unwrap_or("");
+                if word.len() <= 16 && word.is_ascii() {
+                    // ASCII letters only: packed from the text as the dictionary packs them.
+                    known.insert_packed(dict::pack_letters(
+                        scan.text.as_bytes(),
+                        c.start + a,
+                        b - a,
+                    ));
+                } else {
+                    known.insert(word, &mut sc.buf);
                 }
-            }
-            continue;
-        }
-        let parts = || {
-            covered
-                .split(|ch: char| !lex::is_alpha(ch))
-                .filter(|w| w.chars().count() > 1)
-        };
-        if parts().nth(1).is_some() {
-            for w in parts() {
-                known.insert(w);
             }
         }
     }
@@ -719,29 +759,76 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
     // The set first: most words are not names of the document (the dictionary facts are
     // asked for only about those that are). Emitting marks only the token itself, so the
     // tokens are tested first and the candidates emitted after.
-    let mut buf = std::mem::take(&mut scan.scratch.buf);
+    let found = &mut sc.found;
+    found.clear();
     let bytes = scan.text.as_bytes();
-    for &i in &scan.scratch.titles {
-        let (Some(t), Some(false)) = (scan.toks.get(i), scan.used.get(i).copied()) else {
+    for &i in &sc.titles {
+        let Some(t) = scan.toks.get(i) else {
             continue;
         };
+        if t.flags & lex::USED != 0 {
+            continue;
+        }
         let known_word = if t.flags & lex::NON_ASCII == 0 && t.len() <= 16 {
             known.contains_packed(dict::pack_letters(bytes, t.start, t.len()))
         } else {
             known.contains(dict::lower_into(
                 scan.text.get(t.start..t.end).unwrap_or(""),
-                &mut buf,
+                &mut sc.buf,
             ))
         };
         if known_word {
             found.push(i);
         }
     }
-    scan.scratch.buf = buf;
-    for &i in found.iter() {
+    if found.is_empty() {
+        return;
+    }
+    let found = std::mem::take(found);
+    for &i in &found {
         if !scan.info_small(i).has(dict::FUNCTION | dict::TITLE) {
             scan.emit(i, i, Category::Person, 0.75);
         }
+    }
+    scan.scratch.found = found;
+}
+
+/// The words of a confirmed name's text `covered`, as byte ranges into `out` (cleared
+/// first): each maximal run of letters ([`lex::is_alpha`]) two characters or more long. The
+/// same as splitting on every character that is not a letter and dropping the pieces
+/// shorter than two characters, in one pass that decodes only the non-ASCII characters.
+fn name_words(covered: &str, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let b = covered.as_bytes();
+    let mut i = 0;
+    let mut start = 0;
+    // Letters in the current run.
+    let mut letters = 0;
+    while let Some(&c) = b.get(i) {
+        let (letter, len) = if c < 0x80 {
+            (c.is_ascii_alphabetic(), 1)
+        } else {
+            let ch = covered
+                .get(i..)
+                .and_then(|r| r.chars().next())
+                .unwrap_or(' ');
+            (lex::is_alpha(ch), ch.len_utf8())
+        };
+        if letter {
+            if letters == 0 {
+                start = i;
+            }
+            letters += 1;
+        } else {
+            if letters > 1 {
+                out.push((start, i));
+            }
+            letters = 0;
+        }
+        i += len;
+    }
+    if letters > 1 {
+        out.push((start, b.len()));
     }
 }
 
@@ -749,12 +836,25 @@ fn repeat_names_with(scan: &mut Scan<'_>, known: &mut KnownWords, found: &mut Ve
 /// (as the dictionary packs them), the rest as strings.
 #[derive(Default)]
 struct KnownWords {
-    packed: HashSet<u128, dict::FxBuild>,
+    /// The packed words, in a list searched in order while there are at most
+    /// [`OTHER_LINEAR`] (a name has a few words, and hashing each cost more than the search)…
+    packed: Vec<u128>,
+    /// … and all of them in a set past that; empty before.
+    packed_set: HashSet<u128, dict::FxBuild>,
     /// One bit per packed word (a one-word Bloom filter): every title-case word of the
     /// document is tested, and most are not names of it, so most tests end here.
     packed_filter: u64,
-    other: HashSet<String, dict::FxBuild>,
+    /// The other words, one after another (a document has few, and a string each, allocated
+    /// and freed per document, cost more than the rest of this step)…
+    other_text: String,
+    /// … each ending where this says.
+    other_ends: Vec<usize>,
+    /// All the other words, once there are more than [`OTHER_LINEAR`]; empty before.
+    other_set: HashSet<String, dict::FxBuild>,
 }
+
+/// How many words of a kind [`KnownWords`] searches one by one before it uses a set.
+const OTHER_LINEAR: usize = 32;
 
 /// The bit of `packed_filter` for packed word `k`.
 fn filter_bit(k: u128) -> u64 {
@@ -765,47 +865,103 @@ fn filter_bit(k: u128) -> u64 {
 impl KnownWords {
     fn clear(&mut self) {
         self.packed.clear();
+        if !self.packed_set.is_empty() {
+            self.packed_set.clear();
+        }
         self.packed_filter = 0;
-        self.other.clear();
+        self.other_text.clear();
+        self.other_ends.clear();
+        if !self.other_set.is_empty() {
+            self.other_set.clear();
+        }
     }
 
     fn insert_packed(&mut self, k: u128) {
+        if self.contains_packed(k) {
+            return;
+        }
         self.packed_filter |= filter_bit(k);
-        self.packed.insert(k);
-    }
-
-    fn contains_packed(&self, k: u128) -> bool {
-        self.packed_filter & filter_bit(k) != 0 && self.packed.contains(&k)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.packed.is_empty() && self.other.is_empty()
-    }
-
-    /// Adds the ASCII `word`, lower-cased.
-    fn insert_ascii(&mut self, word: &[u8]) {
-        match dict::pack_lower(word) {
-            Some(k) => self.insert_packed(k),
-            None => {
-                self.other
-                    .insert(String::from_utf8_lossy(word).to_ascii_lowercase());
+        self.packed.push(k);
+        if self.packed.len() > OTHER_LINEAR {
+            if self.packed_set.is_empty() {
+                self.packed_set.extend(self.packed.iter().copied());
+            } else {
+                self.packed_set.insert(k);
             }
         }
     }
 
-    /// Adds `word`, lower-cased.
-    fn insert(&mut self, word: &str) {
+    fn contains_packed(&self, k: u128) -> bool {
+        if self.packed_filter & filter_bit(k) == 0 {
+            return false;
+        }
+        if self.packed.len() > OTHER_LINEAR {
+            self.packed_set.contains(&k)
+        } else {
+            self.packed.contains(&k)
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.packed.is_empty() && self.other_ends.is_empty()
+    }
+
+    /// Whether the other (long or non-ASCII, lower-cased) word `lower` is known.
+    fn contains_other(&self, lower: &str) -> bool {
+        if self.other_ends.len() > OTHER_LINEAR {
+            return self.other_set.contains(lower);
+        }
+        let mut from = 0;
+        for &end in &self.other_ends {
+            if self.other_text.get(from..end) == Some(lower) {
+                return true;
+            }
+            from = end;
+        }
+        false
+    }
+
+    /// Adds the other (long or non-ASCII, lower-cased) word `lower`.
+    fn insert_other(&mut self, lower: &str) {
+        if self.contains_other(lower) {
+            return;
+        }
+        self.other_text.push_str(lower);
+        self.other_ends.push(self.other_text.len());
+        if self.other_ends.len() > OTHER_LINEAR {
+            if self.other_set.is_empty() {
+                let mut from = 0;
+                for &end in &self.other_ends {
+                    let w = self.other_text.get(from..end).unwrap_or("");
+                    self.other_set.insert(w.to_owned());
+                    from = end;
+                }
+            } else {
+                self.other_set.insert(lower.to_owned());
+            }
+        }
+    }
+
+    /// Adds `word`, lower-cased as `str::to_lowercase` does (`buf` is scratch space).
+    fn insert(&mut self, word: &str, buf: &mut String) {
         if let Some(k) = dict::pack_lower(word.as_bytes()) {
             // ASCII: lower-cased by the packing.
             self.insert_packed(k);
             return;
         }
-        let lower = word.to_lowercase();
+        // `str::to_lowercase` lower-cases character by character except that a capital
+        // sigma ending a word becomes a final sigma: a word with one takes it, the rest are
+        // lower-cased in `buf` without an allocation.
+        let owned;
+        let lower = if word.contains('Σ') {
+            owned = word.to_lowercase();
+            owned.as_str()
+        } else {
+            dict::lower_into(word, buf)
+        };
         match dict::pack_lower(lower.as_bytes()) {
             Some(k) => self.insert_packed(k),
-            None => {
-                self.other.insert(lower);
-            }
+            None => self.insert_other(lower),
         }
     }
 
@@ -813,7 +969,7 @@ impl KnownWords {
     fn contains(&self, lower: &str) -> bool {
         match dict::pack_lower(lower.as_bytes()) {
             Some(k) => self.contains_packed(k),
-            None => self.other.contains(lower),
+            None => self.contains_other(lower),
         }
     }
 }
@@ -843,8 +999,8 @@ fn sort_cands(c: &mut [Cand]) {
 
 /// Sorts candidates and merges overlapping ones: the union of their bytes, the category of
 /// the highest-scoring one (the earlier one on a tie).
-pub(crate) fn merge(mut c: Vec<Cand>) -> Vec<Cand> {
-    sort_cands(&mut c);
+fn merge(c: &mut Vec<Cand>) {
+    sort_cands(c);
     // In place: the merged spans are written over the front of the vector (never ahead of
     // the one being read).
     let mut w = 0;
@@ -865,7 +1021,6 @@ pub(crate) fn merge(mut c: Vec<Cand>) -> Vec<Cand> {
         w += 1;
     }
     c.truncate(w);
-    c
 }
 
 #[cfg(test)]

@@ -32,15 +32,55 @@ enum Class {
 /// How many variants [`Class`] has.
 const CLASSES: usize = Class::NonName as usize + 1;
 
-/// One piece of a run of name-like words. A run has at most six; the buffer they are built
-/// in is kept in the [`Scan`] and reused, since a run is built for every capitalised word.
+/// One piece of a run of name-like words. A run has at most [`MAX_PARTS`].
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Part {
+struct Part {
     /// First and last token of the part (an initial includes its dot; `O'Neil` is one part).
     from: usize,
     to: usize,
     class: Class,
     info: WordInfo,
+}
+
+/// The most pieces a run has.
+const MAX_PARTS: usize = 6;
+
+/// The pieces of a run, built on the stack: a run is built for every capitalised word, and
+/// a fixed array costs less to set up than a reused vector costs to hand back and forth.
+struct Parts {
+    items: [Part; MAX_PARTS],
+    len: usize,
+}
+
+impl Parts {
+    fn new() -> Self {
+        // All zero bytes (`First` is the class numbered 0), so the array is set up with a
+        // few wide stores; a slot is read only once pushed.
+        let empty = Part {
+            from: 0,
+            to: 0,
+            class: Class::First,
+            info: WordInfo::default(),
+        };
+        Parts {
+            items: [empty; MAX_PARTS],
+            len: 0,
+        }
+    }
+
+    /// Adds a piece; returns whether the run is now full.
+    fn push(&mut self, p: Part) -> bool {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = p;
+            self.len += 1;
+        }
+        self.len >= MAX_PARTS
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Part] {
+        let len = self.len.min(MAX_PARTS);
+        &mut self.items[..len]
+    }
 }
 
 fn classify(info: WordInfo, all_upper: bool, len: usize) -> Class {
@@ -207,7 +247,7 @@ fn not_a_name_word(info: WordInfo, text: &[u8], t: Tok) -> bool {
 /// capitalised word are glued together (`O'Neil`).
 fn apostrophe_joins(scan: &Scan<'_>, j: usize, t: Tok) -> bool {
     t.len() <= 2
-        && (scan.is_punct(j + 1, b'\'') || scan.bytes(j + 1) == "’".as_bytes())
+        && scan.is_apostrophe(j + 1)
         && scan.gap(j + 1) == Gap::None
         && scan.gap(j + 2) == Gap::None
         && scan.kind(j + 2) == Some(Kind::Word)
@@ -243,15 +283,12 @@ fn next_part(scan: &Scan<'_>, to: usize, info: WordInfo) -> Option<usize> {
 }
 
 fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
-    let mut parts = std::mem::take(&mut scan.scratch.name_parts);
-    parts.clear();
-    let next = chain_in(scan, i, &mut parts);
-    scan.scratch.name_parts = parts;
-    next
+    let mut parts = Parts::new();
+    chain_in(scan, i, &mut parts)
 }
 
 /// [`chain`], building the run in `parts` (empty).
-fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
+fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
     let mut j = i;
     while let Some(&t) = scan.tok(j) {
         if t.kind != Kind::Word || scan.is_used(j) {
@@ -287,20 +324,20 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
                 break;
             }
             let nx = to + 1;
-            let joins = !parts.is_empty()
+            let joins = parts.len > 0
                 && scan.gap(nx) == Gap::Space
                 && scan.kind(nx) == Some(Kind::Word)
                 && scan.toks[nx].is_title();
             if !joins {
                 break;
             }
-            parts.push(Part {
+            let full = parts.push(Part {
                 from: j,
                 to,
                 class: Class::Initial, // neutral filler inside a name
                 info,
             });
-            if parts.len() >= 6 {
+            if full {
                 break;
             }
             match next_part(scan, to, info) {
@@ -340,14 +377,14 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
         if class == Class::Initial && scan.is_punct(to + 1, b'.') && scan.gap(to + 1) == Gap::None {
             end = to + 1;
         }
-        parts.push(Part {
+        let full = parts.push(Part {
             from: j,
             to: end,
             class,
             info,
         });
         to = end;
-        if parts.len() >= 6 {
+        if full {
             break;
         }
         match next_part(scan, to, info) {
@@ -355,12 +392,12 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Vec<Part>) -> usize {
             None => break,
         }
     }
+    let parts = parts.as_mut_slice();
     let Some(&last) = parts.last() else {
         return i + 1;
     };
     let next = last.to + 1;
     let nparts = parts.len();
-    let parts = &mut parts[..];
     // Most capitalised words are ordinary words at a sentence start: nothing to do unless a
     // title makes the next word a name.
     let all_ordinary = parts
@@ -611,7 +648,7 @@ fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
     if (words == 1 || no_census_name)
         && !ctx.title
         && !ctx.label
-        && (after.eponym_head || after.dose || drug_before(scan, start_tok))
+        && (eponym_or_dose_after(scan, tail.to) || drug_before(scan, start_tok))
     {
         // Not even a weak candidate: nothing to pair with either.
         score = 0.0;
@@ -787,10 +824,32 @@ struct After {
     vocative_end: bool,
     /// A colon right after: `Name: text`.
     speaker: bool,
-    /// An eponym's head noun after it (possessive allowed): `Osler nodes`.
-    eponym_head: bool,
-    /// A number and a dose unit after it: `Toujeo 20 units`.
-    dose: bool,
+}
+
+/// An eponym's head noun after the name ending at token `last` (possessive allowed:
+/// `Osler nodes`), or a dose (`Toujeo 20 units`). Asked only where the answer decides
+/// something: its lookups are of the context lists, which change nothing a later lookup
+/// reads.
+fn eponym_or_dose_after(scan: &mut Scan<'_>, last: usize) -> bool {
+    let n = last + 1;
+    let head = if scan.is_apostrophe(n) && scan.is(n + 1, "s") {
+        n + 2
+    } else {
+        n
+    };
+    if scan.kind(head) == Some(Kind::Word)
+        && scan.gap(head) <= Gap::Space
+        && scan.info_small(head).has(dict::EPONYM_HEAD)
+    {
+        return true;
+    }
+    if scan.kind(n) == Some(Kind::Num) && scan.gap(n) == Gap::Space {
+        scan.info_small(n + 1).has(dict::DRUG_AFTER)
+    } else if scan.kind(n) == Some(Kind::Word) && scan.gap(n) == Gap::Space {
+        scan.info_small(n).has(dict::DRUG_AFTER)
+    } else {
+        false
+    }
 }
 
 fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
@@ -801,31 +860,15 @@ fn after_context(scan: &mut Scan<'_>, last: usize) -> After {
         comma: false,
         vocative_end: false,
         speaker: false,
-        eponym_head: false,
-        dose: false,
     };
     let n = last + 1;
-    let head =
-        if (scan.is_punct(n, b'\'') || scan.bytes(n) == "’".as_bytes()) && scan.is(n + 1, "s") {
-            n + 2
-        } else {
-            n
-        };
-    if scan.kind(head) == Some(Kind::Word) && scan.gap(head) <= Gap::Space {
-        a.eponym_head = scan.info_small(head).has(dict::EPONYM_HEAD);
-    }
-    if scan.kind(n) == Some(Kind::Num) && scan.gap(n) == Gap::Space {
-        a.dose = scan.info_small(n + 1).has(dict::DRUG_AFTER);
-    } else if scan.kind(n) == Some(Kind::Word) && scan.gap(n) == Gap::Space {
-        a.dose = scan.info_small(n).has(dict::DRUG_AFTER);
-    }
     a.comma = scan.is_punct(n, b',') && scan.gap(n) == Gap::None;
     a.speaker = scan.is_punct(n, b':') && scan.gap(n) == Gap::None;
     a.vocative_end = (scan.is_punct(n, b'!') || scan.is_punct(n, b'?') || scan.is_punct(n, b'.'))
         && scan.gap(n) == Gap::None
         && scan.gap(n + 1) != Gap::None
         && scan.is_punct(first_of_name(scan, last).wrapping_sub(1), b',');
-    if (scan.is_punct(n, b'\'') || scan.bytes(n) == "’".as_bytes())
+    if scan.is_apostrophe(n)
         && scan.gap(n) == Gap::None
         && scan.is(n + 1, "s")
         && scan.gap(n + 1) == Gap::None
