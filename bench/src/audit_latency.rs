@@ -46,6 +46,24 @@ struct Args {
     /// log's cost is mostly the disk's flush time, so this picks the disk measured.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Also run the audit writer on two stores that never touch the disk (its in-memory store,
+    /// and SQLite in memory through sqlx), to tell the writer's own cost from SQLite's and
+    /// the disk's.
+    #[arg(long)]
+    breakdown: bool,
+}
+
+/// Where a variant's audit writer appends.
+#[derive(Clone, Copy)]
+enum AuditOn {
+    /// No audit writer.
+    Off,
+    /// The SQLite file, as `wardgate serve` runs it, with this `audit.durability`.
+    File(&'static str),
+    /// `MemoryAuditStore`: the writer, its Merkle tree and checkpoints, no SQLite.
+    Memory,
+    /// SQLite in memory through sqlx: no disk.
+    SqliteInMemory,
 }
 
 pub(crate) fn say(text: &str) {
@@ -91,10 +109,13 @@ async fn variant(
     name: &'static str,
     dir: &Path,
     backend: &str,
-    audited: bool,
+    audit: AuditOn,
     redacted: bool,
-    durability: &str,
 ) -> anyhow::Result<Variant> {
+    let durability = match audit {
+        AuditOn::File(d) => d,
+        _ => "disk",
+    };
     let stem = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
     let toml = format!(
         "[rate_limit]\nrequests_per_minute = 0\nconcurrent_requests = 0\n\n\
@@ -107,10 +128,15 @@ async fn variant(
     let db = dir.join(format!("{stem}.db"));
     let store = Arc::new(SqliteStore::open_with(&db, config.audit.durability).await?);
     let key = paced::bench_key(&store).await?;
-    let auditor = if audited {
-        Some(wardgate_gateway::audit::start(&config.audit, store.clone()).await?)
-    } else {
-        None
+    let audit_store: Option<Arc<dyn wardgate_audit::AuditStore>> = match audit {
+        AuditOn::Off => None,
+        AuditOn::File(_) => Some(store.clone()),
+        AuditOn::Memory => Some(Arc::new(wardgate_audit::store::MemoryAuditStore::new())),
+        AuditOn::SqliteInMemory => Some(Arc::new(SqliteStore::open_in_memory().await?)),
+    };
+    let auditor = match audit_store {
+        Some(s) => Some(wardgate_gateway::audit::start(&config.audit, s).await?),
+        None => None,
     };
     let catalog = wardgate_gateway::build_catalog(&config, None)?;
     let mut state = wardgate_gateway::build_state(config, catalog, None, store);
@@ -169,33 +195,30 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     })
     .await?;
     let backend = paced::mock_backend(&mock.url());
-    // The middle variant splits the cost between the two.
-    let variants = [
+    // The second variant splits the cost between audit and redaction.
+    let mut variants = vec![
         variant(
             "audit + log redaction off",
             &dir,
             &backend,
+            AuditOn::Off,
             false,
-            false,
-            "disk",
         )
         .await?,
         variant(
             "audit on, log redaction off",
             &dir,
             &backend,
-            true,
+            AuditOn::File("disk"),
             false,
-            "disk",
         )
         .await?,
         variant(
             "audit + log redaction on",
             &dir,
             &backend,
+            AuditOn::File("disk"),
             true,
-            true,
-            "disk",
         )
         .await?,
         // The same with `audit.durability = "process"`: commits handed to the OS, not flushed.
@@ -203,12 +226,24 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             "same, durability=process",
             &dir,
             &backend,
+            AuditOn::File("process"),
             true,
-            true,
-            "process",
         )
         .await?,
     ];
+    if args.breakdown {
+        variants.push(variant("same, memory store", &dir, &backend, AuditOn::Memory, true).await?);
+        variants.push(
+            variant(
+                "same, SQLite in memory",
+                &dir,
+                &backend,
+                AuditOn::SqliteInMemory,
+                true,
+            )
+            .await?,
+        );
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     say(&format!(
         "audit-latency: {} req/s, {} s per variant, {} rounds, {cpus} CPUs, files in {}",
