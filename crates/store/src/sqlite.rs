@@ -83,16 +83,6 @@ pub enum AuditDurability {
     Process,
 }
 
-impl AuditDurability {
-    /// The name used in configuration: `disk` or `process`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disk => "disk",
-            Self::Process => "process",
-        }
-    }
-}
-
 impl std::str::FromStr for AuditDurability {
     type Err = String;
 
