@@ -205,6 +205,31 @@ pub trait AuditStore: Send + Sync + 'static {
 
     /// Entries matching `filter`, in `seq` order, at most its effective limit.
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, AuditStoreError>;
+
+    /// Whether `append` does its IO on the calling thread, blocking it (a file SQLite
+    /// connection). The audit writer then runs on a thread of its own, where such a store may
+    /// block inline (see [`blocking_allowed`]): it holds up nobody but the writer, which has
+    /// nothing else to do meanwhile, and costs no hand-off to another thread and back per
+    /// commit. Stores that await network IO keep the default, `false`.
+    fn blocks(&self) -> bool {
+        false
+    }
+}
+
+thread_local! {
+    static WRITER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is an audit writer's own thread, where a store whose
+/// [`AuditStore::blocks`] is `true` may block instead of handing its IO to another thread.
+/// Everywhere else (a runtime's worker threads above all) such a store must not block.
+pub fn blocking_allowed() -> bool {
+    WRITER_THREAD.with(std::cell::Cell::get)
+}
+
+/// Marks the calling thread as an audit writer's own thread (see [`blocking_allowed`]).
+pub(crate) fn allow_blocking_on_this_thread() {
+    WRITER_THREAD.with(|w| w.set(true));
 }
 
 /// Checks an append batch the way every store must.

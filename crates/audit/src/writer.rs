@@ -232,13 +232,18 @@ impl Auditor {
             deferred: None,
             broken: None,
             sealing: None,
+            sealer: tokio::runtime::Handle::current(),
         };
         if writer.tree.size() > writer.last_checkpoint.unwrap_or(0)
             || writer.last_checkpoint.is_none()
         {
             writer.checkpoint().await?;
         }
-        tokio::spawn(writer.run());
+        if writer.store.blocks() {
+            writer.run_on_own_thread()?;
+        } else {
+            tokio::spawn(writer.run());
+        }
         Ok(Self { tx, shared })
     }
 
@@ -426,9 +431,30 @@ struct Writer {
     broken: Option<String>,
     /// The automatic checkpoint being sealed, if one is.
     sealing: Option<Sealing>,
+    /// The runtime automatic checkpoints are sealed on: the one `start` was called on.
+    sealer: tokio::runtime::Handle,
 }
 
 impl Writer {
+    /// Runs the writer on a thread of its own, with a single-threaded runtime for its queue and
+    /// timer, for a store that blocks ([`AuditStore::blocks`]). Automatic checkpoints are still
+    /// sealed on the caller's runtime, so their commits and witness flushes never hold up the
+    /// appends queued meanwhile.
+    fn run_on_own_thread(self) -> Result<(), AuditError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| AuditError::Config(format!("cannot start the audit writer: {e}")))?;
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                crate::store::allow_blocking_on_this_thread();
+                runtime.block_on(self.run());
+            })
+            .map_err(|e| AuditError::Config(format!("cannot start the audit writer: {e}")))?;
+        Ok(())
+    }
+
     async fn run(mut self) {
         let interval = self.config.checkpoint_interval;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -607,7 +633,7 @@ impl Writer {
         };
         self.sealing = Some(Sealing {
             size,
-            task: tokio::spawn(job.run()),
+            task: self.sealer.spawn(job.run()),
         });
     }
 

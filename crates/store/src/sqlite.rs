@@ -11,12 +11,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, Connection as _, Row as _, SqlSafeStr as _, Sqlite};
+use sqlx::{Row as _, SqlSafeStr as _};
 use time::OffsetDateTime;
 
 use crate::keys::{self, KeyHash};
@@ -54,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "audit filter index",
         include_str!("../migrations/0005_audit_filter_index.sql"),
+    ),
+    (
+        6,
+        "audit filter index in its own file",
+        include_str!("../migrations/0006_audit_filter_index_in_its_own_file.sql"),
     ),
 ];
 
@@ -105,81 +109,31 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The connection audit appends go through (see `sqlite/audit.rs` and [`AuditWriter`]).
     audit_writer: AuditWriter,
-    /// The audit sequence number the last append left, if known (see `sqlite/audit.rs`).
-    audit_next: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
     /// Copies the WAL into the database file in the background (file databases only).
     _wal_checkpointer: Option<std::sync::Arc<BackgroundTask>>,
-    /// Brings the audit log's filter index up to date in the background.
-    _audit_indexer: std::sync::Arc<BackgroundTask>,
+    /// Brings the audit log's filter index up to date (see `sqlite/filter_index.rs`).
+    audit_indexer: filter_index::Indexer,
+    /// Runs `audit_indexer` in the background.
+    _audit_indexing: std::sync::Arc<BackgroundTask>,
 }
 
 /// The connection audit appends and checkpoints are written through.
 #[derive(Clone, Debug)]
 enum AuditWriter {
-    /// A file database: one long-lived connection of its own. Long-lived because SQLite drops a
-    /// connection's page cache whenever another connection has written, so a writer that hopped
-    /// between pooled connections would re-read the hot index pages on every commit. Behind a
-    /// mutex rather than in a one-connection pool because a pool pings the connection on every
-    /// checkout and again, from a spawned task, on every return: two more round trips to SQLite's
-    /// worker thread per commit, which every request waiting for its audited start paid for.
-    /// `None` once the store is closed.
-    Dedicated(std::sync::Arc<tokio::sync::Mutex<Option<SqliteConnection>>>),
+    /// A file database: one long-lived blocking connection of its own (`sqlite/writer.rs`).
+    /// Long-lived because SQLite drops a connection's page cache whenever another connection
+    /// has written, so a writer that hopped between pooled connections would re-read the hot
+    /// index pages on every commit.
+    Blocking(std::sync::Arc<writer::BlockingWriter>),
     /// An in-memory database: its single pooled connection, shared with every other use.
     Shared(SqlitePool),
 }
 
-/// The audit writer's connection, held for one append or checkpoint insert.
-enum WriterConnection {
-    Dedicated(tokio::sync::OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>),
-    Shared(PoolConnection<Sqlite>),
-}
-
 impl AuditWriter {
-    /// Waits for the connection (appends come from one writer task, so this rarely waits).
-    async fn acquire(&self) -> Result<WriterConnection, sqlx::Error> {
-        match self {
-            Self::Dedicated(conn) => {
-                tokio::sync::OwnedMutexGuard::try_map(conn.clone().lock_owned().await, |c| {
-                    c.as_mut()
-                })
-                .map(WriterConnection::Dedicated)
-                .map_err(|_| sqlx::Error::PoolClosed)
-            }
-            Self::Shared(pool) => pool.acquire().await.map(WriterConnection::Shared),
-        }
-    }
-
     async fn close(&self) {
         match self {
-            Self::Dedicated(conn) => {
-                let taken = conn.lock().await.take();
-                if let Some(c) = taken
-                    && let Err(e) = c.close().await
-                {
-                    tracing::warn!(error = %e, "closing the audit writer's SQLite connection failed");
-                }
-            }
+            Self::Blocking(w) => w.close().await,
             Self::Shared(pool) => pool.close().await,
-        }
-    }
-}
-
-impl std::ops::Deref for WriterConnection {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        match self {
-            Self::Dedicated(c) => c,
-            Self::Shared(c) => c,
-        }
-    }
-}
-
-impl std::ops::DerefMut for WriterConnection {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        match self {
-            Self::Dedicated(c) => c,
-            Self::Shared(c) => c,
         }
     }
 }
@@ -246,26 +200,23 @@ fn wal_checkpointer(pool: SqlitePool) -> BackgroundTask {
 }
 
 /// How often the audit log's filter index catches up with the log. Queries never wait for it
-/// (see `sqlite/audit.rs`); it bounds how many entries they scan unindexed, and how long one
-/// catch-up holds the writer's connection (at 2,000 events/s, ~200 rows: about a millisecond).
+/// (see `sqlite/audit.rs`); it bounds how many entries they scan unindexed.
 const AUDIT_INDEX_EVERY: Duration = Duration::from_millis(100);
 
-/// The background task that copies new audit entries' filter columns into `audit_filter`, whose
-/// indexes answer audit queries (migration `0005_audit_filter_index.sql`); it also stops when
-/// the store is closed.
+/// The background task that copies new audit entries' filter columns into the filter index
+/// (`sqlite/filter_index.rs`); it stops when the store is closed.
 ///
 /// Why not index in the append itself: every index on the appended table is one more B-tree
-/// page written and fsync'd per commit, and requests wait for those commits. Here one sorted
-/// insert covers everything appended since the last run, on the writer's own connection, between
-/// two of its appends (never beside one: that would make the append wait on SQLite's busy
-/// handler, which sleeps in whole milliseconds).
-fn audit_indexer(writer: AuditWriter) -> BackgroundTask {
+/// page written and flushed per commit, and requests wait for those commits. Here one sorted
+/// insert covers everything appended since the last run, in the index's own file, beside the
+/// appends rather than between them.
+fn audit_indexing(indexer: filter_index::Indexer) -> BackgroundTask {
     every(AUDIT_INDEX_EVERY, move || {
-        let writer = writer.clone();
+        let indexer = indexer.clone();
         async move {
-            match audit::index_pending(&writer).await {
-                Ok(_) => {}
-                Err(sqlx::Error::PoolClosed) => return std::ops::ControlFlow::Break(()),
+            match indexer.run().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return std::ops::ControlFlow::Break(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "indexing the audit log failed; retrying");
                 }
@@ -299,6 +250,14 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         }
         create_private_file(path).await?;
+        let index = filter_index::path_for(path);
+        create_private_file(&index).await?;
+        let attach = filter_index::attach_name(&index).map_err(unavailable_blocking)?;
+        blocking({
+            let (path, index) = (path.to_owned(), index.clone());
+            move || filter_index::prepare(&path, &index)
+        })
+        .await?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -309,38 +268,37 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
+            .after_connect(move |conn, _| {
+                let attach = attach.clone();
+                Box::pin(async move {
+                    sqlx::query("ATTACH DATABASE $1 AS audit_index")
+                        .bind(attach)
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect_with(options)
             .await
             .map_err(unavailable)?;
         migrator().run(&pool).await.map_err(migration_error)?;
-        let audit_sync = match durability {
-            AuditDurability::Disk => SqliteSynchronous::Full,
-            AuditDurability::Process => SqliteSynchronous::Normal,
-        };
-        let audit_writer = options
-            .synchronous(audit_sync)
-            .pragma("cache_size", format!("-{AUDIT_CACHE_KIB}"))
-            // A multi-row INSERT keeps a statement journal (the pages it changed, to undo
-            // just that statement); in memory rather than a temporary file, which
-            // otherwise doubled the writes of every audit commit.
-            .pragma("temp_store", "memory")
-            // Checkpoints run beside the writer, never inside its commits (see
-            // `wal_checkpointer`).
-            .pragma("wal_autocheckpoint", "0")
-            .connect()
+        let audit_writer = writer::BlockingWriter::open(path, durability)
             .await
-            .map_err(unavailable)?;
-        let audit_writer = AuditWriter::Dedicated(std::sync::Arc::new(tokio::sync::Mutex::new(
-            Some(audit_writer),
-        )));
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let audit_writer = AuditWriter::Blocking(audit_writer);
+        let indexer = blocking({
+            let path = path.to_owned();
+            move || filter_index::FileIndexer::open(&path, &index)
+        })
+        .await?;
+        let audit_indexer = filter_index::Indexer::File(std::sync::Arc::new(indexer));
         let checkpointer = wal_checkpointer(pool.clone());
-        let indexer = audit_indexer(audit_writer.clone());
         Ok(Self {
             pool,
             audit_writer,
-            audit_next: std::sync::Arc::default(),
             _wal_checkpointer: Some(std::sync::Arc::new(checkpointer)),
-            _audit_indexer: std::sync::Arc::new(indexer),
+            _audit_indexing: std::sync::Arc::new(audit_indexing(audit_indexer.clone())),
+            audit_indexer,
         })
     }
 
@@ -360,6 +318,19 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // The filter index: a private in-memory database of its own, under the name the
+            // file store attaches its index file as.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql("ATTACH DATABASE ':memory:' AS audit_index")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::raw_sql(filter_index::SCHEMA_SQL)
+                        .execute(&mut *conn)
+                        .await
+                        .map(drop)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(unavailable)?;
@@ -367,22 +338,27 @@ impl SqliteStore {
     }
 
     /// Closes every connection, waiting for those in use to be returned; later calls fail with
-    /// `Unavailable`. Lets shutdown checkpoint the WAL into the main file.
+    /// `Unavailable`. Lets shutdown checkpoint the WALs into the database files.
     pub async fn close(&self) {
+        if let filter_index::Indexer::File(indexer) = &self.audit_indexer {
+            let indexer = indexer.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || indexer.close()).await {
+                tracing::warn!(error = %e, "closing the audit index failed");
+            }
+        }
         self.audit_writer.close().await;
         self.pool.close().await;
     }
 
     async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
         migrator().run(&pool).await.map_err(migration_error)?;
-        let audit_writer = AuditWriter::Shared(pool.clone());
-        let indexer = audit_indexer(audit_writer.clone());
+        let audit_indexer = filter_index::Indexer::Shared(pool.clone());
         Ok(Self {
-            audit_writer,
+            audit_writer: AuditWriter::Shared(pool.clone()),
             pool,
-            audit_next: std::sync::Arc::default(),
             _wal_checkpointer: None,
-            _audit_indexer: std::sync::Arc::new(indexer),
+            _audit_indexing: std::sync::Arc::new(audit_indexing(audit_indexer.clone())),
+            audit_indexer,
         })
     }
 
@@ -665,6 +641,20 @@ fn migration_error(e: MigrateError) -> StoreError {
 
 /// Creates `path` with owner-only permissions if it does not exist yet; an existing file keeps
 /// the permissions its operator gave it.
+/// Runs blocking SQLite work (opening, checking) on the blocking pool.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, rusqlite::Error> + Send + 'static,
+) -> Result<R, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+        .map_err(unavailable_blocking)
+}
+
+fn unavailable_blocking(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
 async fn create_private_file(path: &Path) -> Result<(), StoreError> {
     let mut options = tokio::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -769,6 +759,8 @@ fn corrupt(column: &'static str) -> StoreError {
 }
 
 mod audit;
+mod filter_index;
+mod writer;
 
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,10 @@ struct TestStore {
     /// While set, `add_checkpoint` waits for a `checkpoint_permits` permit.
     hold_checkpoints: AtomicBool,
     checkpoint_permits: Semaphore,
+    /// What `blocks` answers.
+    blocks: bool,
+    /// For each append: the calling thread's name and whether it may block there.
+    callers: Mutex<Vec<(Option<String>, bool)>>,
 }
 
 impl Default for TestStore {
@@ -37,6 +41,8 @@ impl Default for TestStore {
             permits: Semaphore::new(0),
             hold_checkpoints: AtomicBool::new(false),
             checkpoint_permits: Semaphore::new(0),
+            blocks: false,
+            callers: Mutex::default(),
         }
     }
 }
@@ -58,6 +64,10 @@ impl TestStore {
 impl AuditStore for TestStore {
     async fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, AuditStoreError> {
         self.batches.lock().unwrap().push(events.len());
+        self.callers.lock().unwrap().push((
+            std::thread::current().name().map(str::to_owned),
+            crate::store::blocking_allowed(),
+        ));
         if self.gated {
             self.entered.notify_one();
             self.permits.acquire().await.unwrap().forget();
@@ -98,6 +108,47 @@ impl AuditStore for TestStore {
     }
     async fn query(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, AuditStoreError> {
         self.inner.query(f).await
+    }
+    fn blocks(&self) -> bool {
+        self.blocks
+    }
+}
+
+/// A store that blocks is called from the writer's own thread, the one place it may block;
+/// any other store from a task on the caller's runtime, where it may not. Automatic checkpoints
+/// of either are sealed on the caller's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_blocks_is_called_on_the_writers_own_thread() {
+    for blocks in [true, false] {
+        let store = Arc::new(TestStore {
+            blocks,
+            ..TestStore::default()
+        });
+        let auditor = Auditor::start(store.clone(), key(), config(2))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            auditor.append(sample_event(i)).await.unwrap();
+        }
+        auditor.shutdown().await.unwrap();
+        let callers = store.callers.lock().unwrap().clone();
+        assert!(!callers.is_empty());
+        for (thread, allowed) in callers {
+            assert_eq!(allowed, blocks, "blocks={blocks}: called on {thread:?}");
+            assert_eq!(
+                thread.as_deref() == Some("audit-writer"),
+                blocks,
+                "blocks={blocks}: called on {thread:?}"
+            );
+        }
+        assert!(
+            !crate::store::blocking_allowed(),
+            "never on a runtime thread"
+        );
+        let report = verify_store(store.as_ref(), vec![auditor.verifier().clone()], &[], None)
+            .await
+            .unwrap();
+        assert_eq!(report.entries, 5);
     }
 }
 

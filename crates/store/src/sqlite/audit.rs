@@ -1,19 +1,20 @@
 //! `AuditStore` for `SqliteStore`: the audit log's entries and checkpoints in the tables of
 //! migration `0002_audit.sql`.
 //!
-//! Durability: the store's connections run WAL with `synchronous=FULL`, so a commit that
-//! returned has been fsync'd to the WAL and survives power loss; the audit writer batches many
-//! events into one transaction so that costs one fsync per batch, not per event.
+//! Durability: the store's connections run WAL with `synchronous=FULL` (the audit connection
+//! `NORMAL` if the operator chose [`super::AuditDurability::Process`]), so a commit that
+//! returned has been flushed to the WAL and survives power loss; the audit writer batches many
+//! events into one transaction so that costs one flush per batch, not per event.
 //!
-//! Appends (and checkpoint inserts) go through the store's one dedicated audit connection, whose
-//! page cache stays warm from commit to commit; reads and queries use the shared pool.
+//! Appends (and checkpoint inserts, and the filter index's catch-up) go through the store's one
+//! audit connection ([`AuditWriter`]): on a file database a blocking connection of its own
+//! (`sqlite/writer.rs`) whose page cache stays warm from commit to commit; reads and queries use
+//! the shared pool.
 //!
-//! Sequence numbers: the first append (and any after a failure) opens its transaction with
-//! `BEGIN IMMEDIATE`, taking SQLite's one write lock before reading `MAX(seq)`, so two appends
-//! (even from two processes) can never read the same next number; a deferred transaction would
-//! read under a shared lock and could fail to upgrade it. Later appends insert at the number the
-//! last one left, in one autocommit statement; the primary key on `seq` refuses it if another
-//! writer took that number, and the append falls back to the locked path.
+//! Sequence numbers: every append opens its transaction with `BEGIN IMMEDIATE`, taking SQLite's
+//! one write lock before reading `MAX(seq)` (the table's last key: one B-tree descent), so two
+//! appends (even from two processes) can never read the same next number; a deferred
+//! transaction would read under a shared lock and could fail to upgrade it.
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Connection as _, Row as _};
@@ -24,7 +25,7 @@ use wardgate_audit::{
     AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint, Timestamp,
 };
 
-use super::SqliteStore;
+use super::{AuditWriter, SqliteStore};
 
 /// Rows per `INSERT` statement: 9 parameters each stays under SQLite's 32,766-parameter limit,
 /// and the statement text is reused for every full chunk (sqlx caches it per connection).
@@ -97,81 +98,87 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-/// Why the fast path did not append.
-enum Retry {
-    /// Not tried, or another writer took the number: append under the lock instead.
-    Slow(Vec<AuditEvent>),
-    Failed(AuditStoreError),
-}
+/// The next sequence number: one past the largest stored.
+pub(super) const NEXT_SEQ_SQL: &str = "SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_entries";
 
-impl SqliteStore {
-    /// One autocommit `INSERT` at the sequence number the last append left: one statement
-    /// and one fsync, where the locked path needs four statements. The writer appends one
-    /// small batch after another, and the requests waiting for their start to be committed
-    /// wait for every statement of it. If another writer appended meanwhile, the number is
-    /// taken and the primary key refuses the row: nothing is written and the locked path
-    /// reads the true next number.
-    async fn fast_append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, Retry> {
-        let next = *self.audit_next.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(next) = next.filter(|_| events.len() <= INSERT_CHUNK) else {
-            return Err(Retry::Slow(events));
+/// Stores a checkpoint unless one of its size exists; [`STORED_ROOT_SQL`] then tells a repeat
+/// from a conflict.
+pub(super) const INSERT_CHECKPOINT_SQL: &str = "INSERT INTO audit_checkpoints (tree_size, root_hash, note, subtrees, created_ms) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING";
+
+/// The root stored for a checkpoint size.
+pub(super) const STORED_ROOT_SQL: &str =
+    "SELECT root_hash FROM audit_checkpoints WHERE tree_size = $1";
+
+impl AuditWriter {
+    /// Appends `events` at the end of the log, in one transaction.
+    async fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, AuditStoreError> {
+        match self {
+            Self::Blocking(writer) => writer.append(events).await,
+            Self::Shared(pool) => shared_append(pool, events).await,
+        }
+    }
+
+    /// Stores `checkpoint` (see [`INSERT_CHECKPOINT_SQL`]); returns the root stored for its size.
+    async fn add_checkpoint(
+        &self,
+        checkpoint: &StoredCheckpoint,
+        size: i64,
+    ) -> Result<Vec<u8>, AuditStoreError> {
+        let pool = match self {
+            Self::Blocking(writer) => return writer.add_checkpoint(checkpoint, size).await,
+            Self::Shared(pool) => pool,
         };
-        let rows = prepare(next, events);
-        let sql = insert_sql(rows.len());
-        let mut conn = self
-            .audit_writer
-            .acquire()
-            .await
-            .map_err(|e| Retry::Failed(unavailable(e)))?;
-        match bind_rows(&sql, &rows)
-            .map_err(Retry::Failed)?
+        let subtrees: Vec<u8> = checkpoint.subtrees.iter().flat_map(|h| h.0).collect();
+        let mut conn = pool.acquire().await.map_err(unavailable)?;
+        sqlx::query(INSERT_CHECKPOINT_SQL)
+            .bind(size)
+            .bind(checkpoint.root.0.to_vec())
+            .bind(&checkpoint.note)
+            .bind(subtrees)
+            .bind(checkpoint.created_at.unix_millis())
             .execute(&mut *conn)
             .await
-        {
-            Ok(_) => Ok(rows.into_iter().map(|r| r.entry).collect()),
-            Err(e)
-                if e.as_database_error()
-                    .is_some_and(|d| d.is_unique_violation()) =>
-            {
-                Err(Retry::Slow(
-                    rows.into_iter().map(|r| r.entry.event).collect(),
-                ))
-            }
-            Err(e) => Err(Retry::Failed(unavailable(e))),
-        }
+            .map_err(unavailable)?;
+        sqlx::query_scalar(STORED_ROOT_SQL)
+            .bind(size)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unavailable)
     }
+}
 
-    /// Reads the next number under SQLite's write lock and inserts in one transaction.
-    async fn locked_append(
-        &self,
-        events: Vec<AuditEvent>,
-    ) -> Result<Vec<AuditEntry>, AuditStoreError> {
-        let mut conn = self.audit_writer.acquire().await.map_err(unavailable)?;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
+/// The in-memory database's append, on its one pooled connection: reads the next number under
+/// SQLite's write lock (`BEGIN IMMEDIATE`) and inserts in the same transaction.
+async fn shared_append(
+    pool: &sqlx::SqlitePool,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<AuditEntry>, AuditStoreError> {
+    let mut conn = pool.acquire().await.map_err(unavailable)?;
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(unavailable)?;
+    let next: i64 = sqlx::query_scalar(NEXT_SEQ_SQL)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    let next = u64::try_from(next).map_err(|_| corrupt(0, "negative seq"))?;
+    let rows = prepare(next, events);
+    let full_chunk_sql = insert_sql(INSERT_CHUNK);
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let sql = if chunk.len() == INSERT_CHUNK {
+            full_chunk_sql.clone()
+        } else {
+            insert_sql(chunk.len())
+        };
+        bind_rows(&sql, chunk)?
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_entries")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let next = u64::try_from(next).map_err(|_| corrupt(0, "negative seq"))?;
-        let rows = prepare(next, events);
-        let full_chunk_sql = insert_sql(INSERT_CHUNK);
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let sql = if chunk.len() == INSERT_CHUNK {
-                full_chunk_sql.clone()
-            } else {
-                insert_sql(chunk.len())
-            };
-            bind_rows(&sql, chunk)?
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(rows.into_iter().map(|r| r.entry).collect())
     }
+    tx.commit().await.map_err(unavailable)?;
+    Ok(rows.into_iter().map(|r| r.entry).collect())
 }
 
 fn prepare(next: u64, events: Vec<AuditEvent>) -> Vec<Row> {
@@ -203,27 +210,6 @@ fn bind_rows<'q>(sql: &str, rows: &[Row]) -> Result<Insert<'q>, AuditStoreError>
             .bind(row.entry.leaf_hash.0.to_vec());
     }
     Ok(query)
-}
-
-/// Rows one run of [`index_pending`] copies at most, bounding how long it holds the writer's
-/// connection after a long pause (the next run goes on from there).
-const INDEX_CHUNK: i64 = 5_000;
-
-/// Copies the filter columns of entries not yet in `audit_filter` into it, on the audit
-/// writer's connection, in one autocommit statement. Entries are appended in `seq` order, so
-/// everything after the largest indexed `seq` is exactly what is missing, whoever appended it
-/// and whenever this last ran (after a crash too). Returns the rows copied.
-pub(super) async fn index_pending(writer: &super::AuditWriter) -> Result<u64, sqlx::Error> {
-    let mut conn = writer.acquire().await?;
-    let done = sqlx::query(
-        "INSERT INTO audit_filter (seq, ts_ms, event_type, actor_id, tenant, outcome, request_id) \
-         SELECT seq, ts_ms, event_type, actor_id, tenant, outcome, request_id FROM audit_entries \
-         WHERE seq > (SELECT COALESCE(MAX(seq), -1) FROM audit_filter) ORDER BY seq LIMIT $1",
-    )
-    .bind(INDEX_CHUNK)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
 }
 
 /// The `after_seq` condition: it needs no index (`seq` is the table's key).
@@ -258,10 +244,10 @@ fn query_sql(clauses: &[&str]) -> String {
     }
     format!(
         "{select} WHERE seq IN (\
-         SELECT seq FROM audit_filter WHERE {conditions} \
+         SELECT seq FROM audit_index.audit_filter WHERE {conditions} \
          UNION ALL \
          SELECT seq FROM audit_entries \
-         WHERE seq > (SELECT COALESCE(MAX(seq), -1) FROM audit_filter) AND {conditions}\
+         WHERE seq > (SELECT COALESCE(MAX(seq), -1) FROM audit_index.audit_filter) AND {conditions}\
          ) ORDER BY seq LIMIT ${limit}"
     )
 }
@@ -273,19 +259,7 @@ impl AuditStore for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let n = events.len() as u64;
-        let result = match self.fast_append(events).await {
-            Ok(entries) => Ok(entries),
-            Err(Retry::Slow(events)) => self.locked_append(events).await,
-            Err(Retry::Failed(e)) => Err(e),
-        };
-        let next = match &result {
-            Ok(entries) => entries.first().map(|e| e.seq + n),
-            // After a failure the next number is unknown: the next append reads it again.
-            Err(_) => None,
-        };
-        *self.audit_next.lock().unwrap_or_else(|e| e.into_inner()) = next;
-        result
+        self.audit_writer.append(events).await
     }
 
     async fn size(&self) -> Result<u64, AuditStoreError> {
@@ -334,27 +308,7 @@ impl AuditStore for SqliteStore {
     async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), AuditStoreError> {
         audit_store::check_checkpoint(checkpoint)?;
         let size = to_i64(checkpoint.size, "checkpoint size")?;
-        let subtrees: Vec<u8> = checkpoint.subtrees.iter().flat_map(|h| h.0).collect();
-        let mut conn = self.audit_writer.acquire().await.map_err(unavailable)?;
-        // DO NOTHING keeps an existing row; the read-back then tells a repeat from a conflict.
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (tree_size, root_hash, note, subtrees, created_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
-        )
-        .bind(size)
-        .bind(checkpoint.root.0.to_vec())
-        .bind(&checkpoint.note)
-        .bind(subtrees)
-        .bind(checkpoint.created_at.unix_millis())
-        .execute(&mut *conn)
-        .await
-        .map_err(unavailable)?;
-        let stored: Vec<u8> =
-            sqlx::query_scalar("SELECT root_hash FROM audit_checkpoints WHERE tree_size = $1")
-                .bind(size)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(unavailable)?;
+        let stored = self.audit_writer.add_checkpoint(checkpoint, size).await?;
         if stored != checkpoint.root.0 {
             return Err(AuditStoreError::Conflict(format!(
                 "a checkpoint of size {} with another root exists",
@@ -459,6 +413,10 @@ impl AuditStore for SqliteStore {
             return Err(corrupt(bad.seq, "indexed columns disagree with the leaf"));
         }
         Ok(entries)
+    }
+
+    fn blocks(&self) -> bool {
+        matches!(self.audit_writer, AuditWriter::Blocking(_))
     }
 }
 

@@ -566,8 +566,11 @@ async fn new_database_file_is_owner_only() {
     let path = dir.path().join("private.db");
     let store = SqliteStore::open(&path).await.unwrap();
     store.ensure_tenant("acme").await.unwrap();
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
+    // The log's filter index lives beside it, as private as the database.
+    for file in [path.clone(), dir.path().join("private.db-audit-index")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
     store.close().await;
 }
 

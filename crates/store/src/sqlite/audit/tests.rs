@@ -17,6 +17,25 @@ async fn file_store(dir: &Path) -> SqliteStore {
     SqliteStore::open(&dir.join("wardgate.db")).await.unwrap()
 }
 
+/// A file store's own audit connection.
+fn blocking(store: &SqliteStore) -> &Arc<crate::sqlite::writer::BlockingWriter> {
+    match &store.audit_writer {
+        AuditWriter::Blocking(w) => w,
+        AuditWriter::Shared(_) => panic!("a file store appends through a connection of its own"),
+    }
+}
+
+/// A pragma's value on a file store's audit connection.
+async fn writer_pragma(store: &SqliteStore, name: &'static str) -> i64 {
+    blocking(store)
+        .run(move |c| {
+            c.pragma_query_value(None, name, |r| r.get(0))
+                .map_err(|e| AuditStoreError::Unavailable(Box::new(e)))
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn conformance_in_memory() {
     conformance::suite(&SqliteStore::open_in_memory().await.unwrap()).await;
@@ -24,6 +43,14 @@ async fn conformance_in_memory() {
 
 #[tokio::test]
 async fn conformance_on_file() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::suite(&file_store(dir.path()).await).await;
+}
+
+/// The gateway runs on a multi-threaded runtime, where the file store's appends run inside
+/// `block_in_place` rather than on the blocking pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_file_from_a_multi_threaded_runtime() {
     let dir = tempfile::tempdir().unwrap();
     conformance::suite(&file_store(dir.path()).await).await;
 }
@@ -72,18 +99,8 @@ async fn file_connections_commit_with_synchronous_full() {
 async fn the_audit_connection_is_full_sync_and_leaves_wal_checkpoints_to_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let store = file_store(dir.path()).await;
-    let pragma = |name: &'static str| {
-        let store = store.clone();
-        async move {
-            let mut conn = store.audit_writer.acquire().await.unwrap();
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(pragma("synchronous").await, 2);
-    assert_eq!(pragma("wal_autocheckpoint").await, 0);
+    assert_eq!(writer_pragma(&store, "synchronous").await, 2);
+    assert_eq!(writer_pragma(&store, "wal_autocheckpoint").await, 0);
     // Rows committed by the audit connection sit in the WAL until the background task copies
     // them into the database file; nothing else here checkpoints.
     let db = dir.path().join("wardgate.db");
@@ -114,13 +131,7 @@ async fn process_durability_relaxes_only_the_audit_connection() {
     let store = SqliteStore::open_with(&dir.path().join("wardgate.db"), AuditDurability::Process)
         .await
         .unwrap();
-    let audit_sync: i64 = {
-        let mut conn = store.audit_writer.acquire().await.unwrap();
-        sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap()
-    };
+    let audit_sync = writer_pragma(&store, "synchronous").await;
     // NORMAL (1) in WAL mode: commits reach the OS, the WAL is flushed at checkpoints.
     assert_eq!(audit_sync, 1);
     let other_sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
@@ -424,15 +435,32 @@ async fn an_old_checkpoint_is_inconsistent_with_a_rewritten_table() {
 }
 
 async fn filter_rows(store: &SqliteStore) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM audit_filter")
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_index.audit_filter")
         .fetch_one(&store.pool)
         .await
         .unwrap()
 }
 
-/// Queries answer from `audit_filter` for indexed entries and scan the rest, so they give the
+/// One catch-up of the filter index, as the background task runs it; the rows copied.
+async fn catch_up(store: &SqliteStore) -> u64 {
+    store.audit_indexer.run().await.unwrap().unwrap()
+}
+
+/// A file store's filter index catch-up connection.
+fn file_indexer(store: &SqliteStore) -> &Arc<crate::sqlite::filter_index::FileIndexer> {
+    match &store.audit_indexer {
+        crate::sqlite::filter_index::Indexer::File(f) => f,
+        crate::sqlite::filter_index::Indexer::Shared(_) => panic!("a file store has its own"),
+    }
+}
+
+/// Queries answer from the filter index for indexed entries and scan the rest, so they give the
 /// same results whether the background indexer is behind, caught up, or halfway.
 #[tokio::test]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the indexer waits for the connection on the blocking pool, not on this thread"
+)]
 async fn queries_find_entries_whether_or_not_the_filter_index_has_reached_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = file_store(dir.path()).await;
@@ -441,17 +469,15 @@ async fn queries_find_entries_whether_or_not_the_filter_index_has_reached_them()
         .await
         .unwrap();
     // The indexer may already have run; afterwards the first 30 are indexed for certain.
-    index_pending(&store.audit_writer).await.unwrap();
+    catch_up(&store).await;
     assert_eq!(filter_rows(&store).await, 30);
 
-    // 30 more, written the way an append writes them, while this test holds the writer's
-    // connection: the background indexer, which needs it too, cannot reach them.
+    // 30 more, appended while this test holds the index's catch-up connection: the
+    // background indexer cannot reach them, and the appends do not need it.
     let tail = {
-        let mut conn = store.audit_writer.acquire().await.unwrap();
-        let rows = prepare(30, (195..225).map(sample_event).collect());
-        bind_rows(&insert_sql(rows.len()), &rows)
-            .unwrap()
-            .execute(&mut *conn)
+        let _held = file_indexer(&store).lock();
+        store
+            .append((195..225).map(sample_event).collect())
             .await
             .unwrap();
         let all = store.read_range(0, 100).await.unwrap();
@@ -467,10 +493,74 @@ async fn queries_find_entries_whether_or_not_the_filter_index_has_reached_them()
 
     // Caught up (by this call or the background task, whichever got the connection first):
     // the same answers, now all from the index.
-    index_pending(&store.audit_writer).await.unwrap();
+    catch_up(&store).await;
     assert_eq!(filter_rows(&store).await, 60);
     conformance::queries(&store, &tail).await;
-    assert_eq!(index_pending(&store.audit_writer).await.unwrap(), 0);
+    assert_eq!(catch_up(&store).await, 0);
+}
+
+/// The index has a file and a write lock of its own: an append goes through while another
+/// connection holds the index's write lock (with the index in the log's file it would wait for
+/// it and fail after the busy timeout).
+#[tokio::test]
+async fn appends_never_wait_for_the_filter_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path()).await;
+    let index = rusqlite::Connection::open(dir.path().join("wardgate.db-audit-index")).unwrap();
+    index.execute_batch("BEGIN IMMEDIATE").unwrap();
+    index
+        .execute(
+            "INSERT INTO audit_filter (seq, ts_ms, event_type, actor_id) VALUES (999, 0, 'x', 'y')",
+            [],
+        )
+        .unwrap();
+    let entries = store
+        .append((0..5).map(sample_event).collect())
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 5);
+    index.execute_batch("ROLLBACK").unwrap();
+    catch_up(&store).await;
+    assert_eq!(filter_rows(&store).await, 5);
+}
+
+/// An index that does not describe its log (missing, copied from another log, or ahead of the
+/// log after a power loss took the log's last commits) is rebuilt from the log at open.
+#[tokio::test]
+async fn a_filter_index_that_does_not_match_the_log_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_with = |name: &'static str, events: std::ops::Range<u64>| {
+        let path = dir.path().join(name);
+        async move {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store
+                .append(events.map(sample_event).collect())
+                .await
+                .unwrap();
+            catch_up(&store).await;
+            store.close().await;
+        }
+    };
+    open_with("long.db", 0..30).await;
+    open_with("other.db", 100..110).await;
+    open_with("wardgate.db", 0..10).await;
+    let index = dir.path().join("wardgate.db-audit-index");
+    for replacement in [
+        Some("long.db-audit-index"),  // ahead of the log
+        Some("other.db-audit-index"), // same positions, other entries
+        None,                         // deleted
+    ] {
+        std::fs::remove_file(&index).unwrap();
+        if let Some(other) = replacement {
+            std::fs::copy(dir.path().join(other), &index).unwrap();
+        }
+        let store = file_store(dir.path()).await;
+        catch_up(&store).await;
+        assert_eq!(filter_rows(&store).await, 10, "{replacement:?}");
+        let all = store.read_range(0, 100).await.unwrap();
+        conformance::queries(&store, &all).await;
+        store.close().await;
+    }
 }
 
 #[tokio::test]
@@ -492,16 +582,17 @@ async fn the_background_indexer_catches_up_and_its_rows_are_append_only() {
         "the background indexer never indexed the appended entries"
     );
     for sql in [
-        "UPDATE audit_filter SET actor_id = 'someone-else'",
-        "DELETE FROM audit_filter WHERE seq = 3",
+        "UPDATE audit_index.audit_filter SET actor_id = 'someone-else'",
+        "DELETE FROM audit_index.audit_filter WHERE seq = 3",
     ] {
         let err = sqlx::query(sql).execute(&store.pool).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
 }
 
-/// A database written before the filter index existed keeps answering queries: the migration
-/// copies its entries into `audit_filter`.
+/// A database written before the filter index existed keeps answering queries, and its entries
+/// are indexed (migration 5 copied them into a table that migration 6 drops again; the index
+/// file is then built from the log).
 #[tokio::test]
 async fn the_filter_index_migration_indexes_existing_entries() {
     let dir = tempfile::tempdir().unwrap();
@@ -534,6 +625,7 @@ async fn the_filter_index_migration_indexes_existing_entries() {
     pool.close().await;
 
     let store = SqliteStore::open(&path).await.unwrap();
+    catch_up(&store).await;
     assert_eq!(filter_rows(&store).await, 40);
     let all = store.read_range(0, 100).await.unwrap();
     conformance::queries(&store, &all).await;
