@@ -416,7 +416,7 @@ impl AuditStore for SqliteStore {
     }
 
     fn blocks(&self) -> bool {
-        matches!(self.audit_writer, AuditWriter::Blocking(_))
+        matches!(&self.audit_writer, AuditWriter::Blocking(w) if w.blocks())
     }
 }
 

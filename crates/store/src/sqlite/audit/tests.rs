@@ -134,6 +134,9 @@ async fn process_durability_relaxes_only_the_audit_connection() {
     let audit_sync = writer_pragma(&store, "synchronous").await;
     // NORMAL (1) in WAL mode: commits reach the OS, the WAL is flushed at checkpoints.
     assert_eq!(audit_sync, 1);
+    // Such a commit never waits for the disk: the writer need not run on a thread of its own.
+    assert!(!store.blocks());
+    assert!(file_store(&dir.path().join("disk")).await.blocks());
     let other_sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
         .fetch_one(&store.pool)
         .await
@@ -522,6 +525,33 @@ async fn appends_never_wait_for_the_filter_index() {
     index.execute_batch("ROLLBACK").unwrap();
     catch_up(&store).await;
     assert_eq!(filter_rows(&store).await, 5);
+}
+
+/// With `process` durability an append runs on the caller's thread only when nothing is in
+/// its way; when another connection holds the log's write lock it waits for it (off the
+/// runtime) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_durability_append_waits_for_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wardgate.db");
+    let store = SqliteStore::open_with(&path, AuditDurability::Process)
+        .await
+        .unwrap();
+    store.append(vec![sample_event(0)]).await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let append = tokio::spawn({
+        let store = store.clone();
+        async move { store.append((1..6).map(sample_event).collect()).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    other.execute_batch("ROLLBACK").unwrap();
+    let entries = append.await.unwrap().unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(store.size().await.unwrap(), 6);
 }
 
 /// An index that does not describe its log (missing, copied from another log, or ahead of the
