@@ -170,7 +170,8 @@ impl BlockingWriter {
                 .take()
                 .ok_or_else(|| AuditStoreError::Unavailable("audit append retried twice".into()))?;
             let next: i64 = tx
-                .query_row(NEXT_SEQ_SQL, [], |r| r.get(0))
+                .prepare_cached(NEXT_SEQ_SQL)
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
                 .map_err(unavailable)?;
             let next = u64::try_from(next).map_err(|_| AuditStoreError::Corrupt {
                 seq: 0,
@@ -314,8 +315,8 @@ fn connect(path: &Path, durability: AuditDurability) -> Result<Connection, Audit
         conn.pragma_update(None, pragma, value)
             .map_err(unavailable)?;
     }
-    // Batches of up to `MAX_APPEND_BATCH` rows go through one cached insert statement; the
-    // cache holds it, the next-number query, the index copy and the checkpoint statements.
+    // Every statement of the write path is prepared once: the insert (one row at a time, up to
+    // `MAX_APPEND_BATCH` per transaction), the next-number query and the checkpoint statements.
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
 }
