@@ -206,11 +206,12 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Entries matching `filter`, in `seq` order, at most its effective limit.
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, AuditStoreError>;
 
-    /// Whether `append` does its IO on the calling thread, blocking it (a file SQLite
-    /// connection). The audit writer then runs on a thread of its own, where such a store may
-    /// block inline (see [`blocking_allowed`]): it holds up nobody but the writer, which has
-    /// nothing else to do meanwhile, and costs no hand-off to another thread and back per
-    /// commit. Stores that await network IO keep the default, `false`.
+    /// Whether `append` waits for the disk on the calling thread (a file SQLite connection that
+    /// flushes every commit). The audit writer then runs on a thread of its own, where such a
+    /// store may block inline (see [`blocking_allowed`]): it holds up nobody but the writer,
+    /// which has nothing else to do meanwhile, and costs no hand-off to another thread and back
+    /// per commit. Stores that await network IO, or whose commits never wait for the disk, keep
+    /// the default, `false`.
     fn blocks(&self) -> bool {
         false
     }

@@ -12,9 +12,10 @@
 //! `checkpoint_every` entries or `checkpoint_interval` (whichever comes first, and only if
 //! something was appended) the writer signs a checkpoint, stores it, and appends it to the
 //! witness file. These automatic checkpoints are sealed on a task of their own, one at a time
-//! and in order, so their two durable writes never hold up the appends queued meanwhile; an
-//! explicit [`Auditor::checkpoint`] and the final one at shutdown wait for it and are signed
-//! in line. A checkpoint failure is logged and retried at the next occasion; it does not fail
+//! and in order, so the writer goes on committing while one is signed and its witness line
+//! flushed (its store insert still takes turns with the appends on a store with one write
+//! connection, such as SQLite's); an explicit [`Auditor::checkpoint`] and the final one at
+//! shutdown wait for it and are signed in line. A checkpoint failure is logged and retried at the next occasion; it does not fail
 //! appends, which are already durable.
 //!
 //! There must be one `Auditor` per log: sequence numbers come from the store, but the tree
@@ -168,7 +169,10 @@ impl Future for PendingAppend {
 impl Auditor {
     /// Resumes the log in `store` (from its latest checkpoint's saved tree state plus the leaf
     /// hashes after it), signs a checkpoint for any entries not yet covered, and starts the
-    /// writer task on the current Tokio runtime.
+    /// writer: a task on the current Tokio runtime, or, for a store whose appends block
+    /// ([`AuditStore::blocks`]), a thread of its own. Automatic checkpoints are sealed on the
+    /// current runtime either way. The thread is not joined: [`Auditor::shutdown`] waits for it
+    /// to commit what was queued and sign the final checkpoint.
     ///
     /// Fails if the store is shorter than its latest checkpoint or the checkpoint's tree state
     /// does not give its root: a log that was truncated or rewritten must not be extended.
@@ -444,14 +448,14 @@ impl Writer {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .map_err(|e| AuditError::Config(format!("cannot start the audit writer: {e}")))?;
+            .map_err(cannot_start)?;
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 crate::store::allow_blocking_on_this_thread();
                 runtime.block_on(self.run());
             })
-            .map_err(|e| AuditError::Config(format!("cannot start the audit writer: {e}")))?;
+            .map_err(cannot_start)?;
         Ok(())
     }
 
@@ -744,6 +748,11 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The operating system refused the writer's thread or its runtime.
+fn cannot_start(e: std::io::Error) -> AuditError {
+    AuditError::Unavailable(Arc::new(AuditStoreError::Unavailable(Box::new(e))))
 }
 
 /// An automatic checkpoint, sealed on its own task ([`Writer::seal_in_background`]).

@@ -1,15 +1,16 @@
 //! `AuditStore` for `SqliteStore`: the audit log's entries and checkpoints in the tables of
 //! migration `0002_audit.sql`.
 //!
-//! Durability: the store's connections run WAL with `synchronous=FULL` (the audit connection
-//! `NORMAL` if the operator chose [`super::AuditDurability::Process`]), so a commit that
+//! Durability: the store's connections run WAL with `synchronous=FULL`, so a commit that
 //! returned has been flushed to the WAL and survives power loss; the audit writer batches many
-//! events into one transaction so that costs one flush per batch, not per event.
+//! events into one transaction so that costs one flush per batch, not per event. If the
+//! operator chose [`super::AuditDurability::Process`], the audit connection runs `NORMAL`: a
+//! returned commit survives the process dying, not a power loss.
 //!
-//! Appends (and checkpoint inserts, and the filter index's catch-up) go through the store's one
-//! audit connection ([`AuditWriter`]): on a file database a blocking connection of its own
-//! (`sqlite/writer.rs`) whose page cache stays warm from commit to commit; reads and queries use
-//! the shared pool.
+//! Appends and checkpoint inserts go through the store's one audit connection
+//! ([`AuditWriter`]): on a file database a blocking connection of its own (`sqlite/writer.rs`)
+//! whose page cache stays warm from commit to commit. The filter index has a file and a
+//! connection of its own (`sqlite/filter_index.rs`); reads and queries use the shared pool.
 //!
 //! Sequence numbers: every append opens its transaction with `BEGIN IMMEDIATE`, taking SQLite's
 //! one write lock before reading `MAX(seq)` (the table's last key: one B-tree descent), so two

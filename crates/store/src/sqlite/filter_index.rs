@@ -81,40 +81,118 @@ pub(super) fn path_for(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The index file's path as SQLite's `ATTACH` takes it.
+/// The index file as SQLite's `ATTACH` takes it: a `file:` URI with `mode=rw`, so that an
+/// attach never creates the file (the store creates it, owner-only, before any connection
+/// attaches it; a file deleted under a running gateway makes new connections fail loudly instead
+/// of attaching an empty, world-readable one). Connections open with URI names allowed.
 pub(super) fn attach_name(index: &Path) -> Result<String, rusqlite::Error> {
-    index
+    let path = index
         .to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| rusqlite::Error::InvalidPath(index.to_owned()))
+        .ok_or_else(|| rusqlite::Error::InvalidPath(index.to_owned()))?;
+    let mut uri = String::from("file:");
+    for c in path.chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3F"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=rw");
+    Ok(uri)
 }
 
 /// A connection to the log with the index attached, as the catch-up uses it.
 fn connect(db: &Path, index: &str) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open_with_flags(
         db,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute("ATTACH DATABASE ?1 AS audit_index", [index])?;
     Ok(conn)
 }
 
-/// Prepares the index file before any other connection attaches it: WAL journaling (so
-/// queries read it while the catch-up writes), `synchronous=NORMAL` (it is rebuilt from the log
-/// if a power loss takes its last commits), and its schema.
+/// Prepares the index file (which exists, created owner-only) before any other connection
+/// attaches it: WAL journaling (so queries read it while the catch-up writes) and its schema.
+/// A file that is not a database, or is damaged where this reads, is set aside (renamed to
+/// `<index>.damaged-<unix ms>`, kept for whoever investigates) and the index rebuilt from the
+/// log; it is derived data, so the log never depends on it.
 pub(super) fn prepare(db: &Path, index: &Path) -> Result<(), rusqlite::Error> {
+    match prepare_once(db, index) {
+        Err(e) if is_damaged(&e) => {
+            let aside = set_aside(index).map_err(|io| io_error(index, io))?;
+            tracing::error!(
+                index = %index.display(),
+                aside = %aside.display(),
+                error = %e,
+                "the audit log's filter index was damaged: set aside, rebuilding it from the log"
+            );
+            prepare_once(db, index)
+        }
+        done => done,
+    }
+}
+
+fn prepare_once(db: &Path, index: &Path) -> Result<(), rusqlite::Error> {
     let conn = connect(db, &attach_name(index)?)?;
     let mode: String = conn.query_row("PRAGMA audit_index.journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(format!(
-                "the audit index stays in {mode} journal mode, not WAL"
-            )),
-        ));
+        return Err(failure(format!(
+            "the audit index stays in {mode} journal mode, not WAL"
+        )));
     }
     conn.execute_batch(SCHEMA_SQL)
+}
+
+fn failure(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(message),
+    )
+}
+
+fn io_error(index: &Path, e: std::io::Error) -> rusqlite::Error {
+    failure(format!(
+        "cannot set the damaged audit index {} aside: {e}",
+        index.display()
+    ))
+}
+
+fn is_damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Renames the index and its `-wal` and `-shm` files aside and creates an empty, owner-only
+/// index file in its place; returns the new name of the index.
+fn set_aside(index: &Path) -> std::io::Result<PathBuf> {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let with = |suffix: &str| {
+        let mut name = index.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let aside = with(&format!(".damaged-{millis}"));
+    for suffix in ["-wal", "-shm"] {
+        match std::fs::rename(with(suffix), with(&format!(".damaged-{millis}{suffix}"))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(index, &aside)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(index)?;
+    Ok(aside)
 }
 
 /// The background catch-up's own connection to a file database.
@@ -184,6 +262,17 @@ fn mismatch(conn: &Connection) -> Result<Option<&'static str>, rusqlite::Error> 
         })
         .optional()
     };
+    // Entries are numbered from 0 without gaps, and the index copies them in order: it must
+    // hold exactly the entries up to its largest. (A row missing in the middle would hide an
+    // entry from every filtered review.)
+    let (rows, largest): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(MAX(seq), -1) FROM audit_index.audit_filter",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if rows != largest + 1 {
+        return Ok(Some("the index has gaps"));
+    }
     let last = format!(
         "SELECT {columns} FROM audit_index.audit_filter WHERE seq >= ?1 ORDER BY seq DESC LIMIT 1"
     );

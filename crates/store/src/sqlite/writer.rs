@@ -14,8 +14,13 @@
 //!   the commit runs there, inline;
 //! - `process` durability: a commit only hands its pages to the operating system, so it runs on
 //!   the writer task's own thread when nothing is in its way ([`BlockingWriter::run`]);
-//! - anything else (checkpoints sealed in the background, a wait for SQLite's write lock, tests)
-//!   goes through [`blocking`]: `block_in_place`, or the blocking pool.
+//! - anything else (checkpoint inserts with `disk`, a `process` commit that would wait for the
+//!   connection or SQLite's write lock, tests) goes through [`blocking`]: `block_in_place`, or
+//!   the blocking pool from a current-thread runtime.
+//!
+//! "Hands its pages to the operating system": with `synchronous=NORMAL` SQLite also flushes the
+//! WAL's header when it starts reusing the WAL after a checkpoint (about once a second here), so
+//! about one `process` commit a second waits for one flush on the writer task's worker.
 //!
 //! rusqlite and sqlx link the same bundled SQLite (one `libsqlite3-sys`), so the two kinds of
 //! connection share SQLite's process-wide file locking.
@@ -143,8 +148,10 @@ impl BlockingWriter {
             return Some(Err(unavailable(e)));
         }
         let result = f(conn);
+        // Restored whatever `f` did: its commit stands even if this fails, which would only
+        // make a later wait fail at once (and report it) instead of waiting.
         if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
-            return Some(Err(unavailable(e)));
+            tracing::error!(error = %e, "cannot restore the audit connection's busy timeout");
         }
         match result {
             Err(e) if is_busy(&e) => None,
@@ -166,9 +173,11 @@ impl BlockingWriter {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
-            let events = events
-                .take()
-                .ok_or_else(|| AuditStoreError::Unavailable("audit append retried twice".into()))?;
+            let events = events.take().ok_or_else(|| {
+                AuditStoreError::Unavailable(
+                    "audit append retried after its events were taken".into(),
+                )
+            })?;
             let next: i64 = tx
                 .prepare_cached(NEXT_SEQ_SQL)
                 .and_then(|mut s| s.query_row([], |r| r.get(0)))

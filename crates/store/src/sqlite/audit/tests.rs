@@ -157,8 +157,8 @@ async fn process_durability_relaxes_only_the_audit_connection() {
 
 #[tokio::test]
 async fn two_writers_on_one_file_interleave_without_gaps() {
-    // Each store remembers the next sequence number from its own last append; the other's
-    // appends make that number stale, and the append must still land, right after them.
+    // Two stores (as two processes would) append to one file in turn: each append must read
+    // the next number under the write lock and land right after the other's entries.
     let dir = tempfile::tempdir().unwrap();
     let a = file_store(dir.path()).await;
     let b = file_store(dir.path()).await;
@@ -545,6 +545,7 @@ async fn a_process_durability_append_waits_for_another_writer() {
         async move { store.append((1..6).map(sample_event).collect()).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!append.is_finished(), "the append must wait for the lock");
     other.execute_batch("ROLLBACK").unwrap();
     let entries = append.await.unwrap().unwrap();
     assert_eq!(
@@ -590,6 +591,70 @@ async fn a_filter_index_that_does_not_match_the_log_is_rebuilt() {
         let all = store.read_range(0, 100).await.unwrap();
         conformance::queries(&store, &all).await;
         store.close().await;
+    }
+
+    // A row missing in the middle (the append-only trigger dropped first): the entry would
+    // vanish from every filtered review, so the index is rebuilt.
+    let tampered = rusqlite::Connection::open(&index).unwrap();
+    tampered
+        .execute_batch(
+            "DROP TRIGGER audit_filter_no_delete; DELETE FROM audit_filter WHERE seq = 3;",
+        )
+        .unwrap();
+    drop(tampered);
+    let store = file_store(dir.path()).await;
+    let rows: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM audit_index.audit_filter ORDER BY seq")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert!(
+        rows.is_empty() || rows.len() == 10,
+        "rebuilt, not kept: {rows:?}"
+    );
+    catch_up(&store).await;
+    assert_eq!(filter_rows(&store).await, 10);
+    let deleting = sqlx::query("DELETE FROM audit_index.audit_filter WHERE seq = 4")
+        .execute(&store.pool)
+        .await
+        .unwrap_err();
+    assert!(deleting.to_string().contains("append-only"), "{deleting}");
+}
+
+/// A file that is not a database where the index should be is set aside (kept for whoever
+/// investigates) and the index rebuilt from the log; the log opens as if nothing happened.
+#[tokio::test]
+async fn a_damaged_filter_index_is_set_aside_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path()).await;
+    store
+        .append((0..7).map(sample_event).collect())
+        .await
+        .unwrap();
+    store.close().await;
+    let index = dir.path().join("wardgate.db-audit-index");
+    std::fs::write(&index, vec![0x5a_u8; 8192]).unwrap();
+
+    let store = file_store(dir.path()).await;
+    catch_up(&store).await;
+    assert_eq!(filter_rows(&store).await, 7);
+    let all = store.read_range(0, 100).await.unwrap();
+    conformance::queries(&store, &all).await;
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("wardgate.db-audit-index.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join(&aside[0])).unwrap(),
+        vec![0x5a_u8; 8192]
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&index).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }
 
