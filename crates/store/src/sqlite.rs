@@ -664,15 +664,24 @@ fn index_error(index: &Path, e: rusqlite::Error) -> StoreError {
 /// Creates `path` with owner-only permissions if it does not exist yet; an existing file keeps
 /// the permissions its operator gave it.
 async fn create_private_file(path: &Path) -> Result<(), StoreError> {
-    let mut options = tokio::fs::OpenOptions::new();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || private_file(&path))
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))
+}
+
+/// [`create_private_file`], blocking.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    options.mode(0o600);
-    match options.open(path).await {
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
         // An empty file is a valid, empty SQLite database.
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Unavailable(Box::new(e))),
+        Err(e) => Err(e),
     }
 }
 
