@@ -122,8 +122,8 @@ pub struct SqliteStore {
 enum AuditWriter {
     /// A file database: one long-lived blocking connection of its own (`sqlite/writer.rs`).
     /// Long-lived because SQLite drops a connection's page cache whenever another connection
-    /// has written, so a writer that hopped between pooled connections would re-read the hot
-    /// index pages on every commit.
+    /// has written, so a writer that hopped between pooled connections would re-read the
+    /// B-tree pages it appends to on every commit.
     Blocking(std::sync::Arc<writer::BlockingWriter>),
     /// An in-memory database: its single pooled connection, shared with every other use.
     Shared(SqlitePool),
@@ -231,10 +231,6 @@ fn audit_indexing(indexer: filter_index::Indexer) -> BackgroundTask {
         }
     })
 }
-
-/// Page cache of the audit writer connection, in KiB (SQLite's negative `cache_size`): room for
-/// the index pages that appends touch.
-const AUDIT_CACHE_KIB: i64 = 64 * 1024;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and brings its schema up to date.

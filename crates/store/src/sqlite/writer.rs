@@ -37,7 +37,11 @@ use wardgate_audit::event::AuditEvent;
 use wardgate_audit::{AuditEntry, AuditStoreError, StoredCheckpoint};
 
 use super::audit::{INSERT_CHECKPOINT_SQL, NEXT_SEQ_SQL, STORED_ROOT_SQL};
-use super::{AUDIT_CACHE_KIB, AuditDurability, BUSY_TIMEOUT};
+use super::{AuditDurability, BUSY_TIMEOUT};
+
+/// Page cache of the writer's connection, in KiB (SQLite's negative `cache_size`): room for the
+/// pages every append reads and rewrites (the log's right edge and the B-tree above it).
+const AUDIT_CACHE_KIB: i64 = 64 * 1024;
 
 /// Appends one entry; prepared once per connection and reused for every row.
 const INSERT_ENTRY_SQL: &str = "INSERT INTO audit_entries \
@@ -263,7 +267,7 @@ where
 }
 
 /// Builds the entries for `events` from `next` on and inserts them; the caller commits.
-pub(super) fn insert_entries(
+fn insert_entries(
     conn: &Connection,
     next: u64,
     events: Vec<AuditEvent>,

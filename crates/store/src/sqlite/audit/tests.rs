@@ -17,6 +17,20 @@ async fn file_store(dir: &Path) -> SqliteStore {
     SqliteStore::open(&dir.join("wardgate.db")).await.unwrap()
 }
 
+/// Polls `done` until it holds; fails with `what` if it does not within 10 s (background tasks
+/// run on their own schedule).
+async fn eventually<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A file store's own audit connection.
 fn blocking(store: &SqliteStore) -> &Arc<crate::sqlite::writer::BlockingWriter> {
     match &store.audit_writer {
@@ -111,17 +125,11 @@ async fn the_audit_connection_is_full_sync_and_leaves_wal_checkpoints_to_the_bac
             .await
             .unwrap();
     }
-    let copied = async {
-        while std::fs::metadata(&db).unwrap().len() <= before {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    };
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_secs(10), copied)
-            .await
-            .is_ok(),
-        "the WAL was never checkpointed into the database file"
-    );
+    eventually(
+        "the WAL was never checkpointed into the database file",
+        || async { std::fs::metadata(&db).unwrap().len() > before },
+    )
+    .await;
     assert_eq!(store.size().await.unwrap(), 1000);
 }
 
@@ -638,17 +646,11 @@ async fn the_background_indexer_catches_up_and_its_rows_are_append_only() {
         .append((0..50).map(sample_event).collect())
         .await
         .unwrap();
-    let caught_up = async {
-        while filter_rows(&store).await < 50 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_secs(10), caught_up)
-            .await
-            .is_ok(),
-        "the background indexer never indexed the appended entries"
-    );
+    eventually(
+        "the background indexer never indexed the appended entries",
+        || async { filter_rows(&store).await >= 50 },
+    )
+    .await;
     for sql in [
         "UPDATE audit_index.audit_filter SET actor_id = 'someone-else'",
         "DELETE FROM audit_index.audit_filter WHERE seq = 3",
