@@ -154,7 +154,7 @@ async fn variant(
 }
 
 /// Latency of `fdatasync` after appending 4 KiB to a file in `dir`: (p50, p99) in µs.
-fn flush_latency(dir: &Path, samples: usize) -> anyhow::Result<(u64, u64)> {
+fn flush_latency(dir: &Path, samples: usize) -> anyhow::Result<(u64, u64, u64)> {
     use std::io::Write as _;
     let path = dir.join("flush-probe.bin");
     let mut file = File::create(&path)?;
@@ -172,8 +172,12 @@ fn flush_latency(dir: &Path, samples: usize) -> anyhow::Result<(u64, u64)> {
     Ok((
         stats::percentile(&times, 50.0).unwrap_or(0),
         stats::percentile(&times, 99.0).unwrap_or(0),
+        times.last().copied().unwrap_or(0),
     ))
 }
+
+/// The target: what audit and log redaction may add at p99, in µs.
+const BUDGET_P99_US: f64 = 500.0;
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -260,13 +264,19 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             credential: &v.key,
         })
         .collect();
-    let (flush50, flush99) = flush_latency(&dir, 500)?;
+    let (flush50, flush99, flush_max) = flush_latency(&dir, 500)?;
     say(&format!(
-        "disk flush (fdatasync of a 4 KiB append) in {}: p50 {flush50} µs, p99 {flush99} µs; \
-         two durable commits per answered request: floor about {} µs at p50",
+        "disk flush (fdatasync of a 4 KiB append) in {}: p50 {flush50} µs, p99 {flush99} µs, \
+         max {flush_max} µs; two durable commits per answered request: floor about {} µs at p50",
         dir.display(),
         2 * flush50
     ));
+    if flush99 as f64 >= BUDGET_P99_US {
+        say(&format!(
+            "  one flush's p99 alone is over the {BUDGET_P99_US:.0} µs budget on this disk: \
+             durability=disk cannot pass here, whatever the writer does"
+        ));
+    }
     let before = machine::snapshot(&[]);
     let r = paced::rounds(
         &targets,
@@ -318,8 +328,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     for (i, what) in [(2, "durability=disk (default)"), (3, "durability=process")] {
         let added = r.medians(i).1 - off99;
         say(&format!(
-            "target: audit + log redaction add < 500 µs at p99, {what}: {added:+.0} µs  {}",
-            if added < 500.0 { "PASS" } else { "FAIL" }
+            "target: audit + log redaction add < {BUDGET_P99_US:.0} µs at p99, {what}: \
+             {added:+.0} µs  {}",
+            if added < BUDGET_P99_US {
+                "PASS"
+            } else {
+                "FAIL"
+            }
         ));
     }
     Ok(())
