@@ -153,7 +153,7 @@ async fn variant(
     })
 }
 
-/// Latency of `fdatasync` after appending 4 KiB to a file in `dir`: (p50, p99) in µs.
+/// Latency of `fdatasync` after appending 4 KiB to a file in `dir`: (p50, p99, max) in µs.
 fn flush_latency(dir: &Path, samples: usize) -> anyhow::Result<(u64, u64, u64)> {
     use std::io::Write as _;
     let path = dir.join("flush-probe.bin");
