@@ -82,8 +82,11 @@ pub enum AuditDurability {
     /// Handed to the operating system (`synchronous=NORMAL` in WAL mode): a returned append
     /// survives the gateway being killed (`kill -9`, a crash, an OOM kill), but a power loss or
     /// kernel crash can lose the last commits (never corrupt the file; the signed checkpoints
-    /// and the witness then show exactly which entries are gone). For disks whose flush is
-    /// slower than the latency budget; an operator's explicit choice, logged at every start.
+    /// and the witness then show exactly which entries are gone). How many: those since the
+    /// last flush of the WAL, which the background checkpoint (`wal_checkpointer`, every
+    /// second) does before it copies frames, so in practice about the last second's. For disks
+    /// whose flush is slower than the latency budget; an operator's explicit choice, logged at
+    /// every start.
     Process,
 }
 
