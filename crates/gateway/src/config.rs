@@ -260,11 +260,12 @@ pub struct RawAuth {
     pub lockout_by_source: Option<bool>,
     /// Failed authentications (a missing credential included) a minute allowed per client
     /// address; past it further failures are answered 429 with `Retry-After`. A valid
-    /// credential is always served. Default 60; 0 turns the allowance off.
+    /// credential is always served. Default 60; 0 turns the allowance off; at most 1000000.
+    /// `WARDGATE_UNAUTHENTICATED_RPM`.
     pub unauthenticated_requests_per_minute: Option<u32>,
     /// Failed authentications from one address within this window are audited as one event
     /// (the first) plus one `suppressed: N` summary; `0s` audits every failure on its own.
-    /// Default `1m`.
+    /// Default `1m`, at most `1h`. `WARDGATE_FAILURE_AUDIT_WINDOW`.
     pub failure_audit_window: Option<String>,
     /// Trusted JWT issuers (`[[auth.jwt]]`).
     #[serde(default)]
@@ -703,6 +704,14 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
         raw.auth.lockout_threshold = Some(v.parse().map_err(|_| {
             ConfigError::new("WARDGATE_LOCKOUT_THRESHOLD", "must be a whole number")
         })?);
+    }
+    if let Some(v) = env("WARDGATE_UNAUTHENTICATED_RPM") {
+        raw.auth.unauthenticated_requests_per_minute = Some(v.parse().map_err(|_| {
+            ConfigError::new("WARDGATE_UNAUTHENTICATED_RPM", "must be a whole number")
+        })?);
+    }
+    if let Some(v) = env("WARDGATE_FAILURE_AUDIT_WINDOW") {
+        raw.auth.failure_audit_window = Some(v);
     }
     if let Some(v) = env("WARDGATE_AUDIT_KEY") {
         raw.audit.signing_key_file = Some(PathBuf::from(v));
