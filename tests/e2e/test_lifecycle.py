@@ -55,7 +55,7 @@ def chat(client: openai.OpenAI):
 
 
 def test_rate_limit_is_429(mock, start_gateway):
-    # The limit counts inference requests per key (listing models is not counted).
+    # The limit counts requests per key (the model listings and details count too).
     gw = start_gateway(mock, "ollama", WARDGATE_RATE_LIMIT_RPM="2")
     client = gw.openai()
     for _ in range(2):

@@ -65,18 +65,22 @@ const CREDENTIAL_PARAMS: &[&str] = &[
 
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let front = Front::of_path(req.uri().path());
+    let record = req.extensions().get::<Arc<RequestRecord>>().cloned();
+    let source = record.as_ref().and_then(|r| r.source_ip);
     // A verified client certificate identifies the caller when no bearer credential is sent;
     // a bearer credential, when sent, is the identity and the certificate only the channel.
     if !req.headers().contains_key(header::AUTHORIZATION)
         && let Some(cert) = req.extensions().get::<crate::tls::ClientCert>()
     {
-        let p = match cert_principal(&state, cert) {
-            Ok(p) => p,
-            Err(e) => return e.to_response(front),
-        };
         if let Err(e) = refuse_credentials_in_url(&req) {
             return e.to_response(front);
         }
+        let p = match cert_principal(&state, cert) {
+            Ok(p) => p,
+            Err(_) => {
+                return refuse(&state, record.as_ref(), source, None).to_response(front);
+            }
+        };
         if let Some(rec) = req.extensions().get::<Arc<RequestRecord>>() {
             rec.set_principal(&p.key_id, &p.tenant, p.method);
         }
@@ -85,10 +89,13 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     let presented = match presented_key(&req) {
         Ok(k) => k,
+        // No usable credential at all: a failure like any other (counted, audited at most once
+        // per window per address), refused before anything is verified.
+        Err(ApiError::Unauthenticated) => {
+            return refuse(&state, record.as_ref(), source, None).to_response(front);
+        }
         Err(e) => return e.to_response(front),
     };
-    let record = req.extensions().get::<Arc<RequestRecord>>().cloned();
-    let source = record.as_ref().and_then(|r| r.source_ip);
     // A key prefix identifies the attempt without the secret; it is what failures are counted
     // and audited by.
     let prefix = wardgate_store::keys::parse(&presented).map(|k| k.prefix().to_owned());
@@ -97,35 +104,14 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     {
         rec.set_attempt(p);
     }
-    let now = std::time::Instant::now();
-    if let Some(wait) = state.lockout.locked(source, prefix.as_deref(), now) {
-        return ApiError::LockedOut {
-            retry_after_secs: wait.as_secs().max(1),
-        }
-        .to_response(front);
-    }
+    // Every credential is verified, locked out or not (the same work either way): a lockout
+    // slows and flags guessing, and never refuses a credential that verifies.
     let p = match principal(&state, presented).await {
         Ok(p) => p,
-        Err(e) => {
-            if matches!(e, ApiError::Unauthenticated) {
-                let locked = state.lockout.fail(source, prefix.as_deref(), now);
-                if !locked.is_empty() {
-                    let what: Vec<String> = locked.iter().map(ToString::to_string).collect();
-                    tracing::warn!(
-                        target: "wardgate::alert",
-                        locked = %what.join(" "),
-                        "locked out after repeated failed authentications"
-                    );
-                    if let Some(rec) = &record {
-                        rec.set_action(
-                            wardgate_audit::EventType::Lockout,
-                            Some(format!("locked {}", what.join(" "))),
-                        );
-                    }
-                }
-            }
-            return e.to_response(front);
+        Err(ApiError::Unauthenticated) => {
+            return refuse(&state, record.as_ref(), source, prefix.as_deref()).to_response(front);
         }
+        Err(e) => return e.to_response(front),
     };
     if let Some(rec) = &record {
         rec.set_principal(&p.key_id, &p.tenant, p.method);
@@ -157,6 +143,50 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     req.extensions_mut().insert(p);
     next.run(req).await
+}
+
+/// The answer to a request that failed authentication (no credential, or one that did not
+/// verify). The failure is counted (metric, lockout); it is audited on its own only when it is
+/// its address's first in the audit window (else folded into the window's `suppressed: N`
+/// event, see `lockout.rs`); and while the source or prefix is locked out, or the source has
+/// used its allowance of failures, it is answered 429 with `Retry-After` instead of 401.
+fn refuse(
+    state: &AppState,
+    record: Option<&Arc<RequestRecord>>,
+    source: Option<std::net::IpAddr>,
+    prefix: Option<&str>,
+) -> ApiError {
+    let now = std::time::Instant::now();
+    let locked = state.lockout.locked(source, prefix, now);
+    let over = state.lockout.over_allowance(source, now);
+    let newly_locked = state.lockout.fail(source, prefix, now);
+    if newly_locked.is_empty() {
+        if !state.lockout.fold(source, now, state.audit.as_ref())
+            && let Some(rec) = record
+        {
+            rec.fold_audit();
+        }
+    } else {
+        let what: Vec<String> = newly_locked.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            target: "wardgate::alert",
+            locked = %what.join(" "),
+            "locked out after repeated failed authentications"
+        );
+        // A lockout is always written on its own: it is what a reviewer must see.
+        if let Some(rec) = record {
+            rec.set_action(
+                wardgate_audit::EventType::Lockout,
+                Some(format!("locked {}", what.join(" "))),
+            );
+        }
+    }
+    match locked.into_iter().chain(over).max() {
+        Some(wait) => ApiError::LockedOut {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        None => ApiError::Unauthenticated,
+    }
 }
 
 /// Break-glass requests served since start, for the alert metric.

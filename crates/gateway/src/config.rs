@@ -258,6 +258,15 @@ pub struct RawAuth {
     /// Whether failures count per client address. Default true; turn it off behind a reverse
     /// proxy (every client then shares the proxy's address).
     pub lockout_by_source: Option<bool>,
+    /// Failed authentications (a missing credential included) a minute allowed per client
+    /// address; past it further failures are answered 429 with `Retry-After`. A valid
+    /// credential is always served. Default 60; 0 turns the allowance off; at most 1000000.
+    /// `WARDGATE_UNAUTHENTICATED_RPM`.
+    pub unauthenticated_requests_per_minute: Option<u32>,
+    /// Failed authentications from one address within this window are audited as one event
+    /// (the first) plus one `suppressed: N` summary; `0s` audits every failure on its own.
+    /// Default `1m`, at most `1h`. `WARDGATE_FAILURE_AUDIT_WINDOW`.
+    pub failure_audit_window: Option<String>,
     /// Trusted JWT issuers (`[[auth.jwt]]`).
     #[serde(default)]
     pub jwt: Vec<RawJwtIssuer>,
@@ -296,6 +305,9 @@ pub struct RawJwtIssuer {
     pub tenant_claim: Option<String>,
     /// Every token of this issuer belongs to this tenant (instead of a claim).
     pub tenant: Option<String>,
+    /// The tenants the tenant claim may name. Unset: any tenant except the operator tenant
+    /// (`auth.operator_tenant`), which a claim may name only when it is listed here.
+    pub allowed_tenants: Option<Vec<String>>,
     /// The claim listing roles (array or space-separated). Default `roles`; absent means `user`.
     pub roles_claim: Option<String>,
     /// The claim listing allowed models. Default `models`; absent means all.
@@ -693,6 +705,14 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
             ConfigError::new("WARDGATE_LOCKOUT_THRESHOLD", "must be a whole number")
         })?);
     }
+    if let Some(v) = env("WARDGATE_UNAUTHENTICATED_RPM") {
+        raw.auth.unauthenticated_requests_per_minute = Some(v.parse().map_err(|_| {
+            ConfigError::new("WARDGATE_UNAUTHENTICATED_RPM", "must be a whole number")
+        })?);
+    }
+    if let Some(v) = env("WARDGATE_FAILURE_AUDIT_WINDOW") {
+        raw.auth.failure_audit_window = Some(v);
+    }
     if let Some(v) = env("WARDGATE_AUDIT_KEY") {
         raw.audit.signing_key_file = Some(PathBuf::from(v));
     }
@@ -931,6 +951,7 @@ fn jwt_issuer(
     i: usize,
     raw: &RawJwtIssuer,
     env: EnvLookup<'_>,
+    operator_tenant: &str,
 ) -> Result<crate::jwt::IssuerSettings, ConfigError> {
     use crate::jwt::{KeySource, MAX_LEEWAY, MIN_HS256_SECRET, parse_algorithm};
     let key = |field: &str| format!("auth.jwt[{i}].{field}");
@@ -1028,6 +1049,30 @@ fn jwt_issuer(
         wardgate_store::names::validate_tenant(t)
             .map_err(|e| ConfigError::new(key("tenant"), e.to_string()))?;
     }
+    let allowed_tenants = match &raw.allowed_tenants {
+        None => crate::jwt::AllowedTenants::AllBut(operator_tenant.to_owned()),
+        Some(list) => {
+            for t in list {
+                wardgate_store::names::validate_tenant(t)
+                    .map_err(|e| ConfigError::new(key("allowed_tenants"), e.to_string()))?;
+            }
+            if list.is_empty() {
+                return Err(ConfigError::new(
+                    key("allowed_tenants"),
+                    "list at least one tenant, or leave it out (any tenant but the operator's)",
+                ));
+            }
+            if let Some(t) = &tenant
+                && !list.contains(t)
+            {
+                return Err(ConfigError::new(
+                    key("allowed_tenants"),
+                    "must list the issuer's fixed `tenant`",
+                ));
+            }
+            crate::jwt::AllowedTenants::Listed(list.clone())
+        }
+    };
     Ok(crate::jwt::IssuerSettings {
         issuer: raw.issuer.clone(),
         audiences: raw.audiences.clone(),
@@ -1051,6 +1096,7 @@ fn jwt_issuer(
         )?,
         tenant_claim: raw.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
         tenant,
+        allowed_tenants,
         roles_claim: raw.roles_claim.clone().unwrap_or_else(|| "roles".into()),
         models_claim: raw.models_claim.clone().unwrap_or_else(|| "models".into()),
     })
@@ -1284,6 +1330,13 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                     "must be greater than zero",
                 ));
             }
+            // Checked here, before the shift that would wrap: 16 TiB.
+            Some(mib) if mib > MAX_MEMORY_BUDGET_MIB => {
+                return Err(ConfigError::new(
+                    "engine.memory_budget_mib",
+                    format!("must be at most {MAX_MEMORY_BUDGET_MIB}"),
+                ));
+            }
             m => m.map(|mib| mib << 20),
         },
         keep_alive: match e.keep_alive.as_deref() {
@@ -1431,7 +1484,14 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let server = server_limits(&raw.server)?;
     let tls = tls_settings(raw.server.tls.as_ref())?;
     let client_certs = client_cert_settings(&raw.auth)?;
-    Ok(Config {
+    let operator_tenant = raw
+        .auth
+        .operator_tenant
+        .clone()
+        .unwrap_or_else(|| "operator".to_owned());
+    wardgate_store::names::validate_tenant(&operator_tenant)
+        .map_err(|e| ConfigError::new("auth.operator_tenant", e.to_string()))?;
+    let config = Config {
         listen,
         request_timeout,
         first_token_timeout,
@@ -1527,6 +1587,15 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 )?,
                 by_prefix: raw.auth.lockout_by_prefix.unwrap_or(d.by_prefix),
                 by_source: raw.auth.lockout_by_source.unwrap_or(d.by_source),
+                failures_per_minute: raw
+                    .auth
+                    .unauthenticated_requests_per_minute
+                    .unwrap_or(d.failures_per_minute),
+                audit_window: duration_or_off(
+                    "auth.failure_audit_window",
+                    raw.auth.failure_audit_window.as_deref(),
+                    d.audit_window,
+                )?,
             }
         },
         jwt: raw
@@ -1534,18 +1603,9 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             .jwt
             .iter()
             .enumerate()
-            .map(|(i, j)| jwt_issuer(i, j, env))
+            .map(|(i, j)| jwt_issuer(i, j, env, &operator_tenant))
             .collect::<Result<_, _>>()?,
-        operator_tenant: {
-            let t = raw
-                .auth
-                .operator_tenant
-                .clone()
-                .unwrap_or_else(|| "operator".to_owned());
-            wardgate_store::names::validate_tenant(&t)
-                .map_err(|e| ConfigError::new("auth.operator_tenant", e.to_string()))?;
-            t
-        },
+        operator_tenant: operator_tenant.clone(),
         key_cache_ttl: match raw.auth.key_cache_ttl.as_deref() {
             None => Duration::from_secs(2),
             Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,
@@ -1572,7 +1632,210 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         audit,
         backends,
         models,
-    })
+    };
+    check_maxima(&config)?;
+    Ok(config)
+}
+
+/// One upper bound: the dotted key, its value and its maximum.
+enum Max {
+    Num(String, u64, u64),
+    Time(String, Duration, Duration),
+}
+
+const MIB: u64 = 1 << 20;
+/// Largest `engine.memory_budget_mib`: 16 TiB.
+const MAX_MEMORY_BUDGET_MIB: u64 = 16 << 20;
+const fn hours(h: u64) -> Duration {
+    Duration::from_secs(h * 3600)
+}
+const fn days(d: u64) -> Duration {
+    Duration::from_secs(d * 86_400)
+}
+
+/// Every number and duration has a sane maximum, checked here in one table so that
+/// `check-config` refuses a value that would break the service (an allocation the size of the
+/// value, a revocation that never takes effect, a timeout that never fires) and names the key
+/// and the bound. The minimums stay where each value is parsed.
+fn check_maxima(c: &Config) -> Result<(), ConfigError> {
+    use Max::{Num, Time};
+    let n = |k: &str, v: u64, max: u64| Num(k.to_owned(), v, max);
+    let t = |k: &str, v: Duration, max: Duration| Time(k.to_owned(), v, max);
+    let u = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    let s = &c.server;
+    let l = &c.limits;
+    let e = &c.engine;
+    let mut table = vec![
+        t("server.request_timeout", c.request_timeout, hours(1)),
+        t(
+            "server.first_token_timeout",
+            c.first_token_timeout,
+            hours(1),
+        ),
+        t("server.shutdown_grace", c.shutdown_grace, hours(1)),
+        t(
+            "server.header_read_timeout",
+            s.header_read_timeout,
+            Duration::from_secs(300),
+        ),
+        t("server.body_read_timeout", s.body_read_timeout, hours(1)),
+        t("server.hsts_max_age", s.hsts_max_age, days(730)),
+        n("server.max_header_bytes", u(s.max_header_bytes), MIB),
+        n("server.max_headers", u(s.max_headers), 10_000),
+        n("server.max_connections", u(s.max_connections), 1_000_000),
+        n(
+            "server.http2_max_streams",
+            u64::from(s.http2_max_streams),
+            10_000,
+        ),
+        n("limits.max_body_bytes", u(l.max_body_bytes), 256 * MIB),
+        n("limits.max_messages", u(l.max_messages), 100_000),
+        n(
+            "limits.max_output_tokens",
+            u64::from(l.max_output_tokens),
+            1 << 20,
+        ),
+        n(
+            "limits.default_context_window",
+            u64::from(l.default_context_window),
+            1 << 20,
+        ),
+        n(
+            "limits.max_embedding_inputs",
+            u(l.max_embedding_inputs),
+            100_000,
+        ),
+        n(
+            "rate_limit.requests_per_minute",
+            u64::from(c.requests_per_minute),
+            1_000_000,
+        ),
+        n(
+            "rate_limit.tenant_requests_per_minute",
+            u64::from(c.tenant_requests_per_minute),
+            1_000_000,
+        ),
+        n(
+            "rate_limit.tokens_per_minute",
+            u64::from(c.quotas.key.tokens_per_minute),
+            60_000_000,
+        ),
+        n(
+            "rate_limit.tenant_tokens_per_minute",
+            u64::from(c.quotas.tenant.tokens_per_minute),
+            60_000_000,
+        ),
+        n(
+            "rate_limit.tokens_per_day",
+            c.quotas.key.tokens_per_day,
+            1_000_000_000_000,
+        ),
+        n(
+            "rate_limit.tenant_tokens_per_day",
+            c.quotas.tenant.tokens_per_day,
+            1_000_000_000_000,
+        ),
+        n(
+            "rate_limit.concurrent_requests",
+            u64::from(c.quotas.key.concurrent_requests),
+            100_000,
+        ),
+        n(
+            "rate_limit.tenant_concurrent_requests",
+            u64::from(c.quotas.tenant.concurrent_requests),
+            100_000,
+        ),
+        t("auth.key_cache_ttl", c.key_cache_ttl, hours(1)),
+        n("auth.max_token_bytes", u(c.max_token_bytes), 64 * 1024),
+        n(
+            "auth.lockout_threshold",
+            u64::from(c.lockout.threshold),
+            1_000_000,
+        ),
+        t("auth.lockout_window", c.lockout.window, days(1)),
+        t("auth.lockout_duration", c.lockout.duration, days(1)),
+        n(
+            "auth.unauthenticated_requests_per_minute",
+            u64::from(c.lockout.failures_per_minute),
+            1_000_000,
+        ),
+        t(
+            "auth.failure_audit_window",
+            c.lockout.audit_window,
+            hours(1),
+        ),
+        t("health.interval", c.health_interval, hours(1)),
+        t("health.timeout", c.health_timeout, Duration::from_secs(60)),
+        n(
+            "circuit_breaker.failure_threshold",
+            u64::from(c.breaker_threshold),
+            1_000_000,
+        ),
+        t("circuit_breaker.cooldown", c.breaker_cooldown, hours(1)),
+        n("engine.threads", e.threads.map_or(0, u64::from), 1024),
+        n("engine.slots", u64::from(e.slots), 256),
+        n("engine.slot_ctx", u64::from(e.slot_ctx), 1 << 20),
+        n("engine.batch", u64::from(e.batch), 65_536),
+        n("engine.queue", u(e.queue), 100_000),
+        t("engine.keep_alive", e.keep_alive, days(7)),
+        n(
+            "audit.checkpoint_every",
+            c.audit.checkpoint_every,
+            10_000_000,
+        ),
+        t(
+            "audit.checkpoint_interval",
+            c.audit.checkpoint_interval,
+            days(1),
+        ),
+    ];
+    if let Some(idle) = c.key_idle_timeout {
+        table.push(t("auth.key_idle_timeout", idle, days(3650)));
+    }
+    if let Some(tls) = &c.tls {
+        table.push(t(
+            "server.tls.reload_interval",
+            tls.reload_interval,
+            days(1),
+        ));
+    }
+    for (i, j) in c.jwt.iter().enumerate() {
+        let k = |f: &str| format!("auth.jwt[{i}].{f}");
+        table.push(t(&k("max_lifetime"), j.max_lifetime, days(7)));
+        table.push(t(&k("refresh_interval"), j.refresh_interval, days(1)));
+        table.push(t(&k("refresh_cooldown"), j.refresh_cooldown, hours(1)));
+    }
+    for (i, b) in c.backends.iter().enumerate() {
+        let k = |f: &str| format!("backends[{i}].{f}");
+        table.push(t(&k("discover_interval"), b.discover_interval, days(1)));
+        table.push(t(
+            &k("connect_timeout"),
+            b.connect_timeout,
+            Duration::from_secs(300),
+        ));
+    }
+    for (i, m) in c.models.iter().enumerate() {
+        table.push(n(
+            &format!("models[{i}].context_window"),
+            u64::from(m.context_window),
+            1 << 20,
+        ));
+    }
+    for bound in table {
+        match bound {
+            Num(key, v, max) if v > max => {
+                return Err(ConfigError::new(key, format!("must be at most {max}")));
+            }
+            Time(key, v, max) if v > max => {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be at most {}", humantime::format_duration(max)),
+                ));
+            }
+            Num(..) | Time(..) => {}
+        }
+    }
+    Ok(())
 }
 
 fn phi_mode(key: &str, v: &str) -> Result<PhiMode, ConfigError> {

@@ -14,6 +14,14 @@
 //! 5. signature, then `iss`, `aud`, `exp`, `nbf` (with the issuer's leeway) and a lifetime
 //!    bound (`exp - iat`, or `exp - now` without `iat`, at most `max_lifetime`).
 //!
+//! 6. tenant: a tenant named by a claim must be one the issuer may vouch for
+//!    (`allowed_tenants`); without that list, any tenant but the operator tenant, so an
+//!    identity provider configured for the tenants' users cannot mint operator tokens.
+//!
+//! A token whose header or claims repeat a key (`{"tenant":"a","tenant":"operator"}`) is
+//! refused as malformed: JSON parsers disagree on which one wins, and the gateway must not
+//! read a different claim than the provider that signed it meant.
+//!
 //! An unknown `kid` refreshes a URL-based JWKS at once, but at most once per
 //! `refresh_cooldown`, so a flood of made-up `kid`s cannot turn into a flood of fetches.
 //!
@@ -69,8 +77,28 @@ pub struct IssuerSettings {
     pub tenant_claim: String,
     /// Every token of this issuer belongs to this tenant.
     pub tenant: Option<String>,
+    /// The tenants a claim may name.
+    pub allowed_tenants: AllowedTenants,
     pub roles_claim: String,
     pub models_claim: String,
+}
+
+/// Which tenants an issuer's tokens may claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedTenants {
+    /// Exactly these (`allowed_tenants`); the operator tenant only if listed.
+    Listed(Vec<String>),
+    /// No list configured: any tenant except this one, the operator tenant.
+    AllBut(String),
+}
+
+impl AllowedTenants {
+    pub fn allows(&self, tenant: &str) -> bool {
+        match self {
+            AllowedTenants::Listed(list) => list.iter().any(|t| t == tenant),
+            AllowedTenants::AllBut(operator) => tenant != operator,
+        }
+    }
 }
 
 /// The algorithms an issuer may allow.
@@ -103,6 +131,76 @@ pub enum JwtReject {
     TooLong,
     #[error("claim {0} missing or malformed")]
     Claim(&'static str),
+    #[error("a key is repeated in the token's header or claims")]
+    DuplicateKey,
+    #[error("tenant not allowed for this issuer")]
+    TenantNotAllowed,
+}
+
+/// Succeeds when `json` parses with no object anywhere repeating a key.
+fn no_duplicate_keys(json: &[u8]) -> Result<(), JwtReject> {
+    struct Unique;
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+            d.deserialize_any(UniqueVisitor)
+        }
+    }
+    struct UniqueVisitor;
+    impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+        type Value = Unique;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key) {
+                    return Err(serde::de::Error::custom("repeated key"));
+                }
+                map.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+    }
+    serde_json::from_slice::<Unique>(json)
+        .map(drop)
+        .map_err(|_| JwtReject::DuplicateKey)
+}
+
+/// Refuses a token whose header or claims segment repeats a key anywhere.
+fn check_segments(token: &str) -> Result<(), JwtReject> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    for _ in 0..2 {
+        let part = parts.next().ok_or(JwtReject::Malformed)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .map_err(|_| JwtReject::Malformed)?;
+        no_duplicate_keys(&bytes)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -241,6 +339,7 @@ impl JwtVerifier {
             return Err(JwtReject::TooLarge);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtReject::Malformed)?;
+        check_segments(token)?;
         let unverified = jsonwebtoken::dangerous::insecure_decode::<Value>(token)
             .map_err(|_| JwtReject::Malformed)?;
         let iss = unverified
@@ -311,6 +410,9 @@ fn principal_from_claims(
             .ok_or(JwtReject::Claim("tenant"))?
             .to_owned(),
     };
+    if s.tenant.is_none() && !s.allowed_tenants.allows(&tenant) {
+        return Err(JwtReject::TenantNotAllowed);
+    }
     let roles = match claims.get(&s.roles_claim) {
         None => vec![Role::User],
         Some(v) => {

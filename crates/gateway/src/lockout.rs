@@ -1,20 +1,37 @@
-//! Log-in monitoring (45 CFR 164.308(a)(5)(ii)(C)): failed authentications are counted per
-//! source address and per key prefix over a sliding window; past a threshold the source or
-//! prefix is locked out for a cooling period, during which every attempt from it is refused
-//! with 429 before any credential is checked.
+//! Log-in monitoring (45 CFR 164.308(a)(5)(ii)(C)): failed authentications (a missing
+//! credential included) are counted per source address and per key prefix over a sliding
+//! window; past a threshold the source or prefix is locked out for a cooling period.
+//!
+//! A lockout never refuses a valid credential: keys carry 128+ random bits, so lockout is there
+//! to slow and flag guessing, not to deny service. While a source or prefix is locked out,
+//! every credential is still verified (the same work as always, so timing says nothing about
+//! the lockout or the prefix); one that verifies is served, one that fails is answered 429.
+//! Otherwise one misconfigured client behind a shared NAT, or anyone who has read a key's
+//! (non-secret) prefix in a listing, could deny service to everyone else.
+//!
+//! Two more bounds keep unauthenticated traffic from costing more than it must:
+//! - each source address has an allowance of failed authentications a minute
+//!   (`auth.unauthenticated_requests_per_minute`); past it, failures are answered 429 with
+//!   `Retry-After`, and a request with no usable credential is refused before anything is
+//!   verified;
+//! - repeated failures from one address are audited as one event per window
+//!   (`auth.failure_audit_window`): the first failure in a window is written as usual, the rest
+//!   are folded into one `auth_failure` event whose detail reads `suppressed: N`, written when
+//!   the window ends. Every failure still has its log line and is counted in
+//!   `wardgate_auth_failures_total`; lockouts are always written on their own. So outsiders
+//!   cannot write to the undeletable audit log at line rate, and log-in monitoring keeps its
+//!   evidence: the written events' counts add up to the failures.
 //!
 //! In-process: with several gateway instances each counts its own failures (a shared Redis
 //! tracker comes with the scale-out issue, behind the same methods).
-//!
-//! Trade-off, documented for operators: a key prefix is not secret, so someone who knows one can
-//! lock that key out by failing with it. The prefix lockout can be turned off
-//! (`auth.lockout_by_prefix = false`); the source lockout is what stops guessing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+
+use wardgate_audit::{ActorKind, AuditEvent, Auditor, EventType, Timestamp};
 
 /// Lockout settings, validated.
 #[derive(Clone, Copy, Debug)]
@@ -25,8 +42,14 @@ pub struct LockoutSettings {
     pub duration: Duration,
     pub by_prefix: bool,
     /// Whether failures count per peer address. Behind a reverse proxy every client shares the
-    /// proxy's address, so this must be off there until trusted-proxy handling exists.
+    /// proxy's address, so this must be off there unless `server.trusted_proxies` is set.
     pub by_source: bool,
+    /// Failed authentications a minute allowed per source address before failures are
+    /// answered 429; 0 turns the allowance off.
+    pub failures_per_minute: u32,
+    /// The window over which one address's failed authentications are folded into one audit
+    /// event; zero writes every failure on its own.
+    pub audit_window: Duration,
 }
 
 impl Default for LockoutSettings {
@@ -37,7 +60,44 @@ impl Default for LockoutSettings {
             duration: Duration::from_secs(900),
             by_prefix: true,
             by_source: true,
+            failures_per_minute: 60,
+            audit_window: Duration::from_secs(60),
         }
+    }
+}
+
+/// Failed authentications from one address not written one by one in the current window.
+#[derive(Debug)]
+struct Fold {
+    started: Instant,
+    folded: u64,
+}
+
+/// One address's failures folded in a window that has ended: written as one `auth_failure`
+/// event whose detail is `suppressed: N`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Folded {
+    pub source: Option<IpAddr>,
+    pub count: u64,
+}
+
+impl Folded {
+    /// The summary audit event.
+    pub fn event(&self, window: Duration) -> AuditEvent {
+        let mut e = AuditEvent::new(
+            Timestamp::now(),
+            EventType::AuthFailure,
+            "anonymous",
+            ActorKind::Anonymous,
+        );
+        e.source_ip = self.source;
+        e.outcome = Some(wardgate_audit::Outcome::Deny);
+        e.detail = Some(format!(
+            "suppressed: {} failed authentications in a {}s window",
+            self.count,
+            window.as_secs()
+        ));
+        e
     }
 }
 
@@ -64,6 +124,21 @@ struct Entry {
     locked_until: Option<Instant>,
 }
 
+/// Writes the summaries of ended windows, in the background (nobody waits for them).
+fn write_summaries(audit: &Auditor, ended: Vec<Folded>, window: Duration) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let audit = audit.clone();
+    rt.spawn(async move {
+        for f in ended {
+            if let Err(e) = audit.append(f.event(window)).await {
+                tracing::error!(error = %e, "could not write a failed-authentication summary");
+            }
+        }
+    });
+}
+
 /// Most subjects tracked at once; past it, entries that are neither locked nor recent go first.
 const MAX_TRACKED: usize = 100_000;
 
@@ -71,10 +146,20 @@ const MAX_TRACKED: usize = 100_000;
 pub static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
 pub static LOCKOUTS: AtomicU64 = AtomicU64::new(0);
 
+/// Failed authentications folded into `suppressed: N` summaries instead of being written.
+pub static AUTH_FAILURES_FOLDED: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Debug)]
 pub struct Lockout {
     settings: LockoutSettings,
     entries: Mutex<HashMap<Subject, Entry>>,
+    /// Each source's allowance of failures a minute.
+    allowance: crate::ratelimit::InProcessLimiter,
+    /// Each source's failures folded in the current audit window (`None`: the shared window
+    /// of addresses that found the table full).
+    folds: Mutex<HashMap<Option<IpAddr>, Fold>>,
+    /// Whether the task that writes ended windows' summaries has been started.
+    sweeping: AtomicBool,
 }
 
 impl Lockout {
@@ -82,7 +167,143 @@ impl Lockout {
         Lockout {
             settings,
             entries: Mutex::new(HashMap::new()),
+            allowance: crate::ratelimit::InProcessLimiter::new(),
+            folds: Mutex::new(HashMap::new()),
+            sweeping: AtomicBool::new(false),
         }
+    }
+
+    /// Takes one failure from the source's allowance; the wait when it has none left. Checked
+    /// only for requests that failed (or cannot succeed), so it never refuses a valid
+    /// credential.
+    pub fn over_allowance(&self, source: Option<IpAddr>, now: Instant) -> Option<Duration> {
+        let per_minute = self.settings.failures_per_minute;
+        let ip = source?;
+        if per_minute == 0 {
+            return None;
+        }
+        match self
+            .allowance
+            .check_at(&format!("unauth:{ip}"), per_minute, now)
+        {
+            Ok(()) => None,
+            Err(crate::ratelimit::Refused::RetryAfter(wait)) => Some(wait),
+            Err(crate::ratelimit::Refused::Unavailable) => None,
+        }
+    }
+
+    /// Whether this failure from `source` is written to the audit log on its own (the first in
+    /// its address's window) or folded into the window's `suppressed: N` summary. Summaries of
+    /// windows that have ended are written through `audit` (by a background task started on
+    /// first use, and here when the same address fails again).
+    pub fn fold(
+        self: &Arc<Self>,
+        source: Option<IpAddr>,
+        now: Instant,
+        audit: Option<&Auditor>,
+    ) -> bool {
+        let window = self.settings.audit_window;
+        // Without an address there is nothing to fold by (only in-process tests lack one).
+        let (Some(audit), Some(ip)) = (audit, source) else {
+            return true;
+        };
+        if window.is_zero() {
+            return true;
+        }
+        self.start_sweeper(audit);
+        let mut ended = None;
+        let write = {
+            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
+            let mut key = Some(ip);
+            if !folds.contains_key(&key) && folds.len() >= MAX_TRACKED {
+                // Full of live windows: fold into the shared one rather than grow or write
+                // at line rate.
+                key = None;
+            }
+            match folds.get_mut(&key) {
+                Some(f) if now.saturating_duration_since(f.started) < window => {
+                    f.folded += 1;
+                    AUTH_FAILURES_FOLDED.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Some(f) => {
+                    if f.folded > 0 {
+                        ended = Some(Folded {
+                            source: key,
+                            count: f.folded,
+                        });
+                    }
+                    *f = Fold {
+                        started: now,
+                        folded: 0,
+                    };
+                    true
+                }
+                None => {
+                    folds.insert(
+                        key,
+                        Fold {
+                            started: now,
+                            folded: 0,
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if let Some(f) = ended {
+            write_summaries(audit, vec![f], window);
+        }
+        write
+    }
+
+    /// Removes the windows that ended by `now`, returning those with failures folded.
+    pub fn take_ended(&self, now: Instant) -> Vec<Folded> {
+        let window = self.settings.audit_window;
+        let mut out = Vec::new();
+        let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
+        folds.retain(|source, f| {
+            if now.saturating_duration_since(f.started) < window {
+                return true;
+            }
+            if f.folded > 0 {
+                out.push(Folded {
+                    source: *source,
+                    count: f.folded,
+                });
+            }
+            false
+        });
+        out
+    }
+
+    fn start_sweeper(self: &Arc<Self>, audit: &Auditor) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let weak: Weak<Lockout> = Arc::downgrade(self);
+        let audit = audit.clone();
+        let window = self.settings.audit_window;
+        // Half a window between sweeps: a summary is written at most 1.5 windows after its
+        // window began. The task ends with the state that owns the lockout.
+        let tick = (window / 2).max(Duration::from_millis(100));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(lockout) = weak.upgrade() else {
+                    break;
+                };
+                let ended = lockout.take_ended(Instant::now());
+                drop(lockout);
+                if !ended.is_empty() {
+                    write_summaries(&audit, ended, window);
+                }
+            }
+        });
     }
 
     fn subjects(&self, source: Option<IpAddr>, prefix: Option<&str>) -> Vec<Subject> {
@@ -100,7 +321,8 @@ impl Lockout {
         out
     }
 
-    /// How long until the attempt may be made, if a subject of it is locked out now.
+    /// How long the source or prefix stays locked out, if one is now. A failing credential is
+    /// then answered 429; a valid one is served all the same.
     pub fn locked(
         &self,
         source: Option<IpAddr>,
@@ -166,6 +388,7 @@ mod tests {
             duration: Duration::from_secs(600),
             by_prefix: true,
             by_source: true,
+            ..LockoutSettings::default()
         }
     }
 
@@ -248,5 +471,57 @@ mod tests {
             assert!(l.fail(Some(ip), None, t0).is_empty());
         }
         assert_eq!(l.locked(Some(ip), None, t0), None);
+    }
+}
+
+#[cfg(test)]
+mod fold_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_allowance_of_failures_is_per_source_and_refills() {
+        let l = Lockout::new(LockoutSettings {
+            failures_per_minute: 2,
+            ..LockoutSettings::default()
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(l.over_allowance(Some(a), t0), None);
+        assert_eq!(l.over_allowance(Some(a), t0), None);
+        assert!(l.over_allowance(Some(a), t0).is_some());
+        assert_eq!(l.over_allowance(Some(b), t0), None);
+        assert_eq!(
+            l.over_allowance(Some(a), t0 + Duration::from_secs(31)),
+            None
+        );
+    }
+
+    #[test]
+    fn ended_windows_are_taken_once_with_their_counts() {
+        let l = Arc::new(Lockout::new(LockoutSettings::default()));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        l.folds.lock().unwrap().insert(
+            Some(a),
+            Fold {
+                started: t0,
+                folded: 7,
+            },
+        );
+        assert!(l.take_ended(t0 + Duration::from_secs(59)).is_empty());
+        let ended = l.take_ended(t0 + Duration::from_secs(60));
+        assert_eq!(
+            ended,
+            [Folded {
+                source: Some(a),
+                count: 7
+            }]
+        );
+        assert!(l.take_ended(t0 + Duration::from_secs(120)).is_empty());
+        let e = ended[0].event(Duration::from_secs(60));
+        e.validate().unwrap();
+        assert!(e.detail.unwrap().starts_with("suppressed: 7 "));
     }
 }

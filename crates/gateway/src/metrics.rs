@@ -1,5 +1,7 @@
 //! `GET /admin/metrics`: the security counters in the Prometheus text format (version 0.0.4), for
-//! `admin` and `auditor` principals (a scraper authenticates with a key like any client).
+//! `admin` and `auditor` principals of the operator tenant (`auth.operator_tenant`; a scraper
+//! authenticates with a key like any client). The counters are process-wide, across every
+//! tenant, so another tenant's admin or auditor is refused with 403 rather than shown them.
 //!
 //! The counters are process-wide atomics incremented on the request path: failed
 //! authentications, lockouts, break-glass requests, and refusals by each rate limit or quota.
@@ -65,6 +67,15 @@ pub fn render() -> String {
     );
     counter(
         &mut out,
+        "wardgate_auth_failures_folded_total",
+        "Failed authentications audited in a per-address `suppressed: N` summary event instead of one by one.",
+        &[(
+            "",
+            crate::lockout::AUTH_FAILURES_FOLDED.load(Ordering::Relaxed),
+        )],
+    );
+    counter(
+        &mut out,
         "wardgate_lockouts_total",
         "Client addresses or key prefixes locked out after repeated failed authentications.",
         &[("", crate::lockout::LOCKOUTS.load(Ordering::Relaxed))],
@@ -106,7 +117,13 @@ pub fn render() -> String {
     ),
     security(("bearer" = []))
 )]
-pub async fn handler() -> Response {
+pub async fn handler(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    axum::Extension(p): axum::Extension<crate::auth::Principal>,
+) -> Response {
+    if p.tenant != state.config.operator_tenant {
+        return crate::error::ApiError::Forbidden.to_response(crate::error::Front::OpenAi);
+    }
     let mut resp = render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -93,6 +93,9 @@ struct Fields {
     event_type: Option<EventType>,
     /// The terminal event's `detail`.
     detail: Option<String>,
+    /// A failed authentication whose audit event is folded into its address's count for the
+    /// window (`lockout.rs`): the log line is written, the audit event is not.
+    audit_folded: bool,
 }
 
 #[derive(Debug)]
@@ -161,6 +164,12 @@ impl RequestRecord {
         }
         f.event_type = Some(event_type);
         f.detail = detail.map(|d| bounded(&d));
+    }
+
+    /// This failed authentication is counted in its address's `suppressed: N` summary event
+    /// instead of being written on its own.
+    pub fn fold_audit(&self) {
+        self.lock().audit_folded = true;
     }
 
     /// The prefix of the key presented (before it is verified).
@@ -277,7 +286,7 @@ impl RequestRecord {
             latency_ms = format_args!("{latency_ms:.3}"),
             "request"
         );
-        if UNAUDITED_ROUTES.contains(&self.route.as_str()) {
+        if UNAUDITED_ROUTES.contains(&self.route.as_str()) || f.audit_folded {
             return None;
         }
         let event_type = match f.event_type {

@@ -21,20 +21,30 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth;
 use crate::error::{ApiError, Front};
-use crate::handlers::{admin, ollama, openai, probes};
+use crate::handlers::{self, admin, ollama, openai, probes};
 use crate::openapi;
 use crate::record;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
+    // Metadata routes of both fronts: they take from the key's (and tenant's) request rate
+    // like the model routes, so no key can query them at line rate.
+    let metadata = Router::new()
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{*id}", get(openai::model))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/version", get(ollama::version))
+        .route("/", get(ollama::root))
+        .route_layer(from_fn_with_state(state.clone(), handlers::metered));
+
     // Model routes: `user` or `break_glass`.
     let inference = Router::new()
         // OpenAI front.
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
-        .route("/v1/models", get(openai::models))
-        .route("/v1/models/{*id}", get(openai::model))
         // Ollama front. Model management (/api/pull, /api/push, /api/create, /api/delete,
         // /api/copy, /api/blobs/*) is deliberately absent: it falls through to 404 and is never
         // proxied.
@@ -42,11 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/generate", post(ollama::generate))
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
-        .route("/api/tags", get(ollama::tags))
-        .route("/api/show", post(ollama::show))
-        .route("/api/ps", get(ollama::ps))
-        .route("/api/version", get(ollama::version))
-        .route("/", get(ollama::root))
+        .merge(metadata)
+        // Outside the metering above: a caller without the role is refused before it is counted.
         .route_layer(from_fn_with_state(auth::INFERENCE, auth::authorize));
 
     // Keys and tenants: `admin`.

@@ -149,13 +149,22 @@ async fn an_admin_manages_keys_of_its_own_tenant_only_and_each_change_is_audited
     for body in [
         json!({"roles": ["root"]}),
         json!({"expires_in": "soon"}),
-        json!({"roles": ["break_glass"]}),
         json!({"unknown": 1}),
     ] {
         let r = h
             .send(post_as("/admin/keys", &body.to_string(), Some(&admin)))
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+    }
+    // A tenant admin grants no role above its own (only operator admins grant these).
+    for body in [
+        json!({"roles": ["break_glass"], "expires_in": "1h"}),
+        json!({"roles": ["auditor"]}),
+    ] {
+        let r = h
+            .send(post_as("/admin/keys", &body.to_string(), Some(&admin)))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}: {}", r.text());
     }
 
     let all = h.audit_events().await;
@@ -442,7 +451,9 @@ async fn repeated_failures_lock_the_source_out_and_are_audited() {
     let h = Harness::single_with(
         "openai",
         mock_cfg(),
-        "[auth]\nlockout_threshold = 3\nlockout_duration = \"10m\"\nlockout_by_prefix = false\n",
+        // Every failure audited on its own (no folding per window), to count them here.
+        "[auth]\nlockout_threshold = 3\nlockout_duration = \"10m\"\nlockout_by_prefix = false\n\
+         failure_audit_window = \"0s\"\n",
     )
     .await
     .audited(Arc::new(MemoryAuditStore::new()))
@@ -453,13 +464,15 @@ async fn repeated_failures_lock_the_source_out_and_are_audited() {
         let r = h.send(from_ip(chat(bad), attacker)).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
     }
-    // Locked: even a valid key from that source is refused before it is checked.
-    let r = h.send(from_ip(chat(&h.key), attacker)).await;
+    // Locked: a failing credential from that source is refused with a wait ...
+    let r = h.send(from_ip(chat(bad), attacker)).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "too_many_failed_authentications");
     let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((590..=600).contains(&wait), "{wait}");
-    // Another source is not affected.
+    // ... and a valid key from it is served: lockout never refuses a valid credential.
+    let r = h.send(from_ip(chat(&h.key), attacker)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let r = h.send(from_ip(chat(&h.key), [192, 0, 2, 67])).await;
     assert_eq!(r.status, StatusCode::OK);
 
@@ -506,8 +519,11 @@ async fn a_key_prefix_is_locked_across_sources() {
             StatusCode::UNAUTHORIZED
         );
     }
-    let r = h.send(from_ip(chat(&h.key), [198, 51, 100, 3])).await;
+    // Locked: the wrong secret gets 429 from anywhere; the real key is still served.
+    let r = h.send(from_ip(chat(&wrong), [198, 51, 100, 3])).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let r = h.send(from_ip(chat(&h.key), [198, 51, 100, 3])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
 
 #[tokio::test]
@@ -657,7 +673,8 @@ async fn failures_lockouts_break_glass_and_refusals_are_exported_as_metrics() {
         "[auth]\nlockout_threshold = 2\nlockout_by_prefix = false\n[rate_limit]\nrequests_per_minute = 1\n",
     )
     .await;
-    let (_, auditor) = h.key_with_roles("acme", &[Role::Auditor], None).await;
+    // The counters span every tenant: only the operator tenant's auditors read them.
+    let (_, auditor) = h.key_with_roles("operator", &[Role::Auditor], None).await;
     let (_, user) = h.key_with_roles("acme", &[Role::User], None).await;
     let soon = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
     let (_, glass) = h
@@ -684,7 +701,7 @@ async fn failures_lockouts_break_glass_and_refusals_are_exported_as_metrics() {
         h.send(from_ip(chat(bad), [192, 0, 2, 99])).await;
     }
     assert_eq!(
-        h.send(from_ip(chat(&user), [192, 0, 2, 99])).await.status,
+        h.send(from_ip(chat(bad), [192, 0, 2, 99])).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(h.send(chat(&user)).await.status, StatusCode::OK);

@@ -1138,7 +1138,8 @@ async fn case_15_repeated_failures_lock_out_audited_with_a_metric() {
     use wardgate_gateway::lockout::{AUTH_FAILURES, LOCKOUTS};
     let h = harness(
         "openai",
-        "[auth]\nlockout_threshold = 3\nlockout_duration = \"10m\"\n",
+        // Every failure audited on its own (no folding per window), to check each event.
+        "[auth]\nlockout_threshold = 3\nlockout_duration = \"10m\"\nfailure_audit_window = \"0s\"\n",
     )
     .await;
     let attacker = [192, 0, 2, 66];
@@ -1169,14 +1170,16 @@ async fn case_15_repeated_failures_lock_out_audited_with_a_metric() {
     );
     assert!(AUTH_FAILURES.load(Ordering::Relaxed) >= failures_before + 3);
 
-    // Locked: even the valid key is refused from that source, on both fronts, with a wait.
+    // Locked: a failing credential from that source is refused, on both fronts, with a wait
+    // and an audit event ...
     for (path, body) in [
         ("/v1/chat/completions", chat_body("tiny", "hi")),
         ("/api/chat", ollama_chat("tiny", "hi")),
     ] {
+        let other_guess = format!("wg_zyxwvutsrqpo_{}", "A".repeat(43));
         let r = h
             .send(from_ip(
-                post_as(path, &body.to_string(), Some(&h.key)),
+                post_as(path, &body.to_string(), Some(&other_guess)),
                 attacker,
             ))
             .await;
@@ -1191,6 +1194,15 @@ async fn case_15_repeated_failures_lock_out_audited_with_a_metric() {
             429,
             Some("locked_out"),
         );
+        // ... while a valid key is served from it all the same (issue 15, item 8): lockout
+        // slows guessing, it does not deny service to everyone behind the address.
+        let r = h
+            .send(from_ip(
+                post_as(path, &body.to_string(), Some(&h.key)),
+                attacker,
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
     }
     // And the guessed prefix is locked from anywhere.
     let r = h.send(from_ip(chat(&guess), [198, 51, 100, 7])).await;
@@ -2031,11 +2043,14 @@ async fn case_27_spoofed_x_forwarded_for() {
             "{r}"
         );
     }
-    let locked = raw_exchange(addr, request("198.51.100.77", &h.key).as_bytes()).await;
+    let locked = raw_exchange(addr, request("198.51.100.77", bad).as_bytes()).await;
     assert!(
         locked.starts_with("HTTP/1.1 429"),
         "a spoofed header escaped the lockout: {locked}"
     );
+    // A valid key is served from a locked-out address (issue 15, item 8).
+    let ok = raw_exchange(addr, request("198.51.100.78", &h.key).as_bytes()).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     let events = h.audit_events().await;
     assert!(!events.is_empty());
     for e in &events {
@@ -2657,4 +2672,433 @@ async fn case_35_no_phi_in_logs_or_audit() {
         assert!(!log.contains(v), "the logs hold {v:?}");
     }
     assert_still_serving(&h).await;
+}
+
+// ==== issue 15, D: items 7, 8, 9, low: metrics scope, JWT tenants and duplicate claims, config maxima ====
+
+/// The failed authentications an address's audit events stand for: one per request event, and
+/// `N` per `suppressed: N` summary (which belongs to no request).
+fn failures_audited(events: &[AuditEvent], ip: std::net::IpAddr) -> (u64, usize) {
+    let mine: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|e| e.source_ip == Some(ip))
+        .filter(|e| matches!(e.event_type, EventType::AuthFailure | EventType::Lockout))
+        .collect();
+    let total = mine
+        .iter()
+        .map(|e| match (&e.request_id, e.detail.as_deref()) {
+            (None, Some(d)) => d
+                .strip_prefix("suppressed: ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("a summary without a count: {e:#?}")),
+            _ => 1,
+        })
+        .sum();
+    (total, mine.len())
+}
+
+#[tokio::test]
+async fn i15_7_a_credentialless_flood_is_counted_folded_in_the_audit_log_and_blocks_no_one() {
+    use wardgate_gateway::lockout::AUTH_FAILURES;
+    let h = harness("openai", "[auth]\nfailure_audit_window = \"2s\"\n").await;
+    let flooder = [192, 0, 2, 99];
+    let ip = std::net::IpAddr::from(flooder);
+    let before = AUTH_FAILURES.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut refused_cheaply = 0;
+    for i in 0..2_000 {
+        let r = h.send(from_ip(get_as("/v1/models", None), flooder)).await;
+        match r.status.as_u16() {
+            401 => {}
+            429 => {
+                assert!(r.headers.contains_key("retry-after"), "request {i}");
+                refused_cheaply += 1;
+            }
+            s => panic!("request {i}: {s} {}", r.text()),
+        }
+        if i == 1_000 {
+            // Meanwhile a valid key from another address is served.
+            let ok = h
+                .send(from_ip(
+                    get_as("/v1/models", Some(&h.key)),
+                    [192, 0, 2, 100],
+                ))
+                .await;
+            assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+        }
+    }
+    let elapsed = start.elapsed();
+    assert!(
+        refused_cheaply >= 1_800,
+        "past the allowance the flood is answered 429: {refused_cheaply}"
+    );
+    assert!(
+        AUTH_FAILURES.load(Ordering::Relaxed) >= before + 2_000,
+        "a missing credential is an authentication failure in the metric"
+    );
+    // The summaries of the ended windows are written within about 1.5 windows.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let (total, events) = loop {
+        let (total, events) = failures_audited(&h.audit_events().await, ip);
+        if total >= 2_000 || Instant::now() > deadline {
+            break (total, events);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        total, 2_000,
+        "the audit events' counts add up to the failures"
+    );
+    // Per 2 s window: the first failure, one summary; plus the lockout after 10 failures.
+    let windows = usize::try_from(elapsed.as_secs() / 2).unwrap() + 1;
+    assert!(
+        events <= 2 * windows + 1,
+        "{events} audit events for 2,000 failures in {elapsed:?}"
+    );
+    assert_still_serving(&h).await;
+}
+
+#[tokio::test]
+async fn i15_7_metadata_routes_take_from_the_keys_request_rate() {
+    let h = harness("openai", "[rate_limit]\nrequests_per_minute = 3\n").await;
+    for path in ["/v1/models", "/api/tags", "/v1/models/tiny"] {
+        let r = h.send(get_as(path, Some(&h.key))).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+    }
+    for (path, req) in [
+        ("/v1/models", get_as("/v1/models", Some(&h.key))),
+        ("/api/tags", get_as("/api/tags", Some(&h.key))),
+        (
+            "/api/show",
+            post_as(
+                "/api/show",
+                &json!({"model": "tiny"}).to_string(),
+                Some(&h.key),
+            ),
+        ),
+        (
+            "/v1/chat/completions",
+            post_as(
+                "/v1/chat/completions",
+                &chat_body("tiny", "hi").to_string(),
+                Some(&h.key),
+            ),
+        ),
+    ] {
+        let r = h.send(req).await;
+        assert_front_error(path, &r, 429, Some("rate_limit_exceeded"));
+        assert!(r.headers.contains_key("retry-after"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn i15_8_an_address_locked_out_by_failures_is_still_served_with_a_valid_key() {
+    let h = harness("openai", "").await;
+    let nat = [198, 51, 100, 40];
+    for i in 0..10 {
+        let guess = format!("wg_{:0>12}_{}", i, "A".repeat(43));
+        let r = h.send(from_ip(chat(&guess), nat)).await;
+        assert_openai_error(&r, 401, Some("invalid_api_key"));
+    }
+    // Locked out: a failing credential gets 429 with a wait ...
+    let r = h
+        .send(from_ip(
+            chat(&format!("wg_zzzzzzzzzzzz_{}", "A".repeat(43))),
+            nat,
+        ))
+        .await;
+    assert_openai_error(&r, 429, Some("too_many_failed_authentications"));
+    assert!(r.headers.contains_key("retry-after"));
+    let r = h.send(from_ip(get_as("/v1/models", None), nat)).await;
+    assert_openai_error(&r, 429, Some("too_many_failed_authentications"));
+    // ... and a valid key behind the same address is served, on both fronts.
+    for (path, body) in [
+        ("/v1/chat/completions", chat_body("tiny", "hi")),
+        ("/api/chat", ollama_chat("tiny", "hi")),
+    ] {
+        let r = h
+            .send(from_ip(post_as(path, &body.to_string(), Some(&h.key)), nat))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn i15_8_a_prefix_locked_out_by_failures_is_still_served_with_the_real_key() {
+    let h = harness("openai", "").await;
+    // The prefix is not secret: it is in listings and audit records.
+    let prefix = h.key.split('_').nth(1).unwrap().to_owned();
+    let wrong = format!("wg_{prefix}_{}", "A".repeat(43));
+    assert_ne!(wrong, h.key);
+    for i in 0..10u8 {
+        let r = h.send(from_ip(chat(&wrong), [203, 0, 113, i])).await;
+        assert_eq!(r.status.as_u16(), 401, "{}", r.text());
+    }
+    let r = h.send(from_ip(chat(&wrong), [203, 0, 113, 200])).await;
+    assert_openai_error(&r, 429, Some("too_many_failed_authentications"));
+    let r = h.send(from_ip(chat(&h.key), [203, 0, 113, 201])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = h.send(from_ip(chat(&h.key), [203, 0, 113, 5])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
+async fn i15_9_only_operator_admins_grant_auditor_and_break_glass() {
+    let h = harness("openai", "").await;
+    let (_, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+    let mint = |roles: Value, tenant: &str| {
+        json!({"tenant": tenant, "roles": roles, "expires_in": "1h"}).to_string()
+    };
+    for roles in [
+        json!(["auditor"]),
+        json!(["break_glass"]),
+        json!(["user", "auditor"]),
+    ] {
+        let r = h
+            .send(post_as(
+                "/admin/keys",
+                &mint(roles.clone(), "acme"),
+                Some(&admin),
+            ))
+            .await;
+        assert_openai_error(&r, 403, Some("permission_denied"));
+        let r = h
+            .send(post_as(
+                "/admin/keys",
+                &mint(roles.clone(), "acme"),
+                Some(&operator),
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{roles}: {}", r.text());
+    }
+    for roles in [json!(["user"]), json!(["admin"]), json!([])] {
+        let r = h
+            .send(post_as(
+                "/admin/keys",
+                &mint(roles.clone(), "acme"),
+                Some(&admin),
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{roles}: {}", r.text());
+    }
+    // A rotation mints a key with the old one's roles: the same rule.
+    let (auditor_id, _) = h.key_with_roles("acme", &[Role::Auditor], None).await;
+    let path = format!("/admin/keys/{auditor_id}/rotate");
+    let r = h.send(post_as(&path, "{}", Some(&admin))).await;
+    assert_openai_error(&r, 403, Some("permission_denied"));
+    let r = h.send(post_as(&path, "{}", Some(&operator))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}
+
+#[tokio::test]
+async fn i15_9_keys_for_a_tenant_that_does_not_exist_are_refused() {
+    let h = harness("openai", "").await;
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+    let r = h
+        .send(post_as(
+            "/admin/keys",
+            &json!({"tenant": "nosuchtenant"}).to_string(),
+            Some(&operator),
+        ))
+        .await;
+    let e = assert_openai_error(&r, 400, None);
+    assert_eq!(e["param"], "tenant", "{e}");
+    let tenants = h
+        .send(get_as("/admin/tenants", Some(&operator)))
+        .await
+        .text();
+    assert!(!tenants.contains("nosuchtenant"), "{tenants}");
+    // Created on purpose first, it works.
+    let r = h
+        .send(post_as(
+            "/admin/tenants",
+            &json!({"name": "nosuchtenant"}).to_string(),
+            Some(&operator),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = h
+        .send(post_as(
+            "/admin/keys",
+            &json!({"tenant": "nosuchtenant"}).to_string(),
+            Some(&operator),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}
+
+#[tokio::test]
+async fn i15_metrics_are_for_the_operator_tenant_only() {
+    let h = harness("openai", "").await;
+    for roles in [&[Role::Admin][..], &[Role::Auditor][..]] {
+        let (_, tenant_key) = h.key_with_roles("acme", roles, None).await;
+        let r = h.send(get_as("/admin/metrics", Some(&tenant_key))).await;
+        assert_openai_error(&r, 403, Some("permission_denied"));
+        let (_, operator_key) = h.key_with_roles("operator", roles, None).await;
+        let r = h.send(get_as("/admin/metrics", Some(&operator_key))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(r.text().contains("wardgate_auth_failures_total"));
+    }
+}
+
+/// A validly signed token whose claims segment is `payload` exactly as given.
+fn sign_raw(s: &Signer, payload: &str) -> String {
+    let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": s.kid});
+    let input = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(payload.as_bytes())
+    );
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &s.key, Algorithm::EdDSA).unwrap();
+    format!("{input}.{sig}")
+}
+
+#[tokio::test]
+async fn i15_jwt_a_claim_names_the_operator_tenant_only_where_listed() {
+    let signer = ed25519("k1");
+    let operator_claims = json!({"iss": ISS, "aud": AUD, "sub": SUBJECT, "tenant": "operator",
+        "roles": "admin", "iat": now(), "exp": now() + 600});
+    let (h, _dir) = file_issuer_harness(&[&signer], "\"EdDSA\"").await;
+    let r = h
+        .send(get_as(
+            "/admin/keys",
+            Some(&sign(&signer, &operator_claims)),
+        ))
+        .await;
+    assert_openai_error(&r, 401, Some("invalid_api_key"));
+    // Other tenants keep working without a list.
+    let r = h.send(chat(&sign(&signer, &claims()))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // Listed, the operator tenant is allowed, and tenants not listed are refused.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[&signer])).unwrap();
+    let h = jwt_harness(&format!(
+        "[[auth.jwt]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"EdDSA\"]\n\
+         jwks_file = \"{}\"\nallowed_tenants = [\"operator\"]\n",
+        path.display()
+    ))
+    .await;
+    let r = h
+        .send(get_as(
+            "/admin/keys",
+            Some(&sign(&signer, &operator_claims)),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = h.send(chat(&sign(&signer, &claims()))).await;
+    assert_openai_error(&r, 401, Some("invalid_api_key"));
+}
+
+#[tokio::test]
+async fn i15_jwt_tokens_with_repeated_claims_are_refused() {
+    let signer = ed25519("k1");
+    let (h, _dir) = file_issuer_harness(&[&signer], "\"EdDSA\"").await;
+    let (iat, exp) = (now(), now() + 600);
+    let clean = format!(
+        r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"{SUBJECT}","tenant":"acme","iat":{iat},"exp":{exp}}}"#
+    );
+    let r = h.send(chat(&sign_raw(&signer, &clean))).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the raw signer works: {}",
+        r.text()
+    );
+    for payload in [
+        format!(
+            r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"{SUBJECT}","tenant":"acme","tenant":"globex","iat":{iat},"exp":{exp}}}"#
+        ),
+        format!(
+            r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"{SUBJECT}","sub":"mallory","tenant":"acme","iat":{iat},"exp":{exp}}}"#
+        ),
+        format!(
+            r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"{SUBJECT}","tenant":"acme","roles":{{"a":1,"a":2}},"iat":{iat},"exp":{exp}}}"#
+        ),
+    ] {
+        let r = h.send(chat(&sign_raw(&signer, &payload))).await;
+        assert_openai_error(&r, 401, Some("invalid_api_key"));
+    }
+}
+
+#[test]
+fn i15_config_values_past_their_maximum_name_the_key_and_the_bound() {
+    use wardgate_gateway::config::{Config, parse_toml};
+    let cases = [
+        ("[engine]\nslots = 4294967295\n", "engine.slots", "256"),
+        (
+            "[auth]\nkey_cache_ttl = \"100000000d\"\n",
+            "auth.key_cache_ttl",
+            "1h",
+        ),
+        (
+            "[circuit_breaker]\ncooldown = \"3650d\"\n",
+            "circuit_breaker.cooldown",
+            "1h",
+        ),
+        (
+            "[server]\nbody_read_timeout = \"30d\"\n",
+            "server.body_read_timeout",
+            "1h",
+        ),
+        (
+            "[server]\nheader_read_timeout = \"1d\"\n",
+            "server.header_read_timeout",
+            "5m",
+        ),
+        (
+            "[server]\nrequest_timeout = \"400d\"\n",
+            "server.request_timeout",
+            "1h",
+        ),
+        (
+            "[limits]\nmax_body_bytes = 1099511627776\n",
+            "limits.max_body_bytes",
+            "268435456",
+        ),
+        (
+            "[engine]\nslot_ctx = 4294967295\n",
+            "engine.slot_ctx",
+            "1048576",
+        ),
+        ("[engine]\nqueue = 1000000000\n", "engine.queue", "100000"),
+        (
+            "[engine]\nmemory_budget_mib = 100000000000\n",
+            "engine.memory_budget_mib",
+            "16777216",
+        ),
+        (
+            "[rate_limit]\nrequests_per_minute = 4294967295\n",
+            "rate_limit.requests_per_minute",
+            "1000000",
+        ),
+        (
+            "[auth]\nlockout_duration = \"1000d\"\n",
+            "auth.lockout_duration",
+            "1day",
+        ),
+        (
+            "[audit]\ncheckpoint_every = 100000000000\n",
+            "audit.checkpoint_every",
+            "10000000",
+        ),
+    ];
+    for (toml, key, max) in cases {
+        let raw = parse_toml(toml).unwrap();
+        let err = Config::from_raw(raw, &|_| None)
+            .err()
+            .unwrap_or_else(|| panic!("{key}: accepted"));
+        assert_eq!(err.key, key, "{err}");
+        assert!(
+            err.reason.contains("at most") && err.reason.contains(max),
+            "{key}: {err}"
+        );
+    }
+    // The defaults and the values at their maximum pass.
+    let ok = "[engine]\nslots = 256\n[auth]\nkey_cache_ttl = \"1h\"\n[circuit_breaker]\ncooldown = \"1h\"\n";
+    Config::from_raw(parse_toml(ok).unwrap(), &|_| None).unwrap();
+    Config::from_raw(parse_toml("").unwrap(), &|_| None).unwrap();
 }

@@ -389,6 +389,7 @@ mod props {
             refresh_cooldown: Duration::from_secs(60),
             tenant_claim: "tenant".into(),
             tenant: None,
+            allowed_tenants: wardgate_gateway::jwt::AllowedTenants::AllBut("operator".into()),
             roles_claim: "roles".into(),
             models_claim: "models".into(),
         }

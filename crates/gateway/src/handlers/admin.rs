@@ -53,6 +53,39 @@ impl Scope<'_> {
     }
 }
 
+/// Separation of duties when a key is minted (created or rotated): nobody grants a role above
+/// their own. Every caller here is an `admin`, which may grant `user` and `admin` within its
+/// scope; `auditor` (reads the audit trail, which a tenant admin may not) and `break_glass`
+/// (inference on any model) only an admin of the operator tenant grants. (`wardgate keys
+/// create`, run by whoever holds the database, may grant any role.) Refused with 403.
+fn may_grant(state: &AppState, p: &Principal, roles: &[Role]) -> std::result::Result<(), ApiError> {
+    let operator_admin = p.tenant == state.config.operator_tenant && p.has(Role::Admin);
+    for role in roles {
+        let allowed = match role {
+            Role::User | Role::Admin => p.has(Role::Admin),
+            Role::Auditor | Role::BreakGlass => operator_admin,
+        };
+        if !allowed {
+            return Err(ApiError::Forbidden);
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a key for a tenant that does not exist (the store would create it on the fly):
+/// tenants are created on purpose, with `POST /admin/tenants`.
+async fn tenant_exists(state: &AppState, tenant: &str) -> std::result::Result<(), ApiError> {
+    let tenants = state.tenants.list_tenants().await.map_err(store_error)?;
+    if tenants.iter().any(|t| t.name == tenant) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(wardgate_api::BadRequest::param(
+            "tenant",
+            "no such tenant; create it first with POST /admin/tenants",
+        )))
+    }
+}
+
 /// A query string, or a 400 in the admin API's shape that names no client value.
 fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
     q.map(|Query(q)| q).map_err(|_| {
@@ -279,6 +312,8 @@ pub async fn create_key(
     if !scope.covers(&tenant) {
         return Err(ApiError::Forbidden.into());
     }
+    may_grant(&state, &p, &body.roles)?;
+    tenant_exists(&state, &tenant).await?;
     let expires_at = expires_in(body.expires_in.as_deref())?;
     let new = state
         .keys
@@ -366,6 +401,8 @@ pub async fn rotate_key(
     let Some(key) = key.filter(|k| scope.covers(&k.tenant)) else {
         return Err(ApiError::ObjectNotFound("key").into());
     };
+    // A rotation mints a key with the old one's roles: the same rule as a creation.
+    may_grant(&state, &p, &key.roles)?;
     let overlap = match body.overlap.as_deref() {
         None => DEFAULT_ROTATION_OVERLAP,
         Some(text) => humantime::parse_duration(text)

@@ -80,6 +80,21 @@ pub(crate) async fn check_rate(state: &AppState, p: &Principal) -> Result<(), Ap
     Ok(())
 }
 
+/// Middleware on the metadata routes (model lists and details, the version): one request from
+/// the principal's and its tenant's rate allowance, as for the model routes.
+pub(crate) async fn metered(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(p) = req.extensions().get::<Principal>()
+        && let Err(e) = check_rate(&state, p).await
+    {
+        return e.to_response(crate::error::Front::of_path(req.uri().path()));
+    }
+    next.run(req).await
+}
+
 fn refused(e: Refused, limit: Limit) -> ApiError {
     match e {
         Refused::RetryAfter(wait) => {
