@@ -26,11 +26,11 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::checkpoint::{Checkpoint, SignedCheckpoint, check_origin};
 use crate::event::{AuditEvent, EventError, Timestamp};
@@ -123,6 +123,30 @@ struct Shared {
     capacity: usize,
     prompt_salt: PromptSalt,
     store: StoreHandle,
+    /// Appends waiting in the background for room in a full queue ([`Auditor::submit`]);
+    /// `shutdown` lets them in first.
+    waiting: AtomicUsize,
+    /// Told when `waiting` falls to zero.
+    waiting_done: Notify,
+}
+
+/// Counts one background append as waiting while it lives (dropped when its task ends or is
+/// cancelled), so `shutdown` knows when every one of them has been queued or is gone.
+struct Waiting(Arc<Shared>);
+
+impl Waiting {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(shared.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.waiting_done.notify_waiters();
+        }
+    }
 }
 
 /// The store the writer appends to, kept for readers ([`Auditor::store`]).
@@ -223,6 +247,8 @@ impl Auditor {
             capacity: config.queue_capacity,
             prompt_salt: PromptSalt(signer.prompt_salt()),
             store: StoreHandle(store.clone()),
+            waiting: AtomicUsize::new(0),
+            waiting_done: Notify::new(),
         });
         let mut writer = Writer {
             store,
@@ -278,27 +304,39 @@ impl Auditor {
         Ok(PendingAppend(rx))
     }
 
-    /// Queues `event` from code that cannot wait and has no caller left to fail (a `Drop`, the
-    /// end of a response already sent): it is committed in the background, waiting for room if
-    /// the queue is full, never dropped. A failed commit is logged by the writer. Needs a Tokio
-    /// runtime. `Err` only for an invalid event or a stopped writer.
-    pub fn submit_detached(&self, event: AuditEvent) -> Result<(), AuditError> {
+    /// Queues `event` without waiting, for code that cannot await (a `Drop`, a response body):
+    /// when the queue is full, a task on the current Tokio runtime waits for room, and
+    /// [`Auditor::shutdown`] lets such waiting events in before it stops the writer. The
+    /// returned future resolves once the event is committed; dropping it does not withdraw
+    /// the event. `Err` for an invalid event, a stopped writer, or a full queue with no
+    /// runtime to wait on.
+    pub fn submit(&self, event: AuditEvent) -> Result<PendingAppend, AuditError> {
         event.validate()?;
-        // Nobody awaits the reply: the writer ignores a closed reply channel.
-        let (reply, _) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Command::Append(event, reply)) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(PendingAppend(rx)),
             Err(mpsc::error::TrySendError::Full(command)) => {
+                let rt = tokio::runtime::Handle::try_current().map_err(|_| AuditError::Busy)?;
                 let tx = self.tx.clone();
-                tokio::spawn(async move {
+                let waiting = Waiting::new(&self.shared);
+                rt.spawn(async move {
+                    let _waiting = waiting;
                     if tx.send(command).await.is_err() {
-                        tracing::error!("audit writer stopped before a detached event was queued");
+                        tracing::error!("audit writer stopped before a waiting event was queued");
                     }
                 });
-                Ok(())
+                Ok(PendingAppend(rx))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
         }
+    }
+
+    /// Queues `event` from code that cannot wait and has no caller left to fail (a `Drop`, the
+    /// end of a response already sent): [`Auditor::submit`] without the wait for the commit.
+    /// A failed commit is logged by the writer.
+    pub fn submit_detached(&self, event: AuditEvent) -> Result<(), AuditError> {
+        // Nobody awaits the reply: the writer ignores a closed reply channel.
+        self.submit(event).map(drop)
     }
 
     /// Signs, stores and witnesses a checkpoint of everything committed so far.
@@ -314,6 +352,15 @@ impl Auditor {
     /// Commits everything queued, signs a final checkpoint, and stops the writer. Later
     /// appends on any handle fail with `Closed`.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
+        // Events submitted while the queue was full are still waiting for room: they were
+        // handed over before the shutdown, so they go in before it.
+        loop {
+            let done = self.shared.waiting_done.notified();
+            if self.shared.waiting.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            done.await;
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Shutdown(reply))

@@ -127,9 +127,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                 return e.to_response(front);
             }
         };
-        // The reason is typed by a person in a hurry and may name a patient: it is kept only
-        // after redaction, and only in the audit log.
-        let reason = wardgate_phi::Detector::shared().redact(&reason);
+        // The reason may name a patient: it is kept only in the audit log, redacted there
+        // (`RequestRecord::set_break_glass`), never logged.
         tracing::warn!(
             target: "wardgate::alert",
             key_id = %p.key_id,

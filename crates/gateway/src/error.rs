@@ -3,6 +3,11 @@
 //!
 //! Client errors say what to fix without quoting the client's content back. Server errors are
 //! generic; their cause is logged once, without upstream text (which may echo a prompt).
+//!
+//! Invariant: a message is the gateway's own words (`BadRequest` messages included: they name
+//! the field and the limit, never the value) plus, where a message must carry something from
+//! the request (a parser's detail, a model name), that part passed through the PHI redactor
+//! (`client_text`). The fixed words are not redacted, so they read as written.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -96,6 +101,13 @@ impl From<BadRequest> for ApiError {
     }
 }
 
+/// Text that came from the request (a parser's detail, which can quote a value; a model
+/// name), redacted where it is put into a message. Only that part is: the gateway's own words
+/// around it are no PHI, and the detector would garble them ("at most [AGE] years").
+fn client_text(text: &str) -> String {
+    wardgate_phi::Detector::shared().redact(text)
+}
+
 /// Everything a rendered error needs.
 struct Rendered {
     status: StatusCode,
@@ -121,7 +133,10 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 None,
-                format!("the request body is not valid JSON for this endpoint: {detail}"),
+                format!(
+                    "the request body is not valid JSON for this endpoint: {}",
+                    client_text(detail)
+                ),
             ),
             ApiError::BadRequest(b) => Rendered {
                 param: b.param.clone(),
@@ -156,7 +171,9 @@ impl ApiError {
                 Some("break_glass_reason_required"),
                 format!(
                     "Break-glass access needs the `{}` header on every request: why access is \
-                     needed, 1 to {} printable characters.",
+                     needed, 1 to {} printable characters. Do not name the patient or give any \
+                     other identifier (MRN, date of birth): the reason is kept in the \
+                     permanent audit log.",
                     crate::auth::BREAK_GLASS_REASON_HEADER,
                     crate::auth::MAX_BREAK_GLASS_REASON
                 ),
@@ -173,7 +190,10 @@ impl ApiError {
                     StatusCode::NOT_FOUND,
                     "invalid_request_error",
                     Some("model_not_found"),
-                    format!("The model `{m}` does not exist or you do not have access to it."),
+                    format!(
+                        "The model `{}` does not exist or you do not have access to it.",
+                        client_text(m)
+                    ),
                 )
             },
             ApiError::RouteNotFound => r(
@@ -394,10 +414,7 @@ impl ApiError {
     }
 
     pub fn to_response(&self, front: Front) -> Response {
-        let mut r = self.render();
-        // Messages are written not to quote the client, but some carry a parser's detail
-        // (which can): every error body passes through the redactor.
-        r.message = wardgate_phi::Detector::shared().redact(&r.message);
+        let r = self.render();
         if r.status.is_server_error() {
             // The cause, once, as a fixed reason; upstream text stays out because it can echo
             // the prompt.

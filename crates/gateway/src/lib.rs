@@ -400,22 +400,13 @@ pub async fn serve_live(
     if let Some(t) = &tls {
         tasks.push(t.spawn_reload());
     }
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = server::run(listener, app, limits, tls, async move {
+    let shutdown = async move {
         shutdown.await;
-        let _ = tx.send(true);
         tracing::info!("shutting down: draining in-flight requests");
-    });
-    let deadline = async move {
-        let _ = rx.wait_for(|v| *v).await;
-        tokio::time::sleep(grace).await;
     };
-    tokio::select! {
-        () = server => {}
-        () = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "drain deadline reached; closing remaining connections");
-        }
-    }
+    // Returns once every connection has ended: drained within `grace`, or closed at it (their
+    // requests' terminal audit events queued before the caller stops the audit writer).
+    server::run(listener, app, limits, tls, shutdown, grace).await;
     for t in tasks {
         t.abort();
     }

@@ -8,11 +8,21 @@
 //! complete response whose audit event could still be lost; if the commit fails, the body
 //! ends in an error instead (fail closed).
 //!
+//! A client can also leave before there is a response at all (while the handler waits for a
+//! backend, or for the audit log); the server then drops the request's future, and the
+//! handler never finishes. `observe` holds an [`EndGuard`] for exactly that time: dropped
+//! before the response exists, it ends the record itself, as `client_abort`. Whichever path
+//! ends the record first writes the log line and the terminal event; the other does nothing.
+//!
 //! Invariant: no field here ever holds prompt or completion text.
+//! Invariant: a request that authenticated ends with exactly one terminal audit event,
+//! however and whenever it ends.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -23,6 +33,7 @@ use axum::http::{HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
+use futures::FutureExt as _;
 use http_body::Body as _;
 
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, AuthMethod, EventType, Timestamp};
@@ -108,6 +119,22 @@ pub struct RequestRecord {
     fields: Mutex<Fields>,
     /// What the request holds against its quotas, settled when it ends.
     lease: Mutex<Option<crate::ratelimit::Lease>>,
+    /// Set by whichever path ends the request first (the response body, or the guard of a
+    /// request dropped before its response): the log line and the terminal event are
+    /// written once.
+    ended: AtomicBool,
+}
+
+/// How a request ended, as its record sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The response body was sent to its end (or failed in-band).
+    Complete,
+    /// The response had started, and the client went away before its end.
+    Aborted,
+    /// The client went away before there was a response: the request's future was dropped
+    /// (waiting for a backend, the audit log, the body, ...).
+    BeforeResponse,
 }
 
 impl RequestRecord {
@@ -147,9 +174,15 @@ impl RequestRecord {
         self.lock().model_resolved = true;
     }
 
-    /// Marks the request as break-glass access with its (redacted) reason: its terminal event
-    /// is a `break_glass` event, whatever else the handler records.
+    /// Marks the request as break-glass access with its stated reason: its terminal event is
+    /// a `break_glass` event, whatever else the handler records.
+    ///
+    /// The reason is typed by a person in a hurry and may name a patient, and the audit log
+    /// keeps it for good: it is stored only after the detector's most recall-oriented
+    /// redaction ([`Detector::high_recall`](wardgate_phi::Detector::high_recall)), cut to
+    /// [`STORED_REASON_CHARS`] characters.
     pub fn set_break_glass(&self, reason: &str) {
+        let reason = stored_reason(reason);
         let mut f = self.lock();
         f.event_type = Some(EventType::BreakGlass);
         f.detail = Some(bounded(&format!("reason: {reason}")));
@@ -254,10 +287,20 @@ impl RequestRecord {
         e
     }
 
+    /// Ends the request, once: gives back its quota places, writes the log line and returns
+    /// the terminal audit event (none for unaudited routes, none when already ended).
+    fn end(&self, ending: Ending) -> Option<AuditEvent> {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        self.settle();
+        self.emit(ending)
+    }
+
     /// Writes the log line and returns the terminal audit event (none for unaudited routes).
-    fn emit(&self, completed: bool) -> Option<AuditEvent> {
+    fn emit(&self, ending: Ending) -> Option<AuditEvent> {
         let f = self.lock();
-        let outcome = if !completed {
+        let outcome = if ending != Ending::Complete {
             Outcome::ClientAbort
         } else if f.stream_failed || f.status >= 500 {
             Outcome::Error
@@ -289,6 +332,11 @@ impl RequestRecord {
         if UNAUDITED_ROUTES.contains(&self.route.as_str()) || f.audit_folded {
             return None;
         }
+        // A request dropped before it authenticated has done nothing that needs a trail, and
+        // auditing it would let anyone who hangs up write to the log.
+        if ending == Ending::BeforeResponse && f.key_id.is_none() {
+            return None;
+        }
         let event_type = match f.event_type {
             Some(t) => t,
             None if f.key_id.is_none() && (f.status == 401 || f.reason == Some("locked_out")) => {
@@ -296,7 +344,30 @@ impl RequestRecord {
             }
             None => EventType::Request,
         };
-        Some(self.event_from(&f, event_type, Some(outcome)))
+        let mut event = self.event_from(&f, event_type, Some(outcome));
+        if ending == Ending::BeforeResponse {
+            // No response was sent, so there is no status to record.
+            event.http_status = None;
+        }
+        Some(event)
+    }
+}
+
+/// The most characters of a break-glass reason the audit log keeps (after redaction): enough
+/// to say why ("ED trauma bay 2, unconscious, no consent possible"), short enough that a
+/// log nothing can delete holds as little free text as possible.
+pub const STORED_REASON_CHARS: usize = 100;
+
+/// A break-glass reason as the audit log keeps it: identifiers redacted with the most
+/// recall-oriented detector, then cut to [`STORED_REASON_CHARS`] characters (redacting first,
+/// so a cut never leaves part of an identifier the detector would no longer recognise).
+fn stored_reason(reason: &str) -> String {
+    static DETECTOR: std::sync::LazyLock<wardgate_phi::Detector> =
+        std::sync::LazyLock::new(wardgate_phi::Detector::high_recall);
+    let redacted = DETECTOR.redact(reason);
+    match redacted.char_indices().nth(STORED_REASON_CHARS) {
+        Some((end, _)) => redacted[..end].to_owned(),
+        None => redacted,
     }
 }
 
@@ -335,6 +406,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         }),
         fields: Mutex::new(Fields::default()),
         lease: Mutex::new(None),
+        ended: AtomicBool::new(false),
     });
     req.extensions_mut().insert(record.clone());
     let may_leave_body_unread = req.version() <= Version::HTTP_11
@@ -343,7 +415,24 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() != b"0"));
-    let mut resp = next.run(req).await;
+    // Until the response exists, a client that leaves drops this future (and the handler's)
+    // wherever it waits: the guard then ends the record as `client_abort`.
+    let mut guard = EndGuard {
+        record: Some(record.clone()),
+        audit: state.audit.clone(),
+        panicked: false,
+    };
+    let mut resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            // `CatchPanicLayer` above turns the panic into a generic 500; the record ends (when
+            // this future is dropped) as that error, not as a client that left.
+            guard.panicked = true;
+            std::panic::resume_unwind(panic);
+        }
+    };
+    // From here the response body ends the record.
+    guard.disarm();
     // A refusal (bad key, unknown route, body too large) may leave the request body unread,
     // and hyper then closes the connection; say so, or a client reusing the pooled connection
     // fails its next, unrelated request.
@@ -379,31 +468,55 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     })
 }
 
+/// Ends the record of a request whose future is dropped before it has a response (the client
+/// left while the handler waited), unless disarmed first.
+struct EndGuard {
+    record: Option<Arc<RequestRecord>>,
+    audit: Option<Auditor>,
+    /// The handler panicked: the client gets a 500, and the record says so.
+    panicked: bool,
+}
+
+impl EndGuard {
+    /// The response exists: its body ends the record from now on.
+    fn disarm(mut self) {
+        self.record = None;
+    }
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let Some(record) = self.record.take() else {
+            return;
+        };
+        let ending = if self.panicked {
+            let mut f = record.lock();
+            f.status = 500;
+            f.reason = Some("panic");
+            Ending::Complete
+        } else {
+            Ending::BeforeResponse
+        };
+        if let Some(event) = record.end(ending)
+            && let Some(audit) = &self.audit
+        {
+            // Queued now, before the connection's task ends (and so before a shutdown stops
+            // the writer); nobody is left to wait for the commit.
+            if let Err(e) = audit.submit_detached(event) {
+                tracing::error!(error = %e, "audit: a client abort could not be recorded");
+            }
+        }
+    }
+}
+
 type Commit = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Queues an event for the audit log at once (so it is in the writer's queue before the
 /// response ends, and before any shutdown that follows), returning the wait for its commit.
-/// Dropping the wait does not withdraw the event.
+/// Dropping the wait does not withdraw the event; a full queue is waited on in the background.
 fn commit(audit: &Auditor, event: AuditEvent) -> Commit {
-    let backup = event.clone();
-    match audit.try_submit(event) {
+    match audit.submit(event) {
         Ok(pending) => Box::pin(async move { pending.await.map(drop).map_err(|e| e.to_string()) }),
-        Err(wardgate_audit::AuditError::Busy) => {
-            // The queue is full: wait for room on a task of its own, so the event is still
-            // committed if the body is dropped meanwhile.
-            let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                return Box::pin(std::future::ready(Err("audit queue full".to_owned())));
-            };
-            let audit = audit.clone();
-            let task = rt.spawn(async move { audit.append(backup).await });
-            Box::pin(async move {
-                match task.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            })
-        }
         Err(e) => Box::pin(std::future::ready(Err(e.to_string()))),
     }
 }
@@ -425,12 +538,13 @@ struct LoggedBody {
 impl LoggedBody {
     /// Ends the record: the log line now, and the audit commit to wait for.
     fn finish(&mut self, completed: bool) {
-        let record = self.record.take();
-        if let Some(r) = &record {
-            r.settle();
-        }
-        if let Some(r) = record
-            && let Some(event) = r.emit(completed)
+        let ending = if completed {
+            Ending::Complete
+        } else {
+            Ending::Aborted
+        };
+        if let Some(r) = self.record.take()
+            && let Some(event) = r.end(ending)
             && let Some(a) = &self.audit
         {
             let pending = commit(a, event);

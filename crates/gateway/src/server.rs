@@ -74,19 +74,30 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts connections until `shutdown` resolves, serving each with `app`; then stops
-/// accepting and returns once every open connection has finished (the caller bounds that).
+/// accepting, lets open connections finish for at most `grace`, closes the rest, and returns
+/// once every connection's task has ended.
+///
+/// Closing a connection drops its in-flight requests, whose records queue their terminal
+/// audit events (`client_abort`) as they drop: returning only after that lets the caller stop
+/// the audit writer knowing those events are in its queue.
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: crate::reload::LiveRouter,
     limits: ServerLimits,
     tls: Option<Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) {
     let builder = Arc::new(connection_builder(&limits));
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // Every connection's task, so the ones left at the drain deadline can be closed and
+    // waited for.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Finished connections are reaped as we go (the set holds only live ones).
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
@@ -112,7 +123,7 @@ pub async fn run(
         let tls = tls.clone();
         let handshake_timeout = limits.header_read_timeout;
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
             match tls {
                 None => {
@@ -149,7 +160,16 @@ pub async fn run(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "drain deadline reached; closing remaining connections"
+        );
+    }
+    connections.shutdown().await;
 }
 
 /// The current router with what is known about the connection added to every request.

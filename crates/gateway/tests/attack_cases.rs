@@ -3102,3 +3102,477 @@ fn i15_config_values_past_their_maximum_name_the_key_and_the_bound() {
     Config::from_raw(parse_toml(ok).unwrap(), &|_| None).unwrap();
     Config::from_raw(parse_toml("").unwrap(), &|_| None).unwrap();
 }
+
+// ==== issue 15, C: items 4, 10, low: forged placeholders, low: fixed text redacted as PHI ====
+
+/// A model server that takes `delay` before its first token (streams send their headers
+/// first), so a request is still waiting on it when its client leaves.
+fn slow_mock(delay: Duration) -> MockConfig {
+    MockConfig {
+        first_token_delay: delay,
+        ..mock_cfg()
+    }
+}
+
+/// No request-rate or concurrency limit: 50 requests of one key at once all reach a handler.
+const NO_RATE_LIMITS: &str = "[rate_limit]\nrequests_per_minute = 0\nconcurrent_requests = 0\n";
+
+/// Sends one POST with `key` on a fresh connection, waits for `leave`, and closes the
+/// connection without reading anything: a client that leaves before the answer.
+async fn send_and_leave(
+    addr: SocketAddr,
+    key: &str,
+    body: &str,
+    leave: impl std::future::Future<Output = ()>,
+) {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let raw = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(raw.as_bytes()).await.unwrap();
+    leave.await;
+    drop(sock);
+}
+
+/// Every request id of `actor`'s events, each with its events in log order.
+fn requests_of(
+    events: &[AuditEvent],
+    actor: &str,
+) -> std::collections::BTreeMap<String, Vec<AuditEvent>> {
+    let mut out: std::collections::BTreeMap<String, Vec<AuditEvent>> = Default::default();
+    for e in events.iter().filter(|e| e.actor_id == actor) {
+        if let Some(id) = &e.request_id {
+            out.entry(id.clone()).or_default().push(e.clone());
+        }
+    }
+    out
+}
+
+/// How 50 clients of one key leave.
+#[derive(Clone, Copy, Debug)]
+enum Leave {
+    /// Once every request waits on the backend (and at least 100 ms after sending).
+    WhileWaiting,
+    /// This long after sending: the server may not even have read the request by then.
+    After(Duration),
+}
+
+/// 50 requests of `key` at once, each client leaving as `leave` says.
+async fn clients_leave(h: &Harness, addr: SocketAddr, key: &str, body: &str, leave: Leave) {
+    const N: u64 = 50;
+    let before = h.mocks[0].stats().inference_requests;
+    let (go, gone) = tokio::sync::watch::channel(false);
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let (key, body, mut gone) = (key.to_owned(), body.to_owned(), gone.clone());
+        clients.spawn(async move {
+            send_and_leave(addr, &key, &body, async move {
+                match leave {
+                    Leave::WhileWaiting => drop(gone.wait_for(|v| *v).await),
+                    Leave::After(d) => tokio::time::sleep(d).await,
+                }
+            })
+            .await
+        });
+    }
+    if let Leave::WhileWaiting = leave {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.mocks[0].stats().inference_requests < before + N {
+            assert!(
+                Instant::now() < deadline,
+                "the requests never reached the backend"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        go.send(true).unwrap();
+    }
+    while let Some(r) = clients.join_next().await {
+        r.unwrap();
+    }
+}
+
+/// Polls the audit log (bounded) until `actor` has `n` requests with a terminal event;
+/// returns the log as it then is.
+async fn settled(h: &Harness, actor: &str, n: usize) -> Vec<AuditEvent> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = h.audit_events().await;
+        let ended = requests_of(&events, actor)
+            .values()
+            .filter(|evs| evs.iter().any(|e| e.event_type != EventType::RequestStart))
+            .count();
+        if ended >= n || Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Each request of `actor` has exactly one terminal event, the last of its events, a
+/// `client_abort` with no status (no response was sent), after at most one start.
+fn assert_one_abort_each(
+    what: &str,
+    requests: &std::collections::BTreeMap<String, Vec<AuditEvent>>,
+) {
+    for (id, evs) in requests {
+        let terminal: Vec<&AuditEvent> = evs
+            .iter()
+            .filter(|e| e.event_type != EventType::RequestStart)
+            .collect();
+        assert_eq!(
+            terminal.len(),
+            1,
+            "{what}: one terminal event for {id}: {evs:#?}"
+        );
+        let t = terminal[0];
+        assert_eq!(t.event_type, EventType::Request, "{what}: {t:#?}");
+        assert_eq!(t.outcome, Some(Outcome::ClientAbort), "{what}: {t:#?}");
+        assert_eq!(t.http_status, None, "{what}: no response was sent: {t:#?}");
+        // A request dropped before its start committed has the terminal event alone, like
+        // any request refused before a backend; one with a start has it first.
+        assert!(evs.len() <= 2, "{what}: {evs:#?}");
+        assert_eq!(
+            evs.last().unwrap().event_type,
+            EventType::Request,
+            "{what}: {evs:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn i15_4_a_client_that_leaves_before_the_answer_leaves_one_terminal_event() {
+    // The model server takes 10 s to answer: every request below is still waiting (on its
+    // body, the audit log's start commit, or the backend) when its client leaves.
+    let h = audited(
+        Harness::single_with("openai", slow_mock(Duration::from_secs(10)), NO_RATE_LIMITS).await,
+    )
+    .await;
+    let (logs, _guard) = capture_logs();
+    let (addr, _server) = serve_on_socket(&h).await;
+    let plain = chat_body("tiny", "hello").to_string();
+    let mut streamed = chat_body("tiny", "hello");
+    streamed["stream"] = json!(true);
+    let streamed = streamed.to_string();
+    // One key per timing, so each timing's requests can be told apart in the log. The clients
+    // that leave at once go first: by the time the others are done, the server has seen
+    // every one of them go.
+    let mut timings = Vec::new();
+    for (what, body, leave) in [
+        (
+            "closed right after sending",
+            &plain,
+            Leave::After(Duration::ZERO),
+        ),
+        (
+            "stream closed in its first milliseconds",
+            &streamed,
+            Leave::After(Duration::from_millis(3)),
+        ),
+        (
+            "closed while waiting on the backend",
+            &plain,
+            Leave::WhileWaiting,
+        ),
+        (
+            "stream closed while waiting for its first token",
+            &streamed,
+            Leave::WhileWaiting,
+        ),
+    ] {
+        let (id, key) = h.key_for(&[], None).await;
+        clients_leave(&h, addr, &key, body, leave).await;
+        timings.push((what, id, leave));
+    }
+    for (what, actor, leave) in &timings {
+        let events = match leave {
+            // Every one of these reached the backend, so every one has a terminal event.
+            Leave::WhileWaiting => settled(&h, actor, 50).await,
+            Leave::After(_) => h.audit_events().await,
+        };
+        let requests = requests_of(&events, actor);
+        assert_one_abort_each(what, &requests);
+        match leave {
+            Leave::WhileWaiting => {
+                assert_eq!(requests.len(), 50, "{what}: {requests:#?}");
+                assert!(
+                    requests
+                        .values()
+                        .all(|evs| evs[0].event_type == EventType::RequestStart),
+                    "{what}: the start committed before the backend call: {requests:#?}"
+                );
+            }
+            Leave::After(_) => {
+                // A client that closes before the server has read its request is never seen
+                // (hyper reads the end of the connection with the request and drops it); one
+                // that closes while the request authenticates has done nothing to audit (its
+                // log line says `client_abort`). Every request that authenticated is in the
+                // audit log, once.
+                let log = logs.text();
+                let authenticated = log
+                    .lines()
+                    .filter(|l| l.contains("wardgate::request") && l.contains(actor.as_str()))
+                    .count();
+                assert_eq!(requests.len(), authenticated, "{what}: {requests:#?}");
+            }
+        }
+    }
+    // The server still serves (the backend answering at once again).
+    h.mocks[0].set_config(mock_cfg());
+    assert_still_serving(&h).await;
+}
+
+#[tokio::test]
+async fn i15_4_a_shutdown_closing_a_waiting_request_still_records_its_end() {
+    // A request still waiting on the backend at the drain deadline is closed by the server;
+    // its terminal event must be in the log before the audit writer stops.
+    let h = audited(
+        Harness::single_with(
+            "openai",
+            slow_mock(Duration::from_secs(5)),
+            "[server]\nshutdown_grace = \"300ms\"\n",
+        )
+        .await,
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = h.state.clone();
+    let server = tokio::spawn(async move {
+        wardgate_gateway::serve(state, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let body = chat_body("tiny", "hello").to_string();
+    let raw = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        h.key,
+        body.len()
+    );
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(raw.as_bytes()).await.unwrap();
+    // Wait (bounded) until the request is waiting on the backend.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.mocks[0].stats().inference_requests == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = Instant::now();
+    stop.send(()).unwrap();
+    // `serve` returns at the drain deadline, its connections closed; then, as `wardgate serve`
+    // does, the audit writer is stopped.
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("serve returns at the drain deadline")
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3));
+    let audit = h.state.audit.clone().unwrap();
+    audit.shutdown().await.unwrap();
+    let events: Vec<AuditEvent> = audit
+        .store()
+        .read_range(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    let requests = requests_of(
+        &events,
+        &events
+            .iter()
+            .find(|e| e.event_type == EventType::RequestStart)
+            .expect("a start")
+            .actor_id,
+    );
+    assert_eq!(requests.len(), 1, "{events:#?}");
+    let evs = requests.values().next().unwrap();
+    let kinds: Vec<(EventType, Option<Outcome>)> =
+        evs.iter().map(|e| (e.event_type, e.outcome)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventType::RequestStart, None),
+            (EventType::Request, Some(Outcome::ClientAbort))
+        ],
+        "{events:#?}"
+    );
+    drop(sock);
+}
+
+#[tokio::test]
+async fn i15_10_a_break_glass_reason_is_stored_without_phi_and_short() {
+    let h = harness("openai", "").await;
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let (bg_id, bg) = h
+        .key_with_roles("acme", &[Role::BreakGlass], Some(soon))
+        .await;
+    // Without a reason: refused, and told not to name a patient.
+    let r = h.send(chat(&bg)).await;
+    let e = assert_openai_error(&r, 403, Some("break_glass_reason_required"));
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("Do not name the patient"), "{msg}");
+    assert!(msg.contains("x-wardgate-break-glass-reason"), "{msg}");
+
+    // A reason typed in a hurry: a lower-case name after other capitalised words, and more
+    // identifiers; long, so the stored copy must be cut.
+    let phi = [
+        "zelda",
+        "quackenbush",
+        "00482913",
+        "03/14/1931",
+        "617-555-0143",
+        "zelda.q@example.org",
+    ];
+    let reason = "Code Blue in ICU, pt zelda quackenbush bed 4, MRN 00482913, DOB 03/14/1931, \
+                  call 617-555-0143 or zelda.q@example.org; attending unavailable, consent \
+                  impossible, needs history now";
+    assert!(reason.chars().count() <= 200);
+    let mut req = chat(&bg);
+    req.headers_mut()
+        .insert("x-wardgate-break-glass-reason", reason.parse().unwrap());
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let e = terminal(&h, &r).await;
+    assert_eq!(e.event_type, EventType::BreakGlass);
+    assert_eq!(e.actor_id, bg_id);
+    let detail = e.detail.clone().expect("the reason is recorded");
+    assert!(detail.starts_with("reason: "), "{detail}");
+    assert!(detail.contains(" in ICU, pt [PERSON] bed 4, "), "{detail}");
+    for v in phi {
+        assert!(
+            !detail.contains(v),
+            "the stored reason holds {v:?}: {detail}"
+        );
+    }
+    assert!(
+        detail.chars().count() <= "reason: ".len() + wardgate_gateway::record::STORED_REASON_CHARS,
+        "kept short: {} characters: {detail}",
+        detail.chars().count()
+    );
+    assert_audit_clean(&h.audit_events().await, &phi);
+}
+
+#[tokio::test]
+async fn i15_low_a_placeholder_in_the_prompt_cannot_stand_for_a_real_value() {
+    // The client writes the literal `[SSN_1]` and a real SSN; the mock echoes the prompt as
+    // the backend saw it.
+    for stream in [false, true] {
+        let h = harness("openai", "[phi]\nmode = \"deidentify\"\n").await;
+        let text = "ref [SSN_1] is not SSN 123-45-6789";
+        let mut body = chat_body("tiny", &format!("echo:{text}"));
+        body["stream"] = json!(stream);
+        let r = h.post("/v1/chat/completions", body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        // The backend saw two different placeholders, and no SSN.
+        let seen = h.mocks[0].stats().last_body.unwrap()["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(!seen.contains("123-45-6789"), "{seen}");
+        let tokens: Vec<&str> = seen.split(' ').filter(|w| w.starts_with("[SSN_")).collect();
+        assert_eq!(tokens.len(), 2, "{seen}");
+        assert_ne!(tokens[0], tokens[1], "one string for two things: {seen}");
+        // The answer shows the literal as the client wrote it, and the SSN only where the
+        // model echoed its token.
+        let answer = if stream {
+            r.frames()
+                .iter()
+                .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+                .collect::<String>()
+        } else {
+            r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(answer, text, "stream={stream}");
+    }
+}
+
+#[tokio::test]
+async fn i15_low_fixed_error_text_is_not_redacted_but_client_text_is() {
+    let h = harness("openai", "").await;
+    let (_, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
+    // The gateway's own words: "at most 100 years" reads as written.
+    let r = h
+        .send(post_as(
+            "/admin/keys",
+            &json!({"tenant": "acme", "expires_in": "5000y"}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    let e = assert_openai_error(&r, 400, None);
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("at most 100 years"), "{msg}");
+    assert!(!msg.contains('['), "{msg}");
+    // Text from the request in a message is still redacted: a model name that is an SSN...
+    let r = h
+        .post("/v1/chat/completions", chat_body("123-45-6789", "hi"))
+        .await;
+    let e = assert_openai_error(&r, 404, Some("model_not_found"));
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        !msg.contains("123-45-6789") && msg.contains("[SSN]"),
+        "{msg}"
+    );
+    // ... and a parser's detail quoting the body (an unknown variant, a field name).
+    let r = h
+        .send(post_as(
+            "/admin/keys",
+            &json!({"tenant": "acme", "ssn 123-45-6789": true}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    let e = assert_openai_error(&r, 400, None);
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        !msg.contains("123-45-6789") && msg.contains("[SSN]"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn i15_4_a_handler_that_panics_ends_as_an_error_not_as_a_client_abort() {
+    // The guard that ends a dropped request must tell a panic (the client gets a 500) from a
+    // client that left.
+    let h = harness("openai", "").await;
+    let app = axum::Router::new()
+        .route(
+            "/boom",
+            axum::routing::get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("handler bug");
+                }
+                "unreachable"
+            }),
+        )
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::catch_panic::CatchPanicLayer::new())
+                .layer(axum::middleware::from_fn_with_state(
+                    h.state.clone(),
+                    wardgate_gateway::record::observe,
+                )),
+        )
+        .with_state(());
+    let r = support::send_to(app, get_as("/boom", None)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let events = h.audit_events().await;
+    let boom: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|e| e.route.as_deref() == Some("/boom"))
+        .collect();
+    assert_eq!(boom.len(), 1, "{events:#?}");
+    assert_eq!(boom[0].outcome, Some(Outcome::Error), "{:#?}", boom[0]);
+    assert_eq!(boom[0].http_status, Some(500));
+    assert_eq!(boom[0].deny_reason.as_deref(), Some("panic"));
+}

@@ -5,6 +5,11 @@
 //! The mapping lives only in memory, is keyed by HMAC-SHA256 of the normalised value under a
 //! per-instance secret key (so the lookup table holds no plaintext keys), is zeroised on drop,
 //! and its `Debug` shows counts only.
+//!
+//! Tokens cannot be forged: text in the input that is shaped like a token (`[SSN_1]`, typed
+//! by the client or pasted from elsewhere) is itself replaced by a token of its own, like an
+//! identifier, so the model never sees one string standing for two things, and the answer
+//! gets the literal text back where the model echoes it — never a real value.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -14,7 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{Category, Detector, replace_spans};
+use crate::{Category, Detector, Span, replace_spans};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -118,22 +123,32 @@ impl Pseudonymizer {
         self.entries.is_empty()
     }
 
-    fn digest(&self, category: Category, value: &str) -> [u8; 32] {
-        let norm = normalise(category, value);
+    /// The lookup key of a value: an identifier (`literal` false, normalised), or text of the
+    /// input shaped like a token (`literal` true, exact), in separate domains.
+    fn digest(&self, category: Category, value: &str, literal: bool) -> [u8; 32] {
+        let norm = if literal {
+            Zeroizing::new(value.to_owned())
+        } else {
+            normalise(category, value)
+        };
         // A 32-byte key is always a valid HMAC key; the fallback is unreachable.
         let mut mac = match HmacSha256::new_from_slice(self.key.as_slice()) {
             Ok(m) => m,
             Err(_) => return [0; 32],
         };
         mac.update(category.name().as_bytes());
-        mac.update(&[0]);
+        mac.update(&[u8::from(literal)]);
         mac.update(norm.as_bytes());
         mac.finalize().into_bytes().into()
     }
 
     /// The token for `value` of `category`, minting `[CATEGORY_N]` on first sight.
     pub fn token_for(&mut self, category: Category, value: &str) -> String {
-        let d = self.digest(category, value);
+        self.token(category, value, false)
+    }
+
+    fn token(&mut self, category: Category, value: &str, literal: bool) -> String {
+        let d = self.digest(category, value, literal);
         if let Some(&i) = self.by_digest.get(&d) {
             return self.entries[i].token.clone();
         }
@@ -153,11 +168,24 @@ impl Pseudonymizer {
         token
     }
 
-    /// `text` with every identifier the detector finds replaced by its token.
+    /// `text` with every identifier the detector finds replaced by its token, and every piece
+    /// of text shaped like a token (`[SSN_1]`) replaced by a token of its own, which the
+    /// answer turns back into that text as written.
     pub fn pseudonymize(&mut self, text: &str) -> String {
-        let spans = self.detector.detect(text);
+        let mut spans = self.detector.detect(text);
+        let literals = literal_tokens(text);
+        if !literals.is_empty() {
+            // An identifier overlapping a literal wins: replacing it breaks the literal's shape.
+            let free: Vec<Span> = literals
+                .into_iter()
+                .filter(|l| !spans.iter().any(|s| s.start < l.end && l.start < s.end))
+                .collect();
+            spans.extend(free);
+            spans.sort_by_key(|s| s.start);
+        }
         replace_spans(text, &spans, |s, covered| {
-            self.token_for(s.category, covered)
+            let literal = token_shape(covered) == Some(s.category);
+            self.token(s.category, covered, literal)
         })
     }
 
@@ -206,6 +234,47 @@ impl Pseudonymizer {
             pending: String::new(),
         }
     }
+}
+
+/// The category of `s` when it has the shape of a token this module makes: `[`, the exact
+/// name of a category, `_`, digits, `]`.
+fn token_shape(s: &str) -> Option<Category> {
+    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+    let (name, digits) = inner.rsplit_once('_')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Category::ALL.into_iter().find(|c| c.name() == name)
+}
+
+/// The pieces of `text` shaped like a token (at most [`MAX_TOKEN_LEN`] bytes: a longer one
+/// cannot be a token this module makes), as spans of their category.
+fn literal_tokens(text: &str) -> Vec<Span> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(open) = text.get(at..).and_then(|rest| rest.find('[')) {
+        let start = at + open;
+        let window = &text.as_bytes()[start..text.len().min(start + MAX_TOKEN_LEN)];
+        // `]` is ASCII, so the cut is on a character boundary.
+        let found = window
+            .iter()
+            .position(|&b| b == b']')
+            .and_then(|close| text.get(start..=start + close))
+            .and_then(|t| token_shape(t).map(|category| (t.len(), category)));
+        match found {
+            Some((len, category)) => {
+                out.push(Span {
+                    category,
+                    start,
+                    end: start + len,
+                    score: 1.0,
+                });
+                at = start + len;
+            }
+            None => at = start + 1,
+        }
+    }
+    out
 }
 
 /// Restores tokens in a stream of chunks, even when a token is split across chunks. It holds
@@ -362,6 +431,45 @@ mod tests {
     }
 
     #[test]
+    fn token_shaped_input_cannot_stand_for_a_real_value() {
+        // The client writes the literal `[SSN_1]` next to a real SSN, in either order and in
+        // separate texts of one request: the model sees two different strings, and an answer
+        // echoing both gets the literal back as written and the SSN only for its own token.
+        for texts in [
+            ["ref [SSN_1] then SSN 123-45-6789", ""],
+            ["SSN 123-45-6789", "ref [SSN_1]"],
+        ] {
+            let mut ps = p();
+            let out: Vec<String> = texts.iter().map(|t| ps.pseudonymize(t)).collect();
+            let joined = out.join(" | ");
+            assert!(!joined.contains("123-45-6789"), "{joined}");
+            let tokens: Vec<&str> = joined
+                .split(|c: char| c.is_whitespace())
+                .filter(|w| w.starts_with("[SSN_"))
+                .collect();
+            assert_eq!(tokens.len(), 2, "{joined}");
+            assert_ne!(tokens[0], tokens[1], "{joined}");
+            // Each text comes back as it was written.
+            for (t, o) in texts.iter().zip(&out) {
+                assert_eq!(&ps.reidentify(o), t);
+            }
+        }
+        // Bracketed text of other shapes is left alone, and a literal is mapped exactly.
+        let mut ps = p();
+        let t = "[ssn_1] [SSN_] [NAME_1] [SSN_1x] [STREET_ADDRESS_12] [SSN_1]";
+        let o = ps.pseudonymize(t);
+        assert!(o.starts_with("[ssn_1] [SSN_] [NAME_1] [SSN_1x] "), "{o}");
+        assert_eq!(ps.reidentify(&o), t);
+        let mut r = ps.reidentifier();
+        let mut streamed = String::new();
+        for ch in o.chars() {
+            streamed.push_str(&r.push(&ch.to_string()));
+        }
+        streamed.push_str(&r.finish());
+        assert_eq!(streamed, t);
+    }
+
+    #[test]
     fn debug_shows_no_values() {
         let mut ps = p();
         ps.token_for(Category::Ssn, "123-45-6789");
@@ -374,8 +482,8 @@ mod tests {
         let a = Pseudonymizer::with_key(Detector::shared(), [1; 32]);
         let b = Pseudonymizer::with_key(Detector::shared(), [2; 32]);
         assert_ne!(
-            a.digest(Category::Person, "x"),
-            b.digest(Category::Person, "x")
+            a.digest(Category::Person, "x", false),
+            b.digest(Category::Person, "x", false)
         );
         let _ = serde_json::to_string(&Category::Person).unwrap();
     }

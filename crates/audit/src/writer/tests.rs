@@ -339,6 +339,54 @@ async fn detached_submissions_wait_for_room_instead_of_being_dropped() {
 }
 
 #[tokio::test]
+async fn a_shutdown_lets_submissions_waiting_for_room_in_first() {
+    // A request that ends while the queue is full hands its terminal event to a background
+    // wait; a shutdown that follows (SIGTERM after the drain) must not overtake it, even when
+    // it asks for room before the background task has run.
+    let store = Arc::new(TestStore::gated());
+    let cfg = AuditorConfig {
+        queue_capacity: 2,
+        ..config(1000)
+    };
+    let auditor = Auditor::start(store.clone(), key(), cfg).await.unwrap();
+    let first = hold_first_commit(&auditor, &store).await;
+    auditor.submit_detached(sample_event(1)).unwrap();
+    auditor.submit_detached(sample_event(2)).unwrap();
+    // The queue is full: this one waits in the background.
+    auditor.submit_detached(sample_event(3)).unwrap();
+    let opener = store.clone();
+    tokio::spawn(async move { opener.permits.add_permits(1000) });
+    auditor.shutdown().await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), 0);
+    let stored = store.read_range(0, 10).await.unwrap();
+    let ids: Vec<_> = stored.iter().map(|e| e.event.request_id.clone()).collect();
+    let want: Vec<_> = (0..4).map(|i| sample_event(i).request_id).collect();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn submit_waits_for_room_and_reports_the_commit() {
+    let store = Arc::new(TestStore::gated());
+    let cfg = AuditorConfig {
+        queue_capacity: 1,
+        ..config(1000)
+    };
+    let auditor = Auditor::start(store.clone(), key(), cfg).await.unwrap();
+    let first = hold_first_commit(&auditor, &store).await;
+    let a = auditor.submit(sample_event(1)).unwrap();
+    // Full: `try_submit` refuses, `submit` waits in the background.
+    assert!(matches!(
+        auditor.try_submit(sample_event(9)),
+        Err(AuditError::Busy)
+    ));
+    let b = auditor.submit(sample_event(2)).unwrap();
+    store.permits.add_permits(1000);
+    assert_eq!(first.await.unwrap().unwrap(), 0);
+    assert_eq!(a.await.unwrap(), 1);
+    assert_eq!(b.await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn invalid_events_are_refused_before_the_queue() {
     let store = Arc::new(TestStore::default());
     let auditor = Auditor::start(store.clone(), key(), config(1000))

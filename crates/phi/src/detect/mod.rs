@@ -628,9 +628,12 @@ fn word_info_other(dict: &Dict, text: &str, t: Tok, level: u8, buf: &mut String)
 
 /// The identifiers in `text`: every family's candidates that `keep` accepts, merged into
 /// non-overlapping spans sorted by start.
-pub(crate) fn spans(text: &str, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
+///
+/// `lower_case_names`: check every lower-case word against the name lists, as in text written
+/// without capitals, whatever the rest of the text looks like (the recall-oriented setting).
+pub(crate) fn spans(text: &str, lower_case_names: bool, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
     let mut scan = Scan::new(text);
-    candidates(&mut scan);
+    candidates(&mut scan, lower_case_names);
     scan.finish(keep)
 }
 
@@ -641,7 +644,7 @@ pub(crate) fn spans(text: &str, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
 /// address, number, month-name date, name — and the first that takes something decides
 /// where the pass goes on. Most tokens are lower-case words that no
 /// family wants, and they cost a flag test.
-fn candidates(scan: &mut Scan<'_>) {
+fn candidates(scan: &mut Scan<'_>, lower_case_names: bool) {
     let text = scan.text;
     let n = scan.len();
     // Web identifiers first, in each chunk of glued tokens ("john.smith@example.com"): only
@@ -650,7 +653,7 @@ fn candidates(scan: &mut Scan<'_>) {
     // Text written without capitals (chat messages often are) gets its lower-case words
     // checked against the name lists; in ordinary text only a title or a label does that.
     let lex::WordCounts { words, capitalised } = scan.counts;
-    let lower_text = words >= 3 && capitalised * 50 < words;
+    let lower_text = lower_case_names || (words >= 3 && capitalised * 50 < words);
     let mut i = 0;
     while i < n {
         let t = scan.toks[i];
