@@ -71,12 +71,14 @@ fn reset_peak(pid: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reset the peak RSS of {pid}"))
 }
 
-/// A chat body of `size` bytes: `fill` makes its bulky part, a message pads to the size.
+/// A chat body of `size` bytes: `extra` is its bulky part; a string in a field the gateway
+/// skips pads it to the size (a long message would be refused for the context window before
+/// anything is forwarded).
 fn body(size: usize, extra: &str) -> Bytes {
     let head = format!(
-        r#"{{"model":"bench","max_tokens":8,{extra}"messages":[{{"role":"user","content":""#
+        r#"{{"model":"bench","max_tokens":8,"messages":[{{"role":"user","content":"hi"}}],{extra}"pad":""#
     );
-    let tail = r#""}]}"#;
+    let tail = r#""}"#;
     let pad = size.saturating_sub(head.len() + tail.len());
     let mut b = String::with_capacity(size);
     b.push_str(&head);
@@ -102,7 +104,7 @@ fn shapes(size: usize) -> Vec<(&'static str, Bytes)> {
     let tool = format!(r#"{{"type":"function","function":{{"name":"f","parameters":{deep}}}}}"#);
     let all = size - 512;
     vec![
-        ("one long message (baseline)", body(size, "")),
+        ("one long string (baseline)", body(size, "")),
         (
             "tools nested 121 deep, whole body",
             body(size, &format!(r#""tools":[{}],"#, repeated(&tool, all))),

@@ -34,9 +34,14 @@ def reset_peak(pid: int) -> None:
 
 
 def chat_body(size: int, extra: str) -> bytes:
-    """A chat body of exactly `size` bytes: `extra` (JSON members) and a padding message."""
-    head = f'{{"model":"{MODEL_A}","max_tokens":4,{extra}"messages":[{{"role":"user","content":"'
-    tail = '"}]}'
+    """A chat body of exactly `size` bytes: `extra` (JSON members) and a padding string in a
+    field the gateway skips (a long message would be refused for the context window before
+    anything is forwarded)."""
+    head = (
+        f'{{"model":"{MODEL_A}","max_tokens":4,"messages":[{{"role":"user","content":"hi"}}],'
+        f'{extra}"pad":"'
+    )
+    tail = '"}'
     pad = size - len(head) - len(tail)
     assert pad >= 0, "the bulky part does not fit the size"
     return (head + "x" * pad + tail).encode()
@@ -69,7 +74,7 @@ def shapes() -> dict[str, bytes]:
             LIMIT, f'"tools":[{repeated("0", 480_000)}],'
         ),
         "many small values": chat_body(LIMIT, f'"x":[{repeated("0", bulk)}],'),
-        "one long message": chat_body(LIMIT, ""),
+        "one long string": chat_body(LIMIT, ""),
     }
 
 
