@@ -5,7 +5,134 @@
 //! Having one middle shape keeps the number of conversions at fronts + backends instead of
 //! fronts × backends.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// JSON the gateway does not interpret (tool definitions, schemas, `tool_choice`), kept as the
+/// text the client wrote. serde checks that it is well-formed (within the body's depth bound)
+/// without building a tree, and backends forward the text unchanged: a 4 MiB schema costs
+/// about 4 MiB, not the hundreds of bytes per value a `serde_json::Value` tree takes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Checks that `text` is one JSON value and keeps it.
+    pub fn from_string(text: String) -> Result<RawJson, serde_json::Error> {
+        RawValue::from_string(text).map(RawJson)
+    }
+
+    /// The JSON text as received.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// The JSON text of a value the gateway wrote itself (tests, conversions).
+    pub fn from_value(v: &Value) -> RawJson {
+        // A `Value` always serializes to valid JSON.
+        RawJson::from_string(v.to_string()).unwrap_or_else(|_| RawJson(RawValue::NULL.to_owned()))
+    }
+
+    /// The first byte of the value: which kind of JSON it is, without parsing it.
+    pub fn first_byte(&self) -> u8 {
+        self.get().bytes().next().unwrap_or(b'n')
+    }
+}
+
+/// Two raw values are equal when their texts are: the gateway never reformats them.
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// Tool-call arguments as JSON text, whichever way they came: a JSON-encoded string is
+/// unwrapped (OpenAI), an object is kept as written (Ollama), absent or `null` is `{}`.
+pub fn arguments_text(v: Option<&RawJson>) -> String {
+    match v.map(|r| (r.first_byte(), r)) {
+        None | Some((b'n', _)) => "{}".to_owned(),
+        Some((b'"', r)) => {
+            serde_json::from_str::<String>(r.get()).unwrap_or_else(|_| r.get().to_owned())
+        }
+        Some((_, r)) => r.get().to_owned(),
+    }
+}
+
+/// A request body for a backend: the gateway's own fields as a small tree, and the client's
+/// raw JSON fields (tools, schemas) spliced in as written when it is serialized, so a large
+/// schema is never built into a tree on the way out either.
+#[derive(Clone, Debug)]
+pub struct BackendBody {
+    pub fields: Value,
+    pub raw: Vec<(&'static str, RawJson)>,
+}
+
+impl BackendBody {
+    pub fn new(fields: Value) -> BackendBody {
+        BackendBody {
+            fields,
+            raw: Vec::new(),
+        }
+    }
+
+    /// Adds a raw field (replacing a gateway-written one of the same name).
+    pub fn set_raw(&mut self, key: &'static str, v: RawJson) {
+        if let Some(o) = self.fields.as_object_mut() {
+            o.remove(key);
+        }
+        self.raw.push((key, v));
+    }
+
+    /// Adds a JSON array of raw values.
+    pub fn set_raw_array(&mut self, key: &'static str, items: &[RawJson]) {
+        let mut text =
+            String::with_capacity(items.iter().map(|i| i.get().len() + 1).sum::<usize>() + 2);
+        text.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(item.get());
+        }
+        text.push(']');
+        if let Ok(raw) = RawJson::from_string(text) {
+            self.set_raw(key, raw);
+        }
+    }
+
+    pub fn raw(&self, key: &str) -> Option<&RawJson> {
+        self.raw.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+impl std::ops::Index<&str> for BackendBody {
+    type Output = Value;
+
+    fn index(&self, key: &str) -> &Value {
+        &self.fields[key]
+    }
+}
+
+impl Serialize for BackendBody {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(None)?;
+        if let Some(o) = self.fields.as_object() {
+            for (k, v) in o {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        for (k, v) in &self.raw {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +227,7 @@ pub enum ResponseFormat {
     /// Any JSON value (OpenAI `json_object`, Ollama `format: "json"`).
     Json,
     /// JSON matching a schema (OpenAI `json_schema`, Ollama `format: {schema}`).
-    JsonSchema { name: String, schema: Value },
+    JsonSchema { name: String, schema: RawJson },
 }
 
 /// A chat request, whichever front it came from.
@@ -111,9 +238,10 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub sampling: Sampling,
     pub format: ResponseFormat,
-    /// Tool definitions in the OpenAI shape, which Ollama shares; passed through untouched.
-    pub tools: Vec<Value>,
-    pub tool_choice: Option<Value>,
+    /// Tool definitions in the OpenAI shape, which Ollama shares; passed through as written
+    /// (the PHI guard may rewrite string literals in them).
+    pub tools: Vec<RawJson>,
+    pub tool_choice: Option<RawJson>,
     pub parallel_tool_calls: Option<bool>,
     /// Ollama `keep_alive`, passed through to Ollama backends.
     pub keep_alive: Option<Value>,

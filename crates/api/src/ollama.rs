@@ -7,8 +7,9 @@ use utoipa::ToSchema;
 
 use crate::BadRequest;
 use crate::canonical::{
-    ChatRequest, CompletionRequest, EmbedRequest, Event, FinishReason, Message, ResponseFormat,
-    Role, Sampling, Timings, ToolCall, ToolCallDelta, Usage,
+    BackendBody, ChatRequest, CompletionRequest, EmbedRequest, Event, FinishReason, Message,
+    RawJson, ResponseFormat, Role, Sampling, Timings, ToolCall, ToolCallDelta, Usage,
+    arguments_text,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -87,8 +88,10 @@ pub struct FunctionCall {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
     pub name: String,
+    /// An object (or, from some peers, a JSON-encoded string), kept as written.
     #[serde(default)]
-    pub arguments: Value,
+    #[schema(value_type = Object)]
+    pub arguments: Option<RawJson>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema)]
@@ -123,10 +126,12 @@ pub struct ChatRequestIn {
     #[serde(default)]
     pub messages: Vec<MessageWire>,
     #[serde(default)]
-    pub tools: Option<Vec<Value>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<RawJson>>,
     /// `"json"` or a JSON Schema object.
     #[serde(default)]
-    pub format: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub format: Option<RawJson>,
     #[serde(default)]
     pub options: Option<Options>,
     #[serde(default)]
@@ -135,7 +140,8 @@ pub struct ChatRequestIn {
     #[serde(default)]
     pub keep_alive: Option<Value>,
     #[serde(default)]
-    pub think: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub think: Option<RawJson>,
     #[serde(default)]
     pub logprobs: Option<bool>,
     #[serde(default)]
@@ -165,7 +171,7 @@ impl ChatRequestIn {
                 msg.tool_calls.push(ToolCall {
                     id: c.id.unwrap_or_else(|| format!("call_{k}")),
                     name: c.function.name,
-                    arguments: arguments_text(&c.function.arguments),
+                    arguments: arguments_text(c.function.arguments.as_ref()),
                 });
             }
             messages.push(msg);
@@ -205,7 +211,8 @@ pub struct GenerateRequestIn {
     pub raw: Option<bool>,
     /// `"json"` or a JSON Schema object.
     #[serde(default)]
-    pub format: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub format: Option<RawJson>,
     #[serde(default)]
     pub images: Option<Vec<String>>,
     /// A Go duration string (`"5m"`) or a number of seconds.
@@ -252,38 +259,42 @@ impl GenerateRequestIn {
     }
 }
 
-fn format_in(v: Option<&Value>) -> Result<ResponseFormat, BadRequest> {
-    match v {
-        None | Some(Value::Null) => Ok(ResponseFormat::Text),
-        Some(Value::String(s)) if s.is_empty() => Ok(ResponseFormat::Text),
-        Some(Value::String(s)) if s == "json" => Ok(ResponseFormat::Json),
-        Some(Value::Object(o)) => Ok(ResponseFormat::JsonSchema {
+fn format_in(v: Option<&RawJson>) -> Result<ResponseFormat, BadRequest> {
+    let bad = || BadRequest::param("format", "format must be \"json\" or a JSON schema object");
+    let Some(v) = v else {
+        return Ok(ResponseFormat::Text);
+    };
+    match v.first_byte() {
+        b'n' => Ok(ResponseFormat::Text),
+        b'"' => match serde_json::from_str::<String>(v.get())
+            .map_err(|_| bad())?
+            .as_str()
+        {
+            "" => Ok(ResponseFormat::Text),
+            "json" => Ok(ResponseFormat::Json),
+            _ => Err(bad()),
+        },
+        b'{' => Ok(ResponseFormat::JsonSchema {
             name: "schema".to_owned(),
-            schema: Value::Object(o.clone()),
+            schema: v.clone(),
         }),
-        Some(_) => Err(BadRequest::param(
-            "format",
-            "format must be \"json\" or a JSON schema object",
-        )),
+        _ => Err(bad()),
     }
 }
 
-fn arguments_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "{}".to_owned(),
-        other => other.to_string(),
+/// Turns JSON-text arguments into the object Ollama wants, without building a tree; text
+/// that is not a JSON object is kept as a string so nothing is lost.
+fn arguments_value(s: &str) -> Option<RawJson> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return RawJson::from_string("{}".to_owned()).ok();
     }
-}
-
-/// Turns JSON-text arguments into the object Ollama wants; text that is not a JSON object is
-/// kept as a string so nothing is lost.
-fn arguments_value(s: &str) -> Value {
-    match serde_json::from_str::<Value>(s) {
-        Ok(v @ Value::Object(_)) => v,
-        _ if s.trim().is_empty() => Value::Object(Map::new()),
-        _ => Value::String(s.to_owned()),
+    if trimmed.starts_with('{')
+        && let Ok(raw) = RawJson::from_string(trimmed.to_owned())
+    {
+        return Some(raw);
     }
+    Some(RawJson::from_value(&Value::String(s.to_owned())))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -589,7 +600,7 @@ pub struct VersionOut<'a> {
 // Backend side
 
 /// The `/api/chat` body for an Ollama-API backend. Always streamed (see the OpenAI side).
-pub fn backend_chat_body(req: &ChatRequest) -> Value {
+pub fn backend_chat_body(req: &ChatRequest) -> BackendBody {
     let messages: Vec<MessageWire> = req
         .messages
         .iter()
@@ -614,23 +625,23 @@ pub fn backend_chat_body(req: &ChatRequest) -> Value {
             tool_call_id: m.tool_call_id.clone(),
         })
         .collect();
-    let mut body = serde_json::json!({
+    let mut body = BackendBody::new(serde_json::json!({
         "model": req.model,
         "messages": messages,
         "stream": true,
         "options": Options::from_sampling(&req.sampling),
-    });
+    }));
+    if let Some(k) = &req.keep_alive {
+        body.fields["keep_alive"] = k.clone();
+    }
     format_out(&mut body, &req.format);
     if !req.tools.is_empty() {
-        body["tools"] = Value::Array(req.tools.clone());
-    }
-    if let Some(k) = &req.keep_alive {
-        body["keep_alive"] = k.clone();
+        body.set_raw_array("tools", &req.tools);
     }
     body
 }
 
-pub fn backend_generate_body(req: &CompletionRequest) -> Value {
+pub fn backend_generate_body(req: &CompletionRequest) -> BackendBody {
     let mut body = serde_json::json!({
         "model": req.model,
         "prompt": req.prompt,
@@ -646,10 +657,11 @@ pub fn backend_generate_body(req: &CompletionRequest) -> Value {
     if req.raw {
         body["raw"] = Value::Bool(true);
     }
-    format_out(&mut body, &req.format);
     if let Some(k) = &req.keep_alive {
         body["keep_alive"] = k.clone();
     }
+    let mut body = BackendBody::new(body);
+    format_out(&mut body, &req.format);
     body
 }
 
@@ -667,11 +679,11 @@ pub fn backend_embed_body(req: &EmbedRequest) -> Value {
     body
 }
 
-fn format_out(body: &mut Value, f: &ResponseFormat) {
+fn format_out(body: &mut BackendBody, f: &ResponseFormat) {
     match f {
         ResponseFormat::Text => {}
-        ResponseFormat::Json => body["format"] = Value::String("json".to_owned()),
-        ResponseFormat::JsonSchema { schema, .. } => body["format"] = schema.clone(),
+        ResponseFormat::Json => body.fields["format"] = Value::String("json".to_owned()),
+        ResponseFormat::JsonSchema { schema, .. } => body.set_raw("format", schema.clone()),
     }
 }
 
@@ -726,7 +738,7 @@ impl LineIn {
                     index,
                     id: Some(c.id.unwrap_or_else(|| format!("call_{index}"))),
                     name: Some(c.function.name),
-                    arguments: arguments_text(&c.function.arguments),
+                    arguments: arguments_text(c.function.arguments.as_ref()),
                 });
             }
         }

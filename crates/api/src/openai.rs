@@ -10,8 +10,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::canonical::{
-    ChatRequest, CompletionRequest, EmbedRequest, FinishReason, Message, ResponseFormat, Role,
-    Sampling, ToolCall, ToolCallDelta, Usage,
+    BackendBody, ChatRequest, CompletionRequest, EmbedRequest, FinishReason, Message, RawJson,
+    ResponseFormat, Role, Sampling, ToolCall, ToolCallDelta, Usage,
 };
 use crate::{BadRequest, base64_f32};
 
@@ -67,8 +67,10 @@ pub enum Content {
 pub struct FunctionIn {
     #[serde(default)]
     pub name: String,
+    /// A JSON-encoded string (OpenAI) or an object, kept as written.
     #[serde(default)]
-    pub arguments: Value,
+    #[schema(value_type = Option<Object>)]
+    pub arguments: Option<RawJson>,
 }
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -121,12 +123,16 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<u32>,
+    /// Kept as raw JSON: its schema is forwarded as written, never built into a tree.
     #[serde(default)]
-    pub response_format: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<RawJson>,
     #[serde(default)]
-    pub tools: Option<Vec<Value>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<RawJson>>,
     #[serde(default)]
-    pub tool_choice: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<RawJson>,
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
 }
@@ -220,11 +226,7 @@ fn message_in(m: MessageIn, i: usize) -> Result<Message, BadRequest> {
         }
     }
     for (k, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
-        let arguments = match c.function.arguments {
-            Value::String(s) => s,
-            Value::Null => "{}".to_owned(),
-            other => other.to_string(),
-        };
+        let arguments = crate::canonical::arguments_text(c.function.arguments.as_ref());
         msg.tool_calls.push(ToolCall {
             id: c.id.unwrap_or_else(|| format!("call_{k}")),
             name: c.function.name,
@@ -238,7 +240,24 @@ fn message_in(m: MessageIn, i: usize) -> Result<Message, BadRequest> {
     Ok(msg)
 }
 
-fn response_format(v: Option<&Value>) -> Result<ResponseFormat, BadRequest> {
+/// The parts of `response_format` the gateway reads; the schema itself stays raw.
+#[derive(Deserialize)]
+struct ResponseFormatParts {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    json_schema: Option<JsonSchemaParts>,
+}
+
+#[derive(Deserialize)]
+struct JsonSchemaParts {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    schema: Option<RawJson>,
+}
+
+fn response_format(v: Option<&RawJson>) -> Result<ResponseFormat, BadRequest> {
     let Some(v) = v else {
         return Ok(ResponseFormat::Text);
     };
@@ -248,12 +267,16 @@ fn response_format(v: Option<&Value>) -> Result<ResponseFormat, BadRequest> {
             "response_format must be {\"type\": \"text\" | \"json_object\" | \"json_schema\"}",
         )
     };
-    match v.get("type").and_then(Value::as_str) {
+    if v.first_byte() != b'{' {
+        return Err(bad());
+    }
+    let parts: ResponseFormatParts = serde_json::from_str(v.get()).map_err(|_| bad())?;
+    match parts.kind.as_deref() {
         Some("text") => Ok(ResponseFormat::Text),
         Some("json_object") => Ok(ResponseFormat::Json),
         Some("json_schema") => {
-            let js = v.get("json_schema").ok_or_else(bad)?;
-            let name = js.get("name").and_then(Value::as_str).unwrap_or_default();
+            let js = parts.json_schema.ok_or_else(bad)?;
+            let name = js.name.unwrap_or_default();
             let valid_name = !name.is_empty()
                 && name.len() <= 64
                 && name
@@ -265,14 +288,17 @@ fn response_format(v: Option<&Value>) -> Result<ResponseFormat, BadRequest> {
                     "name must be 1-64 letters, digits, '_' or '-'",
                 ));
             }
-            let schema = js
-                .get("schema")
-                .cloned()
-                .unwrap_or_else(|| Value::Object(Default::default()));
-            Ok(ResponseFormat::JsonSchema {
-                name: name.to_owned(),
-                schema,
-            })
+            let schema = match js.schema {
+                Some(s) if s.first_byte() == b'{' => s,
+                None => RawJson::from_value(&Value::Object(Default::default())),
+                Some(_) => {
+                    return Err(BadRequest::param(
+                        "response_format.json_schema.schema",
+                        "schema must be a JSON object",
+                    ));
+                }
+            };
+            Ok(ResponseFormat::JsonSchema { name, schema })
         }
         _ => Err(bad()),
     }
@@ -885,24 +911,25 @@ pub fn model_object(id: &str, created: i64, owner: &str) -> Value {
 /// The request body for an OpenAI-compatible backend. The gateway always streams from
 /// backends: one code path for both kinds of client, and the first-token deadline can be
 /// enforced on the stream.
-pub fn backend_chat_body(req: &ChatRequest) -> Value {
+pub fn backend_chat_body(req: &ChatRequest) -> BackendBody {
     let messages: Vec<Value> = req.messages.iter().map(message_out).collect();
-    let mut body = serde_json::json!({
+    let mut fields = serde_json::json!({
         "model": req.model,
         "messages": messages,
         "stream": true,
         "stream_options": {"include_usage": true},
     });
-    sampling_into(&mut body, &req.sampling);
+    sampling_into(&mut fields, &req.sampling);
+    if let Some(p) = req.parallel_tool_calls {
+        fields["parallel_tool_calls"] = Value::Bool(p);
+    }
+    let mut body = BackendBody::new(fields);
     format_into(&mut body, &req.format);
     if !req.tools.is_empty() {
-        body["tools"] = Value::Array(req.tools.clone());
+        body.set_raw_array("tools", &req.tools);
     }
     if let Some(tc) = &req.tool_choice {
-        body["tool_choice"] = tc.clone();
-    }
-    if let Some(p) = req.parallel_tool_calls {
-        body["parallel_tool_calls"] = Value::Bool(p);
+        body.set_raw("tool_choice", tc.clone());
     }
     body
 }
@@ -991,17 +1018,22 @@ fn sampling_into(body: &mut Value, s: &Sampling) {
     }
 }
 
-fn format_into(body: &mut Value, f: &ResponseFormat) {
+fn format_into(body: &mut BackendBody, f: &ResponseFormat) {
     match f {
         ResponseFormat::Text => {}
         ResponseFormat::Json => {
-            body["response_format"] = serde_json::json!({"type": "json_object"})
+            body.fields["response_format"] = serde_json::json!({"type": "json_object"})
         }
         ResponseFormat::JsonSchema { name, schema } => {
-            body["response_format"] = serde_json::json!({
-                "type": "json_schema",
-                "json_schema": {"name": name, "schema": schema},
-            });
+            // Written around the raw schema text: the schema is never built into a tree.
+            let text = format!(
+                r#"{{"type":"json_schema","json_schema":{{"name":{},"schema":{}}}}}"#,
+                Value::String(name.clone()),
+                schema.get()
+            );
+            if let Ok(raw) = RawJson::from_string(text) {
+                body.set_raw("response_format", raw);
+            }
         }
     }
 }

@@ -95,7 +95,7 @@ impl HttpBackend {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&impl serde::Serialize>,
     ) -> reqwest::RequestBuilder {
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
         let mut rb = self.client.request(method.clone(), self.url(path));
@@ -146,13 +146,17 @@ impl HttpBackend {
 
     async fn get_json(&self, path: &str) -> Result<Value, BackendError> {
         let resp = self
-            .send(self.request(reqwest::Method::GET, path, None))
+            .send(self.request(reqwest::Method::GET, path, None::<&Value>))
             .await?;
         let body = read_bounded(resp, self.config.max_body_bytes).await?;
         serde_json::from_slice(&body).map_err(|e| BackendError::Protocol(e.to_string()))
     }
 
-    async fn post_json(&self, path: &str, body: &Value) -> Result<Value, BackendError> {
+    async fn post_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Value, BackendError> {
         let resp = self
             .send(self.request(reqwest::Method::POST, path, Some(body)))
             .await?;
@@ -160,7 +164,11 @@ impl HttpBackend {
         serde_json::from_slice(&bytes).map_err(|e| BackendError::Protocol(e.to_string()))
     }
 
-    async fn stream(&self, path: &str, body: &Value) -> Result<EventStream, BackendError> {
+    async fn stream(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<EventStream, BackendError> {
         let resp = self
             .send(self.request(reqwest::Method::POST, path, Some(body)))
             .await?;
@@ -268,7 +276,7 @@ impl Backend for HttpBackend {
             BackendKind::Ollama => "/api/version",
             BackendKind::Openai => "/models",
         };
-        self.send(self.request(reqwest::Method::GET, path, None))
+        self.send(self.request(reqwest::Method::GET, path, None::<&Value>))
             .await
             .map(drop)
     }

@@ -20,6 +20,7 @@ use wardgate_api::canonical::{
 use crate::embed::Embedder;
 
 use crate::scheduler::{Job, Output, SamplingParams, Scheduler, SchedulerConfig, SchedulerError};
+use crate::schema::{SchemaConverter, SchemaLimits};
 use crate::store::{ModelEntry, ModelStore, StoreError, normalize_name};
 
 #[derive(Clone, Debug)]
@@ -41,6 +42,8 @@ pub struct EngineConfig {
     pub keep_alive: Duration,
     /// Most tokens one request may generate.
     pub max_tokens: u32,
+    /// Bounds on JSON schemas for constrained output and on their conversion.
+    pub schema: SchemaLimits,
 }
 
 impl EngineConfig {
@@ -57,6 +60,7 @@ impl EngineConfig {
             memory_budget: default_memory_budget(),
             keep_alive: Duration::from_secs(300),
             max_tokens: 4096,
+            schema: SchemaLimits::DEFAULT,
         }
     }
 }
@@ -181,6 +185,7 @@ pub struct Engine {
     loaded: Mutex<HashMap<String, Arc<Loaded>>>,
     /// Loads are serialised: two at once could both pass the budget check.
     load_lock: tokio::sync::Mutex<()>,
+    schemas: SchemaConverter,
 }
 
 impl std::fmt::Debug for Engine {
@@ -271,6 +276,7 @@ impl Engine {
         let store = ModelStore::open(&config.models_dir)?;
         llama_backend()?;
         Ok(Engine {
+            schemas: SchemaConverter::new(config.schema),
             config,
             store,
             loaded: Mutex::new(HashMap::new()),
@@ -451,14 +457,15 @@ impl Engine {
         Ok(p)
     }
 
-    fn grammar(format: &ResponseFormat) -> Result<Option<String>, EngineError> {
+    /// The grammar a format asks for. A schema is checked against the bounds and converted
+    /// off the async workers (see [`crate::schema`]); this runs before the model is loaded, so
+    /// a refused schema costs no load.
+    pub async fn grammar(&self, format: &ResponseFormat) -> Result<Option<String>, EngineError> {
         match format {
             ResponseFormat::Text => Ok(None),
             ResponseFormat::Json => Ok(Some(JSON_GRAMMAR.to_owned())),
             ResponseFormat::JsonSchema { schema, .. } => {
-                llama_cpp_2::json_schema_to_grammar(&schema.to_string())
-                    .map(Some)
-                    .map_err(|e| EngineError::BadRequest(format!("unusable JSON schema: {e}")))
+                self.schemas.grammar(schema.get()).await.map(Some)
             }
         }
     }
@@ -468,7 +475,7 @@ impl Engine {
         l: &Loaded,
         prompt: &str,
         sampling: &Sampling,
-        format: &ResponseFormat,
+        grammar: Option<String>,
     ) -> Result<(Job, Generation), EngineError> {
         // As llama.cpp's server does: the vocabulary decides about BOS, and special tokens
         // written by the chat template (`<|im_start|>`) are parsed as such.
@@ -509,7 +516,7 @@ impl Engine {
             Job {
                 tokens,
                 params,
-                grammar: Self::grammar(format)?,
+                grammar,
                 max_tokens,
                 stop: sampling.stop.clone(),
                 tx,
@@ -583,9 +590,10 @@ impl Engine {
     /// Starts a chat generation.
     pub async fn chat(&self, req: &ChatRequest) -> Result<(Arc<Loaded>, Generation), EngineError> {
         let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
+        let grammar = self.grammar(&req.format).await?;
         let l = self.load(&req.model, keep).await?;
         let prompt = self.render_chat(&l, &req.messages)?;
-        let (job, rx) = self.job(&l, &prompt, &req.sampling, &req.format)?;
+        let (job, rx) = self.job(&l, &prompt, &req.sampling, grammar)?;
         self.submit(&l, job)?;
         Ok((l, rx))
     }
@@ -596,6 +604,7 @@ impl Engine {
         req: &CompletionRequest,
     ) -> Result<(Arc<Loaded>, Generation), EngineError> {
         let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
+        let grammar = self.grammar(&req.format).await?;
         let l = self.load(&req.model, keep).await?;
         // As Ollama does: the model's template wraps the prompt (and system text) unless the
         // request is raw or the model has no template (a base model), in which case the
@@ -615,7 +624,7 @@ impl Engine {
                 None => req.prompt.clone(),
             }
         };
-        let (job, rx) = self.job(&l, &prompt, &req.sampling, &req.format)?;
+        let (job, rx) = self.job(&l, &prompt, &req.sampling, grammar)?;
         self.submit(&l, job)?;
         Ok((l, rx))
     }

@@ -12,8 +12,10 @@ pub mod fetch;
 pub mod gguf;
 pub mod quantize;
 pub mod scheduler;
+pub mod schema;
 pub mod store;
 
 pub use engine::{Engine, EngineConfig, EngineError, Generation, KeepAlive, Loaded};
 pub use scheduler::{Output, StopReason, Summary};
+pub use schema::SchemaLimits;
 pub use store::{ModelEntry, ModelStore, StoreError};

@@ -249,7 +249,9 @@ async fn json_format_constrains_output_with_a_grammar() {
     let mut req = completion("give json", greedy(40));
     req.format = ResponseFormat::JsonSchema {
         name: "s".into(),
-        schema: serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
+        schema: wardgate_api::canonical::RawJson::from_value(
+            &serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
+        ),
     };
     let (_, rx) = f.engine.complete(&req).await.unwrap();
     let (text, s) = drain(rx).await;
@@ -299,4 +301,34 @@ async fn over_long_prompts_are_refused_before_queueing() {
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::ContextLength { .. }), "{err}");
+}
+
+/// Issue 15, item 5: a schema past the bounds (here the 5,000 properties that overflowed a
+/// worker's stack in llama.cpp's converter) is a client error naming the bound, refused before
+/// any conversion or load, and the engine keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_5_schemas_past_the_bounds_are_refused_and_the_engine_keeps_serving() {
+    let f = fixture(1, 4);
+    let props: serde_json::Map<String, serde_json::Value> = (0..5_000)
+        .map(|i| (format!("p{i}"), serde_json::json!({"type": "string"})))
+        .collect();
+    let mut req = completion("give json", greedy(4));
+    req.format = ResponseFormat::JsonSchema {
+        name: "s".into(),
+        schema: wardgate_api::canonical::RawJson::from_value(
+            &serde_json::json!({"type": "object", "properties": props}),
+        ),
+    };
+    match f.engine.complete(&req).await {
+        Err(EngineError::BadRequest(m)) => assert!(m.contains("engine.schema_max_"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a 5,000-property schema was accepted"),
+    }
+    let (_, rx) = f
+        .engine
+        .complete(&completion("hi", greedy(2)))
+        .await
+        .unwrap();
+    let (_, s) = drain(rx).await;
+    assert_eq!(s.completion_tokens, 2);
 }

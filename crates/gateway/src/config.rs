@@ -98,6 +98,9 @@ pub struct RawPhi {
     pub block_categories: Option<Vec<String>>,
     /// Lowest detector score counted as PHI, 0 to 1. Default 0.5.
     pub min_score: Option<f32>,
+    /// Whether images pass under `block` and `deidentify` (the detector cannot read them).
+    /// Default false: a request with an image is refused with 400.
+    pub allow_images: Option<bool>,
     /// Rules for tenants, by tenant name.
     #[serde(default)]
     pub tenants: Vec<RawPhiRule>,
@@ -115,6 +118,8 @@ pub struct RawPhiRule {
     pub mode: String,
     /// As `phi.block_categories`; default: the top-level list.
     pub block_categories: Option<Vec<String>>,
+    /// As `phi.allow_images`; default: the top-level setting.
+    pub allow_images: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +146,22 @@ pub struct RawEngine {
     pub preload: Vec<String>,
     /// Fetch the default model (SmolLM2-135M-Instruct) when the store is empty. Default true.
     pub fetch_default_model: Option<bool>,
+    /// Largest JSON schema (`format`, `response_format`) in bytes. Default 65536, at most
+    /// 4194304.
+    pub schema_max_bytes: Option<usize>,
+    /// Most properties, enum values and alternatives in one schema. Default 256, at most
+    /// 10000.
+    pub schema_max_properties: Option<usize>,
+    /// Deepest nesting of a schema's JSON. Default 32, at most 128.
+    pub schema_max_depth: Option<usize>,
+    /// Largest `minItems`/`maxItems`/`minLength`/`maxLength` and `{m,n}` in a schema.
+    /// Default 1000, at most 100000.
+    pub schema_max_repetition: Option<usize>,
+    /// Longest a schema's conversion to a grammar may take. Default `2s`, at most `60s`.
+    pub schema_timeout: Option<String>,
+    /// Schema conversions at once (one that overruns counts until it ends). Default 2, at
+    /// most 64.
+    pub schema_max_concurrent: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +247,9 @@ pub struct RawLimits {
     pub default_context_window: Option<u32>,
     /// Most inputs in one embeddings request. Default 256.
     pub max_embedding_inputs: Option<usize>,
+    /// Most JSON values (scalars, arrays, objects) in one request body, counted before it is
+    /// parsed. Default 250000, at most 10000000.
+    pub max_json_values: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -439,6 +463,7 @@ pub struct Limits {
     pub over_cap: OverCap,
     pub default_context_window: u32,
     pub max_embedding_inputs: usize,
+    pub max_json_values: usize,
 }
 
 /// What a backend is.
@@ -460,6 +485,7 @@ pub struct EngineSettings {
     pub keep_alive: Duration,
     pub preload: Vec<String>,
     pub fetch_default_model: bool,
+    pub schema: wardgate_engine::SchemaLimits,
 }
 
 #[derive(Clone, Debug)]
@@ -778,6 +804,68 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
         });
     }
     Ok(())
+}
+
+/// The default of `limits.max_json_values`: far above any real request (a 4 MiB prompt is one
+/// value), far below what makes parsing expensive.
+pub const DEFAULT_MAX_JSON_VALUES: usize = 250_000;
+
+/// A count that must be at least 1 and at most `max`.
+fn bounded(key: &str, v: Option<usize>, default: usize, max: usize) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Err(ConfigError::new(key, "must be greater than zero")),
+        Some(n) if n > max => Err(ConfigError::new(key, format!("must be at most {max}"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+fn schema_limits(e: &RawEngine) -> Result<wardgate_engine::SchemaLimits, ConfigError> {
+    let d = wardgate_engine::SchemaLimits::DEFAULT;
+    let timeout = duration(
+        "engine.schema_timeout",
+        e.schema_timeout.as_deref(),
+        d.timeout,
+    )?;
+    if timeout > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            "engine.schema_timeout",
+            "must be at most 60s",
+        ));
+    }
+    Ok(wardgate_engine::SchemaLimits {
+        max_bytes: bounded(
+            "engine.schema_max_bytes",
+            e.schema_max_bytes,
+            d.max_bytes,
+            4 << 20,
+        )?,
+        max_properties: bounded(
+            "engine.schema_max_properties",
+            e.schema_max_properties,
+            d.max_properties,
+            10_000,
+        )?,
+        max_depth: bounded(
+            "engine.schema_max_depth",
+            e.schema_max_depth,
+            d.max_depth,
+            128,
+        )?,
+        max_repetition: bounded(
+            "engine.schema_max_repetition",
+            e.schema_max_repetition,
+            d.max_repetition as usize,
+            100_000,
+        )? as u64,
+        timeout,
+        max_concurrent: bounded(
+            "engine.schema_max_concurrent",
+            e.schema_max_concurrent,
+            d.max_concurrent,
+            64,
+        )?,
+    })
 }
 
 fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
@@ -1188,6 +1276,12 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             4096,
         )? as u32,
         max_embedding_inputs: positive("limits.max_embedding_inputs", l.max_embedding_inputs, 256)?,
+        max_json_values: bounded(
+            "limits.max_json_values",
+            l.max_json_values,
+            DEFAULT_MAX_JSON_VALUES,
+            10_000_000,
+        )?,
     };
 
     let mut backends = Vec::with_capacity(raw.backends.len());
@@ -1308,6 +1402,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         ));
     }
     let e = raw.engine;
+    let schema = schema_limits(&e)?;
     let engine = EngineSettings {
         models_dir: e.models_dir.unwrap_or_else(|| PathBuf::from("models")),
         threads: match e.threads {
@@ -1350,6 +1445,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         },
         preload: e.preload,
         fetch_default_model: e.fetch_default_model.unwrap_or(true),
+        schema,
     };
 
     let mut models = Vec::with_capacity(raw.models.len());
@@ -1878,6 +1974,7 @@ fn phi_policy(raw: &RawPhi) -> Result<PhiPolicy, ConfigError> {
     let default = PhiRule {
         mode: phi_mode("phi.mode", raw.mode.as_deref().unwrap_or("off"))?,
         block,
+        allow_images: raw.allow_images.unwrap_or(false),
     };
     let min_score = raw.min_score.unwrap_or(wardgate_phi::DEFAULT_MIN_SCORE);
     if !(0.0..=1.0).contains(&min_score) {
@@ -1894,6 +1991,7 @@ fn phi_policy(raw: &RawPhi) -> Result<PhiPolicy, ConfigError> {
                         Some(v) => phi_categories(&format!("{key}.block_categories"), v)?,
                         None => block,
                     },
+                    allow_images: r.allow_images.unwrap_or(default.allow_images),
                 };
                 if out.insert(r.name.clone(), rule).is_some() {
                     return Err(ConfigError::new(

@@ -51,9 +51,19 @@ async fn parse<T: DeserializeOwned>(
     }
     // serde's recursion limit guards what is deserialized, but a field the endpoint does
     // not know is skipped without it, at any depth: refuse deep nesting wherever it is.
-    if nesting_depth(&bytes) > MAX_DEPTH {
+    let shape = shape(&bytes);
+    if shape.depth > MAX_DEPTH {
         return Err(reject(ApiError::InvalidJson(format!(
             "nested deeper than {MAX_DEPTH} levels"
+        ))));
+    }
+    // Parsing cost and memory grow with the number of values, not the bytes: bound them
+    // before anything is built.
+    let max_values = state.config.limits.max_json_values;
+    if shape.values > max_values {
+        return Err(reject(ApiError::InvalidJson(format!(
+            "more than {max_values} JSON values and keys in one request \
+             (limits.max_json_values)"
         ))));
     }
     serde_json::from_slice::<T>(&bytes)
@@ -106,10 +116,24 @@ pub async fn read_body(
 /// The deepest nesting accepted, serde_json's own recursion limit.
 const MAX_DEPTH: usize = 128;
 
-/// The deepest nesting of arrays and objects in `bytes`, outside strings (one pass, no
-/// allocation; malformed JSON is left to the parser).
-fn nesting_depth(bytes: &[u8]) -> usize {
+/// What the pre-parse scan found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shape {
+    /// The deepest nesting of arrays and objects.
+    depth: usize,
+    /// JSON values and object keys: containers, strings, and the first byte of each number,
+    /// `true`, `false` and `null`.
+    values: usize,
+}
+
+/// The shape of `bytes`, outside strings (one pass, no allocation; malformed JSON is left to
+/// the parser).
+fn shape(bytes: &[u8]) -> Shape {
     let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    let mut values = 0usize;
+    // The last byte outside strings that is not whitespace: a scalar starts after one of
+    // `[`, `,`, `:` or at the very start.
+    let mut prev = b',';
     for &b in bytes {
         if in_string {
             match b {
@@ -121,16 +145,26 @@ fn nesting_depth(bytes: &[u8]) -> usize {
             continue;
         }
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                in_string = true;
+                values += 1;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
+                values += 1;
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' if matches!(prev, b'[' | b',' | b':') => {
+                values += 1;
+            }
             _ => {}
         }
+        if !b.is_ascii_whitespace() {
+            prev = b;
+        }
     }
-    max
+    Shape { depth: max, values }
 }
 
 /// serde's message, which names the field and position but never quotes values back.
@@ -157,10 +191,21 @@ mod tests {
 
     #[test]
     fn nesting_is_measured_outside_strings() {
-        assert_eq!(nesting_depth(br#"{"a":[1,{"b":2}]}"#), 3);
-        assert_eq!(nesting_depth(br#"{"a":"[[[[{{{\"]]"}"#), 1);
-        assert_eq!(nesting_depth(b"[[[]]][]"), 3);
+        let depth = |b: &[u8]| shape(b).depth;
+        assert_eq!(depth(br#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(depth(br#"{"a":"[[[[{{{\"]]"}"#), 1);
+        assert_eq!(depth(b"[[[]]][]"), 3);
         let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
-        assert_eq!(nesting_depth(deep.as_bytes()), MAX_DEPTH + 1);
+        assert_eq!(depth(deep.as_bytes()), MAX_DEPTH + 1);
+    }
+
+    #[test]
+    fn values_and_keys_are_counted_outside_strings() {
+        let values = |b: &[u8]| shape(b).values;
+        // {} "a" [] 1 {} "b" 2 -> 7; "c" "x,1" -> 2; true null -12.5e3 false -> 4
+        assert_eq!(values(br#"{"a":[1,{"b":2}]}"#), 7);
+        assert_eq!(values(br#"{"c":"x,1"}"#), 3);
+        assert_eq!(values(b"[ true , null,-12.5e3, false ]"), 5);
+        assert_eq!(values(b"123"), 1);
     }
 }

@@ -82,6 +82,7 @@ pub fn build_engine(config: &Config) -> Result<Option<Arc<Engine>>, StartError> 
     }
     ec.keep_alive = e.keep_alive;
     ec.max_tokens = config.limits.max_output_tokens;
+    ec.schema = e.schema;
     Engine::new(ec)
         .map(|e| Some(Arc::new(e)))
         .map_err(|e| StartError::Backend {

@@ -2,7 +2,7 @@
 //! on output tokens and context size, and the context-window fit.
 
 use wardgate_api::BadRequest;
-use wardgate_api::canonical::{ChatRequest, CompletionRequest, Sampling};
+use wardgate_api::canonical::{ChatRequest, CompletionRequest, ResponseFormat, Sampling};
 use wardgate_backends::Route;
 
 use crate::config::{Limits, OverCap};
@@ -14,15 +14,18 @@ use crate::tokens;
 pub struct ParamNames {
     pub max_tokens: &'static str,
     pub num_ctx: &'static str,
+    pub schema: &'static str,
 }
 
 pub const OPENAI: ParamNames = ParamNames {
     max_tokens: "max_tokens",
     num_ctx: "num_ctx",
+    schema: "response_format.json_schema.schema",
 };
 pub const OLLAMA: ParamNames = ParamNames {
     max_tokens: "options.num_predict",
     num_ctx: "options.num_ctx",
+    schema: "format",
 };
 
 /// What the checks changed, for the `x-wardgate-clamped` response header.
@@ -79,6 +82,31 @@ fn fits(route: &Route, prompt: u64, s: &Sampling) -> Result<(), ApiError> {
         });
     }
     Ok(())
+}
+
+/// The embedded engine's schema bounds (`engine.schema_*`), checked here as well when the
+/// route can reach the engine: the client gets a 400 naming the bound before anything is
+/// queued, from the gateway's own words. The engine checks again (it can be called by any
+/// gateway); converting and the time limit stay with the engine.
+pub fn check_schema(
+    engine: &wardgate_engine::SchemaLimits,
+    route: &Route,
+    format: &ResponseFormat,
+    names: ParamNames,
+) -> Result<(), ApiError> {
+    let ResponseFormat::JsonSchema { schema, .. } = format else {
+        return Ok(());
+    };
+    if !route
+        .chain
+        .iter()
+        .any(|l| l.backend.backend.kind() == "embedded")
+    {
+        return Ok(());
+    }
+    wardgate_engine::schema::check(schema.get(), engine)
+        .map(|_| ())
+        .map_err(|e| ApiError::BadRequest(BadRequest::param(names.schema, e.to_string())))
 }
 
 pub fn check_chat(

@@ -3576,3 +3576,484 @@ async fn i15_4_a_handler_that_panics_ends_as_an_error_not_as_a_client_abort() {
     assert_eq!(boom[0].http_status, Some(500));
     assert_eq!(boom[0].deny_reason.as_deref(), Some("panic"));
 }
+
+// ==== issue 15, B1: items 2, 3, 5, 11 (second half) ====
+
+/// Item 2: the number of JSON values is bounded before anything is parsed, wherever they
+/// are (here in a field no endpoint reads, which serde would skip at any count).
+#[tokio::test]
+async fn i15_2_too_many_json_values_are_refused_before_parsing() {
+    let h = harness("ollama", "[limits]\nmax_json_values = 1000\n").await;
+    let many = vec![0; 2_000];
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "x": many}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "tiny", "stream": false,
+                   "messages": [{"role": "user", "content": "hi"}], "tools": many}),
+        ),
+    ] {
+        let r = h.post(path, body).await;
+        assert_front_error(path, &r, 400, None);
+        assert!(r.text().contains("limits.max_json_values"), "{}", r.text());
+    }
+    assert_eq!(h.mocks[0].stats().inference_requests, 0);
+    // Under the bound, the same shape is served.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "x": vec![0; 500]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// Item 2: schema-like fields travel as the client wrote them (raw JSON, no tree): the
+/// upstream sees the same tools, `tool_choice` and schema, large and deep ones included.
+#[tokio::test]
+async fn i15_2_raw_fields_are_forwarded_as_written() {
+    for kind in KINDS {
+        let h = harness(kind, "").await;
+        let deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(100),
+            "{}".to_owned() + &"}".repeat(100)
+        );
+        let params: Value = serde_json::from_str(&format!(
+            r#"{{"type":"object","properties":{{"x":{{"type":"string","enum":["é","\u00e9"]}}}},"deep":{deep}}}"#
+        ))
+        .unwrap();
+        let tools =
+            json!([{"type": "function", "function": {"name": "lookup", "parameters": params}}]);
+        let schema =
+            json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 1e3}}});
+        let body = json!({
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        });
+        let r = h.post("/v1/chat/completions", body).await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        let seen = h.mocks[0].stats().last_body.unwrap();
+        assert_eq!(seen["tools"], tools, "{kind}");
+        match kind {
+            "openai" => {
+                assert_eq!(seen["response_format"]["json_schema"]["schema"], schema);
+                assert_eq!(seen["tool_choice"]["function"]["name"], "lookup");
+            }
+            _ => assert_eq!(seen["format"], schema),
+        }
+    }
+}
+
+const I15_PHI: [&str; 2] = ["John Smith", "123-45-6789"];
+const I15_NOTE: &str = "Patient John Smith SSN 123-45-6789";
+
+/// Every field the fronts forward besides message text, each carrying PHI: what it is, the
+/// path, the body (with `marker` in the prompt, to tell this request at the upstream).
+fn i15_phi_fields(marker: &str) -> Vec<(&'static str, &'static str, Value)> {
+    let n = I15_NOTE;
+    let msgs = json!([{"role": "user", "content": marker}]);
+    let tools = |f: Value| json!([{"type": "function", "function": f}]);
+    let plain = json!({"type": "object", "properties": {"q": {"type": "string"}}});
+    let chat = |extra: Value| {
+        let mut b = json!({"model": "tiny", "messages": msgs});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let ollama = |extra: Value| {
+        let mut b = chat(extra);
+        b["stream"] = json!(false);
+        b
+    };
+    let generate = |extra: Value| {
+        let mut b = json!({"model": "tiny", "prompt": marker, "stream": false});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let schema =
+        json!({"type": "object", "properties": {"who": {"type": "string", "description": n}}});
+    let schema_key = json!({"type": "object", "properties": {n: {"type": "string"}}});
+    let schema_enum = json!({"type": "object", "properties": {"who": {"enum": [n]}}});
+    vec![
+        (
+            "openai tools[].function.description",
+            "/v1/chat/completions",
+            chat(
+                json!({"tools": tools(json!({"name": "f", "description": n, "parameters": plain}))}),
+            ),
+        ),
+        (
+            "openai tools parameter description",
+            "/v1/chat/completions",
+            chat(json!({"tools": tools(json!({"name": "f", "parameters": schema}))})),
+        ),
+        (
+            "openai tools parameter enum",
+            "/v1/chat/completions",
+            chat(json!({"tools": tools(json!({"name": "f", "parameters": schema_enum}))})),
+        ),
+        (
+            "openai tools property name",
+            "/v1/chat/completions",
+            chat(json!({"tools": tools(json!({"name": "f", "parameters": schema_key}))})),
+        ),
+        (
+            "openai tool_choice",
+            "/v1/chat/completions",
+            chat(
+                json!({"tools": tools(json!({"name": "f", "parameters": plain})),
+                        "tool_choice": {"type": "function", "function": {"name": n}}}),
+            ),
+        ),
+        (
+            "openai stop",
+            "/v1/chat/completions",
+            chat(json!({"stop": [n]})),
+        ),
+        (
+            "openai response_format schema",
+            "/v1/chat/completions",
+            chat(json!({"response_format": {"type": "json_schema",
+                        "json_schema": {"name": "s", "schema": schema}}})),
+        ),
+        (
+            "openai assistant tool call",
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": [
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                  "function": {"name": "f", "arguments": json!({"who": n}).to_string()}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": n},
+                {"role": "user", "content": marker}]}),
+        ),
+        (
+            "openai completions stop",
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": marker, "stop": [n]}),
+        ),
+        (
+            "ollama tools",
+            "/api/chat",
+            ollama(
+                json!({"tools": tools(json!({"name": "f", "description": n, "parameters": schema}))}),
+            ),
+        ),
+        (
+            "ollama format",
+            "/api/chat",
+            ollama(json!({"format": schema_key})),
+        ),
+        (
+            "ollama options.stop",
+            "/api/chat",
+            ollama(json!({"options": {"stop": [n]}})),
+        ),
+        (
+            "ollama generate format",
+            "/api/generate",
+            generate(json!({"format": schema_enum})),
+        ),
+        (
+            "ollama generate options.stop",
+            "/api/generate",
+            generate(json!({"options": {"stop": [n]}})),
+        ),
+    ]
+}
+
+/// Item 3: under `deidentify` no forwarded field carries PHI to the upstream, whichever
+/// protocol the upstream speaks; under `block` each is refused.
+#[tokio::test]
+async fn i15_3_phi_in_every_forwarded_field() {
+    for kind in KINDS {
+        let h = harness(kind, "[phi]\nmode = \"deidentify\"\n").await;
+        for i in 0..i15_phi_fields("m").len() {
+            let marker = format!("case-{i}-marker");
+            let (what, path, body) = i15_phi_fields(&marker).swap_remove(i);
+            let r = h.post(path, body).await;
+            assert_eq!(r.status, StatusCode::OK, "{kind} {what}: {}", r.text());
+            let seen = h.mocks[0].stats().last_body.unwrap().to_string();
+            assert!(
+                seen.contains(&marker),
+                "{kind} {what}: not this request: {seen}"
+            );
+            for v in I15_PHI {
+                assert!(
+                    !seen.contains(v),
+                    "{kind} {what}: the upstream saw {v:?}: {seen}"
+                );
+            }
+        }
+        let h = harness(kind, "[phi]\nmode = \"block\"\n").await;
+        for (what, path, body) in i15_phi_fields("m") {
+            let r = h.post(path, body).await;
+            assert_front_error(path, &r, 400, None);
+            assert_no_leak(&r, &I15_PHI);
+            let _ = what;
+        }
+        assert_eq!(h.mocks[0].stats().inference_requests, 0, "{kind}");
+    }
+}
+
+/// Item 3: a tool name that carried PHI is de-identified on the way out and restored in the
+/// answer's tool call (the mock calls the first tool by name).
+#[tokio::test]
+async fn i15_3_tool_names_are_restored_in_the_answer() {
+    let name = "notify 123-45-6789";
+    let tools =
+        json!([{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}]);
+    for kind in KINDS {
+        let h = harness(kind, "[phi]\nmode = \"deidentify\"\n").await;
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "tools": tools}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        let seen = h.mocks[0].stats().last_body.unwrap().to_string();
+        assert!(!seen.contains("123-45-6789"), "{kind}: {seen}");
+        let v = r.json();
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], name,
+            "{kind}: {v}"
+        );
+        let r = h
+            .post(
+                "/api/chat",
+                json!({"model": "tiny", "stream": false, "messages": [{"role": "user", "content": "hi"}], "tools": tools}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        let v = r.json();
+        assert_eq!(
+            v["message"]["tool_calls"][0]["function"]["name"], name,
+            "{kind}: {v}"
+        );
+    }
+}
+
+/// Item 3: images cannot be scanned: refused under `block` and `deidentify` unless the rule
+/// says `allow_images`; passed with `off`.
+#[tokio::test]
+async fn i15_3_images_are_refused_unless_the_rule_allows_them() {
+    let openai = json!({"model": "tiny", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    let ollama = json!({"model": "tiny", "stream": false, "messages": [
+        {"role": "user", "content": "what is this?", "images": ["iVBORw0KGgo="]}]});
+    for (config, expect) in [
+        ("[phi]\nmode = \"block\"\n", 400),
+        ("[phi]\nmode = \"deidentify\"\n", 400),
+        ("[phi]\nmode = \"deidentify\"\nallow_images = true\n", 200),
+        (
+            "[phi]\nmode = \"block\"\n[[phi.models]]\nname = \"tiny\"\nmode = \"block\"\nallow_images = true\n",
+            200,
+        ),
+        ("", 200),
+    ] {
+        let h = harness("ollama", config).await;
+        for (path, body) in [("/v1/chat/completions", &openai), ("/api/chat", &ollama)] {
+            let r = h.post(path, body.clone()).await;
+            assert_eq!(r.status.as_u16(), expect, "{config} {path}: {}", r.text());
+            if expect == 400 {
+                assert_front_error(path, &r, 400, None);
+                assert!(r.text().contains("phi.allow_images"), "{}", r.text());
+            }
+        }
+    }
+}
+
+/// A gateway over the embedded engine with a tiny random-weight model (`tiny:test`).
+async fn i15_embedded(dir: &std::path::Path, engine_toml: &str) -> (axum::Router, String) {
+    use wardgate_engine::gguf::{TinySpec, write_tiny_llama};
+    let file = dir.join("tiny.gguf");
+    write_tiny_llama(std::fs::File::create(&file).unwrap(), &TinySpec::default()).unwrap();
+    let toml = format!(
+        "[engine]\nmodels_dir = \"{}\"\nthreads = 1\nslot_ctx = 256\n{engine_toml}\n",
+        dir.join("store").display()
+    );
+    let config = wardgate_gateway::config::Config::from_raw(
+        wardgate_gateway::config::parse_toml(&toml).unwrap(),
+        &|_| None,
+    )
+    .unwrap();
+    let engine = wardgate_gateway::build_engine(&config).unwrap().unwrap();
+    engine.store().import(&file, "tiny:test").unwrap();
+    let catalog = wardgate_gateway::build_catalog(&config, Some(&engine)).unwrap();
+    let store = Arc::new(wardgate_store::SqliteStore::open_in_memory().await.unwrap());
+    let key = store
+        .create_key(wardgate_store::NewKeySpec {
+            tenant: "t".into(),
+            models: vec![],
+            roles: vec![],
+            expires_at: None,
+            label: None,
+        })
+        .await
+        .unwrap()
+        .secret
+        .expose()
+        .clone();
+    let state = wardgate_gateway::build_state(config, catalog, Some(engine), store);
+    wardgate_gateway::refresh_backends(&state).await;
+    (wardgate_gateway::router(state), key)
+}
+
+/// `n` optional string properties: llama.cpp's converter recurses once per optional
+/// property and its output grows with the square of their number.
+fn i15_wide_schema(n: usize) -> Value {
+    let props: serde_json::Map<String, Value> = (0..n)
+        .map(|i| (format!("p{i}"), json!({"type": "string"})))
+        .collect();
+    json!({"type": "object", "properties": props})
+}
+
+fn i15_small_chat(format: Option<Value>) -> Value {
+    let mut b = json!({"model": "tiny:test", "stream": false,
+        "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 2}});
+    if let Some(f) = format {
+        b["format"] = f;
+    }
+    b
+}
+
+/// Item 5: the 5,000-property schema that overflowed a worker's stack is a 400 naming the
+/// bound, and the engine keeps serving, on both fronts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_5_a_5000_property_schema_is_refused_and_the_process_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = i15_embedded(dir.path(), "").await;
+    let schema = i15_wide_schema(5_000);
+    assert!(schema.to_string().len() > 100_000);
+    let openai = json!({"model": "tiny:test", "max_tokens": 2,
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}});
+    for (path, body) in [
+        ("/api/chat", i15_small_chat(Some(schema.clone()))),
+        ("/v1/chat/completions", openai),
+    ] {
+        let r = send_to(&app, post_as(path, &body.to_string(), Some(&key))).await;
+        assert_front_error(path, &r, 400, None);
+        assert!(r.text().contains("engine.schema_max_"), "{}", r.text());
+    }
+    let r = send_to(
+        &app,
+        post_as("/api/chat", &i15_small_chat(None).to_string(), Some(&key)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The largest schema the default bounds allow converts and is served.
+    let r = send_to(
+        &app,
+        post_as(
+            "/api/chat",
+            &i15_small_chat(Some(i15_wide_schema(250))).to_string(),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// Item 5: a slow conversion runs off the async workers: `/health` answers within 100 ms
+/// throughout, on a runtime with a single worker, and an overrun is a 400 naming the limit.
+#[tokio::test(flavor = "current_thread")]
+async fn i15_5_health_answers_while_a_large_schema_converts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = i15_embedded(
+        dir.path(),
+        "schema_max_properties = 1500\nschema_max_bytes = 1048576\nschema_timeout = \"1500ms\"\n",
+    )
+    .await;
+    let body = i15_small_chat(Some(i15_wide_schema(1_500))).to_string();
+    let big = {
+        let app = app.clone();
+        let key = key.clone();
+        tokio::spawn(async move { send_to(&app, post_as("/api/chat", &body, Some(&key))).await })
+    };
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut probes = 0;
+    while !big.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        let t = Instant::now();
+        let r = send_to(&app, get_as("/health", None)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        worst = worst.max(t.elapsed());
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = big.await.unwrap();
+    assert!(
+        probes >= 5,
+        "the conversion ended too soon to measure: {probes} probes"
+    );
+    assert!(
+        worst < Duration::from_millis(100),
+        "/health took {worst:?} during the conversion"
+    );
+    // It converted in time or was refused (400: the engine names `engine.schema_timeout`);
+    // either way not a 5xx, and the process serves on.
+    if r.status != StatusCode::OK {
+        assert_front_error("/api/chat", &r, 400, None);
+    }
+    let r = send_to(
+        &app,
+        post_as("/api/chat", &i15_small_chat(None).to_string(), Some(&key)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// Item 11: a `pattern` llama.cpp's converter would silently not enforce (unanchored, or
+/// regex features it lacks) is refused with 400 naming the keyword, never quoting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_11_unsupported_patterns_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = i15_embedded(dir.path(), "").await;
+    for pattern in [
+        "Jane Doe 987-65-4321",
+        "^\\d{3}-\\d{2}$",
+        "^(?=a)a$",
+        "[0-9]+",
+    ] {
+        let format =
+            json!({"type": "object", "properties": {"id": {"type": "string", "pattern": pattern}}});
+        let r = send_to(
+            &app,
+            post_as(
+                "/api/chat",
+                &i15_small_chat(Some(format)).to_string(),
+                Some(&key),
+            ),
+        )
+        .await;
+        assert_front_error("/api/chat", &r, 400, None);
+        assert!(r.text().contains("`pattern`"), "{}", r.text());
+        assert!(
+            !r.text().contains("Jane") && !r.text().contains("987-65"),
+            "{}",
+            r.text()
+        );
+    }
+    let format = json!({"type": "object", "properties": {"id": {"type": "string", "pattern": "^[0-9]{3}$"}}});
+    let r = send_to(
+        &app,
+        post_as(
+            "/api/chat",
+            &i15_small_chat(Some(format)).to_string(),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}

@@ -202,12 +202,29 @@ pub(crate) async fn run_generation(
         Job::Chat(r) => policy::check_chat(limits, route, r, names)?,
         Job::Complete(r) => policy::check_completion(limits, route, r, names)?,
     };
+    let format = match job {
+        Job::Chat(r) => &r.format,
+        Job::Complete(r) => &r.format,
+    };
+    policy::check_schema(&state.config.engine.schema, route, format, names)?;
     let mut texts = match job {
         Job::Chat(r) => phi_guard::chat_texts(r),
         Job::Complete(r) => phi_guard::completion_texts(r),
     };
-    note_prompt(state, record, &texts);
-    let pseudonyms = guard(state, p, route, &mut texts)?;
+    note_prompt(state, record, &texts.prompt);
+    let rule = state.phi.policy.rule_for(&p.tenant, &route.name);
+    let pseudonyms = state
+        .phi
+        .apply_texts(rule, &mut texts)
+        .map_err(|refused| match refused {
+            phi_guard::Refused::Phi(blocked) => ApiError::PhiBlocked(blocked.0),
+            phi_guard::Refused::Images => ApiError::BadRequest(wardgate_api::BadRequest::param(
+                "images",
+                "images cannot be checked for PHI and this model's PHI rule does not allow \
+                 them (phi.allow_images); send the text only",
+            )),
+        })?;
+    drop(texts);
     before_backend(state, record).await?;
     let deadline = deadline(state, record);
     let limit = first_token_limit(state, deadline);
