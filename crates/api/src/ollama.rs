@@ -180,6 +180,7 @@ impl ChatRequestIn {
             tool_choice: None,
             parallel_tool_calls: None,
             keep_alive: self.keep_alive,
+            fairness: None,
         })
     }
 }
@@ -248,6 +249,7 @@ impl GenerateRequestIn {
             sampling: options.sampling(),
             format: format_in(self.format.as_ref())?,
             keep_alive: self.keep_alive,
+            fairness: None,
         })
     }
 }

@@ -176,6 +176,7 @@ impl ChatCompletionRequest {
             tool_choice: self.tool_choice,
             parallel_tool_calls: self.parallel_tool_calls,
             keep_alive: None,
+            fairness: None,
         })
     }
 }
@@ -375,6 +376,7 @@ impl CompletionRequestIn {
             },
             format: ResponseFormat::Text,
             keep_alive: None,
+            fairness: None,
         })
     }
 }

@@ -221,6 +221,7 @@ fn openai_chat() -> impl Strategy<Value = ChatRequest> {
                     tool_choice,
                     parallel_tool_calls,
                     keep_alive: None,
+                    fairness: None,
                 }
             },
         )
@@ -246,6 +247,7 @@ fn ollama_chat() -> impl Strategy<Value = ChatRequest> {
                 tool_choice: None,
                 parallel_tool_calls: None,
                 keep_alive,
+                fairness: None,
             },
         )
 }
@@ -267,6 +269,7 @@ fn openai_completion() -> impl Strategy<Value = CompletionRequest> {
             sampling,
             format: ResponseFormat::Text,
             keep_alive: None,
+            fairness: None,
         })
 }
 
@@ -293,6 +296,7 @@ fn ollama_generate() -> impl Strategy<Value = CompletionRequest> {
                     sampling,
                     format,
                     keep_alive,
+                    fairness: None,
                 }
             },
         )
