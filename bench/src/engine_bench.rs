@@ -154,6 +154,7 @@ async fn engine_run(
         },
         format: ResponseFormat::Text,
         keep_alive: Some(serde_json::json!(-1)),
+        fairness: None,
     };
     let t0 = Instant::now();
     let (_, mut rx) = engine.complete(&req).await?;
@@ -171,7 +172,7 @@ async fn engine_run(
                     eval: s.eval,
                 });
             }
-            Some(Output::Error(e)) => bail!("generation failed: {e}"),
+            Some(Output::Error(e) | Output::Rejected(e)) => bail!("generation failed: {e}"),
             None => bail!("generation ended without a summary"),
         }
     }

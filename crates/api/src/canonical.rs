@@ -245,6 +245,9 @@ pub struct ChatRequest {
     pub parallel_tool_calls: Option<bool>,
     /// Ollama `keep_alive`, passed through to Ollama backends.
     pub keep_alive: Option<Value>,
+    /// Whose request this is (the gateway sets the tenant), so the engine shares its slots
+    /// fairly; never read from a client's body, sent only to `wardgate llm`.
+    pub fairness: Option<String>,
 }
 
 /// A text completion (OpenAI `/v1/completions`, Ollama `/api/generate`).
@@ -260,6 +263,8 @@ pub struct CompletionRequest {
     pub sampling: Sampling,
     pub format: ResponseFormat,
     pub keep_alive: Option<Value>,
+    /// As [`ChatRequest::fairness`].
+    pub fairness: Option<String>,
 }
 
 /// An embedding request.

@@ -186,6 +186,7 @@ impl ChatRequestIn {
             tool_choice: None,
             parallel_tool_calls: None,
             keep_alive: self.keep_alive,
+            fairness: None,
         })
     }
 }
@@ -255,6 +256,7 @@ impl GenerateRequestIn {
             sampling: options.sampling(),
             format: format_in(self.format.as_ref())?,
             keep_alive: self.keep_alive,
+            fairness: None,
         })
     }
 }

@@ -182,6 +182,7 @@ impl ChatCompletionRequest {
             tool_choice: self.tool_choice,
             parallel_tool_calls: self.parallel_tool_calls,
             keep_alive: None,
+            fairness: None,
         })
     }
 }
@@ -401,6 +402,7 @@ impl CompletionRequestIn {
             },
             format: ResponseFormat::Text,
             keep_alive: None,
+            fairness: None,
         })
     }
 }

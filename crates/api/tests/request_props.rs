@@ -224,6 +224,7 @@ fn openai_chat() -> impl Strategy<Value = ChatRequest> {
                     tool_choice: tool_choice.as_ref().map(RawJson::from_value),
                     parallel_tool_calls,
                     keep_alive: None,
+                    fairness: None,
                 }
             },
         )
@@ -249,6 +250,7 @@ fn ollama_chat() -> impl Strategy<Value = ChatRequest> {
                 tool_choice: None,
                 parallel_tool_calls: None,
                 keep_alive,
+                fairness: None,
             },
         )
 }
@@ -270,6 +272,7 @@ fn openai_completion() -> impl Strategy<Value = CompletionRequest> {
             sampling,
             format: ResponseFormat::Text,
             keep_alive: None,
+            fairness: None,
         })
 }
 
@@ -296,6 +299,7 @@ fn ollama_generate() -> impl Strategy<Value = CompletionRequest> {
                     sampling,
                     format,
                     keep_alive,
+                    fairness: None,
                 }
             },
         )

@@ -8,7 +8,6 @@ use wardgate_api::canonical::{
     ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse, Event, FinishReason, Timings,
     Usage,
 };
-use wardgate_engine::engine::parse_keep_alive;
 use wardgate_engine::{Engine, EngineError, Generation, Loaded, Output, StopReason, StoreError};
 
 use crate::{Backend, BackendError, EventStream, UpstreamKind};
@@ -108,6 +107,17 @@ fn events(
                 };
                 Some((Ok(ev), (rx, None)))
             }
+            // The model thread refused the request's input (a grammar llama.cpp does not
+            // take, a prompt over the slot's context): the client's mistake, a 400, which
+            // neither falls back to the next link nor counts against the breaker.
+            Some(Output::Rejected(detail)) => Some((
+                Err(BackendError::Status {
+                    status: 400,
+                    kind: UpstreamKind::BadRequest,
+                    detail,
+                }),
+                (rx, None),
+            )),
             Some(Output::Error(e)) => Some((
                 Err(BackendError::Status {
                     status: 500,
@@ -138,14 +148,18 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<EventStream, BackendError> {
-        let keep = parse_keep_alive(req.keep_alive.as_ref(), self.engine.config().keep_alive)
+        let keep = self
+            .engine
+            .keep_alive(req.keep_alive.as_ref())
             .map_err(engine_error)?;
         let (loaded, rx) = self.engine.chat(req).await.map_err(engine_error)?;
         Ok(events(self.engine.clone(), loaded, rx, keep))
     }
 
     async fn complete(&self, req: &CompletionRequest) -> Result<EventStream, BackendError> {
-        let keep = parse_keep_alive(req.keep_alive.as_ref(), self.engine.config().keep_alive)
+        let keep = self
+            .engine
+            .keep_alive(req.keep_alive.as_ref())
             .map_err(engine_error)?;
         let (loaded, rx) = self.engine.complete(req).await.map_err(engine_error)?;
         Ok(events(self.engine.clone(), loaded, rx, keep))

@@ -17,6 +17,10 @@ use wardgate_api::{ollama, openai};
 
 use crate::{Backend, BackendError, BackendKind, EventStream, UpstreamKind};
 
+/// The query parameter that carries a request's fairness key (hex of the gateway's tenant) to
+/// `wardgate llm`. Part of the signed path, so only the gateway can set it.
+pub const FAIRNESS_QUERY: &str = "fairness";
+
 /// Settings of one HTTP backend.
 #[derive(Clone, Debug)]
 pub struct HttpBackendConfig {
@@ -84,6 +88,18 @@ impl HttpBackend {
             .build()
             .map_err(|e| BackendError::Connect(e.to_string()))?;
         Ok(HttpBackend { config, client })
+    }
+
+    /// For `wardgate llm` (a signed backend) the request's fairness key travels in the query,
+    /// which the signature covers, so the engine can share its slots across the gateway's
+    /// tenants; other backends never see it.
+    fn fair_path(&self, path: &str, fairness: Option<&str>) -> String {
+        match (&self.config.signer, fairness) {
+            (Some(_), Some(key)) if !key.is_empty() => {
+                format!("{path}?{}={}", FAIRNESS_QUERY, hex::encode(key))
+            }
+            _ => path.to_owned(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -202,8 +218,8 @@ impl Backend for HttpBackend {
     async fn chat(&self, req: &ChatRequest) -> Result<EventStream, BackendError> {
         match self.config.kind {
             BackendKind::Ollama => {
-                self.stream("/api/chat", &ollama::backend_chat_body(req))
-                    .await
+                let path = self.fair_path("/api/chat", req.fairness.as_deref());
+                self.stream(&path, &ollama::backend_chat_body(req)).await
             }
             BackendKind::Openai => {
                 self.stream("/chat/completions", &openai::backend_chat_body(req))
@@ -215,7 +231,8 @@ impl Backend for HttpBackend {
     async fn complete(&self, req: &CompletionRequest) -> Result<EventStream, BackendError> {
         match self.config.kind {
             BackendKind::Ollama => {
-                self.stream("/api/generate", &ollama::backend_generate_body(req))
+                let path = self.fair_path("/api/generate", req.fairness.as_deref());
+                self.stream(&path, &ollama::backend_generate_body(req))
                     .await
             }
             BackendKind::Openai => {

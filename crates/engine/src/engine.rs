@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub max_tokens: u32,
     /// Bounds on JSON schemas for constrained output and on their conversion.
     pub schema: SchemaLimits,
+    /// The longest keep-alive a request may set (longer values are clamped).
+    pub max_keep_alive: Duration,
 }
 
 impl EngineConfig {
@@ -61,6 +63,7 @@ impl EngineConfig {
             keep_alive: Duration::from_secs(300),
             max_tokens: 4096,
             schema: SchemaLimits::DEFAULT,
+            max_keep_alive: DEFAULT_MAX_KEEP_ALIVE,
         }
     }
 }
@@ -112,6 +115,9 @@ pub fn llama_backend() -> Result<&'static LlamaBackend, EngineError> {
         .get_or_init(|| {
             // llama.cpp's own log lines go to tracing (target `llama-cpp-2`), where the
             // subscriber's filter decides; its errors (why a model did not load) stay visible.
+            // What it prints to stderr directly (grammars it refused, schema warnings) goes
+            // to tracing too, and so through the redacting writer.
+            crate::native_log::route_c_stderr();
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
             LlamaBackend::init().map_err(|e| e.to_string())
         })
@@ -204,43 +210,62 @@ pub enum KeepAlive {
     Forever,
 }
 
-pub fn parse_keep_alive(v: Option<&Value>, default: Duration) -> Result<KeepAlive, EngineError> {
+/// The longest keep-alive a request may ask for when the configuration does not say
+/// (`engine.max_keep_alive`); longer values are clamped to it.
+pub const DEFAULT_MAX_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses a request's `keep_alive` (Ollama's rules), clamped to `max`: any number or string
+/// gives a bounded duration, "forever" or a 400-type error, never a panic (untrusted floats
+/// such as `1e308` must not reach `Duration::from_secs_f64`).
+pub fn parse_keep_alive(
+    v: Option<&Value>,
+    default: Duration,
+    max: Duration,
+) -> Result<KeepAlive, EngineError> {
     let bad = || {
         EngineError::BadRequest(
             "keep_alive must be a duration like \"5m\" or a number of seconds".into(),
         )
     };
     match v {
-        None | Some(Value::Null) => Ok(KeepAlive::For(default)),
+        None | Some(Value::Null) => Ok(KeepAlive::For(default.min(max))),
         Some(Value::Number(n)) => {
-            let secs = n.as_f64().ok_or_else(bad)?;
+            let secs = n.as_f64().filter(|s| s.is_finite()).ok_or_else(bad)?;
             if secs < 0.0 {
                 Ok(KeepAlive::Forever)
             } else {
-                Ok(KeepAlive::For(Duration::from_secs_f64(secs)))
+                Ok(KeepAlive::For(bounded_secs(secs, max)))
             }
         }
         Some(Value::String(s)) => {
             let s = s.trim();
             if let Some(rest) = s.strip_prefix('-') {
-                humantime_or_secs(rest).ok_or_else(bad)?;
+                humantime_or_secs(rest, max).ok_or_else(bad)?;
                 return Ok(KeepAlive::Forever);
             }
-            humantime_or_secs(s).map(KeepAlive::For).ok_or_else(bad)
+            humantime_or_secs(s, max)
+                .map(KeepAlive::For)
+                .ok_or_else(bad)
         }
         Some(_) => Err(bad()),
     }
 }
 
-fn humantime_or_secs(s: &str) -> Option<Duration> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return (secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    // Go durations ("1h30m", "10s", "500ms") are a subset of what this parser takes.
-    parse_go_duration(s)
+/// Seconds as a duration, at most `max`; `secs` must be finite and not negative.
+fn bounded_secs(secs: f64, max: Duration) -> Duration {
+    Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max))
 }
 
-fn parse_go_duration(s: &str) -> Option<Duration> {
+fn humantime_or_secs(s: &str, max: Duration) -> Option<Duration> {
+    if let Ok(secs) = s.parse::<f64>() {
+        // `inf` and `NaN` parse as floats; they are not durations.
+        return (secs.is_finite() && secs >= 0.0).then(|| bounded_secs(secs, max));
+    }
+    // Go durations ("1h30m", "10s", "500ms") are a subset of what this parser takes.
+    parse_go_duration(s, max)
+}
+
+fn parse_go_duration(s: &str, max: Duration) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     if rest.is_empty() {
@@ -265,7 +290,11 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
             "ns" => 1e-9,
             _ => return None,
         };
-        total += Duration::from_secs_f64(value * scale);
+        let part = value * scale;
+        if !part.is_finite() {
+            return None;
+        }
+        total = total.saturating_add(bounded_secs(part, max)).min(max);
         rest = tail;
     }
     Some(total)
@@ -286,6 +315,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// A request's keep-alive under this engine's default and maximum.
+    pub fn keep_alive(&self, v: Option<&Value>) -> Result<KeepAlive, EngineError> {
+        parse_keep_alive(v, self.config.keep_alive, self.config.max_keep_alive)
     }
 
     pub fn store(&self) -> &ModelStore {
@@ -476,6 +510,7 @@ impl Engine {
         prompt: &str,
         sampling: &Sampling,
         grammar: Option<String>,
+        fairness: Option<&str>,
     ) -> Result<(Job, Generation), EngineError> {
         // As llama.cpp's server does: the vocabulary decides about BOS, and special tokens
         // written by the chat template (`<|im_start|>`) are parsed as such.
@@ -519,6 +554,7 @@ impl Engine {
                 grammar,
                 max_tokens,
                 stop: sampling.stop.clone(),
+                fairness: fairness.unwrap_or_default().to_owned(),
                 tx,
             },
             rx,
@@ -542,7 +578,7 @@ impl Engine {
     /// truncation to `dimensions`). Inputs longer than the context are truncated unless the
     /// request says `truncate: false`.
     pub async fn embed(&self, req: &EmbedRequest) -> Result<EmbedResponse, EngineError> {
-        let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
+        let keep = self.keep_alive(req.keep_alive.as_ref())?;
         let l = self.load(&req.model, keep).await?;
         let Worker::Embed(embedder) = &l.worker else {
             return Err(EngineError::BadRequest(format!(
@@ -589,11 +625,17 @@ impl Engine {
 
     /// Starts a chat generation.
     pub async fn chat(&self, req: &ChatRequest) -> Result<(Arc<Loaded>, Generation), EngineError> {
-        let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
+        let keep = self.keep_alive(req.keep_alive.as_ref())?;
         let grammar = self.grammar(&req.format).await?;
         let l = self.load(&req.model, keep).await?;
         let prompt = self.render_chat(&l, &req.messages)?;
-        let (job, rx) = self.job(&l, &prompt, &req.sampling, grammar)?;
+        let (job, rx) = self.job(
+            &l,
+            &prompt,
+            &req.sampling,
+            grammar,
+            req.fairness.as_deref(),
+        )?;
         self.submit(&l, job)?;
         Ok((l, rx))
     }
@@ -603,7 +645,7 @@ impl Engine {
         &self,
         req: &CompletionRequest,
     ) -> Result<(Arc<Loaded>, Generation), EngineError> {
-        let keep = parse_keep_alive(req.keep_alive.as_ref(), self.config.keep_alive)?;
+        let keep = self.keep_alive(req.keep_alive.as_ref())?;
         let grammar = self.grammar(&req.format).await?;
         let l = self.load(&req.model, keep).await?;
         // As Ollama does: the model's template wraps the prompt (and system text) unless the
@@ -624,7 +666,13 @@ impl Engine {
                 None => req.prompt.clone(),
             }
         };
-        let (job, rx) = self.job(&l, &prompt, &req.sampling, grammar)?;
+        let (job, rx) = self.job(
+            &l,
+            &prompt,
+            &req.sampling,
+            grammar,
+            req.fairness.as_deref(),
+        )?;
         self.submit(&l, job)?;
         Ok((l, rx))
     }
@@ -661,8 +709,9 @@ mod tests {
     #[test]
     fn keep_alive_follows_ollama() {
         let d = Duration::from_secs(300);
-        let k = |v: Value| parse_keep_alive(Some(&v), d).unwrap();
-        assert_eq!(parse_keep_alive(None, d).unwrap(), KeepAlive::For(d));
+        let max = DEFAULT_MAX_KEEP_ALIVE;
+        let k = |v: Value| parse_keep_alive(Some(&v), d, max).unwrap();
+        assert_eq!(parse_keep_alive(None, d, max).unwrap(), KeepAlive::For(d));
         assert_eq!(k(json!("5m")), KeepAlive::For(Duration::from_secs(300)));
         assert_eq!(k(json!("1h30m")), KeepAlive::For(Duration::from_secs(5400)));
         assert_eq!(k(json!(0)), KeepAlive::For(Duration::ZERO));
@@ -670,7 +719,64 @@ mod tests {
         assert_eq!(k(json!(-1)), KeepAlive::Forever);
         assert_eq!(k(json!("-1m")), KeepAlive::Forever);
         assert_eq!(k(json!(30)), KeepAlive::For(Duration::from_secs(30)));
-        assert!(parse_keep_alive(Some(&json!(true)), d).is_err());
-        assert!(parse_keep_alive(Some(&json!("soon")), d).is_err());
+        assert!(parse_keep_alive(Some(&json!(true)), d, max).is_err());
+        assert!(parse_keep_alive(Some(&json!("soon")), d, max).is_err());
+    }
+
+    /// Issue 15 item 6: `keep_alive: 1e308` panicked in `Duration::from_secs_f64` and took the
+    /// request's worker down. Every number and string is now a bounded duration, forever, or
+    /// an error.
+    #[test]
+    fn keep_alive_never_panics_and_is_clamped() {
+        let d = Duration::from_secs(300);
+        let max = Duration::from_secs(3600);
+        let p = |v: Value| parse_keep_alive(Some(&v), d, max);
+        for v in [
+            json!(1e308),
+            json!(f64::MAX),
+            json!(u64::MAX),
+            json!(1.8446744073709552e19),
+            json!("1e308"),
+            json!("99999999999h"),
+            json!("99999999999999999999999h"),
+            json!("9999999999999999999h9999999999999999999h"),
+            json!("1e300"),
+            json!("inf"),
+        ] {
+            match p(v.clone()) {
+                Ok(KeepAlive::For(t)) => assert!(t <= max, "{v} gave {t:?}"),
+                Ok(KeepAlive::Forever) => panic!("{v} must not pin"),
+                Err(_) => {}
+            }
+        }
+        assert_eq!(p(json!(1e308)).unwrap(), KeepAlive::For(max));
+        assert_eq!(p(json!("99999999999h")).unwrap(), KeepAlive::For(max));
+        assert_eq!(
+            p(json!(0.5)).unwrap(),
+            KeepAlive::For(Duration::from_millis(500))
+        );
+        for v in [
+            json!(-1e308),
+            json!(-0.5),
+            json!("-1e308"),
+            json!("-99999999999h"),
+        ] {
+            assert_eq!(p(v.clone()).unwrap(), KeepAlive::Forever, "{v}");
+        }
+        for v in [
+            json!("NaN"),
+            json!("-inf"),
+            json!(""),
+            json!("5x"),
+            json!("..s"),
+            json!([1]),
+        ] {
+            assert!(p(v.clone()).is_err(), "{v}");
+        }
+        // The default is clamped too.
+        assert_eq!(
+            parse_keep_alive(None, Duration::from_secs(7200), max).unwrap(),
+            KeepAlive::For(max)
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod embed;
 pub mod engine;
 pub mod fetch;
 pub mod gguf;
+pub mod native_log;
 pub mod quantize;
 pub mod scheduler;
 pub mod schema;

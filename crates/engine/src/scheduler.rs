@@ -4,15 +4,20 @@
 //! Each request gets a slot (a llama.cpp sequence id). Every step builds one batch holding the
 //! next token of every generating sequence plus as much pending prompt as the batch has room
 //! for, decodes it once, and samples each sequence with its own sampler chain. New requests
-//! join between steps; requests beyond the slots wait in a bounded FIFO queue, and a full queue
-//! is refused at once (the caller answers 503). A slot keeps the tokens its sequence left in the
+//! join between steps; requests beyond the slots wait in a bounded queue, and a full queue is
+//! refused at once (the caller answers 503). The queue is fair across fairness keys (the
+//! gateway's tenants): a free slot goes to the key with the fewest running sequences, ties to
+//! the key served least recently, so one tenant flooding the queue delays another tenant's
+//! request by at most one scheduling step once a slot frees. A slot keeps the tokens its sequence left in the
 //! KV cache, so the next request sharing that prefix (the next turn of a chat) skips it.
 //!
 //! A request whose receiver is dropped (the client went away) is stopped before the next step
 //! and its slot freed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
@@ -84,6 +89,10 @@ pub struct Summary {
 pub enum Output {
     Text(String),
     Done(Summary),
+    /// The request's input was refused before it ran (a grammar llama.cpp does not take, a
+    /// prompt longer than a slot): the client's mistake, answered 400.
+    Rejected(String),
+    /// The model failed while running the request: the server's fault.
     Error(String),
 }
 
@@ -96,6 +105,9 @@ pub struct Job {
     pub grammar: Option<String>,
     pub max_tokens: u32,
     pub stop: Vec<String>,
+    /// Whose request this is (the gateway's tenant), for the fair share of slots; requests
+    /// without one share the key "".
+    pub fairness: String,
     pub tx: UnboundedSender<Output>,
 }
 
@@ -125,7 +137,9 @@ pub enum SchedulerError {
 /// The handle to a model's decode loop.
 #[derive(Debug)]
 pub struct Scheduler {
-    tx: SyncSender<Job>,
+    tx: Sender<Job>,
+    /// Jobs submitted and not yet in a slot (in the channel or the fair queue).
+    waiting: Arc<AtomicUsize>,
     config: SchedulerConfig,
 }
 
@@ -136,17 +150,24 @@ impl Scheduler {
         model: Arc<LlamaModel>,
         config: SchedulerConfig,
     ) -> Result<Scheduler, SchedulerError> {
-        // Jobs in the channel are either about to take a free slot or waiting for one, so the
-        // channel holds the slots plus the queue: at most `slots + queue` requests are in the
-        // system, and the next is refused.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue + config.slots as usize);
+        // Jobs not in a slot are either about to take a free slot or waiting for one, so at
+        // most the slots plus the queue wait: `slots + queue` requests beyond the running
+        // ones, and the next is refused. The model thread moves jobs from the channel into its
+        // fair queue, so the count, not the channel, is the bound.
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let waiting = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let w = waiting.clone();
         std::thread::Builder::new()
             .name("wardgate-decode".into())
-            .spawn(move || run(backend, &model, config, rx, ready_tx))
+            .spawn(move || run(backend, &model, config, rx, &w, ready_tx))
             .map_err(|e| SchedulerError::Context(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Scheduler { tx, config }),
+            Ok(Ok(())) => Ok(Scheduler {
+                tx,
+                waiting,
+                config,
+            }),
             Ok(Err(e)) => Err(SchedulerError::Context(e)),
             Err(_) => Err(SchedulerError::Context("the model thread died".into())),
         }
@@ -154,9 +175,15 @@ impl Scheduler {
 
     /// Queues a job, or refuses it at once when the queue is full.
     pub fn submit(&self, job: Job) -> Result<(), SchedulerError> {
-        self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => SchedulerError::QueueFull,
-            TrySendError::Disconnected(_) => SchedulerError::Stopped,
+        let limit = self.config.queue + self.config.slots as usize;
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| SchedulerError::QueueFull)?;
+        self.tx.send(job).map_err(|_| {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            SchedulerError::Stopped
         })
     }
 
@@ -185,6 +212,90 @@ struct Active {
     first_token: Option<Instant>,
     /// This step's logits row for the sequence.
     logits_at: Option<i32>,
+    /// The job's fairness key.
+    fairness: String,
+}
+
+/// Jobs waiting for a slot, one FIFO per fairness key. The next job goes to the key with the
+/// fewest running sequences; among those, to the key admitted least recently (never, or
+/// longest ago), then to the key that has waited longest.
+#[derive(Debug)]
+pub struct FairQueue<T> {
+    keys: VecDeque<(String, VecDeque<T>)>,
+    /// Keys in the order they were last admitted, most recent last; bounded.
+    recent: VecDeque<String>,
+    len: usize,
+}
+
+/// Keys remembered in [`FairQueue::recent`]; older admissions count as never.
+const RECENT_KEYS: usize = 256;
+
+impl<T> Default for FairQueue<T> {
+    fn default() -> Self {
+        FairQueue {
+            keys: VecDeque::new(),
+            recent: VecDeque::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> FairQueue<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, key: &str, item: T) {
+        self.len += 1;
+        match self.keys.iter_mut().find(|(k, _)| k == key) {
+            Some((_, q)) => q.push_back(item),
+            None => self
+                .keys
+                .push_back((key.to_owned(), VecDeque::from([item]))),
+        }
+    }
+
+    /// The next job, given how many sequences each key has running now.
+    pub fn pop(&mut self, running: impl Fn(&str) -> usize) -> Option<T> {
+        let last_admitted = |k: &str| {
+            self.recent
+                .iter()
+                .rposition(|r| r == k)
+                .map_or(0, |p| p + 1)
+        };
+        let (at, _) = self
+            .keys
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, (k, _))| (running(k), last_admitted(k), *i))?;
+        let (key, mut q) = self.keys.remove(at)?;
+        let item = q.pop_front();
+        self.recent.retain(|r| *r != key);
+        if self.recent.len() >= RECENT_KEYS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(key.clone());
+        if !q.is_empty() {
+            self.keys.push_back((key, q));
+        }
+        if item.is_some() {
+            self.len -= 1;
+        }
+        item
+    }
+
+    /// Keeps only the jobs `keep` accepts (drops those nobody waits for any more).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for (_, q) in self.keys.iter_mut() {
+            q.retain(&mut keep);
+        }
+        self.keys.retain(|(_, q)| !q.is_empty());
+        self.len = self.keys.iter().map(|(_, q)| q.len()).sum();
+    }
 }
 
 #[derive(Default)]
@@ -235,6 +346,7 @@ fn run(
     model: &LlamaModel,
     config: SchedulerConfig,
     rx: Receiver<Job>,
+    waiting: &AtomicUsize,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let params = LlamaContextParams::default()
@@ -254,31 +366,48 @@ fn run(
     let _ = ready.send(Ok(()));
     let mut batch = LlamaBatch::new(config.batch as usize, config.slots as i32);
     let mut slots: Vec<Slot> = (0..config.slots).map(|_| Slot::default()).collect();
+    let mut queue: FairQueue<Job> = FairQueue::default();
     let mut open = true;
     loop {
-        // Admit waiting jobs into free slots; block only when nothing is running.
-        let idle = slots.iter().all(|s| s.active.is_none());
+        // Take what was submitted into the fair queue; block only when nothing is running or
+        // waiting.
+        let idle = slots.iter().all(|s| s.active.is_none()) && queue.is_empty();
         if idle {
             if !open {
                 return;
             }
             match rx.recv() {
-                Ok(job) => admit(model, &mut ctx, &mut slots, job, config),
+                Ok(job) => queue.push(&job.fairness.clone(), job),
                 Err(_) => return,
             }
         }
-        while open && slots.iter().any(|s| s.active.is_none()) {
+        while open {
             match rx.try_recv() {
-                Ok(job) => admit(model, &mut ctx, &mut slots, job, config),
+                Ok(job) => queue.push(&job.fairness.clone(), job),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => open = false,
             }
         }
-        // Stop what nobody waits for any more.
+        // Stop what nobody waits for any more, running or queued.
         for s in slots.iter_mut() {
             if s.active.as_ref().is_some_and(|a| a.tx.is_closed()) {
                 s.active = None;
             }
+        }
+        let before = queue.len();
+        queue.retain(|j| !j.tx.is_closed());
+        waiting.fetch_sub(before - queue.len(), Ordering::AcqRel);
+        // Free slots go to the fairness key with the fewest running sequences.
+        while slots.iter().any(|s| s.active.is_none()) {
+            let next = queue.pop(|key| {
+                slots
+                    .iter()
+                    .filter(|s| s.active.as_ref().is_some_and(|a| a.fairness == key))
+                    .count()
+            });
+            let Some(job) = next else { break };
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            admit(model, &mut ctx, &mut slots, job, config);
         }
         if step(model, &mut ctx, &mut batch, &mut slots, config).is_err() {
             // A failed decode leaves the KV cache in an unknown state for the sequences in the
@@ -305,7 +434,7 @@ fn admit(
 ) {
     let enqueued = Instant::now();
     if job.tokens.is_empty() || job.tokens.len() as u32 >= config.slot_ctx {
-        let _ = job.tx.send(Output::Error(format!(
+        let _ = job.tx.send(Output::Rejected(format!(
             "the prompt needs {} tokens; this model takes at most {} per request",
             job.tokens.len(),
             config.slot_ctx.saturating_sub(1)
@@ -315,9 +444,9 @@ fn admit(
     let sampler = match build_sampler(model, &job.params, job.grammar.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            let _ = job
-                .tx
-                .send(Output::Error(format!("invalid sampling settings: {e}")));
+            let _ = job.tx.send(Output::Rejected(format!(
+                "the model cannot use this request's sampling settings or response format: {e}"
+            )));
             return;
         }
     };
@@ -366,6 +495,7 @@ fn admit(
         started: Instant::now(),
         first_token: None,
         logits_at: None,
+        fairness: job.fairness,
     });
 }
 
@@ -575,7 +705,93 @@ impl ModelExt for LlamaModel {
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
+
+    /// Issue 15 item 12: one tenant flooding the queue must not starve another. With two slots
+    /// held by tenant A and ten more of A's jobs waiting, B's job (queued last) takes the
+    /// first slot that frees, and A's backlog keeps its own order.
+    #[test]
+    fn a_second_tenant_gets_the_next_free_slot_ahead_of_a_flood() {
+        let mut q = FairQueue::default();
+        let mut running: Vec<&str> = Vec::new();
+        for i in 0..12 {
+            q.push("a", format!("a{i}"));
+        }
+        // Two slots: A takes both.
+        for _ in 0..2 {
+            let j = q
+                .pop(|k| running.iter().filter(|r| **r == k).count())
+                .unwrap();
+            assert!(j.starts_with('a'));
+            running.push("a");
+        }
+        q.push("b", "b0".to_owned());
+        // One of A's sequences finishes: the free slot goes to B, not to A's next job.
+        running.pop();
+        let next = q
+            .pop(|k| running.iter().filter(|r| **r == k).count())
+            .unwrap();
+        assert_eq!(next, "b0");
+        running.push("b");
+        // Then A again, in submission order.
+        running.retain(|r| *r != "a");
+        let next = q
+            .pop(|k| running.iter().filter(|r| **r == k).count())
+            .unwrap();
+        assert_eq!(next, "a2");
+        assert_eq!(q.len(), 9);
+    }
+
+    /// One slot: A's job runs (its queue then empty), A queues more, B queues one. When the
+    /// slot frees, nobody runs, and B (never admitted) goes before A (admitted last).
+    #[test]
+    fn with_one_slot_the_least_recently_admitted_key_goes_first() {
+        let mut q = FairQueue::default();
+        q.push("a", "a0");
+        assert_eq!(q.pop(|_| 0), Some("a0"));
+        for j in ["a1", "a2", "a3"] {
+            q.push("a", j);
+        }
+        q.push("b", "b0");
+        assert_eq!(q.pop(|_| 0), Some("b0"));
+        assert_eq!(q.pop(|_| 0), Some("a1"));
+        assert_eq!(q.pop(|_| 0), Some("a2"));
+    }
+
+    #[test]
+    fn equal_shares_rotate_across_keys_and_retain_drops_abandoned_jobs() {
+        let mut q = FairQueue::default();
+        for i in 0..3 {
+            q.push("a", ("a", i));
+        }
+        for i in 0..3 {
+            q.push("b", ("b", i));
+        }
+        q.push("c", ("c", 0));
+        // Nothing running: keys take turns, least recently served first.
+        let order: Vec<_> = std::iter::from_fn(|| q.pop(|_| 0)).collect();
+        assert_eq!(
+            order,
+            [
+                ("a", 0),
+                ("b", 0),
+                ("c", 0),
+                ("a", 1),
+                ("b", 1),
+                ("a", 2),
+                ("b", 2)
+            ]
+        );
+        for i in 0..4 {
+            q.push("a", ("a", i));
+        }
+        q.retain(|(_, i)| i % 2 == 0);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop(|_| 0), Some(("a", 0)));
+        assert_eq!(q.pop(|_| 0), Some(("a", 2)));
+        assert!(q.is_empty());
+    }
 
     #[test]
     fn utf8_split_across_tokens_is_held_until_complete() {

@@ -180,6 +180,7 @@ async fn a_converted_bert_embeds_with_unit_vectors() {
         sampling: Default::default(),
         format: Default::default(),
         keep_alive: None,
+        fairness: None,
     };
     assert!(matches!(
         engine.complete(&generate).await,

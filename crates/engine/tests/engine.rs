@@ -55,6 +55,7 @@ fn completion(prompt: &str, sampling: Sampling) -> CompletionRequest {
         sampling,
         format: ResponseFormat::Text,
         keep_alive: None,
+        fairness: None,
     }
 }
 
@@ -68,7 +69,7 @@ async fn drain(mut rx: wardgate_engine::Generation) -> (String, Summary) {
         {
             Output::Text(t) => text.push_str(&t),
             Output::Done(s) => return (text, s),
-            Output::Error(e) => panic!("generation failed: {e}"),
+            Output::Error(e) | Output::Rejected(e) => panic!("generation failed: {e}"),
         }
     }
 }
@@ -111,6 +112,7 @@ async fn chat_uses_the_models_template_and_reuses_the_cached_prefix() {
         tool_choice: None,
         parallel_tool_calls: None,
         keep_alive: None,
+        fairness: None,
     };
     let (l, rx) = f.engine.chat(&req).await.unwrap();
     assert!(l.has_chat_template());
@@ -331,4 +333,106 @@ async fn i15_5_schemas_past_the_bounds_are_refused_and_the_engine_keeps_serving(
         .unwrap();
     let (_, s) = drain(rx).await;
     assert_eq!(s.completion_tokens, 2);
+}
+
+// ==== issue 15, B2: items 6, 12 ====
+
+/// Item 6: `keep_alive: 1e308` panicked the request's worker; now it is clamped to the
+/// configured maximum, and a negative one pins the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_6_huge_keep_alive_is_clamped_not_a_panic() {
+    let f = fixture(1, 4);
+    for v in [
+        serde_json::json!(1e308),
+        serde_json::json!("99999999999h"),
+        serde_json::json!(-1e308),
+    ] {
+        let mut req = completion("hello", greedy(2));
+        req.keep_alive = Some(v.clone());
+        let (l, rx) = f.engine.complete(&req).await.unwrap();
+        drain(rx).await;
+        let max = f.engine.config().max_keep_alive;
+        match l.expires_at() {
+            Some(t) => assert!(
+                t <= std::time::Instant::now() + max,
+                "{v}: kept past the maximum"
+            ),
+            None => assert!(v.as_f64().is_some_and(|s| s < 0.0), "{v} pinned the model"),
+        }
+    }
+    let mut req = completion("hello", greedy(2));
+    req.keep_alive = Some(serde_json::json!("forever"));
+    assert!(matches!(
+        f.engine.complete(&req).await,
+        Err(EngineError::BadRequest(_))
+    ));
+}
+
+/// Item 6: a grammar llama.cpp refuses (a repetition over its limit) is the client's mistake:
+/// refused before it runs (`BadRequest`) or by the model thread as `Rejected`, never as a
+/// server `Error`, and the slot serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_6_a_grammar_llama_cpp_refuses_is_rejected_not_a_server_error() {
+    let f = fixture(1, 4);
+    let mut req = completion("give json", greedy(4));
+    req.format = ResponseFormat::JsonSchema {
+        name: "s".into(),
+        schema: wardgate_api::canonical::RawJson::from_value(
+            &serde_json::json!({"type": "array", "items": {"type": "integer"}, "minItems": 100000}),
+        ),
+    };
+    match f.engine.complete(&req).await {
+        Err(EngineError::BadRequest(_)) => {}
+        Err(e) => panic!("not a client error: {e}"),
+        Ok((_, mut rx)) => match rx.recv().await {
+            Some(Output::Rejected(_)) => {}
+            other => panic!("expected Rejected, got {other:?}"),
+        },
+    }
+    let (_, rx) = f
+        .engine
+        .complete(&completion("hello", greedy(2)))
+        .await
+        .unwrap();
+    assert_eq!(drain(rx).await.1.completion_tokens, 2);
+}
+
+/// Item 12: with one slot held by tenant A and A's backlog queued, tenant B's request, queued
+/// after all of A's, runs as soon as the slot frees, before the rest of A's backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_12_a_second_tenant_runs_at_the_next_free_slot() {
+    let f = fixture(1, 16);
+    let job = |tenant: &str, n: u32| {
+        let mut r = completion("hello", greedy(n));
+        r.fairness = Some(tenant.to_owned());
+        r
+    };
+    let (_, mut first) = f.engine.complete(&job("a", 24)).await.unwrap();
+    assert!(matches!(first.recv().await, Some(Output::Text(_))));
+    let mut rxs = Vec::new();
+    for i in 0..4 {
+        let (_, rx) = f.engine.complete(&job("a", 8)).await.unwrap();
+        rxs.push((format!("a{}", i + 1), rx));
+    }
+    let (_, rx) = f.engine.complete(&job("b", 2)).await.unwrap();
+    rxs.push(("b0".to_owned(), rx));
+    let done = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for (name, rx) in rxs {
+        let done = done.clone();
+        handles.push(tokio::spawn(async move {
+            drain(rx).await;
+            done.lock().unwrap().push(name);
+        }));
+    }
+    drain(first).await;
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(30), h)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let order = done.lock().unwrap().clone();
+    assert_eq!(order.first().map(String::as_str), Some("b0"), "{order:?}");
+    assert_eq!(&order[1..], ["a1", "a2", "a3", "a4"], "{order:?}");
 }

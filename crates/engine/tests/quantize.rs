@@ -66,13 +66,14 @@ async fn converts_to_each_type_and_the_result_generates() {
             },
             format: ResponseFormat::Text,
             keep_alive: None,
+            fairness: None,
         };
         let (_, mut rx) = engine.complete(&req).await.unwrap();
         let summary = loop {
             match rx.recv().await.expect("no summary") {
                 Output::Text(_) => {}
                 Output::Done(s) => break s,
-                Output::Error(e) => panic!("{name} failed to generate: {e}"),
+                Output::Error(e) | Output::Rejected(e) => panic!("{name} failed to generate: {e}"),
             }
         };
         assert!(summary.completion_tokens >= 1, "{name}: {summary:?}");

@@ -141,6 +141,9 @@ pub struct RawEngine {
     pub memory_budget_mib: Option<u64>,
     /// How long an idle model stays loaded unless a request says. Default `5m`.
     pub keep_alive: Option<String>,
+    /// The longest `keep_alive` a request may set; longer values (`1e308`) are clamped to it.
+    /// Default `24h`, at most `30d`.
+    pub max_keep_alive: Option<String>,
     /// Models loaded at start and kept; `/ready` waits for them.
     #[serde(default)]
     pub preload: Vec<String>,
@@ -250,6 +253,11 @@ pub struct RawLimits {
     /// Most JSON values (scalars, arrays, objects) in one request body, counted before it is
     /// parsed. Default 250000, at most 10000000.
     pub max_json_values: Option<usize>,
+    /// The longest Ollama `keep_alive` a client that is not an operator (an admin of the
+    /// operator tenant) may set. `0s` (the default) ignores `keep_alive` from such clients, so
+    /// no tenant can unload (`0`) or pin (`-1`) a model shared with others; above zero, their
+    /// values are clamped to it and `0` and negative values are still ignored. At most `24h`.
+    pub max_client_keep_alive: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,8 +361,9 @@ pub struct RawRateLimit {
     pub tokens_per_day: Option<u64>,
     /// Tokens per UTC day per tenant; 0 (the default) turns the budget off.
     pub tenant_tokens_per_day: Option<u64>,
-    /// Model requests one key may have in flight at once (streams included). Default 32;
-    /// 0 turns the limit off.
+    /// Model requests one key may have in flight at once (streams included). Default: half
+    /// the in-process engine's `engine.slots` where an embedded backend is configured, else 32
+    /// (set it below the remote engine's slot count); 0 turns the limit off.
     pub concurrent_requests: Option<u32>,
     /// Model requests one tenant may have in flight at once; 0 (the default) turns it off.
     pub tenant_concurrent_requests: Option<u32>,
@@ -464,6 +473,8 @@ pub struct Limits {
     pub default_context_window: u32,
     pub max_embedding_inputs: usize,
     pub max_json_values: usize,
+    /// Zero: `keep_alive` from non-operators is ignored.
+    pub max_client_keep_alive: Duration,
 }
 
 /// What a backend is.
@@ -483,6 +494,7 @@ pub struct EngineSettings {
     pub queue: usize,
     pub memory_budget: Option<u64>,
     pub keep_alive: Duration,
+    pub max_keep_alive: Duration,
     pub preload: Vec<String>,
     pub fetch_default_model: bool,
     pub schema: wardgate_engine::SchemaLimits,
@@ -867,6 +879,10 @@ fn schema_limits(e: &RawEngine) -> Result<wardgate_engine::SchemaLimits, ConfigE
         )?,
     })
 }
+/// Upper bound of `limits.max_client_keep_alive`.
+const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
+/// Upper bound of `engine.max_keep_alive`.
+const MAX_ENGINE_KEEP_ALIVE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
     let Some(v) = v else { return Ok(default) };
@@ -1282,6 +1298,14 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             DEFAULT_MAX_JSON_VALUES,
             10_000_000,
         )?,
+        max_client_keep_alive: {
+            let key = "limits.max_client_keep_alive";
+            let d = duration_or_off(key, l.max_client_keep_alive.as_deref(), Duration::ZERO)?;
+            if d > MAX_CLIENT_KEEP_ALIVE {
+                return Err(ConfigError::new(key, "must be at most 24h"));
+            }
+            d
+        },
     };
 
     let mut backends = Vec::with_capacity(raw.backends.len());
@@ -1443,9 +1467,28 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 )
             })?,
         },
+        max_keep_alive: {
+            let key = "engine.max_keep_alive";
+            let d = duration(
+                key,
+                e.max_keep_alive.as_deref(),
+                wardgate_engine::engine::DEFAULT_MAX_KEEP_ALIVE,
+            )?;
+            if d > MAX_ENGINE_KEEP_ALIVE {
+                return Err(ConfigError::new(key, "must be at most 30d"));
+            }
+            d
+        },
         preload: e.preload,
         fetch_default_model: e.fetch_default_model.unwrap_or(true),
         schema,
+    };
+    // One key should not hold every slot of the in-process engine: by default it may have
+    // half of them in flight (remote engines' slots are not known here; set it below theirs).
+    let default_concurrency = if backends.iter().any(|b| b.kind == BackendType::Embedded) {
+        (engine.slots / 2).max(1)
+    } else {
+        32
     };
 
     let mut models = Vec::with_capacity(raw.models.len());
@@ -1605,7 +1648,10 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             key: QuotaSet {
                 tokens_per_minute: raw.rate_limit.tokens_per_minute.unwrap_or(0),
                 tokens_per_day: raw.rate_limit.tokens_per_day.unwrap_or(0),
-                concurrent_requests: raw.rate_limit.concurrent_requests.unwrap_or(32),
+                concurrent_requests: raw
+                    .rate_limit
+                    .concurrent_requests
+                    .unwrap_or(default_concurrency),
             },
             tenant: QuotaSet {
                 tokens_per_minute: raw.rate_limit.tenant_tokens_per_minute.unwrap_or(0),
@@ -2121,6 +2167,31 @@ url = "http://127.0.0.1:11434"
         assert_eq!(err.key, "backends[0].url");
         let err = load("[engine]\nslots = 0\n").unwrap_err();
         assert_eq!(err.key, "engine.slots");
+    }
+
+    /// Issue 15 items 6, 12, 13: the keep-alive bounds and the per-key concurrency default
+    /// below the in-process engine's slots.
+    #[test]
+    fn keep_alive_bounds_and_the_per_key_concurrency_default() {
+        let c = load("").unwrap();
+        assert_eq!(c.limits.max_client_keep_alive, Duration::ZERO);
+        assert_eq!(c.engine.max_keep_alive, Duration::from_secs(24 * 3600));
+        assert_eq!(c.quotas.key.concurrent_requests, 4, "half of 8 slots");
+        let c = load("[engine]\nslots = 1\n").unwrap();
+        assert_eq!(c.quotas.key.concurrent_requests, 1);
+        let c = load("[rate_limit]\nconcurrent_requests = 0\n").unwrap();
+        assert_eq!(c.quotas.key.concurrent_requests, 0);
+        let c =
+            load("[[backends]]\nname = \"o\"\nkind = \"ollama\"\nurl = \"http://x\"\n").unwrap();
+        assert_eq!(c.quotas.key.concurrent_requests, 32);
+        let c = load("[limits]\nmax_client_keep_alive = \"10m\"\n").unwrap();
+        assert_eq!(c.limits.max_client_keep_alive, Duration::from_secs(600));
+        let err = load("[limits]\nmax_client_keep_alive = \"25h\"\n").unwrap_err();
+        assert_eq!(err.key, "limits.max_client_keep_alive");
+        let err = load("[engine]\nmax_keep_alive = \"31d\"\n").unwrap_err();
+        assert_eq!(err.key, "engine.max_keep_alive");
+        let err = load("[engine]\nmax_keep_alive = \"0s\"\n").unwrap_err();
+        assert_eq!(err.key, "engine.max_keep_alive");
     }
 
     #[test]

@@ -350,7 +350,12 @@ impl ApiError {
                         StatusCode::BAD_REQUEST,
                         "invalid_request_error",
                         None,
-                        format!("The model server rejected the request (status {status})."),
+                        format!(
+                            "The model server rejected the request as invalid (status {status}). \
+                             Check the response format or JSON schema (the model server may not \
+                             support every schema, e.g. very large minItems or unresolved $ref), \
+                             the sampling options and keep_alive."
+                        ),
                     ),
                     UpstreamKind::RateLimited => Rendered {
                         retry_after: Some(1),

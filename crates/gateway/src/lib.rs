@@ -81,6 +81,7 @@ pub fn build_engine(config: &Config) -> Result<Option<Arc<Engine>>, StartError> 
         ec.memory_budget = m;
     }
     ec.keep_alive = e.keep_alive;
+    ec.max_keep_alive = e.max_keep_alive;
     ec.max_tokens = config.limits.max_output_tokens;
     ec.schema = e.schema;
     Engine::new(ec)

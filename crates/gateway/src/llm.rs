@@ -107,6 +107,7 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
     if let Some(rec) = parts.extensions.get::<Arc<RequestRecord>>() {
         rec.set_principal(GATEWAY_PRINCIPAL, "", wardgate_audit::AuthMethod::ApiKey);
     }
+    parts.extensions.insert(forwarded(&parts.uri));
     parts.extensions.insert(Principal {
         key_id: GATEWAY_PRINCIPAL.to_owned(),
         tenant: String::new(),
@@ -117,6 +118,20 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
     });
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// What the gateway said about a verified request: its fairness key (the tenant, hex-encoded
+/// in the signed query), taken as the opaque string it is.
+fn forwarded(uri: &axum::http::Uri) -> crate::handlers::Forwarded {
+    let fairness = uri.query().and_then(|q| {
+        q.split('&').find_map(|kv| {
+            kv.strip_prefix(wardgate_backends::http::FAIRNESS_QUERY)
+                .and_then(|v| v.strip_prefix('='))
+                .filter(|v| !v.is_empty() && v.len() <= 256)
+                .map(str::to_owned)
+        })
+    });
+    crate::handlers::Forwarded { fairness }
 }
 
 fn details(e: &wardgate_engine::ModelEntry) -> wardgate_api::ollama::Details {

@@ -493,6 +493,7 @@ mod tests {
             tool_choice: None,
             parallel_tool_calls: None,
             keep_alive: None,
+            fairness: None,
         };
         let rule = |mode| PhiRule {
             mode,

@@ -4057,3 +4057,464 @@ async fn i15_11_unsupported_patterns_are_refused() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
+
+// ==== issue 15, B2: items 6, 11 (first half), 12, 13, low (keep_alive validation) ====
+
+/// A tiny random-weight model in a fresh store under `dir`, as `tiny:test`; returns the engine
+/// settings' TOML for it.
+fn i15_tiny_store(dir: &std::path::Path) -> String {
+    let file = dir.join("tiny.gguf");
+    wardgate_engine::gguf::write_tiny_llama(
+        std::fs::File::create(&file).unwrap(),
+        &wardgate_engine::gguf::TinySpec::default(),
+    )
+    .unwrap();
+    format!(
+        "[engine]\nmodels_dir = \"{}\"\nslots = 2\nslot_ctx = 256\nthreads = 1\n",
+        dir.join("store").display()
+    )
+}
+
+/// `wardgate llm` over the real engine with the tiny model, on a loopback socket.
+async fn i15_llm(dir: &std::path::Path) -> (SocketAddr, axum::Router) {
+    let toml = format!(
+        // As `wardgate llm` runs: no per-key limits (its one client, the gateway, has them).
+        "{}[rate_limit]\nrequests_per_minute = 0\nconcurrent_requests = 0\n",
+        i15_tiny_store(dir)
+    );
+    let config = wardgate_gateway::config::Config::from_raw(
+        wardgate_gateway::config::parse_toml(&toml).unwrap(),
+        &|_| None,
+    )
+    .unwrap();
+    let engine = wardgate_gateway::build_engine(&config).unwrap().unwrap();
+    engine
+        .store()
+        .import(&dir.join("tiny.gguf"), "tiny:test")
+        .unwrap();
+    let catalog = wardgate_gateway::build_catalog(&config, Some(&engine)).unwrap();
+    let store = Arc::new(wardgate_store::SqliteStore::open_in_memory().await.unwrap());
+    let state = wardgate_gateway::build_state(config, catalog, Some(engine), store);
+    wardgate_gateway::refresh_backends(&state).await;
+    let verifier = Arc::new(Verifier::new(
+        vec![SigningKey::new(LLM_SECRET).unwrap()],
+        LLM_SKEW_SECS,
+        1000,
+    ));
+    let app = wardgate_gateway::llm::llm_router(state, verifier);
+    (spawn_app(app.clone()).await, app)
+}
+
+/// The gateway in front of the `wardgate llm` at `addr` (signed hop), model `tiny`; the
+/// harness key is tenant `acme`'s.
+async fn i15_gateway_over_llm(
+    addr: SocketAddr,
+) -> (Harness, Arc<wardgate_backends::BackendHandle>) {
+    use wardgate_backends::{
+        BackendHandle, BackendKind, BreakerConfig, Catalog, HttpBackend, HttpBackendConfig,
+        ModelEntry,
+    };
+    let mut hc = HttpBackendConfig::new("b0", BackendKind::Ollama, format!("http://{addr}"));
+    hc.signer = Some(SigningKey::new(LLM_SECRET).unwrap());
+    let handle = BackendHandle::new(
+        Arc::new(HttpBackend::new(hc).unwrap()),
+        BreakerConfig::default(),
+    );
+    let catalog = Catalog::new(
+        vec![handle.clone()],
+        &[ModelEntry {
+            name: "tiny".into(),
+            aliases: vec![],
+            chain: vec![("b0".into(), "tiny:test".into())],
+            context_window: 256,
+        }],
+        4096,
+        0,
+    )
+    .unwrap();
+    let toml = format!(
+        "[[backends]]\nname = \"b0\"\nkind = \"ollama\"\nurl = \"http://{addr}\"\n\
+         [[models]]\nname = \"tiny\"\nchain = [{{ backend = \"b0\", model = \"tiny:test\" }}]\n"
+    );
+    let config = wardgate_gateway::config::Config::from_raw(
+        wardgate_gateway::config::parse_toml(&toml).unwrap(),
+        &|_| None,
+    )
+    .unwrap();
+    let store = Arc::new(wardgate_store::SqliteStore::open_in_memory().await.unwrap());
+    let key = store
+        .create_key(wardgate_store::NewKeySpec {
+            tenant: "acme".into(),
+            models: vec![],
+            roles: vec![],
+            expires_at: None,
+            label: None,
+        })
+        .await
+        .unwrap()
+        .secret
+        .expose()
+        .clone();
+    let state = wardgate_gateway::build_state(config, catalog, None, store.clone());
+    let h = Harness {
+        app: wardgate_gateway::router(state.clone()),
+        state,
+        store,
+        key,
+        mocks: vec![],
+    };
+    (h, handle)
+}
+
+/// Item 6: `keep_alive` as a huge, negative or absurd number or string never panics
+/// `wardgate llm`: each is clamped, pins, or is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_6_keep_alive_never_panics_the_llm_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, app) = i15_llm(dir.path()).await;
+    let cases = [
+        (json!(1e308), 200),
+        (json!(-1e308), 200),
+        (json!(1.5), 200),
+        (json!("99999999999h"), 200),
+        (json!("99999999999999999999999999h"), 200),
+        (json!("1e308"), 200),
+        (json!("NaN"), 400),
+        (json!("soon"), 400),
+    ];
+    for (i, (keep, status)) in cases.iter().enumerate() {
+        let body = json!({"model": "tiny:test", "prompt": "hello", "stream": false,
+            "options": {"num_predict": 2}, "keep_alive": keep})
+        .to_string();
+        let r = send_to(
+            &app,
+            signed(
+                "/api/generate",
+                &body,
+                unix_now(),
+                &format!("i15-6-keep-alive-nonce-{i}"),
+            ),
+        )
+        .await;
+        assert_eq!(r.status.as_u16(), *status, "{keep}: {}", r.text());
+        if *status == 400 {
+            let m = assert_ollama_error(&r, 400);
+            assert!(m.contains("keep_alive"), "{m}");
+        }
+    }
+}
+
+/// Item 6: a schema llama.cpp cannot take (a repetition over its limit) is the client's
+/// mistake end to end: 400 in the client's front's shape without the upstream's words, five
+/// of them leave the breaker closed, and another tenant is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_6_refused_grammar_is_400_and_does_not_open_the_breaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _) = i15_llm(dir.path()).await;
+    let (h, handle) = i15_gateway_over_llm(addr).await;
+    let schema = json!({"type": "array", "items": {"type": "integer"}, "minItems": 100000});
+    for i in 0..5 {
+        let (path, body) = if i % 2 == 0 {
+            (
+                "/api/chat",
+                json!({"model": "tiny", "stream": false, "format": schema,
+                    "messages": [{"role": "user", "content": "list"}]}),
+            )
+        } else {
+            (
+                "/v1/chat/completions",
+                json!({"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "list"}],
+                    "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}),
+            )
+        };
+        let r = h.post(path, body).await;
+        assert_front_error(path, &r, 400, None);
+        assert!(
+            !r.text().contains("repetitions"),
+            "upstream words: {}",
+            r.text()
+        );
+        assert!(!handle.breaker.is_open(), "request {i} opened the breaker");
+    }
+    let (_, other) = h.key_with_roles("globex", &[Role::User], None).await;
+    let r = h
+        .send(post_as(
+            "/api/chat",
+            &json!({"model": "tiny", "stream": false, "options": {"num_predict": 2},
+                "messages": [{"role": "user", "content": "hello"}]})
+            .to_string(),
+            Some(&other),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(!handle.breaker.is_open());
+}
+
+/// Item 6: the gateway passes an upstream 400 through as a 400 (not 502), with its own fixed
+/// words, and does not charge the breaker.
+#[tokio::test]
+async fn i15_6_upstream_400_is_a_400_and_not_a_breaker_failure() {
+    for kind in KINDS {
+        let cfg = MockConfig {
+            fail_status: Some(400),
+            ..mock_cfg()
+        };
+        let h = audited(Harness::single_with(kind, cfg, "").await).await;
+        for path in ["/api/chat", "/v1/chat/completions"] {
+            for _ in 0..4 {
+                let body = if path == "/api/chat" {
+                    ollama_chat("tiny", "hello")
+                } else {
+                    chat_body("tiny", "hello")
+                };
+                let r = h.post(path, body).await;
+                assert_front_error(path, &r, 400, None);
+            }
+        }
+        let route = h.state.catalog.resolve("tiny").unwrap();
+        assert!(!route.chain[0].backend.breaker.is_open(), "{kind}");
+    }
+}
+
+/// Item 13 (and the low item): a non-operator's `keep_alive` is validated (400 in the Ollama
+/// shape for a value the engine would refuse), then never reaches the backend (`0` would unload
+/// the shared model, `-1` pin it); an operator's does.
+#[tokio::test]
+async fn i15_13_keep_alive_from_non_operators_does_not_reach_the_backend() {
+    let h = harness("ollama", "").await;
+    let (_, admin) = h
+        .key_with_roles("acme", &[Role::User, Role::Admin], None)
+        .await;
+    let (_, operator) = h
+        .key_with_roles("operator", &[Role::User, Role::Admin], None)
+        .await;
+    let send = |key: String, keep: Value, path: &'static str| {
+        let h = &h;
+        async move {
+            let mut body = if path == "/api/chat" {
+                ollama_chat("tiny", "hello")
+            } else {
+                json!({"model": "tiny", "prompt": "hello", "stream": false})
+            };
+            body["keep_alive"] = keep;
+            h.send(post_as(path, &body.to_string(), Some(&key))).await
+        }
+    };
+    for key in [h.key.clone(), admin.clone()] {
+        for keep in [
+            json!(0),
+            json!(-1),
+            json!("0s"),
+            json!("-1m"),
+            json!("1h"),
+            json!(1e308),
+        ] {
+            for path in ["/api/chat", "/api/generate"] {
+                let r = send(key.clone(), keep.clone(), path).await;
+                assert_eq!(r.status, StatusCode::OK, "{keep}: {}", r.text());
+                let body = h.mocks[0].stats().last_body.unwrap();
+                assert!(
+                    body.get("keep_alive").is_none(),
+                    "{keep} from a non-operator reached the backend: {body}"
+                );
+            }
+        }
+    }
+    for keep in [json!(0), json!(-1), json!("10m")] {
+        let r = send(operator.clone(), keep.clone(), "/api/chat").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(h.mocks[0].stats().last_body.unwrap()["keep_alive"], keep);
+    }
+    // The low item: a value the engine cannot parse is a 400 at the gateway, for everyone.
+    let before = h.mocks[0].stats().inference_requests;
+    for keep in [json!("soon"), json!("5 minutes"), json!(true), json!("NaN")] {
+        for key in [h.key.clone(), operator.clone()] {
+            let r = send(key, keep.clone(), "/api/chat").await;
+            let m = assert_ollama_error(&r, 400);
+            assert!(m.contains("keep_alive"), "{m}");
+        }
+    }
+    assert_eq!(h.mocks[0].stats().inference_requests, before);
+    // A load acknowledgement (no messages) with keep_alive 0 is not an unload for a client.
+    let r = h
+        .post(
+            "/api/chat",
+            json!({"model": "tiny", "messages": [], "keep_alive": 0}),
+        )
+        .await;
+    assert_eq!(r.json()["done_reason"], "load", "{}", r.text());
+}
+
+/// Item 13 with a bound: `limits.max_client_keep_alive` lets clients lengthen the time up to
+/// it (clamped), still never unload or pin.
+#[tokio::test]
+async fn i15_13_client_keep_alive_is_clamped_to_the_configured_bound() {
+    let h = harness("ollama", "[limits]\nmax_client_keep_alive = \"10m\"\n").await;
+    for (keep, sent) in [
+        (json!("1h"), Some(json!(600.0))),
+        (json!(30), Some(json!(30.0))),
+        (json!(0), None),
+        (json!(-1), None),
+    ] {
+        let mut body = ollama_chat("tiny", "hello");
+        body["keep_alive"] = keep.clone();
+        let r = h.post("/api/chat", body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let last = h.mocks[0].stats().last_body.unwrap();
+        assert_eq!(last.get("keep_alive").cloned(), sent, "{keep}: {last}");
+    }
+}
+
+/// Item 13 on the in-process engine: a non-operator's `keep_alive: 0` leaves the shared model
+/// loaded, and `-1` does not pin it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_13_embedded_model_stays_loaded_after_a_clients_keep_alive_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = i15_tiny_store(dir.path());
+    let config = wardgate_gateway::config::Config::from_raw(
+        wardgate_gateway::config::parse_toml(&toml).unwrap(),
+        &|_| None,
+    )
+    .unwrap();
+    let engine = wardgate_gateway::build_engine(&config).unwrap().unwrap();
+    engine
+        .store()
+        .import(&dir.path().join("tiny.gguf"), "tiny:test")
+        .unwrap();
+    let catalog = wardgate_gateway::build_catalog(&config, Some(&engine)).unwrap();
+    let store = Arc::new(wardgate_store::SqliteStore::open_in_memory().await.unwrap());
+    let state = wardgate_gateway::build_state(config, catalog, Some(engine.clone()), store.clone());
+    wardgate_gateway::refresh_backends(&state).await;
+    let key = store
+        .create_key(wardgate_store::NewKeySpec {
+            tenant: "acme".into(),
+            models: vec![],
+            roles: vec![Role::User, Role::Admin],
+            expires_at: None,
+            label: None,
+        })
+        .await
+        .unwrap()
+        .secret
+        .expose()
+        .clone();
+    let app = wardgate_gateway::router(state);
+    for keep in [json!(0), json!(-1)] {
+        let body = json!({"model": "tiny:test", "prompt": "hello", "stream": false,
+            "options": {"num_predict": 2}, "keep_alive": keep});
+        let r = support::send_to(
+            app.clone(),
+            post_as("/api/generate", &body.to_string(), Some(&key)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let running = engine.running();
+        assert_eq!(running.len(), 1, "{keep} unloaded the shared model");
+        assert!(running[0].expires_at().is_some(), "{keep} pinned the model");
+    }
+}
+
+/// Item 12: the gateway tells `wardgate llm` whose request it is (the tenant, in the signed
+/// query), and the hop still verifies.
+#[tokio::test]
+async fn i15_12_the_gateway_sends_the_tenant_as_the_fairness_key() {
+    let mock = mocks(vec![mock_cfg()]).await;
+    use wardgate_backends::{Backend, BackendKind, HttpBackend, HttpBackendConfig};
+    let mut hc = HttpBackendConfig::new("b0", BackendKind::Ollama, mock[0].url());
+    hc.signer = Some(SigningKey::new(LLM_SECRET).unwrap());
+    let backend = HttpBackend::new(hc).unwrap();
+    let canonical = wardgate_api::canonical::ChatRequest {
+        model: "tiny".into(),
+        messages: vec![wardgate_api::canonical::Message::new(
+            wardgate_api::canonical::Role::User,
+            "hello",
+        )],
+        sampling: Default::default(),
+        format: Default::default(),
+        tools: vec![],
+        tool_choice: None,
+        parallel_tool_calls: None,
+        keep_alive: None,
+        fairness: Some("acme".into()),
+    };
+    let stream = backend.chat(&canonical).await.unwrap();
+    drop(stream);
+    let path = mock[0].stats().last_path.unwrap();
+    assert_eq!(path, "/api/chat?fairness=61636d65", "{path}");
+}
+
+/// Set in the child process of [`i15_11_llama_cpp_stderr_passes_the_redactor`].
+const I15_CHILD: &str = "WARDGATE_I15_11_CHILD";
+
+/// Item 11 (first half): what llama.cpp prints to stderr itself (the grammar it refused, the
+/// schema converter's warnings, which quote `const` and `pattern` values) goes through the
+/// redacting logger. The test runs itself as a child with the binary's logging (the redacting
+/// writer over stderr) and reads the child's whole stderr.
+#[test]
+fn i15_11_llama_cpp_stderr_passes_the_redactor() {
+    if std::env::var_os(I15_CHILD).is_some() {
+        i15_11_child();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "i15_11_llama_cpp_stderr_passes_the_redactor",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(I15_CHILD, "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the child failed:\n{err}");
+    assert!(
+        err.contains("llama.cpp:") && err.contains("error parsing grammar"),
+        "llama.cpp's own stderr lines were not routed to the log:\n{err}"
+    );
+    assert!(
+        err.contains("JSON schema conversion was incomplete"),
+        "{err}"
+    );
+    // (The detector decides what is PHI: a 9xx "SSN" is not one to it, so none is used here.)
+    for phi in ["123-45-6789", "234-56-7891", "John Smith", "Jane Doe"] {
+        assert!(!err.contains(phi), "stderr holds {phi}:\n{err}");
+    }
+}
+
+fn i15_11_child() {
+    use wardgate_engine::llama_cpp_2;
+    let sub = tracing_subscriber::fmt()
+        .with_writer(wardgate_gateway::redact_log::RedactingMakeWriter::new(
+            std::io::stderr,
+        ))
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(sub).unwrap();
+    let backend = wardgate_engine::engine::llama_backend().unwrap();
+    // The converter warns about a pattern it cannot enforce, quoting it.
+    let grammar = llama_cpp_2::json_schema_to_grammar(
+        &json!({"type": "object", "properties": {
+            "name": {"type": "string", "pattern": "Jane Doe SSN 234-56-7891"},
+            "id": {"const": "John Smith SSN 123-45-6789"}}})
+        .to_string(),
+    )
+    .unwrap();
+    assert!(grammar.contains("123-45-6789"));
+    // The grammar parser refuses a repetition over its limit and prints the whole grammar.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.gguf");
+    wardgate_engine::gguf::write_tiny_llama(
+        std::fs::File::create(&file).unwrap(),
+        &wardgate_engine::gguf::TinySpec::default(),
+    )
+    .unwrap();
+    let model = llama_cpp_2::model::LlamaModel::load_from_file(
+        backend,
+        &file,
+        &llama_cpp_2::model::params::LlamaModelParams::default(),
+    )
+    .unwrap();
+    let refused = format!("{grammar}big ::= \"x\"{{5000}}\n");
+    assert!(llama_cpp_2::sampling::LlamaSampler::grammar(&model, &refused, "root").is_err());
+}

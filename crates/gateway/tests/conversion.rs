@@ -320,8 +320,22 @@ async fn ollama_load_requests_are_acknowledged_without_a_backend_call() {
         (v["done"].clone(), v["done_reason"].clone()),
         (json!(true), json!("load"))
     );
+    // `keep_alive: 0` is an unload only from an operator: a client's is ignored (issue 15).
     let v = h
         .post("/api/generate", json!({"model": "tiny", "keep_alive": 0}))
+        .await
+        .json();
+    assert_eq!(v["done_reason"], "load");
+    let (_, operator) = h
+        .key_with_roles(
+            "operator",
+            &[wardgate_store::Role::User, wardgate_store::Role::Admin],
+            None,
+        )
+        .await;
+    let body = json!({"model": "tiny", "keep_alive": 0}).to_string();
+    let v = h
+        .send(post_as("/api/generate", &body, Some(&operator)))
         .await
         .json();
     assert_eq!(v["done_reason"], "unload");

@@ -80,7 +80,7 @@ pub struct Stats {
     pub cancelled_streams: u64,
     /// The body of the last inference request as received; `None` when it was not valid JSON.
     pub last_body: Option<serde_json::Value>,
-    /// The path of the last inference request.
+    /// The path (with its query) of the last inference request.
     pub last_path: Option<String>,
     /// The headers of the last inference request, names lower-cased, in the order received.
     pub last_headers: Vec<(String, String)>,

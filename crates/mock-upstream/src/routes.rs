@@ -77,7 +77,9 @@ pub(crate) fn begin(
 ) -> Result<Inference, ApiError> {
     let started = Instant::now();
     let parsed = serde_json::from_slice::<Value>(raw);
-    let admission = shared.admit_inference(uri.path(), headers, parsed.as_ref().ok().cloned());
+    // The query too: what a signed hop puts there (the fairness key) is asserted by tests.
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let admission = shared.admit_inference(path, headers, parsed.as_ref().ok().cloned());
     let body = match parsed {
         Ok(Value::Object(body)) => body,
         Ok(_) => {

@@ -181,6 +181,22 @@ pub(crate) async fn begin(
     Ok(route)
 }
 
+/// Marks a request that `wardgate llm` verified as signed by the gateway: the gateway already
+/// applied its client policy (keep-alive), and `fairness` is the key it chose (its tenant),
+/// under which the engine shares its slots.
+#[derive(Clone, Debug)]
+pub struct Forwarded {
+    pub fairness: Option<String>,
+}
+
+/// The engine's fairness key for a request: the tenant, or what the gateway in front said.
+pub(crate) fn fairness_key(p: &Principal, forwarded: Option<&Forwarded>) -> String {
+    match forwarded {
+        Some(f) => f.fairness.clone().unwrap_or_default(),
+        None => p.tenant.clone(),
+    }
+}
+
 /// A generation to run.
 pub(crate) enum Job {
     Chat(ChatRequest),
@@ -198,6 +214,12 @@ pub(crate) async fn run_generation(
     names: ParamNames,
 ) -> Result<(EventStream, Drive, Checked), ApiError> {
     let limits = &state.config.limits;
+    // The fair share on the engine is per tenant; a handler that knows better (the LLM
+    // service, told by the gateway) has set it already. Clients cannot set it.
+    match job {
+        Job::Chat(r) => r.fairness.get_or_insert_with(|| p.tenant.clone()),
+        Job::Complete(r) => r.fairness.get_or_insert_with(|| p.tenant.clone()),
+    };
     let checked = match job {
         Job::Chat(r) => policy::check_chat(limits, route, r, names)?,
         Job::Complete(r) => policy::check_completion(limits, route, r, names)?,

@@ -13,7 +13,9 @@ use wardgate_api::canonical::EmbedRequest;
 use wardgate_api::ollama::{self, LineKind};
 use wardgate_backends::Route;
 
-use super::{Job, begin, deadline, note_served, run_generation, with_clamp_header};
+use super::{
+    Forwarded, Job, begin, deadline, fairness_key, note_served, run_generation, with_clamp_header,
+};
 use crate::auth::Principal;
 use crate::error::{ApiError, OllamaError};
 use crate::extract::Json;
@@ -24,6 +26,42 @@ use crate::state::AppState;
 use crate::stream::{self, OllamaLines, now_rfc3339};
 
 type Result<T> = std::result::Result<T, OllamaError>;
+
+/// What a client's `keep_alive` becomes before it goes anywhere. It is first checked as the
+/// engine parses it (400 otherwise, whichever backend serves the model). The model is shared
+/// by every tenant, so only an operator (an admin of the operator tenant) may unload (`0`) or
+/// pin (`-1`) it or set its time freely; others' values are ignored, or with
+/// `limits.max_client_keep_alive` above zero, positive ones are clamped to it. A request the
+/// gateway forwarded to `wardgate llm` carries the gateway's decision and passes as it is.
+pub(crate) fn client_keep_alive(
+    state: &AppState,
+    p: &Principal,
+    forwarded: Option<&Forwarded>,
+    v: Option<Value>,
+) -> std::result::Result<Option<Value>, ApiError> {
+    use wardgate_engine::KeepAlive;
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let max = state.config.engine.max_keep_alive;
+    let keep = wardgate_engine::engine::parse_keep_alive(Some(&v), max, max).map_err(|_| {
+        ApiError::BadRequest(wardgate_api::BadRequest::param(
+            "keep_alive",
+            "keep_alive must be a duration like \"5m\" or a number of seconds",
+        ))
+    })?;
+    let operator = p.tenant == state.config.operator_tenant && p.has(wardgate_store::Role::Admin);
+    if forwarded.is_some() || operator {
+        return Ok(Some(v));
+    }
+    let cap = state.config.limits.max_client_keep_alive;
+    Ok(match keep {
+        KeepAlive::For(d) if !cap.is_zero() && !d.is_zero() => {
+            Some(Value::from(d.min(cap).as_secs_f64()))
+        }
+        KeepAlive::For(_) | KeepAlive::Forever => None,
+    })
+}
 
 /// Ollama's answer to a request with nothing to generate: a load (or, with `keep_alive: 0`,
 /// unload) acknowledgement. Models live on the backends, so there is nothing to load here.
@@ -61,12 +99,16 @@ pub async fn chat(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
     Extension(record): Extension<Arc<RequestRecord>>,
+    forwarded: Option<Extension<Forwarded>>,
     Json(body): Json<ollama::ChatRequestIn>,
 ) -> Result<Response> {
     let streaming = body.wants_stream();
     let public = body.model.clone();
     let route = begin(&state, &p, &record, &public).await?;
-    let req = body.into_canonical()?;
+    let mut req = body.into_canonical()?;
+    let forwarded = forwarded.map(|Extension(f)| f);
+    req.keep_alive = client_keep_alive(&state, &p, forwarded.as_ref(), req.keep_alive.take())?;
+    req.fairness = Some(fairness_key(&p, forwarded.as_ref()));
     if req.messages.is_empty() {
         return Ok(load_ack(LineKind::Chat, &public, req.keep_alive.as_ref()));
     }
@@ -122,12 +164,16 @@ pub async fn generate(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
     Extension(record): Extension<Arc<RequestRecord>>,
+    forwarded: Option<Extension<Forwarded>>,
     Json(body): Json<ollama::GenerateRequestIn>,
 ) -> Result<Response> {
     let streaming = body.wants_stream();
     let public = body.model.clone();
     let route = begin(&state, &p, &record, &public).await?;
-    let req = body.into_canonical()?;
+    let mut req = body.into_canonical()?;
+    let forwarded = forwarded.map(|Extension(f)| f);
+    req.keep_alive = client_keep_alive(&state, &p, forwarded.as_ref(), req.keep_alive.take())?;
+    req.fairness = Some(fairness_key(&p, forwarded.as_ref()));
     if req.prompt.is_empty() && req.suffix.is_none() {
         return Ok(load_ack(
             LineKind::Generate,
@@ -230,9 +276,12 @@ pub async fn embed(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
     Extension(record): Extension<Arc<RequestRecord>>,
+    forwarded: Option<Extension<Forwarded>>,
     Json(body): Json<ollama::EmbedRequestIn>,
 ) -> Result<Response> {
-    let req = body.into_canonical()?;
+    let mut req = body.into_canonical()?;
+    let forwarded = forwarded.map(|Extension(f)| f);
+    req.keep_alive = client_keep_alive(&state, &p, forwarded.as_ref(), req.keep_alive.take())?;
     let model = req.model.clone();
     let started = record.started;
     let resp = embed_common(&state, &p, &record, req).await?;
@@ -263,8 +312,11 @@ pub async fn embeddings(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
     Extension(record): Extension<Arc<RequestRecord>>,
+    forwarded: Option<Extension<Forwarded>>,
     Json(body): Json<ollama::EmbeddingsRequestIn>,
 ) -> Result<Response> {
+    let forwarded = forwarded.map(|Extension(f)| f);
+    let keep_alive = client_keep_alive(&state, &p, forwarded.as_ref(), body.keep_alive)?;
     let input = if body.prompt.is_empty() {
         Vec::new()
     } else {
@@ -275,7 +327,7 @@ pub async fn embeddings(
         input,
         dimensions: None,
         truncate: None,
-        keep_alive: body.keep_alive,
+        keep_alive,
     };
     let resp = embed_common(&state, &p, &record, req).await?;
     let embedding = resp.embeddings.into_iter().next().unwrap_or_default();
