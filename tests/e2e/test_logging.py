@@ -74,7 +74,8 @@ def drive_every_path(gw) -> None:
             ("/v1/embeddings", {"model": MODEL_A, "input": {"text": PHI}}),
         ]:
             assert http.post(path, json=body).status_code == 400, (path, body)
-        assert http.post("/v1/chat/completions", content=f'{{"model": "{PHI}'.encode()).status_code == 400
+        assert http.post("/v1/chat/completions", content=f'{{"model": "{PHI}'.encode(),
+                         headers={"content-type": "application/json"}).status_code == 400
 
 
 @pytest.mark.parametrize("backend_kind", BACKEND_KINDS)

@@ -88,7 +88,8 @@ def every_route(gw, note: str) -> list[str]:
             if r.status_code >= 400:
                 errors.append(r.text)
         # A broken JSON body whose decoder error could quote it.
-        r = http.post("/v1/chat/completions", content=('{"model": "' + note).encode())
+        r = http.post("/v1/chat/completions", content=('{"model": "' + note).encode(),
+                      headers={"content-type": "application/json"})
         errors.append(r.text)
         # Unauthenticated.
         r = httpx.post(f"{gw.url}/api/chat", json=requests[4][1])

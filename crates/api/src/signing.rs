@@ -1,13 +1,16 @@
 //! HMAC-SHA256 request signing for the private hop between the gateway and `wardgate llm`.
 //!
 //! The gateway signs method, path (with query), a timestamp, a random nonce and the SHA-256 of
-//! the body; the LLM service recomputes the signature with each active secret (two may be
-//! active during a rotation), refuses timestamps outside the allowed skew, and remembers nonces
-//! for the skew window so a captured request cannot be replayed. Pure: the caller supplies the
-//! clock and the randomness.
+//! the body, and sends that digest in a header too; the LLM service recomputes the signature
+//! with each active secret (two may be active during a rotation) from the headers alone, so it
+//! refuses a forged request before reading a byte of its body, then reads the body (bounded)
+//! and checks it against the signed digest. It refuses timestamps outside the allowed skew and
+//! remembers nonces until their timestamp leaves the window, so a captured request cannot be
+//! replayed. Pure: the caller supplies the clock and the randomness.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -15,6 +18,11 @@ use sha2::{Digest, Sha256};
 pub const TIMESTAMP_HEADER: &str = "x-wardgate-timestamp";
 pub const NONCE_HEADER: &str = "x-wardgate-nonce";
 pub const SIGNATURE_HEADER: &str = "x-wardgate-signature";
+/// The hex SHA-256 of the body, as signed.
+pub const BODY_DIGEST_HEADER: &str = "x-wardgate-content-sha256";
+
+/// How far a timestamp may be from the verifier's clock, either way, by default.
+pub const DEFAULT_SKEW_SECS: i64 = 30;
 
 /// The version tag of the signature scheme, part of the signed text and of the header value.
 const SCHEME: &str = "v1";
@@ -79,17 +87,23 @@ impl SigningKey {
     }
 }
 
-fn signed_text(method: &str, path: &str, timestamp: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
-    let digest = hex::encode(Sha256::digest(body));
+fn signed_text(method: &str, path: &str, timestamp: i64, nonce: &str, digest: &str) -> Vec<u8> {
     format!("{SCHEME}\n{method}\n{path}\n{timestamp}\n{nonce}\n{digest}").into_bytes()
 }
 
-/// The three headers to attach to a request.
+/// The hex SHA-256 of `body`, as signed and as sent in [`BODY_DIGEST_HEADER`].
+pub fn body_digest(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// The four headers to attach to a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
     pub timestamp: String,
     pub nonce: String,
     pub signature: String,
+    /// The body's hex SHA-256, for [`BODY_DIGEST_HEADER`].
+    pub body_digest: String,
 }
 
 /// Signs a request. `nonce` must be fresh randomness (e.g. 16 random bytes as hex).
@@ -101,14 +115,16 @@ pub fn sign(
     now_unix: i64,
     nonce: &str,
 ) -> Signature {
+    let digest = body_digest(body);
     let tag = key
-        .mac(&signed_text(method, path, now_unix, nonce, body))
+        .mac(&signed_text(method, path, now_unix, nonce, &digest))
         .finalize()
         .into_bytes();
     Signature {
         timestamp: now_unix.to_string(),
         nonce: nonce.to_owned(),
         signature: format!("{SCHEME}={}", hex::encode(tag)),
+        body_digest: digest,
     }
 }
 
@@ -125,8 +141,8 @@ pub enum VerifyError {
     Replayed,
     #[error("signature does not match")]
     BadSignature,
-    #[error("too many nonces in the replay window")]
-    Overloaded,
+    #[error("body does not match its signed digest")]
+    BodyAltered,
 }
 
 /// A received request as the verifier sees it: what was signed and the three headers.
@@ -140,11 +156,59 @@ pub struct Signed<'a> {
     pub signature: Option<&'a str>,
 }
 
-/// Remembers nonces seen within the skew window.
+/// A received request before its body is read: what was signed and the four headers.
+#[derive(Clone, Copy, Debug)]
+pub struct SignedHead<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub body_digest: Option<&'a str>,
+}
+
+/// A request whose headers verified: its body must still hash to the signed digest.
 #[derive(Debug)]
+#[must_use = "the body is not verified until `check_body` says so"]
+pub struct VerifiedHead {
+    digest: [u8; 32],
+}
+
+impl VerifiedHead {
+    /// Whether `body` is the one the signature covers.
+    pub fn check_body(&self, body: &[u8]) -> Result<(), VerifyError> {
+        let actual: [u8; 32] = Sha256::digest(body).into();
+        // A digest of public data, but compared without an early exit all the same.
+        if actual
+            .iter()
+            .zip(self.digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+        {
+            Ok(())
+        } else {
+            Err(VerifyError::BodyAltered)
+        }
+    }
+}
+
+/// Nonces seen, each kept until its timestamp leaves the skew window (after that the timestamp
+/// alone refuses a replay). Nonces are kept as 128 bits of their SHA-256, so an entry has a
+/// fixed size whatever the nonce's length.
+#[derive(Debug, Default)]
 struct Nonces {
-    seen: HashMap<String, i64>,
-    order: VecDeque<(i64, String)>,
+    expiry: HashMap<[u8; 16], i64>,
+    by_expiry: BTreeSet<(i64, [u8; 16])>,
+}
+
+/// The replay cache's size for a service that takes at most `max_requests_per_sec` signed
+/// requests a second with timestamps allowed `skew_secs` either way: a nonce is remembered for
+/// up to twice the skew (a timestamp `skew` ahead of the clock stays acceptable until `skew`
+/// after it).
+pub fn replay_cache_size(skew_secs: i64, max_requests_per_sec: u32) -> usize {
+    let window = usize::try_from(skew_secs.unsigned_abs().saturating_mul(2).saturating_add(1))
+        .unwrap_or(usize::MAX);
+    window.saturating_mul(usize::try_from(max_requests_per_sec).unwrap_or(usize::MAX))
 }
 
 /// Verifies signed requests.
@@ -154,35 +218,64 @@ pub struct Verifier {
     skew_secs: i64,
     max_nonces: usize,
     nonces: Mutex<Nonces>,
+    /// Nonces dropped before their expiry because the cache was full.
+    evicted_early: AtomicU64,
 }
 
 impl Verifier {
     /// `skew_secs`: how far a timestamp may be from now, either way. `max_nonces` bounds the
-    /// replay cache; past it requests are refused rather than memory growing without end.
+    /// replay cache (see [`replay_cache_size`]). A full cache never refuses a fresh nonce: it
+    /// forgets the nonce closest to its expiry, which opens that one request to a replay for
+    /// the rest of its window, and counts it ([`Verifier::evicted_early`]).
     pub fn new(keys: Vec<SigningKey>, skew_secs: i64, max_nonces: usize) -> Verifier {
         Verifier {
             keys,
             skew_secs,
-            max_nonces,
-            nonces: Mutex::new(Nonces {
-                seen: HashMap::new(),
-                order: VecDeque::new(),
-            }),
+            max_nonces: max_nonces.max(1),
+            nonces: Mutex::new(Nonces::default()),
+            evicted_early: AtomicU64::new(0),
         }
     }
 
-    /// Checks one request. The nonce is recorded only when the signature is valid, so
-    /// unsigned junk cannot fill the replay cache.
+    /// How many nonces the cache has had to forget before their expiry (a sign that it is
+    /// smaller than the request rate needs).
+    pub fn evicted_early(&self) -> u64 {
+        self.evicted_early.load(Ordering::Relaxed)
+    }
+
+    /// Checks a whole request (headers and body at once).
     pub fn verify(&self, req: &Signed<'_>, now_unix: i64) -> Result<(), VerifyError> {
-        let Signed {
+        let digest = body_digest(req.body);
+        let head = SignedHead {
+            method: req.method,
+            path: req.path,
+            timestamp: req.timestamp,
+            nonce: req.nonce,
+            signature: req.signature,
+            body_digest: Some(&digest),
+        };
+        self.verify_head(&head, now_unix)?.check_body(req.body)
+    }
+
+    /// Checks a request's signature from its headers, before any of its body is read; the
+    /// body must then pass [`VerifiedHead::check_body`]. The nonce is recorded only when the
+    /// signature is valid, so unsigned junk cannot fill the replay cache.
+    pub fn verify_head(
+        &self,
+        req: &SignedHead<'_>,
+        now_unix: i64,
+    ) -> Result<VerifiedHead, VerifyError> {
+        let SignedHead {
             method,
             path,
-            body,
             timestamp,
             nonce,
             signature,
+            body_digest,
         } = *req;
-        let (Some(ts), Some(nonce), Some(sig)) = (timestamp, nonce, signature) else {
+        let (Some(ts), Some(nonce), Some(sig), Some(digest_hex)) =
+            (timestamp, nonce, signature, body_digest)
+        else {
             return Err(VerifyError::Missing);
         };
         let ts: i64 = ts.parse().map_err(|_| VerifyError::Malformed)?;
@@ -194,7 +287,15 @@ impl Verifier {
             .strip_prefix(SCHEME)
             .and_then(|s| s.strip_prefix('='))
             .and_then(|h| hex::decode(h).ok());
-        let (true, Some(tag)) = (valid_nonce, tag) else {
+        // Lower-case hex only: the signed text holds the digest exactly as sent.
+        let digest = (digest_hex.len() == 64
+            && digest_hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| hex::decode(digest_hex).ok())
+        .flatten()
+        .and_then(|d| <[u8; 32]>::try_from(d).ok());
+        let (true, Some(tag), Some(digest)) = (valid_nonce, tag, digest) else {
             return Err(VerifyError::Malformed);
         };
         // `abs_diff`: the caller, signed or not, chooses the timestamp, and `now - i64::MIN`
@@ -202,7 +303,7 @@ impl Verifier {
         if now_unix.abs_diff(ts) > self.skew_secs.unsigned_abs() {
             return Err(VerifyError::Stale);
         }
-        let text = signed_text(method, path, ts, nonce, body);
+        let text = signed_text(method, path, ts, nonce, digest_hex);
         // `verify_slice` compares in constant time.
         if !self
             .keys
@@ -211,21 +312,35 @@ impl Verifier {
         {
             return Err(VerifyError::BadSignature);
         }
+        self.remember(nonce, ts.saturating_add(self.skew_secs), now_unix)?;
+        Ok(VerifiedHead { digest })
+    }
+
+    /// Records `nonce` until `expires` (the last second its timestamp is accepted); refuses
+    /// one already recorded.
+    fn remember(&self, nonce: &str, expires: i64, now_unix: i64) -> Result<(), VerifyError> {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&Sha256::digest(nonce.as_bytes())[..16]);
         let mut n = self.nonces.lock().unwrap_or_else(|e| e.into_inner());
-        let horizon = now_unix - 2 * self.skew_secs;
-        while n.order.front().is_some_and(|(t, _)| *t < horizon) {
-            if let Some((_, old)) = n.order.pop_front() {
-                n.seen.remove(&old);
+        while let Some(&(t, old)) = n.by_expiry.first() {
+            if t >= now_unix {
+                break;
             }
+            n.by_expiry.pop_first();
+            n.expiry.remove(&old);
         }
-        if n.seen.contains_key(nonce) {
+        if n.expiry.contains_key(&key) {
             return Err(VerifyError::Replayed);
         }
-        if n.seen.len() >= self.max_nonces {
-            return Err(VerifyError::Overloaded);
+        while n.expiry.len() >= self.max_nonces {
+            let Some((_, old)) = n.by_expiry.pop_first() else {
+                break;
+            };
+            n.expiry.remove(&old);
+            self.evicted_early.fetch_add(1, Ordering::Relaxed);
         }
-        n.seen.insert(nonce.to_owned(), now_unix);
-        n.order.push_back((now_unix, nonce.to_owned()));
+        n.expiry.insert(key, expires);
+        n.by_expiry.insert((expires, key));
         Ok(())
     }
 }
@@ -357,17 +472,68 @@ mod tests {
     }
 
     #[test]
-    fn the_replay_cache_forgets_old_nonces_and_is_bounded() {
+    fn the_replay_cache_forgets_expired_nonces_and_never_refuses_a_fresh_one_when_full() {
         let key = SigningKey::new(A).unwrap();
         let v = Verifier::new(vec![SigningKey::new(A).unwrap()], 10, 2);
         let s = |n: &str, t| sign(&key, "POST", "/api/chat", b"", t, n);
         assert_eq!(check(&v, &s("nonce-1111111111111111", 0), b"", 0), Ok(()));
-        assert_eq!(check(&v, &s("nonce-2222222222222222", 0), b"", 0), Ok(()));
+        assert_eq!(check(&v, &s("nonce-2222222222222222", 1), b"", 1), Ok(()));
+        // Full of unexpired nonces: the fresh one is served and the one closest to its
+        // expiry (the first) is forgotten and counted.
+        assert_eq!(check(&v, &s("nonce-3333333333333333", 2), b"", 2), Ok(()));
+        assert_eq!(v.evicted_early(), 1);
+        // The recent ones are still refused as replays.
         assert_eq!(
-            check(&v, &s("nonce-3333333333333333", 0), b"", 0),
-            Err(VerifyError::Overloaded)
+            check(&v, &s("nonce-3333333333333333", 2), b"", 3),
+            Err(VerifyError::Replayed)
         );
-        // 25 s later the first two are past the window and forgotten.
-        assert_eq!(check(&v, &s("nonce-3333333333333333", 25), b"", 25), Ok(()));
+        assert_eq!(
+            check(&v, &s("nonce-2222222222222222", 1), b"", 3),
+            Err(VerifyError::Replayed)
+        );
+        // Past its timestamp's window a nonce is forgotten by expiry, not counted: the
+        // timestamp alone now refuses it.
+        assert_eq!(
+            check(&v, &s("nonce-2222222222222222", 1), b"", 12),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(check(&v, &s("nonce-4444444444444444", 12), b"", 12), Ok(()));
+        assert_eq!(check(&v, &s("nonce-5555555555555555", 13), b"", 13), Ok(()));
+        assert_eq!(v.evicted_early(), 1);
+    }
+
+    #[test]
+    fn the_head_verifies_before_the_body_and_the_body_must_match_it() {
+        let key = SigningKey::new(A).unwrap();
+        let v = Verifier::new(vec![SigningKey::new(A).unwrap()], 30, 100);
+        let s = sign(&key, "POST", "/api/chat", b"{\"a\":1}", 50, NONCE);
+        let head = |digest: Option<&str>, sig: &str| {
+            v.verify_head(
+                &SignedHead {
+                    method: "POST",
+                    path: "/api/chat",
+                    timestamp: Some("50"),
+                    nonce: Some(NONCE),
+                    signature: Some(sig),
+                    body_digest: digest,
+                },
+                50,
+            )
+        };
+        assert_eq!(head(None, &s.signature).unwrap_err(), VerifyError::Missing);
+        assert_eq!(
+            head(Some("xyz"), &s.signature).unwrap_err(),
+            VerifyError::Malformed
+        );
+        let other = body_digest(b"{}");
+        assert_eq!(
+            head(Some(&other), &s.signature).unwrap_err(),
+            VerifyError::BadSignature
+        );
+        let ok = head(Some(&s.body_digest), &s.signature).unwrap();
+        assert_eq!(ok.check_body(b"{\"a\":2}"), Err(VerifyError::BodyAltered));
+        assert_eq!(ok.check_body(b"{\"a\":1}"), Ok(()));
+        assert_eq!(replay_cache_size(30, 2000), 122_000);
+        assert_eq!(replay_cache_size(i64::MIN, u32::MAX), usize::MAX);
     }
 }

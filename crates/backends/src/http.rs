@@ -138,7 +138,8 @@ impl HttpBackend {
             rb = rb
                 .header(signing::TIMESTAMP_HEADER, sig.timestamp)
                 .header(signing::NONCE_HEADER, sig.nonce)
-                .header(signing::SIGNATURE_HEADER, sig.signature);
+                .header(signing::SIGNATURE_HEADER, sig.signature)
+                .header(signing::BODY_DIGEST_HEADER, sig.body_digest);
         }
         if let Some(bytes) = bytes {
             rb = rb

@@ -56,6 +56,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub engine: RawEngine,
     #[serde(default)]
+    pub llm: RawLlm,
+    #[serde(default)]
     pub phi: RawPhi,
     #[serde(default)]
     pub audit: RawAudit,
@@ -122,6 +124,18 @@ pub struct RawPhiRule {
     pub allow_images: Option<bool>,
 }
 
+/// `wardgate llm`, the private model service (its address, secret and TLS are environment
+/// variables: `WARDGATE_LLM_*`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlm {
+    /// The most signed requests a second the service is sized for; with the 30 s signature
+    /// skew it sizes the replay (nonce) cache. Past it the cache forgets its oldest unexpired
+    /// nonces (logged) rather than refuse requests. Default 2000, from 1 to 50000.
+    /// `WARDGATE_LLM_MAX_REQUEST_RATE` overrides it.
+    pub max_request_rate: Option<u32>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
@@ -179,8 +193,9 @@ pub struct RawServer {
     pub first_token_timeout: Option<String>,
     /// How long SIGTERM waits for in-flight streams to finish. Default `30s`.
     pub shutdown_grace: Option<String>,
-    /// A client must send its whole request head (and finish a TLS handshake) within this.
-    /// Default `10s`.
+    /// A connection must deliver its whole request head within this: from accept (TLS
+    /// handshake included) for the first, from the end of the last response for the next (so
+    /// it is also the keep-alive idle timeout). Default `10s`.
     pub header_read_timeout: Option<String>,
     /// A client must send its whole request body within this. Default `30s`.
     pub body_read_timeout: Option<String>,
@@ -190,6 +205,10 @@ pub struct RawServer {
     pub max_headers: Option<usize>,
     /// Most open connections; further ones wait to be accepted. Default 1024.
     pub max_connections: Option<usize>,
+    /// Most open connections from one client address (an IPv4 address or an IPv6 /64); one
+    /// more is closed at once. Peers in `trusted_proxies` are not counted. Default 256, from 1
+    /// to 65536.
+    pub max_connections_per_ip: Option<usize>,
     /// Most concurrent streams on one HTTP/2 connection. Default 100.
     pub http2_max_streams: Option<u32>,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed for the source
@@ -555,10 +574,32 @@ pub struct Config {
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
     pub engine: EngineSettings,
+    /// `wardgate llm`'s own settings.
+    pub llm: LlmSettings,
     pub phi: PhiPolicy,
     pub audit: AuditSettings,
     pub backends: Vec<BackendConfig>,
     pub models: Vec<ModelConfig>,
+}
+
+/// `wardgate llm`'s own settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LlmSettings {
+    /// Signed requests a second the replay cache is sized for.
+    pub max_request_rate: u32,
+}
+
+impl LlmSettings {
+    pub const DEFAULT_MAX_REQUEST_RATE: u32 = 2000;
+    pub const MAX_MAX_REQUEST_RATE: u32 = 50_000;
+
+    /// Nonces the replay cache holds: the rate times the window a nonce is remembered for.
+    pub fn replay_cache_size(&self) -> usize {
+        wardgate_api::signing::replay_cache_size(
+            wardgate_api::signing::DEFAULT_SKEW_SECS,
+            self.max_request_rate,
+        )
+    }
 }
 
 /// Usage bounds for one key or one tenant; 0 turns a bound off.
@@ -766,6 +807,11 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
     if let Some(v) = env("WARDGATE_MODELS") {
         raw.engine.models_dir = Some(PathBuf::from(v));
     }
+    if let Some(v) = env("WARDGATE_LLM_MAX_REQUEST_RATE") {
+        raw.llm.max_request_rate = Some(v.trim().parse().map_err(|_| {
+            ConfigError::new("WARDGATE_LLM_MAX_REQUEST_RATE", "must be a whole number")
+        })?);
+    }
     if let Some(v) = env("WARDGATE_PRELOAD") {
         raw.engine.preload = v
             .split(',')
@@ -909,6 +955,8 @@ fn duration_or_off(key: &str, v: Option<&str>, default: Duration) -> Result<Dura
     })
 }
 
+const MAX_CONNECTIONS_PER_IP: usize = 65_536;
+
 fn server_limits(raw: &RawServer) -> Result<crate::server::ServerLimits, ConfigError> {
     let d = crate::server::ServerLimits::default();
     let at_least = |key: &str, v: Option<usize>, min: usize, default: usize| match v {
@@ -953,6 +1001,26 @@ fn server_limits(raw: &RawServer) -> Result<crate::server::ServerLimits, ConfigE
             1,
             d.max_connections,
         )?,
+        max_connections_per_ip: match raw.max_connections_per_ip {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "server.max_connections_per_ip",
+                    "must be at least 1 (0 would refuse every connection); to leave one \
+                     address uncapped, e.g. a load balancer, list it in server.trusted_proxies",
+                ));
+            }
+            Some(n) if n > MAX_CONNECTIONS_PER_IP => {
+                return Err(ConfigError::new(
+                    "server.max_connections_per_ip",
+                    format!(
+                        "must be at most {MAX_CONNECTIONS_PER_IP} (one address cannot open \
+                         more TCP connections to one port than it has ports)"
+                    ),
+                ));
+            }
+            Some(n) => n,
+            None => d.max_connections_per_ip,
+        },
         http2_max_streams: match raw.http2_max_streams {
             Some(0) => {
                 return Err(ConfigError::new(
@@ -1620,6 +1688,21 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         ));
     }
 
+    let llm = LlmSettings {
+        max_request_rate: match raw.llm.max_request_rate {
+            None => LlmSettings::DEFAULT_MAX_REQUEST_RATE,
+            Some(n) if (1..=LlmSettings::MAX_MAX_REQUEST_RATE).contains(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "llm.max_request_rate",
+                    format!(
+                        "must be from 1 to {} signed requests a second",
+                        LlmSettings::MAX_MAX_REQUEST_RATE
+                    ),
+                ));
+            }
+        },
+    };
     let server = server_limits(&raw.server)?;
     let tls = tls_settings(raw.server.tls.as_ref())?;
     let client_certs = client_cert_settings(&raw.auth)?;
@@ -1631,6 +1714,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     wardgate_store::names::validate_tenant(&operator_tenant)
         .map_err(|e| ConfigError::new("auth.operator_tenant", e.to_string()))?;
     let config = Config {
+        llm,
         listen,
         request_timeout,
         first_token_timeout,

@@ -60,6 +60,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large (limit {limit} bytes)")]
     PayloadTooLarge { limit: usize },
+    /// A JSON route was sent a body labelled as something else, or not labelled.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
     /// A configuration reload was refused (settings that need a restart, or none to reload).
     #[error("reload refused: {0}")]
     ReloadRefused(String),
@@ -213,6 +216,12 @@ impl ApiError {
                 "invalid_request_error",
                 Some("payload_too_large"),
                 format!("request body too large: the limit is {limit} bytes"),
+            ),
+            ApiError::UnsupportedMediaType => r(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                Some("unsupported_media_type"),
+                "the request body must be JSON sent with `Content-Type: application/json`".into(),
             ),
             ApiError::ReloadRefused(why) => r(
                 StatusCode::CONFLICT,
@@ -392,6 +401,7 @@ impl ApiError {
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::ReloadRefused(_) => "reload_refused",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::BodyIncomplete => "body_incomplete",

@@ -1,5 +1,5 @@
-//! The JSON body extractor of every endpoint: a bounded read (413 past the limit, chunked
-//! bodies included), then serde with its recursion limit (deep nesting is a 400, never a
+//! The JSON body extractor of every endpoint: a `Content-Type: application/json` label (415
+//! otherwise), a bounded read (413 past the limit, chunked bodies included), then serde with its recursion limit (deep nesting is a 400, never a
 //! stack overflow), and errors in the shape of the route's front.
 
 use axum::extract::{FromRequest, Request};
@@ -37,8 +37,12 @@ async fn parse<T: DeserializeOwned>(
     let front = Front::of_path(req.uri().path());
     let reject = |error| BodyRejection { front, error };
     let limit = state.config.limits.max_body_bytes;
-    // The Content-Type is not checked: Ollama accepts any, and curl's `-d` labels JSON as a
-    // form. The body is parsed strictly as JSON whatever the label says.
+    // A body must say it is JSON, as the OpenAI and Ollama clients do (a form or text label,
+    // e.g. curl's `-d` default, is refused before the body is read). No body needs no label.
+    let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
+    if !empty && !is_json(req.headers().get(axum::http::header::CONTENT_TYPE)) {
+        return Err(reject(ApiError::UnsupportedMediaType));
+    }
     let bytes = read_body(
         req.into_body(),
         limit,
@@ -111,6 +115,16 @@ pub async fn read_body(
         }
         Ok(Err(_)) => Err(ApiError::BodyIncomplete),
     }
+}
+
+/// Whether a `Content-Type` names JSON: `application/json`, in any case, with or without
+/// parameters such as `charset=utf-8`.
+fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
 }
 
 /// The deepest nesting accepted, serde_json's own recursion limit.
@@ -188,6 +202,29 @@ fn describe(e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_recognised_in_any_case_and_with_parameters() {
+        let h = |s: &'static str| axum::http::HeaderValue::from_static(s);
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+        ] {
+            assert!(is_json(Some(&h(ok))), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+            "application/json-seq",
+            "",
+        ] {
+            assert!(!is_json(Some(&h(bad))), "{bad}");
+        }
+        assert!(!is_json(None));
+    }
 
     #[test]
     fn nesting_is_measured_outside_strings() {

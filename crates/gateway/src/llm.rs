@@ -29,6 +29,34 @@ struct Auth {
     verifier: Arc<Verifier>,
     max_body: usize,
     body_timeout: std::time::Duration,
+    /// Early evictions from the replay cache already reported in the log.
+    reported_evictions: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Auth {
+    /// Logs, once per power of two, that the replay cache forgets nonces before they expire:
+    /// the service takes more signed requests than `llm.max_request_rate` was set for, and a
+    /// request captured on the hop could be replayed within its skew window.
+    fn warn_if_evicting(&self) {
+        use std::sync::atomic::Ordering;
+        let now = self.verifier.evicted_early();
+        let reported = self.reported_evictions.load(Ordering::Relaxed);
+        if now == 0 || now < reported.saturating_mul(2).max(1) {
+            return;
+        }
+        if self
+            .reported_evictions
+            .compare_exchange(reported, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                target: "wardgate::llm::auth",
+                evicted = now,
+                "the replay cache is full of unexpired nonces and forgot the oldest; raise \
+                 llm.max_request_rate (WARDGATE_LLM_MAX_REQUEST_RATE) to the signed request rate"
+            );
+        }
+    }
 }
 
 pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
@@ -36,6 +64,7 @@ pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
         verifier,
         max_body: state.config.limits.max_body_bytes,
         body_timeout: state.config.server.body_read_timeout,
+        reported_evictions: Arc::default(),
     };
     let signed = Router::new()
         .route("/api/chat", post(ollama::chat))
@@ -70,14 +99,12 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// Checks the signature over method, path, timestamp, nonce and body; each refusal is logged
-/// with its reason.
+/// Checks the signature over method, path, timestamp, nonce and body digest from the headers
+/// alone, so a request without a valid signature is refused before a byte of its body is read;
+/// then reads the body (at most the body limit) and checks it against the signed digest. Each
+/// refusal is logged with its reason.
 async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let bytes = match crate::extract::read_body(body, auth.max_body, auth.body_timeout).await {
-        Ok(b) => b,
-        Err(e) => return e.to_response(Front::Ollama),
-    };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let path = parts
         .uri
@@ -85,24 +112,27 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
         .map(|p| p.as_str())
         .unwrap_or("/");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let signed = signing::Signed {
+    let head = signing::SignedHead {
         method: parts.method.as_str(),
         path,
-        body: &bytes,
         timestamp: header(signing::TIMESTAMP_HEADER),
         nonce: header(signing::NONCE_HEADER),
         signature: header(signing::SIGNATURE_HEADER),
+        body_digest: header(signing::BODY_DIGEST_HEADER),
     };
-    let verdict = auth.verifier.verify(&signed, now);
-    if let Err(reason) = verdict {
-        tracing::warn!(
-            target: "wardgate::llm::auth",
-            reason = %reason,
-            method = %parts.method,
-            path = parts.uri.path(),
-            "refused an unsigned or badly signed request"
-        );
-        return unauthorized();
+    let verdict = auth.verifier.verify_head(&head, now);
+    auth.warn_if_evicting();
+    let verified = match verdict {
+        Ok(v) => v,
+        Err(reason) => return refuse(&parts, reason),
+    };
+    // Signed by the gateway: only now is the body read, within the same bounds as anywhere.
+    let bytes = match crate::extract::read_body(body, auth.max_body, auth.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.to_response(Front::Ollama),
+    };
+    if let Err(reason) = verified.check_body(&bytes) {
+        return refuse(&parts, reason);
     }
     if let Some(rec) = parts.extensions.get::<Arc<RequestRecord>>() {
         rec.set_principal(GATEWAY_PRINCIPAL, "", wardgate_audit::AuthMethod::ApiKey);
@@ -132,6 +162,26 @@ fn forwarded(uri: &axum::http::Uri) -> crate::handlers::Forwarded {
         })
     });
     crate::handlers::Forwarded { fairness }
+}
+
+fn refuse(parts: &axum::http::request::Parts, reason: signing::VerifyError) -> Response {
+    tracing::warn!(
+        target: "wardgate::llm::auth",
+        reason = %reason,
+        method = %parts.method,
+        path = parts.uri.path(),
+        "refused an unsigned or badly signed request"
+    );
+    let mut r = unauthorized();
+    // The body, if any, is left unread: an HTTP/1 connection is closed rather than drained
+    // (HTTP/2 resets just the stream).
+    if parts.version <= axum::http::Version::HTTP_11 {
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
 
 fn details(e: &wardgate_engine::ModelEntry) -> wardgate_api::ollama::Details {

@@ -56,6 +56,9 @@ macro_rules! error_responses {
             /// The body is over `limits.max_body_bytes`.
             #[response(status = 413)]
             PayloadTooLarge($body),
+            /// The body is not labelled `Content-Type: application/json`.
+            #[response(status = 415)]
+            UnsupportedMediaType($body),
         }
 
         #[derive(IntoResponses)]

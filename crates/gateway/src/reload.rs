@@ -106,6 +106,7 @@ fn restart_only(c: &Config) -> Vec<(&'static str, String)> {
             fingerprint(&(c.breaker_threshold, c.breaker_cooldown)),
         ),
         ("engine", fingerprint(&c.engine)),
+        ("llm", fingerprint(&c.llm)),
         ("audit", fingerprint(&c.audit)),
         ("backends", fingerprint(&c.backends)),
         ("models", fingerprint(&c.models)),

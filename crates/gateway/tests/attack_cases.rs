@@ -1236,6 +1236,7 @@ fn chunked(path: &str, body: String, key: &str) -> Request<Body> {
         .collect();
     Request::post(path)
         .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
         .body(Body::from_stream(futures::stream::iter(chunks)))
         .unwrap()
 }
@@ -1509,7 +1510,7 @@ async fn case_20_slowloris() {
     let secret_prompt = "trickled-prompt-7d21";
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-length: 400\r\n\r\n{{\"model\":\"tiny\",\"messages\":[{{\"role\":\"user\",\"content\":\"{secret_prompt}",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{{\"model\":\"tiny\",\"messages\":[{{\"role\":\"user\",\"content\":\"{secret_prompt}",
         h.key
     );
     sock.write_all(head.as_bytes()).await.unwrap();
@@ -4517,4 +4518,410 @@ fn i15_11_child() {
     .unwrap();
     let refused = format!("{grammar}big ::= \"x\"{{5000}}\n");
     assert!(llama_cpp_2::sampling::LlamaSampler::grammar(&model, &refused, "root").is_err());
+}
+
+// ==== issue 15, A: items 1, 14, 15, low (JSON routes answer 415 to other bodies) ====
+
+/// A loopback connection from `ip` (the whole of 127.0.0.0/8 is this host), so that tests can
+/// be two client addresses.
+async fn connect_from(ip: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((ip, 0))).unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+/// `/health` on a fresh connection from `ip`, given one second: its status (0: no answer).
+async fn health_from(ip: [u8; 4], addr: SocketAddr) -> u16 {
+    let answer = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut s = connect_from(ip, addr).await;
+        s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        out
+    })
+    .await
+    .unwrap_or_default();
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many of `socks` the server has closed (a read sees the end, or an error).
+fn closed_count(socks: &[tokio::net::TcpStream]) -> usize {
+    let mut buf = [0u8; 64];
+    socks
+        .iter()
+        .filter(|s| match s.try_read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        })
+        .count()
+}
+
+/// Reads until the server closes the connection, for at most `limit`: how long that took.
+async fn closed_after(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i15_1_silent_connections_from_one_address_neither_starve_others_nor_stay_open() {
+    const SILENT: usize = 1100;
+    const PER_IP: usize = 256; // server.max_connections_per_ip's default
+    let timeout = Duration::from_secs(2);
+    let h = Harness::single_with(
+        "openai",
+        mock_cfg(),
+        "[server]\nheader_read_timeout = \"2s\"\n",
+    )
+    .await;
+    let addr = h.listen().await;
+    let started = Instant::now();
+    // 1,100 connections from 127.0.0.1 that never send a byte (more than the 1,024 slots of
+    // `server.max_connections`).
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        silent.push(connect_from([127, 0, 0, 1], addr).await);
+    }
+    // Another address is served within a second throughout, until every silent one is gone.
+    let mut open_seen = Vec::new();
+    loop {
+        let at = started.elapsed();
+        assert_eq!(
+            health_from([127, 0, 0, 2], addr).await,
+            200,
+            "/health from another address got no answer within 1 s, {at:?} after the flood"
+        );
+        let open = SILENT - closed_count(&silent);
+        open_seen.push((started.elapsed(), open));
+        if open == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < timeout + Duration::from_secs(3),
+            "{open} silent connections are still open after {:?}: {open_seen:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The address held at most its cap (the rest were closed at once, not queued), and the
+    // ones it held were closed by the header timeout, not before.
+    let most = open_seen.iter().map(|(_, n)| *n).max().unwrap();
+    assert_eq!(most, PER_IP, "{open_seen:?}");
+    let first_all_closed = open_seen.last().unwrap().0;
+    assert!(
+        first_all_closed >= timeout - Duration::from_millis(100),
+        "closed before the header timeout: {open_seen:?}"
+    );
+    assert_eq!(health_from([127, 0, 0, 1], addr).await, 200);
+}
+
+#[tokio::test]
+async fn i15_1_http2_without_a_request_and_idle_keep_alive_are_closed_at_the_header_timeout() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // HEADERS, END_STREAM | END_HEADERS, stream 1: GET http://x/health in HPACK (indexed
+    // :method GET and :scheme http, literal :path and :authority with indexed names).
+    const GET_HEALTH: &[u8] = &[
+        0, 0, 14, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x44, 7, b'/', b'h', b'e', b'a', b'l', b't', b'h',
+        0x41, 1, b'x',
+    ];
+    let h = Harness::single_with(
+        "openai",
+        mock_cfg(),
+        "[server]\nheader_read_timeout = \"1s\"\n",
+    )
+    .await;
+    let addr = h.listen().await;
+    let window = Duration::from_millis(900)..Duration::from_secs(3);
+    let cases: [(&str, Vec<u8>); 3] = [
+        (
+            "the HTTP/2 preface and no request",
+            [PREFACE, SETTINGS].concat(),
+        ),
+        (
+            "an HTTP/2 request, then nothing",
+            [PREFACE, SETTINGS, GET_HEALTH].concat(),
+        ),
+        (
+            "an HTTP/1.1 request, then nothing",
+            b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let took = closed_after(&mut s, Duration::from_secs(5)).await;
+        assert!(
+            took.is_some_and(|t| window.contains(&t)),
+            "{what}: closed after {took:?}, expected about 1 s"
+        );
+    }
+}
+
+#[test]
+fn i15_1_the_per_address_cap_is_configured_with_bounds() {
+    let load = |toml: &str| {
+        wardgate_gateway::config::Config::from_raw(
+            wardgate_gateway::config::parse_toml(toml).unwrap(),
+            &|_| None,
+        )
+    };
+    assert_eq!(load("").unwrap().server.max_connections_per_ip, 256);
+    assert_eq!(
+        load("[server]\nmax_connections_per_ip = 4\n")
+            .unwrap()
+            .server
+            .max_connections_per_ip,
+        4
+    );
+    for bad in [0, 65_537] {
+        let e = load(&format!("[server]\nmax_connections_per_ip = {bad}\n")).unwrap_err();
+        assert_eq!(e.key, "server.max_connections_per_ip", "{bad}: {e}");
+    }
+    assert_eq!(load("").unwrap().llm.max_request_rate, 2000);
+    assert_eq!(load("").unwrap().llm.replay_cache_size(), 122_000);
+    for bad in [0, 50_001] {
+        let e = load(&format!("[llm]\nmax_request_rate = {bad}\n")).unwrap_err();
+        assert_eq!(e.key, "llm.max_request_rate", "{bad}: {e}");
+    }
+    let env = |k: &str| (k == "WARDGATE_LLM_MAX_REQUEST_RATE").then(|| "10".to_owned());
+    let c = wardgate_gateway::config::Config::from_raw(
+        wardgate_gateway::config::parse_toml("").unwrap(),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.llm.replay_cache_size(), 610);
+}
+
+#[tokio::test]
+async fn i15_1_a_trusted_proxy_is_not_held_to_the_per_address_cap() {
+    // A load balancer's connections all come from its address: listed in trusted_proxies it
+    // may hold more than the cap, while any other address is held to it.
+    let h = Harness::single_with(
+        "openai",
+        mock_cfg(),
+        "[server]\nmax_connections_per_ip = 2\ntrusted_proxies = [\"127.0.0.3\"]\n",
+    )
+    .await;
+    let addr = h.listen().await;
+    let mut proxy = Vec::new();
+    let mut other = Vec::new();
+    for _ in 0..4 {
+        proxy.push(connect_from([127, 0, 0, 3], addr).await);
+        other.push(connect_from([127, 0, 0, 4], addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(closed_count(&proxy), 0);
+    assert_eq!(closed_count(&other), 2);
+    for s in proxy.iter_mut() {
+        s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+}
+
+/// `wardgate llm` on a socket, signed requests checked by `verifier`.
+async fn llm_on_socket(verifier: Arc<Verifier>) -> (Harness, SocketAddr) {
+    let h = Harness::single("ollama").await;
+    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier);
+    let addr = spawn_app(app).await;
+    (h, addr)
+}
+
+#[tokio::test]
+async fn i15_14_the_llm_refuses_unsigned_requests_before_reading_their_body() {
+    let (logs, _guard) = capture_logs();
+    let verifier = Arc::new(Verifier::new(
+        vec![SigningKey::new(LLM_SECRET).unwrap()],
+        LLM_SKEW_SECS,
+        1000,
+    ));
+    let (h, addr) = llm_on_socket(verifier).await;
+    let now = unix_now();
+    let forged = signing::sign(
+        &SigningKey::new(&[7u8; 32]).unwrap(),
+        "POST",
+        "/api/chat",
+        b"{}",
+        now,
+        "nonce-forged-00000001",
+    );
+    let good = signing::sign(
+        &SigningKey::new(LLM_SECRET).unwrap(),
+        "POST",
+        "/api/chat",
+        b"{}",
+        now,
+        "nonce-good-0000000001",
+    );
+    let headers = |s: &signing::Signature, drop: &str| {
+        [
+            (signing::TIMESTAMP_HEADER, s.timestamp.clone()),
+            (signing::NONCE_HEADER, s.nonce.clone()),
+            (signing::SIGNATURE_HEADER, s.signature.clone()),
+            (signing::BODY_DIGEST_HEADER, s.body_digest.clone()),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n != drop)
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect::<String>()
+    };
+    let cases = [
+        ("no signature headers", String::new()),
+        (
+            "no body digest (old signing)",
+            headers(&good, signing::BODY_DIGEST_HEADER),
+        ),
+        (
+            "a malformed signature",
+            headers(&good, signing::SIGNATURE_HEADER) + "x-wardgate-signature: v1=zz\r\n",
+        ),
+        ("signed with another secret", headers(&forged, "")),
+    ];
+    for (what, signature) in cases {
+        // A 4 MiB body announced, 1 KiB of it sent, and the rest never.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: 4194304\r\n{signature}\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b' '; 1024]).await.unwrap();
+        let mut out = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut out))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer while the body is unsent"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&out[..n]);
+        assert!(text.starts_with("HTTP/1.1 401"), "{what}: {text}");
+        assert!(
+            text.contains(r#"{"error":"unauthorized"}"#),
+            "{what}: {text}"
+        );
+    }
+    assert_eq!(h.mocks[0].stats().inference_requests, 0);
+    let log = logs.text();
+    for reason in [
+        "missing signature headers",
+        "malformed signature headers",
+        "signature does not match",
+    ] {
+        assert!(log.contains(reason), "{reason}: {log}");
+    }
+    // A signed request whose body is not the one signed: refused once the body is read.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: 3\r\nconnection: close\r\n{}\r\n{{ }}",
+        headers(&good, "")
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 401"));
+    assert!(
+        logs.text()
+            .contains("body does not match its signed digest")
+    );
+}
+
+#[tokio::test]
+async fn i15_15_a_full_replay_cache_never_refuses_a_fresh_nonce() {
+    const CAPACITY: usize = 50;
+    let (logs, _guard) = capture_logs();
+    let h = Harness::single("ollama").await;
+    let verifier = Arc::new(Verifier::new(
+        vec![SigningKey::new(LLM_SECRET).unwrap()],
+        LLM_SKEW_SECS,
+        CAPACITY,
+    ));
+    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier.clone());
+    let now = unix_now();
+    let nonce = |i: usize| format!("nonce-fill-{i:010}");
+    // Well over the capacity, all within the window: every one is served.
+    for i in 0..CAPACITY * 2 + 20 {
+        let r = send_to(&app, signed("/api/generate", &llm_body(), now, &nonce(i))).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+    }
+    assert_eq!(verifier.evicted_early(), (CAPACITY + 20) as u64);
+    assert!(
+        logs.text().contains("the replay cache is full"),
+        "the early eviction is logged"
+    );
+    // The recent nonces are still refused as replays.
+    for i in [CAPACITY * 2 + 19, CAPACITY + 30] {
+        assert_hop_refused(
+            &h,
+            &logs,
+            &app,
+            signed("/api/generate", &llm_body(), now, &nonce(i)),
+            &format!("replay of nonce {i}"),
+        )
+        .await;
+    }
+    assert_hop_serves(&app, "nonce-after-000000015").await;
+}
+
+#[tokio::test]
+async fn i15_low_json_routes_answer_415_to_bodies_not_labelled_json() {
+    let h = harness("openai", "").await;
+    let routes = [
+        ("/v1/chat/completions", chat_body("tiny", "hello")),
+        ("/v1/embeddings", json!({"model": "tiny", "input": "hello"})),
+        ("/api/chat", ollama_chat("tiny", "hello")),
+        (
+            "/api/generate",
+            json!({"model": "tiny", "prompt": "hello", "stream": false}),
+        ),
+        ("/api/show", json!({"model": "tiny"})),
+    ];
+    for (path, body) in &routes {
+        for label in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("application/jsonp"),
+        ] {
+            let mut b = Request::post(*path).header("authorization", format!("Bearer {}", h.key));
+            if let Some(l) = label {
+                b = b.header("content-type", l);
+            }
+            let r = h.send(b.body(Body::from(body.to_string())).unwrap()).await;
+            assert_front_error(path, &r, 415, Some("unsupported_media_type"));
+            assert!(
+                r.text().contains("application/json"),
+                "{path} {label:?}: the answer names the type expected: {}",
+                r.text()
+            );
+        }
+        for label in ["Application/JSON", "application/json; charset=utf-8"] {
+            let r = h
+                .send(
+                    Request::post(*path)
+                        .header("authorization", format!("Bearer {}", h.key))
+                        .header("content-type", label)
+                        .body(Body::from(body.to_string()))
+                        .unwrap(),
+                )
+                .await;
+            assert!(r.status.is_success(), "{path} {label}: {}", r.text());
+        }
+    }
+    assert_still_serving(&h).await;
 }

@@ -46,6 +46,7 @@ async fn gateway(dir: &std::path::Path, engine_toml: &str) -> (axum::Router, Str
 fn post(path: &str, key: &str, body: serde_json::Value) -> Request<Body> {
     Request::post(path)
         .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
 }

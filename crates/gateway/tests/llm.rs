@@ -163,6 +163,7 @@ async fn signed_requests_reach_the_engine_through_every_ollama_route() {
             .header(signing::TIMESTAMP_HEADER, sig.timestamp)
             .header(signing::NONCE_HEADER, sig.nonce)
             .header(signing::SIGNATURE_HEADER, sig.signature)
+            .header(signing::BODY_DIGEST_HEADER, sig.body_digest)
             .body(Body::empty())
             .unwrap()
     };

@@ -30,7 +30,10 @@ const AUTHED_ROUTES: &[(&str, &str)] = &[
 ];
 
 fn req(method: &str, path: &str, auth: Option<&str>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(path);
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
     if let Some(a) = auth {
         b = b.header("authorization", a);
     }
@@ -271,6 +274,7 @@ async fn bad_bodies_get_clear_400s_and_413s() {
         .send(
             Request::post("/api/chat")
                 .header("authorization", format!("Bearer {}", h.key))
+                .header("content-type", "application/json")
                 .body(Body::from_stream(futures::stream::iter(chunks)))
                 .unwrap(),
         )

@@ -1088,7 +1088,11 @@ async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     let addr = config.listen;
     let state = wardgate_gateway::build_state(config, catalog, Some(engine), store);
     wardgate_gateway::refresh_backends(&state).await;
-    let verifier = Arc::new(wardgate_api::signing::Verifier::new(keys, 30, 100_000));
+    let verifier = Arc::new(wardgate_api::signing::Verifier::new(
+        keys,
+        wardgate_api::signing::DEFAULT_SKEW_SECS,
+        state.config.llm.replay_cache_size(),
+    ));
     let app = wardgate_gateway::llm::llm_router(state.clone(), verifier);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -265,6 +265,8 @@ pub fn signed_post(secret: &[u8], path: &str, body: &str, at: i64, nonce: &str) 
         .header(signing::TIMESTAMP_HEADER, sig.timestamp)
         .header(signing::NONCE_HEADER, sig.nonce)
         .header(signing::SIGNATURE_HEADER, sig.signature)
+        .header(signing::BODY_DIGEST_HEADER, sig.body_digest)
+        .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap()
 }
