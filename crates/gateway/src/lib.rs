@@ -398,6 +398,8 @@ pub async fn serve_live(
     let grace = state.config.shutdown_grace;
     let tls = state.config.tls.as_ref().map(tls::Tls::load).transpose()?;
     let limits = state.config.server.clone();
+    let lockout = state.lockout.clone();
+    let audit = state.audit.clone();
     let mut tasks = spawn_background(state);
     if let Some(t) = &tls {
         tasks.push(t.spawn_reload());
@@ -411,6 +413,11 @@ pub async fn serve_live(
     server::run(listener, app, limits, tls, shutdown, grace).await;
     for t in tasks {
         t.abort();
+    }
+    // Failed authentications folded in windows that have not ended yet are written now, so
+    // a stop loses none of log-in monitoring's evidence (the caller then closes the log).
+    if let Some(audit) = &audit {
+        lockout.flush_folded(audit).await;
     }
     Ok(())
 }

@@ -277,6 +277,27 @@ impl Lockout {
         out
     }
 
+    /// Writes every window's folded failures, ended or not, and waits for the commits: what
+    /// a stop would otherwise lose.
+    pub async fn flush_folded(&self, audit: &Auditor) {
+        let all: Vec<Folded> = {
+            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
+            folds
+                .drain()
+                .filter(|(_, f)| f.folded > 0)
+                .map(|(source, f)| Folded {
+                    source,
+                    count: f.folded,
+                })
+                .collect()
+        };
+        for f in all {
+            if let Err(e) = audit.append(f.event(self.settings.audit_window)).await {
+                tracing::error!(error = %e, "could not write a failed-authentication summary");
+            }
+        }
+    }
+
     fn start_sweeper(self: &Arc<Self>, audit: &Auditor) {
         if self.sweeping.swap(true, Ordering::AcqRel) {
             return;
@@ -496,6 +517,55 @@ mod fold_tests {
             l.over_allowance(Some(a), t0 + Duration::from_secs(31)),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_stop_writes_the_windows_that_have_not_ended() {
+        use wardgate_audit::{AuditStore as _, AuditorConfig, MemoryAuditStore, SignerKey};
+        let l = Arc::new(Lockout::new(LockoutSettings::default()));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        for (ip, folded) in [(a, 5), (b, 0)] {
+            l.folds.lock().unwrap().insert(
+                Some(ip),
+                Fold {
+                    started: t0,
+                    folded,
+                },
+            );
+        }
+        let store = Arc::new(MemoryAuditStore::new());
+        let config = AuditorConfig {
+            origin: "test/lockout".into(),
+            ..AuditorConfig::default()
+        };
+        let audit = Auditor::start(
+            store.clone(),
+            SignerKey::generate("test/lockout").unwrap(),
+            config,
+        )
+        .await
+        .unwrap();
+        l.flush_folded(&audit).await;
+        let entries = store.read_range(0, 100).await.unwrap();
+        let summaries: Vec<_> = entries
+            .iter()
+            .filter(|e| e.event.event_type == EventType::AuthFailure)
+            .collect();
+        // One summary, for the address that had failures folded, with its count.
+        assert_eq!(summaries.len(), 1, "{entries:?}");
+        assert_eq!(summaries[0].event.source_ip, Some(a));
+        assert!(
+            summaries[0]
+                .event
+                .detail
+                .as_deref()
+                .unwrap()
+                .starts_with("suppressed: 5 ")
+        );
+        assert!(l.folds.lock().unwrap().is_empty());
+        audit.shutdown().await.unwrap();
     }
 
     #[test]
