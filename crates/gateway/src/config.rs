@@ -1552,9 +1552,10 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         schema,
     };
     // One key should not hold every slot of the in-process engine: by default it may have
-    // half of them in flight (remote engines' slots are not known here; set it below theirs).
+    // half of them in flight, at most the 32 it is otherwise (remote engines' slots are not
+    // known here; set it below theirs).
     let default_concurrency = if backends.iter().any(|b| b.kind == BackendType::Embedded) {
-        (engine.slots / 2).max(1)
+        (engine.slots / 2).clamp(1, 32)
     } else {
         32
     };

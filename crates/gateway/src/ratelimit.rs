@@ -42,6 +42,13 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn enter(&self, bucket: &str, max: u32, hold: Duration) -> Result<(), Refused>;
     /// Gives back a place taken by `enter`.
     async fn leave(&self, bucket: &str);
+    /// Gives back a place at once, without waiting, where the limiter can (in-process);
+    /// false: the caller must `leave` instead. A request's place is free by the time its
+    /// client has the answer, so a client that sends one request after another is never
+    /// refused by its own previous one.
+    fn leave_now(&self, _bucket: &str) -> bool {
+        false
+    }
 }
 
 /// Which bound refused a request, for the error message and the OpenAI error `type`.
@@ -108,7 +115,8 @@ impl Lease {
     }
 
     fn release(&mut self, tokens: u64) {
-        let places = std::mem::take(&mut self.places);
+        let mut places = std::mem::take(&mut self.places);
+        places.retain(|b| !self.limiter.leave_now(b));
         let per_minute = std::mem::take(&mut self.per_minute);
         let per_day = std::mem::take(&mut self.per_day);
         if places.is_empty() && (tokens == 0 || (per_minute.is_empty() && per_day.is_empty())) {
@@ -280,6 +288,10 @@ impl RateLimiter for InProcessLimiter {
     }
 
     async fn leave(&self, bucket: &str) {
+        self.leave_now(bucket);
+    }
+
+    fn leave_now(&self, bucket: &str) -> bool {
         let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(taken) = places.get_mut(bucket) {
             *taken = taken.saturating_sub(1);
@@ -287,6 +299,7 @@ impl RateLimiter for InProcessLimiter {
                 places.remove(bucket);
             }
         }
+        true
     }
 }
 
