@@ -527,16 +527,22 @@ impl Engine {
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let d = SamplingParams::default();
+        // Untrusted floats are clamped to finite ranges far beyond any useful value: an `f64`
+        // such as 1e308 becomes an infinite `f32`, and infinite penalties turn every logit
+        // into ±inf, whose softmax is NaN.
+        let f = |v: Option<f64>, default: f32, lo: f32, hi: f32| {
+            v.map_or(default, |v| (v as f32).clamp(lo, hi))
+        };
         let params = SamplingParams {
-            temperature: sampling.temperature.map_or(d.temperature, |v| v as f32),
-            top_k: sampling.top_k.map_or(d.top_k, |v| v as i32),
-            top_p: sampling.top_p.map_or(d.top_p, |v| v as f32),
-            min_p: sampling.min_p.map_or(d.min_p, |v| v as f32),
-            repeat_penalty: sampling
-                .repeat_penalty
-                .map_or(d.repeat_penalty, |v| v as f32),
-            presence_penalty: sampling.presence_penalty.map_or(0.0, |v| v as f32),
-            frequency_penalty: sampling.frequency_penalty.map_or(0.0, |v| v as f32),
+            temperature: f(sampling.temperature, d.temperature, -1.0, 100.0),
+            top_k: sampling
+                .top_k
+                .map_or(d.top_k, |v| v.min(i32::MAX as u32) as i32),
+            top_p: f(sampling.top_p, d.top_p, 0.0, 1.0),
+            min_p: f(sampling.min_p, d.min_p, 0.0, 1.0),
+            repeat_penalty: f(sampling.repeat_penalty, d.repeat_penalty, 0.0, 100.0),
+            presence_penalty: f(sampling.presence_penalty, 0.0, -100.0, 100.0),
+            frequency_penalty: f(sampling.frequency_penalty, 0.0, -100.0, 100.0),
             seed: sampling
                 .seed
                 .map_or(rand_seed(), |s| (s as u64 & 0xFFFF_FFFF) as u32),
@@ -629,13 +635,7 @@ impl Engine {
         let grammar = self.grammar(&req.format).await?;
         let l = self.load(&req.model, keep).await?;
         let prompt = self.render_chat(&l, &req.messages)?;
-        let (job, rx) = self.job(
-            &l,
-            &prompt,
-            &req.sampling,
-            grammar,
-            req.fairness.as_deref(),
-        )?;
+        let (job, rx) = self.job(&l, &prompt, &req.sampling, grammar, req.fairness.as_deref())?;
         self.submit(&l, job)?;
         Ok((l, rx))
     }
@@ -666,13 +666,7 @@ impl Engine {
                 None => req.prompt.clone(),
             }
         };
-        let (job, rx) = self.job(
-            &l,
-            &prompt,
-            &req.sampling,
-            grammar,
-            req.fairness.as_deref(),
-        )?;
+        let (job, rx) = self.job(&l, &prompt, &req.sampling, grammar, req.fairness.as_deref())?;
         self.submit(&l, job)?;
         Ok((l, rx))
     }
