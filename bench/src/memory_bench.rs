@@ -1,12 +1,13 @@
-//! memory-bench: the peak memory one request body costs the release `wardgate serve`.
+//! memory-bench: the peak memory one request body costs `wardgate serve`.
 //!
-//! Starts the release `mock-upstream` and `wardgate serve` (as `gateway-load` does), then for
-//! each body shape (up to the 4 MiB body limit) resets the gateway's peak RSS (`VmHWM`, via
-//! `/proc/PID/clear_refs`), sends the body, and reads how far the peak rose over the RSS
-//! before. The baseline, measured in the same run, is a plain chat whose one message is as
-//! large as the body limit allows; each shape prints its rise, the rise per body byte and the
-//! ratio to the baseline. Then 16 bodies of the forwarded nested shape at once (peak RSS in all), and
-//! the RSS a few seconds after them (is the memory returned?).
+//! Starts the `mock-upstream` and `wardgate serve` beside this binary (debug or release; as
+//! `gateway-load` does), then for each body shape (up to the 4 MiB body limit) resets the
+//! gateway's peak RSS (`VmHWM`, via `/proc/PID/clear_refs`), sends the body, and reads how far
+//! the peak rose over the RSS before. The baseline, measured in the same run, is a body that is
+//! one long string (in a field the gateway skips); each shape prints its JSON value count, the
+//! status, its rise, the rise per body byte and the ratio to the baseline. Then 16 bodies of
+//! the forwarded nested shape at once (peak RSS in all), and the RSS 3 s after them (is the
+//! memory returned?).
 //!
 //! The promise (issue 15): any body raises the peak by at most 16 times its size, 16 at once
 //! stay under 1 GiB, and the RSS falls back after them. Linux only (`/proc`).
