@@ -1,12 +1,13 @@
-//! memory-bench: the peak memory one request body costs the release `wardgate serve`.
+//! memory-bench: the peak memory one request body costs `wardgate serve`.
 //!
-//! Starts the release `mock-upstream` and `wardgate serve` (as `gateway-load` does), then for
-//! each body shape (up to the 4 MiB body limit) resets the gateway's peak RSS (`VmHWM`, via
-//! `/proc/PID/clear_refs`), sends the body, and reads how far the peak rose over the RSS
-//! before. The baseline, measured in the same run, is a plain chat whose one message is as
-//! large as the body limit allows; each shape prints its rise, the rise per body byte and the
-//! ratio to the baseline. Then 16 bodies of the worst shape at once (peak RSS in all), and
-//! the RSS a few seconds after them (is the memory returned?).
+//! Starts the `mock-upstream` and `wardgate serve` beside this binary (debug or release; as
+//! `gateway-load` does), then for each body shape (up to the 4 MiB body limit) resets the
+//! gateway's peak RSS (`VmHWM`, via `/proc/PID/clear_refs`), sends the body, and reads how far
+//! the peak rose over the RSS before. The baseline, measured in the same run, is a body that is
+//! one long string (in a field the gateway skips); each shape prints its JSON value count, the
+//! status, its rise, the rise per body byte and the ratio to the baseline. Then 16 bodies of
+//! the forwarded nested shape at once (peak RSS in all), and the RSS 3 s after them (is the
+//! memory returned?).
 //!
 //! The promise (issue 15): any body raises the peak by at most 16 times its size, 16 at once
 //! stay under 1 GiB, and the RSS falls back after them. Linux only (`/proc`).
@@ -87,9 +88,43 @@ fn body(size: usize, extra: &str) -> Bytes {
     Bytes::from(b)
 }
 
-/// `{"a":{"a":...{}...}}`, `depth` objects deep.
-fn nested(depth: usize) -> String {
-    format!("{}{{}}{}", r#"{"a":"#.repeat(depth), "}".repeat(depth))
+/// `{"k":{"k":...{}...}}`, `depth` objects deep, with `key` as every key.
+fn nested(depth: usize, key: &str) -> String {
+    format!(
+        "{}{{}}{}",
+        format!(r#"{{"{key}":"#).repeat(depth),
+        "}".repeat(depth)
+    )
+}
+
+/// The JSON values and object keys in `bytes`, counted as the gateway counts them against
+/// `limits.max_json_values` (crates/gateway/src/extract.rs, `shape`): containers, strings
+/// (keys included) and the first byte of each scalar, outside strings.
+fn values(bytes: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped, mut prev) = (0, false, false, b',');
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' | b'[' | b'{' => {
+                in_string = b == b'"';
+                n += 1;
+            }
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' if matches!(prev, b'[' | b',' | b':') => n += 1,
+            _ => {}
+        }
+        if !b.is_ascii_whitespace() {
+            prev = b;
+        }
+    }
+    n
 }
 
 /// Comma-joined copies of `item` filling about `bytes`.
@@ -98,19 +133,38 @@ fn repeated(item: &str, bytes: usize) -> String {
     vec![item; n].join(",")
 }
 
-/// The shapes measured: name and body. Deep nesting stays under the body's 128-level bound.
+/// The shapes measured: name and body. Deep nesting stays under the body's 128-level bound;
+/// every shape fills the whole body. With one-letter keys, objects nested 121 deep are ~3
+/// bytes per value and far over the default value bound (250,000), so those bodies show the
+/// cost of refusing them; with 32-byte keys the same nesting is ~18 bytes per value, under the
+/// bound, and is parsed and forwarded (200): the forwarding path at its most expensive.
 fn shapes(size: usize) -> Vec<(&'static str, Bytes)> {
-    let deep = nested(120);
-    let tool = format!(r#"{{"type":"function","function":{{"name":"f","parameters":{deep}}}}}"#);
+    let deep = nested(120, "a");
+    let tool = |params: &str| {
+        format!(r#"{{"type":"function","function":{{"name":"f","parameters":{params}}}}}"#)
+    };
     let all = size - 512;
     vec![
         ("one long string (baseline)", body(size, "")),
         (
-            "tools nested 121 deep, whole body",
-            body(size, &format!(r#""tools":[{}],"#, repeated(&tool, all))),
+            "tools nested 121 deep, 32-byte keys (under the value bound)",
+            body(
+                size,
+                &format!(
+                    r#""tools":[{}],"#,
+                    repeated(&tool(&nested(120, &"k".repeat(32))), all)
+                ),
+            ),
         ),
         (
-            "response_format nested 121 deep, whole body",
+            "tools nested 121 deep, 1-byte keys (over the value bound)",
+            body(
+                size,
+                &format!(r#""tools":[{}],"#, repeated(&tool(&deep), all)),
+            ),
+        ),
+        (
+            "response_format nested 121 deep, 1-byte keys (over the value bound)",
             body(
                 size,
                 &format!(
@@ -120,15 +174,11 @@ fn shapes(size: usize) -> Vec<(&'static str, Bytes)> {
             ),
         ),
         (
-            "tools nested 121 deep, under the value bound",
-            body(size, &format!(r#""tools":[{}],"#, repeated(&tool, 1 << 20))),
-        ),
-        (
-            "many small values, under the value bound",
+            "many small values in tools, 480 KB (under the value bound)",
             body(size, &format!(r#""tools":[{}],"#, repeated("0", 480_000))),
         ),
         (
-            "many small values, whole body",
+            "many small values (over the value bound)",
             body(size, &format!(r#""x":[{}],"#, repeated("0", all))),
         ),
     ]
@@ -171,42 +221,50 @@ async fn main() -> anyhow::Result<()> {
         wardgate_bin.display(),
         args.size
     )?;
-    say!("| shape | status | peak rise MiB | rise / body size | ratio to baseline |")?;
-    say!("| --- | --- | --- | --- | --- |")?;
+    say!(
+        "| shape | JSON values | status | peak rise MiB | rise / body size | ratio to baseline |"
+    )?;
+    say!("| --- | --- | --- | --- | --- | --- |")?;
     let mut baseline = None;
-    let mut worst: Option<(u64, Bytes)> = None;
+    // The concurrency step sends the forwarded nested shape (the second): a fixed shape, so
+    // that runs compare (the largest single rise moves between shapes from run to run).
+    let mut burst = None;
     for (name, b) in shapes(args.size) {
         let len = b.len() as f64;
+        let n = values(&b);
         reset_peak(pid)?;
         let before = status(pid, "VmRSS")?;
         let (code, _) = send(b.clone()).await?;
         let rise = status(pid, "VmHWM")?.saturating_sub(before);
         let base = *baseline.get_or_insert(rise.max(1));
         say!(
-            "| {name} | {} | {:.1} | {:.2} | {:.2} |",
+            "| {name} | {n} | {} | {:.1} | {:.2} | {:.2} |",
             code.as_u16(),
             rise as f64 / f64::from(1 << 20),
             rise as f64 / len,
             rise as f64 / base as f64
         )?;
-        if worst.as_ref().is_none_or(|(w, _)| rise > *w) {
-            worst = Some((rise, b));
+        if name.starts_with("tools nested 121 deep, 32-byte keys") {
+            burst = Some((name, b));
         }
     }
-    let (_, worst) = worst.context("no shape measured")?;
+    let (burst_name, burst) = burst.context("no shape for the concurrency step")?;
     let idle = status(pid, "VmRSS")?;
     reset_peak(pid)?;
-    let all: Vec<_> = (0..args.concurrent).map(|_| send(worst.clone())).collect();
+    let all: Vec<_> = (0..args.concurrent).map(|_| send(burst.clone())).collect();
+    let mut codes = Vec::with_capacity(args.concurrent);
     for r in futures_join(all).await {
-        r?;
+        codes.push(r?.0.as_u16());
     }
+    codes.sort_unstable();
+    codes.dedup();
     let peak = status(pid, "VmHWM")?;
     // Give the allocator a moment to hand memory back, then look again.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = status(pid, "VmRSS")?;
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     say!(
-        "{} of the worst shape at once: RSS before {:.1} MiB, peak {:.1} MiB (bound 1024), 3 s after {:.1} MiB",
+        "{} of one shape ({burst_name}, status {codes:?}) at once: RSS before {:.1} MiB, peak {:.1} MiB (bound 1024), 3 s after {:.1} MiB",
         args.concurrent,
         mib(idle),
         mib(peak),

@@ -4,6 +4,9 @@ A body up to the 4 MiB limit, of the shapes that used to cost the most (objects 
 in `tools` or `response_format`, many small values), raises the gateway's peak RSS (`VmHWM`) by
 at most 16 times its size; 16 such requests at once keep it under 1 GiB; and the RSS falls back
 after them. The peak is reset before each measurement through `/proc/PID/clear_refs` (Linux).
+The burst is of a body the gateway parses and forwards (200), under the JSON value bound; the
+fall-back needs the binary's allocator (jemalloc, crates/wardgate/src/main.rs): built with the
+system allocator (`--no-default-features`), the RSS stays ~150 MiB up and this test fails.
 """
 
 from __future__ import annotations
@@ -47,28 +50,59 @@ def chat_body(size: int, extra: str) -> bytes:
     return (head + "x" * pad + tail).encode()
 
 
-def nested(depth: int) -> str:
-    return '{"a":' * depth + "{}" + "}" * depth
+def nested(depth: int, key: str = "a") -> str:
+    return f'{{"{key}":' * depth + "{}" + "}" * depth
 
 
 def repeated(item: str, size: int) -> str:
     return ",".join([item] * max(1, size // (len(item) + 1)))
 
 
+def json_values(body: bytes) -> int:
+    """The values and keys the gateway counts against `limits.max_json_values`
+    (crates/gateway/src/extract.rs, `shape`)."""
+    n, in_string, escaped, prev = 0, False, False, ord(",")
+    for b in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+            continue
+        if b in b'"[{':
+            in_string = b == 0x22
+            n += 1
+        elif b in b"-0123456789tfn" and prev in b"[,:":
+            n += 1
+        if b not in b" \t\r\n":
+            prev = b
+    return n
+
+
+def tool(params: str) -> str:
+    return f'{{"type":"function","function":{{"name":"f","parameters":{params}}}}}'
+
+
+# Forwarded: objects nested 121 deep with 32-byte keys fill the body and stay under the value
+# bound (the keys are most of the bytes), so the gateway parses and forwards the whole of it.
+FORWARDED = "tools nested 121 deep, under the value bound"
+
+
 def shapes() -> dict[str, bytes]:
     deep = nested(120)
-    tool = f'{{"type":"function","function":{{"name":"f","parameters":{deep}}}}}'
     bulk = LIMIT - 1024
     return {
-        "tools nested 121 deep": chat_body(LIMIT, f'"tools":[{repeated(tool, bulk)}],'),
+        FORWARDED: chat_body(LIMIT, f'"tools":[{repeated(tool(nested(120, "k" * 32)), bulk)}],'),
+        "tools nested 121 deep, over the value bound": chat_body(
+            LIMIT, f'"tools":[{repeated(tool(deep), bulk)}],'
+        ),
         "response_format nested 121 deep": chat_body(
             LIMIT,
             '"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"a":['
             + repeated(deep, bulk)
             + "]}}},",
-        ),
-        "tools nested, under the value bound": chat_body(
-            LIMIT, f'"tools":[{repeated(tool, 1 * MIB)}],'
         ),
         "many small values, under the value bound": chat_body(
             LIMIT, f'"tools":[{repeated("0", 480_000)}],'
@@ -93,23 +127,29 @@ def test_request_bodies_cost_memory_in_proportion_and_it_is_returned(start_gatew
     pid = gw.proc.pid
     # Warm up: what every request reuses is allocated once.
     assert post(gw, chat_body(2048, "")) == 200
-    for name, body in shapes().items():
+    bodies = shapes()
+    # The forwarded shape really is under the default bound (250,000) and near the body limit,
+    # so the peaks below include parsing and forwarding it, not only refusing it.
+    assert 200_000 < json_values(bodies[FORWARDED]) < 250_000
+    assert len(bodies[FORWARDED]) > LIMIT - 8192
+    for name, body in bodies.items():
         assert len(body) <= LIMIT
         reset_peak(pid)
         before = proc_status(pid, "VmRSS")
         status = post(gw, body)
-        assert status in (200, 400), f"{name}: {status}"
+        expected = (200,) if name in (FORWARDED, "one long string") else (200, 400)
+        assert status in expected, f"{name}: {status}"
         rise = proc_status(pid, "VmHWM") - before
         assert rise <= 16 * len(body), (
             f"{name}: the peak RSS rose {rise / MIB:.1f} MiB for a {len(body) / MIB:.1f} MiB body"
         )
 
-    worst = shapes()["tools nested, under the value bound"]
+    worst = bodies[FORWARDED]
     idle = proc_status(pid, "VmRSS")
     reset_peak(pid)
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         statuses = list(pool.map(lambda _: post(gw, worst), range(16)))
-    assert all(s in (200, 400) for s in statuses), statuses
+    assert all(s == 200 for s in statuses), statuses
     peak = proc_status(pid, "VmHWM")
     assert peak < 1024 * MIB, f"16 requests at once peaked at {peak / MIB:.1f} MiB"
     # The memory is returned: within a few seconds the RSS is back near where it was.

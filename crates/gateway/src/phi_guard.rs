@@ -152,9 +152,9 @@ impl PhiGuard {
         texts: &mut Texts<'_>,
     ) -> Result<Option<Arc<Pseudonymizer>>, Refused> {
         match rule.mode {
-            PhiMode::Off => return Ok(None),
+            PhiMode::Off => Ok(None),
             PhiMode::Block | PhiMode::Deidentify if texts.images > 0 && !rule.allow_images => {
-                return Err(Refused::Images);
+                Err(Refused::Images)
             }
             PhiMode::Block => {
                 let mut found = CategorySet::empty();

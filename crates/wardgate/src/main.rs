@@ -13,6 +13,35 @@ use wardgate_gateway::config::LogFormat;
 use wardgate_gateway::{Config, ConfigError};
 use wardgate_store::{KeyStore, NewKeySpec, Role, SqliteStore};
 
+/// jemalloc, not the system allocator, so that memory is given back after a burst. A request
+/// body up to the 4 MiB limit is parsed on whichever async worker runs it; with glibc's malloc
+/// what 16 such requests at once freed stayed with the process (memory-bench: RSS ~80 MiB
+/// before, ~230 MiB for good after; issue 15 item 2), because glibc returns a thread arena's
+/// memory to the system only from its top. mimalloc (purge delay 0) did better (~60-90 MiB
+/// three seconds after) but peaked higher; jemalloc with the settings below was back under
+/// its starting RSS within three seconds and peaked lowest. Figures: bench/README.md.
+/// `--no-default-features` builds with the system allocator, for comparison.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, compiled in so that nobody has to remember an environment variable
+/// (`_RJEM_MALLOC_CONF` still overrides them): a background thread purges unused pages even
+/// while every worker is idle (jemalloc otherwise purges only on a later allocation or free),
+/// dirty pages go back to the system after 1 s instead of 10 s, and with `muzzy_decay_ms:0`
+/// they are released at once (`MADV_DONTNEED`, which lowers the RSS) rather than marked
+/// lazily free first. jemalloc reads this weak C symbol (`malloc_conf`, with the `_rjem_`
+/// prefix tikv-jemalloc-sys builds it with) when it starts: a NUL-terminated string behind a
+/// thin pointer.
+#[cfg(feature = "jemalloc")]
+#[allow(
+    unsafe_code,
+    reason = "jemalloc's documented way to set its options in the program is to define its \
+              `malloc_conf` symbol; the value is an immutable, NUL-terminated static string"
+)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "wardgate",
