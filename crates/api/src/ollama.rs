@@ -246,6 +246,14 @@ impl GenerateRequestIn {
                 "context is not supported; use /api/chat for conversations",
             ));
         }
+        // The completion shape has no images: refused rather than silently dropped, so a
+        // client is never told its image was seen when it was not.
+        if self.images.as_ref().is_some_and(|i| !i.is_empty()) {
+            return Err(BadRequest::param(
+                "images",
+                "images are not supported on /api/generate; send them in /api/chat messages",
+            ));
+        }
         let options = self.options.unwrap_or_default();
         Ok(CompletionRequest {
             model: self.model,
@@ -908,6 +916,20 @@ mod tests {
             e.into_canonical().unwrap_err().message,
             "invalid input type"
         );
+    }
+
+    #[test]
+    fn generate_refuses_images_instead_of_dropping_them() {
+        let g: GenerateRequestIn =
+            serde_json::from_value(json!({"model": "m", "prompt": "p", "images": ["AAAA"]}))
+                .unwrap();
+        assert_eq!(
+            g.into_canonical().unwrap_err().param.as_deref(),
+            Some("images")
+        );
+        let g: GenerateRequestIn =
+            serde_json::from_value(json!({"model": "m", "prompt": "p", "images": []})).unwrap();
+        assert!(g.into_canonical().is_ok());
     }
 
     #[test]

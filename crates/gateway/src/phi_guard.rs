@@ -311,9 +311,15 @@ fn for_each_literal(text: &str, mut f: impl FnMut(&str) -> Option<String>) -> Op
     out
 }
 
-fn schema_of(format: &mut wardgate_api::canonical::ResponseFormat) -> Option<&mut RawJson> {
+/// A response format's forwarded texts: the schema's name (a free string the client chose)
+/// and the schema itself.
+fn schema_of(
+    format: &mut wardgate_api::canonical::ResponseFormat,
+) -> Option<(&mut String, &mut RawJson)> {
     match format {
-        wardgate_api::canonical::ResponseFormat::JsonSchema { schema, .. } => Some(schema),
+        wardgate_api::canonical::ResponseFormat::JsonSchema { name, schema } => {
+            Some((name, schema))
+        }
         _ => None,
     }
 }
@@ -343,8 +349,9 @@ pub fn chat_texts(req: &mut ChatRequest) -> Texts<'_> {
     if let Some(tc) = req.tool_choice.as_mut() {
         out.raw.push(tc);
     }
-    if let Some(s) = schema_of(&mut req.format) {
-        out.raw.push(s);
+    if let Some((name, schema)) = schema_of(&mut req.format) {
+        out.other.push(name);
+        out.raw.push(schema);
     }
     out
 }
@@ -360,8 +367,9 @@ pub fn completion_texts(req: &mut CompletionRequest) -> Texts<'_> {
         out.prompt.push(s);
     }
     out.other.extend(req.sampling.stop.iter_mut());
-    if let Some(s) = schema_of(&mut req.format) {
-        out.raw.push(s);
+    if let Some((name, schema)) = schema_of(&mut req.format) {
+        out.other.push(name);
+        out.raw.push(schema);
     }
     out
 }

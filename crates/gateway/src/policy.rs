@@ -109,6 +109,22 @@ pub fn check_schema(
         .map_err(|e| ApiError::BadRequest(BadRequest::param(names.schema, e.to_string())))
 }
 
+/// What else a backend is sent beside the prompt, counted against the context window like the
+/// prompt: stop sequences and the response schema. Tools and schemas are part of the prompt the
+/// model sees; stop sequences are not, but nothing sound needs more of them than a context
+/// holds, and counting them bounds what the gateway scans and forwards (the black-box attack
+/// sent 4 MB of `stop`, accepted where the same text as content was refused).
+fn forwarded_extras(sampling: &Sampling, format: &ResponseFormat) -> u64 {
+    let stop: u64 = sampling.stop.iter().map(|s| tokens::estimate_text(s)).sum();
+    let schema = match format {
+        ResponseFormat::JsonSchema { name, schema } => {
+            tokens::estimate_text(name) + tokens::estimate_text(schema.get())
+        }
+        _ => 0,
+    };
+    stop + schema
+}
+
 pub fn check_chat(
     limits: &Limits,
     route: &Route,
@@ -122,7 +138,14 @@ pub fn check_chat(
         )));
     }
     let clamped = caps(limits, route, &mut req.sampling, names)?;
-    let prompt_tokens = tokens::estimate_messages(&req.messages);
+    let prompt_tokens = tokens::estimate_messages(&req.messages)
+        + req
+            .tools
+            .iter()
+            .chain(&req.tool_choice)
+            .map(|t| tokens::estimate_text(t.get()))
+            .sum::<u64>()
+        + forwarded_extras(&req.sampling, &req.format);
     fits(route, prompt_tokens, &req.sampling)?;
     Ok(Checked {
         clamped,
@@ -148,6 +171,7 @@ pub fn check_completion(
             .as_deref()
             .map(tokens::estimate_text)
             .unwrap_or(0)
+        + forwarded_extras(&req.sampling, &req.format)
         + 3;
     fits(route, prompt_tokens, &req.sampling)?;
     Ok(Checked {

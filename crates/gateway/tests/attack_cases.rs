@@ -3728,6 +3728,14 @@ fn i15_phi_fields(marker: &str) -> Vec<(&'static str, &'static str, Value)> {
                         "json_schema": {"name": "s", "schema": schema}}})),
         ),
         (
+            // Found by the black-box attack after the first fixes: the schema's name (a
+            // name may hold only letters, digits, `_` and `-`, which an SSN is).
+            "openai response_format schema name",
+            "/v1/chat/completions",
+            chat(json!({"response_format": {"type": "json_schema",
+                        "json_schema": {"name": "123-45-6789", "schema": plain}}})),
+        ),
+        (
             "openai assistant tool call",
             "/v1/chat/completions",
             json!({"model": "tiny", "messages": [
@@ -4923,5 +4931,55 @@ async fn i15_low_json_routes_answer_415_to_bodies_not_labelled_json() {
             assert!(r.status.is_success(), "{path} {label}: {}", r.text());
         }
     }
+    assert_still_serving(&h).await;
+}
+
+// ==== issue 15: what the black-box attack of the merged fixes found ====
+
+/// Stop sequences, tools, `tool_choice` and the response schema are forwarded beside the prompt,
+/// so they count against the context window like it: 3 MB of any of them is refused at once
+/// (before, 4 MB of `stop` was accepted, PHI-scanned on an async worker for seconds, and
+/// forwarded), on both fronts, and nothing reaches the backend.
+#[tokio::test]
+async fn i15_attack_forwarded_fields_count_against_the_context_window() {
+    let big = "a".repeat(3 << 20);
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let schema = json!({"type": "object", "description": big});
+    let tool = json!([{"type": "function", "function": {"name": "f", "description": big}}]);
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": msgs, "stop": [big]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": msgs, "tools": tool}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": msgs, "response_format":
+                {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "hi", "stop": [big]}),
+        ),
+        (
+            "/api/chat",
+            json!({"model": "tiny", "messages": msgs, "stream": false,
+                "options": {"stop": [big]}}),
+        ),
+        (
+            "/api/generate",
+            json!({"model": "tiny", "prompt": "hi", "stream": false, "format": schema}),
+        ),
+    ];
+    let h = harness("ollama", "").await;
+    for (path, body) in &cases {
+        let r = h.post(path, body.clone()).await;
+        assert_front_error(path, &r, 400, None);
+        assert!(r.text().contains("context"), "{path}: {}", r.text());
+    }
+    assert_eq!(h.mocks[0].stats().inference_requests, 0);
     assert_still_serving(&h).await;
 }

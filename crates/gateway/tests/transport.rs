@@ -658,3 +658,56 @@ async fn http2_streams_per_connection_are_capped() {
         "three 300 ms requests finished in {took:?}: they overlapped past the stream cap"
     );
 }
+
+/// Issue 15, item 1: the header timeout runs from accept over TLS too. A client that never
+/// starts the handshake, one that stops inside it, and one that completes it and then sends
+/// nothing are all closed at the timeout (before, the last stayed open for good: hyper's timer
+/// starts only at the first byte of a request), while a real client is served.
+#[tokio::test]
+async fn tls_connections_without_a_request_are_closed_at_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let (cert, key, _) = ca.server("server-a");
+    let cert_file = write(dir.path(), "server.pem", &cert);
+    let key_file = write(dir.path(), "server.key", &key);
+    let toml = format!(
+        "[server]\nheader_read_timeout = \"1s\"\n\n[server.tls]\ncert_file = \"{cert_file}\"\nkey_file = \"{key_file}\"\n"
+    );
+    let h = Harness::single_with("openai", mock_cfg(), &toml).await;
+    let addr = h.listen().await;
+    let limit = Duration::from_secs(5);
+
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The first bytes of a TLS record header, and nothing more.
+    partial.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut idle = tls_connect(addr, client_config(&ca, None)).await.unwrap();
+    let idle_closed = async {
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout_at((started + limit).into(), idle.read(&mut buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+                Ok(Ok(_)) => {}
+            }
+        }
+    };
+    let (a, b, c) = tokio::join!(
+        closed_within(&mut silent, limit),
+        closed_within(&mut partial, limit),
+        idle_closed
+    );
+    for (what, took) in [
+        ("silent", a),
+        ("partial handshake", b),
+        ("idle after handshake", c),
+    ] {
+        let took = took.unwrap_or_else(|| panic!("{what}: the connection stayed open"));
+        assert!(took >= Duration::from_millis(500), "{what}: {took:?}");
+    }
+    // A client that sends its request is served.
+    let mut s = tls_connect(addr, client_config(&ca, None)).await.unwrap();
+    let resp = exchange(&mut s, "/health", None).await.unwrap();
+    assert_eq!(status_of(&resp), 200, "{resp}");
+}
