@@ -243,6 +243,17 @@ mod tests {
             redacted.ends_with(" in ICU, pt [PERSON] bed 4, attending unavailable"),
             "{redacted}"
         );
+        // Common first and last names in lower case too (the black-box attack stored this one).
+        for text in [
+            "patient john smith ssn 123-45-6789 coded",
+            "Coded: patient john smith in bed 4",
+        ] {
+            let redacted = Detector::high_recall().redact(text);
+            assert!(
+                !redacted.contains("john") && !redacted.contains("smith"),
+                "{redacted}"
+            );
+        }
         // Lower-case words that are no name stay.
         assert_eq!(
             Detector::high_recall().redact("none given (refused)"),

@@ -75,6 +75,10 @@ pub(crate) struct Scan<'t> {
     pub out: Vec<Cand>,
     /// The buffers the families use now and then.
     scratch: Box<Scratch>,
+    /// The recall-oriented setting ([`crate::Detector::high_recall`]): a lower-case first
+    /// name followed by a surname counts even where both are also English words
+    /// (`john smith`).
+    pub recall: bool,
 }
 
 impl<'t> Scan<'t> {
@@ -110,6 +114,7 @@ impl<'t> Scan<'t> {
             counts,
             out: b.out,
             scratch: b.scratch,
+            recall: false,
         }
     }
 
@@ -633,6 +638,7 @@ fn word_info_other(dict: &Dict, text: &str, t: Tok, level: u8, buf: &mut String)
 /// without capitals, whatever the rest of the text looks like (the recall-oriented setting).
 pub(crate) fn spans(text: &str, lower_case_names: bool, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
     let mut scan = Scan::new(text);
+    scan.recall = lower_case_names;
     candidates(&mut scan, lower_case_names);
     scan.finish(keep)
 }

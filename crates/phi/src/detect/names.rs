@@ -185,7 +185,14 @@ pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize
         return None;
     }
     let fi = scan.info_full(i);
-    if fi.has(dict::ENGLISH | dict::FUNCTION) {
+    if fi.has(dict::FUNCTION) {
+        return None;
+    }
+    // An English word is a first name here only in the recall setting, and only before a
+    // surname (`john smith`, not `will do`).
+    if fi.has(dict::ENGLISH)
+        && !(scan.recall && fi.has(dict::FIRST) && lower_surname_at(scan, i + 1))
+    {
         return None;
     }
     let strong = title_before(scan, i) || label_before(scan, i) || role_before(scan, i);
@@ -218,6 +225,15 @@ pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize
     };
     scan.emit(i, k, Category::Person, score);
     Some(k + 1)
+}
+
+/// Whether token `j` is a lower-case surname from the lists, a space after the word before.
+fn lower_surname_at(scan: &mut Scan<'_>, j: usize) -> bool {
+    scan.gap(j) == Gap::Space
+        && scan.kind(j) == Some(Kind::Word)
+        && scan.toks[j].is_lower()
+        && scan.toks[j].len() > 1
+        && scan.info_full(j).has(dict::LAST)
 }
 
 /// Whether a capitalised word (token `t` of `text`) is no name whatever the lists say: a function
