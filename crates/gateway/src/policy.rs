@@ -109,20 +109,13 @@ pub fn check_schema(
         .map_err(|e| ApiError::BadRequest(BadRequest::param(names.schema, e.to_string())))
 }
 
-/// What else a backend is sent beside the prompt, counted against the context window like the
-/// prompt: stop sequences and the response schema. Tools and schemas are part of the prompt the
-/// model sees; stop sequences are not, but nothing sound needs more of them than a context
-/// holds, and counting them bounds what the gateway scans and forwards (the black-box attack
-/// sent 4 MB of `stop`, accepted where the same text as content was refused).
-fn forwarded_extras(sampling: &Sampling, format: &ResponseFormat) -> u64 {
-    let stop: u64 = sampling.stop.iter().map(|s| tokens::estimate_text(s)).sum();
-    let schema = match format {
-        ResponseFormat::JsonSchema { name, schema } => {
-            tokens::estimate_text(name) + tokens::estimate_text(schema.get())
-        }
-        _ => 0,
-    };
-    stop + schema
+/// Stop sequences, counted against the context window like the prompt. They are not part of
+/// the prompt, but nothing sound needs more of them than a context holds, and counting them
+/// bounds what the gateway scans and forwards (the black-box attack sent 4 MB of `stop`,
+/// accepted where the same text as content was refused). A response schema is not counted:
+/// it is no prompt text, and the engine's schema bounds (`engine.schema_*`) limit it.
+fn forwarded_extras(sampling: &Sampling) -> u64 {
+    sampling.stop.iter().map(|s| tokens::estimate_text(s)).sum()
 }
 
 pub fn check_chat(
@@ -145,7 +138,7 @@ pub fn check_chat(
             .chain(&req.tool_choice)
             .map(|t| tokens::estimate_text(t.get()))
             .sum::<u64>()
-        + forwarded_extras(&req.sampling, &req.format);
+        + forwarded_extras(&req.sampling);
     fits(route, prompt_tokens, &req.sampling)?;
     Ok(Checked {
         clamped,
@@ -171,7 +164,7 @@ pub fn check_completion(
             .as_deref()
             .map(tokens::estimate_text)
             .unwrap_or(0)
-        + forwarded_extras(&req.sampling, &req.format)
+        + forwarded_extras(&req.sampling)
         + 3;
     fits(route, prompt_tokens, &req.sampling)?;
     Ok(Checked {

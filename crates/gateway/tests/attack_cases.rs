@@ -4936,15 +4936,14 @@ async fn i15_low_json_routes_answer_415_to_bodies_not_labelled_json() {
 
 // ==== issue 15: what the black-box attack of the merged fixes found ====
 
-/// Stop sequences, tools, `tool_choice` and the response schema are forwarded beside the prompt,
-/// so they count against the context window like it: 3 MB of any of them is refused at once
+/// Stop sequences, tools and `tool_choice` are forwarded beside the prompt (tools become part of
+/// it), so they count against the context window like it: 3 MB of any of them is refused at once
 /// (before, 4 MB of `stop` was accepted, PHI-scanned on an async worker for seconds, and
 /// forwarded), on both fronts, and nothing reaches the backend.
 #[tokio::test]
 async fn i15_attack_forwarded_fields_count_against_the_context_window() {
     let big = "a".repeat(3 << 20);
     let msgs = json!([{"role": "user", "content": "hi"}]);
-    let schema = json!({"type": "object", "description": big});
     let tool = json!([{"type": "function", "function": {"name": "f", "description": big}}]);
     let cases = [
         (
@@ -4956,11 +4955,6 @@ async fn i15_attack_forwarded_fields_count_against_the_context_window() {
             json!({"model": "tiny", "messages": msgs, "tools": tool}),
         ),
         (
-            "/v1/chat/completions",
-            json!({"model": "tiny", "messages": msgs, "response_format":
-                {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}),
-        ),
-        (
             "/v1/completions",
             json!({"model": "tiny", "prompt": "hi", "stop": [big]}),
         ),
@@ -4970,8 +4964,8 @@ async fn i15_attack_forwarded_fields_count_against_the_context_window() {
                 "options": {"stop": [big]}}),
         ),
         (
-            "/api/generate",
-            json!({"model": "tiny", "prompt": "hi", "stream": false, "format": schema}),
+            "/api/chat",
+            json!({"model": "tiny", "messages": msgs, "stream": false, "tools": tool}),
         ),
     ];
     let h = harness("ollama", "").await;
