@@ -147,12 +147,14 @@ fn shapes(size: usize) -> Vec<(&'static str, Bytes)> {
     vec![
         ("one long string (baseline)", body(size, "")),
         (
-            "tools nested 121 deep, 32-byte keys (under the value bound)",
+            // In a response schema: tools count against the context window (they are prompt
+            // text), a schema does not, so this one is forwarded whole.
+            "response_format nested 121 deep, 32-byte keys (under the value bound)",
             body(
                 size,
                 &format!(
-                    r#""tools":[{}],"#,
-                    repeated(&tool(&nested(120, &"k".repeat(32))), all)
+                    r#""response_format":{{"type":"json_schema","json_schema":{{"name":"s","schema":{{"a":[{}]}}}}}},"#,
+                    repeated(&nested(120, &"k".repeat(32)), all)
                 ),
             ),
         ),
@@ -244,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
             rise as f64 / len,
             rise as f64 / base as f64
         )?;
-        if name.starts_with("tools nested 121 deep, 32-byte keys") {
+        if name.starts_with("response_format nested 121 deep, 32-byte keys") {
             burst = Some((name, b));
         }
     }

@@ -87,14 +87,24 @@ def tool(params: str) -> str:
 
 # Forwarded: objects nested 121 deep with 32-byte keys fill the body and stay under the value
 # bound (the keys are most of the bytes), so the gateway parses and forwards the whole of it.
-FORWARDED = "tools nested 121 deep, under the value bound"
+# In a response schema, which is not counted against the context window (tools are: they are
+# prompt text), so the whole 4 MiB is forwarded.
+FORWARDED = "response_format nested 121 deep, under the value bound"
+
+
+def schema_of(items: str) -> str:
+    return (
+        '"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"a":['
+        + items
+        + "]}}},"
+    )
 
 
 def shapes() -> dict[str, bytes]:
     deep = nested(120)
     bulk = LIMIT - 1024
     return {
-        FORWARDED: chat_body(LIMIT, f'"tools":[{repeated(tool(nested(120, "k" * 32)), bulk)}],'),
+        FORWARDED: chat_body(LIMIT, schema_of(repeated(nested(120, "k" * 32), bulk))),
         "tools nested 121 deep, over the value bound": chat_body(
             LIMIT, f'"tools":[{repeated(tool(deep), bulk)}],'
         ),
