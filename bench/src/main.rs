@@ -13,7 +13,7 @@ mod stats;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -130,18 +130,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.validate()?;
     let began = Instant::now();
-    let bin_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("target/release"));
-    let mock_bin = args
-        .mock_bin
-        .clone()
-        .unwrap_or_else(|| bin_dir.join("mock-upstream"));
-    let wardgate_bin = args
-        .wardgate_bin
-        .clone()
-        .unwrap_or_else(|| bin_dir.join("wardgate"));
+    let mock_bin = procs::sibling_bin(args.mock_bin.as_deref(), "mock-upstream");
+    let wardgate_bin = procs::sibling_bin(args.wardgate_bin.as_deref(), "wardgate");
 
     // The children live in this scope: returning, `?` and panics all drop (and kill) them.
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;

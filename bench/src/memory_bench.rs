@@ -13,7 +13,7 @@
 //! stay under 1 GiB, and the RSS falls back after them. Linux only (`/proc`).
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -97,36 +97,6 @@ fn nested(depth: usize, key: &str) -> String {
     )
 }
 
-/// The JSON values and object keys in `bytes`, counted as the gateway counts them against
-/// `limits.max_json_values` (crates/gateway/src/extract.rs, `shape`): containers, strings
-/// (keys included) and the first byte of each scalar, outside strings.
-fn values(bytes: &[u8]) -> usize {
-    let (mut n, mut in_string, mut escaped, mut prev) = (0, false, false, b',');
-    for &b in bytes {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' | b'[' | b'{' => {
-                in_string = b == b'"';
-                n += 1;
-            }
-            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' if matches!(prev, b'[' | b',' | b':') => n += 1,
-            _ => {}
-        }
-        if !b.is_ascii_whitespace() {
-            prev = b;
-        }
-    }
-    n
-}
-
 /// Comma-joined copies of `item` filling about `bytes`.
 fn repeated(item: &str, bytes: usize) -> String {
     let n = (bytes / (item.len() + 1)).max(1);
@@ -192,18 +162,8 @@ async fn main() -> anyhow::Result<()> {
     if !(1024..=64 << 20).contains(&args.size) || !(1..=256).contains(&args.concurrent) {
         bail!("--size must be 1 KiB to 64 MiB and --concurrent 1 to 256");
     }
-    let bin_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("target/release"));
-    let mock_bin = args
-        .mock_bin
-        .clone()
-        .unwrap_or_else(|| bin_dir.join("mock-upstream"));
-    let wardgate_bin = args
-        .wardgate_bin
-        .clone()
-        .unwrap_or_else(|| bin_dir.join("wardgate"));
+    let mock_bin = procs::sibling_bin(args.mock_bin.as_deref(), "mock-upstream");
+    let wardgate_bin = procs::sibling_bin(args.wardgate_bin.as_deref(), "wardgate");
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let db = dir.path().join("bench.db");
     let (_mock, mock_addr) = procs::start_mock(&mock_bin, dir.path())?;
@@ -233,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     let mut burst = None;
     for (name, b) in shapes(args.size) {
         let len = b.len() as f64;
-        let n = values(&b);
+        let n = wardgate_gateway::extract::json_values(&b);
         reset_peak(pid)?;
         let before = status(pid, "VmRSS")?;
         let (code, _) = send(b.clone()).await?;

@@ -88,6 +88,17 @@ fn command(bin: &Path) -> Command {
 
 /// Starts `mock-upstream` on a free loopback port with the one model `bench` and instant
 /// replies, and returns it with its address.
+/// `given`, or the binary `name` beside the running one (target/release/ by default).
+pub fn sibling_bin(given: Option<&Path>, name: &str) -> PathBuf {
+    given.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("target/release"))
+            .join(name)
+    })
+}
+
 pub fn start_mock(bin: &Path, dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
     let mut cmd = command(bin);
     cmd.args([

@@ -1972,7 +1972,11 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
             u64::from(c.quotas.tenant.concurrent_requests),
             100_000,
         ),
-        t("auth.key_cache_ttl", c.key_cache_ttl, hours(1)),
+        t(
+            "auth.key_cache_ttl",
+            c.key_cache_ttl,
+            Duration::from_secs(300),
+        ),
         n("auth.max_token_bytes", u(c.max_token_bytes), 64 * 1024),
         n(
             "auth.lockout_threshold",

@@ -130,6 +130,12 @@ fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
 /// The deepest nesting accepted, serde_json's own recursion limit.
 const MAX_DEPTH: usize = 128;
 
+/// The JSON values and object keys in `bytes`, counted as `limits.max_json_values` counts
+/// them (for the memory benchmark, which builds bodies just under and over that bound).
+pub fn json_values(bytes: &[u8]) -> usize {
+    shape(bytes).values
+}
+
 /// What the pre-parse scan found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Shape {

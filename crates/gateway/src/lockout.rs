@@ -130,13 +130,16 @@ fn write_summaries(audit: &Auditor, ended: Vec<Folded>, window: Duration) {
         return;
     };
     let audit = audit.clone();
-    rt.spawn(async move {
-        for f in ended {
-            if let Err(e) = audit.append(f.event(window)).await {
-                tracing::error!(error = %e, "could not write a failed-authentication summary");
-            }
+    rt.spawn(async move { append_summaries(&audit, ended, window).await });
+}
+
+/// Appends one summary event per folded window, waiting for each commit.
+async fn append_summaries(audit: &Auditor, folded: Vec<Folded>, window: Duration) {
+    for f in folded {
+        if let Err(e) = audit.append(f.event(window)).await {
+            tracing::error!(error = %e, "could not write a failed-authentication summary");
         }
-    });
+    }
 }
 
 /// Most subjects tracked at once; past it, entries that are neither locked nor recent go first.
@@ -291,11 +294,7 @@ impl Lockout {
                 })
                 .collect()
         };
-        for f in all {
-            if let Err(e) = audit.append(f.event(self.settings.audit_window)).await {
-                tracing::error!(error = %e, "could not write a failed-authentication summary");
-            }
-        }
+        append_summaries(audit, all, self.settings.audit_window).await;
     }
 
     fn start_sweeper(self: &Arc<Self>, audit: &Auditor) {

@@ -505,7 +505,7 @@ async fn refusals_that_leave_the_body_unread_close_the_connection() {
 
 #[tokio::test]
 async fn verified_keys_are_cached_for_the_ttl_and_revocation_is_immediate_without_a_cache() {
-    let h = Harness::single_with("ollama", mock_cfg(), "[auth]\nkey_cache_ttl = \"1h\"\n").await;
+    let h = Harness::single_with("ollama", mock_cfg(), "[auth]\nkey_cache_ttl = \"5m\"\n").await;
     let (id, key) = h.key_for(&[], None).await;
     assert_eq!(
         h.send(get_as("/v1/models", Some(&key))).await.status,
