@@ -277,6 +277,10 @@ pub struct RawLimits {
     /// no tenant can unload (`0`) or pin (`-1`) a model shared with others; above zero, their
     /// values are clamped to it and `0` and negative values are still ignored. At most `24h`.
     pub max_client_keep_alive: Option<String>,
+    /// A key's 429s (rate, token and concurrency limits) within this window are audited as
+    /// one event (the first) plus one `suppressed: N` summary; `0s` audits every refusal on
+    /// its own. Default `1m`, at most `1h`. `WARDGATE_REFUSAL_AUDIT_WINDOW`.
+    pub refusal_audit_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -494,6 +498,8 @@ pub struct Limits {
     pub max_json_values: usize,
     /// Zero: `keep_alive` from non-operators is ignored.
     pub max_client_keep_alive: Duration,
+    /// Zero: every 429 is audited on its own.
+    pub refusal_audit_window: Duration,
 }
 
 /// What a backend is.
@@ -791,6 +797,9 @@ fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError>
     }
     if let Some(v) = env("WARDGATE_FAILURE_AUDIT_WINDOW") {
         raw.auth.failure_audit_window = Some(v);
+    }
+    if let Some(v) = env("WARDGATE_REFUSAL_AUDIT_WINDOW") {
+        raw.limits.refusal_audit_window = Some(v);
     }
     if let Some(v) = env("WARDGATE_AUDIT_KEY") {
         raw.audit.signing_key_file = Some(PathBuf::from(v));
@@ -1374,6 +1383,11 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             }
             d
         },
+        refusal_audit_window: duration_or_off(
+            "limits.refusal_audit_window",
+            l.refusal_audit_window.as_deref(),
+            Duration::from_secs(60),
+        )?,
     };
 
     let mut backends = Vec::with_capacity(raw.backends.len());
@@ -1993,6 +2007,11 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
         t(
             "auth.failure_audit_window",
             c.lockout.audit_window,
+            hours(1),
+        ),
+        t(
+            "limits.refusal_audit_window",
+            c.limits.refusal_audit_window,
             hours(1),
         ),
         t("health.interval", c.health_interval, hours(1)),

@@ -276,8 +276,9 @@ impl ApiError {
                     "requests",
                     Some("too_many_failed_authentications"),
                     format!(
-                        "Too many failed authentication attempts. Try again in \
-                         {retry_after_secs}s."
+                        "Too many failed authentication attempts from this address or key \
+                         prefix; this credential was not accepted. A valid credential is still \
+                         served; check the key, or try again in {retry_after_secs}s."
                     ),
                 )
             },

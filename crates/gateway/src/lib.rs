@@ -2,6 +2,7 @@
 //! handlers), and the background work that keeps the model catalog current.
 
 pub mod audit;
+pub mod audit_fold;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -188,6 +189,9 @@ where
     let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
     let config_phi = config.phi.clone();
     let lockout = Arc::new(lockout::Lockout::new(config.lockout));
+    let refusals = Arc::new(audit_fold::AuditFolds::new(
+        config.limits.refusal_audit_window,
+    ));
     AppState {
         config: Arc::new(config),
         catalog: Arc::new(catalog),
@@ -198,6 +202,7 @@ where
         key_cache,
         jwt: None,
         lockout,
+        refusals,
         engine,
         preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
         phi: Arc::new(phi_guard::PhiGuard::new(config_phi)),
@@ -399,6 +404,7 @@ pub async fn serve_live(
     let tls = state.config.tls.as_ref().map(tls::Tls::load).transpose()?;
     let limits = state.config.server.clone();
     let lockout = state.lockout.clone();
+    let refusals = state.refusals.clone();
     let audit = state.audit.clone();
     let mut tasks = spawn_background(state);
     if let Some(t) = &tls {
@@ -414,10 +420,11 @@ pub async fn serve_live(
     for t in tasks {
         t.abort();
     }
-    // Failed authentications folded in windows that have not ended yet are written now, so
-    // a stop loses none of log-in monitoring's evidence (the caller then closes the log).
+    // Refusals folded in windows that have not ended yet (failed authentications, 429s) are
+    // written now, so a stop loses none of the evidence (the caller then closes the log).
     if let Some(audit) = &audit {
         lockout.flush_folded(audit).await;
+        refusals.flush(audit).await;
     }
     Ok(())
 }

@@ -27,11 +27,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, EventType, Timestamp};
+
+use crate::audit_fold::{AuditFolds, FoldSubject};
 
 /// Lockout settings, validated.
 #[derive(Clone, Copy, Debug)]
@@ -66,35 +68,23 @@ impl Default for LockoutSettings {
     }
 }
 
-/// Failed authentications from one address not written one by one in the current window.
-#[derive(Debug)]
-struct Fold {
-    started: Instant,
-    folded: u64,
-}
+/// The address failed authentications are folded by: one `auth_failure` event per window
+/// whose detail is `suppressed: N`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FailureSource(pub IpAddr);
 
-/// One address's failures folded in a window that has ended: written as one `auth_failure`
-/// event whose detail is `suppressed: N`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Folded {
-    pub source: Option<IpAddr>,
-    pub count: u64,
-}
-
-impl Folded {
-    /// The summary audit event.
-    pub fn event(&self, window: Duration) -> AuditEvent {
+impl FoldSubject for FailureSource {
+    fn summary(subject: Option<&Self>, count: u64, window: Duration) -> AuditEvent {
         let mut e = AuditEvent::new(
             Timestamp::now(),
             EventType::AuthFailure,
             "anonymous",
             ActorKind::Anonymous,
         );
-        e.source_ip = self.source;
+        e.source_ip = subject.map(|s| s.0);
         e.outcome = Some(wardgate_audit::Outcome::Deny);
         e.detail = Some(format!(
-            "suppressed: {} failed authentications in a {}s window",
-            self.count,
+            "suppressed: {count} failed authentications in a {}s window",
             window.as_secs()
         ));
         e
@@ -124,24 +114,6 @@ struct Entry {
     locked_until: Option<Instant>,
 }
 
-/// Writes the summaries of ended windows, in the background (nobody waits for them).
-fn write_summaries(audit: &Auditor, ended: Vec<Folded>, window: Duration) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let audit = audit.clone();
-    rt.spawn(async move { append_summaries(&audit, ended, window).await });
-}
-
-/// Appends one summary event per folded window, waiting for each commit.
-async fn append_summaries(audit: &Auditor, folded: Vec<Folded>, window: Duration) {
-    for f in folded {
-        if let Err(e) = audit.append(f.event(window)).await {
-            tracing::error!(error = %e, "could not write a failed-authentication summary");
-        }
-    }
-}
-
 /// Most subjects tracked at once; past it, entries that are neither locked nor recent go first.
 const MAX_TRACKED: usize = 100_000;
 
@@ -158,11 +130,8 @@ pub struct Lockout {
     entries: Mutex<HashMap<Subject, Entry>>,
     /// Each source's allowance of failures a minute.
     allowance: crate::ratelimit::InProcessLimiter,
-    /// Each source's failures folded in the current audit window (`None`: the shared window
-    /// of addresses that found the table full).
-    folds: Mutex<HashMap<Option<IpAddr>, Fold>>,
-    /// Whether the task that writes ended windows' summaries has been started.
-    sweeping: AtomicBool,
+    /// Each source's failures folded in the current audit window.
+    folds: Arc<AuditFolds<FailureSource>>,
 }
 
 impl Lockout {
@@ -171,8 +140,7 @@ impl Lockout {
             settings,
             entries: Mutex::new(HashMap::new()),
             allowance: crate::ratelimit::InProcessLimiter::new(),
-            folds: Mutex::new(HashMap::new()),
-            sweeping: AtomicBool::new(false),
+            folds: Arc::new(AuditFolds::new(settings.audit_window)),
         }
     }
 
@@ -196,134 +164,23 @@ impl Lockout {
     }
 
     /// Whether this failure from `source` is written to the audit log on its own (the first in
-    /// its address's window) or folded into the window's `suppressed: N` summary. Summaries of
-    /// windows that have ended are written through `audit` (by a background task started on
-    /// first use, and here when the same address fails again).
-    pub fn fold(
-        self: &Arc<Self>,
-        source: Option<IpAddr>,
-        now: Instant,
-        audit: Option<&Auditor>,
-    ) -> bool {
-        let window = self.settings.audit_window;
+    /// its address's window) or folded into the window's `suppressed: N` summary.
+    pub fn fold(&self, source: Option<IpAddr>, now: Instant, audit: Option<&Auditor>) -> bool {
         // Without an address there is nothing to fold by (only in-process tests lack one).
         let (Some(audit), Some(ip)) = (audit, source) else {
             return true;
         };
-        if window.is_zero() {
-            return true;
-        }
-        self.start_sweeper(audit);
-        let mut ended = None;
-        let write = {
-            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            let mut key = Some(ip);
-            if !folds.contains_key(&key) && folds.len() >= MAX_TRACKED {
-                // Full of live windows: fold into the shared one rather than grow or write
-                // at line rate.
-                key = None;
-            }
-            match folds.get_mut(&key) {
-                Some(f) if now.saturating_duration_since(f.started) < window => {
-                    f.folded += 1;
-                    AUTH_FAILURES_FOLDED.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-                Some(f) => {
-                    if f.folded > 0 {
-                        ended = Some(Folded {
-                            source: key,
-                            count: f.folded,
-                        });
-                    }
-                    *f = Fold {
-                        started: now,
-                        folded: 0,
-                    };
-                    true
-                }
-                None => {
-                    folds.insert(
-                        key,
-                        Fold {
-                            started: now,
-                            folded: 0,
-                        },
-                    );
-                    true
-                }
-            }
-        };
-        if let Some(f) = ended {
-            write_summaries(audit, vec![f], window);
+        let write = self.folds.fold(FailureSource(ip), now, audit);
+        if !write {
+            AUTH_FAILURES_FOLDED.fetch_add(1, Ordering::Relaxed);
         }
         write
-    }
-
-    /// Removes the windows that ended by `now`, returning those with failures folded.
-    pub fn take_ended(&self, now: Instant) -> Vec<Folded> {
-        let window = self.settings.audit_window;
-        let mut out = Vec::new();
-        let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-        folds.retain(|source, f| {
-            if now.saturating_duration_since(f.started) < window {
-                return true;
-            }
-            if f.folded > 0 {
-                out.push(Folded {
-                    source: *source,
-                    count: f.folded,
-                });
-            }
-            false
-        });
-        out
     }
 
     /// Writes every window's folded failures, ended or not, and waits for the commits: what
     /// a stop would otherwise lose.
     pub async fn flush_folded(&self, audit: &Auditor) {
-        let all: Vec<Folded> = {
-            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            folds
-                .drain()
-                .filter(|(_, f)| f.folded > 0)
-                .map(|(source, f)| Folded {
-                    source,
-                    count: f.folded,
-                })
-                .collect()
-        };
-        append_summaries(audit, all, self.settings.audit_window).await;
-    }
-
-    fn start_sweeper(self: &Arc<Self>, audit: &Auditor) {
-        if self.sweeping.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.sweeping.store(false, Ordering::Release);
-            return;
-        };
-        let weak: Weak<Lockout> = Arc::downgrade(self);
-        let audit = audit.clone();
-        let window = self.settings.audit_window;
-        // Half a window between sweeps: a summary is written at most 1.5 windows after its
-        // window began. The task ends with the state that owns the lockout.
-        let tick = (window / 2).max(Duration::from_millis(100));
-        rt.spawn(async move {
-            loop {
-                tokio::time::sleep(tick).await;
-                let Some(lockout) = weak.upgrade() else {
-                    break;
-                };
-                let ended = lockout.take_ended(Instant::now());
-                drop(lockout);
-                if !ended.is_empty() {
-                    write_summaries(&audit, ended, window);
-                }
-            }
-        });
+        self.folds.flush(audit).await;
     }
 
     fn subjects(&self, source: Option<IpAddr>, prefix: Option<&str>) -> Vec<Subject> {
@@ -495,7 +352,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod fold_tests {
+mod allowance_tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
@@ -518,79 +375,16 @@ mod fold_tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_stop_writes_the_windows_that_have_not_ended() {
-        use wardgate_audit::{AuditStore as _, AuditorConfig, MemoryAuditStore, SignerKey};
-        let l = Arc::new(Lockout::new(LockoutSettings::default()));
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let t0 = Instant::now();
-        for (ip, folded) in [(a, 5), (b, 0)] {
-            l.folds.lock().unwrap().insert(
-                Some(ip),
-                Fold {
-                    started: t0,
-                    folded,
-                },
-            );
-        }
-        let store = Arc::new(MemoryAuditStore::new());
-        let config = AuditorConfig {
-            origin: "test/lockout".into(),
-            ..AuditorConfig::default()
-        };
-        let audit = Auditor::start(
-            store.clone(),
-            SignerKey::generate("test/lockout").unwrap(),
-            config,
-        )
-        .await
-        .unwrap();
-        l.flush_folded(&audit).await;
-        let entries = store.read_range(0, 100).await.unwrap();
-        let summaries: Vec<_> = entries
-            .iter()
-            .filter(|e| e.event.event_type == EventType::AuthFailure)
-            .collect();
-        // One summary, for the address that had failures folded, with its count.
-        assert_eq!(summaries.len(), 1, "{entries:?}");
-        assert_eq!(summaries[0].event.source_ip, Some(a));
-        assert!(
-            summaries[0]
-                .event
-                .detail
-                .as_deref()
-                .unwrap()
-                .starts_with("suppressed: 5 ")
-        );
-        assert!(l.folds.lock().unwrap().is_empty());
-        audit.shutdown().await.unwrap();
-    }
-
     #[test]
-    fn ended_windows_are_taken_once_with_their_counts() {
-        let l = Arc::new(Lockout::new(LockoutSettings::default()));
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let t0 = Instant::now();
-        l.folds.lock().unwrap().insert(
-            Some(a),
-            Fold {
-                started: t0,
-                folded: 7,
-            },
-        );
-        assert!(l.take_ended(t0 + Duration::from_secs(59)).is_empty());
-        let ended = l.take_ended(t0 + Duration::from_secs(60));
-        assert_eq!(
-            ended,
-            [Folded {
-                source: Some(a),
-                count: 7
-            }]
-        );
-        assert!(l.take_ended(t0 + Duration::from_secs(120)).is_empty());
-        let e = ended[0].event(Duration::from_secs(60));
+    fn a_summary_names_the_address_and_the_count() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let e = FailureSource::summary(Some(&FailureSource(ip)), 7, Duration::from_secs(60));
         e.validate().unwrap();
-        assert!(e.detail.unwrap().starts_with("suppressed: 7 "));
+        assert_eq!(e.event_type, EventType::AuthFailure);
+        assert_eq!(e.source_ip, Some(ip));
+        assert_eq!(
+            e.detail.as_deref(),
+            Some("suppressed: 7 failed authentications in a 60s window")
+        );
     }
 }

@@ -79,6 +79,60 @@ impl Limit {
     }
 }
 
+/// The principal whose 429s are folded into one audit event per window
+/// (`limits.refusal_audit_window`): a key (or token subject) that keeps sending past its limits
+/// writes its first refusal in each window and one `suppressed: N` summary, not one event per
+/// request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RefusedKey {
+    pub key_id: String,
+    pub tenant: String,
+    pub method: wardgate_audit::AuthMethod,
+}
+
+impl crate::audit_fold::FoldSubject for RefusedKey {
+    fn summary(subject: Option<&Self>, count: u64, window: Duration) -> wardgate_audit::AuditEvent {
+        use wardgate_audit::{ActorKind, AuditEvent, AuthMethod, EventType, Outcome, Timestamp};
+        let secs = window.as_secs();
+        let mut e = match subject {
+            Some(k) => {
+                // As on the request events: a token's subject is a person, a key is held by
+                // an application, and only wardgate keys are recorded as `key_id`.
+                let kind = match k.method {
+                    AuthMethod::Jwt => ActorKind::User,
+                    _ => ActorKind::Service,
+                };
+                let mut e = AuditEvent::new(Timestamp::now(), EventType::Request, &k.key_id, kind);
+                e.auth_method = Some(k.method);
+                e.tenant = Some(k.tenant.clone());
+                e.key_id = matches!(k.method, AuthMethod::ApiKey | AuthMethod::BreakGlass)
+                    .then(|| k.key_id.clone());
+                e.detail = Some(format!(
+                    "suppressed: {count} rate-limited requests in a {secs}s window"
+                ));
+                e
+            }
+            None => {
+                let mut e = AuditEvent::new(
+                    Timestamp::now(),
+                    EventType::Request,
+                    "wardgate",
+                    ActorKind::System,
+                );
+                e.detail = Some(format!(
+                    "suppressed: {count} rate-limited requests of keys past the tracking table \
+                     in a {secs}s window"
+                ));
+                e
+            }
+        };
+        e.outcome = Some(Outcome::Deny);
+        e.http_status = Some(429);
+        e.deny_reason = Some("rate_limited".to_owned());
+        e
+    }
+}
+
 /// What one request holds against its quotas: concurrency places to give back and token
 /// buckets to charge, settled once when the request ends. Dropped unsettled (a request
 /// refused after admission), it gives its places back and charges nothing.

@@ -20,6 +20,8 @@ pub struct AppState {
     pub limiter: Option<Arc<dyn RateLimiter>>,
     /// Failed-authentication counting and lockout.
     pub lockout: Arc<crate::lockout::Lockout>,
+    /// Each key's 429s in the current refusal audit window (`limits.refusal_audit_window`).
+    pub refusals: Arc<crate::audit_fold::AuditFolds<crate::ratelimit::RefusedKey>>,
     /// Trusted JWT issuers; `None` when none is configured.
     pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
     /// Recently verified keys; `None` when `auth.key_cache_ttl` is `0s`.

@@ -1567,7 +1567,14 @@ async fn case_21_concurrent_streams_per_key() {
         ..mock_cfg()
     };
     let h = audited(
-        Harness::single_with("openai", slow, "[rate_limit]\nconcurrent_requests = 2\n").await,
+        // Every 429 audited on its own, to check each one's event (folding is
+        // `i15_attack_a_keys_429s_are_folded_in_the_audit_log`).
+        Harness::single_with(
+            "openai",
+            slow,
+            "[rate_limit]\nconcurrent_requests = 2\n[limits]\nrefusal_audit_window = \"0s\"\n",
+        )
+        .await,
     )
     .await;
     let (_, other) = h.key_with_roles("acme", &[Role::User], None).await;
@@ -1865,7 +1872,12 @@ async fn case_24_both_fronts_are_policed_alike() {
         assert_eq!(strip(&events[0]), strip(&events[1]), "{what}");
     }
     // One rate allowance for both fronts.
-    let rl = harness("ollama", "[rate_limit]\nrequests_per_minute = 2\n").await;
+    // Every 429 audited on its own, to check each one's event.
+    let rl = harness(
+        "ollama",
+        "[rate_limit]\nrequests_per_minute = 2\n[limits]\nrefusal_audit_window = \"0s\"\n",
+    )
+    .await;
     let mut statuses = Vec::new();
     for path in [
         "/v1/chat/completions",
@@ -2376,8 +2388,12 @@ async fn case_31_5xx_bodies_never_echo_prompts_upstream_text_or_traces() {
 
 #[tokio::test]
 async fn case_32_per_key_quotas() {
-    // Requests: one a minute.
-    let h = harness("openai", "[rate_limit]\nrequests_per_minute = 1\n").await;
+    // Requests: one a minute; every 429 audited on its own, to check each one's event.
+    let h = harness(
+        "openai",
+        "[rate_limit]\nrequests_per_minute = 1\n[limits]\nrefusal_audit_window = \"0s\"\n",
+    )
+    .await;
     assert_eq!(h.send(chat(&h.key)).await.status, StatusCode::OK);
     for path in ["/v1/chat/completions", "/api/chat"] {
         let body = if path.starts_with("/v1/") {
@@ -2685,7 +2701,13 @@ fn failures_audited(events: &[AuditEvent], ip: std::net::IpAddr) -> (u64, usize)
         .filter(|e| e.source_ip == Some(ip))
         .filter(|e| matches!(e.event_type, EventType::AuthFailure | EventType::Lockout))
         .collect();
-    let total = mine
+    (refusals_counted(&mine), mine.len())
+}
+
+/// The refusals audit events stand for: one per request event, and `N` per `suppressed: N`
+/// summary (which belongs to no request).
+fn refusals_counted(events: &[&AuditEvent]) -> u64 {
+    events
         .iter()
         .map(|e| match (&e.request_id, e.detail.as_deref()) {
             (None, Some(d)) => d
@@ -2695,8 +2717,7 @@ fn failures_audited(events: &[AuditEvent], ip: std::net::IpAddr) -> (u64, usize)
                 .unwrap_or_else(|| panic!("a summary without a count: {e:#?}")),
             _ => 1,
         })
-        .sum();
-    (total, mine.len())
+        .sum()
 }
 
 #[tokio::test]
@@ -4976,4 +4997,92 @@ async fn i15_attack_forwarded_fields_count_against_the_context_window() {
     }
     assert_eq!(h.mocks[0].stats().inference_requests, 0);
     assert_still_serving(&h).await;
+}
+
+// ==== issue 15, second attack (F5): a valid key's 429s at line rate ====
+
+/// The 429s a key's audit events stand for: one per request event, `N` per summary.
+fn refusals_audited(events: &[AuditEvent]) -> (u64, usize) {
+    let mine: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|e| e.deny_reason.as_deref() == Some("rate_limited"))
+        .collect();
+    (refusals_counted(&mine), mine.len())
+}
+
+/// Found by the second black-box attack: a valid key sending past its request rate wrote one
+/// audit event per 429 (about 600 a second, 14 MB in 4 s) to a log nothing can prune. Now the
+/// first 429 of a key in each `limits.refusal_audit_window` is written and the rest are folded
+/// into one `suppressed: N` event whose count makes the total add up; every refusal is still
+/// answered 429 with `Retry-After`.
+#[tokio::test]
+async fn i15_attack_a_keys_429s_are_folded_in_the_audit_log() {
+    let h = harness(
+        "openai",
+        "[rate_limit]\nrequests_per_minute = 3\n[limits]\nrefusal_audit_window = \"2s\"\n",
+    )
+    .await;
+    let start = Instant::now();
+    let mut refused = 0u64;
+    for i in 0..600 {
+        let r = h.send(chat(&h.key)).await;
+        match r.status.as_u16() {
+            200 => assert!(i < 3, "request {i} was served past the rate"),
+            429 => {
+                assert!(r.headers.contains_key("retry-after"), "request {i}");
+                refused += 1;
+            }
+            s => panic!("request {i}: {s} {}", r.text()),
+        }
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(refused, 597);
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let (total, events) = loop {
+        let (total, events) = refusals_audited(&h.audit_events().await);
+        if total >= refused || Instant::now() > deadline {
+            break (total, events);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        total, refused,
+        "the audit events' counts add up to the 429s"
+    );
+    // Per 2 s window: the first refusal and one summary.
+    let windows = usize::try_from(elapsed.as_secs() / 2).unwrap() + 1;
+    assert!(
+        events <= 2 * windows,
+        "{events} audit events for {refused} refusals in {elapsed:?}"
+    );
+    // The summaries name the key's tenant and say what was refused.
+    let summaries: Vec<AuditEvent> = h
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e.deny_reason.as_deref() == Some("rate_limited") && e.request_id.is_none())
+        .collect();
+    assert!(!summaries.is_empty());
+    for s in &summaries {
+        assert_eq!(s.http_status, Some(429), "{s:#?}");
+        assert!(s.tenant.is_some() && s.key_id.is_some(), "{s:#?}");
+    }
+    // Other keys are not affected.
+    let (_, other) = h.key_for(&[], None).await;
+    assert_still_serving_with(&h, &other).await;
+}
+
+/// `refusal_audit_window = "0s"` writes every 429 on its own, as before.
+#[tokio::test]
+async fn i15_attack_a_zero_refusal_window_audits_every_429() {
+    let h = harness(
+        "openai",
+        "[rate_limit]\nrequests_per_minute = 2\n[limits]\nrefusal_audit_window = \"0s\"\n",
+    )
+    .await;
+    for _ in 0..22 {
+        h.send(chat(&h.key)).await;
+    }
+    let (total, events) = refusals_audited(&h.audit_events().await);
+    assert_eq!((total, events), (20, 20));
 }

@@ -54,7 +54,11 @@ pub(crate) fn unix_now() -> i64 {
 
 /// Takes one request from the principal's rate allowance, then from its tenant's (when a
 /// tenant limit is set). A limiter that cannot answer refuses the request (503).
-pub(crate) async fn check_rate(state: &AppState, p: &Principal) -> Result<(), ApiError> {
+pub(crate) async fn check_rate(
+    state: &AppState,
+    p: &Principal,
+    record: Option<&RequestRecord>,
+) -> Result<(), ApiError> {
     let Some(l) = &state.limiter else {
         return Ok(());
     };
@@ -74,7 +78,7 @@ pub(crate) async fn check_rate(state: &AppState, p: &Principal) -> Result<(), Ap
         }
         match l.acquire(&bucket, per_minute).await {
             Ok(()) => {}
-            Err(e) => return Err(refused(e, Limit::Requests)),
+            Err(e) => return Err(refused(state, p, record, e, Limit::Requests)),
         }
     }
     Ok(())
@@ -88,17 +92,42 @@ pub(crate) async fn metered(
     next: axum::middleware::Next,
 ) -> Response {
     if let Some(p) = req.extensions().get::<Principal>()
-        && let Err(e) = check_rate(&state, p).await
+        && let Err(e) = check_rate(
+            &state,
+            p,
+            req.extensions().get::<Arc<RequestRecord>>().map(|r| &**r),
+        )
+        .await
     {
         return e.to_response(crate::error::Front::of_path(req.uri().path()));
     }
     next.run(req).await
 }
 
-fn refused(e: Refused, limit: Limit) -> ApiError {
+/// The answer to a request the limiter refused. A 429 is counted and logged every time, but
+/// audited on its own only when it is the key's first in the refusal audit window; the rest
+/// of the window's are folded into one `suppressed: N` event (`audit_fold.rs`), so a client
+/// that keeps sending past its limits does not write to the audit log at line rate.
+fn refused(
+    state: &AppState,
+    p: &Principal,
+    record: Option<&RequestRecord>,
+    e: Refused,
+    limit: Limit,
+) -> ApiError {
     match e {
         Refused::RetryAfter(wait) => {
             crate::metrics::rate_limited(limit);
+            if let (Some(audit), Some(record)) = (&state.audit, record) {
+                let key = crate::ratelimit::RefusedKey {
+                    key_id: p.key_id.clone(),
+                    tenant: p.tenant.clone(),
+                    method: p.method,
+                };
+                if !state.refusals.fold(key, Instant::now(), audit) {
+                    record.fold_audit();
+                }
+            }
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
                 limit,
@@ -131,10 +160,13 @@ pub(crate) async fn check_quotas(
             let used = l
                 .add_today(&bucket, 0)
                 .await
-                .map_err(|e| refused(e, Limit::TokensPerDay))?;
+                .map_err(|e| refused(state, p, Some(record), e, Limit::TokensPerDay))?;
             if used >= set.tokens_per_day {
                 let (_, until_tomorrow) = crate::ratelimit::utc_day();
                 return Err(refused(
+                    state,
+                    p,
+                    Some(record),
                     Refused::RetryAfter(until_tomorrow),
                     Limit::TokensPerDay,
                 ));
@@ -145,7 +177,7 @@ pub(crate) async fn check_quotas(
             let bucket = format!("tpm:{scope}");
             l.check(&bucket, set.tokens_per_minute)
                 .await
-                .map_err(|e| refused(e, Limit::Tokens))?;
+                .map_err(|e| refused(state, p, Some(record), e, Limit::Tokens))?;
             lease.per_minute.push((bucket, set.tokens_per_minute));
         }
     }
@@ -157,7 +189,7 @@ pub(crate) async fn check_quotas(
             let bucket = format!("inflight:{scope}");
             l.enter(&bucket, set.concurrent_requests, hold)
                 .await
-                .map_err(|e| refused(e, Limit::Concurrency))?;
+                .map_err(|e| refused(state, p, Some(record), e, Limit::Concurrency))?;
             lease.places.push(bucket);
         }
     }
@@ -173,7 +205,7 @@ pub(crate) async fn begin(
     record: &RequestRecord,
     public: &str,
 ) -> Result<Arc<Route>, ApiError> {
-    check_rate(state, p).await?;
+    check_rate(state, p, Some(record)).await?;
     record.set_model(public);
     let route = state.route_for(p, public)?;
     record.set_model_resolved();
