@@ -69,7 +69,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     }
     # Every test talks from 127.0.0.1 and many send bad credentials on purpose; with the default
     # lockout (10 failures in 5 minutes per source) later tests would be locked out. Lockout
-    # itself is tested in crates/gateway/tests/admin.rs.
+    # itself is tested in crates/gateway/tests/it/admin.rs.
     env["WARDGATE_LOCKOUT_THRESHOLD"] = "100000"
     env.update(extra)
     return env

@@ -2,22 +2,18 @@
 //! reload, HSTS, client certificates as principals, and the protocol bounds (header and body
 //! read timeouts, header size, connection count, trusted proxies). The attack cases themselves
 //! (20, 25, 27) are in `attack_cases.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Ca {

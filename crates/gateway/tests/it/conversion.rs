@@ -1,12 +1,8 @@
 //! Both fronts over both backend kinds: requests, whole answers, streams and tool calls are
 //! converted faithfully in every direction.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
+use crate::support::*;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use support::*;
 
 const TEXT: &str = "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 ";
 

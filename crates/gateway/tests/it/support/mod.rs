@@ -310,3 +310,20 @@ pub fn dead_url() -> String {
     drop(l);
     format!("http://127.0.0.1:{port}")
 }
+
+/// A chat request to `/v1/chat/completions` for model `tiny`, with `key`.
+pub fn chat(key: &str) -> Request<Body> {
+    post_as(
+        "/v1/chat/completions",
+        &chat_body("tiny", "hello").to_string(),
+        Some(key),
+    )
+}
+
+/// The secret the tests' `wardgate llm` routers verify requests with.
+pub const LLM_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-llm";
+
+/// A POST to `wardgate llm` signed with [`LLM_SECRET`] at `at` (Unix seconds) with `nonce`.
+pub fn signed(path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
+    signed_post(LLM_SECRET, path, body, at, nonce)
+}

@@ -1,15 +1,11 @@
 //! The OpenAPI document at `/openapi.json`: served without a credential, describing exactly the
 //! routes the router serves, each authenticated one with the bearer requirement.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use support::*;
 use utoipa::OpenApi;
 use wardgate_gateway::openapi::{ApiDoc, BEARER};
 use wardgate_store::Role;

@@ -2,14 +2,10 @@
 //! (`WARDGATE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`): two limiters with their own
 //! connections, standing for two gateway instances, enforce one global limit.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{Harness, chat_body, mock_cfg, post_as};
 use axum::http::StatusCode;
-use support::{Harness, chat_body, mock_cfg, post_as};
 use wardgate_gateway::ratelimit::{RateLimiter, RedisLimiter, Refused};
 use wardgate_store::Role;
 

@@ -3,16 +3,12 @@
 //! and every audit read is its request's terminal audit event, and break-glass access needs a
 //! reason, which reaches the audit log redacted.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, post_as};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
-use support::{Harness, chat_body, delete_as, get_as, mock_cfg, post_as};
 use wardgate_audit::{EventType, MemoryAuditStore, Outcome, Severity};
 use wardgate_store::Role;
 
@@ -21,14 +17,6 @@ async fn harness() -> Harness {
         .await
         .audited(Arc::new(MemoryAuditStore::new()))
         .await
-}
-
-fn chat(key: &str) -> Request<Body> {
-    post_as(
-        "/v1/chat/completions",
-        &chat_body("tiny", "hello").to_string(),
-        Some(key),
-    )
 }
 
 #[tokio::test]

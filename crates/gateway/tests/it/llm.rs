@@ -1,9 +1,6 @@
 //! `wardgate llm` in-process: the Ollama handlers over the real engine (a tiny random-weight
 //! GGUF) behind HMAC verification. Unsigned, stale, replayed and altered requests are refused,
 //! and each refusal is logged with its reason.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::sync::Arc;
 
@@ -17,7 +14,7 @@ use wardgate_gateway::config::{Config, parse_toml};
 use wardgate_gateway::{build_catalog, build_engine, build_state, llm::llm_router};
 use wardgate_store::SqliteStore;
 
-const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-llm";
+use crate::support::{LLM_SECRET, signed};
 
 async fn app(models: &std::path::Path) -> axum::Router {
     let file = models.join("tiny.gguf");
@@ -34,15 +31,11 @@ async fn app(models: &std::path::Path) -> axum::Router {
     let state = build_state(config, catalog, Some(engine), store);
     wardgate_gateway::refresh_backends(&state).await;
     let verifier = Arc::new(Verifier::new(
-        vec![SigningKey::new(SECRET).unwrap()],
+        vec![SigningKey::new(LLM_SECRET).unwrap()],
         30,
         1000,
     ));
     llm_router(state, verifier)
-}
-
-fn signed(path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
-    support::signed_post(SECRET, path, body, at, nonce)
 }
 
 async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
@@ -54,7 +47,7 @@ async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn only_fresh_signed_unaltered_requests_are_served() {
-    let (logs, _guard) = support::logs::capture_logs();
+    let (logs, _guard) = crate::support::logs::capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path()).await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -152,7 +145,7 @@ async fn signed_requests_reach_the_engine_through_every_ollama_route() {
 
     let get = |path: &str, nonce: &str| {
         let sig = signing::sign(
-            &SigningKey::new(SECRET).unwrap(),
+            &SigningKey::new(LLM_SECRET).unwrap(),
             "GET",
             path,
             b"",

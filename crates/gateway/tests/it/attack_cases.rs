@@ -8,16 +8,15 @@
 //! The connection-layer and quota features these cases exercise have their own, broader tests
 //! in `transport.rs` and `quotas.rs`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::jwt::*;
+use crate::support::logs::{Logs, capture_logs};
+use crate::support::*;
 use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -26,9 +25,6 @@ use base64::engine::general_purpose::{STANDARD as B64_STD, URL_SAFE_NO_PAD as B6
 use jsonwebtoken::Algorithm;
 use mock_upstream::MockConfig;
 use serde_json::{Value, json};
-use support::jwt::*;
-use support::logs::{Logs, capture_logs};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use wardgate_api::signing::{self, SigningKey, Verifier};
@@ -215,14 +211,6 @@ type Tamper = Box<dyn Fn(&mut Request<Body>)>;
 /// Builds the same request again.
 type MakeRequest<'a> = Box<dyn Fn() -> Request<Body> + 'a>;
 
-fn chat(key: &str) -> Request<Body> {
-    post_as(
-        "/v1/chat/completions",
-        &chat_body("tiny", "hello").to_string(),
-        Some(key),
-    )
-}
-
 /// Serves the harness's state on a real socket (for what only a socket shows).
 async fn serve_on_socket(h: &Harness) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -253,7 +241,7 @@ async fn spawn_app(app: axum::Router) -> SocketAddr {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JWT support: key pairs and signing in `support::jwt`.
+// JWT support: key pairs and signing in `crate::support::jwt`.
 
 const SUBJECT: &str = "alice@example.test";
 
@@ -841,7 +829,6 @@ async fn case_10_truncated_signature_and_bad_base64url() {
 // ---------------------------------------------------------------------------------------------
 // The private hop (`wardgate llm`): HMAC over method, path, time, nonce and body.
 
-const LLM_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-llm";
 const LLM_SKEW_SECS: i64 = 30;
 
 /// `wardgate llm`'s router over a mock Ollama backend (the engine is not what these cases are
@@ -862,12 +849,8 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn signed(path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
-    signed_post(LLM_SECRET, path, body, at, nonce)
-}
-
 async fn send_to(app: &axum::Router, req: Request<Body>) -> Resp {
-    support::send_to(app.clone(), req).await
+    crate::support::send_to(app.clone(), req).await
 }
 
 const LLM_PROMPT: &str = "llm-hop-prompt-5c1e";
@@ -3586,7 +3569,7 @@ async fn i15_4_a_handler_that_panics_ends_as_an_error_not_as_a_client_abort() {
                 )),
         )
         .with_state(());
-    let r = support::send_to(app, get_as("/boom", None)).await;
+    let r = crate::support::send_to(app, get_as("/boom", None)).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     let events = h.audit_events().await;
     let boom: Vec<&AuditEvent> = events
@@ -4432,7 +4415,7 @@ async fn i15_13_embedded_model_stays_loaded_after_a_clients_keep_alive_0() {
     for keep in [json!(0), json!(-1)] {
         let body = json!({"model": "tiny:test", "prompt": "hello", "stream": false,
             "options": {"num_predict": 2}, "keep_alive": keep});
-        let r = support::send_to(
+        let r = crate::support::send_to(
             app.clone(),
             post_as("/api/generate", &body.to_string(), Some(&key)),
         )
@@ -4489,7 +4472,7 @@ fn i15_11_llama_cpp_stderr_passes_the_redactor() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "i15_11_llama_cpp_stderr_passes_the_redactor",
+            "attack_cases::i15_11_llama_cpp_stderr_passes_the_redactor",
             "--nocapture",
             "--test-threads=1",
         ])

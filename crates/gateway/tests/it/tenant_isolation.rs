@@ -2,15 +2,11 @@
 //! spends is visible to, or counted against, another. Each section names the store or cache.
 //! (PostgreSQL and Redis-backed stores run the same store suites when they arrive; the Redis
 //! limiter's buckets are covered at the end.)
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, post_as};
 use axum::http::StatusCode;
 use serde_json::json;
-use support::{Harness, chat_body, delete_as, get_as, mock_cfg, post_as};
 use wardgate_audit::MemoryAuditStore;
 use wardgate_gateway::ratelimit::{RateLimiter, RedisLimiter};
 use wardgate_store::{KeyStore, Role, TenantStore};
@@ -20,14 +16,6 @@ async fn harness(extra: &str) -> Harness {
         .await
         .audited(Arc::new(MemoryAuditStore::new()))
         .await
-}
-
-fn chat(key: &str) -> axum::http::Request<axum::body::Body> {
-    post_as(
-        "/v1/chat/completions",
-        &chat_body("tiny", "hello").to_string(),
-        Some(key),
-    )
 }
 
 #[tokio::test]

@@ -1,16 +1,12 @@
 //! Fallback down a chain, timeouts, mid-stream failures, client disconnects and circuit
 //! breaking, against mock servers that misbehave on purpose.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
 use mock_upstream::MockConfig;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 

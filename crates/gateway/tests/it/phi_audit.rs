@@ -3,17 +3,13 @@
 //! per tenant, one terminal audit event per request including denials, the start committed
 //! before the backend call, and failing closed when the audit store cannot commit.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::support::{Harness, KINDS, chat_body, get_as, mock_cfg, post_as};
 use axum::http::StatusCode;
 use serde_json::json;
 use sha2::Digest;
-use support::{Harness, KINDS, chat_body, get_as, mock_cfg, post_as};
 use wardgate_audit::store::{AuditEntry, AuditFilter, AuditStoreError, StoredCheckpoint};
 use wardgate_audit::{AuditEvent, AuditStore, EventType, Hash, MemoryAuditStore, Outcome};
 

@@ -3,26 +3,14 @@
 //! `rate_limit_exceeded` shape, without affecting other keys or tenants. Attack cases 21 and
 //! 32 are in `attack_cases.rs`; the same quotas on Redis, shared by two limiters, are in
 //! `ratelimit.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Harness, Resp, chat, mock_cfg, post_as};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
-use support::{Harness, Resp, chat_body, mock_cfg, post_as};
 use tower::ServiceExt;
 use wardgate_store::Role;
-
-fn chat(key: &str) -> Request<Body> {
-    post_as(
-        "/v1/chat/completions",
-        &chat_body("tiny", "hello").to_string(),
-        Some(key),
-    )
-}
 
 fn stream(key: &str) -> Request<Body> {
     let body =

@@ -1,12 +1,8 @@
 //! Router tests without a socket: authentication, every route's error shape, and bounds.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
+use crate::support::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
-use support::*;
 use wardgate_store::KeyStore;
 
 const AUTHED_ROUTES: &[(&str, &str)] = &[

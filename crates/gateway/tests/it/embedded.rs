@@ -1,7 +1,5 @@
 //! Single-service mode in-process: the gateway's fronts over the embedded engine (a tiny
 //! random-weight GGUF), including the queue-full answer.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use axum::body::Body;

@@ -1,16 +1,12 @@
 //! Configuration reload through the admin API: request policy changes apply to the next
 //! request; settings that need a restart, and invalid files, are refused with nothing
 //! applied; every attempt is a `config_change` audit event.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{Harness, Resp, backend_url, mock_cfg, mocks, post_as};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
-use support::{Harness, Resp, backend_url, mock_cfg, mocks, post_as};
 use wardgate_audit::{EventType, MemoryAuditStore, Outcome};
 use wardgate_gateway::reload::{LiveRouter, Reloader};
 use wardgate_store::Role;
@@ -33,7 +29,7 @@ chain = [{{ backend = "b0", model = "tiny" }}]
 }
 
 async fn send(live: &LiveRouter, req: Request<Body>) -> Resp {
-    support::send_to(live.get(), req).await
+    crate::support::send_to(live.get(), req).await
 }
 
 fn three_messages(key: &str) -> Request<Body> {

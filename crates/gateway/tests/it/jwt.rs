@@ -3,20 +3,16 @@
 //! lifetime, claims) gets the same 401 as a bad API key. JWKS URLs refresh on an unknown `kid`
 //! at most once per cooldown.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::jwt::{AUD, ISS, ed25519, jwks, now, p256, rsa, sign};
+use crate::support::{Harness, chat_body, get_as, mock_cfg, post_as};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::jwt::{AUD, ISS, ed25519, jwks, now, p256, rsa, sign};
-use support::{Harness, chat_body, get_as, mock_cfg, post_as};
 use wardgate_audit::{AuthMethod, EventType, MemoryAuditStore};
 use wardgate_gateway::jwt::JwtVerifier;
 

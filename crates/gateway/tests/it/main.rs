@@ -1,0 +1,23 @@
+//! The gateway's integration tests, one module per area, in one binary: every test binary
+//! links llama.cpp, so one binary instead of fifteen saves minutes of linking and gigabytes of
+//! disk on every build. `support` holds what the modules share.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod admin;
+mod attack_cases;
+mod conversion;
+mod embedded;
+mod jwt;
+mod llm;
+mod openapi;
+mod phi_audit;
+mod quotas;
+mod ratelimit;
+mod reload;
+mod resilience;
+mod router;
+mod tenant_isolation;
+mod transport;
