@@ -2,18 +2,18 @@
 //! attributes and the wire types' `ToSchema` derives. Served at `GET /openapi.json` without a
 //! credential; it holds routes and shapes only, never configuration, model names or secrets.
 //!
-//! Every route in `router.rs` is listed here, and nothing else (a test compares the two), so
-//! the absent model-management routes (`/api/pull`, ...) stay absent from the document too.
+//! The paths come from the router's one route table (`router.rs`): a route is registered with
+//! its description or not at all, so the document lists exactly the routes served, and the
+//! absent model-management routes (`/api/pull`, ...) stay absent from it too.
 
-use std::sync::LazyLock;
+use std::sync::Arc;
 
+use axum::Extension;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 use wardgate_api::{ollama, openai};
-
-use crate::handlers::{admin, ollama as ollama_h, openai as openai_h, probes};
 
 /// The name of the one security scheme: `Authorization: Bearer <wg_ API key or JWT>`.
 pub const BEARER: &str = "bearer";
@@ -121,34 +121,6 @@ impl Modify for BearerScheme {
                        (`/api/pull`, `/api/push`, `/api/create`, `/api/delete`, `/api/copy`, \
                        `/api/blobs/*`) do not exist.",
     ),
-    paths(
-        openai_h::chat,
-        openai_h::completions,
-        openai_h::embeddings,
-        openai_h::models,
-        openai_h::model,
-        ollama_h::chat,
-        ollama_h::generate,
-        ollama_h::embed,
-        ollama_h::embeddings,
-        ollama_h::tags,
-        ollama_h::show,
-        ollama_h::ps,
-        ollama_h::version,
-        ollama_h::root,
-        admin::list_keys,
-        admin::create_key,
-        admin::revoke_key,
-        admin::rotate_key,
-        admin::reload_config,
-        admin::list_tenants,
-        admin::create_tenant,
-        admin::query_audit,
-        crate::metrics::handler,
-        probes::health,
-        probes::ready,
-        serve,
-    ),
     // Stream chunks are not a response body of their own (they ride in SSE `data:` fields);
     // they are listed so the stream descriptions can point at them. The error bodies are
     // referenced from the shared error answers above.
@@ -163,9 +135,22 @@ impl Modify for BearerScheme {
 )]
 pub struct ApiDoc;
 
-/// The document, rendered once.
-static DOCUMENT: LazyLock<String> =
-    LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_default());
+/// The document, rendered once when the router is built from its route table.
+#[derive(Debug)]
+pub struct Document(String);
+
+impl Document {
+    /// Renders `doc`, writing axum's catch-all segments (`{*id}`) as OpenAPI path parameters
+    /// (`{id}`).
+    pub fn render(mut doc: utoipa::openapi::OpenApi) -> Document {
+        let paths = std::mem::take(&mut doc.paths.paths);
+        doc.paths.paths = paths
+            .into_iter()
+            .map(|(path, item)| (path.replace("{*", "{"), item))
+            .collect();
+        Document(doc.to_json().unwrap_or_default())
+    }
+}
 
 /// This document.
 #[utoipa::path(
@@ -174,10 +159,6 @@ static DOCUMENT: LazyLock<String> =
     tag = "probes",
     responses((status = 200, description = "The OpenAPI 3.1 document of this service.", content_type = "application/json", body = Object))
 )]
-pub async fn serve() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        DOCUMENT.as_str(),
-    )
-        .into_response()
+pub async fn serve(Extension(doc): Extension<Arc<Document>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0.clone()).into_response()
 }

@@ -4,20 +4,24 @@
 //! other route — including unknown paths — sits behind `auth::authenticate`, so a route added
 //! later is protected unless someone deliberately adds it to the public list. The OpenAPI
 //! document is public because it describes routes and shapes only (no configuration, model
-//! names or secrets); each route below is also described there (`openapi.rs`, on the handlers),
-//! and a test checks that the two lists match.
+//! names or secrets); each route is registered once, with its description, and the document
+//! is built from the same table.
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth;
 use crate::error::{ApiError, Front};
@@ -26,74 +30,85 @@ use crate::openapi;
 use crate::record;
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> Router {
+/// Every route, each registered once with its OpenAPI description (`routes!` takes the path
+/// and method from the handler's `#[utoipa::path]`, so a route cannot exist undescribed): the
+/// public ones and the ones behind a credential, each with the layers of its group.
+fn route_table(state: &AppState) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     // Metadata routes of both fronts: they take from the key's (and tenant's) request rate
     // like the model routes, so no key can query them at line rate.
-    let metadata = Router::new()
-        .route("/v1/models", get(openai::models))
-        .route("/v1/models/{*id}", get(openai::model))
-        .route("/api/tags", get(ollama::tags))
-        .route("/api/show", post(ollama::show))
-        .route("/api/ps", get(ollama::ps))
-        .route("/api/version", get(ollama::version))
-        .route("/", get(ollama::root))
+    let metadata = OpenApiRouter::new()
+        .routes(routes!(openai::models))
+        .routes(routes!(openai::model))
+        .routes(routes!(ollama::tags))
+        .routes(routes!(ollama::show))
+        .routes(routes!(ollama::ps))
+        .routes(routes!(ollama::version))
+        .routes(routes!(ollama::root))
         .route_layer(from_fn_with_state(state.clone(), handlers::metered));
 
     // Model routes: `user` or `break_glass`.
-    let inference = Router::new()
+    let inference = OpenApiRouter::new()
         // OpenAI front.
-        .route("/v1/chat/completions", post(openai::chat))
-        .route("/v1/completions", post(openai::completions))
-        .route("/v1/embeddings", post(openai::embeddings))
+        .routes(routes!(openai::chat))
+        .routes(routes!(openai::completions))
+        .routes(routes!(openai::embeddings))
         // Ollama front. Model management (/api/pull, /api/push, /api/create, /api/delete,
         // /api/copy, /api/blobs/*) is deliberately absent: it falls through to 404 and is never
         // proxied.
-        .route("/api/chat", post(ollama::chat))
-        .route("/api/generate", post(ollama::generate))
-        .route("/api/embed", post(ollama::embed))
-        .route("/api/embeddings", post(ollama::embeddings))
+        .routes(routes!(ollama::chat))
+        .routes(routes!(ollama::generate))
+        .routes(routes!(ollama::embed))
+        .routes(routes!(ollama::embeddings))
         .merge(metadata)
         // Outside the metering above: a caller without the role is refused before it is counted.
         .route_layer(from_fn_with_state(auth::INFERENCE, auth::authorize));
 
     // Keys and tenants: `admin`.
-    let admin_routes = Router::new()
-        .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
-        .route("/admin/keys/{id}", delete(admin::revoke_key))
-        .route("/admin/keys/{id}/rotate", post(admin::rotate_key))
-        .route(
-            "/admin/tenants",
-            get(admin::list_tenants).post(admin::create_tenant),
-        )
-        .route("/admin/config/reload", post(admin::reload_config))
+    let admin_routes = OpenApiRouter::new()
+        .routes(routes!(admin::list_keys, admin::create_key))
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(admin::rotate_key))
+        .routes(routes!(admin::list_tenants, admin::create_tenant))
+        .routes(routes!(admin::reload_config))
         .route_layer(from_fn_with_state(auth::ADMIN, auth::authorize));
 
     // The audit log: `auditor` or `break_glass`.
-    let audit_routes = Router::new()
-        .route("/admin/audit", get(admin::query_audit))
+    let audit_routes = OpenApiRouter::new()
+        .routes(routes!(admin::query_audit))
         .route_layer(from_fn_with_state(auth::AUDIT_READ, auth::authorize));
 
     // The security counters: `admin` or `auditor` (a scraper holds such a key).
-    let metrics_routes = Router::new()
-        .route("/admin/metrics", get(crate::metrics::handler))
+    let metrics_routes = OpenApiRouter::new()
+        .routes(routes!(crate::metrics::handler))
         .route_layer(from_fn_with_state(auth::METRICS, auth::authorize));
 
-    // Everything here needs a credential.
+    // The only routes without a credential: liveness and readiness for orchestrators, and the
+    // API description (no secrets in it) for client generators.
+    let public = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(probes::health))
+        .routes(routes!(probes::ready))
+        .routes(routes!(openapi::serve));
+
     let authenticated = inference
         .merge(admin_routes)
         .merge(audit_routes)
-        .merge(metrics_routes)
+        .merge(metrics_routes);
+    (public, authenticated)
+}
+
+pub fn router(state: AppState) -> Router {
+    let (public, authenticated) = route_table(&state);
+    let (public, doc) = public.split_for_parts();
+    let (authenticated, authenticated_doc) = authenticated.split_for_parts();
+    let document = openapi::Document::render(doc.merge_from(authenticated_doc));
+
+    // Everything here needs a credential.
+    let authenticated = authenticated
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Deny by default: runs for every route above and for the fallback.
         .layer(from_fn_with_state(state.clone(), auth::authenticate));
-
-    // The only routes without a credential: liveness and readiness for orchestrators, and the
-    // API description (no secrets in it) for client generators.
-    let public = Router::new()
-        .route("/health", get(probes::health))
-        .route("/ready", get(probes::ready))
-        .route("/openapi.json", get(openapi::serve));
+    let public = public.layer(Extension(Arc::new(document)));
 
     // With TLS on, browsers are told to use nothing else (on every response, errors included).
     let hsts = (state.config.tls.is_some() && !state.config.server.hsts_max_age.is_zero())

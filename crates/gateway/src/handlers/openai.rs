@@ -200,7 +200,7 @@ pub async fn models(
 /// One model, if this credential may use it.
 #[utoipa::path(
     get,
-    path = "/v1/models/{id}",
+    path = "/v1/models/{*id}",
     tag = "openai",
     params(("id" = String, Path, description = "The public model name; it may contain `/`.")),
     responses(

@@ -6,40 +6,8 @@ use crate::support::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use utoipa::OpenApi;
-use wardgate_gateway::openapi::{ApiDoc, BEARER};
+use wardgate_gateway::openapi::BEARER;
 use wardgate_store::Role;
-
-/// Every route of `router.rs`, as (method, OpenAPI path). Keep in step with the router: a route
-/// added there without a `#[utoipa::path]` (or listed here without a route) fails this test.
-const ROUTES: &[(&str, &str)] = &[
-    ("post", "/v1/chat/completions"),
-    ("post", "/v1/completions"),
-    ("post", "/v1/embeddings"),
-    ("get", "/v1/models"),
-    ("get", "/v1/models/{id}"),
-    ("post", "/api/chat"),
-    ("post", "/api/generate"),
-    ("post", "/api/embed"),
-    ("post", "/api/embeddings"),
-    ("get", "/api/tags"),
-    ("post", "/api/show"),
-    ("get", "/api/ps"),
-    ("get", "/api/version"),
-    ("get", "/"),
-    ("get", "/admin/keys"),
-    ("post", "/admin/keys"),
-    ("delete", "/admin/keys/{id}"),
-    ("post", "/admin/keys/{id}/rotate"),
-    ("post", "/admin/config/reload"),
-    ("get", "/admin/tenants"),
-    ("post", "/admin/tenants"),
-    ("get", "/admin/audit"),
-    ("get", "/admin/metrics"),
-    ("get", "/health"),
-    ("get", "/ready"),
-    ("get", "/openapi.json"),
-];
 
 /// The operations anyone may call.
 const PUBLIC: &[&str] = &["/health", "/ready", "/openapi.json"];
@@ -79,9 +47,8 @@ async fn the_document_is_served_without_a_key_and_parses() {
         doc["openapi"]
     );
     assert_eq!(doc["info"]["title"], "wardgate");
-    // It is the generated document. (utoipa's own reader cannot read back every schema it
-    // writes, e.g. the any-value `{}`; the e2e suite parses the document with schemathesis.)
-    assert_eq!(doc, serde_json::to_value(ApiDoc::openapi()).unwrap());
+    // (utoipa's own reader cannot read back every schema it writes, e.g. the any-value `{}`;
+    // the e2e suite parses the document with schemathesis.)
     assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
     assert!(
         doc["components"]["schemas"]
@@ -99,15 +66,13 @@ async fn the_document_is_served_without_a_key_and_parses() {
 async fn the_document_lists_exactly_the_routes_the_router_serves() {
     let h = Harness::single("ollama").await;
     let doc = served_document(&h).await;
+    // The router registers each route with its description (`routes!` in `router.rs`), so
+    // the document is the route list; below, the router answers every route it lists.
     let listed: BTreeSet<(String, String)> = operations(&doc)
         .into_iter()
         .map(|(m, p, _)| (m, p))
         .collect();
-    let expected: BTreeSet<(String, String)> = ROUTES
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
-    assert_eq!(listed, expected);
+    assert!(listed.len() >= 26, "{listed:?}");
     for absent in [
         "/api/pull",
         "/api/push",
@@ -123,7 +88,7 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
     let (_, key) = h
         .key_with_roles("operator", &[Role::User, Role::Admin, Role::Auditor], None)
         .await;
-    for (method, path) in ROUTES {
+    for (method, path) in &listed {
         let uri = path.replace("{id}", "tiny");
         let unknown = if uri.starts_with("/v1/") {
             "/v1/no-such-route"
@@ -134,7 +99,7 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
         };
         let missing = h.send(get_as(unknown, Some(&key))).await;
         assert_eq!(missing.status, StatusCode::NOT_FOUND);
-        let req = match *method {
+        let req = match method.as_str() {
             "get" => get_as(&uri, Some(&key)),
             "delete" => delete_as(&uri, Some(&key)),
             "post" => post_as(&uri, &json!({"model": "tiny"}).to_string(), Some(&key)),
@@ -148,6 +113,26 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
             r.text()
         );
     }
+}
+
+/// A route can only be added undescribed by registering it past `routes!`: `router.rs` never
+/// does.
+#[test]
+fn the_router_registers_routes_only_with_their_descriptions() {
+    let src = include_str!("../../src/router.rs");
+    for call in [
+        ".route(",
+        ".route_service(",
+        ".nest(",
+        ".nest_service(",
+        ".fallback_service(",
+    ] {
+        assert!(
+            !src.contains(call),
+            "router.rs calls {call}: register routes with `routes!`"
+        );
+    }
+    assert!(src.contains(".routes(routes!("));
 }
 
 #[tokio::test]
@@ -192,9 +177,9 @@ async fn every_operation_but_the_public_ones_requires_the_bearer_scheme() {
     }
 }
 
-#[test]
-fn every_referenced_schema_exists() {
-    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+#[tokio::test]
+async fn every_referenced_schema_exists() {
+    let doc = served_document(&Harness::single("ollama").await).await;
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     let mut refs = Vec::new();
     collect_refs(&doc, &mut refs);

@@ -5,25 +5,29 @@ use axum::http::{Request, StatusCode};
 use serde_json::json;
 use wardgate_store::KeyStore;
 
-const AUTHED_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/v1/chat/completions"),
-    ("POST", "/v1/completions"),
-    ("POST", "/v1/embeddings"),
-    ("GET", "/v1/models"),
-    ("GET", "/v1/models/tiny"),
-    ("POST", "/api/chat"),
-    ("POST", "/api/generate"),
-    ("POST", "/api/embed"),
-    ("POST", "/api/embeddings"),
-    ("GET", "/api/tags"),
-    ("POST", "/api/show"),
-    ("GET", "/api/ps"),
-    ("GET", "/api/version"),
-    ("GET", "/"),
-    ("HEAD", "/"),
-    ("POST", "/api/pull"),
-    ("GET", "/nope"),
-];
+/// Every authenticated operation of the OpenAPI document (which the router is built from), as
+/// a request path, plus a HEAD, a model-management route that does not exist and an unknown
+/// path: all of them are refused without a credential.
+async fn authed_routes(h: &Harness) -> Vec<(String, String)> {
+    let doc = h
+        .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .json();
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if ["/health", "/ready", "/openapi.json"].contains(&path.as_str()) {
+            continue;
+        }
+        for method in item.as_object().unwrap().keys() {
+            out.push((method.to_uppercase(), path.replace("{id}", "tiny")));
+        }
+    }
+    assert!(out.len() >= 23, "{out:?}");
+    for (m, p) in [("HEAD", "/"), ("POST", "/api/pull"), ("GET", "/nope")] {
+        out.push((m.to_owned(), p.to_owned()));
+    }
+    out
+}
 
 fn req(method: &str, path: &str, auth: Option<&str>) -> Request<Body> {
     let mut b = Request::builder()
@@ -42,7 +46,7 @@ fn assert_shape(path: &str, r: &Resp, code: Option<&str>) {
         return; // HEAD
     }
     let v = r.json();
-    if path.starts_with("/v1") {
+    if path.starts_with("/v1") || path.starts_with("/admin") {
         let e = &v["error"];
         assert!(
             e["message"].is_string() && e["type"].is_string(),
@@ -59,21 +63,21 @@ fn assert_shape(path: &str, r: &Resp, code: Option<&str>) {
 #[tokio::test]
 async fn every_route_but_the_probes_denies_without_a_credential() {
     let h = Harness::single("ollama").await;
-    for (method, path) in AUTHED_ROUTES {
+    for (method, path) in authed_routes(&h).await {
         for auth in [
             None,
             Some("Bearer wg_bogus"),
             Some("Basic dXNlcjpwYXNz"),
             Some("Bearer"),
         ] {
-            let r = h.send(req(method, path, auth)).await;
+            let r = h.send(req(&method, &path, auth)).await;
             assert_eq!(
                 r.status,
                 StatusCode::UNAUTHORIZED,
                 "{method} {path} {auth:?}"
             );
             assert_eq!(r.headers["www-authenticate"], "Bearer");
-            assert_shape(path, &r, Some("invalid_api_key"));
+            assert_shape(&path, &r, Some("invalid_api_key"));
         }
     }
     for path in ["/health", "/ready"] {
@@ -531,4 +535,16 @@ async fn verified_keys_are_cached_for_the_ttl_and_revocation_is_immediate_withou
         off.send(get_as("/v1/models", Some(&key))).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Model names may contain `/` (`org/model`): `GET /v1/models/{id}` takes the rest of the path
+/// as the name, so such a name is looked up (404 `model_not_found` here), not an unknown route.
+#[tokio::test]
+async fn a_model_name_with_a_slash_is_one_path_parameter() {
+    let h = Harness::single("ollama").await;
+    let r = h.send(get_as("/v1/models/org/no-such", Some(&h.key))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_found", "{}", r.text());
+    let r = h.send(get_as("/v1/models/tiny", Some(&h.key))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
