@@ -1,6 +1,7 @@
 //! The gateway's side of the audit log: starting the writer from configuration, and the
-//! start-of-request commit made before any backend is called. The terminal event of every
-//! request is written by `record.rs` when the response ends.
+//! service's own events (start-up, reload). The start-of-request commit made before any
+//! backend is called is `handlers::before_backend`; the terminal event of every request is
+//! written by `record.rs` when the response ends.
 //!
 //! Invariant: the audit log cannot be switched off in `wardgate serve` (ONC 170.315(d)(2));
 //! `AppState::audit` is `None` only in library tests that build a state without one.
@@ -15,10 +16,6 @@ use wardgate_audit::{
     ActorKind, AuditEvent, AuditStore, Auditor, AuditorConfig, EventType, Outcome, SignerKey,
     Timestamp,
 };
-
-use crate::error::ApiError;
-use crate::record::RequestRecord;
-use crate::state::AppState;
 
 /// Audit settings, validated.
 #[derive(Clone, Debug)]
@@ -93,19 +90,6 @@ pub async fn start(
         ..AuditorConfig::default()
     };
     Ok(Auditor::start(store, key, config).await?)
-}
-
-/// Commits the start of a request that is about to reach a backend. When the log cannot
-/// commit, the request fails closed with 503 and the backend is never called.
-pub(crate) async fn commit_start(state: &AppState, record: &RequestRecord) -> Result<(), ApiError> {
-    let Some(audit) = &state.audit else {
-        return Ok(());
-    };
-    let event = record.audit_event(EventType::RequestStart);
-    audit.append(event).await.map(drop).map_err(|e| {
-        tracing::error!(error = %e, "audit start commit failed; request refused");
-        ApiError::AuditUnavailable
-    })
 }
 
 /// Whether an environment variable's value is a secret (only that it is set is digested).

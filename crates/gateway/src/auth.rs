@@ -11,45 +11,11 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 use wardgate_store::{KeyVerdict, Role};
 
+use crate::principal::{Allowed, BREAK_GLASS_REASON_HEADER, MAX_BREAK_GLASS_REASON, Principal};
+
 use crate::error::{ApiError, Front};
 use crate::record::RequestRecord;
 use crate::state::AppState;
-
-/// The header a break-glass principal states its reason in, on every request.
-pub const BREAK_GLASS_REASON_HEADER: &str = "x-wardgate-break-glass-reason";
-/// The longest break-glass reason accepted, in characters.
-pub const MAX_BREAK_GLASS_REASON: usize = 200;
-
-/// The authenticated caller.
-#[derive(Clone, Debug)]
-pub struct Principal {
-    pub key_id: String,
-    pub tenant: String,
-    /// Models the key may use; empty means all.
-    pub models: Vec<String>,
-    /// What the caller may do; empty only for a token whose provider granted no role
-    /// wardgate knows (every route then refuses it).
-    pub roles: Vec<Role>,
-    /// How the caller authenticated.
-    pub method: wardgate_audit::AuthMethod,
-}
-
-impl Principal {
-    pub fn has(&self, role: Role) -> bool {
-        self.roles.contains(&role)
-    }
-
-    /// Whether the key may use a public model name (alias or canonical name). Break-glass
-    /// access is not limited to the key's models: an emergency does not wait for a re-scope.
-    pub fn may_use(&self, public_name: &str, canonical: &str) -> bool {
-        self.models.is_empty()
-            || self.has(Role::BreakGlass)
-            || self
-                .models
-                .iter()
-                .any(|m| m == public_name || m == canonical)
-    }
-}
 
 /// Query parameters that carry credentials in other APIs; refused so a key in a URL is never
 /// accepted (and so never ends up in someone's proxy logs as a working credential).
@@ -208,20 +174,6 @@ fn break_glass_reason(req: &Request) -> Result<String, ApiError> {
     }
     Ok(text.to_owned())
 }
-
-/// Which roles may call a group of routes. Deny by default: a route group without an
-/// `authorize` layer is reachable by no one but its fallback.
-#[derive(Clone, Copy, Debug)]
-pub struct Allowed(pub &'static [Role]);
-
-/// The model routes of both fronts.
-pub const INFERENCE: Allowed = Allowed(&[Role::User, Role::BreakGlass]);
-/// Keys and tenants.
-pub const ADMIN: Allowed = Allowed(&[Role::Admin]);
-/// Reading the audit log.
-pub const AUDIT_READ: Allowed = Allowed(&[Role::Auditor, Role::BreakGlass]);
-/// Scraping the security counters.
-pub const METRICS: Allowed = Allowed(&[Role::Admin, Role::Auditor]);
 
 /// Middleware after `authenticate`: refuses with 403 a principal holding none of the roles.
 pub async fn authorize(State(allowed): State<Allowed>, req: Request, next: Next) -> Response {
@@ -391,73 +343,6 @@ fn touch(
             tracing::warn!(error = %e, "could not record a key's last use");
         }
     });
-}
-
-/// Recently verified keys and tokens, so a busy client does not cost a database round trip
-/// (or a signature check) per request.
-///
-/// Entries are keyed by the SHA-256 of the presented credential (which is never held), live
-/// for `ttl`, and never outlive the key's expiry or the token's `exp`. Only valid credentials
-/// are cached. A revocation
-/// made elsewhere (the CLI, another instance) therefore takes effect within `ttl`; that bound is
-/// the documented contract (`auth.key_cache_ttl`, `0s` turns the cache off).
-#[derive(Debug)]
-pub struct KeyCache {
-    ttl: std::time::Duration,
-    max_entries: usize,
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedKey>>,
-}
-
-#[derive(Debug, Clone)]
-struct CachedKey {
-    principal: Principal,
-    cached_at: std::time::Instant,
-    expires_at: Option<time::OffsetDateTime>,
-}
-
-impl KeyCache {
-    pub fn new(ttl: std::time::Duration, max_entries: usize) -> KeyCache {
-        KeyCache {
-            ttl,
-            max_entries,
-            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    fn get(&self, digest: &[u8; 32], now: time::OffsetDateTime) -> Option<Principal> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let e = entries.get(digest)?;
-        let fresh = e.cached_at.elapsed() < self.ttl && e.expires_at.is_none_or(|x| x > now);
-        fresh.then(|| e.principal.clone())
-    }
-
-    fn put(&self, digest: [u8; 32], p: &Principal, expires_at: Option<time::OffsetDateTime>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.max_entries {
-            // Stale entries first; if all are fresh, start over rather than grow without bound.
-            let ttl = self.ttl;
-            entries.retain(|_, e| e.cached_at.elapsed() < ttl);
-            if entries.len() >= self.max_entries {
-                entries.clear();
-            }
-        }
-        entries.insert(
-            digest,
-            CachedKey {
-                principal: p.clone(),
-                cached_at: std::time::Instant::now(),
-                expires_at,
-            },
-        );
-    }
-
-    /// Forgets everything (after a revocation made through this process).
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
 }
 
 #[cfg(test)]

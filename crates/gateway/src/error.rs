@@ -177,8 +177,8 @@ impl ApiError {
                      needed, 1 to {} printable characters. Do not name the patient or give any \
                      other identifier (MRN, date of birth): the reason is kept in the \
                      permanent audit log.",
-                    crate::auth::BREAK_GLASS_REASON_HEADER,
-                    crate::auth::MAX_BREAK_GLASS_REASON
+                    crate::principal::BREAK_GLASS_REASON_HEADER,
+                    crate::principal::MAX_BREAK_GLASS_REASON
                 ),
             ),
             ApiError::ObjectNotFound(what) => r(

@@ -9,12 +9,15 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod jwt;
+pub mod key_cache;
 pub mod llm;
 pub mod lockout;
 pub mod metrics;
+pub mod net;
 pub mod openapi;
 pub mod phi_guard;
 pub mod policy;
+pub mod principal;
 pub mod ratelimit;
 pub mod record;
 pub mod redact_log;
@@ -184,7 +187,7 @@ where
         == config::LimiterBackend::Memory)
         .then(|| Arc::new(ratelimit::InProcessLimiter::new()) as Arc<dyn ratelimit::RateLimiter>);
     let key_cache = (!config.key_cache_ttl.is_zero())
-        .then(|| Arc::new(auth::KeyCache::new(config.key_cache_ttl, 100_000)));
+        .then(|| Arc::new(key_cache::KeyCache::new(config.key_cache_ttl, 100_000)));
     // With nothing to preload the service is ready as soon as its backends are.
     let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
     let config_phi = config.phi.clone();

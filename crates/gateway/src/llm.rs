@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use wardgate_api::signing::{self, Verifier};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::{ApiError, Front, OllamaError};
 use crate::extract::Json;
 use crate::handlers::{ollama, probes};

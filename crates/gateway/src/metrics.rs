@@ -119,7 +119,7 @@ pub fn render() -> String {
 )]
 pub async fn handler(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
-    axum::Extension(p): axum::Extension<crate::auth::Principal>,
+    axum::Extension(p): axum::Extension<crate::principal::Principal>,
 ) -> Response {
     if p.tenant != state.config.operator_tenant {
         return crate::error::ApiError::Forbidden.to_response(crate::error::Front::OpenAi);

@@ -398,7 +398,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         route,
         started: Instant::now(),
         source_ip: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| {
-            crate::server::client_ip(
+            crate::net::client_ip(
                 c.0.ip(),
                 req.headers().get_all("x-forwarded-for").iter(),
                 &state.config.server.trusted_proxies,

@@ -27,6 +27,7 @@ use crate::auth;
 use crate::error::{ApiError, Front};
 use crate::handlers::{self, admin, ollama, openai, probes};
 use crate::openapi;
+use crate::principal;
 use crate::record;
 use crate::state::AppState;
 
@@ -61,7 +62,7 @@ fn route_table(state: &AppState) -> (OpenApiRouter<AppState>, OpenApiRouter<AppS
         .routes(routes!(ollama::embeddings))
         .merge(metadata)
         // Outside the metering above: a caller without the role is refused before it is counted.
-        .route_layer(from_fn_with_state(auth::INFERENCE, auth::authorize));
+        .route_layer(from_fn_with_state(principal::INFERENCE, auth::authorize));
 
     // Keys and tenants: `admin`.
     let admin_routes = OpenApiRouter::new()
@@ -70,17 +71,17 @@ fn route_table(state: &AppState) -> (OpenApiRouter<AppState>, OpenApiRouter<AppS
         .routes(routes!(admin::rotate_key))
         .routes(routes!(admin::list_tenants, admin::create_tenant))
         .routes(routes!(admin::reload_config))
-        .route_layer(from_fn_with_state(auth::ADMIN, auth::authorize));
+        .route_layer(from_fn_with_state(principal::ADMIN, auth::authorize));
 
     // The audit log: `auditor` or `break_glass`.
     let audit_routes = OpenApiRouter::new()
         .routes(routes!(admin::query_audit))
-        .route_layer(from_fn_with_state(auth::AUDIT_READ, auth::authorize));
+        .route_layer(from_fn_with_state(principal::AUDIT_READ, auth::authorize));
 
     // The security counters: `admin` or `auditor` (a scraper holds such a key).
     let metrics_routes = OpenApiRouter::new()
         .routes(routes!(crate::metrics::handler))
-        .route_layer(from_fn_with_state(auth::METRICS, auth::authorize));
+        .route_layer(from_fn_with_state(principal::METRICS, auth::authorize));
 
     // The only routes without a credential: liveness and readiness for orchestrators, and the
     // API description (no secrets in it) for client generators.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wardgate_backends::{Catalog, Route};
 use wardgate_store::{Health, KeyStore, TenantStore};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::config::{Config, valid_model_name};
 use crate::error::ApiError;
 use crate::ratelimit::RateLimiter;
@@ -25,7 +25,7 @@ pub struct AppState {
     /// Trusted JWT issuers; `None` when none is configured.
     pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
     /// Recently verified keys; `None` when `auth.key_cache_ttl` is `0s`.
-    pub key_cache: Option<Arc<crate::auth::KeyCache>>,
+    pub key_cache: Option<Arc<crate::key_cache::KeyCache>>,
     /// The in-process engine, when a backend is `embedded`.
     pub engine: Option<Arc<wardgate_engine::Engine>>,
     /// Set once the preload models are loaded; `/ready` waits for it.

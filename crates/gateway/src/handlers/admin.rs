@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
 use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, Rotated, StoreError};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::{ApiError, OpenAiError};
 use crate::extract::Json as Body;
 use crate::openapi::{OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};

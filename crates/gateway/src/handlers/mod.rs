@@ -13,7 +13,7 @@ use axum::response::Response;
 use wardgate_api::canonical::{ChatRequest, CompletionRequest};
 use wardgate_backends::{EventStream, Route, Served};
 
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::ApiError;
 use crate::phi_guard;
 use crate::policy::{self, Checked, ParamNames};
@@ -323,12 +323,20 @@ fn guard(
 }
 
 /// The last step before a backend is called: the audit log commits that the request is
-/// going out, or the request fails closed.
+/// going out (its `request_start` event), or the request fails closed with 503 and the
+/// backend is never called.
 pub(crate) async fn before_backend(
     state: &AppState,
     record: &Arc<RequestRecord>,
 ) -> Result<(), ApiError> {
-    crate::audit::commit_start(state, record).await
+    let Some(audit) = &state.audit else {
+        return Ok(());
+    };
+    let event = record.audit_event(wardgate_audit::EventType::RequestStart);
+    audit.append(event).await.map(drop).map_err(|e| {
+        tracing::error!(error = %e, "audit start commit failed; request refused");
+        ApiError::AuditUnavailable
+    })
 }
 
 /// The PHI guard and the audit start for an embeddings request. Pseudonyms in embedding

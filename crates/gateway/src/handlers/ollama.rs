@@ -16,7 +16,7 @@ use wardgate_backends::Route;
 use super::{
     Forwarded, Job, begin, deadline, fairness_key, note_served, run_generation, with_clamp_header,
 };
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::{ApiError, OllamaError};
 use crate::extract::Json;
 use crate::openapi::{OllamaBackendErrors, OllamaErrors, OllamaNotFound, OllamaTooLarge};

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use wardgate_api::openai::{self, ChatChunkWriter};
 
 use super::{Job, begin, deadline, note_served, run_generation, unix_now, with_clamp_header};
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::error::OpenAiError;
 use crate::extract::Json;
 use crate::openapi::{OpenAiBackendErrors, OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
