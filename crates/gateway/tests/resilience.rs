@@ -455,3 +455,54 @@ async fn discovered_models_appear_under_their_own_names() {
         );
     }
 }
+
+/// Issue 16: a backend that ignores `stream: true` and answers one whole JSON completion (as
+/// some OpenAI-compatible servers do; the mock pretty-prints it over many lines) is served as
+/// a one-chunk stream on every front, streamed or not, where it answered 502 and tripped the
+/// backend's breaker.
+#[tokio::test]
+async fn i16_a_backend_that_answers_a_stream_whole_is_served_as_one_chunk() {
+    const TEXT: &str = "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 ";
+    let extra = "[circuit_breaker]\nfailure_threshold = 1\ncooldown = \"1h\"\n";
+    for kind in KINDS {
+        let cfg = MockConfig {
+            ignore_stream: true,
+            ..mock_cfg()
+        };
+        let h = Harness::single_with(kind, cfg, extra).await;
+        let streamed = json!({"model": "tiny", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let r = h.post("/v1/chat/completions", streamed).await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        let frames = r.frames();
+        let text: String = frames
+            .iter()
+            .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, TEXT, "{kind}");
+        assert_eq!(frames.last().unwrap(), "[DONE]", "{kind}");
+
+        let r = h
+            .post(
+                "/api/chat",
+                json!({"model": "tiny", "stream": false,
+                "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        assert_eq!(r.json()["message"]["content"], TEXT, "{kind}");
+        assert_eq!(r.json()["done"], true, "{kind}");
+
+        let r = h
+            .post("/v1/completions", json!({"model": "tiny", "prompt": "hi"}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        assert_eq!(r.json()["choices"][0]["text"], TEXT, "{kind}");
+
+        assert_eq!(h.mocks[0].stats().inference_requests, 3, "{kind}");
+        assert!(
+            !h.state.catalog.backends()[0].breaker.is_open(),
+            "{kind}: a whole answer is not a fault"
+        );
+    }
+}
