@@ -506,3 +506,68 @@ async fn i16_a_backend_that_answers_a_stream_whole_is_served_as_one_chunk() {
         );
     }
 }
+
+/// Issue 16: embeddings over a chain of slow links end at the request deadline, as chat
+/// does, with the same 504; each link used to get the whole remaining time, so three slow
+/// links took three times the deadline.
+#[tokio::test]
+async fn i16_embeddings_over_a_slow_chain_end_at_the_request_deadline() {
+    let slow = || MockConfig {
+        first_token_delay: Duration::from_secs(10),
+        ..mock_cfg()
+    };
+    let deadline = Duration::from_millis(600);
+    for kind in KINDS {
+        let ms = mocks(vec![slow(), slow(), slow()]).await;
+        let toml = format!(
+            r#"[server]
+request_timeout = "{}ms"
+
+[[backends]]
+name = "a"
+kind = "{kind}"
+url = "{}"
+
+[[backends]]
+name = "b"
+kind = "{kind}"
+url = "{}"
+
+[[backends]]
+name = "c"
+kind = "{kind}"
+url = "{}"
+
+[[models]]
+name = "m"
+chain = [{{ backend = "a", model = "tiny" }}, {{ backend = "b", model = "tiny" }}, {{ backend = "c", model = "tiny" }}]
+"#,
+            deadline.as_millis(),
+            backend_url(kind, &ms[0]),
+            backend_url(kind, &ms[1]),
+            backend_url(kind, &ms[2]),
+        );
+        let h = Harness::from_toml(&toml, ms).await;
+        for (path, body) in [
+            ("/v1/embeddings", json!({"model": "m", "input": ["a", "b"]})),
+            ("/api/embed", json!({"model": "m", "input": "a"})),
+        ] {
+            let t = Instant::now();
+            let r = h.post(path, body).await;
+            let took = t.elapsed();
+            assert_eq!(
+                r.status,
+                StatusCode::GATEWAY_TIMEOUT,
+                "{kind} {path}: {}",
+                r.text()
+            );
+            assert!(
+                took < deadline + Duration::from_millis(400),
+                "{kind} {path}: answered after {took:?}, past the {deadline:?} deadline"
+            );
+            if path.starts_with("/v1/") {
+                assert_eq!(r.json()["error"]["code"], "timeout", "{kind}");
+            }
+        }
+    }
+}

@@ -315,6 +315,23 @@ pub(crate) async fn guard_embed(
     before_backend(state, record).await
 }
 
+/// Walks the route's chain for an embeddings request within the request deadline, as a
+/// generation's walk is: each link may take what is left of it, and the walk as a whole ends
+/// at it (without the outer bound, a chain of slow links would take the whole time each).
+pub(crate) async fn embed_within_deadline(
+    state: &AppState,
+    record: &RequestRecord,
+    route: &Route,
+    req: &wardgate_api::canonical::EmbedRequest,
+) -> Result<(Served, wardgate_api::canonical::EmbedResponse), ApiError> {
+    let deadline = deadline(state, record);
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let walk = route.embed(req, timeout);
+    Ok(tokio::time::timeout_at(deadline.into(), walk)
+        .await
+        .map_err(|_| ApiError::Timeout)??)
+}
+
 /// Says in a header that a cap lowered what the client asked for.
 pub(crate) fn with_clamp_header(
     mut resp: Response,

@@ -13,9 +13,7 @@ use wardgate_api::canonical::EmbedRequest;
 use wardgate_api::ollama::{self, LineKind};
 use wardgate_backends::Route;
 
-use super::{
-    Forwarded, Job, begin, deadline, fairness_key, note_served, run_generation, with_clamp_header,
-};
+use super::{Forwarded, Job, begin, fairness_key, note_served, run_generation, with_clamp_header};
 use crate::auth::Principal;
 use crate::error::{ApiError, OllamaError};
 use crate::extract::Json;
@@ -252,9 +250,7 @@ async fn embed_common(
         });
     }
     super::guard_embed(state, p, record, &route, &mut req).await?;
-    let deadline = deadline(state, record);
-    let timeout = deadline.saturating_duration_since(std::time::Instant::now());
-    let (served, resp) = route.embed(&req, timeout).await?;
+    let (served, resp) = super::embed_within_deadline(state, record, &route, &req).await?;
     note_served(record, &route, &served);
     record.set_tokens(resp.prompt_tokens, 0);
     Ok(resp)
