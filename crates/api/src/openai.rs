@@ -1078,6 +1078,10 @@ pub struct DeltaIn {
 pub struct ChoiceIn {
     #[serde(default)]
     pub delta: Option<DeltaIn>,
+    /// A whole (non-streamed) chat completion carries `message` instead: a server that ignores
+    /// `stream: true` answers so, and its answer is read as a one-chunk stream.
+    #[serde(default)]
+    pub message: Option<DeltaIn>,
     /// Legacy completions carry `text` instead of a delta.
     #[serde(default)]
     pub text: Option<String>,
@@ -1119,7 +1123,7 @@ impl ChunkIn {
             if let Some(text) = choice.text {
                 parts.content.push_str(&text);
             }
-            if let Some(delta) = choice.delta {
+            if let Some(delta) = choice.delta.or(choice.message) {
                 if let Some(c) = delta.content {
                     parts.content.push_str(&c);
                 }

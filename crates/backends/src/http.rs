@@ -189,8 +189,17 @@ impl HttpBackend {
         let resp = self
             .send(self.request(reqwest::Method::POST, path, Some(body)))
             .await?;
-        let bytes = resp.bytes_stream().map(|r| r.map_err(transport_error));
         let limit = self.config.max_frame_bytes;
+        if is_json(&resp) {
+            // Some OpenAI-compatible servers ignore `stream: true` and answer one whole
+            // completion. It is read as a one-chunk stream, the body bounded as one frame is.
+            let body = read_bounded(resp, limit).await?;
+            return Ok(Box::pin(futures::stream::iter(whole_answer(
+                self.config.kind,
+                &body,
+            ))));
+        }
+        let bytes = resp.bytes_stream().map(|r| r.map_err(transport_error));
         Ok(match self.config.kind {
             BackendKind::Ollama => Box::pin(decode(
                 bytes,
@@ -308,6 +317,42 @@ fn transport_error(e: reqwest::Error) -> BackendError {
     } else {
         BackendError::Protocol(e.to_string())
     }
+}
+
+/// Whether a response is one JSON document (`application/json`, parameters aside) rather than a
+/// stream (`text/event-stream`, `application/x-ndjson`).
+fn is_json(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The events of a whole (non-streamed) answer: the protocol reads it as the one frame of a
+/// stream, so an answer that does not say it finished is an error, as a cut stream is.
+fn whole_answer(kind: BackendKind, body: &[u8]) -> Out {
+    let mut out = Out::new();
+    let Ok(text) = std::str::from_utf8(body) else {
+        out.push_back(Err(BackendError::Protocol(
+            "the answer is not UTF-8".into(),
+        )));
+        return out;
+    };
+    fn one<P: Protocol>(mut proto: P, text: &str, out: &mut Out) {
+        if !proto.frame(text, out) {
+            proto.eof(out);
+        }
+    }
+    match kind {
+        BackendKind::Ollama => one(OllamaLines::default(), text, &mut out),
+        BackendKind::Openai => one(OpenAiEvents::default(), text, &mut out),
+    }
+    // As in `decode`: nothing follows an error.
+    if let Some(i) = out.iter().position(Result::is_err) {
+        out.truncate(i + 1);
+    }
+    out
 }
 
 async fn read_bounded(resp: reqwest::Response, limit: usize) -> Result<Bytes, BackendError> {
@@ -680,6 +725,96 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Issue 16: a whole answer to a streamed request (a server that ignores `stream`) is read
+    /// as a one-chunk stream: text, tool calls, the finish and the usage; one that does not
+    /// say it finished, or says it failed, is an error as a cut stream is.
+    #[test]
+    fn i16_a_whole_answer_is_a_one_chunk_stream() {
+        type Item = Result<Event, BackendError>;
+        let text = |t: &str| -> Item { Ok(Event::text(t)) };
+        let finish = |reason, usage| -> Item {
+            Ok(Event::Finish {
+                reason,
+                usage,
+                timings: Timings::default(),
+            })
+        };
+        let usage = Some(Usage {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+        });
+        let cases: Vec<(BackendKind, &str, Vec<Item>)> = vec![
+            (
+                BackendKind::Openai,
+                "{\n  \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": \"Hello\"},\n  \"finish_reason\": \"length\"}],\n  \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 2}\n}",
+                vec![text("Hello"), finish(FinishReason::Length, usage)],
+            ),
+            (
+                BackendKind::Openai,
+                r#"{"choices":[{"text":"Hi","finish_reason":"stop"}]}"#,
+                vec![text("Hi"), finish(FinishReason::Stop, None)],
+            ),
+            (
+                BackendKind::Openai,
+                r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
+                vec![
+                    Ok(Event::Delta {
+                        content: String::new(),
+                        tool_calls: vec![wardgate_api::canonical::ToolCallDelta {
+                            index: 0,
+                            id: Some("c1".into()),
+                            name: Some("f".into()),
+                            arguments: "{}".into(),
+                        }],
+                    }),
+                    finish(FinishReason::ToolCalls, None),
+                ],
+            ),
+            (
+                BackendKind::Ollama,
+                "{\n  \"message\": {\"role\": \"assistant\", \"content\": \"Hello\"},\n  \"done\": true,\n  \"done_reason\": \"stop\",\n  \"prompt_eval_count\": 3,\n  \"eval_count\": 2\n}",
+                vec![text("Hello"), finish(FinishReason::Stop, usage)],
+            ),
+        ];
+        for (kind, body, want) in cases {
+            let got: Vec<_> = whole_answer(kind, body.as_bytes()).into_iter().collect();
+            assert_eq!(got.len(), want.len(), "{body}: {got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                match (g, w) {
+                    (
+                        Ok(Event::Finish { reason, usage, .. }),
+                        Ok(Event::Finish {
+                            reason: r,
+                            usage: u,
+                            ..
+                        }),
+                    ) => {
+                        assert_eq!((reason, usage), (r, u), "{body}");
+                    }
+                    (Ok(g), Ok(w)) => assert_eq!(g, w, "{body}"),
+                    _ => panic!("{body}: {got:?}"),
+                }
+            }
+        }
+        for (kind, body) in [
+            (
+                BackendKind::Openai,
+                r#"{"choices":[{"message":{"content":"cut"}}]}"#,
+            ),
+            (BackendKind::Openai, r#"{"error":{"message":"boom"}}"#),
+            (BackendKind::Openai, "not json"),
+            (
+                BackendKind::Ollama,
+                r#"{"message":{"content":"a"},"done":false}"#,
+            ),
+            (BackendKind::Ollama, r#"{"error":"boom"}"#),
+        ] {
+            let got: Vec<_> = whole_answer(kind, body.as_bytes()).into_iter().collect();
+            assert!(got.last().is_some_and(Result::is_err), "{body}: {got:?}");
+            assert_eq!(got.iter().filter(|e| e.is_err()).count(), 1, "{body}");
+        }
     }
 
     #[test]

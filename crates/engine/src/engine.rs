@@ -17,7 +17,7 @@ use wardgate_api::canonical::{
     Sampling,
 };
 
-use crate::embed::Embedder;
+use crate::embed::{Embedder, Pooling};
 
 use crate::scheduler::{Job, Output, SamplingParams, Scheduler, SchedulerConfig, SchedulerError};
 use crate::schema::{SchemaConverter, SchemaLimits};
@@ -150,6 +150,9 @@ pub struct Loaded {
     model: Arc<LlamaModel>,
     worker: Worker,
     template: Option<LlamaChatTemplate>,
+    /// A generation model's embedding worker, started by its first embeddings request (a
+    /// context of its own, so embeddings never take a generation slot).
+    decoder_embedder: tokio::sync::OnceCell<Embedder>,
     /// When an idle model is unloaded; `None`: never.
     expires: Mutex<Option<Instant>>,
 }
@@ -397,6 +400,8 @@ impl Engine {
                         backend,
                         model.clone(),
                         n_ctx,
+                        n_ctx,
+                        Pooling::Model,
                         sched_config.threads,
                         sched_config.queue,
                     )
@@ -414,6 +419,7 @@ impl Engine {
                 model,
                 worker,
                 template,
+                decoder_embedder: tokio::sync::OnceCell::new(),
                 expires: Mutex::new(None),
             })
         })
@@ -580,17 +586,19 @@ impl Engine {
         })
     }
 
-    /// Embeds each input with an embedding model; vectors are L2-normalised (again after
-    /// truncation to `dimensions`). Inputs longer than the context are truncated unless the
-    /// request says `truncate: false`.
+    /// Embeds each input; vectors are L2-normalised (again after truncation to `dimensions`).
+    /// An embedding model pools as its metadata says; a generation model is embedded as Ollama
+    /// does, by pooling its hidden states (see [`Pooling::for_decoder`]). Inputs longer than
+    /// the context are truncated unless the request says `truncate: false`.
     pub async fn embed(&self, req: &EmbedRequest) -> Result<EmbedResponse, EngineError> {
         let keep = self.keep_alive(req.keep_alive.as_ref())?;
         let l = self.load(&req.model, keep).await?;
-        let Worker::Embed(embedder) = &l.worker else {
-            return Err(EngineError::BadRequest(format!(
-                "\"{}\" does not support embeddings",
-                l.name
-            )));
+        let embedder = match &l.worker {
+            Worker::Embed(embedder) => embedder,
+            Worker::Generate(scheduler) => {
+                self.decoder_embedder(&l, scheduler.config().slot_ctx)
+                    .await?
+            }
         };
         let limit = embedder.n_ctx as usize;
         let mut inputs = Vec::with_capacity(req.input.len());
@@ -627,6 +635,35 @@ impl Engine {
             embeddings: vectors,
             prompt_tokens,
         })
+    }
+
+    /// A generation model's embedding worker, started on first use with the bounds an
+    /// embedding model gets: inputs of at most the per-request context, decoded a batch at a
+    /// time.
+    async fn decoder_embedder<'a>(
+        &self,
+        l: &'a Loaded,
+        slot_ctx: u32,
+    ) -> Result<&'a Embedder, EngineError> {
+        let start = || async {
+            let backend = llama_backend()?;
+            let model = l.model.clone();
+            let n_ctx = slot_ctx.min(model.n_ctx_train().max(1));
+            let (batch, threads, queue) =
+                (self.config.batch, self.config.threads, self.config.queue);
+            tokio::task::spawn_blocking(move || {
+                let pooling = Pooling::for_decoder(&model);
+                Embedder::start(backend, model, n_ctx, batch, pooling, threads, queue)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|started| started)
+            .map_err(|reason| EngineError::Load {
+                name: l.name.clone(),
+                reason,
+            })
+        };
+        l.decoder_embedder.get_or_try_init(start).await
     }
 
     /// Starts a chat generation.

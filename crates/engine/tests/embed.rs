@@ -197,3 +197,114 @@ fn the_converter_refuses_what_it_cannot_convert() {
     let missing = tempfile::tempdir().unwrap();
     assert!(wardgate_engine::convert::convert_bert(missing.path(), "x", std::io::sink()).is_err());
 }
+
+/// llama.cpp's own mean pooling of `text` through the model at `path`, the whole input in one
+/// batch: what the engine's batched pooling must reproduce.
+fn llama_cpp_mean(path: &Path, text: &str) -> Vec<f32> {
+    use std::num::NonZeroU32;
+    use wardgate_engine::llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+    use wardgate_engine::llama_cpp_2::llama_batch::LlamaBatch;
+    use wardgate_engine::llama_cpp_2::model::LlamaModel;
+    use wardgate_engine::llama_cpp_2::model::params::LlamaModelParams;
+
+    let backend = wardgate_engine::engine::llama_backend().unwrap();
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).unwrap();
+    let tokens = model.vocab().tokenize(text.as_bytes(), true, false);
+    let n = 256;
+    let params = LlamaContextParams::default()
+        .with_embeddings(true)
+        .with_pooling_type(LlamaPoolingType::Mean)
+        .with_n_ctx(NonZeroU32::new(n))
+        .with_n_batch(n)
+        .with_n_ubatch(n)
+        .with_n_threads(1)
+        .with_n_threads_batch(1);
+    let mut ctx = model.new_context(backend, params).unwrap();
+    let mut batch = LlamaBatch::new(n as usize, 1);
+    for (i, t) in tokens.iter().enumerate() {
+        batch.add(*t, i as i32, &[0], true).unwrap();
+    }
+    ctx.decode(&mut batch).unwrap();
+    let mut v = ctx.embeddings_seq_ith(0).unwrap().to_vec();
+    wardgate_engine::embed::normalize(&mut v);
+    v
+}
+
+/// Issue 16: a chat (decoder) model embeds as Ollama does: its hidden states mean-pooled (it
+/// declares no pooling type) and L2-normalised, the same vector llama.cpp's own mean pooling
+/// gives, although the engine decodes the input a few tokens at a time (`batch`). Inputs are
+/// held to the same context as an embedding model's, and the model still generates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i16_a_chat_model_embeds_with_its_mean_pooled_hidden_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.gguf");
+    let spec = wardgate_engine::gguf::TinySpec::default();
+    wardgate_engine::gguf::write_tiny_llama(std::fs::File::create(&file).unwrap(), &spec).unwrap();
+    let mut cfg = EngineConfig::new(dir.path().join("store"));
+    cfg.threads = 1;
+    cfg.slot_ctx = 64;
+    // Smaller than the inputs below, so the pooling spans several decode calls (and at
+    // least the slots: llama.cpp aborts on a batch smaller than its sequences).
+    cfg.batch = 4;
+    cfg.slots = 2;
+    let engine = Engine::new(cfg).unwrap();
+    engine.store().import(&file, "tiny:test").unwrap();
+    let chat_req = |input: &[&str], truncate: Option<bool>| EmbedRequest {
+        model: "tiny:test".into(),
+        ..req(input, None, truncate)
+    };
+
+    let text = "What is the capital of France? hello world";
+    let out = engine
+        .embed(&chat_req(&[text, "hello"], None))
+        .await
+        .unwrap();
+    assert_eq!(out.embeddings.len(), 2);
+    for v in &out.embeddings {
+        assert_eq!(v.len(), spec.n_embd as usize);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+    }
+    assert_ne!(out.embeddings[0], out.embeddings[1]);
+    assert!(out.prompt_tokens > 4, "{}", out.prompt_tokens);
+    let reference = llama_cpp_mean(&file, text);
+    let d: f32 = reference
+        .iter()
+        .zip(&out.embeddings[0])
+        .map(|(a, b)| (a - b).abs())
+        .sum();
+    assert!(d < 1e-3, "differs from llama.cpp's mean pooling by {d}");
+
+    // Too long for the context: truncated by default, refused with truncate: false.
+    let long = "hello world ".repeat(100);
+    let truncated = engine.embed(&chat_req(&[&long], None)).await.unwrap();
+    assert_eq!(truncated.prompt_tokens, 64);
+    assert!(matches!(
+        engine.embed(&chat_req(&[&long], Some(false))).await,
+        Err(EngineError::ContextLength { limit: 64, .. })
+    ));
+
+    // Embedding took no generation slot: the model still completes.
+    let generate = wardgate_api::canonical::CompletionRequest {
+        model: "tiny:test".into(),
+        prompt: "hello".into(),
+        suffix: None,
+        system: None,
+        raw: true,
+        sampling: wardgate_api::canonical::Sampling {
+            max_tokens: Some(3),
+            ..Default::default()
+        },
+        format: Default::default(),
+        keep_alive: None,
+        fairness: None,
+    };
+    let (_, mut rx) = engine.complete(&generate).await.unwrap();
+    let mut finished = false;
+    while let Some(out) = rx.recv().await {
+        if matches!(out, wardgate_engine::Output::Done(_)) {
+            finished = true;
+        }
+    }
+    assert!(finished);
+}

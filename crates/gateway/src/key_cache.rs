@@ -41,7 +41,12 @@ impl KeyCache {
         fresh.then(|| e.principal.clone())
     }
 
-    pub(crate) fn put(&self, digest: [u8; 32], p: &Principal, expires_at: Option<time::OffsetDateTime>) {
+    pub(crate) fn put(
+        &self,
+        digest: [u8; 32],
+        p: &Principal,
+        expires_at: Option<time::OffsetDateTime>,
+    ) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.max_entries {
             // Stale entries first; if all are fresh, start over rather than grow without bound.

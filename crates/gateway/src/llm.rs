@@ -12,12 +12,13 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tower_http::catch_panic::CatchPanicLayer;
 use wardgate_api::signing::{self, Verifier};
 
-use crate::principal::Principal;
-use crate::error::{ApiError, Front, OllamaError};
+use crate::error::{ApiError, ErrorReason, Front, OllamaError};
 use crate::extract::Json;
 use crate::handlers::{ollama, probes};
+use crate::principal::Principal;
 use crate::record::{self, RequestRecord};
 use crate::state::AppState;
 
@@ -84,7 +85,22 @@ pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
         .route("/ready", get(probes::ready))
         .merge(signed)
         .with_state(state.clone())
+        // One record and one log line per request; above the signature check, so refusals
+        // are logged with their reason too.
         .layer(from_fn_with_state(state, record::observe))
+        // Outermost, as on the gateway: a panic anywhere below becomes a generic 500 (and its
+        // record says so), never a stack trace in a body or a dropped connection.
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The payload may quote request data; it is not logged or returned.
+    tracing::error!(reason = "panic", "a handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(json!({"error": "internal error"})),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -173,6 +189,8 @@ fn refuse(parts: &axum::http::request::Parts, reason: signing::VerifyError) -> R
         "refused an unsigned or badly signed request"
     );
     let mut r = unauthorized();
+    // For the request log line and the audit event (`record::observe`).
+    r.extensions_mut().insert(ErrorReason(reason_code(reason)));
     // The body, if any, is left unread: an HTTP/1 connection is closed rather than drained
     // (HTTP/2 resets just the stream).
     if parts.version <= axum::http::Version::HTTP_11 {
@@ -182,6 +200,21 @@ fn refuse(parts: &axum::http::request::Parts, reason: signing::VerifyError) -> R
         );
     }
     r
+}
+
+/// The request log's `reason` for a refused signature: what an operator needs to tell a
+/// misconfigured gateway (missing, malformed, invalid) from a clock off (stale) or an attack
+/// (replayed, altered).
+fn reason_code(reason: signing::VerifyError) -> &'static str {
+    use signing::VerifyError;
+    match reason {
+        VerifyError::Missing => "signature_missing",
+        VerifyError::Malformed => "signature_malformed",
+        VerifyError::Stale => "signature_stale",
+        VerifyError::Replayed => "replayed",
+        VerifyError::BadSignature => "signature_invalid",
+        VerifyError::BodyAltered => "body_altered",
+    }
 }
 
 fn details(e: &wardgate_engine::ModelEntry) -> wardgate_api::ollama::Details {

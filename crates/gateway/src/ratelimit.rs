@@ -163,7 +163,8 @@ impl Lease {
         }
     }
 
-    /// Gives back the places and charges `tokens` to the token buckets, in the background.
+    /// Gives back the places and charges `tokens` to the token buckets, in the background (on
+    /// this thread where no runtime is current).
     pub fn settle(mut self, tokens: u64) {
         self.release(tokens);
     }
@@ -176,11 +177,8 @@ impl Lease {
         if places.is_empty() && (tokens == 0 || (per_minute.is_empty() && per_day.is_empty())) {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let limiter = self.limiter.clone();
-        rt.spawn(async move {
+        let work = async move {
             for b in &places {
                 limiter.leave(b).await;
             }
@@ -192,7 +190,43 @@ impl Lease {
                     let _ = limiter.add_today(b, tokens).await;
                 }
             }
-        });
+        };
+        match tokio::runtime::Handle::try_current() {
+            // The normal case: in the background, so no async worker waits on the limiter.
+            Ok(rt) => {
+                rt.spawn(work);
+            }
+            // Dropped where no runtime is current (a plain thread, or after the runtime has
+            // gone): no async worker is blocked here, so settle on this thread, bounded so an
+            // unreachable limiter cannot hold it (a place not given back then expires with
+            // its hold time, as a crashed instance's does).
+            Err(_) => settle_blocking(work),
+        }
+    }
+}
+
+/// How long a lease settled without a runtime waits for its limiter.
+const SETTLE_BLOCKING_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs a lease's settlement to its end on a runtime of its own, on the current thread.
+fn settle_blocking(work: impl Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match rt {
+        Ok(rt) => {
+            // The timer is made inside the runtime, which it needs.
+            let bounded = async { tokio::time::timeout(SETTLE_BLOCKING_WAIT, work).await };
+            if rt.block_on(bounded).is_err() {
+                tracing::warn!(
+                    "the rate limiter did not take back a request's places in time; they \
+                     expire with their hold time"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not settle a request's quota lease");
+        }
     }
 }
 
@@ -653,5 +687,72 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(l.check_at("key:a", 5, t0), Ok(()));
         }
+    }
+
+    /// A limiter like Redis: nothing is given back at once, only through async calls that
+    /// need a Tokio runtime (its timer, here; Redis its I/O).
+    struct Remote(InProcessLimiter);
+
+    #[async_trait::async_trait]
+    impl RateLimiter for Remote {
+        async fn acquire(&self, bucket: &str, per_minute: u32) -> Result<(), Refused> {
+            self.0.acquire(bucket, per_minute).await
+        }
+        async fn check(&self, bucket: &str, per_minute: u32) -> Result<(), Refused> {
+            self.0.check(bucket, per_minute).await
+        }
+        async fn spend(&self, bucket: &str, per_minute: u32, amount: u64) -> Result<(), Refused> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.0.spend(bucket, per_minute, amount).await
+        }
+        async fn add_today(&self, bucket: &str, amount: u64) -> Result<u64, Refused> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.0.add_today(bucket, amount).await
+        }
+        async fn enter(&self, bucket: &str, max: u32, hold: Duration) -> Result<(), Refused> {
+            self.0.enter(bucket, max, hold).await
+        }
+        async fn leave(&self, bucket: &str) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.0.leave(bucket).await;
+        }
+    }
+
+    /// Issue 16: a lease settled or dropped on a thread with no Tokio runtime gives its places
+    /// back (and charges its tokens), where it used to keep them silently.
+    #[test]
+    #[expect(clippy::unwrap_used, reason = "a test")]
+    fn i16_a_lease_released_without_a_runtime_gives_its_places_back() {
+        let limiter = Arc::new(Remote(InProcessLimiter::new()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let hold = Duration::from_secs(60);
+        let lease = |tokens_bucket: bool| {
+            rt.block_on(limiter.enter("inflight:k", 1, hold)).unwrap();
+            let mut lease = Lease::new(limiter.clone());
+            lease.places.push("inflight:k".into());
+            if tokens_bucket {
+                lease.per_day.push("day:k".into());
+            }
+            lease
+        };
+        // Dropped unsettled, on a plain thread.
+        let dropped = lease(false);
+        std::thread::spawn(move || drop(dropped)).join().unwrap();
+        assert_eq!(
+            rt.block_on(limiter.enter("inflight:k", 1, hold)),
+            Ok(()),
+            "the place came back"
+        );
+        rt.block_on(limiter.leave("inflight:k"));
+        // Settled with its tokens, on a plain thread.
+        let settled = lease(true);
+        std::thread::spawn(move || settled.settle(42))
+            .join()
+            .unwrap();
+        assert_eq!(rt.block_on(limiter.enter("inflight:k", 1, hold)), Ok(()));
+        assert_eq!(rt.block_on(limiter.add_today("day:k", 0)), Ok(42));
     }
 }

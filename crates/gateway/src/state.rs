@@ -5,9 +5,9 @@ use std::sync::Arc;
 use wardgate_backends::{Catalog, Route};
 use wardgate_store::{Health, KeyStore, TenantStore};
 
-use crate::principal::Principal;
 use crate::config::{Config, valid_model_name};
 use crate::error::ApiError;
+use crate::principal::Principal;
 use crate::ratelimit::RateLimiter;
 
 #[derive(Clone)]

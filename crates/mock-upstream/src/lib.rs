@@ -48,6 +48,10 @@ pub struct MockConfig {
     pub drop_after: Option<usize>,
     /// Length of every embedding vector.
     pub embedding_dim: usize,
+    /// Answer every chat, generate and completion request whole, as one pretty-printed
+    /// `application/json` document, even when it asks for a stream: some OpenAI-compatible
+    /// servers ignore `stream: true` so.
+    pub ignore_stream: bool,
 }
 
 impl Default for MockConfig {
@@ -62,6 +66,7 @@ impl Default for MockConfig {
             fail_first: 0,
             drop_after: None,
             embedding_dim: 8,
+            ignore_stream: false,
         }
     }
 }

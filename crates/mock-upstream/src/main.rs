@@ -44,6 +44,9 @@ struct Args {
     /// Length of embedding vectors.
     #[arg(long, default_value_t = 8)]
     embedding_dim: usize,
+    /// Answer streamed requests whole, as one pretty-printed JSON document.
+    #[arg(long)]
+    ignore_stream: bool,
 }
 
 impl Args {
@@ -58,6 +61,7 @@ impl Args {
             fail_first: self.fail_first,
             drop_after: self.drop_after,
             embedding_dim: self.embedding_dim,
+            ignore_stream: self.ignore_stream,
         }
     }
 }

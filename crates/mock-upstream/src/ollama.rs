@@ -129,7 +129,7 @@ pub(crate) async fn chat(
         reply,
         prompt_tokens,
     };
-    let streamed = streamed(&inference.body, true);
+    let streamed = streamed(&inference, true);
     stream::respond(render, streamed, inference.timing, &shared).await
 }
 
@@ -157,7 +157,7 @@ pub(crate) async fn generate(
         ),
         prompt_tokens: reply::word_count(prompt),
     };
-    let streamed = streamed(&inference.body, true);
+    let streamed = streamed(&inference, true);
     stream::respond(render, streamed, inference.timing, &shared).await
 }
 

@@ -73,7 +73,7 @@ pub(crate) async fn chat(
         prompt_tokens,
         include_usage: include_usage(&inference.body),
     };
-    let streamed = streamed(&inference.body, false);
+    let streamed = streamed(&inference, false);
     stream::respond(render, streamed, inference.timing, &shared).await
 }
 
@@ -114,7 +114,7 @@ pub(crate) async fn completions(
         prompt_tokens: prompts.iter().map(|p| reply::word_count(p)).sum(),
         include_usage: include_usage(&inference.body),
     };
-    let streamed = streamed(&inference.body, false);
+    let streamed = streamed(&inference, false);
     stream::respond(render, streamed, inference.timing, &shared).await
 }
 

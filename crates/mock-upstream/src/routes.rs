@@ -125,11 +125,15 @@ pub(crate) fn check_model(config: &MockConfig, model: &str) -> Result<(), MockEr
     }
 }
 
-/// The `stream` flag, with the protocol's default when it is absent or not a boolean.
-pub(crate) fn streamed(body: &Map<String, Value>, default: bool) -> bool {
-    body.get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(default)
+/// The `stream` flag, with the protocol's default when it is absent or not a boolean; never
+/// set when the mock is told to ignore it.
+pub(crate) fn streamed(inference: &Inference, default: bool) -> bool {
+    !inference.config.ignore_stream
+        && inference
+            .body
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
 }
 
 /// A non-negative integer field read as a token limit.

@@ -38,6 +38,8 @@ pub(crate) struct Timing {
     pub first_token_delay: Duration,
     pub token_delay: Duration,
     pub drop_after: Option<usize>,
+    /// A whole reply is pretty-printed (`ignore_stream`): one JSON document over many lines.
+    pub pretty: bool,
 }
 
 impl Timing {
@@ -47,6 +49,7 @@ impl Timing {
             first_token_delay: config.first_token_delay,
             token_delay: config.token_delay,
             drop_after: config.drop_after,
+            pretty: config.ignore_stream,
         }
     }
 }
@@ -83,7 +86,12 @@ pub(crate) async fn respond<R: Render>(
     if timing.drop_after.is_some() {
         return cut_json_body();
     }
-    axum::Json(render.whole(timing.started.elapsed())).into_response()
+    let whole = render.whole(timing.started.elapsed());
+    if timing.pretty {
+        let text = serde_json::to_string_pretty(&whole).unwrap_or_default();
+        return ([(CONTENT_TYPE, "application/json")], text).into_response();
+    }
+    axum::Json(whole).into_response()
 }
 
 /// `200` JSON headers and then a body that fails at once: the connection is cut with nothing

@@ -21,10 +21,10 @@ use utoipa::{IntoParams, ToSchema};
 use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
 use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, Rotated, StoreError};
 
-use crate::principal::Principal;
 use crate::error::{ApiError, OpenAiError};
 use crate::extract::Json as Body;
 use crate::openapi::{OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
+use crate::principal::Principal;
 use crate::record::RequestRecord;
 use crate::state::AppState;
 

@@ -13,10 +13,10 @@ use axum::response::Response;
 use wardgate_api::canonical::{ChatRequest, CompletionRequest};
 use wardgate_backends::{EventStream, Route, Served};
 
-use crate::principal::Principal;
 use crate::error::ApiError;
 use crate::phi_guard;
 use crate::policy::{self, Checked, ParamNames};
+use crate::principal::Principal;
 use crate::ratelimit::{Lease, Limit, Refused};
 use crate::record::RequestRecord;
 use crate::state::AppState;
@@ -353,6 +353,23 @@ pub(crate) async fn guard_embed(
     note_prompt(state, record, &texts);
     guard(state, p, route, &mut texts)?;
     before_backend(state, record).await
+}
+
+/// Walks the route's chain for an embeddings request within the request deadline, as a
+/// generation's walk is: each link may take what is left of it, and the walk as a whole ends
+/// at it (without the outer bound, a chain of slow links would take the whole time each).
+pub(crate) async fn embed_within_deadline(
+    state: &AppState,
+    record: &RequestRecord,
+    route: &Route,
+    req: &wardgate_api::canonical::EmbedRequest,
+) -> Result<(Served, wardgate_api::canonical::EmbedResponse), ApiError> {
+    let deadline = deadline(state, record);
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let walk = route.embed(req, timeout);
+    Ok(tokio::time::timeout_at(deadline.into(), walk)
+        .await
+        .map_err(|_| ApiError::Timeout)??)
 }
 
 /// Says in a header that a cap lowered what the client asked for.

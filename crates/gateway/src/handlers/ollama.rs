@@ -13,14 +13,12 @@ use wardgate_api::canonical::EmbedRequest;
 use wardgate_api::ollama::{self, LineKind};
 use wardgate_backends::Route;
 
-use super::{
-    Forwarded, Job, begin, deadline, fairness_key, note_served, run_generation, with_clamp_header,
-};
-use crate::principal::Principal;
+use super::{Forwarded, Job, begin, fairness_key, note_served, run_generation, with_clamp_header};
 use crate::error::{ApiError, OllamaError};
 use crate::extract::Json;
 use crate::openapi::{OllamaBackendErrors, OllamaErrors, OllamaNotFound, OllamaTooLarge};
 use crate::policy;
+use crate::principal::Principal;
 use crate::record::RequestRecord;
 use crate::state::AppState;
 use crate::stream::{self, OllamaLines, now_rfc3339};
@@ -252,9 +250,7 @@ async fn embed_common(
         });
     }
     super::guard_embed(state, p, record, &route, &mut req).await?;
-    let deadline = deadline(state, record);
-    let timeout = deadline.saturating_duration_since(std::time::Instant::now());
-    let (served, resp) = route.embed(&req, timeout).await?;
+    let (served, resp) = super::embed_within_deadline(state, record, &route, &req).await?;
     note_served(record, &route, &served);
     record.set_tokens(resp.prompt_tokens, 0);
     Ok(resp)

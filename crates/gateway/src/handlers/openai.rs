@@ -8,12 +8,12 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use wardgate_api::openai::{self, ChatChunkWriter};
 
-use super::{Job, begin, deadline, note_served, run_generation, unix_now, with_clamp_header};
-use crate::principal::Principal;
+use super::{Job, begin, note_served, run_generation, unix_now, with_clamp_header};
 use crate::error::OpenAiError;
 use crate::extract::Json;
 use crate::openapi::{OpenAiBackendErrors, OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
 use crate::policy;
+use crate::principal::Principal;
 use crate::record::RequestRecord;
 use crate::state::AppState;
 use crate::stream::{self, OpenAiChat, OpenAiText};
@@ -160,9 +160,7 @@ pub async fn embeddings(
     let mut req = body.into_canonical()?;
     super::ollama::check_embed_inputs(&state, &route, &req)?;
     super::guard_embed(&state, &p, &record, &route, &mut req).await?;
-    let deadline = deadline(&state, &record);
-    let timeout = deadline.saturating_duration_since(std::time::Instant::now());
-    let (served, resp) = route.embed(&req, timeout).await?;
+    let (served, resp) = super::embed_within_deadline(&state, &record, &route, &req).await?;
     note_served(&record, &route, &served);
     record.set_tokens(resp.prompt_tokens, 0);
     Ok(axum::Json(openai::embeddings(

@@ -176,3 +176,65 @@ async fn a_full_queue_answers_503_with_retry_after_and_the_others_complete() {
     );
     assert_eq!(ok + busy, 5, "nothing is dropped silently");
 }
+
+/// Issue 16: Ollama embeds with any model, so clients that embed with their chat model keep
+/// working: both fronts answer vectors (unit length, the model's width) for the tiny chat
+/// model, where they answered 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i16_both_fronts_embed_with_a_chat_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = gateway(dir.path(), "slot_ctx = 256").await;
+    let width = TinySpec::default().n_embd as usize;
+    let unit = |v: &serde_json::Value| {
+        let v: Vec<f64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(v.len(), width);
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+    };
+    let cases = [
+        (
+            "/api/embed",
+            serde_json::json!({"model": "tiny:test", "input": ["hello world", "the capital"]}),
+        ),
+        (
+            "/v1/embeddings",
+            serde_json::json!({"model": "tiny:test", "input": ["hello world", "the capital"]}),
+        ),
+        (
+            "/api/embeddings",
+            serde_json::json!({"model": "tiny:test", "prompt": "hello world"}),
+        ),
+    ];
+    for (path, body) in cases {
+        let resp = app.clone().oneshot(post(path, &key, body)).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        match path {
+            "/api/embed" => {
+                let e = v["embeddings"].as_array().unwrap();
+                assert_eq!(e.len(), 2, "{v}");
+                e.iter().for_each(unit);
+                assert_ne!(e[0], e[1]);
+                assert!(v["prompt_eval_count"].as_u64().unwrap() > 0, "{v}");
+            }
+            "/v1/embeddings" => {
+                let d = v["data"].as_array().unwrap();
+                assert_eq!(d.len(), 2, "{v}");
+                d.iter().for_each(|e| unit(&e["embedding"]));
+            }
+            _ => unit(&v["embedding"]),
+        }
+    }
+}

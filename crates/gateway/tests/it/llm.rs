@@ -199,3 +199,176 @@ async fn signed_requests_reach_the_engine_through_every_ollama_route() {
         "model management is not exposed"
     );
 }
+
+/// A backend with a bug: every generation panics.
+struct Panics;
+
+#[async_trait::async_trait]
+impl wardgate_backends::Backend for Panics {
+    fn name(&self) -> &str {
+        "buggy"
+    }
+    fn kind(&self) -> &'static str {
+        "ollama"
+    }
+    async fn chat(
+        &self,
+        _: &wardgate_api::canonical::ChatRequest,
+    ) -> Result<wardgate_backends::EventStream, wardgate_backends::BackendError> {
+        panic!("backend bug")
+    }
+    async fn complete(
+        &self,
+        _: &wardgate_api::canonical::CompletionRequest,
+    ) -> Result<wardgate_backends::EventStream, wardgate_backends::BackendError> {
+        panic!("backend bug")
+    }
+    async fn embed(
+        &self,
+        _: &wardgate_api::canonical::EmbedRequest,
+    ) -> Result<wardgate_api::canonical::EmbedResponse, wardgate_backends::BackendError> {
+        panic!("backend bug")
+    }
+    async fn list_models(&self) -> Result<Vec<String>, wardgate_backends::BackendError> {
+        Ok(vec![])
+    }
+    async fn health(&self) -> Result<(), wardgate_backends::BackendError> {
+        Ok(())
+    }
+}
+
+/// `wardgate llm` over one model, `m`, served by [`Panics`].
+async fn buggy_app() -> axum::Router {
+    use wardgate_backends::{BackendHandle, BreakerConfig, Catalog, ModelEntry};
+    let config = Config::from_raw(parse_toml("").unwrap(), &|_| None).unwrap();
+    let handle = BackendHandle::new(Arc::new(Panics), BreakerConfig::default());
+    let model = ModelEntry {
+        name: "m".into(),
+        aliases: vec![],
+        chain: vec![("buggy".into(), "m".into())],
+        context_window: 4096,
+    };
+    let catalog = Catalog::new(vec![handle], &[model], 4096, 0).unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let state = build_state(config, catalog, None, store);
+    let verifier = Arc::new(Verifier::new(
+        vec![SigningKey::new(LLM_SECRET).unwrap()],
+        30,
+        1000,
+    ));
+    llm_router(state, verifier)
+}
+
+/// The `reason` field of each `wardgate::request` log line, in order.
+fn request_reasons(logged: &str) -> Vec<String> {
+    logged
+        .lines()
+        .filter(|l| l.contains("wardgate::request"))
+        .map(|l| {
+            l.split_once(" reason=")
+                .map(|(_, rest)| {
+                    let value = rest.split(' ').next().unwrap_or("");
+                    value.trim_matches('"').to_owned()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Issue 16: each refusal of `wardgate llm` says why in its request log line, as the
+/// gateway's refusals do, so an operator can tell a misconfigured gateway from a clock off or
+/// a replay without matching the separate warning line.
+#[tokio::test]
+async fn i16_a_refused_signature_logs_its_reason_on_the_request_line() {
+    let (logs, _guard) = crate::support::logs::capture_logs();
+    let app = buggy_app().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = r#"{"model":"m","prompt":"hi","stream":false}"#;
+    let ok_nonce = "nonce-i16-reason-00001";
+    // Missing: no signature at all.
+    let unsigned = Request::post("/api/generate")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    // Invalid: signed with another secret.
+    let other = crate::support::signed_post(
+        b"another-secret-of-32-bytes-or-more!!",
+        "/api/generate",
+        body,
+        now,
+        "nonce-i16-reason-00002",
+    );
+    // Stale: signed two minutes ago.
+    let stale = signed("/api/generate", body, now - 120, "nonce-i16-reason-00003");
+    // Altered: the body changes after signing.
+    let mut altered = signed("/api/generate", body, now, "nonce-i16-reason-00004");
+    *altered.body_mut() = Body::from(body.replace("hi", "HI"));
+    // Replayed: a nonce the service has seen (its first use is served).
+    let version = || {
+        let sig = signing::sign(
+            &SigningKey::new(LLM_SECRET).unwrap(),
+            "GET",
+            "/api/version",
+            b"",
+            now,
+            ok_nonce,
+        );
+        Request::get("/api/version")
+            .header(signing::TIMESTAMP_HEADER, sig.timestamp)
+            .header(signing::NONCE_HEADER, sig.nonce)
+            .header(signing::SIGNATURE_HEADER, sig.signature)
+            .header(signing::BODY_DIGEST_HEADER, sig.body_digest)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (first, replayed) = (version(), version());
+    let mut statuses = Vec::new();
+    for req in [unsigned, other, stale, altered, first, replayed] {
+        statuses.push(send(&app, req).await.0);
+    }
+    use StatusCode as S;
+    assert_eq!(
+        statuses,
+        [
+            S::UNAUTHORIZED,
+            S::UNAUTHORIZED,
+            S::UNAUTHORIZED,
+            S::UNAUTHORIZED,
+            S::OK,
+            S::UNAUTHORIZED
+        ]
+    );
+    let logged = logs.text();
+    assert_eq!(
+        request_reasons(&logged),
+        [
+            "signature_missing",
+            "signature_invalid",
+            "signature_stale",
+            "body_altered",
+            "",
+            "replayed"
+        ],
+        "{logged}"
+    );
+}
+
+/// Issue 16: a handler that panics behind `wardgate llm` answers a generic 500 (and its
+/// request log line says `panic`), as on the gateway, instead of dropping the connection.
+#[tokio::test]
+async fn i16_a_panicking_handler_answers_500() {
+    let (logs, _guard) = crate::support::logs::capture_logs();
+    let app = buggy_app().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = r#"{"model":"m","prompt":"hi","stream":false}"#;
+    let (status, text) = send(
+        &app,
+        signed("/api/generate", body, now, "nonce-i16-panic-000001"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
+    assert_eq!(text, r#"{"error":"internal error"}"#);
+    let logged = logs.text();
+    assert!(!logged.contains("backend bug"), "the payload is not logged");
+    assert_eq!(request_reasons(&logged), ["panic"], "{logged}");
+}

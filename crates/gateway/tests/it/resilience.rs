@@ -451,3 +451,119 @@ async fn discovered_models_appear_under_their_own_names() {
         );
     }
 }
+
+/// Issue 16: a backend that ignores `stream: true` and answers one whole JSON completion (as
+/// some OpenAI-compatible servers do; the mock pretty-prints it over many lines) is served as
+/// a one-chunk stream on every front, streamed or not, where it answered 502 and tripped the
+/// backend's breaker.
+#[tokio::test]
+async fn i16_a_backend_that_answers_a_stream_whole_is_served_as_one_chunk() {
+    const TEXT: &str = "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 ";
+    let extra = "[circuit_breaker]\nfailure_threshold = 1\ncooldown = \"1h\"\n";
+    for kind in KINDS {
+        let cfg = MockConfig {
+            ignore_stream: true,
+            ..mock_cfg()
+        };
+        let h = Harness::single_with(kind, cfg, extra).await;
+        let streamed = json!({"model": "tiny", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let r = h.post("/v1/chat/completions", streamed).await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        let frames = r.frames();
+        let text: String = frames
+            .iter()
+            .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, TEXT, "{kind}");
+        assert_eq!(frames.last().unwrap(), "[DONE]", "{kind}");
+
+        let r = h
+            .post(
+                "/api/chat",
+                json!({"model": "tiny", "stream": false,
+                "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        assert_eq!(r.json()["message"]["content"], TEXT, "{kind}");
+        assert_eq!(r.json()["done"], true, "{kind}");
+
+        let r = h
+            .post("/v1/completions", json!({"model": "tiny", "prompt": "hi"}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind}: {}", r.text());
+        assert_eq!(r.json()["choices"][0]["text"], TEXT, "{kind}");
+
+        assert_eq!(h.mocks[0].stats().inference_requests, 3, "{kind}");
+        assert!(
+            !h.state.catalog.backends()[0].breaker.is_open(),
+            "{kind}: a whole answer is not a fault"
+        );
+    }
+}
+
+/// Issue 16: embeddings over a chain of slow links end at the request deadline, as chat
+/// does, with the same 504; each link used to get the whole remaining time, so three slow
+/// links took three times the deadline.
+#[tokio::test]
+async fn i16_embeddings_over_a_slow_chain_end_at_the_request_deadline() {
+    let slow = || MockConfig {
+        first_token_delay: Duration::from_secs(10),
+        ..mock_cfg()
+    };
+    let deadline = Duration::from_millis(600);
+    for kind in KINDS {
+        let ms = mocks(vec![slow(), slow(), slow()]).await;
+        let toml = format!(
+            r#"[server]
+request_timeout = "{}ms"
+
+[[backends]]
+name = "a"
+kind = "{kind}"
+url = "{}"
+
+[[backends]]
+name = "b"
+kind = "{kind}"
+url = "{}"
+
+[[backends]]
+name = "c"
+kind = "{kind}"
+url = "{}"
+
+[[models]]
+name = "m"
+chain = [{{ backend = "a", model = "tiny" }}, {{ backend = "b", model = "tiny" }}, {{ backend = "c", model = "tiny" }}]
+"#,
+            deadline.as_millis(),
+            backend_url(kind, &ms[0]),
+            backend_url(kind, &ms[1]),
+            backend_url(kind, &ms[2]),
+        );
+        let h = Harness::from_toml(&toml, ms).await;
+        for (path, body) in [
+            ("/v1/embeddings", json!({"model": "m", "input": ["a", "b"]})),
+            ("/api/embed", json!({"model": "m", "input": "a"})),
+        ] {
+            let t = Instant::now();
+            let r = h.post(path, body).await;
+            let took = t.elapsed();
+            assert_eq!(
+                r.status,
+                StatusCode::GATEWAY_TIMEOUT,
+                "{kind} {path}: {}",
+                r.text()
+            );
+            assert!(
+                took < deadline + Duration::from_millis(400),
+                "{kind} {path}: answered after {took:?}, past the {deadline:?} deadline"
+            );
+            if path.starts_with("/v1/") {
+                assert_eq!(r.json()["error"]["code"], "timeout", "{kind}");
+            }
+        }
+    }
+}
