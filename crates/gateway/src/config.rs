@@ -147,7 +147,7 @@ pub struct RawEngine {
     pub slots: Option<u32>,
     /// Context tokens per sequence. Default 4096 (or the model's own, if smaller).
     pub slot_ctx: Option<u32>,
-    /// Most tokens per decode step. Default 512.
+    /// Most tokens per decode step. Default 512; at least `slots`.
     pub batch: Option<u32>,
     /// Requests that may wait for a slot, per model; past it: 503 with Retry-After. Default 64.
     pub queue: Option<usize>,
@@ -1565,6 +1565,17 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         fetch_default_model: e.fetch_default_model.unwrap_or(true),
         schema,
     };
+    // llama.cpp aborts the whole process when a context's batch is smaller than its number of
+    // sequences, on the first request: refuse the combination here.
+    if engine.batch < engine.slots {
+        return Err(ConfigError::new(
+            "engine.batch",
+            format!(
+                "must be at least engine.slots ({}): each step decodes one token of every slot",
+                engine.slots
+            ),
+        ));
+    }
     // One key should not hold every slot of the in-process engine: by default it may have
     // half of them in flight, at most the 32 it is otherwise (remote engines' slots are not
     // known here; set it below theirs).
@@ -2275,6 +2286,11 @@ url = "http://127.0.0.1:11434"
         assert_eq!(err.key, "backends[0].url");
         let err = load("[engine]\nslots = 0\n").unwrap_err();
         assert_eq!(err.key, "engine.slots");
+        // A batch smaller than the slots aborted the process on the first request.
+        let err = load("[engine]\nslots = 8\nbatch = 4\n").unwrap_err();
+        assert_eq!(err.key, "engine.batch");
+        assert!(err.to_string().contains("engine.slots (8)"), "{err}");
+        assert!(load("[engine]\nslots = 8\nbatch = 8\n").is_ok());
     }
 
     /// Issue 15 items 6, 12, 13: the keep-alive bounds and the per-key concurrency default
