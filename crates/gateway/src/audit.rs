@@ -21,7 +21,7 @@ use crate::record::RequestRecord;
 use crate::state::AppState;
 
 /// Audit settings, validated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AuditSettings {
     /// The Ed25519 signing key of checkpoints; created on first start if missing.
     pub signing_key_file: PathBuf,

@@ -483,7 +483,7 @@ pub enum OverCap {
     Clamp,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_messages: usize,
@@ -503,7 +503,7 @@ pub enum BackendType {
     Embedded,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EngineSettings {
     pub models_dir: PathBuf,
     pub threads: Option<u32>,
@@ -519,7 +519,7 @@ pub struct EngineSettings {
     pub schema: wardgate_engine::SchemaLimits,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     pub kind: BackendType,
@@ -533,7 +533,7 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub name: String,
     pub aliases: Vec<String>,
@@ -617,7 +617,7 @@ pub struct Quotas {
 }
 
 /// How a verified client certificate maps to a principal.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClientCertSettings {
     /// Fixed tenant; `None`: the subject's organization.
     pub tenant: Option<String>,

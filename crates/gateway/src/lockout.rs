@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, EventType, Timestamp};
 
 /// Lockout settings, validated.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LockoutSettings {
     /// Failures within `window` that trigger a lockout; 0 turns lockout off.
     pub threshold: u32,
