@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use wardgate_audit::{AuditFilter, AuditStore as _, EventType, Outcome, Timestamp};
 use wardgate_gateway::config::LogFormat;
+use wardgate_gateway::handlers::admin;
 use wardgate_gateway::{Config, ConfigError};
 use wardgate_store::{KeyStore, NewKeySpec, Role, SqliteStore};
 
@@ -231,9 +232,9 @@ enum KeysCommand {
         /// Comma-separated models the key may use (default: all).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
-        /// Lifetime such as `90d` or `12h` (default: no expiry).
-        #[arg(long)]
-        expires: Option<String>,
+        /// Lifetime such as `90d` or `12h`, at most 100 years (default: no expiry).
+        #[arg(long, value_parser = admin::key_lifetime)]
+        expires: Option<time::Duration>,
         /// A note for humans.
         #[arg(long)]
         label: Option<String>,
@@ -261,9 +262,9 @@ enum KeysCommand {
         /// How long the old key stays valid, such as `24h` (default) or `0s`; at most 30d.
         #[arg(long, default_value = "24h")]
         overlap: String,
-        /// The new key's lifetime such as `90d` (default: no expiry).
-        #[arg(long)]
-        expires: Option<String>,
+        /// The new key's lifetime such as `90d`, at most 100 years (default: no expiry).
+        #[arg(long, value_parser = admin::key_lifetime)]
+        expires: Option<time::Duration>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -477,7 +478,6 @@ async fn key_command(
     command: KeysCommand,
     auditor: Option<&wardgate_audit::Auditor>,
 ) -> anyhow::Result<()> {
-    use wardgate_gateway::handlers::admin;
     match command {
         KeysCommand::Create {
             tenant,
@@ -487,7 +487,7 @@ async fn key_command(
             roles,
             json,
         } => {
-            let expires_at = expires_from_now(expires.as_deref())?;
+            let expires_at = expires.map(admin::expires_after);
             let new = store
                 .create_key(NewKeySpec {
                     tenant,
@@ -555,7 +555,7 @@ async fn key_command(
         } => {
             let overlap = humantime::parse_duration(&overlap)
                 .with_context(|| format!("--overlap `{overlap}` is not a duration like 24h"))?;
-            let expires_at = expires_from_now(expires.as_deref())?;
+            let expires_at = expires.map(admin::expires_after);
             let r = store
                 .rotate_key(&id, overlap, expires_at)
                 .await
@@ -613,15 +613,6 @@ async fn key_command(
         }
     }
     Ok(())
-}
-
-/// `--expires` as an instant from now.
-fn expires_from_now(text: Option<&str>) -> anyhow::Result<Option<time::OffsetDateTime>> {
-    let Some(e) = text else { return Ok(None) };
-    let d = humantime::parse_duration(e)
-        .with_context(|| format!("--expires `{e}` is not a duration like 90d"))?;
-    let d = time::Duration::try_from(d).context("--expires is too long")?;
-    Ok(Some(time::OffsetDateTime::now_utc() + d))
 }
 
 async fn open_db(config: Option<&Path>) -> anyhow::Result<SqliteStore> {
