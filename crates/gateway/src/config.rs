@@ -646,6 +646,54 @@ impl Config {
         apply_env(&mut raw, env)?;
         validate(raw, env)
     }
+
+    /// The text of this configuration that log lines quote: addresses, URLs, file paths and
+    /// the names of backends, models, issuers and tenants it sets. It is the operator's, not
+    /// PHI, so the log redactor leaves it readable (`redact_log::Configured`). Text with an
+    /// `@` is left out: a URL's credentials, or an e-mail address, stay redacted.
+    pub fn own_text(&self) -> Vec<String> {
+        let mut out = vec![self.listen.to_string(), self.listen.ip().to_string()];
+        let path = |p: &Path| p.display().to_string();
+        out.push(path(&self.sqlite_path));
+        out.push(path(&self.engine.models_dir));
+        out.extend(self.engine.preload.iter().cloned());
+        if let Some(tls) = &self.tls {
+            out.extend([path(&tls.cert_file), path(&tls.key_file)]);
+            out.extend(tls.client_ca_file.as_deref().map(path));
+        }
+        out.push(self.operator_tenant.clone());
+        out.extend(self.client_certs.tenant.iter().cloned());
+        for issuer in &self.jwt {
+            out.push(issuer.issuer.clone());
+            out.extend(issuer.audiences.iter().cloned());
+            out.extend(issuer.tenant.iter().cloned());
+            match &issuer.keys {
+                crate::jwt::KeySource::File(p) => out.push(path(p)),
+                crate::jwt::KeySource::Url(u) => out.push(u.clone()),
+                crate::jwt::KeySource::Secret(_) => {}
+            }
+        }
+        out.extend([
+            path(&self.audit.signing_key_file),
+            path(&self.audit.witness_file),
+            self.audit.origin.clone(),
+        ]);
+        for b in &self.backends {
+            out.extend([b.name.clone(), b.url.clone()]);
+            out.extend(b.ca_file.as_deref().map(path));
+        }
+        for m in &self.models {
+            out.push(m.name.clone());
+            out.extend(m.aliases.iter().cloned());
+            for (backend, model) in &m.chain {
+                out.extend([backend.clone(), model.clone()]);
+            }
+        }
+        out.extend(self.phi.tenants.keys().cloned());
+        out.extend(self.phi.models.keys().cloned());
+        out.retain(|t| !t.is_empty() && !t.contains('@'));
+        out
+    }
 }
 
 /// Parses TOML text. Syntax errors name the line; shape errors (unknown keys, wrong types)
