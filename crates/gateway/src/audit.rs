@@ -18,7 +18,7 @@ use wardgate_audit::{
 };
 
 /// Audit settings, validated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AuditSettings {
     /// The Ed25519 signing key of checkpoints; created on first start if missing.
     pub signing_key_file: PathBuf,

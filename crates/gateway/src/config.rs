@@ -487,7 +487,7 @@ pub enum OverCap {
     Clamp,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_messages: usize,
@@ -509,7 +509,7 @@ pub enum BackendType {
     Embedded,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EngineSettings {
     pub models_dir: PathBuf,
     pub threads: Option<u32>,
@@ -525,7 +525,7 @@ pub struct EngineSettings {
     pub schema: wardgate_engine::SchemaLimits,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     pub kind: BackendType,
@@ -539,7 +539,7 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub name: String,
     pub aliases: Vec<String>,
@@ -623,7 +623,7 @@ pub struct Quotas {
 }
 
 /// How a verified client certificate maps to a principal.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClientCertSettings {
     /// Fixed tenant; `None`: the subject's organization.
     pub tenant: Option<String>,
@@ -651,6 +651,54 @@ impl Config {
     pub fn from_raw(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         apply_env(&mut raw, env)?;
         validate(raw, env)
+    }
+
+    /// The text of this configuration that log lines quote: addresses, URLs, file paths and
+    /// the names of backends, models, issuers and tenants it sets. It is the operator's, not
+    /// PHI, so the log redactor leaves it readable (`redact_log::Configured`). Text with an
+    /// `@` is left out: a URL's credentials, or an e-mail address, stay redacted.
+    pub fn own_text(&self) -> Vec<String> {
+        let mut out = vec![self.listen.to_string(), self.listen.ip().to_string()];
+        let path = |p: &Path| p.display().to_string();
+        out.push(path(&self.sqlite_path));
+        out.push(path(&self.engine.models_dir));
+        out.extend(self.engine.preload.iter().cloned());
+        if let Some(tls) = &self.tls {
+            out.extend([path(&tls.cert_file), path(&tls.key_file)]);
+            out.extend(tls.client_ca_file.as_deref().map(path));
+        }
+        out.push(self.operator_tenant.clone());
+        out.extend(self.client_certs.tenant.iter().cloned());
+        for issuer in &self.jwt {
+            out.push(issuer.issuer.clone());
+            out.extend(issuer.audiences.iter().cloned());
+            out.extend(issuer.tenant.iter().cloned());
+            match &issuer.keys {
+                crate::jwt::KeySource::File(p) => out.push(path(p)),
+                crate::jwt::KeySource::Url(u) => out.push(u.clone()),
+                crate::jwt::KeySource::Secret(_) => {}
+            }
+        }
+        out.extend([
+            path(&self.audit.signing_key_file),
+            path(&self.audit.witness_file),
+            self.audit.origin.clone(),
+        ]);
+        for b in &self.backends {
+            out.extend([b.name.clone(), b.url.clone()]);
+            out.extend(b.ca_file.as_deref().map(path));
+        }
+        for m in &self.models {
+            out.push(m.name.clone());
+            out.extend(m.aliases.iter().cloned());
+            for (backend, model) in &m.chain {
+                out.extend([backend.clone(), model.clone()]);
+            }
+        }
+        out.extend(self.phi.tenants.keys().cloned());
+        out.extend(self.phi.models.keys().cloned());
+        out.retain(|t| !t.is_empty() && !t.contains('@'));
+        out
     }
 }
 
@@ -1565,17 +1613,6 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         fetch_default_model: e.fetch_default_model.unwrap_or(true),
         schema,
     };
-    // llama.cpp aborts the whole process when a context's batch is smaller than its number of
-    // sequences, on the first request: refuse the combination here.
-    if engine.batch < engine.slots {
-        return Err(ConfigError::new(
-            "engine.batch",
-            format!(
-                "must be at least engine.slots ({}): each step decodes one token of every slot",
-                engine.slots
-            ),
-        ));
-    }
     // One key should not hold every slot of the in-process engine: by default it may have
     // half of them in flight, at most the 32 it is otherwise (remote engines' slots are not
     // known here; set it below theirs).
@@ -2095,6 +2132,18 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
             }
             Num(..) | Time(..) => {}
         }
+    }
+    // llama.cpp aborts the whole process when a context's batch is smaller than its number of
+    // sequences, on the first request: refuse the combination here (after the bounds, so an
+    // absurd slot count is named as such).
+    if e.batch < e.slots {
+        return Err(ConfigError::new(
+            "engine.batch",
+            format!(
+                "must be at least engine.slots ({}): each step decodes one token of every slot",
+                e.slots
+            ),
+        ));
     }
     Ok(())
 }

@@ -62,8 +62,22 @@ pub enum KeySource {
     Secret(Arc<Secret<Vec<u8>>>),
 }
 
+/// For a configuration reload, which must see a changed shared secret (its `Debug` text is
+/// `[redacted]` whatever the secret). Both sides are the operator's configuration, never a
+/// request's, so a comparison that is not constant-time tells an attacker nothing.
+impl PartialEq for KeySource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (KeySource::File(a), KeySource::File(b)) => a == b,
+            (KeySource::Url(a), KeySource::Url(b)) => a == b,
+            (KeySource::Secret(a), KeySource::Secret(b)) => a.expose() == b.expose(),
+            (KeySource::File(_) | KeySource::Url(_) | KeySource::Secret(_), _) => false,
+        }
+    }
+}
+
 /// One trusted issuer, validated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct IssuerSettings {
     pub issuer: String,
     pub audiences: Vec<String>,

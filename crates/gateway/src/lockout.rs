@@ -36,7 +36,7 @@ use wardgate_audit::{ActorKind, AuditEvent, Auditor, EventType, Timestamp};
 use crate::audit_fold::{AuditFolds, FoldSubject};
 
 /// Lockout settings, validated.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LockoutSettings {
     /// Failures within `window` that trigger a lockout; 0 turns lockout off.
     pub threshold: u32,

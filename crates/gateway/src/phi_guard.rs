@@ -56,8 +56,9 @@ pub struct PhiRule {
     pub allow_images: bool,
 }
 
-/// The configured policy.
-#[derive(Clone, Debug)]
+/// The configured policy. Compared with `PartialEq` (the maps compare by content, whatever
+/// their order), never by `Debug` text.
+#[derive(Clone, Debug, PartialEq)]
 pub struct PhiPolicy {
     pub default: PhiRule,
     pub tenants: HashMap<String, PhiRule>,

@@ -77,74 +77,85 @@ impl std::fmt::Debug for Reloader {
     }
 }
 
-/// A section's settings, as text to compare (every config type is `Debug`; nothing here is
-/// ever printed).
-fn fingerprint<T: std::fmt::Debug>(v: &T) -> String {
-    format!("{v:?}")
-}
-
-/// The settings that only change with a restart, by name.
-fn restart_only(c: &Config) -> Vec<(&'static str, String)> {
+/// The settings that only change with a restart, by name, each with whether it differs
+/// between `a` and `b`. Compared as typed values (`PartialEq`), never as `Debug` text: a
+/// `HashMap` prints in a different order in every process and every copy, and a secret prints
+/// as `[redacted]` whatever it is.
+fn restart_only(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
     vec![
-        ("server.listen", fingerprint(&c.listen)),
-        ("server (connection limits)", fingerprint(&c.server)),
-        ("server.shutdown_grace", fingerprint(&c.shutdown_grace)),
-        ("server.tls", fingerprint(&c.tls)),
-        ("storage", fingerprint(&c.sqlite_path)),
-        ("logging", fingerprint(&(&c.log_format, &c.log_level))),
-        ("rate_limit.backend", fingerprint(&c.limiter_backend)),
-        ("auth.key_cache_ttl", fingerprint(&c.key_cache_ttl)),
-        ("auth.max_token_bytes", fingerprint(&c.max_token_bytes)),
-        ("auth (lockout)", fingerprint(&c.lockout)),
-        ("auth.jwt", fingerprint(&c.jwt)),
+        ("server.listen", a.listen != b.listen),
+        ("server (connection limits)", a.server != b.server),
+        (
+            "server.shutdown_grace",
+            a.shutdown_grace != b.shutdown_grace,
+        ),
+        ("server.tls", a.tls != b.tls),
+        ("storage", a.sqlite_path != b.sqlite_path),
+        (
+            "logging",
+            (a.log_format, &a.log_level) != (b.log_format, &b.log_level),
+        ),
+        ("rate_limit.backend", a.limiter_backend != b.limiter_backend),
+        ("auth.key_cache_ttl", a.key_cache_ttl != b.key_cache_ttl),
+        (
+            "auth.max_token_bytes",
+            a.max_token_bytes != b.max_token_bytes,
+        ),
+        ("auth (lockout)", a.lockout != b.lockout),
+        ("auth.jwt", a.jwt != b.jwt),
         (
             "health",
-            fingerprint(&(c.health_interval, c.health_timeout)),
+            (a.health_interval, a.health_timeout) != (b.health_interval, b.health_timeout),
         ),
         (
             "circuit_breaker",
-            fingerprint(&(c.breaker_threshold, c.breaker_cooldown)),
+            (a.breaker_threshold, a.breaker_cooldown) != (b.breaker_threshold, b.breaker_cooldown),
         ),
-        ("engine", fingerprint(&c.engine)),
-        ("llm", fingerprint(&c.llm)),
-        ("audit", fingerprint(&c.audit)),
-        ("backends", fingerprint(&c.backends)),
-        ("models", fingerprint(&c.models)),
+        ("engine", a.engine != b.engine),
+        ("llm", a.llm != b.llm),
+        ("audit", a.audit != b.audit),
+        ("backends", a.backends != b.backends),
+        ("models", a.models != b.models),
     ]
 }
 
-/// The settings a reload applies, by section.
-fn reloadable(c: &Config) -> Vec<(&'static str, String)> {
+/// The settings a reload applies, by section, each with whether it differs between `a` and
+/// `b` (compared as in [`restart_only`]).
+fn reloadable(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
     vec![
-        ("limits", fingerprint(&c.limits)),
+        ("limits", a.limits != b.limits),
         (
             "rate_limit",
-            fingerprint(&(
-                c.requests_per_minute,
-                c.tenant_requests_per_minute,
-                c.quotas,
-            )),
+            (
+                a.requests_per_minute,
+                a.tenant_requests_per_minute,
+                a.quotas,
+            ) != (
+                b.requests_per_minute,
+                b.tenant_requests_per_minute,
+                b.quotas,
+            ),
         ),
-        ("phi", fingerprint(&c.phi)),
+        ("phi", a.phi != b.phi),
         (
             "server (timeouts)",
-            fingerprint(&(c.request_timeout, c.first_token_timeout)),
+            (a.request_timeout, a.first_token_timeout)
+                != (b.request_timeout, b.first_token_timeout),
         ),
         (
             "auth",
-            fingerprint(&(&c.key_idle_timeout, &c.operator_tenant, &c.client_certs)),
+            (&a.key_idle_timeout, &a.operator_tenant, &a.client_certs)
+                != (&b.key_idle_timeout, &b.operator_tenant, &b.client_certs),
         ),
     ]
 }
 
-fn differing(
-    old: Vec<(&'static str, String)>,
-    new: Vec<(&'static str, String)>,
-) -> Vec<&'static str> {
-    old.into_iter()
-        .zip(new)
-        .filter(|((_, a), (_, b))| a != b)
-        .map(|((name, _), _)| name)
+/// The names of the sections that differ.
+fn differing(sections: Vec<(&'static str, bool)>) -> Vec<&'static str> {
+    sections
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(name, _)| name)
         .collect()
 }
 
@@ -188,11 +199,11 @@ impl Reloader {
             None => None,
         };
         let config = Config::load(self.path.as_deref(), &*self.env)?;
-        let needs_restart = differing(restart_only(&old.config), restart_only(&config));
+        let needs_restart = differing(restart_only(&old.config, &config));
         if !needs_restart.is_empty() {
             return Err(ReloadError::RestartRequired(needs_restart));
         }
-        let changed = differing(reloadable(&old.config), reloadable(&config));
+        let changed = differing(reloadable(&old.config, &config));
         let env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with("WARDGATE_"))
             .filter_map(|(k, _)| (self.env)(&k).map(|v| (k, v)))
@@ -206,5 +217,57 @@ impl Reloader {
             *current = Some(state);
         }
         Ok(Reloaded { changed, digest })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    const JWT: &str = r#"
+[[auth.jwt]]
+issuer = "https://idp.example.org"
+audiences = ["wardgate"]
+algorithms = ["HS256"]
+secret_env = "WG_RELOAD_TEST_SECRET"
+"#;
+
+    fn load(toml: &str, secret: &'static str) -> Config {
+        let raw = crate::config::parse_toml(toml).unwrap();
+        Config::from_raw(raw, &|k: &str| {
+            (k == "WG_RELOAD_TEST_SECRET").then(|| secret.to_owned())
+        })
+        .unwrap()
+    }
+
+    /// A secret's `Debug` text is `[redacted]` whatever it holds, so comparing text missed a
+    /// changed HS256 secret: the reload said nothing changed and the old secret stayed in force.
+    #[test]
+    fn a_changed_jwt_secret_is_a_change_that_needs_a_restart() {
+        let a = load(JWT, "0123456789abcdef0123456789abcdef");
+        let same = load(JWT, "0123456789abcdef0123456789abcdef");
+        let other = load(JWT, "fedcba9876543210fedcba9876543210");
+        assert!(differing(restart_only(&a, &same)).is_empty());
+        assert_eq!(differing(restart_only(&a, &other)), ["auth.jwt"]);
+    }
+
+    /// Maps compare by content: two loads of the same rules are equal, whatever order each
+    /// map happens to iterate in.
+    #[test]
+    fn phi_rules_loaded_twice_are_the_same() {
+        let mut toml = String::from("[phi]\nmode = \"block\"\n");
+        for i in 0..16 {
+            toml.push_str(&format!(
+                "[[phi.tenants]]\nname = \"t{i}\"\nmode = \"deidentify\"\n\
+                 [[phi.models]]\nname = \"m{i}\"\nmode = \"off\"\n"
+            ));
+        }
+        let a = load(&toml, "unused");
+        for _ in 0..10 {
+            let b = load(&toml, "unused");
+            assert!(differing(reloadable(&a, &b)).is_empty());
+            assert!(differing(restart_only(&a, &b)).is_empty());
+        }
     }
 }

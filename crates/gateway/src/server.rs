@@ -38,7 +38,7 @@ use tower::ServiceExt as _;
 use crate::tls::{ClientCert, Tls};
 
 /// Bounds on connections and on the HTTP protocol itself.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerLimits {
     /// From accept to the end of the first request head, and from the end of a response to
     /// the end of the next head.

@@ -28,7 +28,7 @@ pub enum ClientAuth {
     Required,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TlsSettings {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,

@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit filter index in its own file",
         include_str!("../migrations/0006_audit_filter_index_in_its_own_file.sql"),
     ),
+    (
+        7,
+        "audit entries hold only the leaf",
+        include_str!("../migrations/0007_audit_entries_hold_only_the_leaf.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -206,8 +211,8 @@ fn wal_checkpointer(pool: SqlitePool) -> BackgroundTask {
 /// (see `sqlite/audit.rs`); it bounds how many entries they scan unindexed.
 const AUDIT_INDEX_EVERY: Duration = Duration::from_millis(100);
 
-/// The background task that copies new audit entries' filter columns into the filter index
-/// (`sqlite/filter_index.rs`); it stops when the store is closed.
+/// The background task that adds new audit entries' filter columns, read from their leaves,
+/// to the filter index (`sqlite/filter_index.rs`); it stops when the store is closed.
 ///
 /// Why not index in the append itself: every index on the appended table is one more B-tree
 /// page written and flushed per commit, and requests wait for those commits. Here one sorted

@@ -1,7 +1,7 @@
 //! The `wardgate` binary: parses the command line, loads configuration, and hands over to the
 //! libraries. No logic lives here beyond wiring and printing.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use wardgate_audit::{AuditFilter, AuditStore as _, EventType, Outcome, Timestamp};
 use wardgate_gateway::config::LogFormat;
+use wardgate_gateway::handlers::admin;
+use wardgate_gateway::redact_log::{Configured, RedactingMakeWriter};
 use wardgate_gateway::{Config, ConfigError};
 use wardgate_store::{KeyStore, NewKeySpec, Role, SqliteStore};
 
@@ -231,9 +233,9 @@ enum KeysCommand {
         /// Comma-separated models the key may use (default: all).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
-        /// Lifetime such as `90d` or `12h` (default: no expiry).
-        #[arg(long)]
-        expires: Option<String>,
+        /// Lifetime such as `90d` or `12h`, at most 100 years (default: no expiry).
+        #[arg(long, value_parser = admin::key_lifetime)]
+        expires: Option<time::Duration>,
         /// A note for humans.
         #[arg(long)]
         label: Option<String>,
@@ -261,9 +263,9 @@ enum KeysCommand {
         /// How long the old key stays valid, such as `24h` (default) or `0s`; at most 30d.
         #[arg(long, default_value = "24h")]
         overlap: String,
-        /// The new key's lifetime such as `90d` (default: no expiry).
-        #[arg(long)]
-        expires: Option<String>,
+        /// The new key's lifetime such as `90d`, at most 100 years (default: no expiry).
+        #[arg(long, value_parser = admin::key_lifetime)]
+        expires: Option<time::Duration>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -477,7 +479,6 @@ async fn key_command(
     command: KeysCommand,
     auditor: Option<&wardgate_audit::Auditor>,
 ) -> anyhow::Result<()> {
-    use wardgate_gateway::handlers::admin;
     match command {
         KeysCommand::Create {
             tenant,
@@ -487,7 +488,7 @@ async fn key_command(
             roles,
             json,
         } => {
-            let expires_at = expires_from_now(expires.as_deref())?;
+            let expires_at = expires.map(admin::expires_after);
             let new = store
                 .create_key(NewKeySpec {
                     tenant,
@@ -555,7 +556,7 @@ async fn key_command(
         } => {
             let overlap = humantime::parse_duration(&overlap)
                 .with_context(|| format!("--overlap `{overlap}` is not a duration like 24h"))?;
-            let expires_at = expires_from_now(expires.as_deref())?;
+            let expires_at = expires.map(admin::expires_after);
             let r = store
                 .rotate_key(&id, overlap, expires_at)
                 .await
@@ -613,15 +614,6 @@ async fn key_command(
         }
     }
     Ok(())
-}
-
-/// `--expires` as an instant from now.
-fn expires_from_now(text: Option<&str>) -> anyhow::Result<Option<time::OffsetDateTime>> {
-    let Some(e) = text else { return Ok(None) };
-    let d = humantime::parse_duration(e)
-        .with_context(|| format!("--expires `{e}` is not a duration like 90d"))?;
-    let d = time::Duration::try_from(d).context("--expires is too long")?;
-    Ok(Some(time::OffsetDateTime::now_utc() + d))
 }
 
 async fn open_db(config: Option<&Path>) -> anyhow::Result<SqliteStore> {
@@ -781,7 +773,9 @@ async fn audit(config: Option<&Path>, command: AuditCommand) -> anyhow::Result<(
     Ok(())
 }
 
-fn init_logging(config: &Config) {
+/// Starts the log; returns the configuration's own text, which the log's redactor leaves
+/// readable (the caller adds the address it ends up listening on).
+fn init_logging(config: &Config) -> Arc<Configured> {
     // llama.cpp narrates every load at info level; keep it to errors unless asked for.
     let level = if config.log_level.contains("llama_cpp_2") {
         config.log_level.clone()
@@ -790,22 +784,30 @@ fn init_logging(config: &Config) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=error"));
+    let configured = Arc::new(Configured::new());
+    for text in config.own_text() {
+        configured.add(text);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour only where someone reads it as it comes: not in a file, a pipe or a journal.
+        .with_ansi(std::io::stderr().is_terminal())
         // Every line passes through the PHI redactor on its way out.
-        .with_writer(wardgate_gateway::redact_log::RedactingMakeWriter::new(
+        .with_writer(RedactingMakeWriter::keeping(
             std::io::stderr,
+            configured.clone(),
         ));
     wardgate_gateway::redact_log::install_panic_hook();
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    configured
 }
 
 async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
-    init_logging(&config);
+    let configured = init_logging(&config);
     if config.audit.durability == wardgate_store::AuditDurability::Process {
         tracing::warn!(
             "audit.durability = \"process\": audit commits are not flushed to the disk before \
@@ -866,11 +868,14 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
             .iter()
             .map(|b| format!("{} ({})", b.name, b.url))
             .collect();
+        // The example is this program's own text, not a request's: readable in the log.
+        const EXAMPLE: &str = "ollama:http://127.0.0.1:11434";
+        configured.add(EXAMPLE);
         tracing::error!(
             backends = %names.join(", "),
+            example = EXAMPLE,
             "no model server answers: wardgate is running, but every model request gets 503 \
-             until one does. Start the server, or point WARDGATE_BACKEND at one that runs \
-             (e.g. ollama:http://127.0.0.1:11434)"
+             until one does. Start the server, or point WARDGATE_BACKEND at one that runs"
         );
     }
     let listener = tokio::net::TcpListener::bind(listen)
@@ -882,7 +887,10 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    tracing::info!(addr = %local, url = %format!("{scheme}://{local}"), "wardgate listening");
+    let url = format!("{scheme}://{local}");
+    configured.add(local.to_string());
+    configured.add(url.clone());
+    tracing::info!(addr = %local, url = %url, "wardgate listening");
     let preload_state = state.clone();
     tokio::spawn(async move {
         wardgate_gateway::preload(&preload_state).await;
@@ -1107,7 +1115,7 @@ async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     config.requests_per_minute = 0;
     config.tenant_requests_per_minute = 0;
     config.quotas = Default::default();
-    init_logging(&config);
+    let configured = init_logging(&config);
     let engine = wardgate_gateway::build_engine(&config)?
         .context("wardgate llm needs the embedded engine")?;
     ensure_default_model(&config, &engine)?;
@@ -1132,7 +1140,10 @@ async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
         "http"
     };
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, url = %format!("{scheme}://{local}"), "wardgate llm listening");
+    let url = format!("{scheme}://{local}");
+    configured.add(local.to_string());
+    configured.add(url.clone());
+    tracing::info!(addr = %local, url = %url, "wardgate llm listening");
     let preload_state = state.clone();
     tokio::spawn(async move {
         wardgate_gateway::preload(&preload_state).await;

@@ -344,21 +344,42 @@ fn with_credential(body: impl Serialize) -> Response {
     resp
 }
 
-/// A lifetime such as `90d` from now; `None` when not given.
+/// The longest lifetime a key may be given.
+pub const MAX_KEY_LIFETIME: time::Duration = time::Duration::days(36_525);
+
+/// A key lifetime that was refused. Its text is the rule, the same for the admin API
+/// (`expires_in`) and the CLI (`wardgate keys create|rotate --expires`).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("must be a duration such as `90d` or `12h`, more than zero and at most 100 years")]
+pub struct BadKeyLifetime;
+
+/// A key's lifetime from text such as `90d`: more than zero and at most
+/// [`MAX_KEY_LIFETIME`]. The one bounds check of a key's lifetime, used by the admin API and
+/// the CLI; an accepted lifetime added to the present cannot overflow.
+pub fn key_lifetime(text: &str) -> std::result::Result<time::Duration, BadKeyLifetime> {
+    let d = humantime::parse_duration(text).map_err(|_| BadKeyLifetime)?;
+    let d = time::Duration::try_from(d).map_err(|_| BadKeyLifetime)?;
+    if d.is_zero() || d > MAX_KEY_LIFETIME {
+        return Err(BadKeyLifetime);
+    }
+    Ok(d)
+}
+
+/// When a key given `lifetime` (from [`key_lifetime`]) from now expires.
+pub fn expires_after(lifetime: time::Duration) -> OffsetDateTime {
+    OffsetDateTime::now_utc().saturating_add(lifetime)
+}
+
+/// `expires_in` as an instant; `None` when not given.
 fn expires_in(text: Option<&str>) -> std::result::Result<Option<OffsetDateTime>, ApiError> {
     let Some(text) = text else { return Ok(None) };
-    let bad = || {
+    let lifetime = key_lifetime(text).map_err(|e| {
         ApiError::BadRequest(wardgate_api::BadRequest::param(
             "expires_in",
-            "expires_in must be a duration such as `90d` or `12h`, at most 100 years",
+            format!("expires_in {e}"),
         ))
-    };
-    let d = humantime::parse_duration(text).map_err(|_| bad())?;
-    let d = time::Duration::try_from(d).map_err(|_| bad())?;
-    if d > time::Duration::days(36_525) || d.is_zero() {
-        return Err(bad());
-    }
-    Ok(Some(OffsetDateTime::now_utc() + d))
+    })?;
+    Ok(Some(expires_after(lifetime)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -790,5 +811,37 @@ pub async fn reload_config(
             );
             Err(ApiError::ReloadRefused(e.to_string()).into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_lifetime_is_more_than_zero_and_at_most_a_hundred_years() {
+        let days = time::Duration::days;
+        for (text, want) in [
+            ("1s", Ok(time::Duration::seconds(1))),
+            ("12h", Ok(time::Duration::hours(12))),
+            ("90d", Ok(days(90))),
+            ("100y", Ok(MAX_KEY_LIFETIME)),
+            ("0s", Err(BadKeyLifetime)),
+            ("0d", Err(BadKeyLifetime)),
+            ("100y 1s", Err(BadKeyLifetime)),
+            ("5000y", Err(BadKeyLifetime)),
+            // Fits `std::time::Duration`, overflows a date when added to the present.
+            ("500000000000y", Err(BadKeyLifetime)),
+            // Does not fit `time::Duration`, or does not parse at all.
+            ("18446744073709551615s", Err(BadKeyLifetime)),
+            ("99999999999999999999999d", Err(BadKeyLifetime)),
+            ("-1d", Err(BadKeyLifetime)),
+            ("", Err(BadKeyLifetime)),
+            ("soon", Err(BadKeyLifetime)),
+        ] {
+            assert_eq!(key_lifetime(text), want, "{text:?}");
+        }
+        // The longest accepted lifetime, added to the present, is a date.
+        assert!(expires_after(MAX_KEY_LIFETIME) > OffsetDateTime::now_utc() + days(36_500));
     }
 }

@@ -716,3 +716,36 @@ async fn failures_lockouts_break_glass_and_refusals_are_exported_as_metrics() {
     assert!(after.contains("# TYPE wardgate_lockouts_total counter"));
     assert!(!after.contains("code blue") && !after.contains(bad));
 }
+
+/// `expires_in` is checked by the function `wardgate keys --expires` uses, with its message:
+/// more than zero, at most 100 years, and no value overflows.
+#[tokio::test]
+async fn a_key_lifetime_is_bounded_like_the_clis() {
+    let h = harness().await;
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+    let rule = wardgate_gateway::handlers::admin::BadKeyLifetime.to_string();
+    for bad in [
+        "0s",
+        "5000y",
+        "500000000000y",
+        "99999999999999999999999d",
+        "soon",
+    ] {
+        let body = json!({"tenant": "acme", "expires_in": bad});
+        let r = h
+            .send(post_as("/admin/keys", &body.to_string(), Some(&operator)))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], "expires_in", "{bad}");
+        assert_eq!(
+            r.json()["error"]["message"],
+            format!("expires_in {rule}"),
+            "{bad}"
+        );
+    }
+    let body = json!({"tenant": "acme", "expires_in": "100y"});
+    let r = h
+        .send(post_as("/admin/keys", &body.to_string(), Some(&operator)))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}

@@ -145,3 +145,70 @@ async fn a_service_without_a_reloader_says_so() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "reload_refused");
 }
+
+/// A configuration with PHI rules for several tenants and models, `t3_mode` the mode of
+/// tenant `t3`'s.
+fn phi_config(url: &str, t3_mode: &str) -> String {
+    let mut toml = config(url, 256);
+    toml.push_str("\n[phi]\nmode = \"deidentify\"\n");
+    for i in 0..8 {
+        let mode = if i == 3 { t3_mode } else { "block" };
+        toml.push_str(&format!(
+            "\n[[phi.tenants]]\nname = \"t{i}\"\nmode = \"{mode}\"\nblock_categories = [\"SSN\", \"MRN\"]\n"
+        ));
+        toml.push_str(&format!(
+            "\n[[phi.models]]\nname = \"m{i}\"\nmode = \"off\"\nallow_images = true\n"
+        ));
+    }
+    toml
+}
+
+/// The PHI policy holds maps, whose iteration order differs from one copy to the next: a
+/// reload must compare them by content, so reloading the same file is never a change, however
+/// often; changing one rule is.
+#[tokio::test]
+async fn reloading_unchanged_phi_rules_changes_nothing_and_one_changed_rule_is_phi() {
+    let ms = mocks(vec![mock_cfg()]).await;
+    let url = backend_url("openai", &ms[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, phi_config(&url, "block")).unwrap();
+    let h = Harness::from_toml(&phi_config(&url, "block"), ms)
+        .await
+        .audited(Arc::new(MemoryAuditStore::new()))
+        .await;
+    let live = LiveRouter::new(wardgate_gateway::router(h.state.clone()));
+    let reloader = Reloader::new(
+        Some(path.clone()),
+        Box::new(|_| None),
+        live.clone(),
+        wardgate_gateway::router,
+    );
+    let _state = reloader.install(h.state.clone());
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+
+    const SAME: usize = 20;
+    for i in 0..SAME {
+        let r = send(&live, reload(&operator)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.json()["reloaded"], false, "reload {i}: {}", r.text());
+        assert_eq!(r.json()["changed"], json!([]), "reload {i}: {}", r.text());
+    }
+    std::fs::write(&path, phi_config(&url, "deidentify")).unwrap();
+    let r = send(&live, reload(&operator)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["changed"], json!(["phi"]), "{}", r.text());
+
+    let details: Vec<String> = h
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == EventType::ConfigChange)
+        .map(|e| e.detail.unwrap_or_default())
+        .collect();
+    assert_eq!(details.len(), SAME + 1, "{details:?}");
+    for d in &details[..SAME] {
+        assert!(d.contains("changed=nothing"), "{details:?}");
+    }
+    assert!(details[SAME].contains("changed=phi;"), "{details:?}");
+}

@@ -28,7 +28,7 @@ use wardgate_audit::{
 
 use super::{AuditWriter, SqliteStore};
 
-/// Rows per `INSERT` statement: 9 parameters each stays under SQLite's 32,766-parameter limit,
+/// Rows per `INSERT` statement: 3 parameters each stays under SQLite's 32,766-parameter limit,
 /// and the statement text is reused for every full chunk (sqlx caches it per connection).
 const INSERT_CHUNK: usize = 500;
 
@@ -76,7 +76,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<StoredCheckpoint, AuditStoreEr
     })
 }
 
-/// One row to insert, with the columns copied out of the event for indexing.
+/// One row to insert: the entry and its leaf (the row holds nothing else).
 struct Row {
     entry: AuditEntry,
     leaf: Vec<u8>,
@@ -86,15 +86,12 @@ struct Row {
 /// asks SQLite for the parameter's name, a linear search, which made binding a 500-row chunk
 /// quadratic (most of the append's CPU time in profiles).
 fn insert_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO audit_entries \
-         (seq, ts_ms, event_type, actor_id, tenant, outcome, request_id, leaf, leaf_hash) VALUES ",
-    );
+    let mut sql = String::from("INSERT INTO audit_entries (seq, leaf, leaf_hash) VALUES ");
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?)");
     }
     sql
 }
@@ -198,15 +195,8 @@ type Insert<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArgum
 fn bind_rows<'q>(sql: &str, rows: &[Row]) -> Result<Insert<'q>, AuditStoreError> {
     let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
     for row in rows {
-        let e = &row.entry.event;
         query = query
             .bind(to_i64(row.entry.seq, "seq")?)
-            .bind(e.ts.unix_millis())
-            .bind(e.event_type.as_str())
-            .bind(e.actor_id.clone())
-            .bind(e.tenant.clone())
-            .bind(e.outcome.map(|o| o.as_str()))
-            .bind(e.request_id.clone())
             .bind(row.leaf.clone())
             .bind(row.entry.leaf_hash.0.to_vec());
     }
@@ -216,14 +206,14 @@ fn bind_rows<'q>(sql: &str, rows: &[Row]) -> Result<Insert<'q>, AuditStoreError>
 /// The `after_seq` condition: it needs no index (`seq` is the table's key).
 const AFTER_SEQ: &str = "seq > $";
 
-/// The query's SQL for `clauses` (fixed fragments, each ending in `$`, numbered here in order),
-/// with the limit as the last parameter.
+/// The query's SQL for `clauses` (fixed fragments, each ending in `$`, numbered here in order).
 ///
-/// Filters on the indexed columns read `audit_filter`'s indexes for the entries it holds and
-/// scan the entries after its last one in `audit_entries` (which holds the same columns), so an
-/// entry is found whether or not the background indexer has reached it; both parts are read
-/// from one snapshot. Numbered parameters may appear twice: SQLite binds `$1` in both parts to
-/// the same value.
+/// With no condition but `after_seq`, the log is read directly (`seq` is its key), the limit
+/// the last parameter. Otherwise the conditions are answered by `audit_filter`'s indexes, for
+/// the entries it holds up to a `seq` bound (the next-to-last parameter; the limit is the last):
+/// the entries after that bound are not in the index yet, or not for certain, and the caller
+/// reads them from their leaves (the log's table holds nothing else to filter on). Numbered
+/// parameters may appear twice: SQLite binds `$1` in both places to the same value.
 fn query_sql(clauses: &[&str]) -> String {
     let mut conditions = String::new();
     for (i, clause) in clauses.iter().enumerate() {
@@ -233,9 +223,9 @@ fn query_sql(clauses: &[&str]) -> String {
         conditions.push_str(clause);
         conditions.push_str(&(i + 1).to_string());
     }
-    let limit = clauses.len() + 1;
     let select = "SELECT seq, leaf, leaf_hash FROM audit_entries";
     if clauses.iter().all(|c| *c == AFTER_SEQ) {
+        let limit = clauses.len() + 1;
         let filter = if conditions.is_empty() {
             String::new()
         } else {
@@ -243,14 +233,47 @@ fn query_sql(clauses: &[&str]) -> String {
         };
         return format!("{select}{filter} ORDER BY seq LIMIT ${limit}");
     }
+    let (upto, limit) = (clauses.len() + 1, clauses.len() + 2);
     format!(
         "{select} WHERE seq IN (\
-         SELECT seq FROM audit_index.audit_filter WHERE {conditions} \
-         UNION ALL \
-         SELECT seq FROM audit_entries \
-         WHERE seq > (SELECT COALESCE(MAX(seq), -1) FROM audit_index.audit_filter) AND {conditions}\
+         SELECT seq FROM audit_index.audit_filter WHERE {conditions} AND seq <= ${upto}\
          ) ORDER BY seq LIMIT ${limit}"
     )
+}
+
+/// The entries after `after` (their `seq`) that match `filter`, read from their leaves, until
+/// `entries` holds `limit`; a chunk of the log at a time.
+async fn scan_after(
+    conn: &mut sqlx::SqliteConnection,
+    filter: &AuditFilter,
+    mut after: i64,
+    limit: usize,
+    entries: &mut Vec<AuditEntry>,
+) -> Result<(), AuditStoreError> {
+    while entries.len() < limit {
+        let rows = sqlx::query(
+            "SELECT seq, leaf, leaf_hash FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(MAX_READ))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        for row in &rows {
+            let entry = entry_from_row(row)?;
+            after = to_i64(entry.seq, "seq")?;
+            if filter.matches(&entry) {
+                entries.push(entry);
+                if entries.len() == limit {
+                    return Ok(());
+                }
+            }
+        }
+        if rows.len() < MAX_READ as usize {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -389,6 +412,20 @@ impl AuditStore for SqliteStore {
                 Err(_) => return Ok(Vec::new()),
             }
         }
+        let indexed = !clauses.iter().all(|c| *c == AFTER_SEQ);
+        let limit = filter.effective_limit();
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        // The index answers for the entries up to its last one, those after it are read from
+        // their leaves below. Read first and bound the indexed part by it, so that an entry the
+        // index gains meanwhile is read from the log, never missed or read twice.
+        let upto: i64 = if indexed {
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), -1) FROM audit_index.audit_filter")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(unavailable)?
+        } else {
+            0
+        };
         let sql = query_sql(&clauses);
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for v in values {
@@ -397,21 +434,30 @@ impl AuditStore for SqliteStore {
                 Value::Int(n) => query.bind(n),
             };
         }
-        let limit = filter.effective_limit();
+        if indexed {
+            query = query.bind(upto);
+        }
         let rows = query
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(unavailable)?;
-        let entries = rows
+        let mut entries = rows
             .iter()
             .map(entry_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        // The indexed columns are copies; the leaf is the record. Re-check so a row whose copy
+        // The index's columns are copies; the leaf is the record. Re-check so a row whose copy
         // disagrees with its leaf cannot slip into a review it does not belong to. (Changing a
         // copy needs an UPDATE, which the triggers refuse; verification never reads them.)
         if let Some(bad) = entries.iter().find(|e| !filter.matches(e)) {
             return Err(corrupt(bad.seq, "indexed columns disagree with the leaf"));
+        }
+        if indexed {
+            let after = match filter.after_seq {
+                Some(a) => upto.max(to_i64(a, "after_seq")?),
+                None => upto,
+            };
+            scan_after(&mut conn, filter, after, limit as usize, &mut entries).await?;
         }
         Ok(entries)
     }

@@ -10,8 +10,10 @@
 //! the catch-up takes only that file's write lock and reads the log from a WAL snapshot, which
 //! never blocks the log's writer.
 //!
-//! The index is derived data. The leaf in `audit_entries` stays the record: query results are
-//! decoded from it and re-checked against the filter, and verification never reads the index.
+//! The index is derived data. The leaf in `audit_entries` stays the record, and the index's rows
+//! are read from the leaves (the log's table holds nothing but the leaf and its hash, so there
+//! is no unverified copy of a field in it): query results are decoded from the leaf and
+//! re-checked against the filter, and verification never reads the index.
 //! Queries read the index for the entries it holds and scan the log after its last one, so an
 //! entry is found whether or not it has been indexed yet (`sqlite/audit.rs`). At open the index
 //! is checked against the log and rebuilt from it when it is missing, from another log, or ahead
@@ -25,7 +27,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+use wardgate_audit::{AuditEntry, AuditStoreError};
 
 use super::BUSY_TIMEOUT;
 
@@ -36,16 +39,91 @@ pub(super) const SCHEMA: &str = "audit_index";
 /// long pause (the next run goes on from there).
 pub(super) const INDEX_CHUNK: i64 = 5_000;
 
-/// Copies the filter columns of entries not yet in the index into it, in one autocommit
-/// statement. Entries are appended in `seq` order, so everything after the largest indexed `seq`
-/// is exactly what is missing, whoever appended it and whenever this last ran (after a crash
-/// too). Writes only the index's file.
-pub(super) const INDEX_PENDING_SQL: &str = "INSERT INTO audit_index.audit_filter \
-     (seq, ts_ms, event_type, actor_id, tenant, outcome, request_id) \
-     SELECT seq, ts_ms, event_type, actor_id, tenant, outcome, request_id \
-     FROM main.audit_entries \
+/// The entries not yet in the index, oldest first. Entries are appended in `seq` order, so
+/// everything after the largest indexed `seq` is exactly what is missing, whoever appended it
+/// and whenever the catch-up last ran (after a crash too). Reads the log, never writes it.
+const PENDING_SQL: &str = "SELECT seq, leaf, leaf_hash FROM main.audit_entries \
      WHERE seq > (SELECT COALESCE(MAX(seq), -1) FROM audit_index.audit_filter) \
      ORDER BY seq LIMIT $1";
+
+/// Adds one entry's filter row. A row already there is left alone: two processes on one log
+/// each run a catch-up, and both may read the same pending entries. Writes only the index.
+const INSERT_ROW_SQL: &str = "INSERT INTO audit_index.audit_filter \
+     (seq, ts_ms, event_type, actor_id, tenant, outcome, request_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (seq) DO NOTHING";
+
+/// One entry's filter columns, as the index holds them. Read from the entry's leaf, the
+/// record: the log's table holds nothing else (migration 0007).
+#[derive(Debug, PartialEq)]
+struct FilterRow {
+    seq: i64,
+    ts_ms: i64,
+    event_type: String,
+    actor_id: String,
+    tenant: Option<String>,
+    outcome: Option<String>,
+    request_id: Option<String>,
+}
+
+impl FilterRow {
+    /// The row of the entry stored as (`seq`, `leaf`, `leaf_hash`).
+    fn from_stored(seq: i64, leaf: &[u8], leaf_hash: &[u8]) -> Result<Self, AuditStoreError> {
+        let at = u64::try_from(seq).map_err(|_| AuditStoreError::Corrupt {
+            seq: 0,
+            what: "negative seq".into(),
+        })?;
+        let e = AuditEntry::from_stored(at, leaf, leaf_hash)?.event;
+        Ok(Self {
+            seq,
+            ts_ms: e.ts.unix_millis(),
+            event_type: e.event_type.as_str().to_owned(),
+            actor_id: e.actor_id,
+            tenant: e.tenant,
+            outcome: e.outcome.map(|o| o.as_str().to_owned()),
+            request_id: e.request_id,
+        })
+    }
+
+    fn from_index(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: r.get(0)?,
+            ts_ms: r.get(1)?,
+            event_type: r.get(2)?,
+            actor_id: r.get(3)?,
+            tenant: r.get(4)?,
+            outcome: r.get(5)?,
+            request_id: r.get(6)?,
+        })
+    }
+}
+
+/// The filter rows of up to `limit` pending entries, as read; stops before an entry whose leaf
+/// does not decode and returns why beside the rows before it (the catch-up indexes those and
+/// reports the entry, which `wardgate audit verify` names too).
+fn decode_pending(
+    stored: impl IntoIterator<Item = (i64, Vec<u8>, Vec<u8>)>,
+) -> (Vec<FilterRow>, Option<AuditStoreError>) {
+    let mut rows = Vec::new();
+    for (seq, leaf, leaf_hash) in stored {
+        match FilterRow::from_stored(seq, &leaf, &leaf_hash) {
+            Ok(row) => rows.push(row),
+            Err(e) => return (rows, Some(e)),
+        }
+    }
+    (rows, None)
+}
+
+/// A catch-up's failure.
+pub(super) type IndexError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a catch-up did: the rows it added, or the error that stopped it (after adding the
+/// rows before the entry it could not read).
+fn outcome(added: u64, unreadable: Option<AuditStoreError>) -> Result<Option<u64>, IndexError> {
+    match unreadable {
+        Some(e) => Err(Box::new(e)),
+        None => Ok(Some(added)),
+    }
+}
 
 /// The index's tables, indexes and append-only triggers, in schema `audit_index`.
 pub(super) const SCHEMA_SQL: &str = "
@@ -212,15 +290,38 @@ impl FileIndexer {
         Ok(Self(Mutex::new(Some(conn))))
     }
 
-    /// Copies up to `limit` unindexed entries into the index; `None` once closed.
-    pub(super) fn index_pending(&self, limit: i64) -> Result<Option<u64>, rusqlite::Error> {
-        match self.lock().as_ref() {
-            Some(conn) => conn
-                .prepare_cached(INDEX_PENDING_SQL)?
-                .execute([limit])
-                .map(|n| Some(n as u64)),
-            None => Ok(None),
+    /// Adds the filter rows of up to `limit` unindexed entries to the index; `None` once
+    /// closed.
+    pub(super) fn index_pending(&self, limit: i64) -> Result<Option<u64>, IndexError> {
+        let mut guard = self.lock();
+        let Some(conn) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let stored = conn
+            .prepare_cached(PENDING_SQL)?
+            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let (rows, unreadable) = decode_pending(stored);
+        // A deferred transaction whose only statements write the index: it takes the index's
+        // write lock, never the log's.
+        let tx = conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare_cached(INSERT_ROW_SQL)?;
+            for r in &rows {
+                added += insert.execute(params![
+                    r.seq,
+                    r.ts_ms,
+                    r.event_type,
+                    r.actor_id,
+                    r.tenant,
+                    r.outcome,
+                    r.request_id
+                ])? as u64;
+            }
         }
+        tx.commit()?;
+        outcome(added, unreadable)
     }
 
     /// Closes the connection; later catch-ups do nothing.
@@ -239,46 +340,41 @@ impl FileIndexer {
 }
 
 /// Why the index cannot be trusted to describe the log, if it cannot: its last row must name
-/// an entry of the log with the same columns. One lookup on each side, whatever the log's size.
+/// an entry of the log whose leaf has the same filter columns. One lookup on each side,
+/// whatever the log's size.
 ///
 /// Rows in the middle are not compared (that would read the whole log at every start): the
-/// catch-up only ever adds the rows after the last one, in one statement each, and the triggers
+/// catch-up only ever adds the rows after the last one, in one transaction each, and the triggers
 /// refuse deleting or changing rows through SQL, so rows can go missing only by someone writing
 /// the file directly. That can hide an entry from filtered reviews, never from `wardgate audit
 /// verify` or an export; an auditor who doubts the index deletes the file (gateway stopped) and
 /// it is rebuilt from the log.
 fn mismatch(conn: &Connection) -> Result<Option<&'static str>, rusqlite::Error> {
-    type Text = Option<String>;
-    type Columns = (i64, i64, String, String, Text, Text, Text);
-    let columns = "seq, ts_ms, event_type, actor_id, tenant, outcome, request_id";
-    let read = |sql: String, seq: i64| {
-        conn.query_row(&sql, [seq], |r| -> rusqlite::Result<Columns> {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
-        .optional()
-    };
-    let last = format!(
-        "SELECT {columns} FROM audit_index.audit_filter WHERE seq >= ?1 ORDER BY seq DESC LIMIT 1"
-    );
-    let Some(indexed) = read(last, 0)? else {
+    let Some(indexed) = conn
+        .query_row(
+            "SELECT seq, ts_ms, event_type, actor_id, tenant, outcome, request_id \
+             FROM audit_index.audit_filter ORDER BY seq DESC LIMIT 1",
+            [],
+            FilterRow::from_index,
+        )
+        .optional()?
+    else {
         return Ok(None);
     };
-    let logged = read(
-        format!("SELECT {columns} FROM main.audit_entries WHERE seq = ?1"),
-        indexed.0,
-    )?;
+    let logged = conn
+        .query_row(
+            "SELECT leaf, leaf_hash FROM main.audit_entries WHERE seq = ?1",
+            [indexed.seq],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )
+        .optional()?;
     Ok(match logged {
         None => Some("the index is ahead of the log"),
-        Some(logged) if logged != indexed => Some("the index describes another log"),
-        Some(_) => None,
+        Some((leaf, leaf_hash)) => match FilterRow::from_stored(indexed.seq, &leaf, &leaf_hash) {
+            Ok(logged) if logged == indexed => None,
+            Ok(_) => Some("the index describes another log"),
+            Err(_) => Some("the log's entry at the index's last row does not decode"),
+        },
     })
 }
 
@@ -293,24 +389,51 @@ pub(super) enum Indexer {
 
 impl Indexer {
     /// One catch-up; `Ok(None)` once the store is closed.
-    pub(super) async fn run(
-        &self,
-    ) -> Result<Option<u64>, Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) async fn run(&self) -> Result<Option<u64>, IndexError> {
         match self {
             Self::File(f) => {
                 let f = f.clone();
-                Ok(tokio::task::spawn_blocking(move || f.index_pending(INDEX_CHUNK)).await??)
+                tokio::task::spawn_blocking(move || f.index_pending(INDEX_CHUNK)).await?
             }
             Self::Shared(pool) if pool.is_closed() => Ok(None),
-            Self::Shared(pool) => match sqlx::query(INDEX_PENDING_SQL)
-                .bind(INDEX_CHUNK)
-                .execute(pool)
-                .await
-            {
-                Ok(done) => Ok(Some(done.rows_affected())),
+            Self::Shared(pool) => match shared_catch_up(pool).await {
+                Ok((added, unreadable)) => outcome(added, unreadable),
                 Err(_) if pool.is_closed() => Ok(None),
                 Err(e) => Err(Box::new(e)),
             },
         }
     }
+}
+
+/// One catch-up on the in-memory database's one pooled connection.
+async fn shared_catch_up(
+    pool: &sqlx::SqlitePool,
+) -> Result<(u64, Option<AuditStoreError>), sqlx::Error> {
+    use sqlx::{Connection as _, Row as _};
+    let mut conn = pool.acquire().await?;
+    let stored = sqlx::query(PENDING_SQL)
+        .bind(INDEX_CHUNK)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<Vec<(i64, Vec<u8>, Vec<u8>)>, sqlx::Error>>()?;
+    let (rows, unreadable) = decode_pending(stored);
+    let mut tx = conn.begin().await?;
+    let mut added = 0;
+    for r in rows {
+        added += sqlx::query(INSERT_ROW_SQL)
+            .bind(r.seq)
+            .bind(r.ts_ms)
+            .bind(r.event_type)
+            .bind(r.actor_id)
+            .bind(r.tenant)
+            .bind(r.outcome)
+            .bind(r.request_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    tx.commit().await?;
+    Ok((added, unreadable))
 }

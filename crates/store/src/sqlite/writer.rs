@@ -44,9 +44,8 @@ use super::{AuditDurability, BUSY_TIMEOUT};
 const AUDIT_CACHE_KIB: i64 = 64 * 1024;
 
 /// Appends one entry; prepared once per connection and reused for every row.
-const INSERT_ENTRY_SQL: &str = "INSERT INTO audit_entries \
-     (seq, ts_ms, event_type, actor_id, tenant, outcome, request_id, leaf, leaf_hash) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_ENTRY_SQL: &str =
+    "INSERT INTO audit_entries (seq, leaf, leaf_hash) VALUES (?1, ?2, ?3)";
 
 /// The audit writer's connection to a file database.
 #[derive(Debug)]
@@ -278,19 +277,8 @@ fn insert_entries(
         let (entry, leaf) = AuditEntry::prepare(next + i as u64, event);
         let seq = i64::try_from(entry.seq)
             .map_err(|_| AuditStoreError::Invalid("seq out of range".into()))?;
-        let e = &entry.event;
         insert
-            .execute(params![
-                seq,
-                e.ts.unix_millis(),
-                e.event_type.as_str(),
-                e.actor_id,
-                e.tenant,
-                e.outcome.map(|o| o.as_str()),
-                e.request_id,
-                leaf,
-                entry.leaf_hash.0.as_slice(),
-            ])
+            .execute(params![seq, leaf, entry.leaf_hash.0.as_slice()])
             .map_err(unavailable)?;
         entries.push(entry);
     }

@@ -79,7 +79,7 @@ async fn rows_cannot_be_updated_or_deleted() {
         .await
         .unwrap();
     for sql in [
-        "UPDATE audit_entries SET actor_id = 'someone-else'",
+        "UPDATE audit_entries SET leaf = X'00'",
         "UPDATE audit_entries SET leaf_hash = zeroblob(32)",
         "DELETE FROM audit_entries",
         "DELETE FROM audit_entries WHERE seq = 0",
@@ -667,31 +667,11 @@ async fn the_background_indexer_catches_up_and_its_rows_are_append_only() {
 async fn the_filter_index_migration_indexes_existing_entries() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
     // The schema as of migration 4, then entries written through it.
-    let mut migrator = crate::sqlite::migrator();
-    migrator.migrations = std::borrow::Cow::Owned(
-        migrator
-            .migrations
-            .iter()
-            .filter(|m| m.version <= 4)
-            .cloned()
-            .collect(),
-    );
-    migrator.run(&pool).await.unwrap();
+    let pool = database_at(&path, 4).await;
     let rows = prepare(0, (0..40).map(sample_event).collect());
-    bind_rows(&insert_sql(rows.len()), &rows)
-        .unwrap()
-        .execute(&pool)
-        .await
-        .unwrap();
+    let entries: Vec<_> = rows.iter().map(|r| r.entry.clone()).collect();
+    insert_with_copies(&pool, &entries).await;
     pool.close().await;
 
     let store = SqliteStore::open(&path).await.unwrap();
@@ -699,4 +679,185 @@ async fn the_filter_index_migration_indexes_existing_entries() {
     assert_eq!(filter_rows(&store).await, 40);
     let all = store.read_range(0, 100).await.unwrap();
     conformance::queries(&store, &all).await;
+}
+
+/// A new database at schema `version`, as the build of that version made it.
+async fn database_at(path: &Path, version: i64) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let mut migrator = crate::sqlite::migrator();
+    migrator.migrations = std::borrow::Cow::Owned(
+        migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect(),
+    );
+    migrator.run(&pool).await.unwrap();
+    pool
+}
+
+/// Appends `entries` as builds before migration 7 did: the leaf and its hash, and copies of
+/// the filter fields beside them.
+async fn insert_with_copies(pool: &sqlx::SqlitePool, entries: &[AuditEntry]) {
+    for entry in entries {
+        let (again, leaf) = AuditEntry::prepare(entry.seq, entry.event.clone());
+        assert_eq!(again.leaf_hash, entry.leaf_hash);
+        let e = &entry.event;
+        sqlx::query(
+            "INSERT INTO audit_entries (seq, ts_ms, event_type, actor_id, tenant, outcome, \
+             request_id, leaf, leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(i64::try_from(entry.seq).unwrap())
+        .bind(e.ts.unix_millis())
+        .bind(e.event_type.as_str())
+        .bind(&e.actor_id)
+        .bind(&e.tenant)
+        .bind(e.outcome.map(|o| o.as_str()))
+        .bind(&e.request_id)
+        .bind(leaf)
+        .bind(entry.leaf_hash.0.to_vec())
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// The columns of `table` in `store`'s database.
+async fn columns(store: &SqliteStore, table: &str) -> Vec<String> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+    )))
+    .fetch_all(&store.pool)
+    .await
+    .unwrap()
+}
+
+/// A database of the previous schema (version 6, whose log table also held copies of the filter
+/// fields that nothing verified), with a signed log in it, takes migration 0007: the copies are
+/// gone, the log verifies as `wardgate audit verify` verifies it (the same open, migrations
+/// included, and `verify_store`), the filter index is filled from the leaves, queries answer,
+/// and the log goes on.
+#[tokio::test]
+async fn a_log_of_the_previous_schema_is_migrated_and_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, witness) = written_log(dir.path()).await;
+    let entries = store.read_range(0, 100).await.unwrap();
+    let checkpoints = store.checkpoints(0, 100).await.unwrap();
+    store.close().await;
+
+    // The same log, as the previous build wrote it: schema version 6, every column filled.
+    let old = dir.path().join("old.db");
+    let pool = database_at(&old, 6).await;
+    insert_with_copies(&pool, &entries).await;
+    for c in &checkpoints {
+        sqlx::query(INSERT_CHECKPOINT_SQL)
+            .bind(i64::try_from(c.size).unwrap())
+            .bind(c.root.0.to_vec())
+            .bind(&c.note)
+            .bind(c.subtrees.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
+            .bind(c.created_at.unix_millis())
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&old).await.unwrap();
+    assert_eq!(
+        columns(&store, "audit_entries").await,
+        ["seq", "leaf", "leaf_hash"]
+    );
+    let report = verify_live(&store, &key, &witness).await.unwrap();
+    assert_eq!((report.entries, report.proven), (48, 48));
+    assert_eq!(store.read_range(0, 100).await.unwrap(), entries);
+    // The triggers came back with the table.
+    for sql in [
+        "UPDATE audit_entries SET leaf = X'00'",
+        "DELETE FROM audit_entries",
+    ] {
+        let err = sqlx::query(sql).execute(&store.pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    // The filter index, built from the leaves, answers the same as the log itself.
+    catch_up(&store).await;
+    assert_eq!(filter_rows(&store).await, 48);
+    let by_actor = AuditFilter {
+        actor_id: Some(entries[5].event.actor_id.clone()),
+        ..AuditFilter::default()
+    };
+    let want: Vec<_> = entries
+        .iter()
+        .filter(|e| by_actor.matches(e))
+        .cloned()
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(store.query(&by_actor).await.unwrap(), want);
+
+    // The log goes on where it was.
+    let auditor = Auditor::start(
+        Arc::new(store.clone()),
+        SignerKey::parse(&key.to_private_string()).unwrap(),
+        AuditorConfig {
+            origin: ORIGIN.into(),
+            ..AuditorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(auditor.append(sample_event(48)).await.unwrap(), 48);
+    auditor.shutdown().await.unwrap();
+    let report = verify_live(&store, &key, &witness).await.unwrap();
+    assert_eq!((report.entries, report.proven), (49, 49));
+}
+
+/// An entry the filter index has not reached is filtered on its leaf, not on a copy: a query
+/// reads it whole, and finds it by every field the index would hold.
+#[tokio::test]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the indexer waits for the connection on the blocking pool, not on this thread"
+)]
+async fn unindexed_entries_are_found_by_the_fields_of_their_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path()).await;
+    let _held = file_indexer(&store).lock();
+    let entries = store
+        .append((0..12).map(sample_event).collect())
+        .await
+        .unwrap();
+    assert_eq!(filter_rows(&store).await, 0);
+    let e = &entries[7];
+    for filter in [
+        AuditFilter {
+            actor_id: Some(e.event.actor_id.clone()),
+            ..AuditFilter::default()
+        },
+        AuditFilter {
+            request_id: e.event.request_id.clone(),
+            ..AuditFilter::default()
+        },
+        AuditFilter {
+            since: Some(e.event.ts),
+            limit: Some(1),
+            ..AuditFilter::default()
+        },
+    ] {
+        let found = store.query(&filter).await.unwrap();
+        let want: Vec<_> = entries
+            .iter()
+            .filter(|x| filter.matches(x))
+            .take(filter.effective_limit() as usize)
+            .cloned()
+            .collect();
+        assert!(found.contains(e), "{filter:?}");
+        assert_eq!(found, want, "{filter:?}");
+    }
 }

@@ -1,0 +1,78 @@
+//! `wardgate keys`, run as the built binary: a key's lifetime is checked like the admin API's
+//! `expires_in` (one function, one message), and no input makes the command panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `wardgate` in `dir` with its database there and no `WARDGATE_*` setting of the
+/// environment the tests run in.
+fn wardgate(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
+        cmd.env_remove(k);
+    }
+    cmd.current_dir(dir)
+        .env("WARDGATE_DB", dir.join("wardgate.db"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+const RULE: &str =
+    "must be a duration such as `90d` or `12h`, more than zero and at most 100 years";
+
+#[test]
+fn a_key_lifetime_out_of_bounds_is_refused_before_anything_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        "0s",
+        "5000y",
+        // Overflowed the date it was added to, and panicked.
+        "500000000000y",
+        "99999999999999999999999d",
+        "soon",
+    ] {
+        for args in [
+            &["keys", "create", "--tenant", "acme", "--expires", bad][..],
+            &["keys", "rotate", "key_0123456789", "--expires", bad][..],
+        ] {
+            let out = wardgate(dir.path(), args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(RULE), "{args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+    }
+    assert!(
+        !dir.path().join("wardgate.db").exists(),
+        "a refused argument opened the database"
+    );
+}
+
+#[test]
+fn a_key_lifetime_in_bounds_sets_the_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wardgate(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--expires",
+            "1h",
+            "--json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expires = v["expires_at"].as_i64().unwrap();
+    assert!((now + 3590..=now + 3610).contains(&expires), "{v}");
+}
