@@ -338,9 +338,15 @@ class TestSingleService:
         legacy = gw.ollama().embeddings(model=MINILM, prompt="A cat sits on the mat.")
         assert len(legacy.embedding) == 384
 
-    def test_a_chat_model_refuses_embeddings_and_an_embedding_model_refuses_chat(self, gw):
-        with pytest.raises(openai.BadRequestError):
-            gw.openai().embeddings.create(model=SMOLLM2, input="x")
+    def test_a_chat_model_embeds_and_an_embedding_model_refuses_chat(self, gw):
+        # As Ollama does, a chat model embeds too: its hidden states pooled (mean, unless the
+        # model declares a pooling), L2-normalised; both fronts give the same vector.
+        first = gw.openai().embeddings.create(model=SMOLLM2, input="A cat sits on the mat.", encoding_format="float")
+        vec = first.data[0].embedding
+        assert len(vec) == 576, len(vec)  # SmolLM2-135M's hidden size
+        assert abs(sum(x * x for x in vec) - 1.0) < 1e-3
+        out = gw.ollama().embed(model=SMOLLM2, input="A cat sits on the mat.")
+        assert max(abs(a - b) for a, b in zip(out.embeddings[0], vec)) < 1e-4
         with pytest.raises(openai.BadRequestError):
             gw.openai().chat.completions.create(model=MINILM, messages=[{"role": "user", "content": "x"}])
 

@@ -210,7 +210,6 @@ where
         preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
         phi: Arc::new(phi_guard::PhiGuard::new(config_phi)),
         audit: None,
-        reloader: None,
     }
 }
 
@@ -392,14 +391,14 @@ pub async fn serve_router(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    serve_live(state, reload::LiveRouter::new(app), listener, shutdown).await
+    serve_live(state, server::LiveRouter::new(app), listener, shutdown).await
 }
 
 /// Serves whichever router `app` holds (a configuration reload swaps it), with the
 /// background tasks and the bounded drain, over TLS when the config has it.
 pub async fn serve_live(
     state: AppState,
-    app: reload::LiveRouter,
+    app: server::LiveRouter,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {

@@ -15,28 +15,11 @@
 //! finish under the configuration they started with.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
+use crate::server::LiveRouter;
 use crate::state::AppState;
-
-/// The router requests are served by, swapped as a whole on reload.
-#[derive(Clone)]
-pub struct LiveRouter(Arc<RwLock<axum::Router>>);
-
-impl LiveRouter {
-    pub fn new(router: axum::Router) -> LiveRouter {
-        LiveRouter(Arc::new(RwLock::new(router)))
-    }
-
-    pub fn get(&self) -> axum::Router {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set(&self, router: axum::Router) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = router;
-    }
-}
 
 /// Why a reload was refused; nothing was applied.
 #[derive(Debug, thiserror::Error)]
@@ -177,17 +160,20 @@ impl Reloader {
         })
     }
 
-    /// Sets the state reloads start from, and makes it reach this reloader: the state gets
-    /// the reloader, and `live` serves a router built on it.
+    /// Sets the state reloads start from, and makes `live` serve a router built on it, which
+    /// reaches this reloader (as a request extension: the admin route reads it there).
     pub fn install(self: &Arc<Self>, state: AppState) -> AppState {
-        let state = state.with_reloader(self.clone());
-        self.live.set((self.build)(state.clone()));
+        self.live.set(self.router(state.clone()));
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
         state
     }
 
+    fn router(self: &Arc<Self>, state: AppState) -> axum::Router {
+        (self.build)(state).layer(axum::Extension(self.clone()))
+    }
+
     /// Reads and validates the configuration again and applies it, or refuses.
-    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+    pub fn reload(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let Some(old) = current.as_ref() else {
             return Err(ReloadError::NotReloadable);
@@ -213,7 +199,7 @@ impl Reloader {
             let mut state = old.clone();
             state.phi = Arc::new(crate::phi_guard::PhiGuard::new(config.phi.clone()));
             state.config = Arc::new(config);
-            self.live.set((self.build)(state.clone()));
+            self.live.set(self.router(state.clone()));
             *current = Some(state);
         }
         Ok(Reloaded { changed, digest })

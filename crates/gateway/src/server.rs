@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +36,25 @@ use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 use crate::tls::{ClientCert, Tls};
+
+/// The router requests are served by, swapped as a whole on reload.
+#[derive(Clone)]
+pub struct LiveRouter(Arc<RwLock<axum::Router>>);
+
+impl LiveRouter {
+    pub fn new(router: axum::Router) -> LiveRouter {
+        LiveRouter(Arc::new(RwLock::new(router)))
+    }
+
+    pub fn get(&self) -> axum::Router {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Serves `router` from the next request on.
+    pub fn set(&self, router: axum::Router) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = router;
+    }
+}
 
 /// Bounds on connections and on the HTTP protocol itself.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,7 +123,7 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
 /// the audit writer knowing those events are in its queue.
 pub async fn run(
     listener: tokio::net::TcpListener,
-    app: crate::reload::LiveRouter,
+    app: LiveRouter,
     limits: ServerLimits,
     tls: Option<Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -431,7 +450,7 @@ fn address_key(ip: IpAddr) -> IpAddr {
 /// The current router with what is known about the connection added to every request, each
 /// request counted in flight until its response body is done.
 fn service(
-    app: crate::reload::LiveRouter,
+    app: LiveRouter,
     peer: SocketAddr,
     cert: Option<ClientCert>,
     activity: Arc<Activity>,

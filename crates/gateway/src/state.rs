@@ -35,9 +35,6 @@ pub struct AppState {
     /// The audit log writer. Always set by `wardgate serve`; `None` only in library tests
     /// that build a state without one.
     pub audit: Option<wardgate_audit::Auditor>,
-    /// Reloads the configuration; `None` where the service was not started from one
-    /// (library tests, `wardgate llm`).
-    pub reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 impl AppState {
@@ -45,13 +42,6 @@ impl AppState {
     #[must_use]
     pub fn with_audit(mut self, auditor: wardgate_audit::Auditor) -> AppState {
         self.audit = Some(auditor);
-        self
-    }
-
-    /// The same state, able to reload its configuration with `reloader`.
-    #[must_use]
-    pub fn with_reloader(mut self, reloader: Arc<crate::reload::Reloader>) -> AppState {
-        self.reloader = Some(reloader);
         self
     }
 

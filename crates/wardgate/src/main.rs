@@ -896,7 +896,7 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         wardgate_gateway::preload(&preload_state).await;
     });
     // Requests are served by the current router; a reload (admin API or SIGHUP) swaps it.
-    let live = wardgate_gateway::reload::LiveRouter::new(wardgate_gateway::router(state.clone()));
+    let live = wardgate_gateway::server::LiveRouter::new(wardgate_gateway::router(state.clone()));
     let reloader = wardgate_gateway::reload::Reloader::new(
         config_path.map(Path::to_path_buf),
         Box::new(env),

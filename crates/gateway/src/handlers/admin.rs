@@ -754,11 +754,14 @@ pub async fn reload_config(
     State(state): State<AppState>,
     axum::Extension(p): axum::Extension<Principal>,
     axum::Extension(record): axum::Extension<Arc<RequestRecord>>,
+    // Set by `Reloader::install` on the router it serves; absent where the service was not
+    // started from a configuration (library tests, `wardgate llm`).
+    reloader: Option<axum::Extension<Arc<crate::reload::Reloader>>>,
 ) -> Result<Response> {
     if !matches!(Scope::of(&state, &p), Scope::All) {
         return Err(ApiError::Forbidden.into());
     }
-    let Some(reloader) = state.reloader.clone() else {
+    let Some(axum::Extension(reloader)) = reloader else {
         record.set_action(
             EventType::ConfigChange,
             Some("reload refused: not reloadable".into()),
