@@ -70,8 +70,11 @@ async fn variant(name: &'static str, toml: &str, jwt: Option<String>) -> anyhow:
         None
     } else {
         Some(Arc::new(
-            wardgate_gateway::jwt::JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
-                .await?,
+            wardgate_gateway::identity::jwt::JwtVerifier::start(
+                config.jwt.clone(),
+                config.max_token_bytes,
+            )
+            .await?,
         ))
     };
     let catalog = wardgate_gateway::build_catalog(&config, None)?;

@@ -193,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     let mut burst = None;
     for (name, b) in shapes(args.size) {
         let len = b.len() as f64;
-        let n = wardgate_gateway::extract::json_values(&b);
+        let n = wardgate_gateway::pipeline::extract::json_values(&b);
         reset_peak(pid)?;
         let before = status(pid, "VmRSS")?;
         let (code, _) = send(b.clone()).await?;

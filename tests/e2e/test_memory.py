@@ -60,7 +60,7 @@ def repeated(item: str, size: int) -> str:
 
 def json_values(body: bytes) -> int:
     """The values and keys the gateway counts against `limits.max_json_values`
-    (crates/gateway/src/extract.rs, `shape`)."""
+    (crates/gateway/src/pipeline/extract.rs, `shape`)."""
     n, in_string, escaped, prev = 0, False, False, ord(",")
     for b in body:
         if in_string:

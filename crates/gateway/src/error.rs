@@ -77,7 +77,7 @@ pub enum ApiError {
     #[error("rate limit exceeded")]
     RateLimited {
         retry_after_secs: u64,
-        limit: crate::ratelimit::Limit,
+        limit: crate::guards::ratelimit::Limit,
     },
     /// Too many failed authentications from this source or with this key prefix.
     #[error("locked out")]
@@ -177,8 +177,8 @@ impl ApiError {
                      needed, 1 to {} printable characters. Do not name the patient or give any \
                      other identifier (MRN, date of birth): the reason is kept in the \
                      permanent audit log.",
-                    crate::principal::BREAK_GLASS_REASON_HEADER,
-                    crate::principal::MAX_BREAK_GLASS_REASON
+                    crate::identity::principal::BREAK_GLASS_REASON_HEADER,
+                    crate::identity::principal::MAX_BREAK_GLASS_REASON
                 ),
             ),
             ApiError::ObjectNotFound(what) => r(

@@ -2,32 +2,20 @@
 //! handlers), and the background work that keeps the model catalog current.
 
 pub mod audit;
-pub mod audit_fold;
-pub mod auth;
 pub mod config;
 pub mod error;
-pub mod extract;
+pub mod guards;
 pub mod handlers;
-pub mod jwt;
-pub mod key_cache;
+pub mod identity;
 pub mod llm;
-pub mod lockout;
 pub mod metrics;
-pub mod net;
+pub mod middleware;
 pub mod openapi;
-pub mod phi_guard;
-pub mod policy;
-pub mod principal;
-pub mod ratelimit;
-pub mod record;
+pub mod pipeline;
 pub mod redact_log;
-pub mod reload;
 pub mod router;
-pub mod server;
+pub mod serve;
 pub mod state;
-pub mod stream;
-pub mod tls;
-pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,7 +48,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("TLS: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] serve::tls::TlsError),
 }
 
 /// The in-process engine for the config's embedded backend, if it has one.
@@ -183,16 +171,22 @@ where
     S: KeyStore + TenantStore + Health,
 {
     // The Redis limiter needs a connection: `wardgate serve` sets it after `connect_limiter`.
-    let limiter: Option<Arc<dyn ratelimit::RateLimiter>> = (config.limiter_backend
-        == config::LimiterBackend::Memory)
-        .then(|| Arc::new(ratelimit::InProcessLimiter::new()) as Arc<dyn ratelimit::RateLimiter>);
-    let key_cache = (!config.key_cache_ttl.is_zero())
-        .then(|| Arc::new(key_cache::KeyCache::new(config.key_cache_ttl, 100_000)));
+    let limiter: Option<Arc<dyn guards::ratelimit::RateLimiter>> =
+        (config.limiter_backend == config::LimiterBackend::Memory).then(|| {
+            Arc::new(guards::ratelimit::InProcessLimiter::new())
+                as Arc<dyn guards::ratelimit::RateLimiter>
+        });
+    let key_cache = (!config.key_cache_ttl.is_zero()).then(|| {
+        Arc::new(identity::key_cache::KeyCache::new(
+            config.key_cache_ttl,
+            100_000,
+        ))
+    });
     // With nothing to preload the service is ready as soon as its backends are.
     let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
     let config_phi = config.phi.clone();
-    let lockout = Arc::new(lockout::Lockout::new(config.lockout));
-    let refusals = Arc::new(audit_fold::AuditFolds::new(
+    let lockout = Arc::new(identity::lockout::Lockout::new(config.lockout));
+    let refusals = Arc::new(guards::audit_fold::AuditFolds::new(
         config.limits.refusal_audit_window,
     ));
     AppState {
@@ -208,7 +202,7 @@ where
         refusals,
         engine,
         preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
-        phi: Arc::new(phi_guard::PhiGuard::new(config_phi)),
+        phi: Arc::new(guards::phi_guard::PhiGuard::new(config_phi)),
         audit: None,
     }
 }
@@ -217,11 +211,11 @@ where
 /// the start instead of refusing every request later.
 pub async fn connect_limiter(
     config: &Config,
-) -> Result<Arc<dyn ratelimit::RateLimiter>, redis::RedisError> {
+) -> Result<Arc<dyn guards::ratelimit::RateLimiter>, redis::RedisError> {
     Ok(match &config.limiter_backend {
-        config::LimiterBackend::Memory => Arc::new(ratelimit::InProcessLimiter::new()),
+        config::LimiterBackend::Memory => Arc::new(guards::ratelimit::InProcessLimiter::new()),
         config::LimiterBackend::Redis { url, namespace } => {
-            Arc::new(ratelimit::RedisLimiter::connect(url, namespace).await?)
+            Arc::new(guards::ratelimit::RedisLimiter::connect(url, namespace).await?)
         }
     })
 }
@@ -391,19 +385,30 @@ pub async fn serve_router(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    serve_live(state, server::LiveRouter::new(app), listener, shutdown).await
+    serve_live(
+        state,
+        serve::server::LiveRouter::new(app),
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves whichever router `app` holds (a configuration reload swaps it), with the
 /// background tasks and the bounded drain, over TLS when the config has it.
 pub async fn serve_live(
     state: AppState,
-    app: server::LiveRouter,
+    app: serve::server::LiveRouter,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let grace = state.config.shutdown_grace;
-    let tls = state.config.tls.as_ref().map(tls::Tls::load).transpose()?;
+    let tls = state
+        .config
+        .tls
+        .as_ref()
+        .map(serve::tls::Tls::load)
+        .transpose()?;
     let limits = state.config.server.clone();
     let lockout = state.lockout.clone();
     let refusals = state.refusals.clone();
@@ -418,7 +423,7 @@ pub async fn serve_live(
     };
     // Returns once every connection has ended: drained within `grace`, or closed at it (their
     // requests' terminal audit events queued before the caller stops the audit writer).
-    server::run(listener, app, limits, tls, shutdown, grace).await;
+    serve::server::run(listener, app, limits, tls, shutdown, grace).await;
     for t in tasks {
         t.abort();
     }

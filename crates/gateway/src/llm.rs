@@ -16,10 +16,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use wardgate_api::signing::{self, Verifier};
 
 use crate::error::{ApiError, ErrorReason, Front, OllamaError};
-use crate::extract::Json;
 use crate::handlers::{ollama, probes};
-use crate::principal::Principal;
-use crate::record::{self, RequestRecord};
+use crate::identity::principal::Principal;
+use crate::middleware::record::{self, RequestRecord};
+use crate::pipeline::extract::Json;
 use crate::state::AppState;
 
 /// The principal every verified request runs as.
@@ -143,10 +143,11 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
         Err(reason) => return refuse(&parts, reason),
     };
     // Signed by the gateway: only now is the body read, within the same bounds as anywhere.
-    let bytes = match crate::extract::read_body(body, auth.max_body, auth.body_timeout).await {
-        Ok(b) => b,
-        Err(e) => return e.to_response(Front::Ollama),
-    };
+    let bytes =
+        match crate::pipeline::extract::read_body(body, auth.max_body, auth.body_timeout).await {
+            Ok(b) => b,
+            Err(e) => return e.to_response(Front::Ollama),
+        };
     if let Err(reason) = verified.check_body(&bytes) {
         return refuse(&parts, reason);
     }

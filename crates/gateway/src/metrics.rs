@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::ratelimit::Limit;
+use crate::guards::ratelimit::Limit;
 
 /// Requests refused by each bound, in [`Limit`] order.
 static RATE_LIMITED: [AtomicU64; 4] = [
@@ -63,7 +63,10 @@ pub fn render() -> String {
         &mut out,
         "wardgate_auth_failures_total",
         "Requests refused for a missing, unknown, revoked, expired or invalid credential.",
-        &[("", crate::lockout::AUTH_FAILURES.load(Ordering::Relaxed))],
+        &[(
+            "",
+            crate::identity::lockout::AUTH_FAILURES.load(Ordering::Relaxed),
+        )],
     );
     counter(
         &mut out,
@@ -71,20 +74,26 @@ pub fn render() -> String {
         "Failed authentications audited in a per-address `suppressed: N` summary event instead of one by one.",
         &[(
             "",
-            crate::lockout::AUTH_FAILURES_FOLDED.load(Ordering::Relaxed),
+            crate::identity::lockout::AUTH_FAILURES_FOLDED.load(Ordering::Relaxed),
         )],
     );
     counter(
         &mut out,
         "wardgate_lockouts_total",
         "Client addresses or key prefixes locked out after repeated failed authentications.",
-        &[("", crate::lockout::LOCKOUTS.load(Ordering::Relaxed))],
+        &[(
+            "",
+            crate::identity::lockout::LOCKOUTS.load(Ordering::Relaxed),
+        )],
     );
     counter(
         &mut out,
         "wardgate_break_glass_requests_total",
         "Requests made with break-glass (emergency) access, refused ones included.",
-        &[("", crate::auth::BREAK_GLASS_USES.load(Ordering::Relaxed))],
+        &[(
+            "",
+            crate::middleware::auth::BREAK_GLASS_USES.load(Ordering::Relaxed),
+        )],
     );
     let labels: Vec<(String, u64)> = LIMITS
         .iter()
@@ -119,7 +128,7 @@ pub fn render() -> String {
 )]
 pub async fn handler(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
-    axum::Extension(p): axum::Extension<crate::principal::Principal>,
+    axum::Extension(p): axum::Extension<crate::identity::principal::Principal>,
 ) -> Response {
     if p.tenant != state.config.operator_tenant {
         return crate::error::ApiError::Forbidden.to_response(crate::error::Front::OpenAi);

@@ -23,12 +23,12 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth;
 use crate::error::{ApiError, Front};
 use crate::handlers::{self, admin, ollama, openai, probes};
+use crate::identity::principal;
+use crate::middleware::auth;
+use crate::middleware::record;
 use crate::openapi;
-use crate::principal;
-use crate::record;
 use crate::state::AppState;
 
 /// Every route, each registered once with its OpenAPI description (`routes!` takes the path

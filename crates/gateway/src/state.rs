@@ -7,8 +7,8 @@ use wardgate_store::{Health, KeyStore, TenantStore};
 
 use crate::config::{Config, valid_model_name};
 use crate::error::ApiError;
-use crate::principal::Principal;
-use crate::ratelimit::RateLimiter;
+use crate::guards::ratelimit::RateLimiter;
+use crate::identity::principal::Principal;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,19 +19,19 @@ pub struct AppState {
     pub store_health: Arc<dyn Health>,
     pub limiter: Option<Arc<dyn RateLimiter>>,
     /// Failed-authentication counting and lockout.
-    pub lockout: Arc<crate::lockout::Lockout>,
+    pub lockout: Arc<crate::identity::lockout::Lockout>,
     /// Each key's 429s in the current refusal audit window (`limits.refusal_audit_window`).
-    pub refusals: Arc<crate::audit_fold::AuditFolds<crate::ratelimit::RefusedKey>>,
+    pub refusals: Arc<crate::guards::audit_fold::AuditFolds<crate::guards::ratelimit::RefusedKey>>,
     /// Trusted JWT issuers; `None` when none is configured.
-    pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
+    pub jwt: Option<Arc<crate::identity::jwt::JwtVerifier>>,
     /// Recently verified keys; `None` when `auth.key_cache_ttl` is `0s`.
-    pub key_cache: Option<Arc<crate::key_cache::KeyCache>>,
+    pub key_cache: Option<Arc<crate::identity::key_cache::KeyCache>>,
     /// The in-process engine, when a backend is `embedded`.
     pub engine: Option<Arc<wardgate_engine::Engine>>,
     /// Set once the preload models are loaded; `/ready` waits for it.
     pub preloaded: Arc<std::sync::atomic::AtomicBool>,
     /// The PHI guard with its per-tenant and per-model policy.
-    pub phi: Arc<crate::phi_guard::PhiGuard>,
+    pub phi: Arc<crate::guards::phi_guard::PhiGuard>,
     /// The audit log writer. Always set by `wardgate serve`; `None` only in library tests
     /// that build a state without one.
     pub audit: Option<wardgate_audit::Auditor>,

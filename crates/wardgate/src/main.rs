@@ -848,8 +848,11 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         None
     } else {
         let v = Arc::new(
-            wardgate_gateway::jwt::JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
-                .await?,
+            wardgate_gateway::identity::jwt::JwtVerifier::start(
+                config.jwt.clone(),
+                config.max_token_bytes,
+            )
+            .await?,
         );
         v.spawn_refresh();
         Some(v)
@@ -896,8 +899,9 @@ async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
         wardgate_gateway::preload(&preload_state).await;
     });
     // Requests are served by the current router; a reload (admin API or SIGHUP) swaps it.
-    let live = wardgate_gateway::server::LiveRouter::new(wardgate_gateway::router(state.clone()));
-    let reloader = wardgate_gateway::reload::Reloader::new(
+    let live =
+        wardgate_gateway::serve::server::LiveRouter::new(wardgate_gateway::router(state.clone()));
+    let reloader = wardgate_gateway::serve::reload::Reloader::new(
         config_path.map(Path::to_path_buf),
         Box::new(env),
         live.clone(),
@@ -1034,7 +1038,7 @@ async fn models(config: Option<&Path>, command: ModelsCommand) -> anyhow::Result
 
 /// SIGHUP reloads the configuration, like the admin API; each attempt is audited.
 fn reload_on_hangup(
-    reloader: Arc<wardgate_gateway::reload::Reloader>,
+    reloader: Arc<wardgate_gateway::serve::reload::Reloader>,
     auditor: wardgate_audit::Auditor,
 ) {
     #[cfg(unix)]

@@ -22,10 +22,10 @@ use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
 use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, Rotated, StoreError};
 
 use crate::error::{ApiError, OpenAiError};
-use crate::extract::Json as Body;
+use crate::identity::principal::Principal;
+use crate::middleware::record::RequestRecord;
 use crate::openapi::{OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
-use crate::principal::Principal;
-use crate::record::RequestRecord;
+use crate::pipeline::extract::Json as Body;
 use crate::state::AppState;
 
 type Result<T> = std::result::Result<T, OpenAiError>;
@@ -414,7 +414,9 @@ pub async fn rotate_key(
     axum::Extension(p): axum::Extension<Principal>,
     axum::Extension(record): axum::Extension<Arc<RequestRecord>>,
     Path(id): Path<String>,
-    crate::extract::OptionalJson(body): crate::extract::OptionalJson<RotateBody>,
+    crate::pipeline::extract::OptionalJson(body): crate::pipeline::extract::OptionalJson<
+        RotateBody,
+    >,
 ) -> Result<Response> {
     let body = body.unwrap_or_default();
     let scope = Scope::of(&state, &p);
@@ -756,7 +758,7 @@ pub async fn reload_config(
     axum::Extension(record): axum::Extension<Arc<RequestRecord>>,
     // Set by `Reloader::install` on the router it serves; absent where the service was not
     // started from a configuration (library tests, `wardgate llm`).
-    reloader: Option<axum::Extension<Arc<crate::reload::Reloader>>>,
+    reloader: Option<axum::Extension<Arc<crate::serve::reload::Reloader>>>,
 ) -> Result<Response> {
     if !matches!(Scope::of(&state, &p), Scope::All) {
         return Err(ApiError::Forbidden.into());
@@ -796,7 +798,7 @@ pub async fn reload_config(
             })
             .into_response())
         }
-        Err(crate::reload::ReloadError::Invalid(e)) => {
+        Err(crate::serve::reload::ReloadError::Invalid(e)) => {
             record.set_action(
                 EventType::ConfigChange,
                 Some(format!("reload refused: invalid setting {}", e.key)),

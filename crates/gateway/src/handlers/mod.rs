@@ -14,13 +14,13 @@ use wardgate_api::canonical::{ChatRequest, CompletionRequest};
 use wardgate_backends::{EventStream, Route, Served};
 
 use crate::error::ApiError;
-use crate::phi_guard;
-use crate::policy::{self, Checked, ParamNames};
-use crate::principal::Principal;
-use crate::ratelimit::{Lease, Limit, Refused};
-use crate::record::RequestRecord;
+use crate::guards::phi_guard;
+use crate::guards::ratelimit::{Lease, Limit, Refused};
+use crate::identity::principal::Principal;
+use crate::middleware::record::RequestRecord;
+use crate::pipeline::policy::{self, Checked, ParamNames};
+use crate::pipeline::stream::Drive;
 use crate::state::AppState;
-use crate::stream::Drive;
 
 /// The deadline of a request: its start plus the configured hard limit.
 pub(crate) fn deadline(state: &AppState, record: &RequestRecord) -> Instant {
@@ -119,7 +119,7 @@ fn refused(
         Refused::RetryAfter(wait) => {
             crate::metrics::rate_limited(limit);
             if let (Some(audit), Some(record)) = (&state.audit, record) {
-                let key = crate::ratelimit::RefusedKey {
+                let key = crate::guards::ratelimit::RefusedKey {
                     key_id: p.key_id.clone(),
                     tenant: p.tenant.clone(),
                     method: p.method,
@@ -162,7 +162,7 @@ pub(crate) async fn check_quotas(
                 .await
                 .map_err(|e| refused(state, p, Some(record), e, Limit::TokensPerDay))?;
             if used >= set.tokens_per_day {
-                let (_, until_tomorrow) = crate::ratelimit::utc_day();
+                let (_, until_tomorrow) = crate::guards::ratelimit::utc_day();
                 return Err(refused(
                     state,
                     p,

@@ -15,13 +15,13 @@ use wardgate_backends::Route;
 
 use super::{Forwarded, Job, begin, fairness_key, note_served, run_generation, with_clamp_header};
 use crate::error::{ApiError, OllamaError};
-use crate::extract::Json;
+use crate::identity::principal::Principal;
+use crate::middleware::record::RequestRecord;
 use crate::openapi::{OllamaBackendErrors, OllamaErrors, OllamaNotFound, OllamaTooLarge};
-use crate::policy;
-use crate::principal::Principal;
-use crate::record::RequestRecord;
+use crate::pipeline::extract::Json;
+use crate::pipeline::policy;
+use crate::pipeline::stream::{self, OllamaLines, now_rfc3339};
 use crate::state::AppState;
-use crate::stream::{self, OllamaLines, now_rfc3339};
 
 type Result<T> = std::result::Result<T, OllamaError>;
 
@@ -223,7 +223,7 @@ pub(crate) fn check_embed_inputs(
     }
     if req.truncate == Some(false) {
         for s in &req.input {
-            let t = crate::tokens::estimate_text(s);
+            let t = crate::pipeline::tokens::estimate_text(s);
             if t >= u64::from(route.context_window) {
                 return Err(ApiError::ContextLengthExceeded {
                     window: route.context_window,

@@ -10,13 +10,13 @@ use wardgate_api::openai::{self, ChatChunkWriter};
 
 use super::{Job, begin, note_served, run_generation, unix_now, with_clamp_header};
 use crate::error::OpenAiError;
-use crate::extract::Json;
+use crate::identity::principal::Principal;
+use crate::middleware::record::RequestRecord;
 use crate::openapi::{OpenAiBackendErrors, OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
-use crate::policy;
-use crate::principal::Principal;
-use crate::record::RequestRecord;
+use crate::pipeline::extract::Json;
+use crate::pipeline::policy;
+use crate::pipeline::stream::{self, OpenAiChat, OpenAiText};
 use crate::state::AppState;
-use crate::stream::{self, OpenAiChat, OpenAiText};
 
 type Result<T> = std::result::Result<T, OpenAiError>;
 

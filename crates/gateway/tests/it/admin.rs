@@ -407,7 +407,9 @@ async fn break_glass_needs_a_reason_every_time_and_is_audited_at_high_severity()
         "the reason is redacted: {detail}"
     );
     assert!(
-        wardgate_gateway::auth::BREAK_GLASS_USES.load(std::sync::atomic::Ordering::Relaxed) >= 3
+        wardgate_gateway::middleware::auth::BREAK_GLASS_USES
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
     );
 }
 

@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use wardgate_api::signing::{self, SigningKey, Verifier};
 use wardgate_audit::{AuditEvent, EventType, MemoryAuditStore, Outcome};
-use wardgate_gateway::jwt::JwtVerifier;
+use wardgate_gateway::identity::jwt::JwtVerifier;
 use wardgate_store::{KeyStore, Role};
 
 // =============================================================================================
@@ -1118,7 +1118,7 @@ async fn case_14_unknown_and_revoked_keys_answer_alike() {
 
 #[tokio::test]
 async fn case_15_repeated_failures_lock_out_audited_with_a_metric() {
-    use wardgate_gateway::lockout::{AUTH_FAILURES, LOCKOUTS};
+    use wardgate_gateway::identity::lockout::{AUTH_FAILURES, LOCKOUTS};
     let h = harness(
         "openai",
         // Every failure audited on its own (no folding per window), to check each event.
@@ -2705,7 +2705,7 @@ fn refusals_counted(events: &[&AuditEvent]) -> u64 {
 
 #[tokio::test]
 async fn i15_7_a_credentialless_flood_is_counted_folded_in_the_audit_log_and_blocks_no_one() {
-    use wardgate_gateway::lockout::AUTH_FAILURES;
+    use wardgate_gateway::identity::lockout::AUTH_FAILURES;
     let h = harness("openai", "[auth]\nfailure_audit_window = \"2s\"\n").await;
     let flooder = [192, 0, 2, 99];
     let ip = std::net::IpAddr::from(flooder);
@@ -3459,7 +3459,8 @@ async fn i15_10_a_break_glass_reason_is_stored_without_phi_and_short() {
         );
     }
     assert!(
-        detail.chars().count() <= "reason: ".len() + wardgate_gateway::record::STORED_REASON_CHARS,
+        detail.chars().count()
+            <= "reason: ".len() + wardgate_gateway::middleware::record::STORED_REASON_CHARS,
         "kept short: {} characters: {detail}",
         detail.chars().count()
     );
@@ -3565,7 +3566,7 @@ async fn i15_4_a_handler_that_panics_ends_as_an_error_not_as_a_client_abort() {
                 .layer(tower_http::catch_panic::CatchPanicLayer::new())
                 .layer(axum::middleware::from_fn_with_state(
                     h.state.clone(),
-                    wardgate_gateway::record::observe,
+                    wardgate_gateway::middleware::record::observe,
                 )),
         )
         .with_state(());

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use wardgate_audit::{AuthMethod, EventType, MemoryAuditStore};
-use wardgate_gateway::jwt::JwtVerifier;
+use wardgate_gateway::identity::jwt::JwtVerifier;
 
 fn claims() -> Value {
     json!({"iss": ISS, "aud": AUD, "sub": "alice@example.test", "tenant": "acme",
@@ -369,7 +369,7 @@ mod props {
     use std::time::Duration;
 
     use proptest::prelude::*;
-    use wardgate_gateway::jwt::{IssuerSettings, KeySource, looks_like_jwt};
+    use wardgate_gateway::identity::jwt::{IssuerSettings, KeySource, looks_like_jwt};
 
     use super::*;
 
@@ -385,7 +385,9 @@ mod props {
             refresh_cooldown: Duration::from_secs(60),
             tenant_claim: "tenant".into(),
             tenant: None,
-            allowed_tenants: wardgate_gateway::jwt::AllowedTenants::AllBut("operator".into()),
+            allowed_tenants: wardgate_gateway::identity::jwt::AllowedTenants::AllBut(
+                "operator".into(),
+            ),
             roles_claim: "roles".into(),
             models_claim: "models".into(),
         }

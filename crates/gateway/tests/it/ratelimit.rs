@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::support::{Harness, chat_body, mock_cfg, post_as};
 use axum::http::StatusCode;
-use wardgate_gateway::ratelimit::{RateLimiter, RedisLimiter, Refused};
+use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter, Refused};
 use wardgate_store::Role;
 
 fn redis_url() -> String {

@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
 use wardgate_audit::{EventType, MemoryAuditStore, Outcome};
-use wardgate_gateway::reload::Reloader;
-use wardgate_gateway::server::LiveRouter;
+use wardgate_gateway::serve::reload::Reloader;
+use wardgate_gateway::serve::server::LiveRouter;
 use wardgate_store::Role;
 
 fn config(url: &str, max_messages: u32) -> String {

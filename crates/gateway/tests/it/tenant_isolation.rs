@@ -8,7 +8,7 @@ use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, post_as};
 use axum::http::StatusCode;
 use serde_json::json;
 use wardgate_audit::MemoryAuditStore;
-use wardgate_gateway::ratelimit::{RateLimiter, RedisLimiter};
+use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter};
 use wardgate_store::{KeyStore, Role, TenantStore};
 
 async fn harness(extra: &str) -> Harness {

@@ -557,14 +557,14 @@ async fn a_key_that_does_not_match_the_certificate_stops_the_start() {
     let ca = Ca::new("test CA");
     let (cert, _, _) = ca.server("a");
     let (_, key, _) = ca.server("b");
-    let settings = wardgate_gateway::tls::TlsSettings {
+    let settings = wardgate_gateway::serve::tls::TlsSettings {
         cert_file: write(dir.path(), "c.pem", &cert).into(),
         key_file: write(dir.path(), "k.pem", &key).into(),
         client_ca_file: None,
-        client_auth: wardgate_gateway::tls::ClientAuth::Optional,
+        client_auth: wardgate_gateway::serve::tls::ClientAuth::Optional,
         reload_interval: Duration::from_secs(30),
     };
-    let e = wardgate_gateway::tls::Tls::load(&settings).unwrap_err();
+    let e = wardgate_gateway::serve::tls::Tls::load(&settings).unwrap_err();
     assert!(e.to_string().contains("does not match"), "{e}");
 }
 

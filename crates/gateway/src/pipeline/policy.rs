@@ -7,7 +7,7 @@ use wardgate_backends::Route;
 
 use crate::config::{Limits, OverCap};
 use crate::error::ApiError;
-use crate::tokens;
+use crate::pipeline::tokens;
 
 /// Which front's names to use in messages.
 #[derive(Clone, Copy, Debug)]

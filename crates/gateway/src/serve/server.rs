@@ -35,7 +35,7 @@ use ipnet::IpNet;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
-use crate::tls::{ClientCert, Tls};
+use crate::serve::tls::{ClientCert, Tls};
 
 /// The router requests are served by, swapped as a whole on reload.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use wardgate_backends::BackendKind;
 use wardgate_phi::CategorySet;
 
 pub use crate::audit::AuditSettings;
-pub use crate::phi_guard::{PhiMode, PhiPolicy, PhiRule};
+pub use crate::guards::phi_guard::{PhiMode, PhiPolicy, PhiRule};
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -554,9 +554,9 @@ pub struct Config {
     pub first_token_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Connection and protocol bounds.
-    pub server: crate::server::ServerLimits,
+    pub server: crate::serve::server::ServerLimits,
     /// TLS for the listener; `None`: plain HTTP.
-    pub tls: Option<crate::tls::TlsSettings>,
+    pub tls: Option<crate::serve::tls::TlsSettings>,
     /// Who a verified TLS client certificate is.
     pub client_certs: ClientCertSettings,
     pub sqlite_path: PathBuf,
@@ -573,8 +573,8 @@ pub struct Config {
     pub max_token_bytes: usize,
     /// `None`: keys do not time out when idle.
     pub key_idle_timeout: Option<Duration>,
-    pub lockout: crate::lockout::LockoutSettings,
-    pub jwt: Vec<crate::jwt::IssuerSettings>,
+    pub lockout: crate::identity::lockout::LockoutSettings,
+    pub jwt: Vec<crate::identity::jwt::IssuerSettings>,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub breaker_threshold: u32,
@@ -674,9 +674,9 @@ impl Config {
             out.extend(issuer.audiences.iter().cloned());
             out.extend(issuer.tenant.iter().cloned());
             match &issuer.keys {
-                crate::jwt::KeySource::File(p) => out.push(path(p)),
-                crate::jwt::KeySource::Url(u) => out.push(u.clone()),
-                crate::jwt::KeySource::Secret(_) => {}
+                crate::identity::jwt::KeySource::File(p) => out.push(path(p)),
+                crate::identity::jwt::KeySource::Url(u) => out.push(u.clone()),
+                crate::identity::jwt::KeySource::Secret(_) => {}
             }
         }
         out.extend([
@@ -1014,8 +1014,8 @@ fn duration_or_off(key: &str, v: Option<&str>, default: Duration) -> Result<Dura
 
 const MAX_CONNECTIONS_PER_IP: usize = 65_536;
 
-fn server_limits(raw: &RawServer) -> Result<crate::server::ServerLimits, ConfigError> {
-    let d = crate::server::ServerLimits::default();
+fn server_limits(raw: &RawServer) -> Result<crate::serve::server::ServerLimits, ConfigError> {
+    let d = crate::serve::server::ServerLimits::default();
     let at_least = |key: &str, v: Option<usize>, min: usize, default: usize| match v {
         Some(n) if n < min => Err(ConfigError::new(key, format!("must be at least {min}"))),
         Some(n) => Ok(n),
@@ -1034,7 +1034,7 @@ fn server_limits(raw: &RawServer) -> Result<crate::server::ServerLimits, ConfigE
             })?;
         trusted_proxies.push(net);
     }
-    Ok(crate::server::ServerLimits {
+    Ok(crate::serve::server::ServerLimits {
         header_read_timeout: duration(
             "server.header_read_timeout",
             raw.header_read_timeout.as_deref(),
@@ -1097,11 +1097,13 @@ fn server_limits(raw: &RawServer) -> Result<crate::server::ServerLimits, ConfigE
     })
 }
 
-fn tls_settings(raw: Option<&RawTls>) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+fn tls_settings(
+    raw: Option<&RawTls>,
+) -> Result<Option<crate::serve::tls::TlsSettings>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
     let client_auth = match raw.client_auth.as_deref() {
-        None | Some("optional") => crate::tls::ClientAuth::Optional,
-        Some("required") => crate::tls::ClientAuth::Required,
+        None | Some("optional") => crate::serve::tls::ClientAuth::Optional,
+        Some("required") => crate::serve::tls::ClientAuth::Required,
         Some(other) => {
             return Err(ConfigError::new(
                 "server.tls.client_auth",
@@ -1126,7 +1128,7 @@ fn tls_settings(raw: Option<&RawTls>) -> Result<Option<crate::tls::TlsSettings>,
             "must be at least 1s",
         ));
     }
-    Ok(Some(crate::tls::TlsSettings {
+    Ok(Some(crate::serve::tls::TlsSettings {
         cert_file: raw.cert_file.clone(),
         key_file: raw.key_file.clone(),
         client_ca_file: raw.client_ca_file.clone(),
@@ -1181,8 +1183,8 @@ fn jwt_issuer(
     raw: &RawJwtIssuer,
     env: EnvLookup<'_>,
     operator_tenant: &str,
-) -> Result<crate::jwt::IssuerSettings, ConfigError> {
-    use crate::jwt::{KeySource, MAX_LEEWAY, MIN_HS256_SECRET, parse_algorithm};
+) -> Result<crate::identity::jwt::IssuerSettings, ConfigError> {
+    use crate::identity::jwt::{KeySource, MAX_LEEWAY, MIN_HS256_SECRET, parse_algorithm};
     let key = |field: &str| format!("auth.jwt[{i}].{field}");
     if raw.issuer.is_empty() || raw.issuer.len() > 512 {
         return Err(ConfigError::new(
@@ -1279,7 +1281,7 @@ fn jwt_issuer(
             .map_err(|e| ConfigError::new(key("tenant"), e.to_string()))?;
     }
     let allowed_tenants = match &raw.allowed_tenants {
-        None => crate::jwt::AllowedTenants::AllBut(operator_tenant.to_owned()),
+        None => crate::identity::jwt::AllowedTenants::AllBut(operator_tenant.to_owned()),
         Some(list) => {
             for t in list {
                 wardgate_store::names::validate_tenant(t)
@@ -1299,10 +1301,10 @@ fn jwt_issuer(
                     "must list the issuer's fixed `tenant`",
                 ));
             }
-            crate::jwt::AllowedTenants::Listed(list.clone())
+            crate::identity::jwt::AllowedTenants::Listed(list.clone())
         }
     };
-    Ok(crate::jwt::IssuerSettings {
+    Ok(crate::identity::jwt::IssuerSettings {
         issuer: raw.issuer.clone(),
         audiences: raw.audiences.clone(),
         algorithms,
@@ -1861,8 +1863,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             }
         },
         lockout: {
-            let d = crate::lockout::LockoutSettings::default();
-            crate::lockout::LockoutSettings {
+            let d = crate::identity::lockout::LockoutSettings::default();
+            crate::identity::lockout::LockoutSettings {
                 threshold: raw.auth.lockout_threshold.unwrap_or(d.threshold),
                 window: duration(
                     "auth.lockout_window",
@@ -2246,7 +2248,7 @@ url = "http://127.0.0.1:11434"
 
     #[test]
     fn shipped_example_config_is_valid() {
-        let text = include_str!("../../../config/wardgate.example.toml");
+        let text = include_str!("../../../../config/wardgate.example.toml");
         let c = load(text).unwrap();
         let names: Vec<_> = c
             .models

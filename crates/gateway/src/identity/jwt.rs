@@ -40,7 +40,7 @@ use wardgate_store::{Role, Secret};
 
 use wardgate_audit::AuthMethod;
 
-use crate::principal::Principal;
+use crate::identity::principal::Principal;
 
 /// Longest subject kept, in bytes; longer ones are refused (they end up in audit events).
 const MAX_SUBJECT_LEN: usize = 128;

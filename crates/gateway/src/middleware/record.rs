@@ -118,7 +118,7 @@ pub struct RequestRecord {
     pub source_ip: Option<IpAddr>,
     fields: Mutex<Fields>,
     /// What the request holds against its quotas, settled when it ends.
-    lease: Mutex<Option<crate::ratelimit::Lease>>,
+    lease: Mutex<Option<crate::guards::ratelimit::Lease>>,
     /// Set by whichever path ends the request first (the response body, or the guard of a
     /// request dropped before its response): the log line and the terminal event are
     /// written once.
@@ -149,7 +149,7 @@ impl RequestRecord {
         f.auth_method = Some(method);
     }
 
-    pub fn set_lease(&self, lease: crate::ratelimit::Lease) {
+    pub fn set_lease(&self, lease: crate::guards::ratelimit::Lease) {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
     }
 
@@ -398,7 +398,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         route,
         started: Instant::now(),
         source_ip: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| {
-            crate::net::client_ip(
+            crate::identity::net::client_ip(
                 c.0.ip(),
                 req.headers().get_all("x-forwarded-for").iter(),
                 &state.config.server.trusted_proxies,

@@ -20,7 +20,7 @@ use wardgate_api::{ollama, openai, rfc3339};
 use wardgate_backends::{BackendError, EventStream};
 
 use crate::error::ApiError;
-use crate::record::RequestRecord;
+use crate::middleware::record::RequestRecord;
 
 /// Writes a protocol's frames for each step of a generation.
 pub trait Encoder: Send + 'static {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
-use crate::server::LiveRouter;
+use crate::serve::server::LiveRouter;
 use crate::state::AppState;
 
 /// Why a reload was refused; nothing was applied.
@@ -197,7 +197,7 @@ impl Reloader {
         let digest = crate::audit::config_digest(file.as_deref(), &env);
         if !changed.is_empty() {
             let mut state = old.clone();
-            state.phi = Arc::new(crate::phi_guard::PhiGuard::new(config.phi.clone()));
+            state.phi = Arc::new(crate::guards::phi_guard::PhiGuard::new(config.phi.clone()));
             state.config = Arc::new(config);
             self.live.set(self.router(state.clone()));
             *current = Some(state);

@@ -1,7 +1,7 @@
 //! Recently verified credentials, so a busy key is not verified against the store on every
 //! request.
 
-use crate::principal::Principal;
+use crate::identity::principal::Principal;
 
 /// Recently verified keys and tokens, so a busy client does not cost a database round trip
 /// (or a signature check) per request.

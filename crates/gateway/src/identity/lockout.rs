@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, EventType, Timestamp};
 
-use crate::audit_fold::{AuditFolds, FoldSubject};
+use crate::guards::audit_fold::{AuditFolds, FoldSubject};
 
 /// Lockout settings, validated.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -129,7 +129,7 @@ pub struct Lockout {
     settings: LockoutSettings,
     entries: Mutex<HashMap<Subject, Entry>>,
     /// Each source's allowance of failures a minute.
-    allowance: crate::ratelimit::InProcessLimiter,
+    allowance: crate::guards::ratelimit::InProcessLimiter,
     /// Each source's failures folded in the current audit window.
     folds: Arc<AuditFolds<FailureSource>>,
 }
@@ -139,7 +139,7 @@ impl Lockout {
         Lockout {
             settings,
             entries: Mutex::new(HashMap::new()),
-            allowance: crate::ratelimit::InProcessLimiter::new(),
+            allowance: crate::guards::ratelimit::InProcessLimiter::new(),
             folds: Arc::new(AuditFolds::new(settings.audit_window)),
         }
     }
@@ -158,8 +158,8 @@ impl Lockout {
             .check_at(&format!("unauth:{ip}"), per_minute, now)
         {
             Ok(()) => None,
-            Err(crate::ratelimit::Refused::RetryAfter(wait)) => Some(wait),
-            Err(crate::ratelimit::Refused::Unavailable) => None,
+            Err(crate::guards::ratelimit::Refused::RetryAfter(wait)) => Some(wait),
+            Err(crate::guards::ratelimit::Refused::Unavailable) => None,
         }
     }
 

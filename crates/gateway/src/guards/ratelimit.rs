@@ -90,7 +90,7 @@ pub struct RefusedKey {
     pub method: wardgate_audit::AuthMethod,
 }
 
-impl crate::audit_fold::FoldSubject for RefusedKey {
+impl crate::guards::audit_fold::FoldSubject for RefusedKey {
     fn summary(subject: Option<&Self>, count: u64, window: Duration) -> wardgate_audit::AuditEvent {
         use wardgate_audit::{ActorKind, AuditEvent, AuthMethod, EventType, Outcome, Timestamp};
         let secs = window.as_secs();

@@ -11,10 +11,12 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 use wardgate_store::{KeyVerdict, Role};
 
-use crate::principal::{Allowed, BREAK_GLASS_REASON_HEADER, MAX_BREAK_GLASS_REASON, Principal};
+use crate::identity::principal::{
+    Allowed, BREAK_GLASS_REASON_HEADER, MAX_BREAK_GLASS_REASON, Principal,
+};
 
 use crate::error::{ApiError, Front};
-use crate::record::RequestRecord;
+use crate::middleware::record::RequestRecord;
 use crate::state::AppState;
 
 /// Query parameters that carry credentials in other APIs; refused so a key in a URL is never
@@ -36,7 +38,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     // A verified client certificate identifies the caller when no bearer credential is sent;
     // a bearer credential, when sent, is the identity and the certificate only the channel.
     if !req.headers().contains_key(header::AUTHORIZATION)
-        && let Some(cert) = req.extensions().get::<crate::tls::ClientCert>()
+        && let Some(cert) = req.extensions().get::<crate::serve::tls::ClientCert>()
     {
         if let Err(e) = refuse_credentials_in_url(&req) {
             return e.to_response(front);
@@ -191,7 +193,10 @@ pub async fn authorize(State(allowed): State<Allowed>, req: Request, next: Next)
 /// The principal a verified client certificate names: `cert:<common name>`, in the configured
 /// tenant or the subject's organization, with the configured roles. A certificate without a
 /// usable name or tenant identifies no one.
-fn cert_principal(state: &AppState, cert: &crate::tls::ClientCert) -> Result<Principal, ApiError> {
+fn cert_principal(
+    state: &AppState,
+    cert: &crate::serve::tls::ClientCert,
+) -> Result<Principal, ApiError> {
     let settings = &state.config.client_certs;
     let name = cert
         .common_name
@@ -257,7 +262,7 @@ async fn principal(state: &AppState, token: String) -> Result<Principal, ApiErro
         return Ok(p);
     }
     if let Some(jwt) = &state.jwt
-        && crate::jwt::looks_like_jwt(&token)
+        && crate::identity::jwt::looks_like_jwt(&token)
     {
         let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
         let (p, exp) = jwt.verify_until(&token, unix).await.map_err(|reason| {

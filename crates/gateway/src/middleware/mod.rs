@@ -1,0 +1,4 @@
+//! The layers every request passes: its record (request id, log line, terminal audit event) and authentication with authorization.
+
+pub mod auth;
+pub mod record;
