@@ -3,34 +3,21 @@
 //! authenticates with a key like any client). The counters are process-wide, across every
 //! tenant, so another tenant's admin or auditor is refused with 403 rather than shown them.
 //!
-//! The counters are process-wide atomics incremented on the request path: failed
-//! authentications, lockouts, break-glass requests, and refusals by each rate limit or quota.
+//! The counters are process-wide atomics (`middleware::events::COUNTERS`) that each security
+//! event counts as it is emitted: failed authentications, lockouts, break-glass requests, and
+//! refusals by each rate limit or quota.
 //! They are rendered here by hand because there are only a few and the format is four lines
 //! each; the `metrics` crate and its Prometheus exporter take over when the gateway gets its
 //! full instrumentation (latencies, backends, engine), keeping these names.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::guards::ratelimit::Limit;
-
-/// Requests refused by each bound, in [`Limit`] order.
-static RATE_LIMITED: [AtomicU64; 4] = [
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-    AtomicU64::new(0),
-];
-
-const LIMITS: [Limit; 4] = [
-    Limit::Requests,
-    Limit::Tokens,
-    Limit::TokensPerDay,
-    Limit::Concurrency,
-];
+use crate::middleware::events::COUNTERS;
 
 fn limit_label(l: Limit) -> &'static str {
     match l {
@@ -38,13 +25,6 @@ fn limit_label(l: Limit) -> &'static str {
         Limit::Tokens => "tokens_per_minute",
         Limit::TokensPerDay => "tokens_per_day",
         Limit::Concurrency => "concurrent_requests",
-    }
-}
-
-/// Counts a request refused by `limit`.
-pub fn rate_limited(limit: Limit) {
-    if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
-        RATE_LIMITED[i].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -63,41 +43,29 @@ pub fn render() -> String {
         &mut out,
         "wardgate_auth_failures_total",
         "Requests refused for a missing, unknown, revoked, expired or invalid credential.",
-        &[(
-            "",
-            crate::identity::lockout::AUTH_FAILURES.load(Ordering::Relaxed),
-        )],
+        &[("", COUNTERS.auth_failures.load(Ordering::Relaxed))],
     );
     counter(
         &mut out,
         "wardgate_auth_failures_folded_total",
         "Failed authentications audited in a per-address `suppressed: N` summary event instead of one by one.",
-        &[(
-            "",
-            crate::identity::lockout::AUTH_FAILURES_FOLDED.load(Ordering::Relaxed),
-        )],
+        &[("", COUNTERS.auth_failures_folded.load(Ordering::Relaxed))],
     );
     counter(
         &mut out,
         "wardgate_lockouts_total",
         "Client addresses or key prefixes locked out after repeated failed authentications.",
-        &[(
-            "",
-            crate::identity::lockout::LOCKOUTS.load(Ordering::Relaxed),
-        )],
+        &[("", COUNTERS.lockouts.load(Ordering::Relaxed))],
     );
     counter(
         &mut out,
         "wardgate_break_glass_requests_total",
         "Requests made with break-glass (emergency) access, refused ones included.",
-        &[(
-            "",
-            crate::middleware::auth::BREAK_GLASS_USES.load(Ordering::Relaxed),
-        )],
+        &[("", COUNTERS.break_glass.load(Ordering::Relaxed))],
     );
-    let labels: Vec<(String, u64)> = LIMITS
+    let labels: Vec<(String, u64)> = Limit::ALL
         .iter()
-        .zip(&RATE_LIMITED)
+        .zip(&COUNTERS.rate_limited)
         .map(|(l, n)| {
             (
                 format!("{{limit=\"{}\"}}", limit_label(*l)),

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use wardgate_audit::{AuditFilter, AuditStore as _, EventType, Outcome, Timestamp};
 use wardgate_gateway::config::LogFormat;
 use wardgate_gateway::handlers::admin;
+use wardgate_gateway::middleware::events::{ConfigReloaded, KeyChanged, ReloadVia};
 use wardgate_gateway::redact_log::{Configured, RedactingMakeWriter};
 use wardgate_gateway::{Config, ConfigError};
 use wardgate_store::{KeyStore, NewKeySpec, Role, SqliteStore};
@@ -452,24 +453,16 @@ fn cli_actor() -> String {
 /// saying that the change itself stands.
 async fn audit_key_change(
     auditor: Option<&wardgate_audit::Auditor>,
-    event_type: EventType,
-    tenant: &str,
-    key_id: &str,
-    detail: String,
+    change: KeyChanged<'_>,
 ) -> anyhow::Result<()> {
     let Some(auditor) = auditor else {
         return Ok(());
     };
-    let mut e = wardgate_audit::AuditEvent::new(
-        Timestamp::now(),
-        event_type,
-        &cli_actor(),
-        wardgate_audit::ActorKind::User,
-    );
-    e.outcome = Some(Outcome::Allow);
-    e.tenant = Some(tenant.to_owned());
-    e.detail = Some(detail);
-    auditor.append(e).await.map(drop).with_context(|| {
+    let key_id = match &change {
+        KeyChanged::Created(k) | KeyChanged::Revoked(k) => k.id.clone(),
+        KeyChanged::Rotated(r) => r.new.record.id.clone(),
+    };
+    change.append(auditor, &cli_actor()).await.with_context(|| {
         format!("key {key_id} was changed, but the audit log did not take the event")
     })
 }
@@ -498,14 +491,7 @@ async fn key_command(
                     label,
                 })
                 .await?;
-            audit_key_change(
-                auditor,
-                EventType::KeyCreated,
-                &new.record.tenant,
-                &new.record.id,
-                admin::created_detail(&new.record),
-            )
-            .await?;
+            audit_key_change(auditor, KeyChanged::Created(&new.record)).await?;
             if json {
                 let mut v = admin::key_json(&new.record, time::OffsetDateTime::now_utc());
                 v["key"] = serde_json::Value::String(new.secret.expose().clone());
@@ -561,14 +547,7 @@ async fn key_command(
                 .rotate_key(&id, overlap, expires_at)
                 .await
                 .with_context(|| format!("cannot rotate {id}"))?;
-            audit_key_change(
-                auditor,
-                EventType::KeyCreated,
-                &r.new.record.tenant,
-                &r.new.record.id,
-                admin::rotated_detail(&r),
-            )
-            .await?;
+            audit_key_change(auditor, KeyChanged::Rotated(&r)).await?;
             let now = time::OffsetDateTime::now_utc();
             if json {
                 let mut v = admin::key_json(&r.new.record, now);
@@ -602,14 +581,7 @@ async fn key_command(
                 .revoke_key(&id)
                 .await
                 .with_context(|| format!("cannot revoke {id}"))?;
-            audit_key_change(
-                auditor,
-                EventType::KeyRevoked,
-                &key.tenant,
-                &key.id,
-                admin::revoked_detail(&key),
-            )
-            .await?;
+            audit_key_change(auditor, KeyChanged::Revoked(&key)).await?;
             out(&format!("revoked {id}"))?;
         }
     }
@@ -1054,31 +1026,12 @@ fn reload_on_hangup(
             let Ok(result) = tokio::task::spawn_blocking(move || r.reload()).await else {
                 continue;
             };
-            let (outcome, detail) = match result {
-                Ok(done) => {
-                    let changed = if done.changed.is_empty() {
-                        "nothing".to_owned()
-                    } else {
-                        done.changed.join(",")
-                    };
-                    tracing::warn!(target: "wardgate::alert", changed = %changed, "configuration reloaded (SIGHUP)");
-                    (
-                        Outcome::Allow,
-                        format!(
-                            "configuration reloaded (SIGHUP); changed={changed}; sha256={}",
-                            done.digest
-                        ),
-                    )
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "configuration reload (SIGHUP) refused");
-                    (Outcome::Deny, format!("reload refused (SIGHUP): {e}"))
-                }
-            };
-            let event = wardgate_gateway::audit::config_event(outcome, detail);
-            if let Err(e) = auditor.append(event).await {
-                tracing::error!(error = %e, "the audit log did not take a reload event");
+            ConfigReloaded {
+                via: ReloadVia::Sighup,
+                result: &result,
             }
+            .append(&auditor)
+            .await;
         }
     });
     #[cfg(not(unix))]

@@ -61,6 +61,14 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Every bound, in the order the counters keep them.
+    pub const ALL: [Limit; 4] = [
+        Limit::Requests,
+        Limit::Tokens,
+        Limit::TokensPerDay,
+        Limit::Concurrency,
+    ];
+
     /// OpenAI's rate-limit error `type` for this bound.
     pub fn kind(self) -> &'static str {
         match self {

@@ -19,13 +19,15 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
-use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, Rotated, StoreError};
+use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, StoreError};
 
 use crate::error::{ApiError, OpenAiError};
 use crate::identity::principal::Principal;
+use crate::middleware::events::{ConfigReloaded, KeyChanged, ReloadVia};
 use crate::middleware::record::RequestRecord;
 use crate::openapi::{OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
 use crate::pipeline::extract::Json as Body;
+use crate::serve::reload::ReloadError;
 use crate::state::AppState;
 
 type Result<T> = std::result::Result<T, OpenAiError>;
@@ -326,7 +328,7 @@ pub async fn create_key(
         })
         .await
         .map_err(store_error)?;
-    record.set_action(EventType::KeyCreated, Some(created_detail(&new.record)));
+    KeyChanged::Created(&new.record).emit(&record);
     let body = CreatedKey {
         info: key_info(&new.record, OffsetDateTime::now_utc()),
         key: new.secret.expose().clone(),
@@ -448,7 +450,7 @@ pub async fn rotate_key(
         c.clear();
     }
     let now = OffsetDateTime::now_utc();
-    record.set_action(EventType::KeyCreated, Some(rotated_detail(&r)));
+    KeyChanged::Rotated(&r).emit(&record);
     Ok(with_credential(RotatedKey {
         created: CreatedKey {
             info: key_info(&r.new.record, now),
@@ -456,40 +458,6 @@ pub async fn rotate_key(
         },
         rotated_from: key_info(&r.old, now),
     }))
-}
-
-/// The audit detail of a key's creation (the admin API's and `wardgate keys create`'s).
-pub fn created_detail(key: &ApiKeyRecord) -> String {
-    format!(
-        "key_id={} tenant={} roles={}",
-        key.id,
-        key.tenant,
-        role_list(&key.roles)
-    )
-}
-
-/// The audit detail of a rotation: the replacement's creation, naming the key it replaces.
-pub fn rotated_detail(r: &Rotated) -> String {
-    format!(
-        "key_id={} tenant={} rotated_from={} old_expires_at={}",
-        r.new.record.id,
-        r.new.record.tenant,
-        r.old.id,
-        r.old.expires_at.map(|t| t.unix_timestamp()).unwrap_or(0)
-    )
-}
-
-/// The audit detail of a revocation.
-pub fn revoked_detail(key: &ApiKeyRecord) -> String {
-    format!("key_id={} tenant={}", key.id, key.tenant)
-}
-
-fn role_list(roles: &[Role]) -> String {
-    roles
-        .iter()
-        .map(|r| r.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// `DELETE /admin/keys/{id}`: revokes a key (idempotent). 204 on success.
@@ -520,7 +488,7 @@ pub async fn revoke_key(
     if let Some(c) = &state.key_cache {
         c.clear();
     }
-    record.set_action(EventType::KeyRevoked, Some(revoked_detail(&key)));
+    KeyChanged::Revoked(&key).emit(&record);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -763,59 +731,34 @@ pub async fn reload_config(
     if !matches!(Scope::of(&state, &p), Scope::All) {
         return Err(ApiError::Forbidden.into());
     }
-    let Some(axum::Extension(reloader)) = reloader else {
-        record.set_action(
-            EventType::ConfigChange,
-            Some("reload refused: not reloadable".into()),
-        );
-        return Err(ApiError::ReloadRefused(
+    let result = match reloader {
+        Some(axum::Extension(reloader)) => tokio::task::spawn_blocking(move || reloader.reload())
+            .await
+            .map_err(|_| ApiError::StorageUnavailable)?,
+        None => Err(ReloadError::NotReloadable),
+    };
+    ConfigReloaded {
+        via: ReloadVia::AdminApi,
+        result: &result,
+    }
+    .emit(&record);
+    match result {
+        Ok(done) => Ok(Json(ReloadResult {
+            reloaded: !done.changed.is_empty(),
+            changed: done.changed,
+            sha256: done.digest,
+        })
+        .into_response()),
+        Err(ReloadError::Invalid(e)) => Err(ApiError::BadRequest(wardgate_api::BadRequest {
+            param: None,
+            message: format!("the configuration is invalid, nothing was changed: {e}"),
+        })
+        .into()),
+        Err(ReloadError::NotReloadable) => Err(ApiError::ReloadRefused(
             "this service was not started from a configuration it can re-read".into(),
         )
-        .into());
-    };
-    let outcome = tokio::task::spawn_blocking(move || reloader.reload())
-        .await
-        .map_err(|_| ApiError::StorageUnavailable)?;
-    match outcome {
-        Ok(done) => {
-            let changed = if done.changed.is_empty() {
-                "nothing".to_owned()
-            } else {
-                done.changed.join(",")
-            };
-            record.set_action(
-                EventType::ConfigChange,
-                Some(format!(
-                    "configuration reloaded; changed={changed}; sha256={}",
-                    done.digest
-                )),
-            );
-            tracing::warn!(target: "wardgate::alert", changed = %changed, "configuration reloaded");
-            Ok(Json(ReloadResult {
-                reloaded: !done.changed.is_empty(),
-                changed: done.changed,
-                sha256: done.digest,
-            })
-            .into_response())
-        }
-        Err(crate::serve::reload::ReloadError::Invalid(e)) => {
-            record.set_action(
-                EventType::ConfigChange,
-                Some(format!("reload refused: invalid setting {}", e.key)),
-            );
-            Err(ApiError::BadRequest(wardgate_api::BadRequest {
-                param: None,
-                message: format!("the configuration is invalid, nothing was changed: {e}"),
-            })
-            .into())
-        }
-        Err(e) => {
-            record.set_action(
-                EventType::ConfigChange,
-                Some(format!("reload refused: {e}")),
-            );
-            Err(ApiError::ReloadRefused(e.to_string()).into())
-        }
+        .into()),
+        Err(e) => Err(ApiError::ReloadRefused(e.to_string()).into()),
     }
 }
 

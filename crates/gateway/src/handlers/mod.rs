@@ -117,17 +117,15 @@ fn refused(
 ) -> ApiError {
     match e {
         Refused::RetryAfter(wait) => {
-            crate::metrics::rate_limited(limit);
-            if let (Some(audit), Some(record)) = (&state.audit, record) {
+            let folded = state.audit.as_ref().is_some_and(|audit| {
                 let key = crate::guards::ratelimit::RefusedKey {
                     key_id: p.key_id.clone(),
                     tenant: p.tenant.clone(),
                     method: p.method,
                 };
-                if !state.refusals.fold(key, Instant::now(), audit) {
-                    record.fold_audit();
-                }
-            }
+                !state.refusals.fold(key, Instant::now(), audit)
+            });
+            crate::middleware::events::RateLimited { limit, folded }.emit(record);
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
                 limit,

@@ -27,7 +27,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,13 +116,6 @@ struct Entry {
 /// Most subjects tracked at once; past it, entries that are neither locked nor recent go first.
 const MAX_TRACKED: usize = 100_000;
 
-/// Failed authentications counted since start, and lockouts begun (for metrics).
-pub static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
-pub static LOCKOUTS: AtomicU64 = AtomicU64::new(0);
-
-/// Failed authentications folded into `suppressed: N` summaries instead of being written.
-pub static AUTH_FAILURES_FOLDED: AtomicU64 = AtomicU64::new(0);
-
 #[derive(Debug)]
 pub struct Lockout {
     settings: LockoutSettings,
@@ -170,11 +162,7 @@ impl Lockout {
         let (Some(audit), Some(ip)) = (audit, source) else {
             return true;
         };
-        let write = self.folds.fold(FailureSource(ip), now, audit);
-        if !write {
-            AUTH_FAILURES_FOLDED.fetch_add(1, Ordering::Relaxed);
-        }
-        write
+        self.folds.fold(FailureSource(ip), now, audit)
     }
 
     /// Writes every window's folded failures, ended or not, and waits for the commits: what
@@ -221,7 +209,6 @@ impl Lockout {
     /// Counts a failed attempt; returns the subjects this failure locked out (each once, at the
     /// moment its lockout begins).
     pub fn fail(&self, source: Option<IpAddr>, prefix: Option<&str>, now: Instant) -> Vec<Subject> {
-        AUTH_FAILURES.fetch_add(1, Ordering::Relaxed);
         let s = self.settings;
         if s.threshold == 0 {
             return Vec::new();
@@ -245,7 +232,6 @@ impl Lockout {
             if e.failures.len() >= s.threshold as usize {
                 e.failures.clear();
                 e.locked_until = Some(now + s.duration);
-                LOCKOUTS.fetch_add(1, Ordering::Relaxed);
                 locked.push(subject);
             }
         }

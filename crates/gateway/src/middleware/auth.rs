@@ -14,6 +14,7 @@ use wardgate_store::{KeyVerdict, Role};
 use crate::identity::principal::{
     Allowed, BREAK_GLASS_REASON_HEADER, MAX_BREAK_GLASS_REASON, Principal,
 };
+use crate::middleware::events::{AuthFailed, BreakGlassUsed, LockedOut};
 
 use crate::error::{ApiError, Front};
 use crate::middleware::record::RequestRecord;
@@ -89,24 +90,21 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             Ok(r) => r,
             Err(e) => {
                 // An attempt without a reason is still break-glass activity, audited as such.
-                if let Some(rec) = &record {
-                    rec.set_break_glass("none given (refused)");
+                BreakGlassUsed {
+                    key_id: &p.key_id,
+                    tenant: &p.tenant,
+                    reason: None,
                 }
+                .emit(record.as_deref());
                 return e.to_response(front);
             }
         };
-        // The reason may name a patient: it is kept only in the audit log, redacted there
-        // (`RequestRecord::set_break_glass`), never logged.
-        tracing::warn!(
-            target: "wardgate::alert",
-            key_id = %p.key_id,
-            tenant = %p.tenant,
-            "break-glass access used"
-        );
-        BREAK_GLASS_USES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(rec) = &record {
-            rec.set_break_glass(&reason);
+        BreakGlassUsed {
+            key_id: &p.key_id,
+            tenant: &p.tenant,
+            reason: Some(&reason),
         }
+        .emit(record.as_deref());
     }
     req.extensions_mut().insert(p);
     next.run(req).await
@@ -127,26 +125,17 @@ fn refuse(
     let locked = state.lockout.locked(source, prefix, now);
     let over = state.lockout.over_allowance(source, now);
     let newly_locked = state.lockout.fail(source, prefix, now);
+    let record = record.map(|r| &**r);
     if newly_locked.is_empty() {
-        if !state.lockout.fold(source, now, state.audit.as_ref())
-            && let Some(rec) = record
-        {
-            rec.fold_audit();
-        }
+        let folded = !state.lockout.fold(source, now, state.audit.as_ref());
+        AuthFailed { folded }.emit(record);
     } else {
-        let what: Vec<String> = newly_locked.iter().map(ToString::to_string).collect();
-        tracing::warn!(
-            target: "wardgate::alert",
-            locked = %what.join(" "),
-            "locked out after repeated failed authentications"
-        );
         // A lockout is always written on its own: it is what a reviewer must see.
-        if let Some(rec) = record {
-            rec.set_action(
-                wardgate_audit::EventType::Lockout,
-                Some(format!("locked {}", what.join(" "))),
-            );
+        AuthFailed { folded: false }.emit(record);
+        LockedOut {
+            subjects: newly_locked,
         }
+        .emit(record);
     }
     match locked.into_iter().chain(over).max() {
         Some(wait) => ApiError::LockedOut {
@@ -155,9 +144,6 @@ fn refuse(
         None => ApiError::Unauthenticated,
     }
 }
-
-/// Break-glass requests served since start, for the alert metric.
-pub static BREAK_GLASS_USES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The stated reason of a break-glass request: one header, printable, 1 to
 /// [`MAX_BREAK_GLASS_REASON`] characters.

@@ -407,7 +407,8 @@ async fn break_glass_needs_a_reason_every_time_and_is_audited_at_high_severity()
         "the reason is redacted: {detail}"
     );
     assert!(
-        wardgate_gateway::middleware::auth::BREAK_GLASS_USES
+        wardgate_gateway::middleware::events::COUNTERS
+            .break_glass
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 3
     );

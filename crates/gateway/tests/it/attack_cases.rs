@@ -1118,7 +1118,8 @@ async fn case_14_unknown_and_revoked_keys_answer_alike() {
 
 #[tokio::test]
 async fn case_15_repeated_failures_lock_out_audited_with_a_metric() {
-    use wardgate_gateway::identity::lockout::{AUTH_FAILURES, LOCKOUTS};
+    use wardgate_gateway::middleware::events::COUNTERS;
+    let (auth_failures, lockouts) = (&COUNTERS.auth_failures, &COUNTERS.lockouts);
     let h = harness(
         "openai",
         // Every failure audited on its own (no folding per window), to check each event.
@@ -1128,8 +1129,8 @@ async fn case_15_repeated_failures_lock_out_audited_with_a_metric() {
     let attacker = [192, 0, 2, 66];
     let guess = format!("wg_abcdefghijkl_{}", "A".repeat(43));
     let (failures_before, lockouts_before) = (
-        AUTH_FAILURES.load(Ordering::Relaxed),
-        LOCKOUTS.load(Ordering::Relaxed),
+        auth_failures.load(Ordering::Relaxed),
+        lockouts.load(Ordering::Relaxed),
     );
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -1148,10 +1149,10 @@ async fn case_15_repeated_failures_lock_out_audited_with_a_metric() {
         "{detail}"
     );
     assert!(
-        LOCKOUTS.load(Ordering::Relaxed) > lockouts_before,
+        lockouts.load(Ordering::Relaxed) > lockouts_before,
         "the lockout metric"
     );
-    assert!(AUTH_FAILURES.load(Ordering::Relaxed) >= failures_before + 3);
+    assert!(auth_failures.load(Ordering::Relaxed) >= failures_before + 3);
 
     // Locked: a failing credential from that source is refused, on both fronts, with a wait
     // and an audit event ...
@@ -2705,11 +2706,11 @@ fn refusals_counted(events: &[&AuditEvent]) -> u64 {
 
 #[tokio::test]
 async fn i15_7_a_credentialless_flood_is_counted_folded_in_the_audit_log_and_blocks_no_one() {
-    use wardgate_gateway::identity::lockout::AUTH_FAILURES;
+    let auth_failures = &wardgate_gateway::middleware::events::COUNTERS.auth_failures;
     let h = harness("openai", "[auth]\nfailure_audit_window = \"2s\"\n").await;
     let flooder = [192, 0, 2, 99];
     let ip = std::net::IpAddr::from(flooder);
-    let before = AUTH_FAILURES.load(Ordering::Relaxed);
+    let before = auth_failures.load(Ordering::Relaxed);
     let start = Instant::now();
     let mut refused_cheaply = 0;
     for i in 0..2_000 {
@@ -2739,7 +2740,7 @@ async fn i15_7_a_credentialless_flood_is_counted_folded_in_the_audit_log_and_blo
         "past the allowance the flood is answered 429: {refused_cheaply}"
     );
     assert!(
-        AUTH_FAILURES.load(Ordering::Relaxed) >= before + 2_000,
+        auth_failures.load(Ordering::Relaxed) >= before + 2_000,
         "a missing credential is an authentication failure in the metric"
     );
     // The summaries of the ended windows are written within about 1.5 windows.
