@@ -49,6 +49,13 @@ pub trait RateLimiter: Send + Sync + 'static {
     fn leave_now(&self, _bucket: &str) -> bool {
         false
     }
+    /// Charges `amount` units to each token bucket at once, without waiting, where the limiter
+    /// can (in-process); false: the caller must `spend` and `add_today` instead. As with
+    /// `leave_now`, a request's tokens are charged by the time its client has the answer, so
+    /// the client's next request already sees them.
+    fn spend_now(&self, _per_minute: &[(String, u32)], _per_day: &[String], _amount: u64) -> bool {
+        false
+    }
 }
 
 /// Which bound refused a request, for the error message and the OpenAI error `type`.
@@ -180,8 +187,12 @@ impl Lease {
     fn release(&mut self, tokens: u64) {
         let mut places = std::mem::take(&mut self.places);
         places.retain(|b| !self.limiter.leave_now(b));
-        let per_minute = std::mem::take(&mut self.per_minute);
-        let per_day = std::mem::take(&mut self.per_day);
+        let mut per_minute = std::mem::take(&mut self.per_minute);
+        let mut per_day = std::mem::take(&mut self.per_day);
+        if tokens > 0 && self.limiter.spend_now(&per_minute, &per_day, tokens) {
+            per_minute.clear();
+            per_day.clear();
+        }
         if places.is_empty() && (tokens == 0 || (per_minute.is_empty() && per_day.is_empty())) {
             return;
         }
@@ -321,6 +332,21 @@ impl InProcessLimiter {
     }
 
     /// [`RateLimiter::spend`] at a given instant.
+    /// Adds `amount` to `bucket`'s count for the current UTC day; the new count.
+    fn add_today_now(&self, bucket: &str, amount: u64) -> u64 {
+        let (today, _) = utc_day();
+        let mut days = self.days.lock().unwrap_or_else(|e| e.into_inner());
+        if days.len() >= MAX_BUCKETS {
+            days.retain(|_, (day, _)| *day == today);
+        }
+        let entry = days.entry(bucket.to_owned()).or_insert((today, 0));
+        if entry.0 != today {
+            *entry = (today, 0);
+        }
+        entry.1 = entry.1.saturating_add(amount);
+        entry.1
+    }
+
     pub fn spend_at(&self, bucket: &str, per_minute: u32, amount: u64, now: Instant) {
         let now_us = self.micros(now);
         let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
@@ -360,17 +386,7 @@ impl RateLimiter for InProcessLimiter {
     }
 
     async fn add_today(&self, bucket: &str, amount: u64) -> Result<u64, Refused> {
-        let (today, _) = utc_day();
-        let mut days = self.days.lock().unwrap_or_else(|e| e.into_inner());
-        if days.len() >= MAX_BUCKETS {
-            days.retain(|_, (day, _)| *day == today);
-        }
-        let entry = days.entry(bucket.to_owned()).or_insert((today, 0));
-        if entry.0 != today {
-            *entry = (today, 0);
-        }
-        entry.1 = entry.1.saturating_add(amount);
-        Ok(entry.1)
+        Ok(self.add_today_now(bucket, amount))
     }
 
     async fn enter(&self, bucket: &str, max: u32, _hold: Duration) -> Result<(), Refused> {
@@ -385,6 +401,17 @@ impl RateLimiter for InProcessLimiter {
 
     async fn leave(&self, bucket: &str) {
         self.leave_now(bucket);
+    }
+
+    fn spend_now(&self, per_minute: &[(String, u32)], per_day: &[String], amount: u64) -> bool {
+        let now = Instant::now();
+        for (bucket, rate) in per_minute {
+            self.spend_at(bucket, *rate, amount, now);
+        }
+        for bucket in per_day {
+            self.add_today_now(bucket, amount);
+        }
+        true
     }
 
     fn leave_now(&self, bucket: &str) -> bool {
