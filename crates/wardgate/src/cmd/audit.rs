@@ -1,0 +1,224 @@
+//! `wardgate audit`: export, verify and query the tamper-evident log, and its checkpoint signing key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use wardgate_audit::{AuditFilter, AuditStore as _, EventType, Outcome, Timestamp};
+
+use super::{load_config, open_db, out, warn};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuditCommand {
+    /// Write the whole log as JSON Lines: a header, the signed checkpoints, then every entry.
+    Export {
+        /// File to create (owner-only; never overwritten). Default: standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check the log with only the public key: every entry's hash, every signed root, and the
+    /// witness's checkpoints. Exits non-zero naming the first bad entry.
+    Verify {
+        /// An export file to check (default: the live database).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// The checkpoint public key: `name+id+key`, or a file holding it. Repeat for keys used
+        /// before a rotation.
+        #[arg(long = "public-key", required = true)]
+        public_key: Vec<String>,
+        /// The witness file the gateway appends checkpoints to.
+        #[arg(long)]
+        witness: Option<PathBuf>,
+        /// The log's origin (default: the first checkpoint's).
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Print matching entries as JSON Lines, oldest first.
+    Query {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// allow, deny, error or client_abort.
+        #[arg(long)]
+        outcome: Option<Outcome>,
+        /// request_start, request, auth_failure, lockout, break_glass, config_change, ...
+        #[arg(long)]
+        event_type: Option<EventType>,
+        #[arg(long)]
+        request_id: Option<String>,
+        /// From this time on (RFC 3339, e.g. 2025-01-31T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<Timestamp>,
+        /// Before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<Timestamp>,
+        /// Only entries after this sequence number (for paging).
+        #[arg(long)]
+        after_seq: Option<u64>,
+        /// At most this many (1 to 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Create an Ed25519 checkpoint signing key file (mode 0600) and print its public key.
+    Keygen {
+        /// The key file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name, conventionally the log's origin.
+        #[arg(long, default_value = "wardgate/audit")]
+        name: String,
+    },
+    /// Print the public key of the gateway's checkpoint signing key (`audit.signing_key_file`),
+    /// to give to auditors for `verify`.
+    PublicKey,
+}
+
+pub(crate) fn parse_time(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(text)
+        .ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2025-01-31T00:00:00Z"))
+}
+
+pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyhow::Result<()> {
+    use wardgate_audit::{export, keyfile, verify, witness};
+    match command {
+        AuditCommand::PublicKey => {
+            let config = load_config(config)?;
+            let path = &config.audit.signing_key_file;
+            let key = keyfile::read_signer_key(path).with_context(|| {
+                format!(
+                    "cannot read the audit signing key {} (it is created when `wardgate serve` \
+                     first starts)",
+                    path.display()
+                )
+            })?;
+            out(&key.verifier().to_string())?;
+        }
+        AuditCommand::Keygen { out: path, name } => {
+            let key = wardgate_audit::SignerKey::generate(&name)?;
+            keyfile::write_signer_key(&path, &key)?;
+            out(&format!(
+                "wrote the signing key to {} (keep it secret)\npublic key: {}",
+                path.display(),
+                key.verifier()
+            ))?;
+        }
+        AuditCommand::Export { out: path } => {
+            let store = open_db(config).await?;
+            let summary = match &path {
+                Some(path) => {
+                    let mut options = std::fs::OpenOptions::new();
+                    options.write(true).create_new(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                    let file = options
+                        .open(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut writer = std::io::BufWriter::new(file);
+                    let summary = export::write_export(&store, &mut writer).await?;
+                    writer.into_inner()?.sync_all()?;
+                    summary
+                }
+                None => {
+                    let stdout = std::io::stdout().lock();
+                    export::write_export(&store, std::io::BufWriter::new(stdout)).await?
+                }
+            };
+            if let Some(path) = path {
+                out(&format!(
+                    "exported {} entries and {} checkpoints to {}",
+                    summary.entries,
+                    summary.checkpoints,
+                    path.display()
+                ))?;
+            }
+            store.close().await;
+        }
+        AuditCommand::Verify {
+            export: export_path,
+            public_key,
+            witness: witness_path,
+            origin,
+        } => {
+            let keys = public_key
+                .iter()
+                .map(|k| keyfile::load_verifier(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let witness_notes = match &witness_path {
+                Some(p) => {
+                    let read = witness::read(p)
+                        .with_context(|| format!("cannot read the witness file {}", p.display()))?;
+                    if !read.skipped_lines.is_empty() {
+                        warn(&format!(
+                            "{}: skipped unreadable lines {:?}",
+                            p.display(),
+                            read.skipped_lines
+                        ));
+                    }
+                    read.notes
+                }
+                None => Vec::new(),
+            };
+            let result = match &export_path {
+                Some(p) => {
+                    let file = std::fs::File::open(p)
+                        .with_context(|| format!("cannot open {}", p.display()))?;
+                    verify::verify_export(
+                        std::io::BufReader::new(file),
+                        keys,
+                        &witness_notes,
+                        origin,
+                    )
+                }
+                None => {
+                    let store = open_db(config).await?;
+                    let result = verify::verify_store(&store, keys, &witness_notes, origin).await;
+                    store.close().await;
+                    result
+                }
+            };
+            let report = result.context("audit log verification FAILED")?;
+            out(&format!(
+                "ok: {} entries, root {}; {} log and {} witness checkpoints verified; entries \
+                 0..{} proven by signature, {} after the last checkpoint",
+                report.entries,
+                report.root,
+                report.log_checkpoints,
+                report.witness_checkpoints,
+                report.proven,
+                report.unproven_tail()
+            ))?;
+        }
+        AuditCommand::Query {
+            actor,
+            tenant,
+            outcome,
+            event_type,
+            request_id,
+            since,
+            until,
+            after_seq,
+            limit,
+        } => {
+            let store = open_db(config).await?;
+            let entries = store
+                .query(&AuditFilter {
+                    actor_id: actor,
+                    tenant,
+                    outcome,
+                    event_type,
+                    request_id,
+                    since,
+                    until,
+                    after_seq,
+                    limit: Some(limit),
+                })
+                .await?;
+            for entry in &entries {
+                out(&export::entry_line(entry))?;
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}

