@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::http::HeaderValue;
 use axum::response::Response;
-use wardgate_api::canonical::{ChatRequest, CompletionRequest};
+use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse};
 use wardgate_backends::{EventStream, Route, Served};
 
 use crate::error::ApiError;
@@ -337,37 +337,64 @@ pub(crate) async fn before_backend(
     })
 }
 
-/// The PHI guard and the audit start for an embeddings request. Pseudonyms in embedding
-/// inputs are not restored (a vector has no text to restore them in); the backend embeds the
-/// de-identified text.
-pub(crate) async fn guard_embed(
+/// The one pipeline of an embeddings request, for both fronts (as `run_generation` is for
+/// chat and completions): the key's rate allowance and the route, the input bounds, the PHI
+/// guard and the audit start, then the chain walk within the request deadline. An empty input
+/// is answered empty without calling a backend. Pseudonyms in embedding inputs are not
+/// restored (a vector has no text to restore them in): the backend embeds the de-identified
+/// text.
+pub(crate) async fn run_embedding(
     state: &AppState,
     p: &Principal,
     record: &Arc<RequestRecord>,
-    route: &Route,
-    req: &mut wardgate_api::canonical::EmbedRequest,
-) -> Result<(), ApiError> {
-    let mut texts = phi_guard::embed_texts(req);
+    mut req: EmbedRequest,
+) -> Result<EmbedResponse, ApiError> {
+    let route = begin(state, p, record, &req.model).await?;
+    check_embed_inputs(state, &route, &req)?;
+    if req.input.is_empty() {
+        return Ok(EmbedResponse {
+            embeddings: Vec::new(),
+            prompt_tokens: 0,
+        });
+    }
+    let mut texts = phi_guard::embed_texts(&mut req);
     note_prompt(state, record, &texts);
-    guard(state, p, route, &mut texts)?;
-    before_backend(state, record).await
-}
-
-/// Walks the route's chain for an embeddings request within the request deadline, as a
-/// generation's walk is: each link may take what is left of it, and the walk as a whole ends
-/// at it (without the outer bound, a chain of slow links would take the whole time each).
-pub(crate) async fn embed_within_deadline(
-    state: &AppState,
-    record: &RequestRecord,
-    route: &Route,
-    req: &wardgate_api::canonical::EmbedRequest,
-) -> Result<(Served, wardgate_api::canonical::EmbedResponse), ApiError> {
+    guard(state, p, &route, &mut texts)?;
+    before_backend(state, record).await?;
+    // Each link may take what is left of the deadline, and the walk as a whole ends at it
+    // (without the outer bound, a chain of slow links would take the whole time each).
     let deadline = deadline(state, record);
     let timeout = deadline.saturating_duration_since(Instant::now());
-    let walk = route.embed(req, timeout);
-    Ok(tokio::time::timeout_at(deadline.into(), walk)
+    let (served, resp) = tokio::time::timeout_at(deadline.into(), route.embed(&req, timeout))
         .await
-        .map_err(|_| ApiError::Timeout)??)
+        .map_err(|_| ApiError::Timeout)??;
+    note_served(record, &route, &served);
+    record.set_tokens(resp.prompt_tokens, 0);
+    Ok(resp)
+}
+
+/// Embedding inputs are bounded in number, and each must fit the window unless the client
+/// allows truncation (Ollama's default).
+fn check_embed_inputs(state: &AppState, route: &Route, req: &EmbedRequest) -> Result<(), ApiError> {
+    let max = state.config.limits.max_embedding_inputs;
+    if req.input.len() > max {
+        return Err(ApiError::BadRequest(wardgate_api::BadRequest::param(
+            "input",
+            format!("at most {max} inputs per request"),
+        )));
+    }
+    if req.truncate == Some(false) {
+        for s in &req.input {
+            let t = crate::pipeline::tokens::estimate_text(s);
+            if t >= u64::from(route.context_window) {
+                return Err(ApiError::ContextLengthExceeded {
+                    window: route.context_window,
+                    requested: t,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Says in a header that a cap lowered what the client asked for.

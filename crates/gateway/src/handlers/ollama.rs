@@ -13,7 +13,7 @@ use wardgate_api::canonical::EmbedRequest;
 use wardgate_api::ollama::{self, LineKind};
 use wardgate_backends::Route;
 
-use super::{Forwarded, Job, begin, fairness_key, note_served, run_generation, with_clamp_header};
+use super::{Forwarded, Job, begin, fairness_key, run_generation, with_clamp_header};
 use crate::error::{ApiError, OllamaError};
 use crate::identity::principal::Principal;
 use crate::middleware::record::RequestRecord;
@@ -207,55 +207,6 @@ fn json_text(s: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], s).into_response()
 }
 
-/// Embedding inputs are bounded in number, and each must fit the window unless the client
-/// allows truncation (Ollama's default).
-pub(crate) fn check_embed_inputs(
-    state: &AppState,
-    route: &Route,
-    req: &EmbedRequest,
-) -> std::result::Result<(), ApiError> {
-    let max = state.config.limits.max_embedding_inputs;
-    if req.input.len() > max {
-        return Err(ApiError::BadRequest(wardgate_api::BadRequest::param(
-            "input",
-            format!("at most {max} inputs per request"),
-        )));
-    }
-    if req.truncate == Some(false) {
-        for s in &req.input {
-            let t = crate::pipeline::tokens::estimate_text(s);
-            if t >= u64::from(route.context_window) {
-                return Err(ApiError::ContextLengthExceeded {
-                    window: route.context_window,
-                    requested: t,
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn embed_common(
-    state: &AppState,
-    p: &Principal,
-    record: &Arc<RequestRecord>,
-    mut req: EmbedRequest,
-) -> std::result::Result<wardgate_api::canonical::EmbedResponse, ApiError> {
-    let route = begin(state, p, record, &req.model).await?;
-    check_embed_inputs(state, &route, &req)?;
-    if req.input.is_empty() {
-        return Ok(wardgate_api::canonical::EmbedResponse {
-            embeddings: Vec::new(),
-            prompt_tokens: 0,
-        });
-    }
-    super::guard_embed(state, p, record, &route, &mut req).await?;
-    let (served, resp) = super::embed_within_deadline(state, record, &route, &req).await?;
-    note_served(record, &route, &served);
-    record.set_tokens(resp.prompt_tokens, 0);
-    Ok(resp)
-}
-
 /// Embeddings of one or more inputs.
 #[utoipa::path(
     post,
@@ -280,7 +231,7 @@ pub async fn embed(
     req.keep_alive = client_keep_alive(&state, &p, forwarded.as_ref(), req.keep_alive.take())?;
     let model = req.model.clone();
     let started = record.started;
-    let resp = embed_common(&state, &p, &record, req).await?;
+    let resp = super::run_embedding(&state, &p, &record, req).await?;
     let total = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     Ok(axum::Json(ollama::EmbedOut {
         model: &model,
@@ -325,7 +276,7 @@ pub async fn embeddings(
         truncate: None,
         keep_alive,
     };
-    let resp = embed_common(&state, &p, &record, req).await?;
+    let resp = super::run_embedding(&state, &p, &record, req).await?;
     let embedding = resp.embeddings.into_iter().next().unwrap_or_default();
     Ok(axum::Json(ollama::EmbeddingOut { embedding }).into_response())
 }

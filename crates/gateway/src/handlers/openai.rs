@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use wardgate_api::openai::{self, ChatChunkWriter};
 
-use super::{Job, begin, note_served, run_generation, unix_now, with_clamp_header};
+use super::{Job, begin, run_generation, unix_now, with_clamp_header};
 use crate::error::OpenAiError;
 use crate::identity::principal::Principal;
 use crate::middleware::record::RequestRecord;
@@ -156,13 +156,8 @@ pub async fn embeddings(
 ) -> Result<Response> {
     let encoding = body.encoding()?;
     let public = body.model.clone();
-    let route = begin(&state, &p, &record, &public).await?;
-    let mut req = body.into_canonical()?;
-    super::ollama::check_embed_inputs(&state, &route, &req)?;
-    super::guard_embed(&state, &p, &record, &route, &mut req).await?;
-    let (served, resp) = super::embed_within_deadline(&state, &record, &route, &req).await?;
-    note_served(&record, &route, &served);
-    record.set_tokens(resp.prompt_tokens, 0);
+    let req = body.into_canonical()?;
+    let resp = super::run_embedding(&state, &p, &record, req).await?;
     Ok(axum::Json(openai::embeddings(
         &public,
         &resp.embeddings,
