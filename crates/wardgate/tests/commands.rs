@@ -1,0 +1,139 @@
+//! The `wardgate` binary's commands, run as a user runs them: `check-config`, `phi redact`, and
+//! key changes from the CLI, which the audit log records (verifiable with the public key) in
+//! the database a config file names.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Runs `wardgate` in `dir` with no `WARDGATE_*` setting of the environment the tests run in,
+/// feeding `stdin`.
+fn wardgate_with_input(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn wardgate(dir: &Path, args: &[&str]) -> Output {
+    wardgate_with_input(dir, args, "")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_config_says_ok_or_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[limits]\nmax_messages = 10\n").unwrap();
+    let out = wardgate(dir.path(), &["check-config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(": ok ("),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_messages = \"many\"\n").unwrap();
+    let out = wardgate(dir.path(), &["check-config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("limits.max_messages"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn phi_redact_reads_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wardgate_with_input(
+        dir.path(),
+        &["phi", "redact"],
+        "Patient SSN 457-55-5462, call 617-555-0143.\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let redacted = text(&out.stdout);
+    assert!(redacted.contains("[SSN]"), "{redacted}");
+    assert!(!redacted.contains("457-55-5462") && !redacted.contains("617-555-0143"));
+}
+
+/// Keys made, rotated and revoked from the CLI land in the database the config file names,
+/// and each change is an audit event by `cli:<login>` in a log that verifies.
+#[test]
+fn key_changes_from_the_cli_use_the_configured_database_and_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wardgate.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nsqlite_path = \"state/keys.db\"\n[audit]\nsigning_key_file = \
+         \"state/audit.key\"\nwitness_file = \"state/witness.log\"\n",
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let created = wardgate(
+        dir.path(),
+        &["-c", c, "keys", "create", "--tenant", "acme", "--json"],
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let key: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let id = key["id"].as_str().unwrap().to_owned();
+    assert!(dir.path().join("state/keys.db").exists());
+
+    let rotated = wardgate(dir.path(), &["-c", c, "keys", "rotate", &id, "--json"]);
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    let revoked = wardgate(dir.path(), &["-c", c, "keys", "revoke", &id]);
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+
+    for (event_type, want) in [("key_created", 2), ("key_revoked", 1)] {
+        let out = wardgate(
+            dir.path(),
+            &["-c", c, "audit", "query", "--event-type", event_type],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let events: Vec<serde_json::Value> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), want, "{event_type}: {events:?}");
+        for e in &events {
+            let e = e.get("event").unwrap_or(e);
+            assert!(e["actor_id"].as_str().unwrap().starts_with("cli:"), "{e}");
+            assert_eq!(e["tenant"], "acme", "{e}");
+            assert!(e["detail"].as_str().unwrap().contains(&id) || event_type == "key_created");
+        }
+    }
+
+    let public = wardgate(dir.path(), &["-c", c, "audit", "public-key"]);
+    assert!(public.status.success(), "{}", text(&public.stderr));
+    let public = text(&public.stdout).trim().to_owned();
+    let verify = wardgate(
+        dir.path(),
+        &["-c", c, "audit", "verify", "--public-key", &public],
+    );
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+}
