@@ -69,9 +69,13 @@ pub enum ApiError {
     /// The client did not finish sending the body within `server.body_read_timeout`.
     #[error("request body not received in time")]
     BodyTimeout,
-    /// The body ended early or could not be read (the client went away mid-body).
+    /// The body could not be read: malformed framing (e.g. a bad chunk size).
     #[error("request body incomplete")]
     BodyIncomplete,
+    /// The client went away mid-body (the connection closed early, or the stream was reset).
+    /// The answer reaches no one; the request is audited as a client abort.
+    #[error("the client went away before its request body was complete")]
+    ClientGone,
     #[error("context length exceeded")]
     ContextLengthExceeded { window: u32, requested: u64 },
     #[error("rate limit exceeded")]
@@ -235,7 +239,7 @@ impl ApiError {
                 Some("request_timeout"),
                 "the request body was not received in time".into(),
             ),
-            ApiError::BodyIncomplete => r(
+            ApiError::BodyIncomplete | ApiError::ClientGone => r(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 Some("body_incomplete"),
@@ -406,6 +410,7 @@ impl ApiError {
             ApiError::ReloadRefused(_) => "reload_refused",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::BodyIncomplete => "body_incomplete",
+            ApiError::ClientGone => CLIENT_GONE,
             ApiError::ContextLengthExceeded { .. } => "context_length_exceeded",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::LockedOut { .. } => "locked_out",
@@ -464,6 +469,10 @@ impl ApiError {
 /// Left on error responses so the request log can say why without parsing the body.
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorReason(pub &'static str);
+
+/// The reason of a request whose client went away mid-body: its record ends as a client
+/// abort, with no status (no answer reached anyone).
+pub const CLIENT_GONE: &str = "client_gone";
 
 /// An error on an OpenAI route.
 #[derive(Debug)]

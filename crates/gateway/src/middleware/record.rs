@@ -300,6 +300,13 @@ impl RequestRecord {
     /// Writes the log line and returns the terminal audit event (none for unaudited routes).
     fn emit(&self, ending: Ending) -> Option<AuditEvent> {
         let f = self.lock();
+        // A client that went away mid-body left before any answer, like one that left while
+        // the request waited: its answer was written to no one.
+        let ending = if f.reason == Some(crate::error::CLIENT_GONE) {
+            Ending::BeforeResponse
+        } else {
+            ending
+        };
         let outcome = if ending != Ending::Complete {
             Outcome::ClientAbort
         } else if f.stream_failed || f.status >= 500 {

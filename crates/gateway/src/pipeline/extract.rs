@@ -113,8 +113,33 @@ pub async fn read_body(
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge { limit })
         }
+        // The connection ended (or the HTTP/2 stream was reset) before the body did: the
+        // client went away, and nobody will read an answer.
+        Ok(Err(e)) if client_went_away(e.as_ref()) => Err(ApiError::ClientGone),
         Ok(Err(_)) => Err(ApiError::BodyIncomplete),
     }
+}
+
+/// Whether a body error says the client went away mid-body (the connection ended or was
+/// reset before the body did), rather than that it sent something malformed.
+fn client_went_away(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Whether a `Content-Type` names JSON: `application/json`, in any case, with or without

@@ -5070,3 +5070,52 @@ async fn i15_attack_a_zero_refusal_window_audits_every_429() {
     let (total, events) = refusals_audited(&h.audit_events().await);
     assert_eq!((total, events), (20, 20));
 }
+
+// ==== issue 15, second attack (note): a body cut off by the client ====
+
+/// Found by the second black-box attack: a client that sent half its body and closed the
+/// connection was audited as `deny` 400 `body_incomplete`, as if it had been answered. It left
+/// before any answer: its terminal event is now `client_abort` with no status, like a client
+/// that leaves while its request waits. A body with malformed framing is still a 400.
+#[tokio::test]
+async fn i15_attack_a_body_cut_off_by_the_client_is_a_client_abort() {
+    let h = harness("openai", "").await;
+    let (id, key) = h.key_for(&[], None).await;
+    let (addr, _server) = serve_on_socket(&h).await;
+    for _ in 0..5 {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\": \"ti"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        // Half-closed: the server sees the body end at 14 of 1000 bytes.
+        sock.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut rest)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let requests = loop {
+        let requests = requests_of(&h.audit_events().await, &id);
+        if requests.len() >= 5 || Instant::now() > deadline {
+            break requests;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(requests.len(), 5, "{requests:#?}");
+    for evs in requests.values() {
+        assert_eq!(evs.len(), 1, "{evs:#?}");
+        let e = &evs[0];
+        assert_eq!(e.event_type, EventType::Request, "{e:#?}");
+        assert_eq!(e.outcome, Some(Outcome::ClientAbort), "{e:#?}");
+        assert_eq!(e.http_status, None, "{e:#?}");
+    }
+    // Malformed chunked framing from a client that stays is a 400, as before.
+    let raw = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let answer = raw_exchange(addr, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_still_serving(&h).await;
+}
