@@ -137,3 +137,75 @@ fn key_changes_from_the_cli_use_the_configured_database_and_are_audited() {
         text(&verify.stderr)
     );
 }
+
+/// An export verified against a witness file the log kept writing to after the export was
+/// taken fails (that cannot be told from a cut export), and says what to do instead; the live
+/// log verifies with the same witness.
+#[test]
+fn an_export_older_than_the_witness_fails_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wardgate.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nsqlite_path = \"keys.db\"\n[audit]\nsigning_key_file = \"audit.key\"\n\
+         witness_file = \"witness.log\"\n",
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let create = || {
+        let out = wardgate(dir.path(), &["-c", c, "keys", "create", "--tenant", "acme"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    create();
+    let export = dir.path().join("export.jsonl");
+    let out = wardgate(
+        dir.path(),
+        &[
+            "-c",
+            c,
+            "audit",
+            "export",
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    create();
+    let public = text(&wardgate(dir.path(), &["-c", c, "audit", "public-key"]).stdout)
+        .trim()
+        .to_owned();
+    let witness = dir.path().join("witness.log");
+    let w = witness.to_str().unwrap();
+    let old = wardgate(
+        dir.path(),
+        &[
+            "-c",
+            c,
+            "audit",
+            "verify",
+            "--export",
+            export.to_str().unwrap(),
+            "--public-key",
+            &public,
+            "--witness",
+            w,
+        ],
+    );
+    assert!(!old.status.success());
+    let err = text(&old.stderr);
+    assert!(err.contains("leave out --export"), "{err}");
+    let live = wardgate(
+        dir.path(),
+        &[
+            "-c",
+            c,
+            "audit",
+            "verify",
+            "--public-key",
+            &public,
+            "--witness",
+            w,
+        ],
+    );
+    assert!(live.status.success(), "{}", text(&live.stderr));
+}

@@ -177,6 +177,20 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                     result
                 }
             };
+            // An export is a snapshot: a witness file that the gateway kept appending to holds
+            // checkpoints past its end. That cannot be told from an export that was cut, so it
+            // fails, saying what to do.
+            if let (Some(_), Some(_), Err(verify::VerifyError::Truncated { which, .. })) =
+                (&export_path, &witness_path, &result)
+                && *which == verify::CheckpointSource::Witness
+            {
+                warn(
+                    "the witness holds a checkpoint past the end of this export: either the \
+                     export was cut, or the gateway wrote more after it was taken. Verify the \
+                     live log with the witness (leave out --export), or export again and verify \
+                     that at once",
+                );
+            }
             let report = result.context("audit log verification FAILED")?;
             out(&format!(
                 "ok: {} entries, root {}; {} log and {} witness checkpoints verified; entries \
