@@ -100,6 +100,9 @@ pub enum ApiError {
     /// The audit log could not commit the start of the request: it fails closed.
     #[error("audit unavailable")]
     AuditUnavailable,
+    /// A handler panicked (see [`panic_response`]); nothing about the panic is told.
+    #[error("internal error")]
+    Internal,
 }
 
 impl From<BadRequest> for ApiError {
@@ -297,6 +300,12 @@ impl ApiError {
                         .into(),
                 )
             },
+            ApiError::Internal => r(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                None,
+                "internal error".into(),
+            ),
             ApiError::Timeout => r(
                 StatusCode::GATEWAY_TIMEOUT,
                 "server_error",
@@ -419,6 +428,7 @@ impl ApiError {
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::PhiBlocked(_) => "phi_blocked",
             ApiError::AuditUnavailable => "audit_unavailable",
+            ApiError::Internal => "panic",
             ApiError::Backend(e) => match e {
                 BackendError::Connect(_) => "backend_connect",
                 BackendError::Timeout => "backend_timeout",
@@ -503,5 +513,78 @@ impl IntoResponse for OpenAiError {
 impl IntoResponse for OllamaError {
     fn into_response(self) -> Response {
         self.0.to_response(Front::Ollama)
+    }
+}
+
+/// Marks the 500 that [`panic_response`] made, so [`panics_in_front_shape`] can write it in
+/// the shape of the request's front.
+#[derive(Clone, Copy, Debug)]
+struct Panicked;
+
+/// The answer to a handler that panicked (for `CatchPanicLayer`): a generic 500. The payload
+/// may quote request data; it is neither logged nor returned.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!(reason = "panic", "a handler panicked");
+    let mut resp = ApiError::Internal.to_response(Front::OpenAi);
+    resp.extensions_mut().insert(Panicked);
+    resp
+}
+
+/// Middleware outside `CatchPanicLayer`: a panic's 500 in the error shape of the request's
+/// front (`{"error": "..."}` on Ollama routes), like every other error.
+pub async fn panics_in_front_shape(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let front = Front::of_path(req.uri().path());
+    let resp = next.run(req).await;
+    if resp.extensions().get::<Panicked>().is_some() {
+        ApiError::Internal.to_response(front)
+    } else {
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    /// A panic's 500 is written in the error shape of the request's front, as the gateway and
+    /// `wardgate llm` layer it, and says nothing of the panic.
+    #[tokio::test]
+    async fn a_panic_answers_500_in_the_fronts_shape() {
+        async fn boom() -> &'static str {
+            if std::hint::black_box(true) {
+                panic!("handler bug: secret 123-45-6789");
+            }
+            "unreachable"
+        }
+        let app = axum::Router::new()
+            .route("/v1/boom", axum::routing::get(boom))
+            .route("/api/boom", axum::routing::get(boom))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            ))
+            .layer(axum::middleware::from_fn(panics_in_front_shape));
+        for (path, want) in [
+            (
+                "/v1/boom",
+                serde_json::json!({"error": {"message": "internal error", "type": "server_error",
+                    "param": null, "code": null}}),
+            ),
+            ("/api/boom", serde_json::json!({"error": "internal error"})),
+        ] {
+            let req = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let got: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(got, want, "{path}");
+        }
     }
 }

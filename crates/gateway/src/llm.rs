@@ -90,17 +90,10 @@ pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
         .layer(from_fn_with_state(state, record::observe))
         // Outermost, as on the gateway: a panic anywhere below becomes a generic 500 (and its
         // record says so), never a stack trace in a body or a dropped connection.
-        .layer(CatchPanicLayer::custom(panic_response))
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    // The payload may quote request data; it is not logged or returned.
-    tracing::error!(reason = "panic", "a handler panicked");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(json!({"error": "internal error"})),
-    )
-        .into_response()
+        .layer(CatchPanicLayer::custom(crate::error::panic_response))
+        .layer(axum::middleware::from_fn(
+            crate::error::panics_in_front_shape,
+        ))
 }
 
 async fn not_found() -> Response {

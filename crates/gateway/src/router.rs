@@ -9,11 +9,9 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Response, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::from_fn_with_state;
-use axum::response::IntoResponse;
 use axum::{Extension, Router};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -126,9 +124,12 @@ pub fn router(state: AppState) -> Router {
     public.merge(authenticated).with_state(state.clone()).layer(
         ServiceBuilder::new()
             .option_layer(hsts)
-            // Outermost: a panic anywhere below becomes a generic 500, never a stack trace in
-            // a body or a dropped connection.
-            .layer(CatchPanicLayer::custom(panic_response))
+            // Outermost: a panic anywhere below becomes a generic 500 in the front's error
+            // shape, never a stack trace in a body or a dropped connection.
+            .layer(axum::middleware::from_fn(
+                crate::error::panics_in_front_shape,
+            ))
+            .layer(CatchPanicLayer::custom(crate::error::panic_response))
             // One record and one log line per request, tied to the end of the response body;
             // sits above auth so denials are logged too.
             .layer(from_fn_with_state(state.clone(), record::observe))
@@ -147,14 +148,4 @@ async fn not_found(req: Request) -> axum::response::Response {
 
 async fn method_not_allowed(req: Request) -> axum::response::Response {
     ApiError::MethodNotAllowed.to_response(Front::of_path(req.uri().path()))
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
-    // The payload may quote request data; it is not logged or returned.
-    tracing::error!(reason = "panic", "a handler panicked");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(serde_json::json!({"error": {"message": "internal error", "type": "server_error", "param": null, "code": null}})),
-    )
-        .into_response()
 }
