@@ -11,8 +11,13 @@ use serde::Deserialize;
 use wardgate_backends::BackendKind;
 use wardgate_phi::CategorySet;
 
-pub use crate::audit::AuditSettings;
-pub use crate::guards::phi_guard::{PhiMode, PhiPolicy, PhiRule};
+pub mod audit;
+pub mod auth;
+pub mod phi;
+pub mod server;
+
+pub use audit::AuditSettings;
+pub use phi::{PhiMode, PhiPolicy, PhiRule};
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -554,9 +559,9 @@ pub struct Config {
     pub first_token_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Connection and protocol bounds.
-    pub server: crate::serve::server::ServerLimits,
+    pub server: server::ServerLimits,
     /// TLS for the listener; `None`: plain HTTP.
-    pub tls: Option<crate::serve::tls::TlsSettings>,
+    pub tls: Option<server::TlsSettings>,
     /// Who a verified TLS client certificate is.
     pub client_certs: ClientCertSettings,
     pub sqlite_path: PathBuf,
@@ -573,8 +578,8 @@ pub struct Config {
     pub max_token_bytes: usize,
     /// `None`: keys do not time out when idle.
     pub key_idle_timeout: Option<Duration>,
-    pub lockout: crate::identity::lockout::LockoutSettings,
-    pub jwt: Vec<crate::identity::jwt::IssuerSettings>,
+    pub lockout: auth::LockoutSettings,
+    pub jwt: Vec<auth::IssuerSettings>,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub breaker_threshold: u32,
@@ -674,9 +679,9 @@ impl Config {
             out.extend(issuer.audiences.iter().cloned());
             out.extend(issuer.tenant.iter().cloned());
             match &issuer.keys {
-                crate::identity::jwt::KeySource::File(p) => out.push(path(p)),
-                crate::identity::jwt::KeySource::Url(u) => out.push(u.clone()),
-                crate::identity::jwt::KeySource::Secret(_) => {}
+                auth::KeySource::File(p) => out.push(path(p)),
+                auth::KeySource::Url(u) => out.push(u.clone()),
+                auth::KeySource::Secret(_) => {}
             }
         }
         out.extend([
@@ -1014,8 +1019,8 @@ fn duration_or_off(key: &str, v: Option<&str>, default: Duration) -> Result<Dura
 
 const MAX_CONNECTIONS_PER_IP: usize = 65_536;
 
-fn server_limits(raw: &RawServer) -> Result<crate::serve::server::ServerLimits, ConfigError> {
-    let d = crate::serve::server::ServerLimits::default();
+fn server_limits(raw: &RawServer) -> Result<server::ServerLimits, ConfigError> {
+    let d = server::ServerLimits::default();
     let at_least = |key: &str, v: Option<usize>, min: usize, default: usize| match v {
         Some(n) if n < min => Err(ConfigError::new(key, format!("must be at least {min}"))),
         Some(n) => Ok(n),
@@ -1034,7 +1039,7 @@ fn server_limits(raw: &RawServer) -> Result<crate::serve::server::ServerLimits, 
             })?;
         trusted_proxies.push(net);
     }
-    Ok(crate::serve::server::ServerLimits {
+    Ok(server::ServerLimits {
         header_read_timeout: duration(
             "server.header_read_timeout",
             raw.header_read_timeout.as_deref(),
@@ -1097,13 +1102,11 @@ fn server_limits(raw: &RawServer) -> Result<crate::serve::server::ServerLimits, 
     })
 }
 
-fn tls_settings(
-    raw: Option<&RawTls>,
-) -> Result<Option<crate::serve::tls::TlsSettings>, ConfigError> {
+fn tls_settings(raw: Option<&RawTls>) -> Result<Option<server::TlsSettings>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
     let client_auth = match raw.client_auth.as_deref() {
-        None | Some("optional") => crate::serve::tls::ClientAuth::Optional,
-        Some("required") => crate::serve::tls::ClientAuth::Required,
+        None | Some("optional") => server::ClientAuth::Optional,
+        Some("required") => server::ClientAuth::Required,
         Some(other) => {
             return Err(ConfigError::new(
                 "server.tls.client_auth",
@@ -1128,7 +1131,7 @@ fn tls_settings(
             "must be at least 1s",
         ));
     }
-    Ok(Some(crate::serve::tls::TlsSettings {
+    Ok(Some(server::TlsSettings {
         cert_file: raw.cert_file.clone(),
         key_file: raw.key_file.clone(),
         client_ca_file: raw.client_ca_file.clone(),
@@ -1183,8 +1186,8 @@ fn jwt_issuer(
     raw: &RawJwtIssuer,
     env: EnvLookup<'_>,
     operator_tenant: &str,
-) -> Result<crate::identity::jwt::IssuerSettings, ConfigError> {
-    use crate::identity::jwt::{KeySource, MAX_LEEWAY, MIN_HS256_SECRET, parse_algorithm};
+) -> Result<auth::IssuerSettings, ConfigError> {
+    use auth::{KeySource, MAX_LEEWAY, MIN_HS256_SECRET, parse_algorithm};
     let key = |field: &str| format!("auth.jwt[{i}].{field}");
     if raw.issuer.is_empty() || raw.issuer.len() > 512 {
         return Err(ConfigError::new(
@@ -1281,7 +1284,7 @@ fn jwt_issuer(
             .map_err(|e| ConfigError::new(key("tenant"), e.to_string()))?;
     }
     let allowed_tenants = match &raw.allowed_tenants {
-        None => crate::identity::jwt::AllowedTenants::AllBut(operator_tenant.to_owned()),
+        None => auth::AllowedTenants::AllBut(operator_tenant.to_owned()),
         Some(list) => {
             for t in list {
                 wardgate_store::names::validate_tenant(t)
@@ -1301,10 +1304,10 @@ fn jwt_issuer(
                     "must list the issuer's fixed `tenant`",
                 ));
             }
-            crate::identity::jwt::AllowedTenants::Listed(list.clone())
+            auth::AllowedTenants::Listed(list.clone())
         }
     };
-    Ok(crate::identity::jwt::IssuerSettings {
+    Ok(auth::IssuerSettings {
         issuer: raw.issuer.clone(),
         audiences: raw.audiences.clone(),
         algorithms,
@@ -1863,8 +1866,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             }
         },
         lockout: {
-            let d = crate::identity::lockout::LockoutSettings::default();
-            crate::identity::lockout::LockoutSettings {
+            let d = auth::LockoutSettings::default();
+            auth::LockoutSettings {
                 threshold: raw.auth.lockout_threshold.unwrap_or(d.threshold),
                 window: duration(
                     "auth.lockout_window",
