@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wardgate_backends::BackendKind;
 use wardgate_phi::CategorySet;
 
@@ -39,7 +39,7 @@ impl ConfigError {
 // ---------------------------------------------------------------------------------------------
 // Raw shape
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -73,7 +73,7 @@ pub struct RawConfig {
 }
 
 /// The tamper-evident audit log. It has no off switch.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// The Ed25519 key that signs checkpoints, created (mode 0600) on first start when
@@ -95,7 +95,7 @@ pub struct RawAudit {
 
 /// The PHI guard (see `phi_guard.rs`). Log lines and error bodies are always redacted; this
 /// decides what happens to PHI in prompts.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPhi {
     /// `off` (default), `deidentify` (PHI replaced by tokens before the backend, restored in
@@ -116,7 +116,7 @@ pub struct RawPhi {
     pub models: Vec<RawPhiRule>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPhiRule {
     /// Tenant or public model name.
@@ -131,7 +131,7 @@ pub struct RawPhiRule {
 
 /// `wardgate llm`, the private model service (its address, secret and TLS are environment
 /// variables: `WARDGATE_LLM_*`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLlm {
     /// The most signed requests a second the service is sized for; with the 30 s signature
@@ -141,7 +141,7 @@ pub struct RawLlm {
     pub max_request_rate: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
     /// Directory of the model store (GGUF blobs and a manifest). Default `./models`.
@@ -186,7 +186,7 @@ pub struct RawEngine {
     pub schema_max_concurrent: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Address to listen on. Default `127.0.0.1:8080`.
@@ -226,7 +226,7 @@ pub struct RawServer {
     pub tls: Option<RawTls>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// PEM certificate chain, leaf first.
@@ -242,14 +242,14 @@ pub struct RawTls {
     pub reload_interval: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     /// SQLite database file. Default `./data/wardgate.db`.
     pub sqlite_path: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogging {
     /// `text` (default) or `json`.
@@ -258,7 +258,7 @@ pub struct RawLogging {
     pub level: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Largest request body in bytes, chunked bodies included. Default 4 MiB.
@@ -288,7 +288,7 @@ pub struct RawLimits {
     pub refusal_audit_window: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     /// How long a verified API key (or JWT, never past its `exp`) is trusted without checking
@@ -338,7 +338,7 @@ pub struct RawAuth {
 }
 
 /// One trusted JWT issuer (an OIDC identity provider).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwtIssuer {
     /// The exact `iss` of its tokens.
@@ -374,7 +374,7 @@ pub struct RawJwtIssuer {
     pub models_claim: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// Requests per minute per API key (or token subject); 0 turns the limit off. Default 600.
@@ -411,7 +411,7 @@ pub enum LimiterBackend {
     Redis { url: String, namespace: String },
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     /// How often backends are probed. Default `10s`.
@@ -420,7 +420,7 @@ pub struct RawHealth {
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBreaker {
     /// Consecutive failures that take a backend out of rotation. Default 3.
@@ -429,7 +429,7 @@ pub struct RawBreaker {
     pub cooldown: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     /// Unique name, used by model chains.
@@ -456,7 +456,7 @@ pub struct RawBackend {
     pub connect_timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     /// Public name clients use.
@@ -470,7 +470,7 @@ pub struct RawModel {
     pub chain: Vec<RawLink>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLink {
     pub backend: String,
@@ -653,8 +653,15 @@ impl Config {
         Config::from_raw(raw, env)
     }
 
-    pub fn from_raw(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-        apply_env(&mut raw, env)?;
+    /// Validates `raw` with the `WARDGATE_*` overrides layered over it: the overrides are set
+    /// in its TOML document, which is then deserialised again (so their values are checked and
+    /// named like the file's).
+    pub fn from_raw(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let mut doc = toml::Table::try_from(&raw)
+            .map_err(|e| ConfigError::new("file", format!("cannot re-read: {e}")))?;
+        apply_env(&mut doc, env)?;
+        let raw = serde_path_to_error::deserialize::<_, RawConfig>(doc)
+            .map_err(|e| ConfigError::new(e.path().to_string(), e.inner().message().to_owned()))?;
         validate(raw, env)
     }
 
@@ -730,199 +737,263 @@ pub fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
-fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError> {
-    if let Some(v) = env("WARDGATE_LISTEN") {
-        raw.server.listen = Some(v);
-    }
-    match (env("WARDGATE_TLS_CERT"), env("WARDGATE_TLS_KEY")) {
-        (Some(cert), Some(key)) => {
-            let tls = raw.server.tls.get_or_insert_with(RawTls::default);
-            tls.cert_file = PathBuf::from(cert);
-            tls.key_file = PathBuf::from(key);
+/// How an environment variable's text becomes a TOML value.
+#[derive(Clone, Copy)]
+enum EnvValue {
+    /// A string, as written.
+    Text,
+    /// A whole number; anything else is refused naming the variable.
+    Number,
+    /// A comma-separated list of strings; empty items are dropped.
+    List,
+}
+
+/// Every `WARDGATE_*` override: the variable, the dotted key it sets and how its text is read.
+/// They are applied to the TOML document before it is deserialised, so an override is checked
+/// exactly as the same value in the file would be, and a new setting's variable is one line
+/// here. (`WARDGATE_BACKEND`, which adds a whole backend, is [`env_backend`].)
+const ENV_OVERRIDES: &[(&str, &str, EnvValue)] = &[
+    ("WARDGATE_LISTEN", "server.listen", EnvValue::Text),
+    ("WARDGATE_TLS_CERT", "server.tls.cert_file", EnvValue::Text),
+    ("WARDGATE_TLS_KEY", "server.tls.key_file", EnvValue::Text),
+    (
+        "WARDGATE_TLS_CLIENT_CA",
+        "server.tls.client_ca_file",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_TRUSTED_PROXIES",
+        "server.trusted_proxies",
+        EnvValue::List,
+    ),
+    (
+        "WARDGATE_REQUEST_TIMEOUT",
+        "server.request_timeout",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_FIRST_TOKEN_TIMEOUT",
+        "server.first_token_timeout",
+        EnvValue::Text,
+    ),
+    ("WARDGATE_DB", "storage.sqlite_path", EnvValue::Text),
+    ("WARDGATE_LOG_FORMAT", "logging.format", EnvValue::Text),
+    ("WARDGATE_LOG", "logging.level", EnvValue::Text),
+    (
+        "WARDGATE_KEY_CACHE_TTL",
+        "auth.key_cache_ttl",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_LOCKOUT_THRESHOLD",
+        "auth.lockout_threshold",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_UNAUTHENTICATED_RPM",
+        "auth.unauthenticated_requests_per_minute",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_FAILURE_AUDIT_WINDOW",
+        "auth.failure_audit_window",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_RPM",
+        "rate_limit.requests_per_minute",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TENANT_RPM",
+        "rate_limit.tenant_requests_per_minute",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TPM",
+        "rate_limit.tokens_per_minute",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TOKENS_PER_DAY",
+        "rate_limit.tokens_per_day",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY",
+        "rate_limit.tenant_tokens_per_day",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_CONCURRENCY",
+        "rate_limit.concurrent_requests",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TENANT_CONCURRENCY",
+        "rate_limit.tenant_concurrent_requests",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_BACKEND",
+        "rate_limit.backend",
+        EnvValue::Text,
+    ),
+    ("WARDGATE_REDIS_URL", "rate_limit.redis_url", EnvValue::Text),
+    (
+        "WARDGATE_REDIS_NAMESPACE",
+        "rate_limit.redis_namespace",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_REFUSAL_AUDIT_WINDOW",
+        "limits.refusal_audit_window",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_AUDIT_KEY",
+        "audit.signing_key_file",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_AUDIT_WITNESS",
+        "audit.witness_file",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_AUDIT_DURABILITY",
+        "audit.durability",
+        EnvValue::Text,
+    ),
+    ("WARDGATE_PHI_MODE", "phi.mode", EnvValue::Text),
+    ("WARDGATE_MODELS", "engine.models_dir", EnvValue::Text),
+    ("WARDGATE_PRELOAD", "engine.preload", EnvValue::List),
+    (
+        "WARDGATE_LLM_MAX_REQUEST_RATE",
+        "llm.max_request_rate",
+        EnvValue::Number,
+    ),
+];
+
+/// Sets `dotted` (e.g. `server.tls.cert_file`) in `doc`, creating the tables on the way.
+fn set_dotted(doc: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts = dotted.split('.').peekable();
+    let mut table = doc;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            table.insert(part.to_owned(), value);
+            return;
         }
-        (None, None) => {}
-        _ => {
+        let entry = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        table = next;
+    }
+}
+
+/// Applies the `WARDGATE_*` overrides to the document, a layer over the file.
+fn apply_env(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+    match (env("WARDGATE_TLS_CERT"), env("WARDGATE_TLS_KEY")) {
+        (Some(_), None) | (None, Some(_)) => {
             return Err(ConfigError::new(
                 "WARDGATE_TLS_CERT",
                 "WARDGATE_TLS_CERT and WARDGATE_TLS_KEY go together: set both or neither",
             ));
         }
+        (Some(_), Some(_)) | (None, None) => {}
     }
-    if let Some(v) = env("WARDGATE_TLS_CLIENT_CA") {
-        let Some(tls) = raw.server.tls.as_mut() else {
-            return Err(ConfigError::new(
-                "WARDGATE_TLS_CLIENT_CA",
-                "client certificates need TLS: set WARDGATE_TLS_CERT and WARDGATE_TLS_KEY too",
-            ));
+    let has_tls = env("WARDGATE_TLS_CERT").is_some()
+        || doc
+            .get("server")
+            .and_then(|s| s.get("tls"))
+            .is_some_and(toml::Value::is_table);
+    if env("WARDGATE_TLS_CLIENT_CA").is_some() && !has_tls {
+        return Err(ConfigError::new(
+            "WARDGATE_TLS_CLIENT_CA",
+            "client certificates need TLS: set WARDGATE_TLS_CERT and WARDGATE_TLS_KEY too",
+        ));
+    }
+    for &(var, key, kind) in ENV_OVERRIDES {
+        let Some(v) = env(var) else { continue };
+        let value = match kind {
+            EnvValue::Text => toml::Value::String(v),
+            EnvValue::Number => match v.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => toml::Value::Integer(n),
+                _ => return Err(ConfigError::new(var, "must be a whole number")),
+            },
+            EnvValue::List => toml::Value::Array(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
         };
-        tls.client_ca_file = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_TRUSTED_PROXIES") {
-        raw.server.trusted_proxies = v
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
-    }
-    if let Some(v) = env("WARDGATE_DB") {
-        raw.storage.sqlite_path = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_LOG_FORMAT") {
-        raw.logging.format = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_LOG") {
-        raw.logging.level = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_REQUEST_TIMEOUT") {
-        raw.server.request_timeout = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_FIRST_TOKEN_TIMEOUT") {
-        raw.server.first_token_timeout = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_KEY_CACHE_TTL") {
-        raw.auth.key_cache_ttl = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_RPM") {
-        raw.rate_limit.requests_per_minute =
-            Some(v.parse().map_err(|_| {
-                ConfigError::new("WARDGATE_RATE_LIMIT_RPM", "must be a whole number")
-            })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_RPM") {
-        raw.rate_limit.tenant_requests_per_minute = Some(v.parse().map_err(|_| {
-            ConfigError::new("WARDGATE_RATE_LIMIT_TENANT_RPM", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TPM") {
-        raw.rate_limit.tokens_per_minute =
-            Some(v.parse().map_err(|_| {
-                ConfigError::new("WARDGATE_RATE_LIMIT_TPM", "must be a whole number")
-            })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TOKENS_PER_DAY") {
-        raw.rate_limit.tokens_per_day = Some(v.parse().map_err(|_| {
-            ConfigError::new(
-                "WARDGATE_RATE_LIMIT_TOKENS_PER_DAY",
-                "must be a whole number",
-            )
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY") {
-        raw.rate_limit.tenant_tokens_per_day = Some(v.parse().map_err(|_| {
-            ConfigError::new(
-                "WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY",
-                "must be a whole number",
-            )
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_CONCURRENCY") {
-        raw.rate_limit.tenant_concurrent_requests = Some(v.parse().map_err(|_| {
-            ConfigError::new(
-                "WARDGATE_RATE_LIMIT_TENANT_CONCURRENCY",
-                "must be a whole number",
-            )
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_CONCURRENCY") {
-        raw.rate_limit.concurrent_requests = Some(v.parse().map_err(|_| {
-            ConfigError::new("WARDGATE_RATE_LIMIT_CONCURRENCY", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_BACKEND") {
-        raw.rate_limit.backend = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_REDIS_URL") {
-        raw.rate_limit.redis_url = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_REDIS_NAMESPACE") {
-        raw.rate_limit.redis_namespace = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_LOCKOUT_THRESHOLD") {
-        raw.auth.lockout_threshold = Some(v.parse().map_err(|_| {
-            ConfigError::new("WARDGATE_LOCKOUT_THRESHOLD", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_UNAUTHENTICATED_RPM") {
-        raw.auth.unauthenticated_requests_per_minute = Some(v.parse().map_err(|_| {
-            ConfigError::new("WARDGATE_UNAUTHENTICATED_RPM", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_FAILURE_AUDIT_WINDOW") {
-        raw.auth.failure_audit_window = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_REFUSAL_AUDIT_WINDOW") {
-        raw.limits.refusal_audit_window = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_AUDIT_KEY") {
-        raw.audit.signing_key_file = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_AUDIT_WITNESS") {
-        raw.audit.witness_file = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_AUDIT_DURABILITY") {
-        raw.audit.durability = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_PHI_MODE") {
-        raw.phi.mode = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_MODELS") {
-        raw.engine.models_dir = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_LLM_MAX_REQUEST_RATE") {
-        raw.llm.max_request_rate = Some(v.trim().parse().map_err(|_| {
-            ConfigError::new("WARDGATE_LLM_MAX_REQUEST_RATE", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_PRELOAD") {
-        raw.engine.preload = v
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        set_dotted(doc, key, value);
     }
     if let Some(v) = env("WARDGATE_BACKEND") {
-        // `embedded`, or `kind:url`: `ollama:http://127.0.0.1:11434`, `openai:http://h:8000/v1`.
-        let (kind, url) = if v == "embedded" {
-            ("embedded", None)
-        } else {
-            let (k, u) = v.split_once(':').ok_or_else(|| {
-                ConfigError::new(
-                    "WARDGATE_BACKEND",
-                    "expected `embedded` or KIND:URL, e.g. ollama:http://127.0.0.1:11434 or openai:http://127.0.0.1:8000/v1",
-                )
-            })?;
-            (k, Some(u.to_owned()))
-        };
-        if !matches!(kind, "ollama" | "openai" | "embedded") {
-            return Err(ConfigError::new(
-                "WARDGATE_BACKEND",
-                format!(
-                    "`{kind}` is not a backend kind: expected embedded, ollama:URL or \
-                     openai:URL, e.g. ollama:http://127.0.0.1:11434"
-                ),
-            ));
-        }
-        if raw.backends.iter().any(|b| b.name == "default") {
-            return Err(ConfigError::new(
-                "WARDGATE_BACKEND",
-                "the config file already has a backend named `default`",
-            ));
-        }
-        raw.backends.push(RawBackend {
-            name: "default".to_owned(),
-            kind: kind.to_owned(),
-            url,
-            secret_env: env("WARDGATE_BACKEND_SECRET")
-                .map(|_| "WARDGATE_BACKEND_SECRET".to_owned()),
-            api_key_env: None,
-            ca_file: env("WARDGATE_BACKEND_CA").map(PathBuf::from),
-            discover: true,
-            discover_interval: None,
-            connect_timeout: None,
-        });
+        env_backend(doc, &v, env)?;
     }
+    Ok(())
+}
+
+/// `WARDGATE_BACKEND`: `embedded`, or `kind:url` (`ollama:http://127.0.0.1:11434`,
+/// `openai:http://h:8000/v1`), added as the backend named `default`.
+fn env_backend(doc: &mut toml::Table, v: &str, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+    let (kind, url) = if v == "embedded" {
+        ("embedded", None)
+    } else {
+        let (k, u) = v.split_once(':').ok_or_else(|| {
+            ConfigError::new(
+                "WARDGATE_BACKEND",
+                "expected `embedded` or KIND:URL, e.g. ollama:http://127.0.0.1:11434 or openai:http://127.0.0.1:8000/v1",
+            )
+        })?;
+        (k, Some(u))
+    };
+    if !matches!(kind, "ollama" | "openai" | "embedded") {
+        return Err(ConfigError::new(
+            "WARDGATE_BACKEND",
+            format!(
+                "`{kind}` is not a backend kind: expected embedded, ollama:URL or \
+                 openai:URL, e.g. ollama:http://127.0.0.1:11434"
+            ),
+        ));
+    }
+    let backends = doc
+        .entry("backends")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    let Some(backends) = backends.as_array_mut() else {
+        return Ok(()); // not an array: deserialising names `backends`
+    };
+    let named_default =
+        |b: &toml::Value| b.get("name").and_then(toml::Value::as_str) == Some("default");
+    if backends.iter().any(named_default) {
+        return Err(ConfigError::new(
+            "WARDGATE_BACKEND",
+            "the config file already has a backend named `default`",
+        ));
+    }
+    let mut b = toml::Table::new();
+    b.insert("name".into(), "default".into());
+    b.insert("kind".into(), kind.into());
+    if let Some(url) = url {
+        b.insert("url".into(), url.into());
+    }
+    if env("WARDGATE_BACKEND_SECRET").is_some() {
+        b.insert("secret_env".into(), "WARDGATE_BACKEND_SECRET".into());
+    }
+    if let Some(ca) = env("WARDGATE_BACKEND_CA") {
+        b.insert("ca_file".into(), ca.into());
+    }
+    b.insert("discover".into(), true.into());
+    backends.push(toml::Value::Table(b));
     Ok(())
 }
 
@@ -2399,6 +2470,70 @@ url = "http://127.0.0.1:11434"
                 .key,
             "WARDGATE_BACKEND"
         );
+    }
+
+    #[test]
+    fn every_env_override_names_a_real_key() {
+        for &(var, key, kind) in ENV_OVERRIDES {
+            let value = match kind {
+                EnvValue::Text => toml::Value::String("x".into()),
+                EnvValue::Number => toml::Value::Integer(1),
+                EnvValue::List => toml::Value::Array(vec!["x".into()]),
+            };
+            let mut doc = toml::Table::new();
+            set_dotted(&mut doc, key, value);
+            if key.starts_with("server.tls.") {
+                set_dotted(&mut doc, "server.tls.cert_file", "c".into());
+                set_dotted(&mut doc, "server.tls.key_file", "k".into());
+            }
+            if let Err(e) = serde_path_to_error::deserialize::<_, RawConfig>(doc) {
+                panic!("{var} sets `{key}`, which the config does not take: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_are_a_layer_over_the_file_checked_like_it() {
+        let env = |k: &str| match k {
+            "WARDGATE_RATE_LIMIT_RPM" => Some(" 7".to_owned()),
+            "WARDGATE_TRUSTED_PROXIES" => Some("10.0.0.0/8, ,192.168.1.1".to_owned()),
+            "WARDGATE_LOG" => Some("debug".to_owned()),
+            _ => None,
+        };
+        let raw = parse_toml(
+            "[rate_limit]\nrequests_per_minute = 5\ntokens_per_minute = 9\n\
+             [logging]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let c = Config::from_raw(raw, &env).unwrap();
+        assert_eq!(c.requests_per_minute, 7, "the variable wins over the file");
+        assert_eq!(
+            c.quotas.key.tokens_per_minute, 9,
+            "the rest of the file stays"
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        // Not a number: the variable is named.
+        let bad = |k: &str| (k == "WARDGATE_LOCKOUT_THRESHOLD").then(|| "lots".to_owned());
+        let err = Config::from_raw(RawConfig::default(), &bad).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_LOCKOUT_THRESHOLD", "{err}");
+        // A number the key cannot hold: the key is named, as for the same value in the file.
+        let big = |k: &str| (k == "WARDGATE_LOCKOUT_THRESHOLD").then(|| "99999999999".to_owned());
+        let err = Config::from_raw(RawConfig::default(), &big).unwrap_err();
+        assert_eq!(err.key, "auth.lockout_threshold", "{err}");
+        // TLS variables go together, and client certificates need TLS.
+        let half = |k: &str| (k == "WARDGATE_TLS_KEY").then(|| "k.pem".to_owned());
+        let err = Config::from_raw(RawConfig::default(), &half).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_TLS_CERT", "{err}");
+        let ca = |k: &str| (k == "WARDGATE_TLS_CLIENT_CA").then(|| "ca.pem".to_owned());
+        let err = Config::from_raw(RawConfig::default(), &ca).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_TLS_CLIENT_CA", "{err}");
+        // A second `default` backend is refused.
+        let raw = parse_toml("[[backends]]\nname = \"default\"\nkind = \"embedded\"\n").unwrap();
+        let dup = |k: &str| (k == "WARDGATE_BACKEND").then(|| "embedded".to_owned());
+        let err = Config::from_raw(raw, &dup).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_BACKEND", "{err}");
     }
 
     #[test]
