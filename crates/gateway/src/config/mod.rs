@@ -13,10 +13,12 @@ use wardgate_phi::CategorySet;
 
 pub mod audit;
 pub mod auth;
+pub mod duration;
 pub mod phi;
 pub mod server;
 
 pub use audit::AuditSettings;
+pub use duration::HumanDuration;
 pub use phi::{PhiMode, PhiPolicy, PhiRule};
 
 /// A configuration problem: which key, and what is wrong with it.
@@ -87,7 +89,7 @@ pub struct RawAudit {
     /// Sign a checkpoint after this many events. Default 1000.
     pub checkpoint_every: Option<u64>,
     /// ... or after this long when anything was appended. Default `10s`.
-    pub checkpoint_interval: Option<String>,
+    pub checkpoint_interval: Option<HumanDuration>,
     /// `disk` (default: every append flushed to the disk before it returns; survives power
     /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
     pub durability: Option<String>,
@@ -159,10 +161,10 @@ pub struct RawEngine {
     /// MiB of model weights that may be loaded at once. Default: three quarters of RAM.
     pub memory_budget_mib: Option<u64>,
     /// How long an idle model stays loaded unless a request says. Default `5m`.
-    pub keep_alive: Option<String>,
+    pub keep_alive: Option<HumanDuration>,
     /// The longest `keep_alive` a request may set; longer values (`1e308`) are clamped to it.
     /// Default `24h`, at most `30d`.
-    pub max_keep_alive: Option<String>,
+    pub max_keep_alive: Option<HumanDuration>,
     /// Models loaded at start and kept; `/ready` waits for them.
     #[serde(default)]
     pub preload: Vec<String>,
@@ -180,7 +182,7 @@ pub struct RawEngine {
     /// Default 1000, at most 100000.
     pub schema_max_repetition: Option<usize>,
     /// Longest a schema's conversion to a grammar may take. Default `2s`, at most `60s`.
-    pub schema_timeout: Option<String>,
+    pub schema_timeout: Option<HumanDuration>,
     /// Schema conversions at once (one that overruns counts until it ends). Default 2, at
     /// most 64.
     pub schema_max_concurrent: Option<usize>,
@@ -192,18 +194,18 @@ pub struct RawServer {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: Option<String>,
     /// Hard limit on a whole request, streaming included. Default `30s`.
-    pub request_timeout: Option<String>,
+    pub request_timeout: Option<HumanDuration>,
     /// Limit until a backend produces its first token; past it the next link is tried.
     /// Default `15s`.
-    pub first_token_timeout: Option<String>,
+    pub first_token_timeout: Option<HumanDuration>,
     /// How long SIGTERM waits for in-flight streams to finish. Default `30s`.
-    pub shutdown_grace: Option<String>,
+    pub shutdown_grace: Option<HumanDuration>,
     /// A connection must deliver its whole request head within this: from accept (TLS
     /// handshake included) for the first, from the end of the last response for the next (so
     /// it is also the keep-alive idle timeout). Default `10s`.
-    pub header_read_timeout: Option<String>,
+    pub header_read_timeout: Option<HumanDuration>,
     /// A client must send its whole request body within this. Default `30s`.
-    pub body_read_timeout: Option<String>,
+    pub body_read_timeout: Option<HumanDuration>,
     /// Largest request head in bytes (431 past it). Default 16384; at least 8192.
     pub max_header_bytes: Option<usize>,
     /// Most header fields in one request. Default 100.
@@ -221,7 +223,7 @@ pub struct RawServer {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// `Strict-Transport-Security` max-age when TLS is on; `0s` sends none. Default `365d`.
-    pub hsts_max_age: Option<String>,
+    pub hsts_max_age: Option<HumanDuration>,
     /// TLS for this listener; absent: plain HTTP (behind a TLS-terminating proxy, or local).
     pub tls: Option<RawTls>,
 }
@@ -239,7 +241,7 @@ pub struct RawTls {
     /// `required` (the handshake fails without one).
     pub client_auth: Option<String>,
     /// How often the certificate and key files are checked for a renewal. Default `30s`.
-    pub reload_interval: Option<String>,
+    pub reload_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -281,11 +283,11 @@ pub struct RawLimits {
     /// operator tenant) may set. `0s` (the default) ignores `keep_alive` from such clients, so
     /// no tenant can unload (`0`) or pin (`-1`) a model shared with others; above zero, their
     /// values are clamped to it and `0` and negative values are still ignored. At most `24h`.
-    pub max_client_keep_alive: Option<String>,
+    pub max_client_keep_alive: Option<HumanDuration>,
     /// A key's 429s (rate, token and concurrency limits) within this window are audited as
     /// one event (the first) plus one `suppressed: N` summary; `0s` audits every refusal on
     /// its own. Default `1m`, at most `1h`. `WARDGATE_REFUSAL_AUDIT_WINDOW`.
-    pub refusal_audit_window: Option<String>,
+    pub refusal_audit_window: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -294,7 +296,7 @@ pub struct RawAuth {
     /// How long a verified API key (or JWT, never past its `exp`) is trusted without checking
     /// it again; a revocation, or a key dropped from a JWKS, takes effect within this time.
     /// `0s` turns the cache off. Default `2s`.
-    pub key_cache_ttl: Option<String>,
+    pub key_cache_ttl: Option<HumanDuration>,
     /// The tenant whose admins and auditors act across all tenants (the deployment's
     /// operators). Everyone else's admin and audit rights stop at their own tenant. Default
     /// `operator`.
@@ -304,14 +306,14 @@ pub struct RawAuth {
     /// An API key unused for this long is refused (automatic logoff), e.g. `30d`. Last use is
     /// recorded about once a minute per key, so the timeout is exact to about a minute. Default
     /// off.
-    pub key_idle_timeout: Option<String>,
+    pub key_idle_timeout: Option<HumanDuration>,
     /// Failed authentications (per source address, and per key prefix) within
     /// `lockout_window` that lock the source or prefix out. Default 10; 0 turns lockout off.
     pub lockout_threshold: Option<u32>,
     /// Default `5m`.
-    pub lockout_window: Option<String>,
+    pub lockout_window: Option<HumanDuration>,
     /// How long a lockout lasts. Default `15m`.
-    pub lockout_duration: Option<String>,
+    pub lockout_duration: Option<HumanDuration>,
     /// Whether repeated failures with one key prefix lock that prefix out from every source.
     /// Default true. (A prefix is not secret: whoever knows one can lock its key out.)
     pub lockout_by_prefix: Option<bool>,
@@ -326,7 +328,7 @@ pub struct RawAuth {
     /// Failed authentications from one address within this window are audited as one event
     /// (the first) plus one `suppressed: N` summary; `0s` audits every failure on its own.
     /// Default `1m`, at most `1h`. `WARDGATE_FAILURE_AUDIT_WINDOW`.
-    pub failure_audit_window: Option<String>,
+    pub failure_audit_window: Option<HumanDuration>,
     /// Trusted JWT issuers (`[[auth.jwt]]`).
     #[serde(default)]
     pub jwt: Vec<RawJwtIssuer>,
@@ -354,13 +356,13 @@ pub struct RawJwtIssuer {
     /// For HS256: the environment variable holding the shared secret (at least 32 bytes).
     pub secret_env: Option<String>,
     /// Clock skew allowed on `exp`/`nbf`. Default `30s`, at most `5m`.
-    pub leeway: Option<String>,
+    pub leeway: Option<HumanDuration>,
     /// Longest token lifetime accepted (`exp - iat`). Default `1h`.
-    pub max_lifetime: Option<String>,
+    pub max_lifetime: Option<HumanDuration>,
     /// How often a JWKS URL is fetched again. Default `10m`.
-    pub refresh_interval: Option<String>,
+    pub refresh_interval: Option<HumanDuration>,
     /// Least time between refreshes caused by an unknown `kid`. Default `1m`.
-    pub refresh_cooldown: Option<String>,
+    pub refresh_cooldown: Option<HumanDuration>,
     /// The claim naming the tenant. Default `tenant`.
     pub tenant_claim: Option<String>,
     /// Every token of this issuer belongs to this tenant (instead of a claim).
@@ -415,9 +417,9 @@ pub enum LimiterBackend {
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     /// How often backends are probed. Default `10s`.
-    pub interval: Option<String>,
+    pub interval: Option<HumanDuration>,
     /// Limit on one probe. Default `2s`.
-    pub timeout: Option<String>,
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -426,7 +428,7 @@ pub struct RawBreaker {
     /// Consecutive failures that take a backend out of rotation. Default 3.
     pub failure_threshold: Option<u32>,
     /// How long it stays out before a trial request. Default `10s`.
-    pub cooldown: Option<String>,
+    pub cooldown: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -451,9 +453,9 @@ pub struct RawBackend {
     #[serde(default)]
     pub discover: bool,
     /// How often discovery refreshes. Default `60s`.
-    pub discover_interval: Option<String>,
+    pub discover_interval: Option<HumanDuration>,
     /// TCP connect limit. Default `2s`.
-    pub connect_timeout: Option<String>,
+    pub connect_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -1063,14 +1065,8 @@ const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 /// Upper bound of `engine.max_keep_alive`.
 const MAX_ENGINE_KEEP_ALIVE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    let Some(v) = v else { return Ok(default) };
-    let d = humantime::parse_duration(v).map_err(|e| {
-        ConfigError::new(
-            key,
-            format!("`{v}` is not a duration like `30s` or `5m`: {e}"),
-        )
-    })?;
+fn duration(key: &str, v: Option<&Duration>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(&d) = v else { return Ok(default) };
     if d.is_zero() {
         return Err(ConfigError::new(key, "must be greater than zero"));
     }
@@ -1078,14 +1074,8 @@ fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, C
 }
 
 /// A duration that may be zero (`0s` turns the thing off).
-fn duration_or_off(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    let Some(v) = v else { return Ok(default) };
-    humantime::parse_duration(v).map_err(|e| {
-        ConfigError::new(
-            key,
-            format!("`{v}` is not a duration like `30s` or `5m`: {e}"),
-        )
-    })
+fn duration_or_off(v: Option<&Duration>, default: Duration) -> Duration {
+    v.copied().unwrap_or(default)
 }
 
 const MAX_CONNECTIONS_PER_IP: usize = 65_536;
@@ -1165,11 +1155,7 @@ fn server_limits(raw: &RawServer) -> Result<server::ServerLimits, ConfigError> {
             None => d.http2_max_streams,
         },
         trusted_proxies,
-        hsts_max_age: duration_or_off(
-            "server.hsts_max_age",
-            raw.hsts_max_age.as_deref(),
-            d.hsts_max_age,
-        )?,
+        hsts_max_age: duration_or_off(raw.hsts_max_age.as_deref(), d.hsts_max_age),
     })
 }
 
@@ -1343,7 +1329,7 @@ fn jwt_issuer(
         }
     };
     let leeway = match raw.leeway.as_deref() {
-        Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,
+        Some(v) if v.is_zero() => Duration::ZERO,
         v => duration(&key("leeway"), v, Duration::from_secs(30))?,
     };
     if leeway > MAX_LEEWAY {
@@ -1501,17 +1487,16 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         )?,
         max_client_keep_alive: {
             let key = "limits.max_client_keep_alive";
-            let d = duration_or_off(key, l.max_client_keep_alive.as_deref(), Duration::ZERO)?;
+            let d = duration_or_off(l.max_client_keep_alive.as_deref(), Duration::ZERO);
             if d > MAX_CLIENT_KEEP_ALIVE {
                 return Err(ConfigError::new(key, "must be at most 24h"));
             }
             d
         },
         refusal_audit_window: duration_or_off(
-            "limits.refusal_audit_window",
             l.refusal_audit_window.as_deref(),
             Duration::from_secs(60),
-        )?,
+        ),
     };
 
     let mut backends = Vec::with_capacity(raw.backends.len());
@@ -1664,15 +1649,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             }
             m => m.map(|mib| mib << 20),
         },
-        keep_alive: match e.keep_alive.as_deref() {
-            None => Duration::from_secs(300),
-            Some(v) => humantime::parse_duration(v).map_err(|err| {
-                ConfigError::new(
-                    "engine.keep_alive",
-                    format!("`{v}` is not a duration: {err}"),
-                )
-            })?,
-        },
+        keep_alive: duration_or_off(e.keep_alive.as_deref(), Duration::from_secs(300)),
         max_keep_alive: {
             let key = "engine.max_keep_alive";
             let d = duration(
@@ -1957,10 +1934,9 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                     .unauthenticated_requests_per_minute
                     .unwrap_or(d.failures_per_minute),
                 audit_window: duration_or_off(
-                    "auth.failure_audit_window",
                     raw.auth.failure_audit_window.as_deref(),
                     d.audit_window,
-                )?,
+                ),
             }
         },
         jwt: raw
@@ -1973,7 +1949,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         operator_tenant: operator_tenant.clone(),
         key_cache_ttl: match raw.auth.key_cache_ttl.as_deref() {
             None => Duration::from_secs(2),
-            Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,
+            Some(v) if v.is_zero() => Duration::ZERO,
             Some(v) => duration("auth.key_cache_ttl", Some(v), Duration::from_secs(2))?,
         },
         health_interval: duration(
@@ -2486,8 +2462,13 @@ url = "http://127.0.0.1:11434"
                 set_dotted(&mut doc, "server.tls.cert_file", "c".into());
                 set_dotted(&mut doc, "server.tls.key_file", "k".into());
             }
+            // "x" may be a bad value for the key (a duration, say), but never an unknown key.
             if let Err(e) = serde_path_to_error::deserialize::<_, RawConfig>(doc) {
-                panic!("{var} sets `{key}`, which the config does not take: {e}");
+                assert!(
+                    !e.inner().message().contains("unknown field"),
+                    "{var} sets `{key}`, which the config does not take: {e}"
+                );
+                assert_eq!(e.path().to_string(), key, "{var}: {e}");
             }
         }
     }
