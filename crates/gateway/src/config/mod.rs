@@ -38,6 +38,30 @@ impl ConfigError {
     }
 }
 
+/// A config enum written as one of a few words: `TryFrom<String>` refusing any other with
+/// `$msg` (the word in place of `{}`), and back to its word, for `#[serde(try_from, into)]`.
+macro_rules! words {
+    ($ty:ty, $msg:literal, $($variant:ident = $word:literal),+ $(,)?) => {
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(v: String) -> Result<Self, String> {
+                match v.as_str() {
+                    $($word => Ok(<$ty>::$variant),)+
+                    _ => Err(format!($msg, v)),
+                }
+            }
+        }
+        impl From<$ty> for &'static str {
+            fn from(v: $ty) -> &'static str {
+                match v {
+                    $(<$ty>::$variant => $word,)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use words;
+
 // ---------------------------------------------------------------------------------------------
 // Raw shape
 
@@ -102,7 +126,7 @@ pub struct RawAudit {
 pub struct RawPhi {
     /// `off` (default), `deidentify` (PHI replaced by tokens before the backend, restored in
     /// the answer) or `block` (refused with 400), for tenants and models without a rule.
-    pub mode: Option<String>,
+    pub mode: Option<PhiMode>,
     /// Categories that make `block` refuse, e.g. `["SSN", "MRN"]`. Default: every category.
     pub block_categories: Option<Vec<String>>,
     /// Lowest detector score counted as PHI, 0 to 1. Default 0.5.
@@ -124,7 +148,7 @@ pub struct RawPhiRule {
     /// Tenant or public model name.
     pub name: String,
     /// `off`, `deidentify` or `block`.
-    pub mode: String,
+    pub mode: PhiMode,
     /// As `phi.block_categories`; default: the top-level list.
     pub block_categories: Option<Vec<String>>,
     /// As `phi.allow_images`; default: the top-level setting.
@@ -192,7 +216,8 @@ pub struct RawEngine {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Address to listen on. Default `127.0.0.1:8080`.
-    pub listen: Option<String>,
+    #[serde(default, deserialize_with = "socket_addr")]
+    pub listen: Option<SocketAddr>,
     /// Hard limit on a whole request, streaming included. Default `30s`.
     pub request_timeout: Option<HumanDuration>,
     /// Limit until a backend produces its first token; past it the next link is tried.
@@ -239,7 +264,7 @@ pub struct RawTls {
     pub client_ca_file: Option<PathBuf>,
     /// `optional` (default; a client without a certificate authenticates otherwise) or
     /// `required` (the handshake fails without one).
-    pub client_auth: Option<String>,
+    pub client_auth: Option<server::ClientAuth>,
     /// How often the certificate and key files are checked for a renewal. Default `30s`.
     pub reload_interval: Option<HumanDuration>,
 }
@@ -255,7 +280,7 @@ pub struct RawStorage {
 #[serde(deny_unknown_fields)]
 pub struct RawLogging {
     /// `text` (default) or `json`.
-    pub format: Option<String>,
+    pub format: Option<LogFormat>,
     /// A tracing filter such as `info` or `wardgate_gateway=debug`. Default `info`.
     pub level: Option<String>,
 }
@@ -271,7 +296,7 @@ pub struct RawLimits {
     pub max_output_tokens: Option<u32>,
     /// `reject` (default: 400) or `clamp` (lower to the cap, with a response header saying so)
     /// when a request asks for more than a cap.
-    pub over_cap: Option<String>,
+    pub over_cap: Option<OverCap>,
     /// Context window of models that do not set one. Default 4096 tokens.
     pub default_context_window: Option<u32>,
     /// Most inputs in one embeddings request. Default 256.
@@ -482,16 +507,42 @@ pub struct RawLink {
 // ---------------------------------------------------------------------------------------------
 // Typed shape
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `logging.format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+words!(
+    LogFormat,
+    "`{}` is not `text` or `json`",
+    Text = "text",
+    Json = "json"
+);
+
+/// `limits.over_cap`: what a request asking for more than a cap gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum OverCap {
     Reject,
     Clamp,
+}
+
+words!(
+    OverCap,
+    "`{}` is not `reject` or `clamp`",
+    Reject = "reject",
+    Clamp = "clamp"
+);
+
+/// `server.listen`, refused with the address's own text.
+fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!("`{text}` is not an address like 127.0.0.1:8080"))
+    })
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -1161,16 +1212,7 @@ fn server_limits(raw: &RawServer) -> Result<server::ServerLimits, ConfigError> {
 
 fn tls_settings(raw: Option<&RawTls>) -> Result<Option<server::TlsSettings>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
-    let client_auth = match raw.client_auth.as_deref() {
-        None | Some("optional") => server::ClientAuth::Optional,
-        Some("required") => server::ClientAuth::Required,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "server.tls.client_auth",
-                format!("`{other}` is not `optional` or `required`"),
-            ));
-        }
-    };
+    let client_auth = raw.client_auth.unwrap_or(server::ClientAuth::Optional);
     if raw.client_auth.is_some() && raw.client_ca_file.is_none() {
         return Err(ConfigError::new(
             "server.tls.client_auth",
@@ -1407,13 +1449,10 @@ pub fn valid_model_name(name: &str) -> bool {
 }
 
 fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
-    let listen: SocketAddr = listen.parse().map_err(|_| {
-        ConfigError::new(
-            "server.listen",
-            format!("`{listen}` is not an address like 127.0.0.1:8080"),
-        )
-    })?;
+    let listen = raw
+        .server
+        .listen
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
     let request_timeout = duration(
         "server.request_timeout",
         raw.server.request_timeout.as_deref(),
@@ -1437,16 +1476,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         raw.server.shutdown_grace.as_deref(),
         Duration::from_secs(30),
     )?;
-    let log_format = match raw.logging.format.as_deref().unwrap_or("text") {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            return Err(ConfigError::new(
-                "logging.format",
-                format!("`{other}` is not `text` or `json`"),
-            ));
-        }
-    };
+    let log_format = raw.logging.format.unwrap_or(LogFormat::Text);
     let l = &raw.limits;
     let positive = |key: &str, v: Option<usize>, d: usize| -> Result<usize, ConfigError> {
         match v {
@@ -1463,16 +1493,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             l.max_output_tokens.map(|v| v as usize),
             4096,
         )? as u32,
-        over_cap: match l.over_cap.as_deref().unwrap_or("reject") {
-            "reject" => OverCap::Reject,
-            "clamp" => OverCap::Clamp,
-            other => {
-                return Err(ConfigError::new(
-                    "limits.over_cap",
-                    format!("`{other}` is not `reject` or `clamp`"),
-                ));
-            }
-        },
+        over_cap: l.over_cap.unwrap_or(OverCap::Reject),
         default_context_window: positive(
             "limits.default_context_window",
             l.default_context_window.map(|v| v as usize),
@@ -2200,12 +2221,6 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn phi_mode(key: &str, v: &str) -> Result<PhiMode, ConfigError> {
-    PhiMode::parse(v).ok_or_else(|| {
-        ConfigError::new(key, format!("`{v}` is not `off`, `deidentify` or `block`"))
-    })
-}
-
 fn phi_categories(key: &str, v: &[String]) -> Result<CategorySet, ConfigError> {
     if v.is_empty() {
         return Err(ConfigError::new(
@@ -2238,7 +2253,7 @@ fn phi_policy(raw: &RawPhi) -> Result<PhiPolicy, ConfigError> {
         None => CategorySet::all(),
     };
     let default = PhiRule {
-        mode: phi_mode("phi.mode", raw.mode.as_deref().unwrap_or("off"))?,
+        mode: raw.mode.unwrap_or(PhiMode::Off),
         block,
         allow_images: raw.allow_images.unwrap_or(false),
     };
@@ -2252,7 +2267,7 @@ fn phi_policy(raw: &RawPhi) -> Result<PhiPolicy, ConfigError> {
             for (i, r) in list.iter().enumerate() {
                 let key = format!("phi.{what}[{i}]");
                 let rule = PhiRule {
-                    mode: phi_mode(&format!("{key}.mode"), &r.mode)?,
+                    mode: r.mode,
                     block: match &r.block_categories {
                         Some(v) => phi_categories(&format!("{key}.block_categories"), v)?,
                         None => block,

@@ -2,15 +2,27 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use wardgate_phi::CategorySet;
 
+use super::words;
+
 /// What the guard does with PHI in a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum PhiMode {
     Off,
     Deidentify,
     Block,
 }
+
+words!(
+    PhiMode,
+    "`{}` is not `off`, `deidentify` or `block`",
+    Off = "off",
+    Deidentify = "deidentify",
+    Block = "block",
+);
 
 impl PhiMode {
     pub fn parse(s: &str) -> Option<PhiMode> {

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::words;
 
 /// Bounds on connections and on the HTTP protocol itself.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,7 +47,8 @@ impl Default for ServerLimits {
 }
 
 /// Whether clients must present a certificate signed by `client_ca_file`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum ClientAuth {
     /// A certificate is verified when presented; clients without one authenticate otherwise.
     Optional,
@@ -61,3 +65,10 @@ pub struct TlsSettings {
     pub client_auth: ClientAuth,
     pub reload_interval: Duration,
 }
+
+words!(
+    ClientAuth,
+    "`{}` is not `optional` or `required`",
+    Optional = "optional",
+    Required = "required",
+);
