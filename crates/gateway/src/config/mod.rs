@@ -14,11 +14,13 @@ use wardgate_phi::CategorySet;
 pub mod audit;
 pub mod auth;
 pub mod duration;
+pub mod parts;
 pub mod phi;
 pub mod server;
 
 pub use audit::AuditSettings;
 pub use duration::HumanDuration;
+pub use parts::{LiveSettings, StartupSettings};
 pub use phi::{PhiMode, PhiPolicy, PhiRule};
 
 /// A configuration problem: which key, and what is wrong with it.
