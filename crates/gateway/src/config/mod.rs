@@ -2,14 +2,13 @@
 //! environment overrides, validated into the typed [`Config`] the service runs on. Every error
 //! names the key and the reason, so a bad file fails at start, not at the first request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wardgate_backends::BackendKind;
-use wardgate_phi::CategorySet;
 
 pub mod audit;
 pub mod auth;
@@ -18,10 +17,14 @@ pub mod parts;
 pub mod phi;
 pub mod server;
 
+pub use server::{RawServer, RawTls};
+use server::{server_limits, tls_settings};
+
 pub use audit::AuditSettings;
 pub use duration::HumanDuration;
 pub use parts::{LiveSettings, StartupSettings};
-pub use phi::{PhiMode, PhiPolicy, PhiRule};
+use phi::phi_policy;
+pub use phi::{PhiMode, PhiPolicy, PhiRule, RawPhi, RawPhiRule};
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -121,42 +124,6 @@ pub struct RawAudit {
     pub durability: Option<String>,
 }
 
-/// The PHI guard (see `phi_guard.rs`). Log lines and error bodies are always redacted; this
-/// decides what happens to PHI in prompts.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPhi {
-    /// `off` (default), `deidentify` (PHI replaced by tokens before the backend, restored in
-    /// the answer) or `block` (refused with 400), for tenants and models without a rule.
-    pub mode: Option<PhiMode>,
-    /// Categories that make `block` refuse, e.g. `["SSN", "MRN"]`. Default: every category.
-    pub block_categories: Option<Vec<String>>,
-    /// Lowest detector score counted as PHI, 0 to 1. Default 0.5.
-    pub min_score: Option<f32>,
-    /// Whether images pass under `block` and `deidentify` (the detector cannot read them).
-    /// Default false: a request with an image is refused with 400.
-    pub allow_images: Option<bool>,
-    /// Rules for tenants, by tenant name.
-    #[serde(default)]
-    pub tenants: Vec<RawPhiRule>,
-    /// Rules for public model names.
-    #[serde(default)]
-    pub models: Vec<RawPhiRule>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPhiRule {
-    /// Tenant or public model name.
-    pub name: String,
-    /// `off`, `deidentify` or `block`.
-    pub mode: PhiMode,
-    /// As `phi.block_categories`; default: the top-level list.
-    pub block_categories: Option<Vec<String>>,
-    /// As `phi.allow_images`; default: the top-level setting.
-    pub allow_images: Option<bool>,
-}
-
 /// `wardgate llm`, the private model service (its address, secret and TLS are environment
 /// variables: `WARDGATE_LLM_*`).
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -212,63 +179,6 @@ pub struct RawEngine {
     /// Schema conversions at once (one that overruns counts until it ends). Default 2, at
     /// most 64.
     pub schema_max_concurrent: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawServer {
-    /// Address to listen on. Default `127.0.0.1:8080`.
-    #[serde(default, deserialize_with = "socket_addr")]
-    pub listen: Option<SocketAddr>,
-    /// Hard limit on a whole request, streaming included. Default `30s`.
-    pub request_timeout: Option<HumanDuration>,
-    /// Limit until a backend produces its first token; past it the next link is tried.
-    /// Default `15s`.
-    pub first_token_timeout: Option<HumanDuration>,
-    /// How long SIGTERM waits for in-flight streams to finish. Default `30s`.
-    pub shutdown_grace: Option<HumanDuration>,
-    /// A connection must deliver its whole request head within this: from accept (TLS
-    /// handshake included) for the first, from the end of the last response for the next (so
-    /// it is also the keep-alive idle timeout). Default `10s`.
-    pub header_read_timeout: Option<HumanDuration>,
-    /// A client must send its whole request body within this. Default `30s`.
-    pub body_read_timeout: Option<HumanDuration>,
-    /// Largest request head in bytes (431 past it). Default 16384; at least 8192.
-    pub max_header_bytes: Option<usize>,
-    /// Most header fields in one request. Default 100.
-    pub max_headers: Option<usize>,
-    /// Most open connections; further ones wait to be accepted. Default 1024.
-    pub max_connections: Option<usize>,
-    /// Most open connections from one client address (an IPv4 address or an IPv6 /64); one
-    /// more is closed at once. Peers in `trusted_proxies` are not counted. Default 256, from 1
-    /// to 65536.
-    pub max_connections_per_ip: Option<usize>,
-    /// Most concurrent streams on one HTTP/2 connection. Default 100.
-    pub http2_max_streams: Option<u32>,
-    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed for the source
-    /// address (audit, lockout). Default none: the peer address is the source.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
-    /// `Strict-Transport-Security` max-age when TLS is on; `0s` sends none. Default `365d`.
-    pub hsts_max_age: Option<HumanDuration>,
-    /// TLS for this listener; absent: plain HTTP (behind a TLS-terminating proxy, or local).
-    pub tls: Option<RawTls>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    /// PEM certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// PEM CA certificates that sign client certificates (mTLS); absent: none asked for.
-    pub client_ca_file: Option<PathBuf>,
-    /// `optional` (default; a client without a certificate authenticates otherwise) or
-    /// `required` (the handshake fails without one).
-    pub client_auth: Option<server::ClientAuth>,
-    /// How often the certificate and key files are checked for a renewal. Default `30s`.
-    pub reload_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -538,14 +448,6 @@ words!(
     Reject = "reject",
     Clamp = "clamp"
 );
-
-/// `server.listen`, refused with the address's own text.
-fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map(Some).map_err(|_| {
-        serde::de::Error::custom(format!("`{text}` is not an address like 127.0.0.1:8080"))
-    })
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
@@ -1129,116 +1031,6 @@ fn duration(key: &str, v: Option<&Duration>, default: Duration) -> Result<Durati
 /// A duration that may be zero (`0s` turns the thing off).
 fn duration_or_off(v: Option<&Duration>, default: Duration) -> Duration {
     v.copied().unwrap_or(default)
-}
-
-const MAX_CONNECTIONS_PER_IP: usize = 65_536;
-
-fn server_limits(raw: &RawServer) -> Result<server::ServerLimits, ConfigError> {
-    let d = server::ServerLimits::default();
-    let at_least = |key: &str, v: Option<usize>, min: usize, default: usize| match v {
-        Some(n) if n < min => Err(ConfigError::new(key, format!("must be at least {min}"))),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
-    let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
-    for (i, p) in raw.trusted_proxies.iter().enumerate() {
-        let net = p
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| {
-                ConfigError::new(
-                    format!("server.trusted_proxies[{i}]"),
-                    format!("`{p}` is not an address or CIDR range like 10.0.0.0/8"),
-                )
-            })?;
-        trusted_proxies.push(net);
-    }
-    Ok(server::ServerLimits {
-        header_read_timeout: duration(
-            "server.header_read_timeout",
-            raw.header_read_timeout.as_deref(),
-            d.header_read_timeout,
-        )?,
-        body_read_timeout: duration(
-            "server.body_read_timeout",
-            raw.body_read_timeout.as_deref(),
-            d.body_read_timeout,
-        )?,
-        max_header_bytes: at_least(
-            "server.max_header_bytes",
-            raw.max_header_bytes,
-            8192,
-            d.max_header_bytes,
-        )?,
-        max_headers: at_least("server.max_headers", raw.max_headers, 16, d.max_headers)?,
-        max_connections: at_least(
-            "server.max_connections",
-            raw.max_connections,
-            1,
-            d.max_connections,
-        )?,
-        max_connections_per_ip: match raw.max_connections_per_ip {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "server.max_connections_per_ip",
-                    "must be at least 1 (0 would refuse every connection); to leave one \
-                     address uncapped, e.g. a load balancer, list it in server.trusted_proxies",
-                ));
-            }
-            Some(n) if n > MAX_CONNECTIONS_PER_IP => {
-                return Err(ConfigError::new(
-                    "server.max_connections_per_ip",
-                    format!(
-                        "must be at most {MAX_CONNECTIONS_PER_IP} (one address cannot open \
-                         more TCP connections to one port than it has ports)"
-                    ),
-                ));
-            }
-            Some(n) => n,
-            None => d.max_connections_per_ip,
-        },
-        http2_max_streams: match raw.http2_max_streams {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "server.http2_max_streams",
-                    "must be greater than zero",
-                ));
-            }
-            Some(n) => n,
-            None => d.http2_max_streams,
-        },
-        trusted_proxies,
-        hsts_max_age: duration_or_off(raw.hsts_max_age.as_deref(), d.hsts_max_age),
-    })
-}
-
-fn tls_settings(raw: Option<&RawTls>) -> Result<Option<server::TlsSettings>, ConfigError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let client_auth = raw.client_auth.unwrap_or(server::ClientAuth::Optional);
-    if raw.client_auth.is_some() && raw.client_ca_file.is_none() {
-        return Err(ConfigError::new(
-            "server.tls.client_auth",
-            "needs server.tls.client_ca_file, the CA that signs client certificates",
-        ));
-    }
-    let reload_interval = duration(
-        "server.tls.reload_interval",
-        raw.reload_interval.as_deref(),
-        Duration::from_secs(30),
-    )?;
-    if reload_interval < Duration::from_secs(1) {
-        return Err(ConfigError::new(
-            "server.tls.reload_interval",
-            "must be at least 1s",
-        ));
-    }
-    Ok(Some(server::TlsSettings {
-        cert_file: raw.cert_file.clone(),
-        key_file: raw.key_file.clone(),
-        client_ca_file: raw.client_ca_file.clone(),
-        client_auth,
-        reload_interval,
-    }))
 }
 
 fn client_cert_settings(raw: &RawAuth) -> Result<ClientCertSettings, ConfigError> {
@@ -2221,76 +2013,6 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-fn phi_categories(key: &str, v: &[String]) -> Result<CategorySet, ConfigError> {
-    if v.is_empty() {
-        return Err(ConfigError::new(
-            key,
-            "must name at least one category (leave it out for all)",
-        ));
-    }
-    v.iter().try_fold(CategorySet::empty(), |set, name| {
-        name.parse::<wardgate_phi::Category>()
-            .map(|c| set.with(c))
-            .map_err(|_| {
-                let known: Vec<&str> = wardgate_phi::Category::ALL
-                    .iter()
-                    .map(|c| c.name())
-                    .collect();
-                ConfigError::new(
-                    key,
-                    format!(
-                        "`{name}` is not a PHI category; known: {}",
-                        known.join(", ")
-                    ),
-                )
-            })
-    })
-}
-
-fn phi_policy(raw: &RawPhi) -> Result<PhiPolicy, ConfigError> {
-    let block = match &raw.block_categories {
-        Some(v) => phi_categories("phi.block_categories", v)?,
-        None => CategorySet::all(),
-    };
-    let default = PhiRule {
-        mode: raw.mode.unwrap_or(PhiMode::Off),
-        block,
-        allow_images: raw.allow_images.unwrap_or(false),
-    };
-    let min_score = raw.min_score.unwrap_or(wardgate_phi::DEFAULT_MIN_SCORE);
-    if !(0.0..=1.0).contains(&min_score) {
-        return Err(ConfigError::new("phi.min_score", "must be between 0 and 1"));
-    }
-    let rules =
-        |what: &str, list: &[RawPhiRule]| -> Result<HashMap<String, PhiRule>, ConfigError> {
-            let mut out = HashMap::new();
-            for (i, r) in list.iter().enumerate() {
-                let key = format!("phi.{what}[{i}]");
-                let rule = PhiRule {
-                    mode: r.mode,
-                    block: match &r.block_categories {
-                        Some(v) => phi_categories(&format!("{key}.block_categories"), v)?,
-                        None => block,
-                    },
-                    allow_images: r.allow_images.unwrap_or(default.allow_images),
-                };
-                if out.insert(r.name.clone(), rule).is_some() {
-                    return Err(ConfigError::new(
-                        format!("{key}.name"),
-                        format!("`{}` has two rules", r.name),
-                    ));
-                }
-            }
-            Ok(out)
-        };
-    Ok(PhiPolicy {
-        default,
-        tenants: rules("tenants", &raw.tenants)?,
-        models: rules("models", &raw.models)?,
-        min_score,
-    })
 }
 
 #[cfg(test)]
