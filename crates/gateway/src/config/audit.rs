@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use super::HumanDuration;
+
 /// Audit settings, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditSettings {
@@ -16,4 +20,25 @@ pub struct AuditSettings {
     pub checkpoint_interval: Duration,
     /// How durable an audit commit is before the request goes on (the store applies it).
     pub durability: wardgate_store::AuditDurability,
+}
+
+/// The tamper-evident audit log. It has no off switch.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// The Ed25519 key that signs checkpoints, created (mode 0600) on first start when
+    /// missing. Default `audit-signing.key` beside the SQLite database.
+    pub signing_key_file: Option<PathBuf>,
+    /// Append-only file receiving a copy of every checkpoint, standing in for an external
+    /// witness. Default `audit-witness.log` beside the SQLite database.
+    pub witness_file: Option<PathBuf>,
+    /// The log's name, the first line of each checkpoint. Default `wardgate/audit`.
+    pub origin: Option<String>,
+    /// Sign a checkpoint after this many events. Default 1000.
+    pub checkpoint_every: Option<u64>,
+    /// ... or after this long when anything was appended. Default `10s`.
+    pub checkpoint_interval: Option<HumanDuration>,
+    /// `disk` (default: every append flushed to the disk before it returns; survives power
+    /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
+    pub durability: Option<String>,
 }

@@ -13,6 +13,7 @@ use wardgate_backends::BackendKind;
 pub mod audit;
 pub mod auth;
 pub mod duration;
+pub mod engine;
 pub mod parts;
 pub mod phi;
 pub mod server;
@@ -20,8 +21,12 @@ pub mod server;
 pub use server::{RawServer, RawTls};
 use server::{server_limits, tls_settings};
 
-pub use audit::AuditSettings;
+pub use audit::{AuditSettings, RawAudit};
+pub use auth::{ClientCertSettings, RawAuth, RawJwtIssuer};
+use auth::{client_cert_settings, jwt_issuer};
 pub use duration::HumanDuration;
+use engine::schema_limits;
+pub use engine::{EngineSettings, RawEngine};
 pub use parts::{LiveSettings, StartupSettings};
 use phi::phi_policy;
 pub use phi::{PhiMode, PhiPolicy, PhiRule, RawPhi, RawPhiRule};
@@ -103,27 +108,6 @@ pub struct RawConfig {
     pub models: Vec<RawModel>,
 }
 
-/// The tamper-evident audit log. It has no off switch.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAudit {
-    /// The Ed25519 key that signs checkpoints, created (mode 0600) on first start when
-    /// missing. Default `audit-signing.key` beside the SQLite database.
-    pub signing_key_file: Option<PathBuf>,
-    /// Append-only file receiving a copy of every checkpoint, standing in for an external
-    /// witness. Default `audit-witness.log` beside the SQLite database.
-    pub witness_file: Option<PathBuf>,
-    /// The log's name, the first line of each checkpoint. Default `wardgate/audit`.
-    pub origin: Option<String>,
-    /// Sign a checkpoint after this many events. Default 1000.
-    pub checkpoint_every: Option<u64>,
-    /// ... or after this long when anything was appended. Default `10s`.
-    pub checkpoint_interval: Option<HumanDuration>,
-    /// `disk` (default: every append flushed to the disk before it returns; survives power
-    /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
-    pub durability: Option<String>,
-}
-
 /// `wardgate llm`, the private model service (its address, secret and TLS are environment
 /// variables: `WARDGATE_LLM_*`).
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -134,51 +118,6 @@ pub struct RawLlm {
     /// nonces (logged) rather than refuse requests. Default 2000, from 1 to 50000.
     /// `WARDGATE_LLM_MAX_REQUEST_RATE` overrides it.
     pub max_request_rate: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEngine {
-    /// Directory of the model store (GGUF blobs and a manifest). Default `./models`.
-    pub models_dir: Option<PathBuf>,
-    /// CPU threads for decoding. Default: the cores available to the process.
-    pub threads: Option<u32>,
-    /// Concurrent sequences per model (continuous batching). Default 8.
-    pub slots: Option<u32>,
-    /// Context tokens per sequence. Default 4096 (or the model's own, if smaller).
-    pub slot_ctx: Option<u32>,
-    /// Most tokens per decode step. Default 512; at least `slots`.
-    pub batch: Option<u32>,
-    /// Requests that may wait for a slot, per model; past it: 503 with Retry-After. Default 64.
-    pub queue: Option<usize>,
-    /// MiB of model weights that may be loaded at once. Default: three quarters of RAM.
-    pub memory_budget_mib: Option<u64>,
-    /// How long an idle model stays loaded unless a request says. Default `5m`.
-    pub keep_alive: Option<HumanDuration>,
-    /// The longest `keep_alive` a request may set; longer values (`1e308`) are clamped to it.
-    /// Default `24h`, at most `30d`.
-    pub max_keep_alive: Option<HumanDuration>,
-    /// Models loaded at start and kept; `/ready` waits for them.
-    #[serde(default)]
-    pub preload: Vec<String>,
-    /// Fetch the default model (SmolLM2-135M-Instruct) when the store is empty. Default true.
-    pub fetch_default_model: Option<bool>,
-    /// Largest JSON schema (`format`, `response_format`) in bytes. Default 65536, at most
-    /// 4194304.
-    pub schema_max_bytes: Option<usize>,
-    /// Most properties, enum values and alternatives in one schema. Default 256, at most
-    /// 10000.
-    pub schema_max_properties: Option<usize>,
-    /// Deepest nesting of a schema's JSON. Default 32, at most 128.
-    pub schema_max_depth: Option<usize>,
-    /// Largest `minItems`/`maxItems`/`minLength`/`maxLength` and `{m,n}` in a schema.
-    /// Default 1000, at most 100000.
-    pub schema_max_repetition: Option<usize>,
-    /// Longest a schema's conversion to a grammar may take. Default `2s`, at most `60s`.
-    pub schema_timeout: Option<HumanDuration>,
-    /// Schema conversions at once (one that overruns counts until it ends). Default 2, at
-    /// most 64.
-    pub schema_max_concurrent: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -225,92 +164,6 @@ pub struct RawLimits {
     /// one event (the first) plus one `suppressed: N` summary; `0s` audits every refusal on
     /// its own. Default `1m`, at most `1h`. `WARDGATE_REFUSAL_AUDIT_WINDOW`.
     pub refusal_audit_window: Option<HumanDuration>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuth {
-    /// How long a verified API key (or JWT, never past its `exp`) is trusted without checking
-    /// it again; a revocation, or a key dropped from a JWKS, takes effect within this time.
-    /// `0s` turns the cache off. Default `2s`.
-    pub key_cache_ttl: Option<HumanDuration>,
-    /// The tenant whose admins and auditors act across all tenants (the deployment's
-    /// operators). Everyone else's admin and audit rights stop at their own tenant. Default
-    /// `operator`.
-    pub operator_tenant: Option<String>,
-    /// Longest bearer token accepted, in bytes. Default 8192.
-    pub max_token_bytes: Option<usize>,
-    /// An API key unused for this long is refused (automatic logoff), e.g. `30d`. Last use is
-    /// recorded about once a minute per key, so the timeout is exact to about a minute. Default
-    /// off.
-    pub key_idle_timeout: Option<HumanDuration>,
-    /// Failed authentications (per source address, and per key prefix) within
-    /// `lockout_window` that lock the source or prefix out. Default 10; 0 turns lockout off.
-    pub lockout_threshold: Option<u32>,
-    /// Default `5m`.
-    pub lockout_window: Option<HumanDuration>,
-    /// How long a lockout lasts. Default `15m`.
-    pub lockout_duration: Option<HumanDuration>,
-    /// Whether repeated failures with one key prefix lock that prefix out from every source.
-    /// Default true. (A prefix is not secret: whoever knows one can lock its key out.)
-    pub lockout_by_prefix: Option<bool>,
-    /// Whether failures count per client address. Default true; turn it off behind a reverse
-    /// proxy (every client then shares the proxy's address).
-    pub lockout_by_source: Option<bool>,
-    /// Failed authentications (a missing credential included) a minute allowed per client
-    /// address; past it further failures are answered 429 with `Retry-After`. A valid
-    /// credential is always served. Default 60; 0 turns the allowance off; at most 1000000.
-    /// `WARDGATE_UNAUTHENTICATED_RPM`.
-    pub unauthenticated_requests_per_minute: Option<u32>,
-    /// Failed authentications from one address within this window are audited as one event
-    /// (the first) plus one `suppressed: N` summary; `0s` audits every failure on its own.
-    /// Default `1m`, at most `1h`. `WARDGATE_FAILURE_AUDIT_WINDOW`.
-    pub failure_audit_window: Option<HumanDuration>,
-    /// Trusted JWT issuers (`[[auth.jwt]]`).
-    #[serde(default)]
-    pub jwt: Vec<RawJwtIssuer>,
-    /// The tenant of principals identified by a TLS client certificate. Unset: the
-    /// certificate subject's organization (`O`); a certificate without one is refused.
-    pub client_cert_tenant: Option<String>,
-    /// The roles of principals identified by a TLS client certificate. Default `["user"]`.
-    pub client_cert_roles: Option<Vec<String>>,
-}
-
-/// One trusted JWT issuer (an OIDC identity provider).
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJwtIssuer {
-    /// The exact `iss` of its tokens.
-    pub issuer: String,
-    /// Accepted `aud` values; at least one.
-    pub audiences: Vec<String>,
-    /// The allowlist: any of `RS256`, `ES256`, `EdDSA`; or `HS256` alone.
-    pub algorithms: Vec<String>,
-    /// A JWKS file.
-    pub jwks_file: Option<PathBuf>,
-    /// A JWKS URL (HTTPS; plain HTTP only on a loopback address).
-    pub jwks_url: Option<String>,
-    /// For HS256: the environment variable holding the shared secret (at least 32 bytes).
-    pub secret_env: Option<String>,
-    /// Clock skew allowed on `exp`/`nbf`. Default `30s`, at most `5m`.
-    pub leeway: Option<HumanDuration>,
-    /// Longest token lifetime accepted (`exp - iat`). Default `1h`.
-    pub max_lifetime: Option<HumanDuration>,
-    /// How often a JWKS URL is fetched again. Default `10m`.
-    pub refresh_interval: Option<HumanDuration>,
-    /// Least time between refreshes caused by an unknown `kid`. Default `1m`.
-    pub refresh_cooldown: Option<HumanDuration>,
-    /// The claim naming the tenant. Default `tenant`.
-    pub tenant_claim: Option<String>,
-    /// Every token of this issuer belongs to this tenant (instead of a claim).
-    pub tenant: Option<String>,
-    /// The tenants the tenant claim may name. Unset: any tenant except the operator tenant
-    /// (`auth.operator_tenant`), which a claim may name only when it is listed here.
-    pub allowed_tenants: Option<Vec<String>>,
-    /// The claim listing roles (array or space-separated). Default `roles`; absent means `user`.
-    pub roles_claim: Option<String>,
-    /// The claim listing allowed models. Default `models`; absent means all.
-    pub models_claim: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -472,22 +325,6 @@ pub enum BackendType {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct EngineSettings {
-    pub models_dir: PathBuf,
-    pub threads: Option<u32>,
-    pub slots: u32,
-    pub slot_ctx: u32,
-    pub batch: u32,
-    pub queue: usize,
-    pub memory_budget: Option<u64>,
-    pub keep_alive: Duration,
-    pub max_keep_alive: Duration,
-    pub preload: Vec<String>,
-    pub fetch_default_model: bool,
-    pub schema: wardgate_engine::SchemaLimits,
-}
-
-#[derive(Clone, Debug, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     pub kind: BackendType,
@@ -582,14 +419,6 @@ pub struct QuotaSet {
 pub struct Quotas {
     pub key: QuotaSet,
     pub tenant: QuotaSet,
-}
-
-/// How a verified client certificate maps to a principal.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClientCertSettings {
-    /// Fixed tenant; `None`: the subject's organization.
-    pub tenant: Option<String>,
-    pub roles: Vec<wardgate_store::Role>,
 }
 
 /// Where overrides come from; a function so tests need not touch the process environment.
@@ -968,53 +797,6 @@ fn bounded(key: &str, v: Option<usize>, default: usize, max: usize) -> Result<us
     }
 }
 
-fn schema_limits(e: &RawEngine) -> Result<wardgate_engine::SchemaLimits, ConfigError> {
-    let d = wardgate_engine::SchemaLimits::DEFAULT;
-    let timeout = duration(
-        "engine.schema_timeout",
-        e.schema_timeout.as_deref(),
-        d.timeout,
-    )?;
-    if timeout > Duration::from_secs(60) {
-        return Err(ConfigError::new(
-            "engine.schema_timeout",
-            "must be at most 60s",
-        ));
-    }
-    Ok(wardgate_engine::SchemaLimits {
-        max_bytes: bounded(
-            "engine.schema_max_bytes",
-            e.schema_max_bytes,
-            d.max_bytes,
-            4 << 20,
-        )?,
-        max_properties: bounded(
-            "engine.schema_max_properties",
-            e.schema_max_properties,
-            d.max_properties,
-            10_000,
-        )?,
-        max_depth: bounded(
-            "engine.schema_max_depth",
-            e.schema_max_depth,
-            d.max_depth,
-            128,
-        )?,
-        max_repetition: bounded(
-            "engine.schema_max_repetition",
-            e.schema_max_repetition,
-            d.max_repetition as usize,
-            100_000,
-        )? as u64,
-        timeout,
-        max_concurrent: bounded(
-            "engine.schema_max_concurrent",
-            e.schema_max_concurrent,
-            d.max_concurrent,
-            64,
-        )?,
-    })
-}
 /// Upper bound of `limits.max_client_keep_alive`.
 const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 /// Upper bound of `engine.max_keep_alive`.
@@ -1031,202 +813,6 @@ fn duration(key: &str, v: Option<&Duration>, default: Duration) -> Result<Durati
 /// A duration that may be zero (`0s` turns the thing off).
 fn duration_or_off(v: Option<&Duration>, default: Duration) -> Duration {
     v.copied().unwrap_or(default)
-}
-
-fn client_cert_settings(raw: &RawAuth) -> Result<ClientCertSettings, ConfigError> {
-    let roles = match &raw.client_cert_roles {
-        None => vec![wardgate_store::Role::User],
-        Some(names) => {
-            let mut roles = Vec::with_capacity(names.len());
-            for n in names {
-                let role = n.parse::<wardgate_store::Role>().map_err(|_| {
-                    ConfigError::new(
-                        "auth.client_cert_roles",
-                        format!("`{n}` is not a role (user, admin, auditor)"),
-                    )
-                })?;
-                // Break-glass access is a time-limited key with a stated reason, never a
-                // standing property of a certificate.
-                if role == wardgate_store::Role::BreakGlass {
-                    return Err(ConfigError::new(
-                        "auth.client_cert_roles",
-                        "break_glass cannot be granted to certificates; create a break-glass key",
-                    ));
-                }
-                roles.push(role);
-            }
-            if roles.is_empty() {
-                return Err(ConfigError::new(
-                    "auth.client_cert_roles",
-                    "must name at least one role",
-                ));
-            }
-            roles
-        }
-    };
-    if let Some(t) = &raw.client_cert_tenant {
-        wardgate_store::names::validate_tenant(t)
-            .map_err(|e| ConfigError::new("auth.client_cert_tenant", e.to_string()))?;
-    }
-    Ok(ClientCertSettings {
-        tenant: raw.client_cert_tenant.clone(),
-        roles,
-    })
-}
-
-fn jwt_issuer(
-    i: usize,
-    raw: &RawJwtIssuer,
-    env: EnvLookup<'_>,
-    operator_tenant: &str,
-) -> Result<auth::IssuerSettings, ConfigError> {
-    use auth::{KeySource, MAX_LEEWAY, MIN_HS256_SECRET, parse_algorithm};
-    let key = |field: &str| format!("auth.jwt[{i}].{field}");
-    if raw.issuer.is_empty() || raw.issuer.len() > 512 {
-        return Err(ConfigError::new(
-            key("issuer"),
-            "must be 1 to 512 characters",
-        ));
-    }
-    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
-        return Err(ConfigError::new(
-            key("audiences"),
-            "name at least one audience; a token for another service must not work here",
-        ));
-    }
-    let mut algorithms = Vec::new();
-    for name in &raw.algorithms {
-        let a = parse_algorithm(name).ok_or_else(|| {
-            ConfigError::new(
-                key("algorithms"),
-                format!("`{name}` is not allowed; use RS256, ES256, EdDSA, or HS256 alone"),
-            )
-        })?;
-        if !algorithms.contains(&a) {
-            algorithms.push(a);
-        }
-    }
-    if algorithms.is_empty() {
-        return Err(ConfigError::new(
-            key("algorithms"),
-            "list the algorithms this issuer signs with (an explicit allowlist)",
-        ));
-    }
-    let hs = algorithms.contains(&jsonwebtoken::Algorithm::HS256);
-    if hs && algorithms.len() > 1 {
-        return Err(ConfigError::new(
-            key("algorithms"),
-            "HS256 cannot be mixed with public-key algorithms for one issuer",
-        ));
-    }
-    let keys = match (&raw.jwks_file, &raw.jwks_url, &raw.secret_env, hs) {
-        (None, None, Some(var), true) => {
-            let secret = env(var)
-                .ok_or_else(|| ConfigError::new(key("secret_env"), format!("${var} is not set")))?;
-            if secret.len() < MIN_HS256_SECRET {
-                return Err(ConfigError::new(
-                    key("secret_env"),
-                    format!("the HS256 secret must be at least {MIN_HS256_SECRET} bytes"),
-                ));
-            }
-            KeySource::Secret(std::sync::Arc::new(wardgate_store::Secret::new(
-                secret.into_bytes(),
-            )))
-        }
-        (Some(f), None, None, false) => KeySource::File(f.clone()),
-        (None, Some(url), None, false) => {
-            let loopback = [
-                "http://127.0.0.1:",
-                "http://127.0.0.1/",
-                "http://[::1]:",
-                "http://localhost:",
-            ]
-            .iter()
-            .any(|p| url.starts_with(p));
-            if !url.starts_with("https://") && !loopback {
-                return Err(ConfigError::new(
-                    key("jwks_url"),
-                    "must be https:// (plain http only on a loopback address)",
-                ));
-            }
-            KeySource::Url(url.clone())
-        }
-        (_, _, _, true) => {
-            return Err(ConfigError::new(
-                key("secret_env"),
-                "HS256 takes its secret from secret_env, and no JWKS",
-            ));
-        }
-        _ => {
-            return Err(ConfigError::new(
-                key("jwks_file"),
-                "set exactly one of jwks_file or jwks_url (secret_env is for HS256 only)",
-            ));
-        }
-    };
-    let leeway = match raw.leeway.as_deref() {
-        Some(v) if v.is_zero() => Duration::ZERO,
-        v => duration(&key("leeway"), v, Duration::from_secs(30))?,
-    };
-    if leeway > MAX_LEEWAY {
-        return Err(ConfigError::new(key("leeway"), "must be at most 5m"));
-    }
-    let tenant = raw.tenant.clone();
-    if let Some(t) = &tenant {
-        wardgate_store::names::validate_tenant(t)
-            .map_err(|e| ConfigError::new(key("tenant"), e.to_string()))?;
-    }
-    let allowed_tenants = match &raw.allowed_tenants {
-        None => auth::AllowedTenants::AllBut(operator_tenant.to_owned()),
-        Some(list) => {
-            for t in list {
-                wardgate_store::names::validate_tenant(t)
-                    .map_err(|e| ConfigError::new(key("allowed_tenants"), e.to_string()))?;
-            }
-            if list.is_empty() {
-                return Err(ConfigError::new(
-                    key("allowed_tenants"),
-                    "list at least one tenant, or leave it out (any tenant but the operator's)",
-                ));
-            }
-            if let Some(t) = &tenant
-                && !list.contains(t)
-            {
-                return Err(ConfigError::new(
-                    key("allowed_tenants"),
-                    "must list the issuer's fixed `tenant`",
-                ));
-            }
-            auth::AllowedTenants::Listed(list.clone())
-        }
-    };
-    Ok(auth::IssuerSettings {
-        issuer: raw.issuer.clone(),
-        audiences: raw.audiences.clone(),
-        algorithms,
-        keys,
-        leeway,
-        max_lifetime: duration(
-            &key("max_lifetime"),
-            raw.max_lifetime.as_deref(),
-            Duration::from_secs(3600),
-        )?,
-        refresh_interval: duration(
-            &key("refresh_interval"),
-            raw.refresh_interval.as_deref(),
-            Duration::from_secs(600),
-        )?,
-        refresh_cooldown: duration(
-            &key("refresh_cooldown"),
-            raw.refresh_cooldown.as_deref(),
-            Duration::from_secs(60),
-        )?,
-        tenant_claim: raw.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
-        tenant,
-        allowed_tenants,
-        roles_claim: raw.roles_claim.clone().unwrap_or_else(|| "roles".into()),
-        models_claim: raw.models_claim.clone().unwrap_or_else(|| "models".into()),
-    })
 }
 
 /// Public model names: letters, digits and `._:/-`, at most 128 bytes, no `..` and no leading
