@@ -12,11 +12,17 @@ use wardgate_backends::BackendKind;
 
 pub mod audit;
 pub mod auth;
+pub mod backends;
 pub mod duration;
 pub mod engine;
+pub mod limits;
+pub mod llm;
+pub mod logging;
 pub mod parts;
 pub mod phi;
+pub mod rate_limit;
 pub mod server;
+pub mod storage;
 
 pub use server::{RawServer, RawTls};
 use server::{server_limits, tls_settings};
@@ -24,12 +30,21 @@ use server::{server_limits, tls_settings};
 pub use audit::{AuditSettings, RawAudit};
 pub use auth::{ClientCertSettings, RawAuth, RawJwtIssuer};
 use auth::{client_cert_settings, jwt_issuer};
+pub use backends::{
+    BackendConfig, BackendType, ModelConfig, RawBackend, RawBreaker, RawHealth, RawLink, RawModel,
+};
 pub use duration::HumanDuration;
 use engine::schema_limits;
 pub use engine::{EngineSettings, RawEngine};
+use limits::MAX_CLIENT_KEEP_ALIVE;
+pub use limits::{DEFAULT_MAX_JSON_VALUES, Limits, OverCap, RawLimits};
+pub use llm::{LlmSettings, RawLlm};
+pub use logging::{LogFormat, RawLogging};
 pub use parts::{LiveSettings, StartupSettings};
 use phi::phi_policy;
 pub use phi::{PhiMode, PhiPolicy, PhiRule, RawPhi, RawPhiRule};
+pub use rate_limit::{LimiterBackend, QuotaSet, Quotas, RawRateLimit};
+pub use storage::RawStorage;
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -108,243 +123,8 @@ pub struct RawConfig {
     pub models: Vec<RawModel>,
 }
 
-/// `wardgate llm`, the private model service (its address, secret and TLS are environment
-/// variables: `WARDGATE_LLM_*`).
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLlm {
-    /// The most signed requests a second the service is sized for; with the 30 s signature
-    /// skew it sizes the replay (nonce) cache. Past it the cache forgets its oldest unexpired
-    /// nonces (logged) rather than refuse requests. Default 2000, from 1 to 50000.
-    /// `WARDGATE_LLM_MAX_REQUEST_RATE` overrides it.
-    pub max_request_rate: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStorage {
-    /// SQLite database file. Default `./data/wardgate.db`.
-    pub sqlite_path: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLogging {
-    /// `text` (default) or `json`.
-    pub format: Option<LogFormat>,
-    /// A tracing filter such as `info` or `wardgate_gateway=debug`. Default `info`.
-    pub level: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    /// Largest request body in bytes, chunked bodies included. Default 4 MiB.
-    pub max_body_bytes: Option<usize>,
-    /// Most messages in one chat request. Default 256.
-    pub max_messages: Option<usize>,
-    /// Cap on `max_tokens` / `max_completion_tokens` / `num_predict`. Default 4096.
-    pub max_output_tokens: Option<u32>,
-    /// `reject` (default: 400) or `clamp` (lower to the cap, with a response header saying so)
-    /// when a request asks for more than a cap.
-    pub over_cap: Option<OverCap>,
-    /// Context window of models that do not set one. Default 4096 tokens.
-    pub default_context_window: Option<u32>,
-    /// Most inputs in one embeddings request. Default 256.
-    pub max_embedding_inputs: Option<usize>,
-    /// Most JSON values (scalars, arrays, objects) in one request body, counted before it is
-    /// parsed. Default 250000, at most 10000000.
-    pub max_json_values: Option<usize>,
-    /// The longest Ollama `keep_alive` a client that is not an operator (an admin of the
-    /// operator tenant) may set. `0s` (the default) ignores `keep_alive` from such clients, so
-    /// no tenant can unload (`0`) or pin (`-1`) a model shared with others; above zero, their
-    /// values are clamped to it and `0` and negative values are still ignored. At most `24h`.
-    pub max_client_keep_alive: Option<HumanDuration>,
-    /// A key's 429s (rate, token and concurrency limits) within this window are audited as
-    /// one event (the first) plus one `suppressed: N` summary; `0s` audits every refusal on
-    /// its own. Default `1m`, at most `1h`. `WARDGATE_REFUSAL_AUDIT_WINDOW`.
-    pub refusal_audit_window: Option<HumanDuration>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRateLimit {
-    /// Requests per minute per API key (or token subject); 0 turns the limit off. Default 600.
-    pub requests_per_minute: Option<u32>,
-    /// Requests per minute per tenant, all its keys together; 0 (the default) turns it off.
-    pub tenant_requests_per_minute: Option<u32>,
-    /// Tokens (prompt and completion) per minute per key; 0 (the default) turns it off.
-    pub tokens_per_minute: Option<u32>,
-    /// Tokens per minute per tenant; 0 (the default) turns it off.
-    pub tenant_tokens_per_minute: Option<u32>,
-    /// Tokens per UTC day per key; 0 (the default) turns the budget off.
-    pub tokens_per_day: Option<u64>,
-    /// Tokens per UTC day per tenant; 0 (the default) turns the budget off.
-    pub tenant_tokens_per_day: Option<u64>,
-    /// Model requests one key may have in flight at once (streams included). Default: half
-    /// the in-process engine's `engine.slots` where an embedded backend is configured, else 32
-    /// (set it below the remote engine's slot count); 0 turns the limit off.
-    pub concurrent_requests: Option<u32>,
-    /// Model requests one tenant may have in flight at once; 0 (the default) turns it off.
-    pub tenant_concurrent_requests: Option<u32>,
-    /// `memory` (default: this process only) or `redis` (one limit across every instance that
-    /// shares the Redis).
-    pub backend: Option<String>,
-    /// The Redis URL for `backend = "redis"`, e.g. `redis://127.0.0.1:6379`.
-    pub redis_url: Option<String>,
-    /// Prefix of the limiter's Redis keys. Default `wardgate:rl`.
-    pub redis_namespace: Option<String>,
-}
-
-/// Where rate-limit state lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LimiterBackend {
-    Memory,
-    Redis { url: String, namespace: String },
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHealth {
-    /// How often backends are probed. Default `10s`.
-    pub interval: Option<HumanDuration>,
-    /// Limit on one probe. Default `2s`.
-    pub timeout: Option<HumanDuration>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBreaker {
-    /// Consecutive failures that take a backend out of rotation. Default 3.
-    pub failure_threshold: Option<u32>,
-    /// How long it stays out before a trial request. Default `10s`.
-    pub cooldown: Option<HumanDuration>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBackend {
-    /// Unique name, used by model chains.
-    pub name: String,
-    /// `ollama`, `openai`, or `embedded` (the in-process engine, no URL).
-    pub kind: String,
-    /// `ollama`: server root (`http://host:11434`); `openai`: API base with `/v1`.
-    pub url: Option<String>,
-    /// Name of an environment variable holding the HMAC secret to sign requests to a
-    /// `wardgate llm` backend (`ollama` kind).
-    pub secret_env: Option<String>,
-    /// Name of an environment variable holding a bearer key the backend wants (never the key
-    /// itself: secrets do not live in config files).
-    pub api_key_env: Option<String>,
-    /// PEM CA certificates that alone are trusted for this backend's `https://` URL (a private
-    /// CA for the private hop). Unset: the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// Expose the backend's own models under their names, refreshed periodically.
-    #[serde(default)]
-    pub discover: bool,
-    /// How often discovery refreshes. Default `60s`.
-    pub discover_interval: Option<HumanDuration>,
-    /// TCP connect limit. Default `2s`.
-    pub connect_timeout: Option<HumanDuration>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawModel {
-    /// Public name clients use.
-    pub name: String,
-    /// Other public names for the same model.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// Tokens the model takes, prompt and answer together. Default `limits.default_context_window`.
-    pub context_window: Option<u32>,
-    /// Ordered (backend, upstream model) links; later ones are fallbacks.
-    pub chain: Vec<RawLink>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLink {
-    pub backend: String,
-    pub model: String,
-}
-
 // ---------------------------------------------------------------------------------------------
 // Typed shape
-
-/// `logging.format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "&'static str")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-words!(
-    LogFormat,
-    "`{}` is not `text` or `json`",
-    Text = "text",
-    Json = "json"
-);
-
-/// `limits.over_cap`: what a request asking for more than a cap gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "&'static str")]
-pub enum OverCap {
-    Reject,
-    Clamp,
-}
-
-words!(
-    OverCap,
-    "`{}` is not `reject` or `clamp`",
-    Reject = "reject",
-    Clamp = "clamp"
-);
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_messages: usize,
-    pub max_output_tokens: u32,
-    pub over_cap: OverCap,
-    pub default_context_window: u32,
-    pub max_embedding_inputs: usize,
-    pub max_json_values: usize,
-    /// Zero: `keep_alive` from non-operators is ignored.
-    pub max_client_keep_alive: Duration,
-    /// Zero: every 429 is audited on its own.
-    pub refusal_audit_window: Duration,
-}
-
-/// What a backend is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendType {
-    Http(BackendKind),
-    Embedded,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct BackendConfig {
-    pub name: String,
-    pub kind: BackendType,
-    /// Empty for the embedded engine.
-    pub url: String,
-    pub secret_env: Option<String>,
-    pub api_key_env: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub discover: bool,
-    pub discover_interval: Duration,
-    pub connect_timeout: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelConfig {
-    pub name: String,
-    pub aliases: Vec<String>,
-    pub context_window: u32,
-    pub chain: Vec<(String, String)>,
-}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -385,40 +165,6 @@ pub struct Config {
     pub audit: AuditSettings,
     pub backends: Vec<BackendConfig>,
     pub models: Vec<ModelConfig>,
-}
-
-/// `wardgate llm`'s own settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LlmSettings {
-    /// Signed requests a second the replay cache is sized for.
-    pub max_request_rate: u32,
-}
-
-impl LlmSettings {
-    pub const DEFAULT_MAX_REQUEST_RATE: u32 = 2000;
-    pub const MAX_MAX_REQUEST_RATE: u32 = 50_000;
-
-    /// Nonces the replay cache holds: the rate times the window a nonce is remembered for.
-    pub fn replay_cache_size(&self) -> usize {
-        wardgate_api::signing::replay_cache_size(
-            wardgate_api::signing::DEFAULT_SKEW_SECS,
-            self.max_request_rate,
-        )
-    }
-}
-
-/// Usage bounds for one key or one tenant; 0 turns a bound off.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QuotaSet {
-    pub tokens_per_minute: u32,
-    pub tokens_per_day: u64,
-    pub concurrent_requests: u32,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Quotas {
-    pub key: QuotaSet,
-    pub tenant: QuotaSet,
 }
 
 /// Where overrides come from; a function so tests need not touch the process environment.
@@ -783,10 +529,6 @@ fn env_backend(doc: &mut toml::Table, v: &str, env: EnvLookup<'_>) -> Result<(),
     Ok(())
 }
 
-/// The default of `limits.max_json_values`: far above any real request (a 4 MiB prompt is one
-/// value), far below what makes parsing expensive.
-pub const DEFAULT_MAX_JSON_VALUES: usize = 250_000;
-
 /// A count that must be at least 1 and at most `max`.
 fn bounded(key: &str, v: Option<usize>, default: usize, max: usize) -> Result<usize, ConfigError> {
     match v {
@@ -797,8 +539,6 @@ fn bounded(key: &str, v: Option<usize>, default: usize, max: usize) -> Result<us
     }
 }
 
-/// Upper bound of `limits.max_client_keep_alive`.
-const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 /// Upper bound of `engine.max_keep_alive`.
 const MAX_ENGINE_KEEP_ALIVE: Duration = Duration::from_secs(30 * 24 * 3600);
 
