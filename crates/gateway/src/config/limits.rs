@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HumanDuration, words};
+use super::{ConfigError, HumanDuration, bounded, duration_or_off, positive, words};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -71,4 +71,42 @@ pub struct Limits {
 pub const DEFAULT_MAX_JSON_VALUES: usize = 250_000;
 
 /// Upper bound of `limits.max_client_keep_alive`.
-pub(super) const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
+const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
+
+/// `[limits]`, validated: each count above zero, each bound at most its maximum.
+pub(super) fn limits(l: &RawLimits) -> Result<Limits, ConfigError> {
+    Ok(Limits {
+        max_body_bytes: positive("limits.max_body_bytes", l.max_body_bytes, 4 << 20)?,
+        max_messages: positive("limits.max_messages", l.max_messages, 256)?,
+        max_output_tokens: positive(
+            "limits.max_output_tokens",
+            l.max_output_tokens.map(|v| v as usize),
+            4096,
+        )? as u32,
+        over_cap: l.over_cap.unwrap_or(OverCap::Reject),
+        default_context_window: positive(
+            "limits.default_context_window",
+            l.default_context_window.map(|v| v as usize),
+            4096,
+        )? as u32,
+        max_embedding_inputs: positive("limits.max_embedding_inputs", l.max_embedding_inputs, 256)?,
+        max_json_values: bounded(
+            "limits.max_json_values",
+            l.max_json_values,
+            DEFAULT_MAX_JSON_VALUES,
+            10_000_000,
+        )?,
+        max_client_keep_alive: {
+            let key = "limits.max_client_keep_alive";
+            let d = duration_or_off(l.max_client_keep_alive.as_deref(), Duration::ZERO);
+            if d > MAX_CLIENT_KEEP_ALIVE {
+                return Err(ConfigError::new(key, "must be at most 24h"));
+            }
+            d
+        },
+        refusal_audit_window: duration_or_off(
+            l.refusal_audit_window.as_deref(),
+            Duration::from_secs(60),
+        ),
+    })
+}

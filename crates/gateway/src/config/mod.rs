@@ -36,7 +36,6 @@ pub use backends::{
 pub use duration::HumanDuration;
 use engine::schema_limits;
 pub use engine::{EngineSettings, RawEngine};
-use limits::MAX_CLIENT_KEEP_ALIVE;
 pub use limits::{DEFAULT_MAX_JSON_VALUES, Limits, OverCap, RawLimits};
 pub use llm::{LlmSettings, RawLlm};
 pub use logging::{LogFormat, RawLogging};
@@ -568,6 +567,15 @@ pub fn valid_model_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
 }
 
+/// A count that must be greater than zero, or `default` when unset.
+fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Err(ConfigError::new(key, "must be greater than zero")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
 fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let listen = raw
         .server
@@ -597,48 +605,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         Duration::from_secs(30),
     )?;
     let log_format = raw.logging.format.unwrap_or(LogFormat::Text);
-    let l = &raw.limits;
-    let positive = |key: &str, v: Option<usize>, d: usize| -> Result<usize, ConfigError> {
-        match v {
-            Some(0) => Err(ConfigError::new(key, "must be greater than zero")),
-            Some(v) => Ok(v),
-            None => Ok(d),
-        }
-    };
-    let limits = Limits {
-        max_body_bytes: positive("limits.max_body_bytes", l.max_body_bytes, 4 << 20)?,
-        max_messages: positive("limits.max_messages", l.max_messages, 256)?,
-        max_output_tokens: positive(
-            "limits.max_output_tokens",
-            l.max_output_tokens.map(|v| v as usize),
-            4096,
-        )? as u32,
-        over_cap: l.over_cap.unwrap_or(OverCap::Reject),
-        default_context_window: positive(
-            "limits.default_context_window",
-            l.default_context_window.map(|v| v as usize),
-            4096,
-        )? as u32,
-        max_embedding_inputs: positive("limits.max_embedding_inputs", l.max_embedding_inputs, 256)?,
-        max_json_values: bounded(
-            "limits.max_json_values",
-            l.max_json_values,
-            DEFAULT_MAX_JSON_VALUES,
-            10_000_000,
-        )?,
-        max_client_keep_alive: {
-            let key = "limits.max_client_keep_alive";
-            let d = duration_or_off(l.max_client_keep_alive.as_deref(), Duration::ZERO);
-            if d > MAX_CLIENT_KEEP_ALIVE {
-                return Err(ConfigError::new(key, "must be at most 24h"));
-            }
-            d
-        },
-        refusal_audit_window: duration_or_off(
-            l.refusal_audit_window.as_deref(),
-            Duration::from_secs(60),
-        ),
-    };
+    let limits = limits::limits(&raw.limits)?;
 
     let mut backends = Vec::with_capacity(raw.backends.len());
     let mut names = HashSet::new();
@@ -985,52 +952,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         limits,
         requests_per_minute: raw.rate_limit.requests_per_minute.unwrap_or(600),
         tenant_requests_per_minute: raw.rate_limit.tenant_requests_per_minute.unwrap_or(0),
-        quotas: Quotas {
-            key: QuotaSet {
-                tokens_per_minute: raw.rate_limit.tokens_per_minute.unwrap_or(0),
-                tokens_per_day: raw.rate_limit.tokens_per_day.unwrap_or(0),
-                concurrent_requests: raw
-                    .rate_limit
-                    .concurrent_requests
-                    .unwrap_or(default_concurrency),
-            },
-            tenant: QuotaSet {
-                tokens_per_minute: raw.rate_limit.tenant_tokens_per_minute.unwrap_or(0),
-                tokens_per_day: raw.rate_limit.tenant_tokens_per_day.unwrap_or(0),
-                concurrent_requests: raw.rate_limit.tenant_concurrent_requests.unwrap_or(0),
-            },
-        },
-        limiter_backend: match raw.rate_limit.backend.as_deref() {
-            None | Some("memory") => LimiterBackend::Memory,
-            Some("redis") => {
-                let url = raw.rate_limit.redis_url.clone().ok_or_else(|| {
-                    ConfigError::new(
-                        "rate_limit.redis_url",
-                        "required with backend = \"redis\" (or set WARDGATE_REDIS_URL)",
-                    )
-                })?;
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    return Err(ConfigError::new(
-                        "rate_limit.redis_url",
-                        "must start with redis:// or rediss://",
-                    ));
-                }
-                LimiterBackend::Redis {
-                    url,
-                    namespace: raw
-                        .rate_limit
-                        .redis_namespace
-                        .clone()
-                        .unwrap_or_else(|| "wardgate:rl".to_owned()),
-                }
-            }
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "rate_limit.backend",
-                    format!("`{other}` is not memory or redis"),
-                ));
-            }
-        },
+        quotas: rate_limit::quotas(&raw.rate_limit, default_concurrency),
+        limiter_backend: rate_limit::limiter_backend(&raw.rate_limit)?,
         max_token_bytes: match raw.auth.max_token_bytes {
             None => 8192,
             Some(n) if (512..=65_536).contains(&n) => n,

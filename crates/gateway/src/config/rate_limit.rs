@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
@@ -51,4 +53,55 @@ pub struct QuotaSet {
 pub struct Quotas {
     pub key: QuotaSet,
     pub tenant: QuotaSet,
+}
+
+/// Per-key and per-tenant quotas; `default_concurrency` is the per-key concurrency when unset
+/// (it depends on the embedded engine's slots).
+pub(super) fn quotas(r: &RawRateLimit, default_concurrency: u32) -> Quotas {
+    Quotas {
+        key: QuotaSet {
+            tokens_per_minute: r.tokens_per_minute.unwrap_or(0),
+            tokens_per_day: r.tokens_per_day.unwrap_or(0),
+            concurrent_requests: r.concurrent_requests.unwrap_or(default_concurrency),
+        },
+        tenant: QuotaSet {
+            tokens_per_minute: r.tenant_tokens_per_minute.unwrap_or(0),
+            tokens_per_day: r.tenant_tokens_per_day.unwrap_or(0),
+            concurrent_requests: r.tenant_concurrent_requests.unwrap_or(0),
+        },
+    }
+}
+
+/// Where the limiter keeps its state.
+pub(super) fn limiter_backend(r: &RawRateLimit) -> Result<LimiterBackend, ConfigError> {
+    Ok(match r.backend.as_deref() {
+        None | Some("memory") => LimiterBackend::Memory,
+        Some("redis") => {
+            let url = r.redis_url.clone().ok_or_else(|| {
+                ConfigError::new(
+                    "rate_limit.redis_url",
+                    "required with backend = \"redis\" (or set WARDGATE_REDIS_URL)",
+                )
+            })?;
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    "rate_limit.redis_url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            LimiterBackend::Redis {
+                url,
+                namespace: r
+                    .redis_namespace
+                    .clone()
+                    .unwrap_or_else(|| "wardgate:rl".to_owned()),
+            }
+        }
+        Some(other) => {
+            return Err(ConfigError::new(
+                "rate_limit.backend",
+                format!("`{other}` is not memory or redis"),
+            ));
+        }
+    })
 }
