@@ -1,13 +1,14 @@
 //! `[[backends]]`, `[[models]]`, `[health]` and `[circuit_breaker]`: model servers and the
 //! public model names routed to them.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wardgate_backends::BackendKind;
 
-use super::HumanDuration;
+use super::{ConfigError, HumanDuration, duration};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -102,4 +103,129 @@ pub struct ModelConfig {
     pub aliases: Vec<String>,
     pub context_window: u32,
     pub chain: Vec<(String, String)>,
+}
+
+/// `[[backends]]`, validated, with their names; none configured: the embedded engine as
+/// `default`.
+pub(super) fn backends(
+    raw: Vec<RawBackend>,
+) -> Result<(Vec<BackendConfig>, HashSet<String>), ConfigError> {
+    let mut backends = Vec::with_capacity(raw.len());
+    let mut names = HashSet::new();
+    for (i, b) in raw.into_iter().enumerate() {
+        let key = |f: &str| format!("backends[{i}].{f}");
+        if b.name.is_empty()
+            || b.name.len() > 64
+            || !b
+                .name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(ConfigError::new(
+                key("name"),
+                "must be 1-64 letters, digits, '-' or '_'",
+            ));
+        }
+        if !names.insert(b.name.clone()) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("backend `{}` is defined twice", b.name),
+            ));
+        }
+        let kind = match b.kind.as_str() {
+            "ollama" => BackendType::Http(BackendKind::Ollama),
+            "openai" => BackendType::Http(BackendKind::Openai),
+            "embedded" => BackendType::Embedded,
+            other => {
+                return Err(ConfigError::new(
+                    key("kind"),
+                    format!("`{other}` is not `ollama`, `openai` or `embedded`"),
+                ));
+            }
+        };
+        let url = match (kind, b.url) {
+            (BackendType::Embedded, None) => String::new(),
+            (BackendType::Embedded, Some(_)) => {
+                return Err(ConfigError::new(
+                    key("url"),
+                    "an embedded backend has no URL",
+                ));
+            }
+            (BackendType::Http(_), None) => {
+                return Err(ConfigError::new(
+                    key("url"),
+                    "required for ollama and openai backends",
+                ));
+            }
+            (BackendType::Http(_), Some(u)) => {
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.len() <= "http://".len()
+                {
+                    return Err(ConfigError::new(
+                        key("url"),
+                        format!("`{u}` is not an http:// or https:// URL"),
+                    ));
+                }
+                u.trim_end_matches('/').to_owned()
+            }
+        };
+        if b.ca_file.is_some() && !url.starts_with("https://") {
+            return Err(ConfigError::new(
+                key("ca_file"),
+                "a CA file is for an https:// backend URL",
+            ));
+        }
+        if b.secret_env.is_some() && kind != BackendType::Http(BackendKind::Ollama) {
+            return Err(ConfigError::new(
+                key("secret_env"),
+                "request signing is for `ollama`-kind backends (wardgate llm)",
+            ));
+        }
+        backends.push(BackendConfig {
+            name: b.name,
+            kind,
+            url,
+            secret_env: b.secret_env,
+            api_key_env: b.api_key_env,
+            ca_file: b.ca_file,
+            discover: b.discover,
+            discover_interval: duration(
+                &key("discover_interval"),
+                b.discover_interval.as_deref(),
+                Duration::from_secs(60),
+            )?,
+            connect_timeout: duration(
+                &key("connect_timeout"),
+                b.connect_timeout.as_deref(),
+                Duration::from_secs(2),
+            )?,
+        });
+    }
+    if backends.is_empty() {
+        // The embedded default: the in-process engine serving the model store.
+        names.insert("default".to_owned());
+        backends.push(BackendConfig {
+            name: "default".to_owned(),
+            kind: BackendType::Embedded,
+            url: String::new(),
+            secret_env: None,
+            api_key_env: None,
+            ca_file: None,
+            discover: true,
+            discover_interval: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+        });
+    }
+    if backends
+        .iter()
+        .filter(|b| b.kind == BackendType::Embedded)
+        .count()
+        > 1
+    {
+        return Err(ConfigError::new(
+            "backends",
+            "at most one embedded backend: the in-process engine serves all local models",
+        ));
+    }
+    Ok((backends, names))
 }

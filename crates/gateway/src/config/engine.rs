@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, HumanDuration, bounded, duration};
+use super::{
+    ConfigError, HumanDuration, MAX_ENGINE_KEEP_ALIVE, MAX_MEMORY_BUDGET_MIB, bounded, duration,
+    duration_or_off, positive,
+};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +71,7 @@ pub struct EngineSettings {
     pub schema: wardgate_engine::SchemaLimits,
 }
 
-pub(super) fn schema_limits(e: &RawEngine) -> Result<wardgate_engine::SchemaLimits, ConfigError> {
+fn schema_limits(e: &RawEngine) -> Result<wardgate_engine::SchemaLimits, ConfigError> {
     let d = wardgate_engine::SchemaLimits::DEFAULT;
     let timeout = duration(
         "engine.schema_timeout",
@@ -113,5 +116,58 @@ pub(super) fn schema_limits(e: &RawEngine) -> Result<wardgate_engine::SchemaLimi
             d.max_concurrent,
             64,
         )?,
+    })
+}
+
+/// `[engine]`, validated.
+pub(super) fn engine(e: RawEngine) -> Result<EngineSettings, ConfigError> {
+    let schema = schema_limits(&e)?;
+    Ok(EngineSettings {
+        models_dir: e.models_dir.unwrap_or_else(|| PathBuf::from("models")),
+        threads: match e.threads {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "engine.threads",
+                    "must be greater than zero",
+                ));
+            }
+            t => t,
+        },
+        slots: positive("engine.slots", e.slots.map(|v| v as usize), 8)? as u32,
+        slot_ctx: positive("engine.slot_ctx", e.slot_ctx.map(|v| v as usize), 4096)? as u32,
+        batch: positive("engine.batch", e.batch.map(|v| v as usize), 512)? as u32,
+        queue: positive("engine.queue", e.queue, 64)?,
+        memory_budget: match e.memory_budget_mib {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "engine.memory_budget_mib",
+                    "must be greater than zero",
+                ));
+            }
+            // Checked here, before the shift that would wrap: 16 TiB.
+            Some(mib) if mib > MAX_MEMORY_BUDGET_MIB => {
+                return Err(ConfigError::new(
+                    "engine.memory_budget_mib",
+                    format!("must be at most {MAX_MEMORY_BUDGET_MIB}"),
+                ));
+            }
+            m => m.map(|mib| mib << 20),
+        },
+        keep_alive: duration_or_off(e.keep_alive.as_deref(), Duration::from_secs(300)),
+        max_keep_alive: {
+            let key = "engine.max_keep_alive";
+            let d = duration(
+                key,
+                e.max_keep_alive.as_deref(),
+                wardgate_engine::engine::DEFAULT_MAX_KEEP_ALIVE,
+            )?;
+            if d > MAX_ENGINE_KEEP_ALIVE {
+                return Err(ConfigError::new(key, "must be at most 30d"));
+            }
+            d
+        },
+        preload: e.preload,
+        fetch_default_model: e.fetch_default_model.unwrap_or(true),
+        schema,
     })
 }

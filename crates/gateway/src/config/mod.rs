@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wardgate_backends::BackendKind;
 
 pub mod audit;
 pub mod auth;
@@ -34,7 +33,6 @@ pub use backends::{
     BackendConfig, BackendType, ModelConfig, RawBackend, RawBreaker, RawHealth, RawLink, RawModel,
 };
 pub use duration::HumanDuration;
-use engine::schema_limits;
 pub use engine::{EngineSettings, RawEngine};
 pub use limits::{DEFAULT_MAX_JSON_VALUES, Limits, OverCap, RawLimits};
 pub use llm::{LlmSettings, RawLlm};
@@ -607,173 +605,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let log_format = raw.logging.format.unwrap_or(LogFormat::Text);
     let limits = limits::limits(&raw.limits)?;
 
-    let mut backends = Vec::with_capacity(raw.backends.len());
-    let mut names = HashSet::new();
-    for (i, b) in raw.backends.into_iter().enumerate() {
-        let key = |f: &str| format!("backends[{i}].{f}");
-        if b.name.is_empty()
-            || b.name.len() > 64
-            || !b
-                .name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
-            return Err(ConfigError::new(
-                key("name"),
-                "must be 1-64 letters, digits, '-' or '_'",
-            ));
-        }
-        if !names.insert(b.name.clone()) {
-            return Err(ConfigError::new(
-                key("name"),
-                format!("backend `{}` is defined twice", b.name),
-            ));
-        }
-        let kind = match b.kind.as_str() {
-            "ollama" => BackendType::Http(BackendKind::Ollama),
-            "openai" => BackendType::Http(BackendKind::Openai),
-            "embedded" => BackendType::Embedded,
-            other => {
-                return Err(ConfigError::new(
-                    key("kind"),
-                    format!("`{other}` is not `ollama`, `openai` or `embedded`"),
-                ));
-            }
-        };
-        let url = match (kind, b.url) {
-            (BackendType::Embedded, None) => String::new(),
-            (BackendType::Embedded, Some(_)) => {
-                return Err(ConfigError::new(
-                    key("url"),
-                    "an embedded backend has no URL",
-                ));
-            }
-            (BackendType::Http(_), None) => {
-                return Err(ConfigError::new(
-                    key("url"),
-                    "required for ollama and openai backends",
-                ));
-            }
-            (BackendType::Http(_), Some(u)) => {
-                if !(u.starts_with("http://") || u.starts_with("https://"))
-                    || u.len() <= "http://".len()
-                {
-                    return Err(ConfigError::new(
-                        key("url"),
-                        format!("`{u}` is not an http:// or https:// URL"),
-                    ));
-                }
-                u.trim_end_matches('/').to_owned()
-            }
-        };
-        if b.ca_file.is_some() && !url.starts_with("https://") {
-            return Err(ConfigError::new(
-                key("ca_file"),
-                "a CA file is for an https:// backend URL",
-            ));
-        }
-        if b.secret_env.is_some() && kind != BackendType::Http(BackendKind::Ollama) {
-            return Err(ConfigError::new(
-                key("secret_env"),
-                "request signing is for `ollama`-kind backends (wardgate llm)",
-            ));
-        }
-        backends.push(BackendConfig {
-            name: b.name,
-            kind,
-            url,
-            secret_env: b.secret_env,
-            api_key_env: b.api_key_env,
-            ca_file: b.ca_file,
-            discover: b.discover,
-            discover_interval: duration(
-                &key("discover_interval"),
-                b.discover_interval.as_deref(),
-                Duration::from_secs(60),
-            )?,
-            connect_timeout: duration(
-                &key("connect_timeout"),
-                b.connect_timeout.as_deref(),
-                Duration::from_secs(2),
-            )?,
-        });
-    }
-    if backends.is_empty() {
-        // The embedded default: the in-process engine serving the model store.
-        names.insert("default".to_owned());
-        backends.push(BackendConfig {
-            name: "default".to_owned(),
-            kind: BackendType::Embedded,
-            url: String::new(),
-            secret_env: None,
-            api_key_env: None,
-            ca_file: None,
-            discover: true,
-            discover_interval: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(2),
-        });
-    }
-    if backends
-        .iter()
-        .filter(|b| b.kind == BackendType::Embedded)
-        .count()
-        > 1
-    {
-        return Err(ConfigError::new(
-            "backends",
-            "at most one embedded backend: the in-process engine serves all local models",
-        ));
-    }
-    let e = raw.engine;
-    let schema = schema_limits(&e)?;
-    let engine = EngineSettings {
-        models_dir: e.models_dir.unwrap_or_else(|| PathBuf::from("models")),
-        threads: match e.threads {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "engine.threads",
-                    "must be greater than zero",
-                ));
-            }
-            t => t,
-        },
-        slots: positive("engine.slots", e.slots.map(|v| v as usize), 8)? as u32,
-        slot_ctx: positive("engine.slot_ctx", e.slot_ctx.map(|v| v as usize), 4096)? as u32,
-        batch: positive("engine.batch", e.batch.map(|v| v as usize), 512)? as u32,
-        queue: positive("engine.queue", e.queue, 64)?,
-        memory_budget: match e.memory_budget_mib {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "engine.memory_budget_mib",
-                    "must be greater than zero",
-                ));
-            }
-            // Checked here, before the shift that would wrap: 16 TiB.
-            Some(mib) if mib > MAX_MEMORY_BUDGET_MIB => {
-                return Err(ConfigError::new(
-                    "engine.memory_budget_mib",
-                    format!("must be at most {MAX_MEMORY_BUDGET_MIB}"),
-                ));
-            }
-            m => m.map(|mib| mib << 20),
-        },
-        keep_alive: duration_or_off(e.keep_alive.as_deref(), Duration::from_secs(300)),
-        max_keep_alive: {
-            let key = "engine.max_keep_alive";
-            let d = duration(
-                key,
-                e.max_keep_alive.as_deref(),
-                wardgate_engine::engine::DEFAULT_MAX_KEEP_ALIVE,
-            )?;
-            if d > MAX_ENGINE_KEEP_ALIVE {
-                return Err(ConfigError::new(key, "must be at most 30d"));
-            }
-            d
-        },
-        preload: e.preload,
-        fetch_default_model: e.fetch_default_model.unwrap_or(true),
-        schema,
-    };
+    let (backends, names) = backends::backends(raw.backends)?;
+    let engine = engine::engine(raw.engine)?;
     // One key should not hold every slot of the in-process engine: by default it may have
     // half of them in flight, at most the 32 it is otherwise (remote engines' slots are not
     // known here; set it below theirs).
@@ -1268,6 +1101,7 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
 mod tests {
     #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
+    use wardgate_backends::BackendKind;
 
     fn no_env(_: &str) -> Option<String> {
         None
