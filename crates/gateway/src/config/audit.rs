@@ -1,11 +1,11 @@
 //! `[audit]`: the tamper-evident audit log, validated.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::HumanDuration;
+use super::{ConfigError, HumanDuration, duration};
 
 /// Audit settings, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,4 +41,59 @@ pub struct RawAudit {
     /// `disk` (default: every append flushed to the disk before it returns; survives power
     /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
     pub durability: Option<String>,
+}
+
+/// `[audit]`, validated; its files default to beside the database.
+pub(super) fn audit(raw: &RawAudit, sqlite_path: &Path) -> Result<AuditSettings, ConfigError> {
+    let beside_db = |name: &str| {
+        sqlite_path
+            .parent()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|| PathBuf::from(name))
+    };
+    let audit = AuditSettings {
+        signing_key_file: raw
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| beside_db("audit-signing.key")),
+        witness_file: raw
+            .witness_file
+            .clone()
+            .unwrap_or_else(|| beside_db("audit-witness.log")),
+        origin: raw
+            .origin
+            .clone()
+            .unwrap_or_else(|| "wardgate/audit".to_owned()),
+        checkpoint_every: match raw.checkpoint_every {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "audit.checkpoint_every",
+                    "must be greater than zero",
+                ));
+            }
+            Some(n) => n,
+            None => 1000,
+        },
+        checkpoint_interval: duration(
+            "audit.checkpoint_interval",
+            raw.checkpoint_interval.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        durability: match raw.durability.as_deref() {
+            None => wardgate_store::AuditDurability::default(),
+            Some(text) => text
+                .parse()
+                .map_err(|e: String| ConfigError::new("audit.durability", e))?,
+        },
+    };
+    if audit.origin.is_empty()
+        || audit.origin.len() > 256
+        || audit.origin.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err(ConfigError::new(
+            "audit.origin",
+            "must be 1-256 printable characters without spaces",
+        ));
+    }
+    Ok(audit)
 }

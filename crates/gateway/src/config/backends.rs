@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wardgate_backends::BackendKind;
 
-use super::{ConfigError, HumanDuration, duration};
+use super::{ConfigError, HumanDuration, duration, valid_model_name};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -228,4 +228,72 @@ pub(super) fn backends(
         ));
     }
     Ok((backends, names))
+}
+
+/// `[[models]]`, validated: public names unique and well-formed, every link to a configured
+/// backend.
+pub(super) fn models(
+    raw: Vec<RawModel>,
+    backends: &HashSet<String>,
+    default_context_window: u32,
+) -> Result<Vec<ModelConfig>, ConfigError> {
+    let mut models = Vec::with_capacity(raw.len());
+    let mut public = HashSet::new();
+    for (i, m) in raw.into_iter().enumerate() {
+        for (j, n) in std::iter::once(&m.name).chain(&m.aliases).enumerate() {
+            let k = if j == 0 {
+                format!("models[{i}].name")
+            } else {
+                format!("models[{i}].aliases[{}]", j - 1)
+            };
+            if !valid_model_name(n) {
+                return Err(ConfigError::new(
+                    k,
+                    format!("`{n}` is not a valid model name (letters, digits, `._:/-`)"),
+                ));
+            }
+            if !public.insert(n.clone()) {
+                return Err(ConfigError::new(k, format!("`{n}` is used twice")));
+            }
+        }
+        if m.chain.is_empty() {
+            return Err(ConfigError::new(
+                format!("models[{i}].chain"),
+                "needs at least one { backend, model } link",
+            ));
+        }
+        let mut chain = Vec::with_capacity(m.chain.len());
+        for (j, link) in m.chain.into_iter().enumerate() {
+            if !backends.contains(&link.backend) {
+                return Err(ConfigError::new(
+                    format!("models[{i}].chain[{j}].backend"),
+                    format!("backend `{}` is not configured", link.backend),
+                ));
+            }
+            if link.model.is_empty() {
+                return Err(ConfigError::new(
+                    format!("models[{i}].chain[{j}].model"),
+                    "must not be empty",
+                ));
+            }
+            chain.push((link.backend, link.model));
+        }
+        let context_window = match m.context_window {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    format!("models[{i}].context_window"),
+                    "must be greater than zero",
+                ));
+            }
+            Some(c) => c,
+            None => default_context_window,
+        };
+        models.push(ModelConfig {
+            name: m.name,
+            aliases: m.aliases,
+            context_window,
+            chain,
+        });
+    }
+    Ok(models)
 }

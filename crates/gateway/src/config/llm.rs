@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+
 /// `wardgate llm`, the private model service (its address, secret and TLS are environment
 /// variables: `WARDGATE_LLM_*`).
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -32,4 +34,23 @@ impl LlmSettings {
             self.max_request_rate,
         )
     }
+}
+
+/// `[llm]`, validated.
+pub(super) fn llm(raw: &RawLlm) -> Result<LlmSettings, ConfigError> {
+    Ok(LlmSettings {
+        max_request_rate: match raw.max_request_rate {
+            None => LlmSettings::DEFAULT_MAX_REQUEST_RATE,
+            Some(n) if (1..=LlmSettings::MAX_MAX_REQUEST_RATE).contains(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "llm.max_request_rate",
+                    format!(
+                        "must be from 1 to {} signed requests a second",
+                        LlmSettings::MAX_MAX_REQUEST_RATE
+                    ),
+                ));
+            }
+        },
+    })
 }

@@ -2,7 +2,6 @@
 //! environment overrides, validated into the typed [`Config`] the service runs on. Every error
 //! names the key and the reason, so a bad file fails at start, not at the first request.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -616,64 +615,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         32
     };
 
-    let mut models = Vec::with_capacity(raw.models.len());
-    let mut public = HashSet::new();
-    for (i, m) in raw.models.into_iter().enumerate() {
-        for (j, n) in std::iter::once(&m.name).chain(&m.aliases).enumerate() {
-            let k = if j == 0 {
-                format!("models[{i}].name")
-            } else {
-                format!("models[{i}].aliases[{}]", j - 1)
-            };
-            if !valid_model_name(n) {
-                return Err(ConfigError::new(
-                    k,
-                    format!("`{n}` is not a valid model name (letters, digits, `._:/-`)"),
-                ));
-            }
-            if !public.insert(n.clone()) {
-                return Err(ConfigError::new(k, format!("`{n}` is used twice")));
-            }
-        }
-        if m.chain.is_empty() {
-            return Err(ConfigError::new(
-                format!("models[{i}].chain"),
-                "needs at least one { backend, model } link",
-            ));
-        }
-        let mut chain = Vec::with_capacity(m.chain.len());
-        for (j, link) in m.chain.into_iter().enumerate() {
-            if !names.contains(&link.backend) {
-                return Err(ConfigError::new(
-                    format!("models[{i}].chain[{j}].backend"),
-                    format!("backend `{}` is not configured", link.backend),
-                ));
-            }
-            if link.model.is_empty() {
-                return Err(ConfigError::new(
-                    format!("models[{i}].chain[{j}].model"),
-                    "must not be empty",
-                ));
-            }
-            chain.push((link.backend, link.model));
-        }
-        let context_window = match m.context_window {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    format!("models[{i}].context_window"),
-                    "must be greater than zero",
-                ));
-            }
-            Some(c) => c,
-            None => limits.default_context_window,
-        };
-        models.push(ModelConfig {
-            name: m.name,
-            aliases: m.aliases,
-            context_window,
-            chain,
-        });
-    }
+    let models = backends::models(raw.models, &names, limits.default_context_window)?;
 
     let breaker_threshold = match raw.circuit_breaker.failure_threshold {
         Some(0) => {
@@ -691,75 +633,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         .sqlite_path
         .clone()
         .unwrap_or_else(|| PathBuf::from("data/wardgate.db"));
-    let beside_db = |name: &str| {
-        sqlite_path
-            .parent()
-            .map(|d| d.join(name))
-            .unwrap_or_else(|| PathBuf::from(name))
-    };
-    let audit = AuditSettings {
-        signing_key_file: raw
-            .audit
-            .signing_key_file
-            .clone()
-            .unwrap_or_else(|| beside_db("audit-signing.key")),
-        witness_file: raw
-            .audit
-            .witness_file
-            .clone()
-            .unwrap_or_else(|| beside_db("audit-witness.log")),
-        origin: raw
-            .audit
-            .origin
-            .clone()
-            .unwrap_or_else(|| "wardgate/audit".to_owned()),
-        checkpoint_every: match raw.audit.checkpoint_every {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "audit.checkpoint_every",
-                    "must be greater than zero",
-                ));
-            }
-            Some(n) => n,
-            None => 1000,
-        },
-        checkpoint_interval: duration(
-            "audit.checkpoint_interval",
-            raw.audit.checkpoint_interval.as_deref(),
-            Duration::from_secs(10),
-        )?,
-        durability: match raw.audit.durability.as_deref() {
-            None => wardgate_store::AuditDurability::default(),
-            Some(text) => text
-                .parse()
-                .map_err(|e: String| ConfigError::new("audit.durability", e))?,
-        },
-    };
-    if audit.origin.is_empty()
-        || audit.origin.len() > 256
-        || audit.origin.chars().any(|c| c.is_control() || c == ' ')
-    {
-        return Err(ConfigError::new(
-            "audit.origin",
-            "must be 1-256 printable characters without spaces",
-        ));
-    }
-
-    let llm = LlmSettings {
-        max_request_rate: match raw.llm.max_request_rate {
-            None => LlmSettings::DEFAULT_MAX_REQUEST_RATE,
-            Some(n) if (1..=LlmSettings::MAX_MAX_REQUEST_RATE).contains(&n) => n,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "llm.max_request_rate",
-                    format!(
-                        "must be from 1 to {} signed requests a second",
-                        LlmSettings::MAX_MAX_REQUEST_RATE
-                    ),
-                ));
-            }
-        },
-    };
+    let audit = audit::audit(&raw.audit, &sqlite_path)?;
+    let llm = llm::llm(&raw.llm)?;
     let server = server_limits(&raw.server)?;
     let tls = tls_settings(raw.server.tls.as_ref())?;
     let client_certs = client_cert_settings(&raw.auth)?;
