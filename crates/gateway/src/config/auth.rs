@@ -8,7 +8,7 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 use wardgate_store::Secret;
 
-use super::{ConfigError, EnvLookup, HumanDuration, duration};
+use super::{ConfigError, EnvLookup, HumanDuration, duration, duration_or_off};
 
 /// Lockout settings, validated.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -409,5 +409,30 @@ pub(super) fn jwt_issuer(
         allowed_tenants,
         roles_claim: raw.roles_claim.clone().unwrap_or_else(|| "roles".into()),
         models_claim: raw.models_claim.clone().unwrap_or_else(|| "models".into()),
+    })
+}
+
+/// Lockout and the unauthenticated allowance (`auth.lockout_*`,
+/// `unauthenticated_requests_per_minute`, `failure_audit_window`), validated.
+pub(super) fn lockout(raw: &RawAuth) -> Result<LockoutSettings, ConfigError> {
+    let d = LockoutSettings::default();
+    Ok(LockoutSettings {
+        threshold: raw.lockout_threshold.unwrap_or(d.threshold),
+        window: duration(
+            "auth.lockout_window",
+            raw.lockout_window.as_deref(),
+            d.window,
+        )?,
+        duration: duration(
+            "auth.lockout_duration",
+            raw.lockout_duration.as_deref(),
+            d.duration,
+        )?,
+        by_prefix: raw.lockout_by_prefix.unwrap_or(d.by_prefix),
+        by_source: raw.lockout_by_source.unwrap_or(d.by_source),
+        failures_per_minute: raw
+            .unauthenticated_requests_per_minute
+            .unwrap_or(d.failures_per_minute),
+        audit_window: duration_or_off(raw.failure_audit_window.as_deref(), d.audit_window),
     })
 }

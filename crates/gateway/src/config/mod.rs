@@ -685,32 +685,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 Some(d)
             }
         },
-        lockout: {
-            let d = auth::LockoutSettings::default();
-            auth::LockoutSettings {
-                threshold: raw.auth.lockout_threshold.unwrap_or(d.threshold),
-                window: duration(
-                    "auth.lockout_window",
-                    raw.auth.lockout_window.as_deref(),
-                    d.window,
-                )?,
-                duration: duration(
-                    "auth.lockout_duration",
-                    raw.auth.lockout_duration.as_deref(),
-                    d.duration,
-                )?,
-                by_prefix: raw.auth.lockout_by_prefix.unwrap_or(d.by_prefix),
-                by_source: raw.auth.lockout_by_source.unwrap_or(d.by_source),
-                failures_per_minute: raw
-                    .auth
-                    .unauthenticated_requests_per_minute
-                    .unwrap_or(d.failures_per_minute),
-                audit_window: duration_or_off(
-                    raw.auth.failure_audit_window.as_deref(),
-                    d.audit_window,
-                ),
-            }
-        },
+        lockout: auth::lockout(&raw.auth)?,
         jwt: raw
             .auth
             .jwt
