@@ -347,10 +347,7 @@ pub(super) fn jwt_issuer(
             ));
         }
     };
-    let leeway = match raw.leeway.as_deref() {
-        Some(v) if v.is_zero() => Duration::ZERO,
-        v => duration(&key("leeway"), v, Duration::from_secs(30))?,
-    };
+    let leeway = duration_or_off(raw.leeway.as_deref(), Duration::from_secs(30));
     if leeway > MAX_LEEWAY {
         return Err(ConfigError::new(key("leeway"), "must be at most 5m"));
     }

@@ -105,6 +105,11 @@ pub struct ModelConfig {
     pub chain: Vec<(String, String)>,
 }
 
+/// Default of `backends[].discover_interval`.
+const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(60);
+/// Default of `backends[].connect_timeout`.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `[[backends]]`, validated, with their names; none configured: the embedded engine as
 /// `default`.
 pub(super) fn backends(
@@ -192,12 +197,12 @@ pub(super) fn backends(
             discover_interval: duration(
                 &key("discover_interval"),
                 b.discover_interval.as_deref(),
-                Duration::from_secs(60),
+                DEFAULT_DISCOVER_INTERVAL,
             )?,
             connect_timeout: duration(
                 &key("connect_timeout"),
                 b.connect_timeout.as_deref(),
-                Duration::from_secs(2),
+                DEFAULT_CONNECT_TIMEOUT,
             )?,
         });
     }
@@ -212,8 +217,8 @@ pub(super) fn backends(
             api_key_env: None,
             ca_file: None,
             discover: true,
-            discover_interval: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(2),
+            discover_interval: DEFAULT_DISCOVER_INTERVAL,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         });
     }
     if backends

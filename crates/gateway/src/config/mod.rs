@@ -694,11 +694,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             .map(|(i, j)| jwt_issuer(i, j, env, &operator_tenant))
             .collect::<Result<_, _>>()?,
         operator_tenant: operator_tenant.clone(),
-        key_cache_ttl: match raw.auth.key_cache_ttl.as_deref() {
-            None => Duration::from_secs(2),
-            Some(v) if v.is_zero() => Duration::ZERO,
-            Some(v) => duration("auth.key_cache_ttl", Some(v), Duration::from_secs(2))?,
-        },
+        key_cache_ttl: duration_or_off(raw.auth.key_cache_ttl.as_deref(), Duration::from_secs(2)),
         health_interval: duration(
             "health.interval",
             raw.health.interval.as_deref(),
