@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wardgate_backends::BackendKind;
 
-use super::{ConfigError, HumanDuration, duration, valid_model_name};
+use super::{ConfigError, HumanDuration, duration, valid_model_name, words};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +34,7 @@ pub struct RawBackend {
     /// Unique name, used by model chains.
     pub name: String,
     /// `ollama`, `openai`, or `embedded` (the in-process engine, no URL).
-    pub kind: String,
+    pub kind: RawBackendKind,
     /// `ollama`: server root (`http://host:11434`); `openai`: API base with `/v1`.
     pub url: Option<String>,
     /// Name of an environment variable holding the HMAC secret to sign requests to a
@@ -105,6 +105,23 @@ pub struct ModelConfig {
     pub chain: Vec<(String, String)>,
 }
 
+/// `backends[].kind` as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum RawBackendKind {
+    Ollama,
+    Openai,
+    Embedded,
+}
+
+words!(
+    RawBackendKind,
+    "`{}` is not `ollama`, `openai` or `embedded`",
+    Ollama = "ollama",
+    Openai = "openai",
+    Embedded = "embedded",
+);
+
 /// Default of `backends[].discover_interval`.
 const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(60);
 /// Default of `backends[].connect_timeout`.
@@ -137,16 +154,10 @@ pub(super) fn backends(
                 format!("backend `{}` is defined twice", b.name),
             ));
         }
-        let kind = match b.kind.as_str() {
-            "ollama" => BackendType::Http(BackendKind::Ollama),
-            "openai" => BackendType::Http(BackendKind::Openai),
-            "embedded" => BackendType::Embedded,
-            other => {
-                return Err(ConfigError::new(
-                    key("kind"),
-                    format!("`{other}` is not `ollama`, `openai` or `embedded`"),
-                ));
-            }
+        let kind = match b.kind {
+            RawBackendKind::Ollama => BackendType::Http(BackendKind::Ollama),
+            RawBackendKind::Openai => BackendType::Http(BackendKind::Openai),
+            RawBackendKind::Embedded => BackendType::Embedded,
         };
         let url = match (kind, b.url) {
             (BackendType::Embedded, None) => String::new(),

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, words};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -27,12 +27,27 @@ pub struct RawRateLimit {
     pub tenant_concurrent_requests: Option<u32>,
     /// `memory` (default: this process only) or `redis` (one limit across every instance that
     /// shares the Redis).
-    pub backend: Option<String>,
+    pub backend: Option<RawLimiterKind>,
     /// The Redis URL for `backend = "redis"`, e.g. `redis://127.0.0.1:6379`.
     pub redis_url: Option<String>,
     /// Prefix of the limiter's Redis keys. Default `wardgate:rl`.
     pub redis_namespace: Option<String>,
 }
+
+/// `rate_limit.backend` as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum RawLimiterKind {
+    Memory,
+    Redis,
+}
+
+words!(
+    RawLimiterKind,
+    "`{}` is not memory or redis",
+    Memory = "memory",
+    Redis = "redis",
+);
 
 /// Where rate-limit state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,9 +89,9 @@ pub(super) fn quotas(r: &RawRateLimit, default_concurrency: u32) -> Quotas {
 
 /// Where the limiter keeps its state.
 pub(super) fn limiter_backend(r: &RawRateLimit) -> Result<LimiterBackend, ConfigError> {
-    Ok(match r.backend.as_deref() {
-        None | Some("memory") => LimiterBackend::Memory,
-        Some("redis") => {
+    Ok(match r.backend {
+        None | Some(RawLimiterKind::Memory) => LimiterBackend::Memory,
+        Some(RawLimiterKind::Redis) => {
             let url = r.redis_url.clone().ok_or_else(|| {
                 ConfigError::new(
                     "rate_limit.redis_url",
@@ -96,12 +111,6 @@ pub(super) fn limiter_backend(r: &RawRateLimit) -> Result<LimiterBackend, Config
                     .clone()
                     .unwrap_or_else(|| "wardgate:rl".to_owned()),
             }
-        }
-        Some(other) => {
-            return Err(ConfigError::new(
-                "rate_limit.backend",
-                format!("`{other}` is not memory or redis"),
-            ));
         }
     })
 }
