@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use wardgate_store::AuditDurability;
+
 use super::{ConfigError, HumanDuration, duration};
 
 /// Audit settings, validated.
@@ -19,7 +21,7 @@ pub struct AuditSettings {
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     /// How durable an audit commit is before the request goes on (the store applies it).
-    pub durability: wardgate_store::AuditDurability,
+    pub durability: AuditDurability,
 }
 
 /// The tamper-evident audit log. It has no off switch.
@@ -40,7 +42,8 @@ pub struct RawAudit {
     pub checkpoint_interval: Option<HumanDuration>,
     /// `disk` (default: every append flushed to the disk before it returns; survives power
     /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
-    pub durability: Option<String>,
+    #[serde(default, with = "durability", skip_serializing_if = "Option::is_none")]
+    pub durability: Option<AuditDurability>,
 }
 
 /// `[audit]`, validated; its files default to beside the database.
@@ -79,12 +82,7 @@ pub(super) fn audit(raw: &RawAudit, sqlite_path: &Path) -> Result<AuditSettings,
             raw.checkpoint_interval.as_deref(),
             Duration::from_secs(10),
         )?,
-        durability: match raw.durability.as_deref() {
-            None => wardgate_store::AuditDurability::default(),
-            Some(text) => text
-                .parse()
-                .map_err(|e: String| ConfigError::new("audit.durability", e))?,
-        },
+        durability: raw.durability.unwrap_or_default(),
     };
     if audit.origin.is_empty()
         || audit.origin.len() > 256
@@ -96,4 +94,25 @@ pub(super) fn audit(raw: &RawAudit, sqlite_path: &Path) -> Result<AuditSettings,
         ));
     }
     Ok(audit)
+}
+
+/// `audit.durability` as its word, read with the store's own parser (and its refusal text).
+mod durability {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use wardgate_store::AuditDurability;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<AuditDurability>, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Some).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<AuditDurability>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(AuditDurability::Disk) => s.serialize_str("disk"),
+            Some(AuditDurability::Process) => s.serialize_str("process"),
+            None => s.serialize_none(),
+        }
+    }
 }
