@@ -6,9 +6,8 @@
 //! Invariant: the audit log cannot be switched off in `wardgate serve` (ONC 170.315(d)(2));
 //! `AppState::audit` is `None` only in library tests that build a state without one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wardgate_audit::keyfile::{read_signer_key, write_signer_key};
@@ -17,20 +16,7 @@ use wardgate_audit::{
     Timestamp,
 };
 
-/// Audit settings, validated.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AuditSettings {
-    /// The Ed25519 signing key of checkpoints; created on first start if missing.
-    pub signing_key_file: PathBuf,
-    /// The append-only file each checkpoint is also written to.
-    pub witness_file: PathBuf,
-    /// The log's name in checkpoints.
-    pub origin: String,
-    pub checkpoint_every: u64,
-    pub checkpoint_interval: Duration,
-    /// How durable an audit commit is before the request goes on (the store applies it).
-    pub durability: wardgate_store::AuditDurability,
-}
+pub use crate::config::audit::AuditSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -2,17 +2,45 @@
 //! environment overrides, validated into the typed [`Config`] the service runs on. Every error
 //! names the key and the reason, so a bad file fails at start, not at the first request.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use wardgate_backends::BackendKind;
-use wardgate_phi::CategorySet;
+use serde::{Deserialize, Serialize};
 
-pub use crate::audit::AuditSettings;
-pub use crate::guards::phi_guard::{PhiMode, PhiPolicy, PhiRule};
+pub mod audit;
+pub mod auth;
+pub mod backends;
+pub mod duration;
+pub mod engine;
+pub mod limits;
+pub mod llm;
+pub mod logging;
+pub mod parts;
+pub mod phi;
+pub mod rate_limit;
+pub mod server;
+pub mod storage;
+
+pub use server::{RawServer, RawTls};
+use server::{server_limits, tls_settings};
+
+pub use audit::{AuditSettings, RawAudit};
+pub use auth::{ClientCertSettings, RawAuth, RawJwtIssuer};
+use auth::{client_cert_settings, jwt_issuer};
+pub use backends::{
+    BackendConfig, BackendType, ModelConfig, RawBackend, RawBreaker, RawHealth, RawLink, RawModel,
+};
+pub use duration::HumanDuration;
+pub use engine::{EngineSettings, RawEngine};
+pub use limits::{DEFAULT_MAX_JSON_VALUES, Limits, OverCap, RawLimits};
+pub use llm::{LlmSettings, RawLlm};
+pub use logging::{LogFormat, RawLogging};
+pub use parts::{LiveSettings, StartupSettings};
+use phi::phi_policy;
+pub use phi::{PhiMode, PhiPolicy, PhiRule, RawPhi, RawPhiRule};
+pub use rate_limit::{LimiterBackend, QuotaSet, Quotas, RawRateLimit};
+pub use storage::RawStorage;
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +59,34 @@ impl ConfigError {
     }
 }
 
+/// A config enum written as one of a few words: `TryFrom<String>` refusing any other with
+/// `$msg` (the word in place of `{}`), and back to its word, for `#[serde(try_from, into)]`.
+macro_rules! words {
+    ($ty:ty, $msg:literal, $($variant:ident = $word:literal),+ $(,)?) => {
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(v: String) -> Result<Self, String> {
+                match v.as_str() {
+                    $($word => Ok(<$ty>::$variant),)+
+                    _ => Err(format!($msg, v)),
+                }
+            }
+        }
+        impl From<$ty> for &'static str {
+            fn from(v: $ty) -> &'static str {
+                match v {
+                    $(<$ty>::$variant => $word,)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use words;
+
 // ---------------------------------------------------------------------------------------------
 // Raw shape
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -67,485 +119,8 @@ pub struct RawConfig {
     pub models: Vec<RawModel>,
 }
 
-/// The tamper-evident audit log. It has no off switch.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAudit {
-    /// The Ed25519 key that signs checkpoints, created (mode 0600) on first start when
-    /// missing. Default `audit-signing.key` beside the SQLite database.
-    pub signing_key_file: Option<PathBuf>,
-    /// Append-only file receiving a copy of every checkpoint, standing in for an external
-    /// witness. Default `audit-witness.log` beside the SQLite database.
-    pub witness_file: Option<PathBuf>,
-    /// The log's name, the first line of each checkpoint. Default `wardgate/audit`.
-    pub origin: Option<String>,
-    /// Sign a checkpoint after this many events. Default 1000.
-    pub checkpoint_every: Option<u64>,
-    /// ... or after this long when anything was appended. Default `10s`.
-    pub checkpoint_interval: Option<String>,
-    /// `disk` (default: every append flushed to the disk before it returns; survives power
-    /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
-    pub durability: Option<String>,
-}
-
-/// The PHI guard (see `phi_guard.rs`). Log lines and error bodies are always redacted; this
-/// decides what happens to PHI in prompts.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPhi {
-    /// `off` (default), `deidentify` (PHI replaced by tokens before the backend, restored in
-    /// the answer) or `block` (refused with 400), for tenants and models without a rule.
-    pub mode: Option<String>,
-    /// Categories that make `block` refuse, e.g. `["SSN", "MRN"]`. Default: every category.
-    pub block_categories: Option<Vec<String>>,
-    /// Lowest detector score counted as PHI, 0 to 1. Default 0.5.
-    pub min_score: Option<f32>,
-    /// Whether images pass under `block` and `deidentify` (the detector cannot read them).
-    /// Default false: a request with an image is refused with 400.
-    pub allow_images: Option<bool>,
-    /// Rules for tenants, by tenant name.
-    #[serde(default)]
-    pub tenants: Vec<RawPhiRule>,
-    /// Rules for public model names.
-    #[serde(default)]
-    pub models: Vec<RawPhiRule>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPhiRule {
-    /// Tenant or public model name.
-    pub name: String,
-    /// `off`, `deidentify` or `block`.
-    pub mode: String,
-    /// As `phi.block_categories`; default: the top-level list.
-    pub block_categories: Option<Vec<String>>,
-    /// As `phi.allow_images`; default: the top-level setting.
-    pub allow_images: Option<bool>,
-}
-
-/// `wardgate llm`, the private model service (its address, secret and TLS are environment
-/// variables: `WARDGATE_LLM_*`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLlm {
-    /// The most signed requests a second the service is sized for; with the 30 s signature
-    /// skew it sizes the replay (nonce) cache. Past it the cache forgets its oldest unexpired
-    /// nonces (logged) rather than refuse requests. Default 2000, from 1 to 50000.
-    /// `WARDGATE_LLM_MAX_REQUEST_RATE` overrides it.
-    pub max_request_rate: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEngine {
-    /// Directory of the model store (GGUF blobs and a manifest). Default `./models`.
-    pub models_dir: Option<PathBuf>,
-    /// CPU threads for decoding. Default: the cores available to the process.
-    pub threads: Option<u32>,
-    /// Concurrent sequences per model (continuous batching). Default 8.
-    pub slots: Option<u32>,
-    /// Context tokens per sequence. Default 4096 (or the model's own, if smaller).
-    pub slot_ctx: Option<u32>,
-    /// Most tokens per decode step. Default 512; at least `slots`.
-    pub batch: Option<u32>,
-    /// Requests that may wait for a slot, per model; past it: 503 with Retry-After. Default 64.
-    pub queue: Option<usize>,
-    /// MiB of model weights that may be loaded at once. Default: three quarters of RAM.
-    pub memory_budget_mib: Option<u64>,
-    /// How long an idle model stays loaded unless a request says. Default `5m`.
-    pub keep_alive: Option<String>,
-    /// The longest `keep_alive` a request may set; longer values (`1e308`) are clamped to it.
-    /// Default `24h`, at most `30d`.
-    pub max_keep_alive: Option<String>,
-    /// Models loaded at start and kept; `/ready` waits for them.
-    #[serde(default)]
-    pub preload: Vec<String>,
-    /// Fetch the default model (SmolLM2-135M-Instruct) when the store is empty. Default true.
-    pub fetch_default_model: Option<bool>,
-    /// Largest JSON schema (`format`, `response_format`) in bytes. Default 65536, at most
-    /// 4194304.
-    pub schema_max_bytes: Option<usize>,
-    /// Most properties, enum values and alternatives in one schema. Default 256, at most
-    /// 10000.
-    pub schema_max_properties: Option<usize>,
-    /// Deepest nesting of a schema's JSON. Default 32, at most 128.
-    pub schema_max_depth: Option<usize>,
-    /// Largest `minItems`/`maxItems`/`minLength`/`maxLength` and `{m,n}` in a schema.
-    /// Default 1000, at most 100000.
-    pub schema_max_repetition: Option<usize>,
-    /// Longest a schema's conversion to a grammar may take. Default `2s`, at most `60s`.
-    pub schema_timeout: Option<String>,
-    /// Schema conversions at once (one that overruns counts until it ends). Default 2, at
-    /// most 64.
-    pub schema_max_concurrent: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawServer {
-    /// Address to listen on. Default `127.0.0.1:8080`.
-    pub listen: Option<String>,
-    /// Hard limit on a whole request, streaming included. Default `30s`.
-    pub request_timeout: Option<String>,
-    /// Limit until a backend produces its first token; past it the next link is tried.
-    /// Default `15s`.
-    pub first_token_timeout: Option<String>,
-    /// How long SIGTERM waits for in-flight streams to finish. Default `30s`.
-    pub shutdown_grace: Option<String>,
-    /// A connection must deliver its whole request head within this: from accept (TLS
-    /// handshake included) for the first, from the end of the last response for the next (so
-    /// it is also the keep-alive idle timeout). Default `10s`.
-    pub header_read_timeout: Option<String>,
-    /// A client must send its whole request body within this. Default `30s`.
-    pub body_read_timeout: Option<String>,
-    /// Largest request head in bytes (431 past it). Default 16384; at least 8192.
-    pub max_header_bytes: Option<usize>,
-    /// Most header fields in one request. Default 100.
-    pub max_headers: Option<usize>,
-    /// Most open connections; further ones wait to be accepted. Default 1024.
-    pub max_connections: Option<usize>,
-    /// Most open connections from one client address (an IPv4 address or an IPv6 /64); one
-    /// more is closed at once. Peers in `trusted_proxies` are not counted. Default 256, from 1
-    /// to 65536.
-    pub max_connections_per_ip: Option<usize>,
-    /// Most concurrent streams on one HTTP/2 connection. Default 100.
-    pub http2_max_streams: Option<u32>,
-    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed for the source
-    /// address (audit, lockout). Default none: the peer address is the source.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
-    /// `Strict-Transport-Security` max-age when TLS is on; `0s` sends none. Default `365d`.
-    pub hsts_max_age: Option<String>,
-    /// TLS for this listener; absent: plain HTTP (behind a TLS-terminating proxy, or local).
-    pub tls: Option<RawTls>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    /// PEM certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// PEM CA certificates that sign client certificates (mTLS); absent: none asked for.
-    pub client_ca_file: Option<PathBuf>,
-    /// `optional` (default; a client without a certificate authenticates otherwise) or
-    /// `required` (the handshake fails without one).
-    pub client_auth: Option<String>,
-    /// How often the certificate and key files are checked for a renewal. Default `30s`.
-    pub reload_interval: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStorage {
-    /// SQLite database file. Default `./data/wardgate.db`.
-    pub sqlite_path: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLogging {
-    /// `text` (default) or `json`.
-    pub format: Option<String>,
-    /// A tracing filter such as `info` or `wardgate_gateway=debug`. Default `info`.
-    pub level: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    /// Largest request body in bytes, chunked bodies included. Default 4 MiB.
-    pub max_body_bytes: Option<usize>,
-    /// Most messages in one chat request. Default 256.
-    pub max_messages: Option<usize>,
-    /// Cap on `max_tokens` / `max_completion_tokens` / `num_predict`. Default 4096.
-    pub max_output_tokens: Option<u32>,
-    /// `reject` (default: 400) or `clamp` (lower to the cap, with a response header saying so)
-    /// when a request asks for more than a cap.
-    pub over_cap: Option<String>,
-    /// Context window of models that do not set one. Default 4096 tokens.
-    pub default_context_window: Option<u32>,
-    /// Most inputs in one embeddings request. Default 256.
-    pub max_embedding_inputs: Option<usize>,
-    /// Most JSON values (scalars, arrays, objects) in one request body, counted before it is
-    /// parsed. Default 250000, at most 10000000.
-    pub max_json_values: Option<usize>,
-    /// The longest Ollama `keep_alive` a client that is not an operator (an admin of the
-    /// operator tenant) may set. `0s` (the default) ignores `keep_alive` from such clients, so
-    /// no tenant can unload (`0`) or pin (`-1`) a model shared with others; above zero, their
-    /// values are clamped to it and `0` and negative values are still ignored. At most `24h`.
-    pub max_client_keep_alive: Option<String>,
-    /// A key's 429s (rate, token and concurrency limits) within this window are audited as
-    /// one event (the first) plus one `suppressed: N` summary; `0s` audits every refusal on
-    /// its own. Default `1m`, at most `1h`. `WARDGATE_REFUSAL_AUDIT_WINDOW`.
-    pub refusal_audit_window: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuth {
-    /// How long a verified API key (or JWT, never past its `exp`) is trusted without checking
-    /// it again; a revocation, or a key dropped from a JWKS, takes effect within this time.
-    /// `0s` turns the cache off. Default `2s`.
-    pub key_cache_ttl: Option<String>,
-    /// The tenant whose admins and auditors act across all tenants (the deployment's
-    /// operators). Everyone else's admin and audit rights stop at their own tenant. Default
-    /// `operator`.
-    pub operator_tenant: Option<String>,
-    /// Longest bearer token accepted, in bytes. Default 8192.
-    pub max_token_bytes: Option<usize>,
-    /// An API key unused for this long is refused (automatic logoff), e.g. `30d`. Last use is
-    /// recorded about once a minute per key, so the timeout is exact to about a minute. Default
-    /// off.
-    pub key_idle_timeout: Option<String>,
-    /// Failed authentications (per source address, and per key prefix) within
-    /// `lockout_window` that lock the source or prefix out. Default 10; 0 turns lockout off.
-    pub lockout_threshold: Option<u32>,
-    /// Default `5m`.
-    pub lockout_window: Option<String>,
-    /// How long a lockout lasts. Default `15m`.
-    pub lockout_duration: Option<String>,
-    /// Whether repeated failures with one key prefix lock that prefix out from every source.
-    /// Default true. (A prefix is not secret: whoever knows one can lock its key out.)
-    pub lockout_by_prefix: Option<bool>,
-    /// Whether failures count per client address. Default true; turn it off behind a reverse
-    /// proxy (every client then shares the proxy's address).
-    pub lockout_by_source: Option<bool>,
-    /// Failed authentications (a missing credential included) a minute allowed per client
-    /// address; past it further failures are answered 429 with `Retry-After`. A valid
-    /// credential is always served. Default 60; 0 turns the allowance off; at most 1000000.
-    /// `WARDGATE_UNAUTHENTICATED_RPM`.
-    pub unauthenticated_requests_per_minute: Option<u32>,
-    /// Failed authentications from one address within this window are audited as one event
-    /// (the first) plus one `suppressed: N` summary; `0s` audits every failure on its own.
-    /// Default `1m`, at most `1h`. `WARDGATE_FAILURE_AUDIT_WINDOW`.
-    pub failure_audit_window: Option<String>,
-    /// Trusted JWT issuers (`[[auth.jwt]]`).
-    #[serde(default)]
-    pub jwt: Vec<RawJwtIssuer>,
-    /// The tenant of principals identified by a TLS client certificate. Unset: the
-    /// certificate subject's organization (`O`); a certificate without one is refused.
-    pub client_cert_tenant: Option<String>,
-    /// The roles of principals identified by a TLS client certificate. Default `["user"]`.
-    pub client_cert_roles: Option<Vec<String>>,
-}
-
-/// One trusted JWT issuer (an OIDC identity provider).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJwtIssuer {
-    /// The exact `iss` of its tokens.
-    pub issuer: String,
-    /// Accepted `aud` values; at least one.
-    pub audiences: Vec<String>,
-    /// The allowlist: any of `RS256`, `ES256`, `EdDSA`; or `HS256` alone.
-    pub algorithms: Vec<String>,
-    /// A JWKS file.
-    pub jwks_file: Option<PathBuf>,
-    /// A JWKS URL (HTTPS; plain HTTP only on a loopback address).
-    pub jwks_url: Option<String>,
-    /// For HS256: the environment variable holding the shared secret (at least 32 bytes).
-    pub secret_env: Option<String>,
-    /// Clock skew allowed on `exp`/`nbf`. Default `30s`, at most `5m`.
-    pub leeway: Option<String>,
-    /// Longest token lifetime accepted (`exp - iat`). Default `1h`.
-    pub max_lifetime: Option<String>,
-    /// How often a JWKS URL is fetched again. Default `10m`.
-    pub refresh_interval: Option<String>,
-    /// Least time between refreshes caused by an unknown `kid`. Default `1m`.
-    pub refresh_cooldown: Option<String>,
-    /// The claim naming the tenant. Default `tenant`.
-    pub tenant_claim: Option<String>,
-    /// Every token of this issuer belongs to this tenant (instead of a claim).
-    pub tenant: Option<String>,
-    /// The tenants the tenant claim may name. Unset: any tenant except the operator tenant
-    /// (`auth.operator_tenant`), which a claim may name only when it is listed here.
-    pub allowed_tenants: Option<Vec<String>>,
-    /// The claim listing roles (array or space-separated). Default `roles`; absent means `user`.
-    pub roles_claim: Option<String>,
-    /// The claim listing allowed models. Default `models`; absent means all.
-    pub models_claim: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRateLimit {
-    /// Requests per minute per API key (or token subject); 0 turns the limit off. Default 600.
-    pub requests_per_minute: Option<u32>,
-    /// Requests per minute per tenant, all its keys together; 0 (the default) turns it off.
-    pub tenant_requests_per_minute: Option<u32>,
-    /// Tokens (prompt and completion) per minute per key; 0 (the default) turns it off.
-    pub tokens_per_minute: Option<u32>,
-    /// Tokens per minute per tenant; 0 (the default) turns it off.
-    pub tenant_tokens_per_minute: Option<u32>,
-    /// Tokens per UTC day per key; 0 (the default) turns the budget off.
-    pub tokens_per_day: Option<u64>,
-    /// Tokens per UTC day per tenant; 0 (the default) turns the budget off.
-    pub tenant_tokens_per_day: Option<u64>,
-    /// Model requests one key may have in flight at once (streams included). Default: half
-    /// the in-process engine's `engine.slots` where an embedded backend is configured, else 32
-    /// (set it below the remote engine's slot count); 0 turns the limit off.
-    pub concurrent_requests: Option<u32>,
-    /// Model requests one tenant may have in flight at once; 0 (the default) turns it off.
-    pub tenant_concurrent_requests: Option<u32>,
-    /// `memory` (default: this process only) or `redis` (one limit across every instance that
-    /// shares the Redis).
-    pub backend: Option<String>,
-    /// The Redis URL for `backend = "redis"`, e.g. `redis://127.0.0.1:6379`.
-    pub redis_url: Option<String>,
-    /// Prefix of the limiter's Redis keys. Default `wardgate:rl`.
-    pub redis_namespace: Option<String>,
-}
-
-/// Where rate-limit state lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LimiterBackend {
-    Memory,
-    Redis { url: String, namespace: String },
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHealth {
-    /// How often backends are probed. Default `10s`.
-    pub interval: Option<String>,
-    /// Limit on one probe. Default `2s`.
-    pub timeout: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBreaker {
-    /// Consecutive failures that take a backend out of rotation. Default 3.
-    pub failure_threshold: Option<u32>,
-    /// How long it stays out before a trial request. Default `10s`.
-    pub cooldown: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBackend {
-    /// Unique name, used by model chains.
-    pub name: String,
-    /// `ollama`, `openai`, or `embedded` (the in-process engine, no URL).
-    pub kind: String,
-    /// `ollama`: server root (`http://host:11434`); `openai`: API base with `/v1`.
-    pub url: Option<String>,
-    /// Name of an environment variable holding the HMAC secret to sign requests to a
-    /// `wardgate llm` backend (`ollama` kind).
-    pub secret_env: Option<String>,
-    /// Name of an environment variable holding a bearer key the backend wants (never the key
-    /// itself: secrets do not live in config files).
-    pub api_key_env: Option<String>,
-    /// PEM CA certificates that alone are trusted for this backend's `https://` URL (a private
-    /// CA for the private hop). Unset: the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// Expose the backend's own models under their names, refreshed periodically.
-    #[serde(default)]
-    pub discover: bool,
-    /// How often discovery refreshes. Default `60s`.
-    pub discover_interval: Option<String>,
-    /// TCP connect limit. Default `2s`.
-    pub connect_timeout: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawModel {
-    /// Public name clients use.
-    pub name: String,
-    /// Other public names for the same model.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// Tokens the model takes, prompt and answer together. Default `limits.default_context_window`.
-    pub context_window: Option<u32>,
-    /// Ordered (backend, upstream model) links; later ones are fallbacks.
-    pub chain: Vec<RawLink>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLink {
-    pub backend: String,
-    pub model: String,
-}
-
 // ---------------------------------------------------------------------------------------------
 // Typed shape
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OverCap {
-    Reject,
-    Clamp,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_messages: usize,
-    pub max_output_tokens: u32,
-    pub over_cap: OverCap,
-    pub default_context_window: u32,
-    pub max_embedding_inputs: usize,
-    pub max_json_values: usize,
-    /// Zero: `keep_alive` from non-operators is ignored.
-    pub max_client_keep_alive: Duration,
-    /// Zero: every 429 is audited on its own.
-    pub refusal_audit_window: Duration,
-}
-
-/// What a backend is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendType {
-    Http(BackendKind),
-    Embedded,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct EngineSettings {
-    pub models_dir: PathBuf,
-    pub threads: Option<u32>,
-    pub slots: u32,
-    pub slot_ctx: u32,
-    pub batch: u32,
-    pub queue: usize,
-    pub memory_budget: Option<u64>,
-    pub keep_alive: Duration,
-    pub max_keep_alive: Duration,
-    pub preload: Vec<String>,
-    pub fetch_default_model: bool,
-    pub schema: wardgate_engine::SchemaLimits,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct BackendConfig {
-    pub name: String,
-    pub kind: BackendType,
-    /// Empty for the embedded engine.
-    pub url: String,
-    pub secret_env: Option<String>,
-    pub api_key_env: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub discover: bool,
-    pub discover_interval: Duration,
-    pub connect_timeout: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelConfig {
-    pub name: String,
-    pub aliases: Vec<String>,
-    pub context_window: u32,
-    pub chain: Vec<(String, String)>,
-}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -554,9 +129,9 @@ pub struct Config {
     pub first_token_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Connection and protocol bounds.
-    pub server: crate::serve::server::ServerLimits,
+    pub server: server::ServerLimits,
     /// TLS for the listener; `None`: plain HTTP.
-    pub tls: Option<crate::serve::tls::TlsSettings>,
+    pub tls: Option<server::TlsSettings>,
     /// Who a verified TLS client certificate is.
     pub client_certs: ClientCertSettings,
     pub sqlite_path: PathBuf,
@@ -573,8 +148,8 @@ pub struct Config {
     pub max_token_bytes: usize,
     /// `None`: keys do not time out when idle.
     pub key_idle_timeout: Option<Duration>,
-    pub lockout: crate::identity::lockout::LockoutSettings,
-    pub jwt: Vec<crate::identity::jwt::IssuerSettings>,
+    pub lockout: auth::LockoutSettings,
+    pub jwt: Vec<auth::IssuerSettings>,
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub breaker_threshold: u32,
@@ -586,48 +161,6 @@ pub struct Config {
     pub audit: AuditSettings,
     pub backends: Vec<BackendConfig>,
     pub models: Vec<ModelConfig>,
-}
-
-/// `wardgate llm`'s own settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LlmSettings {
-    /// Signed requests a second the replay cache is sized for.
-    pub max_request_rate: u32,
-}
-
-impl LlmSettings {
-    pub const DEFAULT_MAX_REQUEST_RATE: u32 = 2000;
-    pub const MAX_MAX_REQUEST_RATE: u32 = 50_000;
-
-    /// Nonces the replay cache holds: the rate times the window a nonce is remembered for.
-    pub fn replay_cache_size(&self) -> usize {
-        wardgate_api::signing::replay_cache_size(
-            wardgate_api::signing::DEFAULT_SKEW_SECS,
-            self.max_request_rate,
-        )
-    }
-}
-
-/// Usage bounds for one key or one tenant; 0 turns a bound off.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QuotaSet {
-    pub tokens_per_minute: u32,
-    pub tokens_per_day: u64,
-    pub concurrent_requests: u32,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Quotas {
-    pub key: QuotaSet,
-    pub tenant: QuotaSet,
-}
-
-/// How a verified client certificate maps to a principal.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClientCertSettings {
-    /// Fixed tenant; `None`: the subject's organization.
-    pub tenant: Option<String>,
-    pub roles: Vec<wardgate_store::Role>,
 }
 
 /// Where overrides come from; a function so tests need not touch the process environment.
@@ -648,8 +181,15 @@ impl Config {
         Config::from_raw(raw, env)
     }
 
-    pub fn from_raw(mut raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-        apply_env(&mut raw, env)?;
+    /// Validates `raw` with the `WARDGATE_*` overrides layered over it: the overrides are set
+    /// in its TOML document, which is then deserialised again (so their values are checked and
+    /// named like the file's).
+    pub fn from_raw(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let mut doc = toml::Table::try_from(&raw)
+            .map_err(|e| ConfigError::new("file", format!("cannot re-read: {e}")))?;
+        apply_env(&mut doc, env)?;
+        let raw = serde_path_to_error::deserialize::<_, RawConfig>(doc)
+            .map_err(|e| ConfigError::new(e.path().to_string(), e.inner().message().to_owned()))?;
         validate(raw, env)
     }
 
@@ -674,9 +214,9 @@ impl Config {
             out.extend(issuer.audiences.iter().cloned());
             out.extend(issuer.tenant.iter().cloned());
             match &issuer.keys {
-                crate::identity::jwt::KeySource::File(p) => out.push(path(p)),
-                crate::identity::jwt::KeySource::Url(u) => out.push(u.clone()),
-                crate::identity::jwt::KeySource::Secret(_) => {}
+                auth::KeySource::File(p) => out.push(path(p)),
+                auth::KeySource::Url(u) => out.push(u.clone()),
+                auth::KeySource::Secret(_) => {}
             }
         }
         out.extend([
@@ -725,205 +265,265 @@ pub fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
-fn apply_env(raw: &mut RawConfig, env: EnvLookup<'_>) -> Result<(), ConfigError> {
-    if let Some(v) = env("WARDGATE_LISTEN") {
-        raw.server.listen = Some(v);
-    }
-    match (env("WARDGATE_TLS_CERT"), env("WARDGATE_TLS_KEY")) {
-        (Some(cert), Some(key)) => {
-            let tls = raw.server.tls.get_or_insert_with(RawTls::default);
-            tls.cert_file = PathBuf::from(cert);
-            tls.key_file = PathBuf::from(key);
+/// How an environment variable's text becomes a TOML value.
+#[derive(Clone, Copy)]
+enum EnvValue {
+    /// A string, as written.
+    Text,
+    /// A whole number; anything else is refused naming the variable.
+    Number,
+    /// A comma-separated list of strings; empty items are dropped.
+    List,
+}
+
+/// Every `WARDGATE_*` override: the variable, the dotted key it sets and how its text is read.
+/// They are applied to the TOML document before it is deserialised, so an override is checked
+/// exactly as the same value in the file would be, and a new setting's variable is one line
+/// here. (`WARDGATE_BACKEND`, which adds a whole backend, is [`env_backend`].)
+const ENV_OVERRIDES: &[(&str, &str, EnvValue)] = &[
+    ("WARDGATE_LISTEN", "server.listen", EnvValue::Text),
+    ("WARDGATE_TLS_CERT", "server.tls.cert_file", EnvValue::Text),
+    ("WARDGATE_TLS_KEY", "server.tls.key_file", EnvValue::Text),
+    (
+        "WARDGATE_TLS_CLIENT_CA",
+        "server.tls.client_ca_file",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_TRUSTED_PROXIES",
+        "server.trusted_proxies",
+        EnvValue::List,
+    ),
+    (
+        "WARDGATE_REQUEST_TIMEOUT",
+        "server.request_timeout",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_FIRST_TOKEN_TIMEOUT",
+        "server.first_token_timeout",
+        EnvValue::Text,
+    ),
+    ("WARDGATE_DB", "storage.sqlite_path", EnvValue::Text),
+    ("WARDGATE_LOG_FORMAT", "logging.format", EnvValue::Text),
+    ("WARDGATE_LOG", "logging.level", EnvValue::Text),
+    (
+        "WARDGATE_KEY_CACHE_TTL",
+        "auth.key_cache_ttl",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_LOCKOUT_THRESHOLD",
+        "auth.lockout_threshold",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_UNAUTHENTICATED_RPM",
+        "auth.unauthenticated_requests_per_minute",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_FAILURE_AUDIT_WINDOW",
+        "auth.failure_audit_window",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_RPM",
+        "rate_limit.requests_per_minute",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TENANT_RPM",
+        "rate_limit.tenant_requests_per_minute",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TPM",
+        "rate_limit.tokens_per_minute",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TOKENS_PER_DAY",
+        "rate_limit.tokens_per_day",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY",
+        "rate_limit.tenant_tokens_per_day",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_CONCURRENCY",
+        "rate_limit.concurrent_requests",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_TENANT_CONCURRENCY",
+        "rate_limit.tenant_concurrent_requests",
+        EnvValue::Number,
+    ),
+    (
+        "WARDGATE_RATE_LIMIT_BACKEND",
+        "rate_limit.backend",
+        EnvValue::Text,
+    ),
+    ("WARDGATE_REDIS_URL", "rate_limit.redis_url", EnvValue::Text),
+    (
+        "WARDGATE_REDIS_NAMESPACE",
+        "rate_limit.redis_namespace",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_REFUSAL_AUDIT_WINDOW",
+        "limits.refusal_audit_window",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_AUDIT_KEY",
+        "audit.signing_key_file",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_AUDIT_WITNESS",
+        "audit.witness_file",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_AUDIT_DURABILITY",
+        "audit.durability",
+        EnvValue::Text,
+    ),
+    ("WARDGATE_PHI_MODE", "phi.mode", EnvValue::Text),
+    ("WARDGATE_MODELS", "engine.models_dir", EnvValue::Text),
+    ("WARDGATE_PRELOAD", "engine.preload", EnvValue::List),
+    (
+        "WARDGATE_LLM_MAX_REQUEST_RATE",
+        "llm.max_request_rate",
+        EnvValue::Number,
+    ),
+];
+
+/// Sets `dotted` (e.g. `server.tls.cert_file`) in `doc`, creating the tables on the way.
+fn set_dotted(doc: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts = dotted.split('.').peekable();
+    let mut table = doc;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            table.insert(part.to_owned(), value);
+            return;
         }
-        (None, None) => {}
-        _ => {
+        let entry = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        table = next;
+    }
+}
+
+/// Applies the `WARDGATE_*` overrides to the document, a layer over the file.
+fn apply_env(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+    match (env("WARDGATE_TLS_CERT"), env("WARDGATE_TLS_KEY")) {
+        (Some(_), None) | (None, Some(_)) => {
             return Err(ConfigError::new(
                 "WARDGATE_TLS_CERT",
                 "WARDGATE_TLS_CERT and WARDGATE_TLS_KEY go together: set both or neither",
             ));
         }
+        (Some(_), Some(_)) | (None, None) => {}
     }
-    if let Some(v) = env("WARDGATE_TLS_CLIENT_CA") {
-        let Some(tls) = raw.server.tls.as_mut() else {
-            return Err(ConfigError::new(
-                "WARDGATE_TLS_CLIENT_CA",
-                "client certificates need TLS: set WARDGATE_TLS_CERT and WARDGATE_TLS_KEY too",
-            ));
+    let has_tls = env("WARDGATE_TLS_CERT").is_some()
+        || doc
+            .get("server")
+            .and_then(|s| s.get("tls"))
+            .is_some_and(toml::Value::is_table);
+    if env("WARDGATE_TLS_CLIENT_CA").is_some() && !has_tls {
+        return Err(ConfigError::new(
+            "WARDGATE_TLS_CLIENT_CA",
+            "client certificates need TLS: set WARDGATE_TLS_CERT and WARDGATE_TLS_KEY too",
+        ));
+    }
+    for &(var, key, kind) in ENV_OVERRIDES {
+        let Some(v) = env(var) else { continue };
+        let value = match kind {
+            EnvValue::Text => toml::Value::String(v),
+            EnvValue::Number => match v.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => toml::Value::Integer(n),
+                _ => return Err(ConfigError::new(var, "must be a whole number")),
+            },
+            EnvValue::List => toml::Value::Array(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
         };
-        tls.client_ca_file = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_TRUSTED_PROXIES") {
-        raw.server.trusted_proxies = v
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
-    }
-    if let Some(v) = env("WARDGATE_DB") {
-        raw.storage.sqlite_path = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_LOG_FORMAT") {
-        raw.logging.format = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_LOG") {
-        raw.logging.level = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_REQUEST_TIMEOUT") {
-        raw.server.request_timeout = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_FIRST_TOKEN_TIMEOUT") {
-        raw.server.first_token_timeout = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_KEY_CACHE_TTL") {
-        raw.auth.key_cache_ttl = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_RPM") {
-        raw.rate_limit.requests_per_minute =
-            Some(v.parse().map_err(|_| {
-                ConfigError::new("WARDGATE_RATE_LIMIT_RPM", "must be a whole number")
-            })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_RPM") {
-        raw.rate_limit.tenant_requests_per_minute = Some(v.parse().map_err(|_| {
-            ConfigError::new("WARDGATE_RATE_LIMIT_TENANT_RPM", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TPM") {
-        raw.rate_limit.tokens_per_minute =
-            Some(v.parse().map_err(|_| {
-                ConfigError::new("WARDGATE_RATE_LIMIT_TPM", "must be a whole number")
-            })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TOKENS_PER_DAY") {
-        raw.rate_limit.tokens_per_day = Some(v.parse().map_err(|_| {
-            ConfigError::new(
-                "WARDGATE_RATE_LIMIT_TOKENS_PER_DAY",
-                "must be a whole number",
-            )
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY") {
-        raw.rate_limit.tenant_tokens_per_day = Some(v.parse().map_err(|_| {
-            ConfigError::new(
-                "WARDGATE_RATE_LIMIT_TENANT_TOKENS_PER_DAY",
-                "must be a whole number",
-            )
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_TENANT_CONCURRENCY") {
-        raw.rate_limit.tenant_concurrent_requests = Some(v.parse().map_err(|_| {
-            ConfigError::new(
-                "WARDGATE_RATE_LIMIT_TENANT_CONCURRENCY",
-                "must be a whole number",
-            )
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_CONCURRENCY") {
-        raw.rate_limit.concurrent_requests = Some(v.parse().map_err(|_| {
-            ConfigError::new("WARDGATE_RATE_LIMIT_CONCURRENCY", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_RATE_LIMIT_BACKEND") {
-        raw.rate_limit.backend = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_REDIS_URL") {
-        raw.rate_limit.redis_url = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_REDIS_NAMESPACE") {
-        raw.rate_limit.redis_namespace = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_LOCKOUT_THRESHOLD") {
-        raw.auth.lockout_threshold = Some(v.parse().map_err(|_| {
-            ConfigError::new("WARDGATE_LOCKOUT_THRESHOLD", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_UNAUTHENTICATED_RPM") {
-        raw.auth.unauthenticated_requests_per_minute = Some(v.parse().map_err(|_| {
-            ConfigError::new("WARDGATE_UNAUTHENTICATED_RPM", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_FAILURE_AUDIT_WINDOW") {
-        raw.auth.failure_audit_window = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_REFUSAL_AUDIT_WINDOW") {
-        raw.limits.refusal_audit_window = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_AUDIT_KEY") {
-        raw.audit.signing_key_file = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_AUDIT_WITNESS") {
-        raw.audit.witness_file = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_AUDIT_DURABILITY") {
-        raw.audit.durability = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_PHI_MODE") {
-        raw.phi.mode = Some(v);
-    }
-    if let Some(v) = env("WARDGATE_MODELS") {
-        raw.engine.models_dir = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env("WARDGATE_LLM_MAX_REQUEST_RATE") {
-        raw.llm.max_request_rate = Some(v.trim().parse().map_err(|_| {
-            ConfigError::new("WARDGATE_LLM_MAX_REQUEST_RATE", "must be a whole number")
-        })?);
-    }
-    if let Some(v) = env("WARDGATE_PRELOAD") {
-        raw.engine.preload = v
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        set_dotted(doc, key, value);
     }
     if let Some(v) = env("WARDGATE_BACKEND") {
-        // `embedded`, or `kind:url`: `ollama:http://127.0.0.1:11434`, `openai:http://h:8000/v1`.
-        let (kind, url) = if v == "embedded" {
-            ("embedded", None)
-        } else {
-            let (k, u) = v.split_once(':').ok_or_else(|| {
-                ConfigError::new(
-                    "WARDGATE_BACKEND",
-                    "expected `embedded` or KIND:URL, e.g. ollama:http://127.0.0.1:11434 or openai:http://127.0.0.1:8000/v1",
-                )
-            })?;
-            (k, Some(u.to_owned()))
-        };
-        if !matches!(kind, "ollama" | "openai" | "embedded") {
-            return Err(ConfigError::new(
-                "WARDGATE_BACKEND",
-                format!(
-                    "`{kind}` is not a backend kind: expected embedded, ollama:URL or \
-                     openai:URL, e.g. ollama:http://127.0.0.1:11434"
-                ),
-            ));
-        }
-        if raw.backends.iter().any(|b| b.name == "default") {
-            return Err(ConfigError::new(
-                "WARDGATE_BACKEND",
-                "the config file already has a backend named `default`",
-            ));
-        }
-        raw.backends.push(RawBackend {
-            name: "default".to_owned(),
-            kind: kind.to_owned(),
-            url,
-            secret_env: env("WARDGATE_BACKEND_SECRET")
-                .map(|_| "WARDGATE_BACKEND_SECRET".to_owned()),
-            api_key_env: None,
-            ca_file: env("WARDGATE_BACKEND_CA").map(PathBuf::from),
-            discover: true,
-            discover_interval: None,
-            connect_timeout: None,
-        });
+        env_backend(doc, &v, env)?;
     }
     Ok(())
 }
 
-/// The default of `limits.max_json_values`: far above any real request (a 4 MiB prompt is one
-/// value), far below what makes parsing expensive.
-pub const DEFAULT_MAX_JSON_VALUES: usize = 250_000;
+/// `WARDGATE_BACKEND`: `embedded`, or `kind:url` (`ollama:http://127.0.0.1:11434`,
+/// `openai:http://h:8000/v1`), added as the backend named `default`.
+fn env_backend(doc: &mut toml::Table, v: &str, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+    let (kind, url) = if v == "embedded" {
+        ("embedded", None)
+    } else {
+        let (k, u) = v.split_once(':').ok_or_else(|| {
+            ConfigError::new(
+                "WARDGATE_BACKEND",
+                "expected `embedded` or KIND:URL, e.g. ollama:http://127.0.0.1:11434 or openai:http://127.0.0.1:8000/v1",
+            )
+        })?;
+        (k, Some(u))
+    };
+    if !matches!(kind, "ollama" | "openai" | "embedded") {
+        return Err(ConfigError::new(
+            "WARDGATE_BACKEND",
+            format!(
+                "`{kind}` is not a backend kind: expected embedded, ollama:URL or \
+                 openai:URL, e.g. ollama:http://127.0.0.1:11434"
+            ),
+        ));
+    }
+    let backends = doc
+        .entry("backends")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    let Some(backends) = backends.as_array_mut() else {
+        return Ok(()); // not an array: deserialising names `backends`
+    };
+    let named_default =
+        |b: &toml::Value| b.get("name").and_then(toml::Value::as_str) == Some("default");
+    if backends.iter().any(named_default) {
+        return Err(ConfigError::new(
+            "WARDGATE_BACKEND",
+            "the config file already has a backend named `default`",
+        ));
+    }
+    let mut b = toml::Table::new();
+    b.insert("name".into(), "default".into());
+    b.insert("kind".into(), kind.into());
+    if let Some(url) = url {
+        b.insert("url".into(), url.into());
+    }
+    if env("WARDGATE_BACKEND_SECRET").is_some() {
+        b.insert("secret_env".into(), "WARDGATE_BACKEND_SECRET".into());
+    }
+    if let Some(ca) = env("WARDGATE_BACKEND_CA") {
+        b.insert("ca_file".into(), ca.into());
+    }
+    b.insert("discover".into(), true.into());
+    backends.push(toml::Value::Table(b));
+    Ok(())
+}
 
 /// A count that must be at least 1 and at most `max`.
 fn bounded(key: &str, v: Option<usize>, default: usize, max: usize) -> Result<usize, ConfigError> {
@@ -935,66 +535,11 @@ fn bounded(key: &str, v: Option<usize>, default: usize, max: usize) -> Result<us
     }
 }
 
-fn schema_limits(e: &RawEngine) -> Result<wardgate_engine::SchemaLimits, ConfigError> {
-    let d = wardgate_engine::SchemaLimits::DEFAULT;
-    let timeout = duration(
-        "engine.schema_timeout",
-        e.schema_timeout.as_deref(),
-        d.timeout,
-    )?;
-    if timeout > Duration::from_secs(60) {
-        return Err(ConfigError::new(
-            "engine.schema_timeout",
-            "must be at most 60s",
-        ));
-    }
-    Ok(wardgate_engine::SchemaLimits {
-        max_bytes: bounded(
-            "engine.schema_max_bytes",
-            e.schema_max_bytes,
-            d.max_bytes,
-            4 << 20,
-        )?,
-        max_properties: bounded(
-            "engine.schema_max_properties",
-            e.schema_max_properties,
-            d.max_properties,
-            10_000,
-        )?,
-        max_depth: bounded(
-            "engine.schema_max_depth",
-            e.schema_max_depth,
-            d.max_depth,
-            128,
-        )?,
-        max_repetition: bounded(
-            "engine.schema_max_repetition",
-            e.schema_max_repetition,
-            d.max_repetition as usize,
-            100_000,
-        )? as u64,
-        timeout,
-        max_concurrent: bounded(
-            "engine.schema_max_concurrent",
-            e.schema_max_concurrent,
-            d.max_concurrent,
-            64,
-        )?,
-    })
-}
-/// Upper bound of `limits.max_client_keep_alive`.
-const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 /// Upper bound of `engine.max_keep_alive`.
 const MAX_ENGINE_KEEP_ALIVE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    let Some(v) = v else { return Ok(default) };
-    let d = humantime::parse_duration(v).map_err(|e| {
-        ConfigError::new(
-            key,
-            format!("`{v}` is not a duration like `30s` or `5m`: {e}"),
-        )
-    })?;
+fn duration(key: &str, v: Option<&Duration>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(&d) = v else { return Ok(default) };
     if d.is_zero() {
         return Err(ConfigError::new(key, "must be greater than zero"));
     }
@@ -1002,335 +547,8 @@ fn duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, C
 }
 
 /// A duration that may be zero (`0s` turns the thing off).
-fn duration_or_off(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    let Some(v) = v else { return Ok(default) };
-    humantime::parse_duration(v).map_err(|e| {
-        ConfigError::new(
-            key,
-            format!("`{v}` is not a duration like `30s` or `5m`: {e}"),
-        )
-    })
-}
-
-const MAX_CONNECTIONS_PER_IP: usize = 65_536;
-
-fn server_limits(raw: &RawServer) -> Result<crate::serve::server::ServerLimits, ConfigError> {
-    let d = crate::serve::server::ServerLimits::default();
-    let at_least = |key: &str, v: Option<usize>, min: usize, default: usize| match v {
-        Some(n) if n < min => Err(ConfigError::new(key, format!("must be at least {min}"))),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
-    let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
-    for (i, p) in raw.trusted_proxies.iter().enumerate() {
-        let net = p
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| {
-                ConfigError::new(
-                    format!("server.trusted_proxies[{i}]"),
-                    format!("`{p}` is not an address or CIDR range like 10.0.0.0/8"),
-                )
-            })?;
-        trusted_proxies.push(net);
-    }
-    Ok(crate::serve::server::ServerLimits {
-        header_read_timeout: duration(
-            "server.header_read_timeout",
-            raw.header_read_timeout.as_deref(),
-            d.header_read_timeout,
-        )?,
-        body_read_timeout: duration(
-            "server.body_read_timeout",
-            raw.body_read_timeout.as_deref(),
-            d.body_read_timeout,
-        )?,
-        max_header_bytes: at_least(
-            "server.max_header_bytes",
-            raw.max_header_bytes,
-            8192,
-            d.max_header_bytes,
-        )?,
-        max_headers: at_least("server.max_headers", raw.max_headers, 16, d.max_headers)?,
-        max_connections: at_least(
-            "server.max_connections",
-            raw.max_connections,
-            1,
-            d.max_connections,
-        )?,
-        max_connections_per_ip: match raw.max_connections_per_ip {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "server.max_connections_per_ip",
-                    "must be at least 1 (0 would refuse every connection); to leave one \
-                     address uncapped, e.g. a load balancer, list it in server.trusted_proxies",
-                ));
-            }
-            Some(n) if n > MAX_CONNECTIONS_PER_IP => {
-                return Err(ConfigError::new(
-                    "server.max_connections_per_ip",
-                    format!(
-                        "must be at most {MAX_CONNECTIONS_PER_IP} (one address cannot open \
-                         more TCP connections to one port than it has ports)"
-                    ),
-                ));
-            }
-            Some(n) => n,
-            None => d.max_connections_per_ip,
-        },
-        http2_max_streams: match raw.http2_max_streams {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "server.http2_max_streams",
-                    "must be greater than zero",
-                ));
-            }
-            Some(n) => n,
-            None => d.http2_max_streams,
-        },
-        trusted_proxies,
-        hsts_max_age: duration_or_off(
-            "server.hsts_max_age",
-            raw.hsts_max_age.as_deref(),
-            d.hsts_max_age,
-        )?,
-    })
-}
-
-fn tls_settings(
-    raw: Option<&RawTls>,
-) -> Result<Option<crate::serve::tls::TlsSettings>, ConfigError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let client_auth = match raw.client_auth.as_deref() {
-        None | Some("optional") => crate::serve::tls::ClientAuth::Optional,
-        Some("required") => crate::serve::tls::ClientAuth::Required,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "server.tls.client_auth",
-                format!("`{other}` is not `optional` or `required`"),
-            ));
-        }
-    };
-    if raw.client_auth.is_some() && raw.client_ca_file.is_none() {
-        return Err(ConfigError::new(
-            "server.tls.client_auth",
-            "needs server.tls.client_ca_file, the CA that signs client certificates",
-        ));
-    }
-    let reload_interval = duration(
-        "server.tls.reload_interval",
-        raw.reload_interval.as_deref(),
-        Duration::from_secs(30),
-    )?;
-    if reload_interval < Duration::from_secs(1) {
-        return Err(ConfigError::new(
-            "server.tls.reload_interval",
-            "must be at least 1s",
-        ));
-    }
-    Ok(Some(crate::serve::tls::TlsSettings {
-        cert_file: raw.cert_file.clone(),
-        key_file: raw.key_file.clone(),
-        client_ca_file: raw.client_ca_file.clone(),
-        client_auth,
-        reload_interval,
-    }))
-}
-
-fn client_cert_settings(raw: &RawAuth) -> Result<ClientCertSettings, ConfigError> {
-    let roles = match &raw.client_cert_roles {
-        None => vec![wardgate_store::Role::User],
-        Some(names) => {
-            let mut roles = Vec::with_capacity(names.len());
-            for n in names {
-                let role = n.parse::<wardgate_store::Role>().map_err(|_| {
-                    ConfigError::new(
-                        "auth.client_cert_roles",
-                        format!("`{n}` is not a role (user, admin, auditor)"),
-                    )
-                })?;
-                // Break-glass access is a time-limited key with a stated reason, never a
-                // standing property of a certificate.
-                if role == wardgate_store::Role::BreakGlass {
-                    return Err(ConfigError::new(
-                        "auth.client_cert_roles",
-                        "break_glass cannot be granted to certificates; create a break-glass key",
-                    ));
-                }
-                roles.push(role);
-            }
-            if roles.is_empty() {
-                return Err(ConfigError::new(
-                    "auth.client_cert_roles",
-                    "must name at least one role",
-                ));
-            }
-            roles
-        }
-    };
-    if let Some(t) = &raw.client_cert_tenant {
-        wardgate_store::names::validate_tenant(t)
-            .map_err(|e| ConfigError::new("auth.client_cert_tenant", e.to_string()))?;
-    }
-    Ok(ClientCertSettings {
-        tenant: raw.client_cert_tenant.clone(),
-        roles,
-    })
-}
-
-fn jwt_issuer(
-    i: usize,
-    raw: &RawJwtIssuer,
-    env: EnvLookup<'_>,
-    operator_tenant: &str,
-) -> Result<crate::identity::jwt::IssuerSettings, ConfigError> {
-    use crate::identity::jwt::{KeySource, MAX_LEEWAY, MIN_HS256_SECRET, parse_algorithm};
-    let key = |field: &str| format!("auth.jwt[{i}].{field}");
-    if raw.issuer.is_empty() || raw.issuer.len() > 512 {
-        return Err(ConfigError::new(
-            key("issuer"),
-            "must be 1 to 512 characters",
-        ));
-    }
-    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
-        return Err(ConfigError::new(
-            key("audiences"),
-            "name at least one audience; a token for another service must not work here",
-        ));
-    }
-    let mut algorithms = Vec::new();
-    for name in &raw.algorithms {
-        let a = parse_algorithm(name).ok_or_else(|| {
-            ConfigError::new(
-                key("algorithms"),
-                format!("`{name}` is not allowed; use RS256, ES256, EdDSA, or HS256 alone"),
-            )
-        })?;
-        if !algorithms.contains(&a) {
-            algorithms.push(a);
-        }
-    }
-    if algorithms.is_empty() {
-        return Err(ConfigError::new(
-            key("algorithms"),
-            "list the algorithms this issuer signs with (an explicit allowlist)",
-        ));
-    }
-    let hs = algorithms.contains(&jsonwebtoken::Algorithm::HS256);
-    if hs && algorithms.len() > 1 {
-        return Err(ConfigError::new(
-            key("algorithms"),
-            "HS256 cannot be mixed with public-key algorithms for one issuer",
-        ));
-    }
-    let keys = match (&raw.jwks_file, &raw.jwks_url, &raw.secret_env, hs) {
-        (None, None, Some(var), true) => {
-            let secret = env(var)
-                .ok_or_else(|| ConfigError::new(key("secret_env"), format!("${var} is not set")))?;
-            if secret.len() < MIN_HS256_SECRET {
-                return Err(ConfigError::new(
-                    key("secret_env"),
-                    format!("the HS256 secret must be at least {MIN_HS256_SECRET} bytes"),
-                ));
-            }
-            KeySource::Secret(std::sync::Arc::new(wardgate_store::Secret::new(
-                secret.into_bytes(),
-            )))
-        }
-        (Some(f), None, None, false) => KeySource::File(f.clone()),
-        (None, Some(url), None, false) => {
-            let loopback = [
-                "http://127.0.0.1:",
-                "http://127.0.0.1/",
-                "http://[::1]:",
-                "http://localhost:",
-            ]
-            .iter()
-            .any(|p| url.starts_with(p));
-            if !url.starts_with("https://") && !loopback {
-                return Err(ConfigError::new(
-                    key("jwks_url"),
-                    "must be https:// (plain http only on a loopback address)",
-                ));
-            }
-            KeySource::Url(url.clone())
-        }
-        (_, _, _, true) => {
-            return Err(ConfigError::new(
-                key("secret_env"),
-                "HS256 takes its secret from secret_env, and no JWKS",
-            ));
-        }
-        _ => {
-            return Err(ConfigError::new(
-                key("jwks_file"),
-                "set exactly one of jwks_file or jwks_url (secret_env is for HS256 only)",
-            ));
-        }
-    };
-    let leeway = match raw.leeway.as_deref() {
-        Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,
-        v => duration(&key("leeway"), v, Duration::from_secs(30))?,
-    };
-    if leeway > MAX_LEEWAY {
-        return Err(ConfigError::new(key("leeway"), "must be at most 5m"));
-    }
-    let tenant = raw.tenant.clone();
-    if let Some(t) = &tenant {
-        wardgate_store::names::validate_tenant(t)
-            .map_err(|e| ConfigError::new(key("tenant"), e.to_string()))?;
-    }
-    let allowed_tenants = match &raw.allowed_tenants {
-        None => crate::identity::jwt::AllowedTenants::AllBut(operator_tenant.to_owned()),
-        Some(list) => {
-            for t in list {
-                wardgate_store::names::validate_tenant(t)
-                    .map_err(|e| ConfigError::new(key("allowed_tenants"), e.to_string()))?;
-            }
-            if list.is_empty() {
-                return Err(ConfigError::new(
-                    key("allowed_tenants"),
-                    "list at least one tenant, or leave it out (any tenant but the operator's)",
-                ));
-            }
-            if let Some(t) = &tenant
-                && !list.contains(t)
-            {
-                return Err(ConfigError::new(
-                    key("allowed_tenants"),
-                    "must list the issuer's fixed `tenant`",
-                ));
-            }
-            crate::identity::jwt::AllowedTenants::Listed(list.clone())
-        }
-    };
-    Ok(crate::identity::jwt::IssuerSettings {
-        issuer: raw.issuer.clone(),
-        audiences: raw.audiences.clone(),
-        algorithms,
-        keys,
-        leeway,
-        max_lifetime: duration(
-            &key("max_lifetime"),
-            raw.max_lifetime.as_deref(),
-            Duration::from_secs(3600),
-        )?,
-        refresh_interval: duration(
-            &key("refresh_interval"),
-            raw.refresh_interval.as_deref(),
-            Duration::from_secs(600),
-        )?,
-        refresh_cooldown: duration(
-            &key("refresh_cooldown"),
-            raw.refresh_cooldown.as_deref(),
-            Duration::from_secs(60),
-        )?,
-        tenant_claim: raw.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
-        tenant,
-        allowed_tenants,
-        roles_claim: raw.roles_claim.clone().unwrap_or_else(|| "roles".into()),
-        models_claim: raw.models_claim.clone().unwrap_or_else(|| "models".into()),
-    })
+fn duration_or_off(v: Option<&Duration>, default: Duration) -> Duration {
+    v.copied().unwrap_or(default)
 }
 
 /// Public model names: letters, digits and `._:/-`, at most 128 bytes, no `..` and no leading
@@ -1346,14 +564,20 @@ pub fn valid_model_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
 }
 
+/// A count that must be greater than zero, or `default` when unset.
+fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Err(ConfigError::new(key, "must be greater than zero")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
 fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
-    let listen: SocketAddr = listen.parse().map_err(|_| {
-        ConfigError::new(
-            "server.listen",
-            format!("`{listen}` is not an address like 127.0.0.1:8080"),
-        )
-    })?;
+    let listen = raw
+        .server
+        .listen
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
     let request_timeout = duration(
         "server.request_timeout",
         raw.server.request_timeout.as_deref(),
@@ -1377,244 +601,11 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         raw.server.shutdown_grace.as_deref(),
         Duration::from_secs(30),
     )?;
-    let log_format = match raw.logging.format.as_deref().unwrap_or("text") {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            return Err(ConfigError::new(
-                "logging.format",
-                format!("`{other}` is not `text` or `json`"),
-            ));
-        }
-    };
-    let l = &raw.limits;
-    let positive = |key: &str, v: Option<usize>, d: usize| -> Result<usize, ConfigError> {
-        match v {
-            Some(0) => Err(ConfigError::new(key, "must be greater than zero")),
-            Some(v) => Ok(v),
-            None => Ok(d),
-        }
-    };
-    let limits = Limits {
-        max_body_bytes: positive("limits.max_body_bytes", l.max_body_bytes, 4 << 20)?,
-        max_messages: positive("limits.max_messages", l.max_messages, 256)?,
-        max_output_tokens: positive(
-            "limits.max_output_tokens",
-            l.max_output_tokens.map(|v| v as usize),
-            4096,
-        )? as u32,
-        over_cap: match l.over_cap.as_deref().unwrap_or("reject") {
-            "reject" => OverCap::Reject,
-            "clamp" => OverCap::Clamp,
-            other => {
-                return Err(ConfigError::new(
-                    "limits.over_cap",
-                    format!("`{other}` is not `reject` or `clamp`"),
-                ));
-            }
-        },
-        default_context_window: positive(
-            "limits.default_context_window",
-            l.default_context_window.map(|v| v as usize),
-            4096,
-        )? as u32,
-        max_embedding_inputs: positive("limits.max_embedding_inputs", l.max_embedding_inputs, 256)?,
-        max_json_values: bounded(
-            "limits.max_json_values",
-            l.max_json_values,
-            DEFAULT_MAX_JSON_VALUES,
-            10_000_000,
-        )?,
-        max_client_keep_alive: {
-            let key = "limits.max_client_keep_alive";
-            let d = duration_or_off(key, l.max_client_keep_alive.as_deref(), Duration::ZERO)?;
-            if d > MAX_CLIENT_KEEP_ALIVE {
-                return Err(ConfigError::new(key, "must be at most 24h"));
-            }
-            d
-        },
-        refusal_audit_window: duration_or_off(
-            "limits.refusal_audit_window",
-            l.refusal_audit_window.as_deref(),
-            Duration::from_secs(60),
-        )?,
-    };
+    let log_format = raw.logging.format.unwrap_or(LogFormat::Text);
+    let limits = limits::limits(&raw.limits)?;
 
-    let mut backends = Vec::with_capacity(raw.backends.len());
-    let mut names = HashSet::new();
-    for (i, b) in raw.backends.into_iter().enumerate() {
-        let key = |f: &str| format!("backends[{i}].{f}");
-        if b.name.is_empty()
-            || b.name.len() > 64
-            || !b
-                .name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
-            return Err(ConfigError::new(
-                key("name"),
-                "must be 1-64 letters, digits, '-' or '_'",
-            ));
-        }
-        if !names.insert(b.name.clone()) {
-            return Err(ConfigError::new(
-                key("name"),
-                format!("backend `{}` is defined twice", b.name),
-            ));
-        }
-        let kind = match b.kind.as_str() {
-            "ollama" => BackendType::Http(BackendKind::Ollama),
-            "openai" => BackendType::Http(BackendKind::Openai),
-            "embedded" => BackendType::Embedded,
-            other => {
-                return Err(ConfigError::new(
-                    key("kind"),
-                    format!("`{other}` is not `ollama`, `openai` or `embedded`"),
-                ));
-            }
-        };
-        let url = match (kind, b.url) {
-            (BackendType::Embedded, None) => String::new(),
-            (BackendType::Embedded, Some(_)) => {
-                return Err(ConfigError::new(
-                    key("url"),
-                    "an embedded backend has no URL",
-                ));
-            }
-            (BackendType::Http(_), None) => {
-                return Err(ConfigError::new(
-                    key("url"),
-                    "required for ollama and openai backends",
-                ));
-            }
-            (BackendType::Http(_), Some(u)) => {
-                if !(u.starts_with("http://") || u.starts_with("https://"))
-                    || u.len() <= "http://".len()
-                {
-                    return Err(ConfigError::new(
-                        key("url"),
-                        format!("`{u}` is not an http:// or https:// URL"),
-                    ));
-                }
-                u.trim_end_matches('/').to_owned()
-            }
-        };
-        if b.ca_file.is_some() && !url.starts_with("https://") {
-            return Err(ConfigError::new(
-                key("ca_file"),
-                "a CA file is for an https:// backend URL",
-            ));
-        }
-        if b.secret_env.is_some() && kind != BackendType::Http(BackendKind::Ollama) {
-            return Err(ConfigError::new(
-                key("secret_env"),
-                "request signing is for `ollama`-kind backends (wardgate llm)",
-            ));
-        }
-        backends.push(BackendConfig {
-            name: b.name,
-            kind,
-            url,
-            secret_env: b.secret_env,
-            api_key_env: b.api_key_env,
-            ca_file: b.ca_file,
-            discover: b.discover,
-            discover_interval: duration(
-                &key("discover_interval"),
-                b.discover_interval.as_deref(),
-                Duration::from_secs(60),
-            )?,
-            connect_timeout: duration(
-                &key("connect_timeout"),
-                b.connect_timeout.as_deref(),
-                Duration::from_secs(2),
-            )?,
-        });
-    }
-    if backends.is_empty() {
-        // The embedded default: the in-process engine serving the model store.
-        names.insert("default".to_owned());
-        backends.push(BackendConfig {
-            name: "default".to_owned(),
-            kind: BackendType::Embedded,
-            url: String::new(),
-            secret_env: None,
-            api_key_env: None,
-            ca_file: None,
-            discover: true,
-            discover_interval: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(2),
-        });
-    }
-    if backends
-        .iter()
-        .filter(|b| b.kind == BackendType::Embedded)
-        .count()
-        > 1
-    {
-        return Err(ConfigError::new(
-            "backends",
-            "at most one embedded backend: the in-process engine serves all local models",
-        ));
-    }
-    let e = raw.engine;
-    let schema = schema_limits(&e)?;
-    let engine = EngineSettings {
-        models_dir: e.models_dir.unwrap_or_else(|| PathBuf::from("models")),
-        threads: match e.threads {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "engine.threads",
-                    "must be greater than zero",
-                ));
-            }
-            t => t,
-        },
-        slots: positive("engine.slots", e.slots.map(|v| v as usize), 8)? as u32,
-        slot_ctx: positive("engine.slot_ctx", e.slot_ctx.map(|v| v as usize), 4096)? as u32,
-        batch: positive("engine.batch", e.batch.map(|v| v as usize), 512)? as u32,
-        queue: positive("engine.queue", e.queue, 64)?,
-        memory_budget: match e.memory_budget_mib {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "engine.memory_budget_mib",
-                    "must be greater than zero",
-                ));
-            }
-            // Checked here, before the shift that would wrap: 16 TiB.
-            Some(mib) if mib > MAX_MEMORY_BUDGET_MIB => {
-                return Err(ConfigError::new(
-                    "engine.memory_budget_mib",
-                    format!("must be at most {MAX_MEMORY_BUDGET_MIB}"),
-                ));
-            }
-            m => m.map(|mib| mib << 20),
-        },
-        keep_alive: match e.keep_alive.as_deref() {
-            None => Duration::from_secs(300),
-            Some(v) => humantime::parse_duration(v).map_err(|err| {
-                ConfigError::new(
-                    "engine.keep_alive",
-                    format!("`{v}` is not a duration: {err}"),
-                )
-            })?,
-        },
-        max_keep_alive: {
-            let key = "engine.max_keep_alive";
-            let d = duration(
-                key,
-                e.max_keep_alive.as_deref(),
-                wardgate_engine::engine::DEFAULT_MAX_KEEP_ALIVE,
-            )?;
-            if d > MAX_ENGINE_KEEP_ALIVE {
-                return Err(ConfigError::new(key, "must be at most 30d"));
-            }
-            d
-        },
-        preload: e.preload,
-        fetch_default_model: e.fetch_default_model.unwrap_or(true),
-        schema,
-    };
+    let (backends, names) = backends::backends(raw.backends)?;
+    let engine = engine::engine(raw.engine)?;
     // One key should not hold every slot of the in-process engine: by default it may have
     // half of them in flight, at most the 32 it is otherwise (remote engines' slots are not
     // known here; set it below theirs).
@@ -1624,64 +615,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         32
     };
 
-    let mut models = Vec::with_capacity(raw.models.len());
-    let mut public = HashSet::new();
-    for (i, m) in raw.models.into_iter().enumerate() {
-        for (j, n) in std::iter::once(&m.name).chain(&m.aliases).enumerate() {
-            let k = if j == 0 {
-                format!("models[{i}].name")
-            } else {
-                format!("models[{i}].aliases[{}]", j - 1)
-            };
-            if !valid_model_name(n) {
-                return Err(ConfigError::new(
-                    k,
-                    format!("`{n}` is not a valid model name (letters, digits, `._:/-`)"),
-                ));
-            }
-            if !public.insert(n.clone()) {
-                return Err(ConfigError::new(k, format!("`{n}` is used twice")));
-            }
-        }
-        if m.chain.is_empty() {
-            return Err(ConfigError::new(
-                format!("models[{i}].chain"),
-                "needs at least one { backend, model } link",
-            ));
-        }
-        let mut chain = Vec::with_capacity(m.chain.len());
-        for (j, link) in m.chain.into_iter().enumerate() {
-            if !names.contains(&link.backend) {
-                return Err(ConfigError::new(
-                    format!("models[{i}].chain[{j}].backend"),
-                    format!("backend `{}` is not configured", link.backend),
-                ));
-            }
-            if link.model.is_empty() {
-                return Err(ConfigError::new(
-                    format!("models[{i}].chain[{j}].model"),
-                    "must not be empty",
-                ));
-            }
-            chain.push((link.backend, link.model));
-        }
-        let context_window = match m.context_window {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    format!("models[{i}].context_window"),
-                    "must be greater than zero",
-                ));
-            }
-            Some(c) => c,
-            None => limits.default_context_window,
-        };
-        models.push(ModelConfig {
-            name: m.name,
-            aliases: m.aliases,
-            context_window,
-            chain,
-        });
-    }
+    let models = backends::models(raw.models, &names, limits.default_context_window)?;
 
     let breaker_threshold = match raw.circuit_breaker.failure_threshold {
         Some(0) => {
@@ -1699,75 +633,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         .sqlite_path
         .clone()
         .unwrap_or_else(|| PathBuf::from("data/wardgate.db"));
-    let beside_db = |name: &str| {
-        sqlite_path
-            .parent()
-            .map(|d| d.join(name))
-            .unwrap_or_else(|| PathBuf::from(name))
-    };
-    let audit = AuditSettings {
-        signing_key_file: raw
-            .audit
-            .signing_key_file
-            .clone()
-            .unwrap_or_else(|| beside_db("audit-signing.key")),
-        witness_file: raw
-            .audit
-            .witness_file
-            .clone()
-            .unwrap_or_else(|| beside_db("audit-witness.log")),
-        origin: raw
-            .audit
-            .origin
-            .clone()
-            .unwrap_or_else(|| "wardgate/audit".to_owned()),
-        checkpoint_every: match raw.audit.checkpoint_every {
-            Some(0) => {
-                return Err(ConfigError::new(
-                    "audit.checkpoint_every",
-                    "must be greater than zero",
-                ));
-            }
-            Some(n) => n,
-            None => 1000,
-        },
-        checkpoint_interval: duration(
-            "audit.checkpoint_interval",
-            raw.audit.checkpoint_interval.as_deref(),
-            Duration::from_secs(10),
-        )?,
-        durability: match raw.audit.durability.as_deref() {
-            None => wardgate_store::AuditDurability::default(),
-            Some(text) => text
-                .parse()
-                .map_err(|e: String| ConfigError::new("audit.durability", e))?,
-        },
-    };
-    if audit.origin.is_empty()
-        || audit.origin.len() > 256
-        || audit.origin.chars().any(|c| c.is_control() || c == ' ')
-    {
-        return Err(ConfigError::new(
-            "audit.origin",
-            "must be 1-256 printable characters without spaces",
-        ));
-    }
-
-    let llm = LlmSettings {
-        max_request_rate: match raw.llm.max_request_rate {
-            None => LlmSettings::DEFAULT_MAX_REQUEST_RATE,
-            Some(n) if (1..=LlmSettings::MAX_MAX_REQUEST_RATE).contains(&n) => n,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "llm.max_request_rate",
-                    format!(
-                        "must be from 1 to {} signed requests a second",
-                        LlmSettings::MAX_MAX_REQUEST_RATE
-                    ),
-                ));
-            }
-        },
-    };
+    let audit = audit::audit(&raw.audit, &sqlite_path)?;
+    let llm = llm::llm(&raw.llm)?;
     let server = server_limits(&raw.server)?;
     let tls = tls_settings(raw.server.tls.as_ref())?;
     let client_certs = client_cert_settings(&raw.auth)?;
@@ -1793,52 +660,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         limits,
         requests_per_minute: raw.rate_limit.requests_per_minute.unwrap_or(600),
         tenant_requests_per_minute: raw.rate_limit.tenant_requests_per_minute.unwrap_or(0),
-        quotas: Quotas {
-            key: QuotaSet {
-                tokens_per_minute: raw.rate_limit.tokens_per_minute.unwrap_or(0),
-                tokens_per_day: raw.rate_limit.tokens_per_day.unwrap_or(0),
-                concurrent_requests: raw
-                    .rate_limit
-                    .concurrent_requests
-                    .unwrap_or(default_concurrency),
-            },
-            tenant: QuotaSet {
-                tokens_per_minute: raw.rate_limit.tenant_tokens_per_minute.unwrap_or(0),
-                tokens_per_day: raw.rate_limit.tenant_tokens_per_day.unwrap_or(0),
-                concurrent_requests: raw.rate_limit.tenant_concurrent_requests.unwrap_or(0),
-            },
-        },
-        limiter_backend: match raw.rate_limit.backend.as_deref() {
-            None | Some("memory") => LimiterBackend::Memory,
-            Some("redis") => {
-                let url = raw.rate_limit.redis_url.clone().ok_or_else(|| {
-                    ConfigError::new(
-                        "rate_limit.redis_url",
-                        "required with backend = \"redis\" (or set WARDGATE_REDIS_URL)",
-                    )
-                })?;
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    return Err(ConfigError::new(
-                        "rate_limit.redis_url",
-                        "must start with redis:// or rediss://",
-                    ));
-                }
-                LimiterBackend::Redis {
-                    url,
-                    namespace: raw
-                        .rate_limit
-                        .redis_namespace
-                        .clone()
-                        .unwrap_or_else(|| "wardgate:rl".to_owned()),
-                }
-            }
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "rate_limit.backend",
-                    format!("`{other}` is not memory or redis"),
-                ));
-            }
-        },
+        quotas: rate_limit::quotas(&raw.rate_limit, default_concurrency),
+        limiter_backend: rate_limit::limiter_backend(&raw.rate_limit)?,
         max_token_bytes: match raw.auth.max_token_bytes {
             None => 8192,
             Some(n) if (512..=65_536).contains(&n) => n,
@@ -1862,33 +685,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 Some(d)
             }
         },
-        lockout: {
-            let d = crate::identity::lockout::LockoutSettings::default();
-            crate::identity::lockout::LockoutSettings {
-                threshold: raw.auth.lockout_threshold.unwrap_or(d.threshold),
-                window: duration(
-                    "auth.lockout_window",
-                    raw.auth.lockout_window.as_deref(),
-                    d.window,
-                )?,
-                duration: duration(
-                    "auth.lockout_duration",
-                    raw.auth.lockout_duration.as_deref(),
-                    d.duration,
-                )?,
-                by_prefix: raw.auth.lockout_by_prefix.unwrap_or(d.by_prefix),
-                by_source: raw.auth.lockout_by_source.unwrap_or(d.by_source),
-                failures_per_minute: raw
-                    .auth
-                    .unauthenticated_requests_per_minute
-                    .unwrap_or(d.failures_per_minute),
-                audit_window: duration_or_off(
-                    "auth.failure_audit_window",
-                    raw.auth.failure_audit_window.as_deref(),
-                    d.audit_window,
-                )?,
-            }
-        },
+        lockout: auth::lockout(&raw.auth)?,
         jwt: raw
             .auth
             .jwt
@@ -1897,11 +694,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             .map(|(i, j)| jwt_issuer(i, j, env, &operator_tenant))
             .collect::<Result<_, _>>()?,
         operator_tenant: operator_tenant.clone(),
-        key_cache_ttl: match raw.auth.key_cache_ttl.as_deref() {
-            None => Duration::from_secs(2),
-            Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,
-            Some(v) => duration("auth.key_cache_ttl", Some(v), Duration::from_secs(2))?,
-        },
+        key_cache_ttl: duration_or_off(raw.auth.key_cache_ttl.as_deref(), Duration::from_secs(2)),
         health_interval: duration(
             "health.interval",
             raw.health.interval.as_deref(),
@@ -2150,86 +943,11 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn phi_mode(key: &str, v: &str) -> Result<PhiMode, ConfigError> {
-    PhiMode::parse(v).ok_or_else(|| {
-        ConfigError::new(key, format!("`{v}` is not `off`, `deidentify` or `block`"))
-    })
-}
-
-fn phi_categories(key: &str, v: &[String]) -> Result<CategorySet, ConfigError> {
-    if v.is_empty() {
-        return Err(ConfigError::new(
-            key,
-            "must name at least one category (leave it out for all)",
-        ));
-    }
-    v.iter().try_fold(CategorySet::empty(), |set, name| {
-        name.parse::<wardgate_phi::Category>()
-            .map(|c| set.with(c))
-            .map_err(|_| {
-                let known: Vec<&str> = wardgate_phi::Category::ALL
-                    .iter()
-                    .map(|c| c.name())
-                    .collect();
-                ConfigError::new(
-                    key,
-                    format!(
-                        "`{name}` is not a PHI category; known: {}",
-                        known.join(", ")
-                    ),
-                )
-            })
-    })
-}
-
-fn phi_policy(raw: &RawPhi) -> Result<PhiPolicy, ConfigError> {
-    let block = match &raw.block_categories {
-        Some(v) => phi_categories("phi.block_categories", v)?,
-        None => CategorySet::all(),
-    };
-    let default = PhiRule {
-        mode: phi_mode("phi.mode", raw.mode.as_deref().unwrap_or("off"))?,
-        block,
-        allow_images: raw.allow_images.unwrap_or(false),
-    };
-    let min_score = raw.min_score.unwrap_or(wardgate_phi::DEFAULT_MIN_SCORE);
-    if !(0.0..=1.0).contains(&min_score) {
-        return Err(ConfigError::new("phi.min_score", "must be between 0 and 1"));
-    }
-    let rules =
-        |what: &str, list: &[RawPhiRule]| -> Result<HashMap<String, PhiRule>, ConfigError> {
-            let mut out = HashMap::new();
-            for (i, r) in list.iter().enumerate() {
-                let key = format!("phi.{what}[{i}]");
-                let rule = PhiRule {
-                    mode: phi_mode(&format!("{key}.mode"), &r.mode)?,
-                    block: match &r.block_categories {
-                        Some(v) => phi_categories(&format!("{key}.block_categories"), v)?,
-                        None => block,
-                    },
-                    allow_images: r.allow_images.unwrap_or(default.allow_images),
-                };
-                if out.insert(r.name.clone(), rule).is_some() {
-                    return Err(ConfigError::new(
-                        format!("{key}.name"),
-                        format!("`{}` has two rules", r.name),
-                    ));
-                }
-            }
-            Ok(out)
-        };
-    Ok(PhiPolicy {
-        default,
-        tenants: rules("tenants", &raw.tenants)?,
-        models: rules("models", &raw.models)?,
-        min_score,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
+    use wardgate_backends::BackendKind;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -2396,6 +1114,75 @@ url = "http://127.0.0.1:11434"
                 .key,
             "WARDGATE_BACKEND"
         );
+    }
+
+    #[test]
+    fn every_env_override_names_a_real_key() {
+        for &(var, key, kind) in ENV_OVERRIDES {
+            let value = match kind {
+                EnvValue::Text => toml::Value::String("x".into()),
+                EnvValue::Number => toml::Value::Integer(1),
+                EnvValue::List => toml::Value::Array(vec!["x".into()]),
+            };
+            let mut doc = toml::Table::new();
+            set_dotted(&mut doc, key, value);
+            if key.starts_with("server.tls.") {
+                set_dotted(&mut doc, "server.tls.cert_file", "c".into());
+                set_dotted(&mut doc, "server.tls.key_file", "k".into());
+            }
+            // "x" may be a bad value for the key (a duration, say), but never an unknown key.
+            if let Err(e) = serde_path_to_error::deserialize::<_, RawConfig>(doc) {
+                assert!(
+                    !e.inner().message().contains("unknown field"),
+                    "{var} sets `{key}`, which the config does not take: {e}"
+                );
+                assert_eq!(e.path().to_string(), key, "{var}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_are_a_layer_over_the_file_checked_like_it() {
+        let env = |k: &str| match k {
+            "WARDGATE_RATE_LIMIT_RPM" => Some(" 7".to_owned()),
+            "WARDGATE_TRUSTED_PROXIES" => Some("10.0.0.0/8, ,192.168.1.1".to_owned()),
+            "WARDGATE_LOG" => Some("debug".to_owned()),
+            _ => None,
+        };
+        let raw = parse_toml(
+            "[rate_limit]\nrequests_per_minute = 5\ntokens_per_minute = 9\n\
+             [logging]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let c = Config::from_raw(raw, &env).unwrap();
+        assert_eq!(c.requests_per_minute, 7, "the variable wins over the file");
+        assert_eq!(
+            c.quotas.key.tokens_per_minute, 9,
+            "the rest of the file stays"
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        // Not a number: the variable is named.
+        let bad = |k: &str| (k == "WARDGATE_LOCKOUT_THRESHOLD").then(|| "lots".to_owned());
+        let err = Config::from_raw(RawConfig::default(), &bad).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_LOCKOUT_THRESHOLD", "{err}");
+        // A number the key cannot hold: the key is named, as for the same value in the file.
+        let big = |k: &str| (k == "WARDGATE_LOCKOUT_THRESHOLD").then(|| "99999999999".to_owned());
+        let err = Config::from_raw(RawConfig::default(), &big).unwrap_err();
+        assert_eq!(err.key, "auth.lockout_threshold", "{err}");
+        // TLS variables go together, and client certificates need TLS.
+        let half = |k: &str| (k == "WARDGATE_TLS_KEY").then(|| "k.pem".to_owned());
+        let err = Config::from_raw(RawConfig::default(), &half).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_TLS_CERT", "{err}");
+        let ca = |k: &str| (k == "WARDGATE_TLS_CLIENT_CA").then(|| "ca.pem".to_owned());
+        let err = Config::from_raw(RawConfig::default(), &ca).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_TLS_CLIENT_CA", "{err}");
+        // A second `default` backend is refused.
+        let raw = parse_toml("[[backends]]\nname = \"default\"\nkind = \"embedded\"\n").unwrap();
+        let dup = |k: &str| (k == "WARDGATE_BACKEND").then(|| "embedded".to_owned());
+        let err = Config::from_raw(raw, &dup).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_BACKEND", "{err}");
     }
 
     #[test]

@@ -34,38 +34,7 @@ use wardgate_audit::{ActorKind, AuditEvent, Auditor, EventType, Timestamp};
 
 use crate::guards::audit_fold::{AuditFolds, FoldSubject};
 
-/// Lockout settings, validated.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LockoutSettings {
-    /// Failures within `window` that trigger a lockout; 0 turns lockout off.
-    pub threshold: u32,
-    pub window: Duration,
-    pub duration: Duration,
-    pub by_prefix: bool,
-    /// Whether failures count per peer address. Behind a reverse proxy every client shares the
-    /// proxy's address, so this must be off there unless `server.trusted_proxies` is set.
-    pub by_source: bool,
-    /// Failed authentications a minute allowed per source address before failures are
-    /// answered 429; 0 turns the allowance off.
-    pub failures_per_minute: u32,
-    /// The window over which one address's failed authentications are folded into one audit
-    /// event; zero writes every failure on its own.
-    pub audit_window: Duration,
-}
-
-impl Default for LockoutSettings {
-    fn default() -> Self {
-        LockoutSettings {
-            threshold: 10,
-            window: Duration::from_secs(300),
-            duration: Duration::from_secs(900),
-            by_prefix: true,
-            by_source: true,
-            failures_per_minute: 60,
-            audit_window: Duration::from_secs(60),
-        }
-    }
-}
+pub use crate::config::auth::LockoutSettings;
 
 /// The address failed authentications are folded by: one `auth_failure` event per window
 /// whose detail is `suppressed: N`.

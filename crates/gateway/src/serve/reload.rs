@@ -60,88 +60,9 @@ impl std::fmt::Debug for Reloader {
     }
 }
 
-/// The settings that only change with a restart, by name, each with whether it differs
-/// between `a` and `b`. Compared as typed values (`PartialEq`), never as `Debug` text: a
-/// `HashMap` prints in a different order in every process and every copy, and a secret prints
-/// as `[redacted]` whatever it is.
-fn restart_only(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
-    vec![
-        ("server.listen", a.listen != b.listen),
-        ("server (connection limits)", a.server != b.server),
-        (
-            "server.shutdown_grace",
-            a.shutdown_grace != b.shutdown_grace,
-        ),
-        ("server.tls", a.tls != b.tls),
-        ("storage", a.sqlite_path != b.sqlite_path),
-        (
-            "logging",
-            (a.log_format, &a.log_level) != (b.log_format, &b.log_level),
-        ),
-        ("rate_limit.backend", a.limiter_backend != b.limiter_backend),
-        ("auth.key_cache_ttl", a.key_cache_ttl != b.key_cache_ttl),
-        (
-            "auth.max_token_bytes",
-            a.max_token_bytes != b.max_token_bytes,
-        ),
-        ("auth (lockout)", a.lockout != b.lockout),
-        ("auth.jwt", a.jwt != b.jwt),
-        (
-            "health",
-            (a.health_interval, a.health_timeout) != (b.health_interval, b.health_timeout),
-        ),
-        (
-            "circuit_breaker",
-            (a.breaker_threshold, a.breaker_cooldown) != (b.breaker_threshold, b.breaker_cooldown),
-        ),
-        ("engine", a.engine != b.engine),
-        ("llm", a.llm != b.llm),
-        ("audit", a.audit != b.audit),
-        ("backends", a.backends != b.backends),
-        ("models", a.models != b.models),
-    ]
-}
-
-/// The settings a reload applies, by section, each with whether it differs between `a` and
-/// `b` (compared as in [`restart_only`]).
-fn reloadable(a: &Config, b: &Config) -> Vec<(&'static str, bool)> {
-    vec![
-        ("limits", a.limits != b.limits),
-        (
-            "rate_limit",
-            (
-                a.requests_per_minute,
-                a.tenant_requests_per_minute,
-                a.quotas,
-            ) != (
-                b.requests_per_minute,
-                b.tenant_requests_per_minute,
-                b.quotas,
-            ),
-        ),
-        ("phi", a.phi != b.phi),
-        (
-            "server (timeouts)",
-            (a.request_timeout, a.first_token_timeout)
-                != (b.request_timeout, b.first_token_timeout),
-        ),
-        (
-            "auth",
-            (&a.key_idle_timeout, &a.operator_tenant, &a.client_certs)
-                != (&b.key_idle_timeout, &b.operator_tenant, &b.client_certs),
-        ),
-    ]
-}
-
-/// The names of the sections that differ.
-fn differing(sections: Vec<(&'static str, bool)>) -> Vec<&'static str> {
-    sections
-        .into_iter()
-        .filter(|(_, differs)| *differs)
-        .map(|(name, _)| name)
-        .collect()
-}
-
+// The two parts of the configuration (`Config::parts`) are compared as typed values
+// (`PartialEq`), never as `Debug` text: a `HashMap` prints in a different order in every
+// process and every copy, and a secret prints as `[redacted]` whatever it is.
 impl Reloader {
     /// A reloader for a service started from `path` (or none) with `env`, whose requests are
     /// served by `live`, routers being built with `build`.
@@ -185,11 +106,12 @@ impl Reloader {
             None => None,
         };
         let config = Config::load(self.path.as_deref(), &*self.env)?;
-        let needs_restart = differing(restart_only(&old.config, &config));
-        if !needs_restart.is_empty() {
-            return Err(ReloadError::RestartRequired(needs_restart));
+        let (old_startup, old_live) = old.config.parts();
+        let (startup, live) = config.parts();
+        if startup != old_startup {
+            return Err(ReloadError::RestartRequired(old_startup.changed(&startup)));
         }
-        let changed = differing(reloadable(&old.config, &config));
+        let changed = old_live.changed(&live);
         let env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with("WARDGATE_"))
             .filter_map(|(k, _)| (self.env)(&k).map(|v| (k, v)))
@@ -234,8 +156,8 @@ secret_env = "WG_RELOAD_TEST_SECRET"
         let a = load(JWT, "0123456789abcdef0123456789abcdef");
         let same = load(JWT, "0123456789abcdef0123456789abcdef");
         let other = load(JWT, "fedcba9876543210fedcba9876543210");
-        assert!(differing(restart_only(&a, &same)).is_empty());
-        assert_eq!(differing(restart_only(&a, &other)), ["auth.jwt"]);
+        assert!(a.parts().0.changed(&same.parts().0).is_empty());
+        assert_eq!(a.parts().0.changed(&other.parts().0), ["auth.jwt"]);
     }
 
     /// Maps compare by content: two loads of the same rules are equal, whatever order each
@@ -252,8 +174,8 @@ secret_env = "WG_RELOAD_TEST_SECRET"
         let a = load(&toml, "unused");
         for _ in 0..10 {
             let b = load(&toml, "unused");
-            assert!(differing(reloadable(&a, &b)).is_empty());
-            assert!(differing(restart_only(&a, &b)).is_empty());
+            assert!(a.parts().1 == b.parts().1);
+            assert!(a.parts().0 == b.parts().0);
         }
     }
 }

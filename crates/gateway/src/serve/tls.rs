@@ -7,9 +7,8 @@
 //! it. A pair that does not load is logged and the old one kept, so a half-written renewal
 //! never takes the service down.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -19,24 +18,7 @@ use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 
-/// Whether clients must present a certificate signed by `client_ca_file`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// A certificate is verified when presented; clients without one authenticate otherwise.
-    Optional,
-    /// The handshake fails without a valid client certificate.
-    Required,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct TlsSettings {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    /// The CA that signs client certificates; `None`: no client certificates asked for.
-    pub client_ca_file: Option<PathBuf>,
-    pub client_auth: ClientAuth,
-    pub reload_interval: Duration,
-}
+pub use crate::config::server::{ClientAuth, TlsSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

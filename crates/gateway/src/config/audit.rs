@@ -1,0 +1,118 @@
+//! `[audit]`: the tamper-evident audit log, validated.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use wardgate_store::AuditDurability;
+
+use super::{ConfigError, HumanDuration, duration};
+
+/// Audit settings, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditSettings {
+    /// The Ed25519 signing key of checkpoints; created on first start if missing.
+    pub signing_key_file: PathBuf,
+    /// The append-only file each checkpoint is also written to.
+    pub witness_file: PathBuf,
+    /// The log's name in checkpoints.
+    pub origin: String,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    /// How durable an audit commit is before the request goes on (the store applies it).
+    pub durability: AuditDurability,
+}
+
+/// The tamper-evident audit log. It has no off switch.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// The Ed25519 key that signs checkpoints, created (mode 0600) on first start when
+    /// missing. Default `audit-signing.key` beside the SQLite database.
+    pub signing_key_file: Option<PathBuf>,
+    /// Append-only file receiving a copy of every checkpoint, standing in for an external
+    /// witness. Default `audit-witness.log` beside the SQLite database.
+    pub witness_file: Option<PathBuf>,
+    /// The log's name, the first line of each checkpoint. Default `wardgate/audit`.
+    pub origin: Option<String>,
+    /// Sign a checkpoint after this many events. Default 1000.
+    pub checkpoint_every: Option<u64>,
+    /// ... or after this long when anything was appended. Default `10s`.
+    pub checkpoint_interval: Option<HumanDuration>,
+    /// `disk` (default: every append flushed to the disk before it returns; survives power
+    /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
+    #[serde(default, with = "durability", skip_serializing_if = "Option::is_none")]
+    pub durability: Option<AuditDurability>,
+}
+
+/// `[audit]`, validated; its files default to beside the database.
+pub(super) fn audit(raw: &RawAudit, sqlite_path: &Path) -> Result<AuditSettings, ConfigError> {
+    let beside_db = |name: &str| {
+        sqlite_path
+            .parent()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|| PathBuf::from(name))
+    };
+    let audit = AuditSettings {
+        signing_key_file: raw
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| beside_db("audit-signing.key")),
+        witness_file: raw
+            .witness_file
+            .clone()
+            .unwrap_or_else(|| beside_db("audit-witness.log")),
+        origin: raw
+            .origin
+            .clone()
+            .unwrap_or_else(|| "wardgate/audit".to_owned()),
+        checkpoint_every: match raw.checkpoint_every {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "audit.checkpoint_every",
+                    "must be greater than zero",
+                ));
+            }
+            Some(n) => n,
+            None => 1000,
+        },
+        checkpoint_interval: duration(
+            "audit.checkpoint_interval",
+            raw.checkpoint_interval.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        durability: raw.durability.unwrap_or_default(),
+    };
+    if audit.origin.is_empty()
+        || audit.origin.len() > 256
+        || audit.origin.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err(ConfigError::new(
+            "audit.origin",
+            "must be 1-256 printable characters without spaces",
+        ));
+    }
+    Ok(audit)
+}
+
+/// `audit.durability` as its word, read with the store's own parser (and its refusal text).
+mod durability {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use wardgate_store::AuditDurability;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<AuditDurability>, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Some).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<AuditDurability>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(AuditDurability::Disk) => s.serialize_str("disk"),
+            Some(AuditDurability::Process) => s.serialize_str("process"),
+            None => s.serialize_none(),
+        }
+    }
+}
