@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row as _, SqlSafeStr as _};
+use sqlx::{ConnectOptions as _, Row as _, SqlSafeStr as _};
 use time::OffsetDateTime;
 
 use crate::keys::{self, KeyHash};
@@ -123,6 +123,9 @@ pub struct SqliteStore {
     audit_indexer: filter_index::Indexer,
     /// Runs `audit_indexer` in the background.
     _audit_indexing: std::sync::Arc<BackgroundTask>,
+    /// In memory only: a connection that keeps the shared in-memory databases alive whatever
+    /// the pool does with its own.
+    _memory_keeper: Option<std::sync::Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
 }
 
 /// The connection audit appends and checkpoints are written through.
@@ -309,6 +312,7 @@ impl SqliteStore {
             _wal_checkpointer: Some(std::sync::Arc::new(checkpointer)),
             _audit_indexing: std::sync::Arc::new(audit_indexing(audit_indexer.clone())),
             audit_indexer,
+            _memory_keeper: None,
         })
     }
 
@@ -319,20 +323,39 @@ impl SqliteStore {
     /// shared-cache database would allow more connections but brings table-level locking that
     /// ignores the busy timeout.)
     pub async fn open_in_memory() -> Result<Self, StoreError> {
+        // One named in-memory database, and one for the filter index, shared by every
+        // connection of this store and kept alive by a connection held for the store's life.
+        // The pool may replace its connection (sqlx drops one whose query was cancelled
+        // mid-way, as when a client leaves), and a private `:memory:` database would be lost
+        // with it: the store then had no tables at all.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let options = SqliteConnectOptions::new()
+            .filename(format!("file:wardgate-memory-{n}"))
             .in_memory(true)
+            .shared_cache(true)
             .foreign_keys(true);
+        let attach = std::sync::Arc::new(format!(
+            "ATTACH DATABASE 'file:wardgate-memory-{n}-index?mode=memory&cache=shared' \
+             AS audit_index"
+        ));
+        let mut keeper = options.connect().await.map_err(unavailable)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(attach.to_string()))
+            .execute(&mut keeper)
+            .await
+            .map_err(unavailable)?;
         let pool = SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // The filter index: a private in-memory database of its own, under the name the
-            // file store attaches its index file as.
-            .after_connect(|conn, _| {
+            // The filter index: an in-memory database of its own, under the name the file
+            // store attaches its index file as.
+            .after_connect(move |conn, _| {
+                let attach = attach.clone();
                 Box::pin(async move {
-                    sqlx::raw_sql("ATTACH DATABASE ':memory:' AS audit_index")
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(attach.to_string()))
                         .execute(&mut *conn)
                         .await?;
                     sqlx::raw_sql(filter_index::SCHEMA_SQL)
@@ -344,7 +367,9 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(unavailable)?;
-        Self::migrated(pool).await
+        let mut store = Self::migrated(pool).await?;
+        store._memory_keeper = Some(std::sync::Arc::new(tokio::sync::Mutex::new(keeper)));
+        Ok(store)
     }
 
     /// Closes every connection, waiting for those in use to be returned; later calls fail with
@@ -369,6 +394,7 @@ impl SqliteStore {
             _wal_checkpointer: None,
             _audit_indexing: std::sync::Arc::new(audit_indexing(audit_indexer.clone())),
             audit_indexer,
+            _memory_keeper: None,
         })
     }
 

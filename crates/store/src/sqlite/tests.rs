@@ -694,3 +694,26 @@ fn migrations_list_matches_the_directory() {
         assert_eq!(&std::fs::read_to_string(dir.join(file)).unwrap(), sql);
     }
 }
+
+/// The pool may replace its connection (sqlx drops one whose query was cancelled mid-way, as
+/// when a client leaves); an in-memory store keeps its tables and rows across that. Before,
+/// each connection had a private `:memory:` database, and a replaced one found no tables
+/// ("no such table: tenants", seen as a flaky test under load).
+#[tokio::test]
+async fn an_in_memory_store_survives_its_connection_being_replaced() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let made = store.create_key(spec("acme")).await.unwrap();
+    // Take the pool's connection out of it and close it: the pool opens a new one.
+    let conn = store.pool.acquire().await.unwrap().detach();
+    sqlx::Connection::close(conn).await.unwrap();
+    let keys = store.list_keys(Some("acme")).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, made.record.id);
+    // The filter index, attached per connection, is the same database too.
+    let count: i64 = sqlx::query("SELECT count(*) FROM audit_index.audit_filter")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0);
+}
