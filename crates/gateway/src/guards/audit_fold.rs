@@ -65,10 +65,6 @@ impl<K: FoldSubject> AuditFolds<K> {
         }
     }
 
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Whether this refusal of `subject` is written on its own (the first in its window) or
     /// folded into the window's summary. Summaries of windows that have ended are written
     /// through `audit` (by a background task started on first use, and here when the same

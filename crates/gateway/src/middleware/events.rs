@@ -238,7 +238,8 @@ pub enum KeyChanged<'a> {
 }
 
 impl KeyChanged<'_> {
-    fn key(&self) -> &ApiKeyRecord {
+    /// The key the change leaves in force (the replacement, for a rotation).
+    pub fn key(&self) -> &ApiKeyRecord {
         match self {
             KeyChanged::Created(k) | KeyChanged::Revoked(k) => k,
             KeyChanged::Rotated(r) => &r.new.record,

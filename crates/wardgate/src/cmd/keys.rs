@@ -121,10 +121,7 @@ pub(crate) async fn audit_key_change(
     let Some(auditor) = auditor else {
         return Ok(());
     };
-    let key_id = match &change {
-        KeyChanged::Created(k) | KeyChanged::Revoked(k) => k.id.clone(),
-        KeyChanged::Rotated(r) => r.new.record.id.clone(),
-    };
+    let key_id = change.key().id.clone();
     change.append(auditor, &cli_actor()).await.with_context(|| {
         format!("key {key_id} was changed, but the audit log did not take the event")
     })

@@ -270,6 +270,25 @@ async fn verify_live(
     verify::verify_store(store, vec![key.verifier()], witness, Some(ORIGIN.into())).await
 }
 
+/// A writer restarted on the 48-entry log of `written_log` continues the same tree: its next
+/// entry is 48, and the whole log then verifies, every entry proven.
+async fn resumes_and_verifies(store: &SqliteStore, key: &SignerKey, witness: &[String]) {
+    let auditor = Auditor::start(
+        Arc::new(store.clone()),
+        SignerKey::parse(&key.to_private_string()).unwrap(),
+        AuditorConfig {
+            origin: ORIGIN.into(),
+            ..AuditorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(auditor.append(sample_event(48)).await.unwrap(), 48);
+    auditor.shutdown().await.unwrap();
+    let report = verify_live(store, key, witness).await.unwrap();
+    assert_eq!((report.entries, report.proven), (49, 49));
+}
+
 async fn unlock(store: &SqliteStore) {
     for t in ["audit_entries_no_update", "audit_entries_no_delete"] {
         sqlx::query(AssertSqlSafe(format!("DROP TRIGGER {t}")))
@@ -298,20 +317,7 @@ async fn a_log_written_through_the_auditor_verifies_live_and_exported() {
     // Reopening the file and restarting the writer continues the same tree.
     store.close().await;
     let store = file_store(dir.path()).await;
-    let auditor = Auditor::start(
-        Arc::new(store.clone()),
-        SignerKey::parse(&key.to_private_string()).unwrap(),
-        AuditorConfig {
-            origin: ORIGIN.into(),
-            ..AuditorConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(auditor.append(sample_event(48)).await.unwrap(), 48);
-    auditor.shutdown().await.unwrap();
-    let report = verify_live(&store, &key, &witness).await.unwrap();
-    assert_eq!((report.entries, report.proven), (49, 49));
+    resumes_and_verifies(&store, &key, &witness).await;
 }
 
 #[tokio::test]
@@ -802,20 +808,7 @@ async fn a_log_of_the_previous_schema_is_migrated_and_still_verifies() {
     assert_eq!(store.query(&by_actor).await.unwrap(), want);
 
     // The log goes on where it was.
-    let auditor = Auditor::start(
-        Arc::new(store.clone()),
-        SignerKey::parse(&key.to_private_string()).unwrap(),
-        AuditorConfig {
-            origin: ORIGIN.into(),
-            ..AuditorConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(auditor.append(sample_event(48)).await.unwrap(), 48);
-    auditor.shutdown().await.unwrap();
-    let report = verify_live(&store, &key, &witness).await.unwrap();
-    assert_eq!((report.entries, report.proven), (49, 49));
+    resumes_and_verifies(&store, &key, &witness).await;
 }
 
 /// An entry the filter index has not reached is filtered on its leaf, not on a copy: a query
