@@ -4,7 +4,8 @@
 //! serving `POST /v1/chat/completions` (one token from a local mock model server) in process,
 //! at a paced rate (default 1,000 requests/s), logging at `info` to a file, one line per
 //! request as `wardgate serve` writes them:
-//! - off: no audit writer, log lines written as they are;
+//! - baseline: the audit writer over an in-memory store (the audit log cannot be switched
+//!   off; this variant has its CPU cost but no storage), log lines written as they are;
 //! - on: what `wardgate serve` always runs: the audit writer on an SQLite file (WAL,
 //!   `synchronous=FULL`, group commit; each request's start committed before the backend is
 //!   called, its terminal event after; Ed25519-signed checkpoints to the witness file), and
@@ -56,8 +57,6 @@ struct Args {
 /// Where a variant's audit writer appends.
 #[derive(Clone, Copy)]
 enum AuditOn {
-    /// No audit writer.
-    Off,
     /// The SQLite file, as `wardgate serve` runs it, with this `audit.durability`.
     File(&'static str),
     /// `MemoryAuditStore`: the writer, its Merkle tree and checkpoints, no SQLite.
@@ -128,28 +127,26 @@ async fn variant(
     let db = dir.join(format!("{stem}.db"));
     let store = Arc::new(SqliteStore::open_with(&db, config.audit.durability).await?);
     let key = paced::bench_key(&store).await?;
-    let audit_store: Option<Arc<dyn wardgate_audit::AuditStore>> = match audit {
-        AuditOn::Off => None,
-        AuditOn::File(_) => Some(store.clone()),
-        AuditOn::Memory => Some(Arc::new(wardgate_audit::store::MemoryAuditStore::new())),
-        AuditOn::SqliteInMemory => Some(Arc::new(SqliteStore::open_in_memory().await?)),
+    let audit_store: Arc<dyn wardgate_audit::AuditStore> = match audit {
+        AuditOn::File(_) => store.clone(),
+        AuditOn::Memory => Arc::new(wardgate_audit::store::MemoryAuditStore::new()),
+        AuditOn::SqliteInMemory => Arc::new(SqliteStore::open_in_memory().await?),
     };
-    let auditor = match audit_store {
-        Some(s) => Some(wardgate_gateway::audit::start(&config.audit, s).await?),
-        None => None,
+    // Built as `wardgate serve` builds it, the audit signing key and witness file configured.
+    let stores = wardgate_gateway::Stores {
+        db: store,
+        audit: audit_store,
+        signer: wardgate_gateway::app::Signer::Configured,
     };
-    let catalog = wardgate_gateway::build_catalog(&config, None)?;
-    let mut state = wardgate_gateway::build_state(config, catalog, None, store);
-    if let Some(a) = auditor.clone() {
-        state = state.with_audit(a);
-    }
-    wardgate_gateway::refresh_backends(&state).await;
+    let gateway = wardgate_gateway::Gateway::build(config, stores, None).await?;
+    let state = gateway.state();
+    wardgate_gateway::app::refresh_backends(&state).await;
     Ok(Variant {
         name,
         redacted,
-        app: wardgate_gateway::router(state),
+        app: gateway.router(),
         key,
-        auditor,
+        auditor: Some(state.audit.clone()),
     })
 }
 
@@ -202,10 +199,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     // The second variant splits the cost between audit and redaction.
     let mut variants = vec![
         variant(
-            "audit + log redaction off",
+            "audit in memory (no storage), log redaction off",
             &dir,
             &backend,
-            AuditOn::Off,
+            AuditOn::Memory,
             false,
         )
         .await?,

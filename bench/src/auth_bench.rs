@@ -65,26 +65,15 @@ async fn variant(name: &'static str, toml: &str, jwt: Option<String>) -> anyhow:
     let config = Config::from_raw(parse_toml(toml)?, &|_| None)?;
     let store = Arc::new(SqliteStore::open_in_memory().await?);
     let key = paced::bench_key(&store).await?;
-    let limiter = wardgate_gateway::connect_limiter(&config).await?;
-    let verifier = if config.jwt.is_empty() {
-        None
-    } else {
-        Some(Arc::new(
-            wardgate_gateway::identity::jwt::JwtVerifier::start(
-                config.jwt.clone(),
-                config.max_token_bytes,
-            )
-            .await?,
-        ))
-    };
-    let catalog = wardgate_gateway::build_catalog(&config, None)?;
-    let mut state = wardgate_gateway::build_state(config, catalog, None, store);
-    state.limiter = Some(limiter);
-    state.jwt = verifier;
-    wardgate_gateway::refresh_backends(&state).await;
+    // Built as `wardgate serve` builds it: the limiter and the JWT issuers from the config.
+    let mut stores = wardgate_gateway::Stores::in_memory().await?;
+    stores.db = store;
+    let gateway = wardgate_gateway::Gateway::build(config, stores, None).await?;
+    let state = gateway.state();
+    wardgate_gateway::app::refresh_backends(&state).await;
     Ok(Variant {
         name,
-        app: wardgate_gateway::router(state),
+        app: gateway.router(),
         credential: jwt.unwrap_or(key),
     })
 }

@@ -147,6 +147,8 @@ class LlmService(LoggedProcess):
         self.env = clean_env(
             WARDGATE_LLM_LISTEN=f"127.0.0.1:{port}",
             WARDGATE_LLM_SECRET=secret,
+            # The service's own database: its audit log of the signed requests it serves.
+            WARDGATE_DB=str(tmp / f"{name}.db"),
             WARDGATE_MODELS=str(models_dir),
             WARDGATE_PRELOAD=preload,
             WARDGATE_LOG_FORMAT="json",

@@ -3,8 +3,9 @@
 //! backend is called is `handlers::before_backend`; the terminal event of every request is
 //! written by `record.rs` when the response ends.
 //!
-//! Invariant: the audit log cannot be switched off in `wardgate serve` (ONC 170.315(d)(2));
-//! `AppState::audit` is `None` only in library tests that build a state without one.
+//! Invariant: the audit log cannot be switched off (ONC 170.315(d)(2)): `AppState::audit` is
+//! a required part of the state of both roles, `wardgate serve` and `wardgate llm`, and tests
+//! run the same writer over an in-memory store (`app::Stores::in_memory`).
 
 use std::path::Path;
 use std::sync::Arc;

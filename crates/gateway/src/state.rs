@@ -17,7 +17,8 @@ pub struct AppState {
     pub keys: Arc<dyn KeyStore>,
     pub tenants: Arc<dyn TenantStore>,
     pub store_health: Arc<dyn Health>,
-    pub limiter: Option<Arc<dyn RateLimiter>>,
+    /// Rate limits and quotas (in process, or shared through Redis).
+    pub limiter: Arc<dyn RateLimiter>,
     /// Failed-authentication counting and lockout.
     pub lockout: Arc<crate::identity::lockout::Lockout>,
     /// Each key's 429s in the current refusal audit window (`limits.refusal_audit_window`).
@@ -32,19 +33,11 @@ pub struct AppState {
     pub preloaded: Arc<std::sync::atomic::AtomicBool>,
     /// The PHI guard with its per-tenant and per-model policy.
     pub phi: Arc<crate::guards::phi_guard::PhiGuard>,
-    /// The audit log writer. Always set by `wardgate serve`; `None` only in library tests
-    /// that build a state without one.
-    pub audit: Option<wardgate_audit::Auditor>,
+    /// The audit log writer (tests write to an in-memory store; see `app::Stores`).
+    pub audit: wardgate_audit::Auditor,
 }
 
 impl AppState {
-    /// The same state, writing the audit log with `auditor`.
-    #[must_use]
-    pub fn with_audit(mut self, auditor: wardgate_audit::Auditor) -> AppState {
-        self.audit = Some(auditor);
-        self
-    }
-
     /// The route for a client-supplied model name, if the name is well formed, exists, and the
     /// principal may use it. A model the key may not use is answered exactly like a model that
     /// does not exist, so keys cannot probe the catalog.

@@ -59,9 +59,7 @@ pub(crate) async fn check_rate(
     p: &Principal,
     record: Option<&RequestRecord>,
 ) -> Result<(), ApiError> {
-    let Some(l) = &state.limiter else {
-        return Ok(());
-    };
+    let l = &state.limiter;
     let limits = [
         (
             format!("key:{}", p.key_id),
@@ -117,14 +115,12 @@ fn refused(
 ) -> ApiError {
     match e {
         Refused::RetryAfter(wait) => {
-            let folded = state.audit.as_ref().is_some_and(|audit| {
-                let key = crate::guards::ratelimit::RefusedKey {
-                    key_id: p.key_id.clone(),
-                    tenant: p.tenant.clone(),
-                    method: p.method,
-                };
-                !state.refusals.fold(key, Instant::now(), audit)
-            });
+            let key = crate::guards::ratelimit::RefusedKey {
+                key_id: p.key_id.clone(),
+                tenant: p.tenant.clone(),
+                method: p.method,
+            };
+            let folded = !state.refusals.fold(key, Instant::now(), &state.audit);
             crate::middleware::events::RateLimited { limit, folded }.emit(record);
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -143,9 +139,7 @@ pub(crate) async fn check_quotas(
     p: &Principal,
     record: &RequestRecord,
 ) -> Result<(), ApiError> {
-    let Some(l) = &state.limiter else {
-        return Ok(());
-    };
+    let l = &state.limiter;
     let q = &state.config.quotas;
     let scopes = [
         (format!("key:{}", p.key_id), q.key),
@@ -301,9 +295,11 @@ pub(crate) async fn run_generation(
 /// so an investigator holding a suspect prompt can tell whether it was sent, while the log
 /// itself holds no text.
 fn note_prompt(state: &AppState, record: &RequestRecord, texts: &[&mut String]) {
-    if let Some(audit) = &state.audit {
-        record.set_prompt_digest(audit.prompt_digest(texts.iter().map(|t| t.as_bytes())));
-    }
+    record.set_prompt_digest(
+        state
+            .audit
+            .prompt_digest(texts.iter().map(|t| t.as_bytes())),
+    );
 }
 
 /// The PHI guard's rule for this tenant and model, applied to the texts a backend would see.
@@ -327,11 +323,8 @@ pub(crate) async fn before_backend(
     state: &AppState,
     record: &Arc<RequestRecord>,
 ) -> Result<(), ApiError> {
-    let Some(audit) = &state.audit else {
-        return Ok(());
-    };
     let event = record.audit_event(wardgate_audit::EventType::RequestStart);
-    audit.append(event).await.map(drop).map_err(|e| {
+    state.audit.append(event).await.map(drop).map_err(|e| {
         tracing::error!(error = %e, "audit start commit failed; request refused");
         ApiError::AuditUnavailable
     })

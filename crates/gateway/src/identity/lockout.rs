@@ -126,9 +126,9 @@ impl Lockout {
 
     /// Whether this failure from `source` is written to the audit log on its own (the first in
     /// its address's window) or folded into the window's `suppressed: N` summary.
-    pub fn fold(&self, source: Option<IpAddr>, now: Instant, audit: Option<&Auditor>) -> bool {
+    pub fn fold(&self, source: Option<IpAddr>, now: Instant, audit: &Auditor) -> bool {
         // Without an address there is nothing to fold by (only in-process tests lack one).
-        let (Some(audit), Some(ip)) = (audit, source) else {
+        let Some(ip) = source else {
             return true;
         };
         self.folds.fold(FailureSource(ip), now, audit)

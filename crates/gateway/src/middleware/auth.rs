@@ -127,7 +127,7 @@ fn refuse(
     let newly_locked = state.lockout.fail(source, prefix, now);
     let record = record.map(|r| &**r);
     if newly_locked.is_empty() {
-        let folded = !state.lockout.fold(source, now, state.audit.as_ref());
+        let folded = !state.lockout.fold(source, now, &state.audit);
         AuthFailed { folded }.emit(record);
     } else {
         // A lockout is always written on its own: it is what a reviewer must see.

@@ -142,10 +142,12 @@ impl RequestRecord {
         self.fields.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Who the request runs as; an empty `tenant` is none (`wardgate llm`'s one client, the
+    /// gateway, acts for no tenant of its own).
     pub fn set_principal(&self, key_id: &str, tenant: &str, method: AuthMethod) {
         let mut f = self.lock();
         f.key_id = Some(key_id.to_owned());
-        f.tenant = Some(tenant.to_owned());
+        f.tenant = (!tenant.is_empty()).then(|| tenant.to_owned());
         f.auth_method = Some(method);
     }
 
@@ -479,7 +481,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
 /// left while the handler waited), unless disarmed first.
 struct EndGuard {
     record: Option<Arc<RequestRecord>>,
-    audit: Option<Auditor>,
+    audit: Auditor,
     /// The handler panicked: the client gets a 500, and the record says so.
     panicked: bool,
 }
@@ -504,9 +506,8 @@ impl Drop for EndGuard {
         } else {
             Ending::BeforeResponse
         };
-        if let Some(event) = record.end(ending)
-            && let Some(audit) = &self.audit
-        {
+        if let Some(event) = record.end(ending) {
+            let audit = &self.audit;
             // Queued now, before the connection's task ends (and so before a shutdown stops
             // the writer); nobody is left to wait for the commit.
             if let Err(e) = audit.submit_detached(event) {
@@ -533,7 +534,7 @@ fn commit(audit: &Auditor, event: AuditEvent) -> Commit {
 struct LoggedBody {
     inner: Body,
     record: Option<Arc<RequestRecord>>,
-    audit: Option<Auditor>,
+    audit: Auditor,
     /// Whether the end of the body waits for the audit commit (successful answers).
     hold_last_frame: bool,
     /// The last data frame, waiting for the audit commit.
@@ -552,9 +553,8 @@ impl LoggedBody {
         };
         if let Some(r) = self.record.take()
             && let Some(event) = r.end(ending)
-            && let Some(a) = &self.audit
         {
-            let pending = commit(a, event);
+            let pending = commit(&self.audit, event);
             if self.hold_last_frame {
                 self.pending = Some(pending);
             }

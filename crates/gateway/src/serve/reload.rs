@@ -41,7 +41,8 @@ pub struct Reloaded {
     pub digest: String,
 }
 
-type Env = dyn Fn(&str) -> Option<String> + Send + Sync;
+/// Where `WARDGATE_*` overrides are looked up (the process environment, in production).
+pub type Env = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 /// Re-reads the configuration and swaps the router. One per running service.
 pub struct Reloader {
@@ -87,6 +88,14 @@ impl Reloader {
         self.live.set(self.router(state.clone()));
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
         state
+    }
+
+    /// The state the router now serving was built on; `None` before `install`.
+    pub fn current(&self) -> Option<AppState> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn router(self: &Arc<Self>, state: AppState) -> axum::Router {

@@ -28,8 +28,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use wardgate_api::signing::{self, SigningKey, Verifier};
-use wardgate_audit::{AuditEvent, EventType, MemoryAuditStore, Outcome};
-use wardgate_gateway::identity::jwt::JwtVerifier;
+use wardgate_audit::{AuditEvent, EventType, Outcome};
 use wardgate_store::{KeyStore, Role};
 
 // =============================================================================================
@@ -189,9 +188,9 @@ fn assert_event(
     assert_eq!(e.deny_reason.as_deref(), reason, "{e:#?}");
 }
 
-/// The harness, writing its audit log to memory.
+/// The harness; its audit log is in memory, as every harness's is.
 async fn audited(h: Harness) -> Harness {
-    h.audited(Arc::new(MemoryAuditStore::new())).await
+    h
 }
 
 async fn harness(kind: &str, extra: &str) -> Harness {
@@ -215,9 +214,9 @@ type MakeRequest<'a> = Box<dyn Fn() -> Request<Body> + 'a>;
 async fn serve_on_socket(h: &Harness) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = h.state.clone();
+    let gateway = h.gateway.clone();
     let server = tokio::spawn(async move {
-        let _ = wardgate_gateway::serve(state, listener, std::future::pending()).await;
+        let _ = gateway.run(listener, std::future::pending()).await;
     });
     (addr, server)
 }
@@ -252,14 +251,7 @@ fn claims() -> Value {
 
 /// An audited harness trusting one issuer (`issuer_toml`), with API keys still working.
 async fn jwt_harness(issuer_toml: &str) -> Harness {
-    let mut h = harness("openai", issuer_toml).await;
-    let config = h.state.config.clone();
-    let v = JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
-        .await
-        .unwrap();
-    h.state.jwt = Some(Arc::new(v));
-    h.app = wardgate_gateway::router(h.state.clone());
-    h
+    harness("openai", issuer_toml).await
 }
 
 /// An issuer whose keys are in a JWKS file holding `signers`; the tempdir must outlive it.
@@ -2278,7 +2270,7 @@ async fn case_30_upstream_timeout_is_a_generic_504() {
     // The backend recovers; so does the gateway.
     h.mocks[0].set_config(mock_cfg());
     // Its breaker opened on the timeouts; a health probe closes it (resilience.rs).
-    wardgate_gateway::refresh_backends(&h.state).await;
+    wardgate_gateway::app::refresh_backends(&h.state).await;
     assert_still_serving(&h).await;
 }
 
@@ -2503,7 +2495,7 @@ async fn case_34_a_tampered_log_fails_verification_at_the_first_bad_entry() {
     ] {
         h.send(req).await;
     }
-    let auditor = h.state.audit.clone().unwrap();
+    let auditor = h.state.audit.clone();
     let old = auditor.checkpoint().await.unwrap().checkpoint;
     for _ in 0..3 {
         h.send(chat(&h.key)).await;
@@ -3345,13 +3337,14 @@ async fn i15_4_a_shutdown_closing_a_waiting_request_still_records_its_end() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = h.state.clone();
+    let gateway = h.gateway.clone();
     let server = tokio::spawn(async move {
-        wardgate_gateway::serve(state, listener, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
+        gateway
+            .run(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
     });
     let body = chat_body("tiny", "hello").to_string();
     let raw = format!(
@@ -3373,15 +3366,14 @@ async fn i15_4_a_shutdown_closing_a_waiting_request_still_records_its_end() {
     }
     let t = Instant::now();
     stop.send(()).unwrap();
-    // `serve` returns at the drain deadline, its connections closed; then, as `wardgate serve`
-    // does, the audit writer is stopped.
+    // `run` returns at the drain deadline, its connections closed, having stopped the audit
+    // writer (as `wardgate serve` does).
     tokio::time::timeout(Duration::from_secs(3), server)
         .await
         .expect("serve returns at the drain deadline")
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(3));
-    let audit = h.state.audit.clone().unwrap();
-    audit.shutdown().await.unwrap();
+    let audit = h.state.audit.clone();
     let events: Vec<AuditEvent> = audit
         .store()
         .read_range(0, 1000)
@@ -3889,38 +3881,14 @@ async fn i15_3_images_are_refused_unless_the_rule_allows_them() {
 
 /// A gateway over the embedded engine with a tiny random-weight model (`tiny:test`).
 async fn i15_embedded(dir: &std::path::Path, engine_toml: &str) -> (axum::Router, String) {
-    use wardgate_engine::gguf::{TinySpec, write_tiny_llama};
-    let file = dir.join("tiny.gguf");
-    write_tiny_llama(std::fs::File::create(&file).unwrap(), &TinySpec::default()).unwrap();
+    crate::support::import_tiny_model(dir);
     let toml = format!(
         "[engine]\nmodels_dir = \"{}\"\nthreads = 1\nslot_ctx = 256\n{engine_toml}\n",
         dir.join("store").display()
     );
-    let config = wardgate_gateway::config::Config::from_raw(
-        wardgate_gateway::config::parse_toml(&toml).unwrap(),
-        &|_| None,
-    )
-    .unwrap();
-    let engine = wardgate_gateway::build_engine(&config).unwrap().unwrap();
-    engine.store().import(&file, "tiny:test").unwrap();
-    let catalog = wardgate_gateway::build_catalog(&config, Some(&engine)).unwrap();
-    let store = Arc::new(wardgate_store::SqliteStore::open_in_memory().await.unwrap());
-    let key = store
-        .create_key(wardgate_store::NewKeySpec {
-            tenant: "t".into(),
-            models: vec![],
-            roles: vec![],
-            expires_at: None,
-            label: None,
-        })
-        .await
-        .unwrap()
-        .secret
-        .expose()
-        .clone();
-    let state = wardgate_gateway::build_state(config, catalog, Some(engine), store);
-    wardgate_gateway::refresh_backends(&state).await;
-    (wardgate_gateway::router(state), key)
+    let h = Harness::from_toml(&toml, vec![]).await;
+    wardgate_gateway::app::refresh_backends(&h.state).await;
+    (h.app, h.key)
 }
 
 /// `n` optional string properties: llama.cpp's converter recurses once per optional
@@ -4101,21 +4069,16 @@ async fn i15_llm(dir: &std::path::Path) -> (SocketAddr, axum::Router) {
         &|_| None,
     )
     .unwrap();
-    let engine = wardgate_gateway::build_engine(&config).unwrap().unwrap();
-    engine
-        .store()
-        .import(&dir.join("tiny.gguf"), "tiny:test")
-        .unwrap();
-    let catalog = wardgate_gateway::build_catalog(&config, Some(&engine)).unwrap();
-    let store = Arc::new(wardgate_store::SqliteStore::open_in_memory().await.unwrap());
-    let state = wardgate_gateway::build_state(config, catalog, Some(engine), store);
-    wardgate_gateway::refresh_backends(&state).await;
-    let verifier = Arc::new(Verifier::new(
+    crate::support::import_tiny_model(dir);
+    let service = wardgate_gateway::app::LlmService::build(
+        config,
+        wardgate_gateway::app::Stores::in_memory().await.unwrap(),
         vec![SigningKey::new(LLM_SECRET).unwrap()],
-        LLM_SKEW_SECS,
-        1000,
-    ));
-    let app = wardgate_gateway::llm::llm_router(state, verifier);
+    )
+    .await
+    .unwrap();
+    wardgate_gateway::app::refresh_backends(&service.state()).await;
+    let app = service.router();
     (spawn_app(app.clone()).await, app)
 }
 
@@ -4155,28 +4118,7 @@ async fn i15_gateway_over_llm(
         &|_| None,
     )
     .unwrap();
-    let store = Arc::new(wardgate_store::SqliteStore::open_in_memory().await.unwrap());
-    let key = store
-        .create_key(wardgate_store::NewKeySpec {
-            tenant: "acme".into(),
-            models: vec![],
-            roles: vec![],
-            expires_at: None,
-            label: None,
-        })
-        .await
-        .unwrap()
-        .secret
-        .expose()
-        .clone();
-    let state = wardgate_gateway::build_state(config, catalog, None, store.clone());
-    let h = Harness {
-        app: wardgate_gateway::router(state.clone()),
-        state,
-        store,
-        key,
-        mocks: vec![],
-    };
+    let h = Harness::build_over(config, catalog).await;
     (h, handle)
 }
 
@@ -4390,16 +4332,13 @@ async fn i15_13_embedded_model_stays_loaded_after_a_clients_keep_alive_0() {
         &|_| None,
     )
     .unwrap();
-    let engine = wardgate_gateway::build_engine(&config).unwrap().unwrap();
-    engine
-        .store()
-        .import(&dir.path().join("tiny.gguf"), "tiny:test")
-        .unwrap();
-    let catalog = wardgate_gateway::build_catalog(&config, Some(&engine)).unwrap();
-    let store = Arc::new(wardgate_store::SqliteStore::open_in_memory().await.unwrap());
-    let state = wardgate_gateway::build_state(config, catalog, Some(engine.clone()), store.clone());
-    wardgate_gateway::refresh_backends(&state).await;
-    let key = store
+    crate::support::import_tiny_model(dir.path());
+    let stores = wardgate_gateway::app::Stores::in_memory().await.unwrap();
+    let h = Harness::build(config, stores, None, vec![]).await;
+    let engine = h.state.engine.clone().unwrap();
+    wardgate_gateway::app::refresh_backends(&h.state).await;
+    let key = h
+        .store
         .create_key(wardgate_store::NewKeySpec {
             tenant: "acme".into(),
             models: vec![],
@@ -4412,7 +4351,7 @@ async fn i15_13_embedded_model_stays_loaded_after_a_clients_keep_alive_0() {
         .secret
         .expose()
         .clone();
-    let app = wardgate_gateway::router(state);
+    let app = h.app.clone();
     for keep in [json!(0), json!(-1)] {
         let body = json!({"model": "tiny:test", "prompt": "hello", "stream": false,
             "options": {"num_predict": 2}, "keep_alive": keep});

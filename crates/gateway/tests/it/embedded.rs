@@ -1,44 +1,21 @@
 //! Single-service mode in-process: the gateway's fronts over the embedded engine (a tiny
 //! random-weight GGUF), including the queue-full answer.
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use wardgate_engine::gguf::{TinySpec, write_tiny_llama};
-use wardgate_gateway::config::{Config, parse_toml};
-use wardgate_gateway::{build_catalog, build_engine, build_state, router};
-use wardgate_store::{KeyStore, NewKeySpec, SqliteStore};
+
+use crate::support::{Harness, import_tiny_model};
 
 async fn gateway(dir: &std::path::Path, engine_toml: &str) -> (axum::Router, String) {
-    let file = dir.join("tiny.gguf");
-    write_tiny_llama(std::fs::File::create(&file).unwrap(), &TinySpec::default()).unwrap();
+    import_tiny_model(dir);
     let toml = format!(
         "[engine]\nmodels_dir = \"{}\"\nthreads = 1\n{engine_toml}\n",
         dir.join("store").display()
     );
-    let config = Config::from_raw(parse_toml(&toml).unwrap(), &|_| None).unwrap();
-    let engine = build_engine(&config).unwrap().unwrap();
-    engine.store().import(&file, "tiny:test").unwrap();
-    let catalog = build_catalog(&config, Some(&engine)).unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
-    let key = store
-        .create_key(NewKeySpec {
-            tenant: "t".into(),
-            models: vec![],
-            roles: vec![],
-            expires_at: None,
-            label: None,
-        })
-        .await
-        .unwrap()
-        .secret
-        .expose()
-        .clone();
-    let state = build_state(config, catalog, Some(engine), store);
-    wardgate_gateway::refresh_backends(&state).await;
-    (router(state), key)
+    let h = Harness::from_toml(&toml, vec![]).await;
+    wardgate_gateway::app::refresh_backends(&h.state).await;
+    (h.app, h.key)
 }
 
 fn post(path: &str, key: &str, body: serde_json::Value) -> Request<Body> {
@@ -184,7 +161,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_the_others_complete() {
 async fn i16_both_fronts_embed_with_a_chat_model() {
     let dir = tempfile::tempdir().unwrap();
     let (app, key) = gateway(dir.path(), "slot_ctx = 256").await;
-    let width = TinySpec::default().n_embd as usize;
+    let width = wardgate_engine::gguf::TinySpec::default().n_embd as usize;
     let unit = |v: &serde_json::Value| {
         let v: Vec<f64> = v
             .as_array()

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use wardgate_audit::{AuthMethod, EventType, MemoryAuditStore};
+use wardgate_audit::{AuthMethod, EventType};
 use wardgate_gateway::identity::jwt::JwtVerifier;
 
 fn claims() -> Value {
@@ -21,18 +21,10 @@ fn claims() -> Value {
            "iat": now(), "exp": now() + 600})
 }
 
+/// The gateway trusting the issuer of `issuer_toml` (its verifier built from the config,
+/// as `wardgate serve` builds it).
 async fn harness_with(issuer_toml: &str) -> Harness {
-    let mut h = Harness::single_with("openai", mock_cfg(), issuer_toml)
-        .await
-        .audited(Arc::new(MemoryAuditStore::new()))
-        .await;
-    let config = h.state.config.clone();
-    let v = JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
-        .await
-        .unwrap();
-    h.state.jwt = Some(Arc::new(v));
-    h.app = wardgate_gateway::router(h.state.clone());
-    h
+    Harness::single_with("openai", mock_cfg(), issuer_toml).await
 }
 
 fn file_issuer(path: &std::path::Path, algorithms: &str) -> String {

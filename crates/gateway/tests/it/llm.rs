@@ -8,34 +8,25 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use wardgate_api::signing::{self, SigningKey, Verifier};
-use wardgate_engine::gguf::{TinySpec, write_tiny_llama};
+use wardgate_api::signing::{self, SigningKey};
+use wardgate_gateway::app::{LlmService, Stores};
 use wardgate_gateway::config::{Config, parse_toml};
-use wardgate_gateway::{build_catalog, build_engine, build_state, llm::llm_router};
-use wardgate_store::SqliteStore;
 
-use crate::support::{LLM_SECRET, signed};
+use crate::support::{LLM_SECRET, import_tiny_model, signed};
 
 async fn app(models: &std::path::Path) -> axum::Router {
-    let file = models.join("tiny.gguf");
-    write_tiny_llama(std::fs::File::create(&file).unwrap(), &TinySpec::default()).unwrap();
+    import_tiny_model(models);
     let toml = format!(
         "[engine]\nmodels_dir = \"{}\"\nslots = 2\nslot_ctx = 256\nthreads = 1\n[rate_limit]\nrequests_per_minute = 0\n",
         models.join("store").display()
     );
     let config = Config::from_raw(parse_toml(&toml).unwrap(), &|_| None).unwrap();
-    let engine = build_engine(&config).unwrap().unwrap();
-    engine.store().import(&file, "tiny:test").unwrap();
-    let catalog = build_catalog(&config, Some(&engine)).unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
-    let state = build_state(config, catalog, Some(engine), store);
-    wardgate_gateway::refresh_backends(&state).await;
-    let verifier = Arc::new(Verifier::new(
-        vec![SigningKey::new(LLM_SECRET).unwrap()],
-        30,
-        1000,
-    ));
-    llm_router(state, verifier)
+    let keys = vec![SigningKey::new(LLM_SECRET).unwrap()];
+    let service = LlmService::build(config, Stores::in_memory().await.unwrap(), keys)
+        .await
+        .unwrap();
+    wardgate_gateway::app::refresh_backends(&service.state()).await;
+    service.router()
 }
 
 async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
@@ -249,14 +240,11 @@ async fn buggy_app() -> axum::Router {
         context_window: 4096,
     };
     let catalog = Catalog::new(vec![handle], &[model], 4096, 0).unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
-    let state = build_state(config, catalog, None, store);
-    let verifier = Arc::new(Verifier::new(
-        vec![SigningKey::new(LLM_SECRET).unwrap()],
-        30,
-        1000,
-    ));
-    llm_router(state, verifier)
+    let keys = vec![SigningKey::new(LLM_SECRET).unwrap()];
+    LlmService::build_over(config, Stores::in_memory().await.unwrap(), keys, catalog)
+        .await
+        .unwrap()
+        .router()
 }
 
 /// The `reason` field of each `wardgate::request` log line, in order.

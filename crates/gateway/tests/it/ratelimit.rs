@@ -119,17 +119,8 @@ async fn the_gateway_uses_redis_when_configured() {
          redis_namespace = \"{ns}\"\n",
         redis_url()
     );
-    let mut h = Harness::single_with("openai", mock_cfg(), &toml).await;
-    assert!(
-        h.state.limiter.is_none(),
-        "Redis is connected by the caller"
-    );
-    h.state.limiter = Some(
-        wardgate_gateway::connect_limiter(&h.state.config)
-            .await
-            .unwrap(),
-    );
-    h.app = wardgate_gateway::router(h.state.clone());
+    // The gateway connects to Redis as it builds, as `wardgate serve` does.
+    let h = Harness::single_with("openai", mock_cfg(), &toml).await;
     let body = chat_body("tiny", "hi");
     let mut statuses = Vec::new();
     for _ in 0..3 {

@@ -1,15 +1,12 @@
 //! Configuration reload through the admin API: request policy changes apply to the next
 //! request; settings that need a restart, and invalid files, are refused with nothing
 //! applied; every attempt is a `config_change` audit event.
-use std::sync::Arc;
 
 use crate::support::{Harness, Resp, backend_url, mock_cfg, mocks, post_as};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
-use wardgate_audit::{EventType, MemoryAuditStore, Outcome};
-use wardgate_gateway::serve::reload::Reloader;
-use wardgate_gateway::serve::server::LiveRouter;
+use wardgate_audit::{EventType, Outcome};
 use wardgate_store::Role;
 
 fn config(url: &str, max_messages: u32) -> String {
@@ -29,8 +26,9 @@ chain = [{{ backend = "b0", model = "tiny" }}]
     )
 }
 
-async fn send(live: &LiveRouter, req: Request<Body>) -> Resp {
-    crate::support::send_to(live.get(), req).await
+/// One request through the router now serving (a reload swaps it).
+async fn send(h: &Harness, req: Request<Body>) -> Resp {
+    h.send_live(req).await
 }
 
 fn three_messages(key: &str) -> Request<Body> {
@@ -53,70 +51,59 @@ async fn policy_reloads_without_a_restart_and_everything_else_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wardgate.toml");
     std::fs::write(&path, config(&url, 256)).unwrap();
-    let h = Harness::from_toml(&config(&url, 256), ms)
-        .await
-        .audited(Arc::new(MemoryAuditStore::new()))
-        .await;
-    let live = LiveRouter::new(wardgate_gateway::router(h.state.clone()));
-    let reloader = Reloader::new(
-        Some(path.clone()),
-        Box::new(|_| None),
-        live.clone(),
-        wardgate_gateway::router,
-    );
-    let _state = reloader.install(h.state.clone());
+    let h = Harness::from_file(&path, ms).await;
     let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
     let (_, tenant_admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
 
     assert_eq!(
-        send(&live, three_messages(&h.key)).await.status,
+        send(&h, three_messages(&h.key)).await.status,
         StatusCode::OK
     );
 
     // A policy change applies to the next request.
     std::fs::write(&path, config(&url, 2)).unwrap();
     assert_eq!(
-        send(&live, reload(&tenant_admin)).await.status,
+        send(&h, reload(&tenant_admin)).await.status,
         StatusCode::FORBIDDEN,
         "only operators reload"
     );
-    let r = send(&live, reload(&operator)).await;
+    let r = send(&h, reload(&operator)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["changed"], json!(["limits"]));
     assert_eq!(r.json()["sha256"].as_str().unwrap().len(), 64);
-    let r = send(&live, three_messages(&h.key)).await;
+    let r = send(&h, three_messages(&h.key)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
 
     // Reloading the same file again changes nothing.
-    let r = send(&live, reload(&operator)).await;
+    let r = send(&h, reload(&operator)).await;
     assert_eq!(r.json()["reloaded"], false);
 
     // A backend change needs a restart: refused, named, nothing applied (the limit of 2
     // still holds; a later valid reload still works).
     std::fs::write(&path, config("http://127.0.0.1:9/v1", 256)).unwrap();
-    let r = send(&live, reload(&operator)).await;
+    let r = send(&h, reload(&operator)).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "reload_refused");
     assert!(r.text().contains("backends"), "{}", r.text());
     assert_eq!(
-        send(&live, three_messages(&h.key)).await.status,
+        send(&h, three_messages(&h.key)).await.status,
         StatusCode::BAD_REQUEST
     );
 
     // An invalid file: 400 naming the setting, nothing applied.
     std::fs::write(&path, "[limits]\nmax_messages = 0\n").unwrap();
-    let r = send(&live, reload(&operator)).await;
+    let r = send(&h, reload(&operator)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert!(r.text().contains("limits.max_messages"), "{}", r.text());
     assert_eq!(
-        send(&live, three_messages(&h.key)).await.status,
+        send(&h, three_messages(&h.key)).await.status,
         StatusCode::BAD_REQUEST
     );
 
     std::fs::write(&path, config(&url, 256)).unwrap();
-    assert_eq!(send(&live, reload(&operator)).await.status, StatusCode::OK);
+    assert_eq!(send(&h, reload(&operator)).await.status, StatusCode::OK);
     assert_eq!(
-        send(&live, three_messages(&h.key)).await.status,
+        send(&h, three_messages(&h.key)).await.status,
         StatusCode::OK
     );
 
@@ -174,29 +161,18 @@ async fn reloading_unchanged_phi_rules_changes_nothing_and_one_changed_rule_is_p
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wardgate.toml");
     std::fs::write(&path, phi_config(&url, "block")).unwrap();
-    let h = Harness::from_toml(&phi_config(&url, "block"), ms)
-        .await
-        .audited(Arc::new(MemoryAuditStore::new()))
-        .await;
-    let live = LiveRouter::new(wardgate_gateway::router(h.state.clone()));
-    let reloader = Reloader::new(
-        Some(path.clone()),
-        Box::new(|_| None),
-        live.clone(),
-        wardgate_gateway::router,
-    );
-    let _state = reloader.install(h.state.clone());
+    let h = Harness::from_file(&path, ms).await;
     let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
 
     const SAME: usize = 20;
     for i in 0..SAME {
-        let r = send(&live, reload(&operator)).await;
+        let r = send(&h, reload(&operator)).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert_eq!(r.json()["reloaded"], false, "reload {i}: {}", r.text());
         assert_eq!(r.json()["changed"], json!([]), "reload {i}: {}", r.text());
     }
     std::fs::write(&path, phi_config(&url, "deidentify")).unwrap();
-    let r = send(&live, reload(&operator)).await;
+    let r = send(&h, reload(&operator)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["changed"], json!(["phi"]), "{}", r.text());
 

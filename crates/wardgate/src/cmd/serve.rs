@@ -4,71 +4,22 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use wardgate_gateway::app::{ConfigSource, Gateway};
 use wardgate_gateway::middleware::events::{ConfigReloaded, ReloadVia};
-use wardgate_store::SqliteStore;
 
-use super::{ensure_default_model, env, init_logging, load_config, shutdown_signal};
+use super::{env, init_logging, load_config, shutdown_signal};
 
 pub(crate) async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     let configured = init_logging(&config);
-    if config.audit.durability == wardgate_store::AuditDurability::Process {
-        tracing::warn!(
-            "audit.durability = \"process\": audit commits are not flushed to the disk before \
-             requests go on; a power loss or kernel crash can lose the last audit entries"
-        );
-    }
-    let store = Arc::new(
-        SqliteStore::open_with(&config.sqlite_path, config.audit.durability)
-            .await
-            .with_context(|| {
-                format!("cannot open the database {}", config.sqlite_path.display())
-            })?,
-    );
-    let engine = wardgate_gateway::build_engine(&config)?;
-    if let Some(e) = &engine {
-        ensure_default_model(&config, e)?;
-    }
-    let catalog = wardgate_gateway::build_catalog(&config, engine.as_ref())?;
     let listen = config.listen;
-    let auditor = wardgate_gateway::audit::start(&config.audit, store.clone())
-        .await
-        .context("the audit log is required and could not start")?;
-    // Each run opens with the digest of its configuration (config changes across restarts
-    // are audited); a log that cannot take this event stops the start.
-    let file = config_path.map(std::fs::read).transpose()?;
-    let digest = wardgate_gateway::audit::config_digest(
-        file.as_deref(),
-        &std::env::vars().collect::<Vec<_>>(),
-    );
-    auditor
-        .append(wardgate_gateway::audit::startup_event(
-            &digest,
-            config.tls.is_some(),
-        ))
-        .await
-        .context("the audit log did not take the start-up event")?;
-    let jwt = if config.jwt.is_empty() {
-        None
-    } else {
-        let v = Arc::new(
-            wardgate_gateway::identity::jwt::JwtVerifier::start(
-                config.jwt.clone(),
-                config.max_token_bytes,
-            )
-            .await?,
-        );
-        v.spawn_refresh();
-        Some(v)
+    let source = ConfigSource {
+        path: config_path.map(Path::to_path_buf),
+        env: Box::new(env),
     };
-    let limiter = wardgate_gateway::connect_limiter(&config)
-        .await
-        .context("cannot connect to the rate limiter's Redis (rate_limit.redis_url)")?;
-    let mut state =
-        wardgate_gateway::build_state(config, catalog, engine, store).with_audit(auditor.clone());
-    state.jwt = jwt;
-    state.limiter = Some(limiter);
-    if wardgate_gateway::refresh_backends(&state).await == 0 {
+    let gateway = Gateway::start(config, source).await?;
+    let state = gateway.state();
+    if wardgate_gateway::app::refresh_backends(&state).await == 0 {
         let names: Vec<String> = state
             .config
             .backends
@@ -98,29 +49,12 @@ pub(crate) async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     configured.add(local.to_string());
     configured.add(url.clone());
     tracing::info!(addr = %local, url = %url, "wardgate listening");
-    let preload_state = state.clone();
-    tokio::spawn(async move {
-        wardgate_gateway::preload(&preload_state).await;
-    });
-    // Requests are served by the current router; a reload (admin API or SIGHUP) swaps it.
-    let live =
-        wardgate_gateway::serve::server::LiveRouter::new(wardgate_gateway::router(state.clone()));
-    let reloader = wardgate_gateway::serve::reload::Reloader::new(
-        config_path.map(Path::to_path_buf),
-        Box::new(env),
-        live.clone(),
-        wardgate_gateway::router,
-    );
-    let state = reloader.install(state);
-    reload_on_hangup(reloader, auditor.clone());
-    wardgate_gateway::serve_live(state, live, listener, shutdown_signal()).await?;
-    // Commits what is queued and signs a final checkpoint.
-    if let Err(e) = auditor.shutdown().await {
-        tracing::error!(error = %e, "the audit log did not close cleanly");
+    if let Some(reloader) = gateway.reloader() {
+        reload_on_hangup(reloader, state.audit.clone());
     }
+    gateway.run(listener, shutdown_signal()).await?;
     Ok(())
 }
-
 /// SIGHUP reloads the configuration, like the admin API; each attempt is audited.
 pub(crate) fn reload_on_hangup(
     reloader: Arc<wardgate_gateway::serve::reload::Reloader>,

@@ -14,11 +14,16 @@ use http_body_util::BodyExt;
 use mock_upstream::{MockConfig, MockServer};
 use serde_json::Value;
 use tower::ServiceExt;
+use wardgate_gateway::AppState;
+use wardgate_gateway::app::{ConfigSource, Gateway, Stores};
 use wardgate_gateway::config::{Config, parse_toml};
-use wardgate_gateway::{AppState, build_catalog, build_state, router};
 use wardgate_store::{KeyStore, NewKeySpec, SqliteStore};
 
 pub struct Harness {
+    /// The gateway, built as `wardgate serve` builds it.
+    pub gateway: Gateway,
+    /// The config file a reload re-reads, if any.
+    pub file: Option<std::path::PathBuf>,
     pub app: Router,
     pub state: AppState,
     pub store: Arc<SqliteStore>,
@@ -110,9 +115,52 @@ chain = [{{ backend = "b0", model = "other" }}]
     }
 
     pub async fn from_toml(toml: &str, mocks: Vec<MockServer>) -> Harness {
+        Self::from_toml_env(toml, mocks, &|_| None).await
+    }
+
+    /// As [`Harness::from_toml`], with `WARDGATE_*` (and secrets) looked up in `env`.
+    pub async fn from_toml_env(
+        toml: &str,
+        mocks: Vec<MockServer>,
+        env: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Harness {
         let raw = parse_toml(toml).unwrap_or_else(|e| panic!("{e}"));
-        let config = Config::from_raw(raw, &|_| None).unwrap_or_else(|e| panic!("{e}"));
-        let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let config = Config::from_raw(raw, env).unwrap_or_else(|e| panic!("{e}"));
+        let stores = Stores::in_memory().await.unwrap();
+        Self::build(config, stores, None, mocks).await
+    }
+
+    /// The gateway as `wardgate serve` builds it (`app::Gateway`) from `config` over
+    /// `stores`, reloading from `file` (if any), with one key of tenant `acme`.
+    pub async fn build(
+        config: Config,
+        stores: Stores,
+        file: Option<std::path::PathBuf>,
+        mocks: Vec<MockServer>,
+    ) -> Harness {
+        let store = stores.db.clone();
+        let file_kept = file.clone();
+        let source = file.map(|path| ConfigSource {
+            path: Some(path),
+            env: Box::new(|_| None),
+        });
+        let gateway = Gateway::build(config, stores, source).await.unwrap();
+        let mut h = Self::over(gateway, store, mocks).await;
+        h.file = file_kept;
+        h
+    }
+
+    /// As [`Harness::build`], over `catalog` instead of the configured backends.
+    pub async fn build_over(config: Config, catalog: wardgate_backends::Catalog) -> Harness {
+        let stores = Stores::in_memory().await.unwrap();
+        let store = stores.db.clone();
+        let gateway = Gateway::build_over(config, stores, None, catalog)
+            .await
+            .unwrap();
+        Self::over(gateway, store, vec![]).await
+    }
+
+    async fn over(gateway: Gateway, store: Arc<SqliteStore>, mocks: Vec<MockServer>) -> Harness {
         let key = store
             .create_key(NewKeySpec {
                 tenant: "acme".into(),
@@ -126,43 +174,43 @@ chain = [{{ backend = "b0", model = "other" }}]
             .secret
             .expose()
             .clone();
-        let catalog = build_catalog(&config, None).unwrap();
-        let state = build_state(config, catalog, None, store.clone());
         Harness {
-            app: router(state.clone()),
-            state,
+            app: gateway.router(),
+            state: gateway.state(),
+            gateway,
+            file: None,
             store,
             key,
             mocks,
         }
     }
 
-    /// The same harness writing an audit log to `store` (checkpoints every `every` events).
-    pub async fn audited(mut self, store: Arc<dyn wardgate_audit::AuditStore>) -> Harness {
-        let key = wardgate_audit::SignerKey::generate("wardgate-test/audit").unwrap();
-        let config = wardgate_audit::AuditorConfig {
-            origin: "wardgate-test/audit".into(),
-            checkpoint_every: 1000,
-            ..wardgate_audit::AuditorConfig::default()
-        };
-        let auditor = wardgate_audit::Auditor::start(store, key, config)
-            .await
-            .unwrap();
-        self.state = self.state.clone().with_audit(auditor);
-        self.app = router(self.state.clone());
-        self
+    /// The same harness (same keys) writing its audit log to `store`.
+    pub async fn audited(self, store: Arc<dyn wardgate_audit::AuditStore>) -> Harness {
+        let mut stores = Stores::in_memory_with(store).await.unwrap();
+        stores.db = self.store.clone();
+        let config = (*self.state.config).clone();
+        let source = self.file.clone().map(|path| ConfigSource {
+            path: Some(path),
+            env: Box::new(|_| None),
+        });
+        let gateway = Gateway::build(config, stores, source).await.unwrap();
+        Harness {
+            app: gateway.router(),
+            state: gateway.state(),
+            gateway,
+            ..self
+        }
     }
 
-    /// Serves the harness's state on a real socket (the full connection layer: TLS, timeouts,
-    /// connection limits) until the test ends; returns the address.
+    /// Serves the harness's gateway on a real socket (the full connection layer: TLS,
+    /// timeouts, connection limits) until the test ends; returns the address.
     pub async fn listen(&self) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = self.state.clone();
+        let gateway = self.gateway.clone();
         tokio::spawn(async move {
-            wardgate_gateway::serve(state, listener, std::future::pending())
-                .await
-                .unwrap();
+            gateway.run(listener, std::future::pending()).await.unwrap();
         });
         addr
     }
@@ -171,7 +219,7 @@ chain = [{{ backend = "b0", model = "other" }}]
     /// response has gone, so the writer is asked for a checkpoint first: it is handled after
     /// everything queued before it.
     pub async fn audit_events(&self) -> Vec<wardgate_audit::AuditEvent> {
-        let audit = self.state.audit.as_ref().expect("an audited harness");
+        let audit = &self.state.audit;
         audit.checkpoint().await.unwrap();
         audit
             .store()
@@ -225,6 +273,18 @@ chain = [{{ backend = "b0", model = "other" }}]
 
     pub async fn send(&self, req: Request<Body>) -> Resp {
         send_to(self.app.clone(), req).await
+    }
+
+    /// One request through the router now serving (after a reload, the new one).
+    pub async fn send_live(&self, req: Request<Body>) -> Resp {
+        send_to(self.gateway.router(), req).await
+    }
+
+    /// The gateway reading its configuration from the file `path` (reloads re-read it).
+    pub async fn from_file(path: &std::path::Path, mocks: Vec<MockServer>) -> Harness {
+        let config = Config::load(Some(path), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let stores = Stores::in_memory().await.unwrap();
+        Self::build(config, stores, Some(path.to_path_buf()), mocks).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Resp {
@@ -326,4 +386,18 @@ pub const LLM_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-llm";
 /// A POST to `wardgate llm` signed with [`LLM_SECRET`] at `at` (Unix seconds) with `nonce`.
 pub fn signed(path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
     signed_post(LLM_SECRET, path, body, at, nonce)
+}
+
+/// Writes the tiny random-weight model (`tiny.gguf` in `dir`) and imports it as `tiny:test`
+/// into the model store at `dir/store`, where the `[engine]` of a test's config points.
+pub fn import_tiny_model(dir: &std::path::Path) {
+    use wardgate_engine::gguf::{TinySpec, write_tiny_llama};
+    let file = dir.join("tiny.gguf");
+    if !file.exists() {
+        write_tiny_llama(std::fs::File::create(&file).unwrap(), &TinySpec::default()).unwrap();
+    }
+    wardgate_engine::ModelStore::open(dir.join("store"))
+        .unwrap()
+        .import(&file, "tiny:test")
+        .unwrap();
 }

@@ -1,0 +1,453 @@
+//! The composition root: the one place that builds and runs each role of the binary.
+//!
+//! - [`Gateway`]: the public service (`wardgate serve`).
+//! - [`LlmService`]: the private model service (`wardgate llm`).
+//!
+//! `wardgate`'s commands, the benchmarks and every router test build through here, so the
+//! path a test runs is the path production runs: the same stores (in memory for tests, see
+//! [`Stores::in_memory`]), the same audit log writer, the same limiter and the same
+//! JWT verifier, wired the same way. Nothing else in the crate depends on this module.
+
+mod background;
+mod parts;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wardgate_api::signing::{SigningKey, Verifier};
+use wardgate_audit::{AuditStore, Auditor, AuditorConfig, MemoryAuditStore, SignerKey};
+use wardgate_store::SqliteStore;
+
+pub use background::{preload, refresh_backends};
+
+use crate::config::Config;
+use crate::serve::reload::Reloader;
+use crate::serve::server::LiveRouter;
+use crate::state::AppState;
+
+/// Why a role could not start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("backend `{name}`: {reason}")]
+    Backend { name: String, reason: String },
+    #[error("models: {0}")]
+    Catalog(#[from] wardgate_backends::catalog::CatalogError),
+    #[error("cannot open the database {path}: {source}")]
+    Store {
+        path: String,
+        source: wardgate_store::StoreError,
+    },
+    #[error("the audit log is required and could not start: {0}")]
+    Audit(#[from] crate::audit::StartError),
+    #[error("the audit log did not take the start-up event: {0}")]
+    AuditStartEvent(wardgate_audit::AuditError),
+    #[error("cannot connect to the rate limiter's Redis (rate_limit.redis_url): {0}")]
+    Limiter(redis::RedisError),
+    #[error(transparent)]
+    Jwt(#[from] crate::identity::jwt::JwtStartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::serve::tls::TlsError),
+    #[error("{0}")]
+    DefaultModel(String),
+}
+
+/// The origin (log name) of an in-memory audit log.
+pub const IN_MEMORY_ORIGIN: &str = "wardgate-test/audit";
+
+/// Where a role's state lives: the key and tenant store, and the audit log with its signing
+/// key.
+pub struct Stores {
+    /// Keys and tenants (and the storage health probe).
+    pub db: Arc<SqliteStore>,
+    /// The audit log's entries and checkpoints.
+    pub audit: Arc<dyn AuditStore>,
+    /// How checkpoints are signed and witnessed.
+    pub signer: Signer,
+}
+
+/// The checkpoint signer of a role's audit log.
+pub enum Signer {
+    /// The configured key file (created when missing) and witness file (`[audit]`).
+    Configured,
+    /// A given key and no witness file: tests and benchmarks.
+    Key(Box<SignerKey>),
+}
+
+impl Stores {
+    /// The configured database (`storage.sqlite_path`), holding the audit log too.
+    pub async fn open(config: &Config) -> Result<Stores, StartError> {
+        let db = SqliteStore::open_with(&config.sqlite_path, config.audit.durability)
+            .await
+            .map_err(|source| StartError::Store {
+                path: config.sqlite_path.display().to_string(),
+                source,
+            })?;
+        let db = Arc::new(db);
+        Ok(Stores {
+            audit: db.clone(),
+            db,
+            signer: Signer::Configured,
+        })
+    }
+
+    /// Everything in memory, with a fresh signing key: for tests and benchmarks. The audit
+    /// log is the real writer over an in-memory store.
+    pub async fn in_memory() -> Result<Stores, StartError> {
+        Stores::in_memory_with(Arc::new(MemoryAuditStore::new())).await
+    }
+
+    /// As [`Stores::in_memory`], with the audit log kept in `audit`.
+    pub async fn in_memory_with(audit: Arc<dyn AuditStore>) -> Result<Stores, StartError> {
+        let db = SqliteStore::open_in_memory()
+            .await
+            .map_err(|source| StartError::Store {
+                path: ":memory:".into(),
+                source,
+            })?;
+        let key = SignerKey::generate(IN_MEMORY_ORIGIN).map_err(|e| {
+            StartError::Audit(crate::audit::StartError::Key {
+                path: "(generated)".into(),
+                reason: e.to_string(),
+            })
+        })?;
+        Ok(Stores {
+            db: Arc::new(db),
+            audit,
+            signer: Signer::Key(Box::new(key)),
+        })
+    }
+
+    /// Starts the audit writer; returns it with the key store.
+    async fn open_audit(self, config: &Config) -> Result<(Arc<SqliteStore>, Auditor), StartError> {
+        let auditor = match self.signer {
+            Signer::Configured => crate::audit::start(&config.audit, self.audit).await?,
+            Signer::Key(key) => {
+                let settings = AuditorConfig {
+                    origin: IN_MEMORY_ORIGIN.to_owned(),
+                    checkpoint_every: config.audit.checkpoint_every,
+                    checkpoint_interval: config.audit.checkpoint_interval,
+                    ..AuditorConfig::default()
+                };
+                Auditor::start(self.audit, *key, settings)
+                    .await
+                    .map_err(|e| StartError::Audit(e.into()))?
+            }
+        };
+        Ok((self.db, auditor))
+    }
+}
+
+/// The configuration a role was loaded from, for the digest that opens each run's audit log
+/// and for reloads.
+pub struct ConfigSource {
+    /// The config file, if any.
+    pub path: Option<PathBuf>,
+    /// The `WARDGATE_*` lookup the configuration was loaded with.
+    pub env: Box<crate::serve::reload::Env>,
+}
+
+impl ConfigSource {
+    /// The `config_change` event that opens a run, naming the digest of the file and of the
+    /// `WARDGATE_*` environment.
+    fn startup_event(&self, config: &Config) -> std::io::Result<wardgate_audit::AuditEvent> {
+        let file = self.path.as_deref().map(std::fs::read).transpose()?;
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("WARDGATE_"))
+            .filter_map(|(k, _)| (self.env)(&k).map(|v| (k, v)))
+            .collect();
+        let digest = crate::audit::config_digest(file.as_deref(), &env);
+        Ok(crate::audit::startup_event(&digest, config.tls.is_some()))
+    }
+}
+
+/// The public gateway: its state, the router serving it (swapped by a reload) and the
+/// reloader.
+#[derive(Clone)]
+pub struct Gateway {
+    state: AppState,
+    live: LiveRouter,
+    /// `None` when built from a configuration value rather than a source to re-read.
+    reloader: Option<Arc<Reloader>>,
+}
+
+impl Gateway {
+    /// Builds the gateway from `config` over `stores`: the engine (when a backend is
+    /// `embedded`, fetching the default model into an empty store when configured), the
+    /// backends and catalog, the audit writer, the JWT issuers, the limiter (Redis connected
+    /// and checked now) and the router. A reload re-reads `source`; without one, reloads are
+    /// refused. Nothing is written to the audit log yet: see [`Gateway::start`].
+    pub async fn build(
+        config: Config,
+        stores: Stores,
+        source: Option<ConfigSource>,
+    ) -> Result<Gateway, StartError> {
+        Gateway::assemble(config, stores, source, None).await
+    }
+
+    /// As [`Gateway::build`], over a given catalog instead of the configured backends (a
+    /// test stands a backend of its own in).
+    pub async fn build_over(
+        config: Config,
+        stores: Stores,
+        source: Option<ConfigSource>,
+        catalog: wardgate_backends::Catalog,
+    ) -> Result<Gateway, StartError> {
+        Gateway::assemble(config, stores, source, Some(catalog)).await
+    }
+
+    async fn assemble(
+        config: Config,
+        stores: Stores,
+        source: Option<ConfigSource>,
+        catalog: Option<wardgate_backends::Catalog>,
+    ) -> Result<Gateway, StartError> {
+        let jwt = parts::jwt(&config).await?;
+        let mut state = shared_state(config, stores, catalog).await?;
+        state.jwt = jwt;
+        let live = LiveRouter::new(crate::router(state.clone()));
+        let reloader = source.map(|source| {
+            let reloader = Reloader::new(source.path, source.env, live.clone(), crate::router);
+            reloader.install(state.clone());
+            reloader
+        });
+        Ok(Gateway {
+            state,
+            live,
+            reloader,
+        })
+    }
+
+    /// Opens the configured stores, builds the gateway and opens this run of the audit log
+    /// with the digest of its configuration (a log that cannot take it stops the start).
+    pub async fn start(config: Config, source: ConfigSource) -> Result<Gateway, StartError> {
+        let (stores, opening) = open(&config, &source).await?;
+        let gateway = Gateway::build(config, stores, Some(source)).await?;
+        begin_run(&gateway.state, opening).await?;
+        Ok(gateway)
+    }
+
+    /// The shared state of the router now serving.
+    pub fn state(&self) -> AppState {
+        self.reloader
+            .as_ref()
+            .and_then(|r| r.current())
+            .unwrap_or_else(|| self.state.clone())
+    }
+
+    /// The router now serving (a reload swaps it).
+    pub fn router(&self) -> axum::Router {
+        self.live.get()
+    }
+
+    /// Re-reads the configuration (the admin API and SIGHUP do this); `None` when the
+    /// gateway was built without a source to re-read.
+    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+        self.reloader.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves: probes the backends, preloads the
+    /// configured models, runs the background work, drains in-flight requests for at most
+    /// `server.shutdown_grace`, and closes the audit log (a final signed checkpoint).
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let state = self.state.clone();
+        let preload_state = state.clone();
+        tokio::spawn(async move {
+            preload(&preload_state).await;
+        });
+        run_service(state, self.live, listener, shutdown).await
+    }
+}
+
+/// The private model service: the engine behind the Ollama API, signed requests only.
+#[derive(Clone)]
+pub struct LlmService {
+    state: AppState,
+    router: axum::Router,
+}
+
+impl LlmService {
+    /// Builds the service from `config` (as `wardgate llm` loads it: the embedded engine
+    /// its only backend) over `stores`: the engine (fetching the default model into an empty
+    /// store when configured), its catalog, the audit log, and the router that verifies each
+    /// request's signature with `keys`.
+    pub async fn build(
+        config: Config,
+        stores: Stores,
+        keys: Vec<SigningKey>,
+    ) -> Result<LlmService, StartError> {
+        LlmService::assemble(config, stores, keys, None).await
+    }
+
+    /// As [`LlmService::build`], over a given catalog (a test stands a backend of its own
+    /// in for the engine).
+    pub async fn build_over(
+        config: Config,
+        stores: Stores,
+        keys: Vec<SigningKey>,
+        catalog: wardgate_backends::Catalog,
+    ) -> Result<LlmService, StartError> {
+        LlmService::assemble(config, stores, keys, Some(catalog)).await
+    }
+
+    async fn assemble(
+        config: Config,
+        stores: Stores,
+        keys: Vec<SigningKey>,
+        catalog: Option<wardgate_backends::Catalog>,
+    ) -> Result<LlmService, StartError> {
+        let state = shared_state(config, stores, catalog).await?;
+        let verifier = Arc::new(Verifier::new(
+            keys,
+            wardgate_api::signing::DEFAULT_SKEW_SECS,
+            state.config.llm.replay_cache_size(),
+        ));
+        let router = crate::llm::llm_router(state.clone(), verifier);
+        Ok(LlmService { state, router })
+    }
+
+    /// Opens the configured stores and builds the service; its audit log opens with the
+    /// digest of its configuration.
+    pub async fn start(
+        config: Config,
+        source: ConfigSource,
+        keys: Vec<SigningKey>,
+    ) -> Result<LlmService, StartError> {
+        let (stores, opening) = open(&config, &source).await?;
+        let service = LlmService::build(config, stores, keys).await?;
+        begin_run(&service.state, opening).await?;
+        Ok(service)
+    }
+
+    /// The service's shared state.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// The service's router.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, as [`Gateway::run`] does.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let preload_state = self.state.clone();
+        tokio::spawn(async move {
+            preload(&preload_state).await;
+        });
+        run_service(self.state, LiveRouter::new(self.router), listener, shutdown).await
+    }
+}
+
+/// What both roles' state is built from: the backends (the configured ones, with the
+/// engine when one is `embedded`, or a given catalog), the audit writer and the limiter.
+async fn shared_state(
+    config: Config,
+    stores: Stores,
+    catalog: Option<wardgate_backends::Catalog>,
+) -> Result<AppState, StartError> {
+    let (catalog, engine) = match catalog {
+        Some(c) => (c, None),
+        None => parts::backends(&config)?,
+    };
+    let (db, auditor) = stores.open_audit(&config).await?;
+    let limiter = parts::connect_limiter(&config)
+        .await
+        .map_err(StartError::Limiter)?;
+    Ok(parts::build_state(
+        config, catalog, engine, db, auditor, limiter,
+    ))
+}
+
+/// Opens the configured stores, and makes the event that opens this run of the audit log.
+async fn open(
+    config: &Config,
+    source: &ConfigSource,
+) -> Result<(Stores, wardgate_audit::AuditEvent), StartError> {
+    if config.audit.durability == wardgate_store::AuditDurability::Process {
+        tracing::warn!(
+            "audit.durability = \"process\": audit commits are not flushed to the disk before \
+             requests go on; a power loss or kernel crash can lose the last audit entries"
+        );
+    }
+    let stores = Stores::open(config).await?;
+    let event = source.startup_event(config).map_err(|e| {
+        StartError::Audit(crate::audit::StartError::Key {
+            path: "config file".into(),
+            reason: format!("cannot read it again for its digest: {e}"),
+        })
+    })?;
+    Ok((stores, event))
+}
+
+/// Opens this run in the audit log with the digest of its configuration (configuration
+/// changes across restarts are audited); a log that cannot take it stops the start.
+async fn begin_run(
+    state: &AppState,
+    opening: wardgate_audit::AuditEvent,
+) -> Result<(), StartError> {
+    state
+        .audit
+        .append(opening)
+        .await
+        .map(drop)
+        .map_err(StartError::AuditStartEvent)
+}
+
+/// Serves whichever router `app` holds, with the background tasks and the bounded drain,
+/// over TLS when the config has it; then writes the folded refusals and closes the audit log.
+async fn run_service(
+    state: AppState,
+    app: LiveRouter,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let grace = state.config.shutdown_grace;
+    let tls = state
+        .config
+        .tls
+        .as_ref()
+        .map(crate::serve::tls::Tls::load)
+        .transpose()?;
+    let limits = state.config.server.clone();
+    let lockout = state.lockout.clone();
+    let refusals = state.refusals.clone();
+    let audit = state.audit.clone();
+    let mut tasks = background::spawn(state);
+    if let Some(t) = &tls {
+        tasks.push(t.spawn_reload());
+    }
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+    };
+    // Returns once every connection has ended: drained within `grace`, or closed at it (their
+    // requests' terminal audit events queued before the writer stops below).
+    crate::serve::server::run(listener, app, limits, tls, shutdown, grace).await;
+    for t in tasks {
+        t.abort();
+    }
+    // Refusals folded in windows that have not ended yet (failed authentications, 429s) are
+    // written now, so a stop loses none of the evidence; then the log closes with a final
+    // signed checkpoint.
+    lockout.flush_folded(&audit).await;
+    refusals.flush(&audit).await;
+    if let Err(e) = audit.shutdown().await {
+        tracing::error!(error = %e, "the audit log did not close cleanly");
+    }
+    Ok(())
+}

