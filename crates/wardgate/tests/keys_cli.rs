@@ -76,3 +76,49 @@ fn a_key_lifetime_in_bounds_sets_the_expiry() {
     let expires = v["expires_at"].as_i64().unwrap();
     assert!((now + 3590..=now + 3610).contains(&expires), "{v}");
 }
+
+/// A rotation overlap is checked by the key service the admin API uses (`overlap`), with its
+/// message, before anything changes; an unknown key is named as such.
+#[test]
+fn a_rotation_overlap_out_of_bounds_and_an_unknown_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wardgate(
+        dir.path(),
+        &["keys", "create", "--tenant", "acme", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap();
+
+    let out = wardgate(dir.path(), &["keys", "rotate", id, "--overlap", "31d"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot rotate {id}: --overlap must be a duration such as `24h` or `0s`, at most \
+             30 days"
+        )),
+        "{stderr}"
+    );
+    let out = wardgate(dir.path(), &["keys", "list", "--json"]);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    assert_eq!(keys[0]["expires_at"], serde_json::Value::Null, "{keys}");
+
+    for args in [
+        &["keys", "revoke", "key_doesnotexist"][..],
+        &["keys", "rotate", "key_doesnotexist"][..],
+    ] {
+        let out = wardgate(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("key_doesnotexist: no such key"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -19,11 +19,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
-use wardgate_store::{ApiKeyRecord, NewKeySpec, Role, StoreError};
+use wardgate_store::{ApiKeyRecord, Role, StoreError};
 
 use crate::error::{ApiError, OpenAiError};
+use crate::identity::keys::{Caller, KeyAudit, KeyError, KeyRequest, KeyService};
 use crate::identity::principal::Principal;
-use crate::middleware::events::{ConfigReloaded, KeyChanged, ReloadVia};
+use crate::middleware::events::{ConfigReloaded, ReloadVia};
 use crate::middleware::record::RequestRecord;
 use crate::openapi::{OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
 use crate::pipeline::extract::Json as Body;
@@ -52,39 +53,6 @@ impl Scope<'_> {
             Scope::All => true,
             Scope::Tenant(t) => *t == tenant,
         }
-    }
-}
-
-/// Separation of duties when a key is minted (created or rotated): nobody grants a role above
-/// their own. Every caller here is an `admin`, which may grant `user` and `admin` within its
-/// scope; `auditor` (reads the audit trail, which a tenant admin may not) and `break_glass`
-/// (inference on any model) only an admin of the operator tenant grants. (`wardgate keys
-/// create`, run by whoever holds the database, may grant any role.) Refused with 403.
-fn may_grant(state: &AppState, p: &Principal, roles: &[Role]) -> std::result::Result<(), ApiError> {
-    let operator_admin = p.tenant == state.config.operator_tenant && p.has(Role::Admin);
-    for role in roles {
-        let allowed = match role {
-            Role::User | Role::Admin => p.has(Role::Admin),
-            Role::Auditor | Role::BreakGlass => operator_admin,
-        };
-        if !allowed {
-            return Err(ApiError::Forbidden);
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a key for a tenant that does not exist (the store would create it on the fly):
-/// tenants are created on purpose, with `POST /admin/tenants`.
-async fn tenant_exists(state: &AppState, tenant: &str) -> std::result::Result<(), ApiError> {
-    let tenants = state.tenants.list_tenants().await.map_err(store_error)?;
-    if tenants.iter().any(|t| t.name == tenant) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(wardgate_api::BadRequest::param(
-            "tenant",
-            "no such tenant; create it first with POST /admin/tenants",
-        )))
     }
 }
 
@@ -309,26 +277,17 @@ pub async fn create_key(
     axum::Extension(record): axum::Extension<Arc<RequestRecord>>,
     Body(body): Body<NewKeyBody>,
 ) -> Result<Response> {
-    let scope = Scope::of(&state, &p);
-    let tenant = body.tenant.unwrap_or_else(|| p.tenant.clone());
-    if !scope.covers(&tenant) {
-        return Err(ApiError::Forbidden.into());
-    }
-    may_grant(&state, &p, &body.roles)?;
-    tenant_exists(&state, &tenant).await?;
-    let expires_at = expires_in(body.expires_in.as_deref())?;
-    let new = state
-        .keys
-        .create_key(NewKeySpec {
-            tenant,
-            models: body.models,
-            roles: body.roles,
-            expires_at,
-            label: body.label,
-        })
+    let req = KeyRequest {
+        tenant: body.tenant.unwrap_or_else(|| p.tenant.clone()),
+        models: body.models,
+        roles: body.roles,
+        expires: body.expires_in,
+        label: body.label,
+    };
+    let new = key_service(&state)
+        .create(caller(&state, &p), req, KeyAudit::Request(&record))
         .await
-        .map_err(store_error)?;
-    KeyChanged::Created(&new.record).emit(&record);
+        .map_err(key_error)?;
     let body = CreatedKey {
         info: key_info(&new.record, OffsetDateTime::now_utc()),
         key: new.secret.expose().clone(),
@@ -346,42 +305,48 @@ fn with_credential(body: impl Serialize) -> Response {
     resp
 }
 
-/// The longest lifetime a key may be given.
-pub const MAX_KEY_LIFETIME: time::Duration = time::Duration::days(36_525);
+/// The key service over this process's stores, clearing its cache of verified keys.
+fn key_service(state: &AppState) -> KeyService<'_> {
+    KeyService::new(&*state.keys, &*state.tenants).with_cache(state.key_cache.as_deref())
+}
 
-/// A key lifetime that was refused. Its text is the rule, the same for the admin API
-/// (`expires_in`) and the CLI (`wardgate keys create|rotate --expires`).
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("must be a duration such as `90d` or `12h`, more than zero and at most 100 years")]
-pub struct BadKeyLifetime;
-
-/// A key's lifetime from text such as `90d`: more than zero and at most
-/// [`MAX_KEY_LIFETIME`]. The one bounds check of a key's lifetime, used by the admin API and
-/// the CLI; an accepted lifetime added to the present cannot overflow.
-pub fn key_lifetime(text: &str) -> std::result::Result<time::Duration, BadKeyLifetime> {
-    let d = humantime::parse_duration(text).map_err(|_| BadKeyLifetime)?;
-    let d = time::Duration::try_from(d).map_err(|_| BadKeyLifetime)?;
-    if d.is_zero() || d > MAX_KEY_LIFETIME {
-        return Err(BadKeyLifetime);
+/// The principal as the key service sees it.
+fn caller<'a>(state: &AppState, p: &'a Principal) -> Caller<'a> {
+    Caller::Admin {
+        principal: p,
+        operator: matches!(Scope::of(state, p), Scope::All),
     }
-    Ok(d)
 }
 
-/// When a key given `lifetime` (from [`key_lifetime`]) from now expires.
-pub fn expires_after(lifetime: time::Duration) -> OffsetDateTime {
-    OffsetDateTime::now_utc().saturating_add(lifetime)
-}
-
-/// `expires_in` as an instant; `None` when not given.
-fn expires_in(text: Option<&str>) -> std::result::Result<Option<OffsetDateTime>, ApiError> {
-    let Some(text) = text else { return Ok(None) };
-    let lifetime = key_lifetime(text).map_err(|e| {
+/// A refused or failed key change as the admin API answers it.
+fn key_error(e: KeyError) -> ApiError {
+    let param = |param: &'static str, e: &dyn std::fmt::Display| {
         ApiError::BadRequest(wardgate_api::BadRequest::param(
-            "expires_in",
-            format!("expires_in {e}"),
+            param,
+            format!("{param} {e}"),
         ))
-    })?;
-    Ok(Some(expires_after(lifetime)))
+    };
+    match e {
+        KeyError::Forbidden => ApiError::Forbidden,
+        KeyError::UnknownTenant => ApiError::BadRequest(wardgate_api::BadRequest::param(
+            "tenant",
+            "no such tenant; create it first with POST /admin/tenants",
+        )),
+        KeyError::NotFound => ApiError::ObjectNotFound("key"),
+        KeyError::Lifetime(e) => param("expires_in", &e),
+        KeyError::Overlap(e) => param("overlap", &e),
+        KeyError::Roles(message) | KeyError::Invalid(message) => {
+            ApiError::BadRequest(wardgate_api::BadRequest {
+                param: None,
+                message,
+            })
+        }
+        KeyError::Unavailable(e) => store_error(e),
+        KeyError::Unaudited { .. } => {
+            tracing::error!(error = %e, "admin API: a key change was not audited");
+            ApiError::AuditUnavailable
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -392,9 +357,6 @@ pub struct RotateBody {
     /// The new key's lifetime, such as `90d`; absent: it does not expire.
     expires_in: Option<String>,
 }
-
-/// The rotation overlap when none is asked for.
-pub const DEFAULT_ROTATION_OVERLAP: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// `POST /admin/keys/{id}/rotate`: a replacement key with the same scope; the old key keeps
 /// working for the overlap, then expires. 201 with the new key (shown once) and the old
@@ -421,36 +383,17 @@ pub async fn rotate_key(
     >,
 ) -> Result<Response> {
     let body = body.unwrap_or_default();
-    let scope = Scope::of(&state, &p);
-    let key = state.keys.get_key(&id).await.map_err(store_error)?;
-    let Some(key) = key.filter(|k| scope.covers(&k.tenant)) else {
-        return Err(ApiError::ObjectNotFound("key").into());
-    };
-    // A rotation mints a key with the old one's roles: the same rule as a creation.
-    may_grant(&state, &p, &key.roles)?;
-    let overlap = match body.overlap.as_deref() {
-        None => DEFAULT_ROTATION_OVERLAP,
-        Some(text) => humantime::parse_duration(text)
-            .ok()
-            .filter(|d| *d <= wardgate_store::MAX_ROTATION_OVERLAP)
-            .ok_or_else(|| {
-                ApiError::BadRequest(wardgate_api::BadRequest::param(
-                    "overlap",
-                    "overlap must be a duration such as `24h` or `0s`, at most 30 days",
-                ))
-            })?,
-    };
-    let expires_at = expires_in(body.expires_in.as_deref())?;
-    let r = state
-        .keys
-        .rotate_key(&key.id, overlap, expires_at)
+    let r = key_service(&state)
+        .rotate(
+            caller(&state, &p),
+            &id,
+            body.overlap.as_deref(),
+            body.expires_in.as_deref(),
+            KeyAudit::Request(&record),
+        )
         .await
-        .map_err(store_error)?;
-    if let Some(c) = &state.key_cache {
-        c.clear();
-    }
+        .map_err(key_error)?;
     let now = OffsetDateTime::now_utc();
-    KeyChanged::Rotated(&r).emit(&record);
     Ok(with_credential(RotatedKey {
         created: CreatedKey {
             info: key_info(&r.new.record, now),
@@ -478,17 +421,10 @@ pub async fn revoke_key(
     axum::Extension(record): axum::Extension<Arc<RequestRecord>>,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let scope = Scope::of(&state, &p);
-    // Look the key up first, so a key of another tenant is "not found", not revoked.
-    let key = state.keys.get_key(&id).await.map_err(store_error)?;
-    let Some(key) = key.filter(|k| scope.covers(&k.tenant)) else {
-        return Err(ApiError::ObjectNotFound("key").into());
-    };
-    state.keys.revoke_key(&key.id).await.map_err(store_error)?;
-    if let Some(c) = &state.key_cache {
-        c.clear();
-    }
-    KeyChanged::Revoked(&key).emit(&record);
+    key_service(&state)
+        .revoke(caller(&state, &p), &id, KeyAudit::Request(&record))
+        .await
+        .map_err(key_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -757,37 +693,5 @@ pub async fn reload_config(
         )
         .into()),
         Err(e) => Err(ApiError::ReloadRefused(e.to_string()).into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_lifetime_is_more_than_zero_and_at_most_a_hundred_years() {
-        let days = time::Duration::days;
-        for (text, want) in [
-            ("1s", Ok(time::Duration::seconds(1))),
-            ("12h", Ok(time::Duration::hours(12))),
-            ("90d", Ok(days(90))),
-            ("100y", Ok(MAX_KEY_LIFETIME)),
-            ("0s", Err(BadKeyLifetime)),
-            ("0d", Err(BadKeyLifetime)),
-            ("100y 1s", Err(BadKeyLifetime)),
-            ("5000y", Err(BadKeyLifetime)),
-            // Fits `std::time::Duration`, overflows a date when added to the present.
-            ("500000000000y", Err(BadKeyLifetime)),
-            // Does not fit `time::Duration`, or does not parse at all.
-            ("18446744073709551615s", Err(BadKeyLifetime)),
-            ("99999999999999999999999d", Err(BadKeyLifetime)),
-            ("-1d", Err(BadKeyLifetime)),
-            ("", Err(BadKeyLifetime)),
-            ("soon", Err(BadKeyLifetime)),
-        ] {
-            assert_eq!(key_lifetime(text), want, "{text:?}");
-        }
-        // The longest accepted lifetime, added to the present, is a date.
-        assert!(expires_after(MAX_KEY_LIFETIME) > OffsetDateTime::now_utc() + days(36_500));
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Subcommand;
 use wardgate_gateway::handlers::admin;
-use wardgate_gateway::middleware::events::KeyChanged;
-use wardgate_store::{KeyStore, NewKeySpec, Role, SqliteStore};
+use wardgate_gateway::identity::keys::{self, Caller, KeyAudit, KeyError, KeyRequest, KeyService};
+use wardgate_store::{KeyStore, Role, SqliteStore};
 
 use super::{db_path, env, load_config, out};
 
@@ -21,8 +21,8 @@ pub(crate) enum KeysCommand {
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
         /// Lifetime such as `90d` or `12h`, at most 100 years (default: no expiry).
-        #[arg(long, value_parser = admin::key_lifetime)]
-        expires: Option<time::Duration>,
+        #[arg(long, value_parser = lifetime)]
+        expires: Option<String>,
         /// A note for humans.
         #[arg(long)]
         label: Option<String>,
@@ -51,8 +51,8 @@ pub(crate) enum KeysCommand {
         #[arg(long, default_value = "24h")]
         overlap: String,
         /// The new key's lifetime such as `90d`, at most 100 years (default: no expiry).
-        #[arg(long, value_parser = admin::key_lifetime)]
-        expires: Option<time::Duration>,
+        #[arg(long, value_parser = lifetime)]
+        expires: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -64,6 +64,12 @@ pub(crate) fn parse_role(text: &str) -> Result<Role, String> {
         .map_err(|e: wardgate_store::StoreError| e.to_string())
 }
 
+/// `--expires`, refused as it is parsed (before the database is opened) by the key service's
+/// own bounds check, which checks it again when the key is made.
+fn lifetime(text: &str) -> Result<String, keys::BadKeyLifetime> {
+    keys::key_lifetime(text).map(|_| text.to_owned())
+}
+
 pub(crate) async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()> {
     let path = db_path(config)?;
     let store = Arc::new(
@@ -71,26 +77,31 @@ pub(crate) async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow:
             .await
             .with_context(|| format!("cannot open the database {}", path.display()))?,
     );
-    // A change is audited like the admin API's; the log is opened before anything changes, so
-    // a log that cannot be written refuses the change instead of missing it.
-    let changes = !matches!(command, KeysCommand::List { .. });
-    let auditor = if changes {
-        let settings = load_config(config)?.audit;
-        Some(
-            wardgate_gateway::audit::start(&settings, store.clone())
-                .await
-                .context("the audit log could not start, so no key was changed")?,
-        )
-    } else {
-        None
+    let result = match command {
+        // A listing changes nothing: no audit log is opened for it.
+        KeysCommand::List { tenant, json } => list(&store, tenant.as_deref(), json).await,
+        command => audited(config, &store, command).await,
     };
-    let result = key_command(&store, command, auditor.as_ref()).await;
-    if let Some(a) = auditor {
-        a.shutdown()
-            .await
-            .context("the audit log did not close cleanly")?;
-    }
     store.close().await;
+    result
+}
+
+/// A change, audited like the admin API's; the log is opened before anything changes, so a
+/// log that cannot be written refuses the change instead of missing it.
+async fn audited(
+    config: Option<&Path>,
+    store: &Arc<SqliteStore>,
+    command: KeysCommand,
+) -> anyhow::Result<()> {
+    let settings = load_config(config)?.audit;
+    let auditor = wardgate_gateway::audit::start(&settings, store.clone())
+        .await
+        .context("the audit log could not start, so no key was changed")?;
+    let result = key_command(store, command, &auditor).await;
+    auditor
+        .shutdown()
+        .await
+        .context("the audit log did not close cleanly")?;
     result
 }
 
@@ -112,26 +123,60 @@ pub(crate) fn cli_actor() -> String {
     format!("cli:{name}")
 }
 
-/// Appends a key change made from the command line; when the log refuses it the command fails,
-/// saying that the change itself stands.
-pub(crate) async fn audit_key_change(
-    auditor: Option<&wardgate_audit::Auditor>,
-    change: KeyChanged<'_>,
-) -> anyhow::Result<()> {
-    let Some(auditor) = auditor else {
-        return Ok(());
-    };
-    let key_id = change.key().id.clone();
-    change.append(auditor, &cli_actor()).await.with_context(|| {
-        format!("key {key_id} was changed, but the audit log did not take the event")
-    })
+/// A refused or failed key change as the command line reports it: what was asked, and why.
+fn refused(e: KeyError, what: String) -> anyhow::Error {
+    match e {
+        KeyError::Lifetime(e) => anyhow::anyhow!("{what}: --expires {e}"),
+        KeyError::Overlap(e) => anyhow::anyhow!("{what}: --overlap {e}"),
+        // The change stands: its message says so.
+        e @ KeyError::Unaudited { .. } => e.into(),
+        e => anyhow::Error::new(e).context(what),
+    }
 }
 
+/// Lists keys (never their secrets).
+async fn list(store: &SqliteStore, tenant: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let keys = store.list_keys(tenant).await?;
+    let now = time::OffsetDateTime::now_utc();
+    if json {
+        let v: Vec<_> = keys.iter().map(|k| admin::key_json(k, now)).collect();
+        out(&serde_json::Value::Array(v).to_string())?;
+    } else {
+        out("ID                              TENANT           STATUS   ROLES          MODELS")?;
+        for k in keys {
+            let status = admin::key_status(&k, now);
+            let models = if k.models.is_empty() {
+                "*".to_owned()
+            } else {
+                k.models.join(",")
+            };
+            let roles: Vec<&str> = k.roles.iter().map(|r| r.as_str()).collect();
+            out(&format!(
+                "{:<31} {:<16} {:<8} {:<14} {}",
+                k.id,
+                k.tenant,
+                status,
+                roles.join(","),
+                models
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `wardgate keys` command through the key service; a change's event is committed to
+/// `auditor` before the command reports it done.
 pub(crate) async fn key_command(
     store: &SqliteStore,
     command: KeysCommand,
-    auditor: Option<&wardgate_audit::Auditor>,
+    auditor: &wardgate_audit::Auditor,
 ) -> anyhow::Result<()> {
+    let actor = cli_actor();
+    let audit = KeyAudit::Log {
+        auditor,
+        actor: &actor,
+    };
+    let service = KeyService::new(store, store);
     match command {
         KeysCommand::Create {
             tenant,
@@ -141,17 +186,17 @@ pub(crate) async fn key_command(
             roles,
             json,
         } => {
-            let expires_at = expires.map(admin::expires_after);
-            let new = store
-                .create_key(NewKeySpec {
-                    tenant,
-                    models: models.into_iter().filter(|m| !m.is_empty()).collect(),
-                    roles,
-                    expires_at,
-                    label,
-                })
-                .await?;
-            audit_key_change(auditor, KeyChanged::Created(&new.record)).await?;
+            let req = KeyRequest {
+                tenant,
+                models: models.into_iter().filter(|m| !m.is_empty()).collect(),
+                roles,
+                expires,
+                label,
+            };
+            let new = service
+                .create(Caller::Cli, req, audit)
+                .await
+                .map_err(|e| refused(e, "cannot create the key".into()))?;
             if json {
                 let mut v = admin::key_json(&new.record, time::OffsetDateTime::now_utc());
                 v["key"] = serde_json::Value::String(new.secret.expose().clone());
@@ -165,49 +210,17 @@ pub(crate) async fn key_command(
                 ))?;
             }
         }
-        KeysCommand::List { tenant, json } => {
-            let keys = store.list_keys(tenant.as_deref()).await?;
-            let now = time::OffsetDateTime::now_utc();
-            if json {
-                let v: Vec<_> = keys.iter().map(|k| admin::key_json(k, now)).collect();
-                out(&serde_json::Value::Array(v).to_string())?;
-            } else {
-                out(
-                    "ID                              TENANT           STATUS   ROLES          MODELS",
-                )?;
-                for k in keys {
-                    let status = admin::key_status(&k, now);
-                    let models = if k.models.is_empty() {
-                        "*".to_owned()
-                    } else {
-                        k.models.join(",")
-                    };
-                    let roles: Vec<&str> = k.roles.iter().map(|r| r.as_str()).collect();
-                    out(&format!(
-                        "{:<31} {:<16} {:<8} {:<14} {}",
-                        k.id,
-                        k.tenant,
-                        status,
-                        roles.join(","),
-                        models
-                    ))?;
-                }
-            }
-        }
+        KeysCommand::List { tenant, json } => list(store, tenant.as_deref(), json).await?,
         KeysCommand::Rotate {
             id,
             overlap,
             expires,
             json,
         } => {
-            let overlap = humantime::parse_duration(&overlap)
-                .with_context(|| format!("--overlap `{overlap}` is not a duration like 24h"))?;
-            let expires_at = expires.map(admin::expires_after);
-            let r = store
-                .rotate_key(&id, overlap, expires_at)
+            let r = service
+                .rotate(Caller::Cli, &id, Some(&overlap), expires.as_deref(), audit)
                 .await
-                .with_context(|| format!("cannot rotate {id}"))?;
-            audit_key_change(auditor, KeyChanged::Rotated(&r)).await?;
+                .map_err(|e| refused(e, format!("cannot rotate {id}")))?;
             let now = time::OffsetDateTime::now_utc();
             if json {
                 let mut v = admin::key_json(&r.new.record, now);
@@ -233,15 +246,10 @@ pub(crate) async fn key_command(
             }
         }
         KeysCommand::Revoke { id } => {
-            let key = store
-                .get_key(&id)
-                .await?
-                .with_context(|| format!("cannot revoke {id}: no such key"))?;
-            store
-                .revoke_key(&id)
+            service
+                .revoke(Caller::Cli, &id, audit)
                 .await
-                .with_context(|| format!("cannot revoke {id}"))?;
-            audit_key_change(auditor, KeyChanged::Revoked(&key)).await?;
+                .map_err(|e| refused(e, format!("cannot revoke {id}")))?;
             out(&format!("revoked {id}"))?;
         }
     }
