@@ -446,10 +446,13 @@ impl KeyStore for SqliteStore {
         }
         let models_json =
             serde_json::to_string(&models).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        let created_at = whole_seconds(OffsetDateTime::now_utc())?;
+        let now = OffsetDateTime::now_utc();
+        // The break-glass lifetime is checked on the times as asked for: rounding the expiry up
+        // and the creation down (below) would make `--expires 24h` look like 24h and a second.
+        let roles = roles::normalize_roles(spec.roles, spec.expires_at, now)?;
+        let created_at = whole_seconds(now)?;
         // Rounded up, so that a key never expires before the moment it was asked to last until.
         let expires_at = spec.expires_at.map(whole_seconds_up).transpose()?;
-        let roles = roles::normalize_roles(spec.roles, expires_at, created_at)?;
         let roles_json =
             serde_json::to_string(&roles).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
 

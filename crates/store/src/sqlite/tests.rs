@@ -39,6 +39,7 @@ async fn suite<S: KeyStore + TenantStore + Health>(store: &S) {
     malformed_keys(store).await;
     revocation(store).await;
     expiry(store).await;
+    break_glass_lifetime(store).await;
     last_use(store).await;
     rotation(store).await;
     listing(store).await;
@@ -234,6 +235,27 @@ async fn expiry<S: KeyStore>(store: &S) {
             Some(reason) => assert_eq!(verdict, KeyVerdict::Rejected(reason), "at {at}"),
         }
     }
+}
+
+/// A break-glass key asked to last exactly the longest it may (24 hours from now, as
+/// `--expires 24h` asks) is made; a second more is refused. The store keeps whole seconds,
+/// and rounding the expiry up and the creation down made the first look a second too long.
+async fn break_glass_lifetime<S: KeyStore>(store: &S) {
+    let break_glass = |expires_at| NewKeySpec {
+        roles: vec![Role::BreakGlass],
+        expires_at: Some(expires_at),
+        ..spec("break-glass")
+    };
+    for _ in 0..3 {
+        let at = now() + crate::roles::MAX_BREAK_GLASS_LIFETIME;
+        let made = store.create_key(break_glass(at)).await;
+        assert!(made.is_ok(), "{:?}", made.err());
+    }
+    let too_long = now() + crate::roles::MAX_BREAK_GLASS_LIFETIME + Duration::seconds(2);
+    assert!(matches!(
+        store.create_key(break_glass(too_long)).await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 async fn rotation<S: KeyStore>(store: &S) {
