@@ -360,3 +360,74 @@ async fn i16_a_panicking_handler_answers_500() {
     assert!(!logged.contains("backend bug"), "the payload is not logged");
     assert_eq!(request_reasons(&logged), ["panic"], "{logged}");
 }
+
+/// `wardgate llm` keeps an audit log of its own (issue 16: the audit log is a required part of
+/// every role's state): a signed request it serves leaves its start and its terminal event,
+/// run as the gateway with no tenant, and a request with a bad signature an `auth_failure`.
+#[tokio::test]
+async fn i16_the_llm_service_audits_what_it_serves_and_refuses() {
+    use wardgate_audit::{EventType, Outcome};
+    let h = crate::support::Harness::single("ollama").await;
+    let keys = vec![SigningKey::new(LLM_SECRET).unwrap()];
+    let service = LlmService::build(
+        (*h.state.config).clone(),
+        Stores::in_memory().await.unwrap(),
+        keys,
+    )
+    .await
+    .unwrap();
+    let app = service.router();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = serde_json::json!({"model": "tiny", "prompt": "hi", "stream": false}).to_string();
+    let (status, text) = send(
+        &app,
+        signed("/api/generate", &body, now, "nonce-audit-000000001"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let forged = signing::sign(
+        &SigningKey::new(&[7u8; 32]).unwrap(),
+        "POST",
+        "/api/generate",
+        body.as_bytes(),
+        now,
+        "nonce-audit-000000002",
+    );
+    let req = Request::post("/api/generate")
+        .header(signing::TIMESTAMP_HEADER, forged.timestamp)
+        .header(signing::NONCE_HEADER, forged.nonce)
+        .header(signing::SIGNATURE_HEADER, forged.signature)
+        .header(signing::BODY_DIGEST_HEADER, forged.body_digest)
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::UNAUTHORIZED);
+
+    let audit = service.state().audit;
+    audit.checkpoint().await.unwrap();
+    let events: Vec<_> = audit
+        .store()
+        .read_range(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| (e.event_type, e.outcome, e.http_status))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventType::RequestStart, None, None),
+            (EventType::Request, Some(Outcome::Allow), Some(200)),
+            (EventType::AuthFailure, Some(Outcome::Deny), Some(401)),
+        ],
+        "{events:#?}"
+    );
+    assert!(
+        events[..2]
+            .iter()
+            .all(|e| e.actor_id == "gateway" && e.tenant.is_none())
+    );
+}
