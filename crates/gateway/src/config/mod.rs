@@ -170,6 +170,12 @@ impl Config {
         Config::from_raw(read_raw(path)?, env)
     }
 
+    /// `wardgate llm`'s configuration: as [`Config::load`], with the role's layer (see
+    /// [`Config::from_raw_llm`]).
+    pub fn load_llm(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        Config::from_raw_llm(read_raw(path)?, env)
+    }
+
     /// Validates `raw` with the `WARDGATE_*` overrides layered over it: the overrides are set
     /// in its TOML document, which is then deserialised again (so their values are checked and
     /// named like the file's).
@@ -177,6 +183,18 @@ impl Config {
         let mut doc = document(&raw)?;
         apply_env(&mut doc, env)?;
         validate(reread(doc)?, env)
+    }
+
+    /// `wardgate llm`'s configuration from `raw`: the `WARDGATE_*` overrides but the gateway's
+    /// own (backend, listener, TLS, per-key rate), then the role's layer: its listener and TLS
+    /// from `WARDGATE_LLM_LISTEN` / `WARDGATE_LLM_TLS_*`, the embedded engine as its only
+    /// backend, no models, no rate limits or quotas. Validated once, like the gateway's.
+    pub fn from_raw_llm(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let env = llm::role_env(env);
+        let mut doc = document(&raw)?;
+        apply_env(&mut doc, &env)?;
+        llm::apply_role(&mut doc, &env)?;
+        validate(reread(doc)?, &env)
     }
 
     /// The text of this configuration that log lines quote: addresses, URLs, file paths and
@@ -1263,6 +1281,159 @@ url = "http://127.0.0.1:11434"
         // The remote default of the per-key concurrency, with no embedded backend.
         let c = load(BASE).unwrap();
         assert_eq!(c.quotas.key, rate_limit::DEFAULT_KEY_QUOTAS);
+    }
+
+    /// What `wardgate llm` built before its role was a config layer (crates/wardgate's
+    /// cmd/llm.rs): a fake environment, then the validated config mutated.
+    fn llm_as_before(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| "127.0.0.1:11434".to_owned());
+        let (tls_cert, tls_key) = (env("WARDGATE_LLM_TLS_CERT"), env("WARDGATE_LLM_TLS_KEY"));
+        let llm_env = |name: &str| match name {
+            "WARDGATE_BACKEND" => Some("embedded".to_owned()),
+            "WARDGATE_RATE_LIMIT_RPM" => Some("0".to_owned()),
+            "WARDGATE_LISTEN" => Some(listen.clone()),
+            "WARDGATE_TLS_CERT" => tls_cert.clone(),
+            "WARDGATE_TLS_KEY" => tls_key.clone(),
+            "WARDGATE_TLS_CLIENT_CA" => None,
+            other => env(other),
+        };
+        let mut config = Config::from_raw(parse_toml(text)?, &llm_env)?;
+        config.backends.retain(|b| b.kind == BackendType::Embedded);
+        config.models.clear();
+        config.requests_per_minute = 0;
+        config.tenant_requests_per_minute = 0;
+        config.quotas = Default::default();
+        Ok(config)
+    }
+
+    fn llm(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        Config::from_raw_llm(parse_toml(text)?, env)
+    }
+
+    /// Issue 16: `wardgate llm`'s settings are a layer of the config, validated once; the
+    /// result is what cmd/llm.rs built by mutating the gateway's config.
+    #[test]
+    fn llm_role_layer_builds_what_wardgate_llm_did() {
+        let gateway_env = |k: &str| {
+            Some(
+                match k {
+                    // The gateway's own: not the service's.
+                    "WARDGATE_LISTEN" => "0.0.0.0:8443",
+                    "WARDGATE_TLS_CERT" => "/gw/cert.pem",
+                    "WARDGATE_TLS_KEY" => "/gw/key.pem",
+                    "WARDGATE_TLS_CLIENT_CA" => "/gw/ca.pem",
+                    "WARDGATE_BACKEND" => "ollama:http://10.0.0.2:11434",
+                    "WARDGATE_RATE_LIMIT_RPM" => "5",
+                    // Shared: applied, then the role turns the limits off.
+                    "WARDGATE_RATE_LIMIT_TPM" => "100",
+                    "WARDGATE_RATE_LIMIT_CONCURRENCY" => "3",
+                    "WARDGATE_DB" => "/var/lib/llm.db",
+                    "WARDGATE_LLM_MAX_REQUEST_RATE" => "10",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        };
+        let llm_env = |k: &str| match k {
+            "WARDGATE_LLM_LISTEN" => Some("10.0.0.2:11434".to_owned()),
+            "WARDGATE_LLM_TLS_CERT" => Some("/llm/cert.pem".to_owned()),
+            "WARDGATE_LLM_TLS_KEY" => Some("/llm/key.pem".to_owned()),
+            other => gateway_env(other),
+        };
+        let file = format!(
+            "{BASE}\n[[backends]]\nname = \"b\"\nkind = \"openai\"\nurl = \"http://h:8000/v1\"\n\
+             [[models]]\nname = \"m\"\nchain = [{{ backend = \"a\", model = \"x\" }}]\n\
+             [server]\nlisten = \"0.0.0.0:1\"\nrequest_timeout = \"90s\"\n\
+             [engine]\nslots = 2\n\
+             [rate_limit]\nrequests_per_minute = 50\ntenant_requests_per_minute = 500\n\
+             tokens_per_day = 7\ntenant_tokens_per_day = 9\ntenant_concurrent_requests = 4\n\
+             tenant_tokens_per_minute = 11\n"
+        );
+        let with_tls = "[server.tls]\ncert_file = \"/file/c.pem\"\nkey_file = \"/file/k.pem\"\n\
+                        client_ca_file = \"/file/ca.pem\"\n";
+        let cases: [(&str, &str, EnvLookup<'_>); 6] = [
+            ("empty", "", &no_env),
+            ("empty, gateway env", "", &gateway_env),
+            ("empty, llm env", "", &llm_env),
+            ("file", &file, &no_env),
+            ("file, gateway env", &file, &gateway_env),
+            ("file with tls, llm env", with_tls, &llm_env),
+        ];
+        for (name, text, env) in cases {
+            let before = llm_as_before(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let now = llm(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ((b_start, b_live), (n_start, n_live)) = (before.parts(), now.parts());
+            assert_eq!(n_start, b_start, "{name}");
+            assert_eq!(n_live, b_live, "{name}");
+            // Only the embedded engine, no models, no rate limits or quotas.
+            assert_eq!(now.backends.len(), 1, "{name}");
+            assert_eq!(now.backends[0].kind, BackendType::Embedded, "{name}");
+            assert_eq!(now.backends[0].name, "default", "{name}");
+            assert!(now.backends[0].discover, "{name}");
+            assert!(now.models.is_empty(), "{name}");
+            assert_eq!(
+                (now.requests_per_minute, now.tenant_requests_per_minute),
+                (0, 0),
+                "{name}"
+            );
+            assert_eq!(now.quotas, Quotas::default(), "{name}");
+        }
+
+        // The listener: WARDGATE_LLM_LISTEN, else loopback on Ollama's port; never the
+        // gateway's WARDGATE_LISTEN or the file's.
+        assert_eq!(
+            llm("", &no_env).unwrap().listen,
+            "127.0.0.1:11434".parse().unwrap()
+        );
+        assert_eq!(
+            llm(&file, &gateway_env).unwrap().listen,
+            "127.0.0.1:11434".parse().unwrap()
+        );
+        assert_eq!(
+            llm("", &llm_env).unwrap().listen,
+            "10.0.0.2:11434".parse().unwrap()
+        );
+        // TLS from WARDGATE_LLM_TLS_*; the gateway's certificate and client CA are not used.
+        assert_eq!(llm("", &gateway_env).unwrap().tls, None);
+        let tls = llm("", &llm_env).unwrap().tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/llm/cert.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/llm/key.pem"));
+        assert_eq!(tls.client_ca_file, None);
+        // Shared settings still apply.
+        let c = llm("", &gateway_env).unwrap();
+        assert_eq!(c.sqlite_path, PathBuf::from("/var/lib/llm.db"));
+        assert_eq!(c.llm.max_request_rate, 10);
+    }
+
+    /// The role's own variables are checked like the gateway's, naming the variable; the
+    /// gateway's (half a TLS pair, a client CA without TLS, a bad backend) are not read.
+    #[test]
+    fn llm_role_checks_its_own_variables_only() {
+        let half = |k: &str| (k == "WARDGATE_LLM_TLS_KEY").then(|| "k.pem".to_owned());
+        let err = llm("", &half).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_LLM_TLS_CERT", "{err}");
+        let bad_listen = |k: &str| (k == "WARDGATE_LLM_LISTEN").then(|| "nowhere".to_owned());
+        let err = llm("", &bad_listen).unwrap_err();
+        assert_eq!(err.key, "server.listen", "{err}");
+        let gateway_only = |k: &str| match k {
+            "WARDGATE_TLS_KEY" | "WARDGATE_TLS_CLIENT_CA" => Some("x.pem".to_owned()),
+            "WARDGATE_BACKEND" => Some("grpc:x".to_owned()),
+            "WARDGATE_RATE_LIMIT_RPM" => Some("lots".to_owned()),
+            _ => None,
+        };
+        assert!(Config::from_raw(RawConfig::default(), &gateway_only).is_err());
+        let c = llm("", &gateway_only).unwrap();
+        assert_eq!(c.tls, None);
+        // A file whose backends the service cannot use still configures it.
+        let c = llm(
+            "[[backends]]\nname = \"local\"\nkind = \"embedded\"\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.backends[0].name, "default");
+        // Shared variables are still checked.
+        let bad = |k: &str| (k == "WARDGATE_RATE_LIMIT_TPM").then(|| "lots".to_owned());
+        assert_eq!(llm("", &bad).unwrap_err().key, "WARDGATE_RATE_LIMIT_TPM");
     }
 
     #[test]
