@@ -24,6 +24,20 @@ pub struct AuditSettings {
     pub durability: AuditDurability,
 }
 
+// The defaults of `[audit]`, one per field; the doc comments of [`RawAudit`] quote them.
+// (`durability`'s is `AuditDurability::default()`, the store's.)
+
+/// Default of `audit.signing_key_file`'s name, beside the SQLite database.
+pub const DEFAULT_SIGNING_KEY_FILE: &str = "audit-signing.key";
+/// Default of `audit.witness_file`'s name, beside the SQLite database.
+pub const DEFAULT_WITNESS_FILE: &str = "audit-witness.log";
+/// Default of `audit.origin`.
+pub const DEFAULT_ORIGIN: &str = "wardgate/audit";
+/// Default of `audit.checkpoint_every`.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+/// Default of `audit.checkpoint_interval`.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The tamper-evident audit log. It has no off switch.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -58,15 +72,15 @@ pub(super) fn audit(raw: &RawAudit, sqlite_path: &Path) -> Result<AuditSettings,
         signing_key_file: raw
             .signing_key_file
             .clone()
-            .unwrap_or_else(|| beside_db("audit-signing.key")),
+            .unwrap_or_else(|| beside_db(DEFAULT_SIGNING_KEY_FILE)),
         witness_file: raw
             .witness_file
             .clone()
-            .unwrap_or_else(|| beside_db("audit-witness.log")),
+            .unwrap_or_else(|| beside_db(DEFAULT_WITNESS_FILE)),
         origin: raw
             .origin
             .clone()
-            .unwrap_or_else(|| "wardgate/audit".to_owned()),
+            .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned()),
         checkpoint_every: match raw.checkpoint_every {
             Some(0) => {
                 return Err(ConfigError::new(
@@ -75,12 +89,12 @@ pub(super) fn audit(raw: &RawAudit, sqlite_path: &Path) -> Result<AuditSettings,
                 ));
             }
             Some(n) => n,
-            None => 1000,
+            None => DEFAULT_CHECKPOINT_EVERY,
         },
         checkpoint_interval: duration(
             "audit.checkpoint_interval",
             raw.checkpoint_interval.as_deref(),
-            Duration::from_secs(10),
+            DEFAULT_CHECKPOINT_INTERVAL,
         )?,
         durability: raw.durability.unwrap_or_default(),
     };

@@ -29,6 +29,8 @@ pub struct LockoutSettings {
     pub audit_window: Duration,
 }
 
+/// The defaults of `auth.lockout_*`, `auth.unauthenticated_requests_per_minute` and
+/// `auth.failure_audit_window`.
 impl Default for LockoutSettings {
     fn default() -> Self {
         LockoutSettings {
@@ -42,6 +44,50 @@ impl Default for LockoutSettings {
         }
     }
 }
+
+/// `[auth]`, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthSettings {
+    /// Zero: verified credentials are not cached.
+    pub key_cache_ttl: Duration,
+    pub operator_tenant: String,
+    pub max_token_bytes: usize,
+    /// `None`: keys do not time out when idle.
+    pub key_idle_timeout: Option<Duration>,
+    pub lockout: LockoutSettings,
+    pub jwt: Vec<IssuerSettings>,
+    pub client_certs: ClientCertSettings,
+}
+
+// The defaults of `[auth]`, one per field; the doc comments of [`RawAuth`] and
+// [`RawJwtIssuer`] quote them. (Lockout's are [`LockoutSettings::default`].)
+
+/// Default of `auth.key_cache_ttl`.
+pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Default of `auth.operator_tenant`.
+pub const DEFAULT_OPERATOR_TENANT: &str = "operator";
+/// Default of `auth.max_token_bytes`.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+/// The range `auth.max_token_bytes` must be in.
+pub const MAX_TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 512..=65_536;
+/// The shortest `auth.key_idle_timeout`: last use is recorded about once a minute.
+pub const MIN_KEY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default of `auth.client_cert_roles`.
+pub const DEFAULT_CLIENT_CERT_ROLES: &[wardgate_store::Role] = &[wardgate_store::Role::User];
+/// Default of `auth.jwt[].leeway`.
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
+/// Default of `auth.jwt[].max_lifetime`.
+pub const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default of `auth.jwt[].refresh_interval`.
+pub const DEFAULT_JWT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+/// Default of `auth.jwt[].refresh_cooldown`.
+pub const DEFAULT_JWT_REFRESH_COOLDOWN: Duration = Duration::from_secs(60);
+/// Default of `auth.jwt[].tenant_claim`.
+pub const DEFAULT_TENANT_CLAIM: &str = "tenant";
+/// Default of `auth.jwt[].roles_claim`.
+pub const DEFAULT_ROLES_CLAIM: &str = "roles";
+/// Default of `auth.jwt[].models_claim`.
+pub const DEFAULT_MODELS_CLAIM: &str = "models";
 
 /// Longest leeway an issuer may configure.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -216,9 +262,63 @@ pub struct ClientCertSettings {
     pub roles: Vec<wardgate_store::Role>,
 }
 
-pub(super) fn client_cert_settings(raw: &RawAuth) -> Result<ClientCertSettings, ConfigError> {
+/// `[auth]`, validated; `env` holds the HS256 issuers' secrets.
+pub(super) fn auth(raw: &RawAuth, env: EnvLookup<'_>) -> Result<AuthSettings, ConfigError> {
+    let client_certs = client_cert_settings(raw)?;
+    let operator_tenant = raw
+        .operator_tenant
+        .clone()
+        .unwrap_or_else(|| DEFAULT_OPERATOR_TENANT.to_owned());
+    wardgate_store::names::validate_tenant(&operator_tenant)
+        .map_err(|e| ConfigError::new("auth.operator_tenant", e.to_string()))?;
+    let max_token_bytes = match raw.max_token_bytes {
+        None => DEFAULT_MAX_TOKEN_BYTES,
+        Some(n) if MAX_TOKEN_BYTES_RANGE.contains(&n) => n,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "auth.max_token_bytes",
+                format!(
+                    "must be {} to {}",
+                    MAX_TOKEN_BYTES_RANGE.start(),
+                    MAX_TOKEN_BYTES_RANGE.end()
+                ),
+            ));
+        }
+    };
+    let key_idle_timeout = match raw.key_idle_timeout.as_deref() {
+        None => None,
+        Some(v) => {
+            let d = duration("auth.key_idle_timeout", Some(v), Duration::ZERO)?;
+            if d < MIN_KEY_IDLE_TIMEOUT {
+                return Err(ConfigError::new(
+                    "auth.key_idle_timeout",
+                    "must be at least 5m (last use is recorded about once a minute)",
+                ));
+            }
+            Some(d)
+        }
+    };
+    let lockout = lockout(raw)?;
+    let jwt = raw
+        .jwt
+        .iter()
+        .enumerate()
+        .map(|(i, j)| jwt_issuer(i, j, env, &operator_tenant))
+        .collect::<Result<_, _>>()?;
+    Ok(AuthSettings {
+        key_cache_ttl: duration_or_off(raw.key_cache_ttl.as_deref(), DEFAULT_KEY_CACHE_TTL),
+        operator_tenant,
+        max_token_bytes,
+        key_idle_timeout,
+        lockout,
+        jwt,
+        client_certs,
+    })
+}
+
+fn client_cert_settings(raw: &RawAuth) -> Result<ClientCertSettings, ConfigError> {
     let roles = match &raw.client_cert_roles {
-        None => vec![wardgate_store::Role::User],
+        None => DEFAULT_CLIENT_CERT_ROLES.to_vec(),
         Some(names) => {
             let mut roles = Vec::with_capacity(names.len());
             for n in names {
@@ -257,7 +357,7 @@ pub(super) fn client_cert_settings(raw: &RawAuth) -> Result<ClientCertSettings, 
     })
 }
 
-pub(super) fn jwt_issuer(
+fn jwt_issuer(
     i: usize,
     raw: &RawJwtIssuer,
     env: EnvLookup<'_>,
@@ -347,7 +447,7 @@ pub(super) fn jwt_issuer(
             ));
         }
     };
-    let leeway = duration_or_off(raw.leeway.as_deref(), Duration::from_secs(30));
+    let leeway = duration_or_off(raw.leeway.as_deref(), DEFAULT_JWT_LEEWAY);
     if leeway > MAX_LEEWAY {
         return Err(ConfigError::new(key("leeway"), "must be at most 5m"));
     }
@@ -389,29 +489,38 @@ pub(super) fn jwt_issuer(
         max_lifetime: duration(
             &key("max_lifetime"),
             raw.max_lifetime.as_deref(),
-            Duration::from_secs(3600),
+            DEFAULT_JWT_MAX_LIFETIME,
         )?,
         refresh_interval: duration(
             &key("refresh_interval"),
             raw.refresh_interval.as_deref(),
-            Duration::from_secs(600),
+            DEFAULT_JWT_REFRESH_INTERVAL,
         )?,
         refresh_cooldown: duration(
             &key("refresh_cooldown"),
             raw.refresh_cooldown.as_deref(),
-            Duration::from_secs(60),
+            DEFAULT_JWT_REFRESH_COOLDOWN,
         )?,
-        tenant_claim: raw.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
+        tenant_claim: raw
+            .tenant_claim
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TENANT_CLAIM.into()),
         tenant,
         allowed_tenants,
-        roles_claim: raw.roles_claim.clone().unwrap_or_else(|| "roles".into()),
-        models_claim: raw.models_claim.clone().unwrap_or_else(|| "models".into()),
+        roles_claim: raw
+            .roles_claim
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ROLES_CLAIM.into()),
+        models_claim: raw
+            .models_claim
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MODELS_CLAIM.into()),
     })
 }
 
 /// Lockout and the unauthenticated allowance (`auth.lockout_*`,
 /// `unauthenticated_requests_per_minute`, `failure_audit_window`), validated.
-pub(super) fn lockout(raw: &RawAuth) -> Result<LockoutSettings, ConfigError> {
+fn lockout(raw: &RawAuth) -> Result<LockoutSettings, ConfigError> {
     let d = LockoutSettings::default();
     Ok(LockoutSettings {
         threshold: raw.lockout_threshold.unwrap_or(d.threshold),

@@ -1,5 +1,4 @@
-//! `[[backends]]`, `[[models]]`, `[health]` and `[circuit_breaker]`: model servers and the
-//! public model names routed to them.
+//! `[[backends]]` and `[[models]]`: model servers and the public model names routed to them.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -9,24 +8,6 @@ use serde::{Deserialize, Serialize};
 use wardgate_backends::BackendKind;
 
 use super::{ConfigError, HumanDuration, duration, valid_model_name, words};
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHealth {
-    /// How often backends are probed. Default `10s`.
-    pub interval: Option<HumanDuration>,
-    /// Limit on one probe. Default `2s`.
-    pub timeout: Option<HumanDuration>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBreaker {
-    /// Consecutive failures that take a backend out of rotation. Default 3.
-    pub failure_threshold: Option<u32>,
-    /// How long it stays out before a trial request. Default `10s`.
-    pub cooldown: Option<HumanDuration>,
-}
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -10,10 +10,31 @@ use super::{
     duration_or_off, positive,
 };
 
+// The defaults of `[engine]`, one per field; the doc comments of [`RawEngine`] quote them.
+// (The schema limits' are `wardgate_engine::SchemaLimits::DEFAULT`.)
+
+/// Default of `engine.models_dir`, relative to the working directory.
+pub const DEFAULT_MODELS_DIR: &str = "models";
+/// Default of `engine.slots`.
+pub const DEFAULT_SLOTS: u32 = 8;
+/// Default of `engine.slot_ctx`.
+pub const DEFAULT_SLOT_CTX: u32 = 4096;
+/// Default of `engine.batch`.
+pub const DEFAULT_BATCH: u32 = 512;
+/// Default of `engine.queue`.
+pub const DEFAULT_QUEUE: usize = 64;
+/// Default of `engine.keep_alive`.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
+/// Default of `engine.max_keep_alive`: the engine's own.
+pub const DEFAULT_MAX_KEEP_ALIVE: Duration = wardgate_engine::engine::DEFAULT_MAX_KEEP_ALIVE;
+/// Default of `engine.fetch_default_model`.
+pub const DEFAULT_FETCH_DEFAULT_MODEL: bool = true;
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
-    /// Directory of the model store (GGUF blobs and a manifest). Default `./models`.
+    /// Directory of the model store (GGUF blobs and a manifest). Default `models` (in the
+    /// working directory).
     pub models_dir: Option<PathBuf>,
     /// CPU threads for decoding. Default: the cores available to the process.
     pub threads: Option<u32>,
@@ -123,7 +144,9 @@ fn schema_limits(e: &RawEngine) -> Result<wardgate_engine::SchemaLimits, ConfigE
 pub(super) fn engine(e: RawEngine) -> Result<EngineSettings, ConfigError> {
     let schema = schema_limits(&e)?;
     Ok(EngineSettings {
-        models_dir: e.models_dir.unwrap_or_else(|| PathBuf::from("models")),
+        models_dir: e
+            .models_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR)),
         threads: match e.threads {
             Some(0) => {
                 return Err(ConfigError::new(
@@ -133,10 +156,22 @@ pub(super) fn engine(e: RawEngine) -> Result<EngineSettings, ConfigError> {
             }
             t => t,
         },
-        slots: positive("engine.slots", e.slots.map(|v| v as usize), 8)? as u32,
-        slot_ctx: positive("engine.slot_ctx", e.slot_ctx.map(|v| v as usize), 4096)? as u32,
-        batch: positive("engine.batch", e.batch.map(|v| v as usize), 512)? as u32,
-        queue: positive("engine.queue", e.queue, 64)?,
+        slots: positive(
+            "engine.slots",
+            e.slots.map(|v| v as usize),
+            DEFAULT_SLOTS as usize,
+        )? as u32,
+        slot_ctx: positive(
+            "engine.slot_ctx",
+            e.slot_ctx.map(|v| v as usize),
+            DEFAULT_SLOT_CTX as usize,
+        )? as u32,
+        batch: positive(
+            "engine.batch",
+            e.batch.map(|v| v as usize),
+            DEFAULT_BATCH as usize,
+        )? as u32,
+        queue: positive("engine.queue", e.queue, DEFAULT_QUEUE)?,
         memory_budget: match e.memory_budget_mib {
             Some(0) => {
                 return Err(ConfigError::new(
@@ -153,21 +188,17 @@ pub(super) fn engine(e: RawEngine) -> Result<EngineSettings, ConfigError> {
             }
             m => m.map(|mib| mib << 20),
         },
-        keep_alive: duration_or_off(e.keep_alive.as_deref(), Duration::from_secs(300)),
+        keep_alive: duration_or_off(e.keep_alive.as_deref(), DEFAULT_KEEP_ALIVE),
         max_keep_alive: {
             let key = "engine.max_keep_alive";
-            let d = duration(
-                key,
-                e.max_keep_alive.as_deref(),
-                wardgate_engine::engine::DEFAULT_MAX_KEEP_ALIVE,
-            )?;
+            let d = duration(key, e.max_keep_alive.as_deref(), DEFAULT_MAX_KEEP_ALIVE)?;
             if d > MAX_ENGINE_KEEP_ALIVE {
                 return Err(ConfigError::new(key, "must be at most 30d"));
             }
             d
         },
         preload: e.preload,
-        fetch_default_model: e.fetch_default_model.unwrap_or(true),
+        fetch_default_model: e.fetch_default_model.unwrap_or(DEFAULT_FETCH_DEFAULT_MODEL),
         schema,
     })
 }

@@ -66,9 +66,27 @@ pub struct Limits {
     pub refusal_audit_window: Duration,
 }
 
+// The defaults of `[limits]`, one per field; the doc comments of [`RawLimits`] quote them.
+
+/// Default of `limits.max_body_bytes`: 4 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+/// Default of `limits.max_messages`.
+pub const DEFAULT_MAX_MESSAGES: usize = 256;
+/// Default of `limits.max_output_tokens`.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
+/// Default of `limits.over_cap`.
+pub const DEFAULT_OVER_CAP: OverCap = OverCap::Reject;
+/// Default of `limits.default_context_window`.
+pub const DEFAULT_CONTEXT_WINDOW: u32 = 4096;
+/// Default of `limits.max_embedding_inputs`.
+pub const DEFAULT_MAX_EMBEDDING_INPUTS: usize = 256;
 /// The default of `limits.max_json_values`: far above any real request (a 4 MiB prompt is one
 /// value), far below what makes parsing expensive.
 pub const DEFAULT_MAX_JSON_VALUES: usize = 250_000;
+/// Default of `limits.max_client_keep_alive`: clients' `keep_alive` is ignored.
+pub const DEFAULT_MAX_CLIENT_KEEP_ALIVE: Duration = Duration::ZERO;
+/// Default of `limits.refusal_audit_window`.
+pub const DEFAULT_REFUSAL_AUDIT_WINDOW: Duration = Duration::from_secs(60);
 
 /// Upper bound of `limits.max_client_keep_alive`.
 const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
@@ -76,20 +94,28 @@ const MAX_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(24 * 3600);
 /// `[limits]`, validated: each count above zero, each bound at most its maximum.
 pub(super) fn limits(l: &RawLimits) -> Result<Limits, ConfigError> {
     Ok(Limits {
-        max_body_bytes: positive("limits.max_body_bytes", l.max_body_bytes, 4 << 20)?,
-        max_messages: positive("limits.max_messages", l.max_messages, 256)?,
+        max_body_bytes: positive(
+            "limits.max_body_bytes",
+            l.max_body_bytes,
+            DEFAULT_MAX_BODY_BYTES,
+        )?,
+        max_messages: positive("limits.max_messages", l.max_messages, DEFAULT_MAX_MESSAGES)?,
         max_output_tokens: positive(
             "limits.max_output_tokens",
             l.max_output_tokens.map(|v| v as usize),
-            4096,
+            DEFAULT_MAX_OUTPUT_TOKENS as usize,
         )? as u32,
-        over_cap: l.over_cap.unwrap_or(OverCap::Reject),
+        over_cap: l.over_cap.unwrap_or(DEFAULT_OVER_CAP),
         default_context_window: positive(
             "limits.default_context_window",
             l.default_context_window.map(|v| v as usize),
-            4096,
+            DEFAULT_CONTEXT_WINDOW as usize,
         )? as u32,
-        max_embedding_inputs: positive("limits.max_embedding_inputs", l.max_embedding_inputs, 256)?,
+        max_embedding_inputs: positive(
+            "limits.max_embedding_inputs",
+            l.max_embedding_inputs,
+            DEFAULT_MAX_EMBEDDING_INPUTS,
+        )?,
         max_json_values: bounded(
             "limits.max_json_values",
             l.max_json_values,
@@ -98,7 +124,10 @@ pub(super) fn limits(l: &RawLimits) -> Result<Limits, ConfigError> {
         )?,
         max_client_keep_alive: {
             let key = "limits.max_client_keep_alive";
-            let d = duration_or_off(l.max_client_keep_alive.as_deref(), Duration::ZERO);
+            let d = duration_or_off(
+                l.max_client_keep_alive.as_deref(),
+                DEFAULT_MAX_CLIENT_KEEP_ALIVE,
+            );
             if d > MAX_CLIENT_KEEP_ALIVE {
                 return Err(ConfigError::new(key, "must be at most 24h"));
             }
@@ -106,7 +135,7 @@ pub(super) fn limits(l: &RawLimits) -> Result<Limits, ConfigError> {
         },
         refusal_audit_window: duration_or_off(
             l.refusal_audit_window.as_deref(),
-            Duration::from_secs(60),
+            DEFAULT_REFUSAL_AUDIT_WINDOW,
         ),
     })
 }

@@ -1,8 +1,8 @@
-//! `[llm]`: `wardgate llm`, the private model service.
+//! `[llm]` and the role layer of `wardgate llm`, the private model service.
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, EnvLookup, set_dotted};
 
 /// `wardgate llm`, the private model service (its address, secret and TLS are environment
 /// variables: `WARDGATE_LLM_*`).
@@ -53,4 +53,79 @@ pub(super) fn llm(raw: &RawLlm) -> Result<LlmSettings, ConfigError> {
             }
         },
     })
+}
+
+/// Default of `WARDGATE_LLM_LISTEN`: loopback, Ollama's port.
+pub const DEFAULT_LLM_LISTEN: &str = "127.0.0.1:11434";
+
+/// The gateway's variables `wardgate llm` does not read: its role sets what they would (its
+/// backend, listener, TLS and per-key rate), the listener and TLS from its own
+/// `WARDGATE_LLM_*` variables, so one environment can hold both services' settings.
+const GATEWAY_ONLY_ENV: &[&str] = &[
+    "WARDGATE_BACKEND",
+    "WARDGATE_LISTEN",
+    "WARDGATE_TLS_CERT",
+    "WARDGATE_TLS_KEY",
+    "WARDGATE_TLS_CLIENT_CA",
+    "WARDGATE_RATE_LIMIT_RPM",
+];
+
+/// The environment as `wardgate llm` reads it: `env` without [`GATEWAY_ONLY_ENV`].
+pub(super) fn role_env<'a>(env: EnvLookup<'a>) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name: &str| {
+        if GATEWAY_ONLY_ENV.contains(&name) {
+            None
+        } else {
+            env(name)
+        }
+    }
+}
+
+/// The rate-limit keys the role turns off: the gateway, its one client, enforces the limits
+/// and quotas per key and tenant; the engine's own slots and queue bound what runs here.
+const ROLE_RATE_LIMITS_OFF: &[&str] = &[
+    "requests_per_minute",
+    "tenant_requests_per_minute",
+    "tokens_per_minute",
+    "tenant_tokens_per_minute",
+    "tokens_per_day",
+    "tenant_tokens_per_day",
+    "concurrent_requests",
+    "tenant_concurrent_requests",
+];
+
+/// `wardgate llm`'s role, a layer over the document after the environment's: it listens on
+/// `WARDGATE_LLM_LISTEN` (default [`DEFAULT_LLM_LISTEN`]), with the certificate and key of
+/// `WARDGATE_LLM_TLS_CERT` and `WARDGATE_LLM_TLS_KEY` when set (else the file's
+/// `[server.tls]`, if any); its only backend is the embedded engine (named `default`, its
+/// models discovered), no `[[models]]`, and every rate limit and quota off.
+pub(super) fn apply_role(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+    let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| DEFAULT_LLM_LISTEN.to_owned());
+    set_dotted(doc, "server.listen", listen.into());
+    match (env("WARDGATE_LLM_TLS_CERT"), env("WARDGATE_LLM_TLS_KEY")) {
+        (Some(cert), Some(key)) => {
+            set_dotted(doc, "server.tls.cert_file", cert.into());
+            set_dotted(doc, "server.tls.key_file", key.into());
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "WARDGATE_LLM_TLS_CERT",
+                "WARDGATE_LLM_TLS_CERT and WARDGATE_LLM_TLS_KEY go together: set both or neither",
+            ));
+        }
+        (None, None) => {}
+    }
+    let mut embedded = toml::Table::new();
+    embedded.insert("name".into(), "default".into());
+    embedded.insert("kind".into(), "embedded".into());
+    embedded.insert("discover".into(), true.into());
+    doc.insert(
+        "backends".into(),
+        toml::Value::Array(vec![toml::Value::Table(embedded)]),
+    );
+    doc.remove("models");
+    for key in ROLE_RATE_LIMITS_OFF {
+        set_dotted(doc, &format!("rate_limit.{key}"), toml::Value::Integer(0));
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backends;
 pub mod duration;
 pub mod engine;
+pub mod health;
 pub mod limits;
 pub mod llm;
 pub mod logging;
@@ -23,16 +24,13 @@ pub mod server;
 pub mod storage;
 
 pub use server::{RawServer, RawTls};
-use server::{server_limits, tls_settings};
 
 pub use audit::{AuditSettings, RawAudit};
 pub use auth::{ClientCertSettings, RawAuth, RawJwtIssuer};
-use auth::{client_cert_settings, jwt_issuer};
-pub use backends::{
-    BackendConfig, BackendType, ModelConfig, RawBackend, RawBreaker, RawHealth, RawLink, RawModel,
-};
+pub use backends::{BackendConfig, BackendType, ModelConfig, RawBackend, RawLink, RawModel};
 pub use duration::HumanDuration;
 pub use engine::{EngineSettings, RawEngine};
+pub use health::{RawBreaker, RawHealth};
 pub use limits::{DEFAULT_MAX_JSON_VALUES, Limits, OverCap, RawLimits};
 pub use llm::{LlmSettings, RawLlm};
 pub use logging::{LogFormat, RawLogging};
@@ -169,28 +167,34 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 impl Config {
     /// Reads the file (if any), applies `WARDGATE_*` overrides and validates.
     pub fn load(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-        let raw = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    ConfigError::new(p.display().to_string(), format!("cannot read: {e}"))
-                })?;
-                parse_toml(&text)?
-            }
-            None => RawConfig::default(),
-        };
-        Config::from_raw(raw, env)
+        Config::from_raw(read_raw(path)?, env)
+    }
+
+    /// `wardgate llm`'s configuration: as [`Config::load`], with the role's layer (see
+    /// [`Config::from_raw_llm`]).
+    pub fn load_llm(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        Config::from_raw_llm(read_raw(path)?, env)
     }
 
     /// Validates `raw` with the `WARDGATE_*` overrides layered over it: the overrides are set
     /// in its TOML document, which is then deserialised again (so their values are checked and
     /// named like the file's).
     pub fn from_raw(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-        let mut doc = toml::Table::try_from(&raw)
-            .map_err(|e| ConfigError::new("file", format!("cannot re-read: {e}")))?;
+        let mut doc = document(&raw)?;
         apply_env(&mut doc, env)?;
-        let raw = serde_path_to_error::deserialize::<_, RawConfig>(doc)
-            .map_err(|e| ConfigError::new(e.path().to_string(), e.inner().message().to_owned()))?;
-        validate(raw, env)
+        validate(reread(doc)?, env)
+    }
+
+    /// `wardgate llm`'s configuration from `raw`: the `WARDGATE_*` overrides but the gateway's
+    /// own (backend, listener, TLS, per-key rate), then the role's layer: its listener and TLS
+    /// from `WARDGATE_LLM_LISTEN` / `WARDGATE_LLM_TLS_*`, the embedded engine as its only
+    /// backend, no models, no rate limits or quotas. Validated once, like the gateway's.
+    pub fn from_raw_llm(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let env = llm::role_env(env);
+        let mut doc = document(&raw)?;
+        apply_env(&mut doc, &env)?;
+        llm::apply_role(&mut doc, &env)?;
+        validate(reread(doc)?, &env)
     }
 
     /// The text of this configuration that log lines quote: addresses, URLs, file paths and
@@ -240,6 +244,28 @@ impl Config {
         out.retain(|t| !t.is_empty() && !t.contains('@'));
         out
     }
+}
+
+/// The file at `path`, parsed; none: every key unset.
+fn read_raw(path: Option<&Path>) -> Result<RawConfig, ConfigError> {
+    let Some(p) = path else {
+        return Ok(RawConfig::default());
+    };
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| ConfigError::new(p.display().to_string(), format!("cannot read: {e}")))?;
+    parse_toml(&text)
+}
+
+/// `raw` as a TOML document, for the layers over it.
+fn document(raw: &RawConfig) -> Result<toml::Table, ConfigError> {
+    toml::Table::try_from(raw).map_err(|e| ConfigError::new("file", format!("cannot re-read: {e}")))
+}
+
+/// The layered document deserialised again: a value a layer set is checked, and named by its
+/// dotted key, like the file's.
+fn reread(doc: toml::Table) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize::<_, RawConfig>(doc)
+        .map_err(|e| ConfigError::new(e.path().to_string(), e.inner().message().to_owned()))
 }
 
 /// Parses TOML text. Syntax errors name the line; shape errors (unknown keys, wrong types)
@@ -573,144 +599,57 @@ fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize, Config
     }
 }
 
+/// Every section validated by its own module, then wired together; the checks across
+/// sections are here.
 fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    let listen = raw
-        .server
-        .listen
-        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let request_timeout = duration(
-        "server.request_timeout",
-        raw.server.request_timeout.as_deref(),
-        Duration::from_secs(30),
-    )?;
-    // Unset, the first-token limit is 15 s or the request limit, whichever is shorter; set
-    // explicitly longer than the request limit, it is a mistake worth stopping for.
-    let first_token_timeout = duration(
-        "server.first_token_timeout",
-        raw.server.first_token_timeout.as_deref(),
-        Duration::from_secs(15).min(request_timeout),
-    )?;
-    if first_token_timeout > request_timeout {
-        return Err(ConfigError::new(
-            "server.first_token_timeout",
-            "must not be longer than server.request_timeout",
-        ));
-    }
-    let shutdown_grace = duration(
-        "server.shutdown_grace",
-        raw.server.shutdown_grace.as_deref(),
-        Duration::from_secs(30),
-    )?;
-    let log_format = raw.logging.format.unwrap_or(LogFormat::Text);
+    let server = server::server(&raw.server)?;
+    let logging = logging::logging(raw.logging);
     let limits = limits::limits(&raw.limits)?;
-
     let (backends, names) = backends::backends(raw.backends)?;
     let engine = engine::engine(raw.engine)?;
-    // One key should not hold every slot of the in-process engine: by default it may have
-    // half of them in flight, at most the 32 it is otherwise (remote engines' slots are not
-    // known here; set it below theirs).
-    let default_concurrency = if backends.iter().any(|b| b.kind == BackendType::Embedded) {
-        (engine.slots / 2).clamp(1, 32)
-    } else {
-        32
-    };
-
+    // Across sections: a model's context window defaults to `limits.default_context_window`;
+    // its chain names configured backends.
     let models = backends::models(raw.models, &names, limits.default_context_window)?;
-
-    let breaker_threshold = match raw.circuit_breaker.failure_threshold {
-        Some(0) => {
-            return Err(ConfigError::new(
-                "circuit_breaker.failure_threshold",
-                "must be greater than zero",
-            ));
-        }
-        Some(v) => v,
-        None => 3,
-    };
-
-    let sqlite_path = raw
-        .storage
-        .sqlite_path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("data/wardgate.db"));
+    let health = health::health(&raw.health)?;
+    let breaker = health::breaker(&raw.circuit_breaker)?;
+    let sqlite_path = storage::sqlite_path(&raw.storage);
+    // Across sections: the audit files default to beside the database.
     let audit = audit::audit(&raw.audit, &sqlite_path)?;
     let llm = llm::llm(&raw.llm)?;
-    let server = server_limits(&raw.server)?;
-    let tls = tls_settings(raw.server.tls.as_ref())?;
-    let client_certs = client_cert_settings(&raw.auth)?;
-    let operator_tenant = raw
-        .auth
-        .operator_tenant
-        .clone()
-        .unwrap_or_else(|| "operator".to_owned());
-    wardgate_store::names::validate_tenant(&operator_tenant)
-        .map_err(|e| ConfigError::new("auth.operator_tenant", e.to_string()))?;
+    let auth = auth::auth(&raw.auth, env)?;
+    // Across sections: the per-key concurrency's default depends on the embedded engine.
+    let embedded_slots = backends
+        .iter()
+        .any(|b| b.kind == BackendType::Embedded)
+        .then_some(engine.slots);
+    let rate_limit = rate_limit::rate_limit(&raw.rate_limit, embedded_slots)?;
     let config = Config {
         llm,
-        listen,
-        request_timeout,
-        first_token_timeout,
-        shutdown_grace,
-        server,
-        tls,
-        client_certs,
+        listen: server.listen,
+        request_timeout: server.request_timeout,
+        first_token_timeout: server.first_token_timeout,
+        shutdown_grace: server.shutdown_grace,
+        server: server.limits,
+        tls: server.tls,
+        client_certs: auth.client_certs,
         sqlite_path,
-        log_format,
-        log_level: raw.logging.level.unwrap_or_else(|| "info".to_owned()),
+        log_format: logging.format,
+        log_level: logging.level,
         limits,
-        requests_per_minute: raw.rate_limit.requests_per_minute.unwrap_or(600),
-        tenant_requests_per_minute: raw.rate_limit.tenant_requests_per_minute.unwrap_or(0),
-        quotas: rate_limit::quotas(&raw.rate_limit, default_concurrency),
-        limiter_backend: rate_limit::limiter_backend(&raw.rate_limit)?,
-        max_token_bytes: match raw.auth.max_token_bytes {
-            None => 8192,
-            Some(n) if (512..=65_536).contains(&n) => n,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "auth.max_token_bytes",
-                    "must be 512 to 65536",
-                ));
-            }
-        },
-        key_idle_timeout: match raw.auth.key_idle_timeout.as_deref() {
-            None => None,
-            Some(v) => {
-                let d = duration("auth.key_idle_timeout", Some(v), Duration::ZERO)?;
-                if d < Duration::from_secs(300) {
-                    return Err(ConfigError::new(
-                        "auth.key_idle_timeout",
-                        "must be at least 5m (last use is recorded about once a minute)",
-                    ));
-                }
-                Some(d)
-            }
-        },
-        lockout: auth::lockout(&raw.auth)?,
-        jwt: raw
-            .auth
-            .jwt
-            .iter()
-            .enumerate()
-            .map(|(i, j)| jwt_issuer(i, j, env, &operator_tenant))
-            .collect::<Result<_, _>>()?,
-        operator_tenant: operator_tenant.clone(),
-        key_cache_ttl: duration_or_off(raw.auth.key_cache_ttl.as_deref(), Duration::from_secs(2)),
-        health_interval: duration(
-            "health.interval",
-            raw.health.interval.as_deref(),
-            Duration::from_secs(10),
-        )?,
-        health_timeout: duration(
-            "health.timeout",
-            raw.health.timeout.as_deref(),
-            Duration::from_secs(2),
-        )?,
-        breaker_threshold,
-        breaker_cooldown: duration(
-            "circuit_breaker.cooldown",
-            raw.circuit_breaker.cooldown.as_deref(),
-            Duration::from_secs(10),
-        )?,
+        requests_per_minute: rate_limit.requests_per_minute,
+        tenant_requests_per_minute: rate_limit.tenant_requests_per_minute,
+        quotas: rate_limit.quotas,
+        limiter_backend: rate_limit.limiter_backend,
+        max_token_bytes: auth.max_token_bytes,
+        key_idle_timeout: auth.key_idle_timeout,
+        lockout: auth.lockout,
+        jwt: auth.jwt,
+        operator_tenant: auth.operator_tenant,
+        key_cache_ttl: auth.key_cache_ttl,
+        health_interval: health.interval,
+        health_timeout: health.timeout,
+        breaker_threshold: breaker.failure_threshold,
+        breaker_cooldown: breaker.cooldown,
         engine,
         phi: phi_policy(&raw.phi)?,
         audit,
@@ -1183,6 +1122,318 @@ url = "http://127.0.0.1:11434"
         let dup = |k: &str| (k == "WARDGATE_BACKEND").then(|| "embedded".to_owned());
         let err = Config::from_raw(raw, &dup).unwrap_err();
         assert_eq!(err.key, "WARDGATE_BACKEND", "{err}");
+    }
+
+    /// Issue 16: one default per field, in one place. An empty config gets each section's
+    /// named default, and the value the raw field's doc comment states.
+    #[test]
+    fn an_empty_config_gets_the_documented_defaults() {
+        let c = load("").unwrap();
+        let secs = Duration::from_secs;
+        // (value, its constant, what the doc comment says)
+        assert_eq!(c.listen, server::DEFAULT_LISTEN);
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        for (got, constant, doc) in [
+            (c.request_timeout, server::DEFAULT_REQUEST_TIMEOUT, secs(30)),
+            (
+                c.first_token_timeout,
+                server::DEFAULT_FIRST_TOKEN_TIMEOUT,
+                secs(15),
+            ),
+            (c.shutdown_grace, server::DEFAULT_SHUTDOWN_GRACE, secs(30)),
+            (
+                c.server.header_read_timeout,
+                server::DEFAULT_HEADER_READ_TIMEOUT,
+                secs(10),
+            ),
+            (
+                c.server.body_read_timeout,
+                server::DEFAULT_BODY_READ_TIMEOUT,
+                secs(30),
+            ),
+            (
+                c.server.hsts_max_age,
+                server::DEFAULT_HSTS_MAX_AGE,
+                days(365),
+            ),
+            (c.health_interval, health::DEFAULT_INTERVAL, secs(10)),
+            (c.health_timeout, health::DEFAULT_TIMEOUT, secs(2)),
+            (c.breaker_cooldown, health::DEFAULT_COOLDOWN, secs(10)),
+            (c.key_cache_ttl, auth::DEFAULT_KEY_CACHE_TTL, secs(2)),
+            (c.lockout.window, secs(300), secs(300)),
+            (c.lockout.duration, secs(900), secs(900)),
+            (c.lockout.audit_window, secs(60), secs(60)),
+            (
+                c.limits.refusal_audit_window,
+                limits::DEFAULT_REFUSAL_AUDIT_WINDOW,
+                secs(60),
+            ),
+            (
+                c.limits.max_client_keep_alive,
+                limits::DEFAULT_MAX_CLIENT_KEEP_ALIVE,
+                Duration::ZERO,
+            ),
+            (c.engine.keep_alive, engine::DEFAULT_KEEP_ALIVE, secs(300)),
+            (
+                c.engine.max_keep_alive,
+                engine::DEFAULT_MAX_KEEP_ALIVE,
+                hours(24),
+            ),
+            (
+                c.audit.checkpoint_interval,
+                audit::DEFAULT_CHECKPOINT_INTERVAL,
+                secs(10),
+            ),
+        ] {
+            assert_eq!((got, constant), (doc, doc));
+        }
+        for (got, constant, doc) in [
+            (
+                u64::from(c.requests_per_minute),
+                u64::from(rate_limit::DEFAULT_REQUESTS_PER_MINUTE),
+                600,
+            ),
+            (
+                u64::from(c.tenant_requests_per_minute),
+                u64::from(rate_limit::DEFAULT_TENANT_REQUESTS_PER_MINUTE),
+                0,
+            ),
+            (
+                c.max_token_bytes as u64,
+                auth::DEFAULT_MAX_TOKEN_BYTES as u64,
+                8192,
+            ),
+            (
+                u64::from(c.breaker_threshold),
+                u64::from(health::DEFAULT_FAILURE_THRESHOLD),
+                3,
+            ),
+            (
+                c.server.max_header_bytes as u64,
+                server::DEFAULT_MAX_HEADER_BYTES as u64,
+                16_384,
+            ),
+            (
+                c.server.max_connections_per_ip as u64,
+                server::DEFAULT_MAX_CONNECTIONS_PER_IP as u64,
+                256,
+            ),
+            (
+                c.limits.max_body_bytes as u64,
+                limits::DEFAULT_MAX_BODY_BYTES as u64,
+                4 << 20,
+            ),
+            (
+                u64::from(c.limits.max_output_tokens),
+                u64::from(limits::DEFAULT_MAX_OUTPUT_TOKENS),
+                4096,
+            ),
+            (
+                u64::from(c.engine.slots),
+                u64::from(engine::DEFAULT_SLOTS),
+                8,
+            ),
+            (
+                u64::from(c.engine.batch),
+                u64::from(engine::DEFAULT_BATCH),
+                512,
+            ),
+            (
+                c.audit.checkpoint_every,
+                audit::DEFAULT_CHECKPOINT_EVERY,
+                1000,
+            ),
+            (u64::from(c.lockout.threshold), 10, 10),
+            (u64::from(c.lockout.failures_per_minute), 60, 60),
+        ] {
+            assert_eq!((got, constant), (doc, doc));
+        }
+        assert_eq!(c.quotas.tenant, rate_limit::DEFAULT_TENANT_QUOTAS);
+        assert_eq!(c.quotas.key.tokens_per_minute, 0);
+        assert_eq!(c.key_idle_timeout, None, "off by default");
+        assert_eq!(c.operator_tenant, "operator");
+        assert_eq!(c.operator_tenant, auth::DEFAULT_OPERATOR_TENANT);
+        assert_eq!(c.sqlite_path, PathBuf::from(storage::DEFAULT_SQLITE_PATH));
+        assert_eq!(c.sqlite_path, PathBuf::from("data/wardgate.db"));
+        assert_eq!(c.audit.origin, "wardgate/audit");
+        assert_eq!(
+            c.audit.witness_file,
+            PathBuf::from("data").join(audit::DEFAULT_WITNESS_FILE)
+        );
+        assert_eq!(
+            (c.log_format, c.log_level.as_str()),
+            (LogFormat::Text, "info")
+        );
+        assert_eq!(c.limits.over_cap, limits::DEFAULT_OVER_CAP);
+        assert_eq!(
+            c.engine.models_dir,
+            PathBuf::from(engine::DEFAULT_MODELS_DIR)
+        );
+        assert!(c.engine.fetch_default_model);
+        assert_eq!(c.limiter_backend, LimiterBackend::Memory);
+        assert_eq!(
+            c.client_certs.roles,
+            auth::DEFAULT_CLIENT_CERT_ROLES.to_vec()
+        );
+        // A shorter request limit shortens the first-token default with it.
+        let c = load("[server]\nrequest_timeout = \"5s\"\n").unwrap();
+        assert_eq!(c.first_token_timeout, secs(5));
+        // The remote default of the per-key concurrency, with no embedded backend.
+        let c = load(BASE).unwrap();
+        assert_eq!(c.quotas.key, rate_limit::DEFAULT_KEY_QUOTAS);
+    }
+
+    /// What `wardgate llm` built before its role was a config layer (crates/wardgate's
+    /// cmd/llm.rs): a fake environment, then the validated config mutated.
+    fn llm_as_before(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| "127.0.0.1:11434".to_owned());
+        let (tls_cert, tls_key) = (env("WARDGATE_LLM_TLS_CERT"), env("WARDGATE_LLM_TLS_KEY"));
+        let llm_env = |name: &str| match name {
+            "WARDGATE_BACKEND" => Some("embedded".to_owned()),
+            "WARDGATE_RATE_LIMIT_RPM" => Some("0".to_owned()),
+            "WARDGATE_LISTEN" => Some(listen.clone()),
+            "WARDGATE_TLS_CERT" => tls_cert.clone(),
+            "WARDGATE_TLS_KEY" => tls_key.clone(),
+            "WARDGATE_TLS_CLIENT_CA" => None,
+            other => env(other),
+        };
+        let mut config = Config::from_raw(parse_toml(text)?, &llm_env)?;
+        config.backends.retain(|b| b.kind == BackendType::Embedded);
+        config.models.clear();
+        config.requests_per_minute = 0;
+        config.tenant_requests_per_minute = 0;
+        config.quotas = Default::default();
+        Ok(config)
+    }
+
+    fn llm(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        Config::from_raw_llm(parse_toml(text)?, env)
+    }
+
+    /// Issue 16: `wardgate llm`'s settings are a layer of the config, validated once; the
+    /// result is what cmd/llm.rs built by mutating the gateway's config.
+    #[test]
+    fn llm_role_layer_builds_what_wardgate_llm_did() {
+        let gateway_env = |k: &str| {
+            Some(
+                match k {
+                    // The gateway's own: not the service's.
+                    "WARDGATE_LISTEN" => "0.0.0.0:8443",
+                    "WARDGATE_TLS_CERT" => "/gw/cert.pem",
+                    "WARDGATE_TLS_KEY" => "/gw/key.pem",
+                    "WARDGATE_TLS_CLIENT_CA" => "/gw/ca.pem",
+                    "WARDGATE_BACKEND" => "ollama:http://10.0.0.2:11434",
+                    "WARDGATE_RATE_LIMIT_RPM" => "5",
+                    // Shared: applied, then the role turns the limits off.
+                    "WARDGATE_RATE_LIMIT_TPM" => "100",
+                    "WARDGATE_RATE_LIMIT_CONCURRENCY" => "3",
+                    "WARDGATE_DB" => "/var/lib/llm.db",
+                    "WARDGATE_LLM_MAX_REQUEST_RATE" => "10",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        };
+        let llm_env = |k: &str| match k {
+            "WARDGATE_LLM_LISTEN" => Some("10.0.0.2:11434".to_owned()),
+            "WARDGATE_LLM_TLS_CERT" => Some("/llm/cert.pem".to_owned()),
+            "WARDGATE_LLM_TLS_KEY" => Some("/llm/key.pem".to_owned()),
+            other => gateway_env(other),
+        };
+        let file = format!(
+            "{BASE}\n[[backends]]\nname = \"b\"\nkind = \"openai\"\nurl = \"http://h:8000/v1\"\n\
+             [[models]]\nname = \"m\"\nchain = [{{ backend = \"a\", model = \"x\" }}]\n\
+             [server]\nlisten = \"0.0.0.0:1\"\nrequest_timeout = \"90s\"\n\
+             [engine]\nslots = 2\n\
+             [rate_limit]\nrequests_per_minute = 50\ntenant_requests_per_minute = 500\n\
+             tokens_per_day = 7\ntenant_tokens_per_day = 9\ntenant_concurrent_requests = 4\n\
+             tenant_tokens_per_minute = 11\n"
+        );
+        let with_tls = "[server.tls]\ncert_file = \"/file/c.pem\"\nkey_file = \"/file/k.pem\"\n\
+                        client_ca_file = \"/file/ca.pem\"\n";
+        let cases: [(&str, &str, EnvLookup<'_>); 6] = [
+            ("empty", "", &no_env),
+            ("empty, gateway env", "", &gateway_env),
+            ("empty, llm env", "", &llm_env),
+            ("file", &file, &no_env),
+            ("file, gateway env", &file, &gateway_env),
+            ("file with tls, llm env", with_tls, &llm_env),
+        ];
+        for (name, text, env) in cases {
+            let before = llm_as_before(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let now = llm(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ((b_start, b_live), (n_start, n_live)) = (before.parts(), now.parts());
+            assert_eq!(n_start, b_start, "{name}");
+            assert_eq!(n_live, b_live, "{name}");
+            // Only the embedded engine, no models, no rate limits or quotas.
+            assert_eq!(now.backends.len(), 1, "{name}");
+            assert_eq!(now.backends[0].kind, BackendType::Embedded, "{name}");
+            assert_eq!(now.backends[0].name, "default", "{name}");
+            assert!(now.backends[0].discover, "{name}");
+            assert!(now.models.is_empty(), "{name}");
+            assert_eq!(
+                (now.requests_per_minute, now.tenant_requests_per_minute),
+                (0, 0),
+                "{name}"
+            );
+            assert_eq!(now.quotas, Quotas::default(), "{name}");
+        }
+
+        // The listener: WARDGATE_LLM_LISTEN, else loopback on Ollama's port; never the
+        // gateway's WARDGATE_LISTEN or the file's.
+        assert_eq!(
+            llm("", &no_env).unwrap().listen,
+            "127.0.0.1:11434".parse().unwrap()
+        );
+        assert_eq!(
+            llm(&file, &gateway_env).unwrap().listen,
+            "127.0.0.1:11434".parse().unwrap()
+        );
+        assert_eq!(
+            llm("", &llm_env).unwrap().listen,
+            "10.0.0.2:11434".parse().unwrap()
+        );
+        // TLS from WARDGATE_LLM_TLS_*; the gateway's certificate and client CA are not used.
+        assert_eq!(llm("", &gateway_env).unwrap().tls, None);
+        let tls = llm("", &llm_env).unwrap().tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/llm/cert.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/llm/key.pem"));
+        assert_eq!(tls.client_ca_file, None);
+        // Shared settings still apply.
+        let c = llm("", &gateway_env).unwrap();
+        assert_eq!(c.sqlite_path, PathBuf::from("/var/lib/llm.db"));
+        assert_eq!(c.llm.max_request_rate, 10);
+    }
+
+    /// The role's own variables are checked like the gateway's, naming the variable; the
+    /// gateway's (half a TLS pair, a client CA without TLS, a bad backend) are not read.
+    #[test]
+    fn llm_role_checks_its_own_variables_only() {
+        let half = |k: &str| (k == "WARDGATE_LLM_TLS_KEY").then(|| "k.pem".to_owned());
+        let err = llm("", &half).unwrap_err();
+        assert_eq!(err.key, "WARDGATE_LLM_TLS_CERT", "{err}");
+        let bad_listen = |k: &str| (k == "WARDGATE_LLM_LISTEN").then(|| "nowhere".to_owned());
+        let err = llm("", &bad_listen).unwrap_err();
+        assert_eq!(err.key, "server.listen", "{err}");
+        let gateway_only = |k: &str| match k {
+            "WARDGATE_TLS_KEY" | "WARDGATE_TLS_CLIENT_CA" => Some("x.pem".to_owned()),
+            "WARDGATE_BACKEND" => Some("grpc:x".to_owned()),
+            "WARDGATE_RATE_LIMIT_RPM" => Some("lots".to_owned()),
+            _ => None,
+        };
+        assert!(Config::from_raw(RawConfig::default(), &gateway_only).is_err());
+        let c = llm("", &gateway_only).unwrap();
+        assert_eq!(c.tls, None);
+        // A file whose backends the service cannot use still configures it.
+        let c = llm(
+            "[[backends]]\nname = \"local\"\nkind = \"embedded\"\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.backends[0].name, "default");
+        // Shared variables are still checked.
+        let bad = |k: &str| (k == "WARDGATE_RATE_LIMIT_TPM").then(|| "lots".to_owned());
+        assert_eq!(llm("", &bad).unwrap_err().key, "WARDGATE_RATE_LIMIT_TPM");
     }
 
     #[test]

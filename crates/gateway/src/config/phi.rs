@@ -54,6 +54,7 @@ pub struct PhiPolicy {
     pub min_score: f32,
 }
 
+/// The defaults of `[phi]`; the doc comments of [`RawPhi`] quote them.
 impl Default for PhiPolicy {
     fn default() -> Self {
         PhiPolicy {
@@ -131,17 +132,19 @@ pub(super) fn phi_categories(key: &str, v: &[String]) -> Result<CategorySet, Con
     })
 }
 
+/// `[phi]`, validated; what it leaves unset is [`PhiPolicy::default`]'s.
 pub(super) fn phi_policy(raw: &RawPhi) -> Result<PhiPolicy, ConfigError> {
+    let defaults = PhiPolicy::default();
     let block = match &raw.block_categories {
         Some(v) => phi_categories("phi.block_categories", v)?,
-        None => CategorySet::all(),
+        None => defaults.default.block,
     };
     let default = PhiRule {
-        mode: raw.mode.unwrap_or(PhiMode::Off),
+        mode: raw.mode.unwrap_or(defaults.default.mode),
         block,
-        allow_images: raw.allow_images.unwrap_or(false),
+        allow_images: raw.allow_images.unwrap_or(defaults.default.allow_images),
     };
-    let min_score = raw.min_score.unwrap_or(wardgate_phi::DEFAULT_MIN_SCORE);
+    let min_score = raw.min_score.unwrap_or(defaults.min_score);
     if !(0.0..=1.0).contains(&min_score) {
         return Err(ConfigError::new("phi.min_score", "must be between 0 and 1"));
     }

@@ -4,6 +4,29 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, words};
 
+// The defaults of `[rate_limit]`, one per field; the doc comments of [`RawRateLimit`] quote
+// them.
+
+/// Default of `rate_limit.requests_per_minute`.
+pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 600;
+/// Default of `rate_limit.tenant_requests_per_minute`: off.
+pub const DEFAULT_TENANT_REQUESTS_PER_MINUTE: u32 = 0;
+/// Defaults of the per-key quotas: the token quotas off, and `concurrent_requests` 32 where no
+/// embedded backend is configured (else [`default_concurrency`]).
+pub const DEFAULT_KEY_QUOTAS: QuotaSet = QuotaSet {
+    tokens_per_minute: 0,
+    tokens_per_day: 0,
+    concurrent_requests: 32,
+};
+/// Defaults of the per-tenant quotas: all off.
+pub const DEFAULT_TENANT_QUOTAS: QuotaSet = QuotaSet {
+    tokens_per_minute: 0,
+    tokens_per_day: 0,
+    concurrent_requests: 0,
+};
+/// Default of `rate_limit.redis_namespace`.
+pub const DEFAULT_REDIS_NAMESPACE: &str = "wardgate:rl";
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
@@ -70,25 +93,63 @@ pub struct Quotas {
     pub tenant: QuotaSet,
 }
 
-/// Per-key and per-tenant quotas; `default_concurrency` is the per-key concurrency when unset
-/// (it depends on the embedded engine's slots).
-pub(super) fn quotas(r: &RawRateLimit, default_concurrency: u32) -> Quotas {
+/// `[rate_limit]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Per key; 0: off.
+    pub requests_per_minute: u32,
+    /// Per tenant; 0: off.
+    pub tenant_requests_per_minute: u32,
+    pub quotas: Quotas,
+    pub limiter_backend: LimiterBackend,
+}
+
+/// The per-key concurrency when `rate_limit.concurrent_requests` is unset. One key should not
+/// hold every slot of the in-process engine: with an embedded backend (`embedded_slots`, its
+/// `engine.slots`) it may have half of them in flight, at most the 32 it is otherwise (remote
+/// engines' slots are not known here; set it below theirs).
+pub fn default_concurrency(embedded_slots: Option<u32>) -> u32 {
+    let remote = DEFAULT_KEY_QUOTAS.concurrent_requests;
+    embedded_slots.map_or(remote, |slots| (slots / 2).clamp(1, remote))
+}
+
+/// `[rate_limit]`, validated; `embedded_slots`: the in-process engine's slots where an embedded
+/// backend is configured (the per-key concurrency's default depends on them).
+pub(super) fn rate_limit(
+    r: &RawRateLimit,
+    embedded_slots: Option<u32>,
+) -> Result<RateLimitSettings, ConfigError> {
+    Ok(RateLimitSettings {
+        requests_per_minute: r.requests_per_minute.unwrap_or(DEFAULT_REQUESTS_PER_MINUTE),
+        tenant_requests_per_minute: r
+            .tenant_requests_per_minute
+            .unwrap_or(DEFAULT_TENANT_REQUESTS_PER_MINUTE),
+        quotas: quotas(r, default_concurrency(embedded_slots)),
+        limiter_backend: limiter_backend(r)?,
+    })
+}
+
+/// Per-key and per-tenant quotas; `default_concurrency` is the per-key concurrency when unset.
+fn quotas(r: &RawRateLimit, default_concurrency: u32) -> Quotas {
+    let (k, t) = (DEFAULT_KEY_QUOTAS, DEFAULT_TENANT_QUOTAS);
     Quotas {
         key: QuotaSet {
-            tokens_per_minute: r.tokens_per_minute.unwrap_or(0),
-            tokens_per_day: r.tokens_per_day.unwrap_or(0),
+            tokens_per_minute: r.tokens_per_minute.unwrap_or(k.tokens_per_minute),
+            tokens_per_day: r.tokens_per_day.unwrap_or(k.tokens_per_day),
             concurrent_requests: r.concurrent_requests.unwrap_or(default_concurrency),
         },
         tenant: QuotaSet {
-            tokens_per_minute: r.tenant_tokens_per_minute.unwrap_or(0),
-            tokens_per_day: r.tenant_tokens_per_day.unwrap_or(0),
-            concurrent_requests: r.tenant_concurrent_requests.unwrap_or(0),
+            tokens_per_minute: r.tenant_tokens_per_minute.unwrap_or(t.tokens_per_minute),
+            tokens_per_day: r.tenant_tokens_per_day.unwrap_or(t.tokens_per_day),
+            concurrent_requests: r
+                .tenant_concurrent_requests
+                .unwrap_or(t.concurrent_requests),
         },
     }
 }
 
 /// Where the limiter keeps its state.
-pub(super) fn limiter_backend(r: &RawRateLimit) -> Result<LimiterBackend, ConfigError> {
+fn limiter_backend(r: &RawRateLimit) -> Result<LimiterBackend, ConfigError> {
     Ok(match r.backend {
         None | Some(RawLimiterKind::Memory) => LimiterBackend::Memory,
         Some(RawLimiterKind::Redis) => {
@@ -109,7 +170,7 @@ pub(super) fn limiter_backend(r: &RawRateLimit) -> Result<LimiterBackend, Config
                 namespace: r
                     .redis_namespace
                     .clone()
-                    .unwrap_or_else(|| "wardgate:rl".to_owned()),
+                    .unwrap_or_else(|| DEFAULT_REDIS_NAMESPACE.to_owned()),
             }
         }
     })

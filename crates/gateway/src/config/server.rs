@@ -1,6 +1,6 @@
 //! `[server]` and `[server.tls]`: connection bounds and TLS, validated.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,19 +32,30 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 16 * 1024,
-            max_headers: 100,
-            max_connections: 1024,
-            // A hospital's NAT puts hundreds of users behind one address; each browser or
-            // client library holds a few connections.
-            max_connections_per_ip: 256,
-            http2_max_streams: 100,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
             trusted_proxies: Vec::new(),
-            hsts_max_age: Duration::from_secs(365 * 86_400),
+            hsts_max_age: DEFAULT_HSTS_MAX_AGE,
         }
     }
+}
+
+/// `[server]`, validated: the listener, its timeouts, its bounds and its TLS.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub request_timeout: Duration,
+    pub first_token_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Connection and protocol bounds.
+    pub limits: ServerLimits,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsSettings>,
 }
 
 /// Whether clients must present a certificate signed by `client_ca_file`.
@@ -74,6 +85,39 @@ words!(
     Required = "required",
 );
 
+// The defaults of `[server]`, one per field; the doc comments of [`RawServer`] and [`RawTls`]
+// quote them.
+
+/// Default of `server.listen`: loopback only.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// Default of `server.request_timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `server.first_token_timeout`, or `server.request_timeout` where that is shorter.
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default of `server.shutdown_grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default of `server.header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `server.body_read_timeout`.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `server.max_header_bytes`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default of `server.max_headers`.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default of `server.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of `server.max_connections_per_ip`. A hospital's NAT puts hundreds of users behind
+/// one address; each browser or client library holds a few connections.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Default of `server.http2_max_streams`.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
+/// Default of `server.hsts_max_age`: a year.
+pub const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 86_400);
+/// Default of `server.tls.client_auth`.
+pub const DEFAULT_CLIENT_AUTH: ClientAuth = ClientAuth::Optional;
+/// Default of `server.tls.reload_interval`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
@@ -83,7 +127,7 @@ pub struct RawServer {
     /// Hard limit on a whole request, streaming included. Default `30s`.
     pub request_timeout: Option<HumanDuration>,
     /// Limit until a backend produces its first token; past it the next link is tried.
-    /// Default `15s`.
+    /// Default `15s`, or `request_timeout` where that is shorter.
     pub first_token_timeout: Option<HumanDuration>,
     /// How long SIGTERM waits for in-flight streams to finish. Default `30s`.
     pub shutdown_grace: Option<HumanDuration>,
@@ -141,7 +185,42 @@ fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAd
 
 const MAX_CONNECTIONS_PER_IP: usize = 65_536;
 
-pub(super) fn server_limits(raw: &RawServer) -> Result<ServerLimits, ConfigError> {
+/// `[server]`, validated.
+pub(super) fn server(raw: &RawServer) -> Result<ServerSettings, ConfigError> {
+    let request_timeout = duration(
+        "server.request_timeout",
+        raw.request_timeout.as_deref(),
+        DEFAULT_REQUEST_TIMEOUT,
+    )?;
+    // Unset, the first-token limit is its default or the request limit, whichever is shorter;
+    // set explicitly longer than the request limit, it is a mistake worth stopping for.
+    let first_token_timeout = duration(
+        "server.first_token_timeout",
+        raw.first_token_timeout.as_deref(),
+        DEFAULT_FIRST_TOKEN_TIMEOUT.min(request_timeout),
+    )?;
+    if first_token_timeout > request_timeout {
+        return Err(ConfigError::new(
+            "server.first_token_timeout",
+            "must not be longer than server.request_timeout",
+        ));
+    }
+    let shutdown_grace = duration(
+        "server.shutdown_grace",
+        raw.shutdown_grace.as_deref(),
+        DEFAULT_SHUTDOWN_GRACE,
+    )?;
+    Ok(ServerSettings {
+        listen: raw.listen.unwrap_or(DEFAULT_LISTEN),
+        request_timeout,
+        first_token_timeout,
+        shutdown_grace,
+        limits: server_limits(raw)?,
+        tls: tls_settings(raw.tls.as_ref())?,
+    })
+}
+
+fn server_limits(raw: &RawServer) -> Result<ServerLimits, ConfigError> {
     let d = ServerLimits::default();
     let at_least = |key: &str, v: Option<usize>, min: usize, default: usize| match v {
         Some(n) if n < min => Err(ConfigError::new(key, format!("must be at least {min}"))),
@@ -220,9 +299,9 @@ pub(super) fn server_limits(raw: &RawServer) -> Result<ServerLimits, ConfigError
     })
 }
 
-pub(super) fn tls_settings(raw: Option<&RawTls>) -> Result<Option<TlsSettings>, ConfigError> {
+fn tls_settings(raw: Option<&RawTls>) -> Result<Option<TlsSettings>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
-    let client_auth = raw.client_auth.unwrap_or(ClientAuth::Optional);
+    let client_auth = raw.client_auth.unwrap_or(DEFAULT_CLIENT_AUTH);
     if raw.client_auth.is_some() && raw.client_ca_file.is_none() {
         return Err(ConfigError::new(
             "server.tls.client_auth",
@@ -232,7 +311,7 @@ pub(super) fn tls_settings(raw: Option<&RawTls>) -> Result<Option<TlsSettings>, 
     let reload_interval = duration(
         "server.tls.reload_interval",
         raw.reload_interval.as_deref(),
-        Duration::from_secs(30),
+        DEFAULT_TLS_RELOAD_INTERVAL,
     )?;
     if reload_interval < Duration::from_secs(1) {
         return Err(ConfigError::new(
