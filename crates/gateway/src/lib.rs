@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod redact_log;
 pub mod router;
 pub mod serve;
+pub mod services;
 pub mod state;
 
 pub use app::{Gateway, LlmService, StartError, Stores};

@@ -22,13 +22,13 @@ use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
 use wardgate_store::{ApiKeyRecord, Role, StoreError};
 
 use crate::error::{ApiError, OpenAiError};
-use crate::identity::keys::{Caller, KeyAudit, KeyError, KeyRequest, KeyService};
 use crate::identity::principal::Principal;
 use crate::middleware::events::{ConfigReloaded, ReloadVia};
 use crate::middleware::record::RequestRecord;
 use crate::openapi::{OpenAiErrors, OpenAiNotFound, OpenAiTooLarge};
 use crate::pipeline::extract::Json as Body;
 use crate::serve::reload::ReloadError;
+use crate::services::keys::{Caller, KeyAudit, KeyError, KeyRequest, KeyService};
 use crate::state::AppState;
 
 type Result<T> = std::result::Result<T, OpenAiError>;

@@ -726,7 +726,7 @@ async fn failures_lockouts_break_glass_and_refusals_are_exported_as_metrics() {
 async fn a_key_lifetime_is_bounded_like_the_clis() {
     let h = harness().await;
     let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
-    let rule = wardgate_gateway::identity::keys::BadKeyLifetime.to_string();
+    let rule = wardgate_gateway::services::keys::BadKeyLifetime.to_string();
     for bad in [
         "0s",
         "5000y",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Subcommand;
 use wardgate_gateway::handlers::admin;
-use wardgate_gateway::identity::keys::{self, Caller, KeyAudit, KeyError, KeyRequest, KeyService};
+use wardgate_gateway::services::keys::{self, Caller, KeyAudit, KeyError, KeyRequest, KeyService};
 use wardgate_store::{KeyStore, Role, SqliteStore};
 
 use super::{db_path, env, load_config, out};

@@ -17,31 +17,10 @@ pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     )?;
     let keys = wardgate_api::signing::SigningKey::parse_list(&secrets)
         .map_err(|e| anyhow::anyhow!("WARDGATE_LLM_SECRET: {e}"))?;
-    let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| "127.0.0.1:11434".to_owned());
-    // The private hop can be TLS too: the service's own certificate, separate from any the
-    // gateway's listener uses in the same environment.
-    let (tls_cert, tls_key) = (env("WARDGATE_LLM_TLS_CERT"), env("WARDGATE_LLM_TLS_KEY"));
-    // The service's own settings: the embedded engine as its only backend, no API keys and no
-    // per-key rate limit (its one client, the gateway, enforces those).
-    let llm_env = |name: &str| match name {
-        "WARDGATE_BACKEND" => Some("embedded".to_owned()),
-        "WARDGATE_RATE_LIMIT_RPM" => Some("0".to_owned()),
-        "WARDGATE_LISTEN" => Some(listen.clone()),
-        "WARDGATE_TLS_CERT" => tls_cert.clone(),
-        "WARDGATE_TLS_KEY" => tls_key.clone(),
-        "WARDGATE_TLS_CLIENT_CA" => None,
-        other => env(other),
-    };
-    let mut config = Config::load(config_path, &llm_env)?;
-    config
-        .backends
-        .retain(|b| b.kind == wardgate_gateway::config::BackendType::Embedded);
-    config.models.clear();
-    // No quotas either: they are the gateway's, per key and tenant; the engine's own slots and
-    // queue bound what runs here.
-    config.requests_per_minute = 0;
-    config.tenant_requests_per_minute = 0;
-    config.quotas = Default::default();
+    // The service's own settings, validated once: the embedded engine as its only backend, its
+    // own listener and TLS (`WARDGATE_LLM_*`), no per-key limits or quotas (its one client, the
+    // gateway, enforces those; the engine's slots and queue bound what runs here).
+    let config = Config::load_llm(config_path, &env)?;
     let configured = init_logging(&config);
     let addr = config.listen;
     let source = ConfigSource {
