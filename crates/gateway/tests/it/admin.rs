@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, post_as};
+use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, poll_until, post_as};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
@@ -530,16 +530,16 @@ async fn with_an_idle_timeout_each_key_use_is_recorded() {
     let before = h.store.list_keys(Some("acme")).await.unwrap();
     assert!(before.iter().all(|k| k.last_used_at.is_none()));
     assert_eq!(h.send(chat(&key)).await.status, StatusCode::OK);
-    // The write is in the background; give it a moment.
-    let mut used = None;
-    for _ in 0..50 {
-        let keys = h.store.list_keys(Some("acme")).await.unwrap();
-        used = keys.iter().find(|k| k.id == id).unwrap().last_used_at;
-        if used.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // The write is in the background: wait (bounded) until it lands.
+    let used = poll_until(
+        std::time::Duration::from_secs(5),
+        || async {
+            let keys = h.store.list_keys(Some("acme")).await.unwrap();
+            keys.iter().find(|k| k.id == id).unwrap().last_used_at
+        },
+        Option::is_some,
+    )
+    .await;
     let used = used.expect("last use recorded");
     assert!(
         (time::OffsetDateTime::now_utc() - used)
@@ -594,7 +594,12 @@ async fn a_rotated_key_keeps_working_for_the_overlap_beside_its_replacement() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let newest = r.json()["key"].as_str().unwrap().to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Expiry is stored in whole seconds, rounded up: the wall clock must reach it (no
+    // condition to wait on; the store reads the system clock, which tokio cannot pause).
+    let expiry = r.json()["rotated_from"]["expires_at"].as_i64().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let left = time::OffsetDateTime::from_unix_timestamp(expiry).unwrap() - now;
+    tokio::time::sleep(left.try_into().unwrap_or_default()).await;
     assert_eq!(
         h.send(chat(&new)).await.status,
         StatusCode::UNAUTHORIZED,

@@ -337,6 +337,8 @@ async fn a_jwks_url_refreshes_on_an_unknown_kid_at_most_once_per_cooldown() {
     let toml = toml.replace("refresh_cooldown = \"1h\"", "refresh_cooldown = \"1s\"");
     let h = harness_with(&toml).await;
     let before = fetches.load(Ordering::SeqCst);
+    // The 1 s cooldown since the start-up fetch must pass on the wall clock (the verifier
+    // reads `std::time::Instant`, which tokio cannot pause): time is the point, not a wait.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let newer = ed25519("newer");
     *served.lock().unwrap() = jwks(&[&old, &new, &newer]);

@@ -207,6 +207,9 @@ async fn served_cert(addr: SocketAddr, ca: &Ca) -> Vec<u8> {
 async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
+    // The reload task logs each refused pair: the test waits for that, not for a fixed time.
+    let (logs, _guard) = crate::support::logs::capture_logs();
+    let refusals = || logs.text().matches("TLS certificate reload failed").count();
     let (h, cert_file, key_file) = tls_harness(dir.path(), &ca, "").await;
     let addr = h.listen().await;
     let first = served_cert(addr, &ca).await;
@@ -214,20 +217,29 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_n
     let (cert, key, der) = ca.server("server-b");
     std::fs::write(&key_file, key).unwrap();
     std::fs::write(&cert_file, cert).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while served_cert(addr, &ca).await != der {
-        assert!(
-            Instant::now() < deadline,
-            "the renewed certificate was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let served = poll_until(
+        Duration::from_secs(10),
+        || served_cert(addr, &ca),
+        |served| *served == der,
+    )
+    .await;
+    assert!(served == der, "the renewed certificate was never served");
     assert_ne!(first, der);
 
     // A half-written renewal (a key that does not match) is refused; the last good pair stays.
+    let before = refusals();
     let (_, other_key, _) = ca.server("server-c");
-    std::fs::write(&key_file, other_key).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Renamed into place, so no reload reads the file half-written: the one refusal waited for
+    // below is of this pair.
+    let part = format!("{key_file}.part");
+    std::fs::write(&part, other_key).unwrap();
+    std::fs::rename(&part, &key_file).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the reload task tries the broken pair",
+        || refusals() > before,
+    )
+    .await;
     assert_eq!(served_cert(addr, &ca).await, der);
 }
 
@@ -335,6 +347,7 @@ async fn slowloris_headers_are_cut_off_at_the_header_timeout() {
     // One header line every 300 ms, never finishing the head.
     let trickle = async {
         for i in 0..10 {
+            // The trickle's pace (the attack itself), not a wait for anything.
             tokio::time::sleep(Duration::from_millis(300)).await;
             if s.write_all(format!("x-pad-{i}: a\r\n").as_bytes())
                 .await
@@ -406,6 +419,7 @@ async fn a_trickled_body_gets_408_at_the_body_timeout() {
                 out.extend_from_slice(&buf[..n]);
                 if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}}") { break; }
             }
+            // The trickle's pace (the attack itself), not a wait for anything.
             () = tokio::time::sleep(Duration::from_millis(200)) => {
                 let _ = s.write_all(b" ").await;
             }

@@ -401,3 +401,36 @@ pub fn import_tiny_model(dir: &std::path::Path) {
         .import(&file, "tiny:test")
         .unwrap();
 }
+
+/// Calls `probe` until `done` holds for what it returns, for at most `within`, and returns
+/// the last value either way, for the caller to assert on (so a failure shows what was seen).
+/// A test that waits on the condition itself, not for a fixed time, is both faster and not
+/// flaky on a loaded machine.
+pub async fn poll_until<T, Fut>(
+    within: std::time::Duration,
+    mut probe: impl FnMut() -> Fut,
+    mut done: impl FnMut(&T) -> bool,
+) -> T
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    // Short at first, since most conditions hold almost at once; then no busier than 20 a
+    // second.
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let value = probe().await;
+        if done(&value) || tokio::time::Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Waits until `cond` holds, for at most `within`; past it, fails the test saying `what`
+/// never happened.
+pub async fn eventually(within: std::time::Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let held = poll_until(within, || std::future::ready(cond()), |held| *held).await;
+    assert!(held, "{what}: not within {within:?}");
+}
