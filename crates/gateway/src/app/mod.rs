@@ -12,7 +12,6 @@ mod background;
 mod parts;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -47,9 +46,9 @@ pub enum StartError {
     Limiter(redis::RedisError),
     #[error(transparent)]
     Jwt(#[from] crate::identity::jwt::JwtStartError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
+    #[error("cannot read the config file {path} again for its digest: {source}")]
+    ConfigFile {
+        path: String,
         source: std::io::Error,
     },
     #[error("TLS: {0}")]
@@ -385,12 +384,16 @@ async fn open(
         );
     }
     let stores = Stores::open(config).await?;
-    let event = source.startup_event(config).map_err(|e| {
-        StartError::Audit(crate::audit::StartError::Key {
-            path: "config file".into(),
-            reason: format!("cannot read it again for its digest: {e}"),
-        })
-    })?;
+    let event = source
+        .startup_event(config)
+        .map_err(|source_error| StartError::ConfigFile {
+            path: source
+                .path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            source: source_error,
+        })?;
     Ok((stores, event))
 }
 
