@@ -167,13 +167,15 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 impl Config {
     /// Reads the file (if any), applies `WARDGATE_*` overrides and validates.
     pub fn load(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-        Config::from_raw(read_raw(path)?, env)
+        let mut doc = read_document(path)?;
+        apply_env(&mut doc, env)?;
+        validate(reread(doc)?, env)
     }
 
     /// `wardgate llm`'s configuration: as [`Config::load`], with the role's layer (see
     /// [`Config::from_raw_llm`]).
     pub fn load_llm(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-        Config::from_raw_llm(read_raw(path)?, env)
+        Config::llm_from_document(read_document(path)?, env)
     }
 
     /// Validates `raw` with the `WARDGATE_*` overrides layered over it: the overrides are set
@@ -190,8 +192,11 @@ impl Config {
     /// from `WARDGATE_LLM_LISTEN` / `WARDGATE_LLM_TLS_*`, the embedded engine as its only
     /// backend, no models, no rate limits or quotas. Validated once, like the gateway's.
     pub fn from_raw_llm(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        Config::llm_from_document(document(&raw)?, env)
+    }
+
+    fn llm_from_document(mut doc: toml::Table, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         let env = llm::role_env(env);
-        let mut doc = document(&raw)?;
         apply_env(&mut doc, &env)?;
         llm::apply_role(&mut doc, &env)?;
         validate(reread(doc)?, &env)
@@ -247,13 +252,18 @@ impl Config {
 }
 
 /// The file at `path`, parsed; none: every key unset.
-fn read_raw(path: Option<&Path>) -> Result<RawConfig, ConfigError> {
+/// The config file (if any) as a TOML document, its shape checked first so that errors name
+/// the line or the dotted key. Read as a document, not re-serialised from [`RawConfig`], so
+/// the binary carries no TOML serialiser (only tests build a config from a `RawConfig`).
+fn read_document(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
     let Some(p) = path else {
-        return Ok(RawConfig::default());
+        return Ok(toml::Table::new());
     };
     let text = std::fs::read_to_string(p)
         .map_err(|e| ConfigError::new(p.display().to_string(), format!("cannot read: {e}")))?;
-    parse_toml(&text)
+    parse_toml(&text)?;
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::new(p.display().to_string(), e.message().to_owned()))
 }
 
 /// `raw` as a TOML document, for the layers over it.
