@@ -51,6 +51,26 @@ pub async fn start(
     settings: &AuditSettings,
     store: Arc<dyn AuditStore>,
 ) -> Result<Auditor, StartError> {
+    // A log that already has entries was signed with a key that must still be there: a new key
+    // would sign on silently, and the old checkpoints would no longer verify with the key the
+    // auditors hold. Refuse, and say what to do.
+    if !settings.signing_key_file.exists() {
+        let entries = store.size().await.map_err(|e| StartError::Key {
+            path: settings.signing_key_file.display().to_string(),
+            reason: format!("cannot read the audit log's size: {e}"),
+        })?;
+        if entries > 0 {
+            return Err(StartError::Key {
+                path: settings.signing_key_file.display().to_string(),
+                reason: format!(
+                    "the file is missing, but the audit log already has {entries} entries \
+                     signed with a key. Restore the key file (or point audit.signing_key_file / \
+                     WARDGATE_AUDIT_KEY at it; for `wardgate keys` and `wardgate audit`, pass \
+                     the same --config as the server). A new key is only made for an empty log"
+                ),
+            });
+        }
+    }
     let (key, created) = load_or_create_key(&settings.signing_key_file, &settings.origin)?;
     if created {
         tracing::warn!(
@@ -190,5 +210,35 @@ mod tests {
         assert_eq!(with_secret("one"), with_secret("two"));
         assert_ne!(with_secret("one"), base);
         assert_eq!(base.len(), 64);
+    }
+
+    /// A deleted signing key is not replaced while the log has entries (a black-box finding:
+    /// the next start made a new key and signed on, so the log no longer verified with the key
+    /// the auditors held); an empty log still gets its key made on first start.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_missing_key_is_made_for_an_empty_log_and_refused_for_one_with_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSettings {
+            signing_key_file: dir.path().join("audit-signing.key"),
+            witness_file: dir.path().join("audit-witness.log"),
+            origin: "wardgate-test/audit".into(),
+            checkpoint_every: 1000,
+            checkpoint_interval: std::time::Duration::from_secs(10),
+            durability: wardgate_store::AuditDurability::Disk,
+        };
+        let store: Arc<dyn AuditStore> = Arc::new(wardgate_audit::MemoryAuditStore::new());
+        let auditor = start(&settings, store.clone()).await.unwrap();
+        auditor
+            .append(startup_event("digest", false))
+            .await
+            .unwrap();
+        auditor.shutdown().await.unwrap();
+        std::fs::remove_file(&settings.signing_key_file).unwrap();
+
+        let refused = start(&settings, store).await.err().unwrap().to_string();
+        assert!(refused.contains("the file is missing"), "{refused}");
+        assert!(refused.contains("already has"), "{refused}");
+        assert!(!settings.signing_key_file.exists(), "no new key was made");
     }
 }

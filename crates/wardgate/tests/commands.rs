@@ -209,3 +209,51 @@ fn an_export_older_than_the_witness_fails_with_what_to_do() {
     );
     assert!(live.status.success(), "{}", text(&live.stderr));
 }
+
+/// A start that fails before the service can serve (its port taken) is no run: the audit log
+/// gets no "service started" event for it (a black-box finding: it recorded the new
+/// configuration's digest while the old process kept serving the old one). The next start
+/// that does serve opens its run.
+#[test]
+fn a_start_that_cannot_listen_writes_no_start_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wardgate.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nsqlite_path = \"state/wardgate.db\"\n\
+         [[backends]]\nname = \"b\"\nkind = \"openai\"\nurl = \"http://127.0.0.1:9/v1\"\n",
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    // A key first, so the log exists and has its signing key.
+    let created = wardgate(dir.path(), &["-c", c, "keys", "create", "--tenant", "acme"]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .current_dir(dir.path())
+        .args(["-c", c, "serve"])
+        .env("WARDGATE_LISTEN", &addr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "served on a taken port");
+    assert!(
+        text(&out.stderr).contains("cannot listen"),
+        "{}",
+        text(&out.stderr)
+    );
+    let q = wardgate(
+        dir.path(),
+        &["-c", c, "audit", "query", "--event-type", "config_change"],
+    );
+    assert!(q.status.success(), "{}", text(&q.stderr));
+    assert!(
+        !text(&q.stdout).contains("service started"),
+        "a failed start was audited as a run: {}",
+        text(&q.stdout)
+    );
+}

@@ -122,3 +122,28 @@ fn a_rotation_overlap_out_of_bounds_and_an_unknown_key_are_refused() {
         );
     }
 }
+
+/// An empty model name (`--models ""`, `--models ,`, an empty variable in a script) is
+/// refused before anything changes, as the admin API refuses it; it used to mint a key for
+/// every model.
+#[test]
+fn an_empty_model_name_is_refused_not_read_as_every_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["", ",", "tiny,", " "] {
+        let out = wardgate(
+            dir.path(),
+            &["keys", "create", "--tenant", "acme", "--models", bad],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
+        assert!(
+            stderr.contains("a model name cannot be empty"),
+            "{bad:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{bad:?}");
+    }
+    assert!(
+        !dir.path().join("wardgate.db").exists(),
+        "a refused argument opened the database"
+    );
+}

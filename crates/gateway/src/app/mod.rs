@@ -172,6 +172,9 @@ impl ConfigSource {
 pub struct Gateway {
     state: AppState,
     live: LiveRouter,
+    /// The event that opens this run in the audit log, written once the service can serve
+    /// (listener bound, TLS loaded); `None` for a gateway built without [`Gateway::start`].
+    opening: Option<wardgate_audit::AuditEvent>,
     /// `None` when built from a configuration value rather than a source to re-read.
     reloader: Option<Arc<Reloader>>,
 }
@@ -219,16 +222,19 @@ impl Gateway {
         Ok(Gateway {
             state,
             live,
+            opening: None,
             reloader,
         })
     }
 
-    /// Opens the configured stores, builds the gateway and opens this run of the audit log
-    /// with the digest of its configuration (a log that cannot take it stops the start).
+    /// Opens the configured stores and builds the gateway; [`Gateway::run`] opens this run of
+    /// the audit log with the digest of its configuration once it can serve (a start that
+    /// fails before, on a taken port or a bad TLS key, is no run; a log that cannot take the
+    /// event stops the start).
     pub async fn start(config: Config, source: ConfigSource) -> Result<Gateway, StartError> {
         let (stores, opening) = open(&config, &source).await?;
-        let gateway = Gateway::build(config, stores, Some(source)).await?;
-        begin_run(&gateway.state, opening).await?;
+        let mut gateway = Gateway::build(config, stores, Some(source)).await?;
+        gateway.opening = Some(opening);
         Ok(gateway)
     }
 
@@ -264,7 +270,7 @@ impl Gateway {
         tokio::spawn(async move {
             preload(&preload_state).await;
         });
-        run_service(state, self.live, listener, shutdown).await
+        run_service(state, self.live, listener, shutdown, self.opening).await
     }
 }
 
@@ -273,6 +279,8 @@ impl Gateway {
 pub struct LlmService {
     state: AppState,
     router: axum::Router,
+    /// As [`Gateway`]'s: written by `run` once the service can serve.
+    opening: Option<wardgate_audit::AuditEvent>,
 }
 
 impl LlmService {
@@ -312,7 +320,11 @@ impl LlmService {
             state.config.llm.replay_cache_size(),
         ));
         let router = crate::llm::llm_router(state.clone(), verifier);
-        Ok(LlmService { state, router })
+        Ok(LlmService {
+            state,
+            router,
+            opening: None,
+        })
     }
 
     /// Opens the configured stores and builds the service; its audit log opens with the
@@ -323,8 +335,8 @@ impl LlmService {
         keys: Vec<SigningKey>,
     ) -> Result<LlmService, StartError> {
         let (stores, opening) = open(&config, &source).await?;
-        let service = LlmService::build(config, stores, keys).await?;
-        begin_run(&service.state, opening).await?;
+        let mut service = LlmService::build(config, stores, keys).await?;
+        service.opening = Some(opening);
         Ok(service)
     }
 
@@ -348,7 +360,14 @@ impl LlmService {
         tokio::spawn(async move {
             preload(&preload_state).await;
         });
-        run_service(self.state, LiveRouter::new(self.router), listener, shutdown).await
+        run_service(
+            self.state,
+            LiveRouter::new(self.router),
+            listener,
+            shutdown,
+            self.opening,
+        )
+        .await
     }
 }
 
@@ -418,6 +437,7 @@ async fn run_service(
     app: LiveRouter,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    opening: Option<wardgate_audit::AuditEvent>,
 ) -> Result<(), StartError> {
     let grace = state.config.shutdown_grace;
     let tls = state
@@ -426,6 +446,10 @@ async fn run_service(
         .as_ref()
         .map(crate::serve::tls::Tls::load)
         .transpose()?;
+    // The listener is bound and TLS loaded: from here the service runs, and its run opens.
+    if let Some(event) = opening {
+        begin_run(&state, event).await?;
+    }
     let limits = state.config.server.clone();
     let lockout = state.lockout.clone();
     let refusals = state.refusals.clone();

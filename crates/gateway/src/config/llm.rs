@@ -98,7 +98,11 @@ const ROLE_RATE_LIMITS_OFF: &[&str] = &[
 /// `WARDGATE_LLM_LISTEN` (default [`DEFAULT_LLM_LISTEN`]), with the certificate and key of
 /// `WARDGATE_LLM_TLS_CERT` and `WARDGATE_LLM_TLS_KEY` when set (else the file's
 /// `[server.tls]`, if any); its only backend is the embedded engine (named `default`, its
-/// models discovered), no `[[models]]`, and every rate limit and quota off.
+/// models discovered), no `[[models]]`, and every rate limit and quota off. Its audit log is
+/// its own: unless its environment places them (`WARDGATE_DB`, `WARDGATE_AUDIT_KEY`,
+/// `WARDGATE_AUDIT_WITNESS`), its database is `llm/wardgate.db` beside the file's and its
+/// signing key and witness file default to beside that, so a config file shared with the
+/// gateway never makes the two logs share a database, a key or a witness file.
 pub(super) fn apply_role(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<(), ConfigError> {
     let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| DEFAULT_LLM_LISTEN.to_owned());
     set_dotted(doc, "server.listen", listen.into());
@@ -127,5 +131,32 @@ pub(super) fn apply_role(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<()
     for key in ROLE_RATE_LIMITS_OFF {
         set_dotted(doc, &format!("rate_limit.{key}"), toml::Value::Integer(0));
     }
+    if env("WARDGATE_DB").is_none() {
+        let shared = doc
+            .get("storage")
+            .and_then(|s| s.get("sqlite_path"))
+            .and_then(toml::Value::as_str)
+            .unwrap_or(super::storage::DEFAULT_SQLITE_PATH);
+        let own = std::path::Path::new(shared)
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new(""))
+            .join(LLM_DATABASE);
+        set_dotted(
+            doc,
+            "storage.sqlite_path",
+            own.to_string_lossy().into_owned().into(),
+        );
+    }
+    if let Some(audit) = doc.get_mut("audit").and_then(toml::Value::as_table_mut) {
+        if env("WARDGATE_AUDIT_KEY").is_none() {
+            audit.remove("signing_key_file");
+        }
+        if env("WARDGATE_AUDIT_WITNESS").is_none() {
+            audit.remove("witness_file");
+        }
+    }
     Ok(())
 }
+
+/// `wardgate llm`'s database, relative to the directory of the gateway's.
+pub const LLM_DATABASE: &str = "llm/wardgate.db";

@@ -1323,6 +1323,45 @@ url = "http://127.0.0.1:11434"
     /// Issue 16: `wardgate llm`'s settings are a layer of the config, validated once; the
     /// result is what cmd/llm.rs built by mutating the gateway's config.
     #[test]
+    fn the_llm_role_keeps_its_audit_log_apart_from_the_gateways() {
+        // The shipped example names the gateway's key and witness file; a black-box test found
+        // that `wardgate llm` reading the same file then shared them, and both logs failed
+        // verification.
+        let file = "[storage]\nsqlite_path = \"/srv/wg/wardgate.db\"\n\
+                    [audit]\nsigning_key_file = \"/srv/wg/audit.key\"\n\
+                    witness_file = \"/srv/wg/witness.log\"\n";
+        let gateway = load(file).unwrap();
+        let own = llm(file, &no_env).unwrap();
+        assert_eq!(own.sqlite_path, Path::new("/srv/wg/llm/wardgate.db"));
+        assert_eq!(
+            own.audit.signing_key_file,
+            Path::new("/srv/wg/llm/audit-signing.key")
+        );
+        assert_eq!(
+            own.audit.witness_file,
+            Path::new("/srv/wg/llm/audit-witness.log")
+        );
+        assert_ne!(own.audit.signing_key_file, gateway.audit.signing_key_file);
+        assert_ne!(own.audit.witness_file, gateway.audit.witness_file);
+        // Its own environment places them where it says.
+        let env = |k: &str| {
+            Some(
+                match k {
+                    "WARDGATE_DB" => "/var/lib/llm.db",
+                    "WARDGATE_AUDIT_KEY" => "/keys/llm.key",
+                    "WARDGATE_AUDIT_WITNESS" => "/witness/llm.log",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        };
+        let placed = llm(file, &env).unwrap();
+        assert_eq!(placed.sqlite_path, Path::new("/var/lib/llm.db"));
+        assert_eq!(placed.audit.signing_key_file, Path::new("/keys/llm.key"));
+        assert_eq!(placed.audit.witness_file, Path::new("/witness/llm.log"));
+    }
+
+    #[test]
     fn llm_role_layer_builds_what_wardgate_llm_did() {
         let gateway_env = |k: &str| {
             Some(
@@ -1370,7 +1409,15 @@ url = "http://127.0.0.1:11434"
             ("file with tls, llm env", with_tls, &llm_env),
         ];
         for (name, text, env) in cases {
-            let before = llm_as_before(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut before = llm_as_before(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
+            // The one intended change: the service's audit log is its own.
+            if env("WARDGATE_DB").is_none() {
+                let dir = before.sqlite_path.parent().unwrap().to_path_buf();
+                before.sqlite_path = dir.join(llm::LLM_DATABASE);
+            }
+            let dir = before.sqlite_path.parent().unwrap().to_path_buf();
+            before.audit.signing_key_file = dir.join("audit-signing.key");
+            before.audit.witness_file = dir.join("audit-witness.log");
             let now = llm(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
             let ((b_start, b_live), (n_start, n_live)) = (before.parts(), now.parts());
             assert_eq!(n_start, b_start, "{name}");

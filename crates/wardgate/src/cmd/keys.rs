@@ -17,8 +17,9 @@ pub(crate) enum KeysCommand {
     Create {
         #[arg(long)]
         tenant: String,
-        /// Comma-separated models the key may use (default: all).
-        #[arg(long, value_delimiter = ',')]
+        /// Comma-separated models the key may use (default: all). An empty name is refused,
+        /// so an empty variable in a script cannot mint a key for every model.
+        #[arg(long, value_delimiter = ',', value_parser = model_name)]
         models: Vec<String>,
         /// Lifetime such as `90d` or `12h`, at most 100 years (default: no expiry).
         #[arg(long, value_parser = lifetime)]
@@ -57,6 +58,19 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One `--models` item: not empty (the admin API refuses an empty name too).
+fn model_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() {
+        return Err(
+            "a model name cannot be empty; leave --models out for a key that may use \
+                    every model"
+                .into(),
+        );
+    }
+    Ok(name.to_owned())
 }
 
 pub(crate) fn parse_role(text: &str) -> Result<Role, String> {
@@ -188,7 +202,7 @@ pub(crate) async fn key_command(
         } => {
             let req = KeyRequest {
                 tenant,
-                models: models.into_iter().filter(|m| !m.is_empty()).collect(),
+                models,
                 roles,
                 expires,
                 label,
