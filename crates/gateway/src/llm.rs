@@ -2,11 +2,12 @@
 //! the gateway's Ollama front, over the in-process engine, and authenticates its one client —
 //! the gateway — by HMAC signature instead of API keys. Model management is not exposed.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,9 @@ use wardgate_api::signing::{self, Verifier};
 
 use crate::error::{ApiError, ErrorReason, Front, OllamaError};
 use crate::handlers::{ollama, probes};
+use crate::identity::lockout::Lockout;
 use crate::identity::principal::Principal;
+use crate::middleware::events::AuthFailed;
 use crate::middleware::record::{self, RequestRecord};
 use crate::pipeline::extract::Json;
 use crate::state::AppState;
@@ -32,6 +35,12 @@ struct Auth {
     body_timeout: std::time::Duration,
     /// Early evictions from the replay cache already reported in the log.
     reported_evictions: Arc<std::sync::atomic::AtomicU64>,
+    /// Folds refusals per source address into one audit event per
+    /// `auth.failure_audit_window`, as the gateway does (its lockout and allowance are not
+    /// applied here: the llm's one client is the gateway, refused by nothing but its signature).
+    failures: Arc<Lockout>,
+    /// Where the folded windows' `suppressed: N` summaries are written.
+    audit: wardgate_audit::Auditor,
 }
 
 impl Auth {
@@ -66,6 +75,9 @@ pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
         max_body: state.config.limits.max_body_bytes,
         body_timeout: state.config.server.body_read_timeout,
         reported_evictions: Arc::default(),
+        // The state's, so `app::run_service` flushes its open windows at shutdown.
+        failures: state.lockout.clone(),
+        audit: state.audit.clone(),
     };
     let signed = Router::new()
         .route("/api/chat", post(ollama::chat))
@@ -133,7 +145,7 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
     auth.warn_if_evicting();
     let verified = match verdict {
         Ok(v) => v,
-        Err(reason) => return refuse(&parts, reason),
+        Err(reason) => return refuse(&auth, &parts, reason),
     };
     // Signed by the gateway: only now is the body read, within the same bounds as anywhere.
     let bytes =
@@ -142,7 +154,7 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
             Err(e) => return e.to_response(Front::Ollama),
         };
     if let Err(reason) = verified.check_body(&bytes) {
-        return refuse(&parts, reason);
+        return refuse(&auth, &parts, reason);
     }
     if let Some(rec) = parts.extensions.get::<Arc<RequestRecord>>() {
         rec.set_principal(GATEWAY_PRINCIPAL, "", wardgate_audit::AuthMethod::ApiKey);
@@ -174,7 +186,25 @@ fn forwarded(uri: &axum::http::Uri) -> crate::handlers::Forwarded {
     crate::handlers::Forwarded { fairness }
 }
 
-fn refuse(parts: &axum::http::request::Parts, reason: signing::VerifyError) -> Response {
+/// The answer to a request whose signature is missing or does not verify: logged with its reason,
+/// counted, and audited on its own only when it is its peer address's first in the audit window
+/// (the rest are folded into the window's `suppressed: N` event, see `identity::lockout`), so a
+/// flood of unsigned requests cannot grow the audit log at line rate.
+fn refuse(
+    auth: &Auth,
+    parts: &axum::http::request::Parts,
+    reason: signing::VerifyError,
+) -> Response {
+    // The peer itself: the llm has no trusted proxies, so no forwarded address is honoured.
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let folded = !auth
+        .failures
+        .fold(peer, std::time::Instant::now(), &auth.audit);
+    let record = parts.extensions.get::<Arc<RequestRecord>>();
+    AuthFailed { folded }.emit(record.map(|r| &**r));
     tracing::warn!(
         target: "wardgate::llm::auth",
         reason = %reason,

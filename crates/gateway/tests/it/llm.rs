@@ -431,3 +431,195 @@ async fn i16_the_llm_service_audits_what_it_serves_and_refuses() {
             .all(|e| e.actor_id == "gateway" && e.tenant.is_none())
     );
 }
+
+/// The `auth_failure` events of `ip` and the refusals they stand for: one per request event,
+/// `N` per `suppressed: N` summary (which belongs to no request).
+fn failures_of(events: &[wardgate_audit::AuditEvent], ip: std::net::IpAddr) -> (u64, usize) {
+    let mine: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e.source_ip == Some(ip) && e.event_type == wardgate_audit::EventType::AuthFailure
+        })
+        .collect();
+    let total = mine
+        .iter()
+        .map(|e| match (&e.request_id, e.detail.as_deref()) {
+            (None, Some(d)) => d
+                .strip_prefix("suppressed: ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("a summary without a count: {e:#?}")),
+            _ => 1,
+        })
+        .sum();
+    (total, mine.len())
+}
+
+fn from_peer(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            ip, 40_000,
+        ))));
+    req
+}
+
+/// The llm service over the harness's backend, its failed authentications folded per
+/// `window`.
+async fn folding_service(h: &crate::support::Harness, window: u64) -> LlmService {
+    let mut config = (*h.state.config).clone();
+    config.lockout.audit_window = std::time::Duration::from_secs(window);
+    LlmService::build(
+        config,
+        Stores::in_memory().await.unwrap(),
+        vec![SigningKey::new(LLM_SECRET).unwrap()],
+    )
+    .await
+    .unwrap()
+}
+
+/// Found by the black-box attack (finding 2): every unsigned or badly signed request to
+/// `wardgate llm` wrote its own permanent `auth_failure` event, so anyone who reaches the
+/// private port could grow the undeletable log at line rate. Now they are folded per peer
+/// address as on the gateway: the first in each `auth.failure_audit_window` is written, the rest
+/// become one `suppressed: N` event, and the counts add up. Every refusal is still answered 401
+/// and counted; a valid signature is served and audited all the same.
+#[tokio::test]
+async fn i16_attack_llm_signature_refusals_are_folded_per_address() {
+    use std::sync::atomic::Ordering;
+    use wardgate_audit::{EventType, Outcome};
+    let counters = &wardgate_gateway::middleware::events::COUNTERS;
+    let h = crate::support::Harness::single("ollama").await;
+    let service = folding_service(&h, 60).await;
+    let app = service.router();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = serde_json::json!({"model": "tiny", "prompt": "hi", "stream": false}).to_string();
+    let flooder = [192, 0, 2, 50];
+    let other = [192, 0, 2, 51];
+    let (failures, folded) = (
+        counters.auth_failures.load(Ordering::Relaxed),
+        counters.auth_failures_folded.load(Ordering::Relaxed),
+    );
+    for i in 0..300 {
+        let req = if i % 10 == 0 {
+            // Signed with the wrong key.
+            let forged = signing::sign(
+                &SigningKey::new(&[7u8; 32]).unwrap(),
+                "POST",
+                "/api/generate",
+                body.as_bytes(),
+                now,
+                &format!("nonce-forged-{i:09}"),
+            );
+            Request::post("/api/generate")
+                .header(signing::TIMESTAMP_HEADER, forged.timestamp)
+                .header(signing::NONCE_HEADER, forged.nonce)
+                .header(signing::SIGNATURE_HEADER, forged.signature)
+                .header(signing::BODY_DIGEST_HEADER, forged.body_digest)
+                .body(Body::from(body.clone()))
+                .unwrap()
+        } else {
+            Request::post("/api/chat")
+                .body(Body::from(body.clone()))
+                .unwrap()
+        };
+        let (status, _) = send(&app, from_peer(req, flooder)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "request {i}");
+    }
+    for _ in 0..3 {
+        let req = Request::get("/api/tags").body(Body::empty()).unwrap();
+        assert_eq!(
+            send(&app, from_peer(req, other)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The flooder's own valid signature is served and audited on its own.
+    let (status, text) = send(
+        &app,
+        from_peer(
+            signed("/api/generate", &body, now, "nonce-fold-0000000001"),
+            flooder,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // Every refusal is counted; all but each address's first are counted as folded.
+    assert!(counters.auth_failures.load(Ordering::Relaxed) - failures >= 303);
+    assert!(counters.auth_failures_folded.load(Ordering::Relaxed) - folded >= 301);
+
+    // What a stop writes (`app::run_service` flushes the state's windows).
+    let state = service.state();
+    state.lockout.flush_folded(&state.audit).await;
+    state.audit.checkpoint().await.unwrap();
+    let events: Vec<_> = state
+        .audit
+        .store()
+        .read_range(0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    // One window each: the first refusal and one summary, whose counts add up.
+    assert_eq!(
+        failures_of(&events, flooder.into()),
+        (300, 2),
+        "{events:#?}"
+    );
+    assert_eq!(failures_of(&events, other.into()), (3, 2), "{events:#?}");
+    let served: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::Request)
+        .collect();
+    assert_eq!(served.len(), 1, "{events:#?}");
+    assert_eq!(
+        (
+            served[0].outcome,
+            served[0].http_status,
+            served[0].actor_id.as_str()
+        ),
+        (Some(Outcome::Allow), Some(200), "gateway")
+    );
+}
+
+/// A window still open when `wardgate llm` stops is written by the stop: a flood over a real
+/// socket leaves its first refusal and one `suppressed: N` event once the service has run down.
+#[tokio::test]
+async fn i16_attack_llm_folded_refusals_are_written_at_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = crate::support::Harness::single("ollama").await;
+    let service = folding_service(&h, 600).await;
+    let state = service.state();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(service.run(listener, async move {
+        let _ = stopped.await;
+    }));
+    for _ in 0..20 {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"GET /api/tags HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            sock.read_to_end(&mut answer),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 401"), "{answer:?}");
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let events: Vec<_> = state
+        .audit
+        .store()
+        .read_range(0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(failures_of(&events, addr.ip()), (20, 2), "{events:#?}");
+}
