@@ -257,3 +257,19 @@ fn a_start_that_cannot_listen_writes_no_start_event() {
         text(&q.stdout)
     );
 }
+
+/// `audit query --limit` holds to its documented range, as the admin API does (it took 0 and
+/// any number).
+#[test]
+fn audit_query_limit_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "10001", "99999999"] {
+        let out = wardgate(dir.path(), &["audit", "query", "--limit", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("--limit"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}

@@ -56,8 +56,8 @@ pub(crate) enum AuditCommand {
         /// Only entries after this sequence number (for paging).
         #[arg(long)]
         after_seq: Option<u64>,
-        /// At most this many (1 to 10000).
-        #[arg(long, default_value_t = 100)]
+        /// At most this many (1 to 10000), as the admin API allows.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
     /// Create an Ed25519 checkpoint signing key file (mode 0600) and print its public key.
