@@ -46,6 +46,20 @@ pub fn load_or_create_key(path: &Path, origin: &str) -> Result<(SignerKey, bool)
     Ok((key, true))
 }
 
+/// Whether a file's permissions let users other than its owner read it (Unix).
+fn readable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 /// Starts the audit writer on `store`.
 pub async fn start(
     settings: &AuditSettings,
@@ -72,6 +86,13 @@ pub async fn start(
         }
     }
     let (key, created) = load_or_create_key(&settings.signing_key_file, &settings.origin)?;
+    if readable_by_others(&settings.signing_key_file) {
+        tracing::warn!(
+            path = %settings.signing_key_file.display(),
+            "the audit signing key can be read by other users of this machine: anyone who \
+             reads it can sign checkpoints; make it readable by the service only (chmod 600)"
+        );
+    }
     if created {
         tracing::warn!(
             path = %settings.signing_key_file.display(),
@@ -234,8 +255,19 @@ mod tests {
             .await
             .unwrap();
         auditor.shutdown().await.unwrap();
-        std::fs::remove_file(&settings.signing_key_file).unwrap();
 
+        assert!(
+            !readable_by_others(&settings.signing_key_file),
+            "a new key is made readable by its owner only"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let open = std::fs::Permissions::from_mode(0o644);
+            std::fs::set_permissions(&settings.signing_key_file, open).unwrap();
+            assert!(readable_by_others(&settings.signing_key_file));
+        }
+        std::fs::remove_file(&settings.signing_key_file).unwrap();
         let refused = start(&settings, store).await.err().unwrap().to_string();
         assert!(refused.contains("the file is missing"), "{refused}");
         assert!(refused.contains("already has"), "{refused}");
