@@ -121,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { file } => {
             let file = file.or(cli.config).context("give a config file to check")?;
             let c = load_config(Some(&file))?;
+            wardgate_gateway::app::check(&c).await?;
             out(&format!(
                 "{}: ok ({} backends, {} models)",
                 file.display(),

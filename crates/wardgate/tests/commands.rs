@@ -273,3 +273,42 @@ fn audit_query_limit_out_of_range_is_refused() {
         );
     }
 }
+
+/// `check-config` reads what `serve` would read at start besides the stores, so it does not
+/// pass a config that `serve` refuses (a black-box finding): a backend secret variable that is
+/// not set, TLS files that are not there, a JWT issuer's missing key file.
+#[test]
+fn check_config_refuses_what_serve_would_refuse_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[[backends]]\nname = \"b\"\nkind = \"ollama\"\nurl = \"http://127.0.0.1:9\"\n\
+             secret_env = \"WG_TEST_UNSET_SECRET\"\n",
+            "WG_TEST_UNSET_SECRET",
+        ),
+        (
+            "[server.tls]\ncert_file = \"missing-cert.pem\"\nkey_file = \"missing-key.pem\"\n",
+            "missing-cert.pem",
+        ),
+        (
+            "[[auth.jwt]]\nissuer = \"https://idp.example.org\"\naudiences = [\"wardgate\"]\n\
+             algorithms = [\"EdDSA\"]\njwks_file = \"missing-jwks.json\"\n",
+            "missing-jwks.json",
+        ),
+    ];
+    for (i, (toml, named)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("case-{i}.toml"));
+        std::fs::write(&file, toml).unwrap();
+        let out = wardgate(dir.path(), &["check-config", file.to_str().unwrap()]);
+        assert!(
+            !out.status.success(),
+            "case {i} passed: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stderr).contains(named),
+            "case {i}: {}",
+            text(&out.stderr)
+        );
+    }
+}

@@ -21,6 +21,12 @@ use wardgate_store::SqliteStore;
 
 pub use background::{preload, refresh_backends};
 
+/// Reads now what a start of `config` would read besides the stores (backend secrets and CA
+/// files, the TLS pair, JWT key files) and says what is wrong, without starting anything.
+pub async fn check(config: &Config) -> Result<(), StartError> {
+    parts::check(config).await
+}
+
 use crate::config::Config;
 use crate::serve::reload::Reloader;
 use crate::serve::server::LiveRouter;

@@ -82,32 +82,7 @@ fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalo
             }
             config::BackendType::Http(kind) => kind,
         };
-        let mut hc = HttpBackendConfig::new(&b.name, kind, &b.url);
-        if let Some(var) = &b.secret_env {
-            let value = std::env::var(var).map_err(|_| StartError::Backend {
-                name: b.name.clone(),
-                reason: format!("secret_env names `{var}`, which is not set"),
-            })?;
-            let keys = SigningKey::parse_list(&value).map_err(|e| StartError::Backend {
-                name: b.name.clone(),
-                reason: format!("`{var}`: {e}"),
-            })?;
-            hc.signer = keys.into_iter().next();
-        }
-        hc.connect_timeout = b.connect_timeout;
-        if let Some(ca) = &b.ca_file {
-            hc.ca_pem = Some(std::fs::read(ca).map_err(|e| StartError::Backend {
-                name: b.name.clone(),
-                reason: format!("ca_file {}: {e}", ca.display()),
-            })?);
-        }
-        if let Some(var) = &b.api_key_env {
-            let key = std::env::var(var).map_err(|_| StartError::Backend {
-                name: b.name.clone(),
-                reason: format!("api_key_env names `{var}`, which is not set"),
-            })?;
-            hc.api_key = Some(key);
-        }
+        let hc = http_backend_config(b, kind)?;
         let backend = HttpBackend::new(hc).map_err(|e| StartError::Backend {
             name: b.name.clone(),
             reason: e.to_string(),
@@ -133,6 +108,66 @@ fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalo
         config.limits.default_context_window,
         crate::handlers::unix_now(),
     )?)
+}
+
+/// An HTTP backend's settings with what they name read in: its signing secret and API key
+/// from the environment, its CA file from the disk.
+fn http_backend_config(
+    b: &config::BackendConfig,
+    kind: wardgate_backends::BackendKind,
+) -> Result<HttpBackendConfig, StartError> {
+    let mut hc = HttpBackendConfig::new(&b.name, kind, &b.url);
+    if let Some(var) = &b.secret_env {
+        let value = std::env::var(var).map_err(|_| StartError::Backend {
+            name: b.name.clone(),
+            reason: format!("secret_env names `{var}`, which is not set"),
+        })?;
+        let keys = SigningKey::parse_list(&value).map_err(|e| StartError::Backend {
+            name: b.name.clone(),
+            reason: format!("`{var}`: {e}"),
+        })?;
+        hc.signer = keys.into_iter().next();
+    }
+    hc.connect_timeout = b.connect_timeout;
+    if let Some(ca) = &b.ca_file {
+        hc.ca_pem = Some(std::fs::read(ca).map_err(|e| StartError::Backend {
+            name: b.name.clone(),
+            reason: format!("ca_file {}: {e}", ca.display()),
+        })?);
+    }
+    if let Some(var) = &b.api_key_env {
+        let key = std::env::var(var).map_err(|_| StartError::Backend {
+            name: b.name.clone(),
+            reason: format!("api_key_env names `{var}`, which is not set"),
+        })?;
+        hc.api_key = Some(key);
+    }
+    Ok(hc)
+}
+
+/// What a start reads besides the stores, read now without starting anything: each HTTP
+/// backend's secrets and CA file, the TLS certificate and key, and the JWT issuers' key files
+/// (key URLs are fetched at start, not here). `wardgate check-config` runs it, so a config it
+/// passes does not fail at `serve` on one of these.
+pub(super) async fn check(config: &Config) -> Result<(), StartError> {
+    for b in &config.backends {
+        if let config::BackendType::Http(kind) = b.kind {
+            http_backend_config(b, kind)?;
+        }
+    }
+    if let Some(tls) = &config.tls {
+        crate::serve::tls::Tls::load(tls)?;
+    }
+    let files: Vec<_> = config
+        .jwt
+        .iter()
+        .filter(|i| matches!(i.keys, config::auth::KeySource::File(_)))
+        .cloned()
+        .collect();
+    if !files.is_empty() {
+        crate::identity::jwt::JwtVerifier::start(files, config.max_token_bytes).await?;
+    }
+    Ok(())
 }
 
 /// Assembles the shared state from its parts.
