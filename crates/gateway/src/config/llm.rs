@@ -70,6 +70,24 @@ const GATEWAY_ONLY_ENV: &[&str] = &[
     "WARDGATE_RATE_LIMIT_RPM",
 ];
 
+/// The gateway's variables set in `env` that `wardgate llm` does not read, each with what to
+/// set instead, so the service can say so at start rather than ignore them silently.
+pub fn ignored_gateway_env(env: EnvLookup<'_>) -> Vec<(&'static str, &'static str)> {
+    GATEWAY_ONLY_ENV
+        .iter()
+        .filter(|v| env(v).is_some())
+        .map(|&v| {
+            let instead = match v {
+                "WARDGATE_LISTEN" => "WARDGATE_LLM_LISTEN",
+                "WARDGATE_TLS_CERT" => "WARDGATE_LLM_TLS_CERT",
+                "WARDGATE_TLS_KEY" => "WARDGATE_LLM_TLS_KEY",
+                _ => "nothing: the gateway's setting, not this service's",
+            };
+            (v, instead)
+        })
+        .collect()
+}
+
 /// The environment as `wardgate llm` reads it: `env` without [`GATEWAY_ONLY_ENV`].
 pub(super) fn role_env<'a>(env: EnvLookup<'a>) -> impl Fn(&str) -> Option<String> + 'a {
     move |name: &str| {

@@ -1323,6 +1323,22 @@ url = "http://127.0.0.1:11434"
     /// Issue 16: `wardgate llm`'s settings are a layer of the config, validated once; the
     /// result is what cmd/llm.rs built by mutating the gateway's config.
     #[test]
+    fn the_llm_role_names_the_gateway_variables_it_ignores() {
+        let env = |k: &str| {
+            matches!(k, "WARDGATE_TLS_CERT" | "WARDGATE_LISTEN" | "WARDGATE_DB")
+                .then(|| "x".to_owned())
+        };
+        assert_eq!(
+            llm::ignored_gateway_env(&env),
+            [
+                ("WARDGATE_LISTEN", "WARDGATE_LLM_LISTEN"),
+                ("WARDGATE_TLS_CERT", "WARDGATE_LLM_TLS_CERT"),
+            ]
+        );
+        assert!(llm::ignored_gateway_env(&no_env).is_empty());
+    }
+
+    #[test]
     fn the_llm_role_keeps_its_audit_log_apart_from_the_gateways() {
         // The shipped example names the gateway's key and witness file; a black-box test found
         // that `wardgate llm` reading the same file then shared them, and both logs failed

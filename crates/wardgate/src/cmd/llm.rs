@@ -22,6 +22,13 @@ pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     // gateway, enforces those; the engine's slots and queue bound what runs here).
     let config = Config::load_llm(config_path, &env)?;
     let configured = init_logging(&config);
+    for (ignored, instead) in wardgate_gateway::config::llm::ignored_gateway_env(&env) {
+        tracing::warn!(
+            variable = ignored,
+            instead,
+            "wardgate llm does not read this gateway variable; set the one named instead"
+        );
+    }
     let addr = config.listen;
     let source = ConfigSource {
         path: config_path.map(Path::to_path_buf),
