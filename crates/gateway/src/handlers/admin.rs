@@ -641,8 +641,9 @@ pub async fn query_audit(
 
 /// `POST /admin/config/reload` (operators only): reads and validates the configuration
 /// again and applies what can change without a restart (see `reload`). 200 with the changed
-/// sections; 400 for an invalid file; 409 when a setting that needs a restart changed. Each
-/// attempt is a `config_change` audit event, refused ones included.
+/// sections; 400 for an invalid file; 409 when a setting that needs a restart changed; 503
+/// when the audit log cannot commit the reload's event (nothing is applied). Each attempt is
+/// a `config_change` audit event, refused ones included.
 #[utoipa::path(
     post,
     path = "/admin/config/reload",
@@ -665,17 +666,33 @@ pub async fn reload_config(
     if !matches!(Scope::of(&state, &p), Scope::All) {
         return Err(ApiError::Forbidden.into());
     }
-    let result = match reloader {
-        Some(axum::Extension(reloader)) => tokio::task::spawn_blocking(move || reloader.reload())
-            .await
-            .map_err(|_| ApiError::StorageUnavailable)?,
+    let prepared = match reloader {
+        Some(axum::Extension(reloader)) => reloader.prepare().await,
         None => Err(ReloadError::NotReloadable),
     };
-    ConfigReloaded {
-        via: ReloadVia::AdminApi,
-        result: &result,
-    }
-    .emit(&record);
+    let result = match prepared {
+        // Applied only once its event is committed: the request's terminal event comes
+        // too late for that (after the answer, so after the swap).
+        Ok(prepared) => {
+            ConfigReloaded {
+                via: ReloadVia::AdminApi,
+                result: &Ok(prepared.reloaded().clone()),
+            }
+            .commit(&record, &state.audit)
+            .await
+            .map_err(|_| ApiError::AuditUnavailable)?;
+            Ok(prepared.apply())
+        }
+        Err(e) => {
+            let result = Err(e);
+            ConfigReloaded {
+                via: ReloadVia::AdminApi,
+                result: &result,
+            }
+            .emit(&record);
+            result
+        }
+    };
     match result {
         Ok(done) => Ok(Json(ReloadResult {
             reloaded: !done.changed.is_empty(),

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use wardgate_audit::{ActorKind, AuditEvent, Auditor, EventType, Outcome, Timestamp};
+use wardgate_audit::{ActorKind, AuditError, AuditEvent, Auditor, EventType, Outcome, Timestamp};
 use wardgate_store::{ApiKeyRecord, Rotated};
 
 use crate::guards::ratelimit::Limit;
@@ -203,20 +203,49 @@ impl ConfigReloaded<'_> {
         }
     }
 
-    /// Inside a request (the admin API): the request's terminal event carries the change.
+    /// Inside a request (the admin API), for a refused reload: the request's terminal event
+    /// carries the refusal.
     pub fn emit(self, record: &RequestRecord) {
         self.log();
         let (_, detail) = self.audit();
         record.set_action(EventType::ConfigChange, Some(detail));
     }
 
-    /// Outside a request (SIGHUP): a `config_change` event by wardgate itself.
-    pub async fn append(self, auditor: &Auditor) {
-        self.log();
+    /// Inside a request (the admin API), for a reload about to be applied: commits its
+    /// `config_change` event, by the request's principal, before the change is made. `Err`:
+    /// the log did not take it, and the reload must not be applied.
+    pub async fn commit(self, record: &RequestRecord, auditor: &Auditor) -> Result<(), AuditError> {
+        let (outcome, detail) = self.audit();
+        let mut event = record.audit_event(EventType::ConfigChange);
+        event.outcome = Some(outcome);
+        event.detail = Some(detail);
+        self.committed(auditor.append(event).await)
+    }
+
+    /// Outside a request (SIGHUP): commits a `config_change` event by wardgate itself. `Err`:
+    /// the log did not take it, and the reload must not be applied.
+    pub async fn append(self, auditor: &Auditor) -> Result<(), AuditError> {
         let (outcome, detail) = self.audit();
         let event = crate::audit::config_event(outcome, detail);
-        if let Err(e) = auditor.append(event).await {
-            tracing::error!(error = %e, "the audit log did not take a reload event");
+        self.committed(auditor.append(event).await)
+    }
+
+    /// The log line once the event is committed; an error line when it was not.
+    fn committed(&self, appended: Result<u64, AuditError>) -> Result<(), AuditError> {
+        match appended {
+            Ok(_) => {
+                self.log();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    via = self.via().trim(),
+                    "configuration reload not applied: the audit log did not take its event; \
+                     fix the audit log (see its earlier errors), then reload again"
+                );
+                Err(e)
+            }
         }
     }
 }

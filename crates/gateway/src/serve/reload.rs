@@ -13,6 +13,12 @@
 //! new state from the old one (same stores, catalog, engine, audit log, limiter and caches)
 //! with the new configuration and PHI guard, and swaps in its router. Requests in flight
 //! finish under the configuration they started with.
+//!
+//! A reload is applied only once its audit event is committed (fail closed, as model requests
+//! are): [`Reloader::prepare`] checks the configuration and returns a [`Prepared`] reload,
+//! the caller commits the `config_change` event, and only then [`Prepared::apply`] swaps it
+//! in. Dropping a `Prepared` applies nothing. One reload runs at a time, from its check to
+//! its swap, so a reload never applies a state checked against one that was since replaced.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,10 +36,12 @@ pub enum ReloadError {
     RestartRequired(Vec<&'static str>),
     #[error("this service was started without a reloadable configuration")]
     NotReloadable,
+    #[error("the reload was interrupted before its check finished; try again")]
+    Interrupted,
 }
 
 /// What a reload did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reloaded {
     /// The sections whose settings changed (empty: the configuration was the same).
     pub changed: Vec<&'static str>,
@@ -51,6 +59,8 @@ pub struct Reloader {
     live: LiveRouter,
     build: fn(AppState) -> axum::Router,
     current: std::sync::Mutex<Option<AppState>>,
+    /// Held by the one reload in progress, from its check to its swap (or its drop).
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -79,6 +89,7 @@ impl Reloader {
             live,
             build,
             current: std::sync::Mutex::new(None),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -102,10 +113,31 @@ impl Reloader {
         (self.build)(state).layer(axum::Extension(self.clone()))
     }
 
-    /// Reads and validates the configuration again and applies it, or refuses.
-    pub fn reload(self: &Arc<Self>) -> Result<Reloaded, ReloadError> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(old) = current.as_ref() else {
+    /// Waits for any other reload to finish, then reads and validates the configuration
+    /// again, and compares it with the one in force. Nothing is applied yet: the caller
+    /// commits the reload's audit event, then calls [`Prepared::apply`]; until then (or until
+    /// the `Prepared` is dropped) other reloads wait.
+    pub async fn prepare(self: &Arc<Self>) -> Result<Prepared, ReloadError> {
+        let turn = self.turn.clone().lock_owned().await;
+        let me = self.clone();
+        // Reading the file blocks: off the runtime's threads.
+        let (state, reloaded) = match tokio::task::spawn_blocking(move || me.check()).await {
+            Ok(checked) => checked?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(ReloadError::Interrupted),
+        };
+        Ok(Prepared {
+            reloader: self.clone(),
+            state,
+            reloaded,
+            _turn: turn,
+        })
+    }
+
+    /// Reads and validates the configuration, and builds the state it would apply (`None`:
+    /// nothing changed).
+    fn check(&self) -> Result<(Option<AppState>, Reloaded), ReloadError> {
+        let Some(old) = self.current() else {
             return Err(ReloadError::NotReloadable);
         };
         let file = match &self.path {
@@ -126,14 +158,54 @@ impl Reloader {
             .filter_map(|(k, _)| (self.env)(&k).map(|v| (k, v)))
             .collect();
         let digest = crate::audit::config_digest(file.as_deref(), &env);
-        if !changed.is_empty() {
+        let state = (!changed.is_empty()).then(|| {
             let mut state = old.clone();
             state.phi = Arc::new(crate::guards::phi_guard::PhiGuard::new(config.phi.clone()));
             state.config = Arc::new(config);
-            self.live.set(self.router(state.clone()));
-            *current = Some(state);
+            state
+        });
+        Ok((state, Reloaded { changed, digest }))
+    }
+}
+
+/// A reload checked and not yet applied (see [`Reloader::prepare`]). Other reloads wait while
+/// it exists; dropped, it applies nothing.
+#[must_use = "a prepared reload applies nothing until `apply` is called"]
+pub struct Prepared {
+    reloader: Arc<Reloader>,
+    state: Option<AppState>,
+    reloaded: Reloaded,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("reloaded", &self.reloaded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// What applying it will do: the sections that change, and the digest then in force.
+    pub fn reloaded(&self) -> &Reloaded {
+        &self.reloaded
+    }
+
+    /// Swaps in the new configuration (when anything changed). Call it only once the
+    /// reload's audit event is committed.
+    pub fn apply(self) -> Reloaded {
+        let Prepared {
+            reloader,
+            state,
+            reloaded,
+            _turn,
+        } = self;
+        if let Some(state) = state {
+            reloader.live.set(reloader.router(state.clone()));
+            *reloader.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
         }
-        Ok(Reloaded { changed, digest })
+        reloaded
     }
 }
 

@@ -371,9 +371,9 @@ async fn the_prompt_is_recorded_only_as_a_salted_digest_of_what_the_client_sent(
 
 /// An audit store whose appends fail while `down` is set.
 #[derive(Default)]
-struct Flaky {
+pub(crate) struct Flaky {
     inner: MemoryAuditStore,
-    down: AtomicBool,
+    pub(crate) down: AtomicBool,
 }
 
 #[async_trait::async_trait]

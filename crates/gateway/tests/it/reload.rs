@@ -2,6 +2,10 @@
 //! request; settings that need a restart, and invalid files, are refused with nothing
 //! applied; every attempt is a `config_change` audit event.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::phi_audit::Flaky;
 use crate::support::{Harness, Resp, backend_url, mock_cfg, mocks, post_as};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -123,6 +127,58 @@ async fn policy_reloads_without_a_restart_and_everything_else_is_refused() {
     assert_eq!(changes[3].0, Some(Outcome::Deny));
     assert!(changes[3].1.contains("limits.max_messages"), "{changes:?}");
     assert_eq!(changes[4].0, Some(Outcome::Allow));
+}
+
+/// A reload is applied only once its audit event is committed, as model requests fail closed:
+/// with the audit log down, the reload answers 503 and the old policy stays in force, after
+/// the log recovers too; the next reload then applies it, with its event.
+#[tokio::test]
+async fn a_reload_the_audit_log_cannot_record_is_not_applied() {
+    let ms = mocks(vec![mock_cfg()]).await;
+    let url = backend_url("openai", &ms[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, config(&url, 256)).unwrap();
+    let store = Arc::new(Flaky::default());
+    let h = Harness::from_file(&path, ms)
+        .await
+        .audited(store.clone())
+        .await;
+    let (operator_id, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+
+    std::fs::write(&path, config(&url, 2)).unwrap();
+    store.down.store(true, Ordering::SeqCst);
+    let r = send(&h, reload(&operator)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "server_error", "{}", r.text());
+    assert!(r.headers.contains_key("retry-after"));
+    store.down.store(false, Ordering::SeqCst);
+    let r = send(&h, three_messages(&h.key)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the unaudited reload was applied: {}",
+        r.text()
+    );
+
+    let r = send(&h, reload(&operator)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["changed"], json!(["limits"]));
+    let r = send(&h, three_messages(&h.key)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+
+    // One change, one event: by the operator, committed.
+    let changes: Vec<_> = h
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == EventType::ConfigChange)
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].outcome, Some(Outcome::Allow));
+    assert_eq!(changes[0].key_id.as_deref(), Some(operator_id.as_str()));
+    let detail = changes[0].detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("changed=limits"), "{detail}");
 }
 
 #[tokio::test]

@@ -10,6 +10,10 @@ use wardgate_gateway::middleware::events::{ConfigReloaded, ReloadVia};
 use super::{env, init_logging, load_config, shutdown_signal};
 
 pub(crate) async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    // First of all: SIGHUP's default action ends the process, and tokio replaces it only when
+    // the stream is created. A SIGHUP during start-up (backend discovery can take seconds)
+    // then waits in the stream, and is a reload once the gateway runs.
+    let hangups = Hangups::listen();
     let config = load_config(config_path)?;
     let configured = init_logging(&config);
     let listen = config.listen;
@@ -50,37 +54,78 @@ pub(crate) async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     configured.add(url.clone());
     tracing::info!(addr = %local, url = %url, "wardgate listening");
     if let Some(reloader) = gateway.reloader() {
-        reload_on_hangup(reloader, state.audit.clone());
+        reload_on_hangup(hangups, reloader, state.audit.clone());
     }
     gateway.run(listener, shutdown_signal()).await?;
     Ok(())
 }
-/// SIGHUP reloads the configuration, like the admin API; each attempt is audited.
+/// SIGHUPs received since [`Hangups::listen`] (none where there is no SIGHUP).
+pub(crate) struct Hangups {
+    /// Why SIGHUP could not be taken over, reported once logging is set up.
+    #[cfg(unix)]
+    signals: std::io::Result<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Takes over SIGHUP from now on (its default action ends the process).
+    pub(crate) fn listen() -> Hangups {
+        #[cfg(unix)]
+        {
+            Hangups {
+                signals: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()),
+            }
+        }
+        #[cfg(not(unix))]
+        Hangups {}
+    }
+}
+
+/// SIGHUP reloads the configuration, like the admin API; each attempt is audited, and a
+/// reload whose audit event is not committed is not applied.
 pub(crate) fn reload_on_hangup(
+    hangups: Hangups,
     reloader: Arc<wardgate_gateway::serve::reload::Reloader>,
     auditor: wardgate_audit::Auditor,
 ) {
     #[cfg(unix)]
     tokio::spawn(async move {
-        let Ok(mut hangups) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP; reload through the admin API instead");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            let r = reloader.clone();
-            let Ok(result) = tokio::task::spawn_blocking(move || r.reload()).await else {
-                continue;
-            };
-            ConfigReloaded {
-                via: ReloadVia::Sighup,
-                result: &result,
+        let mut signals = match hangups.signals {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot listen for SIGHUP; reload through the admin API instead"
+                );
+                return;
             }
-            .append(&auditor)
-            .await;
+        };
+        while signals.recv().await.is_some() {
+            match reloader.prepare().await {
+                Ok(prepared) => {
+                    let committed = ConfigReloaded {
+                        via: ReloadVia::Sighup,
+                        result: &Ok(prepared.reloaded().clone()),
+                    }
+                    .append(&auditor)
+                    .await;
+                    // Not committed: `prepared` is dropped, and nothing is applied (the
+                    // error is logged).
+                    if committed.is_ok() {
+                        prepared.apply();
+                    }
+                }
+                Err(e) => {
+                    // Refused: nothing to apply; a failed commit is logged.
+                    let _ = ConfigReloaded {
+                        via: ReloadVia::Sighup,
+                        result: &Err(e),
+                    }
+                    .append(&auditor)
+                    .await;
+                }
+            }
         }
     });
     #[cfg(not(unix))]
-    let _ = (reloader, auditor);
+    let _ = (hangups, reloader, auditor);
 }
