@@ -83,6 +83,11 @@ enum Command {
     CheckConfig {
         /// The file to check (defaults to --config).
         file: Option<PathBuf>,
+        /// Also read what a start reads on this machine: the backends' secrets from the
+        /// environment, the TLS pair, CA files and JWT key files. Without it only the file
+        /// (and `WARDGATE_*`) is checked, as in a pipeline that has no production secrets.
+        #[arg(long)]
+        start: bool,
     },
     /// Find or redact PHI (the 18 HIPAA Safe Harbor identifiers) in text; no config needed.
     Phi {
@@ -118,15 +123,22 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::CheckConfig { file } => {
+        Command::CheckConfig { file, start } => {
             let file = file.or(cli.config).context("give a config file to check")?;
             let c = load_config(Some(&file))?;
-            wardgate_gateway::app::check(&c).await?;
+            if start {
+                wardgate_gateway::app::check(&c).await?;
+            }
             out(&format!(
-                "{}: ok ({} backends, {} models)",
+                "{}: ok ({} backends, {} models{})",
                 file.display(),
                 c.backends.len(),
-                c.models.len()
+                c.models.len(),
+                if start {
+                    "; what a start reads is there"
+                } else {
+                    "; the file only: --start also reads the secrets and files a start needs"
+                }
             ))?;
             Ok(())
         }

@@ -274,9 +274,10 @@ fn audit_query_limit_out_of_range_is_refused() {
     }
 }
 
-/// `check-config` reads what `serve` would read at start besides the stores, so it does not
-/// pass a config that `serve` refuses (a black-box finding): a backend secret variable that is
-/// not set, TLS files that are not there, a JWT issuer's missing key file.
+/// `check-config --start` reads what `serve` would read at start besides the stores, so it
+/// does not pass a config that `serve` refuses on this machine (a black-box finding): a
+/// backend secret variable that is not set, TLS files that are not there, a JWT issuer's
+/// missing key file. Without `--start` the file alone is checked, and the output says so.
 #[test]
 fn check_config_refuses_what_serve_would_refuse_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,7 +300,18 @@ fn check_config_refuses_what_serve_would_refuse_at_start() {
     for (i, (toml, named)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("case-{i}.toml"));
         std::fs::write(&file, toml).unwrap();
+        // The file alone is valid: a pipeline without the production secrets passes it.
         let out = wardgate(dir.path(), &["check-config", file.to_str().unwrap()]);
+        assert!(out.status.success(), "case {i}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("--start"),
+            "{}",
+            text(&out.stdout)
+        );
+        let out = wardgate(
+            dir.path(),
+            &["check-config", "--start", file.to_str().unwrap()],
+        );
         assert!(
             !out.status.success(),
             "case {i} passed: {}",
