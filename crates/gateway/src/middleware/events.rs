@@ -161,6 +161,14 @@ pub struct ConfigReloaded<'a> {
 }
 
 impl ConfigReloaded<'_> {
+    /// Where the reload came from, as the log line's `via` field.
+    fn source(&self) -> &'static str {
+        match self.via {
+            ReloadVia::AdminApi => "admin_api",
+            ReloadVia::Sighup => "sighup",
+        }
+    }
+
     fn via(&self) -> &'static str {
         match self.via {
             ReloadVia::AdminApi => "",
@@ -194,11 +202,11 @@ impl ConfigReloaded<'_> {
             Ok(done) => tracing::warn!(
                 target: "wardgate::alert",
                 changed = %changed(done),
-                via = self.via().trim(),
+                via = self.source(),
                 "configuration reloaded"
             ),
             Err(e) => {
-                tracing::error!(error = %e, via = self.via().trim(), "configuration reload refused")
+                tracing::error!(error = %e, via = self.source(), "configuration reload refused")
             }
         }
     }
@@ -240,7 +248,7 @@ impl ConfigReloaded<'_> {
             Err(e) => {
                 tracing::error!(
                     error = %e,
-                    via = self.via().trim(),
+                    via = self.source(),
                     "configuration reload not applied: the audit log did not take its event; \
                      fix the audit log (see its earlier errors), then reload again"
                 );
@@ -380,6 +388,12 @@ mod tests {
             digest: "cd34".into(),
         });
         let text = |via, result| ConfigReloaded { via, result }.audit();
+        // The log line names where a reload came from, the admin API too (it logged `via=""`).
+        let source = |via| ConfigReloaded { via, result: &same }.source();
+        assert_eq!(
+            (source(ReloadVia::AdminApi), source(ReloadVia::Sighup)),
+            ("admin_api", "sighup")
+        );
         assert_eq!(
             text(ReloadVia::AdminApi, &done),
             (
