@@ -86,6 +86,30 @@ pub async fn start(
         }
     }
     let (key, created) = load_or_create_key(&settings.signing_key_file, &settings.origin)?;
+    // The key must be the one that signed the log so far: another key (a file copied over it,
+    // a stray key at the default path when a command runs without the server's config) would
+    // sign on, and the log would fail verification with either key.
+    let last = store
+        .latest_checkpoint()
+        .await
+        .map_err(|e| StartError::Key {
+            path: settings.signing_key_file.display().to_string(),
+            reason: format!("cannot read the audit log's last checkpoint: {e}"),
+        })?;
+    if let Some(last) = last
+        && wardgate_audit::note::open(&last.note, &[key.verifier()]).is_err()
+    {
+        return Err(StartError::Key {
+            path: settings.signing_key_file.display().to_string(),
+            reason: format!(
+                "this key did not sign the audit log's last checkpoint (size {}): it is not \
+                 the log's key. Point audit.signing_key_file / WARDGATE_AUDIT_KEY at the key \
+                 that signed this log (for `wardgate keys` and `wardgate audit`, pass the same \
+                 --config as the server); nothing was written",
+                last.size
+            ),
+        });
+    }
     if readable_by_others(&settings.signing_key_file) {
         tracing::warn!(
             path = %settings.signing_key_file.display(),
@@ -268,9 +292,25 @@ mod tests {
             assert!(readable_by_others(&settings.signing_key_file));
         }
         std::fs::remove_file(&settings.signing_key_file).unwrap();
-        let refused = start(&settings, store).await.err().unwrap().to_string();
+        let refused = start(&settings, store.clone())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(refused.contains("the file is missing"), "{refused}");
         assert!(refused.contains("already has"), "{refused}");
         assert!(!settings.signing_key_file.exists(), "no new key was made");
+
+        // Another key in its place (copied over it, or a stray one at the default path) is
+        // refused too: it did not sign the log's last checkpoint.
+        let other = SignerKey::generate(&settings.origin).unwrap();
+        write_signer_key(&settings.signing_key_file, &other).unwrap();
+        let refused = start(&settings, store.clone())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(refused.contains("did not sign"), "{refused}");
+        assert_eq!(store.size().await.unwrap(), 1, "nothing was written");
     }
 }

@@ -281,6 +281,7 @@ fn audit_query_limit_out_of_range_is_refused() {
 #[test]
 fn check_config_refuses_what_serve_would_refuse_at_start() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("not-a-key.txt"), "hello\n").unwrap();
     let cases = [
         (
             "[[backends]]\nname = \"b\"\nkind = \"ollama\"\nurl = \"http://127.0.0.1:9\"\n\
@@ -295,6 +296,10 @@ fn check_config_refuses_what_serve_would_refuse_at_start() {
             "[[auth.jwt]]\nissuer = \"https://idp.example.org\"\naudiences = [\"wardgate\"]\n\
              algorithms = [\"EdDSA\"]\njwks_file = \"missing-jwks.json\"\n",
             "missing-jwks.json",
+        ),
+        (
+            "[audit]\nsigning_key_file = \"not-a-key.txt\"\n",
+            "not-a-key.txt",
         ),
     ];
     for (i, (toml, named)) in cases.iter().enumerate() {

@@ -120,3 +120,52 @@ chain = [{{ backend = "b0", model = "tiny" }}]
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `wardgate llm` does not reload, but a SIGHUP that reaches it (a logrotate, a reload sent to
+/// every service) must not end it either: it is logged and ignored (the re-check of the
+/// black-box findings found it ending the service).
+#[test]
+fn a_sighup_to_wardgate_llm_is_logged_and_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("llm.toml"),
+        "[storage]\nsqlite_path = \"wardgate.db\"\n\
+         [engine]\nmodels_dir = \"models\"\nfetch_default_model = false\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .current_dir(dir.path())
+        .args(["--config", "llm.toml", "llm"])
+        .env(
+            "WARDGATE_LLM_SECRET",
+            "0123456789abcdef0123456789abcdef-sighup",
+        )
+        .env("WARDGATE_LLM_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines(&mut child);
+    let mut seen = Vec::new();
+    wait_for(&mut child, &lines, &mut seen, "wardgate llm listening");
+    for _ in 0..2 {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for(&mut child, &lines, &mut seen, "SIGHUP ignored");
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "wardgate llm ended; the log:\n{}",
+        seen.join("\n")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

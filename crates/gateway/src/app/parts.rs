@@ -146,7 +146,8 @@ fn http_backend_config(
 }
 
 /// What a start reads besides the stores, read now without starting anything: each HTTP
-/// backend's secrets and CA file, the TLS certificate and key, and the JWT issuers' key files
+/// backend's secrets and CA file, the TLS certificate and key, the audit signing key (when
+/// there is one: a start makes it for an empty log), and the JWT issuers' key files
 /// (key URLs are fetched at start, not here). `wardgate check-config` runs it, so a config it
 /// passes does not fail at `serve` on one of these.
 pub(super) async fn check(config: &Config) -> Result<(), StartError> {
@@ -157,6 +158,15 @@ pub(super) async fn check(config: &Config) -> Result<(), StartError> {
     }
     if let Some(tls) = &config.tls {
         crate::serve::tls::Tls::load(tls)?;
+    }
+    let key = &config.audit.signing_key_file;
+    if key.exists() {
+        wardgate_audit::keyfile::read_signer_key(key).map_err(|e| {
+            StartError::Audit(crate::audit::StartError::Key {
+                path: key.display().to_string(),
+                reason: e.to_string(),
+            })
+        })?;
     }
     let files: Vec<_> = config
         .jwt

@@ -10,6 +10,8 @@ use super::{env, init_logging, shutdown_signal};
 
 /// `wardgate llm`: the engine behind the Ollama API, listening privately, signed requests only.
 pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
+    // Taken over first: SIGHUP's default action would end the service.
+    let hangups = super::serve::Hangups::listen();
     let secrets = env("WARDGATE_LLM_SECRET").context(
         "WARDGATE_LLM_SECRET is not set: wardgate llm only serves requests signed by the \
          gateway. Generate a secret (e.g. `openssl rand -hex 32`) and give the same value to \
@@ -50,6 +52,7 @@ pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     configured.add(local.to_string());
     configured.add(url.clone());
     tracing::info!(addr = %local, url = %url, "wardgate llm listening");
+    super::serve::ignore_hangups(hangups);
     service.run(listener, shutdown_signal()).await?;
     Ok(())
 }

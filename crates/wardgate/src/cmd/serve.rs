@@ -80,6 +80,25 @@ impl Hangups {
     }
 }
 
+/// `wardgate llm` does not reload: SIGHUP (a log rotation, a reload sent to every service)
+/// is logged and otherwise ignored, never the end of the service.
+pub(crate) fn ignore_hangups(hangups: Hangups) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut signals) = hangups.signals else {
+            return;
+        };
+        while signals.recv().await.is_some() {
+            tracing::info!(
+                "SIGHUP ignored: wardgate llm does not reload its configuration; restart it to \
+                 change it"
+            );
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = hangups;
+}
+
 /// SIGHUP reloads the configuration, like the admin API; each attempt is audited, and a
 /// reload whose audit event is not committed is not applied.
 pub(crate) fn reload_on_hangup(
