@@ -4,6 +4,8 @@
 //! CLI command, a reload on SIGHUP: `append` writes it to the log itself). The counters live
 //! here; `metrics.rs` only renders them.
 //!
+//! A request's own end is `record::RequestFinished` (it reads the whole record).
+//!
 //! Where a new event goes: a type here with its fields (never a secret, a prompt or PHI), its
 //! audit event type and detail, its counter in [`Counters`] if it has one, and its log line; the
 //! place it happens calls `emit` (or `append`).

@@ -296,12 +296,27 @@ impl RequestRecord {
             return None;
         }
         self.settle();
-        self.emit(ending)
+        RequestFinished {
+            record: self,
+            ending,
+        }
+        .emit()
     }
+}
 
-    /// Writes the log line and returns the terminal audit event (none for unaudited routes).
-    fn emit(&self, ending: Ending) -> Option<AuditEvent> {
-        let f = self.lock();
+/// The event of a request's end, as `events.rs` has one type per security event: its `emit`
+/// writes the request's one log line and returns its terminal audit event (none for unaudited
+/// routes), from the same fields, so the two cannot disagree; the request metrics count here
+/// too. It lives beside the record because it reads the whole record.
+struct RequestFinished<'a> {
+    record: &'a RequestRecord,
+    ending: Ending,
+}
+
+impl RequestFinished<'_> {
+    fn emit(self) -> Option<AuditEvent> {
+        let (record, ending) = (self.record, self.ending);
+        let f = record.lock();
         // A client that went away mid-body left before any answer, like one that left while
         // the request waited: its answer was written to no one.
         let ending = if f.reason == Some(crate::error::CLIENT_GONE) {
@@ -318,12 +333,12 @@ impl RequestRecord {
         } else {
             Outcome::Allow
         };
-        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let latency_ms = record.started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             target: "wardgate::request",
-            request_id = %self.request_id,
-            method = %self.method,
-            route = %self.route,
+            request_id = %record.request_id,
+            method = %record.method,
+            route = %record.route,
             status = f.status,
             outcome = outcome.as_str(),
             reason = f.reason.unwrap_or(""),
@@ -338,7 +353,7 @@ impl RequestRecord {
             latency_ms = format_args!("{latency_ms:.3}"),
             "request"
         );
-        if UNAUDITED_ROUTES.contains(&self.route.as_str()) || f.audit_folded {
+        if UNAUDITED_ROUTES.contains(&record.route.as_str()) || f.audit_folded {
             return None;
         }
         // A request dropped before it authenticated has done nothing that needs a trail, and
@@ -353,7 +368,7 @@ impl RequestRecord {
             }
             None => EventType::Request,
         };
-        let mut event = self.event_from(&f, event_type, Some(outcome));
+        let mut event = record.event_from(&f, event_type, Some(outcome));
         if ending == Ending::BeforeResponse {
             // No response was sent, so there is no status to record.
             event.http_status = None;
