@@ -3385,14 +3385,7 @@ async fn i15_4_a_shutdown_closing_a_waiting_request_still_records_its_end() {
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(3));
     let audit = h.state.audit.clone();
-    let events: Vec<AuditEvent> = audit
-        .store()
-        .read_range(0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = crate::support::stored_events(&audit).await;
     let requests = requests_of(
         &events,
         &events

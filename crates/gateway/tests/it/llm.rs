@@ -404,14 +404,7 @@ async fn i16_the_llm_service_audits_what_it_serves_and_refuses() {
 
     let audit = service.state().audit;
     audit.checkpoint().await.unwrap();
-    let events: Vec<_> = audit
-        .store()
-        .read_range(0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = crate::support::stored_events(&audit).await;
     let kinds: Vec<_> = events
         .iter()
         .map(|e| (e.event_type, e.outcome, e.http_status))
@@ -550,15 +543,7 @@ async fn i16_attack_llm_signature_refusals_are_folded_per_address() {
     let state = service.state();
     state.lockout.flush_folded(&state.audit).await;
     state.audit.checkpoint().await.unwrap();
-    let events: Vec<_> = state
-        .audit
-        .store()
-        .read_range(0, 1_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = crate::support::stored_events(&state.audit).await;
     // One window each: the first refusal and one summary, whose counts add up.
     assert_eq!(
         failures_of(&events, flooder.into()),
@@ -612,14 +597,6 @@ async fn i16_attack_llm_folded_refusals_are_written_at_shutdown() {
     }
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
-    let events: Vec<_> = state
-        .audit
-        .store()
-        .read_range(0, 1_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = crate::support::stored_events(&state.audit).await;
     assert_eq!(failures_of(&events, addr.ip()), (20, 2), "{events:#?}");
 }

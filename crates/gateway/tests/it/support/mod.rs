@@ -221,14 +221,7 @@ chain = [{{ backend = "b0", model = "other" }}]
     pub async fn audit_events(&self) -> Vec<wardgate_audit::AuditEvent> {
         let audit = &self.state.audit;
         audit.checkpoint().await.unwrap();
-        audit
-            .store()
-            .read_range(0, 10_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event)
-            .collect()
+        stored_events(audit).await
     }
 
     pub async fn key_for(
@@ -433,4 +426,17 @@ where
 pub async fn eventually(within: std::time::Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let held = poll_until(within, || std::future::ready(cond()), |held| *held).await;
     assert!(held, "{what}: not within {within:?}");
+}
+
+/// Every event `audit`'s store holds, in log order (what is committed; ask the writer for a
+/// checkpoint first for what is still queued, or read after it has shut down).
+pub async fn stored_events(audit: &wardgate_audit::Auditor) -> Vec<wardgate_audit::AuditEvent> {
+    audit
+        .store()
+        .read_range(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
 }
