@@ -252,18 +252,17 @@ impl Config {
 }
 
 /// The file at `path`, parsed; none: every key unset.
-/// The config file (if any) as a TOML document, its shape checked first so that errors name
-/// the line or the dotted key. Read as a document, not re-serialised from [`RawConfig`], so
-/// the binary carries no TOML serialiser (only tests build a config from a `RawConfig`).
+/// The config file (if any) as a TOML document (its shape is checked when the layered
+/// document is read, naming the dotted key). Read as a document, not re-serialised from
+/// [`RawConfig`], so the binary carries no TOML serialiser (only tests build a config from a
+/// `RawConfig`).
 fn read_document(path: Option<&Path>) -> Result<toml::Table, ConfigError> {
     let Some(p) = path else {
         return Ok(toml::Table::new());
     };
     let text = std::fs::read_to_string(p)
         .map_err(|e| ConfigError::new(p.display().to_string(), format!("cannot read: {e}")))?;
-    parse_toml(&text)?;
-    text.parse::<toml::Table>()
-        .map_err(|e| ConfigError::new(p.display().to_string(), e.message().to_owned()))
+    parse_document(&text)
 }
 
 /// `raw` as a TOML document, for the layers over it.
@@ -281,23 +280,22 @@ fn reread(doc: toml::Table) -> Result<RawConfig, ConfigError> {
 /// Parses TOML text. Syntax errors name the line; shape errors (unknown keys, wrong types)
 /// name the dotted key, e.g. `limits.max_body_bytes`.
 pub fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {
-    let line_of = |e: &toml::de::Error| {
-        e.span()
+    reread(parse_document(text)?)
+}
+
+/// TOML text as a document; a syntax error names its line. The document is then read into
+/// [`RawConfig`] in one place ([`reread`]), so the binary carries one deserialiser of the
+/// config's shape, not one for text and one for documents.
+fn parse_document(text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let at = e
+            .span()
             .map(|s| {
                 let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                 format!("line {line}")
             })
-            .unwrap_or_else(|| "file".to_owned())
-    };
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigError::new(line_of(&e), e.message().to_owned()))?;
-    serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
-        let message = e.inner().message().to_owned();
-        let mut key = e.path().to_string();
-        if key == "." || key.is_empty() {
-            key = line_of(e.inner());
-        }
-        ConfigError::new(key, message)
+            .unwrap_or_else(|| "file".to_owned());
+        ConfigError::new(at, e.message().to_owned())
     })
 }
 
