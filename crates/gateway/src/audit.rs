@@ -176,6 +176,16 @@ pub fn config_digest(file: Option<&[u8]>, env: &[(String, String)]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The digest of a configuration read from `file` (its bytes, if any) and the `WARDGATE_*`
+/// variables of the process as `env` reads them (the start and every reload use it).
+pub fn config_digest_of(file: Option<&[u8]>, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let vars: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("WARDGATE_"))
+        .filter_map(|(k, _)| env(&k).map(|v| (k, v)))
+        .collect();
+    config_digest(file, &vars)
+}
+
 /// The `config_change` event that opens each run of the service, naming the configuration's
 /// digest: a configuration changed between two runs shows as a new digest, and a run that
 /// did not write this event did not start (the audit log cannot be switched off).

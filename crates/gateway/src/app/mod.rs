@@ -163,11 +163,7 @@ impl ConfigSource {
     /// `WARDGATE_*` environment.
     fn startup_event(&self, config: &Config) -> std::io::Result<wardgate_audit::AuditEvent> {
         let file = self.path.as_deref().map(std::fs::read).transpose()?;
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("WARDGATE_"))
-            .filter_map(|(k, _)| (self.env)(&k).map(|v| (k, v)))
-            .collect();
-        let digest = crate::audit::config_digest(file.as_deref(), &env);
+        let digest = crate::audit::config_digest_of(file.as_deref(), &*self.env);
         Ok(crate::audit::startup_event(&digest, config.tls.is_some()))
     }
 }

@@ -153,11 +153,7 @@ impl Reloader {
             return Err(ReloadError::RestartRequired(old_startup.changed(&startup)));
         }
         let changed = old_live.changed(&live);
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("WARDGATE_"))
-            .filter_map(|(k, _)| (self.env)(&k).map(|v| (k, v)))
-            .collect();
-        let digest = crate::audit::config_digest(file.as_deref(), &env);
+        let digest = crate::audit::config_digest_of(file.as_deref(), &*self.env);
         let state = (!changed.is_empty()).then(|| {
             let mut state = old.clone();
             state.phi = Arc::new(crate::guards::phi_guard::PhiGuard::new(config.phi.clone()));

@@ -3,20 +3,15 @@
 //! and every audit read is its request's terminal audit event, and break-glass access needs a
 //! reason, which reaches the audit log redacted.
 
-use std::sync::Arc;
-
 use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, poll_until, post_as};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
-use wardgate_audit::{EventType, MemoryAuditStore, Outcome, Severity};
+use wardgate_audit::{EventType, Outcome, Severity};
 use wardgate_store::Role;
 
 async fn harness() -> Harness {
-    Harness::single_with("openai", mock_cfg(), "")
-        .await
-        .audited(Arc::new(MemoryAuditStore::new()))
-        .await
+    Harness::single_with("openai", mock_cfg(), "").await
 }
 
 #[tokio::test]
@@ -446,8 +441,6 @@ async fn repeated_failures_lock_the_source_out_and_are_audited() {
         "[auth]\nlockout_threshold = 3\nlockout_duration = \"10m\"\nlockout_by_prefix = false\n\
          failure_audit_window = \"0s\"\n",
     )
-    .await
-    .audited(Arc::new(MemoryAuditStore::new()))
     .await;
     let attacker = [192, 0, 2, 66];
     let bad = "wg_abcdefghijkl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";

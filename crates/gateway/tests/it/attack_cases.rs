@@ -188,13 +188,8 @@ fn assert_event(
     assert_eq!(e.deny_reason.as_deref(), reason, "{e:#?}");
 }
 
-/// The harness; its audit log is in memory, as every harness's is.
-async fn audited(h: Harness) -> Harness {
-    h
-}
-
 async fn harness(kind: &str, extra: &str) -> Harness {
-    audited(Harness::single_with(kind, mock_cfg(), extra).await).await
+    Harness::single_with(kind, mock_cfg(), extra).await
 }
 
 /// A request with `key` from `ip`, as the server would see a socket peer.
@@ -1544,17 +1539,14 @@ async fn case_21_concurrent_streams_per_key() {
         token_delay: Duration::from_millis(20),
         ..mock_cfg()
     };
-    let h = audited(
-        // Every 429 audited on its own, to check each one's event (folding is
+    let h = // Every 429 audited on its own, to check each one's event (folding is
         // `i15_attack_a_keys_429s_are_folded_in_the_audit_log`).
         Harness::single_with(
             "openai",
             slow,
             "[rate_limit]\nconcurrent_requests = 2\n[limits]\nrefusal_audit_window = \"0s\"\n",
         )
-        .await,
-    )
-    .await;
+        .await;
     let (_, other) = h.key_with_roles("acme", &[Role::User], None).await;
     let stream = |key: &str, path: &str| {
         let body = if path.starts_with("/v1/") {
@@ -2165,7 +2157,7 @@ async fn case_29_client_disconnect_cancels_upstream_and_audits_client_abort() {
             token_delay: Duration::from_millis(20),
             ..mock_cfg()
         };
-        let h = audited(Harness::single_with("openai", slow, "").await).await;
+        let h = Harness::single_with("openai", slow, "").await;
         let (addr, server) = serve_on_socket(&h).await;
         let body = body.to_string();
         let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -2238,13 +2230,10 @@ async fn case_30_upstream_timeout_is_a_generic_504() {
         headers_delay: Duration::from_secs(5),
         ..mock_cfg()
     };
-    let h = audited(
-        Harness::single_with(
-            "ollama",
-            slow,
-            "[server]\nrequest_timeout = \"300ms\"\nfirst_token_timeout = \"300ms\"\n",
-        )
-        .await,
+    let h = Harness::single_with(
+        "ollama",
+        slow,
+        "[server]\nrequest_timeout = \"300ms\"\nfirst_token_timeout = \"300ms\"\n",
     )
     .await;
     let upstream = h.mocks[0].url();
@@ -2330,7 +2319,7 @@ async fn case_31_5xx_bodies_never_echo_prompts_upstream_text_or_traces() {
                 "[[backends]]\nname = \"b0\"\nkind = \"{kind}\"\nurl = \"{url}\"\n\
                  [[models]]\nname = \"tiny\"\nchain = [{{ backend = \"b0\", model = \"tiny\" }}]\n"
             );
-            let h = audited(Harness::from_toml(&toml, vec![]).await).await;
+            let h = Harness::from_toml(&toml, vec![]).await;
             for (path, body) in [
                 ("/v1/chat/completions", chat_body("tiny", prompt)),
                 ("/api/chat", ollama_chat("tiny", prompt)),
@@ -2694,23 +2683,7 @@ fn failures_audited(events: &[AuditEvent], ip: std::net::IpAddr) -> (u64, usize)
         .filter(|e| e.source_ip == Some(ip))
         .filter(|e| matches!(e.event_type, EventType::AuthFailure | EventType::Lockout))
         .collect();
-    (refusals_counted(&mine), mine.len())
-}
-
-/// The refusals audit events stand for: one per request event, and `N` per `suppressed: N`
-/// summary (which belongs to no request).
-fn refusals_counted(events: &[&AuditEvent]) -> u64 {
-    events
-        .iter()
-        .map(|e| match (&e.request_id, e.detail.as_deref()) {
-            (None, Some(d)) => d
-                .strip_prefix("suppressed: ")
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("a summary without a count: {e:#?}")),
-            _ => 1,
-        })
-        .sum()
+    (crate::support::refusals_counted(&mine), mine.len())
 }
 
 #[tokio::test]
@@ -3257,10 +3230,8 @@ fn assert_one_abort_each(
 async fn i15_4_a_client_that_leaves_before_the_answer_leaves_one_terminal_event() {
     // The model server takes 10 s to answer: every request below is still waiting (on its
     // body, the audit log's start commit, or the backend) when its client leaves.
-    let h = audited(
-        Harness::single_with("openai", slow_mock(Duration::from_secs(10)), NO_RATE_LIMITS).await,
-    )
-    .await;
+    let h =
+        Harness::single_with("openai", slow_mock(Duration::from_secs(10)), NO_RATE_LIMITS).await;
     let (logs, _guard) = capture_logs();
     let (addr, _server) = serve_on_socket(&h).await;
     let plain = chat_body("tiny", "hello").to_string();
@@ -3339,13 +3310,10 @@ async fn i15_4_a_client_that_leaves_before_the_answer_leaves_one_terminal_event(
 async fn i15_4_a_shutdown_closing_a_waiting_request_still_records_its_end() {
     // A request still waiting on the backend at the drain deadline is closed by the server;
     // its terminal event must be in the log before the audit writer stops.
-    let h = audited(
-        Harness::single_with(
-            "openai",
-            slow_mock(Duration::from_secs(5)),
-            "[server]\nshutdown_grace = \"300ms\"\n",
-        )
-        .await,
+    let h = Harness::single_with(
+        "openai",
+        slow_mock(Duration::from_secs(5)),
+        "[server]\nshutdown_grace = \"300ms\"\n",
     )
     .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -4220,7 +4188,7 @@ async fn i15_6_upstream_400_is_a_400_and_not_a_breaker_failure() {
             fail_status: Some(400),
             ..mock_cfg()
         };
-        let h = audited(Harness::single_with(kind, cfg, "").await).await;
+        let h = Harness::single_with(kind, cfg, "").await;
         for path in ["/api/chat", "/v1/chat/completions"] {
             for _ in 0..4 {
                 let body = if path == "/api/chat" {
@@ -4944,7 +4912,7 @@ fn refusals_audited(events: &[AuditEvent]) -> (u64, usize) {
         .iter()
         .filter(|e| e.deny_reason.as_deref() == Some("rate_limited"))
         .collect();
-    (refusals_counted(&mine), mine.len())
+    (crate::support::refusals_counted(&mine), mine.len())
 }
 
 /// Found by the second black-box attack: a valid key sending past its request rate wrote one

@@ -385,21 +385,14 @@ async fn i16_the_llm_service_audits_what_it_serves_and_refuses() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{text}");
-    let forged = signing::sign(
-        &SigningKey::new(&[7u8; 32]).unwrap(),
-        "POST",
+    // Signed with another key.
+    let req = crate::support::signed_post(
+        &[7u8; 32],
         "/api/generate",
-        body.as_bytes(),
+        &body,
         now,
         "nonce-audit-000000002",
     );
-    let req = Request::post("/api/generate")
-        .header(signing::TIMESTAMP_HEADER, forged.timestamp)
-        .header(signing::NONCE_HEADER, forged.nonce)
-        .header(signing::SIGNATURE_HEADER, forged.signature)
-        .header(signing::BODY_DIGEST_HEADER, forged.body_digest)
-        .body(Body::from(body))
-        .unwrap();
     assert_eq!(send(&app, req).await.0, StatusCode::UNAUTHORIZED);
 
     let audit = service.state().audit;
@@ -434,18 +427,7 @@ fn failures_of(events: &[wardgate_audit::AuditEvent], ip: std::net::IpAddr) -> (
             e.source_ip == Some(ip) && e.event_type == wardgate_audit::EventType::AuthFailure
         })
         .collect();
-    let total = mine
-        .iter()
-        .map(|e| match (&e.request_id, e.detail.as_deref()) {
-            (None, Some(d)) => d
-                .strip_prefix("suppressed: ")
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("a summary without a count: {e:#?}")),
-            _ => 1,
-        })
-        .sum();
-    (total, mine.len())
+    (crate::support::refusals_counted(&mine), mine.len())
 }
 
 fn from_peer(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
@@ -495,21 +477,13 @@ async fn i16_attack_llm_signature_refusals_are_folded_per_address() {
     for i in 0..300 {
         let req = if i % 10 == 0 {
             // Signed with the wrong key.
-            let forged = signing::sign(
-                &SigningKey::new(&[7u8; 32]).unwrap(),
-                "POST",
+            crate::support::signed_post(
+                &[7u8; 32],
                 "/api/generate",
-                body.as_bytes(),
+                &body,
                 now,
                 &format!("nonce-forged-{i:09}"),
-            );
-            Request::post("/api/generate")
-                .header(signing::TIMESTAMP_HEADER, forged.timestamp)
-                .header(signing::NONCE_HEADER, forged.nonce)
-                .header(signing::SIGNATURE_HEADER, forged.signature)
-                .header(signing::BODY_DIGEST_HEADER, forged.body_digest)
-                .body(Body::from(body.clone()))
-                .unwrap()
+            )
         } else {
             Request::post("/api/chat")
                 .body(Body::from(body.clone()))

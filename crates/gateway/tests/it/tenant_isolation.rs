@@ -2,20 +2,15 @@
 //! spends is visible to, or counted against, another. Each section names the store or cache.
 //! (PostgreSQL and Redis-backed stores run the same store suites when they arrive; the Redis
 //! limiter's buckets are covered at the end.)
-use std::sync::Arc;
 
 use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, post_as};
 use axum::http::StatusCode;
 use serde_json::json;
-use wardgate_audit::MemoryAuditStore;
 use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter};
 use wardgate_store::{KeyStore, Role, TenantStore};
 
 async fn harness(extra: &str) -> Harness {
-    Harness::single_with("openai", mock_cfg(), extra)
-        .await
-        .audited(Arc::new(MemoryAuditStore::new()))
-        .await
+    Harness::single_with("openai", mock_cfg(), extra).await
 }
 
 #[tokio::test]

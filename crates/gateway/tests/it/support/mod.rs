@@ -440,3 +440,19 @@ pub async fn stored_events(audit: &wardgate_audit::Auditor) -> Vec<wardgate_audi
         .map(|e| e.event)
         .collect()
 }
+
+/// The refusals audit events stand for: one per request event, and `N` per `suppressed: N`
+/// summary (which belongs to no request).
+pub fn refusals_counted(events: &[&wardgate_audit::AuditEvent]) -> u64 {
+    events
+        .iter()
+        .map(|e| match (&e.request_id, e.detail.as_deref()) {
+            (None, Some(d)) => d
+                .strip_prefix("suppressed: ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("a summary without a count: {e:#?}")),
+            _ => 1,
+        })
+        .sum()
+}
