@@ -15,6 +15,7 @@ use crate::event::{
     prompt_digest,
 };
 use crate::merkle::{self, Hash, TreeBuilder};
+use crate::shared::{Sequenced, SharedLog};
 use crate::store::{AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint};
 
 /// An event with every field set, varied by `i`, for suites and benchmarks.
@@ -296,4 +297,163 @@ pub async fn queries<S: AuditStore>(store: &S, all: &[crate::AuditEntry]) {
         seen.extend(page.iter().map(|e| e.seq));
     }
     assert_eq!(seen, all.iter().map(|e| e.seq).collect::<Vec<_>>());
+}
+
+/// Runs every [`SharedLog`] check against `store`, which must be empty: the queue, the lease
+/// and its fencing, sequencing in order with no gaps, and that sequenced entries are ordinary
+/// log entries. Lease expiry is exercised with a lease of 200 ms.
+pub async fn shared_suite<S: SharedLog>(store: &S) {
+    use std::time::Duration;
+
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+    assert!(store.enqueue(vec![]).await.unwrap().is_empty());
+
+    // Queueing: all or nothing, ids grow, nothing is in the log yet.
+    let ids = store
+        .enqueue((0..3).map(sample_event).collect())
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let mut bad = sample_event(9);
+    bad.actor_id = String::new();
+    assert!(matches!(
+        store.enqueue(vec![sample_event(3), bad]).await,
+        Err(AuditStoreError::Invalid(_))
+    ));
+    assert_eq!(store.pending_count().await.unwrap(), 3);
+    assert_eq!(store.size().await.unwrap(), 0);
+
+    // Pending events are visible to a filtered query, by queue id.
+    let tenant0 = AuditFilter {
+        tenant: Some("tenant-0".into()),
+        ..AuditFilter::default()
+    };
+    let pending = store.pending(&tenant0).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, ids[0]);
+    assert_eq!(pending[0].event, sample_event(0));
+    let all = store.pending(&AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|p| p.id).collect::<Vec<_>>(),
+        ids,
+        "pending events come by queue id"
+    );
+    let one = AuditFilter {
+        limit: Some(1),
+        ..AuditFilter::default()
+    };
+    assert_eq!(store.pending(&one).await.unwrap().len(), 1);
+
+    // One holder at a time; the holder extends its lease and keeps its epoch.
+    let ttl = Duration::from_millis(200);
+    let a = store.acquire_lease("a", ttl).await.unwrap().unwrap();
+    assert_eq!(a.holder, "a");
+    assert_eq!(store.acquire_lease("b", ttl).await.unwrap(), None);
+    let again = store.acquire_lease("a", ttl).await.unwrap().unwrap();
+    assert_eq!(again.epoch, a.epoch, "an extension keeps the epoch");
+
+    // Sequencing: the oldest first, at consecutive numbers, at most `max`.
+    let Sequenced::Entries(first) = store.sequence(&a, 2).await.unwrap() else {
+        panic!("the holder lost its lease");
+    };
+    assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(first[0].event, sample_event(0));
+    assert_eq!(first[1].event, sample_event(1));
+    assert_eq!(store.pending_count().await.unwrap(), 1);
+    assert_eq!(store.size().await.unwrap(), 2);
+    // Sequenced entries are ordinary entries: read back with their leaf hashes.
+    assert_eq!(store.read_range(0, 10).await.unwrap(), first);
+    assert_eq!(
+        store.leaf_hashes(0, 10).await.unwrap(),
+        vec![
+            event_leaf_hash(0, &sample_event(0)),
+            event_leaf_hash(1, &sample_event(1))
+        ]
+    );
+
+    // A stale lease (wrong epoch) sequences nothing.
+    let stale = crate::shared::Lease {
+        holder: "a".into(),
+        epoch: a.epoch + 7,
+    };
+    assert!(matches!(
+        store.sequence(&stale, 10).await.unwrap(),
+        Sequenced::LeaseLost
+    ));
+    // Neither does another holder's name with the right epoch.
+    let forged = crate::shared::Lease {
+        holder: "b".into(),
+        epoch: a.epoch,
+    };
+    assert!(matches!(
+        store.sequence(&forged, 10).await.unwrap(),
+        Sequenced::LeaseLost
+    ));
+    assert_eq!(store.pending_count().await.unwrap(), 1);
+
+    // The lease lapses: another holder takes it with a higher epoch, and the old holder is
+    // fenced off even though it still has its lease in hand.
+    let mut b = None;
+    for _ in 0..100 {
+        b = store.acquire_lease("b", ttl).await.unwrap();
+        if b.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Some(b) = b else {
+        panic!("the lease did not lapse within 2 s of a 200 ms lease");
+    };
+    assert!(b.epoch > a.epoch, "{b:?} after {a:?}");
+    assert!(matches!(
+        store.sequence(&a, 10).await.unwrap(),
+        Sequenced::LeaseLost
+    ));
+    store
+        .enqueue(vec![sample_event(3), sample_event(4)])
+        .await
+        .unwrap();
+    let Sequenced::Entries(rest) = store.sequence(&b, 100).await.unwrap() else {
+        panic!("the new holder lost its lease");
+    };
+    assert_eq!(
+        rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        rest.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        (2..5).map(sample_event).collect::<Vec<_>>()
+    );
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+    let Sequenced::Entries(none) = store.sequence(&b, 100).await.unwrap() else {
+        panic!("the holder lost its lease");
+    };
+    assert!(none.is_empty());
+
+    // A release by a stale lease changes nothing; the holder's own release frees it at once.
+    store.release_lease(&a).await.unwrap();
+    assert_eq!(store.acquire_lease("c", ttl).await.unwrap(), None);
+    store.release_lease(&b).await.unwrap();
+    let c = store.acquire_lease("c", ttl).await.unwrap().unwrap();
+    assert!(c.epoch > b.epoch);
+    assert!(matches!(
+        store.sequence(&b, 10).await.unwrap(),
+        Sequenced::LeaseLost
+    ));
+
+    // Two holders racing for a free lease: exactly one wins.
+    store.release_lease(&c).await.unwrap();
+    let (x, y) = tokio::join!(store.acquire_lease("x", ttl), store.acquire_lease("y", ttl));
+    assert_eq!(
+        usize::from(x.unwrap().is_some()) + usize::from(y.unwrap().is_some()),
+        1
+    );
+
+    // The log is one tree with no gaps: five entries, in queue order.
+    let log = store.read_range(0, 100).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        (0..5).map(sample_event).collect::<Vec<_>>()
+    );
 }

@@ -34,6 +34,7 @@ pub mod export;
 pub mod keyfile;
 pub mod merkle;
 pub mod note;
+pub mod shared;
 pub mod store;
 pub mod verify;
 pub mod witness;
@@ -50,11 +51,12 @@ pub use event::{
 };
 pub use merkle::Hash;
 pub use note::{SignerKey, VerifierKey};
+pub use shared::{Lease, PendingEvent, Sequenced, SharedLog};
 pub use store::{
     AuditEntry, AuditFilter, AuditStore, AuditStoreError, MemoryAuditStore, StoredCheckpoint,
 };
 pub use verify::{VerifyError, VerifyReport};
-pub use writer::{AuditError, Auditor, AuditorConfig};
+pub use writer::{AuditError, Auditor, AuditorConfig, SequencerConfig};
 
 /// The shortest time an audit entry is kept: six years (HIPAA §164.316(b)(2)(i)), counted as
 /// 6 × 365 days plus the two leap days any six-year span can hold, so that no calendar

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use crate::BoxError;
 use crate::event::{self, AuditEvent, EventError, EventType, Outcome, Timestamp};
 use crate::merkle::{self, Hash};
+use crate::shared::{Lease, PendingEvent, Sequenced, SharedLog};
 
 /// The most events one `append` takes.
 pub const MAX_APPEND_BATCH: usize = 10_000;
@@ -143,7 +144,12 @@ pub struct AuditFilter {
 impl AuditFilter {
     /// Whether `entry` satisfies every condition but the limit.
     pub fn matches(&self, entry: &AuditEntry) -> bool {
-        let e = &entry.event;
+        self.matches_event(&entry.event) && self.after_seq.is_none_or(|a| entry.seq > a)
+    }
+
+    /// Whether `e` satisfies every condition but the limit and `after_seq` (for events that
+    /// have no sequence number yet, such as a shared log's queued ones).
+    pub fn matches_event(&self, e: &AuditEvent) -> bool {
         self.actor_id.as_ref().is_none_or(|a| *a == e.actor_id)
             && self
                 .tenant
@@ -157,7 +163,6 @@ impl AuditFilter {
                 .is_none_or(|r| e.request_id.as_ref() == Some(r))
             && self.since.is_none_or(|s| e.ts >= s)
             && self.until.is_none_or(|u| e.ts < u)
-            && self.after_seq.is_none_or(|a| entry.seq > a)
     }
 
     /// The effective limit.
@@ -268,6 +273,12 @@ pub struct MemoryAuditStore {
 struct MemoryInner {
     entries: Vec<AuditEntry>,
     checkpoints: BTreeMap<u64, StoredCheckpoint>,
+    /// The shared-log queue ([`crate::shared::SharedLog`]), by queue id.
+    queue: BTreeMap<u64, AuditEvent>,
+    next_queue_id: u64,
+    /// The sequencer lease: holder, epoch, expiry.
+    lease: Option<(String, std::time::Instant)>,
+    lease_epoch: u64,
 }
 
 impl MemoryAuditStore {
@@ -375,10 +386,117 @@ impl AuditStore for MemoryAuditStore {
     }
 }
 
+#[async_trait::async_trait]
+impl SharedLog for MemoryAuditStore {
+    async fn enqueue(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditStoreError> {
+        check_batch(&events)?;
+        let mut inner = self.lock()?;
+        let mut ids = Vec::with_capacity(events.len());
+        for e in events {
+            inner.next_queue_id += 1;
+            let id = inner.next_queue_id;
+            inner.queue.insert(id, e);
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    async fn pending_count(&self) -> Result<u64, AuditStoreError> {
+        Ok(self.lock()?.queue.len() as u64)
+    }
+
+    async fn pending(&self, filter: &AuditFilter) -> Result<Vec<PendingEvent>, AuditStoreError> {
+        Ok(self
+            .lock()?
+            .queue
+            .iter()
+            .filter(|(_, e)| filter.matches_event(e))
+            .take(filter.effective_limit() as usize)
+            .map(|(id, e)| PendingEvent {
+                id: *id,
+                event: e.clone(),
+            })
+            .collect())
+    }
+
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, AuditStoreError> {
+        let mut inner = self.lock()?;
+        let now = std::time::Instant::now();
+        let held_by_us = match &inner.lease {
+            Some((h, until)) if *until > now => {
+                if h != holder {
+                    return Ok(None);
+                }
+                true
+            }
+            _ => false,
+        };
+        if !held_by_us {
+            inner.lease_epoch += 1;
+        }
+        inner.lease = Some((holder.to_owned(), now + ttl));
+        Ok(Some(Lease {
+            holder: holder.to_owned(),
+            epoch: inner.lease_epoch,
+        }))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), AuditStoreError> {
+        let mut inner = self.lock()?;
+        if inner.lease_epoch == lease.epoch
+            && inner
+                .lease
+                .as_ref()
+                .is_some_and(|(h, _)| *h == lease.holder)
+        {
+            inner.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn sequence(&self, lease: &Lease, max: usize) -> Result<Sequenced, AuditStoreError> {
+        let mut inner = self.lock()?;
+        let now = std::time::Instant::now();
+        let held = inner.lease_epoch == lease.epoch
+            && inner
+                .lease
+                .as_ref()
+                .is_some_and(|(h, until)| *h == lease.holder && *until > now);
+        if !held {
+            return Ok(Sequenced::LeaseLost);
+        }
+        let ids: Vec<u64> = inner
+            .queue
+            .keys()
+            .take(max.min(MAX_APPEND_BATCH))
+            .copied()
+            .collect();
+        let mut entries = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(event) = inner.queue.remove(&id) {
+                let seq = inner.entries.len() as u64;
+                let entry = AuditEntry::prepare(seq, event).0;
+                inner.entries.push(entry.clone());
+                entries.push(entry);
+            }
+        }
+        Ok(Sequenced::Entries(entries))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]
     async fn memory_store_passes_the_conformance_suite() {
         crate::conformance::suite(&super::MemoryAuditStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_store_passes_the_shared_log_suite() {
+        crate::conformance::shared_suite(&super::MemoryAuditStore::new()).await;
     }
 }

@@ -36,10 +36,15 @@ use crate::checkpoint::{Checkpoint, SignedCheckpoint, check_origin};
 use crate::event::{AuditEvent, EventError, Timestamp};
 use crate::merkle::{Hash, TreeBuilder};
 use crate::note::{SignerKey, VerifierKey};
+use crate::shared::SharedLog;
 use crate::store::{
     AuditEntry, AuditStore, AuditStoreError, MAX_APPEND_BATCH, MAX_READ, StoredCheckpoint,
 };
 use crate::witness::WitnessFile;
+
+mod sequencer;
+
+pub use sequencer::SequencerConfig;
 
 /// How the writer batches and checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +106,9 @@ pub enum AuditError {
 
 type Reply = oneshot::Sender<Result<u64, AuditError>>;
 
+/// The witness file, shared by the writer and the checkpoints it seals in the background.
+type Witness = Arc<std::sync::Mutex<WitnessFile>>;
+
 /// The most times the writer yields to let a batch fill before committing it.
 const MAX_GATHER_YIELDS: usize = 8;
 
@@ -128,6 +136,17 @@ struct Shared {
     waiting: AtomicUsize,
     /// Told when `waiting` falls to zero.
     waiting_done: Notify,
+    /// The shared log, when this writer queues into one ([`Auditor::start_shared`]).
+    shared_log: Option<SharedLogHandle>,
+}
+
+/// The shared log a writer queues into, kept for readers ([`Auditor::shared_log`]).
+struct SharedLogHandle(Arc<dyn SharedLog>);
+
+impl std::fmt::Debug for SharedLogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedLog")
+    }
 }
 
 /// Counts one background append as waiting while it lives (dropped when its task ends or is
@@ -205,39 +224,7 @@ impl Auditor {
         signer: SignerKey,
         config: AuditorConfig,
     ) -> Result<Self, AuditError> {
-        check_origin(&config.origin)
-            .map_err(|_| AuditError::Config("origin must be 1-256 printable characters".into()))?;
-        if config.checkpoint_every == 0 {
-            return Err(AuditError::Config(
-                "checkpoint_every must be at least 1".into(),
-            ));
-        }
-        if config.checkpoint_interval.is_zero() {
-            return Err(AuditError::Config(
-                "checkpoint_interval must be positive".into(),
-            ));
-        }
-        if config.queue_capacity == 0 {
-            return Err(AuditError::Config(
-                "queue_capacity must be at least 1".into(),
-            ));
-        }
-        if !(1..=MAX_APPEND_BATCH).contains(&config.max_batch) {
-            return Err(AuditError::Config(format!(
-                "max_batch must be 1 to {MAX_APPEND_BATCH}"
-            )));
-        }
-        let witness = match &config.witness_path {
-            Some(path) => Some(Arc::new(std::sync::Mutex::new(
-                WitnessFile::open(path).map_err(|e| {
-                    AuditError::Checkpoint(format!(
-                        "cannot open the witness file {}: {e}",
-                        path.display()
-                    ))
-                })?,
-            ))),
-            None => None,
-        };
+        let witness = check_config(&config)?;
         let (tree, last_checkpoint) = resume(store.as_ref()).await?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let shared = Arc::new(Shared {
@@ -249,6 +236,7 @@ impl Auditor {
             store: StoreHandle(store.clone()),
             waiting: AtomicUsize::new(0),
             waiting_done: Notify::new(),
+            shared_log: None,
         });
         let mut writer = Writer {
             store,
@@ -274,6 +262,51 @@ impl Auditor {
         } else {
             tokio::spawn(writer.run());
         }
+        Ok(Self { tx, shared })
+    }
+
+    /// Starts the writer of a log that many instances share ([`crate::shared`]): appends are
+    /// answered once their events are durably queued, and this instance sequences the queue
+    /// and signs checkpoints while it holds the sequencer lease (taken at once if it is free).
+    /// [`Auditor::append`] then returns the event's queue id, not its sequence number, and
+    /// [`Auditor::size`] is the log's size as this instance last sequenced or read it.
+    ///
+    /// Fails, like [`Auditor::start`], on a log that cannot be resumed, and when the store
+    /// cannot be reached.
+    pub async fn start_shared(
+        store: Arc<dyn SharedLog>,
+        signer: SignerKey,
+        config: AuditorConfig,
+        sequencer: SequencerConfig,
+    ) -> Result<Self, AuditError> {
+        let witness = check_config(&config)?;
+        let size = store
+            .size()
+            .await
+            .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let reader: Arc<dyn AuditStore> = store.clone();
+        let shared = Arc::new(Shared {
+            size: AtomicU64::new(size),
+            commits: AtomicU64::new(0),
+            verifier: signer.verifier(),
+            capacity: config.queue_capacity,
+            prompt_salt: PromptSalt(signer.prompt_salt()),
+            store: StoreHandle(reader),
+            waiting: AtomicUsize::new(0),
+            waiting_done: Notify::new(),
+            shared_log: Some(SharedLogHandle(store.clone())),
+        });
+        sequencer::start(
+            store,
+            signer,
+            config,
+            sequencer,
+            witness,
+            shared.clone(),
+            rx,
+        )
+        .await?;
         Ok(Self { tx, shared })
     }
 
@@ -395,11 +428,55 @@ impl Auditor {
         &self.shared.store.0
     }
 
+    /// The shared log this writer queues into, if it was started with
+    /// [`Auditor::start_shared`]: for reading the events still queued.
+    pub fn shared_log(&self) -> Option<&Arc<dyn SharedLog>> {
+        self.shared.shared_log.as_ref().map(|h| &h.0)
+    }
+
     /// The `prompt_sha256` of a prompt made of `parts`, under the salt derived from the
     /// signing key ([`SignerKey::prompt_salt`]).
     pub fn prompt_digest<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> Hash {
         crate::event::prompt_digest_parts(self.shared.prompt_salt.0.as_ref(), parts)
     }
+}
+
+/// Checks `config` and opens its witness file, if it names one.
+fn check_config(config: &AuditorConfig) -> Result<Option<Witness>, AuditError> {
+    check_origin(&config.origin)
+        .map_err(|_| AuditError::Config("origin must be 1-256 printable characters".into()))?;
+    if config.checkpoint_every == 0 {
+        return Err(AuditError::Config(
+            "checkpoint_every must be at least 1".into(),
+        ));
+    }
+    if config.checkpoint_interval.is_zero() {
+        return Err(AuditError::Config(
+            "checkpoint_interval must be positive".into(),
+        ));
+    }
+    if config.queue_capacity == 0 {
+        return Err(AuditError::Config(
+            "queue_capacity must be at least 1".into(),
+        ));
+    }
+    if !(1..=MAX_APPEND_BATCH).contains(&config.max_batch) {
+        return Err(AuditError::Config(format!(
+            "max_batch must be 1 to {MAX_APPEND_BATCH}"
+        )));
+    }
+    let witness = match &config.witness_path {
+        Some(path) => Some(Arc::new(std::sync::Mutex::new(
+            WitnessFile::open(path).map_err(|e| {
+                AuditError::Checkpoint(format!(
+                    "cannot open the witness file {}: {e}",
+                    path.display()
+                ))
+            })?,
+        ))),
+        None => None,
+    };
+    Ok(witness)
 }
 
 /// Rebuilds the tree from the latest checkpoint's saved state and the leaf hashes after it.
@@ -467,13 +544,56 @@ struct Sealing {
     task: tokio::task::JoinHandle<Result<Sealed, AuditError>>,
 }
 
+/// Gathers whatever else is queued behind `first`, up to `max_batch` events; a non-append
+/// command met on the way is left in `deferred`, to be handled right after the batch.
+async fn gather(
+    rx: &mut mpsc::Receiver<Command>,
+    deferred: &mut Option<Command>,
+    first: AuditEvent,
+    reply: Reply,
+    max_batch: usize,
+) -> (Vec<AuditEvent>, Vec<Reply>) {
+    let mut events = vec![first];
+    let mut replies = vec![reply];
+    // The previous commit's replies have just woken its callers, and many will append again
+    // at once. Yielding while the queue still grows lets them join this commit instead of
+    // each paying for the next one; it never waits on a timer, so a lone event goes out
+    // immediately.
+    let mut queued = rx.len();
+    for _ in 0..MAX_GATHER_YIELDS {
+        if queued + 1 >= max_batch {
+            break;
+        }
+        tokio::task::yield_now().await;
+        let now = rx.len();
+        if now == queued {
+            break;
+        }
+        queued = now;
+    }
+    while events.len() < max_batch {
+        match rx.try_recv() {
+            Ok(Command::Append(event, reply)) => {
+                events.push(event);
+                replies.push(reply);
+            }
+            Ok(other) => {
+                *deferred = Some(other);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    (events, replies)
+}
+
 struct Writer {
     store: Arc<dyn AuditStore>,
     signer: Arc<SignerKey>,
     config: AuditorConfig,
     tree: TreeBuilder,
     last_checkpoint: Option<u64>,
-    witness: Option<Arc<std::sync::Mutex<WitnessFile>>>,
+    witness: Option<Witness>,
     rx: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     /// A non-append command met while gathering a batch, handled right after it.
@@ -554,37 +674,14 @@ impl Writer {
 
     /// Gathers whatever else is queued (up to `max_batch`) behind `first` and commits it.
     async fn batch(&mut self, first: AuditEvent, reply: Reply) {
-        let mut events = vec![first];
-        let mut replies = vec![reply];
-        // The previous commit's replies have just woken its callers, and many will append again
-        // at once. Yielding while the queue still grows lets them join this commit instead of
-        // each paying for the next one; it never waits on a timer, so a lone event goes out
-        // immediately.
-        let mut queued = self.rx.len();
-        for _ in 0..MAX_GATHER_YIELDS {
-            if queued + 1 >= self.config.max_batch {
-                break;
-            }
-            tokio::task::yield_now().await;
-            let now = self.rx.len();
-            if now == queued {
-                break;
-            }
-            queued = now;
-        }
-        while events.len() < self.config.max_batch {
-            match self.rx.try_recv() {
-                Ok(Command::Append(event, reply)) => {
-                    events.push(event);
-                    replies.push(reply);
-                }
-                Ok(other) => {
-                    self.deferred = Some(other);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let (events, replies) = gather(
+            &mut self.rx,
+            &mut self.deferred,
+            first,
+            reply,
+            self.config.max_batch,
+        )
+        .await;
         self.commit(events, replies).await;
     }
 
@@ -806,7 +903,7 @@ fn cannot_start(e: std::io::Error) -> AuditError {
 struct Seal {
     store: Arc<dyn AuditStore>,
     signer: Arc<SignerKey>,
-    witness: Option<Arc<std::sync::Mutex<WitnessFile>>>,
+    witness: Option<Witness>,
     checkpoint: Checkpoint,
     subtrees: Vec<Hash>,
 }
@@ -841,7 +938,7 @@ impl Seal {
 async fn seal(
     store: &dyn AuditStore,
     signer: &SignerKey,
-    witness: Option<&Arc<std::sync::Mutex<WitnessFile>>>,
+    witness: Option<&Witness>,
     checkpoint: &Checkpoint,
     subtrees: Vec<Hash>,
 ) -> Result<SignedCheckpoint, AuditError> {

@@ -637,3 +637,178 @@ async fn bad_configuration_is_refused() {
         ));
     }
 }
+
+mod shared_log {
+    //! Several writers over one shared log, as several gateway instances over one database.
+
+    use super::*;
+    use crate::shared::SharedLog;
+
+    fn instance(name: &str) -> SequencerConfig {
+        SequencerConfig {
+            holder: name.into(),
+            lease_ttl: Duration::from_millis(300),
+            poll_interval: Duration::from_millis(10),
+        }
+    }
+
+    /// The same signing key in every instance, as the deployment hands it to each.
+    fn same_key(key: &SignerKey) -> SignerKey {
+        SignerKey::parse(&key.to_private_string()).unwrap()
+    }
+
+    async fn sequenced(store: &MemoryAuditStore, n: u64) {
+        for _ in 0..500 {
+            if store.size().await.unwrap() == n && store.pending_count().await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "not sequenced within 5 s: {} in the log, {} queued",
+            store.size().await.unwrap(),
+            store.pending_count().await.unwrap()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_make_one_log_that_verifies() {
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config(7), instance("a"))
+            .await
+            .unwrap();
+        let b = Auditor::start_shared(store.clone(), same_key(&key), config(7), instance("b"))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..100u64 {
+            let auditor = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                auditor.append(sample_event(i)).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        sequenced(&store, 100).await;
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
+        // Every event once, and one tree whose checkpoints (signed by whichever instance held
+        // the lease) all verify.
+        let mut got: Vec<_> = store
+            .read_range(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.request_id.unwrap())
+            .collect();
+        got.sort();
+        let mut want: Vec<_> = (0..100u64)
+            .map(|i| sample_event(i).request_id.unwrap())
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        let report = verify_store(store.as_ref(), vec![key.verifier()], &[], None)
+            .await
+            .unwrap();
+        assert_eq!(report.entries, 100);
+        assert_eq!(
+            report.proven, 100,
+            "the last instance to stop signed it all"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_is_answered_once_queued_and_shows_as_pending_until_sequenced() {
+        let store = Arc::new(MemoryAuditStore::new());
+        // Someone else holds the lease (an instance that died a moment ago).
+        let dead = store
+            .acquire_lease("dead", Duration::from_millis(400))
+            .await
+            .unwrap()
+            .unwrap();
+        let a = Auditor::start_shared(store.clone(), key(), config(1000), instance("a"))
+            .await
+            .unwrap();
+        a.append(sample_event(1)).await.unwrap();
+        // Durable in the queue, visible as pending, not in the log: the holder is silent.
+        assert_eq!(store.pending_count().await.unwrap(), 1);
+        assert_eq!(store.size().await.unwrap(), 0);
+        let pending = a
+            .shared_log()
+            .unwrap()
+            .pending(&AuditFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].event, sample_event(1));
+        // The dead holder's lease lapses; this instance takes over and sequences.
+        sequenced(&store, 1).await;
+        assert!(matches!(
+            store.sequence(&dead, 10).await.unwrap(),
+            crate::shared::Sequenced::LeaseLost
+        ));
+        a.shutdown().await.unwrap();
+        let report = verify_store(store.as_ref(), vec![a.verifier().clone()], &[], None)
+            .await
+            .unwrap();
+        assert_eq!((report.entries, report.proven), (1, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_stop_hands_the_lease_over_at_once() {
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let slow = SequencerConfig {
+            // Far longer than the test waits: only the release can hand it over.
+            lease_ttl: Duration::from_secs(60),
+            ..instance("a")
+        };
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config(1000), slow)
+            .await
+            .unwrap();
+        let b = Auditor::start_shared(
+            store.clone(),
+            same_key(&key),
+            config(1000),
+            SequencerConfig {
+                lease_ttl: Duration::from_secs(60),
+                poll_interval: Duration::from_millis(10),
+                holder: "b".into(),
+            },
+        )
+        .await
+        .unwrap();
+        a.append(sample_event(0)).await.unwrap();
+        b.append(sample_event(1)).await.unwrap();
+        sequenced(&store, 2).await;
+        // a holds the lease, so b cannot sign; its refusal says who does.
+        let err = b.checkpoint().await.unwrap_err().to_string();
+        assert!(err.contains("another instance holds"), "{err}");
+        // a stops cleanly and gives the lease up: b takes it at its next ask, not after the
+        // minute the lease would take to lapse.
+        a.shutdown().await.unwrap();
+        b.append(sample_event(2)).await.unwrap();
+        let cp = b.checkpoint().await.unwrap();
+        assert!(cp.note.contains("\n3\n"), "{}", cp.note);
+        b.shutdown().await.unwrap();
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+        let report = verify_store(store.as_ref(), vec![key.verifier()], &[], None)
+            .await
+            .unwrap();
+        assert_eq!((report.entries, report.proven), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_poll_slower_than_the_lease_is_refused() {
+        let bad = SequencerConfig {
+            poll_interval: Duration::from_secs(10),
+            ..instance("a")
+        };
+        let err = Auditor::start_shared(Arc::new(MemoryAuditStore::new()), key(), config(1), bad)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Config(_)), "{err}");
+    }
+}

@@ -1,0 +1,90 @@
+//! `SharedLog`: an audit log written by many gateway instances at once, in the way Trillian
+//! runs its logs (google/trillian: `QueueLeaves`, then a sequencer that integrates the queue).
+//!
+//! A Merkle log needs one order, and the tree lives in one process's memory. So writing is split
+//! in two:
+//! - **Queueing.** Every instance commits its events durably into an unsequenced queue before it
+//!   answers; that commit is the one a request waits for (and the one that fails closed). Queued
+//!   events have a queue id, no sequence number yet, and are already tamper-evident only in the
+//!   sense that the database holds them: until they are sequenced, `audit query` shows them as
+//!   pending and `verify` counts them.
+//! - **Sequencing.** One instance at a time holds the sequencer lease: a row with a holder, an
+//!   epoch that grows with every change of holder, and an expiry in the database's clock. The
+//!   holder moves queued events into the log in batches (in one transaction fenced by the lease:
+//!   the transaction locks the lease row and checks that it still holds it, so a sequencer whose
+//!   lease ran out cannot commit after its successor started), extends its tree and signs
+//!   checkpoints. When the holder dies, its lease expires and another instance takes it over
+//!   within one lease time; the new holder rebuilds the tree from the latest checkpoint and the
+//!   stored leaf hashes, so the log stays one consistent tree.
+//!
+//! A row lease rather than a PostgreSQL advisory lock: an advisory lock belongs to a database
+//! session, and through a transaction-pooling PgBouncer a session is not the client's. Every
+//! lease operation here is one statement or one transaction.
+
+use std::time::Duration;
+
+use crate::event::AuditEvent;
+use crate::store::{AuditEntry, AuditFilter, AuditStore, AuditStoreError};
+
+/// The sequencer lease as its holder knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it: unique per process (`wardgate serve` uses host, pid and a random part).
+    pub holder: String,
+    /// Grows by one every time the lease changes hands (or is taken again after it lapsed).
+    /// The fencing token: a sequencing transaction checks holder and epoch both.
+    pub epoch: u64,
+}
+
+/// An event in the queue, not yet in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingEvent {
+    /// Its queue id: unique, grows with time, but not its place in the log.
+    pub id: u64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// What a sequencing pass did.
+#[derive(Debug)]
+pub enum Sequenced {
+    /// These queued events are now entries of the log (possibly none: the queue was empty).
+    Entries(Vec<AuditEntry>),
+    /// The caller no longer holds the lease; nothing was sequenced.
+    LeaseLost,
+}
+
+/// An audit log that many writers share: the [`AuditStore`] reads and checkpoints, plus the
+/// queue and the sequencer lease. Implemented by `wardgate_store`'s PostgreSQL store and by
+/// [`crate::MemoryAuditStore`]; the conformance suite is `crate::conformance::shared_suite`.
+#[async_trait::async_trait]
+pub trait SharedLog: AuditStore {
+    /// Commits `events` to the queue in one transaction (all or none) and returns their queue
+    /// ids in order. Each event must pass [`AuditEvent::validate`]; at most
+    /// [`crate::store::MAX_APPEND_BATCH`].
+    async fn enqueue(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditStoreError>;
+
+    /// Events in the queue.
+    async fn pending_count(&self) -> Result<u64, AuditStoreError>;
+
+    /// Queued events matching `filter` (its `after_seq` is ignored: they have no sequence
+    /// number), by queue id, at most its effective limit.
+    async fn pending(&self, filter: &AuditFilter) -> Result<Vec<PendingEvent>, AuditStoreError>;
+
+    /// Takes the sequencer lease for `holder`, or extends it if `holder` holds it, for `ttl`
+    /// from now (the store's clock). `None` while another holder's lease is unexpired.
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, AuditStoreError>;
+
+    /// Gives the lease up at once if `lease` still holds it (a clean shutdown), so the next
+    /// sequencer need not wait for it to expire.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), AuditStoreError>;
+
+    /// In one transaction that holds `lease` (or does nothing and says `LeaseLost`): takes up to
+    /// `max` of the oldest queued events, appends them at the next sequence numbers, and removes
+    /// them from the queue.
+    async fn sequence(&self, lease: &Lease, max: usize) -> Result<Sequenced, AuditStoreError>;
+}

@@ -1,0 +1,505 @@
+//! The writer of a log that many instances share ([`crate::shared`]): an enqueuing writer that
+//! answers each append once its event is durably queued, and a sequencer that, while this
+//! instance holds the lease, moves queued events into the log, extends the tree and signs the
+//! checkpoints.
+//!
+//! The two run as separate tasks, so a request's commit never waits behind a sequencing pass or
+//! a checkpoint signature. The writer kicks the sequencer after each commit, so on the instance
+//! holding the lease its own events are sequenced at once; the others' are seen within
+//! [`SequencerConfig::poll_interval`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{
+    AuditError, AuditorConfig, Command, Reply, Shared, Witness, catch_up, gather, resume, seal,
+};
+use crate::checkpoint::{Checkpoint, SignedCheckpoint};
+use crate::event::AuditEvent;
+use crate::merkle::TreeBuilder;
+use crate::note::SignerKey;
+use crate::shared::{Lease, Sequenced, SharedLog};
+use crate::store::{AuditEntry, AuditStoreError};
+
+/// How an instance takes part in sequencing a shared log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencerConfig {
+    /// This instance's name on the lease: unique per process.
+    pub holder: String,
+    /// How long a lease lasts without renewal: how soon another instance takes over when the
+    /// holder dies. Renewed every third of it.
+    pub lease_ttl: Duration,
+    /// How often the holder looks for other instances' queued events (its own it sequences at
+    /// once); the sequencer lag of other instances' events is about this long.
+    pub poll_interval: Duration,
+}
+
+impl SequencerConfig {
+    /// A fresh holder name (`prefix`, process id and a random part) with the default timings:
+    /// a 5 s lease, a 50 ms poll.
+    pub fn new(prefix: &str) -> Self {
+        let random: u64 = rand::random();
+        Self {
+            holder: format!("{prefix}/{}/{random:016x}", std::process::id()),
+            lease_ttl: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+        }
+    }
+
+    fn check(&self) -> Result<(), AuditError> {
+        if self.holder.is_empty() || self.holder.len() > 256 {
+            return Err(AuditError::Config(
+                "the sequencer holder name must be 1-256 characters".into(),
+            ));
+        }
+        if self.lease_ttl < Duration::from_millis(100) || self.lease_ttl > Duration::from_secs(600)
+        {
+            return Err(AuditError::Config(
+                "the sequencer lease must last 100 ms to 10 min".into(),
+            ));
+        }
+        if self.poll_interval.is_zero() || self.poll_interval >= self.lease_ttl {
+            return Err(AuditError::Config(
+                "the sequencer poll interval must be positive and shorter than the lease".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the enqueuing writer asks of the sequencer.
+pub(super) enum SeqCommand {
+    Checkpoint(oneshot::Sender<Result<SignedCheckpoint, AuditError>>),
+    Stop(oneshot::Sender<Result<(), AuditError>>),
+}
+
+/// Starts both tasks on the current runtime after one sequencing pass (which takes the lease if
+/// it is free, and so fails start-up on a log that cannot be resumed). Returns the command
+/// channel's sender for the [`super::Auditor`] handle.
+pub(super) async fn start(
+    store: Arc<dyn SharedLog>,
+    signer: SignerKey,
+    config: AuditorConfig,
+    sequencer: SequencerConfig,
+    witness: Option<Witness>,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Command>,
+) -> Result<(), AuditError> {
+    sequencer.check()?;
+    let kick = Arc::new(Notify::new());
+    let (seq_tx, seq_rx) = mpsc::channel(8);
+    let mut seq = Sequencer {
+        store: store.clone(),
+        signer,
+        max_batch: config.max_batch,
+        config,
+        sequencer,
+        witness,
+        shared: shared.clone(),
+        rx: seq_rx,
+        kick: kick.clone(),
+        lease: None,
+        tried_at: None,
+        tree: None,
+        last_checkpoint: None,
+        checkpointed_at: Instant::now(),
+    };
+    seq.pass().await?;
+    let max_batch = seq.max_batch;
+    tokio::spawn(seq.run());
+    let writer = Enqueuer {
+        store,
+        rx,
+        deferred: None,
+        shared,
+        kick,
+        seq_tx,
+        max_batch,
+    };
+    tokio::spawn(writer.run());
+    Ok(())
+}
+
+/// Commits appends to the queue.
+struct Enqueuer {
+    store: Arc<dyn SharedLog>,
+    rx: mpsc::Receiver<Command>,
+    deferred: Option<Command>,
+    shared: Arc<Shared>,
+    kick: Arc<Notify>,
+    seq_tx: mpsc::Sender<SeqCommand>,
+    max_batch: usize,
+}
+
+impl Enqueuer {
+    async fn run(mut self) {
+        loop {
+            let command = match self.deferred.take() {
+                Some(c) => Some(c),
+                None => self.rx.recv().await,
+            };
+            match command {
+                Some(Command::Append(event, reply)) => self.batch(event, reply).await,
+                Some(Command::Checkpoint(reply)) => {
+                    if let Err(mpsc::error::SendError(SeqCommand::Checkpoint(reply))) =
+                        self.seq_tx.send(SeqCommand::Checkpoint(reply)).await
+                    {
+                        let _ = reply.send(Err(AuditError::Closed));
+                    }
+                }
+                Some(Command::Shutdown(reply)) => {
+                    // Refuse new work, commit what is already queued, then let the sequencer
+                    // sequence it (if this instance holds the lease) and stop.
+                    self.rx.close();
+                    while let Some(command) = match self.deferred.take() {
+                        Some(c) => Some(c),
+                        None => self.rx.recv().await,
+                    } {
+                        match command {
+                            Command::Append(event, reply) => self.batch(event, reply).await,
+                            Command::Checkpoint(r) => {
+                                let _ = r.send(Err(AuditError::Closed));
+                            }
+                            Command::Shutdown(r) => {
+                                let _ = r.send(Ok(()));
+                            }
+                        }
+                    }
+                    self.stop_sequencer(reply).await;
+                    return;
+                }
+                None => {
+                    let (reply, _) = oneshot::channel();
+                    self.stop_sequencer(reply).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn stop_sequencer(&self, reply: oneshot::Sender<Result<(), AuditError>>) {
+        if let Err(mpsc::error::SendError(SeqCommand::Stop(reply))) =
+            self.seq_tx.send(SeqCommand::Stop(reply)).await
+        {
+            let _ = reply.send(Err(AuditError::Closed));
+        }
+    }
+
+    async fn batch(&mut self, first: AuditEvent, reply: Reply) {
+        let (events, replies) = gather(
+            &mut self.rx,
+            &mut self.deferred,
+            first,
+            reply,
+            self.max_batch,
+        )
+        .await;
+        let n = events.len();
+        match self.store.enqueue(events).await {
+            Ok(ids) if ids.len() == n => {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                for (r, id) in replies.into_iter().zip(ids) {
+                    let _ = r.send(Ok(id));
+                }
+                self.kick.notify_one();
+            }
+            Ok(_) => {
+                let e = AuditError::Inconsistent(
+                    "the store queued a different number of events than given".into(),
+                );
+                tracing::error!(error = %e, events = n, "audit commit failed");
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                let e = AuditError::Unavailable(Arc::new(e));
+                tracing::error!(error = %e, events = n, "audit commit failed");
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Holds (or waits for) the lease, sequences the queue and signs checkpoints.
+struct Sequencer {
+    store: Arc<dyn SharedLog>,
+    signer: SignerKey,
+    config: AuditorConfig,
+    sequencer: SequencerConfig,
+    max_batch: usize,
+    witness: Option<Witness>,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<SeqCommand>,
+    kick: Arc<Notify>,
+    /// The lease and when it was last taken or renewed (this instance's clock).
+    lease: Option<(Lease, Instant)>,
+    /// When this instance last asked for the lease while another held it.
+    tried_at: Option<Instant>,
+    /// The tree, while this instance holds the lease (rebuilt from the store on taking it).
+    tree: Option<TreeBuilder>,
+    last_checkpoint: Option<u64>,
+    checkpointed_at: Instant,
+}
+
+impl Sequencer {
+    async fn run(mut self) {
+        // Errors are logged once per change of kind, not once per poll, so an outage does not
+        // flood the log.
+        let mut last_error: Option<String> = None;
+        loop {
+            let wait = if self.lease.is_some() {
+                self.sequencer.poll_interval
+            } else {
+                self.sequencer.lease_ttl / 3
+            };
+            tokio::select! {
+                command = self.rx.recv() => match command {
+                    Some(SeqCommand::Checkpoint(reply)) => {
+                        let _ = reply.send(self.checkpoint_now().await);
+                        continue;
+                    }
+                    Some(SeqCommand::Stop(reply)) => {
+                        let _ = reply.send(self.stop().await);
+                        return;
+                    }
+                    None => {
+                        if let Err(e) = self.stop().await {
+                            tracing::error!(error = %e, "audit sequencer stopped with an error");
+                        }
+                        return;
+                    }
+                },
+                _ = self.kick.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match self.pass().await {
+                Ok(()) => {
+                    if last_error.take().is_some() {
+                        tracing::info!("audit sequencing resumed");
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(&text) {
+                        tracing::error!(error = %e, "audit sequencing failed; events stay queued");
+                        last_error = Some(text);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes or renews the lease when due, then sequences everything queued (in batches) if
+    /// this instance holds it, signing checkpoints as configured.
+    async fn pass(&mut self) -> Result<(), AuditError> {
+        self.renew(false).await?;
+        let Some((lease, _)) = self.lease.clone() else {
+            return Ok(());
+        };
+        if self.tree.is_none() {
+            let (tree, last) = resume(self.store.as_ref()).await?;
+            self.shared.size.store(tree.size(), Ordering::Release);
+            self.tree = Some(tree);
+            self.last_checkpoint = last;
+        }
+        loop {
+            match self
+                .store
+                .sequence(&lease, self.max_batch)
+                .await
+                .map_err(unavailable)?
+            {
+                Sequenced::LeaseLost => {
+                    tracing::warn!(
+                        holder = %lease.holder,
+                        epoch = lease.epoch,
+                        "lost the audit sequencer lease to another instance"
+                    );
+                    self.lease = None;
+                    self.tree = None;
+                    return Ok(());
+                }
+                Sequenced::Entries(entries) => {
+                    let n = entries.len();
+                    self.absorb(&entries).await?;
+                    if self.uncheckpointed() >= self.config.checkpoint_every {
+                        self.sign().await?;
+                    }
+                    if n < self.max_batch {
+                        break;
+                    }
+                }
+            }
+        }
+        if self.uncheckpointed() > 0
+            && (self.checkpointed_at.elapsed() >= self.config.checkpoint_interval
+                || self.last_checkpoint.is_none())
+        {
+            self.sign().await?;
+        }
+        Ok(())
+    }
+
+    /// Asks for the lease when this instance holds it and a third of it has passed (renewal),
+    /// or holds none and a third of a lease has passed since it last asked; or now, if `now`.
+    async fn renew(&mut self, now: bool) -> Result<(), AuditError> {
+        let third = self.sequencer.lease_ttl / 3;
+        let due = now
+            || match (&self.lease, self.tried_at) {
+                (Some((_, at)), _) => at.elapsed() >= third,
+                (None, Some(at)) => at.elapsed() >= third,
+                (None, None) => true,
+            };
+        if !due {
+            return Ok(());
+        }
+        let asked = Instant::now();
+        let got = self
+            .store
+            .acquire_lease(&self.sequencer.holder, self.sequencer.lease_ttl)
+            .await
+            .map_err(unavailable)?;
+        match got {
+            Some(lease) => {
+                let same = self
+                    .lease
+                    .as_ref()
+                    .is_some_and(|(l, _)| l.epoch == lease.epoch);
+                if !same {
+                    tracing::info!(
+                        holder = %lease.holder,
+                        epoch = lease.epoch,
+                        "took the audit sequencer lease"
+                    );
+                    // Whatever this instance knew of the tree may be stale: rebuild it.
+                    self.tree = None;
+                }
+                self.lease = Some((lease, asked));
+                self.tried_at = None;
+            }
+            None => {
+                if self.lease.take().is_some() {
+                    tracing::warn!("the audit sequencer lease passed to another instance");
+                }
+                self.tree = None;
+                self.tried_at = Some(asked);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds sequenced entries to the tree. Entries appended past the tree by someone else
+    /// (a direct append) are read first; an overlap means the tree is stale, so it is dropped
+    /// and rebuilt from the store on the next pass.
+    async fn absorb(&mut self, entries: &[AuditEntry]) -> Result<(), AuditError> {
+        // Taken out while it is extended, and put back only if every entry fitted.
+        let Some(mut tree) = self.tree.take() else {
+            return Ok(());
+        };
+        if let Some(first) = entries.first() {
+            if first.seq < tree.size() {
+                return Err(AuditError::Inconsistent(format!(
+                    "the store sequenced at {} but this sequencer's tree has {} entries; \
+                     rebuilding it from the store",
+                    first.seq,
+                    tree.size()
+                )));
+            }
+            if first.seq > tree.size() {
+                catch_up(self.store.as_ref(), &mut tree, first.seq).await?;
+            }
+        }
+        for entry in entries {
+            if entry.seq != tree.size() {
+                return Err(AuditError::Inconsistent(format!(
+                    "the store returned seq {} out of order; rebuilding the tree from the store",
+                    entry.seq
+                )));
+            }
+            tree.push(entry.leaf_hash);
+        }
+        self.shared.size.store(tree.size(), Ordering::Release);
+        self.tree = Some(tree);
+        Ok(())
+    }
+
+    fn uncheckpointed(&self) -> u64 {
+        self.tree.as_ref().map_or(0, |t| {
+            t.size().saturating_sub(self.last_checkpoint.unwrap_or(0))
+        })
+    }
+
+    /// Signs, stores and witnesses a checkpoint of the tree (only the lease holder has one).
+    async fn sign(&mut self) -> Result<SignedCheckpoint, AuditError> {
+        let Some(tree) = self.tree.as_mut() else {
+            return Err(AuditError::Checkpoint(
+                "another instance holds the audit sequencer lease; it signs the checkpoints".into(),
+            ));
+        };
+        // A direct append (or a previous holder) may have gone further than this tree.
+        let stored = self.store.size().await.map_err(unavailable)?;
+        if stored > tree.size() {
+            catch_up(self.store.as_ref(), tree, stored).await?;
+            self.shared.size.store(tree.size(), Ordering::Release);
+        }
+        let checkpoint = Checkpoint {
+            origin: self.config.origin.clone(),
+            size: tree.size(),
+            root: tree.root(),
+        };
+        let signed = seal(
+            self.store.as_ref(),
+            &self.signer,
+            self.witness.as_ref(),
+            &checkpoint,
+            tree.subtrees().to_vec(),
+        )
+        .await?;
+        self.last_checkpoint = Some(checkpoint.size);
+        self.checkpointed_at = Instant::now();
+        Ok(signed)
+    }
+
+    /// An explicit checkpoint: asks for the lease now (not at the next renewal), sequences
+    /// what is queued, and signs; only the lease holder can.
+    async fn checkpoint_now(&mut self) -> Result<SignedCheckpoint, AuditError> {
+        self.renew(true).await?;
+        self.pass().await?;
+        self.sign().await
+    }
+
+    /// Sequences what is queued (if this instance holds the lease or it is free), signs a final
+    /// checkpoint and gives the lease up, so the next sequencer need not wait for it to lapse.
+    async fn stop(&mut self) -> Result<(), AuditError> {
+        self.tried_at = None;
+        // Renew now, so the final pass cannot run out of lease half-way.
+        let result = match self.renew(true).await {
+            Ok(()) => self.pass().await,
+            Err(e) => Err(e),
+        };
+        let signed = if result.is_ok() && self.uncheckpointed() > 0 {
+            self.sign().await.map(drop)
+        } else {
+            Ok(())
+        };
+        if let Some((lease, _)) = self.lease.take()
+            && let Err(e) = self.store.release_lease(&lease).await
+        {
+            tracing::warn!(
+                error = %e,
+                "could not release the audit sequencer lease; it lapses by itself"
+            );
+        }
+        result.and(signed)
+    }
+}
+
+fn unavailable(e: AuditStoreError) -> AuditError {
+    AuditError::Unavailable(Arc::new(e))
+}
