@@ -13,11 +13,12 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use wardgate_audit::keyfile::{read_signer_key, write_signer_key};
 use wardgate_audit::{
-    ActorKind, AuditEvent, AuditStore, Auditor, AuditorConfig, EventType, Outcome, SignerKey,
-    Timestamp,
+    ActorKind, AuditEvent, AuditStore, Auditor, AuditorConfig, EventType, Outcome, SequencerConfig,
+    SharedLog, SignerKey, Timestamp,
 };
 
 pub use crate::config::audit::AuditSettings;
+use crate::config::audit::SIGNING_KEY_VAR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,70 +61,30 @@ fn readable_by_others(path: &Path) -> bool {
     }
 }
 
-/// Starts the audit writer on `store`.
-pub async fn start(
-    settings: &AuditSettings,
-    store: Arc<dyn AuditStore>,
-) -> Result<Auditor, StartError> {
-    // A log that already has entries was signed with a key that must still be there: a new key
-    // would sign on silently, and the old checkpoints would no longer verify with the key the
-    // auditors hold. Refuse, and say what to do.
-    if !settings.signing_key_file.exists() {
-        let entries = store.size().await.map_err(|e| StartError::Key {
-            path: settings.signing_key_file.display().to_string(),
-            reason: format!("cannot read the audit log's size: {e}"),
-        })?;
-        if entries > 0 {
-            return Err(StartError::Key {
-                path: settings.signing_key_file.display().to_string(),
-                reason: format!(
-                    "the file is missing, but the audit log already has {entries} entries \
-                     signed with a key. Restore the key file (or point audit.signing_key_file / \
-                     WARDGATE_AUDIT_KEY at it; for `wardgate keys` and `wardgate audit`, pass \
-                     the same --config as the server). A new key is only made for an empty log"
-                ),
-            });
+/// The audit log a role writes: one writer's own log (SQLite, or memory in tests), or a log
+/// that every instance shares (PostgreSQL), where events are queued and one instance at a time
+/// sequences them ([`wardgate_audit::shared`]).
+#[derive(Clone)]
+pub enum AuditLog {
+    /// This process is the log's only writer.
+    Single(Arc<dyn AuditStore>),
+    /// Many instances write; each queues and takes its turn at sequencing.
+    Shared(Arc<dyn SharedLog>),
+}
+
+impl AuditLog {
+    /// The log for reading (queries, exports, verification).
+    pub fn reader(&self) -> Arc<dyn AuditStore> {
+        match self {
+            AuditLog::Single(s) => s.clone(),
+            AuditLog::Shared(s) => s.clone(),
         }
     }
-    let (key, created) = load_or_create_key(&settings.signing_key_file, &settings.origin)?;
-    // The key must be the one that signed the log so far: another key (a file copied over it,
-    // a stray key at the default path when a command runs without the server's config) would
-    // sign on, and the log would fail verification with either key.
-    let last = store
-        .latest_checkpoint()
-        .await
-        .map_err(|e| StartError::Key {
-            path: settings.signing_key_file.display().to_string(),
-            reason: format!("cannot read the audit log's last checkpoint: {e}"),
-        })?;
-    if let Some(last) = last
-        && wardgate_audit::note::open(&last.note, &[key.verifier()]).is_err()
-    {
-        return Err(StartError::Key {
-            path: settings.signing_key_file.display().to_string(),
-            reason: format!(
-                "this key did not sign the audit log's last checkpoint (size {}): it is not \
-                 the log's key. Point audit.signing_key_file / WARDGATE_AUDIT_KEY at the key \
-                 that signed this log (for `wardgate keys` and `wardgate audit`, pass the same \
-                 --config as the server); nothing was written",
-                last.size
-            ),
-        });
-    }
-    if readable_by_others(&settings.signing_key_file) {
-        tracing::warn!(
-            path = %settings.signing_key_file.display(),
-            "the audit signing key can be read by other users of this machine: anyone who \
-             reads it can sign checkpoints; make it readable by the service only (chmod 600)"
-        );
-    }
-    if created {
-        tracing::warn!(
-            path = %settings.signing_key_file.display(),
-            "created a new audit signing key; give auditors its public key (`wardgate audit \
-             public-key`) and keep the key file safe"
-        );
-    }
+}
+
+/// Starts the audit writer on `log` with the configured signing key and witness file.
+pub async fn start(settings: &AuditSettings, log: AuditLog) -> Result<Auditor, StartError> {
+    let key = signing_key(settings, &log).await?;
     if let Some(dir) = settings
         .witness_file
         .parent()
@@ -141,7 +102,136 @@ pub async fn start(
         witness_path: Some(settings.witness_file.clone()),
         ..AuditorConfig::default()
     };
-    Ok(Auditor::start(store, key, config).await?)
+    Ok(match log {
+        AuditLog::Single(store) => Auditor::start(store, key, config).await?,
+        AuditLog::Shared(store) => {
+            Auditor::start_shared(store, key, config, SequencerConfig::new(&host_name())).await?
+        }
+    })
+}
+
+/// This machine's name for the sequencer lease (so an operator can tell which instance holds
+/// it); `wardgate` when it cannot be read.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wardgate".to_owned())
+}
+
+/// The checkpoint signing key: `$WARDGATE_AUDIT_SIGNING_KEY` if set, else the key file, made
+/// on first start only for a single writer's empty log. Refused when it is not the key that
+/// signed the log's last checkpoint.
+async fn signing_key(settings: &AuditSettings, log: &AuditLog) -> Result<SignerKey, StartError> {
+    let store = log.reader();
+    let (key, source, created) = match &settings.signing_key {
+        Some(secret) => {
+            let key = SignerKey::parse(secret.0.expose().trim()).map_err(|e| StartError::Key {
+                path: format!("${SIGNING_KEY_VAR}"),
+                reason: format!(
+                    "not a checkpoint signing key ({e}); set it to the contents of a key file \
+                     made by `wardgate audit keygen`"
+                ),
+            })?;
+            (key, format!("${SIGNING_KEY_VAR}"), false)
+        }
+        None => {
+            let path = &settings.signing_key_file;
+            let source = path.display().to_string();
+            if !path.exists() {
+                if let AuditLog::Shared(_) = log {
+                    // Every instance must sign with one key, and a key made here would be this
+                    // instance's alone.
+                    return Err(StartError::Key {
+                        path: source,
+                        reason: format!(
+                            "the file is missing. A shared audit log (PostgreSQL) is signed by \
+                             whichever instance sequences it, so every instance needs the same \
+                             key: make one with `wardgate audit keygen --out FILE` and give its \
+                             contents to every instance as ${SIGNING_KEY_VAR} (or the file as \
+                             audit.signing_key_file / WARDGATE_AUDIT_KEY)"
+                        ),
+                    });
+                }
+                refuse_new_key_for_old_log(settings, store.as_ref()).await?;
+            }
+            let (key, created) = load_or_create_key(path, &settings.origin)?;
+            if readable_by_others(path) {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the audit signing key can be read by other users of this machine: anyone \
+                     who reads it can sign checkpoints; make it readable by the service only \
+                     (chmod 600)"
+                );
+            }
+            (key, source, created)
+        }
+    };
+    // The key must be the one that signed the log so far: another key (a file copied over it,
+    // a stray key at the default path when a command runs without the server's config, another
+    // instance's key) would sign on, and the log would fail verification with either key.
+    let last = store
+        .latest_checkpoint()
+        .await
+        .map_err(|e| StartError::Key {
+            path: source.clone(),
+            reason: format!("cannot read the audit log's last checkpoint: {e}"),
+        })?;
+    if let Some(last) = last
+        && wardgate_audit::note::open(&last.note, &[key.verifier()]).is_err()
+    {
+        return Err(StartError::Key {
+            path: source,
+            reason: format!(
+                "this key did not sign the audit log's last checkpoint (size {}): it is not \
+                 the log's key. Point audit.signing_key_file / WARDGATE_AUDIT_KEY (or \
+                 ${SIGNING_KEY_VAR}) at the key that signed this log (for `wardgate keys` and \
+                 `wardgate audit`, pass the same --config as the server); nothing was written",
+                last.size
+            ),
+        });
+    }
+    if created {
+        tracing::warn!(
+            path = %settings.signing_key_file.display(),
+            "created a new audit signing key; give auditors its public key (`wardgate audit \
+             public-key`) and keep the key file safe"
+        );
+    }
+    Ok(key)
+}
+
+/// A log that already has entries was signed with a key that must still be there: a new key
+/// would sign on silently, and the old checkpoints would no longer verify with the key the
+/// auditors hold. Refuse, and say what to do.
+async fn refuse_new_key_for_old_log(
+    settings: &AuditSettings,
+    store: &dyn AuditStore,
+) -> Result<(), StartError> {
+    let entries = store.size().await.map_err(|e| StartError::Key {
+        path: settings.signing_key_file.display().to_string(),
+        reason: format!("cannot read the audit log's size: {e}"),
+    })?;
+    if entries > 0 {
+        return Err(StartError::Key {
+            path: settings.signing_key_file.display().to_string(),
+            reason: format!(
+                "the file is missing, but the audit log already has {entries} entries \
+                 signed with a key. Restore the key file (or point audit.signing_key_file / \
+                 WARDGATE_AUDIT_KEY at it; for `wardgate keys` and `wardgate audit`, pass \
+                 the same --config as the server). A new key is only made for an empty log"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether an environment variable's value is a secret (only that it is set is digested).
@@ -281,9 +371,12 @@ mod tests {
             checkpoint_every: 1000,
             checkpoint_interval: std::time::Duration::from_secs(10),
             durability: wardgate_store::AuditDurability::Disk,
+            signing_key: None,
         };
         let store: Arc<dyn AuditStore> = Arc::new(wardgate_audit::MemoryAuditStore::new());
-        let auditor = start(&settings, store.clone()).await.unwrap();
+        let auditor = start(&settings, AuditLog::Single(store.clone()))
+            .await
+            .unwrap();
         auditor
             .append(startup_event("digest", false))
             .await
@@ -302,7 +395,7 @@ mod tests {
             assert!(readable_by_others(&settings.signing_key_file));
         }
         std::fs::remove_file(&settings.signing_key_file).unwrap();
-        let refused = start(&settings, store.clone())
+        let refused = start(&settings, AuditLog::Single(store.clone()))
             .await
             .err()
             .unwrap()
@@ -315,12 +408,98 @@ mod tests {
         // refused too: it did not sign the log's last checkpoint.
         let other = SignerKey::generate(&settings.origin).unwrap();
         write_signer_key(&settings.signing_key_file, &other).unwrap();
-        let refused = start(&settings, store.clone())
+        let refused = start(&settings, AuditLog::Single(store.clone()))
             .await
             .err()
             .unwrap()
             .to_string();
         assert!(refused.contains("did not sign"), "{refused}");
         assert_eq!(store.size().await.unwrap(), 1, "nothing was written");
+    }
+
+    fn settings_in(dir: &Path) -> AuditSettings {
+        AuditSettings {
+            signing_key_file: dir.join("audit-signing.key"),
+            witness_file: dir.join("audit-witness.log"),
+            origin: "wardgate-test/audit".into(),
+            checkpoint_every: 1000,
+            checkpoint_interval: std::time::Duration::from_secs(10),
+            durability: wardgate_store::AuditDurability::Disk,
+            signing_key: None,
+        }
+    }
+
+    fn key_text(key: &SignerKey) -> crate::config::audit::SigningKeySecret {
+        crate::config::audit::SigningKeySecret(Arc::new(wardgate_store::Secret::new(
+            key.to_private_string().to_string(),
+        )))
+    }
+
+    /// A shared log (every instance signs with one key) never gets a key made by one instance:
+    /// without `$WARDGATE_AUDIT_SIGNING_KEY` or a key file, it refuses and says how to make one.
+    /// With the key in the environment, every instance signs the one log, and a different key
+    /// is refused.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_shared_log_takes_its_key_from_the_environment_and_never_makes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(wardgate_audit::MemoryAuditStore::new());
+        let mut settings = settings_in(dir.path());
+        let refused = start(&settings, AuditLog::Shared(store.clone()))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("every instance needs the same key"),
+            "{refused}"
+        );
+        assert!(refused.contains(SIGNING_KEY_VAR), "{refused}");
+        assert!(!settings.signing_key_file.exists(), "no key was made");
+
+        let key = SignerKey::generate(&settings.origin).unwrap();
+        settings.signing_key = Some(key_text(&key));
+        let a = start(&settings, AuditLog::Shared(store.clone()))
+            .await
+            .unwrap();
+        let b = start(&settings, AuditLog::Shared(store.clone()))
+            .await
+            .unwrap();
+        a.append(startup_event("a", false)).await.unwrap();
+        b.append(startup_event("b", false)).await.unwrap();
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
+        let report =
+            wardgate_audit::verify::verify_store(store.as_ref(), vec![key.verifier()], &[], None)
+                .await
+                .unwrap();
+        assert_eq!((report.entries, report.proven), (2, 2));
+        assert!(
+            !settings.signing_key_file.exists(),
+            "the file was never needed"
+        );
+
+        let other = SignerKey::generate(&settings.origin).unwrap();
+        settings.signing_key = Some(key_text(&other));
+        let refused = start(&settings, AuditLog::Shared(store.clone()))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(refused.contains("did not sign"), "{refused}");
+
+        settings.signing_key = Some(crate::config::audit::SigningKeySecret(Arc::new(
+            wardgate_store::Secret::new("not a key".to_owned()),
+        )));
+        let refused = start(&settings, AuditLog::Shared(store))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(refused.contains("wardgate audit keygen"), "{refused}");
+        assert!(
+            !refused.contains("not a key"),
+            "the value is not echoed: {refused}"
+        );
     }
 }

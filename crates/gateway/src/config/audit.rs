@@ -14,6 +14,9 @@ use super::{ConfigError, HumanDuration, duration};
 pub struct AuditSettings {
     /// The Ed25519 signing key of checkpoints; created on first start if missing.
     pub signing_key_file: PathBuf,
+    /// The signing key itself, from `$WARDGATE_AUDIT_SIGNING_KEY` (never from the file): how
+    /// every instance of a scaled-out deployment gets the same key. Wins over the file.
+    pub signing_key: Option<SigningKeySecret>,
     /// The append-only file each checkpoint is also written to.
     pub witness_file: PathBuf,
     /// The log's name in checkpoints.
@@ -22,6 +25,33 @@ pub struct AuditSettings {
     pub checkpoint_interval: Duration,
     /// How durable an audit commit is before the request goes on (the store applies it).
     pub durability: AuditDurability,
+}
+
+/// The environment variable that holds the checkpoint signing key itself (the text of a key
+/// file made by `wardgate audit keygen`).
+pub const SIGNING_KEY_VAR: &str = "WARDGATE_AUDIT_SIGNING_KEY";
+
+/// A signing key given as text: never printed, compared by value only to tell a reload
+/// whether the setting changed.
+#[derive(Clone)]
+pub struct SigningKeySecret(pub std::sync::Arc<wardgate_store::Secret<String>>);
+
+impl std::fmt::Debug for SigningKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKeySecret([redacted])")
+    }
+}
+
+impl PartialEq for SigningKeySecret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(
+            self.0
+                .expose()
+                .as_bytes()
+                .ct_eq(other.0.expose().as_bytes()),
+        )
+    }
 }
 
 // The defaults of `[audit]`, one per field; the doc comments of [`RawAudit`] quote them.
@@ -61,7 +91,11 @@ pub struct RawAudit {
 }
 
 /// `[audit]`, validated; its files default to beside the database.
-pub(super) fn audit(raw: &RawAudit, sqlite_path: &Path) -> Result<AuditSettings, ConfigError> {
+pub(super) fn audit(
+    raw: &RawAudit,
+    sqlite_path: &Path,
+    env: super::EnvLookup<'_>,
+) -> Result<AuditSettings, ConfigError> {
     let beside_db = |name: &str| {
         sqlite_path
             .parent()
@@ -73,6 +107,9 @@ pub(super) fn audit(raw: &RawAudit, sqlite_path: &Path) -> Result<AuditSettings,
             .signing_key_file
             .clone()
             .unwrap_or_else(|| beside_db(DEFAULT_SIGNING_KEY_FILE)),
+        signing_key: env(SIGNING_KEY_VAR)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| SigningKeySecret(std::sync::Arc::new(wardgate_store::Secret::new(v)))),
         witness_file: raw
             .witness_file
             .clone()

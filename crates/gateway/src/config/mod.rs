@@ -622,7 +622,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let breaker = health::breaker(&raw.circuit_breaker)?;
     let sqlite_path = storage::sqlite_path(&raw.storage);
     // Across sections: the audit files default to beside the database.
-    let audit = audit::audit(&raw.audit, &sqlite_path)?;
+    let audit = audit::audit(&raw.audit, &sqlite_path, env)?;
     let llm = llm::llm(&raw.llm)?;
     let auth = auth::auth(&raw.auth, env)?;
     // Across sections: the per-key concurrency's default depends on the embedded engine.

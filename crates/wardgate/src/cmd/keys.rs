@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use wardgate_gateway::audit::AuditLog;
 use wardgate_gateway::handlers::admin;
 use wardgate_gateway::services::keys::{self, Caller, KeyAudit, KeyError, KeyRequest, KeyService};
 use wardgate_store::{KeyStore, Role, SqliteStore};
@@ -108,7 +109,7 @@ async fn audited(
     command: KeysCommand,
 ) -> anyhow::Result<()> {
     let settings = load_config(config)?.audit;
-    let auditor = wardgate_gateway::audit::start(&settings, store.clone())
+    let auditor = wardgate_gateway::audit::start(&settings, AuditLog::Single(store.clone()))
         .await
         .context("the audit log could not start, so no key was changed")?;
     let result = key_command(store, command, &auditor).await;
