@@ -1,5 +1,6 @@
 //! Storage for wardgate: backend-neutral traits (one per capability), the records they exchange,
-//! and the SQLite implementation behind the embedded default.
+//! the SQLite implementation behind the embedded default, and the PostgreSQL one that several
+//! gateways share.
 //!
 //! The traits speak only in this crate's types, never a driver's, so a PostgreSQL implementation
 //! can sit behind the same `Arc<dyn KeyStore>` without callers changing.
@@ -7,14 +8,19 @@
 //! The audit log's storage trait, `AuditStore`, is defined by `wardgate-audit` (which chooses
 //! no database); `SqliteStore` implements it in `sqlite/audit.rs`.
 
+#[cfg(test)]
+mod conformance;
 pub mod keys;
 pub mod names;
+pub mod postgres;
+mod records;
 pub mod roles;
 pub mod secret;
 pub mod sqlite;
 
 use time::OffsetDateTime;
 
+pub use postgres::PgStore;
 pub use roles::Role;
 pub use secret::Secret;
 pub use sqlite::{AuditDurability, SqliteStore};
@@ -220,6 +226,12 @@ pub trait TenantStore: Send + Sync + 'static {
     /// All tenants, by name.
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
 }
+
+/// Keys, tenants and health together: what a gateway opens one of (every store implements
+/// all three), held as `Arc<dyn Database>` and handed out as each trait.
+pub trait Database: KeyStore + TenantStore + Health {}
+
+impl<T: KeyStore + TenantStore + Health> Database for T {}
 
 /// Liveness of the backing store, for readiness probes.
 #[async_trait::async_trait]

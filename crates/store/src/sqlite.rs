@@ -6,20 +6,18 @@
 //! seconds. SQL uses `$n` placeholders, which SQLite (through sqlx) and PostgreSQL both accept.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, Row as _, SqlSafeStr as _};
+use sqlx::{ConnectOptions as _, SqlSafeStr as _};
 use time::OffsetDateTime;
 
-use crate::keys::{self, KeyHash};
-use crate::roles::{self, Role};
+use crate::keys;
+use crate::records::{self, unavailable};
 use crate::{
     ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, StoreError,
     Tenant, TenantStore, names,
@@ -73,9 +71,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections to a file database. WAL lets readers run beside the one writer; more than a
 /// handful only adds contention on that writer.
 const FILE_POOL_SIZE: u32 = 8;
-/// Fresh keys tried before giving up on finding an unused prefix. With 36^12 prefixes a single
-/// collision is already unlikely; needing this many means something else is wrong.
-const PREFIX_ATTEMPTS: usize = 4;
 
 /// How far an audit commit has gone when the append that made it returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -385,6 +380,14 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    /// The newest migration applied to the database (they are applied when it is opened).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
         migrator().run(&pool).await.map_err(migration_error)?;
         let audit_indexer = filter_index::Indexer::Shared(pool.clone());
@@ -397,41 +400,21 @@ impl SqliteStore {
             _memory_keeper: None,
         })
     }
+}
 
-    async fn insert_key(
-        &self,
-        record: &ApiKeyRecord,
-        hash: &KeyHash,
-        models_json: &str,
-        roles_json: &str,
-    ) -> Result<(), sqlx::Error> {
+impl records::InsertKey for SqliteStore {
+    async fn insert_key(&self, key: records::KeyInsert<'_>) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // The tenant insert comes first so the transaction takes SQLite's write lock at once,
         // rather than upgrading from a read lock, which can fail with SQLITE_BUSY under WAL.
-        sqlx::query(
-            "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&record.tenant)
-        .bind(record.created_at.unix_timestamp())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO api_keys \
-             (id, prefix, key_hash, tenant, models, roles, label, created_at, expires_at, \
-              revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
-        )
-        .bind(&record.id)
-        .bind(&record.prefix)
-        .bind(hash.to_hex())
-        .bind(&record.tenant)
-        .bind(models_json)
-        .bind(roles_json)
-        .bind(record.label.as_deref())
-        .bind(record.created_at.unix_timestamp())
-        .bind(record.expires_at.map(OffsetDateTime::unix_timestamp))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(records::INSERT_TENANT)
+            .bind(&key.record.tenant)
+            .bind(key.record.created_at.unix_timestamp())
+            .execute(&mut *tx)
+            .await?;
+        records::bind_key_insert!(sqlx::query(records::INSERT_KEY), key)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 }
@@ -439,135 +422,70 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl KeyStore for SqliteStore {
     async fn create_key(&self, spec: NewKeySpec) -> Result<NewKey, StoreError> {
-        names::validate_tenant(&spec.tenant)?;
-        let models = names::normalize_models(spec.models)?;
-        if let Some(label) = &spec.label {
-            names::validate_label(label)?;
-        }
-        let models_json =
-            serde_json::to_string(&models).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        let now = OffsetDateTime::now_utc();
-        // The break-glass lifetime is checked on the times as asked for: rounding the expiry up
-        // and the creation down (below) would make `--expires 24h` look like 24h and a second.
-        let roles = roles::normalize_roles(spec.roles, spec.expires_at, now)?;
-        let created_at = whole_seconds(now)?;
-        // Rounded up, so that a key never expires before the moment it was asked to last until.
-        let expires_at = spec.expires_at.map(whole_seconds_up).transpose()?;
-        let roles_json =
-            serde_json::to_string(&roles).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-
-        for _ in 0..PREFIX_ATTEMPTS {
-            let generated = keys::generate()?;
-            let record = ApiKeyRecord {
-                id: keys::new_key_id(),
-                prefix: generated.prefix,
-                tenant: spec.tenant.clone(),
-                models: models.clone(),
-                roles: roles.clone(),
-                label: spec.label.clone(),
-                created_at,
-                expires_at,
-                revoked_at: None,
-                last_used_at: None,
-            };
-            match self
-                .insert_key(&record, &generated.hash, &models_json, &roles_json)
-                .await
-            {
-                Ok(()) => {
-                    return Ok(NewKey {
-                        record,
-                        secret: generated.secret,
-                    });
-                }
-                Err(e) if is_unique_violation(&e) => continue,
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
-        Err(StoreError::Unavailable(
-            "no unused key prefix found; is the random source broken?".into(),
-        ))
+        records::create_key(self, spec).await
     }
 
     async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        // Two literal statements rather than `($1 IS NULL OR tenant = $1)`, which PostgreSQL
-        // cannot type. The id breaks ties within a second: ids sort by creation time.
-        let rows =
-            match tenant {
-                Some(tenant) => {
-                    names::validate_tenant(tenant)?;
-                    sqlx::query(
-                    "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, last_used_at \
-                     FROM api_keys WHERE tenant = $1 ORDER BY created_at DESC, id DESC",
-                )
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await
-                }
-                None => sqlx::query(
-                    "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, last_used_at \
-                     FROM api_keys ORDER BY created_at DESC, id DESC",
-                )
-                .fetch_all(&self.pool)
-                .await,
+        let rows = match tenant {
+            Some(tenant) => {
+                names::validate_tenant(tenant)?;
+                sqlx::query(records::LIST_TENANT_KEYS)
+                    .bind(tenant)
+                    .fetch_all(&self.pool)
+                    .await
             }
-            .map_err(unavailable)?;
-        rows.iter().map(record_from_row).collect()
+            None => {
+                sqlx::query(records::LIST_ALL_KEYS)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| records::record_from_row(row))
+            .collect()
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, \
-             last_used_at FROM api_keys WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.as_ref().map(record_from_row).transpose()
+        let row = sqlx::query(records::KEY_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref()
+            .map(|row| records::record_from_row(row))
+            .transpose()
     }
 
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        // COALESCE keeps the first revocation time, so revoking again changes nothing; the row
-        // still counts as affected, which tells a known id from an unknown one.
-        let result =
-            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        found(&result)
+        let result = sqlx::query(records::REVOKE_KEY)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        records::found(result.rows_affected())
     }
 
     async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        let at = whole_seconds_up(at)?.unix_timestamp();
-        let result = sqlx::query(
-            "UPDATE api_keys SET expires_at = CASE \
-               WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END \
-             WHERE id = $2",
-        )
-        .bind(at)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        found(&result)
+        let at = records::whole_seconds_up(at)?.unix_timestamp();
+        let result = sqlx::query(records::EXPIRE_KEY_BY)
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        records::found(result.rows_affected())
     }
 
     async fn touch_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        let at = at.unix_timestamp();
-        // Only forward: a late, older touch never moves the time back.
-        sqlx::query(
-            "UPDATE api_keys SET last_used_at = $1 \
-             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-        )
-        .bind(at)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        sqlx::query(records::TOUCH_KEY)
+            .bind(at.unix_timestamp())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -576,23 +494,15 @@ impl KeyStore for SqliteStore {
             return Ok(KeyVerdict::Rejected(RejectReason::Malformed));
         };
         let presented_hash = parsed.hash();
-        let row = sqlx::query(
-            "SELECT key_hash, id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, last_used_at \
-             FROM api_keys WHERE prefix = $1",
-        )
-        .bind(parsed.prefix())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let stored = match row {
-            Some(row) => {
-                let hash_hex: String = row.try_get("key_hash").map_err(unavailable)?;
-                let hash =
-                    KeyHash::from_hex(&hash_hex).ok_or_else(|| corrupt("api_keys.key_hash"))?;
-                Some((hash, record_from_row(&row)?))
-            }
-            None => None,
-        };
+        let row = sqlx::query(records::KEY_BY_PREFIX)
+            .bind(parsed.prefix())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let stored = row
+            .as_ref()
+            .map(|row| records::hash_and_record(row))
+            .transpose()?;
         Ok(keys::decide(&presented_hash, stored, now))
     }
 }
@@ -602,28 +512,28 @@ impl TenantStore for SqliteStore {
     async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
         names::validate_tenant(name)?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        sqlx::query(
-            "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let row = sqlx::query("SELECT name, created_at FROM tenants WHERE name = $1")
+        sqlx::query(records::INSERT_TENANT)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let row = sqlx::query(records::SELECT_TENANT)
             .bind(name)
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
-        tenant_from_row(&row)
+        records::tenant_from_row(&row)
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = sqlx::query("SELECT name, created_at FROM tenants ORDER BY name")
+        let rows = sqlx::query(records::LIST_TENANTS)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter().map(tenant_from_row).collect()
+        rows.iter()
+            .map(|row| records::tenant_from_row(row))
+            .collect()
     }
 }
 
@@ -716,96 +626,6 @@ fn private_file(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-fn record_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
-    let models_json: String = row.try_get("models").map_err(unavailable)?;
-    let models: Vec<String> =
-        serde_json::from_str(&models_json).map_err(|_| corrupt("api_keys.models"))?;
-    let roles_json: String = row.try_get("roles").map_err(unavailable)?;
-    let roles: Vec<Role> =
-        serde_json::from_str(&roles_json).map_err(|_| corrupt("api_keys.roles"))?;
-    if roles.is_empty() {
-        return Err(corrupt("api_keys.roles"));
-    }
-    Ok(ApiKeyRecord {
-        id: row.try_get("id").map_err(unavailable)?,
-        prefix: row.try_get("prefix").map_err(unavailable)?,
-        tenant: row.try_get("tenant").map_err(unavailable)?,
-        models,
-        roles,
-        label: row.try_get("label").map_err(unavailable)?,
-        created_at: time_column(row, "created_at")?.ok_or_else(|| corrupt("created_at"))?,
-        expires_at: time_column(row, "expires_at")?,
-        revoked_at: time_column(row, "revoked_at")?,
-        last_used_at: time_column(row, "last_used_at")?,
-    })
-}
-
-fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, StoreError> {
-    Ok(Tenant {
-        name: row.try_get("name").map_err(unavailable)?,
-        created_at: time_column(row, "created_at")?.ok_or_else(|| corrupt("created_at"))?,
-    })
-}
-
-fn time_column(
-    row: &SqliteRow,
-    column: &'static str,
-) -> Result<Option<OffsetDateTime>, StoreError> {
-    let secs: Option<i64> = row.try_get(column).map_err(unavailable)?;
-    secs.map(|s| OffsetDateTime::from_unix_timestamp(s).map_err(|_| corrupt(column)))
-        .transpose()
-}
-
-/// `t` in UTC, truncated to whole seconds: what the integer time columns hold.
-fn whole_seconds(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp(t.unix_timestamp())
-        .map_err(|_| StoreError::Invalid("time out of range".into()))
-}
-
-/// `NotFound` when an update by id touched no row.
-fn found(result: &sqlx::sqlite::SqliteQueryResult) -> Result<(), StoreError> {
-    if result.rows_affected() == 0 {
-        Err(StoreError::NotFound)
-    } else {
-        Ok(())
-    }
-}
-
-fn whole_seconds_up(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
-    let down = whole_seconds(t)?;
-    if down == t {
-        Ok(down)
-    } else {
-        down.checked_add(time::Duration::SECOND)
-            .ok_or_else(|| StoreError::Invalid("time out of range".into()))
-    }
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|db| db.is_unique_violation())
-}
-
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(Box::new(e))
-}
-
-/// A stored value this code cannot read: damage or tampering, so a server-side fault.
-#[derive(Debug)]
-struct CorruptValue(&'static str);
-
-impl fmt::Display for CorruptValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stored value in column {} is corrupt", self.0)
-    }
-}
-
-impl std::error::Error for CorruptValue {}
-
-fn corrupt(column: &'static str) -> StoreError {
-    StoreError::Unavailable(Box::new(CorruptValue(column)))
 }
 
 mod audit;

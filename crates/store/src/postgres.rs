@@ -1,0 +1,521 @@
+//! `PgStore`: the PostgreSQL implementation of the key, tenant and health traits, for
+//! deployments where several gateways share one database; and its migrations (`postgres/
+//! migrate.rs`, from `migrations_pg/`), applied by `wardgate migrate`, never by a start.
+//!
+//! It works through PgBouncer in transaction-pooling mode, where each transaction of a client
+//! connection may run on a different server connection. So nothing outlives a transaction:
+//! - every statement is unnamed (`persistent(false)`, and the connection's statement cache
+//!   is off): a named prepared statement exists on one server connection only, and another
+//!   client's statement of the same name would collide with it there;
+//! - every call runs in an explicit transaction: sqlx parses an unnamed statement and then
+//!   binds it in a second exchange, each ending in a `Sync`; outside a transaction PgBouncer
+//!   may hand the second to a server connection that never saw the first;
+//! - no session state at all: no `SET`, no session advisory lock (migrations take a
+//!   transaction-scoped one), no `LISTEN`, no temporary tables.
+
+use std::fmt;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sha2::Digest as _;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::{Postgres, Transaction};
+use subtle::ConstantTimeEq as _;
+use time::OffsetDateTime;
+
+use crate::keys;
+use crate::records::{self, unavailable};
+use crate::{
+    ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, StoreError,
+    Tenant, TenantStore, names,
+};
+
+pub mod migrate;
+
+pub use migrate::{Migrated, SchemaVersion};
+
+/// Default of the pool's size (`storage.max_connections`): connections one instance may hold.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// The largest pool one instance may ask for. PostgreSQL's own default `max_connections` is
+/// 100 for all clients together, so even this is far more than one instance should hold.
+pub const MAX_MAX_CONNECTIONS: u32 = 1_000;
+/// How long a caller waits for a free pooled connection (or a new one) before the store
+/// counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a [`PgStore`]'s pool is sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PgOptions {
+    /// The most connections this store holds at once (1 to [`MAX_MAX_CONNECTIONS`]).
+    pub max_connections: u32,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
+}
+
+/// The connection parameters a URL may carry (libpq's names and sqlx's spellings). Anything
+/// else is refused rather than ignored: sqlx would log an unknown parameter with its value.
+const URL_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// A PostgreSQL URL, parsed and checked. It may hold a password, so it never prints: its
+/// `Debug` and `Display` show only where it points (`host:port/database`).
+#[derive(Clone)]
+pub struct PgUrl {
+    options: PgConnectOptions,
+    shown: String,
+    /// SHA-256 of the whole URL, to tell two URLs apart without keeping the text.
+    digest: [u8; 32],
+}
+
+impl PgUrl {
+    /// Parses `url` (`postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...`). The error
+    /// never quotes the URL.
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if !is_postgres_url(url) {
+            return Err(StoreError::Invalid(
+                "a PostgreSQL URL starts with postgres:// or postgresql://".into(),
+            ));
+        }
+        if let Some((_, query)) = url.split_once('?') {
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+                let known = URL_PARAMETERS.contains(&key)
+                    || (key.starts_with("options[") && key.ends_with(']'));
+                if !known {
+                    return Err(StoreError::Invalid(format!(
+                        "the PostgreSQL URL has a parameter this build does not know (`{}`); \
+                         known: {}",
+                        key.chars().take(40).collect::<String>(),
+                        URL_PARAMETERS.join(", ")
+                    )));
+                }
+            }
+        }
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Invalid(format!(
+                "not a valid PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): {}",
+                config_reason(&e)
+            ))
+        })?;
+        let shown = match options.get_socket() {
+            Some(socket) => format!(
+                "{}/{}",
+                socket.display(),
+                options.get_database().unwrap_or("")
+            ),
+            None => format!(
+                "{}:{}/{}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or("")
+            ),
+        };
+        let digest = sha2::Sha256::digest(url.as_bytes()).into();
+        Ok(Self {
+            options,
+            shown,
+            digest,
+        })
+    }
+
+    /// Whether `other` was parsed from the same text (compared in constant time: it may hold
+    /// a password).
+    pub fn same_as(&self, other: &PgUrl) -> bool {
+        self.digest.ct_eq(&other.digest).into()
+    }
+
+    /// Where the URL points, without user or password: `host:port/database`.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The URL with `schema` first on the search path (sent as a startup option, so it holds
+    /// for every connection without a `SET`). For tests that each want a schema of their own.
+    /// PgBouncer refuses startup options; give it a database of its own instead.
+    pub fn with_search_path(mut self, schema: &str) -> Self {
+        self.options = self.options.options([("search_path", schema)]);
+        self
+    }
+
+    /// The URL pointing at database `name` on the same server (tests).
+    #[cfg(test)]
+    pub(crate) fn with_database(mut self, name: &str) -> Self {
+        self.options = self.options.database(name);
+        self
+    }
+
+    /// The URL pointing at `host:port` instead, same user and database (tests: a PgBouncer
+    /// in front of the server).
+    #[cfg(test)]
+    pub(crate) fn with_address(mut self, host: &str, port: u16) -> Self {
+        self.options = self.options.host(host).port(port);
+        self
+    }
+
+    /// The server's host and port (tests: where a PgBouncer forwards to).
+    #[cfg(test)]
+    pub(crate) fn address(&self) -> (String, u16) {
+        (self.options.get_host().to_owned(), self.options.get_port())
+    }
+
+    /// The user name (tests: PgBouncer's user list).
+    #[cfg(test)]
+    pub(crate) fn username(&self) -> &str {
+        self.options.get_username()
+    }
+
+    /// The sqlx options (tests: an administrative connection of their own).
+    #[cfg(test)]
+    pub(crate) fn connect_options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+
+    /// The `sslmode` asked for (libpq's word).
+    pub fn sslmode(&self) -> &'static str {
+        sslmode_word(self.options.get_ssl_mode())
+    }
+}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgUrl({})", self.shown)
+    }
+}
+
+impl fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+fn sslmode_word(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
+}
+
+/// Why sqlx refused a URL, without quoting it.
+fn config_reason(e: &sqlx::Error) -> String {
+    match e {
+        // sqlx's configuration errors name the part that is wrong (a port that is not a
+        // number, an unknown sslmode), never the URL or its password.
+        sqlx::Error::Configuration(reason) => reason.to_string(),
+        _ => "unreadable".into(),
+    }
+}
+
+/// Why connecting failed, with what to do about it. Names the server as `host:port/database`
+/// only.
+#[derive(Debug)]
+pub struct ConnectError {
+    target: String,
+    sslmode: &'static str,
+    source: sqlx::Error,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (target, mode) = (&self.target, self.sslmode);
+        match &self.source {
+            sqlx::Error::Tls(reason) if reason.to_string().contains("does not support TLS") => {
+                write!(
+                    f,
+                    "PostgreSQL at {target} does not offer TLS, and sslmode={mode} requires it: \
+                     turn on ssl in the server, or connect through something that offers it"
+                )
+            }
+            reason if is_tls_failure(reason) => write!(
+                f,
+                "TLS to PostgreSQL at {target} failed (sslmode={mode}): {reason}. With \
+                 sslmode=verify-ca or verify-full the server's certificate must chain to a \
+                 public root (Mozilla's list) or to the CA file named by sslrootcert=PATH in the \
+                 URL, and for verify-full name the host; sslmode=require encrypts without \
+                 checking the certificate"
+            ),
+            other => write!(
+                f,
+                "cannot connect to PostgreSQL at {target} (sslmode={mode}): {other}"
+            ),
+        }
+    }
+}
+
+/// Whether connecting failed in the TLS handshake. sqlx reports a refused certificate as an
+/// IO error whose text is rustls's (this crate does not link rustls to look at its type).
+fn is_tls_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => {
+            let text = io.to_string();
+            text.contains("certificate") || text.contains("handshake") || text.contains("TLS")
+        }
+        _ => false,
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        None
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone: clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    shown: String,
+}
+
+impl PgStore {
+    /// Connects a pool of at most `options.max_connections` to `url`, opening one connection
+    /// now so that a wrong address, password or TLS setting fails here. Does not look at the
+    /// schema: [`PgStore::check_schema`] (a gateway's start) and [`PgStore::migrate`]
+    /// (`wardgate migrate`) do.
+    pub async fn connect(url: &PgUrl, options: PgOptions) -> Result<Self, StoreError> {
+        if options.max_connections == 0 || options.max_connections > MAX_MAX_CONNECTIONS {
+            return Err(StoreError::Invalid(format!(
+                "the PostgreSQL pool size must be 1 to {MAX_MAX_CONNECTIONS}"
+            )));
+        }
+        let connect = url
+            .options
+            .clone()
+            // A named statement would outlive its transaction (see the module comment).
+            .statement_cache_capacity(0)
+            // Startup parameters PgBouncer does not know make it refuse the connection, and
+            // this store reads no floating-point values.
+            .extra_float_digits(None);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(connect)
+            .await
+            .map_err(|source| {
+                StoreError::Unavailable(Box::new(ConnectError {
+                    target: url.shown.clone(),
+                    sslmode: url.sslmode(),
+                    source,
+                }))
+            })?;
+        Ok(Self {
+            pool,
+            shown: url.shown.clone(),
+        })
+    }
+
+    /// The connection pool, for stores that keep their own tables in the same database (the
+    /// audit log). Whatever runs on it must keep to the module comment's rules.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Where the store points, `host:port/database`: safe to print.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs one of the key updates (`$1` a time, `$2` the key's id) in a transaction of its
+    /// own; the number of rows it changed.
+    async fn update_key(&self, sql: &'static str, at: i64, id: &str) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let result = query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        commit(tx).await?;
+        Ok(result.rows_affected())
+    }
+
+    /// A transaction: every call runs in one (see the module comment).
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(unavailable)
+    }
+}
+
+/// A statement that is never prepared under a name (see the module comment).
+fn query(sql: &'static str) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+    sqlx::query(sql).persistent(false)
+}
+
+async fn commit(tx: Transaction<'static, Postgres>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(unavailable)
+}
+
+impl records::InsertKey for PgStore {
+    async fn insert_key(&self, key: records::KeyInsert<'_>) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        query(records::INSERT_TENANT)
+            .bind(&key.record.tenant)
+            .bind(key.record.created_at.unix_timestamp())
+            .execute(&mut *tx)
+            .await?;
+        records::bind_key_insert!(query(records::INSERT_KEY), key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for PgStore {
+    async fn create_key(&self, spec: NewKeySpec) -> Result<NewKey, StoreError> {
+        records::create_key(self, spec).await
+    }
+
+    async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = match tenant {
+            Some(tenant) => {
+                names::validate_tenant(tenant)?;
+                query(records::LIST_TENANT_KEYS)
+                    .bind(tenant)
+                    .fetch_all(&mut *tx)
+                    .await
+            }
+            None => query(records::LIST_ALL_KEYS).fetch_all(&mut *tx).await,
+        }
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        rows.iter()
+            .map(|row| records::record_from_row(row))
+            .collect()
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = query(records::KEY_BY_ID)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        commit(tx).await?;
+        row.as_ref()
+            .map(|row| records::record_from_row(row))
+            .transpose()
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        records::found(self.update_key(records::REVOKE_KEY, now, id).await?)
+    }
+
+    async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        let at = records::whole_seconds_up(at)?.unix_timestamp();
+        records::found(self.update_key(records::EXPIRE_KEY_BY, at, id).await?)
+    }
+
+    async fn touch_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.update_key(records::TOUCH_KEY, at.unix_timestamp(), id)
+            .await
+            .map(drop)
+    }
+
+    async fn verify(&self, presented: &str, now: OffsetDateTime) -> Result<KeyVerdict, StoreError> {
+        let Some(parsed) = keys::parse(presented) else {
+            return Ok(KeyVerdict::Rejected(RejectReason::Malformed));
+        };
+        let presented_hash = parsed.hash();
+        let mut tx = self.begin().await?;
+        let row = query(records::KEY_BY_PREFIX)
+            .bind(parsed.prefix())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        commit(tx).await?;
+        let stored = row
+            .as_ref()
+            .map(|row| records::hash_and_record(row))
+            .transpose()?;
+        Ok(keys::decide(&presented_hash, stored, now))
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantStore for PgStore {
+    async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        names::validate_tenant(name)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut tx = self.begin().await?;
+        query(records::INSERT_TENANT)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let row = query(records::SELECT_TENANT)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        commit(tx).await?;
+        records::tenant_from_row(&row)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = query(records::LIST_TENANTS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        commit(tx).await?;
+        rows.iter()
+            .map(|row| records::tenant_from_row(row))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Health for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        // The simple-query protocol: one round trip, nothing prepared.
+        sqlx::raw_sql("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,621 @@
+//! Tests of `PgStore` against a real PostgreSQL (`WARDGATE_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`): the store conformance suite directly and
+//! through PgBouncer in transaction-pooling mode, the migrations and the schema check, the URL
+//! and connection errors. Each test works in a schema (or, behind PgBouncer, a database) of its
+//! own, so tests run in parallel beside each other and beside other suites.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use sqlx::Connection as _;
+
+use super::migrate::{MIGRATIONS, latest_version};
+use super::*;
+use crate::conformance::{now, spec, suite};
+
+/// The variable naming the test server.
+const URL_VAR: &str = "WARDGATE_TEST_DATABASE_URL";
+/// The server used when the variable is unset (this machine's and CI's).
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn server_url() -> PgUrl {
+    let url = std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    PgUrl::parse(&url).unwrap_or_else(|e| panic!("{URL_VAR} is not a PostgreSQL URL: {e}"))
+}
+
+fn unique_name() -> String {
+    format!("wg_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// An administrative connection to `url`; failing to connect fails the test, naming the
+/// variable to set.
+async fn admin(url: &PgUrl) -> sqlx::PgConnection {
+    sqlx::PgConnection::connect_with(url.connect_options())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {url} ({e}). The PostgreSQL tests need a server: \
+                 start one, or set {URL_VAR} to postgres://USER@HOST:PORT/DATABASE (default \
+                 {DEFAULT_URL})"
+            )
+        })
+}
+
+async fn run(conn: &mut sqlx::PgConnection, sql: String) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+/// A schema of the test's own on the test server, first on its connections' search path.
+struct TestSchema {
+    name: String,
+    url: PgUrl,
+    admin: sqlx::PgConnection,
+}
+
+impl TestSchema {
+    async fn new() -> Self {
+        let server = server_url();
+        let mut admin = admin(&server).await;
+        let name = unique_name();
+        run(&mut admin, format!("CREATE SCHEMA {name}")).await;
+        Self {
+            url: server.with_search_path(&name),
+            name,
+            admin,
+        }
+    }
+
+    /// A store on the schema, not migrated.
+    async fn store(&self) -> PgStore {
+        PgStore::connect(&self.url, PgOptions { max_connections: 4 })
+            .await
+            .unwrap()
+    }
+
+    /// A store on the schema, migrated to this build's version.
+    async fn migrated(&self) -> PgStore {
+        let store = self.store().await;
+        store.migrate().await.unwrap();
+        store
+    }
+
+    async fn drop(mut self) {
+        run(
+            &mut self.admin,
+            format!("DROP SCHEMA {} CASCADE", self.name),
+        )
+        .await;
+    }
+}
+
+// ---- the conformance suite ----
+
+#[tokio::test]
+async fn pg_suite() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    suite(&store).await;
+    store.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn pg_suite_through_trait_objects() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    let keys: std::sync::Arc<dyn KeyStore> = std::sync::Arc::new(store.clone());
+    let health: std::sync::Arc<dyn Health> = std::sync::Arc::new(store.clone());
+    let new = keys.create_key(spec("dyn")).await.unwrap();
+    assert!(matches!(
+        keys.verify(new.secret.expose(), now()).await.unwrap(),
+        KeyVerdict::Valid(_)
+    ));
+    health.ping().await.unwrap();
+    store.close().await;
+    schema.drop().await;
+}
+
+/// Two stores (two gateway instances) on one database see each other's writes at once: a key
+/// made through one verifies through the other, and a revocation through the second is
+/// refused by the first.
+#[tokio::test]
+async fn pg_two_instances_share_keys() {
+    let schema = TestSchema::new().await;
+    let a = schema.migrated().await;
+    let b = schema.store().await;
+    b.check_schema().await.unwrap();
+    let made = a.create_key(spec("shared")).await.unwrap();
+    assert_eq!(
+        b.verify(made.secret.expose(), now()).await.unwrap(),
+        KeyVerdict::Valid(made.record.clone())
+    );
+    b.revoke_key(&made.record.id).await.unwrap();
+    assert_eq!(
+        a.verify(made.secret.expose(), now()).await.unwrap(),
+        KeyVerdict::Rejected(RejectReason::Revoked)
+    );
+    a.close().await;
+    b.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn pg_stored_row_never_contains_the_secret() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    let new = store.create_key(spec("acme")).await.unwrap();
+    let key = new.secret.expose().clone();
+    let row: String = sqlx::query_scalar("SELECT row_to_json(k)::text FROM api_keys k")
+        .persistent(false)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(!row.contains(&key[16..]), "{row}");
+    assert!(row.contains(&crate::keys::KeyHash::of(&key).to_hex()));
+    store.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn pg_corrupt_rows_are_unavailable_not_invalid() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    let new = store.create_key(spec("acme")).await.unwrap();
+    sqlx::raw_sql("UPDATE api_keys SET models = 'not json'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.verify(new.secret.expose(), now()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    store.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn pg_a_closed_store_is_unavailable() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    store.close().await;
+    assert_eq!(
+        store.verify("not a key", now()).await.unwrap(),
+        KeyVerdict::Rejected(RejectReason::Malformed)
+    );
+    let well_formed = crate::keys::generate().unwrap();
+    assert!(matches!(
+        store.verify(well_formed.secret.expose(), now()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    schema.drop().await;
+}
+
+// ---- migrations and the schema check ----
+
+#[tokio::test]
+async fn pg_an_older_schema_is_refused_naming_both_versions_and_the_command() {
+    let schema = TestSchema::new().await;
+    let store = schema.store().await;
+    let latest = latest_version();
+    // Every version before this build's: none at all, then each older one in turn.
+    for version in 0..latest {
+        if version > 0 {
+            let done = store.migrate_to(version).await.unwrap();
+            assert_eq!(done.to, version);
+        }
+        let err = store.check_schema().await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("version {version}"))
+                && err.contains(&format!("version {latest}"))
+                && err.contains("wardgate migrate"),
+            "{err}"
+        );
+    }
+    store.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn pg_a_newer_schema_is_refused_by_the_check_and_by_migrate() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    sqlx::raw_sql(
+        "INSERT INTO wardgate_schema_migrations (version, description, checksum, installed_at) \
+         VALUES (9999, 'from the future', 'x', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let latest = latest_version();
+    for err in [
+        store.check_schema().await.unwrap_err(),
+        store.migrate().await.unwrap_err(),
+    ] {
+        let err = err.to_string();
+        assert!(
+            err.contains("9999") && err.contains(&format!("version {latest}")),
+            "{err}"
+        );
+    }
+    store.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn pg_an_edited_migration_is_refused() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    sqlx::raw_sql("UPDATE wardgate_schema_migrations SET checksum = 'x' WHERE version = 1")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.check_schema().await.unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+    store.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn pg_migrate_then_check_passes_and_migrating_again_changes_nothing() {
+    let schema = TestSchema::new().await;
+    let store = schema.store().await;
+    let latest = latest_version();
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        Migrated {
+            from: 0,
+            to: latest
+        }
+    );
+    let applied = || async {
+        sqlx::query_as::<_, (i64, String, i64)>(
+            "SELECT version, checksum, installed_at FROM wardgate_schema_migrations \
+             ORDER BY version",
+        )
+        .persistent(false)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    };
+    let before = applied().await;
+    assert_eq!(before.len(), MIGRATIONS.len());
+    assert_eq!(
+        store.check_schema().await.unwrap(),
+        SchemaVersion {
+            current: latest,
+            latest
+        }
+    );
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        Migrated {
+            from: latest,
+            to: latest
+        }
+    );
+    assert_eq!(
+        applied().await,
+        before,
+        "the second migrate changed nothing"
+    );
+    store.close().await;
+    schema.drop().await;
+}
+
+/// Two `wardgate migrate` at once (two deploys racing): both succeed, one does the work.
+#[tokio::test]
+async fn pg_concurrent_migrations_apply_once() {
+    let schema = TestSchema::new().await;
+    let (a, b) = (schema.store().await, schema.store().await);
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let latest = latest_version();
+    assert_eq!(ra.to, latest);
+    assert_eq!(rb.to, latest);
+    assert_eq!(
+        [ra.from, rb.from].iter().filter(|&&f| f == 0).count(),
+        1,
+        "{ra:?} {rb:?}"
+    );
+    a.check_schema().await.unwrap();
+    a.close().await;
+    b.close().await;
+    schema.drop().await;
+}
+
+#[test]
+fn pg_migrations_list_matches_the_directory() {
+    crate::conformance::migrations_match_directory("migrations_pg", MIGRATIONS);
+}
+
+// ---- the URL and connection errors ----
+
+#[test]
+fn pg_url_never_prints_its_password() {
+    let url =
+        PgUrl::parse("postgres://app:hunter2@db.internal:6543/wardgate?sslmode=require").unwrap();
+    for shown in [format!("{url}"), format!("{url:?}"), url.shown().to_owned()] {
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("app"),
+            "{shown}"
+        );
+        assert!(shown.contains("db.internal:6543/wardgate"), "{shown}");
+    }
+    assert_eq!(url.sslmode(), "require");
+}
+
+#[test]
+fn pg_url_errors_say_what_is_wrong_without_quoting_the_url() {
+    let cases = [
+        ("mysql://u:hunter2@h/db", "postgres://"),
+        ("postgres://u:hunter2@h:notaport/db", "PostgreSQL URL"),
+        (
+            "postgres://u:hunter2@h/db?sslmode=sometimes",
+            "PostgreSQL URL",
+        ),
+        ("postgres://u:hunter2@h/db?ssl_mode=require", "`ssl_mode`"),
+        ("postgres://u@h/db?passwd=hunter2", "`passwd`"),
+    ];
+    for (url, wanted) in cases {
+        let err = PgUrl::parse(url).unwrap_err().to_string();
+        assert!(err.contains(wanted), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "{url}: {err}");
+    }
+    assert!(is_postgres_url("postgresql://h/db") && is_postgres_url("POSTGRES://h/db"));
+    assert!(!is_postgres_url("sqlite://data/wardgate.db") && !is_postgres_url("postgres"));
+}
+
+/// All of an error's messages, as `wardgate` prints a failed start (`{:#}`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn pg_a_failed_connect_names_the_server_not_the_password() {
+    // Port 1 on the loopback: nothing listens there.
+    let url = PgUrl::parse("postgres://app:hunter2@127.0.0.1:1/wardgate").unwrap();
+    let err = PgStore::connect(&url, PgOptions::default())
+        .await
+        .unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains("127.0.0.1:1/wardgate"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn pg_the_pool_size_is_bounded() {
+    let url = server_url();
+    for max_connections in [0, MAX_MAX_CONNECTIONS + 1] {
+        assert!(matches!(
+            PgStore::connect(&url, PgOptions { max_connections }).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+}
+
+/// A TLS backend is compiled in: `sslmode=require` encrypts when the server offers TLS (the
+/// connection shows in `pg_stat_ssl`), and `verify-full` against a certificate no known root
+/// signed fails saying what to do. Against a server without TLS, `require` fails saying so.
+#[tokio::test]
+async fn pg_sslmode_is_honoured() {
+    let server = server_url();
+    let mut conn = admin(&server).await;
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let with_mode = |mode: &str| {
+        let (host, port) = server.address();
+        let user = server.username().to_owned();
+        let db = server
+            .connect_options()
+            .get_database()
+            .unwrap_or("")
+            .to_owned();
+        PgUrl::parse(&format!(
+            "postgres://{user}@{host}:{port}/{db}?sslmode={mode}"
+        ))
+        .unwrap()
+    };
+    let require = PgStore::connect(&with_mode("require"), PgOptions::default()).await;
+    if ssl == "on" {
+        let store = require.unwrap();
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .persistent(false)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert!(encrypted, "sslmode=require gave an unencrypted connection");
+        store.close().await;
+        // The test server's certificate is self-signed (Debian's snakeoil): not verifiable.
+        let err = PgStore::connect(&with_mode("verify-full"), PgOptions::default())
+            .await
+            .unwrap_err();
+        let text = chain(&err);
+        assert!(text.contains("sslrootcert"), "{text}");
+    } else {
+        let text = chain(&require.unwrap_err());
+        assert!(text.contains("does not offer TLS"), "{text}");
+    }
+}
+
+// ---- through PgBouncer in transaction-pooling mode ----
+
+/// A PgBouncer of the test's own, in transaction-pooling mode with two server connections
+/// per database, in front of the test server; stopped when dropped.
+struct Bouncer {
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where Debian's package puts the binary (`/usr/sbin` is not on every user's `PATH`).
+fn pgbouncer_binary() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("pgbouncer"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbouncer is not installed (looked on PATH and in /usr/sbin); the PgBouncer \
+                 tests need it: apt-get install -y pgbouncer"
+            )
+        })
+}
+
+impl Bouncer {
+    async fn start(server: &PgUrl) -> Self {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let binary = pgbouncer_binary();
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (host, server_port) = server.address();
+        let ini = dir.path().join("pgbouncer.ini");
+        let users = dir.path().join("users.txt");
+        std::fs::write(&users, format!("\"{}\" \"\"\n", server.username())).unwrap();
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host={host} port={server_port}\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\n\
+                 pool_mode = transaction\ndefault_pool_size = 2\nmax_client_conn = 200\n",
+                users.display()
+            ),
+        )
+        .unwrap();
+        let mut command = std::process::Command::new(binary);
+        // PgBouncer refuses to run as root; as root, it is told to switch to `nobody`, who
+        // must be able to read its files.
+        if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+            for path in [dir.path(), &ini, &users] {
+                let mode = if path.is_dir() { 0o755 } else { 0o644 };
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            command.args(["-u", "nobody"]);
+        }
+        let child = command
+            .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let bouncer = Self {
+            _dir: dir,
+            child,
+            port,
+        };
+        // Ready when it accepts connections.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgbouncer did not listen on port {port} within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        bouncer
+    }
+}
+
+/// A database of the test's own (PgBouncer refuses the startup option a schema's search path
+/// would need), dropped at the end.
+struct TestDatabase {
+    name: String,
+    server: PgUrl,
+}
+
+impl TestDatabase {
+    async fn new() -> Self {
+        let server = server_url();
+        let name = unique_name();
+        run(&mut admin(&server).await, format!("CREATE DATABASE {name}")).await;
+        Self { name, server }
+    }
+
+    async fn drop(self) {
+        let mut conn = admin(&self.server).await;
+        run(
+            &mut conn,
+            format!("DROP DATABASE {} WITH (FORCE)", self.name),
+        )
+        .await;
+    }
+}
+
+/// The conformance suite, migrations included, through PgBouncer in transaction mode with
+/// more client connections (8) than server connections (2): no statement, lock or setting
+/// may outlive its transaction, or another client's transaction on the same server connection
+/// trips over it (a named prepared statement that already exists, or one that does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_suite_through_pgbouncer_in_transaction_mode() {
+    let db = TestDatabase::new().await;
+    let bouncer = Bouncer::start(&db.server).await;
+    let url = db
+        .server
+        .clone()
+        .with_database(&db.name)
+        .with_address("127.0.0.1", bouncer.port);
+    let store = PgStore::connect(&url, PgOptions { max_connections: 8 })
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap().from, 0);
+    store.check_schema().await.unwrap();
+    suite(&store).await;
+    // Many lookups at once, far more than the two server connections: each one's statement
+    // must be parsed, bound and run on one server connection.
+    let made = store.create_key(spec("bouncer")).await.unwrap();
+    let lookups: Vec<_> = (0..200)
+        .map(|_| {
+            let (store, key) = (store.clone(), made.secret.expose().clone());
+            tokio::spawn(async move { store.verify(&key, now()).await })
+        })
+        .collect();
+    for lookup in lookups {
+        assert_eq!(
+            lookup.await.unwrap().unwrap(),
+            KeyVerdict::Valid(made.record.clone())
+        );
+    }
+    // A second instance through the same PgBouncer sees the first one's keys.
+    let other = PgStore::connect(&url, PgOptions { max_connections: 8 })
+        .await
+        .unwrap();
+    other.check_schema().await.unwrap();
+    assert!(!other.list_keys(None).await.unwrap().is_empty());
+    other.close().await;
+    store.close().await;
+    drop(bouncer);
+    db.drop().await;
+}
