@@ -299,14 +299,16 @@ pub async fn queries<S: AuditStore>(store: &S, all: &[crate::AuditEntry]) {
     assert_eq!(seen, all.iter().map(|e| e.seq).collect::<Vec<_>>());
 }
 
-/// Runs every [`SharedLog`] check against `store`, which must be empty: the queue, the lease
-/// and its fencing, sequencing in order with no gaps, and that sequenced entries are ordinary
-/// log entries. Lease expiry is exercised with a lease of 200 ms.
+/// Runs every [`SharedLog`] check against `store`, whose queue must be empty and lease free
+/// (its log may hold entries): the queue, the lease and its fencing, sequencing in order with
+/// no gaps, and that sequenced entries are ordinary log entries. Lease expiry is exercised with a lease of 200 ms.
 pub async fn shared_suite<S: SharedLog>(store: &S) {
     use std::time::Duration;
 
     assert_eq!(store.pending_count().await.unwrap(), 0);
     assert!(store.enqueue(vec![]).await.unwrap().is_empty());
+    // The log may already hold entries (written directly): sequencing goes on after them.
+    let base = store.size().await.unwrap();
 
     // Queueing: all or nothing, ids grow, nothing is in the log yet.
     let ids = store
@@ -322,7 +324,7 @@ pub async fn shared_suite<S: SharedLog>(store: &S) {
         Err(AuditStoreError::Invalid(_))
     ));
     assert_eq!(store.pending_count().await.unwrap(), 3);
-    assert_eq!(store.size().await.unwrap(), 0);
+    assert_eq!(store.size().await.unwrap(), base);
 
     // Pending events are visible to a filtered query, by queue id.
     let tenant0 = AuditFilter {
@@ -357,18 +359,21 @@ pub async fn shared_suite<S: SharedLog>(store: &S) {
     let Sequenced::Entries(first) = store.sequence(&a, 2).await.unwrap() else {
         panic!("the holder lost its lease");
     };
-    assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        first.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![base, base + 1]
+    );
     assert_eq!(first[0].event, sample_event(0));
     assert_eq!(first[1].event, sample_event(1));
     assert_eq!(store.pending_count().await.unwrap(), 1);
-    assert_eq!(store.size().await.unwrap(), 2);
+    assert_eq!(store.size().await.unwrap(), base + 2);
     // Sequenced entries are ordinary entries: read back with their leaf hashes.
-    assert_eq!(store.read_range(0, 10).await.unwrap(), first);
+    assert_eq!(store.read_range(base, 10).await.unwrap(), first);
     assert_eq!(
-        store.leaf_hashes(0, 10).await.unwrap(),
+        store.leaf_hashes(base, 10).await.unwrap(),
         vec![
-            event_leaf_hash(0, &sample_event(0)),
-            event_leaf_hash(1, &sample_event(1))
+            event_leaf_hash(base, &sample_event(0)),
+            event_leaf_hash(base + 1, &sample_event(1))
         ]
     );
 
@@ -419,7 +424,7 @@ pub async fn shared_suite<S: SharedLog>(store: &S) {
     };
     assert_eq!(
         rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![2, 3, 4]
+        vec![base + 2, base + 3, base + 4]
     );
     assert_eq!(
         rest.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
@@ -451,7 +456,7 @@ pub async fn shared_suite<S: SharedLog>(store: &S) {
     );
 
     // The log is one tree with no gaps: five entries, in queue order.
-    let log = store.read_range(0, 100).await.unwrap();
+    let log = store.read_range(base, 100).await.unwrap();
     assert_eq!(
         log.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
         (0..5).map(sample_event).collect::<Vec<_>>()

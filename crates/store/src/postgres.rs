@@ -30,6 +30,7 @@ use crate::{
     Tenant, TenantStore, names,
 };
 
+mod audit;
 pub mod migrate;
 
 pub use migrate::{Migrated, SchemaVersion};

@@ -24,11 +24,18 @@ use crate::records::unavailable;
 
 /// The schema's migrations, oldest first: (version, description, SQL). A test checks that this
 /// list names every file in `migrations_pg/` (`NNNN_description_with_underscores.sql`).
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "keys and tenants",
-    include_str!("../../migrations_pg/0001_keys_and_tenants.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "keys and tenants",
+        include_str!("../../migrations_pg/0001_keys_and_tenants.sql"),
+    ),
+    (
+        2,
+        "audit",
+        include_str!("../../migrations_pg/0002_audit.sql"),
+    ),
+];
 
 /// The table of applied migrations.
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS wardgate_schema_migrations (\

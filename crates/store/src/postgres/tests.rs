@@ -91,6 +91,120 @@ impl TestSchema {
 
 // ---- the conformance suite ----
 
+/// The audit log's two suites: the single-writer store (direct appends, checkpoints, queries)
+/// and the shared log (queue, lease, fencing, sequencing), each on a fresh schema.
+#[tokio::test]
+async fn pg_audit_suite() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    wardgate_audit::conformance::suite(&store).await;
+    store.close().await;
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_shared_audit_suite() {
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    wardgate_audit::conformance::shared_suite(&store).await;
+    store.close().await;
+    schema.drop().await;
+}
+
+/// The log's tables refuse changes whatever the application asks; the queue does not (its rows
+/// leave when sequenced).
+#[tokio::test]
+async fn pg_audit_tables_are_append_only() {
+    use wardgate_audit::AuditStore as _;
+    let schema = TestSchema::new().await;
+    let store = schema.migrated().await;
+    store
+        .append(vec![wardgate_audit::conformance::sample_event(0)])
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE audit_entries SET leaf_hash = leaf_hash",
+        "DELETE FROM audit_entries",
+        "TRUNCATE audit_entries",
+        "UPDATE audit_entries SET tenant = 'other'",
+    ] {
+        let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("append-only") || refused.contains("can only be updated to DEFAULT"),
+            "{sql}: {refused}"
+        );
+    }
+    assert_eq!(store.size().await.unwrap(), 1);
+    store.close().await;
+    schema.drop().await;
+}
+
+/// Two audit writers (two gateway instances) on one database make one log that verifies, with
+/// every event once; the one that stops last signs it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_instances_write_one_audit_log() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use wardgate_audit::{AuditStore as _, Auditor, AuditorConfig, SequencerConfig, SignerKey};
+    let schema = TestSchema::new().await;
+    let a_store = Arc::new(schema.migrated().await);
+    let b_store = Arc::new(schema.store().await);
+    let key = SignerKey::generate("test/pg").unwrap();
+    let same = || SignerKey::parse(&key.to_private_string()).unwrap();
+    let config = AuditorConfig {
+        origin: "test/pg".into(),
+        checkpoint_every: 50,
+        ..AuditorConfig::default()
+    };
+    let instance = |name: &str| SequencerConfig {
+        holder: name.into(),
+        lease_ttl: Duration::from_millis(500),
+        poll_interval: Duration::from_millis(10),
+    };
+    let a = Auditor::start_shared(a_store.clone(), same(), config.clone(), instance("a"))
+        .await
+        .unwrap();
+    let b = Auditor::start_shared(b_store.clone(), same(), config, instance("b"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..300u64 {
+        let auditor = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            auditor
+                .append(wardgate_audit::conformance::sample_event(i))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    let report =
+        wardgate_audit::verify::verify_store(a_store.as_ref(), vec![key.verifier()], &[], None)
+            .await
+            .unwrap();
+    assert_eq!((report.entries, report.proven), (300, 300));
+    let mut ids: Vec<String> = a_store
+        .read_range(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.event.request_id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 300, "every event once");
+    a_store.close().await;
+    b_store.close().await;
+    schema.drop().await;
+}
+
 #[tokio::test]
 async fn pg_suite() {
     let schema = TestSchema::new().await;
@@ -614,6 +728,9 @@ async fn pg_suite_through_pgbouncer_in_transaction_mode() {
         .unwrap();
     other.check_schema().await.unwrap();
     assert!(!other.list_keys(None).await.unwrap().is_empty());
+    // The audit log too, lease and sequencing included: every call is one transaction.
+    wardgate_audit::conformance::suite(&store).await;
+    wardgate_audit::conformance::shared_suite(&other).await;
     other.close().await;
     store.close().await;
     drop(bouncer);

@@ -1,0 +1,505 @@
+//! `AuditStore` and `SharedLog` for `PgStore`: the audit log in the tables of the PostgreSQL
+//! migration `0002_audit.sql`, written by any number of gateway instances through the queue and
+//! the sequencer lease (`wardgate_audit::shared`).
+//!
+//! Every operation is one statement or one transaction, with no session state, so all of it
+//! works through PgBouncer in transaction-pooling mode. Durability is the server's: a commit
+//! that returned is on disk under PostgreSQL's default `synchronous_commit = on`.
+//!
+//! Fencing: a sequencing transaction first locks the lease row and checks that its holder and
+//! epoch are still the caller's and unexpired. A successor's `acquire_lease` updates that row,
+//! so it waits for the transaction to end; an old holder whose lease lapsed finds the row
+//! changed and sequences nothing. Direct appends ([`AuditStore::append`], used where one writer
+//! owns the log) lock the same row, so the two never interleave sequence numbers.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row as _, Transaction};
+use wardgate_audit::event::{AuditEvent, decode_leaf, encode_leaf};
+use wardgate_audit::merkle::Hash;
+use wardgate_audit::shared::{Lease, PendingEvent, Sequenced, SharedLog};
+use wardgate_audit::store::{self as audit_store, MAX_APPEND_BATCH, MAX_READ};
+use wardgate_audit::{
+    AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint, Timestamp,
+};
+
+use super::PgStore;
+
+fn unavailable(e: sqlx::Error) -> AuditStoreError {
+    AuditStoreError::Unavailable(Box::new(e))
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+/// A transaction: every call runs in one (the parent module says why).
+async fn begin(store: &PgStore) -> Result<Tx, AuditStoreError> {
+    store.pool().begin().await.map_err(unavailable)
+}
+
+async fn commit(tx: Tx) -> Result<(), AuditStoreError> {
+    tx.commit().await.map_err(unavailable)
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, AuditStoreError> {
+    i64::try_from(v).map_err(|_| AuditStoreError::Invalid(format!("{what} out of range")))
+}
+
+/// A position to read from: past `i64::MAX` nothing is stored, so reading from there finds
+/// nothing, as it should.
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn corrupt(seq: u64, what: &str) -> AuditStoreError {
+    AuditStoreError::Corrupt {
+        seq,
+        what: what.to_owned(),
+    }
+}
+
+fn entry_from_row(row: &PgRow) -> Result<AuditEntry, AuditStoreError> {
+    let seq: i64 = row.try_get("seq").map_err(unavailable)?;
+    let seq = u64::try_from(seq).map_err(|_| corrupt(0, "negative seq"))?;
+    let leaf: Vec<u8> = row.try_get("leaf").map_err(unavailable)?;
+    let leaf_hash: Vec<u8> = row.try_get("leaf_hash").map_err(unavailable)?;
+    AuditEntry::from_stored(seq, &leaf, &leaf_hash)
+}
+
+fn checkpoint_from_row(row: &PgRow) -> Result<StoredCheckpoint, AuditStoreError> {
+    let size: i64 = row.try_get("tree_size").map_err(unavailable)?;
+    let size = u64::try_from(size).map_err(|_| corrupt(0, "negative checkpoint size"))?;
+    let root: Vec<u8> = row.try_get("root_hash").map_err(unavailable)?;
+    let subtrees: Vec<u8> = row.try_get("subtrees").map_err(unavailable)?;
+    let created_ms: i64 = row.try_get("created_ms").map_err(unavailable)?;
+    let bad = |what| corrupt(size, what);
+    Ok(StoredCheckpoint {
+        size,
+        root: Hash::from_slice(&root).ok_or_else(|| bad("checkpoint root is not 32 bytes"))?,
+        note: row.try_get("note").map_err(unavailable)?,
+        subtrees: subtrees
+            .chunks(32)
+            .map(Hash::from_slice)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("checkpoint subtrees are not 32-byte hashes"))?,
+        created_at: Timestamp::from_unix_millis(created_ms)
+            .ok_or_else(|| bad("checkpoint time out of range"))?,
+    })
+}
+
+/// The next sequence number, read inside a transaction that holds the lease row.
+async fn next_seq(tx: &mut Tx) -> Result<u64, AuditStoreError> {
+    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_entries")
+        .persistent(false)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    u64::try_from(next).map_err(|_| corrupt(0, "negative seq"))
+}
+
+/// Inserts `events` at `start..` in one statement and returns the entries.
+async fn insert_entries(
+    tx: &mut Tx,
+    start: u64,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<AuditEntry>, AuditStoreError> {
+    let mut seqs = Vec::with_capacity(events.len());
+    let mut leaves = Vec::with_capacity(events.len());
+    let mut hashes = Vec::with_capacity(events.len());
+    let mut entries = Vec::with_capacity(events.len());
+    for (i, event) in events.into_iter().enumerate() {
+        let seq = start + i as u64;
+        let (entry, leaf) = AuditEntry::prepare(seq, event);
+        seqs.push(to_i64(seq, "seq")?);
+        leaves.push(leaf);
+        hashes.push(entry.leaf_hash.as_bytes().to_vec());
+        entries.push(entry);
+    }
+    if entries.is_empty() {
+        return Ok(entries);
+    }
+    sqlx::query(
+        "INSERT INTO audit_entries (seq, leaf, leaf_hash) \
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BYTEA[])",
+    )
+    .persistent(false)
+    .bind(seqs)
+    .bind(leaves)
+    .bind(hashes)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(entries)
+}
+
+#[async_trait::async_trait]
+impl AuditStore for PgStore {
+    async fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, AuditStoreError> {
+        audit_store::check_batch(&events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = begin(self).await?;
+        // The lease row serialises direct appends with sequencing passes.
+        sqlx::query("SELECT 1 FROM audit_sequencer WHERE id = 1 FOR UPDATE")
+            .persistent(false)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let start = next_seq(&mut tx).await?;
+        let entries = insert_entries(&mut tx, start, events).await?;
+        commit(tx).await?;
+        Ok(entries)
+    }
+
+    async fn size(&self) -> Result<u64, AuditStoreError> {
+        let mut tx = begin(self).await?;
+        let next = next_seq(&mut tx).await?;
+        commit(tx).await?;
+        Ok(next)
+    }
+
+    async fn read_range(&self, start: u64, limit: u32) -> Result<Vec<AuditEntry>, AuditStoreError> {
+        let mut tx = begin(self).await?;
+        let rows = sqlx::query(
+            "SELECT seq, leaf, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .persistent(false)
+        .bind(clamp_i64(start))
+        .bind(i64::from(limit.min(MAX_READ)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn leaf_hashes(&self, start: u64, limit: u32) -> Result<Vec<Hash>, AuditStoreError> {
+        let mut tx = begin(self).await?;
+        let rows = sqlx::query(
+            "SELECT seq, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .persistent(false)
+        .bind(clamp_i64(start))
+        .bind(i64::from(limit.min(MAX_READ)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("seq").map_err(unavailable)?;
+                let hash: Vec<u8> = row.try_get("leaf_hash").map_err(unavailable)?;
+                Hash::from_slice(&hash).ok_or_else(|| {
+                    corrupt(u64::try_from(seq).unwrap_or(0), "leaf hash is not 32 bytes")
+                })
+            })
+            .collect()
+    }
+
+    async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), AuditStoreError> {
+        audit_store::check_checkpoint(checkpoint)?;
+        let subtrees: Vec<u8> = checkpoint
+            .subtrees
+            .iter()
+            .flat_map(|h| h.as_bytes().iter().copied())
+            .collect();
+        let mut tx = begin(self).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO audit_checkpoints (tree_size, root_hash, note, subtrees, created_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
+        )
+        .persistent(false)
+        .bind(to_i64(checkpoint.size, "checkpoint size")?)
+        .bind(checkpoint.root.as_bytes().to_vec())
+        .bind(&checkpoint.note)
+        .bind(subtrees)
+        .bind(checkpoint.created_at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if inserted == 1 {
+            return commit(tx).await;
+        }
+        let root: Vec<u8> =
+            sqlx::query_scalar("SELECT root_hash FROM audit_checkpoints WHERE tree_size = $1")
+                .persistent(false)
+                .bind(to_i64(checkpoint.size, "checkpoint size")?)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        commit(tx).await?;
+        if root == checkpoint.root.as_bytes() {
+            Ok(())
+        } else {
+            Err(AuditStoreError::Conflict(format!(
+                "a checkpoint of size {} with another root exists",
+                checkpoint.size
+            )))
+        }
+    }
+
+    async fn checkpoints(
+        &self,
+        from_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, AuditStoreError> {
+        let mut tx = begin(self).await?;
+        let rows = sqlx::query(
+            "SELECT tree_size, root_hash, note, subtrees, created_ms FROM audit_checkpoints \
+             WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
+        )
+        .persistent(false)
+        .bind(clamp_i64(from_size))
+        .bind(i64::from(limit.min(MAX_READ)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditStoreError> {
+        let mut tx = begin(self).await?;
+        let row = sqlx::query(
+            "SELECT tree_size, root_hash, note, subtrees, created_ms FROM audit_checkpoints \
+             ORDER BY tree_size DESC LIMIT 1",
+        )
+        .persistent(false)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, AuditStoreError> {
+        let limit = filter.effective_limit();
+        let mut tx = begin(self).await?;
+        let rows = sqlx::query(
+            "SELECT seq, leaf, leaf_hash FROM audit_entries \
+             WHERE ($1::TEXT IS NULL OR actor_id = $1) \
+               AND ($2::TEXT IS NULL OR tenant = $2) \
+               AND ($3::TEXT IS NULL OR outcome = $3) \
+               AND ($4::TEXT IS NULL OR event_type = $4) \
+               AND ($5::TEXT IS NULL OR request_id = $5) \
+               AND ($6::TEXT IS NULL OR ts >= $6) \
+               AND ($7::TEXT IS NULL OR ts < $7) \
+               AND ($8::BIGINT IS NULL OR seq > $8) \
+             ORDER BY seq LIMIT $9",
+        )
+        .persistent(false)
+        .bind(filter.actor_id.as_deref())
+        .bind(filter.tenant.as_deref())
+        .bind(filter.outcome.map(|o| o.as_str()))
+        .bind(filter.event_type.map(|t| t.as_str()))
+        .bind(filter.request_id.as_deref())
+        .bind(filter.since.map(|t| t.to_string()))
+        .bind(filter.until.map(|t| t.to_string()))
+        .bind(filter.after_seq.map(clamp_i64))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        // The columns are generated from the leaf; the decoded leaf is checked again anyway.
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let entry = entry_from_row(row)?;
+            if filter.matches(&entry) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Rows read per page when a pending query filters the queue.
+const PENDING_PAGE: i64 = 1_000;
+
+#[async_trait::async_trait]
+impl SharedLog for PgStore {
+    async fn enqueue(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditStoreError> {
+        audit_store::check_batch(&events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leaves: Vec<Vec<u8>> = events.iter().map(|e| encode_leaf(0, e)).collect();
+        let now = Timestamp::now().unix_millis();
+        // One statement: all or none. `WITH ORDINALITY` keeps the ids in the order of the
+        // events.
+        let mut tx = begin(self).await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO audit_queue (event, queued_ms) \
+             SELECT event, $2 FROM UNNEST($1::BYTEA[]) WITH ORDINALITY AS q(event, n) \
+             ORDER BY n RETURNING id",
+        )
+        .persistent(false)
+        .bind(leaves)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        let mut ids: Vec<u64> = ids
+            .into_iter()
+            .map(|id| u64::try_from(id).map_err(|_| corrupt(0, "negative queue id")))
+            .collect::<Result<_, _>>()?;
+        // Identity values are taken in insertion order, which `ORDER BY n` fixed.
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn pending_count(&self) -> Result<u64, AuditStoreError> {
+        let mut tx = begin(self).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_queue")
+            .persistent(false)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        commit(tx).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn pending(&self, filter: &AuditFilter) -> Result<Vec<PendingEvent>, AuditStoreError> {
+        let limit = filter.effective_limit() as usize;
+        let mut out = Vec::new();
+        let mut after: i64 = 0;
+        // The queue is short while a sequencer runs; when none does it can grow, so it is read
+        // in pages and filtered here (queued events have no filter columns).
+        loop {
+            let mut tx = begin(self).await?;
+            let rows =
+                sqlx::query("SELECT id, event FROM audit_queue WHERE id > $1 ORDER BY id LIMIT $2")
+                    .persistent(false)
+                    .bind(after)
+                    .bind(PENDING_PAGE)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            commit(tx).await?;
+            let page = rows.len();
+            for row in &rows {
+                let id: i64 = row.try_get("id").map_err(unavailable)?;
+                after = id;
+                let event = queued_event(row)?;
+                if filter.matches_event(&event) {
+                    out.push(PendingEvent {
+                        id: u64::try_from(id).unwrap_or(0),
+                        event,
+                    });
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if page < PENDING_PAGE as usize {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, AuditStoreError> {
+        // In an UPDATE every expression reads the row as it was, so the epoch grows exactly
+        // when the lease changes hands or had lapsed. Two instances asking at once: the second
+        // waits for the first's update, re-checks the condition against the new row, and gets
+        // nothing.
+        let mut tx = begin(self).await?;
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "UPDATE audit_sequencer SET \
+               epoch = CASE WHEN holder = $1 AND expires_at > clock_timestamp() \
+                            THEN epoch ELSE epoch + 1 END, \
+               holder = $1, \
+               expires_at = clock_timestamp() + make_interval(secs => $2) \
+             WHERE id = 1 AND (holder IS NULL OR holder = $1 OR expires_at <= clock_timestamp()) \
+             RETURNING epoch",
+        )
+        .persistent(false)
+        .bind(holder)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        Ok(epoch.map(|epoch| Lease {
+            holder: holder.to_owned(),
+            epoch: u64::try_from(epoch).unwrap_or(0),
+        }))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), AuditStoreError> {
+        let mut tx = begin(self).await?;
+        sqlx::query(
+            "UPDATE audit_sequencer SET holder = NULL, expires_at = NULL \
+             WHERE id = 1 AND holder = $1 AND epoch = $2",
+        )
+        .persistent(false)
+        .bind(&lease.holder)
+        .bind(to_i64(lease.epoch, "epoch")?)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await
+    }
+
+    async fn sequence(&self, lease: &Lease, max: usize) -> Result<Sequenced, AuditStoreError> {
+        let mut tx = begin(self).await?;
+        let held = sqlx::query(
+            "SELECT 1 FROM audit_sequencer \
+             WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() \
+             FOR UPDATE",
+        )
+        .persistent(false)
+        .bind(&lease.holder)
+        .bind(to_i64(lease.epoch, "epoch")?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .is_some();
+        if !held {
+            tx.rollback().await.map_err(unavailable)?;
+            return Ok(Sequenced::LeaseLost);
+        }
+        let take = i64::try_from(max.clamp(1, MAX_APPEND_BATCH)).unwrap_or(1);
+        let mut rows = sqlx::query(
+            "DELETE FROM audit_queue WHERE id IN \
+               (SELECT id FROM audit_queue ORDER BY id LIMIT $1) \
+             RETURNING id, event",
+        )
+        .persistent(false)
+        .bind(take)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if rows.is_empty() {
+            commit(tx).await?;
+            return Ok(Sequenced::Entries(Vec::new()));
+        }
+        // RETURNING has no order of its own: the log takes them by queue id.
+        let mut keyed = Vec::with_capacity(rows.len());
+        for row in rows.drain(..) {
+            let id: i64 = row.try_get("id").map_err(unavailable)?;
+            keyed.push((id, queued_event(&row)?));
+        }
+        keyed.sort_unstable_by_key(|(id, _)| *id);
+        let start = next_seq(&mut tx).await?;
+        let entries =
+            insert_entries(&mut tx, start, keyed.into_iter().map(|(_, e)| e).collect()).await?;
+        commit(tx).await?;
+        Ok(Sequenced::Entries(entries))
+    }
+}
+
+/// A queued event, decoded (and so checked) from its canonical encoding.
+fn queued_event(row: &PgRow) -> Result<AuditEvent, AuditStoreError> {
+    let id: i64 = row.try_get("id").map_err(unavailable)?;
+    let bytes: Vec<u8> = row.try_get("event").map_err(unavailable)?;
+    decode_leaf(&bytes).map(|(_, e)| e).map_err(|e| {
+        AuditStoreError::Invalid(format!("queued audit event {id} is not canonical: {e}"))
+    })
+}
