@@ -62,6 +62,9 @@ struct Cli {
 enum Command {
     /// Run the public gateway.
     Serve,
+    /// Apply pending database migrations and exit (the pre-deploy step with PostgreSQL,
+    /// where `serve` never migrates).
+    Migrate,
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -145,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command } => cmd::keys::keys(cli.config.as_deref(), command).await,
         Command::Audit { command } => cmd::audit::audit(cli.config.as_deref(), command).await,
         Command::Serve => cmd::serve::serve(cli.config.as_deref()).await,
+        Command::Migrate => cmd::migrate::migrate(cli.config.as_deref()).await,
         Command::Llm => cmd::llm::llm(cli.config.as_deref()).await,
         Command::Models { command } => cmd::models::models(cli.config.as_deref(), command).await,
         Command::Phi { command } => cmd::phi::phi(command),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use wardgate_api::signing::{SigningKey, Verifier};
 use wardgate_audit::{AuditStore, Auditor, AuditorConfig, MemoryAuditStore, SignerKey};
-use wardgate_store::SqliteStore;
+use wardgate_store::{Database, PgStore, SqliteStore};
 
 pub use background::{preload, refresh_backends};
 
@@ -28,6 +28,7 @@ pub async fn check(config: &Config) -> Result<(), StartError> {
 }
 
 use crate::config::Config;
+use crate::config::storage::PostgresSettings;
 use crate::serve::reload::Reloader;
 use crate::serve::server::LiveRouter;
 use crate::state::AppState;
@@ -44,6 +45,12 @@ pub enum StartError {
         path: String,
         source: wardgate_store::StoreError,
     },
+    #[error(
+        "storage.url names PostgreSQL ({database}), but this build cannot keep the audit log \
+         there yet, and the audit log is required: unset storage.url (WARDGATE_DATABASE_URL) to \
+         use the SQLite file"
+    )]
+    PostgresAudit { database: String },
     #[error("the audit log is required and could not start: {0}")]
     Audit(#[from] crate::audit::StartError),
     #[error("the audit log did not take the start-up event: {0}")]
@@ -69,8 +76,8 @@ pub const IN_MEMORY_ORIGIN: &str = "wardgate-test/audit";
 /// Where a role's state lives: the key and tenant store, and the audit log with its signing
 /// key.
 pub struct Stores {
-    /// Keys and tenants (and the storage health probe).
-    pub db: Arc<SqliteStore>,
+    /// Keys and tenants (and the storage health probe): the SQLite file or PostgreSQL.
+    pub db: Arc<dyn Database>,
     /// The audit log's entries and checkpoints.
     pub audit: Arc<dyn AuditStore>,
     /// How checkpoints are signed and witnessed.
@@ -86,8 +93,25 @@ pub enum Signer {
 }
 
 impl Stores {
-    /// The configured database (`storage.sqlite_path`), holding the audit log too.
+    /// The configured database: PostgreSQL when `storage.url` names it (its schema must be
+    /// exactly this build's: `wardgate migrate` applies it, a start never does), else the
+    /// SQLite file (`storage.sqlite_path`, migrated on open), holding the audit log too.
     pub async fn open(config: &Config) -> Result<Stores, StartError> {
+        if let Some(pg) = &config.postgres {
+            let db = open_postgres(pg).await?;
+            db.check_schema()
+                .await
+                .map_err(|source| StartError::Store {
+                    path: db.shown().to_owned(),
+                    source,
+                })?;
+            let audit = postgres_audit(&db, config)?;
+            return Ok(Stores {
+                db: Arc::new(db),
+                audit,
+                signer: Signer::Configured,
+            });
+        }
         let db = SqliteStore::open_with(&config.sqlite_path, config.audit.durability)
             .await
             .map_err(|source| StartError::Store {
@@ -130,7 +154,7 @@ impl Stores {
     }
 
     /// Starts the audit writer; returns it with the key store.
-    async fn open_audit(self, config: &Config) -> Result<(Arc<SqliteStore>, Auditor), StartError> {
+    async fn open_audit(self, config: &Config) -> Result<(Arc<dyn Database>, Auditor), StartError> {
         let auditor = match self.signer {
             Signer::Configured => {
                 crate::audit::start(&config.audit, crate::audit::AuditLog::Single(self.audit))
@@ -150,6 +174,30 @@ impl Stores {
         };
         Ok((self.db, auditor))
     }
+}
+
+/// Connects to the configured PostgreSQL (`storage.url`, `storage.max_connections`), without
+/// looking at its schema: `wardgate serve` then checks it, `wardgate migrate` applies it.
+pub async fn open_postgres(pg: &PostgresSettings) -> Result<PgStore, StartError> {
+    let options = wardgate_store::postgres::PgOptions {
+        max_connections: pg.max_connections,
+    };
+    PgStore::connect(&pg.url, options)
+        .await
+        .map_err(|source| StartError::Store {
+            path: pg.url.shown().to_owned(),
+            source,
+        })
+}
+
+/// The audit log's store on PostgreSQL, in `db`'s database and pool: the seam where the
+/// PostgreSQL audit store goes. Until it exists, a start with a PostgreSQL URL is refused
+/// here, rather than keeping the audit log somewhere else than the operator asked.
+fn postgres_audit(db: &PgStore, config: &Config) -> Result<Arc<dyn AuditStore>, StartError> {
+    let _ = config;
+    Err(StartError::PostgresAudit {
+        database: db.shown().to_owned(),
+    })
 }
 
 /// The configuration a role was loaded from, for the digest that opens each run's audit log

@@ -9,7 +9,7 @@ use wardgate_backends::{
     HttpBackendConfig, ModelEntry,
 };
 use wardgate_engine::{Engine, EngineConfig};
-use wardgate_store::{Health, KeyStore, TenantStore};
+use wardgate_store::Database;
 
 use super::StartError;
 use crate::config::{self, Config};
@@ -181,17 +181,14 @@ pub(super) async fn check(config: &Config) -> Result<(), StartError> {
 }
 
 /// Assembles the shared state from its parts.
-pub(super) fn build_state<S>(
+pub(super) fn build_state(
     config: Config,
     catalog: Catalog,
     engine: Option<Arc<Engine>>,
-    store: Arc<S>,
+    store: Arc<dyn Database>,
     audit: wardgate_audit::Auditor,
     limiter: Arc<dyn RateLimiter>,
-) -> AppState
-where
-    S: KeyStore + TenantStore + Health,
-{
+) -> AppState {
     let key_cache = (!config.key_cache_ttl.is_zero()).then(|| {
         Arc::new(crate::identity::key_cache::KeyCache::new(
             config.key_cache_ttl,

@@ -149,11 +149,21 @@ pub(super) fn apply_role(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<()
     for key in ROLE_RATE_LIMITS_OFF {
         set_dotted(doc, &format!("rate_limit.{key}"), toml::Value::Integer(0));
     }
+    // The role keeps a SQLite file of its own; a shared PostgreSQL (`storage.url`) is the
+    // gateway's. A `sqlite://` URL names the gateway's file, which the role's sits beside.
+    let storage = doc.get_mut("storage").and_then(toml::Value::as_table_mut);
+    let url = storage
+        .and_then(|s| {
+            s.remove("max_connections");
+            s.remove("url")
+        })
+        .and_then(|u| u.as_str().map(str::to_owned));
     if env("WARDGATE_DB").is_none() {
         let shared = doc
             .get("storage")
             .and_then(|s| s.get("sqlite_path"))
             .and_then(toml::Value::as_str)
+            .or_else(|| url.as_deref().and_then(|u| u.strip_prefix("sqlite://")))
             .unwrap_or(super::storage::DEFAULT_SQLITE_PATH);
         let own = std::path::Path::new(shared)
             .parent()

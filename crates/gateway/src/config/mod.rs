@@ -132,7 +132,12 @@ pub struct Config {
     pub tls: Option<server::TlsSettings>,
     /// Who a verified TLS client certificate is.
     pub client_certs: ClientCertSettings,
+    /// The SQLite file: the database unless `postgres` is set; `wardgate llm`'s own database;
+    /// the audit log's files default to beside it.
     pub sqlite_path: PathBuf,
+    /// The PostgreSQL database for keys, tenants and the audit log, when `storage.url` names
+    /// one.
+    pub postgres: Option<storage::PostgresSettings>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub limits: Limits,
@@ -210,6 +215,7 @@ impl Config {
         let mut out = vec![self.listen.to_string(), self.listen.ip().to_string()];
         let path = |p: &Path| p.display().to_string();
         out.push(path(&self.sqlite_path));
+        out.extend(self.postgres.as_ref().map(|p| p.url.shown().to_owned()));
         out.push(path(&self.engine.models_dir));
         out.extend(self.engine.preload.iter().cloned());
         if let Some(tls) = &self.tls {
@@ -339,6 +345,12 @@ const ENV_OVERRIDES: &[(&str, &str, EnvValue)] = &[
         EnvValue::Text,
     ),
     ("WARDGATE_DB", "storage.sqlite_path", EnvValue::Text),
+    ("WARDGATE_DATABASE_URL", "storage.url", EnvValue::Text),
+    (
+        "WARDGATE_DATABASE_MAX_CONNECTIONS",
+        "storage.max_connections",
+        EnvValue::Number,
+    ),
     ("WARDGATE_LOG_FORMAT", "logging.format", EnvValue::Text),
     ("WARDGATE_LOG", "logging.level", EnvValue::Text),
     (
@@ -620,7 +632,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let models = backends::models(raw.models, &names, limits.default_context_window)?;
     let health = health::health(&raw.health)?;
     let breaker = health::breaker(&raw.circuit_breaker)?;
-    let sqlite_path = storage::sqlite_path(&raw.storage);
+    let (sqlite_path, postgres) = storage::storage(&raw.storage)?;
     // Across sections: the audit files default to beside the database.
     let audit = audit::audit(&raw.audit, &sqlite_path, env)?;
     let llm = llm::llm(&raw.llm)?;
@@ -641,6 +653,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         tls: server.tls,
         client_certs: auth.client_certs,
         sqlite_path,
+        postgres,
         log_format: logging.format,
         log_level: logging.level,
         limits,
@@ -714,6 +727,13 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
         n("server.max_header_bytes", u(s.max_header_bytes), MIB),
         n("server.max_headers", u(s.max_headers), 10_000),
         n("server.max_connections", u(s.max_connections), 1_000_000),
+        n(
+            "storage.max_connections",
+            c.postgres
+                .as_ref()
+                .map_or(0, |p| u64::from(p.max_connections)),
+            u64::from(storage::MAX_MAX_CONNECTIONS),
+        ),
         n(
             "server.http2_max_streams",
             u64::from(s.http2_max_streams),

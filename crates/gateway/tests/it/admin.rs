@@ -519,7 +519,6 @@ async fn with_an_idle_timeout_each_key_use_is_recorded() {
     )
     .await;
     let (id, key) = h.key_with_roles("acme", &[Role::User], None).await;
-    use wardgate_store::KeyStore as _;
     let before = h.store.list_keys(Some("acme")).await.unwrap();
     assert!(before.iter().all(|k| k.last_used_at.is_none()));
     assert_eq!(h.send(chat(&key)).await.status, StatusCode::OK);

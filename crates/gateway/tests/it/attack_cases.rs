@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use wardgate_api::signing::{self, SigningKey, Verifier};
 use wardgate_audit::{AuditEvent, EventType, Outcome};
-use wardgate_store::{KeyStore, Role};
+use wardgate_store::Role;
 
 // =============================================================================================
 // Shared assertions

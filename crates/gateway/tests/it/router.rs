@@ -3,7 +3,6 @@ use crate::support::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
-use wardgate_store::KeyStore;
 
 /// Every authenticated operation of the OpenAPI document (which the router is built from), as
 /// a request path, plus a HEAD, a model-management route that does not exist and an unknown

@@ -7,7 +7,7 @@ use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, post_as};
 use axum::http::StatusCode;
 use serde_json::json;
 use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter};
-use wardgate_store::{KeyStore, Role, TenantStore};
+use wardgate_store::Role;
 
 async fn harness(extra: &str) -> Harness {
     Harness::single_with("openai", mock_cfg(), extra).await

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod keys;
 pub mod llm;
+pub mod migrate;
 pub mod models;
 pub mod phi;
 pub mod serve;
@@ -37,8 +38,20 @@ pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
 /// The database the key and audit commands open: the one `serve` uses, from the same loading
 /// and validation of the config file and `WARDGATE_*` (`WARDGATE_DB`, else `storage.sqlite_path`,
 /// else the default).
+///
+/// With a PostgreSQL `storage.url` they refuse, naming it: they write and read the audit log,
+/// which this build keeps in SQLite only, and must not act on a SQLite file the gateways do
+/// not use.
 pub(crate) fn db_path(config: Option<&Path>) -> anyhow::Result<PathBuf> {
-    Ok(load_config(config)?.sqlite_path)
+    let config = load_config(config)?;
+    if let Some(pg) = &config.postgres {
+        anyhow::bail!(
+            "storage.url names PostgreSQL ({}); this command works on a SQLite database only in \
+             this build: use the admin API of a running gateway (/admin/keys) instead",
+            pg.url
+        );
+    }
+    Ok(config.sqlite_path)
 }
 
 pub(crate) async fn open_db(config: Option<&Path>) -> anyhow::Result<SqliteStore> {

@@ -17,7 +17,7 @@ use tower::ServiceExt;
 use wardgate_gateway::AppState;
 use wardgate_gateway::app::{ConfigSource, Gateway, Stores};
 use wardgate_gateway::config::{Config, parse_toml};
-use wardgate_store::{KeyStore, NewKeySpec, SqliteStore};
+use wardgate_store::{Database, NewKeySpec};
 
 pub struct Harness {
     /// The gateway, built as `wardgate serve` builds it.
@@ -26,7 +26,7 @@ pub struct Harness {
     pub file: Option<std::path::PathBuf>,
     pub app: Router,
     pub state: AppState,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Database>,
     pub key: String,
     pub mocks: Vec<MockServer>,
 }
@@ -160,7 +160,7 @@ chain = [{{ backend = "b0", model = "other" }}]
         Self::over(gateway, store, vec![]).await
     }
 
-    async fn over(gateway: Gateway, store: Arc<SqliteStore>, mocks: Vec<MockServer>) -> Harness {
+    async fn over(gateway: Gateway, store: Arc<dyn Database>, mocks: Vec<MockServer>) -> Harness {
         let key = store
             .create_key(NewKeySpec {
                 tenant: "acme".into(),

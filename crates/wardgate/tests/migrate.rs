@@ -1,0 +1,223 @@
+//! `wardgate migrate` and `wardgate serve` on PostgreSQL, run as an operator runs them: a
+//! start refuses a schema older or newer than its own, naming both versions and the command
+//! to run; `migrate` applies the schema once and then has nothing to do; the database URL's
+//! password never shows in what they print. Each test works in a PostgreSQL schema of its own
+//! on the test server (`WARDGATE_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sqlx::Connection as _;
+
+const URL_VAR: &str = "WARDGATE_TEST_DATABASE_URL";
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// What the test puts in the URL as the password; the server trusts the test user, so it is
+/// never checked, but it must never be printed.
+const PASSWORD: &str = "hunter2-never-printed";
+
+fn server_url() -> String {
+    std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// A schema of the test's own, and the URL that puts it first on the search path, with a
+/// password added (when the test URL has none).
+struct Schema {
+    name: String,
+    url: String,
+}
+
+async fn admin() -> sqlx::PgConnection {
+    let url = server_url();
+    sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable ({e}). These tests need a server: start one, or set \
+             {URL_VAR} to postgres://USER@HOST:PORT/DATABASE (default {DEFAULT_URL})"
+        )
+    })
+}
+
+async fn exec(sql: String) {
+    let mut conn = admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+impl Schema {
+    async fn new() -> Self {
+        let name = format!("wg_test_{}", std::process::id())
+            + &format!(
+                "_{}",
+                std::time::SystemTime::UNIX_EPOCH
+                    .elapsed()
+                    .unwrap()
+                    .as_nanos()
+            );
+        exec(format!("CREATE SCHEMA {name}")).await;
+        let base = server_url();
+        let with_password = match base.split_once("://") {
+            Some((scheme, rest)) if !rest.split('/').next().unwrap_or("").contains(':') => {
+                // `user@host` → `user:PASSWORD@host`.
+                match rest.split_once('@') {
+                    Some((user, host)) => format!("{scheme}://{user}:{PASSWORD}@{host}"),
+                    None => base.clone(),
+                }
+            }
+            _ => base.clone(),
+        };
+        let sep = if with_password.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let url = format!("{with_password}{sep}options=-c%20search_path%3D{name}");
+        Self { name, url }
+    }
+
+    async fn drop(self) {
+        exec(format!("DROP SCHEMA {} CASCADE", self.name)).await;
+    }
+}
+
+/// Runs `wardgate ARGS` in `dir` on the schema's database, with no other `WARDGATE_*`
+/// setting of the environment the tests run in.
+fn wardgate(dir: &Path, schema: &Schema, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
+        cmd.env_remove(k);
+    }
+    std::fs::write(
+        dir.join("wardgate.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    cmd.current_dir(dir)
+        .env("WARDGATE_DATABASE_URL", &schema.url)
+        .arg("--config")
+        .arg(dir.join("wardgate.toml"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(PASSWORD), "the password was printed: {text}");
+    text
+}
+
+/// The newest schema version this build knows, as `migrate` reports it.
+fn latest() -> i64 {
+    wardgate_store::postgres::migrate::latest_version()
+}
+
+#[tokio::test]
+async fn serve_refuses_an_unmigrated_database_and_migrate_applies_the_schema_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().await;
+    let latest = latest();
+
+    // An empty database: refused, naming both versions and the command to run.
+    let out = wardgate(dir.path(), &schema, &["serve"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("version 0")
+            && said.contains(&format!("version {latest}"))
+            && said.contains("wardgate migrate"),
+        "{said}"
+    );
+
+    let out = wardgate(dir.path(), &schema, &["migrate"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("schema version 0 -> {latest}")),
+        "{said}"
+    );
+    // Again: nothing to do.
+    let out = wardgate(dir.path(), &schema, &["migrate"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("nothing to do"), "{said}");
+
+    // Migrated: the start gets past the schema check. Until the audit log can live in
+    // PostgreSQL, it then refuses for that reason, and says so.
+    let out = wardgate(dir.path(), &schema, &["serve"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(!said.contains("wardgate migrate"), "{said}");
+    assert!(said.contains("audit log"), "{said}");
+
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn serve_and_migrate_refuse_a_database_a_newer_build_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().await;
+    let out = wardgate(dir.path(), &schema, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    exec(format!(
+        "INSERT INTO {}.wardgate_schema_migrations \
+         (version, description, checksum, installed_at) VALUES (9999, 'future', 'x', 0)",
+        schema.name
+    ))
+    .await;
+    let latest = latest();
+    for command in ["serve", "migrate"] {
+        let out = wardgate(dir.path(), &schema, &[command]);
+        let said = text(&out);
+        assert!(!out.status.success(), "{command}: {said}");
+        assert!(
+            said.contains("9999") && said.contains(&format!("version {latest}")),
+            "{command}: {said}"
+        );
+    }
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn key_commands_refuse_rather_than_use_a_sqlite_file_beside_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().await;
+    let out = wardgate(dir.path(), &schema, &["keys", "list"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("PostgreSQL"), "{said}");
+    assert!(!dir.path().join("data").exists(), "a SQLite file was made");
+    schema.drop().await;
+}
+
+#[test]
+fn migrate_on_sqlite_reports_the_files_version() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wardgate.toml"),
+        "[storage]\nsqlite_path = \"state/wardgate.db\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .current_dir(dir.path())
+        .args(["--config", "wardgate.toml", "migrate"])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("state/wardgate.db") && said.contains("schema version "),
+        "{said}"
+    );
+    assert!(dir.path().join("state/wardgate.db").exists());
+}
