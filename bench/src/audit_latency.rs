@@ -129,13 +129,13 @@ async fn variant(
     let key = paced::bench_key(&store).await?;
     let audit_store: Arc<dyn wardgate_audit::AuditStore> = match audit {
         AuditOn::File(_) => store.clone(),
-        AuditOn::Memory => Arc::new(wardgate_audit::store::MemoryAuditStore::new()),
+        AuditOn::Memory => Arc::new(wardgate_audit::MemoryAuditStore::new()),
         AuditOn::SqliteInMemory => Arc::new(SqliteStore::open_in_memory().await?),
     };
     // Built as `wardgate serve` builds it, the audit signing key and witness file configured.
     let stores = wardgate_gateway::Stores {
         db: store,
-        audit: audit_store,
+        audit: wardgate_gateway::app::AuditLog::Single(audit_store),
         signer: wardgate_gateway::app::Signer::Configured,
     };
     let gateway = wardgate_gateway::Gateway::build(config, stores, None).await?;

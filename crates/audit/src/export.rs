@@ -95,6 +95,17 @@ pub fn entry_line(entry: &AuditEntry) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// One queued event of a shared log as a JSON line: `{"pending":true,"queue_id":N,"event":{..}}`.
+/// It has no sequence number or leaf hash yet; it is not part of an export.
+pub fn pending_line(pending: &crate::shared::PendingEvent) -> String {
+    serde_json::json!({
+        "pending": true,
+        "queue_id": pending.id,
+        "event": pending.event,
+    })
+    .to_string()
+}
+
 fn write_entry(out: &mut Vec<u8>, entry: &AuditEntry) {
     // Serializing to a Vec cannot fail for these types (see `event::encode_leaf_into`).
     let _ = serde_json::to_writer(

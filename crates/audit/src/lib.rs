@@ -32,6 +32,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod export;
 pub mod keyfile;
+pub mod memory;
 pub mod merkle;
 pub mod note;
 pub mod shared;
@@ -52,9 +53,8 @@ pub use event::{
 pub use merkle::Hash;
 pub use note::{SignerKey, VerifierKey};
 pub use shared::{Lease, PendingEvent, Sequenced, SharedLog};
-pub use store::{
-    AuditEntry, AuditFilter, AuditStore, AuditStoreError, MemoryAuditStore, StoredCheckpoint,
-};
+pub use memory::MemoryAuditStore;
+pub use store::{AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint};
 pub use verify::{VerifyError, VerifyReport};
 pub use writer::{AuditError, Auditor, AuditorConfig, SequencerConfig};
 

@@ -10,7 +10,8 @@ use tokio::sync::{Notify, Semaphore};
 use super::*;
 use crate::conformance::sample_event;
 use crate::merkle;
-use crate::store::{AuditFilter, MemoryAuditStore};
+use crate::memory::MemoryAuditStore;
+use crate::store::AuditFilter;
 use crate::verify::verify_store;
 
 /// A memory store that records batch sizes and can hold each append at a gate or fail it.

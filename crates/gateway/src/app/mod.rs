@@ -16,7 +16,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use wardgate_api::signing::{SigningKey, Verifier};
-use wardgate_audit::{AuditStore, Auditor, AuditorConfig, MemoryAuditStore, SignerKey};
+use wardgate_audit::{
+    AuditStore, Auditor, AuditorConfig, MemoryAuditStore, SequencerConfig, SignerKey,
+};
+
+pub use crate::audit::AuditLog;
 use wardgate_store::{Database, PgStore, SqliteStore};
 
 pub use background::{preload, refresh_backends};
@@ -45,12 +49,6 @@ pub enum StartError {
         path: String,
         source: wardgate_store::StoreError,
     },
-    #[error(
-        "storage.url names PostgreSQL ({database}), but this build cannot keep the audit log \
-         there yet, and the audit log is required: unset storage.url (WARDGATE_DATABASE_URL) to \
-         use the SQLite file"
-    )]
-    PostgresAudit { database: String },
     #[error("the audit log is required and could not start: {0}")]
     Audit(#[from] crate::audit::StartError),
     #[error("the audit log did not take the start-up event: {0}")]
@@ -78,8 +76,9 @@ pub const IN_MEMORY_ORIGIN: &str = "wardgate-test/audit";
 pub struct Stores {
     /// Keys and tenants (and the storage health probe): the SQLite file or PostgreSQL.
     pub db: Arc<dyn Database>,
-    /// The audit log's entries and checkpoints.
-    pub audit: Arc<dyn AuditStore>,
+    /// The audit log's entries and checkpoints: this process's own (SQLite, memory), or shared
+    /// by every instance (PostgreSQL).
+    pub audit: AuditLog,
     /// How checkpoints are signed and witnessed.
     pub signer: Signer,
 }
@@ -105,10 +104,10 @@ impl Stores {
                     path: db.shown().to_owned(),
                     source,
                 })?;
-            let audit = postgres_audit(&db, config)?;
+            let db = Arc::new(db);
             return Ok(Stores {
-                db: Arc::new(db),
-                audit,
+                audit: AuditLog::Shared(db.clone()),
+                db,
                 signer: Signer::Configured,
             });
         }
@@ -120,7 +119,7 @@ impl Stores {
             })?;
         let db = Arc::new(db);
         Ok(Stores {
-            audit: db.clone(),
+            audit: AuditLog::Single(db.clone()),
             db,
             signer: Signer::Configured,
         })
@@ -148,7 +147,7 @@ impl Stores {
         })?;
         Ok(Stores {
             db: Arc::new(db),
-            audit,
+            audit: AuditLog::Single(audit),
             signer: Signer::Key(Box::new(key)),
         })
     }
@@ -157,8 +156,7 @@ impl Stores {
     async fn open_audit(self, config: &Config) -> Result<(Arc<dyn Database>, Auditor), StartError> {
         let auditor = match self.signer {
             Signer::Configured => {
-                crate::audit::start(&config.audit, crate::audit::AuditLog::Single(self.audit))
-                    .await?
+                crate::audit::start(&config.audit, self.audit).await?
             }
             Signer::Key(key) => {
                 let settings = AuditorConfig {
@@ -167,9 +165,14 @@ impl Stores {
                     checkpoint_interval: config.audit.checkpoint_interval,
                     ..AuditorConfig::default()
                 };
-                Auditor::start(self.audit, *key, settings)
-                    .await
-                    .map_err(|e| StartError::Audit(e.into()))?
+                match self.audit {
+                    AuditLog::Single(store) => Auditor::start(store, *key, settings).await,
+                    AuditLog::Shared(store) => {
+                        let sequencer = SequencerConfig::new(IN_MEMORY_ORIGIN);
+                        Auditor::start_shared(store, *key, settings, sequencer).await
+                    }
+                }
+                .map_err(|e| StartError::Audit(e.into()))?
             }
         };
         Ok((self.db, auditor))
@@ -188,16 +191,6 @@ pub async fn open_postgres(pg: &PostgresSettings) -> Result<PgStore, StartError>
             path: pg.url.shown().to_owned(),
             source,
         })
-}
-
-/// The audit log's store on PostgreSQL, in `db`'s database and pool: the seam where the
-/// PostgreSQL audit store goes. Until it exists, a start with a PostgreSQL URL is refused
-/// here, rather than keeping the audit log somewhere else than the operator asked.
-fn postgres_audit(db: &PgStore, config: &Config) -> Result<Arc<dyn AuditStore>, StartError> {
-    let _ = config;
-    Err(StartError::PostgresAudit {
-        database: db.shown().to_owned(),
-    })
 }
 
 /// The configuration a role was loaded from, for the digest that opens each run's audit log

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use wardgate_audit::{AuditFilter, AuditStore as _, EventType, Outcome, Timestamp};
+use wardgate_audit::{AuditFilter, EventType, Outcome, Timestamp};
+use wardgate_gateway::audit::AuditLog;
 
-use super::{load_config, open_db, out, warn};
+use super::{load_config, open_stores, out, warn};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AuditCommand {
@@ -104,7 +105,8 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
             ))?;
         }
         AuditCommand::Export { out: path } => {
-            let store = open_db(config).await?;
+            let (_, stores) = open_stores(config).await?;
+            let store = stores.audit.reader();
             let summary = match &path {
                 Some(path) => {
                     let mut options = std::fs::OpenOptions::new();
@@ -115,13 +117,13 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                         .open(path)
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut writer = std::io::BufWriter::new(file);
-                    let summary = export::write_export(&store, &mut writer).await?;
+                    let summary = export::write_export(&*store, &mut writer).await?;
                     writer.into_inner()?.sync_all()?;
                     summary
                 }
                 None => {
                     let stdout = std::io::stdout().lock();
-                    export::write_export(&store, std::io::BufWriter::new(stdout)).await?
+                    export::write_export(&*store, std::io::BufWriter::new(stdout)).await?
                 }
             };
             if let Some(path) = path {
@@ -132,7 +134,6 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                     path.display()
                 ))?;
             }
-            store.close().await;
         }
         AuditCommand::Verify {
             export: export_path,
@@ -159,6 +160,7 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                 }
                 None => Vec::new(),
             };
+            let mut pending = None;
             let result = match &export_path {
                 Some(p) => {
                     let file = std::fs::File::open(p)
@@ -171,9 +173,14 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                     )
                 }
                 None => {
-                    let store = open_db(config).await?;
-                    let result = verify::verify_store(&store, keys, &witness_notes, origin).await;
-                    store.close().await;
+                    let (_, stores) = open_stores(config).await?;
+                    let result =
+                        verify::verify_store(&*stores.audit.reader(), keys, &witness_notes, origin)
+                            .await;
+                    // A shared log's queued events are not in the tree yet: say how many.
+                    if let AuditLog::Shared(log) = &stores.audit {
+                        pending = Some(log.pending_count().await?);
+                    }
                     result
                 }
             };
@@ -202,6 +209,12 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                 report.proven,
                 report.unproven_tail()
             ))?;
+            if let Some(pending) = pending {
+                out(&format!(
+                    "pending: {pending} events queued by the gateways and not yet sequenced into \
+                     the log (a running gateway sequences them within seconds)"
+                ))?;
+            }
         }
         AuditCommand::Query {
             actor,
@@ -214,9 +227,8 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
             after_seq,
             limit,
         } => {
-            let store = open_db(config).await?;
-            let entries = store
-                .query(&AuditFilter {
+            let (_, stores) = open_stores(config).await?;
+            let filter = AuditFilter {
                     actor_id: actor,
                     tenant,
                     outcome,
@@ -225,13 +237,30 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                     since,
                     until,
                     after_seq,
-                    limit: Some(limit),
-                })
-                .await?;
+                limit: Some(limit),
+            };
+            let entries = stores.audit.reader().query(&filter).await?;
             for entry in &entries {
                 out(&export::entry_line(entry))?;
             }
-            store.close().await;
+            // A shared log's events still queued come last, marked pending: they have no
+            // sequence number yet (a page after `--after-seq` does not repeat them).
+            if let AuditLog::Shared(log) = &stores.audit
+                && filter.after_seq.is_none()
+            {
+                let room = limit.saturating_sub(entries.len() as u32);
+                if room > 0 {
+                    let pending = log
+                        .pending(&AuditFilter {
+                            limit: Some(room),
+                            ..filter
+                        })
+                        .await?;
+                    for p in &pending {
+                        out(&export::pending_line(p))?;
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -1,16 +1,16 @@
 //! `wardgate keys`: create, list, rotate and revoke API keys, each change audited like the admin API's.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use wardgate_gateway::audit::AuditLog;
+use wardgate_gateway::app::Stores;
+use wardgate_gateway::audit::AuditSettings;
 use wardgate_gateway::handlers::admin;
 use wardgate_gateway::services::keys::{self, Caller, KeyAudit, KeyError, KeyRequest, KeyService};
-use wardgate_store::{KeyStore, Role, SqliteStore};
+use wardgate_store::{Database, Role};
 
-use super::{db_path, env, load_config, out};
+use super::{env, open_stores, out};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum KeysCommand {
@@ -86,33 +86,25 @@ fn lifetime(text: &str) -> Result<String, keys::BadKeyLifetime> {
 }
 
 pub(crate) async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow::Result<()> {
-    let path = db_path(config)?;
-    let store = Arc::new(
-        SqliteStore::open(&path)
-            .await
-            .with_context(|| format!("cannot open the database {}", path.display()))?,
-    );
-    let result = match command {
+    let (settings, stores) = open_stores(config).await?;
+    match command {
         // A listing changes nothing: no audit log is opened for it.
-        KeysCommand::List { tenant, json } => list(&store, tenant.as_deref(), json).await,
-        command => audited(config, &store, command).await,
-    };
-    store.close().await;
-    result
+        KeysCommand::List { tenant, json } => list(&*stores.db, tenant.as_deref(), json).await,
+        command => audited(&settings.audit, stores, command).await,
+    }
 }
 
 /// A change, audited like the admin API's; the log is opened before anything changes, so a
 /// log that cannot be written refuses the change instead of missing it.
 async fn audited(
-    config: Option<&Path>,
-    store: &Arc<SqliteStore>,
+    settings: &AuditSettings,
+    stores: Stores,
     command: KeysCommand,
 ) -> anyhow::Result<()> {
-    let settings = load_config(config)?.audit;
-    let auditor = wardgate_gateway::audit::start(&settings, AuditLog::Single(store.clone()))
+    let auditor = wardgate_gateway::audit::start(settings, stores.audit)
         .await
         .context("the audit log could not start, so no key was changed")?;
-    let result = key_command(store, command, &auditor).await;
+    let result = key_command(&*stores.db, command, &auditor).await;
     auditor
         .shutdown()
         .await
@@ -150,7 +142,7 @@ fn refused(e: KeyError, what: String) -> anyhow::Error {
 }
 
 /// Lists keys (never their secrets).
-async fn list(store: &SqliteStore, tenant: Option<&str>, json: bool) -> anyhow::Result<()> {
+async fn list(store: &dyn Database, tenant: Option<&str>, json: bool) -> anyhow::Result<()> {
     let keys = store.list_keys(tenant).await?;
     let now = time::OffsetDateTime::now_utc();
     if json {
@@ -182,7 +174,7 @@ async fn list(store: &SqliteStore, tenant: Option<&str>, json: bool) -> anyhow::
 /// Runs a `wardgate keys` command through the key service; a change's event is committed to
 /// `auditor` before the command reports it done.
 pub(crate) async fn key_command(
-    store: &SqliteStore,
+    store: &dyn Database,
     command: KeysCommand,
     auditor: &wardgate_audit::Auditor,
 ) -> anyhow::Result<()> {

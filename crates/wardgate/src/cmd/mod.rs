@@ -10,14 +10,14 @@ pub mod phi;
 pub mod serve;
 
 use std::io::{IsTerminal as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use wardgate_gateway::config::LogFormat;
 use wardgate_gateway::redact_log::{Configured, RedactingMakeWriter};
 use wardgate_gateway::{Config, ConfigError};
-use wardgate_store::SqliteStore;
+use wardgate_gateway::app::Stores;
 
 pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -35,30 +35,16 @@ pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     Config::load(path, &env)
 }
 
-/// The database the key and audit commands open: the one `serve` uses, from the same loading
-/// and validation of the config file and `WARDGATE_*` (`WARDGATE_DB`, else `storage.sqlite_path`,
-/// else the default).
-///
-/// With a PostgreSQL `storage.url` they refuse, naming it: they write and read the audit log,
-/// which this build keeps in SQLite only, and must not act on a SQLite file the gateways do
-/// not use.
-pub(crate) fn db_path(config: Option<&Path>) -> anyhow::Result<PathBuf> {
+/// The stores the key and audit commands open: the ones `serve` uses, from the same loading
+/// and validation of the config file and `WARDGATE_*` (the SQLite file, or PostgreSQL when
+/// `storage.url` names it, whose schema must then be this build's). Returns the configuration
+/// with them.
+pub(crate) async fn open_stores(config: Option<&Path>) -> anyhow::Result<(Config, Stores)> {
     let config = load_config(config)?;
-    if let Some(pg) = &config.postgres {
-        anyhow::bail!(
-            "storage.url names PostgreSQL ({}); this command works on a SQLite database only in \
-             this build: use the admin API of a running gateway (/admin/keys) instead",
-            pg.url
-        );
-    }
-    Ok(config.sqlite_path)
-}
-
-pub(crate) async fn open_db(config: Option<&Path>) -> anyhow::Result<SqliteStore> {
-    let path = db_path(config)?;
-    SqliteStore::open(&path)
+    let stores = Stores::open(&config)
         .await
-        .with_context(|| format!("cannot open the database {}", path.display()))
+        .context("cannot open the database")?;
+    Ok((config, stores))
 }
 
 /// Writes a warning to stderr (the binary's own diagnostics, not a log line).
