@@ -195,7 +195,7 @@ impl PgUrl {
     }
 
     /// The sqlx options (tests: an administrative connection of their own).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn connect_options(&self) -> &PgConnectOptions {
         &self.options
     }
@@ -518,5 +518,7 @@ impl Health for PgStore {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

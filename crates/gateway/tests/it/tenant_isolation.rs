@@ -1,21 +1,44 @@
 //! Tenant isolation, store by store and cache by cache: nothing one tenant stores, caches or
 //! spends is visible to, or counted against, another. Each section names the store or cache.
-//! (PostgreSQL and Redis-backed stores run the same store suites when they arrive; the Redis
-//! limiter's buckets are covered at the end.)
+//! The key and tenant stores' sections run on SQLite and on PostgreSQL (a schema of the test's
+//! own); the Redis limiter's buckets are covered at the end.
 
 use crate::support::{Harness, chat, delete_as, get_as, mock_cfg, post_as};
 use axum::http::StatusCode;
 use serde_json::json;
+use std::sync::Arc;
+use wardgate_gateway::app::Stores;
 use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter};
 use wardgate_store::Role;
+use wardgate_store::postgres::testing::TestSchema;
 
 async fn harness(extra: &str) -> Harness {
     Harness::single_with("openai", mock_cfg(), extra).await
 }
 
+/// The gateway with its keys and tenants in a PostgreSQL schema of its own (the audit log in
+/// memory, as every harness keeps it), and the schema, to drop at the end.
+async fn on_postgresql() -> (Harness, TestSchema) {
+    let schema = TestSchema::new().await;
+    let mut stores = Stores::in_memory().await.unwrap();
+    stores.db = Arc::new(schema.migrated().await);
+    let h = Harness::single_over("openai", mock_cfg(), "", stores).await;
+    (h, schema)
+}
+
 #[tokio::test]
 async fn the_key_store_shows_and_changes_a_tenants_keys_only() {
-    let h = harness("").await;
+    key_store_isolation(harness("").await).await;
+}
+
+#[tokio::test]
+async fn the_key_store_shows_and_changes_a_tenants_keys_only_on_postgresql() {
+    let (h, schema) = on_postgresql().await;
+    key_store_isolation(h).await;
+    schema.drop().await;
+}
+
+async fn key_store_isolation(h: Harness) {
     let (_, admin_a) = h.key_with_roles("acme", &[Role::Admin], None).await;
     let (b_id, b_key) = h.key_with_roles("globex", &[Role::User], None).await;
     // The store itself filters by tenant.
@@ -50,7 +73,17 @@ async fn the_key_store_shows_and_changes_a_tenants_keys_only() {
 
 #[tokio::test]
 async fn the_tenant_store_lists_a_tenant_only_itself() {
-    let h = harness("").await;
+    tenant_store_isolation(harness("").await).await;
+}
+
+#[tokio::test]
+async fn the_tenant_store_lists_a_tenant_only_itself_on_postgresql() {
+    let (h, schema) = on_postgresql().await;
+    tenant_store_isolation(h).await;
+    schema.drop().await;
+}
+
+async fn tenant_store_isolation(h: Harness) {
     h.store.ensure_tenant("globex").await.unwrap();
     let (_, admin_a) = h.key_with_roles("acme", &[Role::Admin], None).await;
     let v = h

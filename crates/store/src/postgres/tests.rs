@@ -5,89 +5,11 @@
 //! own, so tests run in parallel beside each other and beside other suites.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use sqlx::Connection as _;
-
 use super::migrate::{MIGRATIONS, latest_version};
 use super::*;
 use crate::conformance::{now, spec, suite};
 
-/// The variable naming the test server.
-const URL_VAR: &str = "WARDGATE_TEST_DATABASE_URL";
-/// The server used when the variable is unset (this machine's and CI's).
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn server_url() -> PgUrl {
-    let url = std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    PgUrl::parse(&url).unwrap_or_else(|e| panic!("{URL_VAR} is not a PostgreSQL URL: {e}"))
-}
-
-fn unique_name() -> String {
-    format!("wg_test_{}", uuid::Uuid::new_v4().simple())
-}
-
-/// An administrative connection to `url`; failing to connect fails the test, naming the
-/// variable to set.
-async fn admin(url: &PgUrl) -> sqlx::PgConnection {
-    sqlx::PgConnection::connect_with(url.connect_options())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {url} ({e}). The PostgreSQL tests need a server: \
-                 start one, or set {URL_VAR} to postgres://USER@HOST:PORT/DATABASE (default \
-                 {DEFAULT_URL})"
-            )
-        })
-}
-
-async fn run(conn: &mut sqlx::PgConnection, sql: String) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(conn)
-        .await
-        .unwrap();
-}
-
-/// A schema of the test's own on the test server, first on its connections' search path.
-struct TestSchema {
-    name: String,
-    url: PgUrl,
-    admin: sqlx::PgConnection,
-}
-
-impl TestSchema {
-    async fn new() -> Self {
-        let server = server_url();
-        let mut admin = admin(&server).await;
-        let name = unique_name();
-        run(&mut admin, format!("CREATE SCHEMA {name}")).await;
-        Self {
-            url: server.with_search_path(&name),
-            name,
-            admin,
-        }
-    }
-
-    /// A store on the schema, not migrated.
-    async fn store(&self) -> PgStore {
-        PgStore::connect(&self.url, PgOptions { max_connections: 4 })
-            .await
-            .unwrap()
-    }
-
-    /// A store on the schema, migrated to this build's version.
-    async fn migrated(&self) -> PgStore {
-        let store = self.store().await;
-        store.migrate().await.unwrap();
-        store
-    }
-
-    async fn drop(mut self) {
-        run(
-            &mut self.admin,
-            format!("DROP SCHEMA {} CASCADE", self.name),
-        )
-        .await;
-    }
-}
+use super::testing::{TestSchema, admin, run, server_url, unique_name};
 
 // ---- the conformance suite ----
 

@@ -92,6 +92,12 @@ impl Harness {
     }
 
     pub async fn single_with(kind: &str, cfg: MockConfig, extra: &str) -> Harness {
+        let stores = Stores::in_memory().await.unwrap();
+        Self::single_over(kind, cfg, extra, stores).await
+    }
+
+    /// As [`Harness::single_with`], over `stores` (keys and tenants in PostgreSQL, say).
+    pub async fn single_over(kind: &str, cfg: MockConfig, extra: &str, stores: Stores) -> Harness {
         let ms = mocks(vec![cfg]).await;
         let toml = format!(
             r#"{extra}
@@ -111,7 +117,9 @@ chain = [{{ backend = "b0", model = "other" }}]
 "#,
             url = backend_url(kind, &ms[0])
         );
-        Self::from_toml(&toml, ms).await
+        let raw = parse_toml(&toml).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::from_raw(raw, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        Self::build(config, stores, None, ms).await
     }
 
     pub async fn from_toml(toml: &str, mocks: Vec<MockServer>) -> Harness {

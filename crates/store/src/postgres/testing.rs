@@ -1,0 +1,97 @@
+//! Test support, for this crate's tests and (with the `testing` feature) other crates': a
+//! PostgreSQL schema of a test's own on the test server (`WARDGATE_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), so that tests run in parallel beside each other.
+//! A server that cannot be reached fails the test, naming the variable.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test support: a failure here fails the test that called it"
+)]
+
+use sqlx::Connection as _;
+
+use super::{PgOptions, PgStore, PgUrl};
+
+/// The variable naming the test server.
+pub const URL_VAR: &str = "WARDGATE_TEST_DATABASE_URL";
+/// The server used when the variable is unset (this machine's and CI's).
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The test server's URL.
+pub fn server_url() -> PgUrl {
+    let url = std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    PgUrl::parse(&url).unwrap_or_else(|e| panic!("{URL_VAR} is not a PostgreSQL URL: {e}"))
+}
+
+/// A name no other test uses (`wg_test_` and 32 hex digits).
+pub fn unique_name() -> String {
+    format!("wg_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// An administrative connection to `url`; failing to connect fails the test, naming the
+/// variable to set.
+pub async fn admin(url: &PgUrl) -> sqlx::PgConnection {
+    sqlx::PgConnection::connect_with(url.connect_options())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {url} ({e}). The PostgreSQL tests need a server: \
+                 start one, or set {URL_VAR} to postgres://USER@HOST:PORT/DATABASE (default \
+                 {DEFAULT_URL})"
+            )
+        })
+}
+
+/// Runs `sql` (the test's own text) on `conn`.
+pub async fn run(conn: &mut sqlx::PgConnection, sql: String) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+/// A schema of the test's own on the test server, first on its connections' search path.
+pub struct TestSchema {
+    name: String,
+    /// The test server's URL with the schema first on the search path.
+    pub url: PgUrl,
+    admin: sqlx::PgConnection,
+}
+
+impl TestSchema {
+    /// Creates the schema.
+    pub async fn new() -> Self {
+        let server = server_url();
+        let mut admin = admin(&server).await;
+        let name = unique_name();
+        run(&mut admin, format!("CREATE SCHEMA {name}")).await;
+        Self {
+            url: server.with_search_path(&name),
+            name,
+            admin,
+        }
+    }
+
+    /// A store on the schema, not migrated.
+    pub async fn store(&self) -> PgStore {
+        PgStore::connect(&self.url, PgOptions { max_connections: 4 })
+            .await
+            .unwrap()
+    }
+
+    /// A store on the schema, migrated to this build's version.
+    pub async fn migrated(&self) -> PgStore {
+        let store = self.store().await;
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop(mut self) {
+        run(
+            &mut self.admin,
+            format!("DROP SCHEMA {} CASCADE", self.name),
+        )
+        .await;
+    }
+}
