@@ -22,12 +22,24 @@ pub struct RawStorage {
     /// (or `postgresql://`) for PostgreSQL, `sqlite://PATH` for a SQLite file. Default: the
     /// SQLite file at `sqlite_path`. Set it or `sqlite_path`, not both. It may hold a password:
     /// give it in `WARDGATE_DATABASE_URL` rather than in this file. It never prints.
-    pub url: Option<String>,
+    pub url: Option<RawUrl>,
     /// SQLite database file. Default `data/wardgate.db` (in the working directory).
     pub sqlite_path: Option<PathBuf>,
     /// PostgreSQL only: the most connections this instance holds (1 to 1000). Default 10. The
     /// database sees this times the number of instances (plus `wardgate` commands).
     pub max_connections: Option<u32>,
+}
+
+/// `storage.url` as written. It may hold a password, so its `Debug` shows none of it (the raw
+/// configuration is printed in tests and could be in errors).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct RawUrl(String);
+
+impl std::fmt::Debug for RawUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawUrl(..)")
+    }
 }
 
 /// A PostgreSQL database, validated: where it is and how many connections to hold.
@@ -51,7 +63,7 @@ pub(super) fn storage(
     raw: &RawStorage,
 ) -> Result<(PathBuf, Option<PostgresSettings>), ConfigError> {
     let default_path = || PathBuf::from(DEFAULT_SQLITE_PATH);
-    let Some(url) = raw.url.as_deref() else {
+    let Some(RawUrl(url)) = raw.url.as_ref() else {
         if raw.max_connections.is_some() {
             return Err(ConfigError::new(
                 "storage.max_connections",
@@ -145,6 +157,8 @@ mod tests {
             assert_eq!(pg.max_connections, 10);
             let printed = format!("{c:?}");
             assert!(!printed.contains("hunter2"), "{printed}");
+            let raw = crate::config::parse_toml(&file).unwrap();
+            assert!(!format!("{raw:?}").contains("hunter2"));
             assert!(c.own_text().iter().all(|t| !t.contains("hunter2")));
         }
         let c = load(
