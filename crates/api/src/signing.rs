@@ -6,7 +6,10 @@
 //! refuses a forged request before reading a byte of its body, then reads the body (bounded)
 //! and checks it against the signed digest. It refuses timestamps outside the allowed skew and
 //! remembers nonces until their timestamp leaves the window, so a captured request cannot be
-//! replayed. Pure: the caller supplies the clock and the randomness.
+//! replayed to it. Several replicas each have a verifier of their own; the caller shares the
+//! nonces among them ([`VerifiedHead::nonce_id`], [`VerifiedHead::nonce_expires`]: the gateway
+//! crate keeps them in Redis), and the signed text does not name the target, which replicas
+//! behind one URL share anyway. Pure: the caller supplies the clock and the randomness.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -172,9 +175,24 @@ pub struct SignedHead<'a> {
 #[must_use = "the body is not verified until `check_body` says so"]
 pub struct VerifiedHead {
     digest: [u8; 32],
+    nonce: [u8; 16],
+    nonce_expires: i64,
 }
 
 impl VerifiedHead {
+    /// The request's nonce as the replay cache keeps it (128 bits of its SHA-256), for a
+    /// replay cache shared by several replicas, which must also refuse a nonce that another
+    /// replica has seen. The nonce is public (it travels in a header): this is no secret.
+    pub fn nonce_id(&self) -> [u8; 16] {
+        self.nonce
+    }
+
+    /// The last second (Unix time) the request's timestamp is accepted: a shared replay cache
+    /// must remember the nonce until then, and may forget it after.
+    pub fn nonce_expires(&self) -> i64 {
+        self.nonce_expires
+    }
+
     /// Whether `body` is the one the signature covers.
     pub fn check_body(&self, body: &[u8]) -> Result<(), VerifyError> {
         let actual: [u8; 32] = Sha256::digest(body).into();
@@ -209,6 +227,14 @@ pub fn replay_cache_size(skew_secs: i64, max_requests_per_sec: u32) -> usize {
     let window = usize::try_from(skew_secs.unsigned_abs().saturating_mul(2).saturating_add(1))
         .unwrap_or(usize::MAX);
     window.saturating_mul(usize::try_from(max_requests_per_sec).unwrap_or(usize::MAX))
+}
+
+/// A nonce as replay caches keep it: 128 bits of its SHA-256, a fixed size whatever the
+/// nonce's length.
+fn nonce_id(nonce: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&Sha256::digest(nonce.as_bytes())[..16]);
+    key
 }
 
 /// Verifies signed requests.
@@ -312,15 +338,19 @@ impl Verifier {
         {
             return Err(VerifyError::BadSignature);
         }
-        self.remember(nonce, ts.saturating_add(self.skew_secs), now_unix)?;
-        Ok(VerifiedHead { digest })
+        let nonce = nonce_id(nonce);
+        let nonce_expires = ts.saturating_add(self.skew_secs);
+        self.remember(nonce, nonce_expires, now_unix)?;
+        Ok(VerifiedHead {
+            digest,
+            nonce,
+            nonce_expires,
+        })
     }
 
-    /// Records `nonce` until `expires` (the last second its timestamp is accepted); refuses
+    /// Records `key` until `expires` (the last second its timestamp is accepted); refuses
     /// one already recorded.
-    fn remember(&self, nonce: &str, expires: i64, now_unix: i64) -> Result<(), VerifyError> {
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&Sha256::digest(nonce.as_bytes())[..16]);
+    fn remember(&self, key: [u8; 16], expires: i64, now_unix: i64) -> Result<(), VerifyError> {
         let mut n = self.nonces.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(&(t, old)) = n.by_expiry.first() {
             if t >= now_unix {
