@@ -17,6 +17,7 @@ pub mod redact_log;
 pub mod router;
 pub mod serve;
 pub mod services;
+pub mod shared;
 pub mod state;
 
 pub use app::{Gateway, LlmService, StartError, Stores};

@@ -1,6 +1,13 @@
 //! `wardgate llm`: the private LLM service. It speaks the Ollama API with the same handlers as
 //! the gateway's Ollama front, over the in-process engine, and authenticates its one client —
 //! the gateway — by HMAC signature instead of API keys. Model management is not exposed.
+//!
+//! Several replicas (behind one load balancer URL, or named one by one in a gateway's pool)
+//! must not let a request signed once be served twice. They share their replay cache through
+//! Redis when it is configured (`rate_limit.backend = "redis"`): a nonce one replica has served
+//! is refused as `replayed` by every other. The target's authority is not signed, because
+//! replicas behind one URL share it; `identity::replay` says why in full, and why a replica
+//! falls back to its own cache, rather than refusing, while Redis is unreachable.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +27,7 @@ use crate::error::{ApiError, ErrorReason, Front, OllamaError};
 use crate::handlers::{ollama, probes};
 use crate::identity::lockout::Lockout;
 use crate::identity::principal::Principal;
+use crate::identity::replay::SharedNonces;
 use crate::middleware::events::AuthFailed;
 use crate::middleware::record::{self, RequestRecord};
 use crate::pipeline::extract::Json;
@@ -41,6 +49,9 @@ struct Auth {
     failures: Arc<Lockout>,
     /// Where the folded windows' `suppressed: N` summaries are written.
     audit: wardgate_audit::Auditor,
+    /// The nonces every replica sharing the Redis has seen (`identity::replay`); `None`
+    /// without Redis, where each replica's own cache is the only one.
+    shared_nonces: Option<Arc<SharedNonces>>,
 }
 
 impl Auth {
@@ -69,7 +80,13 @@ impl Auth {
     }
 }
 
-pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
+/// The service's router: `verifier` checks each request's signature and this replica's replay
+/// cache, `shared_nonces` (when Redis is configured) the replay cache of every replica.
+pub fn llm_router(
+    state: AppState,
+    verifier: Arc<Verifier>,
+    shared_nonces: Option<Arc<SharedNonces>>,
+) -> Router {
     let auth = Auth {
         verifier,
         max_body: state.config.limits.max_body_bytes,
@@ -78,6 +95,7 @@ pub fn llm_router(state: AppState, verifier: Arc<Verifier>) -> Router {
         // The state's, so `app::run_service` flushes its open windows at shutdown.
         failures: state.lockout.clone(),
         audit: state.audit.clone(),
+        shared_nonces,
     };
     let signed = Router::new()
         .route("/api/chat", post(ollama::chat))
@@ -121,8 +139,9 @@ fn unauthorized() -> Response {
 }
 
 /// Checks the signature over method, path, timestamp, nonce and body digest from the headers
-/// alone, so a request without a valid signature is refused before a byte of its body is read;
-/// then reads the body (at most the body limit) and checks it against the signed digest. Each
+/// alone, and the nonce against this replica's replay cache and then the one shared by every
+/// replica (when Redis is configured), so a request without a valid, fresh signature is refused
+/// before a byte of its body is read; then reads the body (at most the body limit) and checks it against the signed digest. Each
 /// refusal is logged with its reason.
 async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -147,6 +166,14 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
         Ok(v) => v,
         Err(reason) => return refuse(&auth, &parts, reason),
     };
+    // Fresh to this replica: fresh to every replica sharing the Redis, too?
+    if let Some(shared) = &auth.shared_nonces
+        && !shared
+            .claim(verified.nonce_id(), verified.nonce_expires(), now)
+            .await
+    {
+        return refuse(&auth, &parts, signing::VerifyError::Replayed);
+    }
     // Signed by the gateway: only now is the body read, within the same bounds as anywhere.
     let bytes =
         match crate::pipeline::extract::read_body(body, auth.max_body, auth.body_timeout).await {

@@ -27,6 +27,9 @@ pub struct AppState {
     pub jwt: Option<Arc<crate::identity::jwt::JwtVerifier>>,
     /// Recently verified keys; `None` when `auth.key_cache_ttl` is `0s`.
     pub key_cache: Option<Arc<crate::identity::key_cache::KeyCache>>,
+    /// Key revocations and rotations announced to, and heard from, the other instances
+    /// sharing the Redis; `None` without Redis.
+    pub revocations: Option<Arc<crate::identity::revocations::Revocations>>,
     /// The in-process engine, when a backend is `embedded`.
     pub engine: Option<Arc<wardgate_engine::Engine>>,
     /// Set once the preload models are loaded; `/ready` waits for it.

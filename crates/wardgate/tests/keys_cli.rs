@@ -8,12 +8,18 @@ use std::process::{Command, Output};
 /// Runs `wardgate` in `dir` with its database there and no `WARDGATE_*` setting of the
 /// environment the tests run in.
 fn wardgate(dir: &Path, args: &[&str]) -> Output {
+    wardgate_with(dir, args, &[])
+}
+
+/// As [`wardgate`], with `env` set too.
+fn wardgate_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
     }
     cmd.current_dir(dir)
         .env("WARDGATE_DB", dir.join("wardgate.db"))
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .unwrap()
@@ -146,4 +152,80 @@ fn an_empty_model_name_is_refused_not_read_as_every_model() {
         !dir.path().join("wardgate.db").exists(),
         "a refused argument opened the database"
     );
+}
+
+/// With Redis configured, `wardgate keys revoke` and `rotate` announce the key's id on the
+/// channel running gateways listen on, so they drop it from their caches at once; with Redis
+/// unreachable the change is made all the same, and the command says it was not announced.
+#[test]
+fn a_key_change_from_the_cli_is_announced_to_running_gateways_through_redis() {
+    let url = std::env::var("WARDGATE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let ns = format!("wardgate-test:cli-{}-{nanos}", std::process::id());
+    let env = [
+        ("WARDGATE_RATE_LIMIT_BACKEND", "redis"),
+        ("WARDGATE_REDIS_URL", url.as_str()),
+        ("WARDGATE_REDIS_NAMESPACE", ns.as_str()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let create = || {
+        let out = wardgate_with(
+            dir.path(),
+            &["keys", "create", "--tenant", "acme", "--json"],
+            &env,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    };
+    let (revoked, rotated) = (create(), create());
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let mut pubsub = conn.as_pubsub();
+    pubsub.subscribe(format!("{ns}:key-changed")).unwrap();
+    pubsub
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    for args in [
+        &["keys", "revoke", revoked.as_str()][..],
+        &["keys", "rotate", rotated.as_str(), "--overlap", "0s"][..],
+    ] {
+        let out = wardgate_with(dir.path(), args, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("not announced"), "{args:?}: {stderr}");
+    }
+    let heard: Vec<String> = (0..2)
+        .map(|_| pubsub.get_message().unwrap().get_payload().unwrap())
+        .collect();
+    assert_eq!(heard, [revoked, rotated]);
+
+    // Redis unreachable: the key is revoked all the same, and the command says so.
+    let id = create();
+    let down = [
+        ("WARDGATE_RATE_LIMIT_BACKEND", "redis"),
+        ("WARDGATE_REDIS_URL", "redis://127.0.0.1:1"),
+    ];
+    let out = wardgate_with(dir.path(), &["keys", "revoke", &id], &down);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("not announced"), "{stderr}");
+    let out = wardgate(dir.path(), &["keys", "list", "--json"]);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(key["status"], "revoked", "{key}");
 }

@@ -53,8 +53,8 @@ pub enum StartError {
     Audit(#[from] crate::audit::StartError),
     #[error("the audit log did not take the start-up event: {0}")]
     AuditStartEvent(wardgate_audit::AuditError),
-    #[error("cannot connect to the rate limiter's Redis (rate_limit.redis_url): {0}")]
-    Limiter(redis::RedisError),
+    #[error("cannot connect to Redis (rate_limit.redis_url): {0}")]
+    Redis(redis::RedisError),
     #[error(transparent)]
     Jwt(#[from] crate::identity::jwt::JwtStartError),
     #[error("cannot read the config file {path} again for its digest: {source}")]
@@ -257,7 +257,7 @@ impl Gateway {
         catalog: Option<wardgate_backends::Catalog>,
     ) -> Result<Gateway, StartError> {
         let jwt = parts::jwt(&config).await?;
-        let mut state = shared_state(config, stores, catalog).await?;
+        let (mut state, _) = shared_state(config, stores, catalog).await?;
         state.jwt = jwt;
         let live = LiveRouter::new(crate::router(state.clone()));
         let reloader = source.map(|source| {
@@ -359,13 +359,15 @@ impl LlmService {
         keys: Vec<SigningKey>,
         catalog: Option<wardgate_backends::Catalog>,
     ) -> Result<LlmService, StartError> {
-        let state = shared_state(config, stores, catalog).await?;
+        let (state, redis) = shared_state(config, stores, catalog).await?;
         let verifier = Arc::new(Verifier::new(
             keys,
             wardgate_api::signing::DEFAULT_SKEW_SECS,
             state.config.llm.replay_cache_size(),
         ));
-        let router = crate::llm::llm_router(state.clone(), verifier);
+        // Replicas sharing a Redis share their replay cache (`identity::replay`).
+        let nonces = redis.map(|r| Arc::new(crate::identity::replay::SharedNonces::new(r)));
+        let router = crate::llm::llm_router(state.clone(), verifier, nonces);
         Ok(LlmService {
             state,
             router,
@@ -418,23 +420,30 @@ impl LlmService {
 }
 
 /// What both roles' state is built from: the backends (the configured ones, with the
-/// engine when one is `embedded`, or a given catalog), the audit writer and the limiter.
+/// engine when one is `embedded`, or a given catalog), the audit writer, the limiter, and
+/// what instances share through Redis when it is configured (returned too, for the role's
+/// own shared parts).
 async fn shared_state(
     config: Config,
     stores: Stores,
     catalog: Option<wardgate_backends::Catalog>,
-) -> Result<AppState, StartError> {
+) -> Result<(AppState, Option<crate::shared::SharedRedis>), StartError> {
     let (catalog, engine) = match catalog {
         Some(c) => (c, None),
         None => parts::backends(&config)?,
     };
     let (db, auditor) = stores.open_audit(&config).await?;
-    let limiter = parts::connect_limiter(&config)
+    let redis = parts::connect_redis(&config)
         .await
-        .map_err(StartError::Limiter)?;
-    Ok(parts::build_state(
-        config, catalog, engine, db, auditor, limiter,
-    ))
+        .map_err(StartError::Redis)?;
+    let mut state = parts::build_state(config, catalog, engine, db, auditor, redis.as_ref());
+    if let Some(r) = &redis {
+        let revocations = parts::revocations(r, state.key_cache.as_ref())
+            .await
+            .map_err(StartError::Redis)?;
+        state.revocations = Some(Arc::new(revocations));
+    }
+    Ok((state, redis))
 }
 
 /// Opens the configured stores, and makes the event that opens this run of the audit log.

@@ -187,7 +187,7 @@ pub(super) fn build_state(
     engine: Option<Arc<Engine>>,
     store: Arc<dyn Database>,
     audit: wardgate_audit::Auditor,
-    limiter: Arc<dyn RateLimiter>,
+    redis: Option<&crate::shared::SharedRedis>,
 ) -> AppState {
     let key_cache = (!config.key_cache_ttl.is_zero()).then(|| {
         Arc::new(crate::identity::key_cache::KeyCache::new(
@@ -198,7 +198,7 @@ pub(super) fn build_state(
     // With nothing to preload the service is ready as soon as its backends are.
     let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
     let config_phi = config.phi.clone();
-    let lockout = Arc::new(crate::identity::lockout::Lockout::new(config.lockout));
+    let lockout = Arc::new(lockout(config.lockout, redis));
     let refusals = Arc::new(crate::guards::audit_fold::AuditFolds::new(
         config.limits.refusal_audit_window,
     ));
@@ -208,8 +208,9 @@ pub(super) fn build_state(
         keys: store.clone(),
         tenants: store.clone(),
         store_health: store,
-        limiter,
+        limiter: limiter(redis),
         key_cache,
+        revocations: None,
         jwt: None,
         lockout,
         refusals,
@@ -220,19 +221,57 @@ pub(super) fn build_state(
     }
 }
 
-/// The configured rate limiter; for Redis, connected and checked now, so a wrong URL stops
-/// the start instead of refusing every request later.
-pub(super) async fn connect_limiter(
+/// The shared Redis when one is configured (`rate_limit.backend = "redis"`), connected and
+/// checked now, so a wrong URL stops the start instead of degrading every request later.
+pub(super) async fn connect_redis(
     config: &Config,
-) -> Result<Arc<dyn RateLimiter>, redis::RedisError> {
-    Ok(match &config.limiter_backend {
-        config::LimiterBackend::Memory => {
-            Arc::new(crate::guards::ratelimit::InProcessLimiter::new())
-        }
-        config::LimiterBackend::Redis { url, namespace } => {
-            Arc::new(crate::guards::ratelimit::RedisLimiter::connect(url, namespace).await?)
-        }
-    })
+) -> Result<Option<crate::shared::SharedRedis>, redis::RedisError> {
+    match &config.limiter_backend {
+        config::LimiterBackend::Memory => Ok(None),
+        config::LimiterBackend::Redis { url, namespace } => Ok(Some(
+            crate::shared::SharedRedis::connect(url, namespace).await?,
+        )),
+    }
+}
+
+/// The rate limiter: in this process, or over the shared Redis.
+pub(super) fn limiter(redis: Option<&crate::shared::SharedRedis>) -> Arc<dyn RateLimiter> {
+    match redis {
+        None => Arc::new(crate::guards::ratelimit::InProcessLimiter::new()),
+        Some(r) => Arc::new(crate::guards::ratelimit::RedisLimiter::over(r)),
+    }
+}
+
+/// Failed-authentication counting: in this process, or over the shared Redis (falling back to
+/// this process while it is unreachable).
+fn lockout(
+    settings: config::auth::LockoutSettings,
+    redis: Option<&crate::shared::SharedRedis>,
+) -> crate::identity::lockout::Lockout {
+    use crate::identity::lockout::Lockout;
+    match redis {
+        None => Lockout::new(settings),
+        Some(r) => Lockout::with_tracker(
+            settings,
+            Box::new(crate::identity::shared_lockout::RedisTracker::new(
+                r.clone(),
+                settings,
+            )),
+        ),
+    }
+}
+
+/// The revocation broadcast over the shared Redis: listening (subscribed now) where there is
+/// a cache of verified credentials to keep true, else announcing only.
+pub(super) async fn revocations(
+    redis: &crate::shared::SharedRedis,
+    cache: Option<&Arc<crate::identity::key_cache::KeyCache>>,
+) -> Result<crate::identity::revocations::Revocations, redis::RedisError> {
+    use crate::identity::revocations::Revocations;
+    match cache {
+        Some(c) => Revocations::listen(redis.clone(), c).await,
+        None => Ok(Revocations::publisher(redis.clone())),
+    }
 }
 
 /// The trusted JWT issuers' verifier, keys loaded (and refreshed on their schedule); `None`

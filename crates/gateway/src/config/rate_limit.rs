@@ -49,11 +49,14 @@ pub struct RawRateLimit {
     /// Model requests one tenant may have in flight at once; 0 (the default) turns it off.
     pub tenant_concurrent_requests: Option<u32>,
     /// `memory` (default: this process only) or `redis` (one limit across every instance that
-    /// shares the Redis).
+    /// shares the Redis; through it they also share failed-authentication lockouts, announce
+    /// key revocations and rotations to each other, and `wardgate llm` replicas share their
+    /// replay cache).
     pub backend: Option<RawLimiterKind>,
     /// The Redis URL for `backend = "redis"`, e.g. `redis://127.0.0.1:6379`.
     pub redis_url: Option<String>,
-    /// Prefix of the limiter's Redis keys. Default `wardgate:rl`.
+    /// Prefix of every Redis key and channel wardgate uses (instances that act as one use the
+    /// same). Default `wardgate:rl`.
     pub redis_namespace: Option<String>,
 }
 

@@ -511,18 +511,23 @@ impl std::fmt::Debug for RedisLimiter {
 impl RedisLimiter {
     /// Connects (and checks the connection) to `url`; bucket keys are `<namespace>:<bucket>`.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisLimiter, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let mut conn = client.get_connection_manager().await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok(RedisLimiter {
-            conn,
+        Ok(RedisLimiter::over(
+            &crate::shared::SharedRedis::connect(url, namespace).await?,
+        ))
+    }
+
+    /// Over a connection the instance's other shared state uses too; bucket keys are
+    /// `<namespace>:<bucket>`.
+    pub fn over(redis: &crate::shared::SharedRedis) -> RedisLimiter {
+        RedisLimiter {
+            conn: redis.conn(),
             script: redis::Script::new(GCRA_SCRIPT),
             usage: redis::Script::new(GCRA_USAGE_SCRIPT),
             enter: redis::Script::new(ENTER_SCRIPT),
             leave: redis::Script::new(LEAVE_SCRIPT),
             day: redis::Script::new(DAY_SCRIPT),
-            namespace: namespace.to_owned(),
-        })
+            namespace: redis.namespace().to_owned(),
+        }
     }
 }
 

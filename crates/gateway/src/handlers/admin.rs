@@ -307,7 +307,9 @@ fn with_credential(body: impl Serialize) -> Response {
 
 /// The key service over this process's stores, clearing its cache of verified keys.
 fn key_service(state: &AppState) -> KeyService<'_> {
-    KeyService::new(&*state.keys, &*state.tenants).with_cache(state.key_cache.as_deref())
+    KeyService::new(&*state.keys, &*state.tenants)
+        .with_cache(state.key_cache.as_deref())
+        .with_broadcast(state.revocations.as_deref())
 }
 
 /// The principal as the key service sees it.

@@ -8,9 +8,10 @@ use crate::identity::principal::Principal;
 ///
 /// Entries are keyed by the SHA-256 of the presented credential (which is never held), live
 /// for `ttl`, and never outlive the key's expiry or the token's `exp`. Only valid credentials
-/// are cached. A revocation
-/// made elsewhere (the CLI, another instance) therefore takes effect within `ttl`; that bound is
-/// the documented contract (`auth.key_cache_ttl`, `0s` turns the cache off).
+/// are cached. A revocation or rotation made elsewhere (the CLI, another instance) is
+/// broadcast through Redis when it is configured (`identity::revocations`), and each instance
+/// drops the key's entries by its id at once; without Redis, or while it is down, it takes
+/// effect within `ttl`, the documented bound (`auth.key_cache_ttl`, `0s` turns the cache off).
 #[derive(Debug)]
 pub struct KeyCache {
     ttl: std::time::Duration,
@@ -66,7 +67,18 @@ impl KeyCache {
         );
     }
 
-    /// Forgets everything (after a revocation made through this process).
+    /// Forgets every entry of key `key_id` (revoked or rotated elsewhere); whatever presents it
+    /// next is verified against the store again. Entries are keyed by the credential's digest,
+    /// so this looks through them all: a revocation is rare, a lookup is not.
+    pub fn forget_key(&self, key_id: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, e| e.principal.key_id != key_id);
+    }
+
+    /// Forgets everything (after a revocation made through this process, or when revocations
+    /// broadcast while this instance was not listening may have been missed).
     pub fn clear(&self) {
         self.entries
             .lock()

@@ -22,8 +22,14 @@
 //!   cannot write to the undeletable audit log at line rate, and log-in monitoring keeps its
 //!   evidence: the written events' counts add up to the failures.
 //!
-//! In-process: with several gateway instances each counts its own failures (a shared Redis
-//! tracker comes with the scale-out issue, behind the same methods).
+//! Where failures are counted is a [`FailureTracker`]: [`LocalTracker`] in this process (the
+//! default), or `identity::shared_lockout::RedisTracker` when Redis is configured, so an address
+//! or prefix locked out at one gateway instance is locked out at every instance sharing the
+//! Redis (same window, threshold and duration). While Redis is unreachable the shared tracker
+//! counts in this process instead (each instance on its own, as without Redis), and a lockout
+//! never depends on Redis to serve a valid credential. The allowance of failures a minute and
+//! the folding of audit events stay per instance: the allowance only paces one instance's
+//! work, and each instance writes its own folded summaries.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -75,6 +81,18 @@ impl std::fmt::Display for Subject {
     }
 }
 
+/// Counts failed authentications per subject over the sliding window and locks a subject
+/// out for the lockout duration once it reaches the threshold. The subjects of one failure are
+/// given together (its source address and its key prefix, as the settings select).
+#[async_trait::async_trait]
+pub trait FailureTracker: Send + Sync + std::fmt::Debug + 'static {
+    /// How long the longest lockout among `subjects` lasts from `now`, if one is in force.
+    async fn locked(&self, subjects: &[Subject], now: Instant) -> Option<Duration>;
+    /// Counts a failure against each subject not locked out already; returns the subjects
+    /// this failure locked out (each once, at the moment its lockout begins).
+    async fn fail(&self, subjects: &[Subject], now: Instant) -> Vec<Subject>;
+}
+
 #[derive(Debug, Default)]
 struct Entry {
     /// Failure times within the window, oldest first (at most `threshold` kept).
@@ -85,10 +103,77 @@ struct Entry {
 /// Most subjects tracked at once; past it, entries that are neither locked nor recent go first.
 const MAX_TRACKED: usize = 100_000;
 
+/// Failures counted in this process alone.
+#[derive(Debug)]
+pub struct LocalTracker {
+    settings: LockoutSettings,
+    entries: Mutex<HashMap<Subject, Entry>>,
+}
+
+impl LocalTracker {
+    pub fn new(settings: LockoutSettings) -> LocalTracker {
+        LocalTracker {
+            settings,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// [`FailureTracker::locked`], at once.
+    pub fn locked_now(&self, subjects: &[Subject], now: Instant) -> Option<Duration> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        subjects
+            .iter()
+            .filter_map(|s| entries.get(s)?.locked_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max()
+    }
+
+    /// [`FailureTracker::fail`], at once.
+    pub fn fail_now(&self, subjects: &[Subject], now: Instant) -> Vec<Subject> {
+        let s = self.settings;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_TRACKED {
+            entries.retain(|_, e| {
+                e.locked_until.is_some_and(|u| u > now)
+                    || e.failures.last().is_some_and(|t| now - *t < s.window)
+            });
+        }
+        let mut locked = Vec::new();
+        for subject in subjects {
+            let e = entries.entry(subject.clone()).or_default();
+            if e.locked_until.is_some_and(|u| u > now) {
+                continue;
+            }
+            e.failures
+                .retain(|t| now.saturating_duration_since(*t) < s.window);
+            e.failures.push(now);
+            if e.failures.len() >= s.threshold as usize {
+                e.failures.clear();
+                e.locked_until = Some(now + s.duration);
+                locked.push(subject.clone());
+            }
+        }
+        locked
+    }
+}
+
+#[async_trait::async_trait]
+impl FailureTracker for LocalTracker {
+    async fn locked(&self, subjects: &[Subject], now: Instant) -> Option<Duration> {
+        self.locked_now(subjects, now)
+    }
+
+    async fn fail(&self, subjects: &[Subject], now: Instant) -> Vec<Subject> {
+        self.fail_now(subjects, now)
+    }
+}
+
 #[derive(Debug)]
 pub struct Lockout {
     settings: LockoutSettings,
-    entries: Mutex<HashMap<Subject, Entry>>,
+    /// Where failures are counted: this process, or Redis shared by every instance.
+    tracker: Box<dyn FailureTracker>,
     /// Each source's allowance of failures a minute.
     allowance: crate::guards::ratelimit::InProcessLimiter,
     /// Each source's failures folded in the current audit window.
@@ -96,10 +181,16 @@ pub struct Lockout {
 }
 
 impl Lockout {
+    /// Failures counted in this process.
     pub fn new(settings: LockoutSettings) -> Lockout {
+        Lockout::with_tracker(settings, Box::new(LocalTracker::new(settings)))
+    }
+
+    /// Failures counted by `tracker` (built with the same `settings`).
+    pub fn with_tracker(settings: LockoutSettings, tracker: Box<dyn FailureTracker>) -> Lockout {
         Lockout {
             settings,
-            entries: Mutex::new(HashMap::new()),
+            tracker,
             allowance: crate::guards::ratelimit::InProcessLimiter::new(),
             folds: Arc::new(AuditFolds::new(settings.audit_window)),
         }
@@ -157,7 +248,7 @@ impl Lockout {
 
     /// How long the source or prefix stays locked out, if one is now. A failing credential is
     /// then answered 429; a valid one is served all the same.
-    pub fn locked(
+    pub async fn locked(
         &self,
         source: Option<IpAddr>,
         prefix: Option<&str>,
@@ -166,45 +257,29 @@ impl Lockout {
         if self.settings.threshold == 0 {
             return None;
         }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        self.subjects(source, prefix)
-            .iter()
-            .filter_map(|s| entries.get(s)?.locked_until)
-            .filter(|until| *until > now)
-            .map(|until| until - now)
-            .max()
+        let subjects = self.subjects(source, prefix);
+        if subjects.is_empty() {
+            return None;
+        }
+        self.tracker.locked(&subjects, now).await
     }
 
     /// Counts a failed attempt; returns the subjects this failure locked out (each once, at the
     /// moment its lockout begins).
-    pub fn fail(&self, source: Option<IpAddr>, prefix: Option<&str>, now: Instant) -> Vec<Subject> {
-        let s = self.settings;
-        if s.threshold == 0 {
+    pub async fn fail(
+        &self,
+        source: Option<IpAddr>,
+        prefix: Option<&str>,
+        now: Instant,
+    ) -> Vec<Subject> {
+        if self.settings.threshold == 0 {
             return Vec::new();
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_TRACKED {
-            entries.retain(|_, e| {
-                e.locked_until.is_some_and(|u| u > now)
-                    || e.failures.last().is_some_and(|t| now - *t < s.window)
-            });
+        let subjects = self.subjects(source, prefix);
+        if subjects.is_empty() {
+            return Vec::new();
         }
-        let mut locked = Vec::new();
-        for subject in self.subjects(source, prefix) {
-            let e = entries.entry(subject.clone()).or_default();
-            if e.locked_until.is_some_and(|u| u > now) {
-                continue;
-            }
-            e.failures
-                .retain(|t| now.saturating_duration_since(*t) < s.window);
-            e.failures.push(now);
-            if e.failures.len() >= s.threshold as usize {
-                e.failures.clear();
-                e.locked_until = Some(now + s.duration);
-                locked.push(subject);
-            }
-        }
-        locked
+        self.tracker.fail(&subjects, now).await
     }
 }
 
@@ -224,34 +299,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_threshold_within_the_window_locks_for_the_duration() {
+    #[tokio::test]
+    async fn the_threshold_within_the_window_locks_for_the_duration() {
         let l = Lockout::new(settings());
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let t0 = Instant::now();
-        assert!(l.fail(Some(ip), None, t0).is_empty());
+        assert!(l.fail(Some(ip), None, t0).await.is_empty());
         assert!(
             l.fail(Some(ip), None, t0 + Duration::from_secs(1))
+                .await
                 .is_empty()
         );
-        assert_eq!(l.locked(Some(ip), None, t0), None);
-        let locked = l.fail(Some(ip), None, t0 + Duration::from_secs(2));
+        assert_eq!(l.locked(Some(ip), None, t0).await, None);
+        let locked = l.fail(Some(ip), None, t0 + Duration::from_secs(2)).await;
         assert_eq!(locked, [Subject::Source(ip)]);
         let wait = l
             .locked(Some(ip), None, t0 + Duration::from_secs(2))
+            .await
             .unwrap();
         assert_eq!(wait, Duration::from_secs(600));
         // Another address is not affected; the lock ends after the duration.
         let other: IpAddr = "192.0.2.8".parse().unwrap();
-        assert_eq!(l.locked(Some(other), None, t0), None);
+        assert_eq!(l.locked(Some(other), None, t0).await, None);
         assert_eq!(
-            l.locked(Some(ip), None, t0 + Duration::from_secs(603)),
+            l.locked(Some(ip), None, t0 + Duration::from_secs(603))
+                .await,
             None
         );
     }
 
-    #[test]
-    fn failures_outside_the_window_do_not_count() {
+    #[tokio::test]
+    async fn failures_outside_the_window_do_not_count() {
         let l = Lockout::new(settings());
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
         let t0 = Instant::now();
@@ -259,23 +337,32 @@ mod tests {
             // One failure every 40 s: never three within 60 s.
             assert!(
                 l.fail(Some(ip), None, t0 + Duration::from_secs(40 * i))
+                    .await
                     .is_empty()
             );
         }
     }
 
-    #[test]
-    fn a_prefix_locks_across_sources_unless_turned_off() {
+    #[tokio::test]
+    async fn a_prefix_locks_across_sources_unless_turned_off() {
         let l = Lockout::new(settings());
         let t0 = Instant::now();
         for i in 0..3u8 {
             let ip = IpAddr::from([198, 51, 100, i]);
-            let locked = l.fail(Some(ip), Some("abcdefghijkl"), t0);
+            let locked = l.fail(Some(ip), Some("abcdefghijkl"), t0).await;
             assert_eq!(locked.len(), usize::from(i == 2), "{locked:?}");
         }
         let fresh: IpAddr = "203.0.113.1".parse().unwrap();
-        assert!(l.locked(Some(fresh), Some("abcdefghijkl"), t0).is_some());
-        assert!(l.locked(Some(fresh), Some("zzzzzzzzzzzz"), t0).is_none());
+        assert!(
+            l.locked(Some(fresh), Some("abcdefghijkl"), t0)
+                .await
+                .is_some()
+        );
+        assert!(
+            l.locked(Some(fresh), Some("zzzzzzzzzzzz"), t0)
+                .await
+                .is_none()
+        );
 
         let off = Lockout::new(LockoutSettings {
             by_prefix: false,
@@ -286,13 +373,18 @@ mod tests {
                 Some(IpAddr::from([198, 51, 100, i])),
                 Some("abcdefghijkl"),
                 t0,
-            );
+            )
+            .await;
         }
-        assert!(off.locked(Some(fresh), Some("abcdefghijkl"), t0).is_none());
+        assert!(
+            off.locked(Some(fresh), Some("abcdefghijkl"), t0)
+                .await
+                .is_none()
+        );
     }
 
-    #[test]
-    fn threshold_zero_turns_lockout_off() {
+    #[tokio::test]
+    async fn threshold_zero_turns_lockout_off() {
         let l = Lockout::new(LockoutSettings {
             threshold: 0,
             ..settings()
@@ -300,9 +392,9 @@ mod tests {
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..100 {
-            assert!(l.fail(Some(ip), None, t0).is_empty());
+            assert!(l.fail(Some(ip), None, t0).await.is_empty());
         }
-        assert_eq!(l.locked(Some(ip), None, t0), None);
+        assert_eq!(l.locked(Some(ip), None, t0).await, None);
     }
 }
 

@@ -47,7 +47,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         let p = match cert_principal(&state, cert) {
             Ok(p) => p,
             Err(_) => {
-                return refuse(&state, record.as_ref(), source, None).to_response(front);
+                return refuse(&state, record.as_ref(), source, None)
+                    .await
+                    .to_response(front);
             }
         };
         if let Some(rec) = req.extensions().get::<Arc<RequestRecord>>() {
@@ -61,7 +63,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         // No usable credential at all: a failure like any other (counted, audited at most once
         // per window per address), refused before anything is verified.
         Err(ApiError::Unauthenticated) => {
-            return refuse(&state, record.as_ref(), source, None).to_response(front);
+            return refuse(&state, record.as_ref(), source, None)
+                .await
+                .to_response(front);
         }
         Err(e) => return e.to_response(front),
     };
@@ -78,7 +82,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let p = match principal(&state, presented).await {
         Ok(p) => p,
         Err(ApiError::Unauthenticated) => {
-            return refuse(&state, record.as_ref(), source, prefix.as_deref()).to_response(front);
+            return refuse(&state, record.as_ref(), source, prefix.as_deref())
+                .await
+                .to_response(front);
         }
         Err(e) => return e.to_response(front),
     };
@@ -115,16 +121,16 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 /// its address's first in the audit window (else folded into the window's `suppressed: N`
 /// event, see `lockout.rs`); and while the source or prefix is locked out, or the source has
 /// used its allowance of failures, it is answered 429 with `Retry-After` instead of 401.
-fn refuse(
+async fn refuse(
     state: &AppState,
     record: Option<&Arc<RequestRecord>>,
     source: Option<std::net::IpAddr>,
     prefix: Option<&str>,
 ) -> ApiError {
     let now = std::time::Instant::now();
-    let locked = state.lockout.locked(source, prefix, now);
+    let locked = state.lockout.locked(source, prefix, now).await;
     let over = state.lockout.over_allowance(source, now);
-    let newly_locked = state.lockout.fail(source, prefix, now);
+    let newly_locked = state.lockout.fail(source, prefix, now).await;
     let record = record.map(|r| &**r);
     if newly_locked.is_empty() {
         let folded = !state.lockout.fold(source, now, &state.audit);

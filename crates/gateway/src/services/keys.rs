@@ -15,6 +15,7 @@ use wardgate_store::{TenantStore, roles::normalize_roles};
 
 use crate::identity::key_cache::KeyCache;
 use crate::identity::principal::Principal;
+use crate::identity::revocations::Revocations;
 use crate::middleware::events::KeyChanged;
 use crate::middleware::record::RequestRecord;
 
@@ -198,13 +199,15 @@ pub struct KeyRequest {
     pub label: Option<String>,
 }
 
-/// Creates, rotates and revokes keys over a key store, a tenant store and (in the serving
-/// process) the cache of verified keys.
+/// Creates, rotates and revokes keys over a key store, a tenant store, (in the serving
+/// process) the cache of verified keys, and (with Redis) the broadcast that tells the other
+/// instances to drop a rotated or revoked key from theirs.
 #[derive(Clone, Copy)]
 pub struct KeyService<'a> {
     keys: &'a dyn KeyStore,
     tenants: &'a dyn TenantStore,
     cache: Option<&'a KeyCache>,
+    broadcast: Option<&'a Revocations>,
 }
 
 impl<'a> KeyService<'a> {
@@ -214,6 +217,7 @@ impl<'a> KeyService<'a> {
             keys,
             tenants,
             cache: None,
+            broadcast: None,
         }
     }
 
@@ -221,6 +225,12 @@ impl<'a> KeyService<'a> {
     /// process.
     pub fn with_cache(self, cache: Option<&'a KeyCache>) -> Self {
         KeyService { cache, ..self }
+    }
+
+    /// Announces each rotation and revocation on `broadcast` (when Redis is configured), so
+    /// every instance sharing it drops the key from its cache of verified keys at once.
+    pub fn with_broadcast(self, broadcast: Option<&'a Revocations>) -> Self {
+        KeyService { broadcast, ..self }
     }
 
     /// Creates a key; the answer holds its secret, shown once.
@@ -271,7 +281,7 @@ impl<'a> KeyService<'a> {
         let expires_at = expires_at(expires)?;
         roles(key.roles.clone(), expires_at)?;
         let rotated = self.keys.rotate_key(&key.id, overlap, expires_at).await?;
-        self.forget_verified();
+        self.forget_verified(&key.id).await;
         record(audit, KeyChanged::Rotated(&rotated)).await?;
         Ok(rotated)
     }
@@ -287,7 +297,7 @@ impl<'a> KeyService<'a> {
         // Looked up first, so a key outside the caller's scope is "not found", not revoked.
         let key = self.key_for(caller, id).await?;
         self.keys.revoke_key(&key.id).await?;
-        self.forget_verified();
+        self.forget_verified(&key.id).await;
         let key = self.keys.get_key(&key.id).await?.unwrap_or(key);
         record(audit, KeyChanged::Revoked(&key)).await?;
         Ok(key)
@@ -312,9 +322,14 @@ impl<'a> KeyService<'a> {
         }
     }
 
-    fn forget_verified(&self) {
+    /// After key `id` was rotated or revoked: forgets the verified keys here, and announces
+    /// the change to the other instances.
+    async fn forget_verified(&self, id: &str) {
         if let Some(c) = self.cache {
             c.clear();
+        }
+        if let Some(b) = self.broadcast {
+            b.publish(id).await;
         }
     }
 }

@@ -828,7 +828,7 @@ async fn llm_app() -> (Harness, axum::Router) {
         LLM_SKEW_SECS,
         1000,
     ));
-    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier);
+    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier, None);
     (h, app)
 }
 
@@ -4673,7 +4673,7 @@ async fn i15_1_a_trusted_proxy_is_not_held_to_the_per_address_cap() {
 /// `wardgate llm` on a socket, signed requests checked by `verifier`.
 async fn llm_on_socket(verifier: Arc<Verifier>) -> (Harness, SocketAddr) {
     let h = Harness::single("ollama").await;
-    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier);
+    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier, None);
     let addr = spawn_app(app).await;
     (h, addr)
 }
@@ -4785,7 +4785,7 @@ async fn i15_15_a_full_replay_cache_never_refuses_a_fresh_nonce() {
         LLM_SKEW_SECS,
         CAPACITY,
     ));
-    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier.clone());
+    let app = wardgate_gateway::llm::llm_router(h.state.clone(), verifier.clone(), None);
     let now = unix_now();
     let nonce = |i: usize| format!("nonce-fill-{i:010}");
     // Well over the capacity, all within the window: every one is served.

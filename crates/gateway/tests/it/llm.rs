@@ -135,21 +135,7 @@ async fn signed_requests_reach_the_engine_through_every_ollama_route() {
     assert!(last["prompt_eval_count"].as_u64().unwrap() > 0);
 
     let get = |path: &str, nonce: &str| {
-        let sig = signing::sign(
-            &SigningKey::new(LLM_SECRET).unwrap(),
-            "GET",
-            path,
-            b"",
-            now,
-            nonce,
-        );
-        Request::get(path)
-            .header(signing::TIMESTAMP_HEADER, sig.timestamp)
-            .header(signing::NONCE_HEADER, sig.nonce)
-            .header(signing::SIGNATURE_HEADER, sig.signature)
-            .header(signing::BODY_DIGEST_HEADER, sig.body_digest)
-            .body(Body::empty())
-            .unwrap()
+        crate::support::signed_request(LLM_SECRET, "GET", path, "", now, nonce)
     };
     let (_, tags) = send(&app, get("/api/tags", "nonce-tags-00000000001")).await;
     let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();

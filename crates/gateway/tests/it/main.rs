@@ -19,5 +19,6 @@ mod ratelimit;
 mod reload;
 mod resilience;
 mod router;
+mod scale_out;
 mod tenant_isolation;
 mod transport;

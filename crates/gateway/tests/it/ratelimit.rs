@@ -4,14 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::support::{Harness, chat_body, mock_cfg, post_as};
+use crate::support::{Harness, chat_body, mock_cfg, post_as, redis_keys, redis_url};
 use axum::http::StatusCode;
 use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter, Refused};
 use wardgate_store::Role;
-
-fn redis_url() -> String {
-    std::env::var("WARDGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 async fn redis_limiter(namespace: &str) -> RedisLimiter {
     RedisLimiter::connect(&redis_url(), namespace)
@@ -133,15 +129,9 @@ async fn the_gateway_uses_redis_when_configured() {
     }
     assert_eq!(statuses, [200, 200, 429]);
     // The state is in Redis, under the namespace.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{ns}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis_keys(&redis_url(), &format!("{ns}:*")).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
-    assert!(keys[0].starts_with(&format!("{ns}:key:key_")));
+    assert!(keys[0].0.starts_with(&format!("{ns}:key:key_")));
 }
 
 #[tokio::test]

@@ -5,12 +5,12 @@ use std::path::Path;
 use anyhow::Context as _;
 use clap::Subcommand;
 use wardgate_gateway::app::Stores;
-use wardgate_gateway::audit::AuditSettings;
+use wardgate_gateway::Config;
 use wardgate_gateway::handlers::admin;
 use wardgate_gateway::services::keys::{self, Caller, KeyAudit, KeyError, KeyRequest, KeyService};
 use wardgate_store::{Database, Role};
 
-use super::{env, open_stores, out};
+use super::{env, open_stores, out, warn};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum KeysCommand {
@@ -90,26 +90,64 @@ pub(crate) async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow:
     match command {
         // A listing changes nothing: no audit log is opened for it.
         KeysCommand::List { tenant, json } => list(&*stores.db, tenant.as_deref(), json).await,
-        command => audited(&settings.audit, stores, command).await,
+        command => audited(&settings, stores, command).await,
     }
 }
 
 /// A change, audited like the admin API's; the log is opened before anything changes, so a
 /// log that cannot be written refuses the change instead of missing it.
 async fn audited(
-    settings: &AuditSettings,
+    config: &Config,
     stores: Stores,
     command: KeysCommand,
 ) -> anyhow::Result<()> {
-    let auditor = wardgate_gateway::audit::start(settings, stores.audit)
+    let auditor = wardgate_gateway::audit::start(&config.audit, stores.audit)
         .await
         .context("the audit log could not start, so no key was changed")?;
-    let result = key_command(&*stores.db, command, &auditor).await;
+    // Only a rotation or a revocation is announced: a new key is in no cache.
+    let announced = matches!(
+        command,
+        KeysCommand::Revoke { .. } | KeysCommand::Rotate { .. }
+    );
+    let broadcast = if announced {
+        broadcast(&config).await
+    } else {
+        None
+    };
+    let result = key_command(&*stores.db, command, &auditor, broadcast.as_ref()).await;
+    if broadcast.as_ref().is_some_and(|b| !b.announcing()) {
+        warn(
+            "the change was not announced through Redis; running gateways refuse the key              within auth.key_cache_ttl",
+        );
+    }
     auditor
         .shutdown()
         .await
         .context("the audit log did not close cleanly")?;
     result
+}
+
+/// The revocation broadcast when Redis is configured, so gateways serving with a cached copy
+/// of a key rotated or revoked here drop it at once. A Redis that cannot be reached does not
+/// stop the change (revoking a key must not wait on it): it is said, and running gateways
+/// refuse the key within their cache's TTL.
+async fn broadcast(
+    config: &wardgate_gateway::Config,
+) -> Option<wardgate_gateway::identity::revocations::Revocations> {
+    let wardgate_gateway::config::LimiterBackend::Redis { url, namespace } =
+        &config.limiter_backend
+    else {
+        return None;
+    };
+    match wardgate_gateway::shared::SharedRedis::connect(url, namespace).await {
+        Ok(redis) => Some(wardgate_gateway::identity::revocations::Revocations::publisher(redis)),
+        Err(e) => {
+            warn(&format!(
+                "cannot connect to Redis (rate_limit.redis_url): {e}; a rotation or revocation                  is not announced, and running gateways refuse the key within                  auth.key_cache_ttl"
+            ));
+            None
+        }
+    }
 }
 
 /// The operator at the keyboard: the login name, or the numeric user id.
@@ -177,13 +215,14 @@ pub(crate) async fn key_command(
     store: &dyn Database,
     command: KeysCommand,
     auditor: &wardgate_audit::Auditor,
+    broadcast: Option<&wardgate_gateway::identity::revocations::Revocations>,
 ) -> anyhow::Result<()> {
     let actor = cli_actor();
     let audit = KeyAudit::Log {
         auditor,
         actor: &actor,
     };
-    let service = KeyService::new(store, store);
+    let service = KeyService::new(store, store).with_broadcast(broadcast);
     match command {
         KeysCommand::Create {
             tenant,

@@ -313,23 +313,69 @@ pub async fn send_to(app: Router, req: Request<Body>) -> Resp {
 
 /// A POST to `wardgate llm` signed with `secret` at `at` with `nonce`, as the gateway signs.
 pub fn signed_post(secret: &[u8], path: &str, body: &str, at: i64, nonce: &str) -> Request<Body> {
+    let mut req = signed_request(secret, "POST", path, body, at, nonce);
+    req.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    req
+}
+
+/// A `method` request to `wardgate llm` signed with `secret` at `at` with `nonce`.
+pub fn signed_request(
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    body: &str,
+    at: i64,
+    nonce: &str,
+) -> Request<Body> {
     use wardgate_api::signing;
     let sig = signing::sign(
         &signing::SigningKey::new(secret).unwrap(),
-        "POST",
+        method,
         path,
         body.as_bytes(),
         at,
         nonce,
     );
-    Request::post(path)
+    Request::builder()
+        .method(method)
+        .uri(path)
         .header(signing::TIMESTAMP_HEADER, sig.timestamp)
         .header(signing::NONCE_HEADER, sig.nonce)
         .header(signing::SIGNATURE_HEADER, sig.signature)
         .header(signing::BODY_DIGEST_HEADER, sig.body_digest)
-        .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap()
+}
+
+/// The Redis the tests use: `WARDGATE_TEST_REDIS_URL`, default this machine's.
+pub fn redis_url() -> String {
+    std::env::var("WARDGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The keys matching `pattern` in the Redis at `url`, sorted, each with the milliseconds it
+/// has left (negative: no expiry).
+pub async fn redis_keys(url: &str, pattern: &str) -> Vec<(String, i64)> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.push((k, ttl));
+    }
+    out
 }
 
 pub fn post_as(path: &str, body: &str, key: Option<&str>) -> Request<Body> {

@@ -1,0 +1,409 @@
+//! Several instances behaving as one through the real Redis of this machine
+//! (`WARDGATE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`), each test under a namespace
+//! of its own: failed log-ins counted at one gateway lock the address out at another, a key
+//! revoked or rotated at one is refused at the other at once (not after the credential cache's
+//! TTL), and a signed request served by one `wardgate llm` replica is refused by another.
+//! Where Redis goes away (a private `redis-server` of the test's own, stopped), each instance
+//! falls back to what it knows alone.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::json;
+use wardgate_gateway::app::{LlmService, Stores};
+use wardgate_gateway::config::{Config, parse_toml};
+use wardgate_store::Role;
+
+use crate::support::{
+    Harness, LLM_SECRET, chat, delete_as, mock_cfg, poll_until, post_as, redis_keys, redis_url,
+};
+
+fn namespace() -> String {
+    format!("wardgate-test:{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The `[rate_limit]` section that puts an instance's shared state in Redis under `ns`, with
+/// the limits off (so only the state these tests are about is in Redis).
+fn redis_section(url: &str, ns: &str) -> String {
+    format!(
+        "[rate_limit]\nrequests_per_minute = 0\nconcurrent_requests = 0\nbackend = \"redis\"\n\
+         redis_url = \"{url}\"\nredis_namespace = \"{ns}\"\n"
+    )
+}
+
+/// A gateway built as `wardgate serve` builds it, with `extra` config and its shared state in
+/// the Redis at `url` under `ns`.
+async fn gateway(url: &str, ns: &str, extra: &str) -> Harness {
+    let toml = format!("{extra}{}", redis_section(url, ns));
+    Harness::single_with("openai", mock_cfg(), &toml).await
+}
+
+/// Two gateway instances built as `wardgate serve` builds them, over one key store (as two
+/// instances over one PostgreSQL are) and one Redis namespace.
+async fn two_gateways(extra: &str) -> (Harness, Harness) {
+    let a = gateway(&redis_url(), &namespace(), extra).await;
+    let mut stores = Stores::in_memory().await.unwrap();
+    stores.db = a.store.clone();
+    let b = Harness::build((*a.state.config).clone(), stores, None, vec![]).await;
+    (a, b)
+}
+
+fn from_ip(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            ip, 40_000,
+        ))));
+    req
+}
+
+const WRONG: &str = "wg_abcdefghijkl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+#[tokio::test]
+async fn failures_at_one_instance_lock_the_address_out_at_another() {
+    let (a, b) = two_gateways(
+        "[auth]\nlockout_threshold = 3\nlockout_duration = \"10m\"\nlockout_by_prefix = false\n",
+    )
+    .await;
+    let attacker = [192, 0, 2, 66];
+    for i in 0..3 {
+        let r = a.send(from_ip(chat(WRONG), attacker)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i} at A");
+    }
+    // B has seen no failure from the address, and refuses it as locked out.
+    let r = b.send(from_ip(chat(WRONG), attacker)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "too_many_failed_authentications");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((590..=600).contains(&wait), "{wait}");
+    // A lockout never refuses a valid credential, at either instance.
+    for h in [&a, &b] {
+        let r = h.send(from_ip(chat(&h.key), attacker)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    // Another address is not affected.
+    let r = b.send(from_ip(chat(WRONG), [192, 0, 2, 67])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_key_prefix_locked_at_one_instance_is_locked_at_another() {
+    let (a, b) = two_gateways("[auth]\nlockout_threshold = 2\nlockout_by_source = false\n").await;
+    let prefix = &a.key[..16];
+    let wrong = format!("{prefix}{}", "A".repeat(a.key.len() - 16));
+    for ip in [[198, 51, 100, 1], [198, 51, 100, 2]] {
+        let r = a.send(from_ip(chat(&wrong), ip)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = b.send(from_ip(chat(&wrong), [198, 51, 100, 3])).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    let r = b.send(from_ip(chat(&a.key), [198, 51, 100, 3])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// What the shared lockout keeps in Redis: only the namespaced keys of the subjects, each with
+/// an expiry, and never the presented credential.
+#[tokio::test]
+async fn the_shared_lockout_keeps_expiring_keys_and_no_credential() {
+    let ns = namespace();
+    let a = gateway(&redis_url(), &ns, "[auth]\nlockout_threshold = 3\n").await;
+    let r = a.send(from_ip(chat(WRONG), [203, 0, 113, 9])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let keys = redis_keys(&redis_url(), &format!("{ns}:*")).await;
+    let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{ns}:lockout:fail:key_prefix=abcdefghijkl"),
+            format!("{ns}:lockout:fail:source=203.0.113.9"),
+        ]
+    );
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (k, ttl) in &keys {
+        assert!(*ttl > 0, "{k} has no expiry ({ttl})");
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(k)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(members.len(), 1, "{members:?}");
+        assert!(!members[0].contains("AAAA"), "{members:?}");
+    }
+}
+
+/// Two gateways whose credential caches keep a key for five minutes (the most allowed), so
+/// only the broadcast can make one refuse a key changed at the other in time; a user key
+/// verified (and so cached) at A, and an admin key for B.
+async fn a_key_cached_at_a() -> (Harness, Harness, String, String, String) {
+    let (a, b) = two_gateways("[auth]\nkey_cache_ttl = \"5m\"\n").await;
+    let (id, key) = a.key_with_roles("acme", &[Role::User], None).await;
+    let (_, admin) = b.key_with_roles("acme", &[Role::Admin], None).await;
+    assert_eq!(a.send(chat(&key)).await.status, StatusCode::OK);
+    (a, b, id, key, admin)
+}
+
+/// What `h` answers `key` once it refuses it, or at `within`.
+async fn refused_within(h: &Harness, key: &str, within: Duration) -> StatusCode {
+    poll_until(
+        within,
+        || async { h.send(get_models(key)).await.status },
+        |s| *s == StatusCode::UNAUTHORIZED,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_key_revoked_at_one_instance_is_refused_at_another_at_once() {
+    let (a, b, id, key, admin) = a_key_cached_at_a().await;
+    let r = b
+        .send(delete_as(&format!("/admin/keys/{id}"), Some(&admin)))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let status = refused_within(&a, &key, Duration::from_millis(100)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "A still serves the key");
+    // A's other cached keys are unaffected.
+    assert_eq!(a.send(chat(&a.key)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_key_rotated_at_one_instance_stops_at_another_at_once() {
+    let (a, b, id, key, admin) = a_key_cached_at_a().await;
+    // No overlap: the old key stops now.
+    let r = b
+        .send(post_as(
+            &format!("/admin/keys/{id}/rotate"),
+            &json!({"overlap": "0s"}).to_string(),
+            Some(&admin),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let new = r.json()["key"].as_str().unwrap().to_owned();
+    // The old key's expiry is stored rounded up to the second: it stops within one, where
+    // without the broadcast A would serve it from its cache for five minutes.
+    let status = refused_within(&a, &key, Duration::from_secs(2)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "A still serves the old key"
+    );
+    assert_eq!(a.send(chat(&new)).await.status, StatusCode::OK);
+}
+
+/// The announcement carries the key's id and nothing else.
+#[tokio::test]
+async fn a_revocation_is_announced_by_key_id_on_the_namespaced_channel() {
+    use futures::StreamExt as _;
+    let ns = namespace();
+    let a = gateway(&redis_url(), &ns, "").await;
+    let (id, key) = a.key_with_roles("acme", &[Role::User], None).await;
+    let (_, admin) = a.key_with_roles("acme", &[Role::Admin], None).await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(format!("{ns}:key-changed")).await.unwrap();
+    let r = a
+        .send(delete_as(&format!("/admin/keys/{id}"), Some(&admin)))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let msg = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
+        .await
+        .unwrap()
+        .unwrap();
+    let payload: String = msg.get_payload().unwrap();
+    assert_eq!(payload, id);
+    assert!(!payload.contains(&key[16..]));
+}
+
+fn get_models(key: &str) -> Request<Body> {
+    crate::support::get_as("/v1/models", Some(key))
+}
+
+/// A `wardgate llm` replica built as the command builds it, with Redis under `ns` and an empty
+/// model store of its own in `models` (its signed `/api/version` needs no model).
+async fn llm_replica(url: &str, ns: &str, models: &std::path::Path) -> axum::Router {
+    let toml = format!(
+        "[engine]\nmodels_dir = \"{}\"\nfetch_default_model = false\n{}",
+        models.display(),
+        redis_section(url, ns)
+    );
+    let config = Config::from_raw(parse_toml(&toml).unwrap(), &|_| None).unwrap();
+    let keys = vec![wardgate_api::signing::SigningKey::new(LLM_SECRET).unwrap()];
+    LlmService::build(config, Stores::in_memory().await.unwrap(), keys)
+        .await
+        .unwrap()
+        .router()
+}
+
+fn signed_get(path: &str, nonce: &str) -> Request<Body> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    crate::support::signed_request(LLM_SECRET, "GET", path, "", now, nonce)
+}
+
+#[tokio::test]
+async fn a_signed_request_served_by_one_llm_replica_is_refused_by_another() {
+    let ns = namespace();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        llm_replica(&redis_url(), &ns, &dir.path().join("a")).await,
+        llm_replica(&redis_url(), &ns, &dir.path().join("b")).await,
+    );
+    let nonce = format!("nonce-{}", uuid::Uuid::new_v4().simple());
+    let r = crate::support::send_to(a.clone(), signed_get("/api/version", &nonce)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The same signed request, captured and sent to the other replica.
+    let r = crate::support::send_to(b.clone(), signed_get("/api/version", &nonce)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    // A fresh request is served by either.
+    for app in [&a, &b] {
+        let fresh = format!("nonce-{}", uuid::Uuid::new_v4().simple());
+        let r = crate::support::send_to(app.clone(), signed_get("/api/version", &fresh)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    // The nonces are kept, each with an expiry, under the namespace (as digests).
+    let keys = redis_keys(&redis_url(), &format!("{ns}:llm-nonce:*")).await;
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for (k, ttl) in &keys {
+        assert!((1..=61_000).contains(ttl), "{k}: {ttl}");
+        assert!(!k.contains(&nonce), "{k}");
+    }
+}
+
+/// A Redis of the test's own, which it can stop and start again on the same port.
+struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut me = PrivateRedis {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        me.restart();
+        me
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for this test");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        for _ in 0..500 {
+            if let Ok(mut c) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_down_each_instance_counts_failures_alone_and_serves_valid_keys() {
+    let mut redis = PrivateRedis::start();
+    let extra = "[auth]\nlockout_threshold = 2\nlockout_by_prefix = false\n";
+    let a = gateway(&redis.url(), &namespace(), extra).await;
+    redis.stop();
+    let ip = [192, 0, 2, 99];
+    // A valid key is served: the lockout never waits on Redis to let it through.
+    let r = a.send(from_ip(chat(&a.key), ip)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Failures are counted in this process and lock the address out here.
+    for _ in 0..2 {
+        let r = a.send(from_ip(chat(WRONG), ip)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    }
+    let r = a.send(from_ip(chat(WRONG), ip)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    let r = a.send(from_ip(chat(&a.key), ip)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
+async fn the_revocation_broadcast_listens_again_after_a_redis_outage() {
+    let mut redis = PrivateRedis::start();
+    let ns = namespace();
+    let a = gateway(&redis.url(), &ns, "[auth]\nkey_cache_ttl = \"5m\"\n").await;
+    let (id, key) = a.key_with_roles("acme", &[Role::User], None).await;
+    let (missed_id, missed) = a.key_with_roles("acme", &[Role::User], None).await;
+    for k in [&key, &missed] {
+        assert_eq!(a.send(get_models(k)).await.status, StatusCode::OK);
+    }
+
+    redis.stop();
+    // Revoked while A cannot hear of it (as by an instance whose announcement was lost).
+    use wardgate_store::KeyStore as _;
+    a.store.revoke_key(&missed_id).await.unwrap();
+    assert_eq!(a.send(get_models(&missed)).await.status, StatusCode::OK);
+    redis.restart();
+    // Once A listens again it drops what it cached, since it may have missed announcements.
+    let status = refused_within(&a, &missed, Duration::from_secs(20)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "A never listened again");
+    // And it hears announcements again: a revocation elsewhere reaches it at once.
+    assert_eq!(a.send(get_models(&key)).await.status, StatusCode::OK);
+    a.store.revoke_key(&id).await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(format!("{ns}:key-changed"))
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let status = refused_within(&a, &key, Duration::from_millis(100)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "A still serves the key");
+}
+
+/// The replay cache's fallback: while Redis is unreachable a replica serves fresh signed
+/// requests (it does not fail closed) and still refuses the replay of what it served itself.
+#[tokio::test]
+async fn while_redis_is_down_an_llm_replica_checks_nonces_against_its_own_cache() {
+    let mut redis = PrivateRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = llm_replica(&redis.url(), &namespace(), dir.path()).await;
+    redis.stop();
+    let nonce = format!("nonce-{}", uuid::Uuid::new_v4().simple());
+    let r = crate::support::send_to(a.clone(), signed_get("/api/version", &nonce)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = crate::support::send_to(a.clone(), signed_get("/api/version", &nonce)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+}
