@@ -155,9 +155,7 @@ impl Stores {
     /// Starts the audit writer; returns it with the key store.
     async fn open_audit(self, config: &Config) -> Result<(Arc<dyn Database>, Auditor), StartError> {
         let auditor = match self.signer {
-            Signer::Configured => {
-                crate::audit::start(&config.audit, self.audit).await?
-            }
+            Signer::Configured => crate::audit::start(&config.audit, self.audit).await?,
             Signer::Key(key) => {
                 let settings = AuditorConfig {
                     origin: IN_MEMORY_ORIGIN.to_owned(),

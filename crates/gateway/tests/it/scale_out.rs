@@ -371,7 +371,6 @@ async fn the_revocation_broadcast_listens_again_after_a_redis_outage() {
 
     redis.stop();
     // Revoked while A cannot hear of it (as by an instance whose announcement was lost).
-    use wardgate_store::KeyStore as _;
     a.store.revoke_key(&missed_id).await.unwrap();
     assert_eq!(a.send(get_models(&missed)).await.status, StatusCode::OK);
     redis.restart();

@@ -229,14 +229,14 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
         } => {
             let (_, stores) = open_stores(config).await?;
             let filter = AuditFilter {
-                    actor_id: actor,
-                    tenant,
-                    outcome,
-                    event_type,
-                    request_id,
-                    since,
-                    until,
-                    after_seq,
+                actor_id: actor,
+                tenant,
+                outcome,
+                event_type,
+                request_id,
+                since,
+                until,
+                after_seq,
                 limit: Some(limit),
             };
             let entries = stores.audit.reader().query(&filter).await?;

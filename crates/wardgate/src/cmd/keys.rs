@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use wardgate_gateway::app::Stores;
 use wardgate_gateway::Config;
+use wardgate_gateway::app::Stores;
 use wardgate_gateway::handlers::admin;
 use wardgate_gateway::services::keys::{self, Caller, KeyAudit, KeyError, KeyRequest, KeyService};
 use wardgate_store::{Database, Role};
@@ -96,11 +96,7 @@ pub(crate) async fn keys(config: Option<&Path>, command: KeysCommand) -> anyhow:
 
 /// A change, audited like the admin API's; the log is opened before anything changes, so a
 /// log that cannot be written refuses the change instead of missing it.
-async fn audited(
-    config: &Config,
-    stores: Stores,
-    command: KeysCommand,
-) -> anyhow::Result<()> {
+async fn audited(config: &Config, stores: Stores, command: KeysCommand) -> anyhow::Result<()> {
     let auditor = wardgate_gateway::audit::start(&config.audit, stores.audit)
         .await
         .context("the audit log could not start, so no key was changed")?;

@@ -14,10 +14,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use wardgate_gateway::app::Stores;
 use wardgate_gateway::config::LogFormat;
 use wardgate_gateway::redact_log::{Configured, RedactingMakeWriter};
 use wardgate_gateway::{Config, ConfigError};
-use wardgate_gateway::app::Stores;
 
 pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
