@@ -52,6 +52,11 @@ pub struct MockConfig {
     /// `application/json` document, even when it asks for a stream: some OpenAI-compatible
     /// servers ignore `stream: true` so.
     pub ignore_stream: bool,
+    /// `Some(k)`: at most `k` POST requests (inference) at a time, each counted from its
+    /// arrival until its response body has been sent or dropped; one more answers 503 at once
+    /// in the protocol's shape (a full queue, as Ollama and `wardgate llm` answer). They do
+    /// not queue: a pool's router is meant to find a free replica.
+    pub max_concurrent: Option<usize>,
 }
 
 impl Default for MockConfig {
@@ -67,6 +72,7 @@ impl Default for MockConfig {
             drop_after: None,
             embedding_dim: 8,
             ignore_stream: false,
+            max_concurrent: None,
         }
     }
 }
@@ -78,6 +84,10 @@ pub struct Stats {
     pub requests: u64,
     /// Requests to chat, generate, completions or embeddings routes.
     pub inference_requests: u64,
+    /// POST requests answered 503 because `max_concurrent` were in progress.
+    pub busy_refusals: u64,
+    /// POST requests in progress now (counted only while `max_concurrent` is set).
+    pub active: usize,
     /// Streams that delivered their final message.
     pub completed_streams: u64,
     /// Streamed bodies dropped (the client went away) before the final message. Streams cut on

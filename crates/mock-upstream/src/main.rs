@@ -47,6 +47,9 @@ struct Args {
     /// Answer streamed requests whole, as one pretty-printed JSON document.
     #[arg(long)]
     ignore_stream: bool,
+    /// Serve at most N inference requests at a time; answer 503 (busy) beyond.
+    #[arg(long)]
+    max_concurrent: Option<usize>,
 }
 
 impl Args {
@@ -62,6 +65,7 @@ impl Args {
             drop_after: self.drop_after,
             embedding_dim: self.embedding_dim,
             ignore_stream: self.ignore_stream,
+            max_concurrent: self.max_concurrent,
         }
     }
 }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::response::Response;
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -17,7 +20,8 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
-use crate::state::Shared;
+use crate::error::{MockError, Proto};
+use crate::state::{Shared, Slot};
 use crate::{MockConfig, Stats, routes};
 
 /// A running mock server. Dropping it stops the server too, without waiting.
@@ -91,6 +95,29 @@ impl MockServer {
     }
 }
 
+/// The 503 of a full server, in the shape of the route's protocol.
+fn busy(uri: &axum::http::Uri) -> Response {
+    let proto = if uri.path().starts_with("/v1/") {
+        Proto::OpenAi
+    } else {
+        Proto::Ollama
+    };
+    MockError::Injected(StatusCode::SERVICE_UNAVAILABLE)
+        .on(proto)
+        .into_response()
+}
+
+/// `response` with `slot` held by its body, so the request counts until its last byte is
+/// sent or the client goes away.
+fn hold(response: Response, slot: Slot) -> Response {
+    response.map(|body| {
+        Body::from_stream(body.into_data_stream().map(move |frame| {
+            let _held = &slot;
+            frame
+        }))
+    })
+}
+
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
@@ -126,11 +153,21 @@ async fn serve_connection(stream: TcpStream, router: Router, shared: Arc<Shared>
         let shared = Arc::clone(&shared);
         async move {
             let delay = shared.on_request();
+            let slot = match shared.enter(request.method() == Method::POST) {
+                Ok(slot) => slot,
+                Err(()) => return Ok::<Response, Infallible>(busy(request.uri())),
+            };
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let response: Result<Response, Infallible> = router.oneshot(request).await;
-            response
+            let response = match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            Ok(match slot {
+                Some(slot) => hold(response, slot),
+                None => response,
+            })
         }
     });
     // Connection errors (a client that went away, a stream cut by `drop_after`) end only this

@@ -22,6 +22,8 @@ struct Inner {
     since_config: u64,
     /// Numbers response ids.
     seq: u64,
+    /// POST requests holding a [`Slot`].
+    active: usize,
     stats: Stats,
 }
 
@@ -41,6 +43,7 @@ impl Shared {
                 config,
                 since_config: 0,
                 seq: 0,
+                active: 0,
                 stats: Stats::default(),
             }),
             cancelled: watch::Sender::new(0),
@@ -60,7 +63,27 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.lock().stats.clone()
+        let inner = self.lock();
+        Stats {
+            active: inner.active,
+            ..inner.stats.clone()
+        }
+    }
+
+    /// Admits a request under `max_concurrent`: `Ok(Some(slot))` for a POST while it is set
+    /// (the slot counts it until dropped), `Ok(None)` when there is nothing to count, `Err`
+    /// when every slot is taken (the request is counted as a busy refusal).
+    pub(crate) fn enter(self: &Arc<Self>, post: bool) -> Result<Option<Slot>, ()> {
+        let mut inner = self.lock();
+        let Some(max) = inner.config.max_concurrent.filter(|_| post) else {
+            return Ok(None);
+        };
+        if inner.active >= max {
+            inner.stats.busy_refusals += 1;
+            return Err(());
+        }
+        inner.active += 1;
+        Ok(Some(Slot(Arc::clone(self))))
     }
 
     pub(crate) fn config(&self) -> MockConfig {
@@ -115,6 +138,16 @@ impl Shared {
             tokio::time::timeout(timeout, rx.wait_for(|n| *n > 0)).await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// One of `max_concurrent` places, held by a request's response body until it is dropped.
+pub(crate) struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.active = inner.active.saturating_sub(1);
     }
 }
 

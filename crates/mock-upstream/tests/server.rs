@@ -66,6 +66,25 @@ fn request_bytes(addr: SocketAddr, method: &str, path: &str, body: Option<&str>)
     .into_bytes()
 }
 
+/// A streamed `/api/generate` on a connection of its own, read until `until` has arrived;
+/// the connection is returned open, the stream still going.
+async fn open_generate_stream(addr: SocketAddr, until: &[u8]) -> TcpStream {
+    let body = json!({"model": "mock-model", "prompt": "go"}).to_string();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(&request_bytes(addr, "POST", "/api/generate", Some(&body)))
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    while find(&received, until).is_none() {
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "stream ended early");
+        received.extend_from_slice(&buf[..n]);
+    }
+    stream
+}
+
 async fn send(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Reply {
     let body = body.map(Value::to_string);
     send_raw(addr, method, path, body.as_deref()).await
@@ -381,24 +400,7 @@ async fn a_client_leaving_mid_stream_is_counted_as_cancelled() {
     })
     .await
     .unwrap();
-    let body = json!({"model": "mock-model", "prompt": "go"}).to_string();
-    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
-    stream
-        .write_all(&request_bytes(
-            server.addr(),
-            "POST",
-            "/api/generate",
-            Some(&body),
-        ))
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    while find(&received, b"tok1 ").is_none() {
-        let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "stream ended early");
-        received.extend_from_slice(&buf[..n]);
-    }
+    let stream = open_generate_stream(server.addr(), b"tok1 ").await;
     drop(stream);
     assert!(server.wait_for_cancel(Duration::from_secs(1)).await);
     let stats = server.stats();
@@ -551,4 +553,51 @@ async fn info_routes_and_shutdown() {
 
     server.shutdown().await;
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn max_concurrent_answers_busy_beyond_k_until_a_body_ends() {
+    let server = MockServer::start(MockConfig {
+        tokens: 1_000_000,
+        token_delay: Duration::from_millis(5),
+        max_concurrent: Some(1),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let held = open_generate_stream(server.addr(), b"tok0 ").await;
+    assert_eq!(server.stats().active, 1);
+    for path in ["/api/chat", "/v1/chat/completions"] {
+        let r = send(
+            server.addr(),
+            "POST",
+            path,
+            Some(&json!({"model": "mock-model", "messages": []})),
+        )
+        .await;
+        assert_eq!(r.status, 503, "{path}");
+    }
+    // Not inference: never refused.
+    assert_eq!(
+        send(server.addr(), "GET", "/api/tags", None).await.status,
+        200
+    );
+    assert_eq!(server.stats().busy_refusals, 2);
+    drop(held);
+    assert!(server.wait_for_cancel(Duration::from_secs(1)).await);
+    // The slot is freed with the body, in the same drop that counted the cancellation.
+    assert_eq!(server.stats().active, 0);
+    server.set_config(MockConfig {
+        max_concurrent: Some(1),
+        ..MockConfig::default()
+    });
+    let r = send(
+        server.addr(),
+        "POST",
+        "/api/generate",
+        Some(&json!({"model": "mock-model", "prompt": "go", "stream": false})),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    server.shutdown().await;
 }
