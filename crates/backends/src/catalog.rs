@@ -1,75 +1,22 @@
-//! The model catalog: public names and aliases mapped to ordered chains of (backend, upstream
-//! model), and the walk down a chain with fallback. Models can be configured or discovered
-//! from a backend's own model list; configured names win.
+//! The model catalog: public names and aliases mapped to ordered chains of (pool of replicas,
+//! upstream model), and the walk down a chain with fallback: within a link from replica to
+//! replica, then to the next link. Models can be configured or discovered from a backend's own
+//! model list; configured names win.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse};
 
-use crate::{Backend, BackendError, Breaker, BreakerConfig, EventStream};
+use crate::handle::{InFlight, tracked};
+use crate::{Backend, BackendError, BackendHandle, EventStream, Pool, affinity};
 
-/// A backend with its health and its circuit breaker.
-pub struct BackendHandle {
-    pub backend: Arc<dyn Backend>,
-    pub breaker: Breaker,
-    healthy: AtomicBool,
-}
-
-impl std::fmt::Debug for BackendHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackendHandle")
-            .field("name", &self.backend.name())
-            .field("healthy", &self.is_healthy())
-            .finish()
-    }
-}
-
-impl BackendHandle {
-    pub fn new(backend: Arc<dyn Backend>, breaker: BreakerConfig) -> Arc<Self> {
-        Arc::new(BackendHandle {
-            backend,
-            breaker: Breaker::new(breaker),
-            healthy: AtomicBool::new(false),
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        self.backend.name()
-    }
-
-    /// Healthy as of the last probe or request.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Runs the health probe and feeds the result to the breaker: a backend that answers again
-    /// is taken back into service without waiting for a client request to risk it.
-    pub async fn probe(&self, timeout: Duration) -> Result<(), BackendError> {
-        let result = tokio::time::timeout(timeout, self.backend.health())
-            .await
-            .unwrap_or(Err(BackendError::Timeout));
-        self.record(result.is_ok());
-        result
-    }
-
-    fn record(&self, ok: bool) {
-        self.healthy.store(ok, Ordering::Relaxed);
-        if ok {
-            self.breaker.success();
-        } else {
-            self.breaker.failure(Instant::now());
-        }
-    }
-}
-
-/// One step of a chain.
+/// One step of a chain: a pool of replicas (often of one) and the model's name there.
 #[derive(Clone, Debug)]
 pub struct Link {
-    pub backend: Arc<BackendHandle>,
+    pub pool: Arc<Pool>,
     pub upstream_model: String,
 }
 
@@ -90,16 +37,17 @@ pub struct Route {
 /// What a served request went to, for logs, audit and headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served {
+    /// The replica that answered (a pool's replicas are named `NAME#INDEX`).
     pub backend: String,
     pub upstream_model: String,
-    /// How many links were tried, this one included.
+    /// How many replicas were sent the request, this one included.
     pub attempts: u32,
 }
 
 impl Route {
-    /// Whether at least one link's backend is healthy.
+    /// Whether at least one replica of one link is healthy.
     pub fn is_ready(&self) -> bool {
-        self.chain.iter().any(|l| l.backend.is_healthy())
+        self.chain.iter().any(|l| l.pool.is_ready())
     }
 
     pub async fn chat(
@@ -107,7 +55,7 @@ impl Route {
         req: &ChatRequest,
         first_token: Duration,
     ) -> Result<(Served, EventStream), BackendError> {
-        self.walk_stream(first_token, |backend, model| {
+        self.walk_stream(affinity::chat_key(req), first_token, |backend, model| {
             let mut req = req.clone();
             req.model = model.to_owned();
             async move { backend.chat(&req).await }
@@ -120,11 +68,15 @@ impl Route {
         req: &CompletionRequest,
         first_token: Duration,
     ) -> Result<(Served, EventStream), BackendError> {
-        self.walk_stream(first_token, |backend, model| {
-            let mut req = req.clone();
-            req.model = model.to_owned();
-            async move { backend.complete(&req).await }
-        })
+        self.walk_stream(
+            affinity::completion_key(req),
+            first_token,
+            |backend, model| {
+                let mut req = req.clone();
+                req.model = model.to_owned();
+                async move { backend.complete(&req).await }
+            },
+        )
         .await
     }
 
@@ -133,17 +85,24 @@ impl Route {
         req: &EmbedRequest,
         timeout: Duration,
     ) -> Result<(Served, EmbedResponse), BackendError> {
-        self.walk(timeout, |backend, model| {
+        // An embedding leaves nothing in a KV cache to come back to: no affinity.
+        self.walk(None, timeout, |backend, model, in_flight| {
             let mut req = req.clone();
             req.model = model.to_owned();
-            async move { backend.embed(&req).await }
+            async move {
+                let answer = backend.embed(&req).await;
+                drop(in_flight);
+                answer
+            }
         })
         .await
     }
 
-    /// Starts a generation on each link in turn until one yields a first event.
+    /// Starts a generation on each replica in turn until one yields a first event; the
+    /// stream it returns counts as outstanding on its replica until it ends or is dropped.
     async fn walk_stream<F, Fut>(
         &self,
+        key: Option<u64>,
         first_token: Duration,
         start: F,
     ) -> Result<(Served, EventStream), BackendError>
@@ -151,14 +110,14 @@ impl Route {
         F: Fn(Arc<dyn Backend>, &str) -> Fut,
         Fut: Future<Output = Result<EventStream, BackendError>>,
     {
-        self.walk(first_token, |backend, model| {
+        self.walk(key, first_token, |backend, model, in_flight| {
             let started = start(backend, model);
             async move {
                 let mut stream = started.await?;
                 match stream.next().await {
                     Some(Ok(first)) => {
                         let rest = futures::stream::once(async move { Ok(first) }).chain(stream);
-                        Ok(Box::pin(rest) as EventStream)
+                        Ok(tracked(Box::pin(rest), in_flight))
                     }
                     Some(Err(e)) => Err(e),
                     None => Err(BackendError::Protocol("empty stream".into())),
@@ -168,43 +127,52 @@ impl Route {
         .await
     }
 
-    /// Tries each link in order until one succeeds within `limit`. Links whose breaker is open
-    /// are skipped. A failure that is the request's fault (4xx) is returned at once: the next
-    /// backend would refuse it too. For streams, success means the first event is in hand;
-    /// after that nothing is retried.
+    /// Tries the replicas of each link in turn until one succeeds within `limit`: within a
+    /// link, the pool's choice first (the conversation's replica for `key`, else the less
+    /// loaded of two), then its other replicas; replicas whose breaker is open are skipped.
+    /// A failure that is the request's fault (4xx) is returned at once: the next backend would
+    /// refuse it too. For streams, success means the first event is in hand; after that
+    /// nothing is retried. Each attempt holds an [`InFlight`] guard for its replica.
     async fn walk<T, F, Fut>(
         &self,
+        key: Option<u64>,
         limit: Duration,
         attempt: F,
     ) -> Result<(Served, T), BackendError>
     where
-        F: Fn(Arc<dyn Backend>, &str) -> Fut,
+        F: Fn(Arc<dyn Backend>, &str, InFlight) -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
         let mut last = BackendError::CircuitOpen;
-        for (i, link) in self.chain.iter().enumerate() {
-            if !link.backend.breaker.allow(Instant::now()) {
-                continue;
-            }
-            let result = tokio::time::timeout(
-                limit,
-                attempt(link.backend.backend.clone(), &link.upstream_model),
-            )
-            .await
-            .unwrap_or(Err(BackendError::Timeout));
-            match result {
-                Ok(value) => {
-                    link.backend.record(true);
-                    return Ok((served(link, i), value));
-                }
-                Err(e) => {
-                    if e.is_backend_fault() {
-                        link.backend.record(false);
+        let mut attempts = 0;
+        for link in &self.chain {
+            let mut picker = link.pool.picker(key);
+            while let Some(replica) = picker.next(Instant::now()) {
+                attempts += 1;
+                let result = tokio::time::timeout(
+                    limit,
+                    attempt(
+                        replica.backend.clone(),
+                        &link.upstream_model,
+                        replica.start(),
+                    ),
+                )
+                .await
+                .unwrap_or(Err(BackendError::Timeout));
+                match result {
+                    Ok(value) => {
+                        replica.record(true);
+                        return Ok((served(link, replica, attempts), value));
                     }
-                    if !e.is_retryable() {
-                        return Err(e);
+                    Err(e) => {
+                        if e.is_backend_fault() {
+                            replica.record(false);
+                        }
+                        if !e.is_retryable() {
+                            return Err(e);
+                        }
+                        last = e;
                     }
-                    last = e;
                 }
             }
         }
@@ -212,11 +180,11 @@ impl Route {
     }
 }
 
-fn served(link: &Link, i: usize) -> Served {
+fn served(link: &Link, replica: &BackendHandle, attempts: u32) -> Served {
     Served {
-        backend: link.backend.name().to_owned(),
+        backend: replica.name().to_owned(),
         upstream_model: link.upstream_model.clone(),
-        attempts: i as u32 + 1,
+        attempts,
     }
 }
 
@@ -234,6 +202,8 @@ pub struct ModelEntry {
 /// wholesale per backend on each refresh.
 #[derive(Debug)]
 pub struct Catalog {
+    pools: Vec<Arc<Pool>>,
+    /// Every replica of every pool, each probed on its own.
     backends: Vec<Arc<BackendHandle>>,
     configured: HashMap<String, Arc<Route>>,
     /// Public names in listing order (configured names, then their aliases).
@@ -255,7 +225,7 @@ pub enum CatalogError {
 
 impl Catalog {
     pub fn new(
-        backends: Vec<Arc<BackendHandle>>,
+        pools: Vec<Arc<Pool>>,
         models: &[ModelEntry],
         default_context_window: u32,
         now_unix: i64,
@@ -268,14 +238,14 @@ impl Catalog {
             }
             let mut chain = Vec::with_capacity(m.chain.len());
             for (b, upstream) in &m.chain {
-                let handle = backends.iter().find(|h| h.name() == b).ok_or_else(|| {
+                let pool = pools.iter().find(|p| p.name() == b).ok_or_else(|| {
                     CatalogError::UnknownBackend {
                         model: m.name.clone(),
                         backend: b.clone(),
                     }
                 })?;
                 chain.push(Link {
-                    backend: handle.clone(),
+                    pool: pool.clone(),
                     upstream_model: upstream.clone(),
                 });
             }
@@ -293,7 +263,9 @@ impl Catalog {
                 configured_names.push(name.clone());
             }
         }
+        let backends = pools.iter().flat_map(|p| p.replicas().cloned()).collect();
         Ok(Catalog {
+            pools,
             backends,
             configured,
             configured_names,
@@ -302,8 +274,14 @@ impl Catalog {
         })
     }
 
+    /// Every replica of every configured backend.
     pub fn backends(&self) -> &[Arc<BackendHandle>] {
         &self.backends
+    }
+
+    /// The configured backends, each a pool of its replicas, in configured order.
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
     }
 
     pub fn configured_routes(&self) -> impl Iterator<Item = &Arc<Route>> {
@@ -348,10 +326,10 @@ impl Catalog {
             .contains_key(backend)
     }
 
-    /// Replaces the models discovered on `backend` with `names`, each served by that backend
-    /// under its own name.
+    /// Replaces the models discovered on `backend` (a configured backend: a pool) with
+    /// `names`, each served by that backend under its own name.
     pub fn set_discovered(&self, backend: &str, names: Vec<String>, now_unix: i64) {
-        let Some(handle) = self.backends.iter().find(|h| h.name() == backend) else {
+        let Some(pool) = self.pools.iter().find(|p| p.name() == backend) else {
             return;
         };
         let mut map = BTreeMap::new();
@@ -362,7 +340,7 @@ impl Catalog {
             let route = Arc::new(Route {
                 name: name.clone(),
                 chain: vec![Link {
-                    backend: handle.clone(),
+                    pool: pool.clone(),
                     upstream_model: name.clone(),
                 }],
                 context_window: self.default_context_window,
@@ -381,5 +359,107 @@ impl Catalog {
             }
         }
         discovered.insert(backend.to_owned(), map);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use wardgate_api::canonical::{Event, Role};
+
+    use super::*;
+    use crate::BreakerConfig;
+    use crate::tests_support::{Mode, Scripted};
+
+    fn scripted(name: &str) -> (Arc<Scripted>, Arc<BackendHandle>) {
+        let s = Arc::new(Scripted::ok(name));
+        let h = BackendHandle::new(s.clone(), BreakerConfig::default());
+        (s, h)
+    }
+
+    fn chat(text: &str) -> ChatRequest {
+        crate::tests_support::chat(&[(Role::User, text)])
+    }
+
+    /// The name of the replica that wrote the first event.
+    async fn first_text(stream: &mut EventStream) -> String {
+        match stream.next().await {
+            Some(Ok(Event::Delta { content, .. })) => content,
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_or_dead_replica_hands_the_request_to_another_before_the_next_link() {
+        let (s0, r0) = scripted("r0");
+        let (s1, r1) = scripted("r1");
+        let (_, fallback) = scripted("fallback");
+        let pool = Pool::new(
+            "p",
+            vec![(r0.clone(), "a".into()), (r1.clone(), "b".into())],
+            crate::pool::DEFAULT_LOAD_FACTOR,
+        );
+        let catalog = Catalog::new(
+            vec![pool, Pool::single(fallback)],
+            &[ModelEntry {
+                name: "m".into(),
+                aliases: vec![],
+                chain: vec![("p".into(), "up".into()), ("fallback".into(), "up".into())],
+                context_window: 100,
+            }],
+            100,
+            0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let route = catalog.resolve("m").unwrap_or_else(|| panic!("no route"));
+        let limit = Duration::from_secs(5);
+        // As the first probes leave them.
+        r0.record(true);
+        r1.record(true);
+
+        for (mode, why) in [(Mode::Busy, "busy"), (Mode::Down, "refused")] {
+            s0.set(mode);
+            for i in 0..20 {
+                let (served, mut stream) = route
+                    .chat(&chat(&format!("conversation {i}")), limit)
+                    .await
+                    .unwrap_or_else(|e| panic!("{why}: {e}"));
+                assert_eq!(served.backend, "r1", "{why}");
+                assert_eq!(first_text(&mut stream).await, "r1");
+            }
+            assert!(s0.calls.load(Ordering::Relaxed) > 0, "{why}: r0 was tried");
+            if mode == Mode::Busy {
+                assert!(!r0.breaker.is_open(), "a busy replica is not a faulty one");
+            }
+            s0.set(Mode::Ok);
+            r0.record(true);
+        }
+
+        // Every replica of the pool busy: then, and only then, the next link.
+        s0.set(Mode::Busy);
+        s1.set(Mode::Busy);
+        let before = (
+            s0.calls.load(Ordering::Relaxed),
+            s1.calls.load(Ordering::Relaxed),
+        );
+        let (served, _) = route
+            .chat(&chat("x"), limit)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((served.backend.as_str(), served.attempts), ("fallback", 3));
+        assert_eq!(
+            (
+                s0.calls.load(Ordering::Relaxed),
+                s1.calls.load(Ordering::Relaxed)
+            ),
+            (before.0 + 1, before.1 + 1),
+            "each replica once"
+        );
+        assert!(
+            !r0.breaker.is_open() && !r1.breaker.is_open(),
+            "busy is not a fault"
+        );
+        assert!(catalog.backends().iter().all(|h| h.outstanding() == 0));
     }
 }

@@ -1,11 +1,15 @@
 //! Model backends: the [`Backend`] trait, the HTTP adapters for Ollama-API and OpenAI-API
-//! servers, and the routing layer that walks a model's chain with fallback, health checks and
-//! circuit breaking. Knows nothing of tenants or keys.
+//! servers, and the routing layer that walks a model's chain with fallback, balances each link
+//! over its pool of replicas (with conversation affinity), health checks and circuit breaking.
+//! Knows nothing of tenants or keys.
 
+pub mod affinity;
 pub mod breaker;
 pub mod catalog;
 pub mod embedded;
+pub mod handle;
 pub mod http;
+pub mod pool;
 
 use std::pin::Pin;
 
@@ -13,9 +17,11 @@ use futures::Stream;
 use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse, Event};
 
 pub use breaker::{Breaker, BreakerConfig};
-pub use catalog::{BackendHandle, Catalog, Link, ModelEntry, Route, Served};
+pub use catalog::{Catalog, Link, ModelEntry, Route, Served};
 pub use embedded::EmbeddedBackend;
+pub use handle::{BackendHandle, InFlight};
 pub use http::{HttpBackend, HttpBackendConfig};
+pub use pool::Pool;
 
 /// Events of one generation, ending with [`Event::Finish`] when it completed. Dropping the
 /// stream cancels the upstream request.
@@ -120,4 +126,113 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_models(&self) -> Result<Vec<String>, BackendError>;
     /// A cheap liveness probe.
     async fn health(&self) -> Result<(), BackendError>;
+}
+
+/// A backend whose answers a test sets: for the routing tests, which need no server.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use wardgate_api::canonical::{FinishReason, Message, Role, Timings};
+
+    use super::*;
+
+    /// A chat of `messages` (role, text) for model `m`.
+    pub(crate) fn chat(messages: &[(Role, &str)]) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages: messages.iter().map(|(r, c)| Message::new(*r, *c)).collect(),
+            sampling: Default::default(),
+            format: Default::default(),
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
+            keep_alive: None,
+            fairness: None,
+        }
+    }
+
+    /// What every call of a [`Scripted`] backend does.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Mode {
+        /// Streams its own name, then finishes.
+        Ok,
+        /// 503: full.
+        Busy,
+        /// The connection is refused.
+        Down,
+    }
+
+    pub(crate) struct Scripted {
+        name: String,
+        pub mode: Mutex<Mode>,
+        pub calls: AtomicUsize,
+    }
+
+    impl Scripted {
+        pub(crate) fn ok(name: &str) -> Scripted {
+            Scripted {
+                name: name.to_owned(),
+                mode: Mutex::new(Mode::Ok),
+                calls: AtomicUsize::new(0),
+            }
+        }
+
+        pub(crate) fn set(&self, mode: Mode) {
+            *self
+                .mode
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
+        }
+
+        fn answer(&self) -> Result<EventStream, BackendError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            match *self
+                .mode
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
+                Mode::Ok => Ok(Box::pin(futures::stream::iter(vec![
+                    Ok::<_, BackendError>(Event::text(self.name.clone())),
+                    Ok(Event::Finish {
+                        reason: FinishReason::Stop,
+                        usage: None,
+                        timings: Timings::default(),
+                    }),
+                ]))),
+                Mode::Busy => Err(BackendError::Status {
+                    status: 503,
+                    kind: UpstreamKind::Unavailable,
+                    detail: "busy".into(),
+                }),
+                Mode::Down => Err(BackendError::Connect("refused".into())),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Scripted {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn kind(&self) -> &'static str {
+            "scripted"
+        }
+        async fn chat(&self, _: &ChatRequest) -> Result<EventStream, BackendError> {
+            self.answer()
+        }
+        async fn complete(&self, _: &CompletionRequest) -> Result<EventStream, BackendError> {
+            self.answer()
+        }
+        async fn embed(&self, _: &EmbedRequest) -> Result<EmbedResponse, BackendError> {
+            Err(BackendError::Protocol("not scripted".into()))
+        }
+        async fn list_models(&self) -> Result<Vec<String>, BackendError> {
+            Ok(vec![])
+        }
+        async fn health(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
 }

@@ -2,80 +2,99 @@
 //! preloading, and unloading idle models.
 
 use tokio::task::JoinHandle;
-use wardgate_backends::BackendHandle;
+use wardgate_backends::Pool;
 
 use crate::config;
 use crate::state::AppState;
 
-/// Probes every backend once and refreshes discovered models; logs, clearly, each backend
-/// that does not answer. Returns how many answered.
+/// Probes every backend (every replica of a pool) once and refreshes discovered models; logs,
+/// clearly, each one that does not answer. Returns how many answered.
 pub async fn refresh_backends(state: &AppState) -> usize {
     let mut answered = 0;
-    let probes = state.catalog.backends().iter().map(|h| {
-        let timeout = state.config.health_timeout;
-        async move { (h.clone(), h.probe(timeout).await) }
-    });
-    for (handle, probe) in futures::future::join_all(probes).await {
-        let url = state
+    for pool in state.catalog.pools() {
+        let urls = state
             .config
             .backends
             .iter()
-            .find(|b| b.name == handle.name())
-            .map(|b| b.url.as_str())
+            .find(|b| b.name == pool.name())
+            .map(|b| b.urls.as_slice())
             .unwrap_or_default();
-        if let Err(e) = probe {
-            let why = match &e {
-                wardgate_backends::BackendError::Status {
-                    kind: wardgate_backends::UpstreamKind::Auth,
-                    ..
-                } => "the backend refused the gateway's credentials: check its secret \
-                      (secret_env / WARDGATE_BACKEND_SECRET) or API key"
-                    .to_owned(),
-                other => other.to_string(),
-            };
-            tracing::warn!(
-                backend = handle.name(),
-                url,
-                reason = %why,
-                "backend is not usable; its models fail with 503 until it is"
-            );
-            continue;
+        let probes = pool.replicas().map(|h| {
+            let timeout = state.config.health_timeout;
+            async move { (h.clone(), h.probe(timeout).await) }
+        });
+        let mut any = false;
+        for (i, (handle, probe)) in futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let url = urls.get(i).map(String::as_str).unwrap_or_default();
+            if let Err(e) = probe {
+                let why = match &e {
+                    wardgate_backends::BackendError::Status {
+                        kind: wardgate_backends::UpstreamKind::Auth,
+                        ..
+                    } => "the backend refused the gateway's credentials: check its secret \
+                          (secret_env / WARDGATE_BACKEND_SECRET) or API key"
+                        .to_owned(),
+                    other => other.to_string(),
+                };
+                tracing::warn!(
+                    backend = handle.name(),
+                    url,
+                    reason = %why,
+                    "backend is not usable; requests go to the rest of its pool, or its \
+                     models fail with 503 until it is"
+                );
+                continue;
+            }
+            answered += 1;
+            any = true;
         }
-        answered += 1;
-        discover(state, &handle).await;
+        if any {
+            discover(state, pool).await;
+        }
     }
     answered
 }
 
-async fn discover(state: &AppState, handle: &BackendHandle) {
-    let Some(b) = state
-        .config
-        .backends
-        .iter()
-        .find(|b| b.name == handle.name())
-    else {
+/// Reads a backend's model list from the first of its replicas that answers, when the
+/// backend discovers.
+async fn discover(state: &AppState, pool: &Pool) {
+    let Some(b) = state.config.backends.iter().find(|b| b.name == pool.name()) else {
         return;
     };
     if !b.discover {
         return;
     }
-    match tokio::time::timeout(state.config.health_timeout, handle.backend.list_models()).await {
-        Ok(Ok(names)) => {
-            let names: Vec<String> = names
-                .into_iter()
-                .filter(|n| config::valid_model_name(n))
-                .collect();
-            tracing::debug!(
-                backend = handle.name(),
-                models = names.len(),
-                "models discovered"
-            );
-            state
-                .catalog
-                .set_discovered(handle.name(), names, crate::handlers::unix_now());
+    let mut failed = None;
+    // Healthy replicas first; the replicas of a pool serve the same models.
+    let (healthy, others): (Vec<_>, Vec<_>) = pool.replicas().partition(|h| h.is_healthy());
+    for handle in healthy.into_iter().chain(others) {
+        match tokio::time::timeout(state.config.health_timeout, handle.backend.list_models()).await
+        {
+            Ok(Ok(names)) => {
+                let names: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| config::valid_model_name(n))
+                    .collect();
+                tracing::debug!(
+                    backend = handle.name(),
+                    models = names.len(),
+                    "models discovered"
+                );
+                state
+                    .catalog
+                    .set_discovered(pool.name(), names, crate::handlers::unix_now());
+                return;
+            }
+            Ok(Err(e)) => failed = Some((handle, e.to_string())),
+            Err(_) => failed = Some((handle, "timed out".to_owned())),
         }
-        Ok(Err(e)) => tracing::warn!(backend = handle.name(), error = %e, "model discovery failed"),
-        Err(_) => tracing::warn!(backend = handle.name(), "model discovery timed out"),
+    }
+    if let Some((handle, error)) = failed {
+        tracing::warn!(backend = handle.name(), %error, "model discovery failed");
     }
 }
 
@@ -144,8 +163,8 @@ pub(super) fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Some(h) = s.catalog.backends().iter().find(|h| h.name() == name) {
-                    discover(&s, h).await;
+                if let Some(pool) = s.catalog.pools().iter().find(|p| p.name() == name) {
+                    discover(&s, pool).await;
                 }
             }
         }));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use wardgate_api::signing::SigningKey;
 use wardgate_backends::{
     Backend, BackendHandle, BreakerConfig, Catalog, EmbeddedBackend, HttpBackend,
-    HttpBackendConfig, ModelEntry,
+    HttpBackendConfig, ModelEntry, Pool,
 };
 use wardgate_engine::{Engine, EngineConfig};
 use wardgate_store::Database;
@@ -59,13 +59,15 @@ fn build_engine(config: &Config) -> Result<Option<Arc<Engine>>, StartError> {
         })
 }
 
-/// Builds the backends and the catalog from config.
+/// Builds the backends and the catalog from config: each configured backend a pool of its
+/// replicas (one for a single URL or the engine), each replica with its own client, health
+/// and breaker.
 fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalog, StartError> {
     let breaker = BreakerConfig {
         failure_threshold: config.breaker_threshold,
         cooldown: config.breaker_cooldown,
     };
-    let mut handles = Vec::with_capacity(config.backends.len());
+    let mut pools = Vec::with_capacity(config.backends.len());
     for b in &config.backends {
         let kind = match b.kind {
             config::BackendType::Embedded => {
@@ -74,23 +76,26 @@ fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalo
                     reason: "no engine was built for the embedded backend".into(),
                 })?;
                 let backend = EmbeddedBackend::new(&b.name, engine.clone());
-                handles.push(BackendHandle::new(
+                pools.push(Pool::single(BackendHandle::new(
                     Arc::new(backend) as Arc<dyn Backend>,
                     breaker,
-                ));
+                )));
                 continue;
             }
             config::BackendType::Http(kind) => kind,
         };
-        let hc = http_backend_config(b, kind)?;
-        let backend = HttpBackend::new(hc).map_err(|e| StartError::Backend {
-            name: b.name.clone(),
-            reason: e.to_string(),
-        })?;
-        handles.push(BackendHandle::new(
-            Arc::new(backend) as Arc<dyn Backend>,
-            breaker,
-        ));
+        let mut replicas = Vec::with_capacity(b.urls.len());
+        for (i, url) in b.urls.iter().enumerate() {
+            let name = b.replica_name(i);
+            let hc = http_backend_config(b, kind, &name, url)?;
+            let backend = HttpBackend::new(hc).map_err(|e| StartError::Backend {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+            let handle = BackendHandle::new(Arc::new(backend) as Arc<dyn Backend>, breaker);
+            replicas.push((handle, url.clone()));
+        }
+        pools.push(Pool::new(&b.name, replicas, b.affinity_load_factor));
     }
     let models: Vec<ModelEntry> = config
         .models
@@ -103,20 +108,22 @@ fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalo
         })
         .collect();
     Ok(Catalog::new(
-        handles,
+        pools,
         &models,
         config.limits.default_context_window,
         crate::handlers::unix_now(),
     )?)
 }
 
-/// An HTTP backend's settings with what they name read in: its signing secret and API key
-/// from the environment, its CA file from the disk.
+/// The settings of replica `name` at `url` of an HTTP backend, with what they name read in:
+/// its signing secret and API key from the environment, its CA file from the disk.
 fn http_backend_config(
     b: &config::BackendConfig,
     kind: wardgate_backends::BackendKind,
+    name: &str,
+    url: &str,
 ) -> Result<HttpBackendConfig, StartError> {
-    let mut hc = HttpBackendConfig::new(&b.name, kind, &b.url);
+    let mut hc = HttpBackendConfig::new(name, kind, url);
     if let Some(var) = &b.secret_env {
         let value = std::env::var(var).map_err(|_| StartError::Backend {
             name: b.name.clone(),
@@ -153,7 +160,9 @@ fn http_backend_config(
 pub(super) async fn check(config: &Config) -> Result<(), StartError> {
     for b in &config.backends {
         if let config::BackendType::Http(kind) = b.kind {
-            http_backend_config(b, kind)?;
+            for (i, url) in b.urls.iter().enumerate() {
+                http_backend_config(b, kind, &b.replica_name(i), url)?;
+            }
         }
     }
     if let Some(tls) = &config.tls {

@@ -18,6 +18,15 @@ pub struct RawBackend {
     pub kind: RawBackendKind,
     /// `ollama`: server root (`http://host:11434`); `openai`: API base with `/v1`.
     pub url: Option<String>,
+    /// Instead of `url`: the URLs of several equal replicas serving the same models (a pool).
+    /// Requests are balanced across them (least outstanding of two random choices, the turns
+    /// of one conversation kept on one replica); a busy or unreachable replica passes the
+    /// request to another before the model's next chain link is tried.
+    pub urls: Option<Vec<String>>,
+    /// For a pool: how far above the pool's average of outstanding requests (plus one) a
+    /// conversation's replica may be before a turn goes to a less loaded one: 0.25 is 25 %.
+    /// Default `0.25`.
+    pub affinity_load_factor: Option<f64>,
     /// Name of an environment variable holding the HMAC secret to sign requests to a
     /// `wardgate llm` backend (`ollama` kind).
     pub secret_env: Option<String>,
@@ -68,14 +77,29 @@ pub enum BackendType {
 pub struct BackendConfig {
     pub name: String,
     pub kind: BackendType,
-    /// Empty for the embedded engine.
-    pub url: String,
+    /// One URL for a single server, several for a pool of replicas; none for the embedded
+    /// engine.
+    pub urls: Vec<String>,
+    /// See [`RawBackend::affinity_load_factor`].
+    pub affinity_load_factor: f64,
     pub secret_env: Option<String>,
     pub api_key_env: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub discover: bool,
     pub discover_interval: Duration,
     pub connect_timeout: Duration,
+}
+
+impl BackendConfig {
+    /// The name of replica `i` in logs and audit events: the backend's name for a single
+    /// server, `NAME#i` in a pool.
+    pub fn replica_name(&self, i: usize) -> String {
+        if self.urls.len() > 1 {
+            format!("{}#{i}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -107,6 +131,10 @@ words!(
 const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(60);
 /// Default of `backends[].connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default of `backends[].affinity_load_factor`.
+pub const DEFAULT_AFFINITY_LOAD_FACTOR: f64 = wardgate_backends::pool::DEFAULT_LOAD_FACTOR;
+/// Most of `backends[].affinity_load_factor`: past it the bound no longer bounds anything.
+const MAX_AFFINITY_LOAD_FACTOR: f64 = 100.0;
 
 /// `[[backends]]`, validated, with their names; none configured: the embedded engine as
 /// `default`.
@@ -140,36 +168,43 @@ pub(super) fn backends(
             RawBackendKind::Openai => BackendType::Http(BackendKind::Openai),
             RawBackendKind::Embedded => BackendType::Embedded,
         };
-        let url = match (kind, b.url) {
-            (BackendType::Embedded, None) => String::new(),
-            (BackendType::Embedded, Some(_)) => {
+        let urls = match (kind, b.url, b.urls) {
+            (_, Some(_), Some(_)) => {
                 return Err(ConfigError::new(
-                    key("url"),
+                    key("urls"),
+                    "set `url` for one server or `urls` for a pool of replicas, not both",
+                ));
+            }
+            (BackendType::Embedded, None, None) => Vec::new(),
+            (BackendType::Embedded, url, _) => {
+                let field = if url.is_some() { "url" } else { "urls" };
+                return Err(ConfigError::new(
+                    key(field),
                     "an embedded backend has no URL",
                 ));
             }
-            (BackendType::Http(_), None) => {
+            (BackendType::Http(_), None, None) => {
                 return Err(ConfigError::new(
                     key("url"),
-                    "required for ollama and openai backends",
+                    "required for ollama and openai backends (or `urls` for a pool of replicas)",
                 ));
             }
-            (BackendType::Http(_), Some(u)) => {
-                if !(u.starts_with("http://") || u.starts_with("https://"))
-                    || u.len() <= "http://".len()
-                {
-                    return Err(ConfigError::new(
-                        key("url"),
-                        format!("`{u}` is not an http:// or https:// URL"),
-                    ));
-                }
-                u.trim_end_matches('/').to_owned()
-            }
+            (BackendType::Http(_), Some(u), None) => vec![http_url(&key("url"), u)?],
+            (BackendType::Http(_), None, Some(list)) => pool_urls(&key("urls"), list)?,
         };
-        if b.ca_file.is_some() && !url.starts_with("https://") {
+        if b.ca_file.is_some() && !urls.iter().all(|u| u.starts_with("https://")) {
             return Err(ConfigError::new(
                 key("ca_file"),
-                "a CA file is for an https:// backend URL",
+                "a CA file is for https:// backend URLs",
+            ));
+        }
+        let affinity_load_factor = b
+            .affinity_load_factor
+            .unwrap_or(DEFAULT_AFFINITY_LOAD_FACTOR);
+        if !(0.0..=MAX_AFFINITY_LOAD_FACTOR).contains(&affinity_load_factor) {
+            return Err(ConfigError::new(
+                key("affinity_load_factor"),
+                format!("must be from 0 to {MAX_AFFINITY_LOAD_FACTOR}"),
             ));
         }
         if b.secret_env.is_some() && kind != BackendType::Http(BackendKind::Ollama) {
@@ -181,7 +216,8 @@ pub(super) fn backends(
         backends.push(BackendConfig {
             name: b.name,
             kind,
-            url,
+            urls,
+            affinity_load_factor,
             secret_env: b.secret_env,
             api_key_env: b.api_key_env,
             ca_file: b.ca_file,
@@ -204,7 +240,8 @@ pub(super) fn backends(
         backends.push(BackendConfig {
             name: "default".to_owned(),
             kind: BackendType::Embedded,
-            url: String::new(),
+            urls: Vec::new(),
+            affinity_load_factor: DEFAULT_AFFINITY_LOAD_FACTOR,
             secret_env: None,
             api_key_env: None,
             ca_file: None,
@@ -225,6 +262,41 @@ pub(super) fn backends(
         ));
     }
     Ok((backends, names))
+}
+
+/// An `http://` or `https://` URL, without its trailing `/`.
+fn http_url(key: &str, u: String) -> Result<String, ConfigError> {
+    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() <= "http://".len() {
+        return Err(ConfigError::new(
+            key,
+            format!("`{u}` is not an http:// or https:// URL"),
+        ));
+    }
+    Ok(u.trim_end_matches('/').to_owned())
+}
+
+/// A pool's URLs: at least one, each a URL, none twice.
+fn pool_urls(key: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            "a pool needs at least one replica URL (or use `url` for one server)",
+        ));
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(list.len());
+    for (j, u) in list.into_iter().enumerate() {
+        let u = http_url(&format!("{key}[{j}]"), u)?;
+        // Scheme and host are case-blind; the same server listed twice would get twice the
+        // share and hide that the pool is smaller than it looks.
+        if let Some(k) = urls.iter().position(|o| o.eq_ignore_ascii_case(&u)) {
+            return Err(ConfigError::new(
+                format!("{key}[{j}]"),
+                format!("`{u}` is listed twice (also {key}[{k}])"),
+            ));
+        }
+        urls.push(u);
+    }
+    Ok(urls)
 }
 
 /// `[[models]]`, validated: public names unique and well-formed, every link to a configured

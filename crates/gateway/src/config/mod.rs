@@ -240,7 +240,9 @@ impl Config {
             self.audit.origin.clone(),
         ]);
         for b in &self.backends {
-            out.extend([b.name.clone(), b.url.clone()]);
+            out.push(b.name.clone());
+            out.extend(b.urls.iter().cloned());
+            out.extend((0..b.urls.len()).map(|i| b.replica_name(i)));
             out.extend(b.ca_file.as_deref().map(path));
         }
         for m in &self.models {
@@ -991,6 +993,66 @@ url = "http://127.0.0.1:11434"
             let err = load(&format!("{BASE}{extra}")).unwrap_err();
             assert_eq!(err.key, key, "{extra}: {err}");
         }
+    }
+
+    #[test]
+    fn a_pool_lists_its_replica_urls_once_each() {
+        let pool = |urls: &str| {
+            format!("{BASE}[[backends]]\nname = \"p\"\nkind = \"openai\"\nurls = [{urls}]\n")
+        };
+        let c = load(&pool(r#""http://a:8000/v1/", "http://b:8000/v1""#)).unwrap();
+        let p = &c.backends[1];
+        assert_eq!(p.urls, ["http://a:8000/v1", "http://b:8000/v1"]);
+        assert_eq!(
+            (p.replica_name(0), p.replica_name(1)),
+            ("p#0".into(), "p#1".into())
+        );
+        assert_eq!(
+            c.backends[0].replica_name(0),
+            "a",
+            "one URL: the backend's own name"
+        );
+        assert_eq!(
+            p.affinity_load_factor,
+            backends::DEFAULT_AFFINITY_LOAD_FACTOR
+        );
+        let cases = [
+            (pool(""), "backends[1].urls"),
+            (
+                pool(r#""http://a", "http://b", "HTTP://A/""#),
+                "backends[1].urls[2]",
+            ),
+            (pool(r#""http://a", "a:8000""#), "backends[1].urls[1]"),
+            (
+                format!("{}url = \"http://c\"\n", pool(r#""http://a""#)),
+                "backends[1].urls",
+            ),
+            (
+                format!("{}affinity_load_factor = -1.0\n", pool(r#""http://a""#)),
+                "backends[1].affinity_load_factor",
+            ),
+            (
+                format!(
+                    "{}ca_file = \"ca.pem\"\n",
+                    pool(r#""https://a", "http://b""#)
+                ),
+                "backends[1].ca_file",
+            ),
+            (
+                "[[backends]]\nname = \"e\"\nkind = \"embedded\"\nurls = [\"http://x\"]\n".into(),
+                "backends[0].urls",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load(&text).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+        }
+        let err = load(&pool(r#""http://a", "http://a""#)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("listed twice (also backends[1].urls[0])"),
+            "{err}"
+        );
     }
 
     #[test]

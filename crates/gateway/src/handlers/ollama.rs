@@ -301,7 +301,7 @@ pub(crate) fn details(entry: Option<&wardgate_engine::ModelEntry>) -> ollama::De
 fn local_entry(state: &AppState, route: &Route) -> Option<wardgate_engine::ModelEntry> {
     let engine = state.engine.as_ref()?;
     let link = route.chain.first()?;
-    if link.backend.backend.kind() != "embedded" {
+    if link.pool.replicas().next()?.backend.kind() != "embedded" {
         return None;
     }
     engine.store().get(&link.upstream_model).ok()

@@ -100,7 +100,7 @@ pub fn check_schema(
     if !route
         .chain
         .iter()
-        .any(|l| l.backend.backend.kind() == "embedded")
+        .any(|l| l.pool.replicas().any(|r| r.backend.kind() == "embedded"))
     {
         return Ok(());
     }

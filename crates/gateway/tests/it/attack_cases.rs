@@ -4062,7 +4062,7 @@ async fn i15_gateway_over_llm(
 ) -> (Harness, Arc<wardgate_backends::BackendHandle>) {
     use wardgate_backends::{
         BackendHandle, BackendKind, BreakerConfig, Catalog, HttpBackend, HttpBackendConfig,
-        ModelEntry,
+        ModelEntry, Pool,
     };
     let mut hc = HttpBackendConfig::new("b0", BackendKind::Ollama, format!("http://{addr}"));
     hc.signer = Some(SigningKey::new(LLM_SECRET).unwrap());
@@ -4071,7 +4071,7 @@ async fn i15_gateway_over_llm(
         BreakerConfig::default(),
     );
     let catalog = Catalog::new(
-        vec![handle.clone()],
+        vec![Pool::single(handle.clone())],
         &[ModelEntry {
             name: "tiny".into(),
             aliases: vec![],
@@ -4201,7 +4201,8 @@ async fn i15_6_upstream_400_is_a_400_and_not_a_breaker_failure() {
             }
         }
         let route = h.state.catalog.resolve("tiny").unwrap();
-        assert!(!route.chain[0].backend.breaker.is_open(), "{kind}");
+        let replica = route.chain[0].pool.replicas().next().unwrap();
+        assert!(!replica.breaker.is_open(), "{kind}");
     }
 }
 

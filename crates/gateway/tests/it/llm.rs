@@ -216,7 +216,7 @@ impl wardgate_backends::Backend for Panics {
 
 /// `wardgate llm` over one model, `m`, served by [`Panics`].
 async fn buggy_app() -> axum::Router {
-    use wardgate_backends::{BackendHandle, BreakerConfig, Catalog, ModelEntry};
+    use wardgate_backends::{BackendHandle, BreakerConfig, Catalog, ModelEntry, Pool};
     let config = Config::from_raw(parse_toml("").unwrap(), &|_| None).unwrap();
     let handle = BackendHandle::new(Arc::new(Panics), BreakerConfig::default());
     let model = ModelEntry {
@@ -225,7 +225,7 @@ async fn buggy_app() -> axum::Router {
         chain: vec![("buggy".into(), "m".into())],
         context_window: 4096,
     };
-    let catalog = Catalog::new(vec![handle], &[model], 4096, 0).unwrap();
+    let catalog = Catalog::new(vec![Pool::single(handle)], &[model], 4096, 0).unwrap();
     let keys = vec![SigningKey::new(LLM_SECRET).unwrap()];
     LlmService::build_over(config, Stores::in_memory().await.unwrap(), keys, catalog)
         .await

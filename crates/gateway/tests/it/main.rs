@@ -14,6 +14,7 @@ mod jwt;
 mod llm;
 mod openapi;
 mod phi_audit;
+mod pools;
 mod quotas;
 mod ratelimit;
 mod reload;

@@ -28,7 +28,7 @@ pub(crate) async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
             .config
             .backends
             .iter()
-            .map(|b| format!("{} ({})", b.name, b.url))
+            .map(|b| format!("{} ({})", b.name, b.urls.join(", ")))
             .collect();
         // The example is this program's own text, not a request's: readable in the log.
         const EXAMPLE: &str = "ollama:http://127.0.0.1:11434";

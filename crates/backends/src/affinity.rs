@@ -1,0 +1,183 @@
+//! Conversation affinity: the key that keeps the turns of one conversation on one replica, and
+//! the rendezvous (highest random weight) hash that maps a key to a replica.
+//!
+//! The key is a hash of the part of a request that the next turn repeats unchanged: for a chat,
+//! every message up to and including the first user message (the system prompt, and the
+//! tools, which templates render into it), so turn 2 (the same opening plus more history) hashes
+//! like turn 1; for a completion, the system prompt and the first [`COMPLETION_PREFIX_BYTES`]
+//! bytes of the prompt. The hash is FNV-1a, a fixed function, so every gateway instance (and
+//! every release) maps a conversation to the same replica.
+//!
+//! Rendezvous hashing scores each replica by mixing the key with the replica's own identity
+//! and picks the highest score. Removing a replica moves only the conversations that were on it
+//! (each to its second-highest score), and adding one takes about 1/n of the conversations from
+//! the others, with no table to share between gateway instances.
+
+use wardgate_api::canonical::{ChatRequest, CompletionRequest, Role};
+
+/// How much of a completion's prompt is its conversation key. A completion has no turns to
+/// find the opening in; its prompt's start (a template header, a system text, the first
+/// exchange) is what a continuation repeats. A prompt shorter than this is hashed whole, so a
+/// conversation that starts with a short prompt may change replica once on its second turn.
+pub const COMPLETION_PREFIX_BYTES: usize = 512;
+
+/// The conversation key of a chat: `None` when it has no messages.
+pub fn chat_key(req: &ChatRequest) -> Option<u64> {
+    let first_user = req.messages.iter().position(|m| m.role == Role::User);
+    let opening = match first_user {
+        Some(i) => &req.messages[..=i],
+        None => &req.messages[..],
+    };
+    if opening.is_empty() {
+        return None;
+    }
+    let mut h = Fnv::new();
+    for m in opening {
+        h.field(m.role.as_str().as_bytes());
+        h.field(m.content.as_bytes());
+        for image in &m.images {
+            h.field(image.as_bytes());
+        }
+    }
+    for tool in &req.tools {
+        h.field(tool.get().as_bytes());
+    }
+    Some(h.finish())
+}
+
+/// The conversation key of a completion: `None` for an empty prompt.
+pub fn completion_key(req: &CompletionRequest) -> Option<u64> {
+    if req.prompt.is_empty() {
+        return None;
+    }
+    let prompt = req.prompt.as_bytes();
+    let mut h = Fnv::new();
+    h.field(req.system.as_deref().unwrap_or_default().as_bytes());
+    h.field(&prompt[..prompt.len().min(COMPLETION_PREFIX_BYTES)]);
+    Some(h.finish())
+}
+
+/// A replica's identity for rendezvous hashing: stable across restarts and config edits that
+/// leave its URL alone.
+pub fn replica_id(identity: &str) -> u64 {
+    let mut h = Fnv::new();
+    h.field(identity.as_bytes());
+    mix(h.finish())
+}
+
+/// The rendezvous weight of `replica` for `key`: the replica with the highest weight serves
+/// the conversation.
+pub fn weight(key: u64, replica: u64) -> u64 {
+    // FNV's output is not mixed well enough to compare directly; a 64-bit finaliser
+    // (splitmix64's) makes every bit of key and replica move every bit of the weight.
+    mix(key ^ replica)
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// 64-bit FNV-1a over length-prefixed fields, so that ("ab", "c") and ("a", "bc") differ.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.bytes(&(bytes.len() as u64).to_le_bytes());
+        self.bytes(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests_support::chat;
+
+    #[test]
+    fn the_turns_of_a_chat_share_a_key_and_other_chats_do_not() {
+        let turn1 = chat(&[(Role::System, "be brief"), (Role::User, "hello")]);
+        let turn2 = chat(&[
+            (Role::System, "be brief"),
+            (Role::User, "hello"),
+            (Role::Assistant, "hi"),
+            (Role::User, "and now?"),
+        ]);
+        assert_eq!(chat_key(&turn1), chat_key(&turn2));
+        let other_user = chat(&[(Role::System, "be brief"), (Role::User, "hello!")]);
+        let other_system = chat(&[(Role::System, "be long"), (Role::User, "hello")]);
+        assert_ne!(chat_key(&turn1), chat_key(&other_user));
+        assert_ne!(chat_key(&turn1), chat_key(&other_system));
+        assert_eq!(chat_key(&chat(&[])), None);
+        // The split between fields counts, not only the bytes.
+        assert_ne!(
+            chat_key(&chat(&[(Role::System, "ab"), (Role::User, "c")])),
+            chat_key(&chat(&[(Role::System, "a"), (Role::User, "bc")]))
+        );
+    }
+
+    #[test]
+    fn a_completion_is_keyed_by_its_prompt_prefix() {
+        let long = "x".repeat(COMPLETION_PREFIX_BYTES);
+        let req = |prompt: String| CompletionRequest {
+            model: "m".into(),
+            prompt,
+            suffix: None,
+            system: None,
+            raw: false,
+            sampling: Default::default(),
+            format: Default::default(),
+            keep_alive: None,
+            fairness: None,
+        };
+        assert_eq!(
+            completion_key(&req(format!("{long} turn one"))),
+            completion_key(&req(format!("{long} turn one, answer, turn two")))
+        );
+        assert_ne!(
+            completion_key(&req("a".into())),
+            completion_key(&req("b".into()))
+        );
+        assert_eq!(completion_key(&req(String::new())), None);
+    }
+
+    #[test]
+    fn rendezvous_moves_only_the_keys_of_a_removed_replica() {
+        let replicas: Vec<u64> = ["a", "b", "c"].iter().map(|r| replica_id(r)).collect();
+        let best = |set: &[u64], key: u64| {
+            set.iter()
+                .copied()
+                .max_by_key(|&r| weight(key, r))
+                .unwrap_or_default()
+        };
+        let mut counts = [0usize; 3];
+        for key in 0..3000u64 {
+            let k = mix(key);
+            let all = best(&replicas, k);
+            let without_c = best(&replicas[..2], k);
+            if all != replicas[2] {
+                assert_eq!(all, without_c, "a key not on the removed replica stays");
+            }
+            counts[replicas.iter().position(|&r| r == all).unwrap_or(0)] += 1;
+        }
+        for c in counts {
+            assert!((800..=1200).contains(&c), "{counts:?}");
+        }
+    }
+}
