@@ -4,7 +4,7 @@
 //! The key is a hash of the part of a request that the next turn repeats unchanged: for a chat,
 //! every message up to and including the first user message (the system prompt, and the
 //! tools, which templates render into it), so turn 2 (the same opening plus more history) hashes
-//! like turn 1; for a completion, the system prompt and the first [`COMPLETION_PREFIX_BYTES`]
+//! like turn 1 (each message's first [`MESSAGE_PREFIX_BYTES`] bytes); for a completion, the system prompt and the first [`COMPLETION_PREFIX_BYTES`]
 //! bytes of the prompt. The hash is FNV-1a, a fixed function, so every gateway instance (and
 //! every release) maps a conversation to the same replica.
 //!
@@ -21,6 +21,11 @@ use wardgate_api::canonical::{ChatRequest, CompletionRequest, Role};
 /// conversation that starts with a short prompt may change replica once on its second turn.
 pub const COMPLETION_PREFIX_BYTES: usize = 512;
 
+/// How much of each chat message is hashed. Two openings that agree on this much of every
+/// message share that much KV prefix anyway, and a bound keeps the hash cheap for a first
+/// message that is a whole document.
+pub const MESSAGE_PREFIX_BYTES: usize = 4096;
+
 /// The conversation key of a chat: `None` when it has no messages.
 pub fn chat_key(req: &ChatRequest) -> Option<u64> {
     let first_user = req.messages.iter().position(|m| m.role == Role::User);
@@ -34,15 +39,20 @@ pub fn chat_key(req: &ChatRequest) -> Option<u64> {
     let mut h = Fnv::new();
     for m in opening {
         h.field(m.role.as_str().as_bytes());
-        h.field(m.content.as_bytes());
+        h.field(head(&m.content));
         for image in &m.images {
-            h.field(image.as_bytes());
+            h.field(head(image));
         }
     }
     for tool in &req.tools {
-        h.field(tool.get().as_bytes());
+        h.field(head(tool.get()));
     }
     Some(h.finish())
+}
+
+/// The first [`MESSAGE_PREFIX_BYTES`] bytes of `text`.
+fn head(text: &str) -> &[u8] {
+    &text.as_bytes()[..text.len().min(MESSAGE_PREFIX_BYTES)]
 }
 
 /// The conversation key of a completion: `None` for an empty prompt.
@@ -52,7 +62,7 @@ pub fn completion_key(req: &CompletionRequest) -> Option<u64> {
     }
     let prompt = req.prompt.as_bytes();
     let mut h = Fnv::new();
-    h.field(req.system.as_deref().unwrap_or_default().as_bytes());
+    h.field(head(req.system.as_deref().unwrap_or_default()));
     h.field(&prompt[..prompt.len().min(COMPLETION_PREFIX_BYTES)]);
     Some(h.finish())
 }
@@ -125,6 +135,12 @@ mod tests {
         assert_ne!(chat_key(&turn1), chat_key(&other_user));
         assert_ne!(chat_key(&turn1), chat_key(&other_system));
         assert_eq!(chat_key(&chat(&[])), None);
+        // A document as the first message: only its head is hashed.
+        let doc = "d".repeat(MESSAGE_PREFIX_BYTES);
+        assert_eq!(
+            chat_key(&chat(&[(Role::User, &format!("{doc} one"))])),
+            chat_key(&chat(&[(Role::User, &format!("{doc} two"))]))
+        );
         // The split between fields counts, not only the bytes.
         assert_ne!(
             chat_key(&chat(&[(Role::System, "ab"), (Role::User, "c")])),

@@ -55,7 +55,8 @@ impl Route {
         req: &ChatRequest,
         first_token: Duration,
     ) -> Result<(Served, EventStream), BackendError> {
-        self.walk_stream(affinity::chat_key(req), first_token, |backend, model| {
+        let key = self.key(|| affinity::chat_key(req));
+        self.walk_stream(key, first_token, |backend, model| {
             let mut req = req.clone();
             req.model = model.to_owned();
             async move { backend.chat(&req).await }
@@ -96,6 +97,15 @@ impl Route {
             }
         })
         .await
+    }
+
+    /// The request's conversation key, computed only when a link has replicas to choose from.
+    fn key(&self, compute: impl FnOnce() -> Option<u64>) -> Option<u64> {
+        if self.chain.iter().any(|l| l.pool.size() > 1) {
+            compute()
+        } else {
+            None
+        }
     }
 
     /// Starts a generation on each replica in turn until one yields a first event; the

@@ -92,6 +92,11 @@ impl Pool {
         self.replicas.iter().map(|r| &r.handle)
     }
 
+    /// How many replicas the pool has.
+    pub fn size(&self) -> usize {
+        self.replicas.len()
+    }
+
     /// Whether at least one replica is healthy.
     pub fn is_ready(&self) -> bool {
         self.replicas.iter().any(|r| r.handle.is_healthy())
