@@ -1016,6 +1016,11 @@ url = "http://127.0.0.1:11434"
             p.affinity_load_factor,
             backends::DEFAULT_AFFINITY_LOAD_FACTOR
         );
+        assert_eq!(
+            backends::DEFAULT_AFFINITY_LOAD_FACTOR,
+            0.25,
+            "as documented"
+        );
         let cases = [
             (pool(""), "backends[1].urls"),
             (
