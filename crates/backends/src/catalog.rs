@@ -69,15 +69,12 @@ impl Route {
         req: &CompletionRequest,
         first_token: Duration,
     ) -> Result<(Served, EventStream), BackendError> {
-        self.walk_stream(
-            affinity::completion_key(req),
-            first_token,
-            |backend, model| {
-                let mut req = req.clone();
-                req.model = model.to_owned();
-                async move { backend.complete(&req).await }
-            },
-        )
+        let key = self.key(|| affinity::completion_key(req));
+        self.walk_stream(key, first_token, |backend, model| {
+            let mut req = req.clone();
+            req.model = model.to_owned();
+            async move { backend.complete(&req).await }
+        })
         .await
     }
 

@@ -11,7 +11,16 @@ use crate::state::AppState;
 /// clearly, each one that does not answer. Returns how many answered.
 pub async fn refresh_backends(state: &AppState) -> usize {
     let mut answered = 0;
-    for pool in state.catalog.pools() {
+    // Every replica of every backend at once: a start waits for the slowest probe, not for
+    // their sum.
+    let timeout = state.config.health_timeout;
+    let pools = state.catalog.pools().iter().map(|pool| async move {
+        let probes = pool
+            .replicas()
+            .map(|h| async move { (h.clone(), h.probe(timeout).await) });
+        (pool, futures::future::join_all(probes).await)
+    });
+    for (pool, probes) in futures::future::join_all(pools).await {
         let urls = state
             .config
             .backends
@@ -19,16 +28,8 @@ pub async fn refresh_backends(state: &AppState) -> usize {
             .find(|b| b.name == pool.name())
             .map(|b| b.urls.as_slice())
             .unwrap_or_default();
-        let probes = pool.replicas().map(|h| {
-            let timeout = state.config.health_timeout;
-            async move { (h.clone(), h.probe(timeout).await) }
-        });
         let mut any = false;
-        for (i, (handle, probe)) in futures::future::join_all(probes)
-            .await
-            .into_iter()
-            .enumerate()
-        {
+        for (i, (handle, probe)) in probes.into_iter().enumerate() {
             let url = urls.get(i).map(String::as_str).unwrap_or_default();
             if let Err(e) = probe {
                 let why = match &e {
@@ -44,8 +45,8 @@ pub async fn refresh_backends(state: &AppState) -> usize {
                     backend = handle.name(),
                     url,
                     reason = %why,
-                    "backend is not usable; requests go to the rest of its pool, or its \
-                     models fail with 503 until it is"
+                    "backend is not usable until it answers; its requests go to another \
+                     replica or the next chain link, else fail with 503"
                 );
                 continue;
             }
