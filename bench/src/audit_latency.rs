@@ -126,7 +126,7 @@ async fn variant(
     let config = Config::from_raw(parse_toml(&toml)?, &|_| None)?;
     let db = dir.join(format!("{stem}.db"));
     let store = Arc::new(SqliteStore::open_with(&db, config.audit.durability).await?);
-    let key = paced::bench_key(&store).await?;
+    let key = paced::bench_key(&*store).await?;
     let audit_store: Arc<dyn wardgate_audit::AuditStore> = match audit {
         AuditOn::File(_) => store.clone(),
         AuditOn::Memory => Arc::new(wardgate_audit::MemoryAuditStore::new()),

@@ -64,7 +64,7 @@ struct Variant {
 async fn variant(name: &'static str, toml: &str, jwt: Option<String>) -> anyhow::Result<Variant> {
     let config = Config::from_raw(parse_toml(toml)?, &|_| None)?;
     let store = Arc::new(SqliteStore::open_in_memory().await?);
-    let key = paced::bench_key(&store).await?;
+    let key = paced::bench_key(&*store).await?;
     // Built as `wardgate serve` builds it: the limiter and the JWT issuers from the config.
     let mut stores = wardgate_gateway::Stores::in_memory().await?;
     stores.db = store;

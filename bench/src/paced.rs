@@ -56,8 +56,7 @@ pub async fn run(
 }
 
 /// A new API key of tenant `bench`, every model, no roles: the secret.
-pub async fn bench_key(store: &wardgate_store::SqliteStore) -> anyhow::Result<String> {
-    use wardgate_store::KeyStore as _;
+pub async fn bench_key(store: &dyn wardgate_store::KeyStore) -> anyhow::Result<String> {
     Ok(store
         .create_key(wardgate_store::NewKeySpec {
             tenant: "bench".into(),

@@ -99,7 +99,7 @@ async fn gateway(
     );
     let config = Config::from_raw(parse_toml(&toml)?, &|_| None)?;
     let stores = wardgate_gateway::Stores::in_memory().await?;
-    let key = paced::bench_key(&stores.db).await?;
+    let key = paced::bench_key(&*stores.db).await?;
     let gateway = wardgate_gateway::Gateway::build(config, stores, None).await?;
     let answered = wardgate_gateway::app::refresh_backends(&gateway.state()).await;
     anyhow::ensure!(
