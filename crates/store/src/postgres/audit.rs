@@ -279,13 +279,13 @@ impl AuditStore for PgStore {
         let mut tx = begin(self).await?;
         let rows = sqlx::query(
             "SELECT seq, leaf, leaf_hash FROM audit_entries \
-             WHERE ($1::TEXT IS NULL OR actor_id = $1) \
-               AND ($2::TEXT IS NULL OR tenant = $2) \
-               AND ($3::TEXT IS NULL OR outcome = $3) \
-               AND ($4::TEXT IS NULL OR event_type = $4) \
-               AND ($5::TEXT IS NULL OR request_id = $5) \
-               AND ($6::TEXT IS NULL OR ts >= $6) \
-               AND ($7::TEXT IS NULL OR ts < $7) \
+             WHERE ($1::TEXT IS NULL OR event ->> 'actor_id' = $1) \
+               AND ($2::TEXT IS NULL OR event ->> 'tenant' = $2) \
+               AND ($3::TEXT IS NULL OR event ->> 'outcome' = $3) \
+               AND ($4::TEXT IS NULL OR event ->> 'event_type' = $4) \
+               AND ($5::TEXT IS NULL OR event ->> 'request_id' = $5) \
+               AND ($6::TEXT IS NULL OR event ->> 'ts' >= $6) \
+               AND ($7::TEXT IS NULL OR event ->> 'ts' < $7) \
                AND ($8::BIGINT IS NULL OR seq > $8) \
              ORDER BY seq LIMIT $9",
         )
@@ -303,7 +303,7 @@ impl AuditStore for PgStore {
         .await
         .map_err(unavailable)?;
         commit(tx).await?;
-        // The columns are generated from the leaf; the decoded leaf is checked again anyway.
+        // `event` is generated from the leaf; the decoded leaf is checked again anyway.
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let entry = entry_from_row(row)?;

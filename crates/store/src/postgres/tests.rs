@@ -48,7 +48,7 @@ async fn pg_audit_tables_are_append_only() {
         "UPDATE audit_entries SET leaf_hash = leaf_hash",
         "DELETE FROM audit_entries",
         "TRUNCATE audit_entries",
-        "UPDATE audit_entries SET tenant = 'other'",
+        "UPDATE audit_entries SET event = '{}'",
     ] {
         let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(store.pool())

@@ -106,7 +106,7 @@ async fn audited(config: &Config, stores: Stores, command: KeysCommand) -> anyho
         KeysCommand::Revoke { .. } | KeysCommand::Rotate { .. }
     );
     let broadcast = if announced {
-        broadcast(&config).await
+        broadcast(config).await
     } else {
         None
     };
