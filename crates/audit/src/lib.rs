@@ -50,10 +50,10 @@ pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use event::{
     ActorKind, AuditEvent, AuthMethod, EventError, EventType, Outcome, Severity, Timestamp,
 };
+pub use memory::MemoryAuditStore;
 pub use merkle::Hash;
 pub use note::{SignerKey, VerifierKey};
 pub use shared::{Lease, PendingEvent, Sequenced, SharedLog};
-pub use memory::MemoryAuditStore;
 pub use store::{AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint};
 pub use verify::{VerifyError, VerifyReport};
 pub use writer::{AuditError, Auditor, AuditorConfig, SequencerConfig};

@@ -9,8 +9,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::*;
 use crate::conformance::sample_event;
-use crate::merkle;
 use crate::memory::MemoryAuditStore;
+use crate::merkle;
 use crate::store::AuditFilter;
 use crate::verify::verify_store;
 
