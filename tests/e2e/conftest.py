@@ -201,7 +201,14 @@ class Gateway(LoggedProcess):
         # The key exists before the server starts, the way an operator would do it.
         self.key_record = self.create_key(tenant="e2e")
         self.key = self.key_record["key"]
-        self.stderr_path = tmp / "wardgate.stderr"
+        self._spawn_serve()
+        self._wait_ready()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _spawn_serve(self) -> None:
+        """Starts `wardgate serve` with `self.env`, its stderr in `tmp/wardgate.stderr`."""
+        self.stderr_path = self.tmp / "wardgate.stderr"
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
             [str(WARDGATE_BIN), "serve"],
@@ -210,9 +217,6 @@ class Gateway(LoggedProcess):
             stderr=self._stderr,
             env=self.env,
         )
-        self._wait_ready()
-
-    # -- lifecycle ---------------------------------------------------------------------------
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -204,15 +204,7 @@ class EngineGateway(Gateway):
         self.env = clean_env(**env)
         self.key_record = self.create_key(tenant="e2e-engine")
         self.key = self.key_record["key"]
-        self.stderr_path = tmp / "wardgate.stderr"
-        self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            [str(WARDGATE_BIN), "serve"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            env=self.env,
-        )
+        self._spawn_serve()
         wait_for(self.proc, f"{self.url}{ready_path}", "wardgate serve", self.logs, LOAD_TIMEOUT_S)
 
 
