@@ -57,18 +57,24 @@ def test_two_processes_sharing_redis_share_one_tenant_token_budget(mock, start_g
         model=MODEL_A, messages=[{"role": "user", "content": "hello there"}]
     )
     assert answer.usage.total_tokens > 3
-    # Spent through the first process, refused by the second: one budget for the tenant.
-    deadline = time.monotonic() + 5
-    while True:
+
+    def refused(gw) -> bool:
         try:
-            second.openai(second.key).chat.completions.create(
+            gw.openai(gw.key).chat.completions.create(
                 model=MODEL_A, messages=[{"role": "user", "content": "hello"}]
             )
+            return False
         except openai.RateLimitError as e:
             assert e.code == "rate_limit_exceeded"
             assert "tokens per day" in str(e)
             assert int(e.response.headers["retry-after"]) >= 1
-            break
-        # The first answer's tokens are charged as its response ends; allow for that.
-        assert time.monotonic() < deadline, "the second process never saw the spent budget"
+            return True
+
+    # The first answer's tokens are charged as its response ends: once the first process
+    # refuses, the charge is in Redis. The second has spent nothing itself, so its very first
+    # request must be refused (one counting alone would answer it, and only refuse the next).
+    deadline = time.monotonic() + 5
+    while not refused(first):
+        assert time.monotonic() < deadline, "the first process never refused"
         time.sleep(0.05)
+    assert refused(second), "the second process answered with the tenant's day spent"
