@@ -289,6 +289,21 @@ class Gateway(LoggedProcess):
         return httpx.Client(base_url=self.url, headers=headers, timeout=self.client_timeout)
 
 
+def refused_for_tokens_per_day(gw: Gateway) -> bool:
+    """Sends one chat completion with the gateway's key: False if answered, True if refused
+    with the OpenAI-shaped 429 for a spent daily token budget (anything else fails)."""
+    try:
+        gw.openai().chat.completions.create(
+            model=MODEL_A, messages=[{"role": "user", "content": "hello"}]
+        )
+        return False
+    except openai.RateLimitError as e:
+        assert e.code == "rate_limit_exceeded"
+        assert "tokens per day" in str(e)
+        assert int(e.response.headers["retry-after"]) >= 1
+        return True
+
+
 def start_mock(
     tmp_path_factory: pytest.TempPathFactory, *args: str, tokens: int = MOCK_TOKENS
 ) -> MockUpstream:

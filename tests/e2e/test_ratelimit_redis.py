@@ -10,7 +10,7 @@ import uuid
 import openai
 import pytest
 
-from conftest import MODEL_A
+from conftest import MODEL_A, refused_for_tokens_per_day
 
 
 def test_two_processes_sharing_redis_enforce_one_global_limit(mock, start_gateway):
@@ -58,23 +58,12 @@ def test_two_processes_sharing_redis_share_one_tenant_token_budget(mock, start_g
     )
     assert answer.usage.total_tokens > 3
 
-    def refused(gw) -> bool:
-        try:
-            gw.openai(gw.key).chat.completions.create(
-                model=MODEL_A, messages=[{"role": "user", "content": "hello"}]
-            )
-            return False
-        except openai.RateLimitError as e:
-            assert e.code == "rate_limit_exceeded"
-            assert "tokens per day" in str(e)
-            assert int(e.response.headers["retry-after"]) >= 1
-            return True
-
     # The first answer's tokens are charged as its response ends: once the first process
     # refuses, the charge is in Redis. The second has spent nothing itself, so its very first
     # request must be refused (one counting alone would answer it, and only refuse the next).
     deadline = time.monotonic() + 5
-    while not refused(first):
+    while not refused_for_tokens_per_day(first):
         assert time.monotonic() < deadline, "the first process never refused"
         time.sleep(0.05)
-    assert refused(second), "the second process answered with the tenant's day spent"
+    spent = refused_for_tokens_per_day(second)
+    assert spent, "the second process answered with the tenant's day spent"

@@ -42,6 +42,7 @@ from conftest import (
     MockUpstream,
     clean_env,
     free_port,
+    refused_for_tokens_per_day,
     run_wardgate,
 )
 
@@ -518,23 +519,11 @@ def test_one_tenant_token_budget_is_shared_by_both_instances(pair):
     )
     assert answer.usage.total_tokens > 3
 
-    def refused(gw: SharedGateway) -> bool:
-        try:
-            gw.openai().chat.completions.create(
-                model=MODEL_A, messages=[{"role": "user", "content": "hello"}]
-            )
-            return False
-        except openai.RateLimitError as e:
-            assert e.code == "rate_limit_exceeded"
-            assert "tokens per day" in str(e)
-            assert int(e.response.headers["retry-after"]) >= 1
-            return True
-
     # An answer is charged as it ends: once A refuses, the charge is in the shared store. B has
     # spent nothing itself, so its very first request must be refused (a B counting alone would
     # answer it).
-    wait_for("A never refused after spending the budget", lambda: refused(a), 5.0)
-    assert refused(b), "B answered with the tenant's day spent at A"
+    wait_for("A never refused after the spent budget", lambda: refused_for_tokens_per_day(a), 5.0)
+    assert refused_for_tokens_per_day(b), "B answered with the tenant's day spent at A"
     with pytest.raises(ollama.ResponseError) as refused_ollama:
         b.ollama().chat(model=MODEL_A, messages=[{"role": "user", "content": "hi"}])
     assert refused_ollama.value.status_code == 429
