@@ -153,6 +153,7 @@ async fn shared_run(args: &Args) -> anyhow::Result<Run> {
                 &schema.url,
                 PgOptions {
                     max_connections: args.pool,
+                    ..PgOptions::default()
                 },
             )
             .await?,

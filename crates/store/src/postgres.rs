@@ -40,21 +40,25 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// The largest pool one instance may ask for. PostgreSQL's own default `max_connections` is
 /// 100 for all clients together, so even this is far more than one instance should hold.
 pub const MAX_MAX_CONNECTIONS: u32 = 1_000;
-/// How long a caller waits for a free pooled connection (or a new one) before the store
-/// counts as unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of how long a caller waits for a free pooled connection (or a new one) before the
+/// store counts as unavailable: while the database is down, how long a request waits for its
+/// 503.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a [`PgStore`]'s pool is sized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PgOptions {
     /// The most connections this store holds at once (1 to [`MAX_MAX_CONNECTIONS`]).
     pub max_connections: u32,
+    /// How long a call waits for a connection before the store counts as unavailable.
+    pub acquire_timeout: Duration,
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
 }
@@ -322,7 +326,7 @@ impl PgStore {
             .extra_float_digits(None);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
             .map_err(|source| {

@@ -182,6 +182,7 @@ impl Stores {
 pub async fn open_postgres(pg: &PostgresSettings) -> Result<PgStore, StartError> {
     let options = wardgate_store::postgres::PgOptions {
         max_connections: pg.max_connections,
+        acquire_timeout: pg.acquire_timeout,
     };
     PgStore::connect(&pg.url, options)
         .await

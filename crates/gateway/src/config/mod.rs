@@ -353,6 +353,11 @@ const ENV_OVERRIDES: &[(&str, &str, EnvValue)] = &[
         "storage.max_connections",
         EnvValue::Number,
     ),
+    (
+        "WARDGATE_DATABASE_ACQUIRE_TIMEOUT",
+        "storage.acquire_timeout",
+        EnvValue::Text,
+    ),
     ("WARDGATE_LOG_FORMAT", "logging.format", EnvValue::Text),
     ("WARDGATE_LOG", "logging.level", EnvValue::Text),
     (

@@ -2,11 +2,12 @@
 //! default) or a PostgreSQL database shared by several gateways.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wardgate_store::postgres::{self, PgUrl};
 
-use super::ConfigError;
+use super::{ConfigError, HumanDuration, duration};
 
 /// Default of `storage.sqlite_path`, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = "data/wardgate.db";
@@ -14,6 +15,10 @@ pub const DEFAULT_SQLITE_PATH: &str = "data/wardgate.db";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = postgres::DEFAULT_MAX_CONNECTIONS;
 /// Largest `storage.max_connections`.
 pub const MAX_MAX_CONNECTIONS: u32 = postgres::MAX_MAX_CONNECTIONS;
+/// Default of `storage.acquire_timeout`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = postgres::DEFAULT_ACQUIRE_TIMEOUT;
+/// Longest `storage.acquire_timeout`.
+pub const MAX_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +33,10 @@ pub struct RawStorage {
     /// PostgreSQL only: the most connections this instance holds (1 to 1000). Default 10. The
     /// database sees this times the number of instances (plus `wardgate` commands).
     pub max_connections: Option<u32>,
+    /// PostgreSQL only: how long a call waits for a pooled connection (or a new one) before
+    /// the database counts as unavailable. While the database is down, this is how long a
+    /// model request waits for its 503 and `/ready` for its answer. Default `2s`, at most `60s`.
+    pub acquire_timeout: Option<HumanDuration>,
 }
 
 /// `storage.url` as written. It may hold a password, so its `Debug` shows none of it (the raw
@@ -49,11 +58,15 @@ pub struct PostgresSettings {
     pub url: PgUrl,
     /// The pool's size.
     pub max_connections: u32,
+    /// How long a call waits for a connection.
+    pub acquire_timeout: Duration,
 }
 
 impl PartialEq for PostgresSettings {
     fn eq(&self, other: &Self) -> bool {
-        self.url.same_as(&other.url) && self.max_connections == other.max_connections
+        self.url.same_as(&other.url)
+            && self.max_connections == other.max_connections
+            && self.acquire_timeout == other.acquire_timeout
     }
 }
 
@@ -64,6 +77,13 @@ pub(super) fn storage(
 ) -> Result<(PathBuf, Option<PostgresSettings>), ConfigError> {
     let default_path = || PathBuf::from(DEFAULT_SQLITE_PATH);
     let Some(RawUrl(url)) = raw.url.as_ref() else {
+        if raw.acquire_timeout.is_some() {
+            return Err(ConfigError::new(
+                "storage.acquire_timeout",
+                "bounds the PostgreSQL pool's wait, but storage.url (WARDGATE_DATABASE_URL) \
+                 names no PostgreSQL database: remove it, or set the URL",
+            ));
+        }
         if raw.max_connections.is_some() {
             return Err(ConfigError::new(
                 "storage.max_connections",
@@ -93,6 +113,12 @@ pub(super) fn storage(
                 "sizes the PostgreSQL pool; a SQLite file has none: remove it",
             ));
         }
+        if raw.acquire_timeout.is_some() {
+            return Err(ConfigError::new(
+                "storage.acquire_timeout",
+                "bounds the PostgreSQL pool's wait; a SQLite file has none: remove it",
+            ));
+        }
         return Ok((PathBuf::from(path), None));
     }
     if !postgres::is_postgres_url(url) {
@@ -113,11 +139,23 @@ pub(super) fn storage(
         }
         Some(n) => n,
     };
+    let acquire_timeout = duration(
+        "storage.acquire_timeout",
+        raw.acquire_timeout.as_deref(),
+        DEFAULT_ACQUIRE_TIMEOUT,
+    )?;
+    if acquire_timeout.is_zero() || acquire_timeout > MAX_ACQUIRE_TIMEOUT {
+        return Err(ConfigError::new(
+            "storage.acquire_timeout",
+            "must be more than zero and at most 60s",
+        ));
+    }
     Ok((
         default_path(),
         Some(PostgresSettings {
             url,
             max_connections,
+            acquire_timeout,
         }),
     ))
 }
@@ -155,6 +193,8 @@ mod tests {
             assert_eq!(pg.url.sslmode(), "verify-full");
             assert_eq!(pg.max_connections, DEFAULT_MAX_CONNECTIONS);
             assert_eq!(pg.max_connections, 10);
+            assert_eq!(pg.acquire_timeout, DEFAULT_ACQUIRE_TIMEOUT);
+            assert_eq!(pg.acquire_timeout, std::time::Duration::from_secs(2));
             let printed = format!("{c:?}");
             assert!(!printed.contains("hunter2"), "{printed}");
             let raw = crate::config::parse_toml(&file).unwrap();
@@ -163,10 +203,12 @@ mod tests {
         }
         let c = load(
             "[storage]\nurl = \"postgresql://db/wardgate\"\nmax_connections = 25\n",
-            &[],
+            &[("WARDGATE_DATABASE_ACQUIRE_TIMEOUT", "500ms")],
         )
         .unwrap();
-        assert_eq!(c.postgres.unwrap().max_connections, 25);
+        let pg = c.postgres.unwrap();
+        assert_eq!(pg.max_connections, 25);
+        assert_eq!(pg.acquire_timeout, std::time::Duration::from_millis(500));
     }
 
     #[test]
@@ -216,6 +258,33 @@ mod tests {
                 "storage.url",
             ),
             ("[storage]\nurl = \"sqlite://\"\n", &[], "storage.url"),
+            // The pool's wait: PostgreSQL only, positive, bounded.
+            (
+                "[storage]\nacquire_timeout = \"1s\"\n",
+                &[],
+                "storage.acquire_timeout",
+            ),
+            (
+                "[storage]\nurl = \"sqlite://a.db\"\nacquire_timeout = \"1s\"\n",
+                &[],
+                "storage.acquire_timeout",
+            ),
+            (
+                "",
+                &[
+                    ("WARDGATE_DATABASE_URL", URL),
+                    ("WARDGATE_DATABASE_ACQUIRE_TIMEOUT", "0s"),
+                ],
+                "storage.acquire_timeout",
+            ),
+            (
+                "",
+                &[
+                    ("WARDGATE_DATABASE_URL", URL),
+                    ("WARDGATE_DATABASE_ACQUIRE_TIMEOUT", "2m"),
+                ],
+                "storage.acquire_timeout",
+            ),
             (
                 "[storage]\nmax_connections = 5\n",
                 &[],

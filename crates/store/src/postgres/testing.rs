@@ -74,9 +74,15 @@ impl TestSchema {
 
     /// A store on the schema, not migrated.
     pub async fn store(&self) -> PgStore {
-        PgStore::connect(&self.url, PgOptions { max_connections: 4 })
-            .await
-            .unwrap()
+        PgStore::connect(
+            &self.url,
+            PgOptions {
+                max_connections: 4,
+                ..PgOptions::default()
+            },
+        )
+        .await
+        .unwrap()
     }
 
     /// A store on the schema, migrated to this build's version.

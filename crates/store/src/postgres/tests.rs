@@ -435,7 +435,14 @@ async fn pg_the_pool_size_is_bounded() {
     let url = server_url();
     for max_connections in [0, MAX_MAX_CONNECTIONS + 1] {
         assert!(matches!(
-            PgStore::connect(&url, PgOptions { max_connections }).await,
+            PgStore::connect(
+                &url,
+                PgOptions {
+                    max_connections,
+                    ..PgOptions::default()
+                }
+            )
+            .await,
             Err(StoreError::Invalid(_))
         ));
     }
@@ -623,9 +630,15 @@ async fn pg_suite_through_pgbouncer_in_transaction_mode() {
         .clone()
         .with_database(&db.name)
         .with_address("127.0.0.1", bouncer.port);
-    let store = PgStore::connect(&url, PgOptions { max_connections: 8 })
-        .await
-        .unwrap();
+    let store = PgStore::connect(
+        &url,
+        PgOptions {
+            max_connections: 8,
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(store.migrate().await.unwrap().from, 0);
     store.check_schema().await.unwrap();
     suite(&store).await;
@@ -645,9 +658,15 @@ async fn pg_suite_through_pgbouncer_in_transaction_mode() {
         );
     }
     // A second instance through the same PgBouncer sees the first one's keys.
-    let other = PgStore::connect(&url, PgOptions { max_connections: 8 })
-        .await
-        .unwrap();
+    let other = PgStore::connect(
+        &url,
+        PgOptions {
+            max_connections: 8,
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     other.check_schema().await.unwrap();
     assert!(!other.list_keys(None).await.unwrap().is_empty());
     // The audit log too, lease and sequencing included: every call is one transaction.
