@@ -30,7 +30,7 @@ use crate::{
     Tenant, TenantStore, names,
 };
 
-mod audit;
+pub(crate) mod audit;
 pub mod migrate;
 
 pub use migrate::{Migrated, SchemaVersion};

@@ -106,6 +106,7 @@ pub(super) async fn start(
         tree: None,
         last_checkpoint: None,
         checkpointed_at: Instant::now(),
+        wrong_key: false,
     };
     seq.pass().await?;
     let max_batch = seq.max_batch;
@@ -245,6 +246,9 @@ struct Sequencer {
     tree: Option<TreeBuilder>,
     last_checkpoint: Option<u64>,
     checkpointed_at: Instant,
+    /// Set when this instance's key did not sign the log ([`Self::check_key`]): it never
+    /// takes the lease again.
+    wrong_key: bool,
 }
 
 impl Sequencer {
@@ -303,6 +307,7 @@ impl Sequencer {
             return Ok(());
         };
         if self.tree.is_none() {
+            self.check_key(&lease).await?;
             let (tree, last) = resume(self.store.as_ref()).await?;
             self.shared.size.store(tree.size(), Ordering::Release);
             self.tree = Some(tree);
@@ -346,9 +351,38 @@ impl Sequencer {
         Ok(())
     }
 
+    /// Refuses to sequence a log whose latest checkpoint this instance's key did not sign: its
+    /// checkpoints would not verify with the log's public key. Checked at every take of the
+    /// lease, not only at start, since another instance may have signed the first checkpoint
+    /// of a new log with another key meanwhile. The lease is given back at once, and this
+    /// instance never asks for it again; its events are still queued, for the others.
+    async fn check_key(&mut self, lease: &Lease) -> Result<(), AuditError> {
+        let latest = self.store.latest_checkpoint().await.map_err(unavailable)?;
+        let Some(latest) = latest else {
+            return Ok(());
+        };
+        if crate::note::open(&latest.note, &[self.signer.verifier()]).is_ok() {
+            return Ok(());
+        }
+        self.wrong_key = true;
+        self.lease = None;
+        if let Err(e) = self.store.release_lease(lease).await {
+            tracing::warn!(error = %e, "could not release the audit sequencer lease; it lapses by itself");
+        }
+        Err(AuditError::Config(format!(
+            "this instance's audit signing key did not sign the log's last checkpoint (size {}): \
+             it will not sequence or sign this log. Give every instance the key that signed it \
+             (WARDGATE_AUDIT_SIGNING_KEY)",
+            latest.size
+        )))
+    }
+
     /// Asks for the lease when this instance holds it and a third of it has passed (renewal),
     /// or holds none and a third of a lease has passed since it last asked; or now, if `now`.
     async fn renew(&mut self, now: bool) -> Result<(), AuditError> {
+        if self.wrong_key {
+            return Ok(());
+        }
         let third = self.sequencer.lease_ttl / 3;
         let due = now
             || match (&self.lease, self.tried_at) {

@@ -801,6 +801,45 @@ mod shared_log {
         assert_eq!((report.entries, report.proven), (3, 3));
     }
 
+    /// An instance with another signing key never signs the log: not at its start, and not
+    /// when the lease comes free later (a black-box finding: two instances started together
+    /// with different keys, and the second signed on once the lease moved to it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_with_another_key_never_takes_the_log_over() {
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("a"))
+            .await
+            .unwrap();
+        // a holds the lease and has signed the log's first checkpoint; b has another key and
+        // starts while the lease is a's, so its start cannot tell.
+        let b = Auditor::start_shared(store.clone(), super::key(), config(1000), instance("b"))
+            .await
+            .unwrap();
+        b.append(sample_event(0)).await.unwrap();
+        sequenced(&store, 1).await;
+        a.shutdown().await.unwrap();
+        // The lease is free now: b asks for it, finds the log is not its key's, and refuses.
+        let err = b.checkpoint().await.unwrap_err().to_string();
+        assert!(err.contains("did not sign"), "{err}");
+        b.append(sample_event(1)).await.unwrap();
+        b.shutdown().await.unwrap();
+        assert_eq!(
+            store.pending_count().await.unwrap(),
+            1,
+            "b's event waits for the right key"
+        );
+        // The right key takes over and the log verifies with it alone.
+        let c = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("c"))
+            .await
+            .unwrap();
+        c.shutdown().await.unwrap();
+        let report = verify_store(store.as_ref(), vec![key.verifier()], &[], None)
+            .await
+            .unwrap();
+        assert_eq!((report.entries, report.proven), (2, 2));
+    }
+
     #[tokio::test]
     async fn a_poll_slower_than_the_lease_is_refused() {
         let bad = SequencerConfig {

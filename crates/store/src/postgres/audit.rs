@@ -32,6 +32,30 @@ fn unavailable(e: sqlx::Error) -> AuditStoreError {
 
 type Tx = Transaction<'static, Postgres>;
 
+/// The most a transaction that holds the lease row may sit idle or wait on a lock before the
+/// server ends it: a holder frozen mid-transaction (a paused process, a dead network path the
+/// server has not noticed) would otherwise keep the row locked, and no other instance could
+/// take the lease over, for as long as the server keeps the session (hours). Equal to the
+/// default lease, so a frozen holder is cut off about when its lease would have lapsed.
+const LEASE_TRANSACTION_LIMIT: &str = "5s";
+
+/// Bounds the current transaction ([`LEASE_TRANSACTION_LIMIT`]): transaction-local settings
+/// (`set_config(.., true)`, as `SET LOCAL`), which end with the transaction and so are safe
+/// through a transaction-pooling PgBouncer. One round trip.
+pub(super) async fn bound_transaction(tx: &mut Tx) -> Result<(), AuditStoreError> {
+    sqlx::query(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true), \
+                set_config('lock_timeout', $1, true), \
+                set_config('statement_timeout', $1, true)",
+    )
+    .persistent(false)
+    .bind(LEASE_TRANSACTION_LIMIT)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 /// A transaction: every call runs in one (the parent module says why).
 async fn begin(store: &PgStore) -> Result<Tx, AuditStoreError> {
     store.pool().begin().await.map_err(unavailable)
@@ -140,6 +164,7 @@ impl AuditStore for PgStore {
             return Ok(Vec::new());
         }
         let mut tx = begin(self).await?;
+        bound_transaction(&mut tx).await?;
         // The lease row serialises direct appends with sequencing passes.
         sqlx::query("SELECT 1 FROM audit_sequencer WHERE id = 1 FOR UPDATE")
             .persistent(false)
@@ -410,6 +435,7 @@ impl SharedLog for PgStore {
         // waits for the first's update, re-checks the condition against the new row, and gets
         // nothing.
         let mut tx = begin(self).await?;
+        bound_transaction(&mut tx).await?;
         let epoch: Option<i64> = sqlx::query_scalar(
             "UPDATE audit_sequencer SET \
                epoch = CASE WHEN holder = $1 AND expires_at > clock_timestamp() \
@@ -449,6 +475,7 @@ impl SharedLog for PgStore {
 
     async fn sequence(&self, lease: &Lease, max: usize) -> Result<Sequenced, AuditStoreError> {
         let mut tx = begin(self).await?;
+        bound_transaction(&mut tx).await?;
         let held = sqlx::query(
             "SELECT 1 FROM audit_sequencer \
              WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() \

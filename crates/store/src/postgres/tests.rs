@@ -65,6 +65,55 @@ async fn pg_audit_tables_are_append_only() {
     schema.drop().await;
 }
 
+/// A lease holder frozen in the middle of a sequencing transaction (a paused process, a dead
+/// network path) does not keep the lease row locked for as long as the server keeps its
+/// session: the server ends the idle transaction, and another instance takes the lease over.
+/// (A black-box finding: a frozen holder stopped the log for the whole cluster.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_holder_frozen_mid_transaction_loses_the_lease_row() {
+    use std::time::{Duration, Instant};
+    use wardgate_audit::SharedLog as _;
+    let schema = TestSchema::new().await;
+    let frozen = schema.migrated().await;
+    let other = schema.store().await;
+    let lease = frozen
+        .acquire_lease("frozen", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
+    // The frozen holder's transaction: bounded as every lease transaction is, the row locked,
+    // then nothing more (never committed, never rolled back).
+    let mut tx = frozen.pool().begin().await.unwrap();
+    super::audit::bound_transaction(&mut tx).await.unwrap();
+    sqlx::query("SELECT 1 FROM audit_sequencer WHERE id = 1 FOR UPDATE")
+        .persistent(false)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut taken = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        // Each try waits on the lock at most its own transaction's bound, then fails.
+        if let Ok(Some(l)) = other.acquire_lease("other", Duration::from_secs(5)).await {
+            taken = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(taken) = taken else {
+        panic!("the lease row stayed locked for 20 s");
+    };
+    assert!(taken.epoch > lease.epoch);
+    assert!(matches!(
+        frozen.sequence(&lease, 10).await.unwrap(),
+        wardgate_audit::Sequenced::LeaseLost
+    ));
+    drop(tx);
+    frozen.close().await;
+    other.close().await;
+    schema.drop().await;
+}
+
 /// Two audit writers (two gateway instances) on one database make one log that verifies, with
 /// every event once; the one that stops last signs it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
