@@ -113,7 +113,8 @@ async fn audited(config: &Config, stores: Stores, command: KeysCommand) -> anyho
     let result = key_command(&*stores.db, command, &auditor, broadcast.as_ref()).await;
     if broadcast.as_ref().is_some_and(|b| !b.announcing()) {
         warn(
-            "the change was not announced through Redis; running gateways refuse the key              within auth.key_cache_ttl",
+            "the change was not announced through Redis; running gateways refuse the key \
+             within auth.key_cache_ttl",
         );
     }
     auditor
@@ -139,7 +140,9 @@ async fn broadcast(
         Ok(redis) => Some(wardgate_gateway::identity::revocations::Revocations::publisher(redis)),
         Err(e) => {
             warn(&format!(
-                "cannot connect to Redis (rate_limit.redis_url): {e}; a rotation or revocation                  is not announced, and running gateways refuse the key within                  auth.key_cache_ttl"
+                "cannot connect to Redis (rate_limit.redis_url): {e}; a rotation or revocation \
+                 is not announced, and running gateways refuse the key within \
+                 auth.key_cache_ttl"
             ));
             None
         }
