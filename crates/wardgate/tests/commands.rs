@@ -136,6 +136,41 @@ fn key_changes_from_the_cli_use_the_configured_database_and_are_audited() {
         text(&verify.stdout),
         text(&verify.stderr)
     );
+
+    // An export with every checkpoint taken out (and so any entry rewritable, hash and all)
+    // does not pass as "ok": nothing in it is proven by a signature. (A black-box finding.)
+    let export = wardgate(dir.path(), &["-c", c, "audit", "export"]);
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let stripped: String = text(&export.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("{\"checkpoint\""))
+        .map(|l| {
+            if l.starts_with("{\"format\"") {
+                let mut header: serde_json::Value = serde_json::from_str(l).unwrap();
+                header["checkpoints"] = 0.into();
+                header.to_string() + "\n"
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.path().join("stripped.jsonl"), stripped).unwrap();
+    let verify = wardgate(
+        dir.path(),
+        &[
+            "-c",
+            c,
+            "audit",
+            "verify",
+            "--export",
+            "stripped.jsonl",
+            "--public-key",
+            &public,
+        ],
+    );
+    let said = format!("{}{}", text(&verify.stdout), text(&verify.stderr));
+    assert!(!verify.status.success(), "{said}");
+    assert!(said.contains("no signed checkpoint"), "{said}");
 }
 
 /// An export verified against a witness file the log kept writing to after the export was

@@ -199,6 +199,18 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                 );
             }
             let report = result.context("audit log verification FAILED")?;
+            // Entries with no signed checkpoint at all are only as good as whoever wrote the
+            // file: a forger who drops every checkpoint can rewrite any entry and its hash. A
+            // genuine log always has one (the writer signs one at every start).
+            if report.entries > 0 && report.log_checkpoints + report.witness_checkpoints == 0 {
+                anyhow::bail!(
+                    "audit log verification FAILED: {} entries but no signed checkpoint, so \
+                     nothing proves they are the log's (a genuine log has one from its first \
+                     start); verify the live log, or an export taken with its checkpoints, and \
+                     give --witness where there is one",
+                    report.entries
+                );
+            }
             out(&format!(
                 "ok: {} entries, root {}; {} log and {} witness checkpoints verified; entries \
                  0..{} proven by signature, {} after the last checkpoint",
