@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -159,53 +160,91 @@ pub fn stream_response(
         out,
         done: false,
     };
-    let body = futures::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(b) = st.out.pop_front() {
-                return Some((Ok::<Bytes, std::io::Error>(b), st));
-            }
-            if st.done {
-                return None;
-            }
-            match next_event(&mut st.events, st.drive.deadline).await {
-                Ok(Event::Delta {
-                    content,
-                    tool_calls,
-                }) => {
-                    st.meter.saw_delta();
-                    st.out.extend(st.enc.delta(&content, &tool_calls));
+    let ended = Arc::new(AtomicBool::new(false));
+    let ends = ended.clone();
+    let body = futures::stream::unfold(st, move |mut st| {
+        let ends = ends.clone();
+        async move {
+            loop {
+                if let Some(b) = st.out.pop_front() {
+                    if st.done && st.out.is_empty() {
+                        // The stream's last frame (its end marker, `[DONE]` or `"done":true`):
+                        // say so as it goes, so the record holds it until the request's audit
+                        // event is committed (`middleware::record`).
+                        ends.store(true, Ordering::Release);
+                    }
+                    return Some((Ok::<Bytes, std::io::Error>(b), st));
                 }
-                Ok(Event::Finish {
-                    reason,
-                    usage,
-                    timings,
-                }) => {
-                    let (usage, timings) =
-                        st.meter.complete(usage, timings, st.drive.prompt_estimate);
-                    st.drive
-                        .record
-                        .set_tokens(usage.prompt_tokens, usage.completion_tokens);
-                    st.out.extend(st.enc.finish(reason, usage, timings));
-                    st.done = true;
+                if st.done {
+                    return None;
                 }
-                Err(e) => {
-                    // Once a byte has gone out the status is fixed at 200: report in-band, as
-                    // the protocol does, and never retry.
-                    tracing::warn!(reason = e.reason(), "stream failed after it started");
-                    st.drive.record.set_stream_failed(e.reason());
-                    st.out.extend(st.enc.fail(&e));
-                    st.done = true;
+                match next_event(&mut st.events, st.drive.deadline).await {
+                    Ok(Event::Delta {
+                        content,
+                        tool_calls,
+                    }) => {
+                        st.meter.saw_delta();
+                        st.out.extend(st.enc.delta(&content, &tool_calls));
+                    }
+                    Ok(Event::Finish {
+                        reason,
+                        usage,
+                        timings,
+                    }) => {
+                        let (usage, timings) =
+                            st.meter.complete(usage, timings, st.drive.prompt_estimate);
+                        st.drive
+                            .record
+                            .set_tokens(usage.prompt_tokens, usage.completion_tokens);
+                        st.out.extend(st.enc.finish(reason, usage, timings));
+                        st.done = true;
+                    }
+                    Err(e) => {
+                        // Once a byte has gone out the status is fixed at 200: report in-band, as
+                        // the protocol does, and never retry.
+                        tracing::warn!(reason = e.reason(), "stream failed after it started");
+                        st.drive.record.set_stream_failed(e.reason());
+                        st.out.extend(st.enc.fail(&e));
+                        st.done = true;
+                    }
                 }
             }
         }
     });
-    let mut resp = Response::new(Body::from_stream(body));
+    let mut resp = Response::new(Body::new(EndKnown {
+        inner: Body::from_stream(body),
+        ended,
+    }));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell reverse proxies not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// A streamed body that knows when its last frame has gone out: `is_end_stream` turns true
+/// with it, not one poll later as a plain stream body's does, so the record can hold that
+/// frame back until the request's terminal audit event is committed.
+struct EndKnown {
+    inner: Body,
+    ended: Arc<AtomicBool>,
+}
+
+impl http_body::Body for EndKnown {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended.load(Ordering::Acquire) || self.inner.is_end_stream()
+    }
 }
 
 pub const SSE: &str = "text/event-stream";

@@ -369,17 +369,22 @@ async fn the_prompt_is_recorded_only_as_a_salted_digest_of_what_the_client_sent(
     assert_ne!(digests[0].0, plain);
 }
 
-/// An audit store whose appends fail while `down` is set.
+/// An audit store whose appends fail while `down` is set, and appends holding a request's
+/// terminal event while `ends_down` is set.
 #[derive(Default)]
 pub(crate) struct Flaky {
     inner: MemoryAuditStore,
     pub(crate) down: AtomicBool,
+    pub(crate) ends_down: AtomicBool,
 }
 
 #[async_trait::async_trait]
 impl AuditStore for Flaky {
     async fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, AuditStoreError> {
-        if self.down.load(Ordering::SeqCst) {
+        if self.down.load(Ordering::SeqCst)
+            || (self.ends_down.load(Ordering::SeqCst)
+                && events.iter().any(|e| e.event_type == EventType::Request))
+        {
             return Err(AuditStoreError::Unavailable("disk full".into()));
         }
         self.inner.append(events).await
@@ -408,6 +413,52 @@ impl AuditStore for Flaky {
     }
     async fn query(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, AuditStoreError> {
         self.inner.query(f).await
+    }
+}
+
+/// A streamed answer whose terminal audit event cannot commit never reaches its end marker
+/// (`data: [DONE]`, Ollama's `"done":true`): the client must not hold a complete answer the log
+/// does not record. (A black-box finding: the marker went out before the commit was tried.)
+#[tokio::test]
+async fn a_stream_whose_end_cannot_be_audited_never_sends_its_end_marker() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    for kind in KINDS {
+        let store = Arc::new(Flaky::default());
+        let h = harness(kind, "").await.audited(store.clone()).await;
+        store.ends_down.store(true, Ordering::SeqCst);
+        for (path, marker) in [
+            ("/v1/chat/completions", "[DONE]"),
+            ("/api/chat", "\"done\":true"),
+        ] {
+            let mut body = chat_body("tiny", "hello");
+            body["stream"] = json!(true);
+            let resp = h
+                .app
+                .clone()
+                .oneshot(post_as(path, &body.to_string(), Some(&h.key)))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{kind} {path}");
+            let mut body = resp.into_body();
+            let mut got = Vec::new();
+            let mut ended_in_error = false;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => got.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
+                    Err(_) => {
+                        ended_in_error = true;
+                        break;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                ended_in_error,
+                "{kind} {path}: the body ended cleanly: {text}"
+            );
+            assert!(!text.contains(marker), "{kind} {path}: {text}");
+        }
     }
 }
 
