@@ -8,6 +8,7 @@
 //! The audit log's storage trait, `AuditStore`, is defined by `wardgate-audit` (which chooses
 //! no database); `SqliteStore` implements it in `sqlite/audit.rs`.
 
+mod audit_rows;
 #[cfg(test)]
 mod conformance;
 pub mod keys;

@@ -17,64 +17,19 @@
 //! appends (even from two processes) can never read the same next number; a deferred
 //! transaction would read under a shared lock and could fail to upgrade it.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Connection as _, Row as _};
+use sqlx::{AssertSqlSafe, Connection as _};
 use wardgate_audit::event::AuditEvent;
 use wardgate_audit::merkle::Hash;
 use wardgate_audit::store::{self as audit_store, MAX_READ};
-use wardgate_audit::{
-    AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint, Timestamp,
-};
+use wardgate_audit::{AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint};
+
+use crate::audit_rows::{checkpoint_from_row, corrupt, entry_from_row, to_i64, unavailable};
 
 use super::{AuditWriter, SqliteStore};
 
 /// Rows per `INSERT` statement: 3 parameters each stays under SQLite's 32,766-parameter limit,
 /// and the statement text is reused for every full chunk (sqlx caches it per connection).
 const INSERT_CHUNK: usize = 500;
-
-fn unavailable(e: sqlx::Error) -> AuditStoreError {
-    AuditStoreError::Unavailable(Box::new(e))
-}
-
-fn to_i64(v: u64, what: &str) -> Result<i64, AuditStoreError> {
-    i64::try_from(v).map_err(|_| AuditStoreError::Invalid(format!("{what} out of range")))
-}
-
-fn corrupt(seq: u64, what: &str) -> AuditStoreError {
-    AuditStoreError::Corrupt {
-        seq,
-        what: what.to_owned(),
-    }
-}
-
-fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, AuditStoreError> {
-    let seq: i64 = row.try_get("seq").map_err(unavailable)?;
-    let seq = u64::try_from(seq).map_err(|_| corrupt(0, "negative seq"))?;
-    let leaf: Vec<u8> = row.try_get("leaf").map_err(unavailable)?;
-    let leaf_hash: Vec<u8> = row.try_get("leaf_hash").map_err(unavailable)?;
-    AuditEntry::from_stored(seq, &leaf, &leaf_hash)
-}
-
-fn checkpoint_from_row(row: &SqliteRow) -> Result<StoredCheckpoint, AuditStoreError> {
-    let size: i64 = row.try_get("tree_size").map_err(unavailable)?;
-    let size = u64::try_from(size).map_err(|_| corrupt(0, "negative checkpoint size"))?;
-    let root: Vec<u8> = row.try_get("root_hash").map_err(unavailable)?;
-    let subtrees: Vec<u8> = row.try_get("subtrees").map_err(unavailable)?;
-    let created_ms: i64 = row.try_get("created_ms").map_err(unavailable)?;
-    let bad = |what| corrupt(size, what);
-    Ok(StoredCheckpoint {
-        size,
-        root: Hash::from_slice(&root).ok_or_else(|| bad("checkpoint root is not 32 bytes"))?,
-        note: row.try_get("note").map_err(unavailable)?,
-        subtrees: subtrees
-            .chunks(32)
-            .map(Hash::from_slice)
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("checkpoint subtrees are not 32-byte hashes"))?,
-        created_at: Timestamp::from_unix_millis(created_ms)
-            .ok_or_else(|| bad("checkpoint time out of range"))?,
-    })
-}
 
 /// One row to insert: the entry and its leaf (the row holds nothing else).
 struct Row {
