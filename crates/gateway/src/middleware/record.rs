@@ -38,7 +38,7 @@ use http_body::Body as _;
 
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, AuthMethod, EventType, Timestamp};
 
-use crate::error::ErrorReason;
+use crate::error::{ApiError, ErrorReason, Front};
 use crate::state::AppState;
 
 /// How a request ended.
@@ -411,6 +411,7 @@ fn bounded(text: &str) -> String {
 /// Middleware: creates the record, tags the response with `x-request-id`, and ties the log
 /// line to the end of the response body.
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let front = Front::of_path(req.uri().path());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -479,6 +480,12 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     // Only an answer carrying data waits for its audit event: a refusal has nothing to hold
     // back, and waiting would let a flood of refusals queue on the audit log.
     let hold_last_frame = resp.status().is_success();
+    if hold_last_frame
+        && let Some(len) = resp.body().size_hint().exact()
+        && len <= MAX_COMMIT_BEFORE_HEADERS
+    {
+        return commit_before_headers(resp, record, &audit, front).await;
+    }
     resp.map(|body| {
         Body::new(LoggedBody {
             inner: body,
@@ -490,6 +497,49 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
             inner_done: false,
         })
     })
+}
+
+/// The largest answer whose audit event is committed before its status line is sent.
+const MAX_COMMIT_BEFORE_HEADERS: u64 = 16 * 1024 * 1024;
+
+/// A successful answer of known length (a whole JSON answer, not a stream) waits for its audit
+/// event before anything is sent, so when the commit fails the client gets a 503 it can retry
+/// rather than a 200 whose body breaks off. Bigger answers and streams hold back their last
+/// frame instead ([`LoggedBody`]).
+async fn commit_before_headers(
+    resp: Response,
+    record: Arc<RequestRecord>,
+    audit: &Auditor,
+    front: Front,
+) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_COMMIT_BEFORE_HEADERS as usize).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            // The body failed before its end: the answer is an error, as a stream's would be.
+            record.set_stream_failed("body_error");
+            if let Some(event) = record.end(Ending::Complete) {
+                let _ = commit(audit, event);
+            }
+            tracing::error!(error = %e, "a response body failed before it was sent");
+            return ApiError::Internal.to_response(front);
+        }
+    };
+    let Some(event) = record.end(Ending::Complete) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    match commit(audit, event).await {
+        Ok(()) => Response::from_parts(parts, Body::from(bytes)),
+        Err(e) => {
+            // Fail closed: the client must not hold an answer that the audit log does not.
+            tracing::error!(error = %e, "audit commit failed; the answer was replaced by a 503");
+            let mut resp = ApiError::AuditUnavailable.to_response(front);
+            if let Ok(v) = HeaderValue::from_str(&record.request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            resp
+        }
+    }
 }
 
 /// Ends the record of a request whose future is dropped before it has a response (the client

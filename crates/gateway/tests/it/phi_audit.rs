@@ -462,6 +462,37 @@ async fn a_stream_whose_end_cannot_be_audited_never_sends_its_end_marker() {
     }
 }
 
+/// A whole (non-streamed) answer whose terminal audit event cannot commit is a 503 the client
+/// can retry, never a 200 whose body breaks off: the commit is waited for before the status
+/// line. (A black-box finding: the 200 and its headers went out first.)
+#[tokio::test]
+async fn a_whole_answer_whose_end_cannot_be_audited_is_a_503_not_a_cut_200() {
+    for kind in KINDS {
+        let store = Arc::new(Flaky::default());
+        let h = harness(kind, "").await.audited(store.clone()).await;
+        store.ends_down.store(true, Ordering::SeqCst);
+        for path in ["/v1/chat/completions", "/api/chat"] {
+            let mut body = chat_body("tiny", "hello");
+            body["stream"] = json!(false);
+            let r = h.post(path, body).await;
+            assert_eq!(
+                r.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{kind} {path}: {}",
+                r.text()
+            );
+            assert!(r.headers.contains_key("retry-after"), "{kind} {path}");
+            assert!(r.headers.contains_key("x-request-id"), "{kind} {path}");
+            assert!(!r.text().contains("choices"), "{kind} {path}: {}", r.text());
+        }
+        store.ends_down.store(false, Ordering::SeqCst);
+        let ok = h
+            .post("/v1/chat/completions", chat_body("tiny", "hello"))
+            .await;
+        assert_eq!(ok.status, StatusCode::OK, "{kind}: {}", ok.text());
+    }
+}
+
 #[tokio::test]
 async fn when_the_audit_store_cannot_commit_requests_fail_closed_and_no_backend_is_called() {
     let store = Arc::new(Flaky::default());
