@@ -160,13 +160,13 @@ struct Interference(Option<machine::Snapshot>);
 
 impl Interference {
     fn start() -> Self {
-        Self(machine::snapshot(&[]))
+        Self(machine::snapshot(&[], &[]))
     }
     fn finish(self) -> String {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         match self
             .0
-            .zip(machine::snapshot(&[]))
+            .zip(machine::snapshot(&[], &[]))
             .and_then(|(a, b)| machine::interference(a, b, cpus))
         {
             // From 5 % of the CPUs on, say so where the figure is read (as gateway-load does):

@@ -274,7 +274,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
              durability=disk cannot pass here, whatever the writer does"
         ));
     }
-    let before = machine::snapshot(&[]);
+    let before = machine::snapshot(&[], &[]);
     let r = paced::rounds(
         &targets,
         args.pace.rate,
@@ -286,7 +286,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     )
     .await?;
     if let Some(i) = before
-        .zip(machine::snapshot(&[]))
+        .zip(machine::snapshot(&[], &[]))
         .and_then(|(a, b)| machine::interference(a, b, cpus))
     {
         say(&format!(

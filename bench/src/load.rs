@@ -17,21 +17,23 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-/// Where requests go and what they carry.
+/// Where requests go and what they carry. With several addresses (instances behind one load
+/// generator), the connections are spread over them in turn and each takes the next request
+/// when it is free, as a least-connections balancer would.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
     pub path: String,
     pub authorization: Option<HeaderValue>,
     pub body: Bytes,
 }
 
 impl Target {
-    fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
+    fn request(&self, addr: SocketAddr) -> anyhow::Result<Request<Full<Bytes>>> {
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(self.path.as_str())
-            .header(HOST, self.addr.to_string())
+            .header(HOST, addr.to_string())
             .header(CONTENT_TYPE, "application/json");
         if let Some(auth) = &self.authorization {
             builder = builder.header(AUTHORIZATION, auth.clone());
@@ -170,10 +172,12 @@ pub async fn one_shot(
 /// Takes at most `warmup + measure + timeout` plus connection setup.
 pub async fn run(target: &Target, spec: RunSpec) -> anyhow::Result<RunResult> {
     anyhow::ensure!(spec.rate > 0, "the rate must be positive");
+    anyhow::ensure!(!target.addrs.is_empty(), "the target has no address");
     // Connect the whole pool before the clock starts, so connection setup is not measured.
     let mut senders = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections {
-        senders.push(connect(target.addr).await?);
+    for i in 0..spec.connections {
+        let addr = target.addrs[i % target.addrs.len()];
+        senders.push((addr, connect(addr).await?));
     }
 
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel::<Job>();
@@ -182,9 +186,10 @@ pub async fn run(target: &Target, spec: RunSpec) -> anyhow::Result<RunResult> {
     let target = Arc::new(target.clone());
     let workers: Vec<_> = senders
         .into_iter()
-        .map(|s| {
+        .map(|(addr, s)| {
             tokio::spawn(worker(
                 Arc::clone(&target),
+                addr,
                 Arc::clone(&jobs_rx),
                 s,
                 spec.timeout,
@@ -253,6 +258,7 @@ fn schedule(jobs: &mpsc::UnboundedSender<Job>, start: Instant, spec: RunSpec) ->
 
 async fn worker(
     target: Arc<Target>,
+    addr: SocketAddr,
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
     sender: Sender,
     timeout: Duration,
@@ -269,7 +275,8 @@ async fn worker(
             // server is not buried further.
             (None, Outcome::Timeout)
         } else {
-            let sent = tokio::time::timeout_at(deadline.into(), send(&target, &mut conn)).await;
+            let sent =
+                tokio::time::timeout_at(deadline.into(), send(&target, addr, &mut conn)).await;
             let outcome = match sent {
                 Ok(Ok(status)) if status.is_success() => Outcome::Ok,
                 Ok(Ok(_)) => Outcome::BadStatus,
@@ -293,13 +300,17 @@ async fn worker(
 /// Sends one request on the worker's connection, reconnecting if it is gone. On any failure
 /// (or a timeout, which drops this future) the connection is not put back, so the next request
 /// opens a fresh one rather than reading a stale answer.
-async fn send(target: &Target, conn: &mut Option<Sender>) -> anyhow::Result<StatusCode> {
+async fn send(
+    target: &Target,
+    addr: SocketAddr,
+    conn: &mut Option<Sender>,
+) -> anyhow::Result<StatusCode> {
     let mut sender = match conn.take() {
         Some(s) if !s.is_closed() => s,
-        _ => connect(target.addr).await?,
+        _ => connect(addr).await?,
     };
     sender.ready().await?;
-    let response = sender.send_request(target.request()?).await?;
+    let response = sender.send_request(target.request(addr)?).await?;
     let status = response.status();
     response.into_body().collect().await?;
     *conn = Some(sender);

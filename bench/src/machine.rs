@@ -57,13 +57,36 @@ fn read_process(pid: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// Reads the counters now, counting `children` (process ids) as part of the benchmark.
-pub fn snapshot(children: &[u32]) -> Option<Snapshot> {
+/// The CPU time of every running process whose command name is one of `names` (servers the
+/// benchmark uses, such as PostgreSQL's backends). A process that ends between two snapshots
+/// takes its time with it, which then counts as other load: the figure errs towards "busy".
+fn read_named(names: &[&str]) -> u64 {
+    if names.is_empty() {
+        return 0;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| names.contains(&comm.trim_end()))
+        })
+        .filter_map(|pid| read_process(&pid))
+        .sum()
+}
+
+/// Reads the counters now, counting `children` (process ids) and the processes named in
+/// `servers` as part of the benchmark.
+pub fn snapshot(children: &[u32], servers: &[&str]) -> Option<Snapshot> {
     let (system_busy, steal) = read_system()?;
     let mut ours = read_process("self")?;
     for pid in children {
         ours += read_process(&pid.to_string())?;
     }
+    ours += read_named(servers);
     Some(Snapshot {
         at: Instant::now(),
         system_busy,

@@ -9,11 +9,12 @@
 mod load;
 mod machine;
 mod procs;
+mod shared_store;
 mod stats;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -23,6 +24,7 @@ use hyper::header::HeaderValue;
 use serde::Serialize;
 
 use load::{RunResult, RunSpec, Target};
+use shared_store::SharedStore;
 
 const BODY: &str = r#"{"model":"bench","messages":[{"role":"user","content":"Hello, how are you?"}],"max_tokens":8}"#;
 const PATH: &str = "/v1/chat/completions";
@@ -74,6 +76,23 @@ struct Args {
     /// The `wardgate` binary (default: beside this one, i.e. target/release/).
     #[arg(long)]
     wardgate_bin: Option<PathBuf>,
+    /// Also measure the scale-out set-up: `--instances` gateways on one PostgreSQL database (a
+    /// database of the run's own, created on the `--database-url` server and dropped at the
+    /// end) and one Redis, against the same mock, after the SQLite gateway.
+    #[arg(long)]
+    scale_out: bool,
+    /// Gateway instances of the scale-out set-up, behind the one load generator.
+    #[arg(long, default_value_t = 2)]
+    instances: usize,
+    /// A PostgreSQL server for `--scale-out` (any database on it; the run creates its own).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    database_url: String,
+    /// The Redis server for `--scale-out` (the run uses a key namespace of its own).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The scale-out target: added p99 at `--target-rate` under this many milliseconds.
+    #[arg(long, default_value_t = 2.0)]
+    scale_out_target_added_p99_ms: f64,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -99,6 +118,9 @@ impl Args {
         }
         if !(1..=4096).contains(&self.connections) {
             bail!("--connections must be between 1 and 4096");
+        }
+        if !(1..=16).contains(&self.instances) {
+            bail!("--instances must be between 1 and 16");
         }
         if !(1..=60_000).contains(&self.timeout_ms) {
             bail!("--timeout-ms must be between 1 and 60000");
@@ -137,49 +159,67 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let db = dir.path().join("bench.db");
     let (mock, mock_addr) = procs::start_mock(&mock_bin, dir.path())?;
-    let key = procs::create_key(&wardgate_bin, &db)?;
-    let gateway_addr = procs::free_port()?;
-    let gateway =
-        procs::start_gateway(&wardgate_bin, &db, mock_addr, gateway_addr, dir.path()).await?;
-
     let body = Bytes::from_static(BODY.as_bytes());
-    let auth = HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not ASCII")?;
     let direct = Target {
-        addr: mock_addr,
+        addrs: vec![mock_addr],
         path: PATH.to_owned(),
         authorization: None,
         body: body.clone(),
     };
-    let through = Target {
-        addr: gateway_addr,
-        path: PATH.to_owned(),
-        authorization: Some(auth.clone()),
-        body: body.clone(),
-    };
     procs::preflight("mock-upstream", mock_addr, PATH, None, body.clone()).await?;
-    procs::preflight("wardgate", gateway_addr, PATH, Some(&auth), body).await?;
 
-    print_header(&args, mock_addr, gateway_addr)?;
-    let children = [mock.id(), gateway.id()];
-    let before = machine::snapshot(&children);
-    let sweep = run_sweep(&args, &direct, &through).await?;
-    let step = run_step_up(&args, &direct, &through).await?;
-    let interference = before
-        .zip(machine::snapshot(&children))
-        .and_then(|(b, e)| machine::interference(b, e, cpus()));
-    let gateway_log_lines = gateway.log_lines();
-    drop(gateway);
+    let sqlite = procs::Store::Sqlite(&db);
+    let setup = Setup {
+        args: &args,
+        wardgate: &wardgate_bin,
+        mock: &mock,
+        mock_addr,
+        direct: &direct,
+        dir: dir.path(),
+    };
+    print_header(&args, mock_addr)?;
+    let embedded = setup
+        .measure(
+            "wardgate, 1 instance, SQLite (embedded default, durable audit), rate limits off",
+            &sqlite,
+            1,
+            &[],
+            args.target_added_p99_ms,
+        )
+        .await?;
+    let scale_out = if args.scale_out {
+        let shared = SharedStore::create(
+            &wardgate_bin,
+            &args.database_url,
+            &args.redis_url,
+            dir.path(),
+        )
+        .await?;
+        let measured = setup
+            .measure(
+                &format!(
+                    "wardgate, {} instances, PostgreSQL + Redis (shared durable audit log, \
+                     per-key rate limit counted in Redis)",
+                    args.instances
+                ),
+                &procs::Store::Shared(&shared),
+                args.instances,
+                &["postgres", "redis-server"],
+                args.scale_out_target_added_p99_ms,
+            )
+            .await;
+        shared.drop_database().await;
+        Some(measured?)
+    } else {
+        None
+    };
     drop(mock);
 
-    let verdict = verdict(&args, &sweep, interference);
-    print_report(
-        &args,
-        &sweep,
-        &step,
-        &verdict,
-        gateway_log_lines,
-        interference,
-    )?;
+    print_report(&args, &embedded)?;
+    if let Some(s) = &scale_out {
+        print_report(&args, s)?;
+        print_comparison(&embedded, s)?;
+    }
     say!("total time: {:.0} s", began.elapsed().as_secs_f64())?;
 
     if let Some(path) = &args.json_out {
@@ -196,14 +236,10 @@ async fn main() -> anyhow::Result<()> {
                 cpus: cpus(),
                 gateway_log_level: "warn",
                 auth: true,
-                rate_limiter: false,
                 body: BODY,
             },
-            sweep: &sweep,
-            step_up: &step,
-            verdict: &verdict,
-            gateway_log_lines,
-            interference,
+            embedded: &embedded,
+            scale_out: scale_out.as_ref(),
         };
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -212,17 +248,99 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every measured set-up shares: the mock, its direct baseline and where files go.
+struct Setup<'a> {
+    args: &'a Args,
+    wardgate: &'a Path,
+    mock: &'a procs::Child,
+    mock_addr: SocketAddr,
+    direct: &'a Target,
+    dir: &'a Path,
+}
+
+/// One gateway set-up, measured against the direct baseline in the same run.
+#[derive(Serialize)]
+struct SystemReport {
+    name: String,
+    instances: usize,
+    sweep: Vec<RateSummary>,
+    step_up: StepUp,
+    verdict: Verdict,
+    gateway_log_lines: usize,
+    /// CPU taken by other processes and the hypervisor during the run (Linux only).
+    interference: Option<machine::Interference>,
+}
+
+impl Setup<'_> {
+    /// Starts `instances` gateways on `store`, runs the sweep and the step-up against them
+    /// (the load spread over their connections) and stops them. Processes named in `servers`
+    /// (the database and Redis) count as part of the set-up, not as other load.
+    async fn measure(
+        &self,
+        name: &str,
+        store: &procs::Store<'_>,
+        instances: usize,
+        servers: &[&str],
+        limit_ms: f64,
+    ) -> anyhow::Result<SystemReport> {
+        let key = procs::create_key(self.wardgate, store)?;
+        let auth =
+            HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not ASCII")?;
+        let mut gateways = Vec::with_capacity(instances);
+        let mut addrs = Vec::with_capacity(instances);
+        for _ in 0..instances {
+            let addr = procs::free_port()?;
+            gateways.push(
+                procs::start_gateway(self.wardgate, store, self.mock_addr, addr, self.dir).await?,
+            );
+            let body = Bytes::from_static(BODY.as_bytes());
+            procs::preflight("wardgate", addr, PATH, Some(&auth), body).await?;
+            addrs.push(addr);
+        }
+        let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        say!("")?;
+        say!("== {name}")?;
+        say!("   at {}", shown.join(", "))?;
+        let through = Target {
+            addrs,
+            path: PATH.to_owned(),
+            authorization: Some(auth),
+            body: Bytes::from_static(BODY.as_bytes()),
+        };
+        let mut children: Vec<u32> = gateways.iter().map(procs::Child::id).collect();
+        children.push(self.mock.id());
+        let before = machine::snapshot(&children, servers);
+        let sweep = run_sweep(self.args, self.direct, &through).await?;
+        let step_up = run_step_up(self.args, self.direct, &through).await?;
+        let interference = before
+            .zip(machine::snapshot(&children, servers))
+            .and_then(|(b, e)| machine::interference(b, e, cpus()));
+        let gateway_log_lines = gateways.iter().map(procs::Child::log_lines).sum();
+        drop(gateways);
+        let verdict = verdict(self.args, &sweep, limit_ms, interference);
+        Ok(SystemReport {
+            name: name.to_owned(),
+            instances,
+            sweep,
+            step_up,
+            verdict,
+            gateway_log_lines,
+            interference,
+        })
+    }
+}
+
 fn cpus() -> usize {
     std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(0)
 }
 
-fn print_header(args: &Args, mock: SocketAddr, gateway: SocketAddr) -> anyhow::Result<()> {
+fn print_header(args: &Args, mock: SocketAddr) -> anyhow::Result<()> {
     say!("gateway-load: POST {PATH}, non-streaming, body {BODY}")?;
-    say!("  mock-upstream at {mock} (instant replies); wardgate at {gateway} in front of it")?;
+    say!("  mock-upstream at {mock} (instant replies); each wardgate set-up in front of it")?;
     say!(
-        "  wardgate: auth on (Bearer key, checked per request), per-key rate limiter off, log level \
+        "  wardgate: auth on (Bearer key, checked per request), audit durability disk, log level \
          warn (at info, the per-request log line would dominate the figures)"
     )?;
     say!(
@@ -239,7 +357,8 @@ fn print_header(args: &Args, mock: SocketAddr, gateway: SocketAddr) -> anyhow::R
         args.timeout_ms
     )?;
     say!(
-        "  {} CPU(s), shared by the load generator, the mock and the gateway",
+        "  {} CPU(s), shared by the load generator, the mock, the gateway(s) and (scale-out) \
+         PostgreSQL and Redis",
         cpus()
     )?;
     say!("")?;
@@ -587,16 +706,14 @@ fn busy(interference: Option<machine::Interference>) -> bool {
 fn verdict(
     args: &Args,
     sweep: &[RateSummary],
+    limit_ms: f64,
     interference: Option<machine::Interference>,
 ) -> Verdict {
     let at = sweep.iter().find(|s| s.rate == args.target_rate);
     let added = at.and_then(|s| s.added_p99_ms);
     let clean = at.is_some_and(|s| s.gateway_error_pct < 1.0);
-    let pass = added.map(|a| a < args.target_added_p99_ms && clean);
-    let head = format!(
-        "added p99 < {} ms at {} req/s",
-        args.target_added_p99_ms, args.target_rate
-    );
+    let pass = added.map(|a| a < limit_ms && clean);
+    let head = format!("added p99 < {limit_ms} ms at {} req/s", args.target_rate);
     let each: Vec<String> = at
         .map(|s| {
             s.repeats
@@ -621,7 +738,7 @@ fn verdict(
     }
     Verdict {
         rate: args.target_rate,
-        limit_ms: args.target_added_p99_ms,
+        limit_ms,
         added_p99_ms: added,
         pass,
         line,
@@ -640,15 +757,18 @@ fn fmt_ratio(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}x"))
 }
 
-fn print_report(
-    args: &Args,
-    sweep: &[RateSummary],
-    step: &StepUp,
-    verdict: &Verdict,
-    gateway_log_lines: usize,
-    interference: Option<machine::Interference>,
-) -> anyhow::Result<()> {
+fn print_report(args: &Args, system: &SystemReport) -> anyhow::Result<()> {
+    let SystemReport {
+        sweep,
+        step_up: step,
+        verdict,
+        gateway_log_lines,
+        interference,
+        ..
+    } = system;
+    let (gateway_log_lines, interference) = (*gateway_log_lines, *interference);
     say!("")?;
+    say!("== {}", system.name)?;
     say!(
         "latency in ms, medians of {} repeat(s); added and ratio are gateway vs direct within \
          each repeat, then the median; the range is the lowest and highest single repeat",
@@ -757,17 +877,63 @@ struct JsonConfig {
     cpus: usize,
     gateway_log_level: &'static str,
     auth: bool,
-    rate_limiter: bool,
     body: &'static str,
 }
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
     config: JsonConfig,
-    sweep: &'a [RateSummary],
-    step_up: &'a StepUp,
-    verdict: &'a Verdict,
-    gateway_log_lines: usize,
-    /// CPU taken by other processes and the hypervisor during the run (Linux only).
-    interference: Option<machine::Interference>,
+    /// One SQLite gateway.
+    embedded: &'a SystemReport,
+    /// `--scale-out`: the instances on PostgreSQL and Redis.
+    scale_out: Option<&'a SystemReport>,
+}
+
+/// The two set-ups side by side: what each adds over the direct baseline of its own runs.
+fn print_comparison(embedded: &SystemReport, scale_out: &SystemReport) -> anyhow::Result<()> {
+    say!("")?;
+    say!(
+        "== added latency (ms, median of repeats, each vs the direct baseline of its own runs): \
+         SQLite x1 vs PostgreSQL + Redis x{}",
+        scale_out.instances
+    )?;
+    say!(
+        "{:>6} | {:>19} | {:>19} | {:>15}",
+        "req/s",
+        "SQLite p50/p99",
+        "scale-out p50/p99",
+        "errors S / so"
+    )?;
+    for s in &embedded.sweep {
+        let Some(o) = scale_out.sweep.iter().find(|o| o.rate == s.rate) else {
+            continue;
+        };
+        say!(
+            "{:>6} | {:>19} | {:>19} | {:>15}",
+            s.rate,
+            format!(
+                "{} / {}",
+                fmt_signed(s.added_p50_ms),
+                fmt_signed(s.added_p99_ms)
+            ),
+            format!(
+                "{} / {}",
+                fmt_signed(o.added_p50_ms),
+                fmt_signed(o.added_p99_ms)
+            ),
+            format!("{:.2}% / {:.2}%", s.gateway_error_pct, o.gateway_error_pct)
+        )?;
+    }
+    let held = |s: &SystemReport| {
+        s.step_up
+            .highest_held
+            .map_or_else(|| "none tried".to_owned(), |r| format!("{r} req/s"))
+    };
+    say!(
+        "highest rate held (< 1% errors): SQLite x1 {}, scale-out x{} {}",
+        held(embedded),
+        scale_out.instances,
+        held(scale_out)
+    )?;
+    Ok(())
 }

@@ -29,6 +29,11 @@ use hyper::header::HeaderValue;
 mod load;
 #[allow(dead_code, reason = "shared with gateway-load")]
 mod procs;
+#[allow(
+    dead_code,
+    reason = "shared with gateway-load; this bench uses SQLite only"
+)]
+mod shared_store;
 
 #[derive(Debug, Parser)]
 #[command(about = "Peak RSS of wardgate serve per request body shape (up to 4 MiB)")]
@@ -167,9 +172,10 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let db = dir.path().join("bench.db");
     let (_mock, mock_addr) = procs::start_mock(&mock_bin, dir.path())?;
-    let key = procs::create_key(&wardgate_bin, &db)?;
+    let store = procs::Store::Sqlite(&db);
+    let key = procs::create_key(&wardgate_bin, &store)?;
     let addr = procs::free_port()?;
-    let gateway = procs::start_gateway(&wardgate_bin, &db, mock_addr, addr, dir.path()).await?;
+    let gateway = procs::start_gateway(&wardgate_bin, &store, mock_addr, addr, dir.path()).await?;
     let pid = gateway.id();
     let auth = HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not ASCII")?;
     let send = |b: Bytes| {

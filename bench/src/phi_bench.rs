@@ -264,7 +264,7 @@ fn throughput(
     for d in docs {
         std::hint::black_box(detector.detect(&d.text));
     }
-    let before = machine::snapshot(&[]);
+    let before = machine::snapshot(&[], &[]);
     let cpu0 = cpu_seconds();
     let mut rates = Vec::with_capacity(passes);
     let mut total = 0.0;
@@ -286,7 +286,7 @@ fn throughput(
         .filter(|&c| c > 0.0)
         .map(|c| bytes as f64 * pass as f64 / 1e6 / c);
     let load = before
-        .zip(machine::snapshot(&[]))
+        .zip(machine::snapshot(&[], &[]))
         .and_then(|(b, e)| machine::interference(b, e, cpus()))
         .map(|i| i.other_pct + i.steal_pct);
     let best = rates.iter().copied().fold(0.0, f64::max);

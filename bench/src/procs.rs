@@ -16,6 +16,7 @@ use hyper::Method;
 use hyper::header::HeaderValue;
 
 use crate::load;
+use crate::shared_store::SharedStore;
 
 /// A child process that is killed and reaped when dropped.
 #[derive(Debug)]
@@ -76,7 +77,7 @@ impl Drop for Child {
 
 /// A command for `bin` without the caller's `WARDGATE_*` variables: a stray config file or log
 /// level from the shell would change what is measured.
-fn command(bin: &Path) -> Command {
+pub fn command(bin: &Path) -> Command {
     let mut cmd = Command::new(bin);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("WARDGATE_") {
@@ -140,11 +141,39 @@ pub fn start_mock(bin: &Path, dir: &Path) -> anyhow::Result<(Child, SocketAddr)>
     Ok((child, addr))
 }
 
-/// Creates an API key for tenant `bench` in the database at `db` and returns the secret.
-pub fn create_key(bin: &Path, db: &Path) -> anyhow::Result<String> {
-    let out = command(bin)
+/// Where a gateway keeps its state.
+pub enum Store<'a> {
+    /// The embedded default: one SQLite file; rate limits off.
+    Sqlite(&'a Path),
+    /// PostgreSQL and Redis shared by every instance; the per-key rate limit on in Redis, far
+    /// above the offered rate, so every request makes its Redis round trip.
+    Shared(&'a SharedStore),
+}
+
+impl Store<'_> {
+    fn apply(&self, cmd: &mut Command) {
+        match self {
+            Store::Sqlite(db) => {
+                cmd.env("WARDGATE_DB", db)
+                    .env("WARDGATE_RATE_LIMIT_RPM", "0");
+            }
+            Store::Shared(shared) => {
+                shared.apply(cmd);
+                cmd.env("WARDGATE_RATE_LIMIT_RPM", SHARED_RPM);
+            }
+        }
+    }
+}
+
+/// The per-key limit of the scale-out set-up: the highest the configuration allows.
+pub const SHARED_RPM: &str = "1000000";
+
+/// Creates an API key for tenant `bench` in `store` and returns the secret.
+pub fn create_key(bin: &Path, store: &Store<'_>) -> anyhow::Result<String> {
+    let mut cmd = command(bin);
+    store.apply(&mut cmd);
+    let out = cmd
         .args(["keys", "create", "--tenant", "bench", "--json"])
-        .env("WARDGATE_DB", db)
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {} keys create", bin.display()))?;
@@ -170,26 +199,31 @@ pub fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// Starts `wardgate serve` against the mock, with auth on, the per-key rate limiter off and the
-/// log at `warn`, and waits until `/ready` answers 200.
+/// Starts `wardgate serve` on `store` against the mock, with auth on, no concurrency limit and
+/// the log at `warn`, and waits until `/ready` answers 200. Its log and witness file are named
+/// after its port, so several instances can share `dir`.
 pub async fn start_gateway(
     bin: &Path,
-    db: &Path,
+    store: &Store<'_>,
     mock: SocketAddr,
     listen: SocketAddr,
     dir: &Path,
 ) -> anyhow::Result<Child> {
     let mut cmd = command(bin);
+    store.apply(&mut cmd);
+    let port = listen.port();
     cmd.arg("serve")
         .stdout(Stdio::null())
         .env("WARDGATE_BACKEND", format!("openai:http://{mock}/v1"))
         .env("WARDGATE_LISTEN", listen.to_string())
-        .env("WARDGATE_DB", db)
-        .env("WARDGATE_RATE_LIMIT_RPM", "0")
         .env("WARDGATE_RATE_LIMIT_CONCURRENCY", "0")
+        .env(
+            "WARDGATE_AUDIT_WITNESS",
+            dir.join(format!("audit-witness-{port}.log")),
+        )
         // The per-request `info` line would otherwise dominate what is measured.
         .env("WARDGATE_LOG", "warn");
-    let mut child = Child::spawn("wardgate", cmd, dir.join("wardgate.log"))?;
+    let mut child = Child::spawn("wardgate", cmd, dir.join(format!("wardgate-{port}.log")))?;
     wait_ready(&mut child, listen).await?;
     Ok(child)
 }
