@@ -13,6 +13,7 @@
 //! - [`note`] and [`checkpoint`]: signed notes, signer and verifier keys, checkpoints.
 //! - [`writer`]: [`Auditor`], which commits events in batches and signs checkpoints.
 //! - [`witness`]: an append-only file of checkpoints standing in for an external witness.
+//! - [`cosignature`]: witness cosignatures (C2SP `tlog-cosignature`) and witness keys.
 //! - [`export`] and [`verify`]: the JSON Lines export and the offline verifier.
 //! - [`keyfile`]: writing and loading signing and verifier keys.
 //!
@@ -29,6 +30,7 @@
 //! Ed25519 is `ed25519-dalek`, base64 is `base64`.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod event;
 pub mod export;
 pub mod keyfile;
@@ -47,6 +49,7 @@ pub mod conformance;
 use std::time::Duration;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
+pub use cosignature::CosignerKey;
 pub use event::{
     ActorKind, AuditEvent, AuthMethod, EventError, EventType, Outcome, Severity, Timestamp,
 };
