@@ -12,7 +12,9 @@
 //!   [`merkle::TreeBuilder`].
 //! - [`note`] and [`checkpoint`]: signed notes, signer and verifier keys, checkpoints.
 //! - [`writer`]: [`Auditor`], which commits events in batches and signs checkpoints.
-//! - [`witness`]: an append-only file of checkpoints standing in for an external witness.
+//! - [`witness`]: an append-only file of checkpoints, and [`witness::http`], the client of an
+//!   external C2SP `tlog-witness` that cosigns each checkpoint given a consistency proof.
+//! - [`cosignature`]: witness cosignatures (C2SP `tlog-cosignature`) and witness keys.
 //! - [`export`] and [`verify`]: the JSON Lines export and the offline verifier.
 //! - [`keyfile`]: writing and loading signing and verifier keys.
 //!
@@ -29,6 +31,7 @@
 //! Ed25519 is `ed25519-dalek`, base64 is `base64`.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod event;
 pub mod export;
 pub mod keyfile;
@@ -47,6 +50,7 @@ pub mod conformance;
 use std::time::Duration;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
+pub use cosignature::CosignerKey;
 pub use event::{
     ActorKind, AuditEvent, AuthMethod, EventError, EventType, Outcome, Severity, Timestamp,
 };
@@ -56,6 +60,7 @@ pub use note::{SignerKey, VerifierKey};
 pub use shared::{Lease, PendingEvent, Sequenced, SharedLog};
 pub use store::{AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint};
 pub use verify::{VerifyError, VerifyReport};
+pub use witness::http::{HttpWitness, HttpWitnessConfig, WitnessStatus};
 pub use writer::{AuditError, Auditor, AuditorConfig, SequencerConfig};
 
 /// The shortest time an audit entry is kept: six years (HIPAA §164.316(b)(2)(i)), counted as

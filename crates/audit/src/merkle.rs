@@ -9,8 +9,11 @@
 //!
 //! Proof generation takes the whole list of leaf hashes (O(n) time, n × 32 bytes of memory):
 //! enough for an auditor's offline check of millions of entries. Verification is O(log n).
+//! A running log proves consistency to a witness with [`ConsistencyBuilder`] instead, from the
+//! compact range it keeps and the leaves added since, in O(log n) memory.
 
 use std::fmt;
+use std::ops::Range;
 
 use sha2::{Digest as _, Sha256};
 
@@ -123,9 +126,9 @@ pub fn empty_root() -> Hash {
 }
 
 /// The largest power of two strictly below `n` (`n >= 2`): where RFC 6962 splits a tree.
-fn split_point(n: usize) -> usize {
+fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 /// The Merkle tree hash (MTH) of the given leaf hashes.
@@ -144,7 +147,7 @@ fn subtree_root(leaves: &[Hash]) -> Hash {
         0 => empty_root(),
         1 => leaves[0],
         n => {
-            let k = split_point(n);
+            let k = split_point(n as u64) as usize;
             node_hash(&subtree_root(&leaves[..k]), &subtree_root(&leaves[k..]))
         }
     }
@@ -170,7 +173,7 @@ fn path(m: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
     if n <= 1 {
         return;
     }
-    let k = split_point(n);
+    let k = split_point(n as u64) as usize;
     if m < k {
         path(m, &leaves[..k], out);
         out.push(subtree_root(&leaves[k..]));
@@ -183,32 +186,132 @@ fn path(m: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
 /// The consistency proof (RFC 6962 §2.1.2 `PROOF`) between the first `old_size` leaves and all
 /// of `leaves`. Empty when `old_size` is 0 or equals the tree size.
 pub fn consistency_proof(leaves: &[Hash], old_size: u64) -> Result<Vec<Hash>, ProofError> {
-    let m = to_usize(old_size)?;
-    if m > leaves.len() {
-        return Err(ProofError::OutOfRange);
-    }
-    let mut proof = Vec::new();
-    if m > 0 {
-        subproof(m, leaves, true, &mut proof);
+    let ranges = consistency_ranges(old_size, leaves.len() as u64)?;
+    let mut proof = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        proof.push(subtree_root(&leaves[to_usize(r.start)?..to_usize(r.end)?]));
     }
     Ok(proof)
 }
 
-fn subproof(m: usize, leaves: &[Hash], complete: bool, out: &mut Vec<Hash>) {
-    let n = leaves.len();
+/// Which subtrees make up the consistency proof between trees of `old_size` and `new_size`
+/// leaves: each element of the proof is the tree hash of one of these leaf ranges, in proof
+/// order. Every range ends at or before `old_size` (then it is one of the perfect subtrees of
+/// the old tree's compact range) or starts at or after it.
+pub fn consistency_ranges(old_size: u64, new_size: u64) -> Result<Vec<Range<u64>>, ProofError> {
+    if old_size > new_size {
+        return Err(ProofError::OutOfRange);
+    }
+    let mut ranges = Vec::new();
+    if old_size > 0 {
+        subproof(old_size, 0..new_size, true, &mut ranges);
+    }
+    Ok(ranges)
+}
+
+/// RFC 6962's `SUBPROOF(m, D[range], complete)`, as leaf ranges.
+fn subproof(m: u64, range: Range<u64>, complete: bool, out: &mut Vec<Range<u64>>) {
+    let n = range.end - range.start;
     if m == n {
         if !complete {
-            out.push(subtree_root(leaves));
+            out.push(range);
         }
         return;
     }
-    let k = split_point(n);
-    if m <= k {
-        subproof(m, &leaves[..k], complete, out);
-        out.push(subtree_root(&leaves[k..]));
+    let mid = range.start + split_point(n);
+    if m <= mid - range.start {
+        subproof(m, range.start..mid, complete, out);
+        out.push(mid..range.end);
     } else {
-        subproof(m - k, &leaves[k..], false, out);
-        out.push(subtree_root(&leaves[..k]));
+        subproof(m - (mid - range.start), mid..range.end, false, out);
+        out.push(range.start..mid);
+    }
+}
+
+/// Builds the consistency proof from an old tree, known only by its compact range (a
+/// [`TreeBuilder`]), to a larger one, from the leaf hashes after the old tree fed in order:
+/// one pass over the new leaves and O(log n) memory, where [`consistency_proof`] needs every
+/// leaf. Gives the same proof.
+#[derive(Clone, Debug)]
+pub struct ConsistencyBuilder {
+    next: u64,
+    new_size: u64,
+    /// The proof, in order: hashes taken from the old compact range, and subtrees of new
+    /// leaves being built.
+    parts: Vec<ProofPart>,
+}
+
+#[derive(Clone, Debug)]
+enum ProofPart {
+    Known(Hash),
+    Building(Range<u64>, TreeBuilder),
+}
+
+impl ConsistencyBuilder {
+    /// Starts the proof from `old` to a tree of `new_size` leaves.
+    pub fn new(old: &TreeBuilder, new_size: u64) -> Result<Self, ProofError> {
+        // Where each perfect subtree of the old compact range lies.
+        let mut known = Vec::with_capacity(old.subtrees().len());
+        let mut start = 0u64;
+        let mut rest = old.size();
+        for hash in old.subtrees() {
+            let width = 1u64 << (u64::BITS - 1 - rest.leading_zeros());
+            known.push((start..start + width, *hash));
+            start += width;
+            rest -= width;
+        }
+        let mut parts = Vec::new();
+        for range in consistency_ranges(old.size(), new_size)? {
+            if range.start >= old.size() {
+                parts.push(ProofPart::Building(range, TreeBuilder::new()));
+            } else {
+                // Left of the old size, the proof only takes whole subtrees of the old tree's
+                // compact range (see `consistency_ranges`).
+                let hash = known
+                    .iter()
+                    .find(|(r, _)| *r == range)
+                    .map(|(_, h)| *h)
+                    .ok_or(ProofError::OutOfRange)?;
+                parts.push(ProofPart::Known(hash));
+            }
+        }
+        Ok(Self {
+            next: old.size(),
+            new_size,
+            parts,
+        })
+    }
+
+    /// The index of the next leaf hash wanted, or `None` once the proof has all it needs.
+    pub fn next_leaf(&self) -> Option<u64> {
+        (self.next < self.new_size).then_some(self.next)
+    }
+
+    /// Adds the hash of leaf [`Self::next_leaf`].
+    pub fn push(&mut self, leaf: Hash) {
+        for part in &mut self.parts {
+            if let ProofPart::Building(range, tree) = part
+                && range.contains(&self.next)
+            {
+                tree.push(leaf);
+            }
+        }
+        self.next += 1;
+    }
+
+    /// The proof; `WrongLength` unless every leaf up to the new size was pushed.
+    pub fn finish(self) -> Result<Vec<Hash>, ProofError> {
+        if self.next != self.new_size {
+            return Err(ProofError::WrongLength);
+        }
+        Ok(self
+            .parts
+            .into_iter()
+            .map(|part| match part {
+                ProofPart::Known(hash) => hash,
+                ProofPart::Building(_, tree) => tree.root(),
+            })
+            .collect())
     }
 }
 

@@ -59,7 +59,8 @@ pub enum NoteError {
     Random,
 }
 
-fn check_name(name: &str) -> Result<(), NoteError> {
+/// Checks a key name: 1 to [`MAX_NAME_LEN`] bytes, no whitespace, `+` or control characters.
+pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty()
         || name.len() > MAX_NAME_LEN
         || name
@@ -71,33 +72,39 @@ fn check_name(name: &str) -> Result<(), NoteError> {
     Ok(())
 }
 
-/// The key id: the first four bytes of `SHA-256(name || "\n" || 0x01 || public key)`.
-fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+/// The key id: the first four bytes of `SHA-256(name || "\n" || alg || public key)`, where
+/// `alg` is the signature type (0x01 for notes, 0x04 for witness cosignatures).
+fn key_id(alg: u8, name: &str, public: &[u8; 32]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ALG_ED25519]);
+    h.update([b'\n', alg]);
     h.update(public);
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-/// A checkpoint signing key. Never printed (`Debug` is redacted) and wiped on drop
-/// (`ed25519-dalek` zeroizes its secret; the encodings made here are wiped too).
-pub struct SignerKey {
+/// An Ed25519 private key of signature type `TYPE`: a checkpoint signing key ([`SignerKey`],
+/// type 0x01) or a witness's cosigning key ([`crate::cosignature::CosigningKey`], type 0x04).
+/// Never printed (`Debug` is redacted) and wiped on drop (`ed25519-dalek` zeroizes its secret;
+/// the encodings made here are wiped too).
+pub struct PrivateKey<const TYPE: u8> {
     name: String,
     key: ed25519_dalek::SigningKey,
 }
 
-impl fmt::Debug for SignerKey {
+/// A checkpoint signing key.
+pub type SignerKey = PrivateKey<ALG_ED25519>;
+
+impl<const TYPE: u8> fmt::Debug for PrivateKey<TYPE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignerKey")
+        f.debug_struct("PrivateKey")
             .field("name", &self.name)
             .field("secret", &"[redacted]")
             .finish()
     }
 }
 
-impl SignerKey {
+impl<const TYPE: u8> PrivateKey<TYPE> {
     /// A key from its 32-byte Ed25519 seed.
     pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Self, NoteError> {
         check_name(name)?;
@@ -116,6 +123,23 @@ impl SignerKey {
         Self::from_seed(name, &seed)
     }
 
+    /// The key's name (for a checkpoint signing key, conventionally the log's origin).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The matching public key.
+    pub fn verifier(&self) -> PublicKey<TYPE> {
+        PublicKey::new(&self.name, self.key.verifying_key())
+    }
+
+    /// Signs `message` as it is.
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> ed25519_dalek::Signature {
+        self.key.sign(message)
+    }
+}
+
+impl SignerKey {
     /// The deployment's salt for [`crate::event::prompt_digest`], derived from this key's seed
     /// (HMAC-SHA256 with a fixed label), so the salt needs no file of its own and is as secret
     /// as the signing key. Rotating the signing key rotates the salt.
@@ -190,21 +214,6 @@ impl SignerKey {
         out
     }
 
-    /// The key's name (conventionally the log's origin).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The matching verifier key.
-    pub fn verifier(&self) -> VerifierKey {
-        let key = self.key.verifying_key();
-        VerifierKey {
-            key_id: key_id(&self.name, key.as_bytes()),
-            name: self.name.clone(),
-            key,
-        }
-    }
-
     /// Signs `text` and returns the whole note (text, blank line, one signature line).
     pub fn sign(&self, text: &str) -> Result<String, NoteError> {
         check_text(text)?;
@@ -232,6 +241,68 @@ fn parse_key_id(hex_id: &str) -> Result<u32, NoteError> {
         .map_err(|_| NoteError::MalformedKey("key id must be 8 hex digits"))
 }
 
+/// Parses a verifier key `<name>+<hex key id>+<base64(alg || Ed25519 public key)>` of signature
+/// type `alg`: the name, the key id (which must match) and the key (a valid point).
+fn parse_vkey(
+    text: &str,
+    alg: u8,
+) -> Result<(String, u32, ed25519_dalek::VerifyingKey), NoteError> {
+    let text = text.trim();
+    if text.len() > 1024 {
+        return Err(NoteError::MalformedKey("too long"));
+    }
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(NoteError::MalformedKey("expected <name>+<id>+<key>"));
+    };
+    check_name(name)?;
+    let id = parse_key_id(id_hex)?;
+    let decoded = B64
+        .decode(key_b64)
+        .map_err(|_| NoteError::MalformedKey("key is not base64"))?;
+    let (&found, public) = decoded
+        .split_first()
+        .ok_or(NoteError::MalformedKey("empty key"))?;
+    if found != alg {
+        return Err(NoteError::MalformedKey(if alg == ALG_ED25519 {
+            "not an Ed25519 key"
+        } else {
+            "not an Ed25519 cosignature key (type 0x04)"
+        }));
+    }
+    let public: [u8; 32] = public
+        .try_into()
+        .map_err(|_| NoteError::MalformedKey("Ed25519 key must be 32 bytes"))?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&public)
+        .map_err(|_| NoteError::MalformedKey("not a valid Ed25519 public key"))?;
+    if key_id(alg, name, &public) != id {
+        return Err(NoteError::MalformedKey("key id does not match the key"));
+    }
+    Ok((name.to_owned(), id, key))
+}
+
+/// Splits one signature line, `— <key name> <base64 blob>` (without its newline), into the
+/// name and the decoded blob, which holds at least the four-byte key id and one more byte.
+pub(crate) fn parse_signature_line(line: &str) -> Result<(&str, Vec<u8>), NoteError> {
+    let rest = line
+        .strip_prefix(SIG_PREFIX)
+        .ok_or(NoteError::MalformedNote(
+            "signature line must start with an em dash",
+        ))?;
+    let (name, b64) = rest.split_once(' ').ok_or(NoteError::MalformedNote(
+        "signature line must be `— name signature`",
+    ))?;
+    check_name(name).map_err(|_| NoteError::MalformedNote("invalid key name"))?;
+    let blob = B64
+        .decode(b64)
+        .map_err(|_| NoteError::MalformedNote("signature is not base64"))?;
+    if blob.len() < 5 {
+        return Err(NoteError::MalformedNote("signature too short"));
+    }
+    Ok((name, blob))
+}
+
 fn check_text(text: &str) -> Result<(), NoteError> {
     if text.len() > MAX_NOTE_LEN {
         return Err(NoteError::InvalidText("too long"));
@@ -247,66 +318,50 @@ fn check_text(text: &str) -> Result<(), NoteError> {
     Ok(())
 }
 
-/// A public key that checks notes. Printable: `Display` gives the vkey form.
+/// An Ed25519 public key of signature type `TYPE`, in the vkey form
+/// `<name>+<hex key id>+<base64(TYPE || key)>`: a note verifier key ([`VerifierKey`], type 0x01)
+/// or a witness's cosignature key ([`crate::CosignerKey`], type 0x04). Printable: `Display`
+/// gives the vkey form.
 #[derive(Clone, PartialEq, Eq)]
-pub struct VerifierKey {
-    name: String,
-    key_id: u32,
-    key: ed25519_dalek::VerifyingKey,
+pub struct PublicKey<const TYPE: u8> {
+    pub(crate) name: String,
+    pub(crate) key_id: u32,
+    pub(crate) key: ed25519_dalek::VerifyingKey,
 }
 
-impl fmt::Debug for VerifierKey {
+/// A public key that checks notes.
+pub type VerifierKey = PublicKey<ALG_ED25519>;
+
+impl<const TYPE: u8> fmt::Debug for PublicKey<TYPE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VerifierKey({self})")
+        write!(f, "PublicKey({self})")
     }
 }
 
-impl fmt::Display for VerifierKey {
+impl<const TYPE: u8> fmt::Display for PublicKey<TYPE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut raw = Vec::with_capacity(33);
-        raw.push(ALG_ED25519);
+        raw.push(TYPE);
         raw.extend_from_slice(self.key.as_bytes());
         write!(f, "{}+{:08x}+{}", self.name, self.key_id, B64.encode(raw))
     }
 }
 
-impl VerifierKey {
-    /// Parses `<name>+<hex key id>+<base64(0x01 || public key)>`; the key id must match, and
-    /// the key must be a valid Ed25519 point.
+impl<const TYPE: u8> PublicKey<TYPE> {
+    /// Parses the vkey form; the type byte must be `TYPE`, the key id must match, and the key
+    /// must be a valid Ed25519 point.
     pub fn parse(text: &str) -> Result<Self, NoteError> {
-        let text = text.trim();
-        if text.len() > 1024 {
-            return Err(NoteError::MalformedKey("too long"));
-        }
-        let mut parts = text.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::MalformedKey("expected <name>+<id>+<key>"));
-        };
-        check_name(name)?;
-        let id = parse_key_id(id_hex)?;
-        let decoded = B64
-            .decode(key_b64)
-            .map_err(|_| NoteError::MalformedKey("key is not base64"))?;
-        let (&alg, public) = decoded
-            .split_first()
-            .ok_or(NoteError::MalformedKey("empty key"))?;
-        if alg != ALG_ED25519 {
-            return Err(NoteError::MalformedKey("not an Ed25519 key"));
-        }
-        let public: [u8; 32] = public
-            .try_into()
-            .map_err(|_| NoteError::MalformedKey("Ed25519 key must be 32 bytes"))?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&public)
-            .map_err(|_| NoteError::MalformedKey("not a valid Ed25519 public key"))?;
-        if key_id(name, &public) != id {
-            return Err(NoteError::MalformedKey("key id does not match the key"));
-        }
-        Ok(Self {
+        let (name, key_id, key) = parse_vkey(text, TYPE)?;
+        Ok(Self { name, key_id, key })
+    }
+
+    /// The key made of `name` and an Ed25519 public key, with its key id.
+    pub(crate) fn new(name: &str, key: ed25519_dalek::VerifyingKey) -> Self {
+        Self {
+            key_id: key_id(TYPE, name, key.as_bytes()),
             name: name.to_owned(),
-            key_id: id,
             key,
-        })
+        }
     }
 
     /// The key's name.
@@ -360,21 +415,7 @@ pub fn open(note: &str, known: &[VerifierKey]) -> Result<VerifiedNote, NoteError
     }
     let mut verified_by: Vec<String> = Vec::new();
     for line in lines {
-        let rest = line
-            .strip_prefix(SIG_PREFIX)
-            .ok_or(NoteError::MalformedNote(
-                "signature line must start with an em dash",
-            ))?;
-        let (name, b64) = rest.split_once(' ').ok_or(NoteError::MalformedNote(
-            "signature line must be `— name signature`",
-        ))?;
-        check_name(name).map_err(|_| NoteError::MalformedNote("invalid key name"))?;
-        let blob = B64
-            .decode(b64)
-            .map_err(|_| NoteError::MalformedNote("signature is not base64"))?;
-        if blob.len() < 5 {
-            return Err(NoteError::MalformedNote("signature too short"));
-        }
+        let (name, blob) = parse_signature_line(line)?;
         let id = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]);
         let Some(key) = known.iter().find(|k| k.name == name && k.key_id == id) else {
             continue;

@@ -1,6 +1,9 @@
-//! The witness file: every signed checkpoint, also appended to a file outside the database.
+//! Witnesses: copies of every signed checkpoint outside the database. This module is the
+//! witness file; [`http`] is the client of an external C2SP witness. Either, or both, may be
+//! configured.
 //!
-//! It stands in for an external witness (a C2SP witness, a WORM bucket, a syslog host): someone
+//! The witness file: every signed checkpoint, also appended to a file outside the database.
+//! It stands in for an external witness (a WORM bucket, a syslog host, or the HTTP one): someone
 //! who rewrites the database, even with the signing key, cannot rewrite checkpoints that have
 //! already left it, and `verify` checks the log against them. Point it at storage the gateway's
 //! database credentials cannot reach (another volume, a log shipper's spool).
@@ -14,6 +17,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+
+pub mod http;
 
 /// The longest witness line read; a checkpoint note is a few hundred bytes.
 const MAX_LINE: u64 = 64 * 1024;

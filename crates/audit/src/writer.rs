@@ -10,13 +10,14 @@
 //!
 //! If a commit fails, every event in that batch gets the error and none is in the log. Every
 //! `checkpoint_every` entries or `checkpoint_interval` (whichever comes first, and only if
-//! something was appended) the writer signs a checkpoint, stores it, and appends it to the
-//! witness file. These automatic checkpoints are sealed on a task of their own, one at a time
-//! and in order, so the writer goes on committing while one is signed and its witness line
-//! flushed (its store insert still takes turns with the appends on a store with one write
-//! connection, such as SQLite's); an explicit [`Auditor::checkpoint`] and the final one at
-//! shutdown wait for it and are signed in line. A checkpoint failure is logged and retried at the next occasion; it does not fail
-//! appends, which are already durable.
+//! something was appended) the writer signs a checkpoint, stores it, appends it to the witness
+//! file and hands it to the HTTP witness's task ([`crate::witness::http`], which submits it off
+//! this path, never holding up an append). These automatic checkpoints are sealed on a task of
+//! their own, one at a time and in order, so the writer goes on committing while one is signed
+//! and its witness line flushed (its store insert still takes turns with the appends on a store
+//! with one write connection, such as SQLite's); an explicit [`Auditor::checkpoint`] and the
+//! final one at shutdown wait for it and are signed in line. A checkpoint failure is logged and
+//! retried at the next occasion; it does not fail appends, which are already durable.
 //!
 //! There must be one `Auditor` per log: sequence numbers come from the store, but the tree
 //! lives here. (If another writer appends anyway, this one notices the gap and reads the missing
@@ -41,6 +42,7 @@ use crate::store::{
     AuditEntry, AuditStore, AuditStoreError, MAX_APPEND_BATCH, MAX_READ, StoredCheckpoint,
 };
 use crate::witness::WitnessFile;
+use crate::witness::http::{self, HttpWitness, HttpWitnessConfig, WitnessFeed};
 
 mod sequencer;
 
@@ -62,6 +64,8 @@ pub struct AuditorConfig {
     pub max_batch: usize,
     /// Where to append each checkpoint, outside the database.
     pub witness_path: Option<PathBuf>,
+    /// A C2SP witness to submit each checkpoint to ([`crate::witness::http`]).
+    pub http_witness: Option<HttpWitnessConfig>,
 }
 
 impl Default for AuditorConfig {
@@ -73,6 +77,7 @@ impl Default for AuditorConfig {
             queue_capacity: 16_384,
             max_batch: 4_096,
             witness_path: None,
+            http_witness: None,
         }
     }
 }
@@ -109,6 +114,53 @@ type Reply = oneshot::Sender<Result<u64, AuditError>>;
 /// The witness file, shared by the writer and the checkpoints it seals in the background.
 type Witness = Arc<std::sync::Mutex<WitnessFile>>;
 
+/// Where each sealed checkpoint goes besides the store.
+#[derive(Clone, Default)]
+struct Witnesses {
+    /// The witness file, written before the checkpoint counts as sealed.
+    file: Option<Witness>,
+    /// The HTTP witness's task, handed the checkpoint without waiting.
+    http: Option<WitnessFeed>,
+}
+
+impl Witnesses {
+    /// Opens the witness file and starts the HTTP witness's task on `runtime`, as `config`
+    /// asks; `store` is the log's, for the consistency proofs.
+    fn start(
+        config: &AuditorConfig,
+        store: Arc<dyn AuditStore>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(Self, Option<HttpWitness>), AuditError> {
+        let file = match &config.witness_path {
+            Some(path) => Some(Arc::new(std::sync::Mutex::new(
+                WitnessFile::open(path).map_err(|e| {
+                    AuditError::Checkpoint(format!(
+                        "cannot open the witness file {}: {e}",
+                        path.display()
+                    ))
+                })?,
+            ))),
+            None => None,
+        };
+        let (status, http) = match &config.http_witness {
+            Some(witness) => {
+                let (status, feed) = http::start(witness, store, runtime)
+                    .map_err(|e| AuditError::Config(format!("witness_url: {e}")))?;
+                (Some(status), Some(feed))
+            }
+            None => (None, None),
+        };
+        Ok((Self { file, http }, status))
+    }
+
+    /// At shutdown: waits until the HTTP witness has been tried with the last checkpoint.
+    async fn flush(&self) {
+        if let Some(feed) = &self.http {
+            feed.flush().await;
+        }
+    }
+}
+
 /// The most times the writer yields to let a batch fill before committing it.
 const MAX_GATHER_YIELDS: usize = 8;
 
@@ -138,6 +190,8 @@ struct Shared {
     waiting_done: Notify,
     /// The shared log, when this writer queues into one ([`Auditor::start_shared`]).
     shared_log: Option<SharedLogHandle>,
+    /// The HTTP witness's progress, when one is configured.
+    http_witness: Option<HttpWitness>,
 }
 
 /// The shared log a writer queues into, kept for readers ([`Auditor::shared_log`]).
@@ -224,8 +278,10 @@ impl Auditor {
         signer: SignerKey,
         config: AuditorConfig,
     ) -> Result<Self, AuditError> {
-        let witness = check_config(&config)?;
+        check_config(&config)?;
         let (tree, last_checkpoint) = resume(store.as_ref()).await?;
+        let sealer = tokio::runtime::Handle::current();
+        let (witness, http_witness) = Witnesses::start(&config, store.clone(), &sealer)?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let shared = Arc::new(Shared {
             size: AtomicU64::new(tree.size()),
@@ -237,6 +293,7 @@ impl Auditor {
             waiting: AtomicUsize::new(0),
             waiting_done: Notify::new(),
             shared_log: None,
+            http_witness,
         });
         let mut writer = Writer {
             store,
@@ -250,7 +307,7 @@ impl Auditor {
             deferred: None,
             broken: None,
             sealing: None,
-            sealer: tokio::runtime::Handle::current(),
+            sealer,
         };
         if writer.tree.size() > writer.last_checkpoint.unwrap_or(0)
             || writer.last_checkpoint.is_none()
@@ -279,13 +336,15 @@ impl Auditor {
         config: AuditorConfig,
         sequencer: SequencerConfig,
     ) -> Result<Self, AuditError> {
-        let witness = check_config(&config)?;
+        check_config(&config)?;
         let size = store
             .size()
             .await
             .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let reader: Arc<dyn AuditStore> = store.clone();
+        let (witness, http_witness) =
+            Witnesses::start(&config, reader.clone(), &tokio::runtime::Handle::current())?;
         let shared = Arc::new(Shared {
             size: AtomicU64::new(size),
             commits: AtomicU64::new(0),
@@ -296,6 +355,7 @@ impl Auditor {
             waiting: AtomicUsize::new(0),
             waiting_done: Notify::new(),
             shared_log: Some(SharedLogHandle(store.clone())),
+            http_witness,
         });
         sequencer::start(
             store,
@@ -417,6 +477,11 @@ impl Auditor {
         self.shared.capacity.saturating_sub(self.tx.capacity())
     }
 
+    /// The HTTP witness's progress (checkpoints cosigned, failures), when one is configured.
+    pub fn http_witness(&self) -> Option<&HttpWitness> {
+        self.shared.http_witness.as_ref()
+    }
+
     /// The public key checkpoints are signed with.
     pub fn verifier(&self) -> &VerifierKey {
         &self.shared.verifier
@@ -441,8 +506,8 @@ impl Auditor {
     }
 }
 
-/// Checks `config` and opens its witness file, if it names one.
-fn check_config(config: &AuditorConfig) -> Result<Option<Witness>, AuditError> {
+/// Checks `config`.
+fn check_config(config: &AuditorConfig) -> Result<(), AuditError> {
     check_origin(&config.origin)
         .map_err(|_| AuditError::Config("origin must be 1-256 printable characters".into()))?;
     if config.checkpoint_every == 0 {
@@ -465,18 +530,12 @@ fn check_config(config: &AuditorConfig) -> Result<Option<Witness>, AuditError> {
             "max_batch must be 1 to {MAX_APPEND_BATCH}"
         )));
     }
-    let witness = match &config.witness_path {
-        Some(path) => Some(Arc::new(std::sync::Mutex::new(
-            WitnessFile::open(path).map_err(|e| {
-                AuditError::Checkpoint(format!(
-                    "cannot open the witness file {}: {e}",
-                    path.display()
-                ))
-            })?,
-        ))),
-        None => None,
-    };
-    Ok(witness)
+    if let Some(witness) = &config.http_witness {
+        witness
+            .check()
+            .map_err(|e| AuditError::Config(format!("witness_url: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Rebuilds the tree from the latest checkpoint's saved state and the leaf hashes after it.
@@ -593,7 +652,7 @@ struct Writer {
     config: AuditorConfig,
     tree: TreeBuilder,
     last_checkpoint: Option<u64>,
-    witness: Option<Witness>,
+    witness: Witnesses,
     rx: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     /// A non-append command met while gathering a batch, handled right after it.
@@ -659,6 +718,7 @@ impl Writer {
                     if self.uncheckpointed() > 0 {
                         self.checkpoint_logged().await;
                     }
+                    self.witness.flush().await;
                     return;
                 }
             }
@@ -771,7 +831,7 @@ impl Writer {
         let job = Seal {
             store: self.store.clone(),
             signer: self.signer.clone(),
-            witness: self.witness.clone(),
+            witnesses: self.witness.clone(),
             checkpoint: Checkpoint {
                 origin: self.config.origin.clone(),
                 size,
@@ -856,7 +916,7 @@ impl Writer {
         let signed = seal(
             self.store.as_ref(),
             &self.signer,
-            self.witness.as_ref(),
+            &self.witness,
             &checkpoint,
             self.tree.subtrees().to_vec(),
         )
@@ -887,10 +947,15 @@ impl Writer {
                 }
             }
         }
-        if self.uncheckpointed() > 0 {
-            self.checkpoint().await?;
-        }
-        Ok(())
+        let sealed = if self.uncheckpointed() > 0 {
+            self.checkpoint().await.map(drop)
+        } else {
+            Ok(())
+        };
+        // The witness gets the final checkpoint (or another try at the last one) before the
+        // writer reports that it has stopped.
+        self.witness.flush().await;
+        sealed
     }
 }
 
@@ -903,7 +968,7 @@ fn cannot_start(e: std::io::Error) -> AuditError {
 struct Seal {
     store: Arc<dyn AuditStore>,
     signer: Arc<SignerKey>,
-    witness: Option<Witness>,
+    witnesses: Witnesses,
     checkpoint: Checkpoint,
     subtrees: Vec<Hash>,
 }
@@ -924,7 +989,7 @@ impl Seal {
         seal(
             self.store.as_ref(),
             &self.signer,
-            self.witness.as_ref(),
+            &self.witnesses,
             &self.checkpoint,
             self.subtrees,
         )
@@ -933,12 +998,12 @@ impl Seal {
     }
 }
 
-/// Signs `checkpoint`, stores it with the tree state `subtrees`, then appends it to the witness
-/// file.
+/// Signs `checkpoint`, stores it with the tree state `subtrees`, appends it to the witness
+/// file, then hands it to the HTTP witness (without waiting for it).
 async fn seal(
     store: &dyn AuditStore,
     signer: &SignerKey,
-    witness: Option<&Witness>,
+    witnesses: &Witnesses,
     checkpoint: &Checkpoint,
     subtrees: Vec<Hash>,
 ) -> Result<SignedCheckpoint, AuditError> {
@@ -949,14 +1014,14 @@ async fn seal(
         size: checkpoint.size,
         root: checkpoint.root,
         note: signed.note.clone(),
-        subtrees,
+        subtrees: subtrees.clone(),
         created_at: Timestamp::now(),
     };
     store
         .add_checkpoint(&stored)
         .await
         .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
-    if let Some(witness) = witness {
+    if let Some(witness) = &witnesses.file {
         let witness = witness.clone();
         let note = signed.note.clone();
         tokio::task::spawn_blocking(move || match witness.lock() {
@@ -966,6 +1031,9 @@ async fn seal(
         .await
         .map_err(|e| AuditError::Checkpoint(format!("witness task failed: {e}")))?
         .map_err(|e| AuditError::Checkpoint(format!("cannot write the witness file: {e}")))?;
+    }
+    if let Some(feed) = &witnesses.http {
+        feed.offer(&signed, &subtrees);
     }
     Ok(signed)
 }

@@ -82,7 +82,8 @@ impl AuditLog {
     }
 }
 
-/// Starts the audit writer on `log` with the configured signing key and witness file.
+/// Starts the audit writer on `log` with the configured signing key, witness file and HTTP
+/// witness.
 pub async fn start(settings: &AuditSettings, log: AuditLog) -> Result<Auditor, StartError> {
     let key = signing_key(settings, &log).await?;
     if let Some(dir) = settings
@@ -100,6 +101,7 @@ pub async fn start(settings: &AuditSettings, log: AuditLog) -> Result<Auditor, S
         checkpoint_every: settings.checkpoint_every,
         checkpoint_interval: settings.checkpoint_interval,
         witness_path: Some(settings.witness_file.clone()),
+        http_witness: settings.witness.clone(),
         ..AuditorConfig::default()
     };
     Ok(match log {
@@ -367,6 +369,7 @@ mod tests {
         let settings = AuditSettings {
             signing_key_file: dir.path().join("audit-signing.key"),
             witness_file: dir.path().join("audit-witness.log"),
+            witness: None,
             origin: "wardgate-test/audit".into(),
             checkpoint_every: 1000,
             checkpoint_interval: std::time::Duration::from_secs(10),
@@ -421,6 +424,7 @@ mod tests {
         AuditSettings {
             signing_key_file: dir.join("audit-signing.key"),
             witness_file: dir.join("audit-witness.log"),
+            witness: None,
             origin: "wardgate-test/audit".into(),
             checkpoint_every: 1000,
             checkpoint_interval: std::time::Duration::from_secs(10),

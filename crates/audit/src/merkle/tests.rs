@@ -280,6 +280,39 @@ fn consistency_round_trips_for_every_size_to_64() {
     }
 }
 
+/// The proof built from the old tree's compact range and the new leaves alone is the proof
+/// made from every leaf, for every pair of sizes to 70 (so across several powers of two).
+#[test]
+fn consistency_from_the_compact_range_matches_the_proof_from_all_leaves() {
+    let leaves = synthetic(70);
+    for new_size in 0..=70usize {
+        for old_size in 0..=new_size {
+            let mut old = TreeBuilder::new();
+            for leaf in &leaves[..old_size] {
+                old.push(*leaf);
+            }
+            let mut builder = ConsistencyBuilder::new(&old, new_size as u64).unwrap();
+            while let Some(i) = builder.next_leaf() {
+                builder.push(leaves[i as usize]);
+            }
+            assert_eq!(
+                builder.finish().unwrap(),
+                consistency_proof(&leaves[..new_size], old_size as u64).unwrap(),
+                "{old_size} -> {new_size}"
+            );
+        }
+    }
+    let mut old = TreeBuilder::new();
+    old.push(leaves[0]);
+    old.push(leaves[1]);
+    assert_eq!(
+        ConsistencyBuilder::new(&old, 1).err(),
+        Some(ProofError::OutOfRange)
+    );
+    let unfed = ConsistencyBuilder::new(&old, 5).unwrap();
+    assert_eq!(unfed.finish(), Err(ProofError::WrongLength));
+}
+
 #[test]
 fn builder_matches_the_recursive_root_and_resumes_from_its_parts() {
     let leaves = synthetic(300);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
-    AuditError, AuditorConfig, Command, Reply, Shared, Witness, catch_up, gather, resume, seal,
+    AuditError, AuditorConfig, Command, Reply, Shared, Witnesses, catch_up, gather, resume, seal,
 };
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::event::AuditEvent;
@@ -84,7 +84,7 @@ pub(super) async fn start(
     signer: SignerKey,
     config: AuditorConfig,
     sequencer: SequencerConfig,
-    witness: Option<Witness>,
+    witness: Witnesses,
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
 ) -> Result<(), AuditError> {
@@ -234,7 +234,7 @@ struct Sequencer {
     config: AuditorConfig,
     sequencer: SequencerConfig,
     max_batch: usize,
-    witness: Option<Witness>,
+    witness: Witnesses,
     shared: Arc<Shared>,
     rx: mpsc::Receiver<SeqCommand>,
     kick: Arc<Notify>,
@@ -490,7 +490,7 @@ impl Sequencer {
         let signed = seal(
             self.store.as_ref(),
             &self.signer,
-            self.witness.as_ref(),
+            &self.witness,
             &checkpoint,
             tree.subtrees().to_vec(),
         )
@@ -509,7 +509,8 @@ impl Sequencer {
     }
 
     /// Sequences what is queued (if this instance holds the lease or it is free), signs a final
-    /// checkpoint and gives the lease up, so the next sequencer need not wait for it to lapse.
+    /// checkpoint, gives the lease up, so the next sequencer need not wait for it to lapse, and
+    /// waits for the HTTP witness to be tried with this instance's last checkpoint.
     async fn stop(&mut self) -> Result<(), AuditError> {
         self.tried_at = None;
         // Renew now, so the final pass cannot run out of lease half-way.
@@ -530,6 +531,7 @@ impl Sequencer {
                 "could not release the audit sequencer lease; it lapses by itself"
             );
         }
+        self.witness.flush().await;
         result.and(signed)
     }
 }

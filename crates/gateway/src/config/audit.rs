@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use wardgate_audit::witness::http::{self as witness_http, HttpWitnessConfig};
+use wardgate_audit::{CosignerKey, VerifierKey};
 use wardgate_store::AuditDurability;
 
 use super::{ConfigError, HumanDuration, duration};
@@ -19,6 +21,8 @@ pub struct AuditSettings {
     pub signing_key: Option<SigningKeySecret>,
     /// The append-only file each checkpoint is also written to.
     pub witness_file: PathBuf,
+    /// The C2SP witness each checkpoint is also submitted to, when one is configured.
+    pub witness: Option<HttpWitnessConfig>,
     /// The log's name in checkpoints.
     pub origin: String,
     pub checkpoint_every: u64,
@@ -67,6 +71,8 @@ pub const DEFAULT_ORIGIN: &str = "wardgate/audit";
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 /// Default of `audit.checkpoint_interval`.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default of `audit.witness_timeout`.
+pub const DEFAULT_WITNESS_TIMEOUT: Duration = witness_http::DEFAULT_TIMEOUT;
 
 /// The tamper-evident audit log. It has no off switch.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -78,6 +84,15 @@ pub struct RawAudit {
     /// Append-only file receiving a copy of every checkpoint, standing in for an external
     /// witness. Default `audit-witness.log` beside the SQLite database.
     pub witness_file: Option<PathBuf>,
+    /// A C2SP `tlog-witness` (its submission prefix) that every checkpoint is also submitted
+    /// to, with a consistency proof, for its cosignature: `https://`, or `http://` to a
+    /// loopback address. Default: none.
+    pub witness_url: Option<String>,
+    /// The most one submission to the witness may take. Default `5s`, at most `60s`.
+    pub witness_timeout: Option<HumanDuration>,
+    /// The witness's public key (`<name>+<key id>+<key>`, as the witness prints it): when set,
+    /// a submission counts only if the witness's cosignature verifies. Default: not checked.
+    pub witness_key: Option<String>,
     /// The log's name, the first line of each checkpoint. Default `wardgate/audit`.
     pub origin: Option<String>,
     /// Sign a checkpoint after this many events. Default 1000.
@@ -114,6 +129,7 @@ pub(super) fn audit(
             .witness_file
             .clone()
             .unwrap_or_else(|| beside_db(DEFAULT_WITNESS_FILE)),
+        witness: http_witness(raw)?,
         origin: raw
             .origin
             .clone()
@@ -145,6 +161,53 @@ pub(super) fn audit(
         ));
     }
     Ok(audit)
+}
+
+/// `audit.witness_url`, `audit.witness_timeout` and `audit.witness_key`, validated by the audit
+/// crate's own checks.
+fn http_witness(raw: &RawAudit) -> Result<Option<HttpWitnessConfig>, ConfigError> {
+    let timeout = duration(
+        "audit.witness_timeout",
+        raw.witness_timeout.as_deref(),
+        DEFAULT_WITNESS_TIMEOUT,
+    )?;
+    witness_http::check_timeout(timeout)
+        .map_err(|e| ConfigError::new("audit.witness_timeout", e))?;
+    let key = match raw.witness_key.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(CosignerKey::parse(text).map_err(|e| {
+            let hint = if VerifierKey::parse(text).is_ok() {
+                "this is a note verifier key (type 0x01, like the log's own), not a witness's \
+                 cosignature key (type 0x04)"
+            } else {
+                "expected <name>+<key id>+<base64 key> as the witness prints it"
+            };
+            ConfigError::new(
+                "audit.witness_key",
+                format!("not a witness public key ({e}); {hint}"),
+            )
+        })?),
+    };
+    let Some(url) = raw
+        .witness_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
+        if key.is_some() {
+            return Err(ConfigError::new(
+                "audit.witness_key",
+                "a witness key needs a witness: set audit.witness_url too",
+            ));
+        }
+        return Ok(None);
+    };
+    witness_http::check_url(url).map_err(|e| ConfigError::new("audit.witness_url", e))?;
+    Ok(Some(HttpWitnessConfig {
+        url: url.to_owned(),
+        timeout,
+        key,
+    }))
 }
 
 /// `audit.durability` as its word, read with the store's own parser (and its refusal text).

@@ -118,9 +118,10 @@ const ROLE_RATE_LIMITS_OFF: &[&str] = &[
 /// `[server.tls]`, if any); its only backend is the embedded engine (named `default`, its
 /// models discovered), no `[[models]]`, and every rate limit and quota off. Its audit log is
 /// its own: unless its environment places them (`WARDGATE_DB`, `WARDGATE_AUDIT_KEY`,
-/// `WARDGATE_AUDIT_WITNESS`), its database is `llm/wardgate.db` beside the file's and its
-/// signing key and witness file default to beside that, so a config file shared with the
-/// gateway never makes the two logs share a database, a key or a witness file.
+/// `WARDGATE_AUDIT_WITNESS`, `WARDGATE_AUDIT_WITNESS_URL`), its database is `llm/wardgate.db`
+/// beside the file's, its signing key and witness file default to beside that, and it has no
+/// HTTP witness, so a config file shared with the gateway never makes the two logs share a
+/// database, a key, a witness file or a witness (which would see two trees of one origin).
 pub(super) fn apply_role(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<(), ConfigError> {
     let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| DEFAULT_LLM_LISTEN.to_owned());
     set_dotted(doc, "server.listen", listen.into());
@@ -181,6 +182,10 @@ pub(super) fn apply_role(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<()
         }
         if env("WARDGATE_AUDIT_WITNESS").is_none() {
             audit.remove("witness_file");
+        }
+        if env("WARDGATE_AUDIT_WITNESS_URL").is_none() {
+            audit.remove("witness_url");
+            audit.remove("witness_key");
         }
     }
     Ok(())

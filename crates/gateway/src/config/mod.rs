@@ -239,6 +239,7 @@ impl Config {
             path(&self.audit.witness_file),
             self.audit.origin.clone(),
         ]);
+        out.extend(self.audit.witness.as_ref().map(|w| w.url.clone()));
         for b in &self.backends {
             out.push(b.name.clone());
             out.extend(b.urls.iter().cloned());
@@ -439,6 +440,16 @@ const ENV_OVERRIDES: &[(&str, &str, EnvValue)] = &[
     (
         "WARDGATE_AUDIT_WITNESS",
         "audit.witness_file",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_AUDIT_WITNESS_URL",
+        "audit.witness_url",
+        EnvValue::Text,
+    ),
+    (
+        "WARDGATE_AUDIT_WITNESS_KEY",
+        "audit.witness_key",
         EnvValue::Text,
     ),
     (
@@ -1426,6 +1437,101 @@ url = "http://127.0.0.1:11434"
             ]
         );
         assert!(llm::ignored_gateway_env(&no_env).is_empty());
+    }
+
+    #[test]
+    fn the_http_witness_is_https_with_a_bounded_timeout_and_a_witness_key() {
+        let secs = Duration::from_secs;
+        assert_eq!(
+            load("").unwrap().audit.witness,
+            None,
+            "off unless configured"
+        );
+        let witness_key = wardgate_audit::cosignature::CosigningKey::generate("witness.example/w1")
+            .unwrap()
+            .verifier()
+            .to_string();
+        let file = format!(
+            "[audit]\nwitness_url = \"https://witness.example/w1/\"\nwitness_key = \"{witness_key}\"\n"
+        );
+        let c = load(&file).unwrap();
+        let w = c.audit.witness.clone().unwrap();
+        assert_eq!(w.url, "https://witness.example/w1/");
+        assert_eq!(w.timeout, audit::DEFAULT_WITNESS_TIMEOUT);
+        assert_eq!(w.timeout, secs(5));
+        assert_eq!(w.key.unwrap().to_string(), witness_key);
+        assert!(
+            c.own_text().contains(&w.url),
+            "the URL is readable in the log"
+        );
+        // From the environment, over the file.
+        let env = |k: &str| match k {
+            "WARDGATE_AUDIT_WITNESS_URL" => Some("http://127.0.0.1:7380".to_owned()),
+            "WARDGATE_AUDIT_WITNESS_KEY" => Some(witness_key.clone()),
+            _ => None,
+        };
+        let c = Config::from_raw(RawConfig::default(), &env).unwrap();
+        let w = c.audit.witness.unwrap();
+        assert_eq!(w.url, "http://127.0.0.1:7380");
+        assert!(w.key.is_some());
+        let c = load("[audit]\nwitness_url = \"https://w.example\"\nwitness_timeout = \"60s\"\n")
+            .unwrap();
+        assert_eq!(c.audit.witness.unwrap().timeout, secs(60));
+
+        // Refused, by name, saying what to do.
+        let log_key = wardgate_audit::SignerKey::generate("wardgate/audit")
+            .unwrap()
+            .verifier()
+            .to_string();
+        for (text, key, says) in [
+            (
+                "witness_url = \"http://witness.example/w1\"".to_owned(),
+                "audit.witness_url",
+                "use https://",
+            ),
+            (
+                "witness_url = \"http://10.1.2.3:7380\"".to_owned(),
+                "audit.witness_url",
+                "use https://",
+            ),
+            (
+                "witness_url = \"https://user:pw@witness.example\"".to_owned(),
+                "audit.witness_url",
+                "credentials",
+            ),
+            (
+                "witness_url = \"https://w.example\"\nwitness_timeout = \"61s\"".to_owned(),
+                "audit.witness_timeout",
+                "at most 60 s",
+            ),
+            (
+                "witness_url = \"https://w.example\"\nwitness_timeout = \"0s\"".to_owned(),
+                "audit.witness_timeout",
+                "greater than zero",
+            ),
+            (
+                "witness_url = \"https://w.example\"\nwitness_key = \"w+00000000+AAAA\"".to_owned(),
+                "audit.witness_key",
+                "not a witness public key",
+            ),
+            (
+                format!("witness_url = \"https://w.example\"\nwitness_key = \"{log_key}\""),
+                "audit.witness_key",
+                "not a witness's cosignature key",
+            ),
+            (
+                format!("witness_key = \"{witness_key}\""),
+                "audit.witness_key",
+                "set audit.witness_url",
+            ),
+        ] {
+            let err = load(&format!("[audit]\n{text}\n")).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(err.reason.contains(says), "{text}: {err}");
+        }
+        // `wardgate llm` keeps its log apart: the gateway's witness is not its witness.
+        let own = llm(&file, &no_env).unwrap();
+        assert_eq!(own.audit.witness, None);
     }
 
     #[test]
