@@ -44,7 +44,7 @@ use crate::witness::WitnessFile;
 
 mod sequencer;
 
-pub use sequencer::SequencerConfig;
+pub use sequencer::{DEFAULT_NEWER_RELEASE_BACKOFF, NEWER_RELEASE_BACKOFF_BOUNDS, SequencerConfig};
 
 /// How the writer batches and checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
