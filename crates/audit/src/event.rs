@@ -104,6 +104,11 @@ closed_set! {
         TamperDetected => "tamper_detected",
         /// The audit log was exported or queried by a reviewer.
         AuditAccess => "audit_access",
+        /// A queued row of a shared log could not be read as an event by any release (damage,
+        /// or a row written by hand): the sequencer moved its bytes into the quarantine table
+        /// and wrote this event at the row's place in the order. `detail` holds its queue id,
+        /// length and SHA-256 ([`crate::quarantine`]).
+        AuditQuarantined => "audit_quarantined",
     }
 }
 
@@ -140,9 +145,10 @@ impl EventType {
             | EventType::KeyCreated
             | EventType::KeyRevoked
             | EventType::AuditAccess => Severity::Notice,
-            EventType::Lockout | EventType::BreakGlass | EventType::TamperDetected => {
-                Severity::High
-            }
+            EventType::Lockout
+            | EventType::BreakGlass
+            | EventType::TamperDetected
+            | EventType::AuditQuarantined => Severity::High,
         }
     }
 }
@@ -609,6 +615,7 @@ mod tests {
     fn severity_is_fixed_by_type() {
         assert_eq!(EventType::BreakGlass.severity(), Severity::High);
         assert_eq!(EventType::Lockout.severity(), Severity::High);
+        assert_eq!(EventType::AuditQuarantined.severity(), Severity::High);
         assert_eq!(EventType::KeyCreated.severity(), Severity::Notice);
         assert_eq!(EventType::Request.severity(), Severity::Info);
     }

@@ -17,6 +17,8 @@
 //! - [`cosignature`]: witness cosignatures (C2SP `tlog-cosignature`) and witness keys.
 //! - [`export`] and [`verify`]: the JSON Lines export and the offline verifier.
 //! - [`keyfile`]: writing and loading signing and verifier keys.
+//! - [`shared`] and [`quarantine`]: a log many instances write (a queue, a sequencer lease),
+//!   and what sequencing does with a queued row this release cannot read.
 //!
 //! Retention: audit rows are kept at least [`AUDIT_RETENTION_MIN`]. No API in this crate or in
 //! [`AuditStore`] deletes or rewrites an entry or a checkpoint, at any age; the SQLite schema
@@ -38,6 +40,7 @@ pub mod keyfile;
 pub mod memory;
 pub mod merkle;
 pub mod note;
+pub mod quarantine;
 pub mod shared;
 pub mod store;
 pub mod verify;
@@ -57,11 +60,15 @@ pub use event::{
 pub use memory::MemoryAuditStore;
 pub use merkle::Hash;
 pub use note::{SignerKey, VerifierKey};
+pub use quarantine::QuarantinedRow;
 pub use shared::{Lease, PendingEvent, Sequenced, SharedLog};
 pub use store::{AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint};
 pub use verify::{VerifyError, VerifyReport};
 pub use witness::http::{HttpWitness, HttpWitnessConfig, WitnessStatus};
-pub use writer::{AuditError, Auditor, AuditorConfig, SequencerConfig};
+pub use writer::{
+    AuditError, Auditor, AuditorConfig, DEFAULT_NEWER_RELEASE_BACKOFF,
+    NEWER_RELEASE_BACKOFF_BOUNDS, SequencerConfig,
+};
 
 /// The shortest time an audit entry is kept: six years (HIPAA §164.316(b)(2)(i)), counted as
 /// 6 × 365 days plus the two leap days any six-year span can hold, so that no calendar

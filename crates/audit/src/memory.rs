@@ -2,10 +2,12 @@
 //! for tests, benchmarks and examples.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Mutex;
 
-use crate::event::AuditEvent;
+use crate::event::{AuditEvent, Timestamp, encode_leaf};
 use crate::merkle::Hash;
+use crate::quarantine::{self, QuarantinedRow, QueuedRow};
 use crate::shared::{Lease, PendingEvent, Sequenced, SharedLog};
 use crate::store::{
     AuditEntry, AuditFilter, AuditStore, AuditStoreError, MAX_APPEND_BATCH, MAX_READ,
@@ -22,9 +24,13 @@ pub struct MemoryAuditStore {
 struct MemoryInner {
     entries: Vec<AuditEntry>,
     checkpoints: BTreeMap<u64, StoredCheckpoint>,
-    /// The shared-log queue ([`crate::shared::SharedLog`]), by queue id.
-    queue: BTreeMap<u64, AuditEvent>,
+    /// The shared-log queue ([`crate::shared::SharedLog`]), by queue id: each event's leaf at
+    /// position 0, as the PostgreSQL queue holds it, so a row of another release (or damage)
+    /// can be queued too ([`MemoryAuditStore::enqueue_raw`]).
+    queue: BTreeMap<u64, Vec<u8>>,
     next_queue_id: u64,
+    /// The rows sequencing set aside, by queue id.
+    quarantine: BTreeMap<u64, QuarantinedRow>,
     /// The sequencer lease: holder, epoch, expiry.
     lease: Option<(String, std::time::Instant)>,
     lease_epoch: u64,
@@ -34,6 +40,17 @@ impl MemoryAuditStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Queues `bytes` as they are, as another release or someone with access to the database
+    /// could: for tests of what sequencing does with a row it cannot read. Returns its queue
+    /// id.
+    pub fn enqueue_raw(&self, bytes: Vec<u8>) -> Result<u64, AuditStoreError> {
+        let mut inner = self.lock()?;
+        inner.next_queue_id += 1;
+        let id = inner.next_queue_id;
+        inner.queue.insert(id, bytes);
+        Ok(id)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, AuditStoreError> {
@@ -144,7 +161,7 @@ impl SharedLog for MemoryAuditStore {
         for e in events {
             inner.next_queue_id += 1;
             let id = inner.next_queue_id;
-            inner.queue.insert(id, e);
+            inner.queue.insert(id, encode_leaf(0, &e));
             ids.push(id);
         }
         Ok(ids)
@@ -159,12 +176,12 @@ impl SharedLog for MemoryAuditStore {
             .lock()?
             .queue
             .iter()
-            .filter(|(_, e)| filter.matches_event(e))
-            .take(filter.effective_limit() as usize)
-            .map(|(id, e)| PendingEvent {
-                id: *id,
-                event: e.clone(),
+            .filter_map(|(id, bytes)| match quarantine::read_queued(bytes) {
+                QueuedRow::Event(event) => Some(PendingEvent { id: *id, event }),
+                QueuedRow::NewerRelease(_) | QueuedRow::Unreadable(_) => None,
             })
+            .filter(|p| filter.matches_event(&p.event))
+            .take(filter.effective_limit() as usize)
             .collect())
     }
 
@@ -218,22 +235,51 @@ impl SharedLog for MemoryAuditStore {
         if !held {
             return Ok(Sequenced::LeaseLost);
         }
-        let ids: Vec<u64> = inner
+        let rows: Vec<(u64, Vec<u8>)> = inner
             .queue
-            .keys()
-            .take(max.min(MAX_APPEND_BATCH))
-            .copied()
+            .iter()
+            .take(max.clamp(1, MAX_APPEND_BATCH))
+            .map(|(id, bytes)| (*id, bytes.clone()))
             .collect();
-        let mut entries = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(event) = inner.queue.remove(&id) {
-                let seq = inner.entries.len() as u64;
-                let entry = AuditEntry::prepare(seq, event).0;
-                inner.entries.push(entry.clone());
-                entries.push(entry);
+        let now = Timestamp::now();
+        let plan = quarantine::plan(rows, now);
+        let mut entries = Vec::with_capacity(plan.take.len());
+        for planned in plan.take {
+            let Some(bytes) = inner.queue.remove(&planned.queue_id) else {
+                continue;
+            };
+            let seq = inner.entries.len() as u64;
+            if let Some((_, sha256)) = planned.set_aside {
+                inner.quarantine.insert(
+                    planned.queue_id,
+                    QuarantinedRow {
+                        queue_id: planned.queue_id,
+                        seq,
+                        bytes,
+                        sha256,
+                        quarantined_at: now,
+                    },
+                );
             }
+            let entry = AuditEntry::prepare(seq, planned.event).0;
+            inner.entries.push(entry.clone());
+            entries.push(entry);
         }
-        Ok(Sequenced::Entries(entries))
+        Ok(Sequenced::ended(entries, plan.held))
+    }
+
+    async fn quarantined(
+        &self,
+        after_queue_id: u64,
+        limit: u32,
+    ) -> Result<Vec<QuarantinedRow>, AuditStoreError> {
+        Ok(self
+            .lock()?
+            .quarantine
+            .range((Bound::Excluded(after_queue_id), Bound::Unbounded))
+            .take(limit.min(MAX_READ) as usize)
+            .map(|(_, row)| row.clone())
+            .collect())
     }
 }
 

@@ -17,6 +17,10 @@
 //!   within one lease time; the new holder rebuilds the tree from the latest checkpoint and the
 //!   stored leaf hashes, so the log stays one consistent tree.
 //!
+//! A queued row this release cannot decode does not stop the log: one from a newer release
+//! (a rolling upgrade) is left for an instance of that release, and one no release can read is
+//! set aside into a quarantine table, with an event in its place ([`crate::quarantine`]).
+//!
 //! A row lease rather than a PostgreSQL advisory lock: an advisory lock belongs to a database
 //! session, and through a transaction-pooling PgBouncer a session is not the client's. Every
 //! lease operation here is one statement or one transaction.
@@ -24,6 +28,7 @@
 use std::time::Duration;
 
 use crate::event::AuditEvent;
+use crate::quarantine::{Held, QuarantinedRow};
 use crate::store::{AuditEntry, AuditFilter, AuditStore, AuditStoreError};
 
 /// The sequencer lease as its holder knows it.
@@ -52,6 +57,33 @@ pub enum Sequenced {
     Entries(Vec<AuditEntry>),
     /// The caller no longer holds the lease; nothing was sequenced.
     LeaseLost,
+    /// These queued events are now entries of the log (possibly none), and then sequencing
+    /// stopped at queued row `queue_id`, which is from a newer release of wardgate
+    /// ([`crate::quarantine`]): it and every row after it are still queued, for an instance
+    /// of that release.
+    NewerRelease {
+        /// What was sequenced before the row.
+        entries: Vec<AuditEntry>,
+        /// The row's queue id.
+        queue_id: u64,
+        /// What this release could not read in it.
+        what: String,
+    },
+}
+
+impl Sequenced {
+    /// What a pass that sequenced `entries` did: all it could, or up to the row from a newer
+    /// release it was `held` at.
+    pub fn ended(entries: Vec<AuditEntry>, held: Option<Held>) -> Self {
+        match held {
+            None => Sequenced::Entries(entries),
+            Some(held) => Sequenced::NewerRelease {
+                entries,
+                queue_id: held.queue_id,
+                what: held.what,
+            },
+        }
+    }
 }
 
 /// An audit log that many writers share: the [`AuditStore`] reads and checkpoints, plus the
@@ -68,7 +100,9 @@ pub trait SharedLog: AuditStore {
     async fn pending_count(&self) -> Result<u64, AuditStoreError>;
 
     /// Queued events matching `filter` (its `after_seq` is ignored: they have no sequence
-    /// number), by queue id, at most its effective limit.
+    /// number), by queue id, at most its effective limit. Rows this release cannot read as
+    /// events (from a newer release, or unreadable) match no filter: [`Self::pending_count`]
+    /// counts them, and sequencing deals with them.
     async fn pending(&self, filter: &AuditFilter) -> Result<Vec<PendingEvent>, AuditStoreError>;
 
     /// Takes the sequencer lease for `holder`, or extends it if `holder` holds it, for `ttl`
@@ -84,7 +118,17 @@ pub trait SharedLog: AuditStore {
     async fn release_lease(&self, lease: &Lease) -> Result<(), AuditStoreError>;
 
     /// In one transaction that holds `lease` (or does nothing and says `LeaseLost`): takes up to
-    /// `max` of the oldest queued events, appends them at the next sequence numbers, and removes
-    /// them from the queue.
+    /// `max` of the oldest queued rows, in queue order, as [`crate::quarantine::plan`] says:
+    /// appends each event at the next sequence number; moves each unreadable row into the
+    /// quarantine table, appending its quarantine event in its place; stops before a row from
+    /// a newer release (`NewerRelease`). Every row taken leaves the queue in that transaction.
     async fn sequence(&self, lease: &Lease, max: usize) -> Result<Sequenced, AuditStoreError>;
+
+    /// The rows sequencing set aside, by queue id, those after `after_queue_id`, at most
+    /// `limit` (capped at [`crate::store::MAX_READ`]).
+    async fn quarantined(
+        &self,
+        after_queue_id: u64,
+        limit: u32,
+    ) -> Result<Vec<QuarantinedRow>, AuditStoreError>;
 }

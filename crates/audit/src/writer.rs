@@ -46,7 +46,7 @@ use crate::witness::http::{self, HttpWitness, HttpWitnessConfig, WitnessFeed};
 
 mod sequencer;
 
-pub use sequencer::SequencerConfig;
+pub use sequencer::{DEFAULT_NEWER_RELEASE_BACKOFF, NEWER_RELEASE_BACKOFF_BOUNDS, SequencerConfig};
 
 /// How the writer batches and checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]

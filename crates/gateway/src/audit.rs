@@ -107,7 +107,11 @@ pub async fn start(settings: &AuditSettings, log: AuditLog) -> Result<Auditor, S
     Ok(match log {
         AuditLog::Single(store) => Auditor::start(store, key, config).await?,
         AuditLog::Shared(store) => {
-            Auditor::start_shared(store, key, config, SequencerConfig::new(&host_name())).await?
+            let sequencer = SequencerConfig {
+                newer_release_backoff: settings.newer_release_backoff,
+                ..SequencerConfig::new(&host_name())
+            };
+            Auditor::start_shared(store, key, config, sequencer).await?
         }
     })
 }
@@ -373,6 +377,7 @@ mod tests {
             origin: "wardgate-test/audit".into(),
             checkpoint_every: 1000,
             checkpoint_interval: std::time::Duration::from_secs(10),
+            newer_release_backoff: std::time::Duration::from_secs(30),
             durability: wardgate_store::AuditDurability::Disk,
             signing_key: None,
         };
@@ -428,6 +433,7 @@ mod tests {
             origin: "wardgate-test/audit".into(),
             checkpoint_every: 1000,
             checkpoint_interval: std::time::Duration::from_secs(10),
+            newer_release_backoff: std::time::Duration::from_secs(30),
             durability: wardgate_store::AuditDurability::Disk,
             signing_key: None,
         }

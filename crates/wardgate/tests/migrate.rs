@@ -119,6 +119,31 @@ fn text(out: &Output) -> String {
     text
 }
 
+/// Makes the signing key every instance of a shared audit log needs (`signing.key` in `dir`)
+/// and returns its text, as `WARDGATE_AUDIT_SIGNING_KEY` takes it.
+fn keygen(dir: &Path, schema: &Schema) -> String {
+    let out = wardgate(dir, schema, &["audit", "keygen", "--out", "signing.key"]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::read_to_string(dir.join("signing.key")).unwrap()
+}
+
+/// The public half of [`keygen`]'s key, as `audit verify` takes it.
+fn public_key(dir: &Path) -> String {
+    wardgate_audit::keyfile::read_signer_key(&dir.join("signing.key"))
+        .unwrap()
+        .verifier()
+        .to_string()
+}
+
+/// Runs `wardgate ARGS` with the signing key `key`; it must succeed and never print the key.
+fn run_with_key(dir: &Path, schema: &Schema, key: &str, args: &[&str]) -> String {
+    let out = wardgate_with(dir, schema, args, &[("WARDGATE_AUDIT_SIGNING_KEY", key)]);
+    let said = text(&out);
+    assert!(out.status.success(), "{args:?}: {said}");
+    assert!(!said.contains("PRIVATE"), "the key was printed: {said}");
+    said
+}
+
 /// The newest schema version this build knows, as `migrate` reports it.
 fn latest() -> i64 {
     wardgate_store::postgres::migrate::latest_version()
@@ -168,21 +193,8 @@ async fn serve_refuses_an_unmigrated_database_and_migrate_applies_the_schema_onc
 
     // With the key, the start's checks pass and the commands work on PostgreSQL, their changes
     // audited into the shared log, which verifies with the key's public half.
-    let out = wardgate(
-        dir.path(),
-        &schema,
-        &["audit", "keygen", "--out", "signing.key"],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let key = std::fs::read_to_string(dir.path().join("signing.key")).unwrap();
-    let with_key = [("WARDGATE_AUDIT_SIGNING_KEY", key.as_str())];
-    let run = |args: &[&str]| {
-        let out = wardgate_with(dir.path(), &schema, args, &with_key);
-        let said = text(&out);
-        assert!(out.status.success(), "{args:?}: {said}");
-        assert!(!said.contains("PRIVATE"), "the key was printed: {said}");
-        said
-    };
+    let key = keygen(dir.path(), &schema);
+    let run = |args: &[&str]| run_with_key(dir.path(), &schema, &key, args);
     run(&["check-config", "--start"]);
     run(&["keys", "create", "--tenant", "acme"]);
     assert!(run(&["keys", "list"]).contains("acme"));
@@ -192,15 +204,43 @@ async fn serve_refuses_an_unmigrated_database_and_migrate_applies_the_schema_onc
         !query.contains("\"pending\""),
         "sequenced by the CLI at its stop: {query}"
     );
-    // The public half of the signing key, as `verify` takes it.
-    let public = wardgate_audit::keyfile::read_signer_key(&dir.path().join("signing.key"))
-        .unwrap()
-        .verifier()
-        .to_string();
+    let public = public_key(dir.path());
     let verified = run(&["audit", "verify", "--public-key", &public]);
     assert!(verified.starts_with("ok: 1 entries"), "{verified}");
     assert!(verified.contains("pending: 0"), "{verified}");
 
+    schema.drop().await;
+}
+
+/// A queue row no release can read, inserted by SQL, is set aside by the first command that
+/// sequences (before, it stopped sequencing for good, and every audited command failed with
+/// "audit log unavailable"); its `audit_quarantined` event is read like any other by
+/// `audit query`, `audit export` and `audit verify`.
+#[tokio::test]
+async fn a_corrupt_queue_row_is_set_aside_and_the_audit_commands_read_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().await;
+    let out = wardgate(dir.path(), &schema, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let key = keygen(dir.path(), &schema);
+    let run = |args: &[&str]| run_with_key(dir.path(), &schema, &key, args);
+    exec(format!(
+        "INSERT INTO {}.audit_queue (event, queued_ms) VALUES ('\\x00ff6e6f'::bytea, 0)",
+        schema.name
+    ))
+    .await;
+    run(&["keys", "create", "--tenant", "acme"]);
+    let query = run(&["audit", "query", "--event-type", "audit_quarantined"]);
+    assert_eq!(query.lines().count(), 1, "{query}");
+    assert!(
+        query.contains("\"event_type\":\"audit_quarantined\"")
+            && query.contains("queue_id=1 bytes=4 sha256="),
+        "{query}"
+    );
+    assert!(run(&["audit", "export"]).contains("audit_quarantined"));
+    let public = public_key(dir.path());
+    let verified = run(&["audit", "verify", "--public-key", &public]);
+    assert!(verified.starts_with("ok: 2 entries"), "{verified}");
     schema.drop().await;
 }
 

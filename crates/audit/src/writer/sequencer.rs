@@ -7,6 +7,14 @@
 //! a checkpoint signature. The writer kicks the sequencer after each commit, so on the instance
 //! holding the lease its own events are sequenced at once; the others' are seen within
 //! [`SequencerConfig::poll_interval`].
+//!
+//! A queued row this release cannot read ([`crate::quarantine`]): an unreadable one is set aside
+//! by the store's sequencing transaction, and this sequencer logs it
+//! ([`crate::quarantine::QUARANTINE_ALERT`]); at one from a newer release the store stops, and
+//! this sequencer signs what it sequenced, hands the lease back and stays off it for
+//! [`SequencerConfig::newer_release_backoff`], so that an instance of the newer release takes it
+//! ([`crate::quarantine::NEWER_RELEASE_ALERT`], logged once per row). Appends go on being queued
+//! and answered meanwhile: queueing does not read events back.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,9 +26,10 @@ use super::{
     AuditError, AuditorConfig, Command, Reply, Shared, Witnesses, catch_up, gather, resume, seal,
 };
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
-use crate::event::AuditEvent;
+use crate::event::{AuditEvent, EventType};
 use crate::merkle::TreeBuilder;
 use crate::note::SignerKey;
+use crate::quarantine::{NEWER_RELEASE_ALERT, QUARANTINE_ALERT};
 use crate::shared::{Lease, Sequenced, SharedLog};
 use crate::store::{AuditEntry, AuditStoreError};
 
@@ -35,7 +44,19 @@ pub struct SequencerConfig {
     /// How often the holder looks for other instances' queued events (its own it sequences at
     /// once); the sequencer lag of other instances' events is about this long.
     pub poll_interval: Duration,
+    /// How long this instance stays off the lease after it met a queued event from a newer
+    /// release ([`crate::quarantine`]), so that an instance of that release takes the lease
+    /// and sequences it. Within [`NEWER_RELEASE_BACKOFF_BOUNDS`]; default
+    /// [`DEFAULT_NEWER_RELEASE_BACKOFF`].
+    pub newer_release_backoff: Duration,
 }
+
+/// The default of [`SequencerConfig::newer_release_backoff`]: long enough for an instance of
+/// the newer release to ask for the lease several times (every third of its 5 s lease).
+pub const DEFAULT_NEWER_RELEASE_BACKOFF: Duration = Duration::from_secs(30);
+/// The shortest and the longest [`SequencerConfig::newer_release_backoff`].
+pub const NEWER_RELEASE_BACKOFF_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
 
 impl SequencerConfig {
     /// A fresh holder name (`prefix`, process id and a random part) with the default timings:
@@ -46,6 +67,7 @@ impl SequencerConfig {
             holder: format!("{prefix}/{}/{random:016x}", std::process::id()),
             lease_ttl: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
+            newer_release_backoff: DEFAULT_NEWER_RELEASE_BACKOFF,
         }
     }
 
@@ -64,6 +86,13 @@ impl SequencerConfig {
         if self.poll_interval.is_zero() || self.poll_interval >= self.lease_ttl {
             return Err(AuditError::Config(
                 "the sequencer poll interval must be positive and shorter than the lease".into(),
+            ));
+        }
+        let (shortest, longest) = NEWER_RELEASE_BACKOFF_BOUNDS;
+        if !(shortest..=longest).contains(&self.newer_release_backoff) {
+            return Err(AuditError::Config(
+                "the sequencer's back-off after a newer release's event must be 100 ms to 1 h"
+                    .into(),
             ));
         }
         Ok(())
@@ -107,6 +136,8 @@ pub(super) async fn start(
         last_checkpoint: None,
         checkpointed_at: Instant::now(),
         wrong_key: false,
+        held_until: None,
+        newer_row: None,
     };
     seq.pass().await?;
     let max_batch = seq.max_batch;
@@ -249,6 +280,11 @@ struct Sequencer {
     /// Set when this instance's key did not sign the log ([`Self::check_key`]): it never
     /// takes the lease again.
     wrong_key: bool,
+    /// Until when this instance stays off the lease, having handed it to a newer release
+    /// ([`Self::hand_back`]).
+    held_until: Option<Instant>,
+    /// The queued row from a newer release this instance last stopped at (logged once).
+    newer_row: Option<u64>,
 }
 
 impl Sequencer {
@@ -330,9 +366,26 @@ impl Sequencer {
                     self.tree = None;
                     return Ok(());
                 }
+                Sequenced::NewerRelease {
+                    entries,
+                    queue_id,
+                    what,
+                } => {
+                    self.absorb(&entries).await?;
+                    report_quarantined(&entries);
+                    // What came before the row is signed here; the newer release goes on.
+                    let signed = if self.uncheckpointed() > 0 {
+                        self.sign().await.map(drop)
+                    } else {
+                        Ok(())
+                    };
+                    self.hand_back(&lease, queue_id, &what).await;
+                    return signed;
+                }
                 Sequenced::Entries(entries) => {
                     let n = entries.len();
                     self.absorb(&entries).await?;
+                    report_quarantined(&entries);
                     if self.uncheckpointed() >= self.config.checkpoint_every {
                         self.sign().await?;
                     }
@@ -377,10 +430,43 @@ impl Sequencer {
         )))
     }
 
+    /// Gives the lease up after sequencing stopped at queued row `queue_id`, from a newer
+    /// release, and stays off it for the back-off, so that an instance of that release takes
+    /// it. Logged once per row, however often this instance meets it again.
+    async fn hand_back(&mut self, lease: &Lease, queue_id: u64, what: &str) {
+        let backoff = self.sequencer.newer_release_backoff;
+        if self.newer_row != Some(queue_id) {
+            tracing::error!(
+                target: "wardgate::alert",
+                alert = NEWER_RELEASE_ALERT,
+                queue_id,
+                what,
+                "queued audit event {queue_id} is from a newer release of wardgate ({what}): \
+                 this instance cannot read it and sequences nothing past it. An instance of a \
+                 newer release must sequence; finish the upgrade. Events are still queued and \
+                 requests answered; this instance hands the sequencer lease back and stays off \
+                 it for {backoff:?} at a time"
+            );
+            self.newer_row = Some(queue_id);
+        }
+        self.lease = None;
+        self.tree = None;
+        self.held_until = Some(Instant::now() + backoff);
+        if let Err(e) = self.store.release_lease(lease).await {
+            tracing::warn!(error = %e, "could not release the audit sequencer lease; it lapses by itself");
+        }
+    }
+
+    /// Whether this instance is staying off the lease for a newer release.
+    fn held_back(&self) -> bool {
+        self.held_until.is_some_and(|until| Instant::now() < until)
+    }
+
     /// Asks for the lease when this instance holds it and a third of it has passed (renewal),
     /// or holds none and a third of a lease has passed since it last asked; or now, if `now`.
+    /// Never while it stays off the lease for a newer release.
     async fn renew(&mut self, now: bool) -> Result<(), AuditError> {
-        if self.wrong_key {
+        if self.wrong_key || self.held_back() {
             return Ok(());
         }
         let third = self.sequencer.lease_ttl / 3;
@@ -471,10 +557,17 @@ impl Sequencer {
 
     /// Signs, stores and witnesses a checkpoint of the tree (only the lease holder has one).
     async fn sign(&mut self) -> Result<SignedCheckpoint, AuditError> {
+        let held_for = self.newer_row.filter(|_| self.held_back());
         let Some(tree) = self.tree.as_mut() else {
-            return Err(AuditError::Checkpoint(
-                "another instance holds the audit sequencer lease; it signs the checkpoints".into(),
-            ));
+            return Err(AuditError::Checkpoint(match held_for {
+                Some(id) => format!(
+                    "queued audit event {id} is from a newer release: this instance handed the \
+                     sequencer lease back, and an instance of that release signs the checkpoints"
+                ),
+                None => "another instance holds the audit sequencer lease; it signs the \
+                         checkpoints"
+                    .into(),
+            }));
         };
         // A direct append (or a previous holder) may have gone further than this tree.
         let stored = self.store.size().await.map_err(unavailable)?;
@@ -533,6 +626,28 @@ impl Sequencer {
         }
         self.witness.flush().await;
         result.and(signed)
+    }
+}
+
+/// Logs each queued row the store set aside in this batch (its quarantine event is in the log).
+fn report_quarantined(entries: &[AuditEntry]) {
+    for e in entries
+        .iter()
+        .filter(|e| e.event.event_type == EventType::AuditQuarantined)
+    {
+        let reason = e.event.deny_reason.as_deref().unwrap_or_default();
+        let detail = e.event.detail.as_deref().unwrap_or_default();
+        tracing::error!(
+            target: "wardgate::alert",
+            alert = QUARANTINE_ALERT,
+            seq = e.seq,
+            reason,
+            detail,
+            "a queued audit row that no release can read ({reason}) was set aside: its bytes \
+             are in the quarantine table (audit_quarantine), and the log records it at seq {} \
+             ({detail}). Find out what wrote it: damage, or someone with access to the database",
+            e.seq
+        );
     }
 }
 

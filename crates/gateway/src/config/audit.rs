@@ -27,6 +27,9 @@ pub struct AuditSettings {
     pub origin: String,
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
+    /// How long an instance stays off the sequencer lease of a shared log after it met a
+    /// queued event from a newer release (`wardgate_audit::quarantine`).
+    pub newer_release_backoff: Duration,
     /// How durable an audit commit is before the request goes on (the store applies it).
     pub durability: AuditDurability,
 }
@@ -74,6 +77,9 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 /// Default of `audit.witness_timeout`.
 pub const DEFAULT_WITNESS_TIMEOUT: Duration = witness_http::DEFAULT_TIMEOUT;
 
+/// Default of `audit.newer_release_backoff`.
+pub const DEFAULT_NEWER_RELEASE_BACKOFF: Duration = wardgate_audit::DEFAULT_NEWER_RELEASE_BACKOFF;
+
 /// The tamper-evident audit log. It has no off switch.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +105,10 @@ pub struct RawAudit {
     pub checkpoint_every: Option<u64>,
     /// ... or after this long when anything was appended. Default `10s`.
     pub checkpoint_interval: Option<HumanDuration>,
+    /// PostgreSQL: how long an instance stays off the sequencer lease after it met a queued
+    /// event written by a newer release (during a rolling upgrade), so that an instance of
+    /// that release takes the lease and sequences it. 100 ms to 1 h; default `30s`.
+    pub newer_release_backoff: Option<HumanDuration>,
     /// `disk` (default: every append flushed to the disk before it returns; survives power
     /// loss) or `process` (handed to the OS; survives the gateway dying, not power loss).
     #[serde(default, with = "durability", skip_serializing_if = "Option::is_none")]
@@ -149,8 +159,20 @@ pub(super) fn audit(
             raw.checkpoint_interval.as_deref(),
             DEFAULT_CHECKPOINT_INTERVAL,
         )?,
+        newer_release_backoff: duration(
+            "audit.newer_release_backoff",
+            raw.newer_release_backoff.as_deref(),
+            DEFAULT_NEWER_RELEASE_BACKOFF,
+        )?,
         durability: raw.durability.unwrap_or_default(),
     };
+    // The longest is checked with every other maximum (`check_maxima`).
+    if audit.newer_release_backoff < wardgate_audit::NEWER_RELEASE_BACKOFF_BOUNDS.0 {
+        return Err(ConfigError::new(
+            "audit.newer_release_backoff",
+            "must be at least 100ms",
+        ));
+    }
     if audit.origin.is_empty()
         || audit.origin.len() > 256
         || audit.origin.chars().any(|c| c.is_control() || c == ' ')

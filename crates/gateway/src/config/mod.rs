@@ -866,6 +866,11 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
             c.audit.checkpoint_interval,
             days(1),
         ),
+        t(
+            "audit.newer_release_backoff",
+            c.audit.newer_release_backoff,
+            wardgate_audit::NEWER_RELEASE_BACKOFF_BOUNDS.1,
+        ),
     ];
     if let Some(idle) = c.key_idle_timeout {
         table.push(t("auth.key_idle_timeout", idle, days(3650)));
@@ -977,6 +982,14 @@ url = "http://127.0.0.1:11434"
             ),
             ("[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes"),
             ("[audit]\ndurability = \"none\"\n", "audit.durability"),
+            (
+                "[audit]\nnewer_release_backoff = \"50ms\"\n",
+                "audit.newer_release_backoff",
+            ),
+            (
+                "[audit]\nnewer_release_backoff = \"2h\"\n",
+                "audit.newer_release_backoff",
+            ),
             ("[limits]\nover_cap = \"maybe\"\n", "limits.over_cap"),
             ("[logging]\nformat = \"xml\"\n", "logging.format"),
             (
@@ -1294,6 +1307,11 @@ url = "http://127.0.0.1:11434"
                 c.audit.checkpoint_interval,
                 audit::DEFAULT_CHECKPOINT_INTERVAL,
                 secs(10),
+            ),
+            (
+                c.audit.newer_release_backoff,
+                audit::DEFAULT_NEWER_RELEASE_BACKOFF,
+                secs(30),
             ),
         ] {
             assert_eq!((got, constant), (doc, doc));

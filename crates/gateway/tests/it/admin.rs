@@ -319,6 +319,30 @@ async fn an_auditor_reads_its_tenants_audit_trail_and_the_reading_is_audited() {
         .json();
     assert!(p2["data"][0]["seq"].as_u64().unwrap() > next);
 
+    // An entry in place of a queued row that was set aside (a shared log's sequencer writes
+    // it) is read and filtered like any other, by an auditor of the operator tenant.
+    let (set_aside, _) = wardgate_audit::quarantine::quarantine_event(
+        7,
+        b"damaged",
+        wardgate_audit::quarantine::Unreadable::NotJson,
+        wardgate_audit::Timestamp::now(),
+    );
+    h.state.audit.append(set_aside.clone()).await.unwrap();
+    let r = h
+        .send(get_as(
+            "/admin/audit?event_type=audit_quarantined",
+            Some(&operator_auditor),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let page = r.json();
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["data"][0]["event"]["event_type"], "audit_quarantined");
+    assert_eq!(
+        page["data"][0]["event"]["detail"].as_str(),
+        set_aside.detail.as_deref()
+    );
+
     for bad in [
         "/admin/audit?outcome=maybe",
         "/admin/audit?since=yesterday",

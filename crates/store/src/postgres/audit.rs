@@ -9,15 +9,17 @@
 //! Fencing: a sequencing transaction first locks the lease row and checks that its holder and
 //! epoch are still the caller's and unexpired. A successor's `acquire_lease` updates that row,
 //! so it waits for the transaction to end; an old holder whose lease lapsed finds the row
-//! changed and sequences nothing. Direct appends ([`AuditStore::append`], used where one writer
+//! changed and sequences nothing. A queued row this release cannot read is set aside into
+//! `audit_quarantine` (migration `0003_audit_quarantine.sql`) in that same transaction, or
+//! stops it, as `wardgate_audit::quarantine` rules. Direct appends ([`AuditStore::append`], used where one writer
 //! owns the log) lock the same row, so the two never interleave sequence numbers.
 
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row as _, Transaction};
-use wardgate_audit::event::{AuditEvent, decode_leaf, encode_leaf};
+use wardgate_audit::event::{AuditEvent, encode_leaf};
 use wardgate_audit::merkle::Hash;
+use wardgate_audit::quarantine::{self, QuarantinedRow, QueuedRow};
 use wardgate_audit::shared::{Lease, PendingEvent, Sequenced, SharedLog};
 use wardgate_audit::store::{self as audit_store, MAX_APPEND_BATCH, MAX_READ};
 use wardgate_audit::{
@@ -366,7 +368,12 @@ impl SharedLog for PgStore {
             for row in &rows {
                 let id: i64 = row.try_get("id").map_err(unavailable)?;
                 after = id;
-                let event = queued_event(row)?;
+                let bytes: Vec<u8> = row.try_get("event").map_err(unavailable)?;
+                // A row that is no event of this release matches no filter (the trait says
+                // why); sequencing deals with it.
+                let QueuedRow::Event(event) = quarantine::read_queued(&bytes) else {
+                    continue;
+                };
                 if filter.matches_event(&event) {
                     out.push(PendingEvent {
                         id: u64::try_from(id).unwrap_or(0),
@@ -451,40 +458,151 @@ impl SharedLog for PgStore {
             return Ok(Sequenced::LeaseLost);
         }
         let take = i64::try_from(max.clamp(1, MAX_APPEND_BATCH)).unwrap_or(1);
-        let mut rows = sqlx::query(
-            "DELETE FROM audit_queue WHERE id IN \
-               (SELECT id FROM audit_queue ORDER BY id LIMIT $1) \
-             RETURNING id, event",
+        let rows = sqlx::query(
+            "SELECT id, event, queued_ms FROM audit_queue ORDER BY id LIMIT $1 FOR UPDATE",
         )
         .persistent(false)
         .bind(take)
         .fetch_all(&mut *tx)
         .await
         .map_err(unavailable)?;
-        if rows.is_empty() {
-            commit(tx).await?;
-            return Ok(Sequenced::Entries(Vec::new()));
-        }
-        // RETURNING has no order of its own: the log takes them by queue id.
-        let mut keyed = Vec::with_capacity(rows.len());
-        for row in rows.drain(..) {
+        let mut queued = Vec::with_capacity(rows.len());
+        let mut queued_ms = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
             let id: i64 = row.try_get("id").map_err(unavailable)?;
-            keyed.push((id, queued_event(&row)?));
+            let id = u64::try_from(id).map_err(|_| corrupt(0, "negative queue id"))?;
+            queued_ms.insert(id, row.try_get::<i64, _>("queued_ms").map_err(unavailable)?);
+            queued.push((id, row.try_get::<Vec<u8>, _>("event").map_err(unavailable)?));
         }
-        keyed.sort_unstable_by_key(|(id, _)| *id);
-        let start = next_seq(&mut tx).await?;
-        let entries =
-            insert_entries(&mut tx, start, keyed.into_iter().map(|(_, e)| e).collect()).await?;
+        drop(rows);
+        let now = Timestamp::now();
+        let plan = quarantine::plan(queued, now);
+        let entries = if plan.take.is_empty() {
+            Vec::new()
+        } else {
+            // Every row taken leaves the queue here, and only here: into the log, or into the
+            // quarantine table.
+            let ids = plan
+                .take
+                .iter()
+                .map(|p| to_i64(p.queue_id, "queue id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let taken = ids.len() as u64;
+            let deleted = sqlx::query("DELETE FROM audit_queue WHERE id = ANY($1::BIGINT[])")
+                .persistent(false)
+                .bind(ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+            if deleted != taken {
+                tx.rollback().await.map_err(unavailable)?;
+                return Err(AuditStoreError::Conflict(
+                    "queued audit rows were removed by something other than the sequencer; \
+                     nothing was sequenced"
+                        .into(),
+                ));
+            }
+            let start = next_seq(&mut tx).await?;
+            let mut set_aside = SetAside::default();
+            let mut events = Vec::with_capacity(plan.take.len());
+            for (i, planned) in plan.take.into_iter().enumerate() {
+                if let Some((bytes, sha256)) = planned.set_aside {
+                    set_aside
+                        .queue_ids
+                        .push(to_i64(planned.queue_id, "queue id")?);
+                    set_aside.seqs.push(to_i64(start + i as u64, "seq")?);
+                    set_aside.bytes.push(bytes);
+                    set_aside.sha256.push(sha256.as_bytes().to_vec());
+                    set_aside
+                        .queued_ms
+                        .push(queued_ms.get(&planned.queue_id).copied().unwrap_or(0));
+                }
+                events.push(planned.event);
+            }
+            let entries = insert_entries(&mut tx, start, events).await?;
+            set_aside.insert(&mut tx, now).await?;
+            entries
+        };
         commit(tx).await?;
-        Ok(Sequenced::Entries(entries))
+        Ok(Sequenced::ended(entries, plan.held))
+    }
+
+    async fn quarantined(
+        &self,
+        after_queue_id: u64,
+        limit: u32,
+    ) -> Result<Vec<QuarantinedRow>, AuditStoreError> {
+        let mut tx = begin(self).await?;
+        let rows = sqlx::query(
+            "SELECT queue_id, seq, event, sha256, quarantined_ms FROM audit_quarantine \
+             WHERE queue_id > $1 ORDER BY queue_id LIMIT $2",
+        )
+        .persistent(false)
+        .bind(clamp_i64(after_queue_id))
+        .bind(i64::from(limit.min(MAX_READ)))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        commit(tx).await?;
+        rows.iter()
+            .map(|row| {
+                let seq = u64::try_from(row.try_get::<i64, _>("seq").map_err(unavailable)?)
+                    .map_err(|_| corrupt(0, "negative seq in the quarantine table"))?;
+                let bad = |what| corrupt(seq, what);
+                Ok(QuarantinedRow {
+                    queue_id: u64::try_from(
+                        row.try_get::<i64, _>("queue_id").map_err(unavailable)?,
+                    )
+                    .map_err(|_| bad("negative queue id in the quarantine table"))?,
+                    seq,
+                    bytes: row.try_get("event").map_err(unavailable)?,
+                    sha256: Hash::from_slice(
+                        &row.try_get::<Vec<u8>, _>("sha256").map_err(unavailable)?,
+                    )
+                    .ok_or_else(|| bad("quarantined row's SHA-256 is not 32 bytes"))?,
+                    quarantined_at: Timestamp::from_unix_millis(
+                        row.try_get("quarantined_ms").map_err(unavailable)?,
+                    )
+                    .ok_or_else(|| bad("quarantine time out of range"))?,
+                })
+            })
+            .collect()
     }
 }
 
-/// A queued event, decoded (and so checked) from its canonical encoding.
-fn queued_event(row: &PgRow) -> Result<AuditEvent, AuditStoreError> {
-    let id: i64 = row.try_get("id").map_err(unavailable)?;
-    let bytes: Vec<u8> = row.try_get("event").map_err(unavailable)?;
-    decode_leaf(&bytes).map(|(_, e)| e).map_err(|e| {
-        AuditStoreError::Invalid(format!("queued audit event {id} is not canonical: {e}"))
-    })
+/// The rows one sequencing pass sets aside, as columns for one insert.
+#[derive(Default)]
+struct SetAside {
+    queue_ids: Vec<i64>,
+    seqs: Vec<i64>,
+    bytes: Vec<Vec<u8>>,
+    sha256: Vec<Vec<u8>>,
+    queued_ms: Vec<i64>,
+}
+
+impl SetAside {
+    /// Inserts them into `audit_quarantine`, set aside at `at`, in one statement.
+    async fn insert(self, tx: &mut Tx, at: Timestamp) -> Result<(), AuditStoreError> {
+        if self.queue_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO audit_quarantine \
+               (queue_id, seq, event, sha256, queued_ms, quarantined_ms) \
+             SELECT q.*, $6 FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BYTEA[], $4::BYTEA[], \
+               $5::BIGINT[]) AS q",
+        )
+        .persistent(false)
+        .bind(self.queue_ids)
+        .bind(self.seqs)
+        .bind(self.bytes)
+        .bind(self.sha256)
+        .bind(self.queued_ms)
+        .bind(at.unix_millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
 }

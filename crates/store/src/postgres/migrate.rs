@@ -35,6 +35,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit",
         include_str!("../../migrations_pg/0002_audit.sql"),
     ),
+    (
+        3,
+        "audit quarantine",
+        include_str!("../../migrations_pg/0003_audit_quarantine.sql"),
+    ),
 ];
 
 /// The table of applied migrations.

@@ -33,8 +33,8 @@ async fn pg_shared_audit_suite() {
     schema.drop().await;
 }
 
-/// The log's tables refuse changes whatever the application asks; the queue does not (its rows
-/// leave when sequenced).
+/// The log's tables and the quarantine table refuse changes whatever the application asks; the
+/// queue does not (its rows leave when sequenced or set aside).
 #[tokio::test]
 async fn pg_audit_tables_are_append_only() {
     use wardgate_audit::AuditStore as _;
@@ -44,11 +44,21 @@ async fn pg_audit_tables_are_append_only() {
         .append(vec![wardgate_audit::conformance::sample_event(0)])
         .await
         .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO audit_quarantine (queue_id, seq, event, sha256, queued_ms, quarantined_ms) \
+         VALUES (7, 0, 'x', sha256('x'), 0, 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
     for sql in [
         "UPDATE audit_entries SET leaf_hash = leaf_hash",
         "DELETE FROM audit_entries",
         "TRUNCATE audit_entries",
         "UPDATE audit_entries SET event = '{}'",
+        "UPDATE audit_quarantine SET event = event",
+        "DELETE FROM audit_quarantine",
+        "TRUNCATE audit_quarantine",
     ] {
         let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(store.pool())
@@ -119,23 +129,17 @@ async fn pg_a_holder_frozen_mid_transaction_loses_the_lease_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_two_instances_write_one_audit_log() {
     use std::sync::Arc;
-    use std::time::Duration;
-    use wardgate_audit::{AuditStore as _, Auditor, AuditorConfig, SequencerConfig, SignerKey};
+    use wardgate_audit::{AuditStore as _, Auditor, AuditorConfig, SignerKey};
     let schema = TestSchema::new().await;
     let a_store = Arc::new(schema.migrated().await);
     let b_store = Arc::new(schema.store().await);
-    let key = SignerKey::generate("test/pg").unwrap();
-    let same = || SignerKey::parse(&key.to_private_string()).unwrap();
+    let key = SignerKey::generate(TEST_ORIGIN).unwrap();
+    let same = || copy_of(&key);
     let config = AuditorConfig {
-        origin: "test/pg".into(),
         checkpoint_every: 50,
-        ..AuditorConfig::default()
+        ..test_auditor()
     };
-    let instance = |name: &str| SequencerConfig {
-        holder: name.into(),
-        lease_ttl: Duration::from_millis(500),
-        poll_interval: Duration::from_millis(10),
-    };
+    let instance = test_sequencer;
     let a = Auditor::start_shared(a_store.clone(), same(), config.clone(), instance("a"))
         .await
         .unwrap();
@@ -174,6 +178,240 @@ async fn pg_two_instances_write_one_audit_log() {
     a_store.close().await;
     b_store.close().await;
     schema.drop().await;
+}
+
+/// Queues bytes by SQL, as someone with access to the database (or another release) could.
+#[async_trait::async_trait]
+impl wardgate_audit::conformance::RawQueue for PgStore {
+    async fn queue_raw(&self, bytes: Vec<u8>) -> u64 {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_queue (event, queued_ms) VALUES ($1, 0) RETURNING id",
+        )
+        .persistent(false)
+        .bind(bytes)
+        .fetch_one(self.pool())
+        .await
+        .unwrap();
+        u64::try_from(id).unwrap()
+    }
+}
+
+/// A queue row inserted by SQL that no release can read no longer stops the log (a black-box
+/// finding: one such row stopped all sequencing for good, logged only as "audit log
+/// unavailable"): the sequencer moves its bytes into `audit_quarantine`, puts an
+/// `audit_quarantined` entry at its place, sequences the events queued after it, and the log
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_corrupt_queue_row_is_quarantined_and_the_log_goes_on_and_verifies() {
+    use std::sync::Arc;
+    use wardgate_audit::conformance::{RawQueue as _, sample_event};
+    use wardgate_audit::{AuditStore as _, Auditor, EventType, SharedLog as _, SignerKey};
+    let schema = TestSchema::new().await;
+    let store = Arc::new(schema.migrated().await);
+    let key = SignerKey::generate(TEST_ORIGIN).unwrap();
+    let auditor = Auditor::start_shared(
+        store.clone(),
+        copy_of(&key),
+        test_auditor(),
+        test_sequencer("a"),
+    )
+    .await
+    .unwrap();
+    auditor.append(sample_event(0)).await.unwrap();
+    // Canonical JSON in the leaf's frame, but no event of any release.
+    let corrupt = br#"{"v":1,"seq":0,"event":{"ts":"tampered"}}"#.to_vec();
+    let bad = store.queue_raw(corrupt.clone()).await;
+    auditor.append(sample_event(1)).await.unwrap();
+    auditor.append(sample_event(2)).await.unwrap();
+    auditor.shutdown().await.unwrap();
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+    let report =
+        wardgate_audit::verify::verify_store(store.as_ref(), vec![key.verifier()], &[], None)
+            .await
+            .unwrap();
+    assert_eq!((report.entries, report.proven), (4, 4));
+    let log = store.read_range(0, 10).await.unwrap();
+    assert_eq!(log[0].event, sample_event(0));
+    assert_eq!(log[1].event.event_type, EventType::AuditQuarantined);
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&corrupt));
+    assert_eq!(
+        log[1].event.detail.as_deref(),
+        Some(format!("queue_id={bad} bytes={} sha256={sha256}", corrupt.len()).as_str())
+    );
+    assert_eq!(log[2].event, sample_event(1));
+    assert_eq!(log[3].event, sample_event(2));
+    // The quarantine table, read by SQL: the exact bytes, by queue id, beside their entry.
+    let rows: Vec<(i64, i64, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT queue_id, seq, event, sha256 FROM audit_quarantine")
+            .persistent(false)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![(
+            i64::try_from(bad).unwrap(),
+            1,
+            corrupt.clone(),
+            hex::decode(&sha256).unwrap()
+        )]
+    );
+    store.close().await;
+    schema.drop().await;
+}
+
+/// A queue row from a newer release (a rolling upgrade: an event type this release does not
+/// know) is left for an instance that can read it: this release's sequencer sequences nothing
+/// past it, hands the lease back at once (its own lease would hold for a minute) and stays off
+/// it, while its appends are still answered. The newer instance takes the lease and sequences
+/// the row (simulated by SQL, as its sequencing transaction would: the row's leaf into the log,
+/// the row out of the queue); then sequencing goes on past it, and the signed checkpoint covers
+/// the whole log, the newer entry included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_row_from_a_newer_release_is_left_for_an_instance_that_can_read_it() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use wardgate_audit::conformance::{RawQueue as _, sample_event};
+    use wardgate_audit::event::encode_leaf;
+    use wardgate_audit::merkle::{TreeBuilder, leaf_hash};
+    use wardgate_audit::{AuditStore as _, Auditor, SharedLog as _, SignerKey};
+    let schema = TestSchema::new().await;
+    let old_store = Arc::new(schema.migrated().await);
+    let next_store = Arc::new(schema.store().await);
+    let key = SignerKey::generate(TEST_ORIGIN).unwrap();
+    let old = Auditor::start_shared(
+        old_store.clone(),
+        copy_of(&key),
+        test_auditor(),
+        wardgate_audit::SequencerConfig {
+            lease_ttl: Duration::from_secs(60),
+            newer_release_backoff: Duration::from_secs(60),
+            ..test_sequencer("old")
+        },
+    )
+    .await
+    .unwrap();
+    old.append(sample_event(0)).await.unwrap();
+    let newer_leaf = String::from_utf8(encode_leaf(0, &sample_event(1)))
+        .unwrap()
+        .replacen(
+            "\"event_type\":\"request\"",
+            "\"event_type\":\"model_swapped\"",
+            1,
+        );
+    let newer = old_store.queue_raw(newer_leaf.clone().into_bytes()).await;
+    old.append(sample_event(2)).await.unwrap();
+
+    // The old sequencer gives the lease up (it would otherwise hold it for a minute).
+    let holder = || async {
+        sqlx::query_scalar::<_, Option<String>>("SELECT holder FROM audit_sequencer")
+            .persistent(false)
+            .fetch_one(old_store.pool())
+            .await
+            .unwrap()
+    };
+    let started = Instant::now();
+    while holder().await.is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the old sequencer kept the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(old_store.size().await.unwrap(), 1, "nothing past the row");
+    assert_eq!(old_store.pending_count().await.unwrap(), 2);
+    // Requests are still answered: their events are queued.
+    old.append(sample_event(3)).await.unwrap();
+    assert_eq!(old_store.pending_count().await.unwrap(), 3);
+    let err = old.checkpoint().await.unwrap_err().to_string();
+    assert!(err.contains("newer release"), "{err}");
+
+    // The newer release's instance takes the lease and sequences the row it can read.
+    let lease = next_store
+        .acquire_lease("newer", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let leaf = newer_leaf
+        .replacen("\"seq\":0", "\"seq\":1", 1)
+        .into_bytes();
+    let mut tx = next_store.pool().begin().await.unwrap();
+    sqlx::query("INSERT INTO audit_entries (seq, leaf, leaf_hash) VALUES (1, $1, $2)")
+        .persistent(false)
+        .bind(&leaf)
+        .bind(leaf_hash(&leaf).as_bytes().to_vec())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_queue WHERE id = $1")
+        .persistent(false)
+        .bind(i64::try_from(newer).unwrap())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    next_store.release_lease(&lease).await.unwrap();
+
+    // Sequencing goes on past it (here by another instance of this release: the old one is
+    // still staying off the lease), and signs the whole log.
+    let next = Auditor::start_shared(
+        next_store.clone(),
+        copy_of(&key),
+        test_auditor(),
+        test_sequencer("next"),
+    )
+    .await
+    .unwrap();
+    next.shutdown().await.unwrap();
+    old.shutdown().await.unwrap();
+    assert_eq!(old_store.pending_count().await.unwrap(), 0);
+    let after: Vec<_> = old_store
+        .read_range(2, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(after, vec![sample_event(2), sample_event(3)]);
+    let hashes = old_store.leaf_hashes(0, 10).await.unwrap();
+    assert_eq!(hashes.len(), 4);
+    assert_eq!(hashes[1], leaf_hash(&leaf));
+    let mut tree = TreeBuilder::new();
+    for h in &hashes {
+        tree.push(*h);
+    }
+    let latest = old_store.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!((latest.size, latest.root), (4, tree.root()));
+    wardgate_audit::note::open(&latest.note, &[key.verifier()]).unwrap();
+    old_store.close().await;
+    next_store.close().await;
+    schema.drop().await;
+}
+
+/// The origin and key name of the tests' audit logs.
+const TEST_ORIGIN: &str = "test/pg";
+
+/// A writer of a test's audit log.
+fn test_auditor() -> wardgate_audit::AuditorConfig {
+    wardgate_audit::AuditorConfig {
+        origin: TEST_ORIGIN.into(),
+        ..wardgate_audit::AuditorConfig::default()
+    }
+}
+
+/// A copy of the one signing key of a test's instances, as the deployment hands it to each.
+fn copy_of(key: &wardgate_audit::SignerKey) -> wardgate_audit::SignerKey {
+    wardgate_audit::SignerKey::parse(&key.to_private_string()).unwrap()
+}
+
+/// A sequencer of a test: short lease and poll, the default back-off.
+fn test_sequencer(name: &str) -> wardgate_audit::SequencerConfig {
+    wardgate_audit::SequencerConfig {
+        holder: name.into(),
+        lease_ttl: std::time::Duration::from_millis(500),
+        poll_interval: std::time::Duration::from_millis(10),
+        newer_release_backoff: wardgate_audit::writer::DEFAULT_NEWER_RELEASE_BACKOFF,
+    }
 }
 
 #[tokio::test]
