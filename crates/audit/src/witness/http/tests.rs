@@ -552,8 +552,8 @@ async fn the_shared_logs_sequencer_submits_and_its_successor_goes_on() {
     let store = Arc::new(MemoryAuditStore::new());
     let instance = |name: &str| SequencerConfig {
         holder: name.into(),
-        lease_ttl: Duration::from_secs(5),
         poll_interval: Duration::from_millis(10),
+        ..SequencerConfig::new(name)
     };
     let a = Auditor::start_shared(
         store.clone(),
