@@ -45,11 +45,45 @@ impl Default for LockoutSettings {
     }
 }
 
+/// The revocation broadcast's liveness check (with Redis), validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BroadcastSettings {
+    /// How often each instance publishes a heartbeat to itself through Redis.
+    pub heartbeat_interval: Duration,
+    /// How late a heartbeat may come back before the subscription is taken as lost.
+    pub heartbeat_timeout: Duration,
+    /// How long a verified credential is trusted while the broadcast is not known to be
+    /// listening (never longer than `key_cache_ttl`); zero: not at all.
+    pub unconfirmed_ttl: Duration,
+}
+
+impl BroadcastSettings {
+    /// The longest a subscription that went silent goes unnoticed: the last heartbeat heard
+    /// was sent at most one interval before it went silent, and is waited for one timeout.
+    pub fn silence_bound(&self) -> Duration {
+        self.heartbeat_interval + self.heartbeat_timeout
+    }
+}
+
+/// The defaults of `auth.revocation_heartbeat_interval`, `auth.revocation_heartbeat_timeout`
+/// and `auth.key_cache_ttl_unconfirmed`.
+impl Default for BroadcastSettings {
+    fn default() -> Self {
+        BroadcastSettings {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(2),
+            unconfirmed_ttl: DEFAULT_KEY_CACHE_TTL,
+        }
+    }
+}
+
 /// `[auth]`, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuthSettings {
     /// Zero: verified credentials are not cached.
     pub key_cache_ttl: Duration,
+    /// The revocation broadcast's liveness check and the cache's bound while it fails.
+    pub broadcast: BroadcastSettings,
     pub operator_tenant: String,
     pub max_token_bytes: usize,
     /// `None`: keys do not time out when idle.
@@ -173,8 +207,21 @@ pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
 pub struct RawAuth {
     /// How long a verified API key (or JWT, never past its `exp`) is trusted without checking
     /// it again; a revocation, or a key dropped from a JWKS, takes effect within this time.
-    /// `0s` turns the cache off. Default `2s`.
+    /// `0s` turns the cache off. Default `2s`. With Redis, a revocation at another instance
+    /// is announced and takes effect at once (see `key_cache_ttl_unconfirmed`).
     pub key_cache_ttl: Option<HumanDuration>,
+    /// With Redis: how long a verified credential is trusted while the revocation broadcast is
+    /// not known to be listening (Redis unreachable, or its subscription silent), at most
+    /// `key_cache_ttl`; `0s` verifies every request against the store meanwhile. Default `2s`.
+    pub key_cache_ttl_unconfirmed: Option<HumanDuration>,
+    /// With Redis: how often each instance publishes a heartbeat to itself through Redis, to
+    /// check that its revocation subscription still hears what is published. Default `1s`,
+    /// at most `1m`.
+    pub revocation_heartbeat_interval: Option<HumanDuration>,
+    /// With Redis: how late a heartbeat may come back before the subscription is taken as
+    /// lost (logged, cached credentials dropped, resubscribed). A silent subscription is
+    /// noticed within the interval plus this. Default `2s`, at most `1m`.
+    pub revocation_heartbeat_timeout: Option<HumanDuration>,
     /// The tenant whose admins and auditors act across all tenants (the deployment's
     /// operators). Everyone else's admin and audit rights stop at their own tenant. Default
     /// `operator`.
@@ -307,6 +354,7 @@ pub(super) fn auth(raw: &RawAuth, env: EnvLookup<'_>) -> Result<AuthSettings, Co
         .collect::<Result<_, _>>()?;
     Ok(AuthSettings {
         key_cache_ttl: duration_or_off(raw.key_cache_ttl.as_deref(), DEFAULT_KEY_CACHE_TTL),
+        broadcast: broadcast(raw)?,
         operator_tenant,
         max_token_bytes,
         key_idle_timeout,
@@ -515,6 +563,27 @@ fn jwt_issuer(
             .models_claim
             .clone()
             .unwrap_or_else(|| DEFAULT_MODELS_CLAIM.into()),
+    })
+}
+
+/// The revocation broadcast's heartbeat and the cache's bound while it fails, validated.
+fn broadcast(raw: &RawAuth) -> Result<BroadcastSettings, ConfigError> {
+    let d = BroadcastSettings::default();
+    Ok(BroadcastSettings {
+        heartbeat_interval: duration(
+            "auth.revocation_heartbeat_interval",
+            raw.revocation_heartbeat_interval.as_deref(),
+            d.heartbeat_interval,
+        )?,
+        heartbeat_timeout: duration(
+            "auth.revocation_heartbeat_timeout",
+            raw.revocation_heartbeat_timeout.as_deref(),
+            d.heartbeat_timeout,
+        )?,
+        unconfirmed_ttl: duration_or_off(
+            raw.key_cache_ttl_unconfirmed.as_deref(),
+            d.unconfirmed_ttl,
+        ),
     })
 }
 
