@@ -24,9 +24,12 @@ pub struct LockoutSettings {
     /// Failed authentications a minute allowed per source address before failures are
     /// answered 429; 0 turns the allowance off.
     pub failures_per_minute: u32,
-    /// The window over which one address's failed authentications are folded into one audit
+    /// The window over which one source's failed authentications are folded into one audit
     /// event; zero writes every failure on its own.
     pub audit_window: Duration,
+    /// IPv6 sources are counted (lockout, allowance, audit folding) per network of this many
+    /// bits; IPv4 sources per address.
+    pub ipv6_prefix: u8,
 }
 
 /// The defaults of `auth.lockout_*`, `auth.unauthenticated_requests_per_minute` and
@@ -41,6 +44,7 @@ impl Default for LockoutSettings {
             by_source: true,
             failures_per_minute: 60,
             audit_window: Duration::from_secs(60),
+            ipv6_prefix: 64,
         }
     }
 }
@@ -122,6 +126,9 @@ pub const DEFAULT_TENANT_CLAIM: &str = "tenant";
 pub const DEFAULT_ROLES_CLAIM: &str = "roles";
 /// Default of `auth.jwt[].models_claim`.
 pub const DEFAULT_MODELS_CLAIM: &str = "models";
+
+/// The range `auth.lockout_ipv6_prefix` must be in.
+pub const IPV6_PREFIX_RANGE: std::ops::RangeInclusive<u8> = 32..=128;
 
 /// Longest leeway an issuer may configure.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -245,6 +252,11 @@ pub struct RawAuth {
     /// Whether failures count per client address. Default true; turn it off behind a reverse
     /// proxy (every client then shares the proxy's address).
     pub lockout_by_source: Option<bool>,
+    /// IPv6 clients are counted (lockout, the allowance below, audit folding) per network of
+    /// this many bits, since one subscriber draws addresses from a whole /64 (or more); IPv4
+    /// clients, IPv4-mapped IPv6 included, per address. Default 64; 32 to 128 (128: per
+    /// address).
+    pub lockout_ipv6_prefix: Option<u8>,
     /// Failed authentications (a missing credential included) a minute allowed per client
     /// address; past it further failures are answered 429 with `Retry-After`. A valid
     /// credential is always served. Default 60; 0 turns the allowance off; at most 1000000.
@@ -609,5 +621,16 @@ fn lockout(raw: &RawAuth) -> Result<LockoutSettings, ConfigError> {
             .unauthenticated_requests_per_minute
             .unwrap_or(d.failures_per_minute),
         audit_window: duration_or_off(raw.failure_audit_window.as_deref(), d.audit_window),
+        ipv6_prefix: match raw.lockout_ipv6_prefix {
+            None => d.ipv6_prefix,
+            Some(p) if IPV6_PREFIX_RANGE.contains(&p) => p,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "auth.lockout_ipv6_prefix",
+                    "must be 32 to 128 (64, the default, is one subscriber's network; 128 \
+                     counts each address on its own)",
+                ));
+            }
+        },
     })
 }

@@ -1199,6 +1199,18 @@ url = "http://127.0.0.1:11434"
     }
 
     #[test]
+    fn the_lockout_ipv6_prefix_is_32_to_128() {
+        for ok in [32u8, 48, 64, 128] {
+            let c = load(&format!("[auth]\nlockout_ipv6_prefix = {ok}\n")).unwrap();
+            assert_eq!(c.lockout.ipv6_prefix, ok);
+        }
+        for bad in [0u16, 31, 129, 300] {
+            let err = load(&format!("[auth]\nlockout_ipv6_prefix = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "auth.lockout_ipv6_prefix", "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn env_overrides_are_a_layer_over_the_file_checked_like_it() {
         let env = |k: &str| match k {
             "WARDGATE_RATE_LIMIT_RPM" => Some(" 7".to_owned()),
@@ -1371,6 +1383,7 @@ url = "http://127.0.0.1:11434"
             ),
             (u64::from(c.lockout.threshold), 10, 10),
             (u64::from(c.lockout.failures_per_minute), 60, 60),
+            (u64::from(c.lockout.ipv6_prefix), 64, 64),
         ] {
             assert_eq!((got, constant), (doc, doc));
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
+use wardgate_audit::EventType;
 use wardgate_gateway::app::{LlmService, Stores};
 use wardgate_gateway::config::{Config, parse_toml};
 use wardgate_store::Role;
@@ -57,6 +58,15 @@ fn from_ip(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
     req
 }
 
+fn from_ip6(mut req: Request<Body>, segments: [u16; 8]) -> Request<Body> {
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            std::net::Ipv6Addr::from(segments),
+            40_000,
+        ))));
+    req
+}
+
 const WRONG: &str = "wg_abcdefghijkl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 #[tokio::test]
@@ -84,6 +94,47 @@ async fn failures_at_one_instance_lock_the_address_out_at_another() {
     // Another address is not affected.
     let r = b.send(from_ip(chat(WRONG), [192, 0, 2, 67])).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+/// One IPv6 client rotating through its /64 is one source to the shared lockout: failures
+/// from two addresses of a /64 at A lock a third address of it out at B, but not an address
+/// of the next /64. Each failure's audit event still names the address it came from.
+#[tokio::test]
+async fn failures_across_one_ipv6_64_at_one_instance_lock_it_out_at_another() {
+    let (a, b) = two_gateways(
+        "[auth]\nlockout_threshold = 2\nlockout_by_prefix = false\nfailure_audit_window = \"0s\"\n",
+    )
+    .await;
+    let net = |last: u16| [0x2001, 0xdb8, 1, 2, 0, 0, 0xbeef, last];
+    for last in [1, 2] {
+        let r = a.send(from_ip6(chat(WRONG), net(last))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "address {last} at A");
+    }
+    let r = b.send(from_ip6(chat(WRONG), net(3))).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    let r = b
+        .send(from_ip6(chat(WRONG), [0x2001, 0xdb8, 1, 3, 0, 0, 0, 1]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    // A valid key from the locked /64 is served.
+    let r = b.send(from_ip6(chat(&b.key), net(4))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let events = a.audit_events().await;
+    let sources: Vec<String> = events
+        .iter()
+        .filter(|e| matches!(e.event_type, EventType::AuthFailure | EventType::Lockout))
+        .filter_map(|e| e.source_ip.map(|ip| ip.to_string()))
+        .collect();
+    assert_eq!(sources, ["2001:db8:1:2::beef:1", "2001:db8:1:2::beef:2"]);
+    let lockout = events
+        .iter()
+        .find(|e| e.event_type == EventType::Lockout)
+        .unwrap();
+    assert_eq!(
+        lockout.detail.as_deref(),
+        Some("locked source=2001:db8:1:2::/64")
+    );
 }
 
 #[tokio::test]
