@@ -273,14 +273,7 @@ pub(crate) async fn key_command(
                 v["rotated_from"] = admin::key_json(&r.old, now);
                 out(&v.to_string())?;
             } else {
-                let until = r
-                    .old
-                    .expires_at
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_else(|| "now".into());
+                let until = rfc3339(r.old.expires_at).unwrap_or_else(|| "now".into());
                 out(&format!(
                     "created key {} for tenant {} to replace {}, which stops working at {until}\n{}\nStore it now: it is not shown again.",
                     r.new.record.id,
@@ -291,12 +284,25 @@ pub(crate) async fn key_command(
             }
         }
         KeysCommand::Revoke { id } => {
-            service
+            let r = service
                 .revoke(Caller::Cli, &id, audit)
                 .await
                 .map_err(|e| refused(e, format!("cannot revoke {id}")))?;
-            out(&format!("revoked {id}"))?;
+            if r.already {
+                let at = rfc3339(r.key.revoked_at).unwrap_or_default();
+                out(&format!(
+                    "{id} was revoked already (at {at}); nothing changed"
+                ))?;
+            } else {
+                out(&format!("revoked {id}"))?;
+            }
         }
     }
     Ok(())
+}
+
+/// A time as RFC 3339, for the command's messages.
+fn rfc3339(t: Option<time::OffsetDateTime>) -> Option<String> {
+    t?.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
