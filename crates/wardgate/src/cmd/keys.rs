@@ -117,6 +117,12 @@ async fn audited(config: &Config, stores: Stores, command: KeysCommand) -> anyho
              within auth.key_cache_ttl",
         );
     }
+    if announced
+        && result.is_ok()
+        && let Some(note) = unannounced_on_shared_store(config)
+    {
+        warn(&note);
+    }
     auditor
         .shutdown()
         .await
@@ -147,6 +153,29 @@ async fn broadcast(
             None
         }
     }
+}
+
+/// What to tell whoever revoked or rotated a key in a database several instances share
+/// (PostgreSQL) with no Redis to announce it: the other instances keep accepting the key from
+/// their credential caches for up to `auth.key_cache_ttl`, and how to make it immediate.
+/// `None` where there is nothing to say (Redis configured, SQLite, no cache).
+fn unannounced_on_shared_store(config: &Config) -> Option<String> {
+    let redis = matches!(
+        config.limiter_backend,
+        wardgate_gateway::config::LimiterBackend::Redis { .. }
+    );
+    if redis || config.postgres.is_none() || config.key_cache_ttl.is_zero() {
+        return None;
+    }
+    Some(format!(
+        "no Redis is configured, so other running instances on this database are not told: \
+         they keep accepting the key until their credential cache entry runs out, up to \
+         auth.key_cache_ttl ({} in this configuration). To make a revocation take effect at \
+         every instance at once, configure the same Redis for all of them and for this \
+         command (rate_limit.backend = \"redis\", rate_limit.redis_url, or \
+         WARDGATE_RATE_LIMIT_BACKEND=redis and WARDGATE_REDIS_URL).",
+        humantime::format_duration(config.key_cache_ttl)
+    ))
 }
 
 /// The operator at the keyboard: the login name, or the numeric user id.
