@@ -66,6 +66,11 @@ pub enum ApiError {
     /// A configuration reload was refused (settings that need a restart, or none to reload).
     #[error("reload refused: {0}")]
     ReloadRefused(String),
+    /// An admin change that conflicts with what is stored (a tenant that exists already, a key
+    /// that is no longer live): nothing was changed. The message is the store's, which names
+    /// no value.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The client did not finish sending the body within `server.body_read_timeout`.
     #[error("request body not received in time")]
     BodyTimeout,
@@ -235,6 +240,12 @@ impl ApiError {
                 "invalid_request_error",
                 Some("reload_refused"),
                 format!("The configuration was not reloaded: {why}. Nothing was changed."),
+            ),
+            ApiError::Conflict(why) => r(
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                Some("conflict"),
+                format!("Refused: {why}."),
             ),
             ApiError::BodyTimeout => r(
                 StatusCode::REQUEST_TIMEOUT,
@@ -417,6 +428,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::ReloadRefused(_) => "reload_refused",
+            ApiError::Conflict(_) => "conflict",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::BodyIncomplete => "body_incomplete",
             ApiError::ClientGone => CLIENT_GONE,

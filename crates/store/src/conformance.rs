@@ -8,8 +8,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::keys::KEY_LEN;
 use crate::{
-    Health, KeyStore, KeyVerdict, MAX_ROTATION_OVERLAP, NewKeySpec, RejectReason, Role, StoreError,
-    TenantStore,
+    Health, KeyStore, KeyVerdict, MAX_ROTATION_OVERLAP, NewKeySpec, RejectReason, Revocation, Role,
+    StoreError, TenantStore,
 };
 
 pub(crate) fn spec(tenant: &str) -> NewKeySpec {
@@ -41,6 +41,8 @@ pub(crate) async fn suite<S: KeyStore + TenantStore + Health + Clone>(store: &S)
     tenants(store).await;
     tenant_isolation(store).await;
     concurrent_calls(store).await;
+    concurrent_tenant_creation(store).await;
+    concurrent_revocation(store).await;
     store.ping().await.unwrap();
 }
 
@@ -146,14 +148,21 @@ async fn malformed_keys<S: KeyStore>(store: &S) {
 
 async fn revocation<S: KeyStore>(store: &S) {
     let new = store.create_key(spec("revocation")).await.unwrap();
-    store.revoke_key(&new.record.id).await.unwrap();
+    assert_eq!(
+        store.revoke_key(&new.record.id).await.unwrap(),
+        Revocation::Revoked
+    );
     let verdict = store.verify(new.secret.expose(), now()).await.unwrap();
     assert_eq!(verdict, KeyVerdict::Rejected(RejectReason::Revoked));
 
     let first = store.list_keys(Some("revocation")).await.unwrap()[0].revoked_at;
     assert!(first.is_some());
-    // Idempotent, and the first revocation time stands.
-    store.revoke_key(&new.record.id).await.unwrap();
+    // Idempotent, and the first revocation time stands; the second call says it changed
+    // nothing.
+    assert_eq!(
+        store.revoke_key(&new.record.id).await.unwrap(),
+        Revocation::AlreadyRevoked
+    );
     let second = store.list_keys(Some("revocation")).await.unwrap()[0].revoked_at;
     assert_eq!(first, second);
 
@@ -319,7 +328,7 @@ async fn rotation<S: KeyStore>(store: &S) {
         store
             .rotate_key(&r.new.record.id, std::time::Duration::ZERO, None)
             .await,
-        Err(StoreError::Invalid(_))
+        Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
         store
@@ -448,6 +457,23 @@ async fn tenants<S: KeyStore + TenantStore>(store: &S) {
     let first = store.ensure_tenant("tenant-x").await.unwrap();
     let again = store.ensure_tenant("tenant-x").await.unwrap();
     assert_eq!(first, again, "ensure_tenant keeps the original row");
+    // create_tenant creates, once; an existing tenant (made either way) is a conflict.
+    let made = store.create_tenant("tenant-y").await.unwrap();
+    assert_eq!(made.name, "tenant-y");
+    for name in ["tenant-y", "tenant-x"] {
+        assert!(
+            matches!(
+                store.create_tenant(name).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{name}"
+        );
+    }
+    assert_eq!(store.ensure_tenant("tenant-y").await.unwrap(), made);
+    assert!(matches!(
+        store.create_tenant("Not Valid").await,
+        Err(StoreError::Invalid(_))
+    ));
     // create_key created its tenants.
     let names: Vec<String> = store
         .list_tenants()
@@ -522,6 +548,52 @@ async fn concurrent_calls<S: KeyStore + TenantStore + Clone>(store: &S) {
         let listed = store.list_keys(Some(&format!("conc-{i}"))).await.unwrap();
         assert_eq!(listed.len(), 8);
     }
+}
+
+/// Concurrent creations of one tenant (several admins, several gateway instances): the
+/// store's unique name decides, so exactly one is told it created the tenant.
+async fn concurrent_tenant_creation<S: TenantStore + Clone>(store: &S) {
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_tenant("conc-tenant").await })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(t) => {
+                assert_eq!(t.name, "conc-tenant");
+                created += 1;
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+/// Concurrent revocations of one key: exactly one is told it revoked the key.
+async fn concurrent_revocation<S: KeyStore + Clone>(store: &S) {
+    let id = store
+        .create_key(spec("conc-revoke"))
+        .await
+        .unwrap()
+        .record
+        .id;
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move { store.revoke_key(&id).await })
+        })
+        .collect();
+    let mut revoked = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() == Revocation::Revoked {
+            revoked += 1;
+        }
+    }
+    assert_eq!(revoked, 1);
 }
 
 /// Every `.sql` file in `dir` (under the crate) is listed in `migrations`, in order, as

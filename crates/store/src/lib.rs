@@ -44,6 +44,10 @@ pub enum StoreError {
     /// The caller's input was rejected; the message says what is allowed.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The change conflicts with what is stored (a tenant that exists already, a key that is
+    /// no longer live); the message says which, and that nothing was changed.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The schema could not be brought up to date (including: the database is newer than this
     /// build). Fatal at start-up.
     #[error("migration failed: {0}")]
@@ -150,9 +154,10 @@ pub trait KeyStore: Send + Sync + 'static {
     /// One key by id, whatever its state; `None` if no key has this id.
     async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 
-    /// Revokes a key. `NotFound` if no key has this id; revoking twice is not an error and keeps
-    /// the first revocation time.
-    async fn revoke_key(&self, id: &str) -> Result<(), StoreError>;
+    /// Revokes a key, and says whether this call revoked it. `NotFound` if no key has this id;
+    /// revoking twice is not an error and keeps the first revocation time. Of concurrent calls
+    /// for one key exactly one answers [`Revocation::Revoked`].
+    async fn revoke_key(&self, id: &str) -> Result<Revocation, StoreError>;
 
     /// Records that key `id` was used at `at` (never moves the time back). Unknown ids are
     /// ignored.
@@ -185,8 +190,9 @@ pub trait KeyStore: Send + Sync + 'static {
         let old = self.get_key(id).await?.ok_or(StoreError::NotFound)?;
         let now = OffsetDateTime::now_utc();
         if old.revoked_at.is_some() || old.expires_at.is_some_and(|t| t <= now) {
-            return Err(StoreError::Invalid(
-                "only a live key can be rotated; this one is revoked or expired, so create a                  new key instead"
+            return Err(StoreError::Conflict(
+                "only a live key can be rotated; this one is revoked or expired, so nothing was \
+                 changed: create a new key instead"
                     .into(),
             ));
         }
@@ -206,6 +212,15 @@ pub trait KeyStore: Send + Sync + 'static {
     }
 }
 
+/// What [`KeyStore::revoke_key`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// This call revoked the key.
+    Revoked,
+    /// The key was revoked before; nothing changed.
+    AlreadyRevoked,
+}
+
 /// The longest a rotated-out key may stay valid beside its replacement.
 pub const MAX_ROTATION_OVERLAP: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
@@ -223,6 +238,10 @@ pub struct Rotated {
 pub trait TenantStore: Send + Sync + 'static {
     /// Returns the tenant, creating it first if it does not exist.
     async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError>;
+
+    /// Creates the tenant; `Conflict` if it exists already. The store's unique name decides:
+    /// of concurrent calls for one name exactly one succeeds.
+    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError>;
 
     /// All tenants, by name.
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;

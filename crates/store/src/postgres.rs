@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 use crate::keys;
 use crate::records::{self, unavailable};
 use crate::{
-    ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, StoreError,
-    Tenant, TenantStore, names,
+    ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, Revocation,
+    StoreError, Tenant, TenantStore, names,
 };
 
 pub(crate) mod audit;
@@ -372,6 +372,28 @@ impl PgStore {
         Ok(result.rows_affected())
     }
 
+    /// Inserts tenant `name` unless it exists; whether this call inserted it, and the tenant.
+    /// Of concurrent inserts of one name, the unique index lets exactly one insert the row.
+    async fn insert_tenant(&self, name: &str) -> Result<(bool, Tenant), StoreError> {
+        names::validate_tenant(name)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut tx = self.begin().await?;
+        let inserted = query(records::INSERT_TENANT)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        let row = query(records::SELECT_TENANT)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        commit(tx).await?;
+        Ok((inserted > 0, records::tenant_from_row(&row)?))
+    }
+
     /// A transaction: every call runs in one (see the module comment).
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(unavailable)
@@ -440,9 +462,12 @@ impl KeyStore for PgStore {
             .transpose()
     }
 
-    async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
+    async fn revoke_key(&self, id: &str) -> Result<Revocation, StoreError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        records::found(self.update_key(records::REVOKE_KEY, now, id).await?)
+        let revoked = self.update_key(records::REVOKE_KEY, now, id).await?;
+        // No row updated: revoked already, or no such key (see `records::REVOKE_KEY`).
+        let exists = revoked > 0 || self.get_key(id).await?.is_some();
+        records::revocation(revoked, exists)
     }
 
     async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -479,22 +504,14 @@ impl KeyStore for PgStore {
 #[async_trait::async_trait]
 impl TenantStore for PgStore {
     async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
-        names::validate_tenant(name)?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let mut tx = self.begin().await?;
-        query(records::INSERT_TENANT)
-            .bind(name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let row = query(records::SELECT_TENANT)
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        commit(tx).await?;
-        records::tenant_from_row(&row)
+        Ok(self.insert_tenant(name).await?.1)
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        match self.insert_tenant(name).await? {
+            (true, t) => Ok(t),
+            (false, _) => Err(records::tenant_exists()),
+        }
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {

@@ -20,7 +20,8 @@ macro_rules! key_columns {
     };
 }
 
-/// Inserts a tenant unless it exists: `$1` name, `$2` unix seconds.
+/// Inserts a tenant unless it exists: `$1` name, `$2` unix seconds. No row is affected when it
+/// exists: the unique name decides, between concurrent inserts too.
 pub(crate) const INSERT_TENANT: &str =
     "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
 /// One tenant by name.
@@ -31,10 +32,12 @@ pub(crate) const LIST_TENANTS: &str = "SELECT name, created_at FROM tenants ORDE
 pub(crate) const INSERT_KEY: &str = "INSERT INTO api_keys \
      (id, prefix, key_hash, tenant, models, roles, label, created_at, expires_at, revoked_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)";
-/// Revokes key `$2` at `$1`, keeping an earlier revocation's time. The row still counts as
-/// affected when it was revoked already, which tells a known id from an unknown one.
+/// Revokes key `$2` at `$1` unless it is revoked already (the first revocation's time stands).
+/// One row is affected only by the call that revoked it, however many run at once; none when
+/// the key was revoked already or does not exist (looking the id up tells which, and cannot
+/// be wrong in between: a revocation is never undone, and no key takes a used id).
 pub(crate) const REVOKE_KEY: &str =
-    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2";
+    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
 /// Brings key `$2`'s expiry forward to `$1`, never later.
 pub(crate) const EXPIRE_KEY_BY: &str = "UPDATE api_keys SET expires_at = CASE \
        WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END \
@@ -264,6 +267,21 @@ pub(crate) async fn create_key(
 }
 
 /// `NotFound` when an update by id touched no row.
+/// What a revocation did, from the rows [`REVOKE_KEY`] affected and, when none, whether the
+/// key exists.
+pub(crate) fn revocation(revoked: u64, exists: bool) -> Result<crate::Revocation, StoreError> {
+    match (revoked, exists) {
+        (0, true) => Ok(crate::Revocation::AlreadyRevoked),
+        (0, false) => Err(StoreError::NotFound),
+        _ => Ok(crate::Revocation::Revoked),
+    }
+}
+
+/// The refusal of a tenant that exists already.
+pub(crate) fn tenant_exists() -> StoreError {
+    StoreError::Conflict("a tenant of this name exists already; nothing was changed".into())
+}
+
 pub(crate) fn found(rows_affected: u64) -> Result<(), StoreError> {
     if rows_affected == 0 {
         Err(StoreError::NotFound)

@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 use crate::keys;
 use crate::records::{self, unavailable};
 use crate::{
-    ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, StoreError,
-    Tenant, TenantStore, names,
+    ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, Revocation,
+    StoreError, Tenant, TenantStore, names,
 };
 
 /// The schema's migrations, oldest first: (version, description, SQL).
@@ -402,6 +402,27 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Inserts tenant `name` unless it exists; whether this call inserted it, and the tenant.
+    async fn insert_tenant(&self, name: &str) -> Result<(bool, Tenant), StoreError> {
+        names::validate_tenant(name)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let inserted = sqlx::query(records::INSERT_TENANT)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        let row = sqlx::query(records::SELECT_TENANT)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok((inserted > 0, records::tenant_from_row(&row)?))
+    }
+}
+
 impl records::InsertKey for SqliteStore {
     async fn insert_key(&self, key: records::KeyInsert<'_>) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
@@ -457,15 +478,18 @@ impl KeyStore for SqliteStore {
             .transpose()
     }
 
-    async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
+    async fn revoke_key(&self, id: &str) -> Result<Revocation, StoreError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let result = sqlx::query(records::REVOKE_KEY)
+        let revoked = sqlx::query(records::REVOKE_KEY)
             .bind(now)
             .bind(id)
             .execute(&self.pool)
             .await
-            .map_err(unavailable)?;
-        records::found(result.rows_affected())
+            .map_err(unavailable)?
+            .rows_affected();
+        // No row updated: revoked already, or no such key (see `records::REVOKE_KEY`).
+        let exists = revoked > 0 || self.get_key(id).await?.is_some();
+        records::revocation(revoked, exists)
     }
 
     async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -510,20 +534,14 @@ impl KeyStore for SqliteStore {
 #[async_trait::async_trait]
 impl TenantStore for SqliteStore {
     async fn ensure_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
-        names::validate_tenant(name)?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        sqlx::query(records::INSERT_TENANT)
-            .bind(name)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let row = sqlx::query(records::SELECT_TENANT)
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        records::tenant_from_row(&row)
+        Ok(self.insert_tenant(name).await?.1)
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        match self.insert_tenant(name).await? {
+            (true, t) => Ok(t),
+            (false, _) => Err(records::tenant_exists()),
+        }
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {

@@ -25,6 +25,18 @@ fn wardgate_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
+/// Creates a key for tenant `acme` in `dir`'s database, with `env` set; its id.
+fn create_key(dir: &Path, env: &[(&str, &str)]) -> String {
+    let out = wardgate_with(dir, &["keys", "create", "--tenant", "acme", "--json"], env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
 const RULE: &str =
     "must be a duration such as `90d` or `12h`, more than zero and at most 100 years";
 
@@ -88,17 +100,7 @@ fn a_key_lifetime_in_bounds_sets_the_expiry() {
 #[test]
 fn a_rotation_overlap_out_of_bounds_and_an_unknown_key_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let out = wardgate(
-        dir.path(),
-        &["keys", "create", "--tenant", "acme", "--json"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = v["id"].as_str().unwrap();
+    let id = &create_key(dir.path(), &[]);
 
     let out = wardgate(dir.path(), &["keys", "rotate", id, "--overlap", "31d"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -127,6 +129,42 @@ fn a_rotation_overlap_out_of_bounds_and_an_unknown_key_are_refused() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// Revoking a revoked key says so and changes nothing: the first revocation's time stands
+/// and no second `key_revoked` event is written.
+#[test]
+fn revoking_a_revoked_key_says_so_and_writes_no_second_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = &create_key(dir.path(), &[]);
+    let said: Vec<String> = (0..2)
+        .map(|_| {
+            let out = wardgate(dir.path(), &["keys", "revoke", id]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    assert_eq!(said[0].trim(), format!("revoked {id}"));
+    assert!(
+        said[1].starts_with(&format!("{id} was revoked already (at 20"))
+            && said[1].trim_end().ends_with("nothing changed"),
+        "{}",
+        said[1]
+    );
+    let out = wardgate(
+        dir.path(),
+        &["audit", "query", "--event-type", "key_revoked"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
 
 /// An empty model name (`--models ""`, `--models ,`, an empty variable in a script) is
@@ -172,20 +210,7 @@ fn a_key_change_from_the_cli_is_announced_to_running_gateways_through_redis() {
         ("WARDGATE_REDIS_NAMESPACE", ns.as_str()),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let create = || {
-        let out = wardgate_with(
-            dir.path(),
-            &["keys", "create", "--tenant", "acme", "--json"],
-            &env,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["id"].as_str().unwrap().to_owned()
-    };
+    let create = || create_key(dir.path(), &env);
     let (revoked, rotated) = (create(), create());
 
     let client = redis::Client::open(url.as_str()).unwrap();

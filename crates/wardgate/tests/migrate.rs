@@ -283,6 +283,59 @@ async fn key_commands_use_postgresql_never_a_sqlite_file_beside_it() {
     schema.drop().await;
 }
 
+/// On a database several instances share, with no Redis to announce a change, `wardgate keys
+/// revoke` (and `rotate`) says that the other instances keep accepting the key for up to
+/// their credential cache's TTL, with its value, and how to make it immediate.
+#[tokio::test]
+async fn a_revocation_on_postgresql_without_redis_says_how_long_others_accept_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().await;
+    let out = wardgate(dir.path(), &schema, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A shared audit log needs the instances' signing key.
+    let key_file = dir.path().join("audit.key");
+    let key_file = key_file.to_str().unwrap();
+    let out = wardgate(dir.path(), &schema, &["audit", "keygen", "--out", key_file]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run = |args: &[&str], ttl: Option<&str>| {
+        let mut vars = vec![("WARDGATE_AUDIT_KEY", key_file)];
+        vars.extend(ttl.map(|t| ("WARDGATE_KEY_CACHE_TTL", t)));
+        let out = wardgate_with(dir.path(), &schema, args, &vars);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        out
+    };
+    let create = || {
+        let out = run(&["keys", "create", "--tenant", "acme", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    };
+    for (ttl, said_ttl) in [(None, "2s"), (Some("45s"), "45s")] {
+        for command in [&["revoke"][..], &["rotate", "--overlap", "0s"][..]] {
+            let id = create();
+            let mut args = vec!["keys", command[0], id.as_str()];
+            args.extend(&command[1..]);
+            let stderr = String::from_utf8_lossy(&run(&args, ttl).stderr).into_owned();
+            for needle in [
+                "other running instances",
+                "keep accepting the key",
+                &format!("auth.key_cache_ttl ({said_ttl} in this configuration)"),
+                "rate_limit.backend = \"redis\"",
+            ] {
+                assert!(stderr.contains(needle), "{args:?}: {needle:?} in {stderr}");
+            }
+        }
+    }
+    // Nothing to say when nothing is cached.
+    let id = create();
+    let out = run(&["keys", "revoke", &id], Some("0s"));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("keep accepting"),
+        "{}",
+        text(&out)
+    );
+    schema.drop().await;
+}
+
 #[test]
 fn migrate_on_sqlite_reports_the_files_version() {
     let dir = tempfile::tempdir().unwrap();

@@ -437,7 +437,7 @@ async fn shared_state(
         .map_err(StartError::Redis)?;
     let mut state = parts::build_state(config, catalog, engine, db, auditor, redis.as_ref());
     if let Some(r) = &redis {
-        let revocations = parts::revocations(r, state.key_cache.as_ref())
+        let revocations = parts::revocations(r, state.key_cache.as_ref(), state.config.broadcast)
             .await
             .map_err(StartError::Redis)?;
         state.revocations = Some(Arc::new(revocations));

@@ -199,10 +199,10 @@ pub(super) fn build_state(
     redis: Option<&crate::shared::SharedRedis>,
 ) -> AppState {
     let key_cache = (!config.key_cache_ttl.is_zero()).then(|| {
-        Arc::new(crate::identity::key_cache::KeyCache::new(
-            config.key_cache_ttl,
-            100_000,
-        ))
+        Arc::new(
+            crate::identity::key_cache::KeyCache::new(config.key_cache_ttl, 100_000)
+                .with_unconfirmed_ttl(config.broadcast.unconfirmed_ttl),
+        )
     });
     // With nothing to preload the service is ready as soon as its backends are.
     let nothing_to_preload = engine.is_none() || config.engine.preload.is_empty();
@@ -275,10 +275,11 @@ fn lockout(
 pub(super) async fn revocations(
     redis: &crate::shared::SharedRedis,
     cache: Option<&Arc<crate::identity::key_cache::KeyCache>>,
+    settings: config::auth::BroadcastSettings,
 ) -> Result<crate::identity::revocations::Revocations, redis::RedisError> {
     use crate::identity::revocations::Revocations;
     match cache {
-        Some(c) => Revocations::listen(redis.clone(), c).await,
+        Some(c) => Revocations::listen(redis.clone(), c, settings).await,
         None => Ok(Revocations::publisher(redis.clone())),
     }
 }

@@ -24,9 +24,12 @@ pub struct LockoutSettings {
     /// Failed authentications a minute allowed per source address before failures are
     /// answered 429; 0 turns the allowance off.
     pub failures_per_minute: u32,
-    /// The window over which one address's failed authentications are folded into one audit
+    /// The window over which one source's failed authentications are folded into one audit
     /// event; zero writes every failure on its own.
     pub audit_window: Duration,
+    /// IPv6 sources are counted (lockout, allowance, audit folding) per network of this many
+    /// bits; IPv4 sources per address.
+    pub ipv6_prefix: u8,
 }
 
 /// The defaults of `auth.lockout_*`, `auth.unauthenticated_requests_per_minute` and
@@ -41,6 +44,39 @@ impl Default for LockoutSettings {
             by_source: true,
             failures_per_minute: 60,
             audit_window: Duration::from_secs(60),
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+/// The revocation broadcast's liveness check (with Redis), validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BroadcastSettings {
+    /// How often each instance publishes a heartbeat to itself through Redis.
+    pub heartbeat_interval: Duration,
+    /// How late a heartbeat may come back before the subscription is taken as lost.
+    pub heartbeat_timeout: Duration,
+    /// How long a verified credential is trusted while the broadcast is not known to be
+    /// listening (never longer than `key_cache_ttl`); zero: not at all.
+    pub unconfirmed_ttl: Duration,
+}
+
+impl BroadcastSettings {
+    /// The longest a subscription that went silent goes unnoticed: the last heartbeat heard
+    /// was sent at most one interval before it went silent, and is waited for one timeout.
+    pub fn silence_bound(&self) -> Duration {
+        self.heartbeat_interval + self.heartbeat_timeout
+    }
+}
+
+/// The defaults of `auth.revocation_heartbeat_interval`, `auth.revocation_heartbeat_timeout`
+/// and `auth.key_cache_ttl_unconfirmed`.
+impl Default for BroadcastSettings {
+    fn default() -> Self {
+        BroadcastSettings {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(2),
+            unconfirmed_ttl: DEFAULT_KEY_CACHE_TTL,
         }
     }
 }
@@ -50,6 +86,8 @@ impl Default for LockoutSettings {
 pub struct AuthSettings {
     /// Zero: verified credentials are not cached.
     pub key_cache_ttl: Duration,
+    /// The revocation broadcast's liveness check and the cache's bound while it fails.
+    pub broadcast: BroadcastSettings,
     pub operator_tenant: String,
     pub max_token_bytes: usize,
     /// `None`: keys do not time out when idle.
@@ -88,6 +126,9 @@ pub const DEFAULT_TENANT_CLAIM: &str = "tenant";
 pub const DEFAULT_ROLES_CLAIM: &str = "roles";
 /// Default of `auth.jwt[].models_claim`.
 pub const DEFAULT_MODELS_CLAIM: &str = "models";
+
+/// The range `auth.lockout_ipv6_prefix` must be in.
+pub const IPV6_PREFIX_RANGE: std::ops::RangeInclusive<u8> = 32..=128;
 
 /// Longest leeway an issuer may configure.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -173,8 +214,21 @@ pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
 pub struct RawAuth {
     /// How long a verified API key (or JWT, never past its `exp`) is trusted without checking
     /// it again; a revocation, or a key dropped from a JWKS, takes effect within this time.
-    /// `0s` turns the cache off. Default `2s`.
+    /// `0s` turns the cache off. Default `2s`. With Redis, a revocation at another instance
+    /// is announced and takes effect at once (see `key_cache_ttl_unconfirmed`).
     pub key_cache_ttl: Option<HumanDuration>,
+    /// With Redis: how long a verified credential is trusted while the revocation broadcast is
+    /// not known to be listening (Redis unreachable, or its subscription silent), at most
+    /// `key_cache_ttl`; `0s` verifies every request against the store meanwhile. Default `2s`.
+    pub key_cache_ttl_unconfirmed: Option<HumanDuration>,
+    /// With Redis: how often each instance publishes a heartbeat to itself through Redis, to
+    /// check that its revocation subscription still hears what is published. Default `1s`,
+    /// at most `1m`.
+    pub revocation_heartbeat_interval: Option<HumanDuration>,
+    /// With Redis: how late a heartbeat may come back before the subscription is taken as
+    /// lost (logged, cached credentials dropped, resubscribed). A silent subscription is
+    /// noticed within the interval plus this. Default `2s`, at most `1m`.
+    pub revocation_heartbeat_timeout: Option<HumanDuration>,
     /// The tenant whose admins and auditors act across all tenants (the deployment's
     /// operators). Everyone else's admin and audit rights stop at their own tenant. Default
     /// `operator`.
@@ -198,6 +252,11 @@ pub struct RawAuth {
     /// Whether failures count per client address. Default true; turn it off behind a reverse
     /// proxy (every client then shares the proxy's address).
     pub lockout_by_source: Option<bool>,
+    /// IPv6 clients are counted (lockout, the allowance below, audit folding) per network of
+    /// this many bits, since one subscriber draws addresses from a whole /64 (or more); IPv4
+    /// clients, IPv4-mapped IPv6 included, per address. Default 64; 32 to 128 (128: per
+    /// address).
+    pub lockout_ipv6_prefix: Option<u8>,
     /// Failed authentications (a missing credential included) a minute allowed per client
     /// address; past it further failures are answered 429 with `Retry-After`. A valid
     /// credential is always served. Default 60; 0 turns the allowance off; at most 1000000.
@@ -307,6 +366,7 @@ pub(super) fn auth(raw: &RawAuth, env: EnvLookup<'_>) -> Result<AuthSettings, Co
         .collect::<Result<_, _>>()?;
     Ok(AuthSettings {
         key_cache_ttl: duration_or_off(raw.key_cache_ttl.as_deref(), DEFAULT_KEY_CACHE_TTL),
+        broadcast: broadcast(raw)?,
         operator_tenant,
         max_token_bytes,
         key_idle_timeout,
@@ -518,6 +578,27 @@ fn jwt_issuer(
     })
 }
 
+/// The revocation broadcast's heartbeat and the cache's bound while it fails, validated.
+fn broadcast(raw: &RawAuth) -> Result<BroadcastSettings, ConfigError> {
+    let d = BroadcastSettings::default();
+    Ok(BroadcastSettings {
+        heartbeat_interval: duration(
+            "auth.revocation_heartbeat_interval",
+            raw.revocation_heartbeat_interval.as_deref(),
+            d.heartbeat_interval,
+        )?,
+        heartbeat_timeout: duration(
+            "auth.revocation_heartbeat_timeout",
+            raw.revocation_heartbeat_timeout.as_deref(),
+            d.heartbeat_timeout,
+        )?,
+        unconfirmed_ttl: duration_or_off(
+            raw.key_cache_ttl_unconfirmed.as_deref(),
+            d.unconfirmed_ttl,
+        ),
+    })
+}
+
 /// Lockout and the unauthenticated allowance (`auth.lockout_*`,
 /// `unauthenticated_requests_per_minute`, `failure_audit_window`), validated.
 fn lockout(raw: &RawAuth) -> Result<LockoutSettings, ConfigError> {
@@ -540,5 +621,16 @@ fn lockout(raw: &RawAuth) -> Result<LockoutSettings, ConfigError> {
             .unauthenticated_requests_per_minute
             .unwrap_or(d.failures_per_minute),
         audit_window: duration_or_off(raw.failure_audit_window.as_deref(), d.audit_window),
+        ipv6_prefix: match raw.lockout_ipv6_prefix {
+            None => d.ipv6_prefix,
+            Some(p) if IPV6_PREFIX_RANGE.contains(&p) => p,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "auth.lockout_ipv6_prefix",
+                    "must be 32 to 128 (64, the default, is one subscriber's network; 128 \
+                     counts each address on its own)",
+                ));
+            }
+        },
     })
 }

@@ -147,6 +147,8 @@ pub struct Config {
     pub quotas: Quotas,
     pub limiter_backend: LimiterBackend,
     pub key_cache_ttl: Duration,
+    /// The revocation broadcast's heartbeat, and the cache's bound while it fails.
+    pub broadcast: auth::BroadcastSettings,
     pub operator_tenant: String,
     pub max_token_bytes: usize,
     /// `None`: keys do not time out when idle.
@@ -685,6 +687,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         jwt: auth.jwt,
         operator_tenant: auth.operator_tenant,
         key_cache_ttl: auth.key_cache_ttl,
+        broadcast: auth.broadcast,
         health_interval: health.interval,
         health_timeout: health.timeout,
         breaker_threshold: breaker.failure_threshold,
@@ -818,6 +821,21 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
             "auth.key_cache_ttl",
             c.key_cache_ttl,
             Duration::from_secs(300),
+        ),
+        t(
+            "auth.key_cache_ttl_unconfirmed",
+            c.broadcast.unconfirmed_ttl,
+            Duration::from_secs(300),
+        ),
+        t(
+            "auth.revocation_heartbeat_interval",
+            c.broadcast.heartbeat_interval,
+            Duration::from_secs(60),
+        ),
+        t(
+            "auth.revocation_heartbeat_timeout",
+            c.broadcast.heartbeat_timeout,
+            Duration::from_secs(60),
         ),
         n("auth.max_token_bytes", u(c.max_token_bytes), 64 * 1024),
         n(
@@ -1205,6 +1223,18 @@ url = "http://127.0.0.1:11434"
     }
 
     #[test]
+    fn the_lockout_ipv6_prefix_is_32_to_128() {
+        for ok in [32u8, 48, 64, 128] {
+            let c = load(&format!("[auth]\nlockout_ipv6_prefix = {ok}\n")).unwrap();
+            assert_eq!(c.lockout.ipv6_prefix, ok);
+        }
+        for bad in [0u16, 31, 129, 300] {
+            let err = load(&format!("[auth]\nlockout_ipv6_prefix = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "auth.lockout_ipv6_prefix", "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn env_overrides_are_a_layer_over_the_file_checked_like_it() {
         let env = |k: &str| match k {
             "WARDGATE_RATE_LIMIT_RPM" => Some(" 7".to_owned()),
@@ -1254,6 +1284,7 @@ url = "http://127.0.0.1:11434"
     fn an_empty_config_gets_the_documented_defaults() {
         let c = load("").unwrap();
         let secs = Duration::from_secs;
+        let b = auth::BroadcastSettings::default();
         // (value, its constant, what the doc comment says)
         assert_eq!(c.listen, server::DEFAULT_LISTEN);
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
@@ -1284,6 +1315,13 @@ url = "http://127.0.0.1:11434"
             (c.health_timeout, health::DEFAULT_TIMEOUT, secs(2)),
             (c.breaker_cooldown, health::DEFAULT_COOLDOWN, secs(10)),
             (c.key_cache_ttl, auth::DEFAULT_KEY_CACHE_TTL, secs(2)),
+            (c.broadcast.unconfirmed_ttl, b.unconfirmed_ttl, secs(2)),
+            (
+                c.broadcast.heartbeat_interval,
+                b.heartbeat_interval,
+                secs(1),
+            ),
+            (c.broadcast.heartbeat_timeout, b.heartbeat_timeout, secs(2)),
             (c.lockout.window, secs(300), secs(300)),
             (c.lockout.duration, secs(900), secs(900)),
             (c.lockout.audit_window, secs(60), secs(60)),
@@ -1374,6 +1412,7 @@ url = "http://127.0.0.1:11434"
             ),
             (u64::from(c.lockout.threshold), 10, 10),
             (u64::from(c.lockout.failures_per_minute), 60, 60),
+            (u64::from(c.lockout.ipv6_prefix), 64, 64),
         ] {
             assert_eq!((got, constant), (doc, doc));
         }

@@ -72,6 +72,7 @@ fn store_error(e: StoreError) -> ApiError {
             param: None,
             message,
         }),
+        StoreError::Conflict(message) => ApiError::Conflict(message),
         StoreError::NotFound => ApiError::ObjectNotFound("key"),
         StoreError::Unavailable(_) | StoreError::Migration(_) => {
             tracing::error!(error = %e, "admin API: store failed");
@@ -131,6 +132,15 @@ pub struct ReloadResult {
     changed: Vec<&'static str>,
     /// The digest of the configuration now in force.
     sha256: String,
+}
+
+/// The answer to revoking a key that was revoked already: nothing changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlreadyRevoked {
+    #[serde(flatten)]
+    info: KeyInfo,
+    /// Always `true`: the key was revoked before; its `revoked_at` is the first revocation's.
+    already_revoked: bool,
 }
 
 /// A replacement key and the key it replaces (with its shortened expiry).
@@ -343,6 +353,7 @@ fn key_error(e: KeyError) -> ApiError {
                 message,
             })
         }
+        KeyError::Conflict(message) => ApiError::Conflict(message),
         KeyError::Unavailable(e) => store_error(e),
         KeyError::Unaudited { .. } => {
             tracing::error!(error = %e, "admin API: a key change was not audited");
@@ -371,6 +382,7 @@ pub struct RotateBody {
     request_body(content = Option<RotateBody>, description = "Optional; an empty body means a 24h overlap and no expiry."),
     responses(
         (status = 201, description = "The replacement key (`Cache-Control: no-store`) and the old key's new expiry.", body = RotatedKey),
+        (status = 409, description = "The key is revoked or expired: only a live key is rotated; nothing was changed.", body = wardgate_api::openai::ErrorBody),
         OpenAiErrors, OpenAiNotFound, OpenAiTooLarge,
     ),
     security(("bearer" = []))
@@ -405,14 +417,18 @@ pub async fn rotate_key(
     }))
 }
 
-/// `DELETE /admin/keys/{id}`: revokes a key (idempotent). 204 on success.
+/// `DELETE /admin/keys/{id}`: revokes a key. 204 when this call revoked it (a `key_revoked`
+/// event); 200 with the key and `"already_revoked": true` when it was revoked before, which
+/// changes nothing and writes no second `key_revoked` event (the key is announced to the
+/// other instances again all the same).
 #[utoipa::path(
     delete,
     path = "/admin/keys/{id}",
     tag = "admin",
     params(("id" = String, Path, description = "The key's id (`key_...`).")),
     responses(
-        (status = 204, description = "Revoked (or already revoked)."),
+        (status = 204, description = "Revoked now."),
+        (status = 200, description = "Revoked before: nothing changed.", body = AlreadyRevoked),
         OpenAiErrors, OpenAiNotFound,
     ),
     security(("bearer" = []))
@@ -423,11 +439,18 @@ pub async fn revoke_key(
     axum::Extension(record): axum::Extension<Arc<RequestRecord>>,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    key_service(&state)
+    let r = key_service(&state)
         .revoke(caller(&state, &p), &id, KeyAudit::Request(&record))
         .await
         .map_err(key_error)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    if !r.already {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let body = AlreadyRevoked {
+        info: key_info(&r.key, OffsetDateTime::now_utc()),
+        already_revoked: true,
+    };
+    Ok(Json(body).into_response())
 }
 
 /// `GET /admin/tenants`: every tenant for operators, one's own otherwise.
@@ -464,15 +487,17 @@ pub struct NewTenantBody {
     name: String,
 }
 
-/// `POST /admin/tenants`: creates a tenant (operators only). 201, or 200 if it existed.
+/// `POST /admin/tenants`: creates a tenant (operators only). 201 and a `config_change` event
+/// (`tenant_created=<name>`); 409 when it exists already, with no event, also when several
+/// creations race: the store's unique name decides which one created it.
 #[utoipa::path(
     post,
     path = "/admin/tenants",
     tag = "admin",
     request_body = NewTenantBody,
     responses(
-        (status = 200, description = "The tenant already existed.", body = TenantInfo),
         (status = 201, description = "The tenant was created.", body = TenantInfo),
+        (status = 409, description = "The tenant exists already; nothing was changed.", body = wardgate_api::openai::ErrorBody),
         OpenAiErrors, OpenAiTooLarge,
     ),
     security(("bearer" = []))
@@ -486,34 +511,20 @@ pub async fn create_tenant(
     if !matches!(Scope::of(&state, &p), Scope::All) {
         return Err(ApiError::Forbidden.into());
     }
-    let existed = state
-        .tenants
-        .list_tenants()
-        .await
-        .map_err(store_error)?
-        .iter()
-        .any(|t| t.name == body.name);
     let t = state
         .tenants
-        .ensure_tenant(&body.name)
+        .create_tenant(&body.name)
         .await
         .map_err(store_error)?;
-    if !existed {
-        record.set_action(
-            EventType::ConfigChange,
-            Some(format!("tenant_created={}", t.name)),
-        );
-    }
-    let status = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    record.set_action(
+        EventType::ConfigChange,
+        Some(format!("tenant_created={}", t.name)),
+    );
     let body = TenantInfo {
         created_at: t.created_at.unix_timestamp(),
         name: t.name,
     };
-    Ok((status, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

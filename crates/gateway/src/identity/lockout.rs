@@ -1,6 +1,12 @@
 //! Log-in monitoring (45 CFR 164.308(a)(5)(ii)(C)): failed authentications (a missing
-//! credential included) are counted per source address and per key prefix over a sliding
-//! window; past a threshold the source or prefix is locked out for a cooling period.
+//! credential included) are counted per source and per key prefix over a sliding window; past
+//! a threshold the source or prefix is locked out for a cooling period.
+//!
+//! A source is a [`SourceBlock`]: an IPv4 address (an IPv4-mapped IPv6 address is its IPv4
+//! address), or the IPv6 network of `auth.lockout_ipv6_prefix` (64) bits holding the address.
+//! One IPv6 subscriber holds a whole /64 and can draw a fresh address for every attempt, so
+//! counting, the allowance and the audit folding all go by the block; what the audit log and
+//! the log lines record of each request is still its own client address.
 //!
 //! A lockout never refuses a valid credential: keys carry 128+ random bits, so lockout is there
 //! to slow and flag guessing, not to deny service. While a source or prefix is locked out,
@@ -39,13 +45,15 @@ use std::time::{Duration, Instant};
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, EventType, Timestamp};
 
 use crate::guards::audit_fold::{AuditFolds, FoldSubject};
+use crate::identity::net::SourceBlock;
 
 pub use crate::config::auth::LockoutSettings;
 
-/// The address failed authentications are folded by: one `auth_failure` event per window
-/// whose detail is `suppressed: N`.
+/// The source failed authentications are folded by: one `auth_failure` event per window
+/// whose detail is `suppressed: N`. Its `source_ip` is the block's first address (the address
+/// itself for IPv4); the detail names the block.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct FailureSource(pub IpAddr);
+pub struct FailureSource(pub SourceBlock);
 
 impl FoldSubject for FailureSource {
     fn summary(subject: Option<&Self>, count: u64, window: Duration) -> AuditEvent {
@@ -55,20 +63,24 @@ impl FoldSubject for FailureSource {
             "anonymous",
             ActorKind::Anonymous,
         );
-        e.source_ip = subject.map(|s| s.0);
+        e.source_ip = subject.map(|s| s.0.first());
         e.outcome = Some(wardgate_audit::Outcome::Deny);
+        let from = subject
+            .map(|s| format!(" from {}", s.0))
+            .unwrap_or_default();
         e.detail = Some(format!(
-            "suppressed: {count} failed authentications in a {}s window",
+            "suppressed: {count} failed authentications{from} in a {}s window",
             window.as_secs()
         ));
         e
     }
 }
 
-/// What failed: a source address and, for a wardgate key, its prefix.
+/// What failed: a source (an IPv4 address or an IPv6 block) and, for a wardgate key, its
+/// prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Subject {
-    Source(IpAddr),
+    Source(SourceBlock),
     Prefix(String),
 }
 
@@ -196,18 +208,23 @@ impl Lockout {
         }
     }
 
+    /// The block `source` is counted by.
+    fn block(&self, source: IpAddr) -> SourceBlock {
+        SourceBlock::of(source, self.settings.ipv6_prefix)
+    }
+
     /// Takes one failure from the source's allowance; the wait when it has none left. Checked
     /// only for requests that failed (or cannot succeed), so it never refuses a valid
     /// credential.
     pub fn over_allowance(&self, source: Option<IpAddr>, now: Instant) -> Option<Duration> {
         let per_minute = self.settings.failures_per_minute;
-        let ip = source?;
+        let block = self.block(source?);
         if per_minute == 0 {
             return None;
         }
         match self
             .allowance
-            .check_at(&format!("unauth:{ip}"), per_minute, now)
+            .check_at(&format!("unauth:{block}"), per_minute, now)
         {
             Ok(()) => None,
             Err(crate::guards::ratelimit::Refused::RetryAfter(wait)) => Some(wait),
@@ -216,13 +233,13 @@ impl Lockout {
     }
 
     /// Whether this failure from `source` is written to the audit log on its own (the first in
-    /// its address's window) or folded into the window's `suppressed: N` summary.
+    /// its block's window) or folded into the window's `suppressed: N` summary.
     pub fn fold(&self, source: Option<IpAddr>, now: Instant, audit: &Auditor) -> bool {
         // Without an address there is nothing to fold by (only in-process tests lack one).
         let Some(ip) = source else {
             return true;
         };
-        self.folds.fold(FailureSource(ip), now, audit)
+        self.folds.fold(FailureSource(self.block(ip)), now, audit)
     }
 
     /// Writes every window's folded failures, ended or not, and waits for the commits: what
@@ -236,7 +253,7 @@ impl Lockout {
         if self.settings.by_source
             && let Some(ip) = source
         {
-            out.push(Subject::Source(ip));
+            out.push(Subject::Source(self.block(ip)));
         }
         if self.settings.by_prefix
             && let Some(p) = prefix
@@ -312,7 +329,7 @@ mod tests {
         );
         assert_eq!(l.locked(Some(ip), None, t0).await, None);
         let locked = l.fail(Some(ip), None, t0 + Duration::from_secs(2)).await;
-        assert_eq!(locked, [Subject::Source(ip)]);
+        assert_eq!(locked, [Subject::Source(SourceBlock::of(ip, 64))]);
         let wait = l
             .locked(Some(ip), None, t0 + Duration::from_secs(2))
             .await
@@ -383,6 +400,41 @@ mod tests {
         );
     }
 
+    /// One IPv6 client draws addresses from its whole /64: failures from two of them lock
+    /// out a third in the same /64, not an address outside it. IPv4 neighbours are counted
+    /// apart, and an IPv4-mapped IPv6 address with its IPv4 address.
+    #[tokio::test]
+    async fn failures_across_one_ipv6_64_lock_the_whole_64_out() {
+        let l = Lockout::new(LockoutSettings {
+            threshold: 2,
+            ..settings()
+        });
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let t0 = Instant::now();
+        assert!(l.fail(ip("2001:db8:1:2::1"), None, t0).await.is_empty());
+        let locked = l.fail(ip("2001:db8:1:2:ffff::9"), None, t0).await;
+        assert_eq!(locked.len(), 1, "{locked:?}");
+        assert_eq!(locked[0].to_string(), "source=2001:db8:1:2::/64");
+        assert!(l.locked(ip("2001:db8:1:2::abcd"), None, t0).await.is_some());
+        assert!(l.locked(ip("2001:db8:1:3::1"), None, t0).await.is_none());
+
+        assert!(l.fail(ip("192.0.2.1"), None, t0).await.is_empty());
+        assert!(l.fail(ip("192.0.2.2"), None, t0).await.is_empty());
+        assert!(l.locked(ip("192.0.2.3"), None, t0).await.is_none());
+        assert_eq!(l.fail(ip("::ffff:192.0.2.1"), None, t0).await.len(), 1);
+        assert!(l.locked(ip("192.0.2.1"), None, t0).await.is_some());
+
+        // A /128 counts each address on its own.
+        let per_address = Lockout::new(LockoutSettings {
+            threshold: 2,
+            ipv6_prefix: 128,
+            ..settings()
+        });
+        for a in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+            assert!(per_address.fail(ip(a), None, t0).await.is_empty());
+        }
+    }
+
     #[tokio::test]
     async fn threshold_zero_turns_lockout_off() {
         let l = Lockout::new(LockoutSettings {
@@ -423,15 +475,58 @@ mod allowance_tests {
     }
 
     #[test]
-    fn a_summary_names_the_address_and_the_count() {
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let e = FailureSource::summary(Some(&FailureSource(ip)), 7, Duration::from_secs(60));
-        e.validate().unwrap();
-        assert_eq!(e.event_type, EventType::AuthFailure);
-        assert_eq!(e.source_ip, Some(ip));
-        assert_eq!(
-            e.detail.as_deref(),
-            Some("suppressed: 7 failed authentications in a 60s window")
-        );
+    fn the_allowance_is_per_ipv6_64() {
+        let l = Lockout::new(LockoutSettings {
+            failures_per_minute: 2,
+            ..LockoutSettings::default()
+        });
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let t0 = Instant::now();
+        assert_eq!(l.over_allowance(ip("2001:db8:1:2::1"), t0), None);
+        assert_eq!(l.over_allowance(ip("2001:db8:1:2::2"), t0), None);
+        assert!(l.over_allowance(ip("2001:db8:1:2::3"), t0).is_some());
+        assert_eq!(l.over_allowance(ip("2001:db8:1:3::1"), t0), None);
+    }
+
+    #[test]
+    fn a_summary_names_the_source_and_the_count() {
+        for (ip, first, from) in [
+            ("192.0.2.1", "192.0.2.1", "192.0.2.1"),
+            ("2001:db8:1:2::9", "2001:db8:1:2::", "2001:db8:1:2::/64"),
+        ] {
+            let block = SourceBlock::of(ip.parse().unwrap(), 64);
+            let e = FailureSource::summary(Some(&FailureSource(block)), 7, Duration::from_secs(60));
+            e.validate().unwrap();
+            assert_eq!(e.event_type, EventType::AuthFailure);
+            assert_eq!(e.source_ip, Some(first.parse().unwrap()));
+            assert_eq!(
+                e.detail.unwrap(),
+                format!("suppressed: 7 failed authentications from {from} in a 60s window")
+            );
+        }
+    }
+
+    /// The failures of one /64 share one audit window: the first is written, the next (from
+    /// another address of the /64) is folded; another /64 has its own window.
+    #[tokio::test]
+    async fn failures_are_folded_per_ipv6_64() {
+        let store = Arc::new(wardgate_audit::MemoryAuditStore::new());
+        let audit = Auditor::start(
+            store,
+            wardgate_audit::SignerKey::generate("test/lockout").unwrap(),
+            wardgate_audit::AuditorConfig {
+                origin: "test/lockout".into(),
+                ..wardgate_audit::AuditorConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let l = Lockout::new(LockoutSettings::default());
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let t0 = Instant::now();
+        assert!(l.fold(ip("2001:db8:1:2::1"), t0, &audit));
+        assert!(!l.fold(ip("2001:db8:1:2::2"), t0, &audit));
+        assert!(l.fold(ip("2001:db8:1:3::1"), t0, &audit));
+        audit.shutdown().await.unwrap();
     }
 }

@@ -1,8 +1,52 @@
-//! Where a request came from.
+//! Where a request came from: the client address, and the block of addresses one client
+//! can draw from, which failed log-ins and connections are counted by.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
+
+/// The addresses one client may be taken to control: an IPv4 address (an IPv4-mapped IPv6
+/// address is its IPv4 address), or the IPv6 network of a configured prefix length holding
+/// the address. A subscriber is routinely given a whole /64 (or more) and draws addresses from
+/// it at will, so counting IPv6 failures per address would let one client rotate through its
+/// /64 and never reach a threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SourceBlock {
+    V4(Ipv4Addr),
+    V6(Ipv6Net),
+}
+
+impl SourceBlock {
+    /// The block of `ip` when IPv6 clients are counted per `/ipv6_prefix` (at most 128: a
+    /// longer prefix counts as 128, one address).
+    pub fn of(ip: IpAddr, ipv6_prefix: u8) -> SourceBlock {
+        match ip {
+            IpAddr::V4(v4) => SourceBlock::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => SourceBlock::V4(v4),
+                None => SourceBlock::V6(Ipv6Net::new_assert(v6, ipv6_prefix.min(128)).trunc()),
+            },
+        }
+    }
+
+    /// The block's first address (the IPv4 address itself).
+    pub fn first(&self) -> IpAddr {
+        match self {
+            SourceBlock::V4(v4) => IpAddr::V4(*v4),
+            SourceBlock::V6(net) => IpAddr::V6(net.network()),
+        }
+    }
+}
+
+/// An IPv4 address as itself, an IPv6 block as `network/prefix`.
+impl std::fmt::Display for SourceBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceBlock::V4(v4) => v4.fmt(f),
+            SourceBlock::V6(net) => net.fmt(f),
+        }
+    }
+}
 
 /// The address a request came from: the peer, unless the peer is a trusted proxy, in which
 /// case the `X-Forwarded-For` chain is walked from the right (the hop the proxy itself added)
@@ -49,6 +93,28 @@ mod tests {
             .iter()
             .map(|v| http::HeaderValue::from_str(v).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn an_ipv6_address_is_counted_by_its_prefix_and_an_ipv4_one_alone() {
+        let block = |s: &str, prefix: u8| SourceBlock::of(ip(s), prefix).to_string();
+        for (addr, prefix, want) in [
+            ("2001:db8:1:2:aaaa::1", 64, "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:ffff:ffff:ffff:ffff", 64, "2001:db8:1:2::/64"),
+            ("2001:db8:1:3::1", 64, "2001:db8:1:3::/64"),
+            ("2001:db8:1:2ff::1", 56, "2001:db8:1:200::/56"),
+            ("2001:db8::1", 128, "2001:db8::1/128"),
+            ("192.0.2.7", 64, "192.0.2.7"),
+            ("192.0.2.8", 64, "192.0.2.8"),
+            // IPv4-mapped IPv6 is the IPv4 address it maps.
+            ("::ffff:192.0.2.7", 64, "192.0.2.7"),
+        ] {
+            assert_eq!(block(addr, prefix), want, "{addr}/{prefix}");
+        }
+        assert_eq!(
+            SourceBlock::of(ip("2001:db8:1:2::9"), 64).first(),
+            ip("2001:db8:1:2::")
+        );
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Failed-authentication counts and lockouts kept in Redis, so every gateway instance sharing
-//! it sees one count per source address and key prefix: an address locked out at one instance
-//! is locked out at all of them. The same sliding window, threshold and duration as the
+//! it sees one count per source (an IPv4 address or an IPv6 block, see `identity::net`) and
+//! key prefix: a source locked out at one instance is locked out at all of them. The same sliding window, threshold and duration as the
 //! in-process [`LocalTracker`], decided atomically in Redis by one Lua script on Redis's clock.
 //!
 //! Keys, under the shared namespace: `lockout:fail:<subject>`, a sorted set of the failure
 //! times within the window (it expires a window after its last failure), and
 //! `lockout:lock:<subject>`, present while the subject is locked out (it expires with the
-//! lockout). A subject is `source=<address>` or `key_prefix=<prefix>`: the prefix is the
-//! non-secret part of a key (shown in listings and written in the audit log), never the key,
-//! and an address is what the audit log records of a failure; neither is PHI.
+//! lockout). A subject is `source=<IPv4 address>`, `source=<IPv6 network>/<prefix>` or
+//! `key_prefix=<prefix>`: the prefix is the non-secret part of a key (shown in listings and
+//! written in the audit log), never the key, and an address is what the audit log records of
+//! a failure; neither is PHI.
 //!
 //! When Redis cannot be reached, failures are counted in this process instead (as without
 //! Redis), the outage is logged once, and lockouts made in this process during the outage

@@ -253,6 +253,8 @@ async fn principal(state: &AppState, token: String) -> Result<Principal, ApiErro
     if let Some(p) = state.key_cache.as_ref().and_then(|c| c.get(&digest, now)) {
         return Ok(p);
     }
+    // Read before verifying: what is verified is cached only if nothing was revoked meanwhile.
+    let generation = state.key_cache.as_ref().map_or(0, |c| c.generation());
     if let Some(jwt) = &state.jwt
         && crate::identity::jwt::looks_like_jwt(&token)
     {
@@ -265,7 +267,7 @@ async fn principal(state: &AppState, token: String) -> Result<Principal, ApiErro
             let exp = i64::try_from(exp)
                 .ok()
                 .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok());
-            c.put(digest, &p, exp);
+            c.put(digest, &p, exp, generation);
         }
         return Ok(p);
     }
@@ -296,7 +298,7 @@ async fn principal(state: &AppState, token: String) -> Result<Principal, ApiErro
                 method: wardgate_audit::AuthMethod::ApiKey,
             };
             if let Some(c) = &state.key_cache {
-                c.put(digest, &p, rec.expires_at);
+                c.put(digest, &p, rec.expires_at, generation);
             }
             Ok(p)
         }

@@ -468,7 +468,10 @@ mod tests {
         let before = COUNTERS.lockouts.load(Ordering::Relaxed);
         LockedOut {
             subjects: vec![
-                Subject::Source("192.0.2.1".parse().unwrap()),
+                Subject::Source(crate::identity::net::SourceBlock::of(
+                    "192.0.2.1".parse().unwrap(),
+                    64,
+                )),
                 Subject::Prefix("abcdefghijkl".into()),
             ],
         }

@@ -21,7 +21,7 @@
 //! - Header values with CR or LF never reach the router: hyper refuses them while parsing.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -399,16 +399,7 @@ impl Drop for AddressSlot {
 /// The unit the per-address cap counts: an IPv4 address (IPv4-mapped IPv6 included), or an
 /// IPv6 /64, since one host is routinely given a whole /64 to draw addresses from.
 fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
+    crate::identity::net::SourceBlock::of(ip, 64).first()
 }
 
 /// The current router with what is known about the connection added to every request, each

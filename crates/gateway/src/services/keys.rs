@@ -10,7 +10,9 @@
 
 use time::OffsetDateTime;
 use wardgate_audit::Auditor;
-use wardgate_store::{ApiKeyRecord, KeyStore, NewKey, NewKeySpec, Role, Rotated, StoreError};
+use wardgate_store::{
+    ApiKeyRecord, KeyStore, NewKey, NewKeySpec, Revocation, Role, Rotated, StoreError,
+};
 use wardgate_store::{TenantStore, roles::normalize_roles};
 
 use crate::identity::key_cache::KeyCache;
@@ -156,10 +158,14 @@ pub enum KeyError {
     /// message says which.
     #[error("{0}")]
     Roles(String),
-    /// The store refused the input (a tenant name, a model, a label, a key that is no longer
-    /// live); the message says what is allowed and names no value.
+    /// The store refused the input (a tenant name, a model, a label); the message says what is
+    /// allowed and names no value.
     #[error("{0}")]
     Invalid(String),
+    /// The change conflicts with what is stored (a rotation of a key that is no longer live);
+    /// nothing was changed, and the message says why.
+    #[error("{0}")]
+    Conflict(String),
     /// The store failed; nothing was changed.
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
@@ -178,10 +184,20 @@ impl From<StoreError> for KeyError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Invalid(message) => KeyError::Invalid(message),
+            StoreError::Conflict(message) => KeyError::Conflict(message),
             StoreError::NotFound => KeyError::NotFound,
             e @ (StoreError::Unavailable(_) | StoreError::Migration(_)) => KeyError::Unavailable(e),
         }
     }
+}
+
+/// What [`KeyService::revoke`] did.
+#[derive(Debug)]
+pub struct Revoked {
+    /// The key as it now stands.
+    pub key: ApiKeyRecord,
+    /// It was revoked before this call: nothing changed and no event was written.
+    pub already: bool,
 }
 
 /// What to create a key for, as a front received it.
@@ -286,21 +302,28 @@ impl<'a> KeyService<'a> {
         Ok(rotated)
     }
 
-    /// Revokes key `id` (revoking twice keeps the first time); the answer is the key as it now
-    /// stands.
+    /// Revokes key `id`; the answer is the key as it now stands, and whether it was revoked
+    /// before. Revoking twice keeps the first time and writes no second `key_revoked` event
+    /// (of concurrent calls, the store tells exactly one it revoked the key); it announces the
+    /// key again, in case the first announcement was lost.
     pub async fn revoke(
         &self,
         caller: Caller<'_>,
         id: &str,
         audit: KeyAudit<'_>,
-    ) -> Result<ApiKeyRecord, KeyError> {
+    ) -> Result<Revoked, KeyError> {
         // Looked up first, so a key outside the caller's scope is "not found", not revoked.
         let key = self.key_for(caller, id).await?;
-        self.keys.revoke_key(&key.id).await?;
+        let done = self.keys.revoke_key(&key.id).await?;
         self.forget_verified(&key.id).await;
         let key = self.keys.get_key(&key.id).await?.unwrap_or(key);
-        record(audit, KeyChanged::Revoked(&key)).await?;
-        Ok(key)
+        if done == Revocation::Revoked {
+            record(audit, KeyChanged::Revoked(&key)).await?;
+        }
+        Ok(Revoked {
+            key,
+            already: done == Revocation::AlreadyRevoked,
+        })
     }
 
     /// Key `id`, if the caller may see it.
@@ -713,7 +736,15 @@ mod tests {
             .revoke(Caller::Cli, &r.new.record.id, f.audit())
             .await
             .unwrap();
-        assert!(revoked.revoked_at.is_some(), "the key as it now stands");
+        assert!(revoked.key.revoked_at.is_some(), "the key as it now stands");
+        assert!(!revoked.already);
+        // Revoked again: said so, the first time stands, and no second event is written.
+        let again = s
+            .revoke(Caller::Cli, &r.new.record.id, f.audit())
+            .await
+            .unwrap();
+        assert!(again.already);
+        assert_eq!(again.key.revoked_at, revoked.key.revoked_at);
         let id = |k: &ApiKeyRecord| k.id.clone();
         assert_eq!(
             f.events().await,

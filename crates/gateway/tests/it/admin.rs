@@ -204,7 +204,7 @@ async fn operators_act_on_every_tenant_and_alone_create_tenants() {
             Some(&operator),
         ))
         .await;
-    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
     let bad = h
         .send(post_as(
             "/admin/tenants",
@@ -253,6 +253,85 @@ async fn operators_act_on_every_tenant_and_alone_create_tenants() {
         "creating an existing tenant changes nothing"
     );
     assert_eq!(changes[0].detail.as_deref(), Some("tenant_created=initech"));
+}
+
+/// Six operators create one tenant at once: the store's unique name decides, so one is told
+/// 201 and writes the one `tenant_created` event, the others 409 saying the tenant exists.
+#[tokio::test]
+async fn concurrent_creations_of_one_tenant_create_it_once_with_one_event() {
+    let h = harness().await;
+    let (_, operator) = h.key_with_roles("operator", &[Role::Admin], None).await;
+    let body = json!({"name": "initech"}).to_string();
+    let answers = futures::future::join_all(
+        (0..6).map(|_| h.send(post_as("/admin/tenants", &body, Some(&operator)))),
+    )
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|r| r.status.as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409]);
+    for r in answers.iter().filter(|r| r.status == StatusCode::CONFLICT) {
+        let e = &r.json()["error"];
+        assert_eq!(e["code"], "conflict", "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("a tenant of this name exists already; nothing was changed"),
+            "{e}"
+        );
+    }
+    let created: Vec<_> = h
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == EventType::ConfigChange)
+        .filter(|e| e.detail.as_deref() == Some("tenant_created=initech"))
+        .collect();
+    assert_eq!(created.len(), 1, "{created:#?}");
+}
+
+/// Revoking a revoked key changes nothing: 200 with `"already_revoked": true` and the first
+/// revocation's time, and no second `key_revoked` event. Rotating it is refused (409), with
+/// no `key_created` event.
+#[tokio::test]
+async fn a_revoked_key_is_not_revoked_or_rotated_again() {
+    let h = harness().await;
+    let (_, admin) = h.key_with_roles("acme", &[Role::Admin], None).await;
+    let (id, _) = h.key_with_roles("acme", &[Role::User], None).await;
+    let path = format!("/admin/keys/{id}");
+    let r = h.send(delete_as(&path, Some(&admin))).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let first = h.audit_events().await;
+    for _ in 0..2 {
+        let r = h.send(delete_as(&path, Some(&admin))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["already_revoked"], true, "{v}");
+        assert_eq!(v["id"], id.as_str(), "{v}");
+        assert_eq!(v["status"], "revoked", "{v}");
+    }
+    let r = h
+        .send(post_as(&format!("{path}/rotate"), "{}", Some(&admin)))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only a live key can be rotated"),
+        "{}",
+        r.text()
+    );
+    let all = h.audit_events().await;
+    let count = |events: &[wardgate_audit::AuditEvent], t: EventType| {
+        events.iter().filter(|e| e.event_type == t).count()
+    };
+    assert_eq!(count(&all, EventType::KeyRevoked), 1, "{all:#?}");
+    assert_eq!(
+        count(&all, EventType::KeyCreated),
+        count(&first, EventType::KeyCreated),
+        "{all:#?}"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
+use wardgate_audit::EventType;
 use wardgate_gateway::app::{LlmService, Stores};
 use wardgate_gateway::config::{Config, parse_toml};
 use wardgate_store::Role;
@@ -57,6 +58,15 @@ fn from_ip(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
     req
 }
 
+fn from_ip6(mut req: Request<Body>, segments: [u16; 8]) -> Request<Body> {
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            std::net::Ipv6Addr::from(segments),
+            40_000,
+        ))));
+    req
+}
+
 const WRONG: &str = "wg_abcdefghijkl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 #[tokio::test]
@@ -84,6 +94,47 @@ async fn failures_at_one_instance_lock_the_address_out_at_another() {
     // Another address is not affected.
     let r = b.send(from_ip(chat(WRONG), [192, 0, 2, 67])).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+/// One IPv6 client rotating through its /64 is one source to the shared lockout: failures
+/// from two addresses of a /64 at A lock a third address of it out at B, but not an address
+/// of the next /64. Each failure's audit event still names the address it came from.
+#[tokio::test]
+async fn failures_across_one_ipv6_64_at_one_instance_lock_it_out_at_another() {
+    let (a, b) = two_gateways(
+        "[auth]\nlockout_threshold = 2\nlockout_by_prefix = false\nfailure_audit_window = \"0s\"\n",
+    )
+    .await;
+    let net = |last: u16| [0x2001, 0xdb8, 1, 2, 0, 0, 0xbeef, last];
+    for last in [1, 2] {
+        let r = a.send(from_ip6(chat(WRONG), net(last))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "address {last} at A");
+    }
+    let r = b.send(from_ip6(chat(WRONG), net(3))).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    let r = b
+        .send(from_ip6(chat(WRONG), [0x2001, 0xdb8, 1, 3, 0, 0, 0, 1]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    // A valid key from the locked /64 is served.
+    let r = b.send(from_ip6(chat(&b.key), net(4))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let events = a.audit_events().await;
+    let sources: Vec<String> = events
+        .iter()
+        .filter(|e| matches!(e.event_type, EventType::AuthFailure | EventType::Lockout))
+        .filter_map(|e| e.source_ip.map(|ip| ip.to_string()))
+        .collect();
+    assert_eq!(sources, ["2001:db8:1:2::beef:1", "2001:db8:1:2::beef:2"]);
+    let lockout = events
+        .iter()
+        .find(|e| e.event_type == EventType::Lockout)
+        .unwrap();
+    assert_eq!(
+        lockout.detail.as_deref(),
+        Some("locked source=2001:db8:1:2::/64")
+    );
 }
 
 #[tokio::test]
@@ -270,6 +321,20 @@ async fn a_signed_request_served_by_one_llm_replica_is_refused_by_another() {
     }
 }
 
+/// Revokes key `id` as another instance would: in the store `h` shares, and announced on
+/// the Redis at `url` under `ns` through a connection of its own.
+async fn revoke_elsewhere(h: &Harness, url: &str, ns: &str, id: &str) {
+    h.store.revoke_key(id).await.unwrap();
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: u64 = redis::cmd("PUBLISH")
+        .arg(format!("{ns}:key-changed"))
+        .arg(id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 /// A Redis of the test's own, which it can stop and start again on the same port.
 struct PrivateRedis {
     port: u16,
@@ -362,14 +427,25 @@ async fn while_redis_is_down_each_instance_counts_failures_alone_and_serves_vali
 async fn the_revocation_broadcast_listens_again_after_a_redis_outage() {
     let mut redis = PrivateRedis::start();
     let ns = namespace();
-    let a = gateway(&redis.url(), &ns, "[auth]\nkey_cache_ttl = \"5m\"\n").await;
+    // Entries cached while the broadcast is down are trusted as long as the others here, so
+    // only the forgetting on resubscribing can make A refuse the key in time.
+    let a = gateway(
+        &redis.url(),
+        &ns,
+        "[auth]\nkey_cache_ttl = \"5m\"\nkey_cache_ttl_unconfirmed = \"5m\"\n",
+    )
+    .await;
     let (id, key) = a.key_with_roles("acme", &[Role::User], None).await;
     let (missed_id, missed) = a.key_with_roles("acme", &[Role::User], None).await;
-    for k in [&key, &missed] {
-        assert_eq!(a.send(get_models(k)).await.status, StatusCode::OK);
-    }
 
     redis.stop();
+    // A notices that its subscription closed, and then caches the key again.
+    let cache = a.state.key_cache.clone().unwrap();
+    crate::support::eventually(Duration::from_secs(10), "A notices the outage", || {
+        cache.is_unconfirmed()
+    })
+    .await;
+    assert_eq!(a.send(get_models(&missed)).await.status, StatusCode::OK);
     // Revoked while A cannot hear of it (as by an instance whose announcement was lost).
     a.store.revoke_key(&missed_id).await.unwrap();
     assert_eq!(a.send(get_models(&missed)).await.status, StatusCode::OK);
@@ -379,17 +455,132 @@ async fn the_revocation_broadcast_listens_again_after_a_redis_outage() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "A never listened again");
     // And it hears announcements again: a revocation elsewhere reaches it at once.
     assert_eq!(a.send(get_models(&key)).await.status, StatusCode::OK);
-    a.store.revoke_key(&id).await.unwrap();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: u64 = redis::cmd("PUBLISH")
-        .arg(format!("{ns}:key-changed"))
-        .arg(&id)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    revoke_elsewhere(&a, &redis.url(), &ns, &id).await;
     let status = refused_within(&a, &key, Duration::from_millis(100)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "A still serves the key");
+}
+
+/// A TCP proxy between a gateway and Redis that the test can freeze: from then on it forwards
+/// nothing, either way, on the connections it holds and on any it accepts, yet closes none.
+/// That is what a NAT or firewall that dropped the flow, or a paused Redis, looks like from
+/// the gateway: no data, and no error either.
+struct FreezableProxy {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start(upstream: u16) -> FreezableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = frozen.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = server.into_split();
+                    tokio::join!(
+                        Self::pump(from_client, to_server, f.clone()),
+                        Self::pump(from_server, to_client, f),
+                    );
+                });
+            }
+        });
+        FreezableProxy {
+            port,
+            frozen,
+            accepting,
+        }
+    }
+
+    /// Copies `from` to `to` until either closes; once frozen, what is read is dropped.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+/// A revocation subscription that dies silently (no RST: every socket stays open, nothing
+/// arrives) is noticed by its heartbeat within `revocation_heartbeat_interval +
+/// revocation_heartbeat_timeout`, logged once, and cached credentials are dropped: a key
+/// revoked elsewhere meanwhile, whose announcement never arrives, is refused within that
+/// bound, where before it was served from the cache for `key_cache_ttl` (5 minutes here).
+#[tokio::test]
+async fn a_silent_revocation_subscription_is_noticed_and_revoked_keys_are_refused_in_time() {
+    let (logs, _guard) = crate::support::logs::capture_logs();
+    let redis = PrivateRedis::start();
+    let proxy = FreezableProxy::start(redis.port).await;
+    let ns = namespace();
+    // Lockout off: a refusal then asks Redis nothing, so each answer is as quick as the cache.
+    let a = gateway(
+        &proxy.url(),
+        &ns,
+        "[auth]\nkey_cache_ttl = \"5m\"\nlockout_threshold = 0\n\
+         revocation_heartbeat_interval = \"200ms\"\nrevocation_heartbeat_timeout = \"300ms\"\n",
+    )
+    .await;
+    let bound = Duration::from_millis(500);
+    let (id, key) = a.key_with_roles("acme", &[Role::User], None).await;
+    assert_eq!(a.send(get_models(&key)).await.status, StatusCode::OK);
+
+    proxy.freeze();
+    // Revoked through another connection: in the store, and announced straight to Redis (an
+    // announcement the frozen subscription never delivers).
+    revoke_elsewhere(&a, &redis.url(), &ns, &id).await;
+    let revoked = std::time::Instant::now();
+    // The bound, and some slack for a loaded machine: far from the cache's five minutes.
+    let status = refused_within(&a, &key, bound + Duration::from_millis(500)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "A still serves the key {:?} after its revocation",
+        revoked.elapsed()
+    );
+    let said = logs.text();
+    assert_eq!(
+        said.matches("Redis subscription is silent").count(),
+        1,
+        "the lost subscription is logged once: {said}"
+    );
+    // Valid keys are still served, verified against the store.
+    assert_eq!(a.send(get_models(&a.key)).await.status, StatusCode::OK);
 }
 
 /// The replay cache's fallback: while Redis is unreachable a replica serves fresh signed

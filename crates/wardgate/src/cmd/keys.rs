@@ -117,6 +117,12 @@ async fn audited(config: &Config, stores: Stores, command: KeysCommand) -> anyho
              within auth.key_cache_ttl",
         );
     }
+    if announced
+        && result.is_ok()
+        && let Some(note) = unannounced_on_shared_store(config)
+    {
+        warn(&note);
+    }
     auditor
         .shutdown()
         .await
@@ -147,6 +153,29 @@ async fn broadcast(
             None
         }
     }
+}
+
+/// What to tell whoever revoked or rotated a key in a database several instances share
+/// (PostgreSQL) with no Redis to announce it: the other instances keep accepting the key from
+/// their credential caches for up to `auth.key_cache_ttl`, and how to make it immediate.
+/// `None` where there is nothing to say (Redis configured, SQLite, no cache).
+fn unannounced_on_shared_store(config: &Config) -> Option<String> {
+    let redis = matches!(
+        config.limiter_backend,
+        wardgate_gateway::config::LimiterBackend::Redis { .. }
+    );
+    if redis || config.postgres.is_none() || config.key_cache_ttl.is_zero() {
+        return None;
+    }
+    Some(format!(
+        "no Redis is configured, so other running instances on this database are not told: \
+         they keep accepting the key until their credential cache entry runs out, up to \
+         auth.key_cache_ttl ({} in this configuration). To make a revocation take effect at \
+         every instance at once, configure the same Redis for all of them and for this \
+         command (rate_limit.backend = \"redis\", rate_limit.redis_url, or \
+         WARDGATE_RATE_LIMIT_BACKEND=redis and WARDGATE_REDIS_URL).",
+        humantime::format_duration(config.key_cache_ttl)
+    ))
 }
 
 /// The operator at the keyboard: the login name, or the numeric user id.
@@ -273,14 +302,7 @@ pub(crate) async fn key_command(
                 v["rotated_from"] = admin::key_json(&r.old, now);
                 out(&v.to_string())?;
             } else {
-                let until = r
-                    .old
-                    .expires_at
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_else(|| "now".into());
+                let until = rfc3339(r.old.expires_at).unwrap_or_else(|| "now".into());
                 out(&format!(
                     "created key {} for tenant {} to replace {}, which stops working at {until}\n{}\nStore it now: it is not shown again.",
                     r.new.record.id,
@@ -291,12 +313,25 @@ pub(crate) async fn key_command(
             }
         }
         KeysCommand::Revoke { id } => {
-            service
+            let r = service
                 .revoke(Caller::Cli, &id, audit)
                 .await
                 .map_err(|e| refused(e, format!("cannot revoke {id}")))?;
-            out(&format!("revoked {id}"))?;
+            if r.already {
+                let at = rfc3339(r.key.revoked_at).unwrap_or_default();
+                out(&format!(
+                    "{id} was revoked already (at {at}); nothing changed"
+                ))?;
+            } else {
+                out(&format!("revoked {id}"))?;
+            }
         }
     }
     Ok(())
+}
+
+/// A time as RFC 3339, for the command's messages.
+fn rfc3339(t: Option<time::OffsetDateTime>) -> Option<String> {
+    t?.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
