@@ -52,15 +52,27 @@ impl SharedStore {
             redis_url: redis_url.to_owned(),
             redis_namespace: format!("wg-bench:{}", std::process::id()),
         };
-        store.cli(wardgate, dir, &["migrate"])?;
-        let key_file = dir.join("audit-signing.key");
+        match store.prepare(wardgate, dir) {
+            Ok(()) => Ok(store),
+            Err(e) => {
+                store.drop_database().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Migrates the new database and makes the shared signing key.
+    fn prepare(&mut self, wardgate: &Path, dir: &Path) -> anyhow::Result<()> {
+        self.cli(wardgate, dir, &["migrate"])?;
+        // Not `audit-signing.key`: that is the SQLite gateway's own key in the same directory.
+        let key_file = dir.join("shared-audit-signing.key");
         let key_arg = key_file.to_string_lossy().into_owned();
-        store.cli(wardgate, dir, &["audit", "keygen", "--out", &key_arg])?;
-        store.signing_key = std::fs::read_to_string(&key_file)
+        self.cli(wardgate, dir, &["audit", "keygen", "--out", &key_arg])?;
+        self.signing_key = std::fs::read_to_string(&key_file)
             .with_context(|| format!("cannot read {}", key_file.display()))?
             .trim()
             .to_owned();
-        Ok(store)
+        Ok(())
     }
 
     /// Sets the variables that put a `wardgate` command on this store.
