@@ -157,6 +157,8 @@ pub struct Config {
     pub health_timeout: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    pub breaker_busy_threshold: u32,
+    pub breaker_busy_cooldown: Duration,
     pub engine: EngineSettings,
     /// `wardgate llm`'s own settings.
     pub llm: LlmSettings,
@@ -678,6 +680,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         health_timeout: health.timeout,
         breaker_threshold: breaker.failure_threshold,
         breaker_cooldown: breaker.cooldown,
+        breaker_busy_threshold: breaker.busy_threshold,
+        breaker_busy_cooldown: breaker.busy_cooldown,
         engine,
         phi: phi_policy(&raw.phi)?,
         audit,
@@ -839,6 +843,16 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
             1_000_000,
         ),
         t("circuit_breaker.cooldown", c.breaker_cooldown, hours(1)),
+        n(
+            "circuit_breaker.busy_threshold",
+            u64::from(c.breaker_busy_threshold),
+            1_000_000,
+        ),
+        t(
+            "circuit_breaker.busy_cooldown",
+            c.breaker_busy_cooldown,
+            hours(1),
+        ),
         n("engine.threads", e.threads.map_or(0, u64::from), 1024),
         n("engine.slots", u64::from(e.slots), 256),
         n("engine.slot_ctx", u64::from(e.slot_ctx), 1 << 20),
@@ -965,6 +979,14 @@ url = "http://127.0.0.1:11434"
                 "server.first_token_timeout",
             ),
             ("[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes"),
+            (
+                "[circuit_breaker]\nbusy_threshold = 0\n",
+                "circuit_breaker.busy_threshold",
+            ),
+            (
+                "[circuit_breaker]\nbusy_cooldown = \"0s\"\n",
+                "circuit_breaker.busy_cooldown",
+            ),
             ("[audit]\ndurability = \"none\"\n", "audit.durability"),
             ("[limits]\nover_cap = \"maybe\"\n", "limits.over_cap"),
             ("[logging]\nformat = \"xml\"\n", "logging.format"),
@@ -1026,6 +1048,13 @@ url = "http://127.0.0.1:11434"
             0.25,
             "as documented"
         );
+        assert_eq!(
+            (p.silent_attempts, backends::DEFAULT_SILENT_ATTEMPTS),
+            (1, 1),
+            "as documented"
+        );
+        let c = load(&format!("{}silent_attempts = 3\n", pool(r#""http://a""#))).unwrap();
+        assert_eq!(c.backends[1].silent_attempts, 3);
         let cases = [
             (pool(""), "backends[1].urls"),
             (
@@ -1040,6 +1069,14 @@ url = "http://127.0.0.1:11434"
             (
                 format!("{}affinity_load_factor = -1.0\n", pool(r#""http://a""#)),
                 "backends[1].affinity_load_factor",
+            ),
+            (
+                format!("{}silent_attempts = 0\n", pool(r#""http://a""#)),
+                "backends[1].silent_attempts",
+            ),
+            (
+                format!("{}silent_attempts = 65\n", pool(r#""http://a""#)),
+                "backends[1].silent_attempts",
             ),
             (
                 format!(
@@ -1259,6 +1296,11 @@ url = "http://127.0.0.1:11434"
             (c.health_interval, health::DEFAULT_INTERVAL, secs(10)),
             (c.health_timeout, health::DEFAULT_TIMEOUT, secs(2)),
             (c.breaker_cooldown, health::DEFAULT_COOLDOWN, secs(10)),
+            (
+                c.breaker_busy_cooldown,
+                health::DEFAULT_BUSY_COOLDOWN,
+                secs(2),
+            ),
             (c.key_cache_ttl, auth::DEFAULT_KEY_CACHE_TTL, secs(2)),
             (c.lockout.window, secs(300), secs(300)),
             (c.lockout.duration, secs(900), secs(900)),
@@ -1307,6 +1349,11 @@ url = "http://127.0.0.1:11434"
                 u64::from(c.breaker_threshold),
                 u64::from(health::DEFAULT_FAILURE_THRESHOLD),
                 3,
+            ),
+            (
+                u64::from(c.breaker_busy_threshold),
+                u64::from(health::DEFAULT_BUSY_THRESHOLD),
+                2,
             ),
             (
                 c.server.max_header_bytes as u64,
