@@ -59,12 +59,16 @@ impl Route {
         self.chain.iter().any(|l| l.pool.is_ready())
     }
 
+    /// Starts a chat. `scope` says whose conversation it is (the gateway passes the tenant):
+    /// the same conversation in two scopes is placed on replicas independently, so that one
+    /// scope cannot aim requests at the replica that holds another's prefix in its cache.
     pub async fn chat(
         &self,
         req: &ChatRequest,
+        scope: &str,
         budget: Budget,
     ) -> Result<(Served, EventStream), BackendError> {
-        let key = self.key(|| affinity::chat_key(req));
+        let key = self.key(|| affinity::chat_key(scope, req));
         self.walk_stream(key, budget, |backend, model| {
             let mut req = req.clone();
             req.model = model.to_owned();
@@ -73,12 +77,14 @@ impl Route {
         .await
     }
 
+    /// Starts a completion; `scope` as for [`Route::chat`].
     pub async fn complete(
         &self,
         req: &CompletionRequest,
+        scope: &str,
         budget: Budget,
     ) -> Result<(Served, EventStream), BackendError> {
-        let key = self.key(|| affinity::completion_key(req));
+        let key = self.key(|| affinity::completion_key(scope, req));
         self.walk_stream(key, budget, |backend, model| {
             let mut req = req.clone();
             req.model = model.to_owned();
@@ -538,7 +544,7 @@ mod tests {
             let before = calls(&s0);
             for i in 0..20 {
                 let (served, mut stream) = route
-                    .chat(&chat(&format!("conversation {i}")), limit)
+                    .chat(&chat(&format!("conversation {i}")), "t", limit)
                     .await
                     .unwrap_or_else(|e| panic!("{why}: {e}"));
                 assert_eq!(served.backend, "r1", "{why}");
@@ -560,7 +566,7 @@ mod tests {
             s1.calls.load(Ordering::Relaxed),
         );
         let (served, _) = route
-            .chat(&chat("x"), limit)
+            .chat(&chat("x"), "t", limit)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((served.backend.as_str(), served.attempts), ("fallback", 3));
@@ -601,7 +607,11 @@ mod tests {
         for i in 0..60 {
             let t = tokio::time::Instant::now();
             let (served, mut stream) = route
-                .chat(&chat(&format!("conversation {i}")), budget(first_token))
+                .chat(
+                    &chat(&format!("conversation {i}")),
+                    "t",
+                    budget(first_token),
+                )
                 .await
                 .unwrap_or_else(|e| panic!("conversation {i}: {e}"));
             assert_ne!(served.backend, "r0");
@@ -640,7 +650,7 @@ mod tests {
             ]);
             let t = tokio::time::Instant::now();
             let (served, _) = route
-                .chat(&chat("x"), budget(first_token))
+                .chat(&chat("x"), "t", budget(first_token))
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(
@@ -669,6 +679,7 @@ mod tests {
         let result = route
             .chat(
                 &chat("x"),
+                "t",
                 Budget {
                     first_token,
                     deadline,
@@ -715,6 +726,7 @@ mod tests {
             let (served, _) = route
                 .chat(
                     &chat(&format!("conversation {i}")),
+                    "t",
                     budget(Duration::from_secs(5)),
                 )
                 .await
@@ -732,6 +744,7 @@ mod tests {
             let (served, _) = route
                 .chat(
                     &chat(&format!("conversation {i}")),
+                    "t",
                     budget(Duration::from_secs(5)),
                 )
                 .await
@@ -744,7 +757,7 @@ mod tests {
         s1.set(Mode::Busy);
         s2.set(Mode::Busy);
         let (served, _) = route
-            .chat(&chat("lone"), budget(Duration::from_secs(5)))
+            .chat(&chat("lone"), "t", budget(Duration::from_secs(5)))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((served.backend.as_str(), served.attempts), ("r0", 3));

@@ -1,7 +1,8 @@
 //! Model backends: the [`Backend`] trait, the HTTP adapters for Ollama-API and OpenAI-API
 //! servers, and the routing layer that walks a model's chain with fallback, balances each link
 //! over its pool of replicas (with conversation affinity), health checks and circuit breaking.
-//! Knows nothing of tenants or keys.
+//! Knows nothing of tenants or keys: the caller names a request's affinity scope (the tenant)
+//! as an opaque string.
 
 pub mod affinity;
 pub mod breaker;

@@ -239,11 +239,14 @@ pub(crate) async fn run_generation(
 ) -> Result<(EventStream, Drive, Checked), ApiError> {
     let limits = &state.config.limits;
     // The fair share on the engine is per tenant; a handler that knows better (the LLM
-    // service, told by the gateway) has set it already. Clients cannot set it.
-    match job {
+    // service, told by the gateway) has set it already. Clients cannot set it. The same key
+    // scopes conversation affinity in a pool: one tenant's conversations are placed apart
+    // from another's.
+    let scope = match job {
         Job::Chat(r) => r.fairness.get_or_insert_with(|| p.tenant.clone()),
         Job::Complete(r) => r.fairness.get_or_insert_with(|| p.tenant.clone()),
-    };
+    }
+    .clone();
     let checked = match job {
         Job::Chat(r) => policy::check_chat(limits, route, r, names)?,
         Job::Complete(r) => policy::check_completion(limits, route, r, names)?,
@@ -279,8 +282,8 @@ pub(crate) async fn run_generation(
     };
     let walk = async {
         match job {
-            Job::Chat(r) => route.chat(r, budget).await,
-            Job::Complete(r) => route.complete(r, budget).await,
+            Job::Chat(r) => route.chat(r, &scope, budget).await,
+            Job::Complete(r) => route.complete(r, &scope, budget).await,
         }
     };
     let (served, events) = tokio::time::timeout_at(deadline.into(), walk)

@@ -1,8 +1,8 @@
 //! A chain link naming a pool of replicas (`urls = [..]`): load spread over three in-process
 //! mock replicas, a killed or busy replica's requests moving to the others with no client
-//! error, the turns of a conversation staying on one replica, a silent replica taken out and
-//! the time silent replicas cost bounded, and the outstanding counts returning to zero however
-//! a stream ends.
+//! error, the turns of a conversation staying on one replica (and one tenant's placement
+//! telling nothing of another's), a silent replica taken out and the time silent replicas
+//! cost bounded, and the outstanding counts returning to zero however a stream ends.
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -466,4 +466,51 @@ async fn a_replica_that_keeps_answering_busy_is_passed_over_for_the_cool_down() 
         assert_eq!(went, home, "conversation {i}");
     }
     assert_eq!(h.mocks[0].stats().busy_refusals, 2);
+}
+
+/// The same conversation from two tenants lands on replicas chosen independently (so one
+/// tenant cannot aim prompt-cache timing probes at another's conversation), while each
+/// tenant's turns stay on one replica.
+#[tokio::test]
+async fn the_same_conversation_from_two_tenants_is_placed_independently() {
+    let h = pool("openai", vec![mock_cfg(), mock_cfg(), mock_cfg()]).await;
+    let (_, other) = h.key_with_roles("zeta", &[], None).await;
+    let as_other = |body: Value| {
+        h.send(post_as(
+            "/v1/chat/completions",
+            &body.to_string(),
+            Some(&other),
+        ))
+    };
+    const N: usize = 150;
+    let mut differ = 0;
+    for id in 0..N {
+        let mine = served_by(
+            &h,
+            h.post("/v1/chat/completions", conversation("openai", id, 0)),
+        )
+        .await;
+        let theirs = served_by(&h, as_other(conversation("openai", id, 0))).await;
+        if mine != theirs {
+            differ += 1;
+        }
+        if id % 10 == 0 {
+            for turns in 1..3 {
+                let again = served_by(&h, as_other(conversation("openai", id, turns))).await;
+                assert_eq!(again, theirs, "conversation {id} moved at turn {turns}");
+                let again = served_by(
+                    &h,
+                    h.post("/v1/chat/completions", conversation("openai", id, turns)),
+                )
+                .await;
+                assert_eq!(again, mine, "conversation {id} moved at turn {turns}");
+            }
+        }
+    }
+    // Independent choices among three replicas differ for 2/3 of the conversations: 100 ± 6
+    // (one sigma) of 150; the same choice for both tenants would make them differ never.
+    assert!(
+        (70..=130).contains(&differ),
+        "{differ} of {N} conversations placed differently"
+    );
 }
