@@ -480,6 +480,28 @@ mod tests {
         catalog.resolve("m").unwrap_or_else(|| panic!("no route"))
     }
 
+    /// Model `m` over one pool of three replicas `r0`, `r1`, `r2` with `breaker`.
+    fn pool_of_three(
+        breaker: BreakerConfig,
+    ) -> ([Arc<Scripted>; 3], [Arc<BackendHandle>; 3], Arc<Route>) {
+        let [(s0, r0), (s1, r1), (s2, r2)] =
+            ["r0", "r1", "r2"].map(|name| scripted_with(name, breaker));
+        let route = route(vec![(
+            vec![r0.clone(), r1.clone(), r2.clone()],
+            PoolConfig::default(),
+        )]);
+        ([s0, s1, s2], [r0, r1, r2], route)
+    }
+
+    /// What served a chat of `text` on `route`, which must answer.
+    async fn answered(route: &Route, text: &str) -> Served {
+        let (served, _) = route
+            .chat(&chat(text), "t", budget(Duration::from_secs(5)))
+            .await
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        served
+    }
+
     /// `n` replicas `r0`, `r1`, ... that never send a first event.
     fn silent_replicas(n: usize) -> Vec<(Arc<Scripted>, Arc<BackendHandle>)> {
         let replicas: Vec<_> = (0..n).map(|i| scripted(&format!("r{i}"))).collect();
@@ -590,19 +612,13 @@ mod tests {
     /// breaker; probes that pass in between neither reset the count nor close the breaker.
     #[tokio::test(start_paused = true)]
     async fn a_silent_replica_is_taken_out_after_the_threshold_and_probes_do_not_bring_it_back() {
-        let breaker = BreakerConfig {
+        let (scripts, replicas, route) = pool_of_three(BreakerConfig {
             failure_threshold: 3,
             cooldown: Duration::from_secs(3600),
             ..BreakerConfig::default()
-        };
-        let (silent, r0) = scripted_with("r0", breaker);
-        let (_, r1) = scripted_with("r1", breaker);
-        let (_, r2) = scripted_with("r2", breaker);
+        });
+        let (silent, r0) = (&scripts[0], &replicas[0]);
         silent.set(Mode::Silent);
-        let route = route(vec![(
-            vec![r0.clone(), r1.clone(), r2.clone()],
-            PoolConfig::default(),
-        )]);
         let first_token = Duration::from_secs(1);
         for i in 0..60 {
             let t = tokio::time::Instant::now();
@@ -626,7 +642,7 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        assert_eq!(calls(&silent), 3, "the threshold, then no more");
+        assert_eq!(calls(silent), 3, "the threshold, then no more");
         assert!(r0.breaker.is_open());
         assert!(r0.is_healthy(), "it passes its probes all along");
     }
@@ -707,48 +723,29 @@ mod tests {
     /// go to their next replica for the cool-down, instead of each paying a round trip.
     #[tokio::test]
     async fn a_replica_that_keeps_answering_busy_is_tried_last_for_the_cool_down() {
-        let breaker = BreakerConfig {
+        let (scripts, replicas, route) = pool_of_three(BreakerConfig {
             busy_threshold: 2,
             busy_cooldown: Duration::from_secs(3600),
             ..BreakerConfig::default()
-        };
-        let (full, r0) = scripted_with("r0", breaker);
-        let (s1, r1) = scripted_with("r1", breaker);
-        let (s2, r2) = scripted_with("r2", breaker);
+        });
+        let [full, s1, s2] = &scripts;
+        let r0 = &replicas[0];
         full.set(Mode::Busy);
-        let route = route(vec![(
-            vec![r0.clone(), r1.clone(), r2.clone()],
-            PoolConfig::default(),
-        )]);
         let mut homes = Vec::new();
         for i in 0..60 {
-            let refused = calls(&full);
-            let (served, _) = route
-                .chat(
-                    &chat(&format!("conversation {i}")),
-                    "t",
-                    budget(Duration::from_secs(5)),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            let refused = calls(full);
+            let served = answered(&route, &format!("conversation {i}")).await;
             assert_ne!(served.backend, "r0");
             // A refused request's retry goes by load; the others went by affinity.
-            if calls(&full) == refused {
+            if calls(full) == refused {
                 homes.push((i, served.backend));
             }
         }
-        assert_eq!(calls(&full), 2, "two busy answers, then it is passed over");
+        assert_eq!(calls(full), 2, "two busy answers, then it is passed over");
         assert!(!r0.breaker.is_open(), "busy is not a fault");
         // The conversations stay where they went, those r0 would hold included.
         for (i, home) in &homes {
-            let (served, _) = route
-                .chat(
-                    &chat(&format!("conversation {i}")),
-                    "t",
-                    budget(Duration::from_secs(5)),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            let served = answered(&route, &format!("conversation {i}")).await;
             assert_eq!(&served.backend, home, "conversation {i}");
         }
         // It is tried last, not never: with the others full it gets the request, and an
@@ -756,10 +753,7 @@ mod tests {
         full.set(Mode::Ok);
         s1.set(Mode::Busy);
         s2.set(Mode::Busy);
-        let (served, _) = route
-            .chat(&chat("lone"), "t", budget(Duration::from_secs(5)))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let served = answered(&route, "lone").await;
         assert_eq!((served.backend.as_str(), served.attempts), ("r0", 3));
         assert!(!r0.breaker.is_busy(Instant::now()));
     }
