@@ -8,6 +8,11 @@
 //! bytes of the prompt. The hash is FNV-1a, a fixed function, so every gateway instance (and
 //! every release) maps a conversation to the same replica.
 //!
+//! The key also hashes the request's scope (the gateway passes the tenant) ahead of the rest,
+//! so the same opening sent by two tenants gets two unrelated keys: each tenant's turns stay on
+//! one replica, but a tenant cannot tell, or choose, which replica holds another tenant's
+//! conversation, and so cannot aim prompt-cache timing probes at it.
+//!
 //! Rendezvous hashing scores each replica by mixing the key with the replica's own identity
 //! and picks the highest score. Removing a replica moves only the conversations that were on it
 //! (each to its second-highest score), and adding one takes about 1/n of the conversations from
@@ -26,8 +31,8 @@ pub const COMPLETION_PREFIX_BYTES: usize = 512;
 /// message that is a whole document.
 pub const MESSAGE_PREFIX_BYTES: usize = 4096;
 
-/// The conversation key of a chat: `None` when it has no messages.
-pub fn chat_key(req: &ChatRequest) -> Option<u64> {
+/// The conversation key of a chat in `scope`: `None` when it has no messages.
+pub fn chat_key(scope: &str, req: &ChatRequest) -> Option<u64> {
     let first_user = req.messages.iter().position(|m| m.role == Role::User);
     let opening = match first_user {
         Some(i) => &req.messages[..=i],
@@ -37,6 +42,7 @@ pub fn chat_key(req: &ChatRequest) -> Option<u64> {
         return None;
     }
     let mut h = Fnv::new();
+    h.field(scope.as_bytes());
     for m in opening {
         h.field(m.role.as_str().as_bytes());
         h.field(head(&m.content));
@@ -55,13 +61,14 @@ fn head(text: &str) -> &[u8] {
     &text.as_bytes()[..text.len().min(MESSAGE_PREFIX_BYTES)]
 }
 
-/// The conversation key of a completion: `None` for an empty prompt.
-pub fn completion_key(req: &CompletionRequest) -> Option<u64> {
+/// The conversation key of a completion in `scope`: `None` for an empty prompt.
+pub fn completion_key(scope: &str, req: &CompletionRequest) -> Option<u64> {
     if req.prompt.is_empty() {
         return None;
     }
     let prompt = req.prompt.as_bytes();
     let mut h = Fnv::new();
+    h.field(scope.as_bytes());
     h.field(head(req.system.as_deref().unwrap_or_default()));
     h.field(&prompt[..prompt.len().min(COMPLETION_PREFIX_BYTES)]);
     Some(h.finish())
@@ -129,22 +136,22 @@ mod tests {
             (Role::Assistant, "hi"),
             (Role::User, "and now?"),
         ]);
-        assert_eq!(chat_key(&turn1), chat_key(&turn2));
+        assert_eq!(chat_key("t", &turn1), chat_key("t", &turn2));
         let other_user = chat(&[(Role::System, "be brief"), (Role::User, "hello!")]);
         let other_system = chat(&[(Role::System, "be long"), (Role::User, "hello")]);
-        assert_ne!(chat_key(&turn1), chat_key(&other_user));
-        assert_ne!(chat_key(&turn1), chat_key(&other_system));
-        assert_eq!(chat_key(&chat(&[])), None);
+        assert_ne!(chat_key("t", &turn1), chat_key("t", &other_user));
+        assert_ne!(chat_key("t", &turn1), chat_key("t", &other_system));
+        assert_eq!(chat_key("t", &chat(&[])), None);
         // A document as the first message: only its head is hashed.
         let doc = "d".repeat(MESSAGE_PREFIX_BYTES);
         assert_eq!(
-            chat_key(&chat(&[(Role::User, &format!("{doc} one"))])),
-            chat_key(&chat(&[(Role::User, &format!("{doc} two"))]))
+            chat_key("t", &chat(&[(Role::User, &format!("{doc} one"))])),
+            chat_key("t", &chat(&[(Role::User, &format!("{doc} two"))]))
         );
         // The split between fields counts, not only the bytes.
         assert_ne!(
-            chat_key(&chat(&[(Role::System, "ab"), (Role::User, "c")])),
-            chat_key(&chat(&[(Role::System, "a"), (Role::User, "bc")]))
+            chat_key("t", &chat(&[(Role::System, "ab"), (Role::User, "c")])),
+            chat_key("t", &chat(&[(Role::System, "a"), (Role::User, "bc")]))
         );
     }
 
@@ -163,14 +170,46 @@ mod tests {
             fairness: None,
         };
         assert_eq!(
-            completion_key(&req(format!("{long} turn one"))),
-            completion_key(&req(format!("{long} turn one, answer, turn two")))
+            completion_key("t", &req(format!("{long} turn one"))),
+            completion_key("t", &req(format!("{long} turn one, answer, turn two")))
         );
         assert_ne!(
-            completion_key(&req("a".into())),
-            completion_key(&req("b".into()))
+            completion_key("t", &req("a".into())),
+            completion_key("t", &req("b".into()))
         );
-        assert_eq!(completion_key(&req(String::new())), None);
+        assert_eq!(completion_key("t", &req(String::new())), None);
+    }
+
+    #[test]
+    fn two_tenants_place_the_same_conversation_independently_and_each_keeps_its_own() {
+        let replicas: Vec<u64> = ["a", "b", "c"].iter().map(|r| replica_id(r)).collect();
+        let home = |key: Option<u64>| {
+            let key = key.unwrap_or_default();
+            replicas.iter().copied().max_by_key(|&r| weight(key, r))
+        };
+        const N: usize = 3000;
+        let mut differ = 0;
+        for i in 0..N {
+            let case = format!("case {i}");
+            let opening = [(Role::System, "be brief"), (Role::User, case.as_str())];
+            let turn2 = chat(&[
+                opening[0],
+                opening[1],
+                (Role::Assistant, "ok"),
+                (Role::User, "more"),
+            ]);
+            let (a, b) = (
+                chat_key("acme", &chat(&opening)),
+                chat_key("zeta", &chat(&opening)),
+            );
+            assert_eq!(a, chat_key("acme", &turn2), "a tenant's turns share a key");
+            if home(a) != home(b) {
+                differ += 1;
+            }
+        }
+        // Independent choices among three replicas differ 2/3 of the time: 2000 ± 26 (one
+        // sigma) of 3000; an unsalted key would make them differ never.
+        assert!((1850..=2150).contains(&differ), "{differ} of {N} differ");
     }
 
     #[test]

@@ -62,22 +62,34 @@ impl BackendHandle {
         InFlight(self.clone())
     }
 
-    /// Runs the health probe and feeds the result to the breaker: a backend that answers again
-    /// is taken back into service without waiting for a client request to risk it.
+    /// Runs the health probe and feeds the result to the health flag and the breaker: a
+    /// backend that answers again is taken back into service without waiting for a client
+    /// request to risk it, unless requests took it out (see [`crate::breaker`]).
     pub async fn probe(&self, timeout: Duration) -> Result<(), BackendError> {
         let result = tokio::time::timeout(timeout, self.backend.health())
             .await
             .unwrap_or(Err(BackendError::Timeout));
-        self.record(result.is_ok());
+        self.record_probe(result.is_ok());
         result
     }
 
-    pub(crate) fn record(&self, ok: bool) {
+    pub(crate) fn record_probe(&self, ok: bool) {
+        self.healthy.store(ok, Ordering::Relaxed);
+        if ok {
+            self.breaker.probe_success();
+        } else {
+            self.breaker.probe_failure(Instant::now());
+        }
+    }
+
+    /// A request's outcome on this backend: an answer (its first event), or a failure that
+    /// is the backend's fault.
+    pub(crate) fn record_request(&self, ok: bool, now: Instant) {
         self.healthy.store(ok, Ordering::Relaxed);
         if ok {
             self.breaker.success();
         } else {
-            self.breaker.failure(Instant::now());
+            self.breaker.failure(now);
         }
     }
 }

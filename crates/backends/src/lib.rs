@@ -1,7 +1,8 @@
 //! Model backends: the [`Backend`] trait, the HTTP adapters for Ollama-API and OpenAI-API
 //! servers, and the routing layer that walks a model's chain with fallback, balances each link
 //! over its pool of replicas (with conversation affinity), health checks and circuit breaking.
-//! Knows nothing of tenants or keys.
+//! Knows nothing of tenants or keys: the caller names a request's affinity scope (the tenant)
+//! as an opaque string.
 
 pub mod affinity;
 pub mod breaker;
@@ -17,11 +18,11 @@ use futures::Stream;
 use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse, Event};
 
 pub use breaker::{Breaker, BreakerConfig};
-pub use catalog::{Catalog, Link, ModelEntry, Route, Served};
+pub use catalog::{Budget, Catalog, Link, ModelEntry, Route, Served};
 pub use embedded::EmbeddedBackend;
 pub use handle::{BackendHandle, InFlight};
 pub use http::{HttpBackend, HttpBackendConfig};
-pub use pool::Pool;
+pub use pool::{Pool, PoolConfig};
 
 /// Events of one generation, ending with [`Event::Finish`] when it completed. Dropping the
 /// stream cancels the upstream request.
@@ -103,12 +104,21 @@ impl BackendError {
     pub fn is_backend_fault(&self) -> bool {
         match self {
             BackendError::CircuitOpen => false,
+            busy if busy.is_busy() => false,
+            other => other.is_retryable(),
+        }
+    }
+
+    /// Whether the backend said it is full (503): alive, and tried last for a while when it
+    /// keeps saying so ([`BreakerConfig::busy_threshold`]).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
             BackendError::Status {
                 kind: UpstreamKind::Unavailable,
                 ..
-            } => false,
-            other => other.is_retryable(),
-        }
+            }
+        )
     }
 }
 
@@ -162,6 +172,8 @@ pub(crate) mod tests_support {
         Busy,
         /// The connection is refused.
         Down,
+        /// Accepts the generation and never sends a first event.
+        Silent,
     }
 
     pub(crate) struct Scripted {
@@ -207,6 +219,7 @@ pub(crate) mod tests_support {
                     detail: "busy".into(),
                 }),
                 Mode::Down => Err(BackendError::Connect("refused".into())),
+                Mode::Silent => Ok(Box::pin(futures::stream::pending())),
             }
         }
     }

@@ -125,7 +125,8 @@ pub async fn preload(state: &AppState) -> bool {
     ok
 }
 
-/// Background work: health probes (which also close a recovered backend's breaker) and model
+/// Background work: health probes (which also close the breaker of a backend that failed its
+/// probes and answers again; one that failed requests waits for a trial request) and model
 /// discovery, each on its own interval.
 pub(super) fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use wardgate_api::signing::SigningKey;
 use wardgate_backends::{
     Backend, BackendHandle, BreakerConfig, Catalog, EmbeddedBackend, HttpBackend,
-    HttpBackendConfig, ModelEntry, Pool,
+    HttpBackendConfig, ModelEntry, Pool, PoolConfig,
 };
 use wardgate_engine::{Engine, EngineConfig};
 use wardgate_store::Database;
@@ -66,6 +66,8 @@ fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalo
     let breaker = BreakerConfig {
         failure_threshold: config.breaker_threshold,
         cooldown: config.breaker_cooldown,
+        busy_threshold: config.breaker_busy_threshold,
+        busy_cooldown: config.breaker_busy_cooldown,
     };
     let mut pools = Vec::with_capacity(config.backends.len());
     for b in &config.backends {
@@ -95,7 +97,11 @@ fn build_catalog(config: &Config, engine: Option<&Arc<Engine>>) -> Result<Catalo
             let handle = BackendHandle::new(Arc::new(backend) as Arc<dyn Backend>, breaker);
             replicas.push((handle, url.clone()));
         }
-        pools.push(Pool::new(&b.name, replicas, b.affinity_load_factor));
+        let pool = PoolConfig {
+            load_factor: b.affinity_load_factor,
+            silent_attempts: b.silent_attempts,
+        };
+        pools.push(Pool::new(&b.name, replicas, pool));
     }
     let models: Vec<ModelEntry> = config
         .models

@@ -27,6 +27,11 @@ pub struct RawBackend {
     /// conversation's replica may be before a turn goes to a less loaded one: 0.25 is 25 %.
     /// Default `0.25`.
     pub affinity_load_factor: Option<f64>,
+    /// For a pool: how many of its replicas one request may wait the whole first-token limit
+    /// on (`server.first_token_timeout`) before it moves on to the model's next chain link.
+    /// Replicas that fail at once (busy, refused, 5xx) do not count; on a chain's last link the
+    /// rest of the pool is still tried within the request deadline. Default 1, at most 64.
+    pub silent_attempts: Option<u32>,
     /// Name of an environment variable holding the HMAC secret to sign requests to a
     /// `wardgate llm` backend (`ollama` kind).
     pub secret_env: Option<String>,
@@ -82,6 +87,8 @@ pub struct BackendConfig {
     pub urls: Vec<String>,
     /// See [`RawBackend::affinity_load_factor`].
     pub affinity_load_factor: f64,
+    /// See [`RawBackend::silent_attempts`].
+    pub silent_attempts: u32,
     pub secret_env: Option<String>,
     pub api_key_env: Option<String>,
     pub ca_file: Option<PathBuf>,
@@ -135,6 +142,10 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_AFFINITY_LOAD_FACTOR: f64 = wardgate_backends::pool::DEFAULT_LOAD_FACTOR;
 /// Most of `backends[].affinity_load_factor`: past it the bound no longer bounds anything.
 const MAX_AFFINITY_LOAD_FACTOR: f64 = 100.0;
+/// Default of `backends[].silent_attempts`.
+pub const DEFAULT_SILENT_ATTEMPTS: u32 = wardgate_backends::pool::DEFAULT_SILENT_ATTEMPTS;
+/// Most of `backends[].silent_attempts`: more than any pool has replicas.
+const MAX_SILENT_ATTEMPTS: u32 = 64;
 
 /// `[[backends]]`, validated, with their names; none configured: the embedded engine as
 /// `default`.
@@ -207,6 +218,16 @@ pub(super) fn backends(
                 format!("must be from 0 to {MAX_AFFINITY_LOAD_FACTOR}"),
             ));
         }
+        let silent_attempts = b.silent_attempts.unwrap_or(DEFAULT_SILENT_ATTEMPTS);
+        if !(1..=MAX_SILENT_ATTEMPTS).contains(&silent_attempts) {
+            return Err(ConfigError::new(
+                key("silent_attempts"),
+                format!(
+                    "must be from 1 to {MAX_SILENT_ATTEMPTS}: the replicas of this pool a \
+                     request may wait the first-token limit on before the next link"
+                ),
+            ));
+        }
         if b.secret_env.is_some() && kind != BackendType::Http(BackendKind::Ollama) {
             return Err(ConfigError::new(
                 key("secret_env"),
@@ -218,6 +239,7 @@ pub(super) fn backends(
             kind,
             urls,
             affinity_load_factor,
+            silent_attempts,
             secret_env: b.secret_env,
             api_key_env: b.api_key_env,
             ca_file: b.ca_file,
@@ -242,6 +264,7 @@ pub(super) fn backends(
             kind: BackendType::Embedded,
             urls: Vec::new(),
             affinity_load_factor: DEFAULT_AFFINITY_LOAD_FACTOR,
+            silent_attempts: DEFAULT_SILENT_ATTEMPTS,
             secret_env: None,
             api_key_env: None,
             ca_file: None,

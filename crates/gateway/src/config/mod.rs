@@ -159,6 +159,8 @@ pub struct Config {
     pub health_timeout: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    pub breaker_busy_threshold: u32,
+    pub breaker_busy_cooldown: Duration,
     pub engine: EngineSettings,
     /// `wardgate llm`'s own settings.
     pub llm: LlmSettings,
@@ -692,6 +694,8 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         health_timeout: health.timeout,
         breaker_threshold: breaker.failure_threshold,
         breaker_cooldown: breaker.cooldown,
+        breaker_busy_threshold: breaker.busy_threshold,
+        breaker_busy_cooldown: breaker.busy_cooldown,
         engine,
         phi: phi_policy(&raw.phi)?,
         audit,
@@ -868,6 +872,16 @@ fn check_maxima(c: &Config) -> Result<(), ConfigError> {
             1_000_000,
         ),
         t("circuit_breaker.cooldown", c.breaker_cooldown, hours(1)),
+        n(
+            "circuit_breaker.busy_threshold",
+            u64::from(c.breaker_busy_threshold),
+            1_000_000,
+        ),
+        t(
+            "circuit_breaker.busy_cooldown",
+            c.breaker_busy_cooldown,
+            hours(1),
+        ),
         n("engine.threads", e.threads.map_or(0, u64::from), 1024),
         n("engine.slots", u64::from(e.slots), 256),
         n("engine.slot_ctx", u64::from(e.slot_ctx), 1 << 20),
@@ -999,6 +1013,14 @@ url = "http://127.0.0.1:11434"
                 "server.first_token_timeout",
             ),
             ("[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes"),
+            (
+                "[circuit_breaker]\nbusy_threshold = 0\n",
+                "circuit_breaker.busy_threshold",
+            ),
+            (
+                "[circuit_breaker]\nbusy_cooldown = \"0s\"\n",
+                "circuit_breaker.busy_cooldown",
+            ),
             ("[audit]\ndurability = \"none\"\n", "audit.durability"),
             (
                 "[audit]\nnewer_release_backoff = \"50ms\"\n",
@@ -1068,6 +1090,13 @@ url = "http://127.0.0.1:11434"
             0.25,
             "as documented"
         );
+        assert_eq!(
+            (p.silent_attempts, backends::DEFAULT_SILENT_ATTEMPTS),
+            (1, 1),
+            "as documented"
+        );
+        let c = load(&format!("{}silent_attempts = 3\n", pool(r#""http://a""#))).unwrap();
+        assert_eq!(c.backends[1].silent_attempts, 3);
         let cases = [
             (pool(""), "backends[1].urls"),
             (
@@ -1082,6 +1111,14 @@ url = "http://127.0.0.1:11434"
             (
                 format!("{}affinity_load_factor = -1.0\n", pool(r#""http://a""#)),
                 "backends[1].affinity_load_factor",
+            ),
+            (
+                format!("{}silent_attempts = 0\n", pool(r#""http://a""#)),
+                "backends[1].silent_attempts",
+            ),
+            (
+                format!("{}silent_attempts = 65\n", pool(r#""http://a""#)),
+                "backends[1].silent_attempts",
             ),
             (
                 format!(
@@ -1314,6 +1351,11 @@ url = "http://127.0.0.1:11434"
             (c.health_interval, health::DEFAULT_INTERVAL, secs(10)),
             (c.health_timeout, health::DEFAULT_TIMEOUT, secs(2)),
             (c.breaker_cooldown, health::DEFAULT_COOLDOWN, secs(10)),
+            (
+                c.breaker_busy_cooldown,
+                health::DEFAULT_BUSY_COOLDOWN,
+                secs(2),
+            ),
             (c.key_cache_ttl, auth::DEFAULT_KEY_CACHE_TTL, secs(2)),
             (c.broadcast.unconfirmed_ttl, b.unconfirmed_ttl, secs(2)),
             (
@@ -1374,6 +1416,11 @@ url = "http://127.0.0.1:11434"
                 u64::from(c.breaker_threshold),
                 u64::from(health::DEFAULT_FAILURE_THRESHOLD),
                 3,
+            ),
+            (
+                u64::from(c.breaker_busy_threshold),
+                u64::from(health::DEFAULT_BUSY_THRESHOLD),
+                2,
             ),
             (
                 c.server.max_header_bytes as u64,

@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse};
-use wardgate_backends::{EventStream, Route, Served};
+use wardgate_backends::{Budget, EventStream, Route, Served};
 
 use crate::error::ApiError;
 use crate::guards::phi_guard;
@@ -239,11 +239,14 @@ pub(crate) async fn run_generation(
 ) -> Result<(EventStream, Drive, Checked), ApiError> {
     let limits = &state.config.limits;
     // The fair share on the engine is per tenant; a handler that knows better (the LLM
-    // service, told by the gateway) has set it already. Clients cannot set it.
-    match job {
+    // service, told by the gateway) has set it already. Clients cannot set it. The same key
+    // scopes conversation affinity in a pool: one tenant's conversations are placed apart
+    // from another's.
+    let scope = match job {
         Job::Chat(r) => r.fairness.get_or_insert_with(|| p.tenant.clone()),
         Job::Complete(r) => r.fairness.get_or_insert_with(|| p.tenant.clone()),
-    };
+    }
+    .clone();
     let checked = match job {
         Job::Chat(r) => policy::check_chat(limits, route, r, names)?,
         Job::Complete(r) => policy::check_completion(limits, route, r, names)?,
@@ -273,11 +276,14 @@ pub(crate) async fn run_generation(
     drop(texts);
     before_backend(state, record).await?;
     let deadline = deadline(state, record);
-    let limit = first_token_limit(state, deadline);
+    let budget = Budget {
+        first_token: first_token_limit(state, deadline),
+        deadline,
+    };
     let walk = async {
         match job {
-            Job::Chat(r) => route.chat(r, limit).await,
-            Job::Complete(r) => route.complete(r, limit).await,
+            Job::Chat(r) => route.chat(r, &scope, budget).await,
+            Job::Complete(r) => route.complete(r, &scope, budget).await,
         }
     };
     let (served, events) = tokio::time::timeout_at(deadline.into(), walk)
@@ -357,8 +363,7 @@ pub(crate) async fn run_embedding(
     // Each link may take what is left of the deadline, and the walk as a whole ends at it
     // (without the outer bound, a chain of slow links would take the whole time each).
     let deadline = deadline(state, record);
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    let (served, resp) = tokio::time::timeout_at(deadline.into(), route.embed(&req, timeout))
+    let (served, resp) = tokio::time::timeout_at(deadline.into(), route.embed(&req, deadline))
         .await
         .map_err(|_| ApiError::Timeout)??;
     note_served(record, &route, &served);

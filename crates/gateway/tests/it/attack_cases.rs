@@ -2233,7 +2233,8 @@ async fn case_30_upstream_timeout_is_a_generic_504() {
     let h = Harness::single_with(
         "ollama",
         slow,
-        "[server]\nrequest_timeout = \"300ms\"\nfirst_token_timeout = \"300ms\"\n",
+        "[server]\nrequest_timeout = \"300ms\"\nfirst_token_timeout = \"300ms\"\n\
+         [circuit_breaker]\ncooldown = \"500ms\"\n",
     )
     .await;
     let upstream = h.mocks[0].url();
@@ -2276,8 +2277,16 @@ async fn case_30_upstream_timeout_is_a_generic_504() {
     assert!(!logs.text().contains(prompt), "the prompt is logged");
     // The backend recovers; so does the gateway.
     h.mocks[0].set_config(mock_cfg());
-    // Its breaker opened on the timeouts; a health probe closes it (resilience.rs).
+    // Its breaker opened on the timeouts; after the cooldown a trial request closes it
+    // (resilience.rs).
     wardgate_gateway::app::refresh_backends(&h.state).await;
+    let r = poll_until(
+        Duration::from_secs(5),
+        || h.post("/v1/chat/completions", chat_body("tiny", "hello")),
+        |r| r.status == StatusCode::OK,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_still_serving(&h).await;
 }
 

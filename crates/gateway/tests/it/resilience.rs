@@ -309,7 +309,7 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_within_100ms(
 
 #[tokio::test]
 async fn a_failing_backend_is_skipped_by_its_breaker_and_taken_back_when_it_recovers() {
-    let extra = "[circuit_breaker]\nfailure_threshold = 2\ncooldown = \"200ms\"\n";
+    let extra = "[circuit_breaker]\nfailure_threshold = 2\ncooldown = \"1s\"\n";
     // 500: the backend is broken (a 503 only says it is busy; see below).
     let h = pair(
         "ollama",
@@ -365,16 +365,25 @@ async fn a_failing_backend_is_skipped_by_its_breaker_and_taken_back_when_it_reco
         "busy is not broken"
     );
 
-    // The backend recovers; a health probe closes the breaker without risking a request.
+    // The backend recovers. Requests opened its breaker, and a backend can pass its probes
+    // while failing every request, so a passing probe does not close it: after the cooldown
+    // the next request is its trial, which does.
     h.mocks[0].set_config(mock_cfg());
     wardgate_gateway::app::refresh_backends(&h.state).await;
-    assert_eq!(
-        h.post("/v1/chat/completions", chat_body("m", "hi"))
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(h.mocks[0].stats().inference_requests, 3, "back in rotation");
+    let first = &h.state.catalog.backends()[0];
+    assert!(first.is_healthy() && first.breaker.is_open());
+    let served = poll_until(
+        Duration::from_secs(5),
+        || async {
+            let r = h.post("/v1/chat/completions", chat_body("m", "hi")).await;
+            assert_eq!(r.status, StatusCode::OK);
+            h.mocks[0].stats().inference_requests
+        },
+        |&n| n > 2,
+    )
+    .await;
+    assert_eq!(served, 3, "back in rotation after one trial");
+    assert!(!first.breaker.is_open());
 }
 
 #[tokio::test]
