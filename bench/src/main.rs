@@ -190,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
     let scale_out = if args.scale_out {
         let shared = SharedStore::create(
             &wardgate_bin,
+            procs::command,
             &args.database_url,
             &args.redis_url,
             dir.path(),

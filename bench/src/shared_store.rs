@@ -10,8 +10,12 @@ use anyhow::{Context as _, bail};
 use wardgate_store::postgres::PgUrl;
 use wardgate_store::postgres::testing;
 
+/// Makes the `Command` for a `wardgate` binary (the caller's, which clears inherited settings).
+pub type CommandFor = fn(&Path) -> Command;
+
 /// A database of this run's own, and what every instance on it is given.
 pub struct SharedStore {
+    command: CommandFor,
     admin: PgUrl,
     database: String,
     /// The URL of the run's database, for `WARDGATE_DATABASE_URL`.
@@ -29,6 +33,7 @@ impl SharedStore {
     /// run's own is created beside it), and makes the signing key (in `dir`).
     pub async fn create(
         wardgate: &Path,
+        command: CommandFor,
         server_url: &str,
         redis_url: &str,
         dir: &Path,
@@ -45,6 +50,7 @@ impl SharedStore {
         .await;
         testing::run(&mut conn, format!("CREATE DATABASE {database}")).await;
         let mut store = Self {
+            command,
             admin,
             database,
             url,
@@ -87,7 +93,7 @@ impl SharedStore {
     /// Runs `wardgate ARGS` on this store and returns its stdout; a failure is an error with
     /// its stderr.
     pub fn cli(&self, wardgate: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-        let mut cmd = crate::procs::command(wardgate);
+        let mut cmd = (self.command)(wardgate);
         cmd.args(args)
             .env("WARDGATE_AUDIT_WITNESS", dir.join("cli-audit-witness.log"))
             .stdin(Stdio::null());

@@ -1039,4 +1039,6 @@ async fn seal(
 }
 
 #[cfg(test)]
+mod http_witness_tests;
+#[cfg(test)]
 mod tests;

@@ -579,6 +579,3 @@ fn hint(status: reqwest::StatusCode) -> &'static str {
         _ => "",
     }
 }
-
-#[cfg(test)]
-mod tests;

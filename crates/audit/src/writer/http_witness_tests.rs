@@ -17,7 +17,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::*;
+use super::{Auditor, AuditorConfig, SequencerConfig};
 use crate::checkpoint::SignedCheckpoint;
 use crate::conformance::sample_event;
 use crate::cosignature::CosigningKey;
@@ -25,7 +25,7 @@ use crate::memory::MemoryAuditStore;
 use crate::merkle::empty_root;
 use crate::note::{SignerKey, VerifierKey};
 use crate::shared::SharedLog;
-use crate::writer::{Auditor, AuditorConfig, SequencerConfig};
+use crate::witness::http::*;
 
 const ORIGIN: &str = "test/audit";
 
