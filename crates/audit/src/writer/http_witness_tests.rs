@@ -20,11 +20,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 use super::{Auditor, AuditorConfig, SequencerConfig};
 use crate::checkpoint::SignedCheckpoint;
 use crate::conformance::sample_event;
+use crate::cosignature::CosignerKey;
 use crate::cosignature::CosigningKey;
 use crate::memory::MemoryAuditStore;
 use crate::merkle::empty_root;
+use crate::merkle::{self, Hash};
 use crate::note::{SignerKey, VerifierKey};
 use crate::shared::SharedLog;
+use crate::store::{AuditStore, MAX_READ};
 use crate::witness::http::*;
 
 const ORIGIN: &str = "test/audit";
