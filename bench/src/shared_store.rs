@@ -142,6 +142,7 @@ fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::with_database;
 

@@ -519,7 +519,8 @@ async fn commit_before_headers(
             // The body failed before its end: the answer is an error, as a stream's would be.
             record.set_stream_failed("body_error");
             if let Some(event) = record.end(Ending::Complete) {
-                let _ = commit(audit, event);
+                // Queued at once; nobody waits for the commit of an answer that failed anyway.
+                drop(commit(audit, event));
             }
             tracing::error!(error = %e, "a response body failed before it was sent");
             return ApiError::Internal.to_response(front);
