@@ -184,6 +184,12 @@ pub fn stream_response(
                         tool_calls,
                     }) => {
                         st.meter.saw_delta();
+                        // What has been delivered so far is what a client that leaves now is
+                        // charged (quotas) and recorded for; the finish replaces it with the
+                        // backend's own count.
+                        st.drive
+                            .record
+                            .set_tokens(st.drive.prompt_estimate, st.meter.deltas);
                         st.out.extend(st.enc.delta(&content, &tool_calls));
                     }
                     Ok(Event::Finish {

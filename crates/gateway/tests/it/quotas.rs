@@ -120,6 +120,36 @@ async fn concurrent_streams_past_the_limit_get_429_and_others_are_unaffected() {
     drop(b);
 }
 
+/// A stream its client cuts off is charged for what it delivered, not for nothing: leaving
+/// before the end marker must not get around a token budget. (A black-box finding: five cut
+/// streams delivered 80 tokens against a 50-token day and left the budget untouched.)
+#[tokio::test]
+async fn a_stream_cut_off_by_its_client_is_charged_for_what_it_delivered() {
+    use http_body_util::BodyExt as _;
+    let slow = mock_upstream::MockConfig {
+        tokens: 200,
+        token_delay: Duration::from_millis(5),
+        ..mock_cfg()
+    };
+    let h = Harness::single_with("openai", slow, "[rate_limit]\ntokens_per_day = 20\n").await;
+    let resp = h.app.clone().oneshot(stream(&h.key)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut frames = 0;
+    while frames < 40 {
+        let frame = body.frame().await.unwrap().unwrap();
+        if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+            frames += 1;
+        }
+    }
+    // The client goes away with more than the day's budget delivered.
+    drop(body);
+    // Its settlement runs as the body is dropped; give it a moment, then the very next request
+    // (which would itself spend the budget if it were let in) must find the budget spent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_rate_limited(&h.send(chat(&h.key)).await, "tokens", "tokens per day");
+}
+
 #[tokio::test]
 async fn a_tenant_concurrency_limit_counts_all_its_keys() {
     let slow = mock_upstream::MockConfig {
