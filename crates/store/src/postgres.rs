@@ -116,12 +116,25 @@ impl PgUrl {
                 let known = URL_PARAMETERS.contains(&key)
                     || (key.starts_with("options[") && key.ends_with(']'));
                 if !known {
-                    return Err(StoreError::Invalid(format!(
-                        "the PostgreSQL URL has a parameter this build does not know (`{}`); \
-                         known: {}",
-                        key.chars().take(40).collect::<String>(),
-                        URL_PARAMETERS.join(", ")
-                    )));
+                    // Text after a `?` is a parameter name only if it looks like one: a
+                    // password holding an unencoded `?` puts part of itself here.
+                    let named = key.len() <= 40
+                        && !key.is_empty()
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-');
+                    return Err(StoreError::Invalid(if named {
+                        format!(
+                            "the PostgreSQL URL has a parameter this build does not know \
+                             (`{key}`); known: {}",
+                            URL_PARAMETERS.join(", ")
+                        )
+                    } else {
+                        "the PostgreSQL URL has text after a `?` that is not a parameter name \
+                         (not shown: it may be part of a password; percent-encode `?`, `@`, \
+                         `/` and `#` in a password, e.g. `?` as %3F)"
+                            .to_owned()
+                    }));
                 }
             }
         }

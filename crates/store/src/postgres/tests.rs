@@ -683,6 +683,16 @@ fn pg_url_errors_say_what_is_wrong_without_quoting_the_url() {
         ),
         ("postgres://u:hunter2@h/db?ssl_mode=require", "`ssl_mode`"),
         ("postgres://u@h/db?passwd=hunter2", "`passwd`"),
+        // A password with an unencoded `?`: what follows it is not a parameter name and is
+        // not quoted (a black-box finding: the error showed `ssW0rdX@127.0.0.1:55432/atk3`).
+        (
+            "postgres://u:pa?hunter2@127.0.0.1:5432/db",
+            "percent-encode",
+        ),
+        (
+            "postgres://u:pa?hunter2X@h/db?sslmode=require",
+            "percent-encode",
+        ),
     ];
     for (url, wanted) in cases {
         let err = PgUrl::parse(url).unwrap_err().to_string();
