@@ -64,6 +64,7 @@ fn redact_line(line: &str, configured: &[String]) -> String {
         .detect(&plain)
         .into_iter()
         .filter(|s| !inside_configured(&plain, s.start, s.end, configured))
+        .filter(|s| !is_request_id(&plain, s.start, s.end))
         .collect();
     if spans.is_empty() {
         // Nothing to redact: the line as formatted, colours and all (escape sequences hold no
@@ -81,6 +82,22 @@ fn redact_line(line: &str, configured: &[String]) -> String {
     }
     out.push_str(plain.get(at..).unwrap_or(""));
     out
+}
+
+/// Whether `start..end` of `line` is a request id the gateway made (a UUID as 32 lower-case hex
+/// digits) in a `request_id` field, text or JSON format. The id is the gateway's own, not
+/// anything a request brought, and an operator needs it to match the log to the audit log and
+/// to the client's `x-request-id`; a black-box test found every request line showing `[ID]`.
+fn is_request_id(line: &str, start: usize, end: usize) -> bool {
+    let Some(value) = line.get(start..end) else {
+        return false;
+    };
+    let before = line.get(..start).unwrap_or("");
+    value.len() == 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && (before.ends_with("request_id=") || before.ends_with("\"request_id\":\""))
 }
 
 /// Whether `start..end` of `line` lies within one occurrence of a configured text.
@@ -256,6 +273,24 @@ mod tests {
         // Still one JSON object per line.
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["level"], "WARN");
+    }
+
+    #[test]
+    fn the_gateways_request_ids_stay_readable_and_nothing_else_does() {
+        let id = "019af3c2d8e47a5bb1c2d3e4f5a6b7c8";
+        let text = format!("INFO request_id={id} status=200 detail=\"MRN {id}\"");
+        let out = redact_line(&text, &[]);
+        assert!(out.contains(&format!("request_id={id}")), "{out}");
+        assert!(
+            out.contains("MRN [") && out.matches(id).count() == 1,
+            "{out}"
+        );
+        let json = format!("{{\"request_id\":\"{id}\",\"ssn\":\"123-45-6789\"}}");
+        let out = redact_line(&json, &[]);
+        assert!(out.contains(id) && !out.contains("123-45-6789"), "{out}");
+        // Only the id's exact shape: a longer or upper-case value is redacted as before.
+        let out = redact_line("request_id=123-45-6789", &[]);
+        assert!(!out.contains("123-45-6789"), "{out}");
     }
 
     #[test]
