@@ -364,3 +364,47 @@ fn check_config_refuses_what_serve_would_refuse_at_start() {
         );
     }
 }
+
+/// `audit public-key` prints the key `serve` signs with: `$WARDGATE_AUDIT_SIGNING_KEY` wins over
+/// the key file, as it does for `serve`. (A black-box finding: it read the file only, so on a
+/// shared log given its key by the environment it printed another key, or none.)
+#[test]
+fn the_public_key_is_the_one_serve_signs_with_from_the_environment_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("shared.key");
+    let made = wardgate(
+        dir.path(),
+        &["audit", "keygen", "--out", key_file.to_str().unwrap()],
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let printed = text(&made.stdout);
+    let public = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap()
+        .to_owned();
+    let secret = std::fs::read_to_string(&key_file).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("WARDGATE_AUDIT_SIGNING_KEY", secret.trim())
+        .env("WARDGATE_DB", dir.path().join("absent.db"))
+        .args(["audit", "public-key"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), public);
+    let out = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("WARDGATE_AUDIT_SIGNING_KEY", "not a key")
+        .args(["audit", "public-key"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("WARDGATE_AUDIT_SIGNING_KEY") && !err.contains("not a key"),
+        "{err}"
+    );
+}

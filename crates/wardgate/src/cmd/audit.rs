@@ -85,14 +85,28 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
     match command {
         AuditCommand::PublicKey => {
             let config = load_config(config)?;
-            let path = &config.audit.signing_key_file;
-            let key = keyfile::read_signer_key(path).with_context(|| {
-                format!(
-                    "cannot read the audit signing key {} (it is created when `wardgate serve` \
-                     first starts)",
-                    path.display()
-                )
-            })?;
+            // The key `serve` signs with: the environment's wins over the file.
+            let key = match &config.audit.signing_key {
+                Some(secret) => wardgate_audit::SignerKey::parse(secret.0.expose().trim())
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "${} is not a checkpoint signing key ({e}); set it to the contents \
+                             of a key file made by `wardgate audit keygen`",
+                            wardgate_gateway::config::audit::SIGNING_KEY_VAR
+                        )
+                    })?,
+                None => {
+                    let path = &config.audit.signing_key_file;
+                    keyfile::read_signer_key(path).with_context(|| {
+                        format!(
+                            "cannot read the audit signing key {} (it is created when \
+                             `wardgate serve` first starts; a shared log's key is given as ${})",
+                            path.display(),
+                            wardgate_gateway::config::audit::SIGNING_KEY_VAR
+                        )
+                    })?
+                }
+            };
             out(&key.verifier().to_string())?;
         }
         AuditCommand::Keygen { out: path, name } => {
