@@ -11,11 +11,13 @@
 use std::collections::BTreeSet;
 
 use crate::event::{
-    ActorKind, AuditEvent, AuthMethod, EventType, Outcome, Timestamp, event_leaf_hash,
+    ActorKind, AuditEvent, AuthMethod, EventType, Outcome, Timestamp, encode_leaf, event_leaf_hash,
     prompt_digest,
 };
 use crate::merkle::{self, Hash, TreeBuilder};
+use crate::note::SignerKey;
 use crate::quarantine::QuarantinedRow;
+use crate::queue_tag::QueueKey;
 use crate::shared::{Lease, Sequenced, SharedLog};
 use crate::store::{AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint};
 
@@ -305,15 +307,30 @@ pub async fn queries<S: AuditStore>(store: &S, all: &[crate::AuditEntry]) {
 /// SQL insert), so [`shared_suite`] can show what sequencing does with a row it cannot read.
 #[async_trait::async_trait]
 pub trait RawQueue {
-    /// Queues `bytes`; returns the row's queue id.
-    async fn queue_raw(&self, bytes: Vec<u8>) -> u64;
+    /// Queues `bytes` with `tag`; returns the row's queue id.
+    async fn queue_raw(&self, bytes: Vec<u8>, tag: Option<Vec<u8>>) -> u64;
 }
 
 #[async_trait::async_trait]
 impl RawQueue for crate::MemoryAuditStore {
-    async fn queue_raw(&self, bytes: Vec<u8>) -> u64 {
-        self.enqueue_raw(bytes).unwrap()
+    async fn queue_raw(&self, bytes: Vec<u8>, tag: Option<Vec<u8>>) -> u64 {
+        self.enqueue_raw(bytes, tag).unwrap()
     }
+}
+
+/// The queue key of the suite's log ([`crate::queue_tag`]): from a fixed signing key, as every
+/// instance of one deployment derives the same one.
+pub fn suite_key() -> QueueKey {
+    SignerKey::from_seed("example.com/audit", &[7; 32])
+        .unwrap()
+        .queue_key()
+}
+
+/// Queues `bytes` with a tag that verifies under [`suite_key`], as an instance of another
+/// release with the log's key would.
+async fn queue_tagged<S: RawQueue>(store: &S, bytes: Vec<u8>) -> u64 {
+    let tag = suite_key().tag(&bytes).as_bytes().to_vec();
+    store.queue_raw(bytes, Some(tag)).await
 }
 
 /// Runs every [`SharedLog`] check against `store`, whose queue must be empty and lease free
@@ -323,15 +340,16 @@ impl RawQueue for crate::MemoryAuditStore {
 /// 200 ms. It leaves a row from a newer release at the head of the queue.
 pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     use std::time::Duration;
+    let key = suite_key();
 
     assert_eq!(store.pending_count().await.unwrap(), 0);
-    assert!(store.enqueue(vec![]).await.unwrap().is_empty());
+    assert!(store.enqueue(vec![], &key).await.unwrap().is_empty());
     // The log may already hold entries (written directly): sequencing goes on after them.
     let base = store.size().await.unwrap();
 
     // Queueing: all or nothing, ids grow, nothing is in the log yet.
     let ids = store
-        .enqueue((0..3).map(sample_event).collect())
+        .enqueue((0..3).map(sample_event).collect(), &key)
         .await
         .unwrap();
     assert_eq!(ids.len(), 3);
@@ -339,7 +357,7 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     let mut bad = sample_event(9);
     bad.actor_id = String::new();
     assert!(matches!(
-        store.enqueue(vec![sample_event(3), bad]).await,
+        store.enqueue(vec![sample_event(3), bad], &key).await,
         Err(AuditStoreError::Invalid(_))
     ));
     assert_eq!(store.pending_count().await.unwrap(), 3);
@@ -375,7 +393,7 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     assert_eq!(again.epoch, a.epoch, "an extension keeps the epoch");
 
     // Sequencing: the oldest first, at consecutive numbers, at most `max`.
-    let Sequenced::Entries(first) = store.sequence(&a, 2).await.unwrap() else {
+    let Sequenced::Entries(first) = store.sequence(&a, 2, &key).await.unwrap() else {
         panic!("the holder lost its lease");
     };
     assert_eq!(
@@ -402,7 +420,7 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         epoch: a.epoch + 7,
     };
     assert!(matches!(
-        store.sequence(&stale, 10).await.unwrap(),
+        store.sequence(&stale, 10, &key).await.unwrap(),
         Sequenced::LeaseLost
     ));
     // Neither does another holder's name with the right epoch.
@@ -411,7 +429,7 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         epoch: a.epoch,
     };
     assert!(matches!(
-        store.sequence(&forged, 10).await.unwrap(),
+        store.sequence(&forged, 10, &key).await.unwrap(),
         Sequenced::LeaseLost
     ));
     assert_eq!(store.pending_count().await.unwrap(), 1);
@@ -431,14 +449,14 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     };
     assert!(b.epoch > a.epoch, "{b:?} after {a:?}");
     assert!(matches!(
-        store.sequence(&a, 10).await.unwrap(),
+        store.sequence(&a, 10, &key).await.unwrap(),
         Sequenced::LeaseLost
     ));
     store
-        .enqueue(vec![sample_event(3), sample_event(4)])
+        .enqueue(vec![sample_event(3), sample_event(4)], &key)
         .await
         .unwrap();
-    let Sequenced::Entries(rest) = store.sequence(&b, 100).await.unwrap() else {
+    let Sequenced::Entries(rest) = store.sequence(&b, 100, &key).await.unwrap() else {
         panic!("the new holder lost its lease");
     };
     assert_eq!(
@@ -450,7 +468,7 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         (2..5).map(sample_event).collect::<Vec<_>>()
     );
     assert_eq!(store.pending_count().await.unwrap(), 0);
-    let Sequenced::Entries(none) = store.sequence(&b, 100).await.unwrap() else {
+    let Sequenced::Entries(none) = store.sequence(&b, 100, &key).await.unwrap() else {
         panic!("the holder lost its lease");
     };
     assert!(none.is_empty());
@@ -462,7 +480,7 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     let c = store.acquire_lease("c", ttl).await.unwrap().unwrap();
     assert!(c.epoch > b.epoch);
     assert!(matches!(
-        store.sequence(&b, 10).await.unwrap(),
+        store.sequence(&b, 10, &key).await.unwrap(),
         Sequenced::LeaseLost
     ));
 
@@ -481,8 +499,87 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         (0..5).map(sample_event).collect::<Vec<_>>()
     );
 
+    // Each sequenced entry keeps its row's tag, beside its leaf as stored; a direct append
+    // has none.
+    let tagged = store.tagged_leaves(base, 100).await.unwrap();
+    assert_eq!(tagged.len(), log.len());
+    for (entry, t) in log.iter().zip(&tagged) {
+        assert_eq!(t.seq, entry.seq);
+        assert_eq!(t.leaf, encode_leaf(entry.seq, &entry.event));
+        assert_eq!(t.leaf_hash, entry.leaf_hash);
+        let bytes = encode_leaf(0, &entry.event);
+        assert!(
+            key.verify(&bytes, t.tag.as_ref().map(|t| t.as_bytes().as_slice())),
+            "entry {}",
+            entry.seq
+        );
+    }
+    if base > 0 {
+        assert_eq!(store.tagged_leaves(0, 1).await.unwrap()[0].tag, None);
+    }
+    assert!(store.tagged_leaves(base + 5, 10).await.unwrap().is_empty());
+
     unreadable_rows_are_set_aside(store, base + 5).await;
-    rows_from_a_newer_release_wait_for_it(store, base + 8).await;
+    unauthenticated_rows_are_set_aside(store, base + 8).await;
+    rows_from_a_newer_release_wait_for_it(store, base + 11).await;
+}
+
+/// A row whose tag is missing or made with another key (queued by something without the log's
+/// signing key: an instance given another key, or someone with write access to the database)
+/// is set aside as unauthenticated, however good an event it holds; the entry in its place
+/// gets a tag of the sequencer's. `base` is the log's size.
+async fn unauthenticated_rows_are_set_aside<S: SharedLog + RawQueue>(store: &S, base: u64) {
+    let key = suite_key();
+    let other = SignerKey::from_seed("example.com/audit", &[8; 32])
+        .unwrap()
+        .queue_key();
+    let forged = encode_leaf(0, &sample_event(20));
+    let untagged = store.queue_raw(forged.clone(), None).await;
+    let wrong = store
+        .queue_raw(forged.clone(), Some(other.tag(&forged).as_bytes().to_vec()))
+        .await;
+    let good = store.enqueue(vec![sample_event(21)], &key).await.unwrap()[0];
+    assert!(untagged < wrong && wrong < good);
+    let lease = take_lease(store, "tags").await;
+    let Sequenced::Entries(entries) = store.sequence(&lease, 100, &key).await.unwrap() else {
+        panic!("the holder lost its lease or stopped");
+    };
+    let got: Vec<(u64, EventType, Option<&str>)> = entries
+        .iter()
+        .map(|e| {
+            let quarantined = e.event.event_type == EventType::AuditQuarantined;
+            let reason = e.event.deny_reason.as_deref().filter(|_| quarantined);
+            (e.seq, e.event.event_type, reason)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                base,
+                EventType::AuditQuarantined,
+                Some("queued_row_unauthenticated")
+            ),
+            (
+                base + 1,
+                EventType::AuditQuarantined,
+                Some("queued_row_unauthenticated")
+            ),
+            (base + 2, EventType::Request, None),
+        ]
+    );
+    let rows = store.quarantined(untagged - 1, 10).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.queue_id, r.seq, r.bytes.clone()))
+            .collect::<Vec<_>>(),
+        vec![(untagged, base, forged.clone()), (wrong, base + 1, forged)]
+    );
+    for t in store.tagged_leaves(base, 10).await.unwrap() {
+        let bytes = crate::queue_tag::queued_form(&t.leaf).unwrap();
+        assert!(key.verify(&bytes, t.tag.as_ref().map(|t| t.as_bytes().as_slice())));
+    }
+    store.release_lease(&lease).await.unwrap();
 }
 
 /// Takes the lease for `holder`, waiting (up to 2 s) for another holder's 200 ms lease to
@@ -506,12 +603,13 @@ async fn take_lease<S: SharedLog>(store: &S, holder: &str) -> Lease {
 /// by the sequencing transaction, its quarantine event takes its place in the order, and the
 /// events queued after it are sequenced. `base` is the log's size.
 async fn unreadable_rows_are_set_aside<S: SharedLog + RawQueue>(store: &S, base: u64) {
+    let key = suite_key();
     assert_eq!(store.size().await.unwrap(), base);
     assert!(store.quarantined(0, 10).await.unwrap().is_empty());
-    let before = store.enqueue(vec![sample_event(10)]).await.unwrap()[0];
+    let before = store.enqueue(vec![sample_event(10)], &key).await.unwrap()[0];
     let garbage = b"\x00\xff{\"v\":1, not a leaf".to_vec();
-    let bad = store.queue_raw(garbage.clone()).await;
-    let after = store.enqueue(vec![sample_event(11)]).await.unwrap()[0];
+    let bad = queue_tagged(store, garbage.clone()).await;
+    let after = store.enqueue(vec![sample_event(11)], &key).await.unwrap()[0];
     assert!(before < bad && bad < after, "{before} {bad} {after}");
     assert_eq!(store.pending_count().await.unwrap(), 3);
     // A row that is no event matches no pending filter; the count still has it.
@@ -528,13 +626,13 @@ async fn unreadable_rows_are_set_aside<S: SharedLog + RawQueue>(store: &S, base:
         ..lease.clone()
     };
     assert!(matches!(
-        store.sequence(&stale, 10).await.unwrap(),
+        store.sequence(&stale, 10, &key).await.unwrap(),
         Sequenced::LeaseLost
     ));
     assert_eq!(store.pending_count().await.unwrap(), 3);
     assert!(store.quarantined(0, 10).await.unwrap().is_empty());
 
-    let Sequenced::Entries(entries) = store.sequence(&lease, 100).await.unwrap() else {
+    let Sequenced::Entries(entries) = store.sequence(&lease, 100, &key).await.unwrap() else {
         panic!("the holder lost its lease or stopped");
     };
     assert_eq!(
@@ -586,19 +684,18 @@ async fn unreadable_rows_are_set_aside<S: SharedLog + RawQueue>(store: &S, base:
 /// neither sequenced nor set aside: it and what follows stay queued, for an instance of that
 /// release. An unreadable row before it is still set aside. `base` is the log's size.
 async fn rows_from_a_newer_release_wait_for_it<S: SharedLog + RawQueue>(store: &S, base: u64) {
+    let key = suite_key();
     assert_eq!(store.size().await.unwrap(), base);
-    let first = store.enqueue(vec![sample_event(12)]).await.unwrap()[0];
-    let bad = store.queue_raw(b"[]".to_vec()).await;
-    let newer = store
-        .queue_raw(br#"{"v":2,"seq":0,"event":{"kind":"new"}}"#.to_vec())
-        .await;
-    let last = store.enqueue(vec![sample_event(13)]).await.unwrap()[0];
+    let first = store.enqueue(vec![sample_event(12)], &key).await.unwrap()[0];
+    let bad = queue_tagged(store, b"[]".to_vec()).await;
+    let newer = queue_tagged(store, br#"{"v":2,"seq":0,"event":{"kind":"new"}}"#.to_vec()).await;
+    let last = store.enqueue(vec![sample_event(13)], &key).await.unwrap()[0];
     let lease = take_lease(store, "older").await;
     let Sequenced::NewerRelease {
         entries,
         queue_id,
         what,
-    } = store.sequence(&lease, 100).await.unwrap()
+    } = store.sequence(&lease, 100, &key).await.unwrap()
     else {
         panic!("sequencing went past a row from a newer release");
     };
@@ -617,14 +714,14 @@ async fn rows_from_a_newer_release_wait_for_it<S: SharedLog + RawQueue>(store: &
     assert_eq!(entries[0].event, sample_event(12));
     let set_aside = store.quarantined(0, 10).await.unwrap();
     assert_eq!(
-        set_aside.iter().map(|r| r.queue_id).collect::<Vec<_>>()[1..],
+        set_aside.iter().map(|r| r.queue_id).collect::<Vec<_>>()[3..],
         [bad]
     );
     // Asked again, with any batch size: nothing past it, nothing set aside.
     for max in [1, 100] {
         let Sequenced::NewerRelease {
             entries, queue_id, ..
-        } = store.sequence(&lease, max).await.unwrap()
+        } = store.sequence(&lease, max, &key).await.unwrap()
         else {
             panic!("sequencing went past a row from a newer release");
         };

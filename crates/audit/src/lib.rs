@@ -17,8 +17,9 @@
 //! - [`cosignature`]: witness cosignatures (C2SP `tlog-cosignature`) and witness keys.
 //! - [`export`] and [`verify`]: the JSON Lines export and the offline verifier.
 //! - [`keyfile`]: writing and loading signing and verifier keys.
-//! - [`shared`] and [`quarantine`]: a log many instances write (a queue, a sequencer lease),
-//!   and what sequencing does with a queued row this release cannot read.
+//! - [`shared`], [`queue_tag`] and [`quarantine`]: a log many instances write (a queue whose
+//!   rows each instance tags, a sequencer lease), and what sequencing does with a queued row
+//!   this release cannot read or whose tag does not verify.
 //!
 //! Retention: audit rows are kept at least [`AUDIT_RETENTION_MIN`]. No API in this crate or in
 //! [`AuditStore`] deletes or rewrites an entry or a checkpoint, at any age; the SQLite schema
@@ -41,6 +42,7 @@ pub mod memory;
 pub mod merkle;
 pub mod note;
 pub mod quarantine;
+pub mod queue_tag;
 pub mod shared;
 pub mod store;
 pub mod verify;
@@ -66,8 +68,8 @@ pub use store::{AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredChec
 pub use verify::{VerifyError, VerifyReport};
 pub use witness::http::{HttpWitness, HttpWitnessConfig, WitnessStatus};
 pub use writer::{
-    AuditError, Auditor, AuditorConfig, DEFAULT_NEWER_RELEASE_BACKOFF,
-    NEWER_RELEASE_BACKOFF_BOUNDS, SequencerConfig,
+    AuditError, AuditFault, Auditor, AuditorConfig, DEFAULT_NEWER_RELEASE_BACKOFF,
+    NEWER_RELEASE_BACKOFF_BOUNDS, ROLLBACK_ALERT, SequencerConfig, WRONG_KEY_ALERT,
 };
 
 /// The shortest time an audit entry is kept: six years (HIPAA §164.316(b)(2)(i)), counted as

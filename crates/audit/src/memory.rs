@@ -7,8 +7,9 @@ use std::sync::Mutex;
 
 use crate::event::{AuditEvent, Timestamp, encode_leaf};
 use crate::merkle::Hash;
-use crate::quarantine::{self, QuarantinedRow, QueuedRow};
-use crate::shared::{Lease, PendingEvent, Sequenced, SharedLog};
+use crate::quarantine::{self, QuarantinedRow, Queued, QueuedRow};
+use crate::queue_tag::QueueKey;
+use crate::shared::{Lease, PendingEvent, Sequenced, SharedLog, TaggedLeaf};
 use crate::store::{
     AuditEntry, AuditFilter, AuditStore, AuditStoreError, MAX_APPEND_BATCH, MAX_READ,
     StoredCheckpoint, check_batch, check_checkpoint,
@@ -23,11 +24,13 @@ pub struct MemoryAuditStore {
 #[derive(Debug, Default)]
 struct MemoryInner {
     entries: Vec<AuditEntry>,
+    /// The tag beside each entry ([`crate::queue_tag`]), by seq: `None` for a direct append.
+    tags: Vec<Option<Hash>>,
     checkpoints: BTreeMap<u64, StoredCheckpoint>,
     /// The shared-log queue ([`crate::shared::SharedLog`]), by queue id: each event's leaf at
-    /// position 0, as the PostgreSQL queue holds it, so a row of another release (or damage)
-    /// can be queued too ([`MemoryAuditStore::enqueue_raw`]).
-    queue: BTreeMap<u64, Vec<u8>>,
+    /// position 0, as the PostgreSQL queue holds it, and its tag, so a row of another release
+    /// (or damage, or a forgery) can be queued too ([`MemoryAuditStore::enqueue_raw`]).
+    queue: BTreeMap<u64, (Vec<u8>, Option<Vec<u8>>)>,
     next_queue_id: u64,
     /// The rows sequencing set aside, by queue id.
     quarantine: BTreeMap<u64, QuarantinedRow>,
@@ -42,15 +45,44 @@ impl MemoryAuditStore {
         Self::default()
     }
 
-    /// Queues `bytes` as they are, as another release or someone with access to the database
-    /// could: for tests of what sequencing does with a row it cannot read. Returns its queue
-    /// id.
-    pub fn enqueue_raw(&self, bytes: Vec<u8>) -> Result<u64, AuditStoreError> {
+    /// Queues `bytes` with `tag` as they are, as another release or someone with access to
+    /// the database could: for tests of what sequencing does with a row it cannot read or
+    /// authenticate. Returns its queue id.
+    pub fn enqueue_raw(
+        &self,
+        bytes: Vec<u8>,
+        tag: Option<Vec<u8>>,
+    ) -> Result<u64, AuditStoreError> {
         let mut inner = self.lock()?;
         inner.next_queue_id += 1;
         let id = inner.next_queue_id;
-        inner.queue.insert(id, bytes);
+        inner.queue.insert(id, (bytes, tag));
         Ok(id)
+    }
+
+    /// Puts `event` in place of entry `seq`, with its leaf hash, keeping the entry's tag, as
+    /// someone with write access to the database could: for tests of how a sequencer notices.
+    pub fn rewrite(&self, seq: u64, event: AuditEvent) -> Result<(), AuditStoreError> {
+        let mut inner = self.lock()?;
+        let at = usize::try_from(seq).unwrap_or(usize::MAX);
+        let Some(entry) = inner.entries.get_mut(at) else {
+            return Err(AuditStoreError::Conflict(format!("no entry {seq}")));
+        };
+        *entry = AuditEntry::prepare(seq, event).0;
+        Ok(())
+    }
+
+    /// Removes the entries from `size` on and the checkpoints larger than `size`, and ends the
+    /// sequencer lease, as someone with write access to the database could to roll the log
+    /// back: for tests of how the instances notice.
+    pub fn rewind(&self, size: u64) -> Result<(), AuditStoreError> {
+        let mut inner = self.lock()?;
+        let keep = usize::try_from(size).unwrap_or(usize::MAX);
+        inner.entries.truncate(keep);
+        inner.tags.truncate(keep);
+        inner.checkpoints.retain(|s, _| *s <= size);
+        inner.lease = None;
+        Ok(())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, AuditStoreError> {
@@ -80,6 +112,8 @@ impl AuditStore for MemoryAuditStore {
             .map(|(i, e)| AuditEntry::prepare(start + i as u64, e).0)
             .collect();
         inner.entries.extend(entries.iter().cloned());
+        let size = inner.entries.len();
+        inner.tags.resize(size, None);
         Ok(entries)
     }
 
@@ -154,14 +188,20 @@ impl AuditStore for MemoryAuditStore {
 
 #[async_trait::async_trait]
 impl SharedLog for MemoryAuditStore {
-    async fn enqueue(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditStoreError> {
+    async fn enqueue(
+        &self,
+        events: Vec<AuditEvent>,
+        key: &QueueKey,
+    ) -> Result<Vec<u64>, AuditStoreError> {
         check_batch(&events)?;
         let mut inner = self.lock()?;
         let mut ids = Vec::with_capacity(events.len());
         for e in events {
             inner.next_queue_id += 1;
             let id = inner.next_queue_id;
-            inner.queue.insert(id, encode_leaf(0, &e));
+            let bytes = encode_leaf(0, &e);
+            let tag = key.tag(&bytes).as_bytes().to_vec();
+            inner.queue.insert(id, (bytes, Some(tag)));
             ids.push(id);
         }
         Ok(ids)
@@ -176,7 +216,7 @@ impl SharedLog for MemoryAuditStore {
             .lock()?
             .queue
             .iter()
-            .filter_map(|(id, bytes)| match quarantine::read_queued(bytes) {
+            .filter_map(|(id, (bytes, _))| match quarantine::read_queued(bytes) {
                 QueuedRow::Event(event) => Some(PendingEvent { id: *id, event }),
                 QueuedRow::NewerRelease(_) | QueuedRow::Unreadable(_) => None,
             })
@@ -224,7 +264,12 @@ impl SharedLog for MemoryAuditStore {
         Ok(())
     }
 
-    async fn sequence(&self, lease: &Lease, max: usize) -> Result<Sequenced, AuditStoreError> {
+    async fn sequence(
+        &self,
+        lease: &Lease,
+        max: usize,
+        key: &QueueKey,
+    ) -> Result<Sequenced, AuditStoreError> {
         let mut inner = self.lock()?;
         let now = std::time::Instant::now();
         let held = inner.lease_epoch == lease.epoch
@@ -235,17 +280,21 @@ impl SharedLog for MemoryAuditStore {
         if !held {
             return Ok(Sequenced::LeaseLost);
         }
-        let rows: Vec<(u64, Vec<u8>)> = inner
+        let rows: Vec<Queued> = inner
             .queue
             .iter()
             .take(max.clamp(1, MAX_APPEND_BATCH))
-            .map(|(id, bytes)| (*id, bytes.clone()))
+            .map(|(id, (bytes, tag))| Queued {
+                queue_id: *id,
+                bytes: bytes.clone(),
+                tag: tag.clone(),
+            })
             .collect();
         let now = Timestamp::now();
-        let plan = quarantine::plan(rows, now);
+        let plan = quarantine::plan(rows, now, key);
         let mut entries = Vec::with_capacity(plan.take.len());
         for planned in plan.take {
-            let Some(bytes) = inner.queue.remove(&planned.queue_id) else {
+            let Some((bytes, _)) = inner.queue.remove(&planned.queue_id) else {
                 continue;
             };
             let seq = inner.entries.len() as u64;
@@ -263,9 +312,30 @@ impl SharedLog for MemoryAuditStore {
             }
             let entry = AuditEntry::prepare(seq, planned.event).0;
             inner.entries.push(entry.clone());
+            inner.tags.push(Some(planned.tag));
             entries.push(entry);
         }
         Ok(Sequenced::ended(entries, plan.held))
+    }
+
+    async fn tagged_leaves(
+        &self,
+        start: u64,
+        limit: u32,
+    ) -> Result<Vec<TaggedLeaf>, AuditStoreError> {
+        let inner = self.lock()?;
+        let entries = window(&inner.entries, start, limit);
+        let tags = window(&inner.tags, start, limit);
+        Ok(entries
+            .into_iter()
+            .zip(tags)
+            .map(|(e, tag)| TaggedLeaf {
+                seq: e.seq,
+                leaf: encode_leaf(e.seq, &e.event),
+                leaf_hash: e.leaf_hash,
+                tag,
+            })
+            .collect())
     }
 
     async fn quarantined(

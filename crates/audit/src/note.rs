@@ -144,11 +144,23 @@ impl SignerKey {
     /// (HMAC-SHA256 with a fixed label), so the salt needs no file of its own and is as secret
     /// as the signing key. Rotating the signing key rotates the salt.
     pub fn prompt_salt(&self) -> Zeroizing<[u8; 32]> {
+        self.derive(b"wardgate prompt digest salt v1")
+    }
+
+    /// The key that tags a shared log's queued rows ([`crate::queue_tag`]), derived from this
+    /// key's seed like [`Self::prompt_salt`] (with another label), so every instance that has
+    /// the signing key has it, and nobody else.
+    pub fn queue_key(&self) -> crate::queue_tag::QueueKey {
+        crate::queue_tag::QueueKey::new(self.derive(b"wardgate audit queue tag v1"))
+    }
+
+    /// HMAC-SHA256 of `label` under this key's seed.
+    fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
         use hmac::Mac;
         let seed = Zeroizing::new(self.key.to_bytes());
         match <hmac::Hmac<sha2::Sha256>>::new_from_slice(seed.as_ref()) {
             Ok(mut mac) => {
-                mac.update(b"wardgate prompt digest salt v1");
+                mac.update(label);
                 Zeroizing::new(mac.finalize().into_bytes().into())
             }
             // HMAC takes keys of any length; this arm cannot be reached.

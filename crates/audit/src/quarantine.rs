@@ -13,6 +13,11 @@
 //!   encoding has grown so far (`detail` was added without a new version), and the only way a
 //!   newer release's event can differ from this one's. The sequencer sequences nothing past
 //!   such a row, hands the lease back and leaves it to an instance of the newer release.
+//! - **Unauthenticated** ([`Unreadable::Unauthenticated`]): a row whose tag does not verify
+//!   ([`crate::queue_tag`]): queued by something that does not hold the log's signing key (an
+//!   instance given another key, a release from before tags, or someone with write access to
+//!   the database). Checked first: nothing in an untagged row is trusted, not even its claim to
+//!   come from a newer release. It is set aside like an unreadable one.
 //! - **Unreadable** ([`QueuedRow::Unreadable`]): anything else (damage, a row written by hand).
 //!   No release can read it, so waiting would stop the log for good. The sequencer sets it
 //!   aside in the same fenced transaction: its bytes move into the quarantine table, and an
@@ -34,6 +39,7 @@ use crate::event::{
     ActorKind, AuditEvent, AuthMethod, EventType, LEAF_VERSION, Outcome, Timestamp, decode_leaf,
 };
 use crate::merkle::Hash;
+use crate::queue_tag::QueueKey;
 
 /// The name of the error logged when a sequencer hands the lease back to a newer release (the
 /// `alert` field of the log line, target `wardgate::alert`).
@@ -109,6 +115,8 @@ pub enum Unreadable {
     /// missing, out of order or repeated, a value of the wrong kind, or an unknown name that
     /// does not look like a name.
     BadEvent,
+    /// Its tag is missing or does not verify ([`crate::queue_tag`]).
+    Unauthenticated,
 }
 
 impl Unreadable {
@@ -121,6 +129,7 @@ impl Unreadable {
             Unreadable::NotALeaf => "queued_row_not_a_leaf",
             Unreadable::UnknownVersion => "queued_row_unknown_leaf_version",
             Unreadable::BadEvent => "queued_row_bad_event",
+            Unreadable::Unauthenticated => "queued_row_unauthenticated",
         }
     }
 }
@@ -134,6 +143,9 @@ impl fmt::Display for Unreadable {
             Unreadable::NotALeaf => "not a leaf",
             Unreadable::UnknownVersion => "a leaf version no release writes",
             Unreadable::BadEvent => "an event no release writes",
+            Unreadable::Unauthenticated => {
+                "a row without a valid tag: not queued by an instance with this log's signing key"
+            }
         })
     }
 }
@@ -295,6 +307,17 @@ pub struct Plan {
     pub held: Option<Held>,
 }
 
+/// A row of the queue as the store holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    /// Its queue id.
+    pub queue_id: u64,
+    /// Its bytes, exactly as queued.
+    pub bytes: Vec<u8>,
+    /// Its tag, if it has one ([`crate::queue_tag`]).
+    pub tag: Option<Vec<u8>>,
+}
+
 /// A row that leaves the queue.
 #[derive(Debug)]
 pub struct Planned {
@@ -302,6 +325,9 @@ pub struct Planned {
     pub queue_id: u64,
     /// The event appended for it: its own, or the quarantine event.
     pub event: AuditEvent,
+    /// The tag kept beside its entry: the row's own, or, for a quarantine event, one the
+    /// sequencer makes for it.
+    pub tag: Hash,
     /// Set when the row is set aside: its bytes (moved into the quarantine table) and their
     /// SHA-256.
     pub set_aside: Option<(Vec<u8>, Hash)>,
@@ -316,26 +342,43 @@ pub struct Held {
     pub what: String,
 }
 
-/// Plans a sequencing pass over `rows` (queue id, bytes), oldest first: each row that decodes
-/// is sequenced, each unreadable one is set aside (its quarantine event stamped `at`), and the
-/// first from a newer release stops the pass.
-pub fn plan(rows: Vec<(u64, Vec<u8>)>, at: Timestamp) -> Plan {
+/// Plans a sequencing pass over `rows`, oldest first: each row whose tag verifies under `key`
+/// and that decodes is sequenced, each unauthenticated or unreadable one is set aside (its
+/// quarantine event stamped `at`), and the first from a newer release stops the pass.
+pub fn plan(rows: Vec<Queued>, at: Timestamp, key: &QueueKey) -> Plan {
     let mut plan = Plan::default();
-    for (queue_id, bytes) in rows {
+    for Queued {
+        queue_id,
+        bytes,
+        tag,
+    } in rows
+    {
+        let set_aside = |why, bytes: Vec<u8>| {
+            let (event, sha256) = quarantine_event(queue_id, &bytes, why, at);
+            Planned {
+                queue_id,
+                tag: key.tag(&crate::event::encode_leaf(0, &event)),
+                event,
+                set_aside: Some((bytes, sha256)),
+            }
+        };
+        let verified = tag
+            .as_deref()
+            .filter(|t| key.verify(&bytes, Some(t)))
+            .and_then(Hash::from_slice);
+        let Some(tag) = verified else {
+            plan.take
+                .push(set_aside(Unreadable::Unauthenticated, bytes));
+            continue;
+        };
         match read_queued(&bytes) {
             QueuedRow::Event(event) => plan.take.push(Planned {
                 queue_id,
                 event,
+                tag,
                 set_aside: None,
             }),
-            QueuedRow::Unreadable(why) => {
-                let (event, sha256) = quarantine_event(queue_id, &bytes, why, at);
-                plan.take.push(Planned {
-                    queue_id,
-                    event,
-                    set_aside: Some((bytes, sha256)),
-                });
-            }
+            QueuedRow::Unreadable(why) => plan.take.push(set_aside(why, bytes)),
             QueuedRow::NewerRelease(what) => {
                 plan.held = Some(Held { queue_id, what });
                 break;
@@ -632,16 +675,44 @@ mod tests {
     #[test]
     fn a_plan_sets_unreadable_rows_aside_and_stops_at_a_newer_release() {
         let at = Timestamp::from_unix_millis(1_700_000_000_000).unwrap();
+        let key = crate::note::SignerKey::generate("example.com/audit")
+            .unwrap()
+            .queue_key();
+        let other = crate::note::SignerKey::generate("example.com/audit")
+            .unwrap()
+            .queue_key();
+        let tagged = |queue_id: u64, bytes: Vec<u8>| Queued {
+            queue_id,
+            tag: Some(key.tag(&bytes).as_bytes().to_vec()),
+            bytes,
+        };
         let row = |i: u64| encode_leaf(0, &sample_event(i));
         let plan = plan(
             vec![
-                (1, row(1)),
-                (2, b"garbage".to_vec()),
-                (3, row(3)),
-                (4, br#"{"v":2}"#.to_vec()),
-                (5, row(5)),
+                tagged(1, row(1)),
+                tagged(2, b"garbage".to_vec()),
+                Queued {
+                    queue_id: 3,
+                    bytes: row(3),
+                    tag: None,
+                },
+                Queued {
+                    queue_id: 4,
+                    tag: Some(other.tag(&row(4)).as_bytes().to_vec()),
+                    bytes: row(4),
+                },
+                tagged(5, row(5)),
+                // An untagged row's claim to be from a newer release is not believed.
+                Queued {
+                    queue_id: 6,
+                    bytes: br#"{"v":2}"#.to_vec(),
+                    tag: None,
+                },
+                tagged(7, br#"{"v":2}"#.to_vec()),
+                tagged(8, row(8)),
             ],
             at,
+            &key,
         );
         let taken: Vec<(u64, EventType, bool)> = plan
             .take
@@ -653,14 +724,43 @@ mod tests {
             vec![
                 (1, EventType::Request, false),
                 (2, EventType::AuditQuarantined, true),
-                (3, EventType::Request, false),
+                (3, EventType::AuditQuarantined, true),
+                (4, EventType::AuditQuarantined, true),
+                (5, EventType::Request, false),
+                (6, EventType::AuditQuarantined, true),
+            ]
+        );
+        let reasons: Vec<Option<&str>> = plan
+            .take
+            .iter()
+            .map(|p| {
+                (p.event.event_type == EventType::AuditQuarantined)
+                    .then_some(())
+                    .and(p.event.deny_reason.as_deref())
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                None,
+                Some("queued_row_not_json"),
+                Some("queued_row_unauthenticated"),
+                Some("queued_row_unauthenticated"),
+                None,
+                Some("queued_row_unauthenticated"),
             ]
         );
         assert_eq!(plan.take[1].set_aside.as_ref().unwrap().0, b"garbage");
+        // Each entry keeps a tag that verifies over its event's row: the row's own, or the
+        // sequencer's for a quarantine event.
+        for p in &plan.take {
+            let bytes = encode_leaf(0, &p.event);
+            assert!(key.verify(&bytes, Some(p.tag.as_bytes())), "{}", p.queue_id);
+        }
         assert_eq!(
             plan.held,
             Some(Held {
-                queue_id: 4,
+                queue_id: 7,
                 what: "leaf version 2 (this release reads version 1)".into()
             })
         );

@@ -7,7 +7,9 @@
 //!   answers; that commit is the one a request waits for (and the one that fails closed). Queued
 //!   events have a queue id, no sequence number yet, and are already tamper-evident only in the
 //!   sense that the database holds them: until they are sequenced, `audit query` shows them as
-//!   pending and `verify` counts them.
+//!   pending and `verify` counts them. Each row carries a tag made with a key derived from the
+//!   log's signing key ([`crate::queue_tag`]), so a row nobody with the key queued, or one
+//!   rewritten in the database, is never sequenced as an event.
 //! - **Sequencing.** One instance at a time holds the sequencer lease: a row with a holder, an
 //!   epoch that grows with every change of holder, and an expiry in the database's clock. The
 //!   holder moves queued events into the log in batches (in one transaction fenced by the lease:
@@ -15,7 +17,9 @@
 //!   lease ran out cannot commit after its successor started), extends its tree and signs
 //!   checkpoints. When the holder dies, its lease expires and another instance takes it over
 //!   within one lease time; the new holder rebuilds the tree from the latest checkpoint and the
-//!   stored leaf hashes, so the log stays one consistent tree.
+//!   stored leaf hashes, so the log stays one consistent tree. Before it signs over entries it
+//!   did not sequence itself, it checks their tags; and it never rebuilds a tree smaller than
+//!   one it has seen (`crate::writer`'s record of what each instance saw).
 //!
 //! A queued row this release cannot decode does not stop the log: one from a newer release
 //! (a rolling upgrade) is left for an instance of that release, and one no release can read is
@@ -28,7 +32,9 @@
 use std::time::Duration;
 
 use crate::event::AuditEvent;
+use crate::merkle::Hash;
 use crate::quarantine::{Held, QuarantinedRow};
+use crate::queue_tag::QueueKey;
 use crate::store::{AuditEntry, AuditFilter, AuditStore, AuditStoreError};
 
 /// The sequencer lease as its holder knows it.
@@ -48,6 +54,19 @@ pub struct PendingEvent {
     pub id: u64,
     /// The event.
     pub event: AuditEvent,
+}
+
+/// An entry of the log as stored, with its tag ([`SharedLog::tagged_leaves`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaggedLeaf {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its leaf, exactly as stored.
+    pub leaf: Vec<u8>,
+    /// Its stored leaf hash.
+    pub leaf_hash: Hash,
+    /// The tag kept beside it; `None` for an entry without one (a direct append).
+    pub tag: Option<Hash>,
 }
 
 /// What a sequencing pass did.
@@ -91,10 +110,14 @@ impl Sequenced {
 /// [`crate::MemoryAuditStore`]; the conformance suite is `crate::conformance::shared_suite`.
 #[async_trait::async_trait]
 pub trait SharedLog: AuditStore {
-    /// Commits `events` to the queue in one transaction (all or none) and returns their queue
-    /// ids in order. Each event must pass [`AuditEvent::validate`]; at most
-    /// [`crate::store::MAX_APPEND_BATCH`].
-    async fn enqueue(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditStoreError>;
+    /// Commits `events` to the queue in one transaction (all or none), each row tagged with
+    /// `key` ([`crate::queue_tag`]), and returns their queue ids in order. Each event must pass
+    /// [`AuditEvent::validate`]; at most [`crate::store::MAX_APPEND_BATCH`].
+    async fn enqueue(
+        &self,
+        events: Vec<AuditEvent>,
+        key: &QueueKey,
+    ) -> Result<Vec<u64>, AuditStoreError>;
 
     /// Events in the queue.
     async fn pending_count(&self) -> Result<u64, AuditStoreError>;
@@ -118,11 +141,27 @@ pub trait SharedLog: AuditStore {
     async fn release_lease(&self, lease: &Lease) -> Result<(), AuditStoreError>;
 
     /// In one transaction that holds `lease` (or does nothing and says `LeaseLost`): takes up to
-    /// `max` of the oldest queued rows, in queue order, as [`crate::quarantine::plan`] says:
-    /// appends each event at the next sequence number; moves each unreadable row into the
-    /// quarantine table, appending its quarantine event in its place; stops before a row from
-    /// a newer release (`NewerRelease`). Every row taken leaves the queue in that transaction.
-    async fn sequence(&self, lease: &Lease, max: usize) -> Result<Sequenced, AuditStoreError>;
+    /// `max` of the oldest queued rows, in queue order, as [`crate::quarantine::plan`] says
+    /// with `key`: appends each event at the next sequence number, with its tag beside it;
+    /// moves each unauthenticated or unreadable row into the quarantine table, appending its
+    /// quarantine event in its place; stops before a row from a newer release
+    /// (`NewerRelease`). Every row taken leaves the queue in that transaction.
+    async fn sequence(
+        &self,
+        lease: &Lease,
+        max: usize,
+        key: &QueueKey,
+    ) -> Result<Sequenced, AuditStoreError>;
+
+    /// The entries from `start` as stored, leaf bytes and all, each with the tag kept beside
+    /// it ([`crate::queue_tag`]), in order, at most `limit` (capped at
+    /// [`crate::store::MAX_READ`]). Leaves are not decoded: an entry of a newer release is
+    /// returned like any other.
+    async fn tagged_leaves(
+        &self,
+        start: u64,
+        limit: u32,
+    ) -> Result<Vec<TaggedLeaf>, AuditStoreError>;
 
     /// The rows sequencing set aside, by queue id, those after `after_queue_id`, at most
     /// `limit` (capped at [`crate::store::MAX_READ`]).

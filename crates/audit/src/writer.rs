@@ -44,7 +44,10 @@ use crate::store::{
 use crate::witness::WitnessFile;
 use crate::witness::http::{self, HttpWitness, HttpWitnessConfig, WitnessFeed};
 
+mod seen;
 mod sequencer;
+
+pub use seen::{ROLLBACK_ALERT, WRONG_KEY_ALERT};
 
 pub use sequencer::{DEFAULT_NEWER_RELEASE_BACKOFF, NEWER_RELEASE_BACKOFF_BOUNDS, SequencerConfig};
 
@@ -107,6 +110,33 @@ pub enum AuditError {
     /// The configuration is unusable; the message names the setting.
     #[error("invalid audit configuration: {0}")]
     Config(String),
+}
+
+/// Why an instance stopped sequencing a shared log for good ([`Auditor::fault`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditFault {
+    /// The log's checkpoints are not signed by this instance's key: it refuses audited work.
+    WrongKey(String),
+    /// The log went back on what this instance saw: history was removed or rewritten.
+    RolledBack(String),
+}
+
+impl AuditFault {
+    /// What to tell a caller that asks this instance to write or sign.
+    pub fn error(&self) -> AuditError {
+        match self {
+            AuditFault::WrongKey(why) => AuditError::Config(why.clone()),
+            AuditFault::RolledBack(why) => AuditError::Inconsistent(why.clone()),
+        }
+    }
+
+    /// A short name for probes and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuditFault::WrongKey(_) => "signing_key_mismatch",
+            AuditFault::RolledBack(_) => "rolled_back",
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<u64, AuditError>>;
@@ -192,6 +222,8 @@ struct Shared {
     shared_log: Option<SharedLogHandle>,
     /// The HTTP witness's progress, when one is configured.
     http_witness: Option<HttpWitness>,
+    /// Set once when this instance stops sequencing a shared log for good.
+    fault: std::sync::OnceLock<AuditFault>,
 }
 
 /// The shared log a writer queues into, kept for readers ([`Auditor::shared_log`]).
@@ -294,6 +326,7 @@ impl Auditor {
             waiting_done: Notify::new(),
             shared_log: None,
             http_witness,
+            fault: std::sync::OnceLock::new(),
         });
         let mut writer = Writer {
             store,
@@ -356,6 +389,7 @@ impl Auditor {
             waiting_done: Notify::new(),
             shared_log: Some(SharedLogHandle(store.clone())),
             http_witness,
+            fault: std::sync::OnceLock::new(),
         });
         sequencer::start(
             store,
@@ -475,6 +509,12 @@ impl Auditor {
     /// Events waiting for the writer (a gauge for metrics).
     pub fn queued(&self) -> usize {
         self.shared.capacity.saturating_sub(self.tx.capacity())
+    }
+
+    /// Why this instance stopped sequencing the shared log for good, if it did: its key did
+    /// not sign the log (appends then fail closed), or the log went back on what it saw.
+    pub fn fault(&self) -> Option<&AuditFault> {
+        self.shared.fault.get()
     }
 
     /// The HTTP witness's progress (checkpoints cosigned, failures), when one is configured.

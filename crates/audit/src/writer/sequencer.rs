@@ -22,16 +22,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::seen::{Found, ROLLBACK_ALERT, Seen, WRONG_KEY_ALERT};
 use super::{
-    AuditError, AuditorConfig, Command, Reply, Shared, Witnesses, catch_up, gather, resume, seal,
+    AuditError, AuditFault, AuditorConfig, Command, Reply, Shared, Witnesses, gather, seal,
 };
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::event::{AuditEvent, EventType};
-use crate::merkle::TreeBuilder;
+use crate::merkle::{TreeBuilder, leaf_hash};
 use crate::note::SignerKey;
 use crate::quarantine::{NEWER_RELEASE_ALERT, QUARANTINE_ALERT};
+use crate::queue_tag::{QueueKey, queued_form};
 use crate::shared::{Lease, Sequenced, SharedLog};
-use crate::store::{AuditEntry, AuditStoreError};
+use crate::store::{AuditEntry, AuditStoreError, MAX_READ};
 
 /// How an instance takes part in sequencing a shared log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,11 +120,19 @@ pub(super) async fn start(
     rx: mpsc::Receiver<Command>,
 ) -> Result<(), AuditError> {
     sequencer.check()?;
+    let seen = Seen::from_witness(
+        config.witness_path.as_deref(),
+        &signer.verifier(),
+        &config.origin,
+    )
+    .map_err(AuditError::Checkpoint)?;
     let kick = Arc::new(Notify::new());
     let (seq_tx, seq_rx) = mpsc::channel(8);
+    let queue_key = Arc::new(signer.queue_key());
     let mut seq = Sequencer {
         store: store.clone(),
         signer,
+        queue_key: queue_key.clone(),
         max_batch: config.max_batch,
         config,
         sequencer,
@@ -135,7 +145,8 @@ pub(super) async fn start(
         tree: None,
         last_checkpoint: None,
         checkpointed_at: Instant::now(),
-        wrong_key: false,
+        seen,
+        watched_at: None,
         held_until: None,
         newer_row: None,
     };
@@ -144,6 +155,7 @@ pub(super) async fn start(
     tokio::spawn(seq.run());
     let writer = Enqueuer {
         store,
+        queue_key,
         rx,
         deferred: None,
         shared,
@@ -158,6 +170,7 @@ pub(super) async fn start(
 /// Commits appends to the queue.
 struct Enqueuer {
     store: Arc<dyn SharedLog>,
+    queue_key: Arc<QueueKey>,
     rx: mpsc::Receiver<Command>,
     deferred: Option<Command>,
     shared: Arc<Shared>,
@@ -230,7 +243,16 @@ impl Enqueuer {
         )
         .await;
         let n = events.len();
-        match self.store.enqueue(events).await {
+        // An instance whose key did not sign the log fails closed: its events could not be
+        // told from forged ones, and it cannot sign the checkpoints that would cover them.
+        if let Some(AuditFault::WrongKey(why)) = self.shared.fault.get() {
+            let e = AuditError::Config(why.clone());
+            for r in replies {
+                let _ = r.send(Err(e.clone()));
+            }
+            return;
+        }
+        match self.store.enqueue(events, &self.queue_key).await {
             Ok(ids) if ids.len() == n => {
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 for (r, id) in replies.into_iter().zip(ids) {
@@ -262,6 +284,8 @@ impl Enqueuer {
 struct Sequencer {
     store: Arc<dyn SharedLog>,
     signer: SignerKey,
+    /// Tags and checks queued rows and the entries made of them ([`crate::queue_tag`]).
+    queue_key: Arc<QueueKey>,
     config: AuditorConfig,
     sequencer: SequencerConfig,
     max_batch: usize,
@@ -277,9 +301,10 @@ struct Sequencer {
     tree: Option<TreeBuilder>,
     last_checkpoint: Option<u64>,
     checkpointed_at: Instant,
-    /// Set when this instance's key did not sign the log ([`Self::check_key`]): it never
-    /// takes the lease again.
-    wrong_key: bool,
+    /// The largest tree and checkpoint this instance has verified ([`super::seen`]).
+    seen: Seen,
+    /// When the store was last checked against `seen`.
+    watched_at: Option<Instant>,
     /// Until when this instance stays off the lease, having handed it to a newer release
     /// ([`Self::hand_back`]).
     held_until: Option<Instant>,
@@ -338,21 +363,34 @@ impl Sequencer {
     /// Takes or renews the lease when due, then sequences everything queued (in batches) if
     /// this instance holds it, signing checkpoints as configured.
     async fn pass(&mut self) -> Result<(), AuditError> {
+        if let Some(fault) = self.shared.fault.get() {
+            return Err(fault.error());
+        }
         self.renew(false).await?;
+        let due = self
+            .watched_at
+            .is_none_or(|at| at.elapsed() >= self.sequencer.lease_ttl / 3);
+        // Before sequencing from a tree rebuilt from the store, the store is checked against
+        // what this instance has seen.
+        if due || (self.lease.is_some() && self.tree.is_none()) {
+            self.watch().await?;
+        }
         let Some((lease, _)) = self.lease.clone() else {
             return Ok(());
         };
         if self.tree.is_none() {
-            self.check_key(&lease).await?;
-            let (tree, last) = resume(self.store.as_ref()).await?;
+            let mut tree = self.seen.tree().unwrap_or_default();
+            let size = self.store.size().await.map_err(unavailable)?;
+            self.catch_up(&mut tree, size).await?;
             self.shared.size.store(tree.size(), Ordering::Release);
+            self.seen.sequenced(&tree);
             self.tree = Some(tree);
-            self.last_checkpoint = last;
+            self.last_checkpoint = self.seen.signed_size();
         }
         loop {
             match self
                 .store
-                .sequence(&lease, self.max_batch)
+                .sequence(&lease, self.max_batch, &self.queue_key)
                 .await
                 .map_err(unavailable)?
             {
@@ -404,30 +442,61 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Refuses to sequence a log whose latest checkpoint this instance's key did not sign: its
-    /// checkpoints would not verify with the log's public key. Checked at every take of the
-    /// lease, not only at start, since another instance may have signed the first checkpoint
-    /// of a new log with another key meanwhile. The lease is given back at once, and this
-    /// instance never asks for it again; its events are still queued, for the others.
-    async fn check_key(&mut self, lease: &Lease) -> Result<(), AuditError> {
-        let latest = self.store.latest_checkpoint().await.map_err(unavailable)?;
-        let Some(latest) = latest else {
-            return Ok(());
+    /// Checks the store against what this instance has seen ([`super::seen`]). A log signed
+    /// by another key, or one that went back on what was seen, stops this instance's
+    /// sequencing for good ([`Self::stop_for`]).
+    async fn watch(&mut self) -> Result<(), AuditError> {
+        let found = self
+            .seen
+            .check(
+                self.store.as_ref(),
+                &self.signer.verifier(),
+                &self.config.origin,
+            )
+            .await;
+        let fault = match found {
+            Ok(()) => {
+                self.watched_at = Some(Instant::now());
+                return Ok(());
+            }
+            Err(Found::Unavailable(e)) => return Err(unavailable(e)),
+            Err(Found::WrongKey(why)) => AuditFault::WrongKey(why),
+            Err(Found::RolledBack(why)) => AuditFault::RolledBack(why),
         };
-        if crate::note::open(&latest.note, &[self.signer.verifier()]).is_ok() {
-            return Ok(());
+        Err(self.stop_for(fault).await)
+    }
+
+    /// Stops sequencing for good: alerts once, gives the lease back at once, and never asks
+    /// for it again. Events are still queued, for the instances that can sequence them (with
+    /// a wrong key, appends fail closed instead: [`Enqueuer::batch`]).
+    async fn stop_for(&mut self, fault: AuditFault) -> AuditError {
+        if self.shared.fault.set(fault.clone()).is_ok() {
+            match &fault {
+                AuditFault::WrongKey(why) => tracing::error!(
+                    target: "wardgate::alert",
+                    alert = WRONG_KEY_ALERT,
+                    "{why}. This instance refuses audited requests (503) and will not sequence \
+                     or sign this log"
+                ),
+                AuditFault::RolledBack(why) => tracing::error!(
+                    target: "wardgate::alert",
+                    alert = ROLLBACK_ALERT,
+                    "the shared audit log went back on what this instance saw: {why}. Someone \
+                     with write access to the database may have removed or rewritten audit \
+                     history. This instance will not sequence or sign the log again (restart it \
+                     once the log is restored or the incident is understood); its own events \
+                     are still queued. Compare the log with the witness (file or HTTP) and \
+                     with backups"
+                ),
+            }
         }
-        self.wrong_key = true;
-        self.lease = None;
-        if let Err(e) = self.store.release_lease(lease).await {
+        self.tree = None;
+        if let Some((lease, _)) = self.lease.take()
+            && let Err(e) = self.store.release_lease(&lease).await
+        {
             tracing::warn!(error = %e, "could not release the audit sequencer lease; it lapses by itself");
         }
-        Err(AuditError::Config(format!(
-            "this instance's audit signing key did not sign the log's last checkpoint (size {}): \
-             it will not sequence or sign this log. Give every instance the key that signed it \
-             (WARDGATE_AUDIT_SIGNING_KEY)",
-            latest.size
-        )))
+        fault.error()
     }
 
     /// Gives the lease up after sequencing stopped at queued row `queue_id`, from a newer
@@ -466,7 +535,7 @@ impl Sequencer {
     /// or holds none and a third of a lease has passed since it last asked; or now, if `now`.
     /// Never while it stays off the lease for a newer release.
     async fn renew(&mut self, now: bool) -> Result<(), AuditError> {
-        if self.wrong_key || self.held_back() {
+        if self.shared.fault.get().is_some() || self.held_back() {
             return Ok(());
         }
         let third = self.sequencer.lease_ttl / 3;
@@ -525,14 +594,14 @@ impl Sequencer {
         if let Some(first) = entries.first() {
             if first.seq < tree.size() {
                 return Err(AuditError::Inconsistent(format!(
-                    "the store sequenced at {} but this sequencer's tree has {} entries; \
-                     rebuilding it from the store",
+                    "the store sequenced at {} but this sequencer's tree has {} entries: \
+                     entries were removed under it",
                     first.seq,
                     tree.size()
                 )));
             }
             if first.seq > tree.size() {
-                catch_up(self.store.as_ref(), &mut tree, first.seq).await?;
+                self.catch_up(&mut tree, first.seq).await?;
             }
         }
         for entry in entries {
@@ -545,7 +614,63 @@ impl Sequencer {
             tree.push(entry.leaf_hash);
         }
         self.shared.size.store(tree.size(), Ordering::Release);
+        self.seen.sequenced(&tree);
         self.tree = Some(tree);
+        Ok(())
+    }
+
+    /// Grows `tree` to `size` with entries this instance did not sequence (a previous holder's
+    /// since the last checkpoint), each checked before it is signed over: its tag must verify
+    /// ([`crate::queue_tag`]) and its stored leaf hash must be its event's. An entry that fails
+    /// was rewritten in the database (or sequenced by something without the key): this
+    /// instance stops sequencing for good ([`Self::stop_for`]).
+    async fn catch_up(&mut self, tree: &mut TreeBuilder, size: u64) -> Result<(), AuditError> {
+        while tree.size() < size {
+            let from = tree.size();
+            let entries = self
+                .store
+                .tagged_leaves(from, MAX_READ)
+                .await
+                .map_err(unavailable)?;
+            if entries.is_empty() {
+                return Err(AuditError::Inconsistent(format!(
+                    "entry {from} is missing from the store"
+                )));
+            }
+            let want = usize::try_from(size - from).unwrap_or(usize::MAX);
+            for entry in entries.into_iter().take(want) {
+                let tagged = queued_form(&entry.leaf).is_some_and(|bytes| {
+                    self.queue_key
+                        .verify(&bytes, entry.tag.as_ref().map(|t| t.as_bytes().as_slice()))
+                });
+                let fault = if entry.seq != tree.size() {
+                    Some(format!(
+                        "the store returned entry {} where {} belongs",
+                        entry.seq,
+                        tree.size()
+                    ))
+                } else if leaf_hash(&entry.leaf) != entry.leaf_hash {
+                    Some(format!(
+                        "entry {}'s stored leaf hash is not its leaf's: the log was rewritten",
+                        entry.seq
+                    ))
+                } else if !tagged {
+                    Some(format!(
+                        "entry {} (after the last checkpoint, not yet signed) has {} tag: it was \
+                         rewritten in the database, or sequenced by something without this \
+                         log's signing key (a release before queue tags)",
+                        entry.seq,
+                        if entry.tag.is_some() { "a wrong" } else { "no" }
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = fault {
+                    return Err(self.stop_for(AuditFault::RolledBack(why)).await);
+                }
+                tree.push(entry.leaf_hash);
+            }
+        }
         Ok(())
     }
 
@@ -558,7 +683,7 @@ impl Sequencer {
     /// Signs, stores and witnesses a checkpoint of the tree (only the lease holder has one).
     async fn sign(&mut self) -> Result<SignedCheckpoint, AuditError> {
         let held_for = self.newer_row.filter(|_| self.held_back());
-        let Some(tree) = self.tree.as_mut() else {
+        let Some(mut tree) = self.tree.clone() else {
             return Err(AuditError::Checkpoint(match held_for {
                 Some(id) => format!(
                     "queued audit event {id} is from a newer release: this instance handed the \
@@ -572,8 +697,9 @@ impl Sequencer {
         // A direct append (or a previous holder) may have gone further than this tree.
         let stored = self.store.size().await.map_err(unavailable)?;
         if stored > tree.size() {
-            catch_up(self.store.as_ref(), tree, stored).await?;
+            self.catch_up(&mut tree, stored).await?;
             self.shared.size.store(tree.size(), Ordering::Release);
+            self.tree = Some(tree.clone());
         }
         let checkpoint = Checkpoint {
             origin: self.config.origin.clone(),
@@ -590,6 +716,8 @@ impl Sequencer {
         .await?;
         self.last_checkpoint = Some(checkpoint.size);
         self.checkpointed_at = Instant::now();
+        self.seen.sequenced(&tree);
+        self.seen.signed(&checkpoint);
         Ok(signed)
     }
 

@@ -748,7 +748,10 @@ mod shared_log {
         // The dead holder's lease lapses; this instance takes over and sequences.
         sequenced(&store, 1).await;
         assert!(matches!(
-            store.sequence(&dead, 10).await.unwrap(),
+            store
+                .sequence(&dead, 10, &crate::conformance::suite_key())
+                .await
+                .unwrap(),
             crate::shared::Sequenced::LeaseLost
         ));
         a.shutdown().await.unwrap();
@@ -805,32 +808,52 @@ mod shared_log {
 
     /// An instance with another signing key never signs the log: not at its start, and not
     /// when the lease comes free later (a black-box finding: two instances started together
-    /// with different keys, and the second signed on once the lease moved to it).
+    /// with different keys, and the second signed on once the lease moved to it). Nor does it
+    /// go on answering as if its events were audited: once it sees the log is another key's,
+    /// its appends fail closed (a later black-box finding: two instances started on an empty
+    /// log with different keys; the loser stopped sequencing without a word and stayed ready).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_instance_with_another_key_never_takes_the_log_over() {
         let store = Arc::new(MemoryAuditStore::new());
         let key = key();
+        // Both start on an empty log, so neither can tell at its start.
         let a = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("a"))
             .await
             .unwrap();
-        // a holds the lease and has signed the log's first checkpoint; b has another key and
-        // starts while the lease is a's, so its start cannot tell.
         let b = Auditor::start_shared(store.clone(), super::key(), config(1000), instance("b"))
             .await
             .unwrap();
         b.append(sample_event(0)).await.unwrap();
         sequenced(&store, 1).await;
-        a.shutdown().await.unwrap();
-        // The lease is free now: b asks for it, finds the log is not its key's, and refuses.
-        let err = b.checkpoint().await.unwrap_err().to_string();
-        assert!(err.contains("did not sign"), "{err}");
-        b.append(sample_event(1)).await.unwrap();
-        b.shutdown().await.unwrap();
-        assert_eq!(
-            store.pending_count().await.unwrap(),
-            1,
-            "b's event waits for the right key"
+        a.checkpoint().await.unwrap();
+        // Within about a third of a lease b reads the log's checkpoint and stops.
+        let mut waited = 0;
+        while b.fault().is_none() && waited < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(
+            matches!(b.fault(), Some(crate::AuditFault::WrongKey(_))),
+            "{:?}",
+            b.fault()
         );
+        let err = b.append(sample_event(1)).await.unwrap_err().to_string();
+        assert!(
+            err.contains("does not verify with this instance's key"),
+            "{err}"
+        );
+        a.shutdown().await.unwrap();
+        // The lease is free now; b still never takes it.
+        let err = b.checkpoint().await.unwrap_err().to_string();
+        assert!(err.contains("does not verify"), "{err}");
+        b.shutdown().await.unwrap_err();
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+        // An instance with the wrong key started later refuses to start at all.
+        let err = Auditor::start_shared(store.clone(), super::key(), config(1000), instance("d"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WARDGATE_AUDIT_SIGNING_KEY"), "{err}");
         // The right key takes over and the log verifies with it alone.
         let c = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("c"))
             .await
@@ -839,7 +862,143 @@ mod shared_log {
         let report = verify_store(store.as_ref(), vec![key.verifier()], &[], None)
             .await
             .unwrap();
-        assert_eq!((report.entries, report.proven), (2, 2));
+        assert_eq!((report.entries, report.proven), (1, 1));
+    }
+
+    /// Waits up to 3 s for `auditor` to find a fault.
+    async fn faulted(auditor: &Auditor) -> crate::AuditFault {
+        for _ in 0..300 {
+            if let Some(f) = auditor.fault() {
+                return f.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no fault found within 3 s");
+    }
+
+    /// Someone with write access to the database removes the newest entries and checkpoints
+    /// and ends the lease, so that the next sequencer signs the shorter history (a black-box
+    /// finding: `verify` then passed). Every instance that saw the removed part refuses to
+    /// sequence again, with one named alert, and nobody signs over the gap; events are still
+    /// queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_rolled_back_in_the_database_is_never_signed_over() {
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("a"))
+            .await
+            .unwrap();
+        let b = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("b"))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            a.append(sample_event(i)).await.unwrap();
+        }
+        sequenced(&store, 20).await;
+        a.checkpoint().await.unwrap();
+        // b reads the log every third of a lease (100 ms here).
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        store.rewind(10).unwrap();
+        for auditor in [&a, &b] {
+            let fault = faulted(auditor).await;
+            assert!(
+                matches!(fault, crate::AuditFault::RolledBack(_)),
+                "{fault:?}"
+            );
+        }
+        // Nobody signs the shorter history, and appends still land in the queue.
+        b.append(sample_event(100)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let latest = store.latest_checkpoint().await.unwrap();
+        assert!(latest.as_ref().is_none_or(|c| c.size <= 10), "{latest:?}");
+        assert_eq!(store.size().await.unwrap(), 10);
+        assert_eq!(store.pending_count().await.unwrap(), 1);
+        let err = b.checkpoint().await.unwrap_err().to_string();
+        assert!(err.contains("entries were removed"), "{err}");
+        a.shutdown().await.unwrap_err();
+        b.shutdown().await.unwrap_err();
+    }
+
+    /// A sequencer died with entries sequenced after the last checkpoint (nobody has signed
+    /// them yet); someone with write access to the database rewrites one of them, then the
+    /// next sequencer takes over (a black-box finding: it signed the rewritten history). The
+    /// entry's tag no longer verifies, so the next sequencer refuses to sign over it; the
+    /// same tail untouched is signed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unsigned_entry_rewritten_in_the_database_is_never_signed_over() {
+        for rewrite in [false, true] {
+            let store = Arc::new(MemoryAuditStore::new());
+            let key = key();
+            // The previous holder: sequenced five events and died before any checkpoint.
+            let dead = store
+                .acquire_lease("dead", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            store
+                .enqueue((0..5).map(sample_event).collect(), &key.queue_key())
+                .await
+                .unwrap();
+            let done = store.sequence(&dead, 100, &key.queue_key()).await.unwrap();
+            assert!(matches!(done, crate::shared::Sequenced::Entries(ref e) if e.len() == 5));
+            if rewrite {
+                let mut forged = sample_event(3);
+                forged.actor_id = "someone-else".into();
+                store.rewrite(3, forged).unwrap();
+            }
+            store.release_lease(&dead).await.unwrap();
+            let started =
+                Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("b"))
+                    .await;
+            if rewrite {
+                let err = started.unwrap_err().to_string();
+                assert!(err.contains("entry 3"), "{err}");
+                assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+            } else {
+                let b = started.unwrap();
+                b.shutdown().await.unwrap();
+                let report = verify_store(store.as_ref(), vec![key.verifier()], &[], None)
+                    .await
+                    .unwrap();
+                assert_eq!((report.entries, report.proven), (5, 5));
+            }
+        }
+    }
+
+    /// A restarted instance remembers the largest checkpoint through its witness file: it
+    /// refuses to start on a log that no longer holds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_witness_file_remembers_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let config = AuditorConfig {
+            witness_path: Some(dir.path().join("witness.jsonl")),
+            ..config(1000)
+        };
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config.clone(), instance("a"))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            a.append(sample_event(i)).await.unwrap();
+        }
+        a.shutdown().await.unwrap();
+        // Untouched, it starts again and goes on.
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config.clone(), instance("a"))
+            .await
+            .unwrap();
+        a.append(sample_event(20)).await.unwrap();
+        a.shutdown().await.unwrap();
+        store.rewind(15).unwrap();
+        let err = Auditor::start_shared(store.clone(), same_key(&key), config, instance("a"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("witness file is no longer in the store")
+                || err.contains("checkpoints were removed"),
+            "{err}"
+        );
     }
 
     /// The `alert` names of the log lines on this thread (the sequencer's tasks run on it in
@@ -905,11 +1064,15 @@ mod shared_log {
         let alerts = Alerts::default();
         let _guard = tracing::subscriber::set_default(alerts.clone());
         let store = Arc::new(MemoryAuditStore::new());
-        let a = Auditor::start_shared(store.clone(), key(), config(1000), instance("a"))
+        let key = key();
+        let tag = key.queue_key().tag(b"\x00 damaged").as_bytes().to_vec();
+        let a = Auditor::start_shared(store.clone(), key, config(1000), instance("a"))
             .await
             .unwrap();
         a.append(sample_event(0)).await.unwrap();
-        let bad = store.enqueue_raw(b"\x00 damaged".to_vec()).unwrap();
+        let bad = store
+            .enqueue_raw(b"\x00 damaged".to_vec(), Some(tag))
+            .unwrap();
         a.append(sample_event(1)).await.unwrap();
         sequenced(&store, 3).await;
         a.shutdown().await.unwrap();
@@ -936,9 +1099,11 @@ mod shared_log {
         let alerts = Alerts::default();
         let _guard = tracing::subscriber::set_default(alerts.clone());
         let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let queue_key = key.queue_key();
         let a = Auditor::start_shared(
             store.clone(),
-            key(),
+            key,
             config(1000),
             SequencerConfig {
                 lease_ttl: Duration::from_secs(60),
@@ -957,7 +1122,8 @@ mod shared_log {
                 "\"event_type\":\"model_swapped\"",
                 1,
             );
-        store.enqueue_raw(newer.into_bytes()).unwrap();
+        let tag = queue_key.tag(newer.as_bytes()).as_bytes().to_vec();
+        store.enqueue_raw(newer.into_bytes(), Some(tag)).unwrap();
         a.append(sample_event(2)).await.unwrap();
         // The lease is given up: another instance (the newer release) gets it at once.
         let other = free_lease(&store, "newer").await;

@@ -27,6 +27,12 @@ pub struct Readiness {
     pub backends: bool,
     /// The embedded engine's preload list is loaded.
     pub models_loaded: bool,
+    /// The audit log is this instance's to write: with a shared log, its signing key signed
+    /// the log and the log never went back on what it saw (else `audit_fault` says which).
+    pub audit: bool,
+    /// Why the audit log is not (`signing_key_mismatch`, `rolled_back`); absent when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_fault: Option<&'static str>,
 }
 
 /// The process is alive.
@@ -60,7 +66,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         state.catalog.backends().iter().any(|b| b.is_healthy())
     };
     let preloaded = state.preloaded.load(std::sync::atomic::Ordering::Relaxed);
-    let ready = storage && models && preloaded;
+    let audit_fault = state.audit.fault().map(wardgate_audit::AuditFault::as_str);
+    let ready = storage && models && preloaded && audit_fault.is_none();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -71,6 +78,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         storage,
         backends: models,
         models_loaded: preloaded,
+        audit: audit_fault.is_none(),
+        audit_fault,
     };
     (status, axum::Json(body)).into_response()
 }

@@ -597,3 +597,42 @@ async fn while_redis_is_down_an_llm_replica_checks_nonces_against_its_own_cache(
     let r = crate::support::send_to(a.clone(), signed_get("/api/version", &nonce)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
 }
+
+/// Two instances started on one empty shared log with different signing keys (a black-box
+/// finding: the one whose key lost stopped sequencing without a word and stayed ready). Once
+/// the other has signed the log, the loser says why on `/ready` (503) and refuses audited
+/// requests (503) instead of answering requests it cannot account for; the winner serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_key_did_not_sign_the_shared_log_is_not_ready_and_fails_closed() {
+    use std::sync::Arc;
+    use wardgate_gateway::audit::AuditLog;
+    let log = Arc::new(wardgate_audit::MemoryAuditStore::new());
+    let over = |log: Arc<wardgate_audit::MemoryAuditStore>| async move {
+        let mut stores = Stores::in_memory().await.unwrap();
+        stores.audit = AuditLog::Shared(log);
+        Harness::single_over("openai", mock_cfg(), "", stores).await
+    };
+    // Each gets a signing key of its own.
+    let a = over(log.clone()).await;
+    let b = over(log.clone()).await;
+    wardgate_gateway::app::refresh_backends(&a.state).await;
+    wardgate_gateway::app::refresh_backends(&b.state).await;
+    let r = a.send(chat(&a.key)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // b reads the log's checkpoint every third of its lease (5 s).
+    let refused = poll_until(
+        Duration::from_secs(6),
+        || b.get("/ready"),
+        |r| r.status == StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert_eq!(refused.json()["audit"], false, "{}", refused.text());
+    assert_eq!(refused.json()["audit_fault"], "signing_key_mismatch");
+    let r = b.send(chat(&b.key)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    let r = a.get("/ready").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.json().get("audit_fault").is_none(), "{}", r.text());
+    let r = a.send(chat(&a.key)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}

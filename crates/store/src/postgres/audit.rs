@@ -19,8 +19,9 @@ use std::time::Duration;
 use sqlx::{Postgres, Row as _, Transaction};
 use wardgate_audit::event::{AuditEvent, encode_leaf};
 use wardgate_audit::merkle::Hash;
-use wardgate_audit::quarantine::{self, QuarantinedRow, QueuedRow};
-use wardgate_audit::shared::{Lease, PendingEvent, Sequenced, SharedLog};
+use wardgate_audit::quarantine::{self, QuarantinedRow, Queued, QueuedRow};
+use wardgate_audit::queue_tag::QueueKey;
+use wardgate_audit::shared::{Lease, PendingEvent, Sequenced, SharedLog, TaggedLeaf};
 use wardgate_audit::store::{self as audit_store, MAX_APPEND_BATCH, MAX_READ};
 use wardgate_audit::{
     AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint, Timestamp,
@@ -81,12 +82,16 @@ async fn next_seq(tx: &mut Tx) -> Result<u64, AuditStoreError> {
     u64::try_from(next).map_err(|_| corrupt(0, "negative seq"))
 }
 
-/// Inserts `events` at `start..` in one statement and returns the entries.
+/// Inserts `events` at `start..` in one statement, each with its tag (`tags` in step, or
+/// empty for none: a direct append), and returns the entries.
 async fn insert_entries(
     tx: &mut Tx,
     start: u64,
     events: Vec<AuditEvent>,
+    tags: Vec<Option<Vec<u8>>>,
 ) -> Result<Vec<AuditEntry>, AuditStoreError> {
+    let mut tags = tags;
+    tags.resize(events.len(), None);
     let mut seqs = Vec::with_capacity(events.len());
     let mut leaves = Vec::with_capacity(events.len());
     let mut hashes = Vec::with_capacity(events.len());
@@ -103,13 +108,14 @@ async fn insert_entries(
         return Ok(entries);
     }
     sqlx::query(
-        "INSERT INTO audit_entries (seq, leaf, leaf_hash) \
-         SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BYTEA[])",
+        "INSERT INTO audit_entries (seq, leaf, leaf_hash, tag) \
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[], $3::BYTEA[], $4::BYTEA[])",
     )
     .persistent(false)
     .bind(seqs)
     .bind(leaves)
     .bind(hashes)
+    .bind(tags)
     .execute(&mut **tx)
     .await
     .map_err(unavailable)?;
@@ -132,7 +138,7 @@ impl AuditStore for PgStore {
             .await
             .map_err(unavailable)?;
         let start = next_seq(&mut tx).await?;
-        let entries = insert_entries(&mut tx, start, events).await?;
+        let entries = insert_entries(&mut tx, start, events, Vec::new()).await?;
         commit(tx).await?;
         Ok(entries)
     }
@@ -305,28 +311,37 @@ const PENDING_PAGE: i64 = 1_000;
 
 #[async_trait::async_trait]
 impl SharedLog for PgStore {
-    async fn enqueue(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditStoreError> {
+    async fn enqueue(
+        &self,
+        events: Vec<AuditEvent>,
+        key: &QueueKey,
+    ) -> Result<Vec<u64>, AuditStoreError> {
         audit_store::check_batch(&events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let leaves: Vec<Vec<u8>> = events.iter().map(|e| encode_leaf(0, e)).collect();
+        let tags: Vec<Vec<u8>> = leaves
+            .iter()
+            .map(|l| key.tag(l).as_bytes().to_vec())
+            .collect();
         let now = Timestamp::now().unix_millis();
-        // One statement: all or none. `WITH ORDINALITY` keeps the ids in the order of the
-        // events.
-        let mut tx = begin(self).await?;
+        // One statement, outside any explicit transaction: all or none, and one round trip
+        // (a transaction around it would add a `BEGIN` and a `COMMIT`, on the path every
+        // request waits for). `WITH ORDINALITY` keeps the ids in the order of the events.
         let ids: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO audit_queue (event, queued_ms) \
-             SELECT event, $2 FROM UNNEST($1::BYTEA[]) WITH ORDINALITY AS q(event, n) \
+            "INSERT INTO audit_queue (event, tag, queued_ms) \
+             SELECT event, tag, $3 FROM UNNEST($1::BYTEA[], $2::BYTEA[]) \
+               WITH ORDINALITY AS q(event, tag, n) \
              ORDER BY n RETURNING id",
         )
         .persistent(false)
         .bind(leaves)
+        .bind(tags)
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(self.pool())
         .await
         .map_err(unavailable)?;
-        commit(tx).await?;
         let mut ids: Vec<u64> = ids
             .into_iter()
             .map(|id| u64::try_from(id).map_err(|_| corrupt(0, "negative queue id")))
@@ -438,7 +453,12 @@ impl SharedLog for PgStore {
         commit(tx).await
     }
 
-    async fn sequence(&self, lease: &Lease, max: usize) -> Result<Sequenced, AuditStoreError> {
+    async fn sequence(
+        &self,
+        lease: &Lease,
+        max: usize,
+        key: &QueueKey,
+    ) -> Result<Sequenced, AuditStoreError> {
         let mut tx = begin(self).await?;
         bound_transaction(&mut tx).await?;
         let held = sqlx::query(
@@ -459,7 +479,7 @@ impl SharedLog for PgStore {
         }
         let take = i64::try_from(max.clamp(1, MAX_APPEND_BATCH)).unwrap_or(1);
         let rows = sqlx::query(
-            "SELECT id, event, queued_ms FROM audit_queue ORDER BY id LIMIT $1 FOR UPDATE",
+            "SELECT id, event, tag, queued_ms FROM audit_queue ORDER BY id LIMIT $1 FOR UPDATE",
         )
         .persistent(false)
         .bind(take)
@@ -472,11 +492,15 @@ impl SharedLog for PgStore {
             let id: i64 = row.try_get("id").map_err(unavailable)?;
             let id = u64::try_from(id).map_err(|_| corrupt(0, "negative queue id"))?;
             queued_ms.insert(id, row.try_get::<i64, _>("queued_ms").map_err(unavailable)?);
-            queued.push((id, row.try_get::<Vec<u8>, _>("event").map_err(unavailable)?));
+            queued.push(Queued {
+                queue_id: id,
+                bytes: row.try_get("event").map_err(unavailable)?,
+                tag: row.try_get("tag").map_err(unavailable)?,
+            });
         }
         drop(rows);
         let now = Timestamp::now();
-        let plan = quarantine::plan(queued, now);
+        let plan = quarantine::plan(queued, now, key);
         let entries = if plan.take.is_empty() {
             Vec::new()
         } else {
@@ -506,6 +530,7 @@ impl SharedLog for PgStore {
             let start = next_seq(&mut tx).await?;
             let mut set_aside = SetAside::default();
             let mut events = Vec::with_capacity(plan.take.len());
+            let mut tags = Vec::with_capacity(plan.take.len());
             for (i, planned) in plan.take.into_iter().enumerate() {
                 if let Some((bytes, sha256)) = planned.set_aside {
                     set_aside
@@ -519,13 +544,47 @@ impl SharedLog for PgStore {
                         .push(queued_ms.get(&planned.queue_id).copied().unwrap_or(0));
                 }
                 events.push(planned.event);
+                tags.push(Some(planned.tag.as_bytes().to_vec()));
             }
-            let entries = insert_entries(&mut tx, start, events).await?;
+            let entries = insert_entries(&mut tx, start, events, tags).await?;
             set_aside.insert(&mut tx, now).await?;
             entries
         };
         commit(tx).await?;
         Ok(Sequenced::ended(entries, plan.held))
+    }
+
+    async fn tagged_leaves(
+        &self,
+        start: u64,
+        limit: u32,
+    ) -> Result<Vec<TaggedLeaf>, AuditStoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, leaf, leaf_hash, tag FROM audit_entries \
+             WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .persistent(false)
+        .bind(clamp_i64(start))
+        .bind(i64::from(limit.min(MAX_READ)))
+        .fetch_all(self.pool())
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let seq = u64::try_from(row.try_get::<i64, _>("seq").map_err(unavailable)?)
+                    .map_err(|_| corrupt(0, "negative seq"))?;
+                let hash: Vec<u8> = row.try_get("leaf_hash").map_err(unavailable)?;
+                let tag: Option<Vec<u8>> = row.try_get("tag").map_err(unavailable)?;
+                Ok(TaggedLeaf {
+                    seq,
+                    leaf: row.try_get("leaf").map_err(unavailable)?,
+                    leaf_hash: Hash::from_slice(&hash)
+                        .ok_or_else(|| corrupt(seq, "leaf hash is not 32 bytes"))?,
+                    // A tag of another length cannot be stored (the column's check).
+                    tag: tag.as_deref().and_then(Hash::from_slice),
+                })
+            })
+            .collect()
     }
 
     async fn quarantined(

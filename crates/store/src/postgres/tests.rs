@@ -115,7 +115,10 @@ async fn pg_a_holder_frozen_mid_transaction_loses_the_lease_row() {
     };
     assert!(taken.epoch > lease.epoch);
     assert!(matches!(
-        frozen.sequence(&lease, 10).await.unwrap(),
+        frozen
+            .sequence(&lease, 10, &wardgate_audit::conformance::suite_key())
+            .await
+            .unwrap(),
         wardgate_audit::Sequenced::LeaseLost
     ));
     drop(tx);
@@ -180,15 +183,150 @@ async fn pg_two_instances_write_one_audit_log() {
     schema.drop().await;
 }
 
+/// Someone with write access to the database (the black-box findings A1, A2, A4): a row
+/// queued by SQL without the key is set aside as unauthenticated, never sequenced as an event;
+/// entries sequenced but not yet signed, rewritten by SQL, stop the next sequencer; and
+/// entries and checkpoints deleted (the append-only triggers disabled first, as the owner of
+/// the tables can) with the lease ended are noticed by both instances, which sign nothing
+/// over the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_database_owner_cannot_forge_rewrite_or_roll_back_the_shared_log_unnoticed() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use wardgate_audit::conformance::{RawQueue as _, sample_event};
+    use wardgate_audit::event::encode_leaf;
+    use wardgate_audit::merkle::leaf_hash;
+    use wardgate_audit::{
+        AuditFault, AuditStore as _, Auditor, AuditorConfig, SharedLog as _, SignerKey,
+    };
+    let schema = TestSchema::new().await;
+    let a_store = Arc::new(schema.migrated().await);
+    let b_store = Arc::new(schema.store().await);
+    let key = SignerKey::generate(TEST_ORIGIN).unwrap();
+    // Checkpoints only when asked: what is sequenced stays unsigned until then.
+    let config = AuditorConfig {
+        checkpoint_interval: Duration::from_secs(600),
+        ..test_auditor()
+    };
+    let a = Auditor::start_shared(
+        a_store.clone(),
+        copy_of(&key),
+        config.clone(),
+        test_sequencer("a"),
+    )
+    .await
+    .unwrap();
+    for i in 0..10 {
+        a.append(sample_event(i)).await.unwrap();
+    }
+    // A forged row: a perfectly good event, queued by SQL without a tag.
+    let forged = encode_leaf(0, &sample_event(99));
+    a_store.queue_raw(forged, None).await;
+    a.append(sample_event(10)).await.unwrap();
+    a.checkpoint().await.unwrap();
+    let log = a_store.read_range(0, 100).await.unwrap();
+    assert_eq!(log.len(), 12);
+    assert_eq!(
+        log[10].event.deny_reason.as_deref(),
+        Some("queued_row_unauthenticated")
+    );
+    assert!(log.iter().all(|e| e.event != sample_event(99)));
+
+    // b starts and reads the log (every third of its 500 ms lease).
+    let b = Auditor::start_shared(b_store.clone(), copy_of(&key), config, test_sequencer("b"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Roll back: the last five entries and every checkpoint above 7 go, and the lease ends.
+    sqlx::raw_sql(
+        "ALTER TABLE audit_entries DISABLE TRIGGER USER; \
+         ALTER TABLE audit_checkpoints DISABLE TRIGGER USER; \
+         DELETE FROM audit_entries WHERE seq >= 7; \
+         DELETE FROM audit_checkpoints WHERE tree_size > 7; \
+         UPDATE audit_sequencer SET expires_at = clock_timestamp(); \
+         ALTER TABLE audit_entries ENABLE TRIGGER USER; \
+         ALTER TABLE audit_checkpoints ENABLE TRIGGER USER;",
+    )
+    .execute(a_store.pool())
+    .await
+    .unwrap();
+    for auditor in [&a, &b] {
+        let started = Instant::now();
+        while auditor.fault().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no instance noticed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(auditor.fault(), Some(AuditFault::RolledBack(_))));
+    }
+    // Requests are still queued; nobody signs over the gap.
+    b.append(sample_event(11)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let latest = a_store.latest_checkpoint().await.unwrap();
+    assert!(latest.as_ref().is_none_or(|c| c.size <= 7), "{latest:?}");
+    assert_eq!(a_store.size().await.unwrap(), 7);
+    a.shutdown().await.unwrap_err();
+    b.shutdown().await.unwrap_err();
+
+    // A rewrite of an entry nobody has signed yet: a new instance refuses to sign over it.
+    let c_store = Arc::new(schema.store().await);
+    let lease = c_store
+        .acquire_lease("dead", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    c_store
+        .enqueue(vec![sample_event(12)], &key.queue_key())
+        .await
+        .unwrap();
+    let done = c_store
+        .sequence(&lease, 10, &key.queue_key())
+        .await
+        .unwrap();
+    assert!(matches!(done, wardgate_audit::Sequenced::Entries(ref e) if e.len() == 2));
+    let mut other = sample_event(12);
+    other.actor_id = "someone-else".into();
+    let leaf = encode_leaf(8, &other);
+    sqlx::raw_sql("ALTER TABLE audit_entries DISABLE TRIGGER USER")
+        .execute(c_store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_entries SET leaf = $1, leaf_hash = $2 WHERE seq = 8")
+        .persistent(false)
+        .bind(&leaf)
+        .bind(leaf_hash(&leaf).as_bytes().to_vec())
+        .execute(c_store.pool())
+        .await
+        .unwrap();
+    c_store.release_lease(&lease).await.unwrap();
+    let err = Auditor::start_shared(
+        c_store.clone(),
+        copy_of(&key),
+        test_auditor(),
+        test_sequencer("c"),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("entry 8"), "{err}");
+    a_store.close().await;
+    b_store.close().await;
+    c_store.close().await;
+    schema.drop().await;
+}
+
 /// Queues bytes by SQL, as someone with access to the database (or another release) could.
 #[async_trait::async_trait]
 impl wardgate_audit::conformance::RawQueue for PgStore {
-    async fn queue_raw(&self, bytes: Vec<u8>) -> u64 {
+    async fn queue_raw(&self, bytes: Vec<u8>, tag: Option<Vec<u8>>) -> u64 {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO audit_queue (event, queued_ms) VALUES ($1, 0) RETURNING id",
+            "INSERT INTO audit_queue (event, tag, queued_ms) VALUES ($1, $2, 0) RETURNING id",
         )
         .persistent(false)
         .bind(bytes)
+        .bind(tag)
         .fetch_one(self.pool())
         .await
         .unwrap();
@@ -220,7 +358,9 @@ async fn pg_a_corrupt_queue_row_is_quarantined_and_the_log_goes_on_and_verifies(
     auditor.append(sample_event(0)).await.unwrap();
     // Canonical JSON in the leaf's frame, but no event of any release.
     let corrupt = br#"{"v":1,"seq":0,"event":{"ts":"tampered"}}"#.to_vec();
-    let bad = store.queue_raw(corrupt.clone()).await;
+    // Tagged: damage to a row an instance queued, not a forgery.
+    let tag = key.queue_key().tag(&corrupt).as_bytes().to_vec();
+    let bad = store.queue_raw(corrupt.clone(), Some(tag)).await;
     auditor.append(sample_event(1)).await.unwrap();
     auditor.append(sample_event(2)).await.unwrap();
     auditor.shutdown().await.unwrap();
@@ -299,7 +439,14 @@ async fn pg_a_row_from_a_newer_release_is_left_for_an_instance_that_can_read_it(
             "\"event_type\":\"model_swapped\"",
             1,
         );
-    let newer = old_store.queue_raw(newer_leaf.clone().into_bytes()).await;
+    let tag = key
+        .queue_key()
+        .tag(newer_leaf.as_bytes())
+        .as_bytes()
+        .to_vec();
+    let newer = old_store
+        .queue_raw(newer_leaf.clone().into_bytes(), Some(tag))
+        .await;
     old.append(sample_event(2)).await.unwrap();
 
     // The old sequencer gives the lease up (it would otherwise hold it for a minute).
@@ -336,10 +483,17 @@ async fn pg_a_row_from_a_newer_release_is_left_for_an_instance_that_can_read_it(
         .replacen("\"seq\":0", "\"seq\":1", 1)
         .into_bytes();
     let mut tx = next_store.pool().begin().await.unwrap();
-    sqlx::query("INSERT INTO audit_entries (seq, leaf, leaf_hash) VALUES (1, $1, $2)")
+    // Tagged as a newer release tags it: its row's tag, over the leaf at position 0.
+    let tag = key
+        .queue_key()
+        .tag(newer_leaf.as_bytes())
+        .as_bytes()
+        .to_vec();
+    sqlx::query("INSERT INTO audit_entries (seq, leaf, leaf_hash, tag) VALUES (1, $1, $2, $3)")
         .persistent(false)
         .bind(&leaf)
         .bind(leaf_hash(&leaf).as_bytes().to_vec())
+        .bind(tag)
         .execute(&mut *tx)
         .await
         .unwrap();
