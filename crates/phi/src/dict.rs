@@ -295,6 +295,8 @@ pub(crate) struct Dict {
     interest_filter: [u64; 256],
     /// The same for surname particles (`van`, `de`).
     particle_filter: [u64; 256],
+    /// The same for role words (`patient`, `wife`).
+    role_filter: [u64; 256],
 }
 
 /// An open-addressing table from a packed word to its facts, four bytes a slot: a 20-bit
@@ -516,6 +518,12 @@ impl Dict {
     pub fn may_be_particle(&self, w: &[u8]) -> bool {
         let slot = filter_slot(w);
         self.particle_filter[slot >> 6] & (1 << (slot & 63)) != 0
+    }
+
+    /// Whether a word (any ASCII case) could be a role word (no false negatives).
+    pub fn may_be_role(&self, w: &[u8]) -> bool {
+        let slot = filter_slot(w);
+        self.role_filter[slot >> 6] & (1 << (slot & 63)) != 0
     }
 
     /// Whether a word (any ASCII case) could be in the small table (no false negatives).
@@ -2137,6 +2145,7 @@ fn build() -> Dict {
     let mut small_filter = [0u64; 256];
     let mut interest_filter = [0u64; 256];
     let mut particle_filter = [0u64; 256];
+    let mut role_filter = [0u64; 256];
     for (w, i) in words {
         if i.has(UNIT | STREET_PREFIX) || i.month() != 0 {
             let slot = filter_slot(w.as_bytes());
@@ -2145,6 +2154,10 @@ fn build() -> Dict {
         if i.has(PARTICLE) {
             let slot = filter_slot(w.as_bytes());
             particle_filter[slot >> 6] |= 1 << (slot & 63);
+        }
+        if i.has(ROLE) {
+            let slot = filter_slot(w.as_bytes());
+            role_filter[slot >> 6] |= 1 << (slot & 63);
         }
         let is_small = i.has(SMALL_FLAGS) || i.ctx_code() != 0 || i.month() != 0;
         match pack_lower(w.as_bytes()) {
@@ -2174,6 +2187,7 @@ fn build() -> Dict {
         small_filter,
         interest_filter,
         particle_filter,
+        role_filter,
     }
 }
 

@@ -5,7 +5,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use wardgate_phi::{Category, Detector, Span, detect, redact};
+use wardgate_phi::{Category, Detector, Pseudonymizer, Span, detect, redact};
 
 /// The (category, text) of each span found in `text`.
 fn found(text: &str) -> Vec<(Category, String)> {
@@ -247,6 +247,125 @@ fn ignores_non_phi_look_alikes() {
     }
 }
 
+/// Issue 19's attacker cases: characters that hide a number from ASCII patterns, names after
+/// a capitalised verb, in lower case after a role, and surname first. Each is found with
+/// offsets into the text as written, and `deidentify` (the pseudonymiser) replaces exactly
+/// those bytes and restores them.
+#[test]
+fn hidden_characters_and_reordered_names_are_found_where_written() {
+    use Category as C;
+    let cases: &[(&str, Category, &str)] = &[
+        (
+            "SSN ４５７-５５-５４６２ on file.",
+            C::Ssn,
+            "４５７-５５-５４６２",
+        ),
+        (
+            "SSN 457\u{2010}55\u{2010}5462 on file.",
+            C::Ssn,
+            "457\u{2010}55\u{2010}5462",
+        ),
+        (
+            "457\u{2011}55\u{2011}5462",
+            C::Ssn,
+            "457\u{2011}55\u{2011}5462",
+        ),
+        (
+            "ssn: 457\u{2013}55\u{2013}5462",
+            C::Ssn,
+            "457\u{2013}55\u{2013}5462",
+        ),
+        (
+            "457\u{2014}55\u{2015}5462 was given",
+            C::Ssn,
+            "457\u{2014}55\u{2015}5462",
+        ),
+        (
+            "Number 457\u{2212}55\u{2212}5462.",
+            C::Ssn,
+            "457\u{2212}55\u{2212}5462",
+        ),
+        (
+            "SSN 45\u{ad}7-55-54\u{ad}62",
+            C::Ssn,
+            "45\u{ad}7-55-54\u{ad}62",
+        ),
+        (
+            "SSN 457\u{200b}-55-\u{200d}5462.",
+            C::Ssn,
+            "457\u{200b}-55-\u{200d}5462",
+        ),
+        ("SSN ٤٥٧-٥٥-٥٤٦٢", C::Ssn, "٤٥٧-٥٥-٥٤٦٢"),
+        ("SSN 4 5 7 5 5 5 4 6 2.", C::Ssn, "4 5 7 5 5 5 4 6 2"),
+        ("4 5 7 - 5 5 - 5 4 6 2", C::Ssn, "4 5 7 - 5 5 - 5 4 6 2"),
+        ("It is 457 - 55 - 5462.", C::Ssn, "457 - 55 - 5462"),
+        (
+            "call 6 1 7 5 5 5 0 1 4 3 today",
+            C::Phone,
+            "6 1 7 5 5 5 0 1 4 3",
+        ),
+        (
+            "Phone ６１７-５５５-０１４３",
+            C::Phone,
+            "６１７-５５５-０１４３",
+        ),
+        ("Call John Smith at home.", C::Person, "John Smith"),
+        ("patient john smith", C::Person, "john smith"),
+        (
+            "Seen today, patient john smith in bed 4.",
+            C::Person,
+            "john smith",
+        ),
+        ("Smith, John", C::Person, "Smith, John"),
+        (
+            "Jo\u{200b}hn Smith was seen.",
+            C::Person,
+            "Jo\u{200b}hn Smith",
+        ),
+        (
+            "Ｊｏｈｎ Ｓｍｉｔｈ called.",
+            C::Person,
+            "Ｊｏｈｎ Ｓｍｉｔｈ",
+        ),
+    ];
+    for &(text, cat, want) in cases {
+        assert_finds(text, cat, want);
+        let mut p = Pseudonymizer::with_key(Detector::shared(), [7; 32]);
+        let pseudo = p.pseudonymize(text);
+        let token = format!("[{}_1]", cat.name());
+        assert_eq!(
+            pseudo,
+            text.replacen(want, &token, 1),
+            "deidentify of {text:?}"
+        );
+        assert_eq!(p.reidentify(&pseudo), text);
+    }
+}
+
+#[test]
+fn normalisation_and_name_order_rules_keep_their_precision() {
+    let cases: &[(&str, &str)] = &[
+        // Dashes between words and in ranges stay punctuation.
+        (
+            "Seen 2019\u{2013}2021 for pages 10\u{2013}12.",
+            "2019\u{2013}2021",
+        ),
+        ("Pain 3\u{2013}5 days.", "3\u{2013}5"),
+        ("Tylenol \u{2014} Motrin alternating", "Tylenol"),
+        // A capitalised verb or a role before a word that is no name.
+        ("pt will go home today.", "will go"),
+        ("Call back in 2 days.", "Call"),
+        // Surname-comma pairs that are places or list items.
+        ("Paris, Texas is far.", "Texas"),
+        ("Chase, Virginia is a town.", "Virginia"),
+        // Scores of single digits are no SSN.
+        ("GCS 4 5 6 then 3 2 1.", "4 5 6"),
+    ];
+    for &(text, part) in cases {
+        assert_ignores(text, part);
+    }
+}
+
 #[test]
 fn spans_are_sorted_non_overlapping_and_on_char_boundaries() {
     let text = "Zoë Müller (DOB 03/14/1931) lives at 12 Oak St — tél. 617-555-0143, e-mail zoë@example.com";
@@ -292,9 +411,10 @@ impl Lcg {
 
 #[test]
 fn arbitrary_strings_never_panic_and_offsets_stay_valid() {
-    let alphabet: Vec<char> = "aZ09 .,:;-/()#@+\n\t'’éßЖ中😀\u{301}xX[]_%=*>?!"
-        .chars()
-        .collect();
+    let alphabet: Vec<char> =
+        "aZ09 .,:;-/()#@+\n\t'’éßЖ中😀\u{301}xX[]_%=*>?!\u{ad}\u{200b}４‐–…ﬁ٤\u{feff}"
+            .chars()
+            .collect();
     let pieces = [
         "123-45-6789",
         "Dr. ",

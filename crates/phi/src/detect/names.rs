@@ -172,14 +172,20 @@ pub(super) fn line_start(scan: &Scan<'_>, i: usize) -> bool {
 /// A name written in lower case at the start of a line (`naomi ryan`): a census first name
 /// that is not a common word, then a surname or an unknown word.
 fn lower_name(scan: &mut Scan<'_>, i: usize) -> usize {
-    lower_at(scan, i, 0.6).unwrap_or(i + 1)
+    lower_at(scan, i, 0.6, false).unwrap_or(i + 1)
 }
 
 /// A name written in lower case at word token `i`: a census first name that is not a common
 /// word, then (optionally an initial and) a surname or a word in no list; or, after a title
-/// or a name label, any word that is not English. `base` is the score of a first name with
-/// a surname; context raises it. Returns the token after the name.
-pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize> {
+/// or a name label, any word that is not English (unless `names_only`: then only census
+/// names). `base` is the score of a first name with a surname; context raises it. Returns
+/// the token after the name.
+pub(super) fn lower_at(
+    scan: &mut Scan<'_>,
+    i: usize,
+    base: f32,
+    names_only: bool,
+) -> Option<usize> {
     let t = *scan.tok(i)?;
     if t.kind != Kind::Word || !t.is_lower() || t.len() < 2 {
         return None;
@@ -188,15 +194,26 @@ pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize
     if fi.has(dict::FUNCTION) {
         return None;
     }
-    // An English word is a first name here only in the recall setting, and only before a
-    // surname (`john smith`, not `will do`).
-    if fi.has(dict::ENGLISH)
-        && !(scan.recall && fi.has(dict::FIRST) && lower_surname_at(scan, i + 1))
-    {
+    let strong = title_before(scan, i) || label_before(scan, i) || role_before(scan, i);
+    // An English word is a first name here only before a surname (`john smith`, not `will
+    // do`), and only in the recall setting, or after a title, label or role when both are
+    // frequent names (`patient john smith`, not `pt will go`).
+    if fi.has(dict::ENGLISH) {
+        let pair = fi.has(dict::FIRST) && lower_surname_at(scan, i + 1);
+        let frequent = fi.has(dict::COMMON_FIRST) && {
+            let li = scan.info_full(i + 1);
+            !li.has(dict::ENGLISH) || li.has(dict::COMMON_LAST)
+        };
+        if !(pair && (scan.recall || (strong && frequent))) {
+            return None;
+        }
+    }
+    let first = fi.has(dict::FIRST);
+    // After a role in ordinary text (`wife zelda`), only a census name: the word after
+    // `pt` is more often shorthand (`pt npo`) than a name.
+    if names_only && !fi.has(dict::FIRST | dict::LAST) {
         return None;
     }
-    let strong = title_before(scan, i) || label_before(scan, i) || role_before(scan, i);
-    let first = fi.has(dict::FIRST);
     if !(first || strong || fi.has(dict::LAST) && weak_role_before(scan, i)) {
         return None;
     }
@@ -412,6 +429,12 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
     let Some(&last) = parts.last() else {
         return i + 1;
     };
+    if parts.len() == 1
+        && matches!(last.class, Class::Last | Class::Ambig)
+        && let Some(next) = surname_comma_first(scan, i, last)
+    {
+        return next;
+    }
     let next = last.to + 1;
     let nparts = parts.len();
     // Most capitalised words are ordinary words at a sentence start: nothing to do unless a
@@ -436,6 +459,10 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
             if p.info.has(dict::ROLE) {
                 role = true;
             }
+        } else if verb_role_before_first_name(parts, first) {
+            // "Call John Smith", "Thank Mary": a capitalised verb that asks for a person,
+            // also a surname, before a first name.
+            role = true;
         } else {
             break;
         }
@@ -491,6 +518,72 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
         seg_start = k + 1;
     }
     next
+}
+
+/// Whether part `k` is a role word that is also a surname and a common word (`Call`,
+/// `Thank`, `Ask`), followed in the run by a first name: the word asks for the person,
+/// it is not the person's name.
+fn verb_role_before_first_name(parts: &[Part], k: usize) -> bool {
+    let (Some(p), Some(next)) = (parts.get(k), parts.get(k + 1)) else {
+        return false;
+    };
+    p.class == Class::Ambig
+        && p.info.has(dict::ROLE)
+        && p.info.has(dict::ENGLISH)
+        && !p.info.has(dict::FIRST)
+        && matches!(next.class, Class::First | Class::Ambig | Class::Unknown)
+        && next.info.has(dict::FIRST)
+}
+
+/// "Smith, John" (a surname, a comma, a first name, and the name ends there): one person
+/// written surname first, as records list people. Token `i` starts the run, a single
+/// capitalised word; returns the token after the first name when it took the pair.
+fn surname_comma_first(scan: &mut Scan<'_>, i: usize, last: Part) -> Option<usize> {
+    let comma = last.to + 1;
+    let f = comma + 1;
+    if last.from != i
+        || !scan.is_punct(comma, b',')
+        || scan.gap(comma) != Gap::None
+        || scan.gap(f) != Gap::Space
+        || scan.kind(f) != Some(Kind::Word)
+        || !scan.toks[f].is_cap()
+        || scan.toks[f].len() < 2
+        || scan.is_used(f)
+    {
+        return None;
+    }
+    // Not an item of a list ("Paris, London, Rome"; "Miller, Jones, Smith").
+    if i > 0 && scan.is_punct(i - 1, b',') {
+        return None;
+    }
+    let after = f + 1;
+    let ends = scan.gap(after) >= Gap::Line
+        || scan.kind(after).is_none()
+        || (scan.kind(after) == Some(Kind::Punct) && !scan.is_punct(after, b','))
+        || (scan.kind(after) == Some(Kind::Word) && scan.toks[after].is_lower());
+    if !ends {
+        return None;
+    }
+    let fi = scan.info(f);
+    let place = dict::STATE | dict::COUNTRY | dict::CITY | dict::MONTH | dict::WEEKDAY;
+    if !last.info.has(dict::LAST)
+        || !fi.has(dict::FIRST)
+        || fi.has(place | dict::FUNCTION | dict::TITLE)
+        || last.info.has(place | dict::FUNCTION | dict::TITLE)
+    {
+        return None;
+    }
+    // Both also common words ("Brown, Rose"): only a frequent surname and first name.
+    let ambiguous = last.info.has(dict::ENGLISH) || fi.has(dict::ENGLISH);
+    let score = if !ambiguous {
+        0.85
+    } else if last.info.has(dict::COMMON_LAST) && fi.has(dict::COMMON_FIRST) {
+        0.7
+    } else {
+        return None;
+    };
+    scan.emit(i, f, Category::Person, score);
+    Some(f + 1)
 }
 
 #[derive(Clone, Copy)]
