@@ -71,6 +71,10 @@ pub(crate) const EPONYM_HEAD: u32 = 1 << 28;
 pub(crate) const DRUG_AFTER: u32 = 1 << 29;
 /// A word that comes before a drug's name ("started", "treated", "taking").
 pub(crate) const DRUG_BEFORE: u32 = 1 << 30;
+/// A word of clinical notes that is not a name on its own: an abbreviation, a section header,
+/// a drug, device, procedure or lab, ward shorthand, a telegraphic opener ("Pt", "NEURO",
+/// "Propofol", "Foley", "Will"; `data/clinical_hand.txt` and `data/drugs_unii.txt`).
+pub(crate) const CLINICAL: u32 = 1 << 31;
 
 /// Flags of the short context lists. Lower-case words are looked up only in the small table
 /// of words that carry one of these (or a keyword or month), which stays in cache; the big
@@ -541,6 +545,8 @@ static US_CITIES: &str = include_str!("../data/us_cities.txt");
 static US_STATES: &str = include_str!("../data/us_states.txt");
 static COUNTRIES: &str = include_str!("../data/countries.txt");
 static STREET_SUFFIXES: &str = include_str!("../data/street_suffixes.txt");
+static CLINICAL_HAND: &str = include_str!("../data/clinical_hand.txt");
+static DRUGS_UNII: &str = include_str!("../data/drugs_unii.txt");
 
 /// Words written before a street name (Romance, Slavic and other languages) and in English
 /// (`avenue of`, `calle`, `rue`).
@@ -2078,6 +2084,9 @@ fn build() -> Dict {
     for w in lines(STREET_SUFFIXES) {
         add(w, STREET_SUFFIX);
     }
+    for w in lines(CLINICAL_HAND).chain(lines(DRUGS_UNII)) {
+        add(w, CLINICAL);
+    }
     let lists: [(&[&'static str], u32); 12] = [
         (MEDICAL_WORDS, MEDICAL),
         (STREET_PREFIXES, STREET_PREFIX),
@@ -2267,6 +2276,28 @@ mod tests {
                 assert!(d.packed.get(k).is_some(), "{w}");
             }
         }
+    }
+
+    #[test]
+    fn the_clinical_vocabulary_is_no_name_and_the_table_stays_small() {
+        let d = dict();
+        for w in [
+            "pt",
+            "neuro",
+            "propofol",
+            "dopamine",
+            "captopril",
+            "levo",
+            "foley",
+            "vent",
+        ] {
+            assert!(d.get(w).has(CLINICAL), "{w}");
+        }
+        // Words that are also names keep their name flags beside it.
+        assert!(d.get("will").has(CLINICAL) && d.get("will").has(FIRST));
+        assert!(d.get("foley").has(LAST));
+        // 1 MiB of slots (a power of two at most half full): the lookups' working set.
+        assert!(d.packed.slots.len() <= 1 << 18, "{}", d.packed.slots.len());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! and replaces them with consistent pseudonyms that can be reversed within one request.
 //!
 //! Pure Rust, no IO: the dictionaries (US Census names, SCOWL English words, GeoNames places,
-//! USPS street suffixes; sources and licences in `data/NOTICE.md`) are compiled in and parsed
+//! USPS street suffixes, FDA UNII drug names and a hand-written clinical vocabulary; sources
+//! and licences in `data/NOTICE.md`) are compiled in and parsed
 //! once on first use. One [`Detector`] is built once and shared (`Send + Sync`, `detect`
 //! takes `&self`); [`detect`] and [`redact`] use a process-wide default.
 //!
@@ -47,7 +48,9 @@
 //! wherever they recur in the document. Formats with a check are checked (SSN assignment rules, Luhn, NPI, VIN check
 //! digit, IBAN mod-97, DEA checksum, MBI shape); context words (`MRN`, `fax`, `DOB`,
 //! `member ID`, `Dr.`, `pt`, `policy`, `acct`, `license`, `plate`, `serial`, `device`) claim or
-//! score the values near them. Overlapping candidates merge into one span.
+//! score the values near them. Overlapping candidates merge into one span. Words of clinical
+//! notes (`Pt`, `NEURO`, `Propofol`, `Foley`, telegraphic openers such as `Will` and `Given`)
+//! are no names in any case, unless a title or a relative word says so (`Dr. Will`).
 //!
 //! Known limits: in ordinary text, names written in lower case are found only at a line
 //! start, after a title, or after a role word when they are census names (`patient john

@@ -366,6 +366,50 @@ fn normalisation_and_name_order_rules_keep_their_precision() {
     }
 }
 
+/// Issue 19: the vocabulary of nursing notes (ward shorthand, headers in capitals or title
+/// case, drugs, devices, procedures, telegraphic openers) is no name, in any case, while a
+/// surname that is also such a word is still a name where a title or a relative says so.
+#[test]
+fn clinical_vocabulary_is_not_a_name_but_names_in_context_still_are() {
+    let clinical: &[(&str, &str)] = &[
+        ("Pt Tol TF well.", "Tol"),
+        ("Pt Given ativan 1mg IV for agitation.", "Given"),
+        ("Pt Will need bed on floor.", "Will"),
+        ("NEURO: A&Ox3, MAE.", "NEURO"),
+        ("Neuro: Pt alert, follows commands.", "Neuro"),
+        ("CV: HR 80s NSR. RESP: LS clear.", "RESP"),
+        ("PULM: on 2L NC. ENDO: FS 140s. HEME: Hct 28.", "ENDO"),
+        ("Propofol weaned off at 0400.", "Propofol"),
+        ("Sedated on Propofol, Dopamine titrated.", "Dopamine"),
+        ("Started Captopril 12.5mg TID.", "Captopril"),
+        ("Remains on Levo, Nitro gtt off.", "Levo"),
+        ("Foley draining clear yellow urine.", "Foley"),
+        ("Aline intact. Trach care done.", "Aline"),
+        ("Vent settings unchanged, PERL.", "PERL"),
+        ("PT INTUBATED, SEDATED. PROPOFOL GTT.", "INTUBATED"),
+        ("GIVEN LASIX 40MG IV. FOLEY DRAINING.", "FOLEY"),
+        (
+            "Tolerating TF. Good UO. Still on levo. Keep K >4. See flowsheet.",
+            "Still",
+        ),
+        ("TELE SR 60S, NO ECTOPY. BASELINE BEDBOUND.", "BEDBOUND"),
+    ];
+    for &(text, part) in clinical {
+        assert_ignores(text, part);
+    }
+    use Category as C;
+    let names: &[(&str, Category, &str)] = &[
+        ("Dr. Will aware of BP.", C::Person, "Will"),
+        ("Mr. Given seen by chaplain.", C::Person, "Given"),
+        ("Wife Will in to visit.", C::Person, "Will"),
+        ("Seen by Dr. Foley today.", C::Person, "Foley"),
+        ("NEURO: wife Mary at bedside.", C::Person, "Mary"),
+    ];
+    for &(text, cat, want) in names {
+        assert_finds(text, cat, want);
+    }
+}
+
 #[test]
 fn spans_are_sorted_non_overlapping_and_on_char_boundaries() {
     let text = "Zoë Müller (DOB 03/14/1931) lives at 12 Oak St — tél. 617-555-0143, e-mail zoë@example.com";

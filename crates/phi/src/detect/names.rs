@@ -89,6 +89,11 @@ fn classify(info: WordInfo, all_upper: bool, len: usize) -> Class {
     }
     let f = info.has(dict::FIRST);
     let l = info.has(dict::LAST);
+    if info.has(dict::CLINICAL) {
+        // Clinical vocabulary ("Pt", "NEURO", "Propofol"), in any case: no name, unless it
+        // is also a census name ("Will", "Foley"), which context decides.
+        return if f || l { Class::Ambig } else { Class::NonName };
+    }
     let en = info.has(dict::ENGLISH);
     let non_person = dict::PROPER
         | dict::MEDICAL
@@ -692,9 +697,16 @@ fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
         }
     };
     let single_weak = words == 1 && matches!(seg[0].class, Class::Unknown | Class::Last);
+    // A clinical word that is also a name ("Will", "Given", "Foley") after "Pt" opens a
+    // telegraphic sentence ("Pt Will need…", "Pt Given ativan"); after another role it is
+    // a name ("wife Will").
+    let clinical_after_pt = words == 1
+        && seg[0].class == Class::Ambig
+        && seg[0].info.has(dict::CLINICAL)
+        && patient_word_before(scan, start_tok);
     if ctx.title || ctx.label || after.credential {
         score = score.max(0.95);
-    } else if ctx.role {
+    } else if ctx.role && !clinical_after_pt {
         score = score.max(0.85);
     } else {
         if weak_role_before(scan, start_tok) && (single_weak || seg[0].class == Class::First) {
@@ -717,7 +729,10 @@ fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
         if after.possessive && words == 1 {
             score += 0.1;
         }
-        if words == 1 && seg[0].class != Class::Ambig {
+        // (Not for a word in capitals that is in no list: in a note written in capitals
+        // every "NO ECTOPY." and ", BASELINE BEDBOUND." would be one.)
+        let shouted = scan.toks[start_tok].all_upper() && seg[0].class == Class::Proper;
+        if words == 1 && seg[0].class != Class::Ambig && !shouted {
             // A vocative ("Kuba, can I…", "…, Mark!") or a speaker label at a line start
             // ("Ubul: What a wife.").
             if (sentence_start && after.comma)
@@ -800,6 +815,31 @@ fn drug_before(scan: &mut Scan<'_>, i: usize) -> bool {
     false
 }
 
+/// Whether the nearest word before token `i` (see [`word_before`]) is `pt`, `pts` or
+/// `patient`.
+fn patient_word_before(scan: &Scan<'_>, i: usize) -> bool {
+    word_before(scan, i)
+        .is_some_and(|p| scan.is(p, "pt") || scan.is(p, "pts") || scan.is(p, "patient"))
+}
+
+/// The nearest word token shortly before token `i` on the same line, across a comma, colon,
+/// apostrophe or bracket (at most three tokens back).
+fn word_before(scan: &Scan<'_>, i: usize) -> Option<usize> {
+    let mut p = i;
+    for _ in 0..3 {
+        if p == 0 || scan.gap(p) >= Gap::Line {
+            return None;
+        }
+        p -= 1;
+        match scan.kind(p) {
+            Some(Kind::Word) => return Some(p),
+            Some(Kind::Punct) if matches!(scan.toks[p].ch, b',' | b':' | b'\'' | b'(') => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// A title right before token `i`: `Dr.`, `Mrs`, `Prof.` (or `mr.` in lower-case text).
 fn title_before(scan: &mut Scan<'_>, i: usize) -> bool {
     if i == 0 || scan.gap(i) > Gap::Space {
@@ -818,19 +858,7 @@ fn title_before(scan: &mut Scan<'_>, i: usize) -> bool {
 /// A role or kinship word shortly before (`wife`, `patient`, `seen by`, `Hi`), across a
 /// comma or colon.
 fn role_before(scan: &mut Scan<'_>, i: usize) -> bool {
-    let mut p = i;
-    for _ in 0..3 {
-        if p == 0 || scan.gap(p) >= Gap::Line {
-            return false;
-        }
-        p -= 1;
-        match scan.kind(p) {
-            Some(Kind::Word) => return scan.info_small(p).has(dict::ROLE),
-            Some(Kind::Punct) if matches!(scan.toks[p].ch, b',' | b':' | b'\'' | b'(') => {}
-            _ => return false,
-        }
-    }
-    false
+    word_before(scan, i).is_some_and(|p| scan.info_small(p).has(dict::ROLE))
 }
 
 /// `Name: X`, `Patient: X`, `my name is X`, `I'm X`, `calls me X`.
