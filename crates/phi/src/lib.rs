@@ -18,7 +18,7 @@
 //! | Safe Harbor item | [`Category`] |
 //! |---|---|
 //! | (A) names | `PERSON` |
-//! | (B) geographic subdivisions smaller than a state | `STREET_ADDRESS`, `CITY`, `ZIP_CODE` |
+//! | (B) geographic subdivisions smaller than a state | `STREET_ADDRESS`, `CITY`, `ZIP_CODE`, `LOCATION` |
 //! | (C) dates (except year) and ages over 89 | `DATE`, `AGE` |
 //! | (D) telephone numbers | `PHONE` |
 //! | (E) fax numbers | `FAX` |
