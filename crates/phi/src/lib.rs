@@ -51,6 +51,9 @@
 //! score the values near them. Overlapping candidates merge into one span. Words of clinical
 //! notes (`Pt`, `NEURO`, `Propofol`, `Foley`, telegraphic openers such as `Will` and `Given`)
 //! are no names in any case, unless a title or a relative word says so (`Dr. Will`).
+//! Hospitals, clinics and nursing homes (`LOCATION`) are found by their facility word
+//! (`Lowell General Hospital`), a religious name (`Sacred Heart`, `St. Luke's`), or, after a
+//! place word, an abbreviation or a name alone (`from GH`, `transferred from Hardy`).
 //!
 //! Known limits: in ordinary text, names written in lower case are found only at a line
 //! start, after a title, or after a role word when they are census names (`patient john

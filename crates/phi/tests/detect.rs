@@ -410,6 +410,113 @@ fn clinical_vocabulary_is_not_a_name_but_names_in_context_still_are() {
     }
 }
 
+/// Issue 19's hard classes in nursing notes: hospitals and nursing homes named in full,
+/// alone after a transfer, by a religious name or abbreviated; relatives' first names alone
+/// and in lower case; initials after a clinician's title or credential.
+#[test]
+fn places_first_names_and_initials_of_nursing_notes_are_found() {
+    use Category as C;
+    let cases: &[(&str, Category, &str)] = &[
+        (
+            "Pt transferred from Sacred Heart on 3/12.",
+            C::Location,
+            "Sacred Heart",
+        ),
+        ("Pt transferred from GH with PNA.", C::Location, "GH"),
+        ("Seen at VAMC ED 2 days ago.", C::Location, "VAMC"),
+        ("PT ADMITTED TO MICU FROM BMC ON 1/6.", C::Location, "BMC"),
+        (
+            "Plan to transfer to St. Luke's for rehab.",
+            C::Location,
+            "St. Luke's",
+        ),
+        (
+            "Case mgmt to call Lowell General Hospital re: screening.",
+            C::Location,
+            "Lowell General Hospital",
+        ),
+        (
+            "84 YO F TRANSFERRED FROM GLENCOE HOSPITAL WITH PNA.",
+            C::Location,
+            "GLENCOE HOSPITAL",
+        ),
+        (
+            "Pt returned from Kim Memorial at 0430, VSS.",
+            C::Location,
+            "Kim Memorial",
+        ),
+        (
+            "76 yo M transferred from Hardy with PNA.",
+            C::Location,
+            "Hardy",
+        ),
+        (
+            "Pt returned from st. guneet's at 1815.",
+            C::Location,
+            "st. guneet's",
+        ),
+        (
+            "Pt from Our Lady of Lourdes, baseline bedbound.",
+            C::Location,
+            "Our Lady of Lourdes",
+        ),
+        ("Dr. B. aware of K 3.2.", C::Person, "B."),
+        ("Report given to RN A. at 0700.", C::Person, "A."),
+        ("REPORT GIVEN TO RN G. /HEME: HCT 27.", C::Person, "G."),
+        (
+            "Wife Mary called. Son bill to visit in am.",
+            C::Person,
+            "bill",
+        ),
+        (
+            "Sister diana and niece ruby called for update.",
+            C::Person,
+            "ruby",
+        ),
+        ("SOCIAL: NP IRA NOTIFIED OF SBP 80S.", C::Person, "IRA"),
+        (
+            "SON MARK IS HCP, CAN BE REACHED AT HOME.",
+            C::Person,
+            "MARK",
+        ),
+        (
+            "Husband Alister in to visit, updated.",
+            C::Person,
+            "Alister",
+        ),
+        (
+            "LIVES WITH HUSBAND AIDEN IN BENJAMINPORT.",
+            C::Person,
+            "AIDEN",
+        ),
+    ];
+    for &(text, cat, want) in cases {
+        assert_finds(text, cat, want);
+    }
+}
+
+/// Issue 19: the numbers of ICU notes (vent settings, vitals, lab ratios, times) are no
+/// dates, addresses or postal codes, and clinical shorthand after a place word is no place.
+#[test]
+fn numeric_shorthand_and_shorthand_places_are_not_phi() {
+    let cases: &[(&str, &str)] = &[
+        ("Vent changed to PSV 10/5, tol well.", "10/5"),
+        ("CPAP 10/5 with FiO2 40%.", "10/5"),
+        ("BIPAP 12/6 OVERNIGHT.", "12/6"),
+        ("GU: BUN/Cr 10/3.7. UO 36cc/hr.", "10/3"),
+        ("VS: T 100.1 HR 108 BP 98/68 RR 21.", "108 BP 98"),
+        ("RESP: EXTUBATED AT 0045 TO 40% FACE TENT.", "0045 TO 40"),
+        ("CAME UP FROM EW AT 0945. TO FLOOR.", "EW AT 0945"),
+        ("Pt transferred from OSH for further mgmt.", "OSH"),
+        ("Transferred to ICU, then to Stepdown.", "ICU"),
+        ("The Attorney General spoke.", "General"),
+        ("Pt transferred from NH, baseline OOB to chair.", "NH"),
+    ];
+    for &(text, part) in cases {
+        assert_ignores(text, part);
+    }
+}
+
 #[test]
 fn spans_are_sorted_non_overlapping_and_on_char_boundaries() {
     let text = "Zoë Müller (DOB 03/14/1931) lives at 12 Oak St — tél. 617-555-0143, e-mail zoë@example.com";

@@ -22,10 +22,10 @@ fn generated_notes_are_found_with_few_false_positives() {
     }
 }
 
-/// A floor under the detector on generated ICU nursing notes (issue 19): where it stands
-/// after the clinical vocabulary, so that a change that brings back false names in
-/// shorthand, or loses names in it, shows up here. The issue's target (recall 0.97,
-/// precision 0.90) is the bench's to report.
+/// A floor under the detector on generated ICU nursing notes (issue 19): a little under
+/// where it stands, so that a change that brings back false names, dates and addresses in
+/// shorthand, or loses names and places in it, shows up here. The issue's target (recall
+/// 0.97, precision 0.90) is the bench's to report.
 #[test]
 fn nursing_notes_keep_their_floor() {
     let docs = generate_nursing_notes(7, 150);
@@ -35,7 +35,11 @@ fn nursing_notes_keep_their_floor() {
         .collect();
     let r = score(&docs, &preds);
     let person = r.by_pred.get("PERSON").and_then(|s| s.precision());
-    assert!(person >= Some(0.95), "PERSON precision {person:?}");
-    assert!(r.precision() >= 0.8, "precision {:.3}", r.precision());
-    assert!(r.recall() >= 0.68, "recall {:.3}", r.recall());
+    assert!(person >= Some(0.97), "PERSON precision {person:?}");
+    assert!(r.precision() >= 0.97, "precision {:.3}", r.precision());
+    assert!(r.recall() >= 0.93, "recall {:.3}", r.recall());
+    for cat in ["PERSON", "LOCATION", "DATE"] {
+        let recall = r.by_gold.get(cat).and_then(|s| s.recall()).unwrap_or(0.0);
+        assert!(recall >= 0.85, "{cat} recall {recall:.3}");
+    }
 }

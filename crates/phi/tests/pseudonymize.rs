@@ -41,7 +41,7 @@ fn round_trip_of_a_clinical_note() {
 #[test]
 fn a_nursing_note_keeps_its_clinical_terms_through_deidentify() {
     let note = "MICU NPN 7p-7a\n\
-        Pt transferred from OSH on 3/12 for mgmt of resp failure.\n\
+        Pt transferred from OSH on 3/12 for mgmt of resp failure, seen at Sacred Heart.\n\
         NEURO: Sedated on Propofol 30mcg/kg/min, RASS -2. PERRL. MAE.\n\
         CV: HR 90s ST, no ectopy. Levo 0.08 titrated to MAP >65. K 3.4, repleted.\n\
         RESP: Intubated on AC 500x14, PEEP 5, FiO2 40%. Changed to PSV 10/5, tol well.\n\
@@ -87,7 +87,7 @@ fn a_nursing_note_keeps_its_clinical_terms_through_deidentify() {
     ] {
         assert!(pseudo.contains(term), "{term} was taken out: {pseudo}");
     }
-    for secret in ["3/12", "Mary", "Kowalczyk"] {
+    for secret in ["3/12", "Mary", "Kowalczyk", "Sacred Heart"] {
         assert!(!pseudo.contains(secret), "{secret} leaked: {pseudo}");
     }
     assert_eq!(p.reidentify(&pseudo), note);

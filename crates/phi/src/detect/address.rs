@@ -268,6 +268,11 @@ fn sandwich_street(scan: &mut Scan<'_>, i: usize) -> Option<(usize, usize)> {
                 if !(t.is_cap() || particle || !info.has(dict::ENGLISH)) {
                     return None;
                 }
+                // Vital signs and lab shorthand between numbers (`HR 108 BP 98/68`) are no
+                // street name.
+                if info.has(dict::CLINICAL) && !info.has(dict::FIRST | dict::LAST | dict::CITY) {
+                    return None;
+                }
                 if info.has(dict::ENGLISH) && !particle {
                     english += 1;
                 }
@@ -287,6 +292,12 @@ fn sandwich_street(scan: &mut Scan<'_>, i: usize) -> Option<(usize, usize)> {
             }
             Kind::Num if words > 0 && house_number(scan, k) => {
                 let after = k + 1;
+                // A percentage or the first half of a ratio (`TO 40%`, `BP 98/68`).
+                if scan.gap(after) == Gap::None
+                    && (scan.is_punct(after, b'%') || scan.is_punct(after, b'/'))
+                {
+                    return None;
+                }
                 if scan.kind(after) == Some(Kind::Word) && scan.gap(after) == Gap::Space {
                     let w = scan.s(after);
                     if UNIT_WORDS.iter().any(|u| w.eq_ignore_ascii_case(u)) {
@@ -885,6 +896,20 @@ fn city_postal(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
             scan.info_full(w).has(dict::ENGLISH) && !scan.info_full(w).has(dict::PARTICLE)
         });
     if english || lower_english {
+        return None;
+    }
+    // Clinical shorthand is no place ("from EW at 0945"), and a four-digit number after
+    // "at" that reads as a time of day is a time.
+    let clinical = (i..=k).any(|w| {
+        let f = scan.info_full(w);
+        scan.toks[w].len() > 1
+            && f.has(dict::CLINICAL)
+            && !f.has(dict::FIRST | dict::LAST | dict::CITY)
+    });
+    let time = zs.len() == 4
+        && scan.is(z - 1, "at")
+        && zs.parse::<u32>().is_ok_and(|v| v <= 2359 && v % 100 < 60);
+    if clinical || time {
         return None;
     }
     scan.emit(i, k, Category::City, 0.7);

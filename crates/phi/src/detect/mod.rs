@@ -12,6 +12,7 @@ mod address;
 mod dates;
 mod names;
 mod numbers;
+mod places;
 mod web;
 
 use std::collections::HashSet;
@@ -698,7 +699,12 @@ fn candidates(scan: &mut Scan<'_>, lower_case_names: bool) {
         let next = match t.kind {
             Kind::Num | Kind::AlNum => address::at(scan, i).or_else(|| numbers::at(scan, i)),
             // (The tests before the number and date families are the first ones they make.)
-            Kind::Word if t.is_cap() => address::at(scan, i)
+            // A place word ("FROM", "At") starts nothing; a place after one is looked for
+            // before the address shapes, which would read "FROM SAUNDERS AT 0330" as a
+            // city and a postal code.
+            Kind::Word if t.is_cap() && places::is_cue(scan, i) => Some(i + 1),
+            Kind::Word if t.is_cap() => places::at(scan, i)
+                .or_else(|| address::at(scan, i))
                 .or_else(|| {
                     (t.all_upper() && t.len() <= 5 && numbers::value_start_word(scan, i))
                         .then(|| numbers::at(scan, i))
@@ -721,6 +727,10 @@ fn candidates(scan: &mut Scan<'_>, lower_case_names: bool) {
                 }
                 if next.is_none() && interesting && scan.info_small(i).month() != 0 {
                     next = dates::at(scan, i);
+                }
+                // `from sacred heart`, `at st. luke's`.
+                if next.is_none() && places::lower_head(raw) {
+                    next = places::at(scan, i);
                 }
                 // Past the first token, a line start and a title's dot both need punctuation
                 // just before (the line-start test looks back across quoting marks only).

@@ -203,7 +203,9 @@ pub(super) fn lower_at(
     // An English word is a first name here only before a surname (`john smith`, not `will
     // do`), and only in the recall setting, or after a title, label or role when both are
     // frequent names (`patient john smith`, not `pt will go`).
-    if fi.has(dict::ENGLISH) {
+    // A frequent first name alone right after a relative (`son bill`, `niece ruby`).
+    let kin_first = fi.has(dict::COMMON_FIRST) && kin_before(scan, i);
+    if fi.has(dict::ENGLISH) && !kin_first {
         let pair = fi.has(dict::FIRST) && lower_surname_at(scan, i + 1);
         let frequent = fi.has(dict::COMMON_FIRST) && {
             let li = scan.info_full(i + 1);
@@ -234,7 +236,8 @@ pub(super) fn lower_at(
     if scan.gap(j) == Gap::Space && scan.kind(j) == Some(Kind::Word) && scan.toks[j].is_lower() {
         let li = scan.info_full(j);
         if scan.toks[j].len() > 1
-            && (li.has(dict::LAST) || !li.has(dict::ENGLISH | dict::PROPER | dict::FUNCTION))
+            && !li.has(dict::FUNCTION)
+            && (li.has(dict::LAST) || !li.has(dict::ENGLISH | dict::PROPER))
         {
             k = j;
         }
@@ -247,6 +250,21 @@ pub(super) fn lower_at(
     };
     scan.emit(i, k, Category::Person, score);
     Some(k + 1)
+}
+
+/// Words for relatives, after which a frequent first name alone is that person.
+const KIN: [u64; 24] = super::words8([
+    "wife", "husband", "son", "daughter", "dtr", "dau", "mother", "father", "mom", "dad",
+    "brother", "sister", "sis", "bro", "niece", "nephew", "aunt", "uncle", "cousin", "friend",
+    "spouse", "partner", "hcp", "grandson",
+]);
+
+/// Whether the word right before token `i` (a space between) is a relative ([`KIN`]).
+fn kin_before(scan: &Scan<'_>, i: usize) -> bool {
+    i > 0
+        && scan.gap(i) == Gap::Space
+        && scan.kind(i - 1) == Some(Kind::Word)
+        && KIN.contains(&super::word8(scan.bytes(i - 1)))
 }
 
 /// Whether token `j` is a lower-case surname from the lists, a space after the word before.
@@ -321,6 +339,11 @@ fn next_part(scan: &Scan<'_>, to: usize, info: WordInfo) -> Option<usize> {
 }
 
 fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
+    // A place word ("FROM", "At") is no name and starts no run: what follows is looked at
+    // as a place first.
+    if super::places::is_cue(scan, i) {
+        return i + 1;
+    }
     let mut parts = Parts::new();
     chain_in(scan, i, &mut parts)
 }
@@ -335,6 +358,11 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
         // A lower-case word goes on a run only as a particle (`van`), or as the first piece
         // of a hyphenated one: most are ruled out here without a lookup.
         if !t.is_cap() && !hyphen_joins(scan, j) && !scan.dict.may_be_particle(scan.bytes(j)) {
+            break;
+        }
+        // A place word ends a run ("TRANSFERRED FROM GLENCOE HOSPITAL"): what follows it is
+        // looked at as a place first.
+        if j > i && super::places::is_cue(scan, j) {
             break;
         }
         // Function words ("The", "He") are in the small table: no need for the big one.
@@ -444,9 +472,12 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
     let nparts = parts.len();
     // Most capitalised words are ordinary words at a sentence start: nothing to do unless a
     // title makes the next word a name.
+    // (A role word before another word may make that word a name: see
+    // [`name_after_role`].)
     let all_ordinary = parts
         .iter()
-        .all(|p| p.class == Class::NonName && !p.info.has(dict::TITLE));
+        .all(|p| p.class == Class::NonName && !p.info.has(dict::TITLE))
+        && !parts[..nparts - 1].iter().any(|p| p.info.has(dict::ROLE));
     if all_ordinary && (nparts > 1 || !title_before(scan, i)) {
         return next;
     }
@@ -460,13 +491,21 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
             title = true;
             first += 1;
             break; // the word after a title is the name
+        } else if p.class == Class::NonName
+            && first > 0
+            && name_after_role(scan, parts[first - 1], p)
+        {
+            // "WIFE COY", "NP IRA", "husband Vesa": after a relative or a clinician, a
+            // word read as an acronym, a common word or a drug is the person's name.
+            parts[first].class = Class::Ambig;
+            break;
         } else if p.class == Class::NonName {
             if p.info.has(dict::ROLE) {
                 role = true;
             }
-        } else if verb_role_before_first_name(parts, first) {
-            // "Call John Smith", "Thank Mary": a capitalised verb that asks for a person,
-            // also a surname, before a first name.
+        } else if role_word_before_name(parts, first) {
+            // "Call John Smith", "Husband Alister": a verb that asks for a person or a
+            // relative, also a surname, before a name.
             role = true;
         } else {
             break;
@@ -499,8 +538,9 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
             continue;
         }
         let seg = &core[seg_start..k];
-        // A piece of initials alone ("I" at a sentence start, a stray "J.") scores nothing
-        // whatever its context: the context is not looked for.
+        // A piece of initials alone ("I" at a sentence start, a stray "J.") scores nothing,
+        // unless a title or a clinician's credential stands right before it ("Dr. B.",
+        // "RN A.": how notes name staff).
         if seg.iter().any(|p| p.class != Class::Initial) {
             let ctx_before = if first_seg {
                 Context {
@@ -510,14 +550,22 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
                     first_seg: first == 0 || role || title,
                 }
             } else {
+                // Later in a run (text in capitals runs on: "SISTER ANN AND NIECE JO"), a
+                // role word just before the piece is still its context.
+                let before = k.checked_sub(seg.len() + 1).and_then(|b| core.get(b));
                 Context {
                     title: false,
-                    role: false,
+                    role: before.is_some_and(|p| p.info.has(dict::ROLE)),
                     label: false,
                     first_seg: false,
                 }
             };
             score_segment(scan, seg, ctx_before);
+        } else if let (Some(a), Some(b)) = (seg.first(), seg.last())
+            && scan.toks[a.from].is_cap()
+            && clinician_before(scan, a.from)
+        {
+            scan.emit(a.from, b.to, Category::Person, 0.8);
         }
         first_seg = false;
         seg_start = k + 1;
@@ -525,10 +573,42 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
     next
 }
 
+/// Whether part `p`, read as no name, is a name after part `role`: `role` is a role word
+/// other than `pt`/`patient`, and `p` is a census first name that is frequent or no English
+/// word (`COY`, `MARK`, `IRA`), or a surname or drug name that is no English word (`Vesa`).
+fn name_after_role(scan: &mut Scan<'_>, role: Part, p: Part) -> bool {
+    if !role.info.has(dict::ROLE)
+        || scan.is(role.from, "pt")
+        || scan.is(role.from, "pts")
+        || scan.is(role.from, "patient")
+    {
+        return false;
+    }
+    // Everything about the word (a short word in capitals was looked up in the context
+    // lists only).
+    let i = if p.from == p.to {
+        scan.info_full(p.from)
+    } else {
+        p.info
+    };
+    !i.has(
+        dict::FUNCTION
+            | dict::TITLE
+            | dict::CREDENTIAL
+            | dict::ROLE
+            | dict::MONTH
+            | dict::WEEKDAY
+            | dict::STATE
+            | dict::COUNTRY,
+    ) && i.ctx_code() == 0
+        && ((i.has(dict::FIRST) && (i.has(dict::COMMON_FIRST) || !i.has(dict::ENGLISH)))
+            || (!i.has(dict::ENGLISH) && i.has(dict::LAST | dict::CLINICAL)))
+}
+
 /// Whether part `k` is a role word that is also a surname and a common word (`Call`,
-/// `Thank`, `Ask`), followed in the run by a first name: the word asks for the person,
-/// it is not the person's name.
-fn verb_role_before_first_name(parts: &[Part], k: usize) -> bool {
+/// `Husband`, `Son`), followed in the run by a name: the word asks for or names the
+/// person's relation, it is not the person's name.
+fn role_word_before_name(parts: &[Part], k: usize) -> bool {
     let (Some(p), Some(next)) = (parts.get(k), parts.get(k + 1)) else {
         return false;
     };
@@ -536,8 +616,10 @@ fn verb_role_before_first_name(parts: &[Part], k: usize) -> bool {
         && p.info.has(dict::ROLE)
         && p.info.has(dict::ENGLISH)
         && !p.info.has(dict::FIRST)
-        && matches!(next.class, Class::First | Class::Ambig | Class::Unknown)
-        && next.info.has(dict::FIRST)
+        && matches!(
+            next.class,
+            Class::First | Class::Last | Class::Ambig | Class::Unknown | Class::Proper
+        )
 }
 
 /// "Smith, John" (a surname, a comma, a first name, and the name ends there): one person
@@ -820,6 +902,26 @@ fn drug_before(scan: &mut Scan<'_>, i: usize) -> bool {
 fn patient_word_before(scan: &Scan<'_>, i: usize) -> bool {
     word_before(scan, i)
         .is_some_and(|p| scan.is(p, "pt") || scan.is(p, "pts") || scan.is(p, "patient"))
+}
+
+/// A title or a clinician's credential right before token `i`, across a title's dot
+/// (`Dr. B.`, `RN A.`, `NP K.`).
+fn clinician_before(scan: &mut Scan<'_>, i: usize) -> bool {
+    let Some(mut p) = i.checked_sub(1) else {
+        return false;
+    };
+    if scan.gap(i) > Gap::Space {
+        return false;
+    }
+    if scan.is_punct(p, b'.') && scan.gap(p) == Gap::None {
+        let Some(q) = p.checked_sub(1) else {
+            return false;
+        };
+        p = q;
+    }
+    scan.kind(p) == Some(Kind::Word)
+        && scan.toks[p].is_cap()
+        && scan.info_small(p).has(dict::TITLE | dict::CREDENTIAL)
 }
 
 /// The nearest word token shortly before token `i` on the same line, across a comma, colon,

@@ -707,6 +707,14 @@ fn numeric_date(
         }
         let (m, d) = (v(0), v(1));
         let next = seq.groups[1].tok + 1;
+        // `10/3.7`: a ratio of decimals, not a date.
+        if scan.is_punct(next, b'.')
+            && scan.gap(next) == Gap::None
+            && scan.kind(next + 1) == Some(Kind::Num)
+            && scan.gap(next + 1) == Gap::None
+        {
+            return None;
+        }
         let unit_after = scan.kind(next) == Some(Kind::Word)
             && UNITS_AFTER_FRACTION.contains(&word8(scan.bytes(next)));
         let prev_measure = seq.groups[0].tok > 0
@@ -737,10 +745,13 @@ const UNITS_AFTER_FRACTION: [u64; 39] = words8([
     "cm", "mm", "mmhg", "bpm",
 ]);
 
-/// Words before `n/m` that make it a measurement or score.
-const MEASURES_BEFORE: [u64; 22] = words8([
+/// Words before `n/m` that make it a measurement or score: vital signs, scores, and the
+/// ventilator and lab pairs of ICU notes (`PSV 10/5`, `CPAP 5/5`, `BUN/Cr 20/1.1`).
+const MEASURES_BEFORE: [u64; 38] = words8([
     "bp", "pressure", "pain", "score", "scored", "rated", "rate", "strength", "grade", "ratio",
     "gcs", "apgar", "phq", "vision", "acuity", "va", "reflexes", "murmur", "x", "was", "is", "at",
+    "psv", "ps", "cpap", "bipap", "peep", "ac", "simv", "imv", "prvc", "aprv", "vent", "settings",
+    "cr", "creat", "abg", "vbg",
 ]);
 
 /// Words right after a number that say it is a phone number (`555-0199 mobile`).
