@@ -75,12 +75,26 @@ impl Normalised {
 /// The normalised copy of `text`, or `None` when normalising would change nothing (all ASCII
 /// text, and most other text).
 pub(crate) fn normalise(text: &str) -> Option<Normalised> {
-    let first = text.bytes().position(|b| b >= 0x80)?;
-    let rest = text.get(first..)?;
-    let (at, _) = rest
-        .char_indices()
-        .find(|&(i, c)| rewrite(c, || neighbours(rest, i, c)).is_some())?;
-    Some(normalise_from(text, first + at))
+    // Most text is ASCII: the standard library's word-at-a-time test says so first.
+    if text.is_ascii() {
+        return None;
+    }
+    // Only the non-ASCII characters can need a rewrite: the ASCII bytes between them are
+    // stepped over without decoding.
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(&byte) = b.get(i) {
+        if byte < 0x80 {
+            i += 1;
+            continue;
+        }
+        let c = text.get(i..).and_then(|r| r.chars().next())?;
+        if rewrite(c, || neighbours(text, i, c)).is_some() {
+            return Some(normalise_from(text, i));
+        }
+        i += c.len_utf8();
+    }
+    None
 }
 
 /// Whether the characters around the one at byte `i` of `s` are digits (before, after), for
@@ -105,7 +119,13 @@ fn is_digit_like(c: char) -> bool {
 /// How the normalised text writes `c`, when not as itself. `digits` says whether a digit is
 /// just before and just after it (asked only about a dash).
 fn rewrite(c: char, digits: impl FnOnce() -> (bool, bool)) -> Option<Rewrite> {
-    if c.is_ascii() || c.is_whitespace() {
+    // Latin-1 letters (most accented names) and curly quotes have no other form: the
+    // common non-ASCII characters are settled before any table is asked.
+    if c.is_ascii() || ('\u{c0}'..='\u{ff}').contains(&c) || ('\u{2018}'..='\u{201f}').contains(&c)
+    {
+        return None;
+    }
+    if c.is_whitespace() {
         return None;
     }
     if is_ignorable(c) {

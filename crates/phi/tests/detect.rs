@@ -517,6 +517,39 @@ fn numeric_shorthand_and_shorthand_places_are_not_phi() {
     }
 }
 
+/// Notes written in capitals: a known city after "IN", and a facility's name after a verb
+/// that is no part of it.
+#[test]
+fn cities_and_facilities_in_capitals_are_found_without_the_verb_before() {
+    use Category as C;
+    let cases: &[(&str, Category, &str)] = &[
+        (
+            "LIVES WITH HUSBAND RUDY IN GREENVILLE. /ID: TMAX 100.",
+            C::City,
+            "GREENVILLE",
+        ),
+        (
+            "LIVES WITH DAUGHTER RENA IN MYRTLE BEACH.",
+            C::City,
+            "MYRTLE BEACH",
+        ),
+        (
+            "CASE MGMT TO CALL HATBORO HOSPITAL RE: SCREENING.",
+            C::Location,
+            "HATBORO HOSPITAL",
+        ),
+        (
+            "Case mgmt to call Good Samaritan Hospital re: bed.",
+            C::Location,
+            "Good Samaritan Hospital",
+        ),
+    ];
+    for &(text, cat, want) in cases {
+        assert_finds(text, cat, want);
+    }
+    assert_ignores("PT IN NAD. WILL CALL MD.", "NAD");
+}
+
 #[test]
 fn spans_are_sorted_non_overlapping_and_on_char_boundaries() {
     let text = "Zoë Müller (DOB 03/14/1931) lives at 12 Oak St — tél. 617-555-0143, e-mail zoë@example.com";

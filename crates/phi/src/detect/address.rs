@@ -157,7 +157,9 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
                     // word's are not, and asking for more here would change what the name
                     // family later reads for it.
                     && (number_within(scan, i, 5)
-                        || (t.is_title() && small.has(dict::CITY | dict::PLACE_HEAD))))
+                        || ((t.is_title()
+                            || (t.all_upper() && t.len() > 3 && scan.toks[i - 1].all_upper()))
+                            && small.has(dict::CITY | dict::PLACE_HEAD))))
         }
         _ => false,
     };
@@ -920,7 +922,10 @@ fn city_postal(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
 /// A known US city (one to three words) after a place preposition: `lives in Springfield`.
 fn known_city(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     let t = *scan.tok(i)?;
-    if t.kind != Kind::Word || !t.is_title() || i == 0 || scan.gap(i) != Gap::Space {
+    // In capitals after a cue in capitals ("LIVES IN GREENVILLE"): a note written in
+    // capitals, where a city looks like every other word.
+    let shouted = t.all_upper() && i > 0 && scan.toks[i - 1].all_upper();
+    if t.kind != Kind::Word || !(t.is_title() || shouted) || i == 0 || scan.gap(i) != Gap::Space {
         return None;
     }
     if !scan.info_small(i - 1).has(dict::PLACE_CUE) {
@@ -953,7 +958,7 @@ fn known_city(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
         for k in i + 1..i + 3 {
             if scan.gap(k) != Gap::Space
                 || scan.kind(k) != Some(Kind::Word)
-                || !scan.toks[k].is_title()
+                || !(scan.toks[k].is_title() || (shouted && scan.toks[k].all_upper()))
             {
                 break;
             }

@@ -212,16 +212,10 @@ fn facility_tail(scan: &Scan<'_>, last: usize, cue: bool) -> Option<usize> {
 /// A run of one to four capitalised words ending in facility words (`Lowell General
 /// Hospital`, `Kowalski Memorial`): the place's name.
 fn facility_run(scan: &mut Scan<'_>, i: usize, cue: bool) -> Option<usize> {
-    let first = scan.info(i);
-    if first.has(dict::FUNCTION | dict::TITLE | dict::ROLE | dict::MONTH | dict::WEEKDAY) {
-        return None;
-    }
+    // One pass over the run (most are one word): where a facility word first stands.
     let mut last = i;
-    for _ in 0..4 {
-        if let Some(end) = facility_tail(scan, last, cue) {
-            scan.emit(i, end, Category::Location, 0.85);
-            return Some(end + 1);
-        }
+    let mut tail = None;
+    for _ in 0..5 {
         let n = last + 1;
         let ok = scan.gap(n) == Gap::Space
             && scan.kind(n) == Some(Kind::Word)
@@ -231,11 +225,31 @@ fn facility_run(scan: &mut Scan<'_>, i: usize, cue: bool) -> Option<usize> {
         if !ok {
             break;
         }
+        if listed(scan, n, &FACILITY) || (cue && listed(scan, n, &FACILITY_AFTER_CUE)) {
+            tail = Some(n);
+            break;
+        }
         last = n;
+    }
+    let named = |scan: &mut Scan<'_>| {
+        !scan
+            .info(i)
+            .has(dict::FUNCTION | dict::TITLE | dict::ROLE | dict::MONTH | dict::WEEKDAY)
+    };
+    if let Some(t) = tail
+        && let Some(end) = facility_tail(scan, t - 1, cue)
+    {
+        // "CALL HATBORO HOSPITAL", "Call Good Samaritan Hospital": a verb or role word
+        // first is no part of the name.
+        let start = if named(scan) { i } else { i + 1 };
+        if start < t {
+            scan.emit(start, end, Category::Location, 0.85);
+            return Some(end + 1);
+        }
     }
     // A name alone after a transfer ("transferred from Hardy", "sent to Lawrence General"):
     // the words up to the first that is no name's (at most three).
-    if !move_cue_before(scan, i) {
+    if !move_cue_before(scan, i) || !named(scan) {
         return None;
     }
     let stop = dict::FUNCTION
