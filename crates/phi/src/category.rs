@@ -22,6 +22,9 @@ pub enum Category {
     City,
     /// (B) ZIP or other postal code.
     ZipCode,
+    /// (B) a named place smaller than a state that is not an address or a city: a hospital,
+    /// clinic, nursing home, rehabilitation centre or ward (`Sacred Heart`, `VAMC`).
+    Location,
     /// (C) a date element other than the year alone: full, partial (`7/22`) or month-name
     /// dates (`March 3rd`, `3 Mar 2021`, `March 2021`).
     Date,
@@ -64,11 +67,12 @@ pub enum Category {
 
 impl Category {
     /// Every category, in declaration order.
-    pub const ALL: [Category; 22] = [
+    pub const ALL: [Category; 23] = [
         Category::Person,
         Category::StreetAddress,
         Category::City,
         Category::ZipCode,
+        Category::Location,
         Category::Date,
         Category::Age,
         Category::Phone,
@@ -96,6 +100,7 @@ impl Category {
             Category::StreetAddress => "STREET_ADDRESS",
             Category::City => "CITY",
             Category::ZipCode => "ZIP_CODE",
+            Category::Location => "LOCATION",
             Category::Date => "DATE",
             Category::Age => "AGE",
             Category::Phone => "PHONE",
@@ -122,7 +127,9 @@ impl Category {
     pub const fn safe_harbor_item(self) -> char {
         match self {
             Category::Person => 'A',
-            Category::StreetAddress | Category::City | Category::ZipCode => 'B',
+            Category::StreetAddress | Category::City | Category::ZipCode | Category::Location => {
+                'B'
+            }
             Category::Date | Category::Age => 'C',
             Category::Phone => 'D',
             Category::Fax => 'E',

@@ -71,6 +71,10 @@ pub(crate) const EPONYM_HEAD: u32 = 1 << 28;
 pub(crate) const DRUG_AFTER: u32 = 1 << 29;
 /// A word that comes before a drug's name ("started", "treated", "taking").
 pub(crate) const DRUG_BEFORE: u32 = 1 << 30;
+/// A word of clinical notes that is not a name on its own: an abbreviation, a section header,
+/// a drug, device, procedure or lab, ward shorthand, a telegraphic opener ("Pt", "NEURO",
+/// "Propofol", "Foley", "Will"; `data/clinical_hand.txt` and `data/drugs_unii.txt`).
+pub(crate) const CLINICAL: u32 = 1 << 31;
 
 /// Flags of the short context lists. Lower-case words are looked up only in the small table
 /// of words that carry one of these (or a keyword or month), which stays in cache; the big
@@ -295,6 +299,8 @@ pub(crate) struct Dict {
     interest_filter: [u64; 256],
     /// The same for surname particles (`van`, `de`).
     particle_filter: [u64; 256],
+    /// The same for role words (`patient`, `wife`).
+    role_filter: [u64; 256],
 }
 
 /// An open-addressing table from a packed word to its facts, four bytes a slot: a 20-bit
@@ -518,6 +524,12 @@ impl Dict {
         self.particle_filter[slot >> 6] & (1 << (slot & 63)) != 0
     }
 
+    /// Whether a word (any ASCII case) could be a role word (no false negatives).
+    pub fn may_be_role(&self, w: &[u8]) -> bool {
+        let slot = filter_slot(w);
+        self.role_filter[slot >> 6] & (1 << (slot & 63)) != 0
+    }
+
     /// Whether a word (any ASCII case) could be in the small table (no false negatives).
     fn may_be_small_raw(&self, w: &[u8]) -> bool {
         let slot = filter_slot(w);
@@ -533,6 +545,8 @@ static US_CITIES: &str = include_str!("../data/us_cities.txt");
 static US_STATES: &str = include_str!("../data/us_states.txt");
 static COUNTRIES: &str = include_str!("../data/countries.txt");
 static STREET_SUFFIXES: &str = include_str!("../data/street_suffixes.txt");
+static CLINICAL_HAND: &str = include_str!("../data/clinical_hand.txt");
+static DRUGS_UNII: &str = include_str!("../data/drugs_unii.txt");
 
 /// Words written before a street name (Romance, Slavic and other languages) and in English
 /// (`avenue of`, `calle`, `rue`).
@@ -1141,6 +1155,12 @@ const ROLES: &[&str] = &[
     "husband",
     "son",
     "daughter",
+    "dtr",
+    "dau",
+    "sis",
+    "bro",
+    "hcp",
+    "nok",
     "mother",
     "father",
     "mom",
@@ -2070,6 +2090,9 @@ fn build() -> Dict {
     for w in lines(STREET_SUFFIXES) {
         add(w, STREET_SUFFIX);
     }
+    for w in lines(CLINICAL_HAND).chain(lines(DRUGS_UNII)) {
+        add(w, CLINICAL);
+    }
     let lists: [(&[&'static str], u32); 12] = [
         (MEDICAL_WORDS, MEDICAL),
         (STREET_PREFIXES, STREET_PREFIX),
@@ -2137,6 +2160,7 @@ fn build() -> Dict {
     let mut small_filter = [0u64; 256];
     let mut interest_filter = [0u64; 256];
     let mut particle_filter = [0u64; 256];
+    let mut role_filter = [0u64; 256];
     for (w, i) in words {
         if i.has(UNIT | STREET_PREFIX) || i.month() != 0 {
             let slot = filter_slot(w.as_bytes());
@@ -2145,6 +2169,10 @@ fn build() -> Dict {
         if i.has(PARTICLE) {
             let slot = filter_slot(w.as_bytes());
             particle_filter[slot >> 6] |= 1 << (slot & 63);
+        }
+        if i.has(ROLE) {
+            let slot = filter_slot(w.as_bytes());
+            role_filter[slot >> 6] |= 1 << (slot & 63);
         }
         let is_small = i.has(SMALL_FLAGS) || i.ctx_code() != 0 || i.month() != 0;
         match pack_lower(w.as_bytes()) {
@@ -2174,6 +2202,7 @@ fn build() -> Dict {
         small_filter,
         interest_filter,
         particle_filter,
+        role_filter,
     }
 }
 
@@ -2253,6 +2282,28 @@ mod tests {
                 assert!(d.packed.get(k).is_some(), "{w}");
             }
         }
+    }
+
+    #[test]
+    fn the_clinical_vocabulary_is_no_name_and_the_table_stays_small() {
+        let d = dict();
+        for w in [
+            "pt",
+            "neuro",
+            "propofol",
+            "dopamine",
+            "captopril",
+            "levo",
+            "foley",
+            "vent",
+        ] {
+            assert!(d.get(w).has(CLINICAL), "{w}");
+        }
+        // Words that are also names keep their name flags beside it.
+        assert!(d.get("will").has(CLINICAL) && d.get("will").has(FIRST));
+        assert!(d.get("foley").has(LAST));
+        // 1 MiB of slots (a power of two at most half full): the lookups' working set.
+        assert!(d.packed.slots.len() <= 1 << 18, "{}", d.packed.slots.len());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! and replaces them with consistent pseudonyms that can be reversed within one request.
 //!
 //! Pure Rust, no IO: the dictionaries (US Census names, SCOWL English words, GeoNames places,
-//! USPS street suffixes; sources and licences in `data/NOTICE.md`) are compiled in and parsed
+//! USPS street suffixes, FDA UNII drug names and a hand-written clinical vocabulary; sources
+//! and licences in `data/NOTICE.md`) are compiled in and parsed
 //! once on first use. One [`Detector`] is built once and shared (`Send + Sync`, `detect`
 //! takes `&self`); [`detect`] and [`redact`] use a process-wide default.
 //!
@@ -17,7 +18,7 @@
 //! | Safe Harbor item | [`Category`] |
 //! |---|---|
 //! | (A) names | `PERSON` |
-//! | (B) geographic subdivisions smaller than a state | `STREET_ADDRESS`, `CITY`, `ZIP_CODE` |
+//! | (B) geographic subdivisions smaller than a state | `STREET_ADDRESS`, `CITY`, `ZIP_CODE`, `LOCATION` |
 //! | (C) dates (except year) and ages over 89 | `DATE`, `AGE` |
 //! | (D) telephone numbers | `PHONE` |
 //! | (E) fax numbers | `FAX` |
@@ -37,17 +38,27 @@
 //!
 //! # How it works
 //!
+//! Text that hides what it shows is first normalised (`norm.rs`: NFKC compatibility forms
+//! such as full-width digits, every script's decimal digits, Unicode hyphens and dashes
+//! between digits, soft hyphens and zero-width characters removed), and the spans found are
+//! mapped back to byte offsets of the input as written.
 //! One pass splits the input into tokens; web identifiers get a pass of their own, then one
 //! shared pass tries, at each token, addresses, keyword-claimed and shaped numbers, month-name
 //! dates and names, in that order; finally a name given in full makes its parts names
 //! wherever they recur in the document. Formats with a check are checked (SSN assignment rules, Luhn, NPI, VIN check
 //! digit, IBAN mod-97, DEA checksum, MBI shape); context words (`MRN`, `fax`, `DOB`,
 //! `member ID`, `Dr.`, `pt`, `policy`, `acct`, `license`, `plate`, `serial`, `device`) claim or
-//! score the values near them. Overlapping candidates merge into one span.
+//! score the values near them. Overlapping candidates merge into one span. Words of clinical
+//! notes (`Pt`, `NEURO`, `Propofol`, `Foley`, telegraphic openers such as `Will` and `Given`)
+//! are no names in any case, unless a title or a relative word says so (`Dr. Will`).
+//! Hospitals, clinics and nursing homes (`LOCATION`) are found by their facility word
+//! (`Lowell General Hospital`), a religious name (`Sacred Heart`, `St. Luke's`), or, after a
+//! place word, an abbreviation or a name alone (`from GH`, `transferred from Hardy`).
 //!
 //! Known limits: in ordinary text, names written in lower case are found only at a line
-//! start or after a title (text written without capitals is checked word by word against the
-//! name lists); a single capitalised word that is in no list (a drug brand, a place) can be
+//! start, after a title, or after a role word when they are census names (`patient john
+//! smith`; text written without capitals is checked word by word against the name lists);
+//! a single capitalised word that is in no list (a drug brand, a place) can be
 //! taken for a surname unless a verb, a dose or an eponym's noun around it says otherwise; a
 //! licence plate or serial number is only found after a keyword that says what it is; a
 //! 17-character VIN whose check digit fails (most non-North-American VINs) is only found after
@@ -61,6 +72,7 @@ mod dict;
 #[cfg(feature = "eval")]
 pub mod eval;
 mod lex;
+mod norm;
 mod pseudo;
 
 use std::sync::LazyLock;
@@ -232,15 +244,23 @@ mod tests {
     #[test]
     fn high_recall_finds_lower_case_names_in_ordinary_text() {
         // Capitalised words around it make this ordinary text, where a lower-case name is
-        // only looked for at a line start or after a title.
+        // only looked for at a line start, after a title, or (a census name) after a role.
         let text = "Code Blue in ICU, pt zelda quackenbush bed 4, attending unavailable";
-        assert!(
-            Detector::new().redact(text).contains("zelda quackenbush"),
+        assert_eq!(
+            Detector::new().redact(text),
+            "Code Blue in ICU, pt [PERSON] bed 4, attending unavailable",
+            "after a role word"
+        );
+        let no_role = "Code Blue in ICU, zelda quackenbush bed 4, attending unavailable";
+        assert_eq!(
+            Detector::new().redact(no_role),
+            no_role,
             "the default setting keeps its precision"
         );
+        let text = no_role;
         let redacted = Detector::high_recall().redact(text);
         assert!(
-            redacted.ends_with(" in ICU, pt [PERSON] bed 4, attending unavailable"),
+            redacted.ends_with(" in ICU, [PERSON] bed 4, attending unavailable"),
             "{redacted}"
         );
         // Common first and last names in lower case too (the black-box attack stored this one).
@@ -262,7 +282,7 @@ mod tests {
         let d = Detector::new().with_lower_case_names(true);
         assert_eq!(
             d.redact(text),
-            "Code Blue in ICU, pt [PERSON] bed 4, attending unavailable"
+            "Code Blue in ICU, [PERSON] bed 4, attending unavailable"
         );
     }
 

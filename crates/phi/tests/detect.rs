@@ -5,7 +5,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use wardgate_phi::{Category, Detector, Span, detect, redact};
+use wardgate_phi::{Category, Detector, Pseudonymizer, Span, detect, redact};
 
 /// The (category, text) of each span found in `text`.
 fn found(text: &str) -> Vec<(Category, String)> {
@@ -247,6 +247,309 @@ fn ignores_non_phi_look_alikes() {
     }
 }
 
+/// Issue 19's attacker cases: characters that hide a number from ASCII patterns, names after
+/// a capitalised verb, in lower case after a role, and surname first. Each is found with
+/// offsets into the text as written, and `deidentify` (the pseudonymiser) replaces exactly
+/// those bytes and restores them.
+#[test]
+fn hidden_characters_and_reordered_names_are_found_where_written() {
+    use Category as C;
+    let cases: &[(&str, Category, &str)] = &[
+        (
+            "SSN ４５７-５５-５４６２ on file.",
+            C::Ssn,
+            "４５７-５５-５４６２",
+        ),
+        (
+            "SSN 457\u{2010}55\u{2010}5462 on file.",
+            C::Ssn,
+            "457\u{2010}55\u{2010}5462",
+        ),
+        (
+            "457\u{2011}55\u{2011}5462",
+            C::Ssn,
+            "457\u{2011}55\u{2011}5462",
+        ),
+        (
+            "ssn: 457\u{2013}55\u{2013}5462",
+            C::Ssn,
+            "457\u{2013}55\u{2013}5462",
+        ),
+        (
+            "457\u{2014}55\u{2015}5462 was given",
+            C::Ssn,
+            "457\u{2014}55\u{2015}5462",
+        ),
+        (
+            "Number 457\u{2212}55\u{2212}5462.",
+            C::Ssn,
+            "457\u{2212}55\u{2212}5462",
+        ),
+        (
+            "SSN 45\u{ad}7-55-54\u{ad}62",
+            C::Ssn,
+            "45\u{ad}7-55-54\u{ad}62",
+        ),
+        (
+            "SSN 457\u{200b}-55-\u{200d}5462.",
+            C::Ssn,
+            "457\u{200b}-55-\u{200d}5462",
+        ),
+        ("SSN ٤٥٧-٥٥-٥٤٦٢", C::Ssn, "٤٥٧-٥٥-٥٤٦٢"),
+        ("SSN 4 5 7 5 5 5 4 6 2.", C::Ssn, "4 5 7 5 5 5 4 6 2"),
+        ("4 5 7 - 5 5 - 5 4 6 2", C::Ssn, "4 5 7 - 5 5 - 5 4 6 2"),
+        ("It is 457 - 55 - 5462.", C::Ssn, "457 - 55 - 5462"),
+        (
+            "call 6 1 7 5 5 5 0 1 4 3 today",
+            C::Phone,
+            "6 1 7 5 5 5 0 1 4 3",
+        ),
+        (
+            "Phone ６１７-５５５-０１４３",
+            C::Phone,
+            "６１７-５５５-０１４３",
+        ),
+        ("Call John Smith at home.", C::Person, "John Smith"),
+        ("patient john smith", C::Person, "john smith"),
+        (
+            "Seen today, patient john smith in bed 4.",
+            C::Person,
+            "john smith",
+        ),
+        ("Smith, John", C::Person, "Smith, John"),
+        (
+            "Jo\u{200b}hn Smith was seen.",
+            C::Person,
+            "Jo\u{200b}hn Smith",
+        ),
+        (
+            "Ｊｏｈｎ Ｓｍｉｔｈ called.",
+            C::Person,
+            "Ｊｏｈｎ Ｓｍｉｔｈ",
+        ),
+    ];
+    for &(text, cat, want) in cases {
+        assert_finds(text, cat, want);
+        let mut p = Pseudonymizer::with_key(Detector::shared(), [7; 32]);
+        let pseudo = p.pseudonymize(text);
+        let token = format!("[{}_1]", cat.name());
+        assert_eq!(
+            pseudo,
+            text.replacen(want, &token, 1),
+            "deidentify of {text:?}"
+        );
+        assert_eq!(p.reidentify(&pseudo), text);
+    }
+}
+
+#[test]
+fn normalisation_and_name_order_rules_keep_their_precision() {
+    let cases: &[(&str, &str)] = &[
+        // Dashes between words and in ranges stay punctuation.
+        (
+            "Seen 2019\u{2013}2021 for pages 10\u{2013}12.",
+            "2019\u{2013}2021",
+        ),
+        ("Pain 3\u{2013}5 days.", "3\u{2013}5"),
+        ("Tylenol \u{2014} Motrin alternating", "Tylenol"),
+        // A capitalised verb or a role before a word that is no name.
+        ("pt will go home today.", "will go"),
+        ("Call back in 2 days.", "Call"),
+        // Surname-comma pairs that are places or list items.
+        ("Paris, Texas is far.", "Texas"),
+        ("Chase, Virginia is a town.", "Virginia"),
+        // Scores of single digits are no SSN.
+        ("GCS 4 5 6 then 3 2 1.", "4 5 6"),
+    ];
+    for &(text, part) in cases {
+        assert_ignores(text, part);
+    }
+}
+
+/// Issue 19: the vocabulary of nursing notes (ward shorthand, headers in capitals or title
+/// case, drugs, devices, procedures, telegraphic openers) is no name, in any case, while a
+/// surname that is also such a word is still a name where a title or a relative says so.
+#[test]
+fn clinical_vocabulary_is_not_a_name_but_names_in_context_still_are() {
+    let clinical: &[(&str, &str)] = &[
+        ("Pt Tol TF well.", "Tol"),
+        ("Pt Given ativan 1mg IV for agitation.", "Given"),
+        ("Pt Will need bed on floor.", "Will"),
+        ("NEURO: A&Ox3, MAE.", "NEURO"),
+        ("Neuro: Pt alert, follows commands.", "Neuro"),
+        ("CV: HR 80s NSR. RESP: LS clear.", "RESP"),
+        ("PULM: on 2L NC. ENDO: FS 140s. HEME: Hct 28.", "ENDO"),
+        ("Propofol weaned off at 0400.", "Propofol"),
+        ("Sedated on Propofol, Dopamine titrated.", "Dopamine"),
+        ("Started Captopril 12.5mg TID.", "Captopril"),
+        ("Remains on Levo, Nitro gtt off.", "Levo"),
+        ("Foley draining clear yellow urine.", "Foley"),
+        ("Aline intact. Trach care done.", "Aline"),
+        ("Vent settings unchanged, PERL.", "PERL"),
+        ("PT INTUBATED, SEDATED. PROPOFOL GTT.", "INTUBATED"),
+        ("GIVEN LASIX 40MG IV. FOLEY DRAINING.", "FOLEY"),
+        (
+            "Tolerating TF. Good UO. Still on levo. Keep K >4. See flowsheet.",
+            "Still",
+        ),
+        ("TELE SR 60S, NO ECTOPY. BASELINE BEDBOUND.", "BEDBOUND"),
+    ];
+    for &(text, part) in clinical {
+        assert_ignores(text, part);
+    }
+    use Category as C;
+    let names: &[(&str, Category, &str)] = &[
+        ("Dr. Will aware of BP.", C::Person, "Will"),
+        ("Mr. Given seen by chaplain.", C::Person, "Given"),
+        ("Wife Will in to visit.", C::Person, "Will"),
+        ("Seen by Dr. Foley today.", C::Person, "Foley"),
+        ("NEURO: wife Mary at bedside.", C::Person, "Mary"),
+    ];
+    for &(text, cat, want) in names {
+        assert_finds(text, cat, want);
+    }
+}
+
+/// Issue 19's hard classes in nursing notes: hospitals and nursing homes named in full,
+/// alone after a transfer, by a religious name or abbreviated; relatives' first names alone
+/// and in lower case; initials after a clinician's title or credential.
+#[test]
+fn places_first_names_and_initials_of_nursing_notes_are_found() {
+    use Category as C;
+    let cases: &[(&str, Category, &str)] = &[
+        (
+            "Pt transferred from Sacred Heart on 3/12.",
+            C::Location,
+            "Sacred Heart",
+        ),
+        ("Pt transferred from GH with PNA.", C::Location, "GH"),
+        ("Seen at VAMC ED 2 days ago.", C::Location, "VAMC"),
+        ("PT ADMITTED TO MICU FROM BMC ON 1/6.", C::Location, "BMC"),
+        (
+            "Plan to transfer to St. Luke's for rehab.",
+            C::Location,
+            "St. Luke's",
+        ),
+        (
+            "Case mgmt to call Lowell General Hospital re: screening.",
+            C::Location,
+            "Lowell General Hospital",
+        ),
+        (
+            "84 YO F TRANSFERRED FROM GLENCOE HOSPITAL WITH PNA.",
+            C::Location,
+            "GLENCOE HOSPITAL",
+        ),
+        (
+            "Pt returned from Kim Memorial at 0430, VSS.",
+            C::Location,
+            "Kim Memorial",
+        ),
+        (
+            "76 yo M transferred from Hardy with PNA.",
+            C::Location,
+            "Hardy",
+        ),
+        (
+            "Pt returned from st. guneet's at 1815.",
+            C::Location,
+            "st. guneet's",
+        ),
+        (
+            "Pt from Our Lady of Lourdes, baseline bedbound.",
+            C::Location,
+            "Our Lady of Lourdes",
+        ),
+        ("Dr. B. aware of K 3.2.", C::Person, "B."),
+        ("Report given to RN A. at 0700.", C::Person, "A."),
+        ("REPORT GIVEN TO RN G. /HEME: HCT 27.", C::Person, "G."),
+        (
+            "Wife Mary called. Son bill to visit in am.",
+            C::Person,
+            "bill",
+        ),
+        (
+            "Sister diana and niece ruby called for update.",
+            C::Person,
+            "ruby",
+        ),
+        ("SOCIAL: NP IRA NOTIFIED OF SBP 80S.", C::Person, "IRA"),
+        (
+            "SON MARK IS HCP, CAN BE REACHED AT HOME.",
+            C::Person,
+            "MARK",
+        ),
+        (
+            "Husband Alister in to visit, updated.",
+            C::Person,
+            "Alister",
+        ),
+        (
+            "LIVES WITH HUSBAND AIDEN IN BENJAMINPORT.",
+            C::Person,
+            "AIDEN",
+        ),
+    ];
+    for &(text, cat, want) in cases {
+        assert_finds(text, cat, want);
+    }
+}
+
+/// Issue 19: the numbers of ICU notes (vent settings, vitals, lab ratios, times) are no
+/// dates, addresses or postal codes, and clinical shorthand after a place word is no place.
+#[test]
+fn numeric_shorthand_and_shorthand_places_are_not_phi() {
+    let cases: &[(&str, &str)] = &[
+        ("Vent changed to PSV 10/5, tol well.", "10/5"),
+        ("CPAP 10/5 with FiO2 40%.", "10/5"),
+        ("BIPAP 12/6 OVERNIGHT.", "12/6"),
+        ("GU: BUN/Cr 10/3.7. UO 36cc/hr.", "10/3"),
+        ("VS: T 100.1 HR 108 BP 98/68 RR 21.", "108 BP 98"),
+        ("RESP: EXTUBATED AT 0045 TO 40% FACE TENT.", "0045 TO 40"),
+        ("CAME UP FROM EW AT 0945. TO FLOOR.", "EW AT 0945"),
+        ("Pt transferred from OSH for further mgmt.", "OSH"),
+        ("Transferred to ICU, then to Stepdown.", "ICU"),
+        ("The Attorney General spoke.", "General"),
+        ("Pt transferred from NH, baseline OOB to chair.", "NH"),
+    ];
+    for &(text, part) in cases {
+        assert_ignores(text, part);
+    }
+}
+
+/// Notes written in capitals: a known city after "IN", and a facility's name after a verb
+/// that is no part of it.
+#[test]
+fn cities_and_facilities_in_capitals_are_found_without_the_verb_before() {
+    use Category as C;
+    let cases: &[(&str, Category, &str)] = &[
+        (
+            "LIVES WITH HUSBAND RUDY IN GREENVILLE. /ID: TMAX 100.",
+            C::City,
+            "GREENVILLE",
+        ),
+        (
+            "LIVES WITH DAUGHTER RENA IN MYRTLE BEACH.",
+            C::City,
+            "MYRTLE BEACH",
+        ),
+        (
+            "CASE MGMT TO CALL HATBORO HOSPITAL RE: SCREENING.",
+            C::Location,
+            "HATBORO HOSPITAL",
+        ),
+        (
+            "Case mgmt to call Good Samaritan Hospital re: bed.",
+            C::Location,
+            "Good Samaritan Hospital",
+        ),
+    ];
+    for &(text, cat, want) in cases {
+        assert_finds(text, cat, want);
+    }
+    assert_ignores("PT IN NAD. WILL CALL MD.", "NAD");
+}
+
 #[test]
 fn spans_are_sorted_non_overlapping_and_on_char_boundaries() {
     let text = "Zoë Müller (DOB 03/14/1931) lives at 12 Oak St — tél. 617-555-0143, e-mail zoë@example.com";
@@ -292,9 +595,10 @@ impl Lcg {
 
 #[test]
 fn arbitrary_strings_never_panic_and_offsets_stay_valid() {
-    let alphabet: Vec<char> = "aZ09 .,:;-/()#@+\n\t'’éßЖ中😀\u{301}xX[]_%=*>?!"
-        .chars()
-        .collect();
+    let alphabet: Vec<char> =
+        "aZ09 .,:;-/()#@+\n\t'’éßЖ中😀\u{301}xX[]_%=*>?!\u{ad}\u{200b}４‐–…ﬁ٤\u{feff}"
+            .chars()
+            .collect();
     let pieces = [
         "123-45-6789",
         "Dr. ",

@@ -36,6 +36,63 @@ fn round_trip_of_a_clinical_note() {
     assert_eq!(p.reidentify(&pseudo), note);
 }
 
+/// Issue 19's target: a `deidentify` round trip of a realistic nursing note leaves every
+/// clinical term as it was and takes out the identifiers.
+#[test]
+fn a_nursing_note_keeps_its_clinical_terms_through_deidentify() {
+    let note = "MICU NPN 7p-7a\n\
+        Pt transferred from OSH on 3/12 for mgmt of resp failure, seen at Sacred Heart.\n\
+        NEURO: Sedated on Propofol 30mcg/kg/min, RASS -2. PERRL. MAE.\n\
+        CV: HR 90s ST, no ectopy. Levo 0.08 titrated to MAP >65. K 3.4, repleted.\n\
+        RESP: Intubated on AC 500x14, PEEP 5, FiO2 40%. Changed to PSV 10/5, tol well.\n\
+        GI: Abd soft, +BS. TF Promote @ 40cc/hr via OGT. Given colace.\n\
+        GU: Foley draining clear yellow urine 50cc/hr. Lasix 40mg IV given.\n\
+        ID: Tmax 101.2. On Vanco and Zosyn. BCx x2 sent.\n\
+        SOCIAL: Wife Mary in to visit, updated by Dr. Kowalczyk. Will cont to monitor.\n\
+        PLAN: Wean vent as tol. Keep K >4. Still on Levo. See flowsheet.\n";
+    let mut p = pseudonymizer();
+    let pseudo = p.pseudonymize(note);
+    for term in [
+        "MICU",
+        "NPN",
+        "OSH",
+        "NEURO",
+        "Propofol",
+        "RASS",
+        "PERRL",
+        "MAE",
+        "CV",
+        "Levo",
+        "RESP",
+        "Intubated",
+        "PSV",
+        "AC 500x14",
+        "PEEP",
+        "TF Promote",
+        "OGT",
+        "Given",
+        "Foley",
+        "Lasix",
+        "ID:",
+        "Vanco",
+        "Zosyn",
+        "BCx",
+        "SOCIAL",
+        "Will cont",
+        "PLAN",
+        "Keep K",
+        "Still on",
+        "See flowsheet",
+        "resp failure",
+    ] {
+        assert!(pseudo.contains(term), "{term} was taken out: {pseudo}");
+    }
+    for secret in ["3/12", "Mary", "Kowalczyk", "Sacred Heart"] {
+        assert!(!pseudo.contains(secret), "{secret} leaked: {pseudo}");
+    }
+    assert_eq!(p.reidentify(&pseudo), note);
+}
+
 #[test]
 fn a_model_answer_is_restored_and_invented_tokens_are_kept() {
     let mut p = pseudonymizer();

@@ -157,7 +157,9 @@ pub(super) fn at(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
                     // word's are not, and asking for more here would change what the name
                     // family later reads for it.
                     && (number_within(scan, i, 5)
-                        || (t.is_title() && small.has(dict::CITY | dict::PLACE_HEAD))))
+                        || ((t.is_title()
+                            || (t.all_upper() && t.len() > 3 && scan.toks[i - 1].all_upper()))
+                            && small.has(dict::CITY | dict::PLACE_HEAD))))
         }
         _ => false,
     };
@@ -268,6 +270,11 @@ fn sandwich_street(scan: &mut Scan<'_>, i: usize) -> Option<(usize, usize)> {
                 if !(t.is_cap() || particle || !info.has(dict::ENGLISH)) {
                     return None;
                 }
+                // Vital signs and lab shorthand between numbers (`HR 108 BP 98/68`) are no
+                // street name.
+                if info.has(dict::CLINICAL) && !info.has(dict::FIRST | dict::LAST | dict::CITY) {
+                    return None;
+                }
                 if info.has(dict::ENGLISH) && !particle {
                     english += 1;
                 }
@@ -287,6 +294,12 @@ fn sandwich_street(scan: &mut Scan<'_>, i: usize) -> Option<(usize, usize)> {
             }
             Kind::Num if words > 0 && house_number(scan, k) => {
                 let after = k + 1;
+                // A percentage or the first half of a ratio (`TO 40%`, `BP 98/68`).
+                if scan.gap(after) == Gap::None
+                    && (scan.is_punct(after, b'%') || scan.is_punct(after, b'/'))
+                {
+                    return None;
+                }
                 if scan.kind(after) == Some(Kind::Word) && scan.gap(after) == Gap::Space {
                     let w = scan.s(after);
                     if UNIT_WORDS.iter().any(|u| w.eq_ignore_ascii_case(u)) {
@@ -887,6 +900,20 @@ fn city_postal(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     if english || lower_english {
         return None;
     }
+    // Clinical shorthand is no place ("from EW at 0945"), and a four-digit number after
+    // "at" that reads as a time of day is a time.
+    let clinical = (i..=k).any(|w| {
+        let f = scan.info_full(w);
+        scan.toks[w].len() > 1
+            && f.has(dict::CLINICAL)
+            && !f.has(dict::FIRST | dict::LAST | dict::CITY)
+    });
+    let time = zs.len() == 4
+        && scan.is(z - 1, "at")
+        && zs.parse::<u32>().is_ok_and(|v| v <= 2359 && v % 100 < 60);
+    if clinical || time {
+        return None;
+    }
     scan.emit(i, k, Category::City, 0.7);
     scan.emit(z, ze, Category::ZipCode, 0.8);
     Some(ze + 1)
@@ -895,7 +922,10 @@ fn city_postal(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
 /// A known US city (one to three words) after a place preposition: `lives in Springfield`.
 fn known_city(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
     let t = *scan.tok(i)?;
-    if t.kind != Kind::Word || !t.is_title() || i == 0 || scan.gap(i) != Gap::Space {
+    // In capitals after a cue in capitals ("LIVES IN GREENVILLE"): a note written in
+    // capitals, where a city looks like every other word.
+    let shouted = t.all_upper() && i > 0 && scan.toks[i - 1].all_upper();
+    if t.kind != Kind::Word || !(t.is_title() || shouted) || i == 0 || scan.gap(i) != Gap::Space {
         return None;
     }
     if !scan.info_small(i - 1).has(dict::PLACE_CUE) {
@@ -928,7 +958,7 @@ fn known_city(scan: &mut Scan<'_>, i: usize) -> Option<usize> {
         for k in i + 1..i + 3 {
             if scan.gap(k) != Gap::Space
                 || scan.kind(k) != Some(Kind::Word)
-                || !scan.toks[k].is_title()
+                || !(scan.toks[k].is_title() || (shouted && scan.toks[k].all_upper()))
             {
                 break;
             }

@@ -12,6 +12,7 @@ mod address;
 mod dates;
 mod names;
 mod numbers;
+mod places;
 mod web;
 
 use std::collections::HashSet;
@@ -544,6 +545,17 @@ impl<'t> Scan<'t> {
         i >= 2 && self.is_punct(i - 1, b'.') && self.info_small(i - 2).has(dict::TITLE)
     }
 
+    /// Whether token `i` follows a role word (`patient`, `wife`, `Dr`) on the same line:
+    /// cheap, a filter on the word's letters before any lookup.
+    #[inline]
+    pub fn after_role_word(&mut self, i: usize) -> bool {
+        i > 0
+            && self.gap(i) == Gap::Space
+            && self.kind(i - 1) == Some(Kind::Word)
+            && self.dict.may_be_role(self.bytes(i - 1))
+            && self.info_small(i - 1).has(dict::ROLE)
+    }
+
     /// Whether token `i` starts a sentence or a line (so its capital says nothing).
     #[inline]
     pub fn sentence_start(&self, i: usize) -> bool {
@@ -636,7 +648,24 @@ fn word_info_other(dict: &Dict, text: &str, t: Tok, level: u8, buf: &mut String)
 ///
 /// `lower_case_names`: check every lower-case word against the name lists, as in text written
 /// without capitals, whatever the rest of the text looks like (the recall-oriented setting).
+///
+/// Text with characters that hide what it shows (full-width digits, Unicode hyphens, soft
+/// hyphens, zero-width characters: see [`crate::norm`]) is detected in its normalised form,
+/// and the spans are mapped back to byte offsets of `text` as written.
 pub(crate) fn spans(text: &str, lower_case_names: bool, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
+    let Some(n) = crate::norm::normalise(text) else {
+        return spans_as_written(text, lower_case_names, keep);
+    };
+    let mut spans = spans_as_written(&n.text, lower_case_names, keep);
+    for s in &mut spans {
+        s.start = n.orig_start(s.start);
+        s.end = n.orig_end(s.end);
+    }
+    spans
+}
+
+/// [`spans`] of text that needs no normalisation.
+fn spans_as_written(text: &str, lower_case_names: bool, keep: impl Fn(&Cand) -> bool) -> Vec<Span> {
     let mut scan = Scan::new(text);
     scan.recall = lower_case_names;
     candidates(&mut scan, lower_case_names);
@@ -670,7 +699,12 @@ fn candidates(scan: &mut Scan<'_>, lower_case_names: bool) {
         let next = match t.kind {
             Kind::Num | Kind::AlNum => address::at(scan, i).or_else(|| numbers::at(scan, i)),
             // (The tests before the number and date families are the first ones they make.)
-            Kind::Word if t.is_cap() => address::at(scan, i)
+            // A place word ("FROM", "At") starts nothing; a place after one is looked for
+            // before the address shapes, which would read "FROM SAUNDERS AT 0330" as a
+            // city and a postal code.
+            Kind::Word if t.is_cap() && places::is_cue(scan, i) => Some(i + 1),
+            Kind::Word if t.is_cap() => places::at(scan, i)
+                .or_else(|| address::at(scan, i))
                 .or_else(|| {
                     (t.all_upper() && t.len() <= 5 && numbers::value_start_word(scan, i))
                         .then(|| numbers::at(scan, i))
@@ -694,6 +728,10 @@ fn candidates(scan: &mut Scan<'_>, lower_case_names: bool) {
                 if next.is_none() && interesting && scan.info_small(i).month() != 0 {
                     next = dates::at(scan, i);
                 }
+                // `from sacred heart`, `at st. luke's`.
+                if next.is_none() && places::lower_head(raw) {
+                    next = places::at(scan, i);
+                }
                 // Past the first token, a line start and a title's dot both need punctuation
                 // just before (the line-start test looks back across quoting marks only).
                 let after_punct = i > 0 && scan.toks[i - 1].kind == Kind::Punct;
@@ -703,7 +741,10 @@ fn candidates(scan: &mut Scan<'_>, lower_case_names: bool) {
                     next = names::at(scan, i);
                 }
                 if next.is_none() && (lower_text || (after_punct && scan.after_title_dot(i))) {
-                    next = names::lower_at(scan, i, 0.6);
+                    next = names::lower_at(scan, i, 0.6, false);
+                } else if next.is_none() && scan.after_role_word(i) {
+                    // `patient john smith`, `wife zelda` in ordinary text.
+                    next = names::lower_at(scan, i, 0.6, true);
                 }
                 next
             }

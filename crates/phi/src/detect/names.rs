@@ -89,6 +89,11 @@ fn classify(info: WordInfo, all_upper: bool, len: usize) -> Class {
     }
     let f = info.has(dict::FIRST);
     let l = info.has(dict::LAST);
+    if info.has(dict::CLINICAL) {
+        // Clinical vocabulary ("Pt", "NEURO", "Propofol"), in any case: no name, unless it
+        // is also a census name ("Will", "Foley"), which context decides.
+        return if f || l { Class::Ambig } else { Class::NonName };
+    }
     let en = info.has(dict::ENGLISH);
     let non_person = dict::PROPER
         | dict::MEDICAL
@@ -172,14 +177,20 @@ pub(super) fn line_start(scan: &Scan<'_>, i: usize) -> bool {
 /// A name written in lower case at the start of a line (`naomi ryan`): a census first name
 /// that is not a common word, then a surname or an unknown word.
 fn lower_name(scan: &mut Scan<'_>, i: usize) -> usize {
-    lower_at(scan, i, 0.6).unwrap_or(i + 1)
+    lower_at(scan, i, 0.6, false).unwrap_or(i + 1)
 }
 
 /// A name written in lower case at word token `i`: a census first name that is not a common
 /// word, then (optionally an initial and) a surname or a word in no list; or, after a title
-/// or a name label, any word that is not English. `base` is the score of a first name with
-/// a surname; context raises it. Returns the token after the name.
-pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize> {
+/// or a name label, any word that is not English (unless `names_only`: then only census
+/// names). `base` is the score of a first name with a surname; context raises it. Returns
+/// the token after the name.
+pub(super) fn lower_at(
+    scan: &mut Scan<'_>,
+    i: usize,
+    base: f32,
+    names_only: bool,
+) -> Option<usize> {
     let t = *scan.tok(i)?;
     if t.kind != Kind::Word || !t.is_lower() || t.len() < 2 {
         return None;
@@ -188,15 +199,28 @@ pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize
     if fi.has(dict::FUNCTION) {
         return None;
     }
-    // An English word is a first name here only in the recall setting, and only before a
-    // surname (`john smith`, not `will do`).
-    if fi.has(dict::ENGLISH)
-        && !(scan.recall && fi.has(dict::FIRST) && lower_surname_at(scan, i + 1))
-    {
+    let strong = title_before(scan, i) || label_before(scan, i) || role_before(scan, i);
+    // An English word is a first name here only before a surname (`john smith`, not `will
+    // do`), and only in the recall setting, or after a title, label or role when both are
+    // frequent names (`patient john smith`, not `pt will go`).
+    // A frequent first name alone right after a relative (`son bill`, `niece ruby`).
+    let kin_first = fi.has(dict::COMMON_FIRST) && kin_before(scan, i);
+    if fi.has(dict::ENGLISH) && !kin_first {
+        let pair = fi.has(dict::FIRST) && lower_surname_at(scan, i + 1);
+        let frequent = fi.has(dict::COMMON_FIRST) && {
+            let li = scan.info_full(i + 1);
+            !li.has(dict::ENGLISH) || li.has(dict::COMMON_LAST)
+        };
+        if !(pair && (scan.recall || (strong && frequent))) {
+            return None;
+        }
+    }
+    let first = fi.has(dict::FIRST);
+    // After a role in ordinary text (`wife zelda`), only a census name: the word after
+    // `pt` is more often shorthand (`pt npo`) than a name.
+    if names_only && !fi.has(dict::FIRST | dict::LAST) {
         return None;
     }
-    let strong = title_before(scan, i) || label_before(scan, i) || role_before(scan, i);
-    let first = fi.has(dict::FIRST);
     if !(first || strong || fi.has(dict::LAST) && weak_role_before(scan, i)) {
         return None;
     }
@@ -212,7 +236,8 @@ pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize
     if scan.gap(j) == Gap::Space && scan.kind(j) == Some(Kind::Word) && scan.toks[j].is_lower() {
         let li = scan.info_full(j);
         if scan.toks[j].len() > 1
-            && (li.has(dict::LAST) || !li.has(dict::ENGLISH | dict::PROPER | dict::FUNCTION))
+            && !li.has(dict::FUNCTION)
+            && (li.has(dict::LAST) || !li.has(dict::ENGLISH | dict::PROPER))
         {
             k = j;
         }
@@ -225,6 +250,21 @@ pub(super) fn lower_at(scan: &mut Scan<'_>, i: usize, base: f32) -> Option<usize
     };
     scan.emit(i, k, Category::Person, score);
     Some(k + 1)
+}
+
+/// Words for relatives, after which a frequent first name alone is that person.
+const KIN: [u64; 24] = super::words8([
+    "wife", "husband", "son", "daughter", "dtr", "dau", "mother", "father", "mom", "dad",
+    "brother", "sister", "sis", "bro", "niece", "nephew", "aunt", "uncle", "cousin", "friend",
+    "spouse", "partner", "hcp", "grandson",
+]);
+
+/// Whether the word right before token `i` (a space between) is a relative ([`KIN`]).
+fn kin_before(scan: &Scan<'_>, i: usize) -> bool {
+    i > 0
+        && scan.gap(i) == Gap::Space
+        && scan.kind(i - 1) == Some(Kind::Word)
+        && KIN.contains(&super::word8(scan.bytes(i - 1)))
 }
 
 /// Whether token `j` is a lower-case surname from the lists, a space after the word before.
@@ -299,6 +339,11 @@ fn next_part(scan: &Scan<'_>, to: usize, info: WordInfo) -> Option<usize> {
 }
 
 fn chain(scan: &mut Scan<'_>, i: usize) -> usize {
+    // A place word ("FROM", "At") is no name and starts no run: what follows is looked at
+    // as a place first.
+    if super::places::is_cue(scan, i) {
+        return i + 1;
+    }
     let mut parts = Parts::new();
     chain_in(scan, i, &mut parts)
 }
@@ -313,6 +358,11 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
         // A lower-case word goes on a run only as a particle (`van`), or as the first piece
         // of a hyphenated one: most are ruled out here without a lookup.
         if !t.is_cap() && !hyphen_joins(scan, j) && !scan.dict.may_be_particle(scan.bytes(j)) {
+            break;
+        }
+        // A place word ends a run ("TRANSFERRED FROM GLENCOE HOSPITAL"): what follows it is
+        // looked at as a place first.
+        if j > i && super::places::is_cue(scan, j) {
             break;
         }
         // Function words ("The", "He") are in the small table: no need for the big one.
@@ -412,13 +462,22 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
     let Some(&last) = parts.last() else {
         return i + 1;
     };
+    if parts.len() == 1
+        && matches!(last.class, Class::Last | Class::Ambig)
+        && let Some(next) = surname_comma_first(scan, i, last)
+    {
+        return next;
+    }
     let next = last.to + 1;
     let nparts = parts.len();
     // Most capitalised words are ordinary words at a sentence start: nothing to do unless a
     // title makes the next word a name.
+    // (A role word before another word may make that word a name: see
+    // [`name_after_role`].)
     let all_ordinary = parts
         .iter()
-        .all(|p| p.class == Class::NonName && !p.info.has(dict::TITLE));
+        .all(|p| p.class == Class::NonName && !p.info.has(dict::TITLE))
+        && !parts[..nparts - 1].iter().any(|p| p.info.has(dict::ROLE));
     if all_ordinary && (nparts > 1 || !title_before(scan, i)) {
         return next;
     }
@@ -432,10 +491,22 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
             title = true;
             first += 1;
             break; // the word after a title is the name
+        } else if p.class == Class::NonName
+            && first > 0
+            && name_after_role(scan, parts[first - 1], p)
+        {
+            // "WIFE COY", "NP IRA", "husband Vesa": after a relative or a clinician, a
+            // word read as an acronym, a common word or a drug is the person's name.
+            parts[first].class = Class::Ambig;
+            break;
         } else if p.class == Class::NonName {
             if p.info.has(dict::ROLE) {
                 role = true;
             }
+        } else if role_word_before_name(parts, first) {
+            // "Call John Smith", "Husband Alister": a verb that asks for a person or a
+            // relative, also a surname, before a name.
+            role = true;
         } else {
             break;
         }
@@ -467,8 +538,9 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
             continue;
         }
         let seg = &core[seg_start..k];
-        // A piece of initials alone ("I" at a sentence start, a stray "J.") scores nothing
-        // whatever its context: the context is not looked for.
+        // A piece of initials alone ("I" at a sentence start, a stray "J.") scores nothing,
+        // unless a title or a clinician's credential stands right before it ("Dr. B.",
+        // "RN A.": how notes name staff).
         if seg.iter().any(|p| p.class != Class::Initial) {
             let ctx_before = if first_seg {
                 Context {
@@ -478,19 +550,127 @@ fn chain_in(scan: &mut Scan<'_>, i: usize, parts: &mut Parts) -> usize {
                     first_seg: first == 0 || role || title,
                 }
             } else {
+                // Later in a run (text in capitals runs on: "SISTER ANN AND NIECE JO"), a
+                // role word just before the piece is still its context.
+                let before = k.checked_sub(seg.len() + 1).and_then(|b| core.get(b));
                 Context {
                     title: false,
-                    role: false,
+                    role: before.is_some_and(|p| p.info.has(dict::ROLE)),
                     label: false,
                     first_seg: false,
                 }
             };
             score_segment(scan, seg, ctx_before);
+        } else if let (Some(a), Some(b)) = (seg.first(), seg.last())
+            && scan.toks[a.from].is_cap()
+            && clinician_before(scan, a.from)
+        {
+            scan.emit(a.from, b.to, Category::Person, 0.8);
         }
         first_seg = false;
         seg_start = k + 1;
     }
     next
+}
+
+/// Whether part `p`, read as no name, is a name after part `role`: `role` is a role word
+/// other than `pt`/`patient`, and `p` is a census first name that is frequent or no English
+/// word (`COY`, `MARK`, `IRA`), or a surname or drug name that is no English word (`Vesa`).
+fn name_after_role(scan: &mut Scan<'_>, role: Part, p: Part) -> bool {
+    if !role.info.has(dict::ROLE)
+        || scan.is(role.from, "pt")
+        || scan.is(role.from, "pts")
+        || scan.is(role.from, "patient")
+    {
+        return false;
+    }
+    // Everything about the word (a short word in capitals was looked up in the context
+    // lists only).
+    let i = if p.from == p.to {
+        scan.info_full(p.from)
+    } else {
+        p.info
+    };
+    !i.has(
+        dict::FUNCTION
+            | dict::TITLE
+            | dict::CREDENTIAL
+            | dict::ROLE
+            | dict::MONTH
+            | dict::WEEKDAY
+            | dict::STATE
+            | dict::COUNTRY,
+    ) && i.ctx_code() == 0
+        && ((i.has(dict::FIRST) && (i.has(dict::COMMON_FIRST) || !i.has(dict::ENGLISH)))
+            || (!i.has(dict::ENGLISH) && i.has(dict::LAST | dict::CLINICAL)))
+}
+
+/// Whether part `k` is a role word that is also a surname and a common word (`Call`,
+/// `Husband`, `Son`), followed in the run by a name: the word asks for or names the
+/// person's relation, it is not the person's name.
+fn role_word_before_name(parts: &[Part], k: usize) -> bool {
+    let (Some(p), Some(next)) = (parts.get(k), parts.get(k + 1)) else {
+        return false;
+    };
+    p.class == Class::Ambig
+        && p.info.has(dict::ROLE)
+        && p.info.has(dict::ENGLISH)
+        && !p.info.has(dict::FIRST)
+        && matches!(
+            next.class,
+            Class::First | Class::Last | Class::Ambig | Class::Unknown | Class::Proper
+        )
+}
+
+/// "Smith, John" (a surname, a comma, a first name, and the name ends there): one person
+/// written surname first, as records list people. Token `i` starts the run, a single
+/// capitalised word; returns the token after the first name when it took the pair.
+fn surname_comma_first(scan: &mut Scan<'_>, i: usize, last: Part) -> Option<usize> {
+    let comma = last.to + 1;
+    let f = comma + 1;
+    if last.from != i
+        || !scan.is_punct(comma, b',')
+        || scan.gap(comma) != Gap::None
+        || scan.gap(f) != Gap::Space
+        || scan.kind(f) != Some(Kind::Word)
+        || !scan.toks[f].is_cap()
+        || scan.toks[f].len() < 2
+        || scan.is_used(f)
+    {
+        return None;
+    }
+    // Not an item of a list ("Paris, London, Rome"; "Miller, Jones, Smith").
+    if i > 0 && scan.is_punct(i - 1, b',') {
+        return None;
+    }
+    let after = f + 1;
+    let ends = scan.gap(after) >= Gap::Line
+        || scan.kind(after).is_none()
+        || (scan.kind(after) == Some(Kind::Punct) && !scan.is_punct(after, b','))
+        || (scan.kind(after) == Some(Kind::Word) && scan.toks[after].is_lower());
+    if !ends {
+        return None;
+    }
+    let fi = scan.info(f);
+    let place = dict::STATE | dict::COUNTRY | dict::CITY | dict::MONTH | dict::WEEKDAY;
+    if !last.info.has(dict::LAST)
+        || !fi.has(dict::FIRST)
+        || fi.has(place | dict::FUNCTION | dict::TITLE)
+        || last.info.has(place | dict::FUNCTION | dict::TITLE)
+    {
+        return None;
+    }
+    // Both also common words ("Brown, Rose"): only a frequent surname and first name.
+    let ambiguous = last.info.has(dict::ENGLISH) || fi.has(dict::ENGLISH);
+    let score = if !ambiguous {
+        0.85
+    } else if last.info.has(dict::COMMON_LAST) && fi.has(dict::COMMON_FIRST) {
+        0.7
+    } else {
+        return None;
+    };
+    scan.emit(i, f, Category::Person, score);
+    Some(f + 1)
 }
 
 #[derive(Clone, Copy)]
@@ -599,9 +779,16 @@ fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
         }
     };
     let single_weak = words == 1 && matches!(seg[0].class, Class::Unknown | Class::Last);
+    // A clinical word that is also a name ("Will", "Given", "Foley") after "Pt" opens a
+    // telegraphic sentence ("Pt Will need…", "Pt Given ativan"); after another role it is
+    // a name ("wife Will").
+    let clinical_after_pt = words == 1
+        && seg[0].class == Class::Ambig
+        && seg[0].info.has(dict::CLINICAL)
+        && patient_word_before(scan, start_tok);
     if ctx.title || ctx.label || after.credential {
         score = score.max(0.95);
-    } else if ctx.role {
+    } else if ctx.role && !clinical_after_pt {
         score = score.max(0.85);
     } else {
         if weak_role_before(scan, start_tok) && (single_weak || seg[0].class == Class::First) {
@@ -624,7 +811,10 @@ fn score_segment(scan: &mut Scan<'_>, seg: &[Part], ctx: Context) {
         if after.possessive && words == 1 {
             score += 0.1;
         }
-        if words == 1 && seg[0].class != Class::Ambig {
+        // (Not for a word in capitals that is in no list: in a note written in capitals
+        // every "NO ECTOPY." and ", BASELINE BEDBOUND." would be one.)
+        let shouted = scan.toks[start_tok].all_upper() && seg[0].class == Class::Proper;
+        if words == 1 && seg[0].class != Class::Ambig && !shouted {
             // A vocative ("Kuba, can I…", "…, Mark!") or a speaker label at a line start
             // ("Ubul: What a wife.").
             if (sentence_start && after.comma)
@@ -707,6 +897,51 @@ fn drug_before(scan: &mut Scan<'_>, i: usize) -> bool {
     false
 }
 
+/// Whether the nearest word before token `i` (see [`word_before`]) is `pt`, `pts` or
+/// `patient`.
+fn patient_word_before(scan: &Scan<'_>, i: usize) -> bool {
+    word_before(scan, i)
+        .is_some_and(|p| scan.is(p, "pt") || scan.is(p, "pts") || scan.is(p, "patient"))
+}
+
+/// A title or a clinician's credential right before token `i`, across a title's dot
+/// (`Dr. B.`, `RN A.`, `NP K.`).
+fn clinician_before(scan: &mut Scan<'_>, i: usize) -> bool {
+    let Some(mut p) = i.checked_sub(1) else {
+        return false;
+    };
+    if scan.gap(i) > Gap::Space {
+        return false;
+    }
+    if scan.is_punct(p, b'.') && scan.gap(p) == Gap::None {
+        let Some(q) = p.checked_sub(1) else {
+            return false;
+        };
+        p = q;
+    }
+    scan.kind(p) == Some(Kind::Word)
+        && scan.toks[p].is_cap()
+        && scan.info_small(p).has(dict::TITLE | dict::CREDENTIAL)
+}
+
+/// The nearest word token shortly before token `i` on the same line, across a comma, colon,
+/// apostrophe or bracket (at most three tokens back).
+fn word_before(scan: &Scan<'_>, i: usize) -> Option<usize> {
+    let mut p = i;
+    for _ in 0..3 {
+        if p == 0 || scan.gap(p) >= Gap::Line {
+            return None;
+        }
+        p -= 1;
+        match scan.kind(p) {
+            Some(Kind::Word) => return Some(p),
+            Some(Kind::Punct) if matches!(scan.toks[p].ch, b',' | b':' | b'\'' | b'(') => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// A title right before token `i`: `Dr.`, `Mrs`, `Prof.` (or `mr.` in lower-case text).
 fn title_before(scan: &mut Scan<'_>, i: usize) -> bool {
     if i == 0 || scan.gap(i) > Gap::Space {
@@ -725,19 +960,7 @@ fn title_before(scan: &mut Scan<'_>, i: usize) -> bool {
 /// A role or kinship word shortly before (`wife`, `patient`, `seen by`, `Hi`), across a
 /// comma or colon.
 fn role_before(scan: &mut Scan<'_>, i: usize) -> bool {
-    let mut p = i;
-    for _ in 0..3 {
-        if p == 0 || scan.gap(p) >= Gap::Line {
-            return false;
-        }
-        p -= 1;
-        match scan.kind(p) {
-            Some(Kind::Word) => return scan.info_small(p).has(dict::ROLE),
-            Some(Kind::Punct) if matches!(scan.toks[p].ch, b',' | b':' | b'\'' | b'(') => {}
-            _ => return false,
-        }
-    }
-    false
+    word_before(scan, i).is_some_and(|p| scan.info_small(p).has(dict::ROLE))
 }
 
 /// `Name: X`, `Patient: X`, `my name is X`, `I'm X`, `calls me X`.

@@ -351,6 +351,9 @@ fn digits(scan: &mut Scan<'_>, i: usize, ctx: Ctx) -> Option<usize> {
         scan.emit_bytes(s, s + 17, Category::Device, 0.9);
         return None;
     }
+    if let Some(next) = spaced_out(scan, i, ctx) {
+        return Some(next);
+    }
     let mut seq = Seq {
         groups: [Group::default(); MAX_GROUPS],
         n: 0,
@@ -406,6 +409,81 @@ fn digits(scan: &mut Scan<'_>, i: usize, ctx: Ctx) -> Option<usize> {
         }
     }
     None
+}
+
+/// An SSN or a phone number written with spaces between its digits or around its dashes
+/// (`4 5 7 5 5 5 4 6 2`, `4 5 7 - 5 5 - 5 4 6 2`, `457 - 55 - 5462`): what a person reads as
+/// one number, which the digit-group shapes do not take. Starts at Num token `i`; returns
+/// the token after the number when it took one.
+fn spaced_out(scan: &mut Scan<'_>, i: usize, ctx: Ctx) -> Option<usize> {
+    // The cheap test first: a single digit followed by a spaced digit or a spaced dash.
+    let spaced_next = |scan: &Scan<'_>, k: usize| {
+        scan.gap(k + 1) == Gap::Space
+            && (scan.kind(k + 1) == Some(Kind::Num) || scan.is_punct(k + 1, b'-'))
+    };
+    let first_len = scan.toks.get(i)?.len();
+    if !(spaced_next(scan, i) && (first_len == 1 || scan.is_punct(i + 1, b'-'))) {
+        return None;
+    }
+    let b = scan.text.as_bytes();
+    let mut digits = [0u8; 16];
+    let mut n = 0;
+    let (mut groups, mut singles, mut spaced_dashes) = (0, 0, 0);
+    let mut k = i;
+    let mut last;
+    loop {
+        let t = *scan.tok(k)?;
+        if t.kind != Kind::Num || t.len() > 4 || scan.is_used(k) || n + t.len() > digits.len() {
+            return None;
+        }
+        digits[n..n + t.len()].copy_from_slice(b.get(t.start..t.end)?);
+        n += t.len();
+        groups += 1;
+        if t.len() == 1 {
+            singles += 1;
+        }
+        last = k;
+        let nk = k + 1;
+        if scan.kind(nk) == Some(Kind::Num) && scan.gap(nk) == Gap::Space {
+            k = nk;
+        } else if scan.is_punct(nk, b'-')
+            && scan.kind(nk + 1) == Some(Kind::Num)
+            && scan.gap(nk) <= Gap::Space
+            && scan.gap(nk + 1) <= Gap::Space
+        {
+            if scan.gap(nk) == Gap::Space || scan.gap(nk + 1) == Gap::Space {
+                spaced_dashes += 1;
+            }
+            k = nk + 1;
+        } else {
+            break;
+        }
+    }
+    // Mostly single digits, or groups joined by spaced dashes: otherwise the digit-group
+    // shapes decide (`457 55 5462`, `617 555 0143`).
+    if groups < 3 || !(singles * 2 >= groups || spaced_dashes > 0) {
+        return None;
+    }
+    let d = &digits[..n];
+    let (cat, score) = match n {
+        9 if checks::ssn(&d[..3], &d[3..5], &d[5..]) => {
+            (Category::Ssn, if ctx == Ctx::Ssn { 0.95 } else { 0.85 })
+        }
+        10 if !matches!(d[0], b'0' | b'1') => (Category::Phone, 0.7),
+        11 if d[0] == b'1' => (Category::Phone, 0.7),
+        _ => return None,
+    };
+    let score = match (cat, ctx) {
+        (Category::Phone, Ctx::Phone | Ctx::Fax) => 0.9,
+        _ => score,
+    };
+    let cat = if cat == Category::Phone && ctx == Ctx::Fax {
+        Category::Fax
+    } else {
+        cat
+    };
+    scan.emit(i, last, cat, score);
+    Some(last + 1)
 }
 
 /// `ext. 123` or `x123` after a phone number.
@@ -629,6 +707,14 @@ fn numeric_date(
         }
         let (m, d) = (v(0), v(1));
         let next = seq.groups[1].tok + 1;
+        // `10/3.7`: a ratio of decimals, not a date.
+        if scan.is_punct(next, b'.')
+            && scan.gap(next) == Gap::None
+            && scan.kind(next + 1) == Some(Kind::Num)
+            && scan.gap(next + 1) == Gap::None
+        {
+            return None;
+        }
         let unit_after = scan.kind(next) == Some(Kind::Word)
             && UNITS_AFTER_FRACTION.contains(&word8(scan.bytes(next)));
         let prev_measure = seq.groups[0].tok > 0
@@ -659,10 +745,13 @@ const UNITS_AFTER_FRACTION: [u64; 39] = words8([
     "cm", "mm", "mmhg", "bpm",
 ]);
 
-/// Words before `n/m` that make it a measurement or score.
-const MEASURES_BEFORE: [u64; 22] = words8([
+/// Words before `n/m` that make it a measurement or score: vital signs, scores, and the
+/// ventilator and lab pairs of ICU notes (`PSV 10/5`, `CPAP 5/5`, `BUN/Cr 20/1.1`).
+const MEASURES_BEFORE: [u64; 38] = words8([
     "bp", "pressure", "pain", "score", "scored", "rated", "rate", "strength", "grade", "ratio",
     "gcs", "apgar", "phq", "vision", "acuity", "va", "reflexes", "murmur", "x", "was", "is", "at",
+    "psv", "ps", "cpap", "bipap", "peep", "ac", "simv", "imv", "prvc", "aprv", "vent", "settings",
+    "cr", "creat", "abg", "vbg",
 ]);
 
 /// Words right after a number that say it is a phone number (`555-0199 mobile`).

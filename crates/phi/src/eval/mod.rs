@@ -1,13 +1,15 @@
 //! Evaluation support (feature `eval`): labelled documents, the Presidio-research dataset
-//! loader with its label mapping, a seeded generator of labelled clinical notes, and the
-//! any-overlap scorer. Used by the crate's tests and by `phi-bench`; never by detection.
+//! loader with its label mapping, seeded generators of labelled clinical notes and of ICU
+//! nursing notes, and the any-overlap scorer. Used by the crate's tests and by `phi-bench`; never by detection.
 
 mod dataset;
 mod notes;
+mod nursing;
 mod score;
 
 pub use dataset::{load_presidio_research, map_presidio_label};
 pub use notes::generate_notes;
+pub use nursing::generate_nursing_notes;
 pub use score::{CategoryScore, Report, score};
 
 use serde::{Deserialize, Serialize};

@@ -19,41 +19,41 @@ static US_CITIES: &str = include_str!("../../data/us_cities.txt");
 static US_STATES: &str = include_str!("../../data/us_states.txt");
 
 /// SplitMix64: tiny, seedable, and stable across versions of any crate.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
-    fn range(&mut self, lo: u32, hi: u32) -> u32 {
+    pub(super) fn range(&mut self, lo: u32, hi: u32) -> u32 {
         lo + (self.next() % u64::from(hi - lo + 1)) as u32
     }
-    fn chance(&mut self, p: f64) -> bool {
+    pub(super) fn chance(&mut self, p: f64) -> bool {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
-    fn pick<'a, T: ?Sized>(&mut self, v: &[&'a T]) -> &'a T {
+    pub(super) fn pick<'a, T: ?Sized>(&mut self, v: &[&'a T]) -> &'a T {
         v[self.below(v.len())]
     }
-    fn digits(&mut self, n: usize) -> String {
+    pub(super) fn digits(&mut self, n: usize) -> String {
         (0..n)
             .map(|_| char::from(b'0' + self.below(10) as u8))
             .collect()
     }
-    fn letters(&mut self, n: usize) -> String {
+    pub(super) fn letters(&mut self, n: usize) -> String {
         (0..n)
             .map(|_| char::from(b'A' + self.below(26) as u8))
             .collect()
     }
 }
 
-fn title_case(s: &str) -> String {
+pub(super) fn title_case(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f
@@ -64,8 +64,8 @@ fn title_case(s: &str) -> String {
     }
 }
 
-struct Pools {
-    census_first: Vec<&'static str>,
+pub(super) struct Pools {
+    pub(super) census_first: Vec<&'static str>,
     census_last: Vec<&'static str>,
     faker_first: Vec<&'static str>,
     faker_last: Vec<&'static str>,
@@ -74,7 +74,7 @@ struct Pools {
 }
 
 impl Pools {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let lines = |s: &'static str, n: usize| -> Vec<&'static str> {
             s.lines().filter(|l| !l.is_empty()).take(n).collect()
         };
@@ -97,16 +97,16 @@ impl Pools {
 }
 
 /// Text being built, with its gold spans.
-struct Note {
-    text: String,
-    gold: Vec<Gold>,
+pub(super) struct Note {
+    pub(super) text: String,
+    pub(super) gold: Vec<Gold>,
 }
 
 impl Note {
-    fn t(&mut self, s: &str) {
+    pub(super) fn t(&mut self, s: &str) {
         self.text.push_str(s);
     }
-    fn phi(&mut self, c: Category, s: &str) {
+    pub(super) fn phi(&mut self, c: Category, s: &str) {
         let start = self.text.len();
         self.text.push_str(s);
         self.gold.push(Gold {
@@ -117,9 +117,9 @@ impl Note {
     }
 }
 
-struct Gen {
-    r: Rng,
-    p: Pools,
+pub(super) struct Gen {
+    pub(super) r: Rng,
+    pub(super) p: Pools,
 }
 
 fn luhn_complete(body: &str) -> String {
@@ -133,21 +133,21 @@ fn luhn_complete(body: &str) -> String {
 }
 
 impl Gen {
-    fn first(&mut self) -> String {
+    pub(super) fn first(&mut self) -> String {
         if self.r.chance(0.5) {
             title_case(self.r.pick(&self.p.census_first))
         } else {
             self.r.pick(&self.p.faker_first).to_owned()
         }
     }
-    fn last(&mut self) -> String {
+    pub(super) fn last(&mut self) -> String {
         if self.r.chance(0.5) {
             title_case(self.r.pick(&self.p.census_last))
         } else {
             self.r.pick(&self.p.faker_last).to_owned()
         }
     }
-    fn full(&mut self) -> String {
+    pub(super) fn full(&mut self) -> String {
         let f = self.first();
         let l = self.last();
         if self.r.chance(0.15) {
@@ -157,7 +157,7 @@ impl Gen {
             format!("{f} {l}")
         }
     }
-    fn city(&mut self) -> String {
+    pub(super) fn city(&mut self) -> String {
         if self.r.chance(0.5) {
             self.r
                 .pick(&self.p.cities)
@@ -286,7 +286,7 @@ impl Gen {
             _ => format!("{mn} {y}"),
         }
     }
-    fn phone(&mut self) -> String {
+    pub(super) fn phone(&mut self) -> String {
         let (a, b, c) = (
             self.r.range(201, 989),
             self.r.range(200, 999),
@@ -584,9 +584,21 @@ fn discharge_summary(g: &mut Gen) -> Doc {
 
 fn filler(g: &mut Gen, note: &mut Note, k: usize) {
     for _ in 0..k {
-        note.t(FILLER[g.r.below(FILLER.len())]);
+        let f = FILLER[g.r.below(FILLER.len())];
+        // The one hospital named in the filler is PHI (LOCATION), labelled as such.
+        match f.split_once(FILLER_HOSPITAL) {
+            Some((before, after)) => {
+                note.t(before);
+                note.phi(Category::Location, FILLER_HOSPITAL);
+                note.t(after);
+            }
+            None => note.t(f),
+        }
     }
 }
+
+/// The hospital that a line of [`FILLER`] names.
+const FILLER_HOSPITAL: &str = "Mercy General Hospital";
 
 fn one_note(g: &mut Gen) -> Doc {
     use Category as C;
