@@ -6,17 +6,36 @@ use std::sync::Arc;
 
 use crate::support::{Harness, chat_body, mock_cfg, post_as, redis_keys, redis_url};
 use axum::http::StatusCode;
-use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter, Refused};
+use wardgate_gateway::guards::ratelimit::{
+    Bound, Limit, RateLimiter, RedisLimiter, Refusal, Refused, Settlement, utc_day,
+};
 use wardgate_store::Role;
 
+/// The wait of an admission that `l` refuses for `limit`.
+async fn refused_for(l: &dyn RateLimiter, bounds: &[Bound], limit: Limit) -> std::time::Duration {
+    match l.admit(bounds, HOLD).await {
+        Err(Refusal {
+            limit: by,
+            why: Refused::RetryAfter(wait),
+        }) if by == limit => wait,
+        other => panic!("{bounds:?}: {other:?}, not refused for {limit:?}"),
+    }
+}
+
+/// How long a place may be held, where a test does not wait for it.
+const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn redis_limiter(namespace: &str) -> RedisLimiter {
-    RedisLimiter::connect(&redis_url(), namespace)
+    limiter_at(&redis_url(), namespace).await
+}
+
+async fn limiter_at(url: &str, namespace: &str) -> RedisLimiter {
+    RedisLimiter::connect(url, namespace)
         .await
         .unwrap_or_else(|e| {
             panic!(
-                "Redis at {} is needed for this test ({e}); start it or set \
-                 WARDGATE_TEST_REDIS_URL",
-                redis_url()
+                "Redis at {url} is needed for this test ({e}); start it or set \
+                 WARDGATE_TEST_REDIS_URL"
             )
         })
 }
@@ -31,16 +50,19 @@ async fn two_instances_sharing_redis_enforce_one_global_limit() {
     let (mut ok, mut refused) = (0, 0);
     for i in 0..60 {
         let l: &dyn RateLimiter = if i % 2 == 0 { &a } else { &b };
-        match l.acquire("key:shared", 20).await {
-            Ok(()) => ok += 1,
-            Err(Refused::RetryAfter(wait)) => {
+        match l.admit(&[Bound::requests("key:shared", 20)], HOLD).await {
+            Ok(_) => ok += 1,
+            Err(Refusal {
+                limit: Limit::Requests,
+                why: Refused::RetryAfter(wait),
+            }) => {
                 assert!(
                     wait.as_secs_f64() > 0.0 && wait.as_secs_f64() <= 3.1,
                     "{wait:?}"
                 );
                 refused += 1;
             }
-            Err(Refused::Unavailable) => panic!("Redis failed"),
+            Err(r) => panic!("{r:?}"),
         }
     }
     assert_eq!((ok, refused), (20, 40));
@@ -50,7 +72,11 @@ async fn two_instances_sharing_redis_enforce_one_global_limit() {
     let tasks: Vec<_> = (0..40)
         .map(|i| {
             let l: Arc<dyn RateLimiter> = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move { l.acquire("key:burst", 10).await.is_ok() })
+            tokio::spawn(async move {
+                l.admit(&[Bound::requests("key:burst", 10)], HOLD)
+                    .await
+                    .is_ok()
+            })
         })
         .collect();
     let mut admitted = 0;
@@ -139,37 +165,164 @@ async fn two_instances_share_quotas_through_redis() {
     let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
     let a = redis_limiter(&ns).await;
     let b = redis_limiter(&ns).await;
-    let hold = std::time::Duration::from_secs(60);
+    let two = [Bound::concurrency("places:key:k", 2)];
     // Places in flight: two in all, whichever instance takes them.
-    assert_eq!(a.enter("inflight:key:k", 2, hold).await, Ok(()));
-    assert_eq!(b.enter("inflight:key:k", 2, hold).await, Ok(()));
-    assert!(matches!(
-        a.enter("inflight:key:k", 2, hold).await,
-        Err(Refused::RetryAfter(_))
-    ));
-    b.leave("inflight:key:k").await;
-    assert_eq!(a.enter("inflight:key:k", 2, hold).await, Ok(()));
+    let ta = a.admit(&two, HOLD).await.unwrap();
+    let tb = b.admit(&two, HOLD).await.unwrap();
+    assert_eq!(
+        a.admit(&two, HOLD).await.map_err(|r| r.limit),
+        Err(Limit::Concurrency)
+    );
+    b.settle(&Settlement::of(two.clone(), tb)).await.unwrap();
+    a.admit(&two, HOLD).await.unwrap();
     // Giving back more than was taken never goes below zero.
     for _ in 0..4 {
-        a.leave("inflight:key:k").await;
+        a.settle(&Settlement::of(two.clone(), ta)).await.unwrap();
     }
-    assert_eq!(b.enter("inflight:key:k", 1, hold).await, Ok(()));
-    assert!(b.enter("inflight:key:k", 1, hold).await.is_err());
+    let one = [Bound::concurrency("places:key:k", 1)];
+    assert!(b.admit(&one, HOLD).await.is_ok());
+    assert_eq!(
+        b.admit(&one, HOLD).await.map_err(|r| r.limit),
+        Err(Limit::Concurrency)
+    );
 
     // Tokens a minute: usage spent through one instance is seen by the other.
-    assert_eq!(a.check("tpm:key:k", 600).await, Ok(()));
-    a.spend("tpm:key:k", 600, 1_600).await.unwrap();
-    let Err(Refused::RetryAfter(wait)) = b.check("tpm:key:k", 600).await else {
-        panic!("an overdrawn bucket must refuse on the other instance too");
-    };
+    let tpm = [Bound::tokens("tpm:key:k", 600)];
+    let t = a.admit(&tpm, HOLD).await.unwrap();
+    a.settle(&Settlement::of(tpm.clone(), t).charging(1_600))
+        .await
+        .unwrap();
+    // An overdrawn bucket refuses on the other instance too.
+    let wait = refused_for(&b, &tpm, Limit::Tokens).await;
     assert!(
         wait.as_secs_f64() > 99.0 && wait.as_secs_f64() <= 100.2,
         "{wait:?}"
     );
 
     // Tokens a day: one counter.
-    assert_eq!(a.add_today("day:key:k", 0).await, Ok(0));
-    assert_eq!(a.add_today("day:key:k", 70).await, Ok(70));
-    assert_eq!(b.add_today("day:key:k", 30).await, Ok(100));
-    assert_eq!(b.add_today("day:key:k", 0).await, Ok(100));
+    let day = [Bound::tokens_per_day("day:key:k", 100)];
+    for (l, tokens) in [(&a, 70), (&b, 29)] {
+        let t = l.admit(&day, HOLD).await.unwrap();
+        l.settle(&Settlement::of(day.clone(), t).charging(tokens))
+            .await
+            .unwrap();
+    }
+    let t = a.admit(&day, HOLD).await.expect("99 of 100 used");
+    b.settle(&Settlement::of(day.clone(), t).charging(1))
+        .await
+        .unwrap();
+    // 100 of 100 used: refused until tomorrow.
+    let wait = refused_for(&a, &day, Limit::TokensPerDay).await;
+    assert!(wait.abs_diff(utc_day().1).as_secs() <= 1, "{wait:?}");
+}
+
+/// Every limit on, in a Redis of the test's own under `ns`: requests, tokens a minute and a
+/// day, and places in flight, for the key and for its tenant.
+fn every_limit_in(url: &str, ns: &str) -> String {
+    format!(
+        "[rate_limit]\nrequests_per_minute = 10000\ntenant_requests_per_minute = 10000\n\
+         tokens_per_minute = 1000000\ntenant_tokens_per_minute = 1000000\n\
+         tokens_per_day = 100000000\ntenant_tokens_per_day = 100000000\n\
+         concurrent_requests = 8\ntenant_concurrent_requests = 16\n\
+         backend = \"redis\"\nredis_url = \"{url}\"\nredis_namespace = \"{ns}\"\n"
+    )
+}
+
+/// What a served model request costs in Redis with every limit on, counted by Redis itself
+/// (`INFO commandstats` of a private `redis-server`): one script call to admit it (both
+/// request rates, both token buckets, both day counters, both places in flight, all or
+/// nothing) and one to settle it (places back, tokens charged to the minute and the day).
+/// Before, it was fourteen: an `EVALSHA` per bound to admit and per bucket to settle.
+#[tokio::test]
+async fn a_model_request_costs_one_redis_round_trip_to_admit_and_one_to_settle() {
+    let redis = crate::support::PrivateRedis::start();
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let h = Harness::single_with("openai", mock_cfg(), &every_limit_in(&redis.url(), &ns)).await;
+    // The first request loads the scripts (`SCRIPT LOAD` after a `NOSCRIPT`).
+    assert_eq!(
+        h.send(crate::support::chat(&h.key)).await.status,
+        StatusCode::OK
+    );
+    let before = crate::support::redis_command_calls(&redis.url()).await;
+    const N: u64 = 20;
+    for _ in 0..N {
+        let r = h.send(crate::support::chat(&h.key)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    // The settlements run in the background: wait for them.
+    let url = redis.url();
+    let after = crate::support::poll_until(
+        std::time::Duration::from_secs(5),
+        || crate::support::redis_command_calls(&url),
+        |after| after.get("evalsha") >= Some(&(before["evalsha"] + 2 * N)),
+    )
+    .await;
+    // Round trips are the commands the gateway sends: the revocation listener's heartbeats,
+    // the stats reads themselves and the commands the scripts run inside Redis are not.
+    const IN_SCRIPTS: [&str; 9] = [
+        "time", "get", "set", "incrby", "expire", "incr", "pexpire", "decr", "del",
+    ];
+    let per_request: std::collections::BTreeMap<&str, u64> = after
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "publish" | "info"))
+        .filter(|(name, _)| !IN_SCRIPTS.contains(&name.as_str()))
+        .map(|(name, n)| (name.as_str(), n - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(per_request, [("evalsha", 2 * N)].into_iter().collect());
+}
+
+/// A refused admission takes nothing in Redis: not the request rates checked before the bound
+/// that refused, nor the places; and the refusal names the first bound, in order, that
+/// refused.
+#[tokio::test]
+async fn a_refused_admission_takes_nothing_in_redis() {
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let l = redis_limiter(&ns).await;
+    let held = l
+        .admit(&[Bound::concurrency("places:key:p", 1)], HOLD)
+        .await
+        .unwrap();
+    let all = [
+        Bound::requests("key:k", 1),
+        Bound::requests("tenant:t", 1),
+        Bound::tokens("tpm:key:k", 60),
+        Bound::tokens_per_day("day:key:k", 10),
+        Bound::concurrency("places:key:q", 1),
+        Bound::concurrency("places:key:p", 1),
+    ];
+    for _ in 0..3 {
+        assert_eq!(
+            l.admit(&all, HOLD).await,
+            Err(Refusal {
+                limit: Limit::Concurrency,
+                why: Refused::RetryAfter(std::time::Duration::from_secs(1)),
+            })
+        );
+    }
+    // Redis holds the one place taken, and nothing else.
+    let keys: Vec<String> = redis_keys(&redis_url(), &format!("{ns}:*"))
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, [format!("{ns}:places:key:p")]);
+    // Once the place is back, the same request is admitted: its rates had not been spent.
+    l.settle(&Settlement::of(
+        [Bound::concurrency("places:key:p", 1)],
+        held,
+    ))
+    .await
+    .unwrap();
+    let ticket = l.admit(&all, HOLD).await.expect("nothing was taken before");
+    // The first refusing bound names the refusal, with its wait: the key's rate of one a
+    // minute, spent, here.
+    let wait = refused_for(&l, &all, Limit::Requests).await;
+    assert!(
+        wait.as_secs_f64() > 59.0 && wait.as_secs_f64() <= 60.0,
+        "{wait:?}"
+    );
+    l.settle(&Settlement::of(all.clone(), ticket))
+        .await
+        .unwrap();
 }
