@@ -19,6 +19,7 @@
 //! so one round trip.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -595,28 +596,33 @@ impl RateLimiter for InProcessLimiter {
 /// Admission in one Lua script, so the whole decision is atomic in Redis however many gateway
 /// instances share it, costs one round trip, and uses Redis's clock (`TIME`), not an
 /// instance's. `KEYS` are the request's bounds in order; `ARGV[1]` is how long a place may be
-/// held (microseconds), and each bound `i` has a kind `ARGV[2i]` and a number `ARGV[2i + 1]`:
+/// held (microseconds), `ARGV[2]` the member naming this request's places, and each bound `i`
+/// has a kind `ARGV[2i + 1]` and a number `ARGV[2i + 2]`:
 /// - `r` requests a minute (the rate): GCRA, taking one;
 /// - `t` tokens a minute (the rate): GCRA, taking none;
 /// - `d` tokens today (the most): the day's counter must be below it;
-/// - `p` concurrent requests (the most): a counter of the places taken, which expires a hold
-///   time after the last entry.
+/// - `p` concurrent requests (the most): a sorted set of the places held, each member scored
+///   by the time it expires; the expired ones are dropped first, so places held by an instance
+///   that died come free after their hold time however busy the set stays.
 ///
 /// Every bound is checked before anything is taken: a refusal returns `{i, wait in µs}` (the
-/// first refusing bound, 1-based; the wait is a rate's) having taken nothing; an admission
-/// takes a request from each rate and a place in each counter, and returns `{0, 0}`. Keys
-/// expire once nothing in them counts.
+/// first refusing bound, 1-based; the wait is a rate's) having taken nothing; an admission takes a request from each
+/// rate and a place in each set, and returns `{0, 0}`. Keys expire once nothing in them counts.
 const ADMIT_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local hold = tonumber(ARGV[1])
+local member = ARGV[2]
 local tats = {}
 for i = 1, #KEYS do
-  local kind = ARGV[2 * i]
-  local n = tonumber(ARGV[2 * i + 1])
+  local kind = ARGV[2 * i + 1]
+  local n = tonumber(ARGV[2 * i + 2])
   local key = KEYS[i]
-  if kind == 'd' or kind == 'p' then
+  if kind == 'd' then
     if tonumber(redis.call('GET', key) or '0') >= n then return {i, 0} end
+  elseif kind == 'p' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZCARD', key) >= n then return {i, 0} end
   else
     local interval = math.floor(60000000 / n)
     local tat = tonumber(redis.call('GET', key) or now)
@@ -626,41 +632,37 @@ for i = 1, #KEYS do
     if kind == 'r' then tats[i] = tat + interval end
   end
 end
+local keep = math.ceil(hold / 1000) + 1000
 for i = 1, #KEYS do
-  local kind = ARGV[2 * i]
+  local kind = ARGV[2 * i + 1]
   if kind == 'r' then
     local new = tats[i]
     redis.call('SET', KEYS[i], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1000)
   elseif kind == 'p' then
-    redis.call('INCR', KEYS[i])
-    redis.call('PEXPIRE', KEYS[i], math.ceil(hold / 1000))
+    redis.call('ZADD', KEYS[i], now + hold, member)
+    if redis.call('PTTL', KEYS[i]) < keep then redis.call('PEXPIRE', KEYS[i], keep) end
   end
 end
 return {0, 0}
 ";
 
-/// Settlement in one Lua script: `KEYS` are the places (`ARGV[2]` of them), then the token
-/// buckets (`ARGV[3]` of them, the j-th with its rate in `ARGV[3 + j]`), then the day
-/// counters. Gives a place back in each place counter (never below zero), and takes `ARGV[1]`
-/// tokens from each bucket (past the allowance if need be) and adds them to each day counter,
-/// which expires a day after its day ends.
+/// Settlement in one Lua script: `KEYS` are the places (`ARGV[3]` of them), then the token
+/// buckets (`ARGV[4]` of them, the j-th with its rate in `ARGV[4 + j]`), then the day
+/// counters. Removes the member `ARGV[1]` from each place's set, and takes `ARGV[2]` tokens
+/// from each bucket (past the allowance if need be) and adds them to each day counter, which
+/// expires a day after its day ends.
 const SETTLE_SCRIPT: &str = r"
-local tokens = tonumber(ARGV[1])
-local places = tonumber(ARGV[2])
-local minutes = tonumber(ARGV[3])
-for i = 1, places do
-  if tonumber(redis.call('GET', KEYS[i]) or '0') <= 1 then
-    redis.call('DEL', KEYS[i])
-  else
-    redis.call('DECR', KEYS[i])
-  end
-end
+local member = ARGV[1]
+local tokens = tonumber(ARGV[2])
+local places = tonumber(ARGV[3])
+local minutes = tonumber(ARGV[4])
+for i = 1, places do redis.call('ZREM', KEYS[i], member) end
 if tokens > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   for j = 1, minutes do
     local key = KEYS[places + j]
-    local interval = math.floor(60000000 / tonumber(ARGV[3 + j]))
+    local interval = math.floor(60000000 / tonumber(ARGV[4 + j]))
     local tat = tonumber(redis.call('GET', key) or now)
     if tat < now then tat = now end
     local new = tat + interval * tokens
@@ -680,6 +682,10 @@ pub struct RedisLimiter {
     admit: redis::Script,
     settle: redis::Script,
     namespace: String,
+    /// This instance's name, which with a ticket makes a place's member unique across
+    /// instances.
+    instance: String,
+    next_ticket: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -706,6 +712,8 @@ impl RedisLimiter {
             admit: redis::Script::new(ADMIT_SCRIPT),
             settle: redis::Script::new(SETTLE_SCRIPT),
             namespace: redis.namespace().to_owned(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            next_ticket: AtomicU64::new(1),
         }
     }
 
@@ -717,6 +725,11 @@ impl RedisLimiter {
     fn day_key(&self, bucket: &str, day: i64) -> String {
         format!("{}:{bucket}:day{day}", self.namespace)
     }
+
+    /// The member naming the places of admission `ticket` in their sets.
+    fn member(&self, ticket: u64) -> String {
+        format!("{}:{ticket}", self.instance)
+    }
 }
 
 #[async_trait::async_trait]
@@ -725,13 +738,11 @@ impl RateLimiter for RedisLimiter {
         if bounds.is_empty() {
             return Ok(0);
         }
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (today, until_tomorrow) = utc_day();
         let mut call = self.admit.prepare_invoke();
-        call.arg(
-            u64::try_from(hold.as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1000),
-        );
+        call.arg(u64::try_from(hold.as_micros()).unwrap_or(u64::MAX).max(1))
+            .arg(self.member(ticket));
         for b in bounds {
             match b {
                 Bound::Requests { bucket, per_minute } => {
@@ -760,8 +771,7 @@ impl RateLimiter for RedisLimiter {
                     Refusal::unavailable(bounds)
                 })?;
         let Some(bound) = index.checked_sub(1).and_then(|i| bounds.get(i)) else {
-            // Places are counted, not named: every admission is ticket 0.
-            return Ok(0);
+            return Ok(ticket);
         };
         let wait = match bound {
             Bound::Requests { .. } | Bound::Tokens { .. } => Duration::from_micros(wait),
@@ -782,7 +792,8 @@ impl RateLimiter for RedisLimiter {
         let (today, _) = utc_day();
         let charged = s.tokens > 0;
         let mut call = self.settle.prepare_invoke();
-        call.arg(s.tokens)
+        call.arg(self.member(s.ticket))
+            .arg(s.tokens)
             .arg(s.places.len())
             .arg(if charged { s.per_minute.len() } else { 0 });
         for bucket in &s.places {

@@ -92,7 +92,7 @@ fn quota_bounds(state: &AppState, p: &Principal, bounds: &mut Vec<Bound>) {
     for (scope, set) in &scopes {
         if set.concurrent_requests > 0 {
             bounds.push(Bound::concurrency(
-                format!("inflight:{scope}"),
+                format!("places:{scope}"),
                 set.concurrent_requests,
             ));
         }

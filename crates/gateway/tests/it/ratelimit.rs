@@ -174,15 +174,14 @@ async fn two_instances_share_quotas_through_redis() {
         Err(Limit::Concurrency)
     );
     b.settle(&Settlement::of(two.clone(), tb)).await.unwrap();
-    a.admit(&two, HOLD).await.unwrap();
-    // Giving back more than was taken never goes below zero.
+    let _ta2 = a.admit(&two, HOLD).await.unwrap();
+    // Giving back a place four times gives back that one place.
     for _ in 0..4 {
         a.settle(&Settlement::of(two.clone(), ta)).await.unwrap();
     }
-    let one = [Bound::concurrency("places:key:k", 1)];
-    assert!(b.admit(&one, HOLD).await.is_ok());
+    assert!(b.admit(&two, HOLD).await.is_ok());
     assert_eq!(
-        b.admit(&one, HOLD).await.map_err(|r| r.limit),
+        b.admit(&two, HOLD).await.map_err(|r| r.limit),
         Err(Limit::Concurrency)
     );
 
@@ -259,8 +258,18 @@ async fn a_model_request_costs_one_redis_round_trip_to_admit_and_one_to_settle()
     .await;
     // Round trips are the commands the gateway sends: the revocation listener's heartbeats,
     // the stats reads themselves and the commands the scripts run inside Redis are not.
-    const IN_SCRIPTS: [&str; 9] = [
-        "time", "get", "set", "incrby", "expire", "incr", "pexpire", "decr", "del",
+    const IN_SCRIPTS: [&str; 11] = [
+        "time",
+        "get",
+        "set",
+        "incrby",
+        "expire",
+        "zremrangebyscore",
+        "zcard",
+        "zadd",
+        "pttl",
+        "pexpire",
+        "zrem",
     ];
     let per_request: std::collections::BTreeMap<&str, u64> = after
         .iter()
@@ -325,4 +334,69 @@ async fn a_refused_admission_takes_nothing_in_redis() {
     l.settle(&Settlement::of(all.clone(), ticket))
         .await
         .unwrap();
+}
+
+/// Attack finding A6: an instance killed with `kill -9` while holding places in flight used to
+/// leave them taken for as long as the key stayed busy (other requests kept refreshing the
+/// counter's expiry), so the key's concurrency limit shrank for good. Each place is now an
+/// entry of its own that expires `hold` after it was taken: the dead instance's places come
+/// free after their hold time, never before, however busy the key is meanwhile.
+#[tokio::test]
+async fn places_of_an_instance_that_died_come_free_after_their_hold_and_not_before() {
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let hold = std::time::Duration::from_secs(2);
+    let three = [Bound::concurrency("places:key:k", 3)];
+    let alive = redis_limiter(&ns).await;
+    let dead = redis_limiter(&ns).await;
+    let taken = std::time::Instant::now();
+    for _ in 0..2 {
+        dead.admit(&three, hold).await.unwrap();
+    }
+    // It dies holding two places: nothing of it gives them back.
+    drop(dead);
+    // The other instance keeps the key busy, request after request, each taking a place and
+    // giving it back. While the dead places are held, only one is left for it.
+    let freed = loop {
+        let first = alive
+            .admit(&three, hold)
+            .await
+            .expect("the third place is always free");
+        let second = alive.admit(&three, hold).await;
+        alive
+            .settle(&Settlement::of(three.clone(), first))
+            .await
+            .unwrap();
+        match second {
+            Ok(t) => {
+                alive
+                    .settle(&Settlement::of(three.clone(), t))
+                    .await
+                    .unwrap();
+                break taken.elapsed();
+            }
+            Err(r) => {
+                assert_eq!(r.limit, Limit::Concurrency);
+                assert!(
+                    taken.elapsed() < hold + std::time::Duration::from_secs(3),
+                    "the dead instance's places were never given back"
+                );
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(
+        freed >= hold,
+        "freed after {freed:?}, before the hold of {hold:?}"
+    );
+    // Both dead places are free: all three can be taken.
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        tickets.push(alive.admit(&three, hold).await.expect("all three free"));
+    }
+    for t in tickets {
+        alive
+            .settle(&Settlement::of(three.clone(), t))
+            .await
+            .unwrap();
+    }
 }
