@@ -17,6 +17,18 @@
 //! request rate, a place in each concurrency bound), all or nothing; [`RateLimiter::settle`]
 //! gives the places back and charges the tokens when it ends. On Redis each is one Lua script,
 //! so one round trip.
+//!
+//! What a token budget can be overdrawn by: a request is admitted while its budget has
+//! allowance left, and charged when it ends, since its size is known only then. So the
+//! requests in flight when a budget runs out were all admitted against what was left, and the
+//! budget is overdrawn by at most their tokens: at most the concurrency bounds' worth of
+//! requests (`concurrent_requests` per key, `tenant_concurrent_requests` per tenant), each at
+//! most its context window. A request's tokens are charged before its client has the whole
+//! answer (in process at once; on Redis the answer's end waits for the settlement, as it waits
+//! for its audit event), so a request sent after another's answer, to any instance, sees that
+//! answer's tokens: one client sending requests one after another overdraws by at most its
+//! last request. (A settlement Redis fails to take is logged, and its tokens go uncharged:
+//! retrying could charge them twice.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -291,19 +303,21 @@ impl Lease {
         }
     }
 
-    /// Gives back the places and charges `tokens` to the token buckets, in the background (on
-    /// this thread where no runtime is current).
-    pub fn settle(mut self, tokens: u64) {
-        self.release(tokens);
+    /// Gives back the places and charges `tokens` to the token buckets: at once where the
+    /// limiter can, else on a task of its own (on this thread where no runtime is current).
+    /// The answer waits for the returned [`Settled`] before its end; dropping it does not
+    /// stop the settlement.
+    pub fn settle(mut self, tokens: u64) -> Settled {
+        self.release(tokens)
     }
 
-    fn release(&mut self, tokens: u64) {
+    fn release(&mut self, tokens: u64) -> Settled {
         let Some(mut s) = self.settlement.take() else {
-            return;
+            return Settled::done();
         };
         s.tokens = tokens;
         if s.is_empty() || self.limiter.settle_now(&s) {
-            return;
+            return Settled::done();
         }
         let limiter = self.limiter.clone();
         let work = async move {
@@ -311,15 +325,52 @@ impl Lease {
             let _ = limiter.settle(&s).await;
         };
         match tokio::runtime::Handle::try_current() {
-            // The normal case: in the background, so no async worker waits on the limiter.
-            Ok(rt) => {
-                rt.spawn(work);
-            }
+            // The normal case: on a task, so no async worker waits on the limiter unless it
+            // chooses to, and the settlement finishes even if its waiter goes away.
+            Ok(rt) => Settled(Some(rt.spawn(work))),
             // Dropped where no runtime is current (a plain thread, or after the runtime has
             // gone): no async worker is blocked here, so settle on this thread, bounded so an
             // unreachable limiter cannot hold it (a place not given back then expires with
             // its hold time, as a crashed instance's does).
-            Err(_) => settle_blocking(work),
+            Err(_) => {
+                settle_blocking(work);
+                Settled::done()
+            }
+        }
+    }
+}
+
+/// A lease's settlement: done, or running on a task of its own. An answer waits for it before
+/// its end, so the client's next request, at any instance, finds the place free and the tokens
+/// charged. Dropping it leaves the settlement to finish by itself.
+#[derive(Debug)]
+#[must_use = "an answer waits for its lease's settlement; dropping it lets it finish alone"]
+pub struct Settled(Option<tokio::task::JoinHandle<()>>);
+
+impl Settled {
+    /// Nothing to wait for.
+    pub fn done() -> Settled {
+        Settled(None)
+    }
+
+    /// Whether there is nothing to wait for.
+    pub fn is_done(&self) -> bool {
+        self.0.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+impl Future for Settled {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.0.as_mut() {
+            None => std::task::Poll::Ready(()),
+            // A settlement that panicked or was cancelled (the runtime shutting down) is
+            // waited for no longer.
+            Some(h) => std::pin::Pin::new(h).poll(cx).map(drop),
         }
     }
 }
@@ -351,7 +402,8 @@ fn settle_blocking(work: impl Future<Output = ()>) {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.release(0);
+        // Nobody is left to wait: the settlement finishes by itself.
+        drop(self.release(0));
     }
 }
 
@@ -1048,7 +1100,7 @@ mod tests {
             .unwrap();
         // Settled with its tokens, on a plain thread.
         let settled = lease(true);
-        std::thread::spawn(move || settled.settle(42))
+        std::thread::spawn(move || drop(settled.settle(42)))
             .join()
             .unwrap();
         assert_eq!(rt.block_on(limiter.admit(&place, HOLD)), Ok(0));
@@ -1057,5 +1109,38 @@ mod tests {
                 .is_err(),
             "the 42 tokens were charged"
         );
+    }
+
+    /// A lease on a remote limiter is settled on a task the answer waits for: when the wait
+    /// ends, the place is free and the tokens are charged (a client's next request, at any
+    /// instance, sees both). Dropping the wait does not stop the settlement.
+    #[tokio::test]
+    async fn a_settlement_waited_for_is_done_and_one_dropped_still_finishes() {
+        let limiter = Arc::new(Remote(InProcessLimiter::new()));
+        let bounds = [places("p", 1), per_day("d", 10)];
+        let lease = Lease::admitted(limiter.clone(), bounds.clone(), 0);
+        let settled = lease.settle(10);
+        assert!(!settled.is_done(), "a remote limiter settles on a task");
+        settled.await;
+        assert_eq!(
+            limiter.admit(&bounds, HOLD).await.map_err(|r| r.limit),
+            Err(Limit::TokensPerDay),
+            "charged when the wait ends"
+        );
+        let ticket = limiter.admit(&[places("p", 1)], HOLD).await;
+        assert_eq!(ticket, Ok(0), "and the place was given back");
+        drop(Lease::admitted(limiter.clone(), [places("p", 1)], 0).settle(0));
+        eventually_admitted(&*limiter, &[places("p", 1)]).await;
+    }
+
+    async fn eventually_admitted(l: &dyn RateLimiter, bounds: &[Bound]) {
+        for _ in 0..1000 {
+            if l.admit(bounds, HOLD).await.is_ok() {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("never admitted");
     }
 }
