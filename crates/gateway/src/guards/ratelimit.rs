@@ -10,9 +10,28 @@
 //!   allowance left; its tokens (prompt and completion) are taken when it ends, even past the
 //!   allowance, so one large answer overdraws the bucket and later requests wait it off;
 //! - tokens a day: a counter per UTC day, checked before and added to after each request;
-//! - concurrent requests: a counter taken on entry and given back when the response ends.
+//! - concurrent requests: a place taken on entry and given back when the response ends.
+//!
+//! A request costs the limiter two calls whatever is configured: [`RateLimiter::admit`] checks
+//! every bound of the request at once and takes what admission takes (a request from each
+//! request rate, a place in each concurrency bound), all or nothing; [`RateLimiter::settle`]
+//! gives the places back and charges the tokens when it ends. On Redis each is one Lua script,
+//! so one round trip.
+//!
+//! What a token budget can be overdrawn by: a request is admitted while its budget has
+//! allowance left, and charged when it ends, since its size is known only then. So the
+//! requests in flight when a budget runs out were all admitted against what was left, and the
+//! budget is overdrawn by at most their tokens: at most the concurrency bounds' worth of
+//! requests (`concurrent_requests` per key, `tenant_concurrent_requests` per tenant), each at
+//! most its context window. A request's tokens are charged before its client has the whole
+//! answer (in process at once; on Redis the answer's end waits for the settlement, as it waits
+//! for its audit event), so a request sent after another's answer, to any instance, sees that
+//! answer's tokens: one client sending requests one after another overdraws by at most its
+//! last request. (A settlement Redis fails to take is logged, and its tokens go uncharged:
+//! retrying could charge them twice.)
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,34 +45,141 @@ pub enum Refused {
     Unavailable,
 }
 
+/// One bound a request must be within to be admitted. A request's bounds are checked in the
+/// order given, and the first that refuses names the refusal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// Requests a minute: admission takes one from `bucket`'s allowance.
+    Requests { bucket: String, per_minute: u32 },
+    /// Tokens a minute: `bucket` must have allowance left; the request's tokens are taken when
+    /// it ends ([`Settlement::per_minute`]).
+    Tokens { bucket: String, per_minute: u32 },
+    /// Tokens a day: `bucket`'s count for the current UTC day must be below `max`; the
+    /// request's tokens are added when it ends ([`Settlement::per_day`]).
+    TokensPerDay { bucket: String, max: u64 },
+    /// Concurrent requests: admission takes one of `max` places in `bucket`, held until the
+    /// request ends ([`Settlement::places`]).
+    Concurrency { bucket: String, max: u32 },
+}
+
+impl Bound {
+    pub fn requests(bucket: impl Into<String>, per_minute: u32) -> Bound {
+        Bound::Requests {
+            bucket: bucket.into(),
+            per_minute,
+        }
+    }
+
+    pub fn tokens(bucket: impl Into<String>, per_minute: u32) -> Bound {
+        Bound::Tokens {
+            bucket: bucket.into(),
+            per_minute,
+        }
+    }
+
+    pub fn tokens_per_day(bucket: impl Into<String>, max: u64) -> Bound {
+        Bound::TokensPerDay {
+            bucket: bucket.into(),
+            max,
+        }
+    }
+
+    pub fn concurrency(bucket: impl Into<String>, max: u32) -> Bound {
+        Bound::Concurrency {
+            bucket: bucket.into(),
+            max,
+        }
+    }
+
+    /// The limit this bound is, for the refusal's message.
+    pub fn limit(&self) -> Limit {
+        match self {
+            Bound::Requests { .. } => Limit::Requests,
+            Bound::Tokens { .. } => Limit::Tokens,
+            Bound::TokensPerDay { .. } => Limit::TokensPerDay,
+            Bound::Concurrency { .. } => Limit::Concurrency,
+        }
+    }
+}
+
+/// A request not admitted: the first of its bounds that refused (the first bound when the
+/// limiter could not answer), and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub limit: Limit,
+    pub why: Refused,
+}
+
+impl Refusal {
+    fn unavailable(bounds: &[Bound]) -> Refusal {
+        Refusal {
+            limit: bounds.first().map_or(Limit::Requests, Bound::limit),
+            why: Refused::Unavailable,
+        }
+    }
+}
+
+/// What an admitted request gives back and is charged when it ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// The admission's own name for its places ([`RateLimiter::admit`]).
+    pub ticket: u64,
+    /// Concurrency buckets whose place this request holds.
+    pub places: Vec<String>,
+    /// Token buckets (tokens a minute) to charge, with their rates.
+    pub per_minute: Vec<(String, u32)>,
+    /// Day counters (tokens a day) to charge.
+    pub per_day: Vec<String>,
+    /// The request's tokens, prompt and completion.
+    pub tokens: u64,
+}
+
+impl Settlement {
+    /// What admission under `bounds` (as `ticket`) holds and will charge.
+    pub fn of(bounds: impl IntoIterator<Item = Bound>, ticket: u64) -> Settlement {
+        let mut s = Settlement {
+            ticket,
+            ..Settlement::default()
+        };
+        for b in bounds {
+            match b {
+                Bound::Requests { .. } => {}
+                Bound::Tokens { bucket, per_minute } => s.per_minute.push((bucket, per_minute)),
+                Bound::TokensPerDay { bucket, .. } => s.per_day.push(bucket),
+                Bound::Concurrency { bucket, .. } => s.places.push(bucket),
+            }
+        }
+        s
+    }
+
+    /// The same settlement, charging `tokens`.
+    pub fn charging(self, tokens: u64) -> Settlement {
+        Settlement { tokens, ..self }
+    }
+
+    /// Whether settling would change nothing (no place held, no tokens to charge).
+    pub fn is_empty(&self) -> bool {
+        self.places.is_empty()
+            && (self.tokens == 0 || (self.per_minute.is_empty() && self.per_day.is_empty()))
+    }
+}
+
 #[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Takes one request from `bucket`'s allowance of `per_minute` requests a minute.
-    async fn acquire(&self, bucket: &str, per_minute: u32) -> Result<(), Refused>;
-    /// Whether `bucket` (of `per_minute` units a minute) has any allowance left; takes none.
-    async fn check(&self, bucket: &str, per_minute: u32) -> Result<(), Refused>;
-    /// Takes `amount` units already used, past the allowance if need be.
-    async fn spend(&self, bucket: &str, per_minute: u32, amount: u64) -> Result<(), Refused>;
-    /// Adds `amount` to `bucket`'s count for the current UTC day and returns the new count
-    /// (`amount` 0 reads it).
-    async fn add_today(&self, bucket: &str, amount: u64) -> Result<u64, Refused>;
-    /// Takes one of `max` concurrent places in `bucket`; `hold` bounds how long a place may
-    /// be held by a holder that never gives it back (a crashed instance).
-    async fn enter(&self, bucket: &str, max: u32, hold: Duration) -> Result<(), Refused>;
-    /// Gives back a place taken by `enter`.
-    async fn leave(&self, bucket: &str);
-    /// Gives back a place at once, without waiting, where the limiter can (in-process);
-    /// false: the caller must `leave` instead. A request's place is free by the time its
-    /// client has the answer, so a client that sends one request after another is never
-    /// refused by its own previous one.
-    fn leave_now(&self, _bucket: &str) -> bool {
-        false
-    }
-    /// Charges `amount` units to each token bucket at once, without waiting, where the limiter
-    /// can (in-process); false: the caller must `spend` and `add_today` instead. As with
-    /// `leave_now`, a request's tokens are charged by the time its client has the answer, so
-    /// the client's next request already sees them.
-    fn spend_now(&self, _per_minute: &[(String, u32)], _per_day: &[String], _amount: u64) -> bool {
+    /// Admits a request within every one of `bounds`, or refuses it with the first bound (in
+    /// the order given) that does not admit it. All or nothing: a refused request takes
+    /// nothing; an admitted one takes a request from each [`Bound::Requests`] and a place in
+    /// each [`Bound::Concurrency`], a place held for `hold` at most by a holder that never
+    /// gives it back (a crashed instance). Returns the ticket that names this admission's
+    /// places in its [`Settlement`].
+    async fn admit(&self, bounds: &[Bound], hold: Duration) -> Result<u64, Refusal>;
+    /// Gives back the places of an admission and charges its tokens (past the allowance if
+    /// need be). A place that cannot be given back expires with its hold time.
+    async fn settle(&self, settlement: &Settlement) -> Result<(), Refused>;
+    /// Settles at once, without waiting, where the limiter can (in-process); false: the caller
+    /// must `settle` instead. A request's place is free, and its tokens charged, by the time
+    /// its client has the answer, so the client's next request sees them.
+    fn settle_now(&self, _settlement: &Settlement) -> bool {
         false
     }
 }
@@ -153,73 +279,98 @@ impl crate::guards::audit_fold::FoldSubject for RefusedKey {
 /// refused after admission), it gives its places back and charges nothing.
 pub struct Lease {
     limiter: Arc<dyn RateLimiter>,
-    pub(crate) places: Vec<String>,
-    pub(crate) per_minute: Vec<(String, u32)>,
-    pub(crate) per_day: Vec<String>,
+    settlement: Option<Settlement>,
 }
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease")
-            .field("places", &self.places)
-            .field("per_minute", &self.per_minute)
-            .field("per_day", &self.per_day)
+            .field("settlement", &self.settlement)
             .finish_non_exhaustive()
     }
 }
 
 impl Lease {
-    pub fn new(limiter: Arc<dyn RateLimiter>) -> Lease {
+    /// The lease of a request `limiter` admitted under `bounds` as `ticket`.
+    pub fn admitted(
+        limiter: Arc<dyn RateLimiter>,
+        bounds: impl IntoIterator<Item = Bound>,
+        ticket: u64,
+    ) -> Lease {
         Lease {
             limiter,
-            places: Vec::new(),
-            per_minute: Vec::new(),
-            per_day: Vec::new(),
+            settlement: Some(Settlement::of(bounds, ticket)),
         }
     }
 
-    /// Gives back the places and charges `tokens` to the token buckets, in the background (on
-    /// this thread where no runtime is current).
-    pub fn settle(mut self, tokens: u64) {
-        self.release(tokens);
+    /// Gives back the places and charges `tokens` to the token buckets: at once where the
+    /// limiter can, else on a task of its own (on this thread where no runtime is current).
+    /// The answer waits for the returned [`Settled`] before its end; dropping it does not
+    /// stop the settlement.
+    pub fn settle(mut self, tokens: u64) -> Settled {
+        self.release(tokens)
     }
 
-    fn release(&mut self, tokens: u64) {
-        let mut places = std::mem::take(&mut self.places);
-        places.retain(|b| !self.limiter.leave_now(b));
-        let mut per_minute = std::mem::take(&mut self.per_minute);
-        let mut per_day = std::mem::take(&mut self.per_day);
-        if tokens > 0 && self.limiter.spend_now(&per_minute, &per_day, tokens) {
-            per_minute.clear();
-            per_day.clear();
-        }
-        if places.is_empty() && (tokens == 0 || (per_minute.is_empty() && per_day.is_empty())) {
-            return;
+    fn release(&mut self, tokens: u64) -> Settled {
+        let Some(mut s) = self.settlement.take() else {
+            return Settled::done();
+        };
+        s.tokens = tokens;
+        if s.is_empty() || self.limiter.settle_now(&s) {
+            return Settled::done();
         }
         let limiter = self.limiter.clone();
         let work = async move {
-            for b in &places {
-                limiter.leave(b).await;
-            }
-            if tokens > 0 {
-                for (b, rate) in &per_minute {
-                    let _ = limiter.spend(b, *rate, tokens).await;
-                }
-                for b in &per_day {
-                    let _ = limiter.add_today(b, tokens).await;
-                }
-            }
+            // A failure is the limiter's to log; its places expire with their hold time.
+            let _ = limiter.settle(&s).await;
         };
         match tokio::runtime::Handle::try_current() {
-            // The normal case: in the background, so no async worker waits on the limiter.
-            Ok(rt) => {
-                rt.spawn(work);
-            }
+            // The normal case: on a task, so no async worker waits on the limiter unless it
+            // chooses to, and the settlement finishes even if its waiter goes away.
+            Ok(rt) => Settled(Some(rt.spawn(work))),
             // Dropped where no runtime is current (a plain thread, or after the runtime has
             // gone): no async worker is blocked here, so settle on this thread, bounded so an
             // unreachable limiter cannot hold it (a place not given back then expires with
             // its hold time, as a crashed instance's does).
-            Err(_) => settle_blocking(work),
+            Err(_) => {
+                settle_blocking(work);
+                Settled::done()
+            }
+        }
+    }
+}
+
+/// A lease's settlement: done, or running on a task of its own. An answer waits for it before
+/// its end, so the client's next request, at any instance, finds the place free and the tokens
+/// charged. Dropping it leaves the settlement to finish by itself.
+#[derive(Debug)]
+#[must_use = "an answer waits for its lease's settlement; dropping it lets it finish alone"]
+pub struct Settled(Option<tokio::task::JoinHandle<()>>);
+
+impl Settled {
+    /// Nothing to wait for.
+    pub fn done() -> Settled {
+        Settled(None)
+    }
+
+    /// Whether there is nothing to wait for.
+    pub fn is_done(&self) -> bool {
+        self.0.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+impl Future for Settled {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.0.as_mut() {
+            None => std::task::Poll::Ready(()),
+            // A settlement that panicked or was cancelled (the runtime shutting down) is
+            // waited for no longer.
+            Some(h) => std::pin::Pin::new(h).poll(cx).map(drop),
         }
     }
 }
@@ -251,7 +402,8 @@ fn settle_blocking(work: impl Future<Output = ()>) {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.release(0);
+        // Nobody is left to wait: the settlement finishes by itself.
+        drop(self.release(0));
     }
 }
 
@@ -276,12 +428,6 @@ fn gcra(tat: Option<u64>, now: u64, per_minute: u32) -> Result<u64, u64> {
     Ok(tat + interval)
 }
 
-/// With `tat` the bucket's theoretical arrival time: whether one more unit would be admitted
-/// at `now` (Err: the wait), without taking it.
-fn gcra_check(tat: Option<u64>, now: u64, per_minute: u32) -> Result<(), u64> {
-    gcra(tat, now, per_minute).map(drop)
-}
-
 /// The new theoretical arrival time after `amount` units are taken regardless of allowance.
 fn gcra_spend(tat: Option<u64>, now: u64, per_minute: u32, amount: u64) -> u64 {
     let interval = 60_000_000 / u64::from(per_minute.max(1));
@@ -290,7 +436,10 @@ fn gcra_spend(tat: Option<u64>, now: u64, per_minute: u32, amount: u64) -> u64 {
         .saturating_add(interval.saturating_mul(amount))
 }
 
-/// In-process: exact under concurrency because each decision holds the lock briefly.
+/// How long a request refused for want of a concurrent place is told to wait.
+const PLACE_WAIT: Duration = Duration::from_secs(1);
+
+/// In-process: exact under concurrency because each decision holds the locks briefly.
 #[derive(Debug)]
 pub struct InProcessLimiter {
     epoch: Instant,
@@ -324,14 +473,113 @@ impl InProcessLimiter {
         u64::try_from(now.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// [`RateLimiter::check`] at a given instant.
+    /// Whether one more unit of `bucket` (of `per_minute` a minute) would be admitted at
+    /// `now`, taking none.
     pub fn peek_at(&self, bucket: &str, per_minute: u32, now: Instant) -> Result<(), Refused> {
         let tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
-        gcra_check(tat.get(bucket).copied(), self.micros(now), per_minute)
+        gcra(tat.get(bucket).copied(), self.micros(now), per_minute)
+            .map(drop)
             .map_err(|wait| Refused::RetryAfter(Duration::from_micros(wait)))
     }
 
-    /// [`RateLimiter::spend`] at a given instant.
+    /// Takes `amount` units of `bucket` used at `now`, past the allowance if need be.
+    pub fn spend_at(&self, bucket: &str, per_minute: u32, amount: u64, now: Instant) {
+        let now_us = self.micros(now);
+        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        let next = gcra_spend(tat.get(bucket).copied(), now_us, per_minute, amount);
+        tat.insert(bucket.to_owned(), next);
+    }
+
+    /// Takes one unit of `bucket` (of `per_minute` a minute) at `now`, or says how long to
+    /// wait.
+    pub fn check_at(&self, bucket: &str, per_minute: u32, now: Instant) -> Result<(), Refused> {
+        let now_us = self.micros(now);
+        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        if tat.len() >= MAX_BUCKETS {
+            tat.retain(|_, t| *t > now_us);
+        }
+        match gcra(tat.get(bucket).copied(), now_us, per_minute) {
+            Ok(next) => {
+                set_tat(&mut tat, bucket, next);
+                Ok(())
+            }
+            Err(wait) => Err(Refused::RetryAfter(Duration::from_micros(wait))),
+        }
+    }
+
+    /// [`RateLimiter::admit`] at a given instant: every bound checked, in order, under the
+    /// locks it needs, and what admission takes taken only when all admit.
+    pub fn admit_at(&self, bounds: &[Bound], now: Instant) -> Result<(), Refusal> {
+        let now_us = self.micros(now);
+        let (mut rates, mut days, mut places) = (false, false, false);
+        for b in bounds {
+            match b {
+                Bound::Requests { .. } | Bound::Tokens { .. } => rates = true,
+                Bound::TokensPerDay { .. } => days = true,
+                Bound::Concurrency { .. } => places = true,
+            }
+        }
+        // Always taken in this order (`settle_now` takes them one at a time).
+        let mut tat = rates.then(|| self.tat.lock().unwrap_or_else(|e| e.into_inner()));
+        let days = days.then(|| self.days.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut places = places.then(|| self.places.lock().unwrap_or_else(|e| e.into_inner()));
+        let today = days.as_ref().map(|_| utc_day());
+        for b in bounds {
+            let refused = match (b, &tat, &days, &places) {
+                (
+                    Bound::Requests { bucket, per_minute } | Bound::Tokens { bucket, per_minute },
+                    Some(tat),
+                    _,
+                    _,
+                ) => gcra(tat.get(bucket.as_str()).copied(), now_us, *per_minute)
+                    .err()
+                    .map(Duration::from_micros),
+                (Bound::TokensPerDay { bucket, max }, _, Some(days), _) => {
+                    let (today, until_tomorrow) = today.unwrap_or_else(utc_day);
+                    let used = match days.get(bucket.as_str()) {
+                        Some((day, n)) if *day == today => *n,
+                        _ => 0,
+                    };
+                    (used >= *max).then_some(until_tomorrow)
+                }
+                (Bound::Concurrency { bucket, max }, _, _, Some(places)) => {
+                    let taken = places.get(bucket.as_str()).copied().unwrap_or(0);
+                    (taken >= *max).then_some(PLACE_WAIT)
+                }
+                // Each kind's lock is held when a bound of that kind is present.
+                _ => None,
+            };
+            if let Some(wait) = refused {
+                return Err(Refusal {
+                    limit: b.limit(),
+                    why: Refused::RetryAfter(wait),
+                });
+            }
+        }
+        for b in bounds {
+            match (b, &mut tat, &mut places) {
+                (Bound::Requests { bucket, per_minute }, Some(tat), _) => {
+                    if tat.len() >= MAX_BUCKETS {
+                        tat.retain(|_, t| *t > now_us);
+                    }
+                    if let Ok(next) = gcra(tat.get(bucket.as_str()).copied(), now_us, *per_minute) {
+                        set_tat(tat, bucket, next);
+                    }
+                }
+                (Bound::Concurrency { bucket, .. }, _, Some(places)) => {
+                    match places.get_mut(bucket.as_str()) {
+                        Some(taken) => *taken += 1,
+                        None => {
+                            places.insert(bucket.clone(), 1);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Adds `amount` to `bucket`'s count for the current UTC day; the new count.
     fn add_today_now(&self, bucket: &str, amount: u64) -> u64 {
         let (today, _) = utc_day();
@@ -347,74 +595,7 @@ impl InProcessLimiter {
         entry.1
     }
 
-    pub fn spend_at(&self, bucket: &str, per_minute: u32, amount: u64, now: Instant) {
-        let now_us = self.micros(now);
-        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
-        let next = gcra_spend(tat.get(bucket).copied(), now_us, per_minute, amount);
-        tat.insert(bucket.to_owned(), next);
-    }
-
-    pub fn check_at(&self, bucket: &str, per_minute: u32, now: Instant) -> Result<(), Refused> {
-        let now_us = self.micros(now);
-        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
-        if tat.len() >= MAX_BUCKETS {
-            tat.retain(|_, t| *t > now_us);
-        }
-        match gcra(tat.get(bucket).copied(), now_us, per_minute) {
-            Ok(next) => {
-                tat.insert(bucket.to_owned(), next);
-                Ok(())
-            }
-            Err(wait) => Err(Refused::RetryAfter(Duration::from_micros(wait))),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl RateLimiter for InProcessLimiter {
-    async fn acquire(&self, bucket: &str, per_minute: u32) -> Result<(), Refused> {
-        self.check_at(bucket, per_minute, Instant::now())
-    }
-
-    async fn check(&self, bucket: &str, per_minute: u32) -> Result<(), Refused> {
-        self.peek_at(bucket, per_minute, Instant::now())
-    }
-
-    async fn spend(&self, bucket: &str, per_minute: u32, amount: u64) -> Result<(), Refused> {
-        self.spend_at(bucket, per_minute, amount, Instant::now());
-        Ok(())
-    }
-
-    async fn add_today(&self, bucket: &str, amount: u64) -> Result<u64, Refused> {
-        Ok(self.add_today_now(bucket, amount))
-    }
-
-    async fn enter(&self, bucket: &str, max: u32, _hold: Duration) -> Result<(), Refused> {
-        let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
-        let taken = places.entry(bucket.to_owned()).or_insert(0);
-        if *taken >= max {
-            return Err(Refused::RetryAfter(Duration::from_secs(1)));
-        }
-        *taken += 1;
-        Ok(())
-    }
-
-    async fn leave(&self, bucket: &str) {
-        self.leave_now(bucket);
-    }
-
-    fn spend_now(&self, per_minute: &[(String, u32)], per_day: &[String], amount: u64) -> bool {
-        let now = Instant::now();
-        for (bucket, rate) in per_minute {
-            self.spend_at(bucket, *rate, amount, now);
-        }
-        for bucket in per_day {
-            self.add_today_now(bucket, amount);
-        }
-        true
-    }
-
-    fn leave_now(&self, bucket: &str) -> bool {
+    fn leave_now(&self, bucket: &str) {
         let mut places = self.places.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(taken) = places.get_mut(bucket) {
             *taken = taken.saturating_sub(1);
@@ -422,82 +603,141 @@ impl RateLimiter for InProcessLimiter {
                 places.remove(bucket);
             }
         }
+    }
+}
+
+/// Sets `bucket`'s theoretical arrival time, allocating its name only for a new bucket.
+fn set_tat(tat: &mut HashMap<String, u64>, bucket: &str, next: u64) {
+    match tat.get_mut(bucket) {
+        Some(t) => *t = next,
+        None => {
+            tat.insert(bucket.to_owned(), next);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for InProcessLimiter {
+    async fn admit(&self, bounds: &[Bound], _hold: Duration) -> Result<u64, Refusal> {
+        // A crashed process takes its places with it: nothing to expire.
+        self.admit_at(bounds, Instant::now()).map(|()| 0)
+    }
+
+    async fn settle(&self, settlement: &Settlement) -> Result<(), Refused> {
+        self.settle_now(settlement);
+        Ok(())
+    }
+
+    fn settle_now(&self, s: &Settlement) -> bool {
+        for bucket in &s.places {
+            self.leave_now(bucket);
+        }
+        if s.tokens > 0 {
+            let now = Instant::now();
+            for (bucket, rate) in &s.per_minute {
+                self.spend_at(bucket, *rate, s.tokens, now);
+            }
+            for bucket in &s.per_day {
+                self.add_today_now(bucket, s.tokens);
+            }
+        }
         true
     }
 }
 
-/// GCRA in one Lua script, so the read-decide-write is atomic in Redis however many gateway
-/// instances share it, and every instance uses Redis's clock (`TIME`), not its own. Returns 0
-/// when admitted, else the wait in microseconds. The key expires once its time has passed.
-const GCRA_SCRIPT: &str = r"
+/// Admission in one Lua script, so the whole decision is atomic in Redis however many gateway
+/// instances share it, costs one round trip, and uses Redis's clock (`TIME`), not an
+/// instance's. `KEYS` are the request's bounds in order; `ARGV[1]` is how long a place may be
+/// held (microseconds), `ARGV[2]` the member naming this request's places, and each bound `i`
+/// has a kind `ARGV[2i + 1]` and a number `ARGV[2i + 2]`:
+/// - `r` requests a minute (the rate): GCRA, taking one;
+/// - `t` tokens a minute (the rate): GCRA, taking none;
+/// - `d` tokens today (the most): the day's counter must be below it;
+/// - `p` concurrent requests (the most): a sorted set of the places held, each member scored
+///   by the time it expires; the expired ones are dropped first, so places held by an instance
+///   that died come free after their hold time however busy the set stays.
+///
+/// Every bound is checked before anything is taken: a refusal returns `{i, wait in µs}` (the
+/// first refusing bound, 1-based; the wait is a rate's) having taken nothing; an admission takes a request from each
+/// rate and a place in each set, and returns `{0, 0}`. Keys expire once nothing in them counts.
+const ADMIT_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local allow_at = tat - tolerance
-if now < allow_at then return allow_at - now end
-local new = tat + interval
-redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1000)
-return 0
-";
-
-/// GCRA without taking (ARGV[3] = 0: is one more unit admitted?) or taking `ARGV[3]` units
-/// unconditionally (usage already happened). Returns the wait in microseconds (0: admitted).
-const GCRA_USAGE_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local amount = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-if amount == 0 then
-  local allow_at = tat - tolerance
-  if now < allow_at then return allow_at - now end
-  return 0
+local hold = tonumber(ARGV[1])
+local member = ARGV[2]
+local tats = {}
+for i = 1, #KEYS do
+  local kind = ARGV[2 * i + 1]
+  local n = tonumber(ARGV[2 * i + 2])
+  local key = KEYS[i]
+  if kind == 'd' then
+    if tonumber(redis.call('GET', key) or '0') >= n then return {i, 0} end
+  elseif kind == 'p' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZCARD', key) >= n then return {i, 0} end
+  else
+    local interval = math.floor(60000000 / n)
+    local tat = tonumber(redis.call('GET', key) or now)
+    if tat < now then tat = now end
+    local allow_at = tat - interval * (n - 1)
+    if now < allow_at then return {i, allow_at - now} end
+    if kind == 'r' then tats[i] = tat + interval end
+  end
 end
-local new = tat + interval * amount
-redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1000)
-return 0
-";
-
-/// Takes a concurrent place unless `ARGV[1]` are taken; the count expires `ARGV[2]` seconds
-/// after the last entry, so places held by a crashed instance are not held forever.
-const ENTER_SCRIPT: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1])
-  return 0
+local keep = math.ceil(hold / 1000) + 1000
+for i = 1, #KEYS do
+  local kind = ARGV[2 * i + 1]
+  if kind == 'r' then
+    local new = tats[i]
+    redis.call('SET', KEYS[i], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1000)
+  elseif kind == 'p' then
+    redis.call('ZADD', KEYS[i], now + hold, member)
+    if redis.call('PTTL', KEYS[i]) < keep then redis.call('PEXPIRE', KEYS[i], keep) end
+  end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+return {0, 0}
 ";
 
-/// Gives a place back, never below zero.
-const LEAVE_SCRIPT: &str = r"
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n <= 1 then redis.call('DEL', KEYS[1]) else redis.call('DECR', KEYS[1]) end
+/// Settlement in one Lua script: `KEYS` are the places (`ARGV[3]` of them), then the token
+/// buckets (`ARGV[4]` of them, the j-th with its rate in `ARGV[4 + j]`), then the day
+/// counters. Removes the member `ARGV[1]` from each place's set, and takes `ARGV[2]` tokens
+/// from each bucket (past the allowance if need be) and adds them to each day counter, which
+/// expires a day after its day ends.
+const SETTLE_SCRIPT: &str = r"
+local member = ARGV[1]
+local tokens = tonumber(ARGV[2])
+local places = tonumber(ARGV[3])
+local minutes = tonumber(ARGV[4])
+for i = 1, places do redis.call('ZREM', KEYS[i], member) end
+if tokens > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  for j = 1, minutes do
+    local key = KEYS[places + j]
+    local interval = math.floor(60000000 / tonumber(ARGV[4 + j]))
+    local tat = tonumber(redis.call('GET', key) or now)
+    if tat < now then tat = now end
+    local new = tat + interval * tokens
+    redis.call('SET', key, string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1000)
+  end
+  for i = places + minutes + 1, #KEYS do
+    redis.call('INCRBY', KEYS[i], tokens)
+    redis.call('EXPIRE', KEYS[i], 172800)
+  end
+end
 return 0
-";
-
-/// Adds to a per-day counter, which expires a day after its day ends.
-const DAY_SCRIPT: &str = r"
-local n = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], 172800)
-return n
 ";
 
 /// The shared limiter: every instance pointed at the same Redis enforces one limit.
 pub struct RedisLimiter {
     conn: redis::aio::ConnectionManager,
-    script: redis::Script,
-    usage: redis::Script,
-    enter: redis::Script,
-    leave: redis::Script,
-    day: redis::Script,
+    admit: redis::Script,
+    settle: redis::Script,
     namespace: String,
+    /// This instance's name, which with a ticket makes a place's member unique across
+    /// instances.
+    instance: String,
+    next_ticket: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -521,118 +761,138 @@ impl RedisLimiter {
     pub fn over(redis: &crate::shared::SharedRedis) -> RedisLimiter {
         RedisLimiter {
             conn: redis.conn(),
-            script: redis::Script::new(GCRA_SCRIPT),
-            usage: redis::Script::new(GCRA_USAGE_SCRIPT),
-            enter: redis::Script::new(ENTER_SCRIPT),
-            leave: redis::Script::new(LEAVE_SCRIPT),
-            day: redis::Script::new(DAY_SCRIPT),
+            admit: redis::Script::new(ADMIT_SCRIPT),
+            settle: redis::Script::new(SETTLE_SCRIPT),
             namespace: redis.namespace().to_owned(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            next_ticket: AtomicU64::new(1),
         }
+    }
+
+    fn key(&self, bucket: &str) -> String {
+        format!("{}:{bucket}", self.namespace)
+    }
+
+    /// A day counter's key: the bucket's count for UTC day `day`.
+    fn day_key(&self, bucket: &str, day: i64) -> String {
+        format!("{}:{bucket}:day{day}", self.namespace)
+    }
+
+    /// The member naming the places of admission `ticket` in their sets.
+    fn member(&self, ticket: u64) -> String {
+        format!("{}:{ticket}", self.instance)
     }
 }
 
 #[async_trait::async_trait]
 impl RateLimiter for RedisLimiter {
-    async fn acquire(&self, bucket: &str, per_minute: u32) -> Result<(), Refused> {
-        let interval = 60_000_000 / u64::from(per_minute.max(1));
-        let tolerance = interval * u64::from(per_minute.saturating_sub(1));
-        let mut conn = self.conn.clone();
-        let wait: Result<u64, _> = self
-            .script
-            .key(format!("{}:{bucket}", self.namespace))
-            .arg(interval)
-            .arg(tolerance)
-            .invoke_async(&mut conn)
-            .await;
-        waited(wait)
+    async fn admit(&self, bounds: &[Bound], hold: Duration) -> Result<u64, Refusal> {
+        if bounds.is_empty() {
+            return Ok(0);
+        }
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (today, until_tomorrow) = utc_day();
+        let mut call = self.admit.prepare_invoke();
+        call.arg(u64::try_from(hold.as_micros()).unwrap_or(u64::MAX).max(1))
+            .arg(self.member(ticket));
+        for b in bounds {
+            match b {
+                Bound::Requests { bucket, per_minute } => {
+                    call.key(self.key(bucket))
+                        .arg("r")
+                        .arg((*per_minute).max(1));
+                }
+                Bound::Tokens { bucket, per_minute } => {
+                    call.key(self.key(bucket))
+                        .arg("t")
+                        .arg((*per_minute).max(1));
+                }
+                Bound::TokensPerDay { bucket, max } => {
+                    call.key(self.day_key(bucket, today)).arg("d").arg(*max);
+                }
+                Bound::Concurrency { bucket, max } => {
+                    call.key(self.key(bucket)).arg("p").arg(*max);
+                }
+            }
+        }
+        let (index, wait): (usize, u64) =
+            call.invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "rate limiter (Redis) failed; request refused");
+                    Refusal::unavailable(bounds)
+                })?;
+        let Some(bound) = index.checked_sub(1).and_then(|i| bounds.get(i)) else {
+            return Ok(ticket);
+        };
+        let wait = match bound {
+            Bound::Requests { .. } | Bound::Tokens { .. } => Duration::from_micros(wait),
+            // The day's end by this instance's clock, as the day's counter is named by it.
+            Bound::TokensPerDay { .. } => until_tomorrow,
+            Bound::Concurrency { .. } => PLACE_WAIT,
+        };
+        Err(Refusal {
+            limit: bound.limit(),
+            why: Refused::RetryAfter(wait),
+        })
     }
 
-    async fn check(&self, bucket: &str, per_minute: u32) -> Result<(), Refused> {
-        self.usage(bucket, per_minute, 0).await
-    }
-
-    async fn spend(&self, bucket: &str, per_minute: u32, amount: u64) -> Result<(), Refused> {
-        if amount == 0 {
+    async fn settle(&self, s: &Settlement) -> Result<(), Refused> {
+        if s.is_empty() {
             return Ok(());
         }
-        self.usage(bucket, per_minute, amount).await
-    }
-
-    async fn add_today(&self, bucket: &str, amount: u64) -> Result<u64, Refused> {
         let (today, _) = utc_day();
-        let mut conn = self.conn.clone();
-        self.day
-            .key(format!("{}:{bucket}:day{today}", self.namespace))
-            .arg(amount)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(failed)
-    }
-
-    async fn enter(&self, bucket: &str, max: u32, hold: Duration) -> Result<(), Refused> {
-        let mut conn = self.conn.clone();
-        let taken: u64 = self
-            .enter
-            .key(format!("{}:{bucket}", self.namespace))
-            .arg(max)
-            .arg(hold.as_secs().max(1))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(failed)?;
-        if taken == 1 {
-            Ok(())
-        } else {
-            Err(Refused::RetryAfter(Duration::from_secs(1)))
+        let charged = s.tokens > 0;
+        let mut call = self.settle.prepare_invoke();
+        call.arg(self.member(s.ticket))
+            .arg(s.tokens)
+            .arg(s.places.len())
+            .arg(if charged { s.per_minute.len() } else { 0 });
+        for bucket in &s.places {
+            call.key(self.key(bucket));
         }
-    }
-
-    async fn leave(&self, bucket: &str) {
-        let mut conn = self.conn.clone();
-        let r: Result<u64, _> = self
-            .leave
-            .key(format!("{}:{bucket}", self.namespace))
-            .invoke_async(&mut conn)
-            .await;
-        if let Err(e) = r {
-            // The place expires with the bucket's hold time instead.
-            tracing::warn!(error = %e, "could not give back a concurrency place in Redis");
+        if charged {
+            for (bucket, per_minute) in &s.per_minute {
+                call.key(self.key(bucket)).arg((*per_minute).max(1));
+            }
+            for bucket in &s.per_day {
+                call.key(self.day_key(bucket, today));
+            }
         }
-    }
-}
-
-impl RedisLimiter {
-    async fn usage(&self, bucket: &str, per_minute: u32, amount: u64) -> Result<(), Refused> {
-        let interval = 60_000_000 / u64::from(per_minute.max(1));
-        let tolerance = interval * u64::from(per_minute.saturating_sub(1));
-        let mut conn = self.conn.clone();
-        let wait: Result<u64, _> = self
-            .usage
-            .key(format!("{}:{bucket}", self.namespace))
-            .arg(interval)
-            .arg(tolerance)
-            .arg(amount)
-            .invoke_async(&mut conn)
-            .await;
-        waited(wait)
-    }
-}
-
-fn failed(e: redis::RedisError) -> Refused {
-    tracing::error!(error = %e, "rate limiter (Redis) failed; request refused");
-    Refused::Unavailable
-}
-
-fn waited(wait: Result<u64, redis::RedisError>) -> Result<(), Refused> {
-    match wait {
-        Ok(0) => Ok(()),
-        Ok(us) => Err(Refused::RetryAfter(Duration::from_micros(us))),
-        Err(e) => Err(failed(e)),
+        let done: Result<u64, _> = call.invoke_async(&mut self.conn.clone()).await;
+        done.map(drop).map_err(|e| {
+            tracing::warn!(
+                error = %e,
+                tokens = s.tokens,
+                "could not settle a request's quotas in Redis: its places in flight expire \
+                 with their hold time, its tokens were not charged"
+            );
+            Refused::Unavailable
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOLD: Duration = Duration::from_secs(60);
+
+    fn requests(bucket: &str, per_minute: u32) -> Bound {
+        Bound::requests(bucket, per_minute)
+    }
+
+    fn tokens(bucket: &str, per_minute: u32) -> Bound {
+        Bound::tokens(bucket, per_minute)
+    }
+
+    fn per_day(bucket: &str, max: u64) -> Bound {
+        Bound::tokens_per_day(bucket, max)
+    }
+
+    fn places(bucket: &str, max: u32) -> Bound {
+        Bound::concurrency(bucket, max)
+    }
 
     #[test]
     fn allows_the_burst_then_refuses_with_a_wait() {
@@ -687,35 +947,55 @@ mod tests {
     #[tokio::test]
     async fn concurrency_places_are_taken_and_given_back() {
         let l = InProcessLimiter::new();
-        let hold = Duration::from_secs(60);
-        assert_eq!(l.enter("c", 2, hold).await, Ok(()));
-        assert_eq!(l.enter("c", 2, hold).await, Ok(()));
-        assert!(l.enter("c", 2, hold).await.is_err(), "third place refused");
+        let c2 = [places("c", 2)];
+        let leave = |bounds: &[Bound]| Settlement::of(bounds.to_vec(), 0);
+        assert_eq!(l.admit(&c2, HOLD).await, Ok(0));
+        assert_eq!(l.admit(&c2, HOLD).await, Ok(0));
         assert_eq!(
-            l.enter("d", 2, hold).await,
-            Ok(()),
+            l.admit(&c2, HOLD).await,
+            Err(Refusal {
+                limit: Limit::Concurrency,
+                why: Refused::RetryAfter(PLACE_WAIT)
+            }),
+            "third place refused"
+        );
+        assert_eq!(
+            l.admit(&[places("d", 2)], HOLD).await,
+            Ok(0),
             "buckets are independent"
         );
-        l.leave("c").await;
-        assert_eq!(
-            l.enter("c", 2, hold).await,
-            Ok(()),
-            "a freed place is reused"
-        );
-        l.leave("c").await;
-        l.leave("c").await;
-        l.leave("c").await;
-        assert_eq!(l.enter("c", 1, hold).await, Ok(()), "never below zero");
-        assert!(l.enter("c", 1, hold).await.is_err());
+        assert_eq!(l.settle(&leave(&c2)).await, Ok(()));
+        assert_eq!(l.admit(&c2, HOLD).await, Ok(0), "a freed place is reused");
+        for _ in 0..3 {
+            assert_eq!(l.settle(&leave(&c2)).await, Ok(()));
+        }
+        let c1 = [places("c", 1)];
+        assert_eq!(l.admit(&c1, HOLD).await, Ok(0), "never below zero");
+        assert!(l.admit(&c1, HOLD).await.is_err());
     }
 
     #[tokio::test]
-    async fn day_counters_add_up_per_bucket() {
+    async fn day_counters_add_up_per_bucket_and_refuse_until_tomorrow() {
         let l = InProcessLimiter::new();
-        assert_eq!(l.add_today("a", 0).await, Ok(0));
-        assert_eq!(l.add_today("a", 70).await, Ok(70));
-        assert_eq!(l.add_today("a", 30).await, Ok(100));
-        assert_eq!(l.add_today("b", 5).await, Ok(5));
+        let a = [per_day("a", 100)];
+        let charge =
+            |bounds: &[Bound], tokens: u64| Settlement::of(bounds.to_vec(), 0).charging(tokens);
+        assert_eq!(l.admit(&a, HOLD).await, Ok(0));
+        assert_eq!(l.settle(&charge(&a, 70)).await, Ok(()));
+        assert_eq!(l.admit(&a, HOLD).await, Ok(0), "70 of 100 used");
+        assert_eq!(l.settle(&charge(&a, 30)).await, Ok(()));
+        let Err(Refusal {
+            limit: Limit::TokensPerDay,
+            why: Refused::RetryAfter(wait),
+        }) = l.admit(&a, HOLD).await
+        else {
+            panic!("a spent day refuses");
+        };
+        assert!(
+            wait.abs_diff(utc_day().1) <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert_eq!(l.admit(&[per_day("b", 1)], HOLD).await, Ok(0));
     }
 
     #[test]
@@ -729,32 +1009,63 @@ mod tests {
         }
     }
 
-    /// A limiter like Redis: nothing is given back at once, only through async calls that
-    /// need a Tokio runtime (its timer, here; Redis its I/O).
+    /// Admission is all or nothing, and a refusal names the first bound, in the order given,
+    /// that refused.
+    #[test]
+    fn a_refused_admission_takes_nothing_and_names_the_first_refusing_bound() {
+        let l = InProcessLimiter::new();
+        let t0 = Instant::now();
+        // One place, taken.
+        assert_eq!(l.admit_at(&[places("p", 1)], t0), Ok(()));
+        // Refused for the place: neither the request rates nor another place were taken.
+        let all = [
+            requests("key", 1),
+            requests("tenant", 1),
+            tokens("tpm", 60),
+            per_day("day", 10),
+            places("q", 1),
+            places("p", 1),
+        ];
+        for _ in 0..3 {
+            assert_eq!(
+                l.admit_at(&all, t0).map_err(|r| r.limit),
+                Err(Limit::Concurrency)
+            );
+        }
+        assert_eq!(
+            l.admit_at(&[requests("key", 1), requests("tenant", 1)], t0),
+            Ok(()),
+            "the rates' one request a minute each is still there"
+        );
+        assert_eq!(l.admit_at(&[places("q", 1)], t0), Ok(()), "q's place too");
+        // The first refusing bound names the refusal: here the key's rate, though the place
+        // would refuse too.
+        let Err(r) = l.admit_at(&[requests("key", 1), places("p", 1)], t0) else {
+            panic!("both refuse");
+        };
+        assert_eq!(r.limit, Limit::Requests);
+        let Refused::RetryAfter(wait) = r.why else {
+            panic!("{r:?}");
+        };
+        assert!(wait.abs_diff(Duration::from_secs(60)) < Duration::from_millis(1));
+        // Tokens a minute are checked, not taken.
+        for _ in 0..5 {
+            assert_eq!(l.admit_at(&[tokens("tpm", 1)], t0), Ok(()));
+        }
+    }
+
+    /// A limiter like Redis: nothing is settled at once, only through an async call that
+    /// needs a Tokio runtime (its timer, here; Redis its I/O).
     struct Remote(InProcessLimiter);
 
     #[async_trait::async_trait]
     impl RateLimiter for Remote {
-        async fn acquire(&self, bucket: &str, per_minute: u32) -> Result<(), Refused> {
-            self.0.acquire(bucket, per_minute).await
+        async fn admit(&self, bounds: &[Bound], hold: Duration) -> Result<u64, Refusal> {
+            self.0.admit(bounds, hold).await
         }
-        async fn check(&self, bucket: &str, per_minute: u32) -> Result<(), Refused> {
-            self.0.check(bucket, per_minute).await
-        }
-        async fn spend(&self, bucket: &str, per_minute: u32, amount: u64) -> Result<(), Refused> {
+        async fn settle(&self, settlement: &Settlement) -> Result<(), Refused> {
             tokio::time::sleep(Duration::from_millis(1)).await;
-            self.0.spend(bucket, per_minute, amount).await
-        }
-        async fn add_today(&self, bucket: &str, amount: u64) -> Result<u64, Refused> {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            self.0.add_today(bucket, amount).await
-        }
-        async fn enter(&self, bucket: &str, max: u32, hold: Duration) -> Result<(), Refused> {
-            self.0.enter(bucket, max, hold).await
-        }
-        async fn leave(&self, bucket: &str) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            self.0.leave(bucket).await;
+            self.0.settle(settlement).await
         }
     }
 
@@ -768,31 +1079,68 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let hold = Duration::from_secs(60);
-        let lease = |tokens_bucket: bool| {
-            rt.block_on(limiter.enter("inflight:k", 1, hold)).unwrap();
-            let mut lease = Lease::new(limiter.clone());
-            lease.places.push("inflight:k".into());
-            if tokens_bucket {
-                lease.per_day.push("day:k".into());
+        let place = [places("inflight:k", 1)];
+        let lease = |day: bool| {
+            let mut bounds = place.to_vec();
+            if day {
+                bounds.push(per_day("day:k", 42));
             }
-            lease
+            let ticket = rt.block_on(limiter.admit(&bounds, HOLD)).unwrap();
+            Lease::admitted(limiter.clone(), bounds.clone(), ticket)
         };
         // Dropped unsettled, on a plain thread.
         let dropped = lease(false);
         std::thread::spawn(move || drop(dropped)).join().unwrap();
         assert_eq!(
-            rt.block_on(limiter.enter("inflight:k", 1, hold)),
-            Ok(()),
+            rt.block_on(limiter.admit(&place, HOLD)),
+            Ok(0),
             "the place came back"
         );
-        rt.block_on(limiter.leave("inflight:k"));
+        rt.block_on(limiter.settle(&Settlement::of(place.clone(), 0)))
+            .unwrap();
         // Settled with its tokens, on a plain thread.
         let settled = lease(true);
-        std::thread::spawn(move || settled.settle(42))
+        std::thread::spawn(move || drop(settled.settle(42)))
             .join()
             .unwrap();
-        assert_eq!(rt.block_on(limiter.enter("inflight:k", 1, hold)), Ok(()));
-        assert_eq!(rt.block_on(limiter.add_today("day:k", 0)), Ok(42));
+        assert_eq!(rt.block_on(limiter.admit(&place, HOLD)), Ok(0));
+        assert!(
+            rt.block_on(limiter.admit(&[per_day("day:k", 42)], HOLD))
+                .is_err(),
+            "the 42 tokens were charged"
+        );
+    }
+
+    /// A lease on a remote limiter is settled on a task the answer waits for: when the wait
+    /// ends, the place is free and the tokens are charged (a client's next request, at any
+    /// instance, sees both). Dropping the wait does not stop the settlement.
+    #[tokio::test]
+    async fn a_settlement_waited_for_is_done_and_one_dropped_still_finishes() {
+        let limiter = Arc::new(Remote(InProcessLimiter::new()));
+        let bounds = [places("p", 1), per_day("d", 10)];
+        let lease = Lease::admitted(limiter.clone(), bounds.clone(), 0);
+        let settled = lease.settle(10);
+        assert!(!settled.is_done(), "a remote limiter settles on a task");
+        settled.await;
+        assert_eq!(
+            limiter.admit(&bounds, HOLD).await.map_err(|r| r.limit),
+            Err(Limit::TokensPerDay),
+            "charged when the wait ends"
+        );
+        let ticket = limiter.admit(&[places("p", 1)], HOLD).await;
+        assert_eq!(ticket, Ok(0), "and the place was given back");
+        drop(Lease::admitted(limiter.clone(), [places("p", 1)], 0).settle(0));
+        eventually_admitted(&*limiter, &[places("p", 1)]).await;
+    }
+
+    async fn eventually_admitted(l: &dyn RateLimiter, bounds: &[Bound]) {
+        for _ in 0..1000 {
+            if l.admit(bounds, HOLD).await.is_ok() {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("never admitted");
     }
 }

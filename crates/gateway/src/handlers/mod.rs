@@ -15,7 +15,7 @@ use wardgate_backends::{Budget, EventStream, Route, Served};
 
 use crate::error::ApiError;
 use crate::guards::phi_guard;
-use crate::guards::ratelimit::{Lease, Limit, Refused};
+use crate::guards::ratelimit::{Bound, Lease, Limit, Refused};
 use crate::identity::principal::Principal;
 use crate::middleware::record::RequestRecord;
 use crate::pipeline::policy::{self, Checked, ParamNames};
@@ -52,6 +52,59 @@ pub(crate) fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The principal's request rates: its own, then its tenant's (each when set).
+fn rate_bounds(state: &AppState, p: &Principal, bounds: &mut Vec<Bound>) {
+    let rates = [
+        ("key:", &p.key_id, state.config.requests_per_minute),
+        (
+            "tenant:",
+            &p.tenant,
+            state.config.tenant_requests_per_minute,
+        ),
+    ];
+    for (scope, name, per_minute) in rates {
+        if per_minute > 0 {
+            bounds.push(Bound::requests(format!("{scope}{name}"), per_minute));
+        }
+    }
+}
+
+/// The principal's and its tenant's usage quotas: for each (the key, then the tenant) tokens
+/// a day and tokens a minute; then a place in flight for each, taken last so that a refusal
+/// by a token quota holds none.
+fn quota_bounds(state: &AppState, p: &Principal, bounds: &mut Vec<Bound>) {
+    let q = &state.config.quotas;
+    let scopes = [
+        (format!("key:{}", p.key_id), q.key),
+        (format!("tenant:{}", p.tenant), q.tenant),
+    ];
+    for (scope, set) in &scopes {
+        if set.tokens_per_day > 0 {
+            bounds.push(Bound::tokens_per_day(
+                format!("day:{scope}"),
+                set.tokens_per_day,
+            ));
+        }
+        if set.tokens_per_minute > 0 {
+            bounds.push(Bound::tokens(format!("tpm:{scope}"), set.tokens_per_minute));
+        }
+    }
+    for (scope, set) in &scopes {
+        if set.concurrent_requests > 0 {
+            bounds.push(Bound::concurrency(
+                format!("places:{scope}"),
+                set.concurrent_requests,
+            ));
+        }
+    }
+}
+
+/// How long a place in flight may be held by an instance that never gives it back (one that
+/// died): longer than any request may run.
+fn place_hold(state: &AppState) -> std::time::Duration {
+    state.config.request_timeout + std::time::Duration::from_secs(60)
+}
+
 /// Takes one request from the principal's rate allowance, then from its tenant's (when a
 /// tenant limit is set). A limiter that cannot answer refuses the request (503).
 pub(crate) async fn check_rate(
@@ -59,27 +112,15 @@ pub(crate) async fn check_rate(
     p: &Principal,
     record: Option<&RequestRecord>,
 ) -> Result<(), ApiError> {
-    let l = &state.limiter;
-    let limits = [
-        (
-            format!("key:{}", p.key_id),
-            state.config.requests_per_minute,
-        ),
-        (
-            format!("tenant:{}", p.tenant),
-            state.config.tenant_requests_per_minute,
-        ),
-    ];
-    for (bucket, per_minute) in limits {
-        if per_minute == 0 {
-            continue;
-        }
-        match l.acquire(&bucket, per_minute).await {
-            Ok(()) => {}
-            Err(e) => return Err(refused(state, p, record, e, Limit::Requests)),
-        }
+    let mut bounds = Vec::with_capacity(2);
+    rate_bounds(state, p, &mut bounds);
+    if bounds.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    match state.limiter.admit(&bounds, place_hold(state)).await {
+        Ok(_) => Ok(()),
+        Err(r) => Err(refused(state, p, record, r.why, r.limit)),
+    }
 }
 
 /// Middleware on the metadata routes (model lists and details, the version): one request from
@@ -131,77 +172,42 @@ fn refused(
     }
 }
 
-/// Checks the principal's and its tenant's usage quotas (tokens a minute and a day, requests
-/// in flight) and takes a place in flight; the record settles the lease with the request's
-/// token counts when the response ends.
-pub(crate) async fn check_quotas(
-    state: &AppState,
-    p: &Principal,
-    record: &RequestRecord,
-) -> Result<(), ApiError> {
-    let l = &state.limiter;
-    let q = &state.config.quotas;
-    let scopes = [
-        (format!("key:{}", p.key_id), q.key),
-        (format!("tenant:{}", p.tenant), q.tenant),
-    ];
-    let mut lease = Lease::new(l.clone());
-    for (scope, set) in &scopes {
-        if set.tokens_per_day > 0 {
-            let bucket = format!("day:{scope}");
-            let used = l
-                .add_today(&bucket, 0)
-                .await
-                .map_err(|e| refused(state, p, Some(record), e, Limit::TokensPerDay))?;
-            if used >= set.tokens_per_day {
-                let (_, until_tomorrow) = crate::guards::ratelimit::utc_day();
-                return Err(refused(
-                    state,
-                    p,
-                    Some(record),
-                    Refused::RetryAfter(until_tomorrow),
-                    Limit::TokensPerDay,
-                ));
-            }
-            lease.per_day.push(bucket);
-        }
-        if set.tokens_per_minute > 0 {
-            let bucket = format!("tpm:{scope}");
-            l.check(&bucket, set.tokens_per_minute)
-                .await
-                .map_err(|e| refused(state, p, Some(record), e, Limit::Tokens))?;
-            lease.per_minute.push((bucket, set.tokens_per_minute));
-        }
-    }
-    // Places last, so a refusal above holds none; a refusal here gives back (by dropping the
-    // lease) the places already taken.
-    let hold = state.config.request_timeout + std::time::Duration::from_secs(60);
-    for (scope, set) in &scopes {
-        if set.concurrent_requests > 0 {
-            let bucket = format!("inflight:{scope}");
-            l.enter(&bucket, set.concurrent_requests, hold)
-                .await
-                .map_err(|e| refused(state, p, Some(record), e, Limit::Concurrency))?;
-            lease.places.push(bucket);
-        }
-    }
-    record.set_lease(lease);
-    Ok(())
-}
-
-/// The common start of every model request: the key's rate allowance, then the route for the
-/// public model name (which the key must be allowed to use).
+/// The common start of every model request: the key's rate allowance, the route for the
+/// public model name (which the key must be allowed to use), then the usage quotas, with a
+/// place in flight that the record gives back, charging the request's tokens, when the
+/// response ends.
+///
+/// The rates and the quotas are one admission (one limiter call, one Redis round trip), all
+/// or nothing. The route is looked up first (in memory) to know whether the quotas apply, but
+/// answered in the order the checks have always had: a request over its rate is refused
+/// whatever model it names; then an unknown or forbidden model; then the quotas.
 pub(crate) async fn begin(
     state: &AppState,
     p: &Principal,
     record: &RequestRecord,
     public: &str,
 ) -> Result<Arc<Route>, ApiError> {
-    check_rate(state, p, Some(record)).await?;
+    let route = state.route_for(p, public);
+    let mut bounds = Vec::with_capacity(8);
+    rate_bounds(state, p, &mut bounds);
+    if route.is_ok() {
+        quota_bounds(state, p, &mut bounds);
+    }
+    let admitted = if bounds.is_empty() {
+        Ok(0)
+    } else {
+        state.limiter.admit(&bounds, place_hold(state)).await
+    };
+    if let Err(r) = &admitted
+        && (r.limit == Limit::Requests || route.is_err())
+    {
+        return Err(refused(state, p, Some(record), r.why, r.limit));
+    }
     record.set_model(public);
-    let route = state.route_for(p, public)?;
+    let route = route?;
     record.set_model_resolved();
-    check_quotas(state, p, record).await?;
+    let ticket = admitted.map_err(|r| refused(state, p, Some(record), r.why, r.limit))?;
+    record.set_lease(Lease::admitted(state.limiter.clone(), bounds, ticket));
     Ok(route)
 }
 

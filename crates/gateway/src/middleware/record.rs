@@ -39,6 +39,7 @@ use http_body::Body as _;
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, AuthMethod, EventType, Timestamp};
 
 use crate::error::{ApiError, ErrorReason, Front};
+use crate::guards::ratelimit::Settled;
 use crate::state::AppState;
 
 /// How a request ended.
@@ -155,15 +156,19 @@ impl RequestRecord {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
     }
 
-    /// Gives back the request's places in flight and charges its tokens to its quotas.
-    fn settle(&self) {
+    /// Gives back the request's places in flight and charges its tokens to its quotas; the
+    /// answer's end waits for the returned settlement.
+    fn settle(&self) -> Settled {
         let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(lease) = lease {
-            let tokens = {
-                let f = self.lock();
-                f.tokens_in.saturating_add(f.tokens_out)
-            };
-            lease.settle(tokens);
+        match lease {
+            Some(lease) => {
+                let tokens = {
+                    let f = self.lock();
+                    f.tokens_in.saturating_add(f.tokens_out)
+                };
+                lease.settle(tokens)
+            }
+            None => Settled::done(),
         }
     }
 
@@ -289,18 +294,20 @@ impl RequestRecord {
         e
     }
 
-    /// Ends the request, once: gives back its quota places, writes the log line and returns
-    /// the terminal audit event (none for unaudited routes, none when already ended).
-    fn end(&self, ending: Ending) -> Option<AuditEvent> {
+    /// Ends the request, once: gives back its quota places and charges its tokens (the
+    /// settlement to wait for), writes the log line and returns the terminal audit event
+    /// (none for unaudited routes; nothing when already ended).
+    fn end(&self, ending: Ending) -> (Option<AuditEvent>, Settled) {
         if self.ended.swap(true, Ordering::AcqRel) {
-            return None;
+            return (None, Settled::done());
         }
-        self.settle();
-        RequestFinished {
+        let settled = self.settle();
+        let event = RequestFinished {
             record: self,
             ending,
         }
-        .emit()
+        .emit();
+        (event, settled)
     }
 }
 
@@ -518,7 +525,8 @@ async fn commit_before_headers(
         Err(e) => {
             // The body failed before its end: the answer is an error, as a stream's would be.
             record.set_stream_failed("body_error");
-            if let Some(event) = record.end(Ending::Complete) {
+            let (event, _settling) = record.end(Ending::Complete);
+            if let Some(event) = event {
                 // Queued at once; nobody waits for the commit of an answer that failed anyway.
                 drop(commit(audit, event));
             }
@@ -526,10 +534,13 @@ async fn commit_before_headers(
             return ApiError::Internal.to_response(front);
         }
     };
-    let Some(event) = record.end(Ending::Complete) else {
+    let (event, settled) = record.end(Ending::Complete);
+    let Some(event) = event else {
+        settled.await;
         return Response::from_parts(parts, Body::from(bytes));
     };
-    match commit(audit, event).await {
+    let (committed, ()) = futures::join!(commit(audit, event), settled);
+    match committed {
         Ok(()) => Response::from_parts(parts, Body::from(bytes)),
         Err(e) => {
             // Fail closed: the client must not hold an answer that the audit log does not.
@@ -572,7 +583,9 @@ impl Drop for EndGuard {
         } else {
             Ending::BeforeResponse
         };
-        if let Some(event) = record.end(ending) {
+        // Nobody is left to wait for the settlement: it finishes by itself.
+        let (event, _settling) = record.end(ending);
+        if let Some(event) = event {
             let audit = &self.audit;
             // Queued now, before the connection's task ends (and so before a shutdown stops
             // the writer); nobody is left to wait for the commit.
@@ -617,14 +630,29 @@ impl LoggedBody {
         } else {
             Ending::Aborted
         };
-        if let Some(r) = self.record.take()
-            && let Some(event) = r.end(ending)
-        {
-            let pending = commit(&self.audit, event);
-            if self.hold_last_frame {
-                self.pending = Some(pending);
-            }
-        }
+        let Some(r) = self.record.take() else {
+            return;
+        };
+        let (event, settled) = r.end(ending);
+        let committing = event.map(|e| commit(&self.audit, e));
+        // A successful answer's last frame waits for its audit event; every answer's waits
+        // for its settlement, so the client's next request finds its place free and its
+        // tokens charged, at whichever instance it goes to.
+        let committing = committing.filter(|_| self.hold_last_frame);
+        self.pending = match (committing, settled.is_done()) {
+            (None, true) => None,
+            (Some(c), true) => Some(c),
+            (c, false) => Some(Box::pin(async move {
+                let committed = async {
+                    match c {
+                        Some(c) => c.await,
+                        None => Ok(()),
+                    }
+                };
+                let (committed, ()) = futures::join!(committed, settled);
+                committed
+            })),
+        };
     }
 }
 

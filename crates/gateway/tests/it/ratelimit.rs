@@ -6,17 +6,36 @@ use std::sync::Arc;
 
 use crate::support::{Harness, chat_body, mock_cfg, post_as, redis_keys, redis_url};
 use axum::http::StatusCode;
-use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter, Refused};
+use wardgate_gateway::guards::ratelimit::{
+    Bound, Limit, RateLimiter, RedisLimiter, Refusal, Refused, Settlement, utc_day,
+};
 use wardgate_store::Role;
 
+/// The wait of an admission that `l` refuses for `limit`.
+async fn refused_for(l: &dyn RateLimiter, bounds: &[Bound], limit: Limit) -> std::time::Duration {
+    match l.admit(bounds, HOLD).await {
+        Err(Refusal {
+            limit: by,
+            why: Refused::RetryAfter(wait),
+        }) if by == limit => wait,
+        other => panic!("{bounds:?}: {other:?}, not refused for {limit:?}"),
+    }
+}
+
+/// How long a place may be held, where a test does not wait for it.
+const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn redis_limiter(namespace: &str) -> RedisLimiter {
-    RedisLimiter::connect(&redis_url(), namespace)
+    limiter_at(&redis_url(), namespace).await
+}
+
+async fn limiter_at(url: &str, namespace: &str) -> RedisLimiter {
+    RedisLimiter::connect(url, namespace)
         .await
         .unwrap_or_else(|e| {
             panic!(
-                "Redis at {} is needed for this test ({e}); start it or set \
-                 WARDGATE_TEST_REDIS_URL",
-                redis_url()
+                "Redis at {url} is needed for this test ({e}); start it or set \
+                 WARDGATE_TEST_REDIS_URL"
             )
         })
 }
@@ -31,16 +50,19 @@ async fn two_instances_sharing_redis_enforce_one_global_limit() {
     let (mut ok, mut refused) = (0, 0);
     for i in 0..60 {
         let l: &dyn RateLimiter = if i % 2 == 0 { &a } else { &b };
-        match l.acquire("key:shared", 20).await {
-            Ok(()) => ok += 1,
-            Err(Refused::RetryAfter(wait)) => {
+        match l.admit(&[Bound::requests("key:shared", 20)], HOLD).await {
+            Ok(_) => ok += 1,
+            Err(Refusal {
+                limit: Limit::Requests,
+                why: Refused::RetryAfter(wait),
+            }) => {
                 assert!(
                     wait.as_secs_f64() > 0.0 && wait.as_secs_f64() <= 3.1,
                     "{wait:?}"
                 );
                 refused += 1;
             }
-            Err(Refused::Unavailable) => panic!("Redis failed"),
+            Err(r) => panic!("{r:?}"),
         }
     }
     assert_eq!((ok, refused), (20, 40));
@@ -50,7 +72,11 @@ async fn two_instances_sharing_redis_enforce_one_global_limit() {
     let tasks: Vec<_> = (0..40)
         .map(|i| {
             let l: Arc<dyn RateLimiter> = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move { l.acquire("key:burst", 10).await.is_ok() })
+            tokio::spawn(async move {
+                l.admit(&[Bound::requests("key:burst", 10)], HOLD)
+                    .await
+                    .is_ok()
+            })
         })
         .collect();
     let mut admitted = 0;
@@ -139,37 +165,336 @@ async fn two_instances_share_quotas_through_redis() {
     let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
     let a = redis_limiter(&ns).await;
     let b = redis_limiter(&ns).await;
-    let hold = std::time::Duration::from_secs(60);
+    let two = [Bound::concurrency("places:key:k", 2)];
     // Places in flight: two in all, whichever instance takes them.
-    assert_eq!(a.enter("inflight:key:k", 2, hold).await, Ok(()));
-    assert_eq!(b.enter("inflight:key:k", 2, hold).await, Ok(()));
-    assert!(matches!(
-        a.enter("inflight:key:k", 2, hold).await,
-        Err(Refused::RetryAfter(_))
-    ));
-    b.leave("inflight:key:k").await;
-    assert_eq!(a.enter("inflight:key:k", 2, hold).await, Ok(()));
-    // Giving back more than was taken never goes below zero.
+    let ta = a.admit(&two, HOLD).await.unwrap();
+    let tb = b.admit(&two, HOLD).await.unwrap();
+    assert_eq!(
+        a.admit(&two, HOLD).await.map_err(|r| r.limit),
+        Err(Limit::Concurrency)
+    );
+    b.settle(&Settlement::of(two.clone(), tb)).await.unwrap();
+    let _ta2 = a.admit(&two, HOLD).await.unwrap();
+    // Giving back a place four times gives back that one place.
     for _ in 0..4 {
-        a.leave("inflight:key:k").await;
+        a.settle(&Settlement::of(two.clone(), ta)).await.unwrap();
     }
-    assert_eq!(b.enter("inflight:key:k", 1, hold).await, Ok(()));
-    assert!(b.enter("inflight:key:k", 1, hold).await.is_err());
+    assert!(b.admit(&two, HOLD).await.is_ok());
+    assert_eq!(
+        b.admit(&two, HOLD).await.map_err(|r| r.limit),
+        Err(Limit::Concurrency)
+    );
 
     // Tokens a minute: usage spent through one instance is seen by the other.
-    assert_eq!(a.check("tpm:key:k", 600).await, Ok(()));
-    a.spend("tpm:key:k", 600, 1_600).await.unwrap();
-    let Err(Refused::RetryAfter(wait)) = b.check("tpm:key:k", 600).await else {
-        panic!("an overdrawn bucket must refuse on the other instance too");
-    };
+    let tpm = [Bound::tokens("tpm:key:k", 600)];
+    let t = a.admit(&tpm, HOLD).await.unwrap();
+    a.settle(&Settlement::of(tpm.clone(), t).charging(1_600))
+        .await
+        .unwrap();
+    // An overdrawn bucket refuses on the other instance too.
+    let wait = refused_for(&b, &tpm, Limit::Tokens).await;
     assert!(
         wait.as_secs_f64() > 99.0 && wait.as_secs_f64() <= 100.2,
         "{wait:?}"
     );
 
     // Tokens a day: one counter.
-    assert_eq!(a.add_today("day:key:k", 0).await, Ok(0));
-    assert_eq!(a.add_today("day:key:k", 70).await, Ok(70));
-    assert_eq!(b.add_today("day:key:k", 30).await, Ok(100));
-    assert_eq!(b.add_today("day:key:k", 0).await, Ok(100));
+    let day = [Bound::tokens_per_day("day:key:k", 100)];
+    for (l, tokens) in [(&a, 70), (&b, 29)] {
+        let t = l.admit(&day, HOLD).await.unwrap();
+        l.settle(&Settlement::of(day.clone(), t).charging(tokens))
+            .await
+            .unwrap();
+    }
+    let t = a.admit(&day, HOLD).await.expect("99 of 100 used");
+    b.settle(&Settlement::of(day.clone(), t).charging(1))
+        .await
+        .unwrap();
+    // 100 of 100 used: refused until tomorrow.
+    let wait = refused_for(&a, &day, Limit::TokensPerDay).await;
+    assert!(wait.abs_diff(utc_day().1).as_secs() <= 1, "{wait:?}");
+}
+
+/// Every limit on, in a Redis of the test's own under `ns`: requests, tokens a minute and a
+/// day, and places in flight, for the key and for its tenant.
+fn every_limit_in(url: &str, ns: &str) -> String {
+    format!(
+        "[rate_limit]\nrequests_per_minute = 10000\ntenant_requests_per_minute = 10000\n\
+         tokens_per_minute = 1000000\ntenant_tokens_per_minute = 1000000\n\
+         tokens_per_day = 100000000\ntenant_tokens_per_day = 100000000\n\
+         concurrent_requests = 8\ntenant_concurrent_requests = 16\n\
+         backend = \"redis\"\nredis_url = \"{url}\"\nredis_namespace = \"{ns}\"\n"
+    )
+}
+
+/// What a served model request costs in Redis with every limit on, counted by Redis itself
+/// (`INFO commandstats` of a private `redis-server`): one script call to admit it (both
+/// request rates, both token buckets, both day counters, both places in flight, all or
+/// nothing) and one to settle it (places back, tokens charged to the minute and the day).
+/// Before, it was fourteen: an `EVALSHA` per bound to admit and per bucket to settle.
+#[tokio::test]
+async fn a_model_request_costs_one_redis_round_trip_to_admit_and_one_to_settle() {
+    let redis = crate::support::PrivateRedis::start();
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let h = Harness::single_with("openai", mock_cfg(), &every_limit_in(&redis.url(), &ns)).await;
+    // The first request loads the scripts (`SCRIPT LOAD` after a `NOSCRIPT`).
+    assert_eq!(
+        h.send(crate::support::chat(&h.key)).await.status,
+        StatusCode::OK
+    );
+    let before = crate::support::redis_command_calls(&redis.url()).await;
+    const N: u64 = 20;
+    for _ in 0..N {
+        let r = h.send(crate::support::chat(&h.key)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    // Each answer's end waited for its settlement: the counts are final.
+    let after = crate::support::redis_command_calls(&redis.url()).await;
+    // Round trips are the commands the gateway sends: the revocation listener's heartbeats,
+    // the stats reads themselves and the commands the scripts run inside Redis are not.
+    const IN_SCRIPTS: [&str; 11] = [
+        "time",
+        "get",
+        "set",
+        "incrby",
+        "expire",
+        "zremrangebyscore",
+        "zcard",
+        "zadd",
+        "pttl",
+        "pexpire",
+        "zrem",
+    ];
+    let per_request: std::collections::BTreeMap<&str, u64> = after
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "publish" | "info"))
+        .filter(|(name, _)| !IN_SCRIPTS.contains(&name.as_str()))
+        .map(|(name, n)| (name.as_str(), n - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(per_request, [("evalsha", 2 * N)].into_iter().collect());
+}
+
+/// A refused admission takes nothing in Redis: not the request rates checked before the bound
+/// that refused, nor the places; and the refusal names the first bound, in order, that
+/// refused.
+#[tokio::test]
+async fn a_refused_admission_takes_nothing_in_redis() {
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let l = redis_limiter(&ns).await;
+    let held = l
+        .admit(&[Bound::concurrency("places:key:p", 1)], HOLD)
+        .await
+        .unwrap();
+    let all = [
+        Bound::requests("key:k", 1),
+        Bound::requests("tenant:t", 1),
+        Bound::tokens("tpm:key:k", 60),
+        Bound::tokens_per_day("day:key:k", 10),
+        Bound::concurrency("places:key:q", 1),
+        Bound::concurrency("places:key:p", 1),
+    ];
+    for _ in 0..3 {
+        assert_eq!(
+            l.admit(&all, HOLD).await,
+            Err(Refusal {
+                limit: Limit::Concurrency,
+                why: Refused::RetryAfter(std::time::Duration::from_secs(1)),
+            })
+        );
+    }
+    // Redis holds the one place taken, and nothing else.
+    let keys: Vec<String> = redis_keys(&redis_url(), &format!("{ns}:*"))
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, [format!("{ns}:places:key:p")]);
+    // Once the place is back, the same request is admitted: its rates had not been spent.
+    l.settle(&Settlement::of(
+        [Bound::concurrency("places:key:p", 1)],
+        held,
+    ))
+    .await
+    .unwrap();
+    let ticket = l.admit(&all, HOLD).await.expect("nothing was taken before");
+    // The first refusing bound names the refusal, with its wait: the key's rate of one a
+    // minute, spent, here.
+    let wait = refused_for(&l, &all, Limit::Requests).await;
+    assert!(
+        wait.as_secs_f64() > 59.0 && wait.as_secs_f64() <= 60.0,
+        "{wait:?}"
+    );
+    l.settle(&Settlement::of(all.clone(), ticket))
+        .await
+        .unwrap();
+}
+
+/// Attack finding A6: an instance killed with `kill -9` while holding places in flight used to
+/// leave them taken for as long as the key stayed busy (other requests kept refreshing the
+/// counter's expiry), so the key's concurrency limit shrank for good. Each place is now an
+/// entry of its own that expires `hold` after it was taken: the dead instance's places come
+/// free after their hold time, never before, however busy the key is meanwhile.
+#[tokio::test]
+async fn places_of_an_instance_that_died_come_free_after_their_hold_and_not_before() {
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let hold = std::time::Duration::from_secs(2);
+    let three = [Bound::concurrency("places:key:k", 3)];
+    let alive = redis_limiter(&ns).await;
+    let dead = redis_limiter(&ns).await;
+    let taken = std::time::Instant::now();
+    for _ in 0..2 {
+        dead.admit(&three, hold).await.unwrap();
+    }
+    // It dies holding two places: nothing of it gives them back.
+    drop(dead);
+    // The other instance keeps the key busy, request after request, each taking a place and
+    // giving it back. While the dead places are held, only one is left for it.
+    let freed = loop {
+        let first = alive
+            .admit(&three, hold)
+            .await
+            .expect("the third place is always free");
+        let second = alive.admit(&three, hold).await;
+        alive
+            .settle(&Settlement::of(three.clone(), first))
+            .await
+            .unwrap();
+        match second {
+            Ok(t) => {
+                alive
+                    .settle(&Settlement::of(three.clone(), t))
+                    .await
+                    .unwrap();
+                break taken.elapsed();
+            }
+            Err(r) => {
+                assert_eq!(r.limit, Limit::Concurrency);
+                assert!(
+                    taken.elapsed() < hold + std::time::Duration::from_secs(3),
+                    "the dead instance's places were never given back"
+                );
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(
+        freed >= hold,
+        "freed after {freed:?}, before the hold of {hold:?}"
+    );
+    // Both dead places are free: all three can be taken.
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        tickets.push(alive.admit(&three, hold).await.expect("all three free"));
+    }
+    for t in tickets {
+        alive
+            .settle(&Settlement::of(three.clone(), t))
+            .await
+            .unwrap();
+    }
+}
+
+/// Attack finding: a tenant's token budget shared by two instances was overspent by more than
+/// a request's worth. A request is admitted while the budget has allowance left and charged
+/// when it ends; on Redis the charge used to be sent after the client had its answer, so the
+/// client's next request, at another instance, could be admitted before the last one was
+/// charged. Here the client sends the request that spends the budget through an instance far
+/// from Redis (what it sends arrives 100 ms late), and the next at once through another: that
+/// one used to be served too. Now an answer's end waits for its charge (as it waits for its
+/// audit event), so a client sending one request after another overspends by at most its
+/// last request, whichever instances it uses.
+#[tokio::test]
+async fn a_tenant_budget_shared_by_two_instances_is_overspent_by_one_request_at_most() {
+    const BUDGET: u64 = 100;
+    let redis = crate::support::PrivateRedis::start();
+    let far =
+        crate::support::TcpProxy::start(redis.port, std::time::Duration::from_millis(100)).await;
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let section = |url: &str| {
+        format!(
+            "[rate_limit]\nrequests_per_minute = 0\nconcurrent_requests = 0\n\
+             tenant_tokens_per_day = {BUDGET}\nbackend = \"redis\"\nredis_url = \"{url}\"\n\
+             redis_namespace = \"{ns}\"\n"
+        )
+    };
+    let a = Harness::single_with("openai", mock_cfg(), &section(&far.url())).await;
+    let mut stores = wardgate_gateway::app::Stores::in_memory().await.unwrap();
+    stores.db = a.store.clone();
+    let b = Harness::single_over("openai", mock_cfg(), &section(&redis.url()), stores).await;
+    let (mut spent, mut last, mut largest, mut served) = (0, 0, 0, 0);
+    loop {
+        // The request that will spend the budget goes to the far instance A; the others, and
+        // the one right after it, to B.
+        let at = if spent < BUDGET && spent + last >= BUDGET {
+            &a
+        } else {
+            &b
+        };
+        let r = at.send(crate::support::chat(&a.key)).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        last = r.json()["usage"]["total_tokens"].as_u64().unwrap();
+        spent += last;
+        largest = largest.max(last);
+        served += 1;
+        assert!(served < 100, "the budget never ran out");
+    }
+    assert!(
+        spent < BUDGET + largest,
+        "{spent} tokens spent of a budget of {BUDGET} in {served} requests of at most {largest}"
+    );
+}
+
+/// The bound under concurrent load: the requests in flight when a budget runs out were all
+/// admitted against what was left, so the budget is overdrawn by at most their tokens. Eight
+/// clients, each sending one request after another through two limiters (two instances) on
+/// one Redis, each request charged before its client sends the next (as an answer's end waits
+/// for its charge).
+#[tokio::test]
+async fn under_concurrent_load_a_shared_budget_is_overdrawn_by_the_requests_in_flight_at_most() {
+    use wardgate_gateway::guards::ratelimit::Lease;
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let limiters: [Arc<dyn RateLimiter>; 2] = [
+        Arc::new(redis_limiter(&ns).await),
+        Arc::new(redis_limiter(&ns).await),
+    ];
+    const BUDGET: u64 = 1_000;
+    const PER_REQUEST: u64 = 30;
+    const CLIENTS: u64 = 8;
+    let bounds = [
+        Bound::tokens_per_day("day:tenant:acme", BUDGET),
+        Bound::tokens("tpm:tenant:acme", 1_000_000),
+    ];
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let limiters = limiters.clone();
+            let bounds = bounds.clone();
+            tokio::spawn(async move {
+                let mut spent = 0;
+                for i in 0.. {
+                    let l = &limiters[usize::try_from(c + i).unwrap() % 2];
+                    let Ok(ticket) = l.admit(&bounds, HOLD).await else {
+                        return spent;
+                    };
+                    Lease::admitted(l.clone(), bounds.clone(), ticket)
+                        .settle(PER_REQUEST)
+                        .await;
+                    spent += PER_REQUEST;
+                }
+                spent
+            })
+        })
+        .collect();
+    let mut spent = 0;
+    for c in clients {
+        spent += c.await.unwrap();
+    }
+    assert!(spent >= BUDGET, "{spent}");
+    assert!(
+        spent < BUDGET + CLIENTS * PER_REQUEST,
+        "{spent} spent of {BUDGET}: more than the {CLIENTS} requests in flight over"
+    );
 }

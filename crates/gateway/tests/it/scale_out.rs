@@ -17,7 +17,8 @@ use wardgate_gateway::config::{Config, parse_toml};
 use wardgate_store::Role;
 
 use crate::support::{
-    Harness, LLM_SECRET, chat, delete_as, mock_cfg, poll_until, post_as, redis_keys, redis_url,
+    Harness, LLM_SECRET, PrivateRedis, TcpProxy, chat, delete_as, mock_cfg, poll_until, post_as,
+    redis_keys, redis_url,
 };
 
 fn namespace() -> String {
@@ -44,9 +45,7 @@ async fn gateway(url: &str, ns: &str, extra: &str) -> Harness {
 /// instances over one PostgreSQL are) and one Redis namespace.
 async fn two_gateways(extra: &str) -> (Harness, Harness) {
     let a = gateway(&redis_url(), &namespace(), extra).await;
-    let mut stores = Stores::in_memory().await.unwrap();
-    stores.db = a.store.clone();
-    let b = Harness::build((*a.state.config).clone(), stores, None, vec![]).await;
+    let b = a.twin().await;
     (a, b)
 }
 
@@ -335,73 +334,6 @@ async fn revoke_elsewhere(h: &Harness, url: &str, ns: &str, id: &str) {
         .unwrap();
 }
 
-/// A Redis of the test's own, which it can stop and start again on the same port.
-struct PrivateRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-    dir: tempfile::TempDir,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut me = PrivateRedis {
-            port,
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        me.restart();
-        me
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for this test");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..500 {
-            if let Ok(mut c) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn while_redis_is_down_each_instance_counts_failures_alone_and_serves_valid_keys() {
     let mut redis = PrivateRedis::start();
@@ -460,83 +392,6 @@ async fn the_revocation_broadcast_listens_again_after_a_redis_outage() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "A still serves the key");
 }
 
-/// A TCP proxy between a gateway and Redis that the test can freeze: from then on it forwards
-/// nothing, either way, on the connections it holds and on any it accepts, yet closes none.
-/// That is what a NAT or firewall that dropped the flow, or a paused Redis, looks like from
-/// the gateway: no data, and no error either.
-struct FreezableProxy {
-    port: u16,
-    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    accepting: tokio::task::JoinHandle<()>,
-}
-
-impl FreezableProxy {
-    async fn start(upstream: u16) -> FreezableProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let f = frozen.clone();
-        let accepting = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let f = f.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let (from_client, to_client) = client.into_split();
-                    let (from_server, to_server) = server.into_split();
-                    tokio::join!(
-                        Self::pump(from_client, to_server, f.clone()),
-                        Self::pump(from_server, to_client, f),
-                    );
-                });
-            }
-        });
-        FreezableProxy {
-            port,
-            frozen,
-            accepting,
-        }
-    }
-
-    /// Copies `from` to `to` until either closes; once frozen, what is read is dropped.
-    async fn pump(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut buf = vec![0; 16 * 1024];
-        loop {
-            let n = match from.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if frozen.load(std::sync::atomic::Ordering::SeqCst) {
-                continue;
-            }
-            if to.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn freeze(&self) {
-        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for FreezableProxy {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
 /// A revocation subscription that dies silently (no RST: every socket stays open, nothing
 /// arrives) is noticed by its heartbeat within `revocation_heartbeat_interval +
 /// revocation_heartbeat_timeout`, logged once, and cached credentials are dropped: a key
@@ -546,7 +401,7 @@ impl Drop for FreezableProxy {
 async fn a_silent_revocation_subscription_is_noticed_and_revoked_keys_are_refused_in_time() {
     let (logs, _guard) = crate::support::logs::capture_logs();
     let redis = PrivateRedis::start();
-    let proxy = FreezableProxy::start(redis.port).await;
+    let proxy = TcpProxy::start(redis.port, Duration::ZERO).await;
     let ns = namespace();
     // Lockout off: a refusal then asks Redis nothing, so each answer is as quick as the cache.
     let a = gateway(

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use std::sync::Arc;
 use wardgate_gateway::app::Stores;
-use wardgate_gateway::guards::ratelimit::{RateLimiter, RedisLimiter};
+use wardgate_gateway::guards::ratelimit::{Bound, Limit, RateLimiter, RedisLimiter, Settlement};
 use wardgate_store::Role;
 use wardgate_store::postgres::testing::TestSchema;
 
@@ -175,16 +175,53 @@ async fn the_redis_limiter_keeps_each_tenants_buckets_apart() {
         .await
         .unwrap_or_else(|e| panic!("Redis at {url} is needed for this test: {e}"));
     let hold = std::time::Duration::from_secs(60);
-    assert_eq!(l.acquire("tenant:acme", 1).await, Ok(()));
-    assert!(l.acquire("tenant:acme", 1).await.is_err());
-    assert_eq!(l.acquire("tenant:globex", 1).await, Ok(()));
-    assert_eq!(l.enter("inflight:tenant:acme", 1, hold).await, Ok(()));
-    assert_eq!(l.enter("inflight:tenant:globex", 1, hold).await, Ok(()));
-    l.spend("tpm:tenant:acme", 10, 1_000).await.unwrap();
-    assert!(l.check("tpm:tenant:acme", 10).await.is_err());
-    assert_eq!(l.check("tpm:tenant:globex", 10).await, Ok(()));
-    assert_eq!(l.add_today("day:tenant:acme", 7).await, Ok(7));
-    assert_eq!(l.add_today("day:tenant:globex", 0).await, Ok(0));
+    let admit = |bounds: Vec<Bound>| {
+        let l = &l;
+        async move { l.admit(&bounds, hold).await.map_err(|r| r.limit) }
+    };
+    assert!(admit(vec![Bound::requests("tenant:acme", 1)]).await.is_ok());
+    assert_eq!(
+        admit(vec![Bound::requests("tenant:acme", 1)]).await,
+        Err(Limit::Requests)
+    );
+    assert!(
+        admit(vec![Bound::requests("tenant:globex", 1)])
+            .await
+            .is_ok()
+    );
+    assert!(
+        admit(vec![Bound::concurrency("places:tenant:acme", 1)])
+            .await
+            .is_ok()
+    );
+    assert!(
+        admit(vec![Bound::concurrency("places:tenant:globex", 1)])
+            .await
+            .is_ok()
+    );
+    let spent = vec![
+        Bound::tokens("tpm:tenant:acme", 10),
+        Bound::tokens_per_day("day:tenant:acme", 7),
+    ];
+    l.settle(&Settlement::of(spent.clone(), 0).charging(1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        admit(vec![Bound::tokens("tpm:tenant:acme", 10)]).await,
+        Err(Limit::Tokens)
+    );
+    assert_eq!(
+        admit(vec![Bound::tokens_per_day("day:tenant:acme", 7)]).await,
+        Err(Limit::TokensPerDay)
+    );
+    assert!(
+        admit(vec![
+            Bound::tokens("tpm:tenant:globex", 10),
+            Bound::tokens_per_day("day:tenant:globex", 7)
+        ])
+        .await
+        .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -193,6 +193,14 @@ chain = [{{ backend = "b0", model = "other" }}]
         }
     }
 
+    /// A second instance of this gateway: the same configuration over the same key store (as
+    /// two instances over one PostgreSQL are), with stores of its own otherwise.
+    pub async fn twin(&self) -> Harness {
+        let mut stores = Stores::in_memory().await.unwrap();
+        stores.db = self.store.clone();
+        Harness::build((*self.state.config).clone(), stores, None, vec![]).await
+    }
+
     /// The same harness (same keys) writing its audit log to `store`.
     pub async fn audited(self, store: Arc<dyn wardgate_audit::AuditStore>) -> Harness {
         let mut stores = Stores::in_memory_with(store).await.unwrap();
@@ -376,6 +384,175 @@ pub async fn redis_keys(url: &str, pattern: &str) -> Vec<(String, i64)> {
         out.push((k, ttl));
     }
     out
+}
+
+/// A Redis of the test's own, which it can stop and start again on the same port.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut me = PrivateRedis {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        me.restart();
+        me
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for this test");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        for _ in 0..500 {
+            if let Ok(mut c) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A TCP proxy between a gateway and Redis that holds back what the gateway sends by `delay`
+/// (an instance far from Redis), and that the test can freeze: from then on it forwards
+/// nothing, either way, on the connections it holds and on any it accepts, yet closes none.
+/// That is what a NAT or firewall that dropped the flow, or a paused Redis, looks like from
+/// the gateway: no data, and no error either.
+pub struct TcpProxy {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: u16, delay: std::time::Duration) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = frozen.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = server.into_split();
+                    tokio::join!(
+                        Self::pump(from_client, to_server, f.clone(), delay),
+                        Self::pump(from_server, to_client, f, std::time::Duration::ZERO),
+                    );
+                });
+            }
+        });
+        TcpProxy {
+            port,
+            frozen,
+            accepting,
+        }
+    }
+
+    /// Copies `from` to `to`, each read `delay` late, until either closes; once frozen, what
+    /// is read is dropped.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        delay: std::time::Duration,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+/// How many times each command has run in the Redis at `url` since it started
+/// (`INFO commandstats`), by lower-case name.
+pub async fn redis_command_calls(url: &str) -> std::collections::BTreeMap<String, u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|f| f.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
 }
 
 pub fn post_as(path: &str, body: &str, key: Option<&str>) -> Request<Body> {
