@@ -15,6 +15,7 @@ use wardgate_audit::EventType;
 use wardgate_gateway::app::{LlmService, Stores};
 use wardgate_gateway::config::{Config, parse_toml};
 use wardgate_store::Role;
+use wardgate_store::postgres::testing::TestSchema;
 
 use crate::support::{
     Harness, LLM_SECRET, chat, delete_as, mock_cfg, poll_until, post_as, redis_keys, redis_url,
@@ -48,6 +49,21 @@ async fn two_gateways(extra: &str) -> (Harness, Harness) {
     stores.db = a.store.clone();
     let b = Harness::build((*a.state.config).clone(), stores, None, vec![]).await;
     (a, b)
+}
+
+/// Two gateway instances as two `wardgate serve` processes run them over one PostgreSQL (a
+/// schema of the test's own, each instance with a pool of its own) and one Redis namespace;
+/// and the schema, to drop at the end.
+async fn two_gateways_on_postgresql(extra: &str) -> (Harness, Harness, TestSchema) {
+    let schema = TestSchema::new().await;
+    let mut stores = Stores::in_memory().await.unwrap();
+    stores.db = std::sync::Arc::new(schema.migrated().await);
+    let toml = format!("{extra}{}", redis_section(&redis_url(), &namespace()));
+    let a = Harness::single_over("openai", mock_cfg(), &toml, stores).await;
+    let mut stores = Stores::in_memory().await.unwrap();
+    stores.db = std::sync::Arc::new(schema.store().await);
+    let b = Harness::build((*a.state.config).clone(), stores, None, vec![]).await;
+    (a, b, schema)
 }
 
 fn from_ip(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
@@ -241,6 +257,77 @@ async fn a_key_rotated_at_one_instance_stops_at_another_at_once() {
         "A still serves the old key"
     );
     assert_eq!(a.send(chat(&new)).await.status, StatusCode::OK);
+}
+
+/// Concurrent rotations of one key through the admin APIs of two instances on one
+/// PostgreSQL: exactly one makes a replacement (201); every other is a 409 that names it,
+/// and writes no `key_created` event. (A black-box finding: every one of them succeeded, each
+/// minting a live replacement.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rotations_through_two_instances_make_one_replacement() {
+    let (a, b, schema) = two_gateways_on_postgresql("").await;
+    let (_, admin) = a.key_with_roles("acme", &[Role::Admin], None).await;
+    let (id, _) = a.key_with_roles("acme", &[Role::User], None).await;
+    let keys = || async {
+        let listed = b
+            .send(crate::support::get_as("/admin/keys", Some(&admin)))
+            .await
+            .json();
+        listed["data"].as_array().unwrap().clone()
+    };
+    let before = keys().await.len();
+    let path = format!("/admin/keys/{id}/rotate");
+    let body = json!({"overlap": "1h"}).to_string();
+    let answers = futures::future::join_all((0..12).map(|i| {
+        let h = if i % 2 == 0 { &a } else { &b };
+        h.send(post_as(&path, &body, Some(&admin)))
+    }))
+    .await;
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|r| r.text()).collect::<Vec<_>>()
+    );
+    let new_id = created[0].json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created[0].json()["rotated_from"]["replaced_by"],
+        new_id.as_str()
+    );
+    for r in answers.iter().filter(|r| r.status != StatusCode::CREATED) {
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+        let e = &r.json()["error"];
+        assert_eq!(e["code"], "conflict", "{e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains("rotated already") && message.contains(&new_id),
+            "{message}"
+        );
+    }
+    let after = keys().await;
+    assert_eq!(after.len(), before + 1, "one replacement: {after:#?}");
+    let old = after.iter().find(|k| k["id"] == id.as_str()).unwrap();
+    assert_eq!(old["replaced_by"], new_id.as_str(), "{old}");
+    let mut rotations = 0;
+    for h in [&a, &b] {
+        rotations += h
+            .audit_events()
+            .await
+            .iter()
+            .filter(|e| e.event_type == EventType::KeyCreated)
+            .filter(|e| {
+                e.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains(&format!("rotated_from={id}")))
+            })
+            .count();
+    }
+    assert_eq!(rotations, 1);
+    schema.drop().await;
 }
 
 /// The announcement carries the key's id and nothing else.

@@ -40,6 +40,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit quarantine",
         include_str!("../../migrations_pg/0003_audit_quarantine.sql"),
     ),
+    (
+        4,
+        "key replaced by",
+        include_str!("../../migrations_pg/0004_key_replaced_by.sql"),
+    ),
 ];
 
 /// The table of applied migrations.
