@@ -324,6 +324,22 @@ async fn rotation<S: KeyStore>(store: &S) {
         .unwrap();
     let again = store.get_key(&r.new.record.id).await.unwrap().unwrap();
     assert!(again.expires_at.unwrap() <= t0 + Duration::minutes(6));
+    // With no overlap the old key is refused at once: its end is not rounded up to the next
+    // second (a black-box finding: it kept working for about half a second on average).
+    let zero = store.create_key(spec("rotation")).await.unwrap();
+    let z = store
+        .rotate_key(&zero.record.id, std::time::Duration::ZERO, None)
+        .await
+        .unwrap();
+    assert!(z.old.expires_at.unwrap() <= now());
+    assert_eq!(
+        store.verify(zero.secret.expose(), now()).await.unwrap(),
+        KeyVerdict::Rejected(RejectReason::Expired)
+    );
+    assert!(matches!(
+        store.verify(z.new.secret.expose(), now()).await.unwrap(),
+        KeyVerdict::Valid(_)
+    ));
     // Dead keys are not rotated; unknown ids are not found; the overlap is bounded.
     store.revoke_key(&r.new.record.id).await.unwrap();
     assert!(matches!(

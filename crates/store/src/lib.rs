@@ -175,8 +175,8 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
     /// Rotates key `id`: a new key with the same tenant, models, roles and label (expiring at
-    /// `expires_at`), and the old key left valid for `overlap` more at most, so clients can
-    /// switch without an outage.
+    /// `expires_at`), and the old key left valid for `overlap` more at most (its end rounded
+    /// down to the second, so `0s` stops it at once), so clients can switch without an outage.
     ///
     /// One transaction decides: only a live key (not revoked, not expired) that was never
     /// rotated is rotated, and the replacement is inserted and the old key marked

@@ -339,7 +339,9 @@ pub(crate) async fn rotate_key(
     }
     let overlap = time::Duration::try_from(overlap)
         .map_err(|_| StoreError::Invalid("rotation overlap out of range".into()))?;
-    let until = whole_seconds_up(now.saturating_add(overlap))?.unix_timestamp();
+    // Rounded down: the old key works for the overlap at most, and `0s` stops it now. (Rounded
+    // up, as an expiry asked for is, a zero overlap left it working for up to a second more.)
+    let until = whole_seconds(now.saturating_add(overlap))?.unix_timestamp();
     let replacing = Replacing {
         id: &old.id,
         until,
