@@ -1,6 +1,6 @@
 //! What instances share through Redis besides the rate limiter's buckets: the connection, the
-//! key namespace, and the once-per-outage log of a part that falls back to what this process
-//! knows alone while Redis is unreachable.
+//! key namespace, and Redis's health as this process sees it (up or down, logged once when an
+//! outage begins and once when it ends, with the requests it met, never per request).
 //!
 //! Redis is configured by `rate_limit.backend = "redis"` (`rate_limit.redis_url`,
 //! `WARDGATE_REDIS_URL`); with it, every instance pointed at the same Redis and namespace
@@ -13,9 +13,15 @@
 //! connection), so an unreachable Redis costs a request at most a couple of seconds before the
 //! caller falls back (or, for the limiter, refuses), not the connection manager's default of
 //! six retries with a growing pause (about 6 s per call while Redis is down).
+//!
+//! Every command goes through [`Conn`], which tells [`RedisHealth`] how it went; so whichever
+//! part meets an outage first (the limiter, the lockout, the revocation heartbeat, a
+//! readiness probe), the outage is noticed and logged once, and its end once, whoever meets
+//! that. The parts themselves log nothing per request about it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// How long a command waits for Redis's answer.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -24,6 +30,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Attempts to reconnect after the first fails, within one call (a blip is absorbed; an outage
 /// is not waited out request by request).
 const RECONNECT_RETRIES: usize = 1;
+/// How long after its last failure an outage is taken as over, at the next command that
+/// succeeds. While some commands fail and others succeed (a Redis refusing writes, say) the
+/// outage stays one outage, rather than a start and an end logged per request.
+pub const OUTAGE_QUIET: Duration = Duration::from_secs(1);
 
 /// A connection to the shared Redis and the namespace every key and channel is under.
 #[derive(Clone)]
@@ -31,6 +41,7 @@ pub struct SharedRedis {
     client: redis::Client,
     conn: redis::aio::ConnectionManager,
     namespace: String,
+    health: Arc<RedisHealth>,
 }
 
 impl std::fmt::Debug for SharedRedis {
@@ -57,12 +68,27 @@ impl SharedRedis {
             client,
             conn,
             namespace: namespace.to_owned(),
+            health: Arc::new(RedisHealth::new()),
         })
     }
 
-    /// A handle on the multiplexed connection (it reconnects by itself).
-    pub fn conn(&self) -> redis::aio::ConnectionManager {
-        self.conn.clone()
+    /// A handle on the multiplexed connection (it reconnects by itself), for a request's call:
+    /// a failure counts the request among those the outage met.
+    pub fn conn(&self) -> Conn {
+        Conn {
+            inner: self.conn.clone(),
+            health: self.health.clone(),
+            counted: true,
+        }
+    }
+
+    /// As [`SharedRedis::conn`], for a call no request waits on (a heartbeat, a probe) or a
+    /// request's second call (whose failure would count it twice).
+    pub fn conn_uncounted(&self) -> Conn {
+        Conn {
+            counted: false,
+            ..self.conn()
+        }
     }
 
     /// The client, for what needs a connection of its own (a pub/sub subscription).
@@ -79,50 +105,170 @@ impl SharedRedis {
     pub fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.namespace)
     }
+
+    /// Redis's health as this process has seen it.
+    pub fn health(&self) -> &RedisHealth {
+        &self.health
+    }
+
+    /// Whether Redis answers a `PING` within [`RESPONSE_TIMEOUT`] and no command has failed in
+    /// the last [`OUTAGE_QUIET`] (for `/ready`). What it finds feeds the health too, so an
+    /// outage's end is noticed even when no request needs Redis.
+    pub async fn is_up(&self) -> bool {
+        let mut conn = self.conn_uncounted();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        match tokio::time::timeout(RESPONSE_TIMEOUT, ping).await {
+            Ok(Ok(_)) => !self.health.is_down(),
+            Ok(Err(_)) => false,
+            Err(_) => {
+                let timed_out = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "Redis did not answer a PING in time",
+                );
+                self.health.failed(&timed_out.into(), false);
+                false
+            }
+        }
+    }
 }
 
-/// Logs the outage of a part that falls back while Redis is unreachable: once when it begins,
-/// once when it ends, never per request.
+/// The shared connection, telling [`RedisHealth`] how each command went.
+#[derive(Clone)]
+pub struct Conn {
+    inner: redis::aio::ConnectionManager,
+    health: Arc<RedisHealth>,
+    /// Whether a failure counts a request the outage met.
+    counted: bool,
+}
+
+impl Conn {
+    fn observe<T>(&self, result: &redis::RedisResult<T>) {
+        match result {
+            Ok(_) => self.health.answered(),
+            // Redis answered: a script not loaded yet, which `Script` loads and runs again.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.health.answered();
+            }
+            Err(e) => self.health.failed(e, self.counted),
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_command(cmd).await;
+            self.observe(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let result = self
+                .inner
+                .req_packed_commands(pipeline, offset, count)
+                .await;
+            self.observe(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// Redis's health as this process sees it from the commands it sends: down from a failed
+/// command until one succeeds [`OUTAGE_QUIET`] after the last failure. The start of an
+/// outage is logged once (with the error), and its end once (with how long it lasted and how
+/// many requests it met: refused with 503 by the limits, or served on this instance's own
+/// state), never per request.
 #[derive(Debug)]
-pub struct Outage {
-    /// What degrades, and to what, for the log line.
-    what: &'static str,
+pub struct RedisHealth {
     down: AtomicBool,
+    /// When this process started watching; the times below count from it.
+    origin: Instant,
+    /// Milliseconds from `origin` to the last failure.
+    last_failure_ms: AtomicU64,
+    /// Milliseconds from `origin` to the start of the outage under way.
+    down_since_ms: AtomicU64,
+    /// Requests the outage under way has met.
+    met: AtomicU64,
 }
 
-impl Outage {
-    pub const fn new(what: &'static str) -> Outage {
-        Outage {
-            what,
+impl RedisHealth {
+    fn new() -> RedisHealth {
+        RedisHealth {
             down: AtomicBool::new(false),
+            origin: Instant::now(),
+            last_failure_ms: AtomicU64::new(0),
+            down_since_ms: AtomicU64::new(0),
+            met: AtomicU64::new(0),
         }
     }
 
-    /// A call to Redis failed: logs the start of the outage the first time.
-    pub fn failed(&self, e: &redis::RedisError) {
-        if !self.down.swap(true, Ordering::Relaxed) {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A command failed with `e`; `counted`: a request needed it.
+    fn failed(&self, e: &redis::RedisError, counted: bool) {
+        let now = self.now_ms();
+        self.last_failure_ms.store(now, Ordering::Release);
+        if counted {
+            self.met.fetch_add(1, Ordering::AcqRel);
+        }
+        if !self.down.swap(true, Ordering::AcqRel) {
+            self.down_since_ms.store(now, Ordering::Release);
             tracing::warn!(
                 target: "wardgate::redis",
                 error = %e,
-                "Redis is unreachable: {}",
-                self.what
+                "Redis is unreachable: until it is back, requests that rate limits or quotas \
+                 apply to are refused with 503, and failed log-ins, revocations and llm nonces \
+                 fall back to what this instance knows alone. Logged once; its end will be \
+                 logged with the number of requests it met"
             );
         }
     }
 
-    /// A call to Redis succeeded: logs the end of an outage, if one was logged.
-    pub fn recovered(&self) {
-        if self.down.swap(false, Ordering::Relaxed) {
+    /// Redis answered a command.
+    fn answered(&self) {
+        if !self.down.load(Ordering::Acquire) {
+            return;
+        }
+        let now = self.now_ms();
+        let quiet = u64::try_from(OUTAGE_QUIET.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(self.last_failure_ms.load(Ordering::Acquire)) < quiet {
+            return;
+        }
+        if self.down.swap(false, Ordering::AcqRel) {
+            let lasted = Duration::from_millis(
+                now.saturating_sub(self.down_since_ms.load(Ordering::Acquire)),
+            );
+            let met = self.met.swap(0, Ordering::AcqRel);
             tracing::info!(
                 target: "wardgate::redis",
-                "Redis is reachable again: shared state restored ({})",
-                self.what
+                requests_met = met,
+                "Redis is reachable again after {}: shared state restored; {met} requests \
+                 needed it while it was down (refused with 503, or served on this instance's \
+                 own state)",
+                humantime::format_duration(Duration::from_secs(lasted.as_secs()))
             );
         }
     }
 
     /// Whether an outage is under way (its start logged, its end not yet).
     pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+        self.down.load(Ordering::Acquire)
     }
 }

@@ -224,6 +224,7 @@ pub(super) fn build_state(
         tenants: store.clone(),
         store_health: store,
         limiter: limiter(redis),
+        redis: redis.cloned(),
         key_cache,
         revocations: None,
         jwt: None,

@@ -491,7 +491,7 @@ return n
 
 /// The shared limiter: every instance pointed at the same Redis enforces one limit.
 pub struct RedisLimiter {
-    conn: redis::aio::ConnectionManager,
+    conn: crate::shared::Conn,
     script: redis::Script,
     usage: redis::Script,
     enter: redis::Script,
@@ -588,15 +588,13 @@ impl RateLimiter for RedisLimiter {
 
     async fn leave(&self, bucket: &str) {
         let mut conn = self.conn.clone();
-        let r: Result<u64, _> = self
+        // A failure: the place expires with the bucket's hold time instead, and the outage
+        // is logged once by the connection (`shared::RedisHealth`), not per request.
+        let _: Result<u64, _> = self
             .leave
             .key(format!("{}:{bucket}", self.namespace))
             .invoke_async(&mut conn)
             .await;
-        if let Err(e) = r {
-            // The place expires with the bucket's hold time instead.
-            tracing::warn!(error = %e, "could not give back a concurrency place in Redis");
-        }
     }
 }
 
@@ -617,8 +615,9 @@ impl RedisLimiter {
     }
 }
 
-fn failed(e: redis::RedisError) -> Refused {
-    tracing::error!(error = %e, "rate limiter (Redis) failed; request refused");
+/// The request is refused; the outage is logged once by the connection
+/// (`shared::RedisHealth`), not per request.
+fn failed(_: redis::RedisError) -> Refused {
     Refused::Unavailable
 }
 

@@ -127,7 +127,7 @@ fn refused(
                 limit,
             }
         }
-        Refused::Unavailable => ApiError::StorageUnavailable,
+        Refused::Unavailable => ApiError::LimiterUnavailable,
     }
 }
 

@@ -27,6 +27,28 @@ pub struct Readiness {
     pub backends: bool,
     /// The embedded engine's preload list is loaded.
     pub models_loaded: bool,
+    /// The Redis instances share (`rate_limit.backend = "redis"`): `up` when it answers a
+    /// `PING` and no command has failed in the last second, `down` otherwise, `not configured`
+    /// without one. While it is down, `ready` is false where rate limits or quotas are on
+    /// (those requests are refused with 503), and true but `degraded` where Redis only
+    /// carries what falls back to this instance alone.
+    pub redis: RedisStatus,
+    /// Ready, but serving without what instances share through Redis: failed log-ins are
+    /// counted and locked out per instance, a key revoked elsewhere is refused within
+    /// `auth.key_cache_ttl_unconfirmed` rather than at once, and `wardgate llm` checks nonces
+    /// against its own cache only.
+    pub degraded: bool,
+}
+
+/// The shared Redis as `GET /ready` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub enum RedisStatus {
+    #[serde(rename = "up")]
+    Up,
+    #[serde(rename = "down")]
+    Down,
+    #[serde(rename = "not configured")]
+    NotConfigured,
 }
 
 /// The process is alive.
@@ -40,19 +62,22 @@ pub async fn health() -> Response {
     axum::Json(Health { status: "ok" }).into_response()
 }
 
-/// Storage answers and every configured model has at least one healthy backend (with no
-/// configured models: at least one backend is healthy).
+/// Storage answers, every configured model has at least one healthy backend (with no
+/// configured models: at least one backend is healthy), and the shared Redis answers where
+/// requests need it to be admitted (rate limits or quotas on with `rate_limit.backend =
+/// "redis"`); where they do not, a Redis that is down leaves the service ready but degraded.
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "probes",
     responses(
-        (status = 200, description = "Ready to serve.", body = Readiness),
+        (status = 200, description = "Ready to serve (`degraded`: without the state instances share through Redis, which falls back to this instance alone).", body = Readiness),
         (status = 503, description = "Not ready; the body says which condition fails.", body = Readiness),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let storage = state.store_health.ping().await.is_ok();
+    let (storage, redis) = tokio::join!(state.store_health.ping(), redis_status(&state));
+    let storage = storage.is_ok();
     let mut configured = state.catalog.configured_routes().peekable();
     let models = if configured.peek().is_some() {
         configured.all(|r| r.is_ready())
@@ -60,7 +85,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         state.catalog.backends().iter().any(|b| b.is_healthy())
     };
     let preloaded = state.preloaded.load(std::sync::atomic::Ordering::Relaxed);
-    let ready = storage && models && preloaded;
+    let redis_down = redis == RedisStatus::Down;
+    let admits = !(redis_down && state.config.admission_needs_redis());
+    let ready = storage && models && preloaded && admits;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -71,6 +98,16 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         storage,
         backends: models,
         models_loaded: preloaded,
+        redis,
+        degraded: ready && redis_down,
     };
     (status, axum::Json(body)).into_response()
+}
+
+async fn redis_status(state: &AppState) -> RedisStatus {
+    match &state.redis {
+        None => RedisStatus::NotConfigured,
+        Some(r) if r.is_up().await => RedisStatus::Up,
+        Some(_) => RedisStatus::Down,
+    }
 }

@@ -523,6 +523,102 @@ async fn while_redis_is_down_each_instance_counts_failures_alone_and_serves_vali
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
 
+/// `/ready` and its body.
+async fn ready(h: &Harness) -> (StatusCode, serde_json::Value) {
+    let r = h.send(crate::support::get_as("/ready", None)).await;
+    (r.status, r.json())
+}
+
+/// Checks that `/ready` answers `status` and reports Redis as `redis`, `degraded` or not;
+/// its body.
+async fn ready_is(
+    h: &Harness,
+    status: StatusCode,
+    redis: &str,
+    degraded: bool,
+) -> serde_json::Value {
+    let (got, body) = ready(h).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["ready"], status == StatusCode::OK, "{body}");
+    assert_eq!(body["redis"], redis, "{body}");
+    assert_eq!(body["degraded"], degraded, "{body}");
+    body
+}
+
+/// The log lines that contain `text`.
+fn lines_with(logs: &str, text: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|l| l.contains(text))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Redis going down where rate limits are on: those requests are refused (503) without a log
+/// line each, `/ready` is 503 and says `"redis": "down"`, and the outage is logged once when
+/// it starts and once when it ends, with the requests it met. (A black-box finding: `/ready`
+/// stayed 200, and every request logged an ERROR line.)
+#[tokio::test]
+async fn while_redis_is_down_with_limits_on_ready_is_false_and_the_outage_is_logged_once() {
+    let (logs, _guard) = crate::support::logs::capture_logs();
+    let mut redis = PrivateRedis::start();
+    let toml = format!(
+        "[rate_limit]\nrequests_per_minute = 1000\nconcurrent_requests = 0\nbackend = \"redis\"\n\
+         redis_url = \"{}\"\nredis_namespace = \"{}\"\n",
+        redis.url(),
+        namespace()
+    );
+    // One limit and no place in flight to give back: each request calls Redis once.
+    let h = Harness::single_with("openai", mock_cfg(), &toml).await;
+    wardgate_gateway::app::refresh_backends(&h.state).await;
+    ready_is(&h, StatusCode::OK, "up", false).await;
+    assert_eq!(h.send(chat(&h.key)).await.status, StatusCode::OK);
+
+    redis.stop();
+    const REFUSED: usize = 10;
+    for _ in 0..REFUSED {
+        let r = h.send(chat(&h.key)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    }
+    let body = ready_is(&h, StatusCode::SERVICE_UNAVAILABLE, "down", false).await;
+    assert_eq!(body["storage"], true, "{body}");
+    let text = logs.text();
+    assert_eq!(lines_with(&text, "Redis is unreachable").len(), 1, "{text}");
+    assert!(lines_with(&text, " ERROR ").is_empty(), "{text}");
+    assert!(lines_with(&text, "request failed").is_empty(), "{text}");
+
+    redis.restart();
+    poll_until(
+        Duration::from_secs(10),
+        || ready(&h),
+        |(status, _)| *status == StatusCode::OK,
+    )
+    .await;
+    ready_is(&h, StatusCode::OK, "up", false).await;
+    assert_eq!(h.send(chat(&h.key)).await.status, StatusCode::OK);
+    let text = logs.text();
+    let ended = lines_with(&text, "Redis is reachable again");
+    assert_eq!(ended.len(), 1, "{text}");
+    assert!(
+        ended[0].contains(&format!("{REFUSED} requests needed it")),
+        "{}",
+        ended[0]
+    );
+    assert_eq!(lines_with(&text, "Redis is unreachable").len(), 1, "{text}");
+}
+
+/// Redis going down where it carries only what falls back to each instance (no limits): the
+/// instance stays ready and serves, and `/ready` says it is degraded.
+#[tokio::test]
+async fn while_redis_is_down_without_limits_ready_stays_true_and_says_degraded() {
+    let mut redis = PrivateRedis::start();
+    let h = gateway(&redis.url(), &namespace(), "").await;
+    wardgate_gateway::app::refresh_backends(&h.state).await;
+    ready_is(&h, StatusCode::OK, "up", false).await;
+    redis.stop();
+    ready_is(&h, StatusCode::OK, "down", true).await;
+    assert_eq!(h.send(chat(&h.key)).await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn the_revocation_broadcast_listens_again_after_a_redis_outage() {
     let mut redis = PrivateRedis::start();
