@@ -14,6 +14,10 @@
 //! caller falls back (or, for the limiter, refuses), not the connection manager's default of
 //! six retries with a growing pause (about 6 s per call while Redis is down).
 //!
+//! Every Redis error that reaches a log line or the command line names the Redis as
+//! `host:port` ([`RedisFailure`], [`SharedRedis::address`]), never the URL, which may hold a
+//! password.
+//!
 //! Every command goes through [`Conn`], which tells [`RedisHealth`] how it went; so whichever
 //! part meets an outage first (the limiter, the lockout, the revocation heartbeat, a
 //! readiness probe), the outage is noticed and logged once, and its end once, whoever meets
@@ -34,6 +38,56 @@ const RECONNECT_RETRIES: usize = 1;
 /// succeeds. While some commands fail and others succeed (a Redis refusing writes, say) the
 /// outage stays one outage, rather than a start and an end logged per request.
 pub const OUTAGE_QUIET: Duration = Duration::from_secs(1);
+
+/// A Redis error with the Redis it came from, as `host:port` (or the socket's path): what
+/// a log line or the command line shows. Never the URL, which may hold a password.
+#[derive(Debug)]
+pub struct RedisFailure {
+    /// `None`: the URL did not parse, so there is no address to name.
+    address: Option<String>,
+    source: redis::RedisError,
+}
+
+impl RedisFailure {
+    /// `source`, met talking to the Redis at `address`.
+    pub fn at(address: &str, source: redis::RedisError) -> RedisFailure {
+        RedisFailure {
+            address: Some(address.to_owned()),
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.address {
+            Some(address) => write!(f, "Redis at {address}: {}", self.source),
+            None => write!(
+                f,
+                "the Redis URL is not valid (redis://[USER:PASSWORD@]HOST:PORT[/DB]): {}",
+                self.source
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RedisFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<RedisFailure> for redis::RedisError {
+    /// For callers that speak `RedisError`: the same kind, and the text that names the Redis.
+    fn from(e: RedisFailure) -> Self {
+        redis::RedisError::from((e.source.kind(), "Redis", e.to_string()))
+    }
+}
+
+/// Where `client` connects, as messages name it: `host:port`, or a socket's path.
+fn address_of(client: &redis::Client) -> String {
+    client.get_connection_info().addr().to_string()
+}
 
 /// A connection to the shared Redis and the namespace every key and channel is under.
 #[derive(Clone)]
@@ -56,20 +110,40 @@ impl std::fmt::Debug for SharedRedis {
 impl SharedRedis {
     /// Connects to `url` and checks the connection (a wrong URL stops the start rather than
     /// degrading every instance later); keys are `<namespace>:<name>`.
-    pub async fn connect(url: &str, namespace: &str) -> Result<SharedRedis, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    pub async fn connect(url: &str, namespace: &str) -> Result<SharedRedis, RedisFailure> {
+        let client = redis::Client::open(url).map_err(|source| RedisFailure {
+            address: None,
+            source,
+        })?;
+        let address = address_of(&client);
         let settings = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(RECONNECT_RETRIES);
-        let mut conn = client.get_connection_manager_with_config(settings).await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let checked = async {
+            let mut conn = client.get_connection_manager_with_config(settings).await?;
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        let conn = checked
+            .await
+            .map_err(|source| RedisFailure::at(&address, source))?;
         Ok(SharedRedis {
             client,
             conn,
             namespace: namespace.to_owned(),
-            health: Arc::new(RedisHealth::new()),
+            health: Arc::new(RedisHealth::new(address)),
         })
+    }
+
+    /// Where the Redis is, as messages name it: `host:port` (never the URL).
+    pub fn address(&self) -> &str {
+        &self.health.address
+    }
+
+    /// `source`, as a log line or the command line shows it: naming this Redis.
+    pub fn failure(&self, source: redis::RedisError) -> RedisFailure {
+        RedisFailure::at(self.address(), source)
     }
 
     /// A handle on the multiplexed connection (it reconnects by itself), for a request's call:
@@ -195,6 +269,8 @@ impl redis::aio::ConnectionLike for Conn {
 /// state), never per request.
 #[derive(Debug)]
 pub struct RedisHealth {
+    /// `host:port`, for the log lines.
+    address: String,
     down: AtomicBool,
     /// When this process started watching; the times below count from it.
     origin: Instant,
@@ -207,8 +283,9 @@ pub struct RedisHealth {
 }
 
 impl RedisHealth {
-    fn new() -> RedisHealth {
+    fn new(address: String) -> RedisHealth {
         RedisHealth {
+            address,
             down: AtomicBool::new(false),
             origin: Instant::now(),
             last_failure_ms: AtomicU64::new(0),
@@ -232,11 +309,13 @@ impl RedisHealth {
             self.down_since_ms.store(now, Ordering::Release);
             tracing::warn!(
                 target: "wardgate::redis",
+                redis = %self.address,
                 error = %e,
-                "Redis is unreachable: until it is back, requests that rate limits or quotas \
+                "Redis at {} is unreachable ({e}): until it is back, requests that rate limits or quotas \
                  apply to are refused with 503, and failed log-ins, revocations and llm nonces \
                  fall back to what this instance knows alone. Logged once; its end will be \
-                 logged with the number of requests it met"
+                 logged with the number of requests it met",
+                self.address
             );
         }
     }
@@ -258,10 +337,12 @@ impl RedisHealth {
             let met = self.met.swap(0, Ordering::AcqRel);
             tracing::info!(
                 target: "wardgate::redis",
+                redis = %self.address,
                 requests_met = met,
-                "Redis is reachable again after {}: shared state restored; {met} requests \
-                 needed it while it was down (refused with 503, or served on this instance's \
-                 own state)",
+                "Redis at {} is reachable again after {}: shared state restored; {met} \
+                 requests needed it while it was down (refused with 503, or served on this \
+                 instance's own state)",
+                self.address,
                 humantime::format_duration(Duration::from_secs(lasted.as_secs()))
             );
         }
@@ -270,5 +351,41 @@ impl RedisHealth {
     /// Whether an outage is under way (its start logged, its end not yet).
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// What a failed connection says names the Redis as `host:port`, never the password in
+    /// its URL; a URL that does not parse is not quoted either.
+    #[tokio::test]
+    async fn a_failure_names_the_redis_by_host_and_port_never_its_password() {
+        for url in [
+            "redis://:pw-secret-1@127.0.0.1:1",
+            "redis://someone:pw-secret-1@127.0.0.1:1/0",
+        ] {
+            let said = SharedRedis::connect(url, "ns")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(said.contains("Redis at 127.0.0.1:1: "), "{said}");
+            assert!(!said.contains("pw-secret-1"), "{said}");
+            // Through the limiter's `RedisError` too.
+            let said = redis::RedisError::from(SharedRedis::connect(url, "ns").await.unwrap_err())
+                .to_string();
+            assert!(said.contains("Redis at 127.0.0.1:1: "), "{said}");
+            assert!(!said.contains("pw-secret-1"), "{said}");
+        }
+        let said = SharedRedis::connect("redis://:pw-secret-1@", "ns")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            said.contains("not valid") && !said.contains("pw-secret-1"),
+            "{said}"
+        );
     }
 }

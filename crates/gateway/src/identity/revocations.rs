@@ -82,7 +82,7 @@ impl Revocations {
         redis: SharedRedis,
         cache: &Arc<KeyCache>,
         settings: BroadcastSettings,
-    ) -> Result<Revocations, redis::RedisError> {
+    ) -> Result<Revocations, crate::shared::RedisFailure> {
         let mut me = Revocations::publisher(redis);
         let listener = Listener {
             heartbeat: me.redis.key(&format!(
@@ -95,7 +95,10 @@ impl Revocations {
             origin: Instant::now(),
             cache: Arc::downgrade(cache),
         };
-        let pubsub = listener.subscribe().await?;
+        let pubsub = listener
+            .subscribe()
+            .await
+            .map_err(|e| listener.redis.failure(e))?;
         me.listener = Some(AbortOnDrop(tokio::spawn(listener.run(pubsub))));
         Ok(me)
     }
@@ -118,12 +121,13 @@ impl Revocations {
         // Per change, not per request: an operator who changed a key is told that it was not
         // announced.
         if let Err(e) = sent {
+            let e = self.redis.failure(e);
             tracing::warn!(
                 target: "wardgate::redis",
                 key_id,
                 error = %e,
-                "the key change was not announced to the other instances; they refuse the key \
-                 within auth.key_cache_ttl"
+                "the key change was not announced to the other instances ({e}); they refuse \
+                 the key within auth.key_cache_ttl"
             );
         }
     }
@@ -219,16 +223,20 @@ impl Listener {
         match why {
             Lost::Closed | Lost::Stopped => tracing::warn!(
                 target: "wardgate::redis",
-                "the revocation broadcast lost its Redis connection: cached credentials were \
-                 dropped, and until it listens again each is trusted for at most {unconfirmed} \
-                 (auth.key_cache_ttl_unconfirmed)"
+                redis = %self.redis.address(),
+                "the revocation broadcast lost its connection to Redis at {}: cached \
+                 credentials were dropped, and until it listens again each is trusted for at \
+                 most {unconfirmed} (auth.key_cache_ttl_unconfirmed)",
+                self.redis.address()
             ),
             Lost::Silent => tracing::warn!(
                 target: "wardgate::redis",
-                "the revocation broadcast's Redis subscription is silent (no heartbeat came \
-                 back within {}): it is taken as lost, cached credentials were dropped, and \
-                 until it listens again each is trusted for at most {unconfirmed} \
-                 (auth.key_cache_ttl_unconfirmed)",
+                redis = %self.redis.address(),
+                "the revocation broadcast's subscription to Redis at {} is silent (no \
+                 heartbeat came back within {}): it is taken as lost, cached credentials were \
+                 dropped, and until it listens again each is trusted for at most \
+                 {unconfirmed} (auth.key_cache_ttl_unconfirmed)",
+                self.redis.address(),
                 humantime::format_duration(self.settings.silence_bound())
             ),
         }
@@ -275,8 +283,10 @@ impl Listener {
                 cache.set_unconfirmed(false);
                 tracing::info!(
                     target: "wardgate::redis",
-                    "the revocation broadcast is listening again; credentials cached before \
-                     were dropped"
+                    redis = %self.redis.address(),
+                    "the revocation broadcast is listening to Redis at {} again; credentials \
+                     cached before were dropped",
+                    self.redis.address()
                 );
             }
         }

@@ -438,18 +438,28 @@ async fn revoke_elsewhere(h: &Harness, url: &str, ns: &str, id: &str) {
 /// A Redis of the test's own, which it can stop and start again on the same port.
 struct PrivateRedis {
     port: u16,
+    /// The password it requires, if any.
+    password: Option<&'static str>,
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
 }
 
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 impl PrivateRedis {
     fn start() -> PrivateRedis {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        Self::start_with(None)
+    }
+
+    /// A Redis that requires `password` (`--requirepass`), when given.
+    fn start_with(password: Option<&'static str>) -> PrivateRedis {
         let mut me = PrivateRedis {
-            port,
+            port: free_port(),
+            password,
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
@@ -458,19 +468,26 @@ impl PrivateRedis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     fn restart(&mut self) {
+        let mut args = vec![
+            "--port".to_owned(),
+            self.port.to_string(),
+            "--save".to_owned(),
+            String::new(),
+            "--appendonly".to_owned(),
+            "no".to_owned(),
+        ];
+        if let Some(p) = self.password {
+            args.extend(["--requirepass".to_owned(), p.to_owned()]);
+        }
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .current_dir(self.dir.path())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -555,12 +572,13 @@ fn lines_with(logs: &str, text: &str) -> Vec<String> {
 
 /// Redis going down where rate limits are on: those requests are refused (503) without a log
 /// line each, `/ready` is 503 and says `"redis": "down"`, and the outage is logged once when
-/// it starts and once when it ends, with the requests it met. (A black-box finding: `/ready`
-/// stayed 200, and every request logged an ERROR line.)
+/// it starts and once when it ends, with the requests it met, each line naming the Redis by
+/// `host:port` and never by its URL's password. (Black-box findings: `/ready` stayed 200,
+/// every request logged an ERROR line, and no line said which Redis.)
 #[tokio::test]
 async fn while_redis_is_down_with_limits_on_ready_is_false_and_the_outage_is_logged_once() {
     let (logs, _guard) = crate::support::logs::capture_logs();
-    let mut redis = PrivateRedis::start();
+    let mut redis = PrivateRedis::start_with(Some(REDIS_PASSWORD));
     let toml = format!(
         "[rate_limit]\nrequests_per_minute = 1000\nconcurrent_requests = 0\nbackend = \"redis\"\n\
          redis_url = \"{}\"\nredis_namespace = \"{}\"\n",
@@ -582,7 +600,10 @@ async fn while_redis_is_down_with_limits_on_ready_is_false_and_the_outage_is_log
     let body = ready_is(&h, StatusCode::SERVICE_UNAVAILABLE, "down", false).await;
     assert_eq!(body["storage"], true, "{body}");
     let text = logs.text();
-    assert_eq!(lines_with(&text, "Redis is unreachable").len(), 1, "{text}");
+    let started = lines_with(&text, "is unreachable");
+    assert_eq!(started.len(), 1, "{text}");
+    let at = format!("Redis at 127.0.0.1:{}", redis.port);
+    assert!(started[0].contains(&at), "{}", started[0]);
     assert!(lines_with(&text, " ERROR ").is_empty(), "{text}");
     assert!(lines_with(&text, "request failed").is_empty(), "{text}");
 
@@ -596,14 +617,47 @@ async fn while_redis_is_down_with_limits_on_ready_is_false_and_the_outage_is_log
     ready_is(&h, StatusCode::OK, "up", false).await;
     assert_eq!(h.send(chat(&h.key)).await.status, StatusCode::OK);
     let text = logs.text();
-    let ended = lines_with(&text, "Redis is reachable again");
+    let ended = lines_with(&text, "is reachable again");
     assert_eq!(ended.len(), 1, "{text}");
+    assert!(ended[0].contains(&at), "{}", ended[0]);
     assert!(
         ended[0].contains(&format!("{REFUSED} requests needed it")),
         "{}",
         ended[0]
     );
-    assert_eq!(lines_with(&text, "Redis is unreachable").len(), 1, "{text}");
+    assert_eq!(lines_with(&text, "is unreachable").len(), 1, "{text}");
+    assert!(!text.contains(REDIS_PASSWORD), "{text}");
+}
+
+/// The password the tests' password-protected Redis requires; no log line or error may show
+/// it.
+const REDIS_PASSWORD: &str = "pw-e7c1d9-never-shown";
+
+/// A Redis that cannot be reached at start stops the start with an error that names it by
+/// `host:port`, never by its URL (which holds a password). (A black-box finding: the error
+/// said only "Connection refused".)
+#[tokio::test]
+async fn a_redis_that_cannot_be_reached_is_named_by_host_and_port_never_by_its_url() {
+    let port = free_port();
+    let url = format!("redis://wardgate:{REDIS_PASSWORD}@127.0.0.1:{port}");
+    let toml = format!(
+        "{}[[backends]]\nname = \"b0\"\nkind = \"ollama\"\nurl = \"http://127.0.0.1:9\"\n",
+        redis_section(&url, &namespace())
+    );
+    let config = Config::from_raw(parse_toml(&toml).unwrap(), &|_| None).unwrap();
+    let stores = Stores::in_memory().await.unwrap();
+    let Err(e) = wardgate_gateway::app::Gateway::build(config, stores, None).await else {
+        panic!("a gateway started with no Redis at {url}");
+    };
+    let said = e.to_string();
+    assert!(
+        said.contains(&format!("Redis at 127.0.0.1:{port}")) && said.contains("redis_url"),
+        "{said}"
+    );
+    assert!(
+        !said.contains(REDIS_PASSWORD) && !said.contains(&url),
+        "{said}"
+    );
 }
 
 /// Redis going down where it carries only what falls back to each instance (no limits): the
@@ -770,10 +824,14 @@ async fn a_silent_revocation_subscription_is_noticed_and_revoked_keys_are_refuse
         revoked.elapsed()
     );
     let said = logs.text();
+    let silent = format!(
+        "subscription to Redis at 127.0.0.1:{} is silent",
+        proxy.port
+    );
     assert_eq!(
-        said.matches("Redis subscription is silent").count(),
+        said.matches(&silent).count(),
         1,
-        "the lost subscription is logged once: {said}"
+        "the lost subscription is logged once, naming the Redis: {said}"
     );
     // Valid keys are still served, verified against the store.
     assert_eq!(a.send(get_models(&a.key)).await.status, StatusCode::OK);
