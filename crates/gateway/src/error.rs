@@ -99,6 +99,11 @@ pub enum ApiError {
     Backend(#[from] BackendError),
     #[error("storage unavailable")]
     StorageUnavailable,
+    /// The shared rate limiter (Redis) could not answer: the request is refused, never let
+    /// through unlimited. Its cause is logged once per outage (`shared::RedisHealth`), not
+    /// per request.
+    #[error("rate limiter unavailable")]
+    LimiterUnavailable,
     /// The PHI guard refused the request: the categories found, never the values.
     #[error("the request carries PHI")]
     PhiBlocked(Vec<wardgate_phi::Category>),
@@ -323,7 +328,9 @@ impl ApiError {
                 Some("timeout"),
                 "The model server did not answer in time.".into(),
             ),
-            ApiError::StorageUnavailable | ApiError::AuditUnavailable => Rendered {
+            ApiError::StorageUnavailable
+            | ApiError::LimiterUnavailable
+            | ApiError::AuditUnavailable => Rendered {
                 retry_after: Some(1),
                 ..r(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -438,6 +445,7 @@ impl ApiError {
             ApiError::BackendUnavailable => "backend_unavailable",
             ApiError::Timeout => "timeout",
             ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::LimiterUnavailable => "rate_limiter_unavailable",
             ApiError::PhiBlocked(_) => "phi_blocked",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::Internal => "panic",
@@ -458,7 +466,10 @@ impl ApiError {
 
     pub fn to_response(&self, front: Front) -> Response {
         let r = self.render();
-        if r.status.is_server_error() {
+        // A refusal for want of the shared limiter is not logged here: its cause, a Redis
+        // outage, is logged once when it starts and once when it ends, and the request's own
+        // log line has its reason.
+        if r.status.is_server_error() && !matches!(self, ApiError::LimiterUnavailable) {
             // The cause, once, as a fixed reason; upstream text stays out because it can echo
             // the prompt.
             tracing::warn!(

@@ -27,6 +27,8 @@ pub struct AppState {
     pub jwt: Option<Arc<crate::identity::jwt::JwtVerifier>>,
     /// Recently verified keys; `None` when `auth.key_cache_ttl` is `0s`.
     pub key_cache: Option<Arc<crate::identity::key_cache::KeyCache>>,
+    /// The Redis instances share (its health for `/ready`); `None` without Redis.
+    pub redis: Option<crate::shared::SharedRedis>,
     /// Key revocations and rotations announced to, and heard from, the other instances
     /// sharing the Redis; `None` without Redis.
     pub revocations: Option<Arc<crate::identity::revocations::Revocations>>,

@@ -283,6 +283,7 @@ mod tests {
             expires_at,
             revoked_at,
             last_used_at: None,
+            replaced_by: None,
         }
     }
 
@@ -467,6 +468,7 @@ mod props {
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
+            replaced_by: None,
         }
     }
 

@@ -86,6 +86,9 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<OffsetDateTime>,
     /// When the key was last used, as far as `touch_key` was told; whole seconds, UTC.
     pub last_used_at: Option<OffsetDateTime>,
+    /// The id of the key that replaced this one by rotation; set once, by the rotation that
+    /// won (a key is rotated at most once).
+    pub replaced_by: Option<String>,
 }
 
 /// A key just created: its record and the whole key, which is shown once and never stored.
@@ -172,44 +175,22 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
     /// Rotates key `id`: a new key with the same tenant, models, roles and label (expiring at
-    /// `expires_at`), and the old key left valid for `overlap` more at most, so clients can
-    /// switch without an outage. Only a live key (not revoked, not expired) can be rotated.
-    /// The new key is created first: a failure part-way leaves the old key untouched.
+    /// `expires_at`), and the old key left valid for `overlap` more at most (its end rounded
+    /// down to the second, so `0s` stops it at once), so clients can switch without an outage.
+    ///
+    /// One transaction decides: only a live key (not revoked, not expired) that was never
+    /// rotated is rotated, and the replacement is inserted and the old key marked
+    /// (`replaced_by`) together. Of concurrent rotations of one key exactly one succeeds; the
+    /// others, and a rotation after a revocation, get `Conflict` saying why (naming the
+    /// replacement) and change nothing. A revocation racing a rotation is ordered before or
+    /// after it, never between: either the rotation is refused, or the revocation finds the
+    /// old key already replaced (and revokes it; the replacement stays).
     async fn rotate_key(
         &self,
         id: &str,
         overlap: std::time::Duration,
         expires_at: Option<OffsetDateTime>,
-    ) -> Result<Rotated, StoreError> {
-        if overlap > MAX_ROTATION_OVERLAP {
-            return Err(StoreError::Invalid(format!(
-                "the rotation overlap may be at most {} days",
-                MAX_ROTATION_OVERLAP.as_secs() / 86_400
-            )));
-        }
-        let old = self.get_key(id).await?.ok_or(StoreError::NotFound)?;
-        let now = OffsetDateTime::now_utc();
-        if old.revoked_at.is_some() || old.expires_at.is_some_and(|t| t <= now) {
-            return Err(StoreError::Conflict(
-                "only a live key can be rotated; this one is revoked or expired, so nothing was \
-                 changed: create a new key instead"
-                    .into(),
-            ));
-        }
-        let new = self
-            .create_key(NewKeySpec {
-                tenant: old.tenant.clone(),
-                models: old.models.clone(),
-                roles: old.roles.clone(),
-                expires_at,
-                label: old.label.clone(),
-            })
-            .await?;
-        let until = now + time::Duration::try_from(overlap).unwrap_or(time::Duration::ZERO);
-        self.expire_key_by(id, until).await?;
-        let old = self.get_key(id).await?.ok_or(StoreError::NotFound)?;
-        Ok(Rotated { new, old })
-    }
+    ) -> Result<Rotated, StoreError>;
 }
 
 /// What [`KeyStore::revoke_key`] did.

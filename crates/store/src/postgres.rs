@@ -27,7 +27,7 @@ use crate::keys;
 use crate::records::{self, unavailable};
 use crate::{
     ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, Revocation,
-    StoreError, Tenant, TenantStore, names,
+    Rotated, StoreError, Tenant, TenantStore, names,
 };
 
 pub(crate) mod audit;
@@ -423,17 +423,16 @@ async fn commit(tx: Transaction<'static, Postgres>) -> Result<(), StoreError> {
 }
 
 impl records::InsertKey for PgStore {
-    async fn insert_key(&self, key: records::KeyInsert<'_>) -> Result<(), sqlx::Error> {
+    async fn insert_key(
+        &self,
+        key: records::KeyInsert<'_>,
+    ) -> Result<records::Written, records::InsertError> {
         let mut tx = self.pool.begin().await?;
-        query(records::INSERT_TENANT)
-            .bind(&key.record.tenant)
-            .bind(key.record.created_at.unix_timestamp())
-            .execute(&mut *tx)
-            .await?;
-        records::bind_key_insert!(query(records::INSERT_KEY), key)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        let written = records::write_key!(tx, key, query);
+        if matches!(written, records::Written::Inserted(_)) {
+            tx.commit().await?;
+        }
+        Ok(written)
     }
 }
 
@@ -486,6 +485,15 @@ impl KeyStore for PgStore {
     async fn expire_key_by(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
         let at = records::whole_seconds_up(at)?.unix_timestamp();
         records::found(self.update_key(records::EXPIRE_KEY_BY, at, id).await?)
+    }
+
+    async fn rotate_key(
+        &self,
+        id: &str,
+        overlap: Duration,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<Rotated, StoreError> {
+        records::rotate_key(self, id, overlap, expires_at).await
     }
 
     async fn touch_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use crate::{ApiKeyRecord, NewKey, NewKeySpec, StoreError, Tenant, names};
 macro_rules! key_columns {
     () => {
         "id, prefix, tenant, models, roles, label, created_at, expires_at, revoked_at, \
-         last_used_at"
+         last_used_at, replaced_by"
     };
 }
 
@@ -42,6 +42,20 @@ pub(crate) const REVOKE_KEY: &str =
 pub(crate) const EXPIRE_KEY_BY: &str = "UPDATE api_keys SET expires_at = CASE \
        WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END \
      WHERE id = $2";
+/// Marks key `$3` replaced by key `$1` and brings its expiry forward to `$2` (never later),
+/// only while it is live at `$4` (unix seconds: not revoked, not expired) and was never
+/// replaced; returns the key as it now stands. Run in the transaction that inserts the
+/// replacement, as its first statement: it takes the row's lock (PostgreSQL) or the database's
+/// write lock (SQLite) at once, so concurrent rotations and revocations of the key queue
+/// behind it and then find it replaced; no row comes back to every one but the first.
+pub(crate) const REPLACE_KEY: &str = concat!(
+    "UPDATE api_keys SET replaced_by = $1, expires_at = CASE \
+       WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END \
+     WHERE id = $3 AND revoked_at IS NULL AND replaced_by IS NULL \
+       AND (expires_at IS NULL OR expires_at > $4) \
+     RETURNING ",
+    key_columns!()
+);
 /// Records key `$2`'s use at `$1`, only forward: a late, older touch never moves it back.
 pub(crate) const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = $1 \
      WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
@@ -118,6 +132,7 @@ pub(crate) fn record_from_row(row: &dyn Columns) -> Result<ApiKeyRecord, StoreEr
         expires_at: time_column(row, "expires_at")?,
         revoked_at: time_column(row, "revoked_at")?,
         last_used_at: time_column(row, "last_used_at")?,
+        replaced_by: row.text("replaced_by")?,
     })
 }
 
@@ -162,13 +177,97 @@ pub(crate) fn whole_seconds_up(t: OffsetDateTime) -> Result<OffsetDateTime, Stor
     }
 }
 
-/// What [`INSERT_KEY`] binds, in order.
+/// What [`INSERT_KEY`] binds, in order, and the key the new one replaces, if any.
 pub(crate) struct KeyInsert<'a> {
     pub record: &'a ApiKeyRecord,
     pub hash: &'a KeyHash,
     pub models_json: &'a str,
     pub roles_json: &'a str,
+    pub replacing: Option<Replacing<'a>>,
 }
+
+/// The key a new key replaces (a rotation), and what [`REPLACE_KEY`] binds besides the new
+/// key's id.
+#[derive(Clone, Copy)]
+pub(crate) struct Replacing<'a> {
+    /// The old key's id.
+    pub id: &'a str,
+    /// When the old key stops (unix seconds).
+    pub until: i64,
+    /// The time the old key must be live at (unix seconds).
+    pub now: i64,
+}
+
+/// What a store's key transaction did.
+pub(crate) enum Written {
+    /// The key was inserted; when it replaces one, the old key as it now stands.
+    Inserted(Option<ApiKeyRecord>),
+    /// The key to replace was not live or was replaced already (as it stands), or is gone
+    /// (`None`): nothing was written.
+    NotReplaced(Option<ApiKeyRecord>),
+}
+
+/// Why a store's key transaction failed: the driver, or a row it could not read.
+pub(crate) enum InsertError {
+    Sql(sqlx::Error),
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for InsertError {
+    fn from(e: sqlx::Error) -> Self {
+        InsertError::Sql(e)
+    }
+}
+
+impl From<StoreError> for InsertError {
+    fn from(e: StoreError) -> Self {
+        InsertError::Store(e)
+    }
+}
+
+/// The statements of a store's key transaction, on `$tx` (a transaction just begun) with
+/// `$query` (the store's statement builder): marks the replaced key first, when there is one
+/// (nothing more when it cannot be), then inserts the tenant (unless it exists) and the key.
+/// The tenant insert or the update comes first so the transaction takes SQLite's write lock at
+/// once, rather than upgrading from a read lock, which can fail with SQLITE_BUSY under WAL.
+/// Evaluates to [`Written`]; the caller commits only `Written::Inserted`.
+macro_rules! write_key {
+    ($tx:ident, $key:expr, $query:path) => {
+        'write: {
+            use $crate::records::{self as r, Written};
+            let key = &$key;
+            let mut replaced = None;
+            if let Some(old) = key.replacing {
+                let row = $query(r::REPLACE_KEY)
+                    .bind(&key.record.id)
+                    .bind(old.until)
+                    .bind(old.id)
+                    .bind(old.now)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                let Some(row) = row else {
+                    let found = $query(r::KEY_BY_ID)
+                        .bind(old.id)
+                        .fetch_optional(&mut *$tx)
+                        .await?;
+                    let found = found.as_ref().map(|row| r::record_from_row(row));
+                    break 'write Written::NotReplaced(found.transpose()?);
+                };
+                replaced = Some(r::record_from_row(&row)?);
+            }
+            $query(r::INSERT_TENANT)
+                .bind(&key.record.tenant)
+                .bind(key.record.created_at.unix_timestamp())
+                .execute(&mut *$tx)
+                .await?;
+            r::bind_key_insert!($query(r::INSERT_KEY), key)
+                .execute(&mut *$tx)
+                .await?;
+            Written::Inserted(replaced)
+        }
+    };
+}
+pub(crate) use write_key;
 
 /// `$query` (either driver's [`INSERT_KEY`]) with `$key`'s values bound, in order.
 macro_rules! bind_key_insert {
@@ -195,14 +294,14 @@ pub(crate) use bind_key_insert;
 /// collision is already unlikely; needing this many means something else is wrong.
 const PREFIX_ATTEMPTS: usize = 4;
 
-/// A store's one transaction that writes a new key: the tenant (unless it exists) and the key
-/// row.
+/// A store's one transaction that writes a new key: the replaced key's mark (a rotation), the
+/// tenant (unless it exists) and the key row ([`write_key`]).
 pub(crate) trait InsertKey: Sync {
-    /// Inserts the tenant and the key in one transaction.
+    /// Runs [`write_key`] in one transaction, committed when it inserted the key.
     fn insert_key(
         &self,
         key: KeyInsert<'_>,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Written, InsertError>> + Send;
 }
 
 /// Creates a key for `spec`: checks it, then generates keys and hands each to `store` until
@@ -211,6 +310,89 @@ pub(crate) async fn create_key(
     store: &impl InsertKey,
     spec: NewKeySpec,
 ) -> Result<NewKey, StoreError> {
+    match mint(store, spec, None).await? {
+        (new, Written::Inserted(_)) => Ok(new),
+        // Nothing is replaced without `replacing`.
+        (_, Written::NotReplaced(_)) => Err(StoreError::NotFound),
+    }
+}
+
+/// Rotates key `id` (see [`crate::KeyStore::rotate_key`]): checks the request and that the
+/// key is live, then mints its replacement in the transaction that marks the key replaced,
+/// which decides between concurrent rotations and revocations.
+pub(crate) async fn rotate_key(
+    store: &(impl InsertKey + crate::KeyStore),
+    id: &str,
+    overlap: std::time::Duration,
+    expires_at: Option<OffsetDateTime>,
+) -> Result<crate::Rotated, StoreError> {
+    if overlap > crate::MAX_ROTATION_OVERLAP {
+        return Err(StoreError::Invalid(format!(
+            "the rotation overlap may be at most {} days",
+            crate::MAX_ROTATION_OVERLAP.as_secs() / 86_400
+        )));
+    }
+    let old = store.get_key(id).await?.ok_or(StoreError::NotFound)?;
+    let now = OffsetDateTime::now_utc();
+    if !rotatable(&old, now) {
+        return Err(not_rotatable(&old));
+    }
+    let overlap = time::Duration::try_from(overlap)
+        .map_err(|_| StoreError::Invalid("rotation overlap out of range".into()))?;
+    // Rounded down: the old key works for the overlap at most, and `0s` stops it now. (Rounded
+    // up, as an expiry asked for is, a zero overlap left it working for up to a second more.)
+    let until = whole_seconds(now.saturating_add(overlap))?.unix_timestamp();
+    let replacing = Replacing {
+        id: &old.id,
+        until,
+        now: now.unix_timestamp(),
+    };
+    let spec = NewKeySpec {
+        tenant: old.tenant.clone(),
+        models: old.models.clone(),
+        roles: old.roles.clone(),
+        expires_at,
+        label: old.label.clone(),
+    };
+    match mint(store, spec, Some(replacing)).await? {
+        (new, Written::Inserted(Some(old))) => Ok(crate::Rotated { new, old }),
+        (_, Written::Inserted(None)) => Err(StoreError::Unavailable(
+            "the store inserted a replacement without marking the key it replaces".into(),
+        )),
+        (_, Written::NotReplaced(Some(now_stands))) => Err(not_rotatable(&now_stands)),
+        (_, Written::NotReplaced(None)) => Err(StoreError::NotFound),
+    }
+}
+
+/// Whether `k` may be rotated at `now`: live, and never rotated before.
+fn rotatable(k: &ApiKeyRecord, now: OffsetDateTime) -> bool {
+    k.revoked_at.is_none() && k.replaced_by.is_none() && k.expires_at.is_none_or(|t| t > now)
+}
+
+/// The refusal of a rotation of `k`, which is not [`rotatable`]: why, and what to do instead.
+fn not_rotatable(k: &ApiKeyRecord) -> StoreError {
+    StoreError::Conflict(match (&k.replaced_by, k.revoked_at) {
+        (Some(by), _) => format!(
+            "key {} was rotated already: its replacement is {by}. A key is rotated once, so \
+             nothing was changed; rotate {by} instead",
+            k.id
+        ),
+        (None, Some(_)) => "only a live key can be rotated; this one is revoked, so nothing \
+                            was changed: create a new key instead"
+            .into(),
+        (None, None) => "only a live key can be rotated; this one has expired, so nothing \
+                         was changed: create a new key instead"
+            .into(),
+    })
+}
+
+/// Checks `spec`, then generates keys and hands each to `store` (with the key it replaces,
+/// if any) until one has an unused prefix; the key, and what the transaction did.
+async fn mint(
+    store: &impl InsertKey,
+    spec: NewKeySpec,
+    replacing: Option<Replacing<'_>>,
+) -> Result<(NewKey, Written), StoreError> {
     names::validate_tenant(&spec.tenant)?;
     let models = names::normalize_models(spec.models)?;
     if let Some(label) = &spec.label {
@@ -241,6 +423,7 @@ pub(crate) async fn create_key(
             expires_at,
             revoked_at: None,
             last_used_at: None,
+            replaced_by: None,
         };
         let inserted = store
             .insert_key(KeyInsert {
@@ -248,17 +431,20 @@ pub(crate) async fn create_key(
                 hash: &generated.hash,
                 models_json: &models_json,
                 roles_json: &roles_json,
+                replacing,
             })
             .await;
         match inserted {
-            Ok(()) => {
-                return Ok(NewKey {
+            Ok(written) => {
+                let new = NewKey {
                     record,
                     secret: generated.secret,
-                });
+                };
+                return Ok((new, written));
             }
-            Err(e) if is_unique_violation(&e) => continue,
-            Err(e) => return Err(unavailable(e)),
+            Err(InsertError::Sql(e)) if is_unique_violation(&e) => continue,
+            Err(InsertError::Sql(e)) => return Err(unavailable(e)),
+            Err(InsertError::Store(e)) => return Err(e),
         }
     }
     Err(StoreError::Unavailable(

@@ -20,7 +20,7 @@ use crate::keys;
 use crate::records::{self, unavailable};
 use crate::{
     ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, Revocation,
-    StoreError, Tenant, TenantStore, names,
+    Rotated, StoreError, Tenant, TenantStore, names,
 };
 
 /// The schema's migrations, oldest first: (version, description, SQL).
@@ -61,6 +61,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "audit entries hold only the leaf",
         include_str!("../migrations/0007_audit_entries_hold_only_the_leaf.sql"),
+    ),
+    (
+        8,
+        "key replaced by",
+        include_str!("../migrations/0008_key_replaced_by.sql"),
     ),
 ];
 
@@ -424,19 +429,16 @@ impl SqliteStore {
 }
 
 impl records::InsertKey for SqliteStore {
-    async fn insert_key(&self, key: records::KeyInsert<'_>) -> Result<(), sqlx::Error> {
+    async fn insert_key(
+        &self,
+        key: records::KeyInsert<'_>,
+    ) -> Result<records::Written, records::InsertError> {
         let mut tx = self.pool.begin().await?;
-        // The tenant insert comes first so the transaction takes SQLite's write lock at once,
-        // rather than upgrading from a read lock, which can fail with SQLITE_BUSY under WAL.
-        sqlx::query(records::INSERT_TENANT)
-            .bind(&key.record.tenant)
-            .bind(key.record.created_at.unix_timestamp())
-            .execute(&mut *tx)
-            .await?;
-        records::bind_key_insert!(sqlx::query(records::INSERT_KEY), key)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        let written = records::write_key!(tx, key, sqlx::query);
+        if matches!(written, records::Written::Inserted(_)) {
+            tx.commit().await?;
+        }
+        Ok(written)
     }
 }
 
@@ -501,6 +503,15 @@ impl KeyStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         records::found(result.rows_affected())
+    }
+
+    async fn rotate_key(
+        &self,
+        id: &str,
+        overlap: Duration,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<Rotated, StoreError> {
+        records::rotate_key(self, id, overlap, expires_at).await
     }
 
     async fn touch_key(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {

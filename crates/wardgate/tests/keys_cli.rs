@@ -234,16 +234,22 @@ fn a_key_change_from_the_cli_is_announced_to_running_gateways_through_redis() {
         .collect();
     assert_eq!(heard, [revoked, rotated]);
 
-    // Redis unreachable: the key is revoked all the same, and the command says so.
+    // Redis unreachable: the key is revoked all the same, and the command says so, naming
+    // the Redis by host and port, never by its URL's password.
     let id = create();
     let down = [
         ("WARDGATE_RATE_LIMIT_BACKEND", "redis"),
-        ("WARDGATE_REDIS_URL", "redis://127.0.0.1:1"),
+        (
+            "WARDGATE_REDIS_URL",
+            "redis://:pw-4b1f-never-shown@127.0.0.1:1",
+        ),
     ];
     let out = wardgate_with(dir.path(), &["keys", "revoke", &id], &down);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("not announced"), "{stderr}");
+    assert!(stderr.contains("Redis at 127.0.0.1:1"), "{stderr}");
+    assert!(!stderr.contains("pw-4b1f-never-shown"), "{stderr}");
     let out = wardgate(dir.path(), &["keys", "list", "--json"]);
     let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let key = keys

@@ -53,8 +53,9 @@ pub enum StartError {
     Audit(#[from] crate::audit::StartError),
     #[error("the audit log did not take the start-up event: {0}")]
     AuditStartEvent(wardgate_audit::AuditError),
+    /// Names the Redis as `host:port`, never its URL (which may hold a password).
     #[error("cannot connect to Redis (rate_limit.redis_url): {0}")]
-    Redis(redis::RedisError),
+    Redis(crate::shared::RedisFailure),
     #[error(transparent)]
     Jwt(#[from] crate::identity::jwt::JwtStartError),
     #[error("cannot read the config file {path} again for its digest: {source}")]

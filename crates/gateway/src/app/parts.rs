@@ -224,6 +224,7 @@ pub(super) fn build_state(
         tenants: store.clone(),
         store_health: store,
         limiter: limiter(redis),
+        redis: redis.cloned(),
         key_cache,
         revocations: None,
         jwt: None,
@@ -240,7 +241,7 @@ pub(super) fn build_state(
 /// checked now, so a wrong URL stops the start instead of degrading every request later.
 pub(super) async fn connect_redis(
     config: &Config,
-) -> Result<Option<crate::shared::SharedRedis>, redis::RedisError> {
+) -> Result<Option<crate::shared::SharedRedis>, crate::shared::RedisFailure> {
     match &config.limiter_backend {
         config::LimiterBackend::Memory => Ok(None),
         config::LimiterBackend::Redis { url, namespace } => Ok(Some(
@@ -282,7 +283,7 @@ pub(super) async fn revocations(
     redis: &crate::shared::SharedRedis,
     cache: Option<&Arc<crate::identity::key_cache::KeyCache>>,
     settings: config::auth::BroadcastSettings,
-) -> Result<crate::identity::revocations::Revocations, redis::RedisError> {
+) -> Result<crate::identity::revocations::Revocations, crate::shared::RedisFailure> {
     use crate::identity::revocations::Revocations;
     match cache {
         Some(c) => Revocations::listen(redis.clone(), c, settings).await,

@@ -107,6 +107,27 @@ pub struct RateLimitSettings {
     pub limiter_backend: LimiterBackend,
 }
 
+impl QuotaSet {
+    /// Whether every bound of the set is off.
+    fn is_off(&self) -> bool {
+        *self == QuotaSet::default()
+    }
+}
+
+impl super::Config {
+    /// Whether model requests are admitted only through the shared limiter: Redis is its
+    /// backend and some rate limit or quota is on. Such requests are refused (503) while
+    /// Redis is down, so `/ready` is false then; otherwise Redis carries only what falls back
+    /// to each instance alone (lockout, the revocation broadcast, `wardgate llm`'s nonces).
+    pub fn admission_needs_redis(&self) -> bool {
+        matches!(self.limiter_backend, LimiterBackend::Redis { .. })
+            && (self.requests_per_minute > 0
+                || self.tenant_requests_per_minute > 0
+                || !self.quotas.key.is_off()
+                || !self.quotas.tenant.is_off())
+    }
+}
+
 /// The per-key concurrency when `rate_limit.concurrent_requests` is unset. One key should not
 /// hold every slot of the in-process engine: with an embedded backend (`embedded_slots`, its
 /// `engine.slots`) it may have half of them in flight, at most the 32 it is otherwise (remote

@@ -730,7 +730,7 @@ return 0
 
 /// The shared limiter: every instance pointed at the same Redis enforces one limit.
 pub struct RedisLimiter {
-    conn: redis::aio::ConnectionManager,
+    conn: crate::shared::Conn,
     admit: redis::Script,
     settle: redis::Script,
     namespace: String,
@@ -815,13 +815,12 @@ impl RateLimiter for RedisLimiter {
                 }
             }
         }
-        let (index, wait): (usize, u64) =
-            call.invoke_async(&mut self.conn.clone())
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "rate limiter (Redis) failed; request refused");
-                    Refusal::unavailable(bounds)
-                })?;
+        let (index, wait): (usize, u64) = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            // Refused; the outage is logged once by the connection
+            // (`shared::RedisHealth`), not per request.
+            .map_err(|_| Refusal::unavailable(bounds))?;
         let Some(bound) = index.checked_sub(1).and_then(|i| bounds.get(i)) else {
             return Ok(ticket);
         };
@@ -860,15 +859,9 @@ impl RateLimiter for RedisLimiter {
             }
         }
         let done: Result<u64, _> = call.invoke_async(&mut self.conn.clone()).await;
-        done.map(drop).map_err(|e| {
-            tracing::warn!(
-                error = %e,
-                tokens = s.tokens,
-                "could not settle a request's quotas in Redis: its places in flight expire \
-                 with their hold time, its tokens were not charged"
-            );
-            Refused::Unavailable
-        })
+        // A failure: the places expire with their hold time and the tokens go uncharged; the
+        // outage is logged once by the connection (`shared::RedisHealth`), not per request.
+        done.map(drop).map_err(|_| Refused::Unavailable)
     }
 }
 

@@ -112,6 +112,8 @@ pub struct KeyInfo {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
+    /// The id of the key that replaced this one by rotation; a key is rotated once.
+    replaced_by: Option<String>,
 }
 
 /// A new key: the only answer that holds its secret.
@@ -198,6 +200,7 @@ fn key_info(k: &ApiKeyRecord, now: OffsetDateTime) -> KeyInfo {
         expires_at: k.expires_at.map(OffsetDateTime::unix_timestamp),
         revoked_at: k.revoked_at.map(OffsetDateTime::unix_timestamp),
         last_used_at: k.last_used_at.map(OffsetDateTime::unix_timestamp),
+        replaced_by: k.replaced_by.clone(),
     }
 }
 
@@ -382,7 +385,7 @@ pub struct RotateBody {
     request_body(content = Option<RotateBody>, description = "Optional; an empty body means a 24h overlap and no expiry."),
     responses(
         (status = 201, description = "The replacement key (`Cache-Control: no-store`) and the old key's new expiry.", body = RotatedKey),
-        (status = 409, description = "The key is revoked or expired: only a live key is rotated; nothing was changed.", body = wardgate_api::openai::ErrorBody),
+        (status = 409, description = "The key was rotated already (the message names its replacement), or is revoked or expired: only a live key is rotated, once; nothing was changed. Of concurrent rotations of one key, through any instances, exactly one succeeds.", body = wardgate_api::openai::ErrorBody),
         OpenAiErrors, OpenAiNotFound, OpenAiTooLarge,
     ),
     security(("bearer" = []))

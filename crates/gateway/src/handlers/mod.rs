@@ -168,7 +168,7 @@ fn refused(
                 limit,
             }
         }
-        Refused::Unavailable => ApiError::StorageUnavailable,
+        Refused::Unavailable => ApiError::LimiterUnavailable,
     }
 }
 

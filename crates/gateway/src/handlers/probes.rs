@@ -33,6 +33,28 @@ pub struct Readiness {
     /// Why the audit log is not (`signing_key_mismatch`, `rolled_back`); absent when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_fault: Option<&'static str>,
+    /// The Redis instances share (`rate_limit.backend = "redis"`): `up` when it answers a
+    /// `PING` and no command has failed in the last second, `down` otherwise, `not configured`
+    /// without one. While it is down, `ready` is false where rate limits or quotas are on
+    /// (those requests are refused with 503), and true but `degraded` where Redis only
+    /// carries what falls back to this instance alone.
+    pub redis: RedisStatus,
+    /// Ready, but serving without what instances share through Redis: failed log-ins are
+    /// counted and locked out per instance, a key revoked elsewhere is refused within
+    /// `auth.key_cache_ttl_unconfirmed` rather than at once, and `wardgate llm` checks nonces
+    /// against its own cache only.
+    pub degraded: bool,
+}
+
+/// The shared Redis as `GET /ready` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub enum RedisStatus {
+    #[serde(rename = "up")]
+    Up,
+    #[serde(rename = "down")]
+    Down,
+    #[serde(rename = "not configured")]
+    NotConfigured,
 }
 
 /// The process is alive.
@@ -46,19 +68,22 @@ pub async fn health() -> Response {
     axum::Json(Health { status: "ok" }).into_response()
 }
 
-/// Storage answers and every configured model has at least one healthy backend (with no
-/// configured models: at least one backend is healthy).
+/// Storage answers, every configured model has at least one healthy backend (with no
+/// configured models: at least one backend is healthy), and the shared Redis answers where
+/// requests need it to be admitted (rate limits or quotas on with `rate_limit.backend =
+/// "redis"`); where they do not, a Redis that is down leaves the service ready but degraded.
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "probes",
     responses(
-        (status = 200, description = "Ready to serve.", body = Readiness),
+        (status = 200, description = "Ready to serve (`degraded`: without the state instances share through Redis, which falls back to this instance alone).", body = Readiness),
         (status = 503, description = "Not ready; the body says which condition fails.", body = Readiness),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let storage = state.store_health.ping().await.is_ok();
+    let (storage, redis) = tokio::join!(state.store_health.ping(), redis_status(&state));
+    let storage = storage.is_ok();
     let mut configured = state.catalog.configured_routes().peekable();
     let models = if configured.peek().is_some() {
         configured.all(|r| r.is_ready())
@@ -67,7 +92,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     let preloaded = state.preloaded.load(std::sync::atomic::Ordering::Relaxed);
     let audit_fault = state.audit.fault().map(wardgate_audit::AuditFault::as_str);
-    let ready = storage && models && preloaded && audit_fault.is_none();
+    let redis_down = redis == RedisStatus::Down;
+    let admits = !(redis_down && state.config.admission_needs_redis());
+    let ready = storage && models && preloaded && admits && audit_fault.is_none();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -80,6 +107,16 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         models_loaded: preloaded,
         audit: audit_fault.is_none(),
         audit_fault,
+        redis,
+        degraded: ready && redis_down,
     };
     (status, axum::Json(body)).into_response()
+}
+
+async fn redis_status(state: &AppState) -> RedisStatus {
+    match &state.redis {
+        None => RedisStatus::NotConfigured,
+        Some(r) if r.is_up().await => RedisStatus::Up,
+        Some(_) => RedisStatus::Down,
+    }
 }

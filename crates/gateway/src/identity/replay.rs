@@ -26,23 +26,17 @@
 
 use std::time::Duration;
 
-use crate::shared::{Outage, SharedRedis};
+use crate::shared::SharedRedis;
 
 /// The nonces every replica sharing the Redis has seen.
 #[derive(Debug)]
 pub struct SharedNonces {
     redis: SharedRedis,
-    outage: Outage,
 }
 
 impl SharedNonces {
     pub fn new(redis: SharedRedis) -> SharedNonces {
-        SharedNonces {
-            redis,
-            outage: Outage::new(
-                "signed requests are checked against this replica's own replay cache only",
-            ),
-        }
+        SharedNonces { redis }
     }
 
     /// Records nonce `id` until `expires` (Unix seconds); false when a replica sharing the
@@ -60,16 +54,8 @@ impl SharedNonces {
             .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
             .query_async(&mut self.redis.conn())
             .await;
-        match set {
-            Ok(reply) => {
-                self.outage.recovered();
-                reply.is_some()
-            }
-            Err(e) => {
-                self.outage.failed(&e);
-                true
-            }
-        }
+        // A failure is the outage's to log (`shared::RedisHealth`), once.
+        set.map_or(true, |reply| reply.is_some())
     }
 }
 

@@ -36,7 +36,7 @@ use futures::StreamExt as _;
 
 use crate::config::auth::BroadcastSettings;
 use crate::identity::key_cache::KeyCache;
-use crate::shared::{CONNECT_TIMEOUT, Outage, RESPONSE_TIMEOUT, SharedRedis};
+use crate::shared::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, SharedRedis};
 
 /// The first pause before resubscribing after the connection was lost; it doubles up to
 /// [`MAX_RESUBSCRIBE_PAUSE`].
@@ -49,7 +49,8 @@ pub const MAX_RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(5);
 pub struct Revocations {
     redis: SharedRedis,
     channel: String,
-    outage: Outage,
+    /// Whether the last announcement failed.
+    unannounced: std::sync::atomic::AtomicBool,
     /// The listener, stopped when this is dropped (the last state holding it).
     listener: Option<AbortOnDrop>,
 }
@@ -69,7 +70,7 @@ impl Revocations {
         Revocations {
             channel: redis.key("key-changed"),
             redis,
-            outage: Outage::new("key changes made here are not announced to other instances"),
+            unannounced: std::sync::atomic::AtomicBool::new(false),
             listener: None,
         }
     }
@@ -81,7 +82,7 @@ impl Revocations {
         redis: SharedRedis,
         cache: &Arc<KeyCache>,
         settings: BroadcastSettings,
-    ) -> Result<Revocations, redis::RedisError> {
+    ) -> Result<Revocations, crate::shared::RedisFailure> {
         let mut me = Revocations::publisher(redis);
         let listener = Listener {
             heartbeat: me.redis.key(&format!(
@@ -94,14 +95,17 @@ impl Revocations {
             origin: Instant::now(),
             cache: Arc::downgrade(cache),
         };
-        let pubsub = listener.subscribe().await?;
+        let pubsub = listener
+            .subscribe()
+            .await
+            .map_err(|e| listener.redis.failure(e))?;
         me.listener = Some(AbortOnDrop(tokio::spawn(listener.run(pubsub))));
         Ok(me)
     }
 
     /// False while announcing fails (from a failed publish to the next that succeeds).
     pub fn announcing(&self) -> bool {
-        !self.outage.is_down()
+        !self.unannounced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Announces that key `key_id` was revoked or rotated. A failure is logged, not returned:
@@ -112,18 +116,19 @@ impl Revocations {
             .arg(key_id)
             .query_async(&mut self.redis.conn())
             .await;
-        match sent {
-            Ok(_) => self.outage.recovered(),
-            Err(e) => {
-                self.outage.failed(&e);
-                tracing::warn!(
-                    target: "wardgate::redis",
-                    key_id,
-                    error = %e,
-                    "the key change was not announced to the other instances; they refuse \
-                     the key within auth.key_cache_ttl"
-                );
-            }
+        self.unannounced
+            .store(sent.is_err(), std::sync::atomic::Ordering::Release);
+        // Per change, not per request: an operator who changed a key is told that it was not
+        // announced.
+        if let Err(e) = sent {
+            let e = self.redis.failure(e);
+            tracing::warn!(
+                target: "wardgate::redis",
+                key_id,
+                error = %e,
+                "the key change was not announced to the other instances ({e}); they refuse \
+                 the key within auth.key_cache_ttl"
+            );
         }
     }
 }
@@ -218,16 +223,20 @@ impl Listener {
         match why {
             Lost::Closed | Lost::Stopped => tracing::warn!(
                 target: "wardgate::redis",
-                "the revocation broadcast lost its Redis connection: cached credentials were \
-                 dropped, and until it listens again each is trusted for at most {unconfirmed} \
-                 (auth.key_cache_ttl_unconfirmed)"
+                redis = %self.redis.address(),
+                "the revocation broadcast lost its connection to Redis at {}: cached \
+                 credentials were dropped, and until it listens again each is trusted for at \
+                 most {unconfirmed} (auth.key_cache_ttl_unconfirmed)",
+                self.redis.address()
             ),
             Lost::Silent => tracing::warn!(
                 target: "wardgate::redis",
-                "the revocation broadcast's Redis subscription is silent (no heartbeat came \
-                 back within {}): it is taken as lost, cached credentials were dropped, and \
-                 until it listens again each is trusted for at most {unconfirmed} \
-                 (auth.key_cache_ttl_unconfirmed)",
+                redis = %self.redis.address(),
+                "the revocation broadcast's subscription to Redis at {} is silent (no \
+                 heartbeat came back within {}): it is taken as lost, cached credentials were \
+                 dropped, and until it listens again each is trusted for at most \
+                 {unconfirmed} (auth.key_cache_ttl_unconfirmed)",
+                self.redis.address(),
                 humantime::format_duration(self.settings.silence_bound())
             ),
         }
@@ -274,8 +283,10 @@ impl Listener {
                 cache.set_unconfirmed(false);
                 tracing::info!(
                     target: "wardgate::redis",
-                    "the revocation broadcast is listening again; credentials cached before \
-                     were dropped"
+                    redis = %self.redis.address(),
+                    "the revocation broadcast is listening to Redis at {} again; credentials \
+                     cached before were dropped",
+                    self.redis.address()
                 );
             }
         }
@@ -309,7 +320,7 @@ async fn heartbeats(redis: SharedRedis, channel: String, origin: Instant, every:
         let _: Result<u64, _> = redis::cmd("PUBLISH")
             .arg(&channel)
             .arg(ms)
-            .query_async(&mut redis.conn())
+            .query_async(&mut redis.conn_uncounted())
             .await;
     }
 }

@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use crate::identity::lockout::{FailureTracker, LocalTracker, LockoutSettings, Subject};
-use crate::shared::{Outage, SharedRedis};
+use crate::shared::SharedRedis;
 
 /// For each (failures, lock) key pair: skip a locked subject; else drop failures older than
 /// the window (microseconds, `ARGV[1]`), add this one (`ARGV[4]` makes the member unique), and
@@ -68,7 +68,6 @@ pub struct RedisTracker {
     locked: redis::Script,
     /// Where failures are counted while Redis is unreachable.
     local: LocalTracker,
-    outage: Outage,
 }
 
 impl RedisTracker {
@@ -79,9 +78,6 @@ impl RedisTracker {
             fail: redis::Script::new(FAIL_SCRIPT),
             locked: redis::Script::new(LOCKED_SCRIPT),
             local: LocalTracker::new(settings),
-            outage: Outage::new(
-                "failed log-ins are counted and locked out per instance until it returns",
-            ),
         }
     }
 
@@ -108,7 +104,8 @@ impl RedisTracker {
                     .max(1),
             )
             .arg(uuid::Uuid::new_v4().simple().to_string())
-            .invoke_async(&mut self.redis.conn())
+            // The request's second call (after `locked`): an outage has counted it already.
+            .invoke_async(&mut self.redis.conn_uncounted())
             .await?;
         Ok(locked
             .into_iter()
@@ -128,31 +125,20 @@ impl RedisTracker {
 #[async_trait::async_trait]
 impl FailureTracker for RedisTracker {
     async fn locked(&self, subjects: &[Subject], now: Instant) -> Option<Duration> {
-        // Lockouts made here during an outage hold for their duration after it.
+        // Lockouts made here during an outage hold for their duration after it. A failure is
+        // the outage's to log (`shared::RedisHealth`), once.
         let local = self.local.locked_now(subjects, now);
         let shared = match self.shared_locked(subjects).await {
-            Ok(ms) => {
-                self.outage.recovered();
-                (ms > 0).then(|| Duration::from_millis(ms))
-            }
-            Err(e) => {
-                self.outage.failed(&e);
-                None
-            }
+            Ok(ms) => (ms > 0).then(|| Duration::from_millis(ms)),
+            Err(_) => None,
         };
         local.max(shared)
     }
 
     async fn fail(&self, subjects: &[Subject], now: Instant) -> Vec<Subject> {
         match self.shared_fail(subjects).await {
-            Ok(locked) => {
-                self.outage.recovered();
-                locked
-            }
-            Err(e) => {
-                self.outage.failed(&e);
-                self.local.fail_now(subjects, now)
-            }
+            Ok(locked) => locked,
+            Err(_) => self.local.fail_now(subjects, now),
         }
     }
 }

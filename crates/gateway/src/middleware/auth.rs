@@ -364,6 +364,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
+            replaced_by: None,
         };
         let day = Duration::from_secs(86_400);
         let at = |secs: i64| t0 + time::Duration::seconds(secs);

@@ -370,6 +370,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
+            replaced_by: None,
         }
     }
 

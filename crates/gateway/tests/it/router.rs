@@ -410,6 +410,8 @@ async fn ready_follows_backend_health() {
     wardgate_gateway::app::refresh_backends(&h.state).await;
     let r = h.send(get_as("/ready", None)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["redis"], "not configured", "{}", r.text());
+    assert_eq!(r.json()["degraded"], false, "{}", r.text());
 
     let toml = format!(
         "[[backends]]\nname = \"dead\"\nkind = \"ollama\"\nurl = \"{}\"\n[[models]]\nname = \"m\"\nchain = [{{ backend = \"dead\", model = \"m\" }}]\n",

@@ -45,6 +45,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit queue tags",
         include_str!("../../migrations_pg/0004_audit_queue_tags.sql"),
     ),
+    (
+        5,
+        "key replaced by",
+        include_str!("../../migrations_pg/0005_key_replaced_by.sql"),
+    ),
 ];
 
 /// The table of applied migrations.

@@ -389,18 +389,26 @@ pub async fn redis_keys(url: &str, pattern: &str) -> Vec<(String, i64)> {
 /// A Redis of the test's own, which it can stop and start again on the same port.
 pub struct PrivateRedis {
     pub port: u16,
+    /// The password it requires, if any.
+    password: Option<&'static str>,
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
 }
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
+        Self::start_with(None)
+    }
+
+    /// A Redis that requires `password` (`--requirepass`), when given.
+    pub fn start_with(password: Option<&'static str>) -> PrivateRedis {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
         let mut me = PrivateRedis {
             port,
+            password,
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
@@ -409,19 +417,26 @@ impl PrivateRedis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn restart(&mut self) {
+        let mut args = vec![
+            "--port".to_owned(),
+            self.port.to_string(),
+            "--save".to_owned(),
+            String::new(),
+            "--appendonly".to_owned(),
+            "no".to_owned(),
+        ];
+        if let Some(p) = self.password {
+            args.extend(["--requirepass".to_owned(), p.to_owned()]);
+        }
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .current_dir(self.dir.path())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -459,7 +474,7 @@ impl Drop for PrivateRedis {
 /// That is what a NAT or firewall that dropped the flow, or a paused Redis, looks like from
 /// the gateway: no data, and no error either.
 pub struct TcpProxy {
-    port: u16,
+    pub port: u16,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accepting: tokio::task::JoinHandle<()>,
 }
