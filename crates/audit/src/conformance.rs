@@ -452,6 +452,15 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         store.sequence(&a, 10, &key).await.unwrap(),
         Sequenced::LeaseLost
     ));
+    // From here on b is a holder that renews: a long lease (its own, so the same epoch), so
+    // that a slow machine cannot let it lapse between the calls below (a 200 ms lease did,
+    // through PgBouncer on a loaded machine).
+    let renewed = store
+        .acquire_lease("b", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.epoch, b.epoch);
     store
         .enqueue(vec![sample_event(3), sample_event(4)], &key)
         .await
