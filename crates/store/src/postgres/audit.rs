@@ -326,9 +326,12 @@ impl SharedLog for PgStore {
             .map(|l| key.tag(l).as_bytes().to_vec())
             .collect();
         let now = Timestamp::now().unix_millis();
-        // One statement, outside any explicit transaction: all or none, and one round trip
-        // (a transaction around it would add a `BEGIN` and a `COMMIT`, on the path every
-        // request waits for). `WITH ORDINALITY` keeps the ids in the order of the events.
+        // One statement: all or none. `WITH ORDINALITY` keeps the ids in the order of the
+        // events. In a transaction even so: sqlx prepares an unnamed statement and runs it in
+        // two exchanges, which a transaction-pooling PgBouncer may send to two server
+        // connections unless a transaction holds them together (a single statement on the
+        // pool failed there under load).
+        let mut tx = begin(self).await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO audit_queue (event, tag, queued_ms) \
              SELECT event, tag, $3 FROM UNNEST($1::BYTEA[], $2::BYTEA[]) \
@@ -339,9 +342,10 @@ impl SharedLog for PgStore {
         .bind(leaves)
         .bind(tags)
         .bind(now)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await
         .map_err(unavailable)?;
+        commit(tx).await?;
         let mut ids: Vec<u64> = ids
             .into_iter()
             .map(|id| u64::try_from(id).map_err(|_| corrupt(0, "negative queue id")))
@@ -559,6 +563,8 @@ impl SharedLog for PgStore {
         start: u64,
         limit: u32,
     ) -> Result<Vec<TaggedLeaf>, AuditStoreError> {
+        // In a transaction, for PgBouncer (see `enqueue`).
+        let mut tx = begin(self).await?;
         let rows = sqlx::query(
             "SELECT seq, leaf, leaf_hash, tag FROM audit_entries \
              WHERE seq >= $1 ORDER BY seq LIMIT $2",
@@ -566,9 +572,10 @@ impl SharedLog for PgStore {
         .persistent(false)
         .bind(clamp_i64(start))
         .bind(i64::from(limit.min(MAX_READ)))
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await
         .map_err(unavailable)?;
+        commit(tx).await?;
         rows.iter()
             .map(|row| {
                 let seq = u64::try_from(row.try_get::<i64, _>("seq").map_err(unavailable)?)
