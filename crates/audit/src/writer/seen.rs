@@ -144,7 +144,8 @@ impl Seen {
             return match &self.signed {
                 Some(s) => Err(Found::RolledBack(format!(
                     "the log has no checkpoint, but this instance saw one of size {}: \
-                     checkpoints were removed",
+                     checkpoints were removed. If this instance was pointed at a new database \
+                     on purpose, move its witness file (audit.witness_path) aside",
                     s.size
                 ))),
                 None => Ok(()),
@@ -275,7 +276,9 @@ impl Seen {
         tree.ok_or_else(|| {
             Found::RolledBack(format!(
                 "the checkpoint of size {} in this instance's witness file is no longer in the \
-                 store (or its stored tree state does not give its root): the log was rewritten",
+                 store (or its stored tree state does not give its root): the log was rewritten. \
+                 If this instance was pointed at a new database on purpose, move its witness \
+                 file (audit.witness_path) aside",
                 floor.size
             ))
         })
