@@ -14,8 +14,8 @@
 //!   same root at the same size, and whose root the stored leaves give when the tree seen is
 //!   extended by them (one consistent tree, not a fork).
 //!
-//! The largest checkpoint in the witness file, where one is kept, is the floor at start, so a
-//! restarted sequencer also remembers. An instance that finds the log rolled back alerts
+//! The last checkpoint in the witness file (the largest: the log only grows), where one is
+//! kept, is the floor at start, so a restarted sequencer also remembers. An instance that finds the log rolled back alerts
 //! ([`ROLLBACK_ALERT`]), hands the lease back and never sequences again; it keeps queueing its
 //! own events, which lose nothing. This detects a rollback at the next check of any instance
 //! that saw the removed part; it cannot tell what nobody saw (events queued and sequenced since
@@ -57,7 +57,7 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    /// Starts from the largest checkpoint in the witness file at `path` that `verifier` signed
+    /// Starts from the last checkpoint in the witness file at `path` that `verifier` signed
     /// for `origin` (none if there is no file yet).
     pub(super) fn from_witness(
         path: Option<&Path>,
@@ -77,14 +77,14 @@ impl Seen {
                 ));
             }
         };
-        let signed = contents
-            .notes
-            .iter()
-            .filter_map(|note| {
-                SignedCheckpoint::open(note, std::slice::from_ref(verifier), Some(origin)).ok()
-            })
-            .map(|s| s.checkpoint)
-            .max_by_key(|c| c.size);
+        // The file is appended in the order this instance signed, and a log only grows, so
+        // the last checkpoint that verifies is the largest of this log: found from the end,
+        // without checking the signature of every line a long-lived file holds.
+        let signed = contents.notes.iter().rev().find_map(|note| {
+            SignedCheckpoint::open(note, std::slice::from_ref(verifier), Some(origin))
+                .ok()
+                .map(|s| s.checkpoint)
+        });
         Ok(Self { tree: None, signed })
     }
 
