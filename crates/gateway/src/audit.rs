@@ -107,6 +107,9 @@ pub async fn start(settings: &AuditSettings, log: AuditLog) -> Result<Auditor, S
     Ok(match log {
         AuditLog::Single(store) => Auditor::start(store, key, config).await?,
         AuditLog::Shared(store) => {
+            if settings.witness.is_none() {
+                warn_no_http_witness();
+            }
             let sequencer = SequencerConfig {
                 newer_release_backoff: settings.newer_release_backoff,
                 ..SequencerConfig::new(&host_name())
@@ -114,6 +117,25 @@ pub async fn start(settings: &AuditSettings, log: AuditLog) -> Result<Auditor, S
             Auditor::start_shared(store, key, config, sequencer).await?
         }
     })
+}
+
+/// The name of the warning a shared log with no HTTP witness logs at start.
+pub const NO_HTTP_WITNESS_WARNING: &str = "audit_no_http_witness";
+
+/// Says, once per start, that a shared log has no witness its database's owner cannot reach:
+/// each instance's witness file holds only the checkpoints that instance signed, a new instance
+/// has none (a scaled service without a disk loses it at every deploy), and whoever can write
+/// the database can then rewrite history that no running instance saw.
+fn warn_no_http_witness() {
+    tracing::warn!(
+        target: "wardgate::alert",
+        alert = NO_HTTP_WITNESS_WARNING,
+        "the shared audit log has no HTTP witness: only each instance's witness file keeps its \
+         checkpoints, and an instance started on a new machine has none, so whoever can write \
+         the database could rewrite audit history that no running instance has seen. Set \
+         audit.witness_url (WARDGATE_AUDIT_WITNESS_URL) and audit.witness_key \
+         (WARDGATE_AUDIT_WITNESS_KEY) to a witness outside the database's reach"
+    );
 }
 
 /// This machine's name for the sequencer lease (so an operator can tell which instance holds
@@ -511,5 +533,87 @@ mod tests {
             !refused.contains("not a key"),
             "the value is not echoed: {refused}"
         );
+    }
+
+    /// Everything logged on this thread while the guard lives.
+    #[derive(Clone, Default)]
+    struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logged {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logged {
+        fn lines_with(&self, text: &str) -> Vec<String> {
+            let bytes = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| l.contains(text))
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn capture() -> (Logged, tracing::subscriber::DefaultGuard) {
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (logged, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// A shared log with no HTTP witness is warned of once at start, naming the settings that
+    /// give it one: each instance's witness file keeps only what that instance signed, and a
+    /// new instance has none. A single writer's log (its witness file is the witness) and a
+    /// shared log with a witness say nothing of the kind.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_shared_log_without_an_http_witness_is_warned_of_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = settings_in(dir.path());
+        let key = SignerKey::generate(&settings.origin).unwrap();
+        settings.signing_key = Some(key_text(&key));
+        let shared = || AuditLog::Shared(Arc::new(wardgate_audit::MemoryAuditStore::new()));
+
+        let (logged, guard) = capture();
+        let a = start(&settings, shared()).await.unwrap();
+        a.shutdown().await.unwrap();
+        drop(guard);
+        let warned = logged.lines_with(NO_HTTP_WITNESS_WARNING);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains("WARN"), "{}", warned[0]);
+        assert!(
+            warned[0].contains("WARDGATE_AUDIT_WITNESS_URL"),
+            "{}",
+            warned[0]
+        );
+
+        // A witness on a closed loopback port: the start does not wait for it.
+        settings.witness = Some(wardgate_audit::witness::http::HttpWitnessConfig::new(
+            "http://127.0.0.1:9/",
+        ));
+        let (logged, guard) = capture();
+        let b = start(&settings, shared()).await.unwrap();
+        b.shutdown().await.unwrap();
+        drop(guard);
+        assert!(logged.lines_with(NO_HTTP_WITNESS_WARNING).is_empty());
+
+        let single = settings_in(&dir.path().join("single"));
+        let (logged, guard) = capture();
+        let store: Arc<dyn AuditStore> = Arc::new(wardgate_audit::MemoryAuditStore::new());
+        let c = start(&single, AuditLog::Single(store)).await.unwrap();
+        c.shutdown().await.unwrap();
+        drop(guard);
+        assert!(logged.lines_with(NO_HTTP_WITNESS_WARNING).is_empty());
     }
 }
