@@ -184,6 +184,7 @@ pub async fn open_postgres(pg: &PostgresSettings) -> Result<PgStore, StartError>
     let options = wardgate_store::postgres::PgOptions {
         max_connections: pg.max_connections,
         acquire_timeout: pg.acquire_timeout,
+        query_timeout: pg.query_timeout,
     };
     PgStore::connect(&pg.url, options)
         .await
