@@ -288,15 +288,17 @@ impl fmt::Display for ConnectError {
             }
             reason if is_tls_failure(reason) => write!(
                 f,
-                "TLS to PostgreSQL at {target} failed (sslmode={mode}): {reason}. With \
+                "TLS to PostgreSQL at {target} failed (sslmode={mode}): {}. With \
                  sslmode=verify-ca or verify-full the server's certificate must chain to a \
                  public root (Mozilla's list) or to the CA file named by sslrootcert=PATH in the \
                  URL, and for verify-full name the host; sslmode=require encrypts without \
-                 checking the certificate"
+                 checking the certificate",
+                crate::driver::said(reason)
             ),
             other => write!(
                 f,
-                "cannot connect to PostgreSQL at {target} (sslmode={mode}): {other}"
+                "cannot connect to PostgreSQL at {target} (sslmode={mode}): {}",
+                crate::driver::said(other)
             ),
         }
     }

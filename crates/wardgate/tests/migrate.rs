@@ -244,6 +244,46 @@ async fn a_corrupt_queue_row_is_set_aside_and_the_audit_commands_read_its_event(
     schema.drop().await;
 }
 
+/// What `wardgate` prints for a real PostgreSQL error: each cause once (before, `{:#}` said
+/// the database error, `storage unavailable` and a refused schema twice over, and the
+/// commands' own context again), the server's message with its SQLSTATE, never a line of the
+/// server's C source (`at line 1454`). A table in the way fails `migrate`; a migrations table
+/// of another shape fails `serve` and `keys list` at the schema check.
+#[tokio::test]
+async fn database_errors_are_said_once_with_the_sqlstate_and_no_source_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().await;
+    exec(format!("CREATE TABLE {}.tenants (x INT)", schema.name)).await;
+    let said_once = |args: &[&str], message: &str, code: &str| {
+        let out = wardgate(dir.path(), &schema, args);
+        let said = text(&out);
+        assert!(!out.status.success(), "{args:?}: {said}");
+        assert_eq!(said.matches(message).count(), 1, "{args:?}: {said}");
+        assert!(said.contains(&format!("(SQLSTATE {code})")), "{said}");
+        for repeated in [
+            "storage unavailable",
+            "migration failed",
+            "cannot open the database",
+        ] {
+            assert!(said.matches(repeated).count() <= 1, "{args:?}: {said}");
+        }
+        for source_line in [" at line ", "line:", "file:", "routine", ".c:"] {
+            assert!(!said.contains(source_line), "{args:?}: {said}");
+        }
+        said
+    };
+    said_once(&["migrate"], "relation \"tenants\" already exists", "42P07");
+    exec(format!(
+        "DROP TABLE {0}.tenants; CREATE TABLE {0}.wardgate_schema_migrations (version BIGINT)",
+        schema.name
+    ))
+    .await;
+    for args in [&["serve"][..], &["keys", "list"]] {
+        said_once(args, "column \"checksum\" does not exist", "42703");
+    }
+    schema.drop().await;
+}
+
 #[tokio::test]
 async fn serve_and_migrate_refuse_a_database_a_newer_build_migrated() {
     let dir = tempfile::tempdir().unwrap();

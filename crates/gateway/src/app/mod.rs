@@ -530,7 +530,7 @@ async fn run_service(
     lockout.flush_folded(&audit).await;
     refusals.flush(&audit).await;
     if let Err(e) = audit.shutdown().await {
-        tracing::error!(error = %e, "the audit log did not close cleanly");
+        tracing::error!(error = %crate::causes::Causes(&e), "the audit log did not close cleanly");
     }
     Ok(())
 }

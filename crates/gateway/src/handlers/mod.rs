@@ -342,7 +342,7 @@ pub(crate) async fn before_backend(
     match tokio::time::timeout_at(deadline.into(), state.audit.append(event)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "audit start commit failed; request refused");
+            tracing::error!(error = %crate::causes::Causes(&e), "audit start commit failed; request refused");
             Err(ApiError::AuditUnavailable)
         }
         Err(_) => {

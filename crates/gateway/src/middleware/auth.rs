@@ -355,7 +355,7 @@ fn touch(
     let id = id.to_owned();
     tokio::spawn(async move {
         if let Err(e) = keys.touch_key(&id, now).await {
-            tracing::warn!(error = %e, "could not record a key's last use");
+            tracing::warn!(error = %crate::causes::Causes(&e), "could not record a key's last use");
         }
     });
 }

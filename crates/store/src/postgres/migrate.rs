@@ -219,7 +219,10 @@ impl PgStore {
                 continue;
             }
             sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
-                StoreError::Migration(format!("migration {version} ({description}): {e}"))
+                StoreError::Migration(format!(
+                    "migration {version} ({description}): {}",
+                    crate::driver::said(&e)
+                ))
             })?;
             query(
                 "INSERT INTO wardgate_schema_migrations \

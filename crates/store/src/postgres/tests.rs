@@ -1307,3 +1307,50 @@ async fn all_at_once<T: Send + 'static>(
     }
     out
 }
+
+// ---- how database errors are said ----
+
+/// A PostgreSQL error used to be said twice down its chain (`error returned from database: X
+/// at line N: X at line N`), `N` being a line of the server's C source. Now the server's
+/// message comes once, with its SQLSTATE, and no source line, file or routine: for a failed
+/// call (a migrations table of another shape) and for a failed migration (a table of the
+/// same name in the way).
+#[tokio::test]
+async fn pg_errors_say_each_cause_once_with_the_sqlstate_and_no_source_line() {
+    let schema = TestSchema::new().await;
+    let store = schema.store().await;
+    sqlx::raw_sql(
+        "CREATE TABLE wardgate_schema_migrations (version BIGINT); \
+         CREATE TABLE tenants (x INT)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let checks = [
+        (
+            chain(&store.schema_version().await.unwrap_err()),
+            "column \"checksum\" does not exist",
+            "42703",
+        ),
+        (
+            {
+                sqlx::raw_sql("DROP TABLE wardgate_schema_migrations")
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                chain(&store.migrate().await.unwrap_err())
+            },
+            "relation \"tenants\" already exists",
+            "42P07",
+        ),
+    ];
+    for (text, message, code) in checks {
+        assert_eq!(text.matches(message).count(), 1, "{text}");
+        assert!(text.contains(&format!("(SQLSTATE {code})")), "{text}");
+        for source_line in [" at line ", "line:", "file:", "routine", ".c:"] {
+            assert!(!text.contains(source_line), "{text}");
+        }
+    }
+    store.close().await;
+    schema.drop().await;
+}
