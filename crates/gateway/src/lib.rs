@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod causes;
 pub mod config;
 pub mod error;
 pub mod guards;

@@ -5,9 +5,9 @@
 use wardgate_audit::merkle::Hash;
 use wardgate_audit::{AuditEntry, AuditStoreError, StoredCheckpoint, Timestamp};
 
-/// A driver error as the audit stores report it.
+/// A driver error as the audit stores report it (said once: `driver.rs`).
 pub(crate) fn unavailable(e: sqlx::Error) -> AuditStoreError {
-    AuditStoreError::Unavailable(Box::new(e))
+    AuditStoreError::Unavailable(Box::new(crate::driver::DriverError::from(e)))
 }
 
 /// A count or position as the database stores it.

@@ -11,6 +11,7 @@
 mod audit_rows;
 #[cfg(test)]
 mod conformance;
+pub mod driver;
 pub mod keys;
 pub mod names;
 pub mod postgres;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use sha2::Digest as _;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgConnection, Postgres};
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
@@ -31,8 +31,10 @@ use crate::{
 };
 
 pub(crate) mod audit;
+mod bounded;
 pub mod migrate;
 
+pub use bounded::{DEFAULT_QUERY_TIMEOUT, MAX_QUERY_TIMEOUT, TimedOut};
 pub use migrate::{Migrated, SchemaVersion};
 
 /// Default of the pool's size (`storage.max_connections`): connections one instance may hold.
@@ -52,6 +54,9 @@ pub struct PgOptions {
     pub max_connections: u32,
     /// How long a call waits for a connection before the store counts as unavailable.
     pub acquire_timeout: Duration,
+    /// How long one call may take in all (the wait for a connection included), above zero and
+    /// at most [`MAX_QUERY_TIMEOUT`]; migrations excepted. See `postgres/bounded.rs`.
+    pub query_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -59,6 +64,7 @@ impl Default for PgOptions {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
         }
     }
 }
@@ -192,15 +198,19 @@ impl PgUrl {
     }
 
     /// The URL pointing at `host:port` instead, same user and database (tests: a PgBouncer
-    /// in front of the server).
-    #[cfg(test)]
+    /// or a proxy in front of the server).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn with_address(mut self, host: &str, port: u16) -> Self {
         self.options = self.options.host(host).port(port);
+        self.shown = format!(
+            "{host}:{port}/{}",
+            self.options.get_database().unwrap_or("")
+        );
         self
     }
 
-    /// The server's host and port (tests: where a PgBouncer forwards to).
-    #[cfg(test)]
+    /// The server's host and port (tests: where a PgBouncer or a proxy forwards to).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn address(&self) -> (String, u16) {
         (self.options.get_host().to_owned(), self.options.get_port())
     }
@@ -278,15 +288,17 @@ impl fmt::Display for ConnectError {
             }
             reason if is_tls_failure(reason) => write!(
                 f,
-                "TLS to PostgreSQL at {target} failed (sslmode={mode}): {reason}. With \
+                "TLS to PostgreSQL at {target} failed (sslmode={mode}): {}. With \
                  sslmode=verify-ca or verify-full the server's certificate must chain to a \
                  public root (Mozilla's list) or to the CA file named by sslrootcert=PATH in the \
                  URL, and for verify-full name the host; sslmode=require encrypts without \
-                 checking the certificate"
+                 checking the certificate",
+                crate::driver::said(reason)
             ),
             other => write!(
                 f,
-                "cannot connect to PostgreSQL at {target} (sslmode={mode}): {other}"
+                "cannot connect to PostgreSQL at {target} (sslmode={mode}): {}",
+                crate::driver::said(other)
             ),
         }
     }
@@ -316,6 +328,7 @@ impl std::error::Error for ConnectError {
 pub struct PgStore {
     pool: PgPool,
     shown: String,
+    query_timeout: Duration,
 }
 
 impl PgStore {
@@ -327,6 +340,12 @@ impl PgStore {
         if options.max_connections == 0 || options.max_connections > MAX_MAX_CONNECTIONS {
             return Err(StoreError::Invalid(format!(
                 "the PostgreSQL pool size must be 1 to {MAX_MAX_CONNECTIONS}"
+            )));
+        }
+        if options.query_timeout.is_zero() || options.query_timeout > MAX_QUERY_TIMEOUT {
+            return Err(StoreError::Invalid(format!(
+                "the PostgreSQL query timeout must be above zero and at most {} s",
+                MAX_QUERY_TIMEOUT.as_secs()
             )));
         }
         let connect = url
@@ -352,12 +371,13 @@ impl PgStore {
         Ok(Self {
             pool,
             shown: url.shown.clone(),
+            query_timeout: options.query_timeout,
         })
     }
 
-    /// The connection pool, for stores that keep their own tables in the same database (the
-    /// audit log). Whatever runs on it must keep to the module comment's rules.
-    pub fn pool(&self) -> &PgPool {
+    /// The connection pool, for migrations and tests; every other call goes through
+    /// [`PgStore::bounded`]. Whatever runs on it must keep to the module comment's rules.
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
 
@@ -374,15 +394,16 @@ impl PgStore {
     /// Runs one of the key updates (`$1` a time, `$2` the key's id) in a transaction of its
     /// own; the number of rows it changed.
     async fn update_key(&self, sql: &'static str, at: i64, id: &str) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        let result = query(sql)
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        commit(tx).await?;
-        Ok(result.rows_affected())
+        self.bounded(async |tx: &mut PgConnection| {
+            let result = query(sql)
+                .bind(at)
+                .bind(id)
+                .execute(tx)
+                .await
+                .map_err(unavailable)?;
+            Ok(result.rows_affected())
+        })
+        .await
     }
 
     /// Inserts tenant `name` unless it exists; whether this call inserted it, and the tenant.
@@ -390,26 +411,24 @@ impl PgStore {
     async fn insert_tenant(&self, name: &str) -> Result<(bool, Tenant), StoreError> {
         names::validate_tenant(name)?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let mut tx = self.begin().await?;
-        let inserted = query(records::INSERT_TENANT)
-            .bind(name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-        let row = query(records::SELECT_TENANT)
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        commit(tx).await?;
+        let (inserted, row) = self
+            .bounded(async |tx: &mut PgConnection| {
+                let inserted = query(records::INSERT_TENANT)
+                    .bind(name)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                let row = query(records::SELECT_TENANT)
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                Ok::<_, StoreError>((inserted, row))
+            })
+            .await?;
         Ok((inserted > 0, records::tenant_from_row(&row)?))
-    }
-
-    /// A transaction: every call runs in one (see the module comment).
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.pool.begin().await.map_err(unavailable)
     }
 }
 
@@ -418,21 +437,15 @@ fn query(sql: &'static str) -> sqlx::query::Query<'static, Postgres, PgArguments
     sqlx::query(sql).persistent(false)
 }
 
-async fn commit(tx: Transaction<'static, Postgres>) -> Result<(), StoreError> {
-    tx.commit().await.map_err(unavailable)
-}
-
 impl records::InsertKey for PgStore {
     async fn insert_key(
         &self,
         key: records::KeyInsert<'_>,
     ) -> Result<records::Written, records::InsertError> {
-        let mut tx = self.pool.begin().await?;
-        let written = records::write_key!(tx, key, query);
-        if matches!(written, records::Written::Inserted(_)) {
-            tx.commit().await?;
-        }
-        Ok(written)
+        // A key that replaces none it was to replace wrote nothing, so the commit changes
+        // nothing either.
+        self.bounded(async |tx: &mut PgConnection| Ok(records::write_key!(tx, key, query)))
+            .await
     }
 }
 
@@ -443,32 +456,38 @@ impl KeyStore for PgStore {
     }
 
     async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let mut tx = self.begin().await?;
-        let rows = match tenant {
-            Some(tenant) => {
-                names::validate_tenant(tenant)?;
-                query(records::LIST_TENANT_KEYS)
-                    .bind(tenant)
-                    .fetch_all(&mut *tx)
-                    .await
-            }
-            None => query(records::LIST_ALL_KEYS).fetch_all(&mut *tx).await,
+        if let Some(tenant) = tenant {
+            names::validate_tenant(tenant)?;
         }
-        .map_err(unavailable)?;
-        commit(tx).await?;
+        let rows = self
+            .bounded(async |tx: &mut PgConnection| {
+                match tenant {
+                    Some(tenant) => {
+                        query(records::LIST_TENANT_KEYS)
+                            .bind(tenant)
+                            .fetch_all(tx)
+                            .await
+                    }
+                    None => query(records::LIST_ALL_KEYS).fetch_all(tx).await,
+                }
+                .map_err(unavailable)
+            })
+            .await?;
         rows.iter()
             .map(|row| records::record_from_row(row))
             .collect()
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let mut tx = self.begin().await?;
-        let row = query(records::KEY_BY_ID)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        commit(tx).await?;
+        let row = self
+            .bounded(async |tx: &mut PgConnection| {
+                query(records::KEY_BY_ID)
+                    .bind(id)
+                    .fetch_optional(tx)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         row.as_ref()
             .map(|row| records::record_from_row(row))
             .transpose()
@@ -507,13 +526,15 @@ impl KeyStore for PgStore {
             return Ok(KeyVerdict::Rejected(RejectReason::Malformed));
         };
         let presented_hash = parsed.hash();
-        let mut tx = self.begin().await?;
-        let row = query(records::KEY_BY_PREFIX)
-            .bind(parsed.prefix())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        commit(tx).await?;
+        let row = self
+            .bounded(async |tx: &mut PgConnection| {
+                query(records::KEY_BY_PREFIX)
+                    .bind(parsed.prefix())
+                    .fetch_optional(tx)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         let stored = row
             .as_ref()
             .map(|row| records::hash_and_record(row))
@@ -536,12 +557,14 @@ impl TenantStore for PgStore {
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let mut tx = self.begin().await?;
-        let rows = query(records::LIST_TENANTS)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        commit(tx).await?;
+        let rows = self
+            .bounded(async |tx: &mut PgConnection| {
+                query(records::LIST_TENANTS)
+                    .fetch_all(tx)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         rows.iter()
             .map(|row| records::tenant_from_row(row))
             .collect()
@@ -551,12 +574,16 @@ impl TenantStore for PgStore {
 #[async_trait::async_trait]
 impl Health for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        // The simple-query protocol: one round trip, nothing prepared.
-        sqlx::raw_sql("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        // The simple-query protocol: one round trip, nothing prepared; in a bounded
+        // transaction as every call is, so that a silent link fails the probe in time.
+        self.bounded(async |tx: &mut PgConnection| {
+            sqlx::raw_sql("SELECT 1")
+                .execute(tx)
+                .await
+                .map_err(unavailable)
+                .map(drop)
+        })
+        .await
     }
 }
 

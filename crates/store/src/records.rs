@@ -481,9 +481,9 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|db| db.is_unique_violation())
 }
 
-/// A driver error as the store reports it.
+/// A driver error as the store reports it (said once: `driver.rs`).
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(Box::new(e))
+    StoreError::Unavailable(Box::new(crate::driver::DriverError::from(e)))
 }
 
 /// A stored value this code cannot read: damage or tampering, so a server-side fault.

@@ -118,7 +118,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wardgate: {e:#}");
+            // Each cause once (`causes.rs`), not anyhow's `{:#}`, which repeats a cause that
+            // its parent's text names.
+            let e: &(dyn std::error::Error + 'static) = &*e;
+            eprintln!("wardgate: {}", wardgate_gateway::causes::Causes(e));
             ExitCode::FAILURE
         }
     }

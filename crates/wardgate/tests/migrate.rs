@@ -144,6 +144,15 @@ fn run_with_key(dir: &Path, schema: &Schema, key: &str, args: &[&str]) -> String
     said
 }
 
+/// A schema of the test's own, migrated, and the shared log's signing key made in `dir`.
+async fn migrated_with_key(dir: &Path) -> (Schema, String) {
+    let schema = Schema::new().await;
+    let out = wardgate(dir, &schema, &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let key = keygen(dir, &schema);
+    (schema, key)
+}
+
 /// The newest schema version this build knows, as `migrate` reports it.
 fn latest() -> i64 {
     wardgate_store::postgres::migrate::latest_version()
@@ -219,10 +228,7 @@ async fn serve_refuses_an_unmigrated_database_and_migrate_applies_the_schema_onc
 #[tokio::test]
 async fn a_corrupt_queue_row_is_set_aside_and_the_audit_commands_read_its_event() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = Schema::new().await;
-    let out = wardgate(dir.path(), &schema, &["migrate"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let key = keygen(dir.path(), &schema);
+    let (schema, key) = migrated_with_key(dir.path()).await;
     let run = |args: &[&str]| run_with_key(dir.path(), &schema, &key, args);
     exec(format!(
         "INSERT INTO {}.audit_queue (event, queued_ms) VALUES ('\\x00ff6e6f'::bytea, 0)",
@@ -241,6 +247,46 @@ async fn a_corrupt_queue_row_is_set_aside_and_the_audit_commands_read_its_event(
     let public = public_key(dir.path());
     let verified = run(&["audit", "verify", "--public-key", &public]);
     assert!(verified.starts_with("ok: 2 entries"), "{verified}");
+    schema.drop().await;
+}
+
+/// What `wardgate` prints for a real PostgreSQL error: each cause once (before, `{:#}` said
+/// the database error, `storage unavailable` and a refused schema twice over, and the
+/// commands' own context again), the server's message with its SQLSTATE, never a line of the
+/// server's C source (`at line 1454`). A table in the way fails `migrate`; a migrations table
+/// of another shape fails `serve` and `keys list` at the schema check.
+#[tokio::test]
+async fn database_errors_are_said_once_with_the_sqlstate_and_no_source_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().await;
+    exec(format!("CREATE TABLE {}.tenants (x INT)", schema.name)).await;
+    let said_once = |args: &[&str], message: &str, code: &str| {
+        let out = wardgate(dir.path(), &schema, args);
+        let said = text(&out);
+        assert!(!out.status.success(), "{args:?}: {said}");
+        assert_eq!(said.matches(message).count(), 1, "{args:?}: {said}");
+        assert!(said.contains(&format!("(SQLSTATE {code})")), "{said}");
+        for repeated in [
+            "storage unavailable",
+            "migration failed",
+            "cannot open the database",
+        ] {
+            assert!(said.matches(repeated).count() <= 1, "{args:?}: {said}");
+        }
+        for source_line in [" at line ", "line:", "file:", "routine", ".c:"] {
+            assert!(!said.contains(source_line), "{args:?}: {said}");
+        }
+        said
+    };
+    said_once(&["migrate"], "relation \"tenants\" already exists", "42P07");
+    exec(format!(
+        "DROP TABLE {0}.tenants; CREATE TABLE {0}.wardgate_schema_migrations (version BIGINT)",
+        schema.name
+    ))
+    .await;
+    for args in [&["serve"][..], &["keys", "list"]] {
+        said_once(args, "column \"checksum\" does not exist", "42703");
+    }
     schema.drop().await;
 }
 
@@ -360,4 +406,81 @@ fn migrate_on_sqlite_reports_the_files_version() {
         "{said}"
     );
     assert!(dir.path().join("state/wardgate.db").exists());
+}
+
+/// `audit query` on a shared log lists the events queued and not yet sequenced after the
+/// sequenced ones, as `"pending": true` lines without a `seq`, on every page: a full page and
+/// every `--after-seq` page too (before, only a first page with room to spare showed them, so
+/// a reader paging through the log never saw them).
+#[tokio::test]
+async fn pending_events_follow_every_page_with_or_without_after_seq() {
+    use wardgate_audit::SharedLog as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, key) = migrated_with_key(dir.path()).await;
+    let run = |args: &[&str]| run_with_key(dir.path(), &schema, &key, args);
+    for tenant in ["t1", "t2", "t3"] {
+        run(&["keys", "create", "--tenant", tenant]);
+    }
+    // Two events queued, as a gateway queues them, and left there (no sequencer runs).
+    let store = wardgate_store::PgStore::connect(
+        &wardgate_store::postgres::PgUrl::parse(&schema.url).unwrap(),
+        wardgate_store::postgres::PgOptions::default(),
+    )
+    .await
+    .unwrap();
+    let signer = wardgate_audit::keyfile::read_signer_key(&dir.path().join("signing.key")).unwrap();
+    let queued = (0..2)
+        .map(|_| wardgate_audit::AuditEvent {
+            outcome: Some(wardgate_audit::Outcome::Allow),
+            ..wardgate_audit::AuditEvent::new(
+                wardgate_audit::Timestamp::now(),
+                wardgate_audit::EventType::KeyCreated,
+                "pending-test",
+                wardgate_audit::ActorKind::User,
+            )
+        })
+        .collect();
+    store.enqueue(queued, &signer.queue_key()).await.unwrap();
+    store.close().await;
+
+    let page = |extra: &[&str]| -> (Vec<u64>, usize) {
+        let mut args = vec![
+            "audit",
+            "query",
+            "--event-type",
+            "key_created",
+            "--limit",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let said = run(&args);
+        let lines: Vec<serde_json::Value> = said
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let sequenced = lines.iter().take_while(|l| l.get("pending").is_none());
+        let seqs: Vec<u64> = sequenced.map(|l| l["seq"].as_u64().unwrap()).collect();
+        let pending = &lines[seqs.len()..];
+        for p in pending {
+            assert_eq!(p["pending"], true, "{said}");
+            assert!(p.get("seq").is_none(), "{said}");
+            assert_eq!(p["event"]["actor_id"], "pending-test", "{said}");
+        }
+        (seqs, pending.len())
+    };
+    // A full first page.
+    let (first, pending) = page(&[]);
+    assert_eq!((first.len(), pending), (2, 2));
+    // The next page, after the first's last entry.
+    let after = first[1].to_string();
+    let (second, pending) = page(&["--after-seq", &after]);
+    assert_eq!((second.len(), pending), (1, 2));
+    assert!(second[0] > first[1]);
+    // Past the end: nothing sequenced, the pending events still.
+    let (none, pending) = page(&["--after-seq", "1000000"]);
+    assert_eq!((none.len(), pending), (0, 2));
+    let public = public_key(dir.path());
+    let verified = run(&["audit", "verify", "--public-key", &public]);
+    assert!(verified.contains("pending: 2"), "{verified}");
+    schema.drop().await;
 }

@@ -184,6 +184,7 @@ pub async fn open_postgres(pg: &PostgresSettings) -> Result<PgStore, StartError>
     let options = wardgate_store::postgres::PgOptions {
         max_connections: pg.max_connections,
         acquire_timeout: pg.acquire_timeout,
+        query_timeout: pg.query_timeout,
     };
     PgStore::connect(&pg.url, options)
         .await
@@ -529,7 +530,7 @@ async fn run_service(
     lockout.flush_folded(&audit).await;
     refusals.flush(&audit).await;
     if let Err(e) = audit.shutdown().await {
-        tracing::error!(error = %e, "the audit log did not close cleanly");
+        tracing::error!(error = %crate::causes::Causes(&e), "the audit log did not close cleanly");
     }
     Ok(())
 }

@@ -363,6 +363,11 @@ const ENV_OVERRIDES: &[(&str, &str, EnvValue)] = &[
         "storage.acquire_timeout",
         EnvValue::Text,
     ),
+    (
+        "WARDGATE_DATABASE_QUERY_TIMEOUT",
+        "storage.query_timeout",
+        EnvValue::Text,
+    ),
     ("WARDGATE_LOG_FORMAT", "logging.format", EnvValue::Text),
     ("WARDGATE_LOG", "logging.level", EnvValue::Text),
     (

@@ -19,6 +19,10 @@ pub const MAX_MAX_CONNECTIONS: u32 = postgres::MAX_MAX_CONNECTIONS;
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = postgres::DEFAULT_ACQUIRE_TIMEOUT;
 /// Longest `storage.acquire_timeout`.
 pub const MAX_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `storage.query_timeout`.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = postgres::DEFAULT_QUERY_TIMEOUT;
+/// Longest `storage.query_timeout`.
+pub const MAX_QUERY_TIMEOUT: Duration = postgres::MAX_QUERY_TIMEOUT;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +41,11 @@ pub struct RawStorage {
     /// the database counts as unavailable. While the database is down, this is how long a
     /// model request waits for its 503 and `/ready` for its answer. Default `2s`, at most `60s`.
     pub acquire_timeout: Option<HumanDuration>,
+    /// PostgreSQL only: how long one store call may take in all (the wait for a connection,
+    /// the statements, the commit) before it fails as unavailable and its connection is
+    /// dropped; `wardgate migrate` excepted. It bounds the harm of a database link gone silent
+    /// (no answer, no error). Default `10s`, at most `10m`.
+    pub query_timeout: Option<HumanDuration>,
 }
 
 /// `storage.url` as written. It may hold a password, so its `Debug` shows none of it (the raw
@@ -60,6 +69,8 @@ pub struct PostgresSettings {
     pub max_connections: u32,
     /// How long a call waits for a connection.
     pub acquire_timeout: Duration,
+    /// How long one call may take in all.
+    pub query_timeout: Duration,
 }
 
 impl PartialEq for PostgresSettings {
@@ -67,6 +78,7 @@ impl PartialEq for PostgresSettings {
         self.url.same_as(&other.url)
             && self.max_connections == other.max_connections
             && self.acquire_timeout == other.acquire_timeout
+            && self.query_timeout == other.query_timeout
     }
 }
 
@@ -77,6 +89,13 @@ pub(super) fn storage(
 ) -> Result<(PathBuf, Option<PostgresSettings>), ConfigError> {
     let default_path = || PathBuf::from(DEFAULT_SQLITE_PATH);
     let Some(RawUrl(url)) = raw.url.as_ref() else {
+        if raw.query_timeout.is_some() {
+            return Err(ConfigError::new(
+                "storage.query_timeout",
+                "bounds PostgreSQL calls, but storage.url (WARDGATE_DATABASE_URL) names no \
+                 PostgreSQL database: remove it, or set the URL",
+            ));
+        }
         if raw.acquire_timeout.is_some() {
             return Err(ConfigError::new(
                 "storage.acquire_timeout",
@@ -119,6 +138,12 @@ pub(super) fn storage(
                 "bounds the PostgreSQL pool's wait; a SQLite file has none: remove it",
             ));
         }
+        if raw.query_timeout.is_some() {
+            return Err(ConfigError::new(
+                "storage.query_timeout",
+                "bounds PostgreSQL calls; a SQLite file is not reached over a network: remove it",
+            ));
+        }
         return Ok((PathBuf::from(path), None));
     }
     if !postgres::is_postgres_url(url) {
@@ -150,12 +175,24 @@ pub(super) fn storage(
             "must be more than zero and at most 60s",
         ));
     }
+    let query_timeout = duration(
+        "storage.query_timeout",
+        raw.query_timeout.as_deref(),
+        DEFAULT_QUERY_TIMEOUT,
+    )?;
+    if query_timeout.is_zero() || query_timeout > MAX_QUERY_TIMEOUT {
+        return Err(ConfigError::new(
+            "storage.query_timeout",
+            "must be more than zero and at most 10m",
+        ));
+    }
     Ok((
         default_path(),
         Some(PostgresSettings {
             url,
             max_connections,
             acquire_timeout,
+            query_timeout,
         }),
     ))
 }
@@ -195,6 +232,8 @@ mod tests {
             assert_eq!(pg.max_connections, 10);
             assert_eq!(pg.acquire_timeout, DEFAULT_ACQUIRE_TIMEOUT);
             assert_eq!(pg.acquire_timeout, std::time::Duration::from_secs(2));
+            assert_eq!(pg.query_timeout, DEFAULT_QUERY_TIMEOUT);
+            assert_eq!(pg.query_timeout, std::time::Duration::from_secs(10));
             let printed = format!("{c:?}");
             assert!(!printed.contains("hunter2"), "{printed}");
             let raw = crate::config::parse_toml(&file).unwrap();
@@ -203,12 +242,22 @@ mod tests {
         }
         let c = load(
             "[storage]\nurl = \"postgresql://db/wardgate\"\nmax_connections = 25\n",
-            &[("WARDGATE_DATABASE_ACQUIRE_TIMEOUT", "500ms")],
+            &[
+                ("WARDGATE_DATABASE_ACQUIRE_TIMEOUT", "500ms"),
+                ("WARDGATE_DATABASE_QUERY_TIMEOUT", "3s"),
+            ],
         )
         .unwrap();
         let pg = c.postgres.unwrap();
         assert_eq!(pg.max_connections, 25);
         assert_eq!(pg.acquire_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(pg.query_timeout, std::time::Duration::from_secs(3));
+        let c = load(
+            "[storage]\nurl = \"postgresql://db/wardgate\"\nquery_timeout = \"10m\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.postgres.unwrap().query_timeout, MAX_QUERY_TIMEOUT);
     }
 
     #[test]
@@ -284,6 +333,50 @@ mod tests {
                     ("WARDGATE_DATABASE_ACQUIRE_TIMEOUT", "2m"),
                 ],
                 "storage.acquire_timeout",
+            ),
+            // The bound on each call: PostgreSQL only, positive, at most ten minutes, a
+            // duration.
+            (
+                "[storage]\nquery_timeout = \"1s\"\n",
+                &[],
+                "storage.query_timeout",
+            ),
+            (
+                "[storage]\nurl = \"sqlite://a.db\"\nquery_timeout = \"1s\"\n",
+                &[],
+                "storage.query_timeout",
+            ),
+            (
+                "",
+                &[
+                    ("WARDGATE_DATABASE_URL", URL),
+                    ("WARDGATE_DATABASE_QUERY_TIMEOUT", "0s"),
+                ],
+                "storage.query_timeout",
+            ),
+            (
+                "",
+                &[
+                    ("WARDGATE_DATABASE_URL", URL),
+                    ("WARDGATE_DATABASE_QUERY_TIMEOUT", "10m1s"),
+                ],
+                "storage.query_timeout",
+            ),
+            (
+                "",
+                &[
+                    ("WARDGATE_DATABASE_URL", URL),
+                    ("WARDGATE_DATABASE_QUERY_TIMEOUT", "-5s"),
+                ],
+                "storage.query_timeout",
+            ),
+            (
+                "",
+                &[
+                    ("WARDGATE_DATABASE_URL", URL),
+                    ("WARDGATE_DATABASE_QUERY_TIMEOUT", "soon"),
+                ],
+                "storage.query_timeout",
             ),
             (
                 "[storage]\nmax_connections = 5\n",

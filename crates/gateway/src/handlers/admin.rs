@@ -75,7 +75,7 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::Conflict(message) => ApiError::Conflict(message),
         StoreError::NotFound => ApiError::ObjectNotFound("key"),
         StoreError::Unavailable(_) | StoreError::Migration(_) => {
-            tracing::error!(error = %e, "admin API: store failed");
+            tracing::error!(error = %crate::causes::Causes(&e), "admin API: store failed");
             ApiError::StorageUnavailable
         }
     }
@@ -359,7 +359,7 @@ fn key_error(e: KeyError) -> ApiError {
         KeyError::Conflict(message) => ApiError::Conflict(message),
         KeyError::Unavailable(e) => store_error(e),
         KeyError::Unaudited { .. } => {
-            tracing::error!(error = %e, "admin API: a key change was not audited");
+            tracing::error!(error = %crate::causes::Causes(&e), "admin API: a key change was not audited");
             ApiError::AuditUnavailable
         }
     }
@@ -627,7 +627,7 @@ pub async fn query_audit(
         limit: Some(limit),
     };
     let entries = audit.store().query(&filter).await.map_err(|e| {
-        tracing::error!(error = %e, "audit query failed");
+        tracing::error!(error = %crate::causes::Causes(&e), "audit query failed");
         ApiError::StorageUnavailable
     })?;
     record.set_action(EventType::AuditAccess, Some("audit_query".into()));

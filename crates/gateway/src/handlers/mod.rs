@@ -329,17 +329,29 @@ fn guard(
 }
 
 /// The last step before a backend is called: the audit log commits that the request is
-/// going out (its `request_start` event), or the request fails closed with 503 and the
-/// backend is never called.
+/// going out (its `request_start` event), by the request's deadline, or the request fails
+/// closed with 503 and the backend is never called. (An event the writer commits after the
+/// deadline stays in the log: a start with no backend call after it, and the request's end
+/// event says it failed.)
 pub(crate) async fn before_backend(
     state: &AppState,
     record: &Arc<RequestRecord>,
 ) -> Result<(), ApiError> {
     let event = record.audit_event(wardgate_audit::EventType::RequestStart);
-    state.audit.append(event).await.map(drop).map_err(|e| {
-        tracing::error!(error = %e, "audit start commit failed; request refused");
-        ApiError::AuditUnavailable
-    })
+    let deadline = deadline(state, record);
+    match tokio::time::timeout_at(deadline.into(), state.audit.append(event)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %crate::causes::Causes(&e), "audit start commit failed; request refused");
+            Err(ApiError::AuditUnavailable)
+        }
+        Err(_) => {
+            tracing::error!(
+                "audit start commit not done by the request's deadline; request refused"
+            );
+            Err(ApiError::AuditUnavailable)
+        }
+    }
 }
 
 /// The one pipeline of an embeddings request, for both fronts (as `run_generation` is for

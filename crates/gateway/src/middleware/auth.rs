@@ -79,7 +79,13 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     // Every credential is verified, locked out or not (the same work either way): a lockout
     // slows and flags guessing, and never refuses a credential that verifies.
-    let p = match principal(&state, presented).await {
+    // The store's answer is awaited only until the request's deadline (from its arrival, as
+    // the handlers count it): a database link gone silent must not hold the request past it.
+    let deadline = record
+        .as_ref()
+        .map_or_else(std::time::Instant::now, |r| r.started)
+        + state.config.request_timeout;
+    let p = match principal(&state, presented, deadline).await {
         Ok(p) => p,
         Err(ApiError::Unauthenticated) => {
             return refuse(&state, record.as_ref(), source, prefix.as_deref())
@@ -244,7 +250,11 @@ fn presented_key(req: &Request) -> Result<String, ApiError> {
     Ok(token.to_owned())
 }
 
-async fn principal(state: &AppState, token: String) -> Result<Principal, ApiError> {
+async fn principal(
+    state: &AppState,
+    token: String,
+    deadline: std::time::Instant,
+) -> Result<Principal, ApiError> {
     let now = time::OffsetDateTime::now_utc();
     // Keys and tokens verified in the last `key_cache_ttl` (never past their own expiry) are
     // not verified again: the same bytes verify the same way until then, and a signature
@@ -271,11 +281,17 @@ async fn principal(state: &AppState, token: String) -> Result<Principal, ApiErro
         }
         return Ok(p);
     }
-    let verdict = state
-        .keys
-        .verify(&token, now)
-        .await
-        .map_err(|_| ApiError::StorageUnavailable)?;
+    let verdict =
+        match tokio::time::timeout_at(deadline.into(), state.keys.verify(&token, now)).await {
+            Ok(verdict) => verdict.map_err(|_| ApiError::StorageUnavailable)?,
+            Err(_) => {
+                tracing::error!(
+                    target: "wardgate::auth",
+                    "the key store did not answer by the request's deadline; request refused"
+                );
+                return Err(ApiError::StorageUnavailable);
+            }
+        };
     match verdict {
         KeyVerdict::Valid(rec) => {
             if let Some(idle) = state.config.key_idle_timeout
@@ -339,7 +355,7 @@ fn touch(
     let id = id.to_owned();
     tokio::spawn(async move {
         if let Err(e) = keys.touch_key(&id, now).await {
-            tracing::warn!(error = %e, "could not record a key's last use");
+            tracing::warn!(error = %crate::causes::Causes(&e), "could not record a key's last use");
         }
     });
 }

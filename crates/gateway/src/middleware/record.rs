@@ -590,7 +590,7 @@ impl Drop for EndGuard {
             // Queued now, before the connection's task ends (and so before a shutdown stops
             // the writer); nobody is left to wait for the commit.
             if let Err(e) = audit.submit_detached(event) {
-                tracing::error!(error = %e, "audit: a client abort could not be recorded");
+                tracing::error!(error = %crate::causes::Causes(&e), "audit: a client abort could not be recorded");
             }
         }
     }

@@ -21,5 +21,6 @@ mod reload;
 mod resilience;
 mod router;
 mod scale_out;
+mod store_outage;
 mod tenant_isolation;
 mod transport;

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use sqlx::{Postgres, Row as _, Transaction};
+use sqlx::{PgConnection, Row as _};
 use wardgate_audit::event::{AuditEvent, encode_leaf};
 use wardgate_audit::merkle::Hash;
 use wardgate_audit::quarantine::{self, QuarantinedRow, Queued, QueuedRow};
@@ -31,7 +31,8 @@ use crate::audit_rows::{checkpoint_from_row, corrupt, entry_from_row, to_i64, un
 
 use super::PgStore;
 
-type Tx = Transaction<'static, Postgres>;
+/// A bounded call's transaction (`PgStore::bounded`).
+type Tx = PgConnection;
 
 /// The most a transaction that holds the lease row may sit idle or wait on a lock before the
 /// server ends it: a holder frozen mid-transaction (a paused process, a dead network path the
@@ -51,19 +52,10 @@ pub(super) async fn bound_transaction(tx: &mut Tx) -> Result<(), AuditStoreError
     )
     .persistent(false)
     .bind(LEASE_TRANSACTION_LIMIT)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(unavailable)?;
     Ok(())
-}
-
-/// A transaction: every call runs in one (the parent module says why).
-async fn begin(store: &PgStore) -> Result<Tx, AuditStoreError> {
-    store.pool().begin().await.map_err(unavailable)
-}
-
-async fn commit(tx: Tx) -> Result<(), AuditStoreError> {
-    tx.commit().await.map_err(unavailable)
 }
 
 /// A position to read from: past `i64::MAX` nothing is stored, so reading from there finds
@@ -76,7 +68,7 @@ fn clamp_i64(v: u64) -> i64 {
 async fn next_seq(tx: &mut Tx) -> Result<u64, AuditStoreError> {
     let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_entries")
         .persistent(false)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
     u64::try_from(next).map_err(|_| corrupt(0, "negative seq"))
@@ -116,7 +108,7 @@ async fn insert_entries(
     .bind(leaves)
     .bind(hashes)
     .bind(tags)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(unavailable)?;
     Ok(entries)
@@ -129,30 +121,28 @@ impl AuditStore for PgStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = begin(self).await?;
-        bound_transaction(&mut tx).await?;
-        // The lease row serialises direct appends with sequencing passes.
-        sqlx::query("SELECT 1 FROM audit_sequencer WHERE id = 1 FOR UPDATE")
-            .persistent(false)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let start = next_seq(&mut tx).await?;
-        let entries = insert_entries(&mut tx, start, events, Vec::new()).await?;
-        commit(tx).await?;
-        Ok(entries)
+        self.bounded(async |tx: &mut Tx| {
+            bound_transaction(tx).await?;
+            // The lease row serialises direct appends with sequencing passes.
+            sqlx::query("SELECT 1 FROM audit_sequencer WHERE id = 1 FOR UPDATE")
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let start = next_seq(tx).await?;
+            insert_entries(tx, start, events, Vec::new()).await
+        })
+        .await
     }
 
     async fn size(&self) -> Result<u64, AuditStoreError> {
-        let mut tx = begin(self).await?;
-        let next = next_seq(&mut tx).await?;
-        commit(tx).await?;
-        Ok(next)
+        self.bounded(async |tx: &mut Tx| next_seq(tx).await).await
     }
 
     async fn read_range(&self, start: u64, limit: u32) -> Result<Vec<AuditEntry>, AuditStoreError> {
-        let mut tx = begin(self).await?;
-        let rows = sqlx::query(
+        let rows = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query(
             "SELECT seq, leaf, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
         )
         .persistent(false)
@@ -160,14 +150,16 @@ impl AuditStore for PgStore {
         .bind(i64::from(limit.min(MAX_READ)))
         .fetch_all(&mut *tx)
         .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+        .map_err(unavailable)
+            })
+            .await?;
         rows.iter().map(entry_from_row).collect()
     }
 
     async fn leaf_hashes(&self, start: u64, limit: u32) -> Result<Vec<Hash>, AuditStoreError> {
-        let mut tx = begin(self).await?;
-        let rows = sqlx::query(
+        let rows = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query(
             "SELECT seq, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
         )
         .persistent(false)
@@ -175,8 +167,9 @@ impl AuditStore for PgStore {
         .bind(i64::from(limit.min(MAX_READ)))
         .fetch_all(&mut *tx)
         .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+        .map_err(unavailable)
+            })
+            .await?;
         rows.iter()
             .map(|row| {
                 let seq: i64 = row.try_get("seq").map_err(unavailable)?;
@@ -195,32 +188,39 @@ impl AuditStore for PgStore {
             .iter()
             .flat_map(|h| h.as_bytes().iter().copied())
             .collect();
-        let mut tx = begin(self).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO audit_checkpoints (tree_size, root_hash, note, subtrees, created_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
-        )
-        .persistent(false)
-        .bind(to_i64(checkpoint.size, "checkpoint size")?)
-        .bind(checkpoint.root.as_bytes().to_vec())
-        .bind(&checkpoint.note)
-        .bind(subtrees)
-        .bind(checkpoint.created_at.unix_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if inserted == 1 {
-            return commit(tx).await;
-        }
-        let root: Vec<u8> =
-            sqlx::query_scalar("SELECT root_hash FROM audit_checkpoints WHERE tree_size = $1")
+        let size = to_i64(checkpoint.size, "checkpoint size")?;
+        let root: Option<Vec<u8>> = self
+            .bounded(async |tx: &mut Tx| {
+                let inserted = sqlx::query(
+                    "INSERT INTO audit_checkpoints \
+                       (tree_size, root_hash, note, subtrees, created_ms) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
+                )
                 .persistent(false)
-                .bind(to_i64(checkpoint.size, "checkpoint size")?)
-                .fetch_one(&mut *tx)
+                .bind(size)
+                .bind(checkpoint.root.as_bytes().to_vec())
+                .bind(&checkpoint.note)
+                .bind(subtrees)
+                .bind(checkpoint.created_at.unix_millis())
+                .execute(&mut *tx)
                 .await
-                .map_err(unavailable)?;
-        commit(tx).await?;
+                .map_err(unavailable)?
+                .rows_affected();
+                if inserted == 1 {
+                    return Ok(None);
+                }
+                sqlx::query_scalar("SELECT root_hash FROM audit_checkpoints WHERE tree_size = $1")
+                    .persistent(false)
+                    .bind(size)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map(Some)
+                    .map_err(unavailable)
+            })
+            .await?;
+        let Some(root) = root else {
+            return Ok(());
+        };
         if root == checkpoint.root.as_bytes() {
             Ok(())
         } else {
@@ -236,8 +236,9 @@ impl AuditStore for PgStore {
         from_size: u64,
         limit: u32,
     ) -> Result<Vec<StoredCheckpoint>, AuditStoreError> {
-        let mut tx = begin(self).await?;
-        let rows = sqlx::query(
+        let rows = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query(
             "SELECT tree_size, root_hash, note, subtrees, created_ms FROM audit_checkpoints \
              WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
         )
@@ -246,30 +247,34 @@ impl AuditStore for PgStore {
         .bind(i64::from(limit.min(MAX_READ)))
         .fetch_all(&mut *tx)
         .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+        .map_err(unavailable)
+            })
+            .await?;
         rows.iter().map(checkpoint_from_row).collect()
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditStoreError> {
-        let mut tx = begin(self).await?;
-        let row = sqlx::query(
+        let row = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query(
             "SELECT tree_size, root_hash, note, subtrees, created_ms FROM audit_checkpoints \
              ORDER BY tree_size DESC LIMIT 1",
         )
         .persistent(false)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+        .map_err(unavailable)
+            })
+            .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
 
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, AuditStoreError> {
         let limit = filter.effective_limit();
-        let mut tx = begin(self).await?;
-        let rows = sqlx::query(
-            "SELECT seq, leaf, leaf_hash FROM audit_entries \
+        let rows = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query(
+                    "SELECT seq, leaf, leaf_hash FROM audit_entries \
              WHERE ($1::TEXT IS NULL OR event ->> 'actor_id' = $1) \
                AND ($2::TEXT IS NULL OR event ->> 'tenant' = $2) \
                AND ($3::TEXT IS NULL OR event ->> 'outcome' = $3) \
@@ -279,21 +284,22 @@ impl AuditStore for PgStore {
                AND ($7::TEXT IS NULL OR event ->> 'ts' < $7) \
                AND ($8::BIGINT IS NULL OR seq > $8) \
              ORDER BY seq LIMIT $9",
-        )
-        .persistent(false)
-        .bind(filter.actor_id.as_deref())
-        .bind(filter.tenant.as_deref())
-        .bind(filter.outcome.map(|o| o.as_str()))
-        .bind(filter.event_type.map(|t| t.as_str()))
-        .bind(filter.request_id.as_deref())
-        .bind(filter.since.map(|t| t.to_string()))
-        .bind(filter.until.map(|t| t.to_string()))
-        .bind(filter.after_seq.map(clamp_i64))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+                )
+                .persistent(false)
+                .bind(filter.actor_id.as_deref())
+                .bind(filter.tenant.as_deref())
+                .bind(filter.outcome.map(|o| o.as_str()))
+                .bind(filter.event_type.map(|t| t.as_str()))
+                .bind(filter.request_id.as_deref())
+                .bind(filter.since.map(|t| t.to_string()))
+                .bind(filter.until.map(|t| t.to_string()))
+                .bind(filter.after_seq.map(clamp_i64))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
         // `event` is generated from the leaf; the decoded leaf is checked again anyway.
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -331,21 +337,23 @@ impl SharedLog for PgStore {
         // two exchanges, which a transaction-pooling PgBouncer may send to two server
         // connections unless a transaction holds them together (a single statement on the
         // pool failed there under load).
-        let mut tx = begin(self).await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO audit_queue (event, tag, queued_ms) \
+        let ids: Vec<i64> = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query_scalar(
+                    "INSERT INTO audit_queue (event, tag, queued_ms) \
              SELECT event, tag, $3 FROM UNNEST($1::BYTEA[], $2::BYTEA[]) \
                WITH ORDINALITY AS q(event, tag, n) \
              ORDER BY n RETURNING id",
-        )
-        .persistent(false)
-        .bind(leaves)
-        .bind(tags)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+                )
+                .persistent(false)
+                .bind(leaves)
+                .bind(tags)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
         let mut ids: Vec<u64> = ids
             .into_iter()
             .map(|id| u64::try_from(id).map_err(|_| corrupt(0, "negative queue id")))
@@ -356,13 +364,15 @@ impl SharedLog for PgStore {
     }
 
     async fn pending_count(&self) -> Result<u64, AuditStoreError> {
-        let mut tx = begin(self).await?;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_queue")
-            .persistent(false)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        commit(tx).await?;
+        let n: i64 = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query_scalar("SELECT COUNT(*) FROM audit_queue")
+                    .persistent(false)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -373,16 +383,19 @@ impl SharedLog for PgStore {
         // The queue is short while a sequencer runs; when none does it can grow, so it is read
         // in pages and filtered here (queued events have no filter columns).
         loop {
-            let mut tx = begin(self).await?;
-            let rows =
-                sqlx::query("SELECT id, event FROM audit_queue WHERE id > $1 ORDER BY id LIMIT $2")
+            let rows = self
+                .bounded(async |tx: &mut Tx| {
+                    sqlx::query(
+                        "SELECT id, event FROM audit_queue WHERE id > $1 ORDER BY id LIMIT $2",
+                    )
                     .persistent(false)
                     .bind(after)
                     .bind(PENDING_PAGE)
                     .fetch_all(&mut *tx)
                     .await
-                    .map_err(unavailable)?;
-            commit(tx).await?;
+                    .map_err(unavailable)
+                })
+                .await?;
             let page = rows.len();
             for row in &rows {
                 let id: i64 = row.try_get("id").map_err(unavailable)?;
@@ -418,24 +431,27 @@ impl SharedLog for PgStore {
         // when the lease changes hands or had lapsed. Two instances asking at once: the second
         // waits for the first's update, re-checks the condition against the new row, and gets
         // nothing.
-        let mut tx = begin(self).await?;
-        bound_transaction(&mut tx).await?;
-        let epoch: Option<i64> = sqlx::query_scalar(
-            "UPDATE audit_sequencer SET \
-               epoch = CASE WHEN holder = $1 AND expires_at > clock_timestamp() \
-                            THEN epoch ELSE epoch + 1 END, \
-               holder = $1, \
-               expires_at = clock_timestamp() + make_interval(secs => $2) \
-             WHERE id = 1 AND (holder IS NULL OR holder = $1 OR expires_at <= clock_timestamp()) \
-             RETURNING epoch",
-        )
-        .persistent(false)
-        .bind(holder)
-        .bind(ttl.as_secs_f64())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+        let epoch: Option<i64> = self
+            .bounded(async |tx: &mut Tx| {
+                bound_transaction(tx).await?;
+                sqlx::query_scalar(
+                    "UPDATE audit_sequencer SET \
+                       epoch = CASE WHEN holder = $1 AND expires_at > clock_timestamp() \
+                                    THEN epoch ELSE epoch + 1 END, \
+                       holder = $1, \
+                       expires_at = clock_timestamp() + make_interval(secs => $2) \
+                     WHERE id = 1 \
+                       AND (holder IS NULL OR holder = $1 OR expires_at <= clock_timestamp()) \
+                     RETURNING epoch",
+                )
+                .persistent(false)
+                .bind(holder)
+                .bind(ttl.as_secs_f64())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
         Ok(epoch.map(|epoch| Lease {
             holder: holder.to_owned(),
             epoch: u64::try_from(epoch).unwrap_or(0),
@@ -443,18 +459,21 @@ impl SharedLog for PgStore {
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), AuditStoreError> {
-        let mut tx = begin(self).await?;
-        sqlx::query(
-            "UPDATE audit_sequencer SET holder = NULL, expires_at = NULL \
-             WHERE id = 1 AND holder = $1 AND epoch = $2",
-        )
-        .persistent(false)
-        .bind(&lease.holder)
-        .bind(to_i64(lease.epoch, "epoch")?)
-        .execute(&mut *tx)
+        let epoch = to_i64(lease.epoch, "epoch")?;
+        self.bounded(async |tx: &mut Tx| {
+            sqlx::query(
+                "UPDATE audit_sequencer SET holder = NULL, expires_at = NULL \
+                 WHERE id = 1 AND holder = $1 AND epoch = $2",
+            )
+            .persistent(false)
+            .bind(&lease.holder)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)
+            .map(drop)
+        })
         .await
-        .map_err(unavailable)?;
-        commit(tx).await
     }
 
     async fn sequence(
@@ -463,99 +482,8 @@ impl SharedLog for PgStore {
         max: usize,
         key: &QueueKey,
     ) -> Result<Sequenced, AuditStoreError> {
-        let mut tx = begin(self).await?;
-        bound_transaction(&mut tx).await?;
-        let held = sqlx::query(
-            "SELECT 1 FROM audit_sequencer \
-             WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() \
-             FOR UPDATE",
-        )
-        .persistent(false)
-        .bind(&lease.holder)
-        .bind(to_i64(lease.epoch, "epoch")?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .is_some();
-        if !held {
-            tx.rollback().await.map_err(unavailable)?;
-            return Ok(Sequenced::LeaseLost);
-        }
-        let take = i64::try_from(max.clamp(1, MAX_APPEND_BATCH)).unwrap_or(1);
-        let rows = sqlx::query(
-            "SELECT id, event, tag, queued_ms FROM audit_queue ORDER BY id LIMIT $1 FOR UPDATE",
-        )
-        .persistent(false)
-        .bind(take)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let mut queued = Vec::with_capacity(rows.len());
-        let mut queued_ms = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let id: i64 = row.try_get("id").map_err(unavailable)?;
-            let id = u64::try_from(id).map_err(|_| corrupt(0, "negative queue id"))?;
-            queued_ms.insert(id, row.try_get::<i64, _>("queued_ms").map_err(unavailable)?);
-            queued.push(Queued {
-                queue_id: id,
-                bytes: row.try_get("event").map_err(unavailable)?,
-                tag: row.try_get("tag").map_err(unavailable)?,
-            });
-        }
-        drop(rows);
-        let now = Timestamp::now();
-        let plan = quarantine::plan(queued, now, key);
-        let entries = if plan.take.is_empty() {
-            Vec::new()
-        } else {
-            // Every row taken leaves the queue here, and only here: into the log, or into the
-            // quarantine table.
-            let ids = plan
-                .take
-                .iter()
-                .map(|p| to_i64(p.queue_id, "queue id"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let taken = ids.len() as u64;
-            let deleted = sqlx::query("DELETE FROM audit_queue WHERE id = ANY($1::BIGINT[])")
-                .persistent(false)
-                .bind(ids)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .rows_affected();
-            if deleted != taken {
-                tx.rollback().await.map_err(unavailable)?;
-                return Err(AuditStoreError::Conflict(
-                    "queued audit rows were removed by something other than the sequencer; \
-                     nothing was sequenced"
-                        .into(),
-                ));
-            }
-            let start = next_seq(&mut tx).await?;
-            let mut set_aside = SetAside::default();
-            let mut events = Vec::with_capacity(plan.take.len());
-            let mut tags = Vec::with_capacity(plan.take.len());
-            for (i, planned) in plan.take.into_iter().enumerate() {
-                if let Some((bytes, sha256)) = planned.set_aside {
-                    set_aside
-                        .queue_ids
-                        .push(to_i64(planned.queue_id, "queue id")?);
-                    set_aside.seqs.push(to_i64(start + i as u64, "seq")?);
-                    set_aside.bytes.push(bytes);
-                    set_aside.sha256.push(sha256.as_bytes().to_vec());
-                    set_aside
-                        .queued_ms
-                        .push(queued_ms.get(&planned.queue_id).copied().unwrap_or(0));
-                }
-                events.push(planned.event);
-                tags.push(Some(planned.tag.as_bytes().to_vec()));
-            }
-            let entries = insert_entries(&mut tx, start, events, tags).await?;
-            set_aside.insert(&mut tx, now).await?;
-            entries
-        };
-        commit(tx).await?;
-        Ok(Sequenced::ended(entries, plan.held))
+        self.bounded(async |tx: &mut Tx| sequence_in(tx, lease, max, key).await)
+            .await
     }
 
     async fn tagged_leaves(
@@ -564,18 +492,20 @@ impl SharedLog for PgStore {
         limit: u32,
     ) -> Result<Vec<TaggedLeaf>, AuditStoreError> {
         // In a transaction, for PgBouncer (see `enqueue`).
-        let mut tx = begin(self).await?;
-        let rows = sqlx::query(
-            "SELECT seq, leaf, leaf_hash, tag FROM audit_entries \
+        let rows = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query(
+                    "SELECT seq, leaf, leaf_hash, tag FROM audit_entries \
              WHERE seq >= $1 ORDER BY seq LIMIT $2",
-        )
-        .persistent(false)
-        .bind(clamp_i64(start))
-        .bind(i64::from(limit.min(MAX_READ)))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+                )
+                .persistent(false)
+                .bind(clamp_i64(start))
+                .bind(i64::from(limit.min(MAX_READ)))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
         rows.iter()
             .map(|row| {
                 let seq = u64::try_from(row.try_get::<i64, _>("seq").map_err(unavailable)?)
@@ -599,18 +529,20 @@ impl SharedLog for PgStore {
         after_queue_id: u64,
         limit: u32,
     ) -> Result<Vec<QuarantinedRow>, AuditStoreError> {
-        let mut tx = begin(self).await?;
-        let rows = sqlx::query(
-            "SELECT queue_id, seq, event, sha256, quarantined_ms FROM audit_quarantine \
+        let rows = self
+            .bounded(async |tx: &mut Tx| {
+                sqlx::query(
+                    "SELECT queue_id, seq, event, sha256, quarantined_ms FROM audit_quarantine \
              WHERE queue_id > $1 ORDER BY queue_id LIMIT $2",
-        )
-        .persistent(false)
-        .bind(clamp_i64(after_queue_id))
-        .bind(i64::from(limit.min(MAX_READ)))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        commit(tx).await?;
+                )
+                .persistent(false)
+                .bind(clamp_i64(after_queue_id))
+                .bind(i64::from(limit.min(MAX_READ)))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)
+            })
+            .await?;
         rows.iter()
             .map(|row| {
                 let seq = u64::try_from(row.try_get::<i64, _>("seq").map_err(unavailable)?)
@@ -635,6 +567,106 @@ impl SharedLog for PgStore {
             })
             .collect()
     }
+}
+
+/// One sequencing pass, in `tx` (a bounded call's transaction, committed when this returns
+/// `Ok`, rolled back on `Err`). A lapsed lease writes nothing.
+async fn sequence_in(
+    tx: &mut Tx,
+    lease: &Lease,
+    max: usize,
+    key: &QueueKey,
+) -> Result<Sequenced, AuditStoreError> {
+    bound_transaction(tx).await?;
+    let held = sqlx::query(
+        "SELECT 1 FROM audit_sequencer \
+             WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() \
+             FOR UPDATE",
+    )
+    .persistent(false)
+    .bind(&lease.holder)
+    .bind(to_i64(lease.epoch, "epoch")?)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(unavailable)?
+    .is_some();
+    if !held {
+        return Ok(Sequenced::LeaseLost);
+    }
+    let take = i64::try_from(max.clamp(1, MAX_APPEND_BATCH)).unwrap_or(1);
+    let rows = sqlx::query(
+        "SELECT id, event, tag, queued_ms FROM audit_queue ORDER BY id LIMIT $1 FOR UPDATE",
+    )
+    .persistent(false)
+    .bind(take)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    let mut queued = Vec::with_capacity(rows.len());
+    let mut queued_ms = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: i64 = row.try_get("id").map_err(unavailable)?;
+        let id = u64::try_from(id).map_err(|_| corrupt(0, "negative queue id"))?;
+        queued_ms.insert(id, row.try_get::<i64, _>("queued_ms").map_err(unavailable)?);
+        queued.push(Queued {
+            queue_id: id,
+            bytes: row.try_get("event").map_err(unavailable)?,
+            tag: row.try_get("tag").map_err(unavailable)?,
+        });
+    }
+    drop(rows);
+    let now = Timestamp::now();
+    let plan = quarantine::plan(queued, now, key);
+    let entries = if plan.take.is_empty() {
+        Vec::new()
+    } else {
+        // Every row taken leaves the queue here, and only here: into the log, or into the
+        // quarantine table.
+        let ids = plan
+            .take
+            .iter()
+            .map(|p| to_i64(p.queue_id, "queue id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let taken = ids.len() as u64;
+        let deleted = sqlx::query("DELETE FROM audit_queue WHERE id = ANY($1::BIGINT[])")
+            .persistent(false)
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        if deleted != taken {
+            // The error rolls the transaction back.
+            return Err(AuditStoreError::Conflict(
+                "queued audit rows were removed by something other than the sequencer; \
+                     nothing was sequenced"
+                    .into(),
+            ));
+        }
+        let start = next_seq(tx).await?;
+        let mut set_aside = SetAside::default();
+        let mut events = Vec::with_capacity(plan.take.len());
+        let mut tags = Vec::with_capacity(plan.take.len());
+        for (i, planned) in plan.take.into_iter().enumerate() {
+            if let Some((bytes, sha256)) = planned.set_aside {
+                set_aside
+                    .queue_ids
+                    .push(to_i64(planned.queue_id, "queue id")?);
+                set_aside.seqs.push(to_i64(start + i as u64, "seq")?);
+                set_aside.bytes.push(bytes);
+                set_aside.sha256.push(sha256.as_bytes().to_vec());
+                set_aside
+                    .queued_ms
+                    .push(queued_ms.get(&planned.queue_id).copied().unwrap_or(0));
+            }
+            events.push(planned.event);
+            tags.push(Some(planned.tag.as_bytes().to_vec()));
+        }
+        let entries = insert_entries(tx, start, events, tags).await?;
+        set_aside.insert(tx, now).await?;
+        entries
+    };
+    Ok(Sequenced::ended(entries, plan.held))
 }
 
 /// The rows one sequencing pass sets aside, as columns for one insert.
@@ -666,7 +698,7 @@ impl SetAside {
         .bind(self.sha256)
         .bind(self.queued_ms)
         .bind(at.unix_millis())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
         Ok(())

@@ -18,7 +18,7 @@
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
-use super::{PgStore, commit, query};
+use super::{PgStore, query};
 use crate::StoreError;
 use crate::records::unavailable;
 
@@ -158,10 +158,12 @@ impl PgStore {
     /// The database's schema version, checked against this build's migrations (an unknown or
     /// edited migration is an error); changes nothing.
     pub async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
-        let mut tx = self.begin().await?;
-        let exists = Self::has_migrations_table(&mut tx).await?;
-        let applied = Self::applied(&mut tx, exists).await?;
-        commit(tx).await?;
+        let applied = self
+            .bounded(async |tx: &mut sqlx::PgConnection| {
+                let exists = Self::has_migrations_table(tx).await?;
+                Self::applied(tx, exists).await
+            })
+            .await?;
         Ok(SchemaVersion {
             current: check_applied(&applied)?,
             latest: latest_version(),
@@ -196,7 +198,9 @@ impl PgStore {
 
     /// [`PgStore::migrate`], stopping after version `target` (tests build older schemas).
     pub(crate) async fn migrate_to(&self, target: i64) -> Result<Migrated, StoreError> {
-        let mut tx = self.begin().await?;
+        // Not bounded by `storage.query_timeout`: a migration may rewrite a large table, and
+        // it is one operator's command, not a request's wait.
+        let mut tx = self.pool().begin().await.map_err(unavailable)?;
         query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATE_LOCK)
             .execute(&mut *tx)
@@ -215,7 +219,10 @@ impl PgStore {
                 continue;
             }
             sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
-                StoreError::Migration(format!("migration {version} ({description}): {e}"))
+                StoreError::Migration(format!(
+                    "migration {version} ({description}): {}",
+                    crate::driver::said(&e)
+                ))
             })?;
             query(
                 "INSERT INTO wardgate_schema_migrations \
@@ -230,7 +237,7 @@ impl PgStore {
             .map_err(unavailable)?;
             to = to.max(version);
         }
-        commit(tx).await?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(Migrated { from, to })
     }
 }

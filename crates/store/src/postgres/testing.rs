@@ -101,3 +101,84 @@ impl TestSchema {
         .await;
     }
 }
+
+/// A TCP proxy in front of the test server that the test can freeze: from then on it forwards
+/// nothing, either way, on the connections it holds and on any it accepts, yet closes none
+/// (what a firewall or NAT that dropped the flow looks like: no data, no error). Thawed, it
+/// forwards again; what it dropped meanwhile stays lost.
+pub struct SilentLink {
+    /// Where the proxy listens, on 127.0.0.1.
+    pub port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl SilentLink {
+    /// A proxy to the server `url` points at.
+    pub async fn start(url: &PgUrl) -> Self {
+        let (host, port) = url.address();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = frozen.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect((host.as_str(), port)).await else {
+                    continue;
+                };
+                let (from_client, to_client) = client.into_split();
+                let (from_server, to_server) = server.into_split();
+                tokio::spawn(Self::pump(from_client, to_server, f.clone()));
+                tokio::spawn(Self::pump(from_server, to_client, f.clone()));
+            }
+        });
+        Self {
+            port: local,
+            frozen,
+            accepting,
+        }
+    }
+
+    /// `url` (same user, database and options) through this proxy.
+    pub fn url(&self, url: &PgUrl) -> PgUrl {
+        url.clone().with_address("127.0.0.1", self.port)
+    }
+
+    /// Copies until either side closes; while frozen, what is read is dropped.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !frozen.load(std::sync::atomic::Ordering::SeqCst)
+                && to.write_all(&buf[..n]).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// The link goes silent.
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The link forwards again.
+    pub fn thaw(&self) {
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentLink {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}

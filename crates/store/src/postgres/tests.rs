@@ -1128,3 +1128,229 @@ async fn pg_suite_through_pgbouncer_in_transaction_mode() {
     drop(bouncer);
     db.drop().await;
 }
+
+// ---- a database link gone silent ----
+
+#[tokio::test]
+async fn pg_the_query_timeout_is_bounded() {
+    let url = server_url();
+    for query_timeout in [Duration::ZERO, MAX_QUERY_TIMEOUT + Duration::from_millis(1)] {
+        let refused = PgStore::connect(
+            &url,
+            PgOptions {
+                query_timeout,
+                ..PgOptions::default()
+            },
+        )
+        .await;
+        assert!(
+            matches!(&refused, Err(StoreError::Invalid(why)) if why.contains("query timeout")),
+            "{query_timeout:?}: {refused:?}"
+        );
+    }
+}
+
+/// Runs `call` for at most `within`: a call still waiting then fails the test rather than
+/// hanging it.
+async fn within<T>(within: Duration, call: impl Future<Output = T>) -> T {
+    tokio::time::timeout(within, call)
+        .await
+        .unwrap_or_else(|_| panic!("the call did not end within {within:?}"))
+}
+
+/// A link to the database that goes silent (no data, no RST: a firewall that dropped the
+/// flow) used to hold every call forever, and every connection it had. Now each call, waiting
+/// for a connection or for an answer, fails as unavailable at `query_timeout`, saying so; more
+/// callers than the pool holds fail the same; a caller that stops waiting first (a request at
+/// its own deadline) costs the pool nothing either; and when the link is back the pool serves
+/// again at full size, the connections that went silent dropped rather than kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_silent_link_fails_calls_in_time_and_the_pool_recovers() {
+    use std::time::Instant;
+    use wardgate_audit::{AuditStore as _, SharedLog as _};
+    let schema = TestSchema::new().await;
+    let direct = schema.migrated().await;
+    let link = testing::SilentLink::start(&schema.url).await;
+    let limit = Duration::from_millis(500);
+    let store = PgStore::connect(
+        &link.url(&schema.url),
+        PgOptions {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(30),
+            query_timeout: limit,
+        },
+    )
+    .await
+    .unwrap();
+    let key = direct.create_key(spec("acme")).await.unwrap();
+    let secret = key.secret.expose().clone();
+    let valid = |v: &KeyVerdict| matches!(v, KeyVerdict::Valid(_));
+    assert!(valid(&store.verify(&secret, now()).await.unwrap()));
+    // Both connections open and idle in the pool.
+    let (a, b) = tokio::join!(store.list_tenants(), store.size());
+    a.unwrap();
+    b.unwrap();
+
+    link.freeze();
+    // A caller that stops waiting before the limit (as a request at its deadline does).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), store.verify(&secret, now()))
+            .await
+            .is_err()
+    );
+    // Twice the pool's size of callers, key lookups and audit writes: each fails in time.
+    let started = Instant::now();
+    let calls = (0..4).map(|i| {
+        let store = store.clone();
+        let secret = secret.clone();
+        async move {
+            let failed = if i % 2 == 0 {
+                store.verify(&secret, now()).await.map(drop).unwrap_err()
+            } else {
+                let event = wardgate_audit::conformance::sample_event(i);
+                let key = wardgate_audit::conformance::suite_key();
+                let e = store.enqueue(vec![event], &key).await.unwrap_err();
+                StoreError::Unavailable(Box::new(e))
+            };
+            (started.elapsed(), chain(&failed))
+        }
+    });
+    let failed = within(Duration::from_secs(10), all_at_once(calls)).await;
+    for (took, text) in &failed {
+        assert!(
+            *took < limit + Duration::from_millis(700),
+            "a call failed only after {took:?}: {text}"
+        );
+        assert!(
+            text.contains("did not answer within 500 ms (storage.query_timeout)"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("127.0.0.1:{}", link.port)), "{text}");
+    }
+    assert!(within(Duration::from_secs(10), store.ping()).await.is_err());
+
+    link.thaw();
+    // The pool serves again, at its full size: more callers at once than it holds, twice over.
+    for _ in 0..2 {
+        let calls = (0..3).map(|_| {
+            let store = store.clone();
+            let secret = secret.clone();
+            async move { store.verify(&secret, now()).await }
+        });
+        for verdict in within(Duration::from_secs(10), all_at_once(calls)).await {
+            assert!(valid(&verdict.unwrap()));
+        }
+    }
+    within(Duration::from_secs(10), store.ping()).await.unwrap();
+    store.close().await;
+    direct.close().await;
+    schema.drop().await;
+}
+
+/// A call that runs out of time in the middle of its transaction (here, waiting on a row lock
+/// another session holds) leaves nothing behind: its transaction is rolled back by the server
+/// when the dropped connection closes, nothing it wrote stays, and the store goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_call_timed_out_mid_transaction_writes_nothing_and_the_store_goes_on() {
+    use wardgate_audit::AuditStore as _;
+    let schema = TestSchema::new().await;
+    let direct = schema.migrated().await;
+    let limit = Duration::from_millis(300);
+    let store = PgStore::connect(
+        &schema.url,
+        PgOptions {
+            max_connections: 1,
+            query_timeout: limit,
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Another session holds the lease row, which an append locks after it has begun.
+    let mut holder = direct.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM audit_sequencer WHERE id = 1 FOR UPDATE")
+        .persistent(false)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let event = wardgate_audit::conformance::sample_event(0);
+    let e = within(Duration::from_secs(10), store.append(vec![event.clone()]))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < limit + Duration::from_millis(700));
+    assert!(
+        e.to_string().contains("unavailable") || chain(&e).contains("did not answer"),
+        "{}",
+        chain(&e)
+    );
+    holder.rollback().await.unwrap();
+    // The one pooled connection was dropped, not kept waiting: the next call gets a new one.
+    let entries = within(Duration::from_secs(10), store.append(vec![event]))
+        .await
+        .unwrap();
+    assert_eq!(entries[0].seq, 0, "the timed-out append left an entry");
+    assert_eq!(direct.size().await.unwrap(), 1);
+    store.close().await;
+    direct.close().await;
+    schema.drop().await;
+}
+
+/// Runs the calls at once, each on a task of its own; their outputs in order.
+async fn all_at_once<T: Send + 'static>(
+    calls: impl IntoIterator<Item = impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let tasks: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+// ---- how database errors are said ----
+
+/// A PostgreSQL error used to be said twice down its chain (`error returned from database: X
+/// at line N: X at line N`), `N` being a line of the server's C source. Now the server's
+/// message comes once, with its SQLSTATE, and no source line, file or routine: for a failed
+/// call (a migrations table of another shape) and for a failed migration (a table of the
+/// same name in the way).
+#[tokio::test]
+async fn pg_errors_say_each_cause_once_with_the_sqlstate_and_no_source_line() {
+    let schema = TestSchema::new().await;
+    let store = schema.store().await;
+    sqlx::raw_sql(
+        "CREATE TABLE wardgate_schema_migrations (version BIGINT); \
+         CREATE TABLE tenants (x INT)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let checks = [
+        (
+            chain(&store.schema_version().await.unwrap_err()),
+            "column \"checksum\" does not exist",
+            "42703",
+        ),
+        (
+            {
+                sqlx::raw_sql("DROP TABLE wardgate_schema_migrations")
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                chain(&store.migrate().await.unwrap_err())
+            },
+            "relation \"tenants\" already exists",
+            "42P07",
+        ),
+    ];
+    for (text, message, code) in checks {
+        assert_eq!(text.matches(message).count(), 1, "{text}");
+        assert!(text.contains(&format!("(SQLSTATE {code})")), "{text}");
+        for source_line in [" at line ", "line:", "file:", "routine", ".c:"] {
+            assert!(!text.contains(source_line), "{text}");
+        }
+    }
+    store.close().await;
+    schema.drop().await;
+}

@@ -34,7 +34,9 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         origin: Option<String>,
     },
-    /// Print matching entries as JSON Lines, oldest first.
+    /// Print matching entries as JSON Lines, oldest first; then, on a shared (PostgreSQL) log,
+    /// the matching events queued and not yet sequenced, as `"pending": true` lines without a
+    /// sequence number (on every page: paging by `--after-seq` does not reach them).
     Query {
         #[arg(long)]
         actor: Option<String>,
@@ -54,10 +56,12 @@ pub(crate) enum AuditCommand {
         /// Before this time (RFC 3339).
         #[arg(long, value_parser = parse_time)]
         until: Option<Timestamp>,
-        /// Only entries after this sequence number (for paging).
+        /// Only entries after this sequence number (for paging: the last `seq` of the page
+        /// before). Pending events are listed after them all the same.
         #[arg(long)]
         after_seq: Option<u64>,
-        /// At most this many (1 to 10000), as the admin API allows.
+        /// At most this many entries (1 to 10000), as the admin API allows; pending events,
+        /// listed after them, at most this many too.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
@@ -269,22 +273,14 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
             for entry in &entries {
                 out(&export::entry_line(entry))?;
             }
-            // A shared log's events still queued come last, marked pending: they have no
-            // sequence number yet (a page after `--after-seq` does not repeat them).
-            if let AuditLog::Shared(log) = &stores.audit
-                && filter.after_seq.is_none()
-            {
-                let room = limit.saturating_sub(entries.len() as u32);
-                if room > 0 {
-                    let pending = log
-                        .pending(&AuditFilter {
-                            limit: Some(room),
-                            ..filter
-                        })
-                        .await?;
-                    for p in &pending {
-                        out(&export::pending_line(p))?;
-                    }
+            // A shared log's events still queued come last, marked pending, on every page:
+            // they have no sequence number yet, so no `--after-seq` page is ever "after" them,
+            // and a reader paging through the log must still see that they exist. (They were
+            // left off a full page and any `--after-seq` page, so a reader who paged saw none.)
+            if let AuditLog::Shared(log) = &stores.audit {
+                let pending = log.pending(&filter).await?;
+                for p in &pending {
+                    out(&export::pending_line(p))?;
                 }
             }
         }
