@@ -96,6 +96,10 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// `audit.durability` of every gateway: `disk` (the default, each audit commit flushed
+    /// before the request goes on) or `process` (survives the gateway dying; see the README).
+    #[arg(long, value_enum, default_value_t = procs::Durability::Disk)]
+    audit_durability: procs::Durability,
 }
 
 impl Args {
@@ -292,7 +296,15 @@ impl Setup<'_> {
         for _ in 0..instances {
             let addr = procs::free_port()?;
             gateways.push(
-                procs::start_gateway(self.wardgate, store, self.mock_addr, addr, self.dir).await?,
+                procs::start_gateway(
+                    self.wardgate,
+                    store,
+                    self.args.audit_durability,
+                    self.mock_addr,
+                    addr,
+                    self.dir,
+                )
+                .await?,
             );
             let body = Bytes::from_static(BODY.as_bytes());
             procs::preflight("wardgate", addr, PATH, Some(&auth), body).await?;
@@ -341,8 +353,9 @@ fn print_header(args: &Args, mock: SocketAddr) -> anyhow::Result<()> {
     say!("gateway-load: POST {PATH}, non-streaming, body {BODY}")?;
     say!("  mock-upstream at {mock} (instant replies); each wardgate set-up in front of it")?;
     say!(
-        "  wardgate: auth on (Bearer key, checked per request), audit durability disk, log level \
-         warn (at info, the per-request log line would dominate the figures)"
+        "  wardgate: auth on (Bearer key, checked per request), audit durability {}, log level \
+         warn (at info, the per-request log line would dominate the figures)",
+        args.audit_durability.as_str()
     )?;
     say!(
         "  open loop: requests leave on a fixed schedule over {} keep-alive HTTP/1.1 connections; \

@@ -175,7 +175,15 @@ async fn main() -> anyhow::Result<()> {
     let store = procs::Store::Sqlite(&db);
     let key = procs::create_key(&wardgate_bin, &store)?;
     let addr = procs::free_port()?;
-    let gateway = procs::start_gateway(&wardgate_bin, &store, mock_addr, addr, dir.path()).await?;
+    let gateway = procs::start_gateway(
+        &wardgate_bin,
+        &store,
+        procs::Durability::Disk,
+        mock_addr,
+        addr,
+        dir.path(),
+    )
+    .await?;
     let pid = gateway.id();
     let auth = HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not ASCII")?;
     let send = |b: Bytes| {

@@ -141,6 +141,25 @@ pub fn start_mock(bin: &Path, dir: &Path) -> anyhow::Result<(Child, SocketAddr)>
     Ok((child, addr))
 }
 
+/// `audit.durability` of a gateway the benchmark starts.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Durability {
+    /// Each audit commit flushed before the request goes on (the default).
+    Disk,
+    /// Commits survive the gateway dying, not a crash of the machine or database server.
+    Process,
+}
+
+impl Durability {
+    /// The setting's value, as `WARDGATE_AUDIT_DURABILITY` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Disk => "disk",
+            Durability::Process => "process",
+        }
+    }
+}
+
 /// Where a gateway keeps its state.
 pub enum Store<'a> {
     /// The embedded default: one SQLite file; rate limits off.
@@ -205,6 +224,7 @@ pub fn free_port() -> anyhow::Result<SocketAddr> {
 pub async fn start_gateway(
     bin: &Path,
     store: &Store<'_>,
+    durability: Durability,
     mock: SocketAddr,
     listen: SocketAddr,
     dir: &Path,
@@ -217,6 +237,7 @@ pub async fn start_gateway(
         .env("WARDGATE_BACKEND", format!("openai:http://{mock}/v1"))
         .env("WARDGATE_LISTEN", listen.to_string())
         .env("WARDGATE_RATE_LIMIT_CONCURRENCY", "0")
+        .env("WARDGATE_AUDIT_DURABILITY", durability.as_str())
         .env(
             "WARDGATE_AUDIT_WITNESS",
             dir.join(format!("audit-witness-{port}.log")),

@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 use crate::keys;
 use crate::records::{self, unavailable};
 use crate::{
-    ApiKeyRecord, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason, Revocation,
-    Rotated, StoreError, Tenant, TenantStore, names,
+    ApiKeyRecord, AuditDurability, Health, KeyStore, KeyVerdict, NewKey, NewKeySpec, RejectReason,
+    Revocation, Rotated, StoreError, Tenant, TenantStore, names,
 };
 
 pub(crate) mod audit;
@@ -57,6 +57,14 @@ pub struct PgOptions {
     /// How long one call may take in all (the wait for a connection included), above zero and
     /// at most [`MAX_QUERY_TIMEOUT`]; migrations excepted. See `postgres/bounded.rs`.
     pub query_timeout: Duration,
+    /// How far an audit enqueue's commit has gone when it returns (`audit.durability`):
+    /// [`AuditDurability::Disk`] leaves PostgreSQL's own `synchronous_commit` alone (`on` by
+    /// default: flushed, and replicated as the server is set to); [`AuditDurability::Process`]
+    /// turns it off for the enqueue's transaction only, so the commit returns once PostgreSQL
+    /// has it in memory: it survives the gateway dying and is never half-written, but a crash
+    /// of the database server can lose the last enqueues (up to three `wal_writer_delay`s,
+    /// 600 ms by default). Nothing else the store writes is relaxed.
+    pub audit_durability: AuditDurability,
 }
 
 impl Default for PgOptions {
@@ -65,6 +73,7 @@ impl Default for PgOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            audit_durability: AuditDurability::Disk,
         }
     }
 }
@@ -329,6 +338,7 @@ pub struct PgStore {
     pool: PgPool,
     shown: String,
     query_timeout: Duration,
+    audit_durability: AuditDurability,
 }
 
 impl PgStore {
@@ -372,6 +382,7 @@ impl PgStore {
             pool,
             shown: url.shown.clone(),
             query_timeout: options.query_timeout,
+            audit_durability: options.audit_durability,
         })
     }
 

@@ -98,7 +98,7 @@ impl Stores {
     /// SQLite file (`storage.sqlite_path`, migrated on open), holding the audit log too.
     pub async fn open(config: &Config) -> Result<Stores, StartError> {
         if let Some(pg) = &config.postgres {
-            let db = open_postgres(pg).await?;
+            let db = open_postgres(pg, config.audit.durability).await?;
             db.check_schema()
                 .await
                 .map_err(|source| StartError::Store {
@@ -180,11 +180,15 @@ impl Stores {
 
 /// Connects to the configured PostgreSQL (`storage.url`, `storage.max_connections`), without
 /// looking at its schema: `wardgate serve` then checks it, `wardgate migrate` applies it.
-pub async fn open_postgres(pg: &PostgresSettings) -> Result<PgStore, StartError> {
+pub async fn open_postgres(
+    pg: &PostgresSettings,
+    audit_durability: wardgate_store::AuditDurability,
+) -> Result<PgStore, StartError> {
     let options = wardgate_store::postgres::PgOptions {
         max_connections: pg.max_connections,
         acquire_timeout: pg.acquire_timeout,
         query_timeout: pg.query_timeout,
+        audit_durability,
     };
     PgStore::connect(&pg.url, options)
         .await
@@ -453,10 +457,20 @@ async fn open(
     source: &ConfigSource,
 ) -> Result<(Stores, wardgate_audit::AuditEvent), StartError> {
     if config.audit.durability == wardgate_store::AuditDurability::Process {
-        tracing::warn!(
-            "audit.durability = \"process\": audit commits are not flushed to the disk before \
-             requests go on; a power loss or kernel crash can lose the last audit entries"
-        );
+        if config.postgres.is_some() {
+            tracing::warn!(
+                "audit.durability = \"process\": audit events are queued in PostgreSQL without \
+                 waiting for its WAL flush (synchronous_commit off for those transactions); a \
+                 crash of the database server can lose the last audit events (up to three \
+                 wal_writer_delay, 600 ms by default)"
+            );
+        } else {
+            tracing::warn!(
+                "audit.durability = \"process\": audit commits are not flushed to the disk \
+                 before requests go on; a power loss or kernel crash can lose the last audit \
+                 entries"
+            );
+        }
     }
     let stores = Stores::open(config).await?;
     let event = source

@@ -34,6 +34,7 @@ async fn a10_a_silent_database_link_fails_requests_at_their_deadline_and_service
                 // Both longer than the requests' deadline, which alone must end them.
                 acquire_timeout: Duration::from_secs(5),
                 query_timeout: Duration::from_secs(5),
+                ..PgOptions::default()
             },
         )
         .await

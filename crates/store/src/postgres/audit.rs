@@ -27,12 +27,30 @@ use wardgate_audit::{
     AuditEntry, AuditFilter, AuditStore, AuditStoreError, StoredCheckpoint, Timestamp,
 };
 
+use crate::AuditDurability;
 use crate::audit_rows::{checkpoint_from_row, corrupt, entry_from_row, to_i64, unavailable};
 
 use super::PgStore;
 
 /// A bounded call's transaction (`PgStore::bounded`).
 type Tx = PgConnection;
+
+/// Queues events in order: `$1` their leaves, `$2` their tags, `$3` the time.
+const ENQUEUE: &str = "INSERT INTO audit_queue (event, tag, queued_ms) \
+     SELECT event, tag, $3 FROM UNNEST($1::BYTEA[], $2::BYTEA[]) \
+       WITH ORDINALITY AS q(event, tag, n) \
+     ORDER BY n RETURNING id";
+
+/// [`ENQUEUE`] under `audit.durability = "process"`: the same rows, in a transaction whose
+/// commit does not wait for the WAL flush (`synchronous_commit` off for this transaction
+/// only, set by the statement itself, so no extra round trip; see
+/// [`super::PgOptions::audit_durability`]). The one-row subquery is evaluated once, before
+/// any row is inserted.
+const ENQUEUE_PROCESS_DURABLE: &str = "INSERT INTO audit_queue (event, tag, queued_ms) \
+     SELECT event, tag, $3 FROM UNNEST($1::BYTEA[], $2::BYTEA[]) \
+       WITH ORDINALITY AS q(event, tag, n) \
+       CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed \
+     ORDER BY n RETURNING id";
 
 /// The most a transaction that holds the lease row may sit idle or wait on a lock before the
 /// server ends it: a holder frozen mid-transaction (a paused process, a dead network path the
@@ -339,12 +357,10 @@ impl SharedLog for PgStore {
         // pool failed there under load).
         let ids: Vec<i64> = self
             .bounded(async |tx: &mut Tx| {
-                sqlx::query_scalar(
-                    "INSERT INTO audit_queue (event, tag, queued_ms) \
-             SELECT event, tag, $3 FROM UNNEST($1::BYTEA[], $2::BYTEA[]) \
-               WITH ORDINALITY AS q(event, tag, n) \
-             ORDER BY n RETURNING id",
-                )
+                sqlx::query_scalar(match self.audit_durability {
+                    AuditDurability::Disk => ENQUEUE,
+                    AuditDurability::Process => ENQUEUE_PROCESS_DURABLE,
+                })
                 .persistent(false)
                 .bind(leaves)
                 .bind(tags)

@@ -1178,6 +1178,7 @@ async fn pg_a_silent_link_fails_calls_in_time_and_the_pool_recovers() {
             max_connections: 2,
             acquire_timeout: Duration::from_secs(30),
             query_timeout: limit,
+            ..PgOptions::default()
         },
     )
     .await
@@ -1352,5 +1353,81 @@ async fn pg_errors_say_each_cause_once_with_the_sqlstate_and_no_source_line() {
         }
     }
     store.close().await;
+    schema.drop().await;
+}
+
+/// `audit.durability = "process"` on PostgreSQL: the audit enqueue's transaction commits
+/// without waiting for the WAL flush (`synchronous_commit` off, in that transaction only),
+/// while `disk` leaves the server's own setting alone, and nothing else the store writes (a
+/// key, on the very same pooled connection right after) is relaxed. A trigger of the test's
+/// own records the setting each insert ran under.
+#[tokio::test]
+async fn pg_process_durability_relaxes_the_audit_enqueue_and_nothing_else() {
+    use wardgate_audit::conformance::sample_event;
+    use wardgate_audit::{SharedLog as _, SignerKey};
+    let schema = TestSchema::new().await;
+    schema.migrated().await.close().await;
+    let mut admin = admin(&schema.url).await;
+    run(
+        &mut admin,
+        String::from(
+            "CREATE TABLE commit_seen (tbl TEXT NOT NULL, setting TEXT NOT NULL, \
+               n BIGSERIAL PRIMARY KEY); \
+             CREATE FUNCTION record_commit_setting() RETURNS trigger LANGUAGE plpgsql AS $$ \
+               BEGIN INSERT INTO commit_seen (tbl, setting) \
+                 VALUES (TG_TABLE_NAME, current_setting('synchronous_commit')); \
+                 RETURN NEW; END $$; \
+             CREATE TRIGGER record_queue BEFORE INSERT ON audit_queue \
+               FOR EACH ROW EXECUTE FUNCTION record_commit_setting(); \
+             CREATE TRIGGER record_keys BEFORE INSERT ON api_keys \
+               FOR EACH ROW EXECUTE FUNCTION record_commit_setting();",
+        ),
+    )
+    .await;
+    let key = SignerKey::generate(TEST_ORIGIN).unwrap().queue_key();
+    let open = |audit_durability| {
+        PgStore::connect(
+            &schema.url,
+            PgOptions {
+                // One connection: the key below is written on the enqueue's own connection.
+                max_connections: 1,
+                audit_durability,
+                ..PgOptions::default()
+            },
+        )
+    };
+    let seen = async |admin: &mut sqlx::PgConnection| -> Vec<(String, String)> {
+        sqlx::query_as("SELECT tbl, setting FROM commit_seen ORDER BY n")
+            .fetch_all(admin)
+            .await
+            .unwrap()
+    };
+    let pair = |t: &str, s: &str| (t.to_owned(), s.to_owned());
+
+    let disk = open(AuditDurability::Disk).await.unwrap();
+    disk.enqueue(vec![sample_event(0), sample_event(1)], &key)
+        .await
+        .unwrap();
+    disk.close().await;
+    assert_eq!(
+        seen(&mut admin).await,
+        [pair("audit_queue", "on"), pair("audit_queue", "on")]
+    );
+
+    let process = open(AuditDurability::Process).await.unwrap();
+    process
+        .enqueue(vec![sample_event(2), sample_event(3)], &key)
+        .await
+        .unwrap();
+    process.create_key(spec("after")).await.unwrap();
+    process.close().await;
+    assert_eq!(
+        seen(&mut admin).await[2..],
+        [
+            pair("audit_queue", "off"),
+            pair("audit_queue", "off"),
+            pair("api_keys", "on")
+        ]
+    );
     schema.drop().await;
 }

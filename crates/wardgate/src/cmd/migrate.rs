@@ -15,7 +15,7 @@ use super::{load_config, out};
 pub(crate) async fn migrate(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     if let Some(pg) = &config.postgres {
-        let store = wardgate_gateway::app::open_postgres(pg).await?;
+        let store = wardgate_gateway::app::open_postgres(pg, config.audit.durability).await?;
         let result = store.migrate().await;
         store.close().await;
         let done = result.with_context(|| format!("cannot migrate the database {}", pg.url))?;
