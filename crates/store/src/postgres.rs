@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use sha2::Digest as _;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::{PgConnection, Postgres};
+use sqlx::{Connection as _, PgConnection, Postgres};
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
@@ -77,6 +77,10 @@ impl Default for PgOptions {
         }
     }
 }
+
+/// A pooled connection idle at least this long is pinged before a call uses it (see
+/// [`PgStore::connect`]).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
 pub fn is_postgres_url(url: &str) -> bool {
@@ -369,6 +373,20 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // sqlx pings a connection when it goes back to the pool and, by default, again
+            // when it is taken: two round trips around every call's BEGIN, statement and
+            // COMMIT. A connection that was idle a moment ago passed its release ping just
+            // then; only one idle longer is pinged before use (the server may have closed
+            // it meanwhile: a restart, an idle timeout, a proxy).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(|source| {

@@ -1431,3 +1431,47 @@ async fn pg_process_durability_relaxes_the_audit_enqueue_and_nothing_else() {
     );
     schema.drop().await;
 }
+
+/// A pooled connection that the server closed while it sat idle (a restart, an idle timeout, a
+/// proxy) is noticed before a call uses it, and the call is served on a new connection instead
+/// of failing. (Connections idle for less than a second are not pinged again before use: they
+/// passed the ping sqlx makes when a connection goes back to the pool.)
+#[tokio::test]
+async fn pg_a_connection_closed_while_idle_is_replaced_before_a_call_uses_it() {
+    let schema = TestSchema::new().await;
+    schema.migrated().await.close().await;
+    let store = PgStore::connect(
+        &schema.url,
+        PgOptions {
+            max_connections: 1,
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let backend = async |store: &PgStore| -> i32 {
+        store
+            .bounded(async |tx: &mut PgConnection| {
+                sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .persistent(false)
+                    .fetch_one(tx)
+                    .await
+                    .map_err(<StoreError as bounded::Failure>::driver)
+            })
+            .await
+            .unwrap()
+    };
+    let first = backend(&store).await;
+    let mut admin = admin(&schema.url).await;
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(ended);
+    tokio::time::sleep(PING_IF_IDLE_FOR + Duration::from_millis(300)).await;
+    store.create_key(spec("after")).await.unwrap();
+    assert_ne!(backend(&store).await, first);
+    store.close().await;
+    schema.drop().await;
+}
