@@ -118,6 +118,9 @@ pub struct PgUrl {
     shown: String,
     /// SHA-256 of the whole URL, to tell two URLs apart without keeping the text.
     digest: [u8; 32],
+    /// Whether the URL (or `PGSSLMODE`) chose an `sslmode`, rather than leaving libpq's
+    /// default, `prefer`.
+    sslmode_given: bool,
 }
 
 impl PgUrl {
@@ -177,10 +180,18 @@ impl PgUrl {
             ),
         };
         let digest = sha2::Sha256::digest(url.as_bytes()).into();
+        let in_url = url.split_once('?').is_some_and(|(_, query)| {
+            query.split('&').any(|pair| {
+                let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+                key == "sslmode" || key == "ssl-mode"
+            })
+        });
+        let sslmode_given = in_url || std::env::var_os("PGSSLMODE").is_some();
         Ok(Self {
             options,
             shown,
             digest,
+            sslmode_given,
         })
     }
 
@@ -243,6 +254,33 @@ impl PgUrl {
     /// The `sslmode` asked for (libpq's word).
     pub fn sslmode(&self) -> &'static str {
         sslmode_word(self.options.get_ssl_mode())
+    }
+
+    /// What to warn of when the URL names a server on another machine without choosing an
+    /// `sslmode`: libpq's default, `prefer`, uses TLS only if the server offers it and never
+    /// checks whose certificate it is, so credentials and audit events may cross the network
+    /// readable, or to whoever sits in the path. `None` for a Unix socket or a loopback
+    /// address, and for any `sslmode` the operator chose, `disable` included.
+    pub fn default_tls_warning(&self) -> Option<String> {
+        if self.sslmode_given || self.options.get_socket().is_some() {
+            return None;
+        }
+        let host = self.options.get_host();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host.starts_with('/')
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        (!local).then(|| {
+            format!(
+                "the database URL for {} sets no sslmode, so libpq's default `prefer` applies: \
+                 TLS only if the server offers it, and the server's certificate is never \
+                 checked. Add sslmode=verify-full to the URL (with sslrootcert=PATH for a \
+                 private CA), or sslmode=disable to say that this network needs no encryption",
+                self.shown
+            )
+        })
     }
 }
 

@@ -190,6 +190,9 @@ pub async fn open_postgres(
         query_timeout: pg.query_timeout,
         audit_durability,
     };
+    if let Some(warning) = pg.url.default_tls_warning() {
+        tracing::warn!("{warning}");
+    }
     PgStore::connect(&pg.url, options)
         .await
         .map_err(|source| StartError::Store {

@@ -1475,3 +1475,32 @@ async fn pg_a_connection_closed_while_idle_is_replaced_before_a_call_uses_it() {
     store.close().await;
     schema.drop().await;
 }
+
+/// A URL that names a server on another machine and chooses no `sslmode` is warned of (libpq's
+/// default `prefer` neither insists on TLS nor checks the certificate), naming where it points
+/// and what to set, never the password; a chosen `sslmode` (even `disable`), a Unix socket or
+/// a loopback address is not.
+#[test]
+fn pg_a_remote_url_without_an_sslmode_is_warned_of() {
+    let warned = |url: &str| PgUrl::parse(url).unwrap().default_tls_warning();
+    if std::env::var_os("PGSSLMODE").is_some() {
+        return; // the environment chose one for every URL
+    }
+    let w = warned("postgres://app:s3cret@db.internal:5432/wardgate").unwrap();
+    assert!(w.contains("db.internal:5432/wardgate"), "{w}");
+    assert!(w.contains("sslmode=verify-full"), "{w}");
+    assert!(!w.contains("s3cret"), "{w}");
+    assert!(warned("postgresql://app@10.0.0.7/wardgate").is_some());
+    for quiet in [
+        "postgres://app:s3cret@db.internal:5432/wardgate?sslmode=verify-full",
+        "postgres://app@db.internal/wardgate?sslmode=require",
+        "postgres://app@db.internal/wardgate?sslmode=disable",
+        "postgres://app@db.internal/wardgate?application_name=x&ssl-mode=verify-ca",
+        "postgres://app@127.0.0.1:5432/wardgate",
+        "postgres://app@localhost/wardgate",
+        "postgres://app@[::1]:5432/wardgate",
+        "postgres://app@%2Fvar%2Frun%2Fpostgresql/wardgate",
+    ] {
+        assert_eq!(warned(quiet), None, "{quiet}");
+    }
+}
