@@ -33,6 +33,7 @@
 //! cryptographic primitives themselves are not hand-written: SHA-256 is `sha2`, HMAC is `hmac`,
 //! Ed25519 is `ed25519-dalek`, base64 is `base64`.
 
+pub mod causes;
 pub mod checkpoint;
 pub mod cosignature;
 pub mod event;

@@ -813,7 +813,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, events = n, "audit commit failed");
+                tracing::error!(error = %crate::causes::Causes(&e), events = n, "audit commit failed");
                 for r in replies {
                     let _ = r.send(Err(e.clone()));
                 }
@@ -902,14 +902,14 @@ impl Writer {
             Ok(Ok(Sealed::Behind)) => {
                 // The in-line path reads the other writer's entries, then signs.
                 if let Err(e) = self.checkpoint_in_line().await {
-                    tracing::error!(error = %e, size = self.tree.size(), "audit checkpoint failed");
+                    tracing::error!(error = %crate::causes::Causes(&e), size = self.tree.size(), "audit checkpoint failed");
                 }
             }
             Ok(Err(e)) => {
-                tracing::error!(error = %e, size = sealing.size, "audit checkpoint failed");
+                tracing::error!(error = %crate::causes::Causes(&e), size = sealing.size, "audit checkpoint failed");
             }
             Err(e) => {
-                tracing::error!(error = %e, size = sealing.size, "audit checkpoint task failed");
+                tracing::error!(error = %crate::causes::Causes(&e), size = sealing.size, "audit checkpoint task failed");
             }
         }
         true
@@ -917,7 +917,7 @@ impl Writer {
 
     async fn checkpoint_logged(&mut self) {
         if let Err(e) = self.checkpoint().await {
-            tracing::error!(error = %e, size = self.tree.size(), "audit checkpoint failed");
+            tracing::error!(error = %crate::causes::Causes(&e), size = self.tree.size(), "audit checkpoint failed");
         }
     }
 

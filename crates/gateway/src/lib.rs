@@ -3,7 +3,8 @@
 
 pub mod app;
 pub mod audit;
-pub mod causes;
+/// An error and its causes in one line (it lives with the lowest crate that logs errors).
+pub use wardgate_audit::causes;
 pub mod config;
 pub mod error;
 pub mod guards;

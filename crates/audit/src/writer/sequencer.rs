@@ -264,14 +264,14 @@ impl Enqueuer {
                 let e = AuditError::Inconsistent(
                     "the store queued a different number of events than given".into(),
                 );
-                tracing::error!(error = %e, events = n, "audit commit failed");
+                tracing::error!(error = %crate::causes::Causes(&e), events = n, "audit commit failed");
                 for r in replies {
                     let _ = r.send(Err(e.clone()));
                 }
             }
             Err(e) => {
                 let e = AuditError::Unavailable(Arc::new(e));
-                tracing::error!(error = %e, events = n, "audit commit failed");
+                tracing::error!(error = %crate::causes::Causes(&e), events = n, "audit commit failed");
                 for r in replies {
                     let _ = r.send(Err(e.clone()));
                 }
@@ -335,7 +335,7 @@ impl Sequencer {
                     }
                     None => {
                         if let Err(e) = self.stop().await {
-                            tracing::error!(error = %e, "audit sequencer stopped with an error");
+                            tracing::error!(error = %crate::causes::Causes(&e), "audit sequencer stopped with an error");
                         }
                         return;
                     }
@@ -352,7 +352,7 @@ impl Sequencer {
                 Err(e) => {
                     let text = e.to_string();
                     if last_error.as_deref() != Some(&text) {
-                        tracing::error!(error = %e, "audit sequencing failed; events stay queued");
+                        tracing::error!(error = %crate::causes::Causes(&e), "audit sequencing failed; events stay queued");
                         last_error = Some(text);
                     }
                 }
@@ -494,7 +494,7 @@ impl Sequencer {
         if let Some((lease, _)) = self.lease.take()
             && let Err(e) = self.store.release_lease(&lease).await
         {
-            tracing::warn!(error = %e, "could not release the audit sequencer lease; it lapses by itself");
+            tracing::warn!(error = %crate::causes::Causes(&e), "could not release the audit sequencer lease; it lapses by itself");
         }
         fault.error()
     }
@@ -522,7 +522,7 @@ impl Sequencer {
         self.tree = None;
         self.held_until = Some(Instant::now() + backoff);
         if let Err(e) = self.store.release_lease(lease).await {
-            tracing::warn!(error = %e, "could not release the audit sequencer lease; it lapses by itself");
+            tracing::warn!(error = %crate::causes::Causes(&e), "could not release the audit sequencer lease; it lapses by itself");
         }
     }
 
@@ -748,7 +748,7 @@ impl Sequencer {
             && let Err(e) = self.store.release_lease(&lease).await
         {
             tracing::warn!(
-                error = %e,
+                error = %crate::causes::Causes(&e),
                 "could not release the audit sequencer lease; it lapses by itself"
             );
         }

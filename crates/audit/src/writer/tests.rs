@@ -290,6 +290,51 @@ async fn a_store_failure_reaches_every_waiter_and_stores_nothing() {
     assert_eq!(auditor.append(sample_event(9)).await.unwrap(), 0);
 }
 
+/// Everything logged on this thread while the guard lives.
+#[derive(Clone, Default)]
+struct Logged(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (Logged, tracing::subscriber::DefaultGuard) {
+    let logged = Logged::default();
+    let writer = logged.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    (logged, tracing::subscriber::set_default(subscriber))
+}
+
+/// A failed commit is logged with what the store said went wrong, not only that the audit log
+/// is unavailable (the operator needs the cause: a full disk, a refused connection).
+#[tokio::test]
+async fn a_failed_commit_is_logged_with_its_cause() {
+    let (logged, _guard) = capture_logs();
+    let store = Arc::new(TestStore::default());
+    let auditor = Auditor::start(store.clone(), key(), config(1000))
+        .await
+        .unwrap();
+    store.fail.store(true, Ordering::SeqCst);
+    auditor.append(sample_event(1)).await.unwrap_err();
+    let text = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("audit commit failed"))
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned();
+    assert!(line.contains("audit log unavailable"), "{line}");
+    assert!(line.contains("injected failure"), "{line}");
+}
+
 #[tokio::test]
 async fn a_full_queue_pushes_back() {
     let store = Arc::new(TestStore::gated());

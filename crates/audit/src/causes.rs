@@ -1,5 +1,6 @@
 //! An error and its causes in one line, each said once: how the `wardgate` commands print a
-//! failure and how the gateway logs a store's or the audit log's.
+//! failure, and how the audit writer and the gateway log a store's or the audit log's. Here,
+//! in the lowest of the crates that log errors, so that all of them say causes the same way.
 //!
 //! Error types here often name their cause in their own text (`cannot open the database X:
 //! {source}`) and return it as their `source()` too, so a reporter that prints every level
