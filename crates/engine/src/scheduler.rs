@@ -302,6 +302,11 @@ impl<T> FairQueue<T> {
 struct Slot {
     /// Tokens of this sequence that are in the KV cache, in order.
     cached: Vec<LlamaToken>,
+    /// The fairness key (the gateway's tenant) whose request put them there. Only a request
+    /// of the same key reuses them: a prompt served faster because another tenant's prompt
+    /// began the same way would tell its sender what that tenant sent (and `cached_tokens`
+    /// would say it outright).
+    cached_for: String,
     active: Option<Active>,
 }
 
@@ -450,8 +455,11 @@ fn admit(
             return;
         }
     };
-    let common = |cached: &[LlamaToken]| {
-        cached
+    let common = |slot: &Slot| {
+        if slot.cached_for != job.fairness {
+            return 0;
+        }
+        slot.cached
             .iter()
             .zip(&job.tokens)
             .take_while(|(a, b)| a == b)
@@ -463,13 +471,16 @@ fn admit(
         .iter()
         .enumerate()
         .filter(|(_, s)| s.active.is_none())
-        .map(|(i, s)| (i, common(&s.cached)))
+        .map(|(i, s)| (i, common(s)))
         .max_by_key(|(_, c)| *c)
     else {
         let _ = job.tx.send(Output::Error("no free slot".into()));
         return;
     };
     let slot = &mut slots[seq];
+    if slot.cached_for != job.fairness {
+        slot.cached_for.clone_from(&job.fairness);
+    }
     if ctx
         .kv_cache_seq_rm(seq as i32, Some(reuse as u32), None)
         .is_err()

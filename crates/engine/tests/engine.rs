@@ -134,6 +134,51 @@ async fn chat_uses_the_models_template_and_reuses_the_cached_prefix() {
     );
 }
 
+/// A cached prompt prefix is reused only for the tenant (fairness key) whose request cached
+/// it: another tenant sending the same opening gets no reuse (no `cached_tokens`, no faster
+/// first token that would tell it what the first tenant sent), and the first tenant's next
+/// turn after that starts cold too, since its cache was given up to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_prefix_is_reused_only_for_the_tenant_that_cached_it() {
+    let f = fixture(1, 4);
+    let chat = |tenant: &str, messages: Vec<Message>| ChatRequest {
+        model: "tiny:test".into(),
+        messages,
+        sampling: greedy(4),
+        format: ResponseFormat::Text,
+        tools: vec![],
+        tool_choice: None,
+        parallel_tool_calls: None,
+        keep_alive: None,
+        fairness: Some(tenant.to_owned()),
+    };
+    let opening = vec![
+        Message::new(Role::System, "be brief"),
+        Message::new(Role::User, "the patient's name is Ada Lovelace"),
+    ];
+    let (_, rx) = f.engine.chat(&chat("a", opening.clone())).await.unwrap();
+    let (_, first) = drain(rx).await;
+    assert_eq!(first.cached_tokens, 0);
+
+    let (_, rx) = f.engine.chat(&chat("b", opening.clone())).await.unwrap();
+    let (_, other) = drain(rx).await;
+    assert_eq!(
+        other.cached_tokens, 0,
+        "tenant b reused a's prefix: {other:?}"
+    );
+
+    // b's prompt now fills the one slot; b's own next request reuses it.
+    let (_, rx) = f.engine.chat(&chat("b", opening.clone())).await.unwrap();
+    let (_, again) = drain(rx).await;
+    assert!(
+        again.cached_tokens >= other.prompt_tokens - 2,
+        "b's own prefix reused: {again:?}"
+    );
+    let (_, rx) = f.engine.chat(&chat("a", opening)).await.unwrap();
+    let (_, back) = drain(rx).await;
+    assert_eq!(back.cached_tokens, 0, "a reused b's cache: {back:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_sequences_end_the_text_before_them() {
     let f = fixture(1, 4);
