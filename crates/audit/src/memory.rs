@@ -72,6 +72,22 @@ impl MemoryAuditStore {
         Ok(())
     }
 
+    /// Appends a copy of entry `seq` (its event, at the new position, and its tag) after the
+    /// last, as someone with write access to the database could replay it: for tests of how a
+    /// sequencer notices.
+    pub fn append_copy(&self, seq: u64) -> Result<u64, AuditStoreError> {
+        let mut inner = self.lock()?;
+        let at = usize::try_from(seq).unwrap_or(usize::MAX);
+        let (Some(entry), Some(tag)) = (inner.entries.get(at), inner.tags.get(at)) else {
+            return Err(AuditStoreError::Conflict(format!("no entry {seq}")));
+        };
+        let (event, tag) = (entry.event.clone(), *tag);
+        let new = inner.entries.len() as u64;
+        inner.entries.push(AuditEntry::prepare(new, event).0);
+        inner.tags.push(tag);
+        Ok(new)
+    }
+
     /// Removes the entries from `size` on and the checkpoints larger than `size`, and ends the
     /// sequencer lease, as someone with write access to the database could to roll the log
     /// back: for tests of how the instances notice.
@@ -291,7 +307,12 @@ impl SharedLog for MemoryAuditStore {
             })
             .collect();
         let now = Timestamp::now();
-        let plan = quarantine::plan(rows, now, key);
+        let logged: std::collections::HashSet<Hash> = rows
+            .iter()
+            .filter_map(|r| r.tag.as_deref().and_then(Hash::from_slice))
+            .filter(|t| inner.tags.contains(&Some(*t)))
+            .collect();
+        let plan = quarantine::plan(rows, now, key, &logged);
         let mut entries = Vec::with_capacity(plan.take.len());
         for planned in plan.take {
             let Some((bytes, _)) = inner.queue.remove(&planned.queue_id) else {
@@ -335,6 +356,16 @@ impl SharedLog for MemoryAuditStore {
                 leaf_hash: e.leaf_hash,
                 tag,
             })
+            .collect())
+    }
+
+    async fn tag_positions(&self, tags: &[Hash]) -> Result<Vec<(Hash, u64)>, AuditStoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .tags
+            .iter()
+            .enumerate()
+            .filter_map(|(seq, tag)| tag.filter(|t| tags.contains(t)).map(|t| (t, seq as u64)))
             .collect())
     }
 

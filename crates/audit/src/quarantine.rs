@@ -18,6 +18,10 @@
 //!   instance given another key, a release from before tags, or someone with write access to
 //!   the database). Checked first: nothing in an untagged row is trusted, not even its claim to
 //!   come from a newer release. It is set aside like an unreadable one.
+//! - **Replayed** ([`Unreadable::Replayed`]): a row whose tag verifies but that an entry of the
+//!   log, or an earlier row of the queue, already carries: a genuine row copied back in by
+//!   someone with write access to the database. A tag authenticates bytes, not their first
+//!   appearance, so the sequencer looks each tag up before it sequences the row.
 //! - **Unreadable** ([`QueuedRow::Unreadable`]): anything else (damage, a row written by hand).
 //!   No release can read it, so waiting would stop the log for good. The sequencer sets it
 //!   aside in the same fenced transaction: its bytes move into the quarantine table, and an
@@ -117,6 +121,10 @@ pub enum Unreadable {
     BadEvent,
     /// Its tag is missing or does not verify ([`crate::queue_tag`]).
     Unauthenticated,
+    /// Its tag verifies, but an entry of the log, or a row before it in the queue, carries the
+    /// same tag: the same queued bytes a second time, a copy of a genuine row put back (the
+    /// tag authenticates bytes, not their first appearance).
+    Replayed,
 }
 
 impl Unreadable {
@@ -130,6 +138,7 @@ impl Unreadable {
             Unreadable::UnknownVersion => "queued_row_unknown_leaf_version",
             Unreadable::BadEvent => "queued_row_bad_event",
             Unreadable::Unauthenticated => "queued_row_unauthenticated",
+            Unreadable::Replayed => "queued_row_replayed",
         }
     }
 }
@@ -145,6 +154,10 @@ impl fmt::Display for Unreadable {
             Unreadable::BadEvent => "an event no release writes",
             Unreadable::Unauthenticated => {
                 "a row without a valid tag: not queued by an instance with this log's signing key"
+            }
+            Unreadable::Replayed => {
+                "a copy of a row already sequenced or queued before it (the same tagged bytes \
+                 twice): replayed"
             }
         })
     }
@@ -343,10 +356,19 @@ pub struct Held {
 }
 
 /// Plans a sequencing pass over `rows`, oldest first: each row whose tag verifies under `key`
-/// and that decodes is sequenced, each unauthenticated or unreadable one is set aside (its
-/// quarantine event stamped `at`), and the first from a newer release stops the pass.
-pub fn plan(rows: Vec<Queued>, at: Timestamp, key: &QueueKey) -> Plan {
+/// and that decodes is sequenced, each unauthenticated, replayed or unreadable one is set aside
+/// (its quarantine event stamped `at`), and the first from a newer release stops the pass.
+/// `logged` holds those of the rows' tags that entries of the log already carry (the store
+/// looks them up, [`crate::shared::SharedLog::tag_positions`]): such a row, or a second row
+/// with one tag, is a replay.
+pub fn plan(
+    rows: Vec<Queued>,
+    at: Timestamp,
+    key: &QueueKey,
+    logged: &std::collections::HashSet<Hash>,
+) -> Plan {
     let mut plan = Plan::default();
+    let mut taken = std::collections::HashSet::new();
     for Queued {
         queue_id,
         bytes,
@@ -371,6 +393,10 @@ pub fn plan(rows: Vec<Queued>, at: Timestamp, key: &QueueKey) -> Plan {
                 .push(set_aside(Unreadable::Unauthenticated, bytes));
             continue;
         };
+        if logged.contains(&tag) || !taken.insert(tag) {
+            plan.take.push(set_aside(Unreadable::Replayed, bytes));
+            continue;
+        }
         match read_queued(&bytes) {
             QueuedRow::Event(event) => plan.take.push(Planned {
                 queue_id,
@@ -713,6 +739,7 @@ mod tests {
             ],
             at,
             &key,
+            &std::collections::HashSet::new(),
         );
         let taken: Vec<(u64, EventType, bool)> = plan
             .take

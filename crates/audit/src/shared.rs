@@ -163,6 +163,11 @@ pub trait SharedLog: AuditStore {
         limit: u32,
     ) -> Result<Vec<TaggedLeaf>, AuditStoreError>;
 
+    /// Where the log's entries carry any of `tags` ([`crate::queue_tag`]): `(tag, seq)` for each
+    /// such entry, in no particular order. A genuine queued row is sequenced once, so a tag
+    /// found at two positions, or on an entry and on a queued row, marks a replay.
+    async fn tag_positions(&self, tags: &[Hash]) -> Result<Vec<(Hash, u64)>, AuditStoreError>;
+
     /// The rows sequencing set aside, by queue id, those after `after_queue_id`, at most
     /// `limit` (capped at [`crate::store::MAX_READ`]).
     async fn quarantined(

@@ -18,7 +18,7 @@
 //! at or after it, before the failing checkpoint's size. Its precision is the checkpoint
 //! interval.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
 
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
@@ -59,6 +59,16 @@ pub enum VerifyError {
         seq: u64,
         /// What the entry there claims.
         found: u64,
+    },
+    /// The entry holds the very event of an earlier entry (all but its position): a genuine
+    /// event logged a second time, as a row copied back in the database would be.
+    #[error(
+        "entry {seq}: the same event as an earlier entry; an event was logged twice (a row \
+         replayed in the database)"
+    )]
+    Repeated {
+        /// The position of the second copy.
+        seq: u64,
     },
     /// The entry's contents do not hash to its leaf hash: the event was altered.
     #[error("entry {seq}: its contents do not match its leaf hash; the entry was altered")]
@@ -124,6 +134,7 @@ impl VerifyError {
         match self {
             Self::OutOfSequence { seq, .. }
             | Self::LeafHashMismatch { seq }
+            | Self::Repeated { seq }
             | Self::Malformed { seq, .. }
             | Self::Truncated { seq, .. } => Some(*seq),
             Self::RootMismatch { first_unproven, .. } => Some(*first_unproven),
@@ -176,6 +187,9 @@ pub struct Verifier {
     tree: TreeBuilder,
     proven: u64,
     leaf: Vec<u8>,
+    /// [`identity`] of each entry pushed so far: an event seen twice is a replay. 16 bytes
+    /// (and a hash set's overhead) an entry: about 300 MB for ten million.
+    seen: HashSet<u128>,
 }
 
 impl Verifier {
@@ -190,15 +204,17 @@ impl Verifier {
             tree: TreeBuilder::new(),
             proven: 0,
             leaf: Vec::with_capacity(1024),
+            seen: HashSet::new(),
         }
     }
 
-    /// Checks a checkpoint's signature and remembers its root. Call before pushing entries.
+    /// Checks a checkpoint's signature and remembers its root; its size and root. Call before
+    /// pushing entries.
     pub fn add_checkpoint(
         &mut self,
         note: &str,
         which: CheckpointSource,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<(u64, Hash), VerifyError> {
         let slot = match which {
             CheckpointSource::Log => 0,
             CheckpointSource::Witness => 1,
@@ -218,7 +234,7 @@ impl Verifier {
         }
         self.counts[slot] += 1;
         self.expected.entry(size).or_default().push((root, which));
-        Ok(())
+        Ok((size, root))
     }
 
     /// Checks the next entry: its claimed position `seq`, its event and its claimed leaf hash.
@@ -238,12 +254,20 @@ impl Verifier {
         self.leaf.clear();
         encode_leaf_into(position, event, &mut self.leaf);
         let computed = merkle::leaf_hash(&self.leaf);
-        self.push_hashed(seq, leaf_hash, computed)
+        let identity = identity(&self.leaf);
+        self.push_hashed(seq, leaf_hash, computed, identity)
     }
 
     /// As [`Self::push`], with the leaf hash already recomputed from the event re-encoded at
-    /// position [`Self::next_seq`] (done in parallel by [`verify_export`]).
-    fn push_hashed(&mut self, seq: u64, claimed: &Hash, computed: Hash) -> Result<(), VerifyError> {
+    /// position [`Self::next_seq`], and its [`identity`] (done in parallel by
+    /// [`verify_export`]).
+    fn push_hashed(
+        &mut self,
+        seq: u64,
+        claimed: &Hash,
+        computed: Hash,
+        identity: u128,
+    ) -> Result<(), VerifyError> {
         let position = self.tree.size();
         if seq != position {
             return Err(VerifyError::OutOfSequence {
@@ -253,6 +277,9 @@ impl Verifier {
         }
         if computed != *claimed {
             return Err(VerifyError::LeafHashMismatch { seq: position });
+        }
+        if !self.seen.insert(identity) {
+            return Err(VerifyError::Repeated { seq: position });
         }
         self.tree.push(computed);
         self.check_roots()
@@ -310,6 +337,21 @@ impl Verifier {
     }
 }
 
+/// What tells two entries' events apart, whatever their positions: the first 16 bytes of the
+/// SHA-256 of the leaf as it was queued (at position 0, [`crate::queue_tag::queued_form`]).
+/// Every event carries its time to the millisecond, and those of a request its id, so two
+/// genuine events never share one.
+fn identity(leaf: &[u8]) -> u128 {
+    use sha2::{Digest as _, Sha256};
+    let digest = match crate::queue_tag::queued_form(leaf) {
+        Some(queued) => Sha256::digest(&queued),
+        None => Sha256::digest(leaf),
+    };
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
+}
+
 /// Verifies an export (see [`crate::export`]) against `keys`, with the witness's checkpoint
 /// notes if there are any.
 pub fn verify_export(
@@ -342,7 +384,8 @@ pub fn verify_export(
                     seq,
                     claimed,
                     computed,
-                } => verifier.push_hashed(seq, &claimed, computed)?,
+                    identity,
+                } => verifier.push_hashed(seq, &claimed, computed, identity)?,
                 Hashed::Unreadable(reason) => {
                     return Err(VerifyError::Malformed {
                         seq: verifier.next_seq(),
@@ -369,6 +412,8 @@ enum Hashed {
         claimed: Hash,
         /// The hash of the event re-encoded at the line's actual position.
         computed: Hash,
+        /// The event's [`identity`].
+        identity: u128,
     },
     Unreadable(String),
 }
@@ -397,6 +442,7 @@ fn hash_lines(
                             seq: line.seq,
                             claimed: line.leaf_hash,
                             computed: merkle::leaf_hash(&leaf),
+                            identity: identity(&leaf),
                         }
                     }
                     Err(e) => Hashed::Unreadable(e.to_string()),
@@ -438,7 +484,21 @@ pub async fn verify_store(
         let Some(last) = page.last() else { break };
         from = last.size + 1;
         for cp in &page {
-            verifier.add_checkpoint(&cp.note, CheckpointSource::Log)?;
+            let index = verifier.counts[0];
+            let (size, root) = verifier.add_checkpoint(&cp.note, CheckpointSource::Log)?;
+            // The row's own columns are what the instances read first: a row whose columns
+            // say another size or root than its signed note was written by hand.
+            if (size, root) != (cp.size, cp.root) {
+                return Err(VerifyError::BadCheckpoint {
+                    index,
+                    which: CheckpointSource::Log,
+                    reason: format!(
+                        "the row says size {} and root {}, its signed note size {size} and root \
+                         {root}: the row was written or rewritten in the database",
+                        cp.size, cp.root
+                    ),
+                });
+            }
         }
     }
     for note in witness_notes {

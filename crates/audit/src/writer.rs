@@ -1061,21 +1061,27 @@ async fn seal(
         .add_checkpoint(&stored)
         .await
         .map_err(|e| AuditError::Unavailable(Arc::new(e)))?;
-    if let Some(witness) = &witnesses.file {
-        let witness = witness.clone();
-        let note = signed.note.clone();
-        tokio::task::spawn_blocking(move || match witness.lock() {
-            Ok(mut w) => w.append(&note),
-            Err(_) => Err(std::io::Error::other("witness file lock poisoned")),
-        })
-        .await
-        .map_err(|e| AuditError::Checkpoint(format!("witness task failed: {e}")))?
-        .map_err(|e| AuditError::Checkpoint(format!("cannot write the witness file: {e}")))?;
-    }
+    append_to_witness_file(witnesses, signed.note.clone()).await?;
     if let Some(feed) = &witnesses.http {
         feed.offer(&signed, &subtrees);
     }
     Ok(signed)
+}
+
+/// Appends a checkpoint's signed note to the witness file, if there is one, off the runtime's
+/// threads.
+async fn append_to_witness_file(witnesses: &Witnesses, note: String) -> Result<(), AuditError> {
+    let Some(witness) = &witnesses.file else {
+        return Ok(());
+    };
+    let witness = witness.clone();
+    tokio::task::spawn_blocking(move || match witness.lock() {
+        Ok(mut w) => w.append(&note),
+        Err(_) => Err(std::io::Error::other("witness file lock poisoned")),
+    })
+    .await
+    .map_err(|e| AuditError::Checkpoint(format!("witness task failed: {e}")))?
+    .map_err(|e| AuditError::Checkpoint(format!("cannot write the witness file: {e}")))
 }
 
 #[cfg(test)]

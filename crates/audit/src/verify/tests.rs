@@ -400,3 +400,90 @@ fn an_empty_log_verifies_and_its_checkpoint_is_checked() {
     .note;
     assert!(check(&export(&[wrong], &[]), &key, &[]).is_err());
 }
+
+/// An event logged twice (a genuine row replayed in the database and sequenced, signed and
+/// all, as a sequencer before replays were looked for would have) fails verification at the
+/// second copy, in an export and in a live store alike, though every checkpoint verifies.
+#[tokio::test]
+async fn an_event_logged_twice_fails_at_its_second_copy() {
+    use crate::store::AuditStore as _;
+    let key = SignerKey::generate(ORIGIN).unwrap();
+    let mut replayed = events(0..5);
+    replayed.push(sample_event(2));
+    let log = build(&key, replayed.clone());
+    let bytes = export(&log.notes, &log.entries);
+    assert_eq!(
+        check(&bytes, &key, &[]).unwrap_err(),
+        VerifyError::Repeated { seq: 5 }
+    );
+    let err = VerifyError::Repeated { seq: 5 }.to_string();
+    assert!(err.contains("logged twice"), "{err}");
+
+    // The same through the writer, which signs what it is given.
+    let store = std::sync::Arc::new(crate::MemoryAuditStore::new());
+    let writer = crate::Auditor::start(
+        store.clone(),
+        SignerKey::from_seed(ORIGIN, &[3; 32]).unwrap(),
+        crate::AuditorConfig {
+            origin: ORIGIN.into(),
+            ..crate::AuditorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    for event in replayed {
+        writer.append(event).await.unwrap();
+    }
+    writer.shutdown().await.unwrap();
+    assert_eq!(store.latest_checkpoint().await.unwrap().unwrap().size, 6);
+    let signer = SignerKey::from_seed(ORIGIN, &[3; 32]).unwrap();
+    let err = verify_store(store.as_ref(), vec![signer.verifier()], &[], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, VerifyError::Repeated { seq: 5 });
+    assert_eq!(err.first_bad_seq(), Some(5));
+}
+
+/// A checkpoint row written by hand (a genuine signed note under columns that say another
+/// size and root) fails verification: the instances read the columns, so a row that
+/// disagrees with its note is not the log's.
+#[tokio::test]
+async fn a_checkpoint_row_whose_columns_disagree_with_its_note_fails() {
+    use crate::store::AuditStore as _;
+    let store = std::sync::Arc::new(crate::MemoryAuditStore::new());
+    let signer = || SignerKey::from_seed(ORIGIN, &[4; 32]).unwrap();
+    let writer = crate::Auditor::start(
+        store.clone(),
+        signer(),
+        crate::AuditorConfig {
+            origin: ORIGIN.into(),
+            ..crate::AuditorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    for event in events(0..6) {
+        writer.append(event).await.unwrap();
+    }
+    writer.shutdown().await.unwrap();
+    let genuine = store.latest_checkpoint().await.unwrap().unwrap();
+    assert!(
+        verify_store(store.as_ref(), vec![signer().verifier()], &[], None)
+            .await
+            .is_ok()
+    );
+    // Columns true to the first three entries, and the note of all six.
+    let leaves = store.leaf_hashes(0, 3).await.unwrap();
+    let forged = crate::store::StoredCheckpoint {
+        note: genuine.note,
+        ..crate::conformance::checkpoint_for(&leaves, 3)
+    };
+    store.add_checkpoint(&forged).await.unwrap();
+    let err = verify_store(store.as_ref(), vec![signer().verifier()], &[], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, VerifyError::BadCheckpoint { ref reason, .. } if reason.contains("rewritten")),
+        "{err}"
+    );
+}

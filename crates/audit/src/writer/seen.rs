@@ -122,13 +122,15 @@ impl Seen {
     }
 
     /// Reads the store and checks that it still holds everything seen (the module says what
-    /// that means); on success, what was seen grows to the store's latest checkpoint.
+    /// that means); on success, what was seen grows to the store's latest checkpoint, whose
+    /// signed note is returned when it is larger than any seen before (for the witness file,
+    /// so that a restart remembers it).
     pub(super) async fn check(
         &mut self,
         store: &dyn AuditStore,
         verifier: &VerifierKey,
         origin: &str,
-    ) -> Result<(), Found> {
+    ) -> Result<Option<String>, Found> {
         let latest = store
             .latest_checkpoint()
             .await
@@ -148,7 +150,7 @@ impl Seen {
                      on purpose, move its witness file (audit.witness_path) aside",
                     s.size
                 ))),
-                None => Ok(()),
+                None => Ok(None),
             };
         };
         let opened = SignedCheckpoint::open(
@@ -194,8 +196,9 @@ impl Seen {
             }
         }
         self.extend_to(store, &latest.subtrees, &opened).await?;
+        let grew = self.signed.as_ref().is_none_or(|s| opened.size > s.size);
         self.signed = Some(opened);
-        Ok(())
+        Ok(grew.then_some(latest.note))
     }
 
     /// Grows the tree seen to checkpoint `to` (with stored tree state `subtrees`), checking

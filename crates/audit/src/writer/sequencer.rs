@@ -28,7 +28,7 @@ use super::{
 };
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::event::{AuditEvent, EventType};
-use crate::merkle::{TreeBuilder, leaf_hash};
+use crate::merkle::{Hash, TreeBuilder, leaf_hash};
 use crate::note::SignerKey;
 use crate::quarantine::{NEWER_RELEASE_ALERT, QUARANTINE_ALERT};
 use crate::queue_tag::{QueueKey, queued_form};
@@ -455,8 +455,21 @@ impl Sequencer {
             )
             .await;
         let fault = match found {
-            Ok(()) => {
+            Ok(grew) => {
                 self.watched_at = Some(Instant::now());
+                // Another instance's checkpoint, verified: remembered in this instance's
+                // witness file too, so that a restart still refuses a log rolled back behind
+                // it (the file held only this instance's own checkpoints, and a restart forgot
+                // what it had seen).
+                if let Some(note) = grew
+                    && let Err(e) = super::append_to_witness_file(&self.witness, note).await
+                {
+                    tracing::warn!(
+                        error = %crate::causes::Causes(&e),
+                        "a checkpoint seen in the shared audit log was not written to this \
+                         instance's witness file; a restart remembers only the last one written"
+                    );
+                }
                 return Ok(());
             }
             Err(Found::Unavailable(e)) => return Err(unavailable(e)),
@@ -638,7 +651,19 @@ impl Sequencer {
                 )));
             }
             let want = usize::try_from(size - from).unwrap_or(usize::MAX);
-            for entry in entries.into_iter().take(want) {
+            let entries: Vec<_> = entries.into_iter().take(want).collect();
+            // A tag the log carries twice is a genuine row sequenced a second time (copied
+            // back into the queue, or straight into the log, by someone with write access).
+            let tags: Vec<Hash> = entries.iter().filter_map(|e| e.tag).collect();
+            let positions = self.store.tag_positions(&tags).await.map_err(unavailable)?;
+            for entry in entries {
+                let first = entry.tag.and_then(|tag| {
+                    positions
+                        .iter()
+                        .filter(|(t, _)| *t == tag)
+                        .map(|(_, seq)| *seq)
+                        .min()
+                });
                 let tagged = queued_form(&entry.leaf).is_some_and(|bytes| {
                     self.queue_key
                         .verify(&bytes, entry.tag.as_ref().map(|t| t.as_bytes().as_slice()))
@@ -652,6 +677,12 @@ impl Sequencer {
                 } else if leaf_hash(&entry.leaf) != entry.leaf_hash {
                     Some(format!(
                         "entry {}'s stored leaf hash is not its leaf's: the log was rewritten",
+                        entry.seq
+                    ))
+                } else if let Some(earlier) = first.filter(|seq| *seq != entry.seq) {
+                    Some(format!(
+                        "entry {} (after the last checkpoint, not yet signed) repeats entry \
+                         {earlier}: the same queued event twice, copied back in the database",
                         entry.seq
                     ))
                 } else if !tagged {

@@ -1010,6 +1010,85 @@ mod shared_log {
         }
     }
 
+    /// A signed entry copied to the end of the log (its event and its valid tag, by someone
+    /// with write access to the database) is never signed over: the next holder finds the tag
+    /// at two positions and refuses, naming both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_replayed_into_the_log_is_never_signed_over() {
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("a"))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            a.append(sample_event(i)).await.unwrap();
+        }
+        a.shutdown().await.unwrap();
+        let signed = store.latest_checkpoint().await.unwrap().unwrap().size;
+        assert_eq!(signed, 5);
+        assert_eq!(store.append_copy(2).unwrap(), 5);
+        let err = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("b"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("entry 5"), "{err}");
+        assert!(err.contains("repeats entry 2"), "{err}");
+        assert_eq!(store.latest_checkpoint().await.unwrap().unwrap().size, 5);
+    }
+
+    /// An instance that never sequenced remembers, across a restart, the largest checkpoint
+    /// it verified of another instance's: its witness file records each one it sees, so a log
+    /// rolled back while it was down (or before its restart) is refused at its start. (Its
+    /// file used to hold only its own checkpoints, and a restart cleared the alarm.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_seen_from_another_instance_is_remembered_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("a"))
+            .await
+            .unwrap();
+        let b_config = AuditorConfig {
+            witness_path: Some(dir.path().join("b-witness.jsonl")),
+            ..config(1000)
+        };
+        let b = Auditor::start_shared(
+            store.clone(),
+            same_key(&key),
+            b_config.clone(),
+            instance("b"),
+        )
+        .await
+        .unwrap();
+        for i in 0..20 {
+            a.append(sample_event(i)).await.unwrap();
+        }
+        a.checkpoint().await.unwrap();
+        // b checks the log every third of its 300 ms lease.
+        let witnessed = || {
+            crate::witness::read(&dir.path().join("b-witness.jsonl"))
+                .map(|w| w.notes.len())
+                .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while witnessed() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(witnessed() > 0, "b never recorded a's checkpoint");
+        b.shutdown().await.unwrap();
+        a.shutdown().await.unwrap();
+        store.rewind(10).unwrap();
+        let err = Auditor::start_shared(store.clone(), same_key(&key), b_config, instance("b"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("witness file is no longer in the store")
+                || err.contains("checkpoints were removed"),
+            "{err}"
+        );
+    }
+
     /// A restarted instance remembers the largest checkpoint through its witness file: it
     /// refuses to start on a log that no longer holds it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -540,6 +540,11 @@ impl SharedLog for PgStore {
             .collect()
     }
 
+    async fn tag_positions(&self, tags: &[Hash]) -> Result<Vec<(Hash, u64)>, AuditStoreError> {
+        self.bounded(async |tx: &mut Tx| tag_positions_in(tx, tags).await)
+            .await
+    }
+
     async fn quarantined(
         &self,
         after_queue_id: u64,
@@ -587,6 +592,29 @@ impl SharedLog for PgStore {
 
 /// One sequencing pass, in `tx` (a bounded call's transaction, committed when this returns
 /// `Ok`, rolled back on `Err`). A lapsed lease writes nothing.
+/// Where the log's entries carry any of `tags` (an index on the tag column answers it).
+async fn tag_positions_in(tx: &mut Tx, tags: &[Hash]) -> Result<Vec<(Hash, u64)>, AuditStoreError> {
+    if tags.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: Vec<Vec<u8>> = tags.iter().map(|t| t.as_bytes().to_vec()).collect();
+    let rows = sqlx::query("SELECT tag, seq FROM audit_entries WHERE tag = ANY($1::BYTEA[])")
+        .persistent(false)
+        .bind(wanted)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    rows.iter()
+        .map(|row| {
+            let seq = u64::try_from(row.try_get::<i64, _>("seq").map_err(unavailable)?)
+                .map_err(|_| corrupt(0, "negative seq"))?;
+            let tag: Vec<u8> = row.try_get("tag").map_err(unavailable)?;
+            let tag = Hash::from_slice(&tag).ok_or_else(|| corrupt(seq, "tag is not 32 bytes"))?;
+            Ok((tag, seq))
+        })
+        .collect()
+}
+
 async fn sequence_in(
     tx: &mut Tx,
     lease: &Lease,
@@ -631,8 +659,17 @@ async fn sequence_in(
         });
     }
     drop(rows);
+    let tags: Vec<Hash> = queued
+        .iter()
+        .filter_map(|q| q.tag.as_deref().and_then(Hash::from_slice))
+        .collect();
+    let logged = tag_positions_in(tx, &tags)
+        .await?
+        .into_iter()
+        .map(|(tag, _)| tag)
+        .collect();
     let now = Timestamp::now();
-    let plan = quarantine::plan(queued, now, key);
+    let plan = quarantine::plan(queued, now, key, &logged);
     let entries = if plan.take.is_empty() {
         Vec::new()
     } else {

@@ -50,6 +50,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key replaced by",
         include_str!("../../migrations_pg/0005_key_replaced_by.sql"),
     ),
+    (
+        6,
+        "audit entry tag index",
+        include_str!("../../migrations_pg/0006_audit_entry_tag_index.sql"),
+    ),
 ];
 
 /// The table of applied migrations.

@@ -321,15 +321,19 @@ async fn pg_a_database_owner_cannot_forge_rewrite_or_roll_back_the_shared_log_un
 #[async_trait::async_trait]
 impl wardgate_audit::conformance::RawQueue for PgStore {
     async fn queue_raw(&self, bytes: Vec<u8>, tag: Option<Vec<u8>>) -> u64 {
+        // In a transaction, as every call of the store's own: through a transaction-pooling
+        // PgBouncer a lone statement's two exchanges may reach two server connections.
+        let mut tx = self.pool().begin().await.unwrap();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO audit_queue (event, tag, queued_ms) VALUES ($1, $2, 0) RETURNING id",
         )
         .persistent(false)
         .bind(bytes)
         .bind(tag)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await
         .unwrap();
+        tx.commit().await.unwrap();
         u64::try_from(id).unwrap()
     }
 }

@@ -1,0 +1,11 @@
+-- An index on each entry's queue tag: the sequencer looks up every queued row's tag before it
+-- sequences the row, and an instance taking the lease over looks up the tags of the entries
+-- after the last checkpoint, so that a genuine row copied back into the queue (or straight
+-- into the log) by someone with write access to the database is set aside as replayed,
+-- never signed a second time.
+--
+-- Additive: instances of the previous release keep running (they do not look tags up, so a
+-- replay they sequence during the rollout is caught by `wardgate audit verify`, which reports
+-- an event logged twice). Building it holds off writes to audit_entries while it runs: on a
+-- large log, run `wardgate migrate` when the sequencer can wait (events stay queued).
+CREATE INDEX audit_entries_tag ON audit_entries (tag);
