@@ -567,3 +567,62 @@ async fn places_taken_by_admissions_given_up_while_redis_stalled_are_given_back(
     .await;
     assert_eq!(served.status, StatusCode::OK, "{}", served.text());
 }
+
+/// A black-box finding: after `kill -9` of an instance holding places in flight, the places
+/// came back only after `server.request_timeout` plus a minute. A place outlives its
+/// request's deadline, and now by a few seconds only. The holder here dies with its request
+/// in flight (its request is never finished nor dropped, so its place is never given back).
+#[tokio::test]
+async fn a_place_held_by_an_instance_that_died_comes_back_soon_after_its_deadline() {
+    use std::time::{Duration, Instant};
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let section = format!(
+        "[server]\nrequest_timeout = \"2s\"\n[rate_limit]\nrequests_per_minute = 10000\n\
+         concurrent_requests = 1\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+         redis_namespace = \"{ns}\"\n",
+        redis_url()
+    );
+    // The backend never answers: the holder's request is in flight until it dies.
+    let backend = mock_upstream::MockConfig {
+        headers_delay: Duration::from_secs(3600),
+        ..mock_cfg()
+    };
+    let h = Harness::single_with("openai", backend, &section).await;
+    let started = Instant::now();
+    let mut holder = Box::pin(h.send(crate::support::chat(&h.key)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut holder)
+            .await
+            .is_err(),
+        "the holder's request ended"
+    );
+    // The instance dies: nothing runs the request to its end or gives its place back.
+    std::mem::forget(holder);
+    let places = redis_keys(&redis_url(), &format!("{ns}:places:*")).await;
+    assert_eq!(places.len(), 1, "{places:?}");
+    let bucket = places[0].0.trim_start_matches(&format!("{ns}:")).to_owned();
+    let other = redis_limiter(&ns).await;
+    let probe = [Bound::concurrency(bucket, 1)];
+    let free_after = loop {
+        let elapsed = started.elapsed();
+        match other.admit(&probe, HOLD).await {
+            Ok(_) => break elapsed,
+            Err(Refusal {
+                limit: Limit::Concurrency,
+                ..
+            }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(
+            elapsed
+                < REQUEST_TIMEOUT
+                    + wardgate_gateway::handlers::PLACE_MARGIN
+                    + Duration::from_secs(2),
+            "the dead holder's place is still held after {elapsed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Held for as long as its request could have run, and not much longer.
+    assert!(free_after >= REQUEST_TIMEOUT, "freed after {free_after:?}");
+}
