@@ -31,7 +31,7 @@
 //! retrying could charge them twice.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -647,7 +647,9 @@ impl RateLimiter for InProcessLimiter {
 
 /// Admission in one Lua script, so the whole decision is atomic in Redis however many gateway
 /// instances share it, costs one round trip, and uses Redis's clock (`TIME`), not an
-/// instance's. `KEYS` are the request's bounds in order; `ARGV[1]` is how long a place may be
+/// instance's. `KEYS` are the request's bounds in order, then the admission's withdrawal mark
+/// ([`CANCEL_SCRIPT`]): an admission withdrawn before it runs takes nothing and returns
+/// `{-1, 0}`. `ARGV[1]` is how long a place may be
 /// held (microseconds), `ARGV[2]` the member naming this request's places, and each bound `i`
 /// has a kind `ARGV[2i + 1]` and a number `ARGV[2i + 2]`:
 /// - `r` requests a minute (the rate): GCRA, taking one;
@@ -665,8 +667,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local hold = tonumber(ARGV[1])
 local member = ARGV[2]
+local bounds = #KEYS - 1
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return {-1, 0} end
 local tats = {}
-for i = 1, #KEYS do
+for i = 1, bounds do
   local kind = ARGV[2 * i + 1]
   local n = tonumber(ARGV[2 * i + 2])
   local key = KEYS[i]
@@ -685,7 +689,7 @@ for i = 1, #KEYS do
   end
 end
 local keep = math.ceil(hold / 1000) + 1000
-for i = 1, #KEYS do
+for i = 1, bounds do
   local kind = ARGV[2 * i + 1]
   if kind == 'r' then
     local new = tats[i]
@@ -728,9 +732,41 @@ end
 return 0
 ";
 
+/// Withdraws an admission the gateway gave up waiting for, in one Lua script: `KEYS` are its
+/// places' sets, then its withdrawal mark; removes the member `ARGV[1]` from each set and sets
+/// the mark for `ARGV[2]` milliseconds, so the admission takes nothing if it runs after this.
+/// Either order comes out the same: nothing held.
+///
+/// Why: Redis runs the scripts it has queued even when the gateway stopped waiting (a paused
+/// or overloaded Redis answers after [`crate::shared::RESPONSE_TIMEOUT`]); each would take a
+/// place that no request holds and nothing gives back until its hold time ends, refusing
+/// the key with 429 for that long. A deadline checked by the admission script instead would
+/// compare the gateway's clock with Redis's (`TIME`), and a skew between them would either
+/// refuse good admissions or let late ones take places; a withdrawal needs no clock. The mark
+/// makes the order of the two irrelevant, which matters because after a timeout the
+/// connection may be replaced, and scripts on two connections run in no set order.
+const CANCEL_SCRIPT: &str = r"
+local member = ARGV[1]
+for i = 1, #KEYS - 1 do redis.call('ZREM', KEYS[i], member) end
+redis.call('SET', KEYS[#KEYS], '1', 'PX', ARGV[2])
+return 0
+";
+
+/// Tries to withdraw one admission at most this many times (until Redis answers one).
+const WITHDRAW_ATTEMPTS: u32 = 8;
+/// The pause after a withdrawal's first failed try; it doubles up to [`WITHDRAW_MAX_PAUSE`],
+/// so the tries span about half a minute.
+const WITHDRAW_FIRST_PAUSE: Duration = Duration::from_millis(250);
+const WITHDRAW_MAX_PAUSE: Duration = Duration::from_secs(8);
+/// Withdrawals under way at most; past it (a long outage) an unanswered admission's places,
+/// if it ever runs, expire with their hold time as before.
+const MAX_WITHDRAWALS: usize = 1024;
+
 /// The shared limiter: every instance pointed at the same Redis enforces one limit.
 pub struct RedisLimiter {
     conn: crate::shared::Conn,
+    /// For withdrawals, whose failures are not requests the outage met.
+    quiet: crate::shared::Conn,
     admit: redis::Script,
     settle: redis::Script,
     namespace: String,
@@ -738,6 +774,7 @@ pub struct RedisLimiter {
     /// instances.
     instance: String,
     next_ticket: AtomicU64,
+    withdrawals: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -761,12 +798,19 @@ impl RedisLimiter {
     pub fn over(redis: &crate::shared::SharedRedis) -> RedisLimiter {
         RedisLimiter {
             conn: redis.conn(),
+            quiet: redis.conn_uncounted(),
             admit: redis::Script::new(ADMIT_SCRIPT),
             settle: redis::Script::new(SETTLE_SCRIPT),
             namespace: redis.namespace().to_owned(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             next_ticket: AtomicU64::new(1),
+            withdrawals: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The mark that withdraws admission `ticket` ([`CANCEL_SCRIPT`]).
+    fn withdrawn_key(&self, ticket: u64) -> String {
+        format!("{}:withdrawn:{}", self.namespace, self.member(ticket))
     }
 
     fn key(&self, bucket: &str) -> String {
@@ -781,6 +825,91 @@ impl RedisLimiter {
     /// The member naming the places of admission `ticket` in their sets.
     fn member(&self, ticket: u64) -> String {
         format!("{}:{ticket}", self.instance)
+    }
+}
+
+impl RedisLimiter {
+    /// How to withdraw admission `ticket` under `bounds`, if it takes places (a request a
+    /// late admission takes from a rate stays taken: the client did send it).
+    fn withdrawal(&self, bounds: &[Bound], ticket: u64, hold: Duration) -> Option<Withdrawal> {
+        let places: Vec<String> = bounds
+            .iter()
+            .filter_map(|b| match b {
+                Bound::Concurrency { bucket, .. } => Some(self.key(bucket)),
+                _ => None,
+            })
+            .collect();
+        if places.is_empty() {
+            return None;
+        }
+        Some(Withdrawal {
+            conn: self.quiet.clone(),
+            places,
+            mark: self.withdrawn_key(ticket),
+            member: self.member(ticket),
+            // Long enough for any admission still queued in Redis to find it.
+            mark_ms: u64::try_from(hold.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1000),
+            under_way: self.withdrawals.clone(),
+        })
+    }
+}
+
+/// An admission sent to Redis that nobody has had the answer of: dropped armed, it
+/// withdraws the admission's places on a task of its own.
+struct Unanswered(Option<Withdrawal>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.start();
+        }
+    }
+}
+
+/// The withdrawal of one admission's places ([`CANCEL_SCRIPT`]).
+struct Withdrawal {
+    conn: crate::shared::Conn,
+    places: Vec<String>,
+    mark: String,
+    member: String,
+    mark_ms: u64,
+    under_way: Arc<AtomicUsize>,
+}
+
+impl Withdrawal {
+    /// Sends the withdrawal on a task, tried until Redis answers it, [`WITHDRAW_ATTEMPTS`]
+    /// times at most (each try is harmless after one that ran). Without a runtime, or past
+    /// [`MAX_WITHDRAWALS`], nothing is sent: the places, if taken, expire with their hold time.
+    fn start(self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.under_way.fetch_add(1, Ordering::AcqRel) >= MAX_WITHDRAWALS {
+            self.under_way.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        rt.spawn(async move {
+            let mut pause = WITHDRAW_FIRST_PAUSE;
+            for _ in 0..WITHDRAW_ATTEMPTS {
+                // `EVAL`, not `EVALSHA`: a script not loaded yet would make the first try, the
+                // one queued right behind the admission, a `NOSCRIPT` that does nothing.
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(CANCEL_SCRIPT).arg(self.places.len() + 1);
+                for key in &self.places {
+                    cmd.arg(key);
+                }
+                cmd.arg(&self.mark).arg(&self.member).arg(self.mark_ms);
+                let done: Result<u64, _> = cmd.query_async(&mut self.conn.clone()).await;
+                if done.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(WITHDRAW_MAX_PAUSE);
+            }
+            self.under_way.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }
 
@@ -815,13 +944,27 @@ impl RateLimiter for RedisLimiter {
                 }
             }
         }
-        let (index, wait): (usize, u64) = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            // Refused; the outage is logged once by the connection
-            // (`shared::RedisHealth`), not per request.
-            .map_err(|_| Refusal::unavailable(bounds))?;
-        let Some(bound) = index.checked_sub(1).and_then(|i| bounds.get(i)) else {
+        call.key(self.withdrawn_key(ticket));
+        // Until Redis answers, the admission may run without anyone waiting for it (the call
+        // timed out or failed, or the request was dropped): then its places are withdrawn.
+        let mut unanswered = Unanswered(self.withdrawal(bounds, ticket, hold));
+        let answer: Result<(i64, u64), _> = call.invoke_async(&mut self.conn.clone()).await;
+        let Ok((index, wait)) = answer else {
+            // Refused; the outage is logged once by the connection (`shared::RedisHealth`),
+            // not per request.
+            return Err(Refusal::unavailable(bounds));
+        };
+        unanswered.0 = None;
+        if index < 0 {
+            // Withdrawn before it ran: only an admission this instance gave up on is, so this
+            // answer has no waiter; refused, in case.
+            return Err(Refusal::unavailable(bounds));
+        }
+        let Some(bound) = usize::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| bounds.get(i))
+        else {
             return Ok(ticket);
         };
         let wait = match bound {

@@ -100,10 +100,19 @@ fn quota_bounds(state: &AppState, p: &Principal, bounds: &mut Vec<Bound>) {
 }
 
 /// How long a place in flight may be held by an instance that never gives it back (one that
-/// died): longer than any request may run.
+/// died, `kill -9`): longer than any request may run, which its deadline bounds.
 fn place_hold(state: &AppState) -> std::time::Duration {
-    state.config.request_timeout + std::time::Duration::from_secs(60)
+    state.config.request_timeout + PLACE_MARGIN
 }
+
+/// How much longer than `server.request_timeout` a place is held at most. A place's expiry is
+/// on Redis's clock and counts from its admission, which comes after the request's start that
+/// its deadline counts from, so no two machines' clocks are compared and a place outlives its
+/// request's deadline. The margin covers the request's end after its deadline (the stream
+/// noticing it, the settlement's round trip: well under a second unless Redis fails, and then
+/// the place expires all the same) and a step forward of Redis's clock. It was a minute, which
+/// kept a dead instance's places from the key that long (a black-box finding).
+pub const PLACE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Takes one request from the principal's rate allowance, then from its tenant's (when a
 /// tenant limit is set). A limiter that cannot answer refuses the request (503).

@@ -50,8 +50,9 @@ impl std::fmt::Display for SourceBlock {
 
 /// The address a request came from: the peer, unless the peer is a trusted proxy, in which
 /// case the `X-Forwarded-For` chain is walked from the right (the hop the proxy itself added)
-/// past every trusted proxy to the first address that is not one. An unparseable entry ends
-/// the walk: nothing left of it can be believed.
+/// past every trusted proxy to the first address that is not one. An entry is an address, bare
+/// or with the port some proxies add (`203.0.113.9:4711`, `[2001:db8::1]:4711`); an entry that
+/// is not one ends the walk: nothing left of it can be believed.
 pub fn client_ip<'a>(
     peer: IpAddr,
     forwarded_for: impl Iterator<Item = &'a http::HeaderValue>,
@@ -68,7 +69,7 @@ pub fn client_ip<'a>(
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        let Ok(ip) = hop.parse::<IpAddr>() else {
+        let Some(ip) = hop_address(hop) else {
             break;
         };
         client = ip;
@@ -77,6 +78,32 @@ pub fn client_ip<'a>(
         }
     }
     client
+}
+
+/// The address of one `X-Forwarded-For` entry: `IPv4`, `IPv6`, `[IPv6]`, `IPv4:port` or
+/// `[IPv6]:port` (the port is dropped: it says nothing about who the client is). Anything else,
+/// an unbracketed IPv6 address with a port included, is not an address.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if !(after.is_empty() || is_port(after.strip_prefix(':')?)) {
+            return None;
+        }
+        return v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let (v4, port) = hop.split_once(':')?;
+    if !is_port(port) {
+        return None;
+    }
+    v4.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// A decimal TCP port, 0 to 65535.
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u16>().is_ok()
 }
 
 #[cfg(test)]
@@ -155,5 +182,38 @@ mod tests {
             client_ip(ip("10.0.0.1"), xff(&[]).iter(), &trusted),
             ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn a_forwarded_address_with_a_port_counts_as_its_address() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let client = |v: &str| client_ip(ip("10.0.0.1"), xff(&[v]).iter(), &trusted);
+        for (hop, want) in [
+            ("203.0.113.9:4711", "203.0.113.9"),
+            ("[2001:db8::1]:4711", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("203.0.113.9", "203.0.113.9"),
+            ("2001:db8::1", "2001:db8::1"),
+            // The walk goes on past a trusted proxy written with a port.
+            ("198.51.100.4:1, 10.0.0.5:443", "198.51.100.4"),
+        ] {
+            assert_eq!(client(hop), ip(want), "{hop}");
+        }
+        // What is still not an address ends the walk as before: the proxy stays the source.
+        for hop in [
+            "203.0.113.9:",
+            "203.0.113.9:70000",
+            "203.0.113.9:+1",
+            "203.0.113.9:1:2",
+            "2001:db8::1:4711:x",
+            "[2001:db8::1]4711",
+            "[2001:db8::1]:",
+            "[203.0.113.9]:1",
+            "[2001:db8::1",
+            "host.example:80",
+            "unknown",
+        ] {
+            assert_eq!(client(hop), ip("10.0.0.1"), "{hop}");
+        }
     }
 }

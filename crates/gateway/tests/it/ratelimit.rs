@@ -252,7 +252,7 @@ async fn a_model_request_costs_one_redis_round_trip_to_admit_and_one_to_settle()
     let after = crate::support::redis_command_calls(&redis.url()).await;
     // Round trips are the commands the gateway sends: the revocation listener's heartbeats,
     // the stats reads themselves and the commands the scripts run inside Redis are not.
-    const IN_SCRIPTS: [&str; 11] = [
+    const IN_SCRIPTS: [&str; 12] = [
         "time",
         "get",
         "set",
@@ -264,6 +264,7 @@ async fn a_model_request_costs_one_redis_round_trip_to_admit_and_one_to_settle()
         "pttl",
         "pexpire",
         "zrem",
+        "exists",
     ];
     let per_request: std::collections::BTreeMap<&str, u64> = after
         .iter()
@@ -497,4 +498,131 @@ async fn under_concurrent_load_a_shared_budget_is_overdrawn_by_the_requests_in_f
         spent < BUDGET + CLIENTS * PER_REQUEST,
         "{spent} spent of {BUDGET}: more than the {CLIENTS} requests in flight over"
     );
+}
+
+/// A black-box finding: while Redis stalled (paused), the gateway gave up on each admission
+/// after its response timeout and answered 503, but Redis ran the queued admission scripts
+/// when it resumed, and each took a place that no request held and nothing gave back: the
+/// key was refused with 429 until the places expired (`request_timeout` + 60 s). Now an
+/// admission the gateway gave up on is withdrawn, whichever runs first: right after Redis
+/// resumes, the key has all its places again.
+#[tokio::test]
+async fn places_taken_by_admissions_given_up_while_redis_stalled_are_given_back() {
+    let redis = crate::support::PrivateRedis::start();
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let section = format!(
+        "[rate_limit]\nrequests_per_minute = 10000\nconcurrent_requests = 2\n\
+         backend = \"redis\"\nredis_url = \"{}\"\nredis_namespace = \"{ns}\"\n",
+        redis.url()
+    );
+    let h = Harness::single_with("openai", mock_cfg(), &section).await;
+    // Loads the scripts, so that what waits below is the admissions themselves.
+    let r = h.send(crate::support::chat(&h.key)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    redis.pause();
+    for _ in 0..3 {
+        let r = h.send(crate::support::chat(&h.key)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    }
+    redis.resume();
+    let resumed = std::time::Instant::now();
+
+    // Every place is free again within a second of the resume ...
+    let places_held = || async {
+        let mut held = 0;
+        for (key, _) in redis_keys(&redis.url(), &format!("{ns}:places:*")).await {
+            let mut conn = redis::Client::open(redis.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let n: u64 = redis::cmd("ZCARD")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            held += n;
+        }
+        held
+    };
+    loop {
+        let held = places_held().await;
+        if held == 0 {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < std::time::Duration::from_secs(1),
+            "{held} places still held {:?} after Redis resumed",
+            resumed.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // ... and the key is served, not refused for places nobody holds.
+    let served = crate::support::poll_until(
+        std::time::Duration::from_secs(3),
+        || h.send(crate::support::chat(&h.key)),
+        |r| r.status != StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.text());
+}
+
+/// A black-box finding: after `kill -9` of an instance holding places in flight, the places
+/// came back only after `server.request_timeout` plus a minute. A place outlives its
+/// request's deadline, and now by a few seconds only. The holder here dies with its request
+/// in flight (its request is never finished nor dropped, so its place is never given back).
+#[tokio::test]
+async fn a_place_held_by_an_instance_that_died_comes_back_soon_after_its_deadline() {
+    use std::time::{Duration, Instant};
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+    let ns = format!("wardgate-test:{}", uuid::Uuid::new_v4().simple());
+    let section = format!(
+        "[server]\nrequest_timeout = \"2s\"\n[rate_limit]\nrequests_per_minute = 10000\n\
+         concurrent_requests = 1\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+         redis_namespace = \"{ns}\"\n",
+        redis_url()
+    );
+    // The backend never answers: the holder's request is in flight until it dies.
+    let backend = mock_upstream::MockConfig {
+        headers_delay: Duration::from_secs(3600),
+        ..mock_cfg()
+    };
+    let h = Harness::single_with("openai", backend, &section).await;
+    let started = Instant::now();
+    let mut holder = Box::pin(h.send(crate::support::chat(&h.key)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut holder)
+            .await
+            .is_err(),
+        "the holder's request ended"
+    );
+    // The instance dies: nothing runs the request to its end or gives its place back.
+    std::mem::forget(holder);
+    let places = redis_keys(&redis_url(), &format!("{ns}:places:*")).await;
+    assert_eq!(places.len(), 1, "{places:?}");
+    let bucket = places[0].0.trim_start_matches(&format!("{ns}:")).to_owned();
+    let other = redis_limiter(&ns).await;
+    let probe = [Bound::concurrency(bucket, 1)];
+    let free_after = loop {
+        let elapsed = started.elapsed();
+        match other.admit(&probe, HOLD).await {
+            Ok(_) => break elapsed,
+            Err(Refusal {
+                limit: Limit::Concurrency,
+                ..
+            }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(
+            elapsed
+                < REQUEST_TIMEOUT
+                    + wardgate_gateway::handlers::PLACE_MARGIN
+                    + Duration::from_secs(2),
+            "the dead holder's place is still held after {elapsed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Held for as long as its request could have run, and not much longer.
+    assert!(free_after >= REQUEST_TIMEOUT, "freed after {free_after:?}");
 }

@@ -454,6 +454,26 @@ impl PrivateRedis {
         panic!("redis-server did not start on port {}", self.port);
     }
 
+    /// Freezes the server (`SIGSTOP`): connections stay open and what is sent to it waits,
+    /// unanswered, until [`PrivateRedis::resume`], as on a Redis that stalls.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (`SIGCONT`): it runs what waited.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
