@@ -70,7 +70,8 @@ pub use verify::{VerifyError, VerifyReport};
 pub use witness::http::{HttpWitness, HttpWitnessConfig, WitnessStatus};
 pub use writer::{
     AuditError, AuditFault, Auditor, AuditorConfig, DEFAULT_NEWER_RELEASE_BACKOFF,
-    NEWER_RELEASE_BACKOFF_BOUNDS, ROLLBACK_ALERT, SequencerConfig, WRONG_KEY_ALERT,
+    NEWER_RELEASE_BACKOFF_BOUNDS, ROLLBACK_ALERT, STALL_ALERT, STALL_LEASES, SequencerConfig,
+    WRONG_KEY_ALERT,
 };
 
 /// The shortest time an audit entry is kept: six years (HIPAA §164.316(b)(2)(i)), counted as

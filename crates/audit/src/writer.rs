@@ -49,7 +49,10 @@ mod sequencer;
 
 pub use seen::{ROLLBACK_ALERT, WRONG_KEY_ALERT};
 
-pub use sequencer::{DEFAULT_NEWER_RELEASE_BACKOFF, NEWER_RELEASE_BACKOFF_BOUNDS, SequencerConfig};
+pub use sequencer::{
+    DEFAULT_NEWER_RELEASE_BACKOFF, NEWER_RELEASE_BACKOFF_BOUNDS, STALL_ALERT, STALL_LEASES,
+    SequencerConfig,
+};
 
 /// How the writer batches and checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,6 +227,9 @@ struct Shared {
     http_witness: Option<HttpWitness>,
     /// Set once when this instance stops sequencing a shared log for good.
     fault: std::sync::OnceLock<AuditFault>,
+    /// Set while queued events of the shared log wait and no instance sequences them
+    /// ([`sequencer::STALL_ALERT`]).
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 /// The shared log a writer queues into, kept for readers ([`Auditor::shared_log`]).
@@ -327,6 +333,7 @@ impl Auditor {
             shared_log: None,
             http_witness,
             fault: std::sync::OnceLock::new(),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         });
         let mut writer = Writer {
             store,
@@ -390,6 +397,7 @@ impl Auditor {
             shared_log: Some(SharedLogHandle(store.clone())),
             http_witness,
             fault: std::sync::OnceLock::new(),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         });
         sequencer::start(
             store,
@@ -515,6 +523,12 @@ impl Auditor {
     /// not sign the log (appends then fail closed), or the log went back on what it saw.
     pub fn fault(&self) -> Option<&AuditFault> {
         self.shared.fault.get()
+    }
+
+    /// Whether queued events of the shared log are waiting while no instance sequences them
+    /// (the alert `audit_sequencing_stalled`); false for a single writer's log.
+    pub fn sequencing_stalled(&self) -> bool {
+        self.shared.stalled.load(Ordering::Relaxed)
     }
 
     /// The HTTP witness's progress (checkpoints cosigned, failures), when one is configured.

@@ -53,6 +53,12 @@ pub struct SequencerConfig {
     pub newer_release_backoff: Duration,
 }
 
+/// How many leases queued events may wait, with the log not growing, before every instance
+/// raises [`STALL_ALERT`] (20 s at the default 5 s lease).
+pub const STALL_LEASES: u32 = 4;
+/// The name of the alert raised when queued events wait and no instance sequences them.
+pub const STALL_ALERT: &str = "audit_sequencing_stalled";
+
 /// The default of [`SequencerConfig::newer_release_backoff`]: long enough for an instance of
 /// the newer release to ask for the lease several times (every third of its 5 s lease).
 pub const DEFAULT_NEWER_RELEASE_BACKOFF: Duration = Duration::from_secs(30);
@@ -147,6 +153,7 @@ pub(super) async fn start(
         checkpointed_at: Instant::now(),
         seen,
         watched_at: None,
+        waiting_since: None,
         held_until: None,
         newer_row: None,
     };
@@ -305,6 +312,9 @@ struct Sequencer {
     seen: Seen,
     /// When the store was last checked against `seen`.
     watched_at: Option<Instant>,
+    /// The log's size when events were last seen waiting with it not growing, and since when
+    /// ([`Self::watch_progress`]).
+    waiting_since: Option<(u64, Instant)>,
     /// Until when this instance stays off the lease, having handed it to a newer release
     /// ([`Self::hand_back`]).
     held_until: Option<Instant>,
@@ -470,13 +480,59 @@ impl Sequencer {
                          instance's witness file; a restart remembers only the last one written"
                     );
                 }
-                return Ok(());
+                return self.watch_progress().await;
             }
             Err(Found::Unavailable(e)) => return Err(unavailable(e)),
             Err(Found::WrongKey(why)) => AuditFault::WrongKey(why),
             Err(Found::RolledBack(why)) => AuditFault::RolledBack(why),
         };
         Err(self.stop_for(fault).await)
+    }
+
+    /// Whether the log keeps taking in what is queued. Events waiting while the log does not
+    /// grow for [`STALL_LEASES`] leases mean that no instance sequences: a holder that renews
+    /// its lease and does nothing, or a lease row written by hand (a holder that does not
+    /// exist, an expiry days away). Queued events are committed but neither signed nor
+    /// witnessed, and can be removed unnoticed, so every instance raises the alert
+    /// ([`STALL_ALERT`]) once, shows it on `/ready`, and says when sequencing goes on.
+    async fn watch_progress(&mut self) -> Result<(), AuditError> {
+        let pending = self.store.pending_count().await.map_err(unavailable)?;
+        let size = self.store.size().await.map_err(unavailable)?;
+        let moving = pending == 0 || self.waiting_since.is_some_and(|(was, _)| size > was);
+        if moving {
+            self.waiting_since = (pending > 0).then(|| (size, Instant::now()));
+            if self.shared.stalled.swap(false, Ordering::Relaxed) {
+                tracing::info!(
+                    target: "wardgate::alert",
+                    alert = STALL_ALERT,
+                    size,
+                    pending,
+                    "audit sequencing goes on again: the shared log grew to {size} entries"
+                );
+            }
+            return Ok(());
+        }
+        let since = self.waiting_since.get_or_insert((size, Instant::now())).1;
+        let waited = since.elapsed();
+        if waited >= self.sequencer.lease_ttl * STALL_LEASES
+            && !self.shared.stalled.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                target: "wardgate::alert",
+                alert = STALL_ALERT,
+                size,
+                pending,
+                waited_ms = waited.as_millis() as u64,
+                "{pending} queued audit events have waited {} s while the shared log stayed at \
+                 {size} entries: no instance is sequencing. They are committed but \
+                 not signed or witnessed, so whoever can write the database could remove them \
+                 unnoticed. Check the instance the audit_sequencer row names (a live holder \
+                 renews every third of its lease and sequences at once), or a row changed by \
+                 hand",
+                waited.as_secs()
+            );
+        }
+        Ok(())
     }
 
     /// Stops sequencing for good: alerts once, gives the lease back at once, and never asks

@@ -1036,6 +1036,53 @@ mod shared_log {
         assert_eq!(store.latest_checkpoint().await.unwrap().unwrap().size, 5);
     }
 
+    /// A lease held by something that does not sequence (a row written by hand naming a
+    /// holder that does not exist, with an expiry far away): once events have waited four
+    /// leases with the log not growing, every instance raises `audit_sequencing_stalled` once
+    /// and says so (`sequencing_stalled`), and says when sequencing goes on again.
+    // On the test's own thread, where the log capture listens (the writer's tasks run on the
+    // caller's runtime).
+    #[tokio::test]
+    async fn queued_events_that_nobody_sequences_raise_an_alert() {
+        let (logged, _guard) = super::capture_logs();
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let squatter = store
+            .acquire_lease("evil", Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+        let b = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("b"))
+            .await
+            .unwrap();
+        b.append(sample_event(1)).await.unwrap();
+        let until = |want: bool| {
+            let b = &b;
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while b.sequencing_stalled() != want && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                b.sequencing_stalled() == want
+            }
+        };
+        assert!(until(true).await, "no stall noticed");
+        assert_eq!(store.size().await.unwrap(), 0);
+        store.release_lease(&squatter).await.unwrap();
+        assert!(until(false).await, "the stall never ended");
+        assert_eq!(store.size().await.unwrap(), 1);
+        b.shutdown().await.unwrap();
+        let text = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
+        let alerts: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(crate::STALL_ALERT))
+            .collect();
+        assert_eq!(alerts.len(), 2, "{text}");
+        assert!(alerts[0].contains("ERROR"), "{}", alerts[0]);
+        assert!(alerts[0].contains("1 queued audit events"), "{}", alerts[0]);
+        assert!(alerts[1].contains("goes on again"), "{}", alerts[1]);
+    }
+
     /// An instance that never sequenced remembers, across a restart, the largest checkpoint
     /// it verified of another instance's: its witness file records each one it sees, so a log
     /// rolled back while it was down (or before its restart) is refused at its start. (Its

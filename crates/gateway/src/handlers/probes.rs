@@ -39,6 +39,12 @@ pub struct Readiness {
     /// (those requests are refused with 503), and true but `degraded` where Redis only
     /// carries what falls back to this instance alone.
     pub redis: RedisStatus,
+    /// Queued events of the shared audit log wait while no instance sequences them (the alert
+    /// `audit_sequencing_stalled`): committed, but not yet signed or witnessed. The instance
+    /// still serves (its own events are queued), so `ready` stays as it is, and `degraded`
+    /// is true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audit_sequencing_stalled: bool,
     /// Ready, but serving without what instances share through Redis: failed log-ins are
     /// counted and locked out per instance, a key revoked elsewhere is refused within
     /// `auth.key_cache_ttl_unconfirmed` rather than at once, and `wardgate llm` checks nonces
@@ -93,6 +99,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let preloaded = state.preloaded.load(std::sync::atomic::Ordering::Relaxed);
     let audit_fault = state.audit.fault().map(wardgate_audit::AuditFault::as_str);
     let redis_down = redis == RedisStatus::Down;
+    let stalled = state.audit.sequencing_stalled();
     let admits = !(redis_down && state.config.admission_needs_redis());
     let ready = storage && models && preloaded && admits && audit_fault.is_none();
     let status = if ready {
@@ -108,7 +115,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         audit: audit_fault.is_none(),
         audit_fault,
         redis,
-        degraded: ready && redis_down,
+        audit_sequencing_stalled: stalled,
+        degraded: ready && (redis_down || stalled),
     };
     (status, axum::Json(body)).into_response()
 }
