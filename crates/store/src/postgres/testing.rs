@@ -94,6 +94,20 @@ impl TestSchema {
 
     /// Drops the schema and everything in it.
     pub async fn drop(mut self) {
+        // A session left holding locks on the schema's tables (a transaction whose commit a
+        // test's frozen link swallowed, which the server keeps until it notices the connection
+        // gone) would block the drop; only sessions locking this test's own tables are ended.
+        run(
+            &mut self.admin,
+            format!(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                 JOIN pg_class c ON c.oid = l.relation \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = '{}' AND l.pid <> pg_backend_pid()",
+                self.name
+            ),
+        )
+        .await;
         run(
             &mut self.admin,
             format!("DROP SCHEMA {} CASCADE", self.name),
