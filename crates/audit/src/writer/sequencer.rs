@@ -53,8 +53,9 @@ pub struct SequencerConfig {
     pub newer_release_backoff: Duration,
 }
 
-/// How many leases queued events may wait, with the log not growing, before every instance
-/// raises [`STALL_ALERT`] (20 s at the default 5 s lease).
+/// How many leases (plus one checkpoint interval) queued events may wait, with no larger
+/// checkpoint signed, before every instance raises [`STALL_ALERT`] (30 s at the default 5 s
+/// lease and 10 s interval).
 pub const STALL_LEASES: u32 = 4;
 /// The name of the alert raised when queued events wait and no instance sequences them.
 pub const STALL_ALERT: &str = "audit_sequencing_stalled";
@@ -489,15 +490,19 @@ impl Sequencer {
         Err(self.stop_for(fault).await)
     }
 
-    /// Whether the log keeps taking in what is queued. Events waiting while the log does not
-    /// grow for [`STALL_LEASES`] leases mean that no instance sequences: a holder that renews
+    /// Whether the log keeps taking in what is queued. Events waiting while no larger
+    /// checkpoint is signed for [`STALL_LEASES`] leases and a checkpoint interval mean that no
+    /// instance sequences: a holder that renews
     /// its lease and does nothing, or a lease row written by hand (a holder that does not
     /// exist, an expiry days away). Queued events are committed but neither signed nor
     /// witnessed, and can be removed unnoticed, so every instance raises the alert
     /// ([`STALL_ALERT`]) once, shows it on `/ready`, and says when sequencing goes on.
     async fn watch_progress(&mut self) -> Result<(), AuditError> {
         let pending = self.store.pending_count().await.map_err(unavailable)?;
-        let size = self.store.size().await.map_err(unavailable)?;
+        // Progress is a larger signed checkpoint (its signature verified by `seen`), not a
+        // longer log: rows written straight into the log by someone squatting the lease grow
+        // it without anything being signed.
+        let size = self.seen.signed_size().unwrap_or(0);
         let moving = pending == 0 || self.waiting_since.is_some_and(|(was, _)| size > was);
         if moving {
             self.waiting_since = (pending > 0).then(|| (size, Instant::now()));
@@ -507,14 +512,14 @@ impl Sequencer {
                     alert = STALL_ALERT,
                     size,
                     pending,
-                    "audit sequencing goes on again: the shared log grew to {size} entries"
+                    "audit sequencing goes on again: a checkpoint of {size} entries was signed"
                 );
             }
             return Ok(());
         }
         let since = self.waiting_since.get_or_insert((size, Instant::now())).1;
         let waited = since.elapsed();
-        if waited >= self.sequencer.lease_ttl * STALL_LEASES
+        if waited >= self.sequencer.lease_ttl * STALL_LEASES + self.config.checkpoint_interval
             && !self.shared.stalled.swap(true, Ordering::Relaxed)
         {
             tracing::error!(
@@ -523,8 +528,8 @@ impl Sequencer {
                 size,
                 pending,
                 waited_ms = waited.as_millis() as u64,
-                "{pending} queued audit events have waited {} s while the shared log stayed at \
-                 {size} entries: no instance is sequencing. They are committed but \
+                "{pending} queued audit events have waited {} s while no checkpoint past {size} \
+                 entries was signed: no instance is sequencing. They are committed but \
                  not signed or witnessed, so whoever can write the database could remove them \
                  unnoticed. Check the instance the audit_sequencer row names (a live holder \
                  renews every third of its lease and sequences at once), or a row changed by \
