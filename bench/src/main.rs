@@ -98,8 +98,8 @@ struct Args {
     json_out: Option<PathBuf>,
     /// `audit.durability` of every gateway: `disk` (the default, each audit commit flushed
     /// before the request goes on) or `process` (survives the gateway dying; see the README).
-    #[arg(long, value_enum, default_value_t = procs::Durability::Disk)]
-    audit_durability: procs::Durability,
+    #[arg(long, default_value = "disk")]
+    audit_durability: wardgate_store::AuditDurability,
 }
 
 impl Args {

@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
     let gateway = procs::start_gateway(
         &wardgate_bin,
         &store,
-        procs::Durability::Disk,
+        wardgate_store::AuditDurability::Disk,
         mock_addr,
         addr,
         dir.path(),

@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::HeaderValue;
+use wardgate_store::AuditDurability;
 
 use crate::load;
 use crate::shared_store::SharedStore;
@@ -141,25 +142,6 @@ pub fn start_mock(bin: &Path, dir: &Path) -> anyhow::Result<(Child, SocketAddr)>
     Ok((child, addr))
 }
 
-/// `audit.durability` of a gateway the benchmark starts.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Durability {
-    /// Each audit commit flushed before the request goes on (the default).
-    Disk,
-    /// Commits survive the gateway dying, not a crash of the machine or database server.
-    Process,
-}
-
-impl Durability {
-    /// The setting's value, as `WARDGATE_AUDIT_DURABILITY` takes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Durability::Disk => "disk",
-            Durability::Process => "process",
-        }
-    }
-}
-
 /// Where a gateway keeps its state.
 pub enum Store<'a> {
     /// The embedded default: one SQLite file; rate limits off.
@@ -224,7 +206,7 @@ pub fn free_port() -> anyhow::Result<SocketAddr> {
 pub async fn start_gateway(
     bin: &Path,
     store: &Store<'_>,
-    durability: Durability,
+    durability: AuditDurability,
     mock: SocketAddr,
     listen: SocketAddr,
     dir: &Path,

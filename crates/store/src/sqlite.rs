@@ -95,6 +95,16 @@ pub enum AuditDurability {
     Process,
 }
 
+impl AuditDurability {
+    /// The setting's word, as [`std::str::FromStr`] reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disk => "disk",
+            Self::Process => "process",
+        }
+    }
+}
+
 impl std::str::FromStr for AuditDurability {
     type Err = String;
 

@@ -246,8 +246,7 @@ mod durability {
 
     pub fn serialize<S: Serializer>(v: &Option<AuditDurability>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(AuditDurability::Disk) => s.serialize_str("disk"),
-            Some(AuditDurability::Process) => s.serialize_str("process"),
+            Some(d) => s.serialize_str(d.as_str()),
             None => s.serialize_none(),
         }
     }
