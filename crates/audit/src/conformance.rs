@@ -393,7 +393,11 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     assert_eq!(again.epoch, a.epoch, "an extension keeps the epoch");
 
     // Sequencing: the oldest first, at consecutive numbers, at most `max`.
-    let Sequenced::Entries(first) = store.sequence(&a, 2, &key).await.unwrap() else {
+    let Sequenced::Entries(first) = store
+        .sequence(&a, store.size().await.unwrap(), 2, &key)
+        .await
+        .unwrap()
+    else {
         panic!("the holder lost its lease");
     };
     assert_eq!(
@@ -420,7 +424,10 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         epoch: a.epoch + 7,
     };
     assert!(matches!(
-        store.sequence(&stale, 10, &key).await.unwrap(),
+        store
+            .sequence(&stale, store.size().await.unwrap(), 10, &key)
+            .await
+            .unwrap(),
         Sequenced::LeaseLost
     ));
     // Neither does another holder's name with the right epoch.
@@ -429,7 +436,10 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         epoch: a.epoch,
     };
     assert!(matches!(
-        store.sequence(&forged, 10, &key).await.unwrap(),
+        store
+            .sequence(&forged, store.size().await.unwrap(), 10, &key)
+            .await
+            .unwrap(),
         Sequenced::LeaseLost
     ));
     assert_eq!(store.pending_count().await.unwrap(), 1);
@@ -449,7 +459,10 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     };
     assert!(b.epoch > a.epoch, "{b:?} after {a:?}");
     assert!(matches!(
-        store.sequence(&a, 10, &key).await.unwrap(),
+        store
+            .sequence(&a, store.size().await.unwrap(), 10, &key)
+            .await
+            .unwrap(),
         Sequenced::LeaseLost
     ));
     // From here on b is a holder that renews: a long lease (its own, so the same epoch), so
@@ -465,7 +478,11 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         .enqueue(vec![sample_event(3), sample_event(4)], &key)
         .await
         .unwrap();
-    let Sequenced::Entries(rest) = store.sequence(&b, 100, &key).await.unwrap() else {
+    let Sequenced::Entries(rest) = store
+        .sequence(&b, store.size().await.unwrap(), 100, &key)
+        .await
+        .unwrap()
+    else {
         panic!("the new holder lost its lease");
     };
     assert_eq!(
@@ -477,7 +494,11 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         (2..5).map(sample_event).collect::<Vec<_>>()
     );
     assert_eq!(store.pending_count().await.unwrap(), 0);
-    let Sequenced::Entries(none) = store.sequence(&b, 100, &key).await.unwrap() else {
+    let Sequenced::Entries(none) = store
+        .sequence(&b, store.size().await.unwrap(), 100, &key)
+        .await
+        .unwrap()
+    else {
         panic!("the holder lost its lease");
     };
     assert!(none.is_empty());
@@ -489,7 +510,10 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     let c = store.acquire_lease("c", ttl).await.unwrap().unwrap();
     assert!(c.epoch > b.epoch);
     assert!(matches!(
-        store.sequence(&b, 10, &key).await.unwrap(),
+        store
+            .sequence(&b, store.size().await.unwrap(), 10, &key)
+            .await
+            .unwrap(),
         Sequenced::LeaseLost
     ));
 
@@ -532,6 +556,26 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     unauthenticated_rows_are_set_aside(store, base + 8).await;
     replayed_rows_are_set_aside(store, base + 11).await;
     rows_from_a_newer_release_wait_for_it(store, base + 15).await;
+    a_planted_entry_is_never_written_over(store).await;
+}
+
+/// An entry planted at the end of the log (written around the sequencer, as someone with write
+/// access to the database could): a holder whose tree ends before it sequences nothing on top
+/// of it, and is told how long the log is.
+async fn a_planted_entry_is_never_written_over<S: SharedLog + RawQueue>(store: &S) {
+    let key = suite_key();
+    let lease = take_lease(store, "planted").await;
+    let at = store.size().await.unwrap();
+    store.append(vec![sample_event(9)]).await.unwrap();
+    store.enqueue(vec![sample_event(5)], &key).await.unwrap();
+    let pending = store.pending_count().await.unwrap();
+    match store.sequence(&lease, at, 100, &key).await.unwrap() {
+        Sequenced::Moved { size } => assert_eq!(size, at + 1),
+        other => panic!("sequenced on top of a planted entry: {other:?}"),
+    }
+    assert_eq!(store.size().await.unwrap(), at + 1);
+    assert_eq!(store.pending_count().await.unwrap(), pending);
+    store.release_lease(&lease).await.unwrap();
 }
 
 /// A genuine row copied back into the queue (its bytes and its valid tag, by someone with write
@@ -543,7 +587,11 @@ async fn replayed_rows_are_set_aside<S: SharedLog + RawQueue>(store: &S, base: u
     let logged = sample_event(22);
     store.enqueue(vec![logged], &key).await.unwrap();
     let lease = take_lease(store, "replays").await;
-    let Sequenced::Entries(first) = store.sequence(&lease, 100, &key).await.unwrap() else {
+    let Sequenced::Entries(first) = store
+        .sequence(&lease, store.size().await.unwrap(), 100, &key)
+        .await
+        .unwrap()
+    else {
         panic!("the holder lost its lease or stopped");
     };
     assert_eq!(first.len(), 1);
@@ -558,7 +606,11 @@ async fn replayed_rows_are_set_aside<S: SharedLog + RawQueue>(store: &S, base: u
     let replayed = store.queue_raw(old.clone(), Some(old_tag)).await;
     store.queue_raw(new.clone(), Some(new_tag.clone())).await;
     let twice = store.queue_raw(new.clone(), Some(new_tag)).await;
-    let Sequenced::Entries(entries) = store.sequence(&lease, 100, &key).await.unwrap() else {
+    let Sequenced::Entries(entries) = store
+        .sequence(&lease, store.size().await.unwrap(), 100, &key)
+        .await
+        .unwrap()
+    else {
         panic!("the holder lost its lease or stopped");
     };
     let got: Vec<(u64, EventType, Option<&str>)> = entries
@@ -623,7 +675,11 @@ async fn unauthenticated_rows_are_set_aside<S: SharedLog + RawQueue>(store: &S, 
     let good = store.enqueue(vec![sample_event(21)], &key).await.unwrap()[0];
     assert!(untagged < wrong && wrong < good);
     let lease = take_lease(store, "tags").await;
-    let Sequenced::Entries(entries) = store.sequence(&lease, 100, &key).await.unwrap() else {
+    let Sequenced::Entries(entries) = store
+        .sequence(&lease, store.size().await.unwrap(), 100, &key)
+        .await
+        .unwrap()
+    else {
         panic!("the holder lost its lease or stopped");
     };
     let got: Vec<(u64, EventType, Option<&str>)> = entries
@@ -708,13 +764,20 @@ async fn unreadable_rows_are_set_aside<S: SharedLog + RawQueue>(store: &S, base:
         ..lease.clone()
     };
     assert!(matches!(
-        store.sequence(&stale, 10, &key).await.unwrap(),
+        store
+            .sequence(&stale, store.size().await.unwrap(), 10, &key)
+            .await
+            .unwrap(),
         Sequenced::LeaseLost
     ));
     assert_eq!(store.pending_count().await.unwrap(), 3);
     assert!(store.quarantined(0, 10).await.unwrap().is_empty());
 
-    let Sequenced::Entries(entries) = store.sequence(&lease, 100, &key).await.unwrap() else {
+    let Sequenced::Entries(entries) = store
+        .sequence(&lease, store.size().await.unwrap(), 100, &key)
+        .await
+        .unwrap()
+    else {
         panic!("the holder lost its lease or stopped");
     };
     assert_eq!(
@@ -777,7 +840,10 @@ async fn rows_from_a_newer_release_wait_for_it<S: SharedLog + RawQueue>(store: &
         entries,
         queue_id,
         what,
-    } = store.sequence(&lease, 100, &key).await.unwrap()
+    } = store
+        .sequence(&lease, store.size().await.unwrap(), 100, &key)
+        .await
+        .unwrap()
     else {
         panic!("sequencing went past a row from a newer release");
     };
@@ -803,7 +869,10 @@ async fn rows_from_a_newer_release_wait_for_it<S: SharedLog + RawQueue>(store: &
     for max in [1, 100] {
         let Sequenced::NewerRelease {
             entries, queue_id, ..
-        } = store.sequence(&lease, max, &key).await.unwrap()
+        } = store
+            .sequence(&lease, store.size().await.unwrap(), max, &key)
+            .await
+            .unwrap()
         else {
             panic!("sequencing went past a row from a newer release");
         };

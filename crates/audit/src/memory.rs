@@ -283,6 +283,7 @@ impl SharedLog for MemoryAuditStore {
     async fn sequence(
         &self,
         lease: &Lease,
+        at: u64,
         max: usize,
         key: &QueueKey,
     ) -> Result<Sequenced, AuditStoreError> {
@@ -295,6 +296,10 @@ impl SharedLog for MemoryAuditStore {
                 .is_some_and(|(h, until)| *h == lease.holder && *until > now);
         if !held {
             return Ok(Sequenced::LeaseLost);
+        }
+        let size = inner.entries.len() as u64;
+        if size != at {
+            return Ok(Sequenced::Moved { size });
         }
         let rows: Vec<Queued> = inner
             .queue

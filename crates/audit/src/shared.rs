@@ -76,6 +76,14 @@ pub enum Sequenced {
     Entries(Vec<AuditEntry>),
     /// The caller no longer holds the lease; nothing was sequenced.
     LeaseLost,
+    /// The log does not end where the caller's tree does: it holds `size` entries, not the
+    /// `at` the caller gave. Something other than this holder wrote (or removed) entries since
+    /// its tree was built — a row planted in the log by someone with write access to the
+    /// database. Nothing was sequenced: the caller checks the log before writing on top of it.
+    Moved {
+        /// The entries the log holds.
+        size: u64,
+    },
     /// These queued events are now entries of the log (possibly none), and then sequencing
     /// stopped at queued row `queue_id`, which is from a newer release of wardgate
     /// ([`crate::quarantine`]): it and every row after it are still queued, for an instance
@@ -140,7 +148,9 @@ pub trait SharedLog: AuditStore {
     /// sequencer need not wait for it to expire.
     async fn release_lease(&self, lease: &Lease) -> Result<(), AuditStoreError>;
 
-    /// In one transaction that holds `lease` (or does nothing and says `LeaseLost`): takes up to
+    /// In one transaction that holds `lease` (or does nothing and says `LeaseLost`), and only
+    /// if the log holds exactly `at` entries (the caller's tree; else does nothing and says
+    /// `Moved`): takes up to
     /// `max` of the oldest queued rows, in queue order, as [`crate::quarantine::plan`] says
     /// with `key`: appends each event at the next sequence number, with its tag beside it;
     /// moves each unauthenticated or unreadable row into the quarantine table, appending its
@@ -149,6 +159,7 @@ pub trait SharedLog: AuditStore {
     async fn sequence(
         &self,
         lease: &Lease,
+        at: u64,
         max: usize,
         key: &QueueKey,
     ) -> Result<Sequenced, AuditStoreError>;

@@ -399,12 +399,14 @@ impl Sequencer {
             self.last_checkpoint = self.seen.signed_size();
         }
         loop {
+            let at = self.tree.as_ref().map_or(0, TreeBuilder::size);
             match self
                 .store
-                .sequence(&lease, self.max_batch, &self.queue_key)
+                .sequence(&lease, at, self.max_batch, &self.queue_key)
                 .await
                 .map_err(unavailable)?
             {
+                Sequenced::Moved { size } => self.moved(size).await?,
                 Sequenced::LeaseLost => {
                     tracing::warn!(
                         holder = %lease.holder,
@@ -654,6 +656,30 @@ impl Sequencer {
                 self.tried_at = Some(asked);
             }
         }
+        Ok(())
+    }
+
+    /// The log was found holding `size` entries where this holder's tree ends elsewhere, and
+    /// nothing was sequenced: entries past the tree are checked as a previous holder's are
+    /// ([`Self::catch_up`]: a row planted in the database stops sequencing for good) before
+    /// anything is written on top of them; fewer entries than the tree means some were
+    /// removed, and the tree is rebuilt from the store (whose check against what was seen
+    /// then finds the rollback).
+    async fn moved(&mut self, size: u64) -> Result<(), AuditError> {
+        let Some(mut tree) = self.tree.take() else {
+            return Ok(());
+        };
+        if size < tree.size() {
+            return Err(AuditError::Inconsistent(format!(
+                "the log holds {size} entries but this sequencer's tree has {}: entries were \
+                 removed under it",
+                tree.size()
+            )));
+        }
+        self.catch_up(&mut tree, size).await?;
+        self.shared.size.store(tree.size(), Ordering::Release);
+        self.seen.sequenced(&tree);
+        self.tree = Some(tree);
         Ok(())
     }
 

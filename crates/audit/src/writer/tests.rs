@@ -794,7 +794,12 @@ mod shared_log {
         sequenced(&store, 1).await;
         assert!(matches!(
             store
-                .sequence(&dead, 10, &crate::conformance::suite_key())
+                .sequence(
+                    &dead,
+                    store.size().await.unwrap(),
+                    10,
+                    &crate::conformance::suite_key()
+                )
                 .await
                 .unwrap(),
             crate::shared::Sequenced::LeaseLost
@@ -984,7 +989,10 @@ mod shared_log {
                 .enqueue((0..5).map(sample_event).collect(), &key.queue_key())
                 .await
                 .unwrap();
-            let done = store.sequence(&dead, 100, &key.queue_key()).await.unwrap();
+            let done = store
+                .sequence(&dead, store.size().await.unwrap(), 100, &key.queue_key())
+                .await
+                .unwrap();
             assert!(matches!(done, crate::shared::Sequenced::Entries(ref e) if e.len() == 5));
             if rewrite {
                 let mut forged = sample_event(3);
@@ -1034,6 +1042,40 @@ mod shared_log {
         assert!(err.contains("entry 5"), "{err}");
         assert!(err.contains("repeats entry 2"), "{err}");
         assert_eq!(store.latest_checkpoint().await.unwrap().unwrap().size, 5);
+    }
+
+    /// A row planted at the end of the log while a holder runs (written straight into the log
+    /// by someone with write access to the database; a black-box finding: the holder wrote its
+    /// next batch on top of it before noticing). The holder checks where the log ends inside
+    /// its sequencing transaction: nothing goes on top, it stops for good naming the entry, and
+    /// it signs nothing past its own entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_planted_at_the_end_of_the_log_is_never_written_over() {
+        let store = Arc::new(MemoryAuditStore::new());
+        let key = key();
+        let a = Auditor::start_shared(store.clone(), same_key(&key), config(1000), instance("a"))
+            .await
+            .unwrap();
+        for i in 0..3 {
+            a.append(sample_event(i)).await.unwrap();
+        }
+        sequenced(&store, 3).await;
+        store.append(vec![sample_event(50)]).await.unwrap();
+        a.append(sample_event(4)).await.unwrap();
+        let fault = faulted(&a).await;
+        let crate::AuditFault::RolledBack(why) = &fault else {
+            panic!("{fault:?}");
+        };
+        assert!(why.contains("entry 3"), "{why}");
+        assert_eq!(
+            store.size().await.unwrap(),
+            4,
+            "a batch went on top of the planted row"
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 1);
+        let latest = store.latest_checkpoint().await.unwrap();
+        assert!(latest.as_ref().is_none_or(|c| c.size <= 3), "{latest:?}");
+        a.shutdown().await.unwrap_err();
     }
 
     /// A lease held by something that does not sequence (a row written by hand naming a

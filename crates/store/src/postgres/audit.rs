@@ -495,10 +495,11 @@ impl SharedLog for PgStore {
     async fn sequence(
         &self,
         lease: &Lease,
+        at: u64,
         max: usize,
         key: &QueueKey,
     ) -> Result<Sequenced, AuditStoreError> {
-        self.bounded(async |tx: &mut Tx| sequence_in(tx, lease, max, key).await)
+        self.bounded(async |tx: &mut Tx| sequence_in(tx, lease, at, max, key).await)
             .await
     }
 
@@ -618,6 +619,7 @@ async fn tag_positions_in(tx: &mut Tx, tags: &[Hash]) -> Result<Vec<(Hash, u64)>
 async fn sequence_in(
     tx: &mut Tx,
     lease: &Lease,
+    at: u64,
     max: usize,
     key: &QueueKey,
 ) -> Result<Sequenced, AuditStoreError> {
@@ -636,6 +638,13 @@ async fn sequence_in(
     .is_some();
     if !held {
         return Ok(Sequenced::LeaseLost);
+    }
+    // Read under the lease row's lock, before anything is written: a holder never writes on
+    // top of entries it has not checked (a row planted at the end of the log by someone with
+    // write access). A row planted after this read collides with the insert's seq.
+    let start = next_seq(tx).await?;
+    if start != at {
+        return Ok(Sequenced::Moved { size: start });
     }
     let take = i64::try_from(max.clamp(1, MAX_APPEND_BATCH)).unwrap_or(1);
     let rows = sqlx::query(
@@ -696,7 +705,6 @@ async fn sequence_in(
                     .into(),
             ));
         }
-        let start = next_seq(tx).await?;
         let mut set_aside = SetAside::default();
         let mut events = Vec::with_capacity(plan.take.len());
         let mut tags = Vec::with_capacity(plan.take.len());

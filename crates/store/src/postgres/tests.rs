@@ -116,7 +116,7 @@ async fn pg_a_holder_frozen_mid_transaction_loses_the_lease_row() {
     assert!(taken.epoch > lease.epoch);
     assert!(matches!(
         frozen
-            .sequence(&lease, 10, &wardgate_audit::conformance::suite_key())
+            .sequence(&lease, 0, 10, &wardgate_audit::conformance::suite_key())
             .await
             .unwrap(),
         wardgate_audit::Sequenced::LeaseLost
@@ -282,7 +282,7 @@ async fn pg_a_database_owner_cannot_forge_rewrite_or_roll_back_the_shared_log_un
         .await
         .unwrap();
     let done = c_store
-        .sequence(&lease, 10, &key.queue_key())
+        .sequence(&lease, c_store.size().await.unwrap(), 10, &key.queue_key())
         .await
         .unwrap();
     assert!(matches!(done, wardgate_audit::Sequenced::Entries(ref e) if e.len() == 2));
