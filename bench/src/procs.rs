@@ -85,6 +85,10 @@ pub fn command(bin: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
+    // Several instances run side by side, and the default metrics ports are one per machine;
+    // a benchmark of the metrics' cost turns them on itself.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     cmd
 }
 

@@ -71,6 +71,10 @@ def clean_env(**extra: str) -> dict[str, str]:
     # lockout (10 failures in 5 minutes per source) later tests would be locked out. Lockout
     # itself is tested in crates/gateway/tests/it/admin.rs.
     env["WARDGATE_LOCKOUT_THRESHOLD"] = "100000"
+    # The default metrics ports are one per machine and tests run side by side; a test of the
+    # metrics listener gives it a free port.
+    env["WARDGATE_METRICS_LISTEN"] = "off"
+    env["WARDGATE_LLM_METRICS_LISTEN"] = "off"
     env.update(extra)
     return env
 

@@ -343,15 +343,22 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
     let key = suite_key();
 
     assert_eq!(store.pending_count().await.unwrap(), 0);
+    assert_eq!(store.oldest_pending_ms().await.unwrap(), None);
     assert!(store.enqueue(vec![], &key).await.unwrap().is_empty());
     // The log may already hold entries (written directly): sequencing goes on after them.
     let base = store.size().await.unwrap();
 
     // Queueing: all or nothing, ids grow, nothing is in the log yet.
+    let before = crate::Timestamp::now().unix_millis();
     let ids = store
         .enqueue((0..3).map(sample_event).collect(), &key)
         .await
         .unwrap();
+    let oldest = store.oldest_pending_ms().await.unwrap();
+    assert!(
+        oldest.is_some_and(|t| t >= before && t <= crate::Timestamp::now().unix_millis()),
+        "{oldest:?} from {before}"
+    );
     assert_eq!(ids.len(), 3);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let mut bad = sample_event(9);
@@ -494,6 +501,7 @@ pub async fn shared_suite<S: SharedLog + RawQueue>(store: &S) {
         (2..5).map(sample_event).collect::<Vec<_>>()
     );
     assert_eq!(store.pending_count().await.unwrap(), 0);
+    assert_eq!(store.oldest_pending_ms().await.unwrap(), None);
     let Sequenced::Entries(none) = store
         .sequence(&b, store.size().await.unwrap(), 100, &key)
         .await

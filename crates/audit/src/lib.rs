@@ -41,6 +41,7 @@ pub mod export;
 pub mod keyfile;
 pub mod memory;
 pub mod merkle;
+pub mod metrics;
 pub mod note;
 pub mod quarantine;
 pub mod queue_tag;

@@ -31,6 +31,8 @@ struct MemoryInner {
     /// position 0, as the PostgreSQL queue holds it, and its tag, so a row of another release
     /// (or damage, or a forgery) can be queued too ([`MemoryAuditStore::enqueue_raw`]).
     queue: BTreeMap<u64, (Vec<u8>, Option<Vec<u8>>)>,
+    /// When each queued row was queued (Unix ms), by queue id.
+    queued_ms: BTreeMap<u64, i64>,
     next_queue_id: u64,
     /// The rows sequencing set aside, by queue id.
     quarantine: BTreeMap<u64, QuarantinedRow>,
@@ -57,6 +59,7 @@ impl MemoryAuditStore {
         inner.next_queue_id += 1;
         let id = inner.next_queue_id;
         inner.queue.insert(id, (bytes, tag));
+        inner.queued_ms.insert(id, Timestamp::now().unix_millis());
         Ok(id)
     }
 
@@ -212,12 +215,14 @@ impl SharedLog for MemoryAuditStore {
         check_batch(&events)?;
         let mut inner = self.lock()?;
         let mut ids = Vec::with_capacity(events.len());
+        let now = Timestamp::now().unix_millis();
         for e in events {
             inner.next_queue_id += 1;
             let id = inner.next_queue_id;
             let bytes = encode_leaf(0, &e);
             let tag = key.tag(&bytes).as_bytes().to_vec();
             inner.queue.insert(id, (bytes, Some(tag)));
+            inner.queued_ms.insert(id, now);
             ids.push(id);
         }
         Ok(ids)
@@ -225,6 +230,15 @@ impl SharedLog for MemoryAuditStore {
 
     async fn pending_count(&self) -> Result<u64, AuditStoreError> {
         Ok(self.lock()?.queue.len() as u64)
+    }
+
+    async fn oldest_pending_ms(&self) -> Result<Option<i64>, AuditStoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .queue
+            .keys()
+            .next()
+            .and_then(|id| inner.queued_ms.get(id).copied()))
     }
 
     async fn pending(&self, filter: &AuditFilter) -> Result<Vec<PendingEvent>, AuditStoreError> {
@@ -320,6 +334,7 @@ impl SharedLog for MemoryAuditStore {
         let plan = quarantine::plan(rows, now, key, &logged);
         let mut entries = Vec::with_capacity(plan.take.len());
         for planned in plan.take {
+            inner.queued_ms.remove(&planned.queue_id);
             let Some((bytes, _)) = inner.queue.remove(&planned.queue_id) else {
                 continue;
             };

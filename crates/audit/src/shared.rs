@@ -130,6 +130,10 @@ pub trait SharedLog: AuditStore {
     /// Events in the queue.
     async fn pending_count(&self) -> Result<u64, AuditStoreError>;
 
+    /// When the oldest queued row was queued (Unix ms, the queuing instance's clock); `None`
+    /// when the queue is empty. The sequencer's lag is its age.
+    async fn oldest_pending_ms(&self) -> Result<Option<i64>, AuditStoreError>;
+
     /// Queued events matching `filter` (its `after_seq` is ignored: they have no sequence
     /// number), by queue id, at most its effective limit. Rows this release cannot read as
     /// events (from a newer release, or unreadable) match no filter: [`Self::pending_count`]

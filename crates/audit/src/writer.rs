@@ -808,6 +808,7 @@ impl Writer {
             return;
         }
         let n = events.len();
+        let started = std::time::Instant::now();
         let result = match self.store.append(events).await {
             Ok(entries) if entries.len() == n => self.absorb(&entries).await.map(|()| entries),
             Ok(_) => Err(AuditError::Inconsistent(
@@ -815,6 +816,7 @@ impl Writer {
             )),
             Err(e) => Err(AuditError::Unavailable(Arc::new(e))),
         };
+        crate::metrics::committed(started, result.is_ok());
         match result {
             Ok(entries) => {
                 self.shared.size.store(self.tree.size(), Ordering::Release);

@@ -229,6 +229,16 @@ impl Breaker {
         self.lock().busy_until.is_some_and(|until| now < until)
     }
 
+    /// The state as a number, for the `wardgate_backend_breaker_state` gauge: 0 closed,
+    /// 1 half-open (its one trial is out), 2 open.
+    pub fn state_code(&self) -> u8 {
+        match self.lock().state {
+            State::Closed { .. } => 0,
+            State::HalfOpen { .. } => 1,
+            State::Open { .. } => 2,
+        }
+    }
+
     /// Open or half-open: requests do not reach the backend (but a cooled-down one's trial).
     pub fn is_open(&self) -> bool {
         !matches!(self.lock().state, State::Closed { .. })

@@ -42,7 +42,12 @@ pub struct Served {
     pub upstream_model: String,
     /// How many replicas were sent the request, this one included.
     pub attempts: u32,
+    /// The replica's kind (`ollama`, `openai`, `embedded`), for the metrics' provider label.
+    pub kind: &'static str,
 }
+
+/// Counter of the requests that moved on to a later link of their chain (docs/METRICS.md).
+pub const FALLBACKS: &str = "wardgate_backend_fallbacks_total";
 
 /// What bounds one request's walk down a chain.
 #[derive(Clone, Copy, Debug)]
@@ -180,6 +185,11 @@ impl Route {
         let mut last = BackendError::CircuitOpen;
         let mut attempts = 0;
         for (n, link) in self.chain.iter().enumerate() {
+            if n > 0 {
+                // The links before gave no answer: the request falls back. The label is the
+                // configured model name, never a client's string.
+                metrics::counter!(FALLBACKS, "model" => self.name.clone()).increment(1);
+            }
             let later_links = n + 1 < self.chain.len();
             let mut silent = 0;
             let mut picker = link.pool.picker(key);
@@ -243,6 +253,7 @@ fn served(link: &Link, replica: &BackendHandle, attempts: u32) -> Served {
         backend: replica.name().to_owned(),
         upstream_model: link.upstream_model.clone(),
         attempts,
+        kind: replica.backend.kind(),
     }
 }
 

@@ -183,6 +183,24 @@ impl Loaded {
     pub fn has_chat_template(&self) -> bool {
         self.template.is_some()
     }
+
+    /// The model's queue, slots and KV cache use (all zero for an embedding model, which has
+    /// no slots).
+    pub fn stats(&self) -> crate::scheduler::SchedulerStats {
+        match &self.worker {
+            Worker::Generate(s) => s.stats(),
+            Worker::Embed(_) => crate::scheduler::SchedulerStats::default(),
+        }
+    }
+}
+
+/// The engine's own metrics (docs/METRICS.md), recorded through the `metrics` facade: a no-op
+/// unless the process installed a recorder.
+pub mod metrics {
+    /// Histogram of successful model loads, seconds, by `model`.
+    pub const MODEL_LOAD: &str = "wardgate_engine_model_load_seconds";
+    /// Counter of failed model loads, by `model`.
+    pub const MODEL_LOAD_FAILURES: &str = "wardgate_engine_model_load_failures_total";
 }
 
 /// A running generation: text pieces, then a summary.
@@ -378,7 +396,8 @@ impl Engine {
             threads: self.config.threads,
         };
         let n = name.clone();
-        let loaded = tokio::task::spawn_blocking(move || -> Result<Loaded, EngineError> {
+        let started = Instant::now();
+        let loading = tokio::task::spawn_blocking(move || -> Result<Loaded, EngineError> {
             let backend = llama_backend()?;
             let params = LlamaModelParams::default();
             let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| {
@@ -427,7 +446,20 @@ impl Engine {
         .map_err(|e| EngineError::Load {
             name: name.clone(),
             reason: e.to_string(),
-        })??;
+        })
+        .and_then(|r| r);
+        let loaded = match loading {
+            Ok(l) => {
+                ::metrics::histogram!(metrics::MODEL_LOAD, "model" => name.clone())
+                    .record(started.elapsed().as_secs_f64());
+                l
+            }
+            Err(e) => {
+                ::metrics::counter!(metrics::MODEL_LOAD_FAILURES, "model" => name.clone())
+                    .increment(1);
+                return Err(e);
+            }
+        };
         let loaded = Arc::new(loaded);
         self.touch(&loaded, keep);
         self.loaded_map().insert(name, loaded.clone());

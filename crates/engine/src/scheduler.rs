@@ -140,7 +140,29 @@ pub struct Scheduler {
     tx: Sender<Job>,
     /// Jobs submitted and not yet in a slot (in the channel or the fair queue).
     waiting: Arc<AtomicUsize>,
+    /// What the decode loop reports after each step, for the metrics.
+    seen: Arc<Seen>,
     config: SchedulerConfig,
+}
+
+/// What the decode loop last saw: slots generating, and KV cache cells holding tokens.
+#[derive(Debug, Default)]
+struct Seen {
+    busy: AtomicUsize,
+    cells: AtomicUsize,
+}
+
+/// A model's scheduler as the metrics show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SchedulerStats {
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Slots generating.
+    pub busy: usize,
+    /// Slots the model has.
+    pub slots: usize,
+    /// Share of the KV cache's cells (all slots' contexts) holding tokens, 0 to 1.
+    pub kv_use: f64,
 }
 
 impl Scheduler {
@@ -158,14 +180,17 @@ impl Scheduler {
         let waiting = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let w = waiting.clone();
+        let seen = Arc::new(Seen::default());
+        let reports = seen.clone();
         std::thread::Builder::new()
             .name("wardgate-decode".into())
-            .spawn(move || run(backend, &model, config, rx, &w, ready_tx))
+            .spawn(move || run(backend, &model, config, rx, &w, &reports, ready_tx))
             .map_err(|e| SchedulerError::Context(e.to_string()))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Scheduler {
                 tx,
                 waiting,
+                seen,
                 config,
             }),
             Ok(Err(e)) => Err(SchedulerError::Context(e)),
@@ -189,6 +214,22 @@ impl Scheduler {
 
     pub fn config(&self) -> SchedulerConfig {
         self.config
+    }
+
+    /// The queue, the busy slots and the KV cache's use, as the decode loop last saw them.
+    pub fn stats(&self) -> SchedulerStats {
+        let slots = self.config.slots as usize;
+        let cells = slots * self.config.slot_ctx as usize;
+        SchedulerStats {
+            queued: self.waiting.load(Ordering::Relaxed),
+            busy: self.seen.busy.load(Ordering::Relaxed),
+            slots,
+            kv_use: if cells == 0 {
+                0.0
+            } else {
+                self.seen.cells.load(Ordering::Relaxed) as f64 / cells as f64
+            },
+        }
     }
 }
 
@@ -352,6 +393,7 @@ fn run(
     config: SchedulerConfig,
     rx: Receiver<Job>,
     waiting: &AtomicUsize,
+    seen: &Seen,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let params = LlamaContextParams::default()
@@ -414,6 +456,14 @@ fn run(
             waiting.fetch_sub(1, Ordering::AcqRel);
             admit(model, &mut ctx, &mut slots, job, config);
         }
+        seen.busy.store(
+            slots.iter().filter(|s| s.active.is_some()).count(),
+            Ordering::Relaxed,
+        );
+        seen.cells.store(
+            slots.iter().map(|s| s.cached.len()).sum(),
+            Ordering::Relaxed,
+        );
         if step(model, &mut ctx, &mut batch, &mut slots, config).is_err() {
             // A failed decode leaves the KV cache in an unknown state for the sequences in the
             // batch: fail them and forget what their slots held.

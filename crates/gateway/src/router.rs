@@ -78,7 +78,7 @@ fn route_table(state: &AppState) -> (OpenApiRouter<AppState>, OpenApiRouter<AppS
 
     // The security counters: `admin` or `auditor` (a scraper holds such a key).
     let metrics_routes = OpenApiRouter::new()
-        .routes(routes!(crate::metrics::handler))
+        .routes(routes!(crate::metrics::admin::handler))
         .route_layer(from_fn_with_state(principal::METRICS, auth::authorize));
 
     // The only routes without a credential: liveness and readiness for orchestrators, and the

@@ -123,6 +123,15 @@ impl Pseudonymizer {
         self.entries.is_empty()
     }
 
+    /// How many tokens were minted in each category (each a distinct value replaced), the
+    /// categories with none left out: counts only, for metrics.
+    pub fn minted(&self) -> impl Iterator<Item = (Category, u32)> + '_ {
+        Category::ALL
+            .into_iter()
+            .zip(self.counters)
+            .filter(|(_, n)| *n > 0)
+    }
+
     /// The lookup key of a value: an identifier (`literal` false, normalised), or text of the
     /// input shaped like a token (`literal` true, exact), in separate domains.
     fn digest(&self, category: Category, value: &str, literal: bool) -> [u8; 32] {

@@ -11,6 +11,9 @@ use std::process::{Command, Output, Stdio};
 /// feeding `stdin`.
 fn wardgate_with_input(dir: &Path, args: &[&str], stdin: &str) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    // The default metrics ports are one per machine, and tests run side by side.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
     }
@@ -266,6 +269,9 @@ fn a_start_that_cannot_listen_writes_no_start_event() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    // The default metrics ports are one per machine, and tests run side by side.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
     }

@@ -14,6 +14,9 @@ fn wardgate(dir: &Path, args: &[&str]) -> Output {
 /// As [`wardgate`], with `env` set too.
 fn wardgate_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    // The default metrics ports are one per machine, and tests run side by side.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
     }

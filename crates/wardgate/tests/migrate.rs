@@ -91,6 +91,9 @@ fn wardgate(dir: &Path, schema: &Schema, args: &[&str]) -> Output {
 /// [`wardgate`] with `vars` set too.
 fn wardgate_with(dir: &Path, schema: &Schema, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    // The default metrics ports are one per machine, and tests run side by side.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     cmd.envs(vars.iter().copied());
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
@@ -391,6 +394,9 @@ fn migrate_on_sqlite_reports_the_files_version() {
     )
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    // The default metrics ports are one per machine, and tests run side by side.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
     }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// Runs `wardgate` in `dir` with no `WARDGATE_*` setting of the environment the tests run in.
 fn wardgate(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    // The default metrics ports are one per machine, and tests run side by side.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
     }

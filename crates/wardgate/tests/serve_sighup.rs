@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// `wardgate serve` in `dir`, with no `WARDGATE_*` setting of the environment the tests run in.
 fn serve(dir: &Path) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    // The default metrics ports are one per machine, and tests run side by side.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
     }
@@ -134,6 +137,9 @@ fn a_sighup_to_wardgate_llm_is_logged_and_ignored() {
     )
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    // The default metrics ports are one per machine, and tests run side by side.
+    cmd.env("WARDGATE_METRICS_LISTEN", "off")
+        .env("WARDGATE_LLM_METRICS_LISTEN", "off");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WARDGATE_")) {
         cmd.env_remove(k);
     }

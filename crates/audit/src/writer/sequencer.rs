@@ -260,7 +260,10 @@ impl Enqueuer {
             }
             return;
         }
-        match self.store.enqueue(events, &self.queue_key).await {
+        let started = std::time::Instant::now();
+        let queued = self.store.enqueue(events, &self.queue_key).await;
+        crate::metrics::committed(started, queued.as_ref().is_ok_and(|ids| ids.len() == n));
+        match queued {
             Ok(ids) if ids.len() == n => {
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 for (r, id) in replies.into_iter().zip(ids) {

@@ -67,6 +67,14 @@ pub enum StartError {
     Tls(#[from] crate::serve::tls::TlsError),
     #[error("{0}")]
     DefaultModel(String),
+    #[error(
+        "cannot listen for metrics on {addr} (metrics.listen): {source}; choose another \
+         address, or `off` for no metrics listener"
+    )]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The origin (log name) of an in-memory audit log.
@@ -324,7 +332,19 @@ impl Gateway {
         tokio::spawn(async move {
             preload(&preload_state).await;
         });
-        run_service(state, self.live, listener, shutdown, self.opening).await
+        let reloader = self.reloader.clone();
+        let initial = state.clone();
+        let current: crate::metrics::listener::CurrentState = Arc::new(move || {
+            reloader
+                .as_ref()
+                .and_then(|r| r.current())
+                .unwrap_or_else(|| initial.clone())
+        });
+        let role = Role {
+            name: "serve",
+            current,
+        };
+        run_service(state, self.live, listener, shutdown, self.opening, role).await
     }
 }
 
@@ -416,12 +436,18 @@ impl LlmService {
         tokio::spawn(async move {
             preload(&preload_state).await;
         });
+        let state = self.state.clone();
+        let role = Role {
+            name: "llm",
+            current: Arc::new(move || state.clone()),
+        };
         run_service(
             self.state,
             LiveRouter::new(self.router),
             listener,
             shutdown,
             self.opening,
+            role,
         )
         .await
     }
@@ -505,12 +531,21 @@ async fn begin_run(
 
 /// Serves whichever router `app` holds, with the background tasks and the bounded drain,
 /// over TLS when the config has it; then writes the folded refusals and closes the audit log.
+/// Which role runs, for what both roles serve beside their own listener (the metrics).
+struct Role {
+    /// `serve` or `llm`: the metrics' `listener` label.
+    name: &'static str,
+    /// The state now serving (a reload swaps the gateway's).
+    current: crate::metrics::listener::CurrentState,
+}
+
 async fn run_service(
     state: AppState,
     app: LiveRouter,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     opening: Option<wardgate_audit::AuditEvent>,
+    role: Role,
 ) -> Result<(), StartError> {
     let grace = state.config.shutdown_grace;
     let tls = state
@@ -519,6 +554,16 @@ async fn run_service(
         .as_ref()
         .map(crate::serve::tls::Tls::load)
         .transpose()?;
+    // Bound before the run opens: an address in use stops the start, as the main listener's
+    // does, rather than leaving an operator without the metrics they set up.
+    let metrics_listener = match state.config.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
     // The listener is bound and TLS loaded: from here the service runs, and its run opens.
     if let Some(event) = opening {
         begin_run(&state, event).await?;
@@ -530,6 +575,17 @@ async fn run_service(
     let mut tasks = background::spawn(state);
     if let Some(t) = &tls {
         tasks.push(t.spawn_reload());
+    }
+    if let Some(l) = metrics_listener {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(addr = %addr, "metrics listening (GET /metrics)");
+        }
+        tasks.push(crate::metrics::listener::spawn(
+            l,
+            role.current,
+            role.name,
+            tls.clone(),
+        ));
     }
     let shutdown = async move {
         shutdown.await;

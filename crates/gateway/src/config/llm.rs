@@ -68,6 +68,7 @@ const GATEWAY_ONLY_ENV: &[&str] = &[
     "WARDGATE_TLS_KEY",
     "WARDGATE_TLS_CLIENT_CA",
     "WARDGATE_RATE_LIMIT_RPM",
+    "WARDGATE_METRICS_LISTEN",
 ];
 
 /// The gateway's variables set in `env` that `wardgate llm` does not read, each with what to
@@ -81,6 +82,7 @@ pub fn ignored_gateway_env(env: EnvLookup<'_>) -> Vec<(&'static str, &'static st
                 "WARDGATE_LISTEN" => "WARDGATE_LLM_LISTEN",
                 "WARDGATE_TLS_CERT" => "WARDGATE_LLM_TLS_CERT",
                 "WARDGATE_TLS_KEY" => "WARDGATE_LLM_TLS_KEY",
+                "WARDGATE_METRICS_LISTEN" => "WARDGATE_LLM_METRICS_LISTEN",
                 _ => "nothing: the gateway's setting, not this service's",
             };
             (v, instead)
@@ -125,6 +127,10 @@ const ROLE_RATE_LIMITS_OFF: &[&str] = &[
 pub(super) fn apply_role(doc: &mut toml::Table, env: EnvLookup<'_>) -> Result<(), ConfigError> {
     let listen = env("WARDGATE_LLM_LISTEN").unwrap_or_else(|| DEFAULT_LLM_LISTEN.to_owned());
     set_dotted(doc, "server.listen", listen.into());
+    // Its own metrics port by default, so that both roles on one machine start as they are.
+    let metrics = env("WARDGATE_LLM_METRICS_LISTEN")
+        .unwrap_or_else(|| super::metrics::DEFAULT_LLM_LISTEN.to_owned());
+    set_dotted(doc, "metrics.listen", metrics.into());
     match (env("WARDGATE_LLM_TLS_CERT"), env("WARDGATE_LLM_TLS_KEY")) {
         (Some(cert), Some(key)) => {
             set_dotted(doc, "server.tls.cert_file", cert.into());

@@ -17,6 +17,7 @@ pub mod health;
 pub mod limits;
 pub mod llm;
 pub mod logging;
+pub mod metrics;
 pub mod parts;
 pub mod phi;
 pub mod rate_limit;
@@ -34,6 +35,7 @@ pub use health::{RawBreaker, RawHealth};
 pub use limits::{DEFAULT_MAX_JSON_VALUES, Limits, OverCap, RawLimits};
 pub use llm::{LlmSettings, RawLlm};
 pub use logging::{LogFormat, RawLogging};
+pub use metrics::{MetricsSettings, RawMetrics};
 pub use parts::{LiveSettings, StartupSettings};
 use phi::phi_policy;
 pub use phi::{PhiMode, PhiPolicy, PhiRule, RawPhi, RawPhiRule};
@@ -94,6 +96,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub logging: RawLogging,
     #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
     pub auth: RawAuth,
@@ -140,6 +144,8 @@ pub struct Config {
     pub postgres: Option<storage::PostgresSettings>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The metrics listener and its labels' bounds.
+    pub metrics: MetricsSettings,
     pub limits: Limits,
     pub requests_per_minute: u32,
     pub tenant_requests_per_minute: u32,
@@ -370,6 +376,7 @@ const ENV_OVERRIDES: &[(&str, &str, EnvValue)] = &[
     ),
     ("WARDGATE_LOG_FORMAT", "logging.format", EnvValue::Text),
     ("WARDGATE_LOG", "logging.level", EnvValue::Text),
+    ("WARDGATE_METRICS_LISTEN", "metrics.listen", EnvValue::Text),
     (
         "WARDGATE_KEY_CACHE_TTL",
         "auth.key_cache_ttl",
@@ -651,6 +658,7 @@ fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize, Config
 fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let server = server::server(&raw.server)?;
     let logging = logging::logging(raw.logging);
+    let metrics = metrics::metrics(&raw.metrics)?;
     let limits = limits::limits(&raw.limits)?;
     let (backends, names) = backends::backends(raw.backends)?;
     let engine = engine::engine(raw.engine)?;
@@ -683,6 +691,7 @@ fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         postgres,
         log_format: logging.format,
         log_level: logging.level,
+        metrics,
         limits,
         requests_per_minute: rate_limit.requests_per_minute,
         tenant_requests_per_minute: rate_limit.tenant_requests_per_minute,
@@ -1739,6 +1748,8 @@ url = "http://127.0.0.1:11434"
             let dir = before.sqlite_path.parent().unwrap().to_path_buf();
             before.audit.signing_key_file = dir.join("audit-signing.key");
             before.audit.witness_file = dir.join("audit-witness.log");
+            // And its metrics have a port of their own by default.
+            before.metrics.listen = Some(metrics::DEFAULT_LLM_LISTEN.parse().unwrap());
             let now = llm(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
             let ((b_start, b_live), (n_start, n_live)) = (before.parts(), now.parts());
             assert_eq!(n_start, b_start, "{name}");

@@ -108,10 +108,12 @@ impl PhiGuard {
             }
             PhiMode::Block => {
                 let mut found = CategorySet::empty();
+                let mut counts = [0u32; Category::ALL.len()];
                 let mut scan = |t: &str| {
                     for s in self.detector.detect(t) {
                         if rule.block.contains(s.category) {
                             found = found.with(s.category);
+                            count(&mut counts, s.category);
                         }
                     }
                 };
@@ -124,6 +126,7 @@ impl PhiGuard {
                         None
                     });
                 }
+                record_findings("block", &counts);
                 let found: Vec<Category> = Category::ALL
                     .into_iter()
                     .filter(|c| found.contains(*c))
@@ -152,6 +155,7 @@ impl PhiGuard {
                         **r = raw;
                     }
                 }
+                record_minted(&p);
                 Ok((!p.is_empty()).then(|| Arc::new(p)))
             }
         }
@@ -168,13 +172,16 @@ impl PhiGuard {
             PhiMode::Off => Ok(None),
             PhiMode::Block => {
                 let mut found = CategorySet::empty();
+                let mut counts = [0u32; Category::ALL.len()];
                 for t in texts.iter() {
                     for s in self.detector.detect(t) {
                         if rule.block.contains(s.category) {
                             found = found.with(s.category);
+                            count(&mut counts, s.category);
                         }
                     }
                 }
+                record_findings("block", &counts);
                 let found: Vec<Category> = Category::ALL
                     .into_iter()
                     .filter(|c| found.contains(*c))
@@ -191,9 +198,33 @@ impl PhiGuard {
                     let replaced = p.pseudonymize(t);
                     **t = replaced;
                 }
+                record_minted(&p);
                 Ok((!p.is_empty()).then(|| Arc::new(p)))
             }
         }
+    }
+}
+
+/// Counts a finding of `category` in `counts` (by [`Category::ALL`] position).
+fn count(counts: &mut [u32; Category::ALL.len()], category: Category) {
+    if let Some(i) = Category::ALL.iter().position(|&c| c == category) {
+        counts[i] = counts[i].saturating_add(1);
+    }
+}
+
+/// The findings a `block` rule acted on, as metrics (counts by category only).
+fn record_findings(mode: &'static str, counts: &[u32; Category::ALL.len()]) {
+    for (c, n) in Category::ALL.iter().zip(counts) {
+        if *n > 0 {
+            crate::metrics::phi_findings(mode, c.name(), *n);
+        }
+    }
+}
+
+/// The values a `deidentify` rule replaced, as metrics (counts by category only).
+fn record_minted(p: &Pseudonymizer) {
+    for (c, n) in p.minted() {
+        crate::metrics::phi_findings("deidentify", c.name(), n);
     }
 }
 

@@ -45,7 +45,12 @@ pub(crate) fn drive(state: &AppState, record: &Arc<RequestRecord>, prompt_estima
 
 pub(crate) fn note_served(record: &RequestRecord, route: &Route, served: &Served) {
     record.set_model(&route.name);
-    record.set_served(&served.backend, &served.upstream_model, served.attempts);
+    record.set_served(
+        &served.backend,
+        &served.upstream_model,
+        served.attempts,
+        served.kind,
+    );
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -301,9 +306,10 @@ pub(crate) async fn run_generation(
             Job::Complete(r) => route.complete(r, &scope, budget).await,
         }
     };
-    let (served, events) = tokio::time::timeout_at(deadline.into(), walk)
-        .await
-        .map_err(|_| ApiError::Timeout)??;
+    let waiting = Instant::now();
+    let walked = tokio::time::timeout_at(deadline.into(), walk).await;
+    record.add_backend_wait(waiting.elapsed());
+    let (served, events) = walked.map_err(|_| ApiError::Timeout)??;
     note_served(record, route, &served);
     let events = match pseudonyms {
         Some(map) => phi_guard::reidentify(events, map),
@@ -349,7 +355,10 @@ pub(crate) async fn before_backend(
     let event = record.audit_event(wardgate_audit::EventType::RequestStart);
     let deadline = deadline(state, record);
     match tokio::time::timeout_at(deadline.into(), state.audit.append(event)).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(_)) => {
+            record.set_dispatched();
+            Ok(())
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %crate::causes::Causes(&e), "audit start commit failed; request refused");
             Err(ApiError::AuditUnavailable)
@@ -390,9 +399,10 @@ pub(crate) async fn run_embedding(
     // Each link may take what is left of the deadline, and the walk as a whole ends at it
     // (without the outer bound, a chain of slow links would take the whole time each).
     let deadline = deadline(state, record);
-    let (served, resp) = tokio::time::timeout_at(deadline.into(), route.embed(&req, deadline))
-        .await
-        .map_err(|_| ApiError::Timeout)??;
+    let waiting = Instant::now();
+    let embedded = tokio::time::timeout_at(deadline.into(), route.embed(&req, deadline)).await;
+    record.add_backend_wait(waiting.elapsed());
+    let (served, resp) = embedded.map_err(|_| ApiError::Timeout)??;
     note_served(record, &route, &served);
     record.set_tokens(resp.prompt_tokens, 0);
     Ok(resp)

@@ -108,6 +108,15 @@ struct Fields {
     /// A failed authentication whose audit event is folded into its address's count for the
     /// window (`lockout.rs`): the log line is written, the audit event is not.
     audit_folded: bool,
+    /// The request's start was audited and its backend walk began (a GenAI operation, for
+    /// the metrics).
+    dispatched: bool,
+    /// The kind of the replica that answered (`ollama`, `openai`, `embedded`).
+    backend_kind: Option<&'static str>,
+    /// Time spent waiting on backends: each attempt, and each event of the answer.
+    backend_wait: std::time::Duration,
+    /// When the first content of a streamed answer was read.
+    first_token: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -221,11 +230,34 @@ impl RequestRecord {
         self.lock().prompt_sha256 = Some(digest);
     }
 
-    pub fn set_served(&self, backend: &str, upstream_model: &str, attempts: u32) {
+    pub fn set_served(
+        &self,
+        backend: &str,
+        upstream_model: &str,
+        attempts: u32,
+        kind: &'static str,
+    ) {
         let mut f = self.lock();
         f.backend = Some(backend.to_owned());
         f.upstream_model = Some(upstream_model.to_owned());
         f.attempts = attempts;
+        f.backend_kind = Some(kind);
+    }
+
+    /// The request's start is audited and its backend is about to be called.
+    pub fn set_dispatched(&self) {
+        self.lock().dispatched = true;
+    }
+
+    /// Adds time spent waiting on a backend (the gateway's overhead is the rest).
+    pub fn add_backend_wait(&self, waited: std::time::Duration) {
+        let mut f = self.lock();
+        f.backend_wait = f.backend_wait.saturating_add(waited);
+    }
+
+    /// The first content of a streamed answer was read now (only the first call counts).
+    pub fn set_first_token(&self) {
+        self.lock().first_token.get_or_insert_with(Instant::now);
     }
 
     pub fn set_tokens(&self, tokens_in: u64, tokens_out: u64) {
@@ -340,7 +372,9 @@ impl RequestFinished<'_> {
         } else {
             Outcome::Allow
         };
-        let latency_ms = record.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = record.started.elapsed();
+        record_metrics(record, &f, outcome, elapsed);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         tracing::info!(
             target: "wardgate::request",
             request_id = %record.request_id,
@@ -384,6 +418,45 @@ impl RequestFinished<'_> {
     }
 }
 
+/// The request's metrics (`crate::metrics`), from the same fields as its log line.
+fn record_metrics(
+    record: &RequestRecord,
+    f: &Fields,
+    outcome: Outcome,
+    elapsed: std::time::Duration,
+) {
+    if !crate::metrics::installed() {
+        return;
+    }
+    let failed = match outcome {
+        Outcome::Allow | Outcome::Deny => None,
+        Outcome::Error => Some(f.reason),
+        Outcome::ClientAbort => Some(Some(crate::error::CLIENT_GONE)),
+    };
+    let route = (record.route != UNMATCHED_ROUTE).then_some(record.route.as_str());
+    crate::metrics::request_finished(&crate::metrics::Finished {
+        route,
+        model: f.model.as_deref().filter(|_| f.model_resolved),
+        named_model: f.model.is_some(),
+        status: f.status,
+        tenant: f.tenant.as_deref(),
+        elapsed,
+        backend_wait: f.backend_wait,
+        gen_ai: f.dispatched.then(|| crate::metrics::GenAi {
+            kind: f.backend_kind,
+            failed,
+            first_token: f
+                .first_token
+                .map(|t| t.saturating_duration_since(record.started)),
+            tokens_in: f.tokens_in,
+            tokens_out: f.tokens_out,
+        }),
+    });
+}
+
+/// The route of a request that matched none.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
 /// The most characters of a break-glass reason the audit log keeps (after redaction): enough
 /// to say why ("ED trauma bay 2, unconscious, no consent possible"), short enough that a
 /// log nothing can delete holds as little free text as possible.
@@ -423,7 +496,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let record = Arc::new(RequestRecord {
         request_id: uuid::Uuid::now_v7().simple().to_string(),
         method: req.method().as_str().to_owned(),

@@ -83,8 +83,15 @@ impl Meter {
 
 /// The next event, or why there is none: the deadline passed, the backend failed, or the
 /// stream ended without a finish (which a complete answer always has).
-async fn next_event(events: &mut EventStream, deadline: Instant) -> Result<Event, ApiError> {
-    match tokio::time::timeout_at(deadline.into(), events.next()).await {
+async fn next_event(
+    events: &mut EventStream,
+    deadline: Instant,
+    record: &RequestRecord,
+) -> Result<Event, ApiError> {
+    let waiting = Instant::now();
+    let next = tokio::time::timeout_at(deadline.into(), events.next()).await;
+    record.add_backend_wait(waiting.elapsed());
+    match next {
         Err(_) => Err(ApiError::Timeout),
         Ok(None) => Err(ApiError::Backend(BackendError::Protocol(
             "stream ended without a finish".into(),
@@ -108,7 +115,7 @@ pub async fn collect(mut events: EventStream, drive: &Drive) -> Result<Collected
     let mut acc = Accumulator::default();
     let mut meter = Meter::new(drive.record.started);
     loop {
-        match next_event(&mut events, drive.deadline).await? {
+        match next_event(&mut events, drive.deadline, &drive.record).await? {
             Event::Finish {
                 reason,
                 usage,
@@ -178,12 +185,13 @@ pub fn stream_response(
                 if st.done {
                     return None;
                 }
-                match next_event(&mut st.events, st.drive.deadline).await {
+                match next_event(&mut st.events, st.drive.deadline, &st.drive.record).await {
                     Ok(Event::Delta {
                         content,
                         tool_calls,
                     }) => {
                         st.meter.saw_delta();
+                        st.drive.record.set_first_token();
                         // What has been delivered so far is what a client that leaves now is
                         // charged (quotas) and recorded for; the finish replaces it with the
                         // backend's own count.

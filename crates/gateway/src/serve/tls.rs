@@ -189,6 +189,20 @@ impl Tls {
         &self.acceptor
     }
 
+    /// The serving certificate's `notAfter` as Unix time (the one now served, reloads
+    /// included); `None` if it cannot be read as X.509 (rustls took it, so it is at least DER).
+    pub fn not_after(&self) -> Option<i64> {
+        let current = self
+            .cert
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let leaf = current.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// Re-reads the certificate and key; `Ok(true)` when a changed pair was loaded.
     pub fn reload(&self) -> Result<bool, TlsError> {
         let cert_pem = read(&self.settings.cert_file)?;

@@ -12,6 +12,7 @@ mod conversion;
 mod embedded;
 mod jwt;
 mod llm;
+mod metrics;
 mod openapi;
 mod phi_audit;
 mod pools;

@@ -392,6 +392,19 @@ impl SharedLog for PgStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn oldest_pending_ms(&self) -> Result<Option<i64>, AuditStoreError> {
+        // The first row by id, through the primary key: the queue can be long while no
+        // sequencer runs, and a scrape asks this every few seconds.
+        self.bounded(async |tx: &mut Tx| {
+            sqlx::query_scalar("SELECT queued_ms FROM audit_queue ORDER BY id LIMIT 1")
+                .persistent(false)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn pending(&self, filter: &AuditFilter) -> Result<Vec<PendingEvent>, AuditStoreError> {
         let limit = filter.effective_limit() as usize;
         let mut out = Vec::new();

@@ -146,11 +146,12 @@ chain = [{{ backend = "b0", model = "other" }}]
         file: Option<std::path::PathBuf>,
         mocks: Vec<MockServer>,
     ) -> Harness {
+        let config = without_metrics_listener(config);
         let store = stores.db.clone();
         let file_kept = file.clone();
         let source = file.map(|path| ConfigSource {
             path: Some(path),
-            env: Box::new(|_| None),
+            env: Box::new(metrics_off_env),
         });
         let gateway = Gateway::build(config, stores, source).await.unwrap();
         let mut h = Self::over(gateway, store, mocks).await;
@@ -160,6 +161,7 @@ chain = [{{ backend = "b0", model = "other" }}]
 
     /// As [`Harness::build`], over `catalog` instead of the configured backends.
     pub async fn build_over(config: Config, catalog: wardgate_backends::Catalog) -> Harness {
+        let config = without_metrics_listener(config);
         let stores = Stores::in_memory().await.unwrap();
         let store = stores.db.clone();
         let gateway = Gateway::build_over(config, stores, None, catalog)
@@ -208,7 +210,7 @@ chain = [{{ backend = "b0", model = "other" }}]
         let config = (*self.state.config).clone();
         let source = self.file.clone().map(|path| ConfigSource {
             path: Some(path),
-            env: Box::new(|_| None),
+            env: Box::new(metrics_off_env),
         });
         let gateway = Gateway::build(config, stores, source).await.unwrap();
         Harness {
@@ -217,6 +219,27 @@ chain = [{{ backend = "b0", model = "other" }}]
             gateway,
             ..self
         }
+    }
+
+    /// The same gateway over the same stores, with its metrics listener on a free loopback
+    /// port (returned); it listens once [`Harness::listen`] runs the gateway.
+    pub async fn with_metrics(self) -> (Harness, std::net::SocketAddr) {
+        let addr = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let mut config = (*self.state.config).clone();
+        config.metrics.listen = Some(addr);
+        let mut stores = Stores::in_memory().await.unwrap();
+        stores.db = self.store.clone();
+        let gateway = Gateway::build(config, stores, None).await.unwrap();
+        let h = Harness {
+            app: gateway.router(),
+            state: gateway.state(),
+            gateway,
+            ..self
+        };
+        (h, addr)
     }
 
     /// Serves the harness's gateway on a real socket (the full connection layer: TLS,
@@ -291,7 +314,7 @@ chain = [{{ backend = "b0", model = "other" }}]
 
     /// The gateway reading its configuration from the file `path` (reloads re-read it).
     pub async fn from_file(path: &std::path::Path, mocks: Vec<MockServer>) -> Harness {
-        let config = Config::load(Some(path), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::load(Some(path), &metrics_off_env).unwrap_or_else(|e| panic!("{e}"));
         let stores = Stores::in_memory().await.unwrap();
         Self::build(config, stores, Some(path.to_path_buf()), mocks).await
     }
@@ -721,4 +744,17 @@ pub fn refusals_counted(events: &[&wardgate_audit::AuditEvent]) -> u64 {
             _ => 1,
         })
         .sum()
+}
+
+/// `config` without its metrics listener: the default port is one per machine, and tests run
+/// side by side. A test of the listener sets an address of its own after this.
+pub fn without_metrics_listener(mut config: Config) -> Config {
+    config.metrics.listen = None;
+    config
+}
+
+/// The environment a harness's configuration file is read in (at build and at each reload):
+/// the metrics listener off, as [`without_metrics_listener`] leaves the built configuration.
+pub fn metrics_off_env(name: &str) -> Option<String> {
+    (name == "WARDGATE_METRICS_LISTEN").then(|| "off".to_owned())
 }

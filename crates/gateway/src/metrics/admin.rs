@@ -5,10 +5,10 @@
 //!
 //! The counters are process-wide atomics (`middleware::events::COUNTERS`) that each security
 //! event counts as it is emitted: failed authentications, lockouts, break-glass requests, and
-//! refusals by each rate limit or quota.
-//! They are rendered here by hand because there are only a few and the format is four lines
-//! each; the `metrics` crate and its Prometheus exporter take over when the gateway gets its
-//! full instrumentation (latencies, backends, engine), keeping these names.
+//! refusals by each rate limit or quota. The metrics listener serves them too, under the same
+//! names ([`mirror_security_counters`] copies them into the recorder when a scrape comes).
+//! Here they are rendered by hand, five counters of four lines each, so that this route works
+//! whether or not the process records metrics (`metrics.listen` empty).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -28,6 +28,52 @@ fn limit_label(l: Limit) -> &'static str {
     }
 }
 
+/// The security counters' names and help texts, in the order they are rendered.
+pub const SECURITY_COUNTERS: &[(&str, &str)] = &[
+    (
+        "wardgate_auth_failures_total",
+        "Requests refused for a missing, unknown, revoked, expired or invalid credential.",
+    ),
+    (
+        "wardgate_auth_failures_folded_total",
+        "Failed authentications audited in a per-address `suppressed: N` summary event instead of one by one.",
+    ),
+    (
+        "wardgate_lockouts_total",
+        "Client addresses or key prefixes locked out after repeated failed authentications.",
+    ),
+    (
+        "wardgate_break_glass_requests_total",
+        "Requests made with break-glass (emergency) access, refused ones included.",
+    ),
+    (
+        "wardgate_rate_limited_total",
+        "Requests refused with 429 by a rate limit or quota, by the bound that refused them.",
+    ),
+];
+
+/// The counters' values now, without labels (each but the last of [`SECURITY_COUNTERS`]).
+fn plain_counters() -> [u64; 4] {
+    [
+        COUNTERS.auth_failures.load(Ordering::Relaxed),
+        COUNTERS.auth_failures_folded.load(Ordering::Relaxed),
+        COUNTERS.lockouts.load(Ordering::Relaxed),
+        COUNTERS.break_glass.load(Ordering::Relaxed),
+    ]
+}
+
+/// Copies the security counters into the metrics recorder (each series exists from the first
+/// scrape, at 0 until something is counted).
+pub fn mirror_security_counters() {
+    for ((name, _), n) in SECURITY_COUNTERS.iter().zip(plain_counters()) {
+        metrics::counter!(*name).absolute(n);
+    }
+    for (l, n) in Limit::ALL.iter().zip(&COUNTERS.rate_limited) {
+        metrics::counter!(SECURITY_COUNTERS[4].0, "limit" => limit_label(*l))
+            .absolute(n.load(Ordering::Relaxed));
+    }
+}
+
 fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} counter");
@@ -39,30 +85,9 @@ fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
 /// The exposition text.
 pub fn render() -> String {
     let mut out = String::with_capacity(1024);
-    counter(
-        &mut out,
-        "wardgate_auth_failures_total",
-        "Requests refused for a missing, unknown, revoked, expired or invalid credential.",
-        &[("", COUNTERS.auth_failures.load(Ordering::Relaxed))],
-    );
-    counter(
-        &mut out,
-        "wardgate_auth_failures_folded_total",
-        "Failed authentications audited in a per-address `suppressed: N` summary event instead of one by one.",
-        &[("", COUNTERS.auth_failures_folded.load(Ordering::Relaxed))],
-    );
-    counter(
-        &mut out,
-        "wardgate_lockouts_total",
-        "Client addresses or key prefixes locked out after repeated failed authentications.",
-        &[("", COUNTERS.lockouts.load(Ordering::Relaxed))],
-    );
-    counter(
-        &mut out,
-        "wardgate_break_glass_requests_total",
-        "Requests made with break-glass (emergency) access, refused ones included.",
-        &[("", COUNTERS.break_glass.load(Ordering::Relaxed))],
-    );
+    for ((name, help), n) in SECURITY_COUNTERS.iter().zip(plain_counters()) {
+        counter(&mut out, name, help, &[("", n)]);
+    }
     let labels: Vec<(String, u64)> = Limit::ALL
         .iter()
         .zip(&COUNTERS.rate_limited)
@@ -74,12 +99,8 @@ pub fn render() -> String {
         })
         .collect();
     let samples: Vec<(&str, u64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-    counter(
-        &mut out,
-        "wardgate_rate_limited_total",
-        "Requests refused with 429 by a rate limit or quota, by the bound that refused them.",
-        &samples,
-    );
+    let (name, help) = SECURITY_COUNTERS[4];
+    counter(&mut out, name, help, &samples);
     out
 }
 
