@@ -96,6 +96,11 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Also measure what recording metrics costs: two SQLite gateways side by side, one with
+    /// its metrics listener off and one with it on (scraped every 5 s), at each of `--rates`,
+    /// in alternating order each repeat; the cost is the difference of their added p50.
+    #[arg(long)]
+    metrics_cost: bool,
     /// `audit.durability` of every gateway: `disk` (the default, each audit commit flushed
     /// before the request goes on) or `process` (survives the gateway dying; see the README).
     #[arg(long, default_value = "disk")]
@@ -151,6 +156,9 @@ macro_rules! say {
     };
 }
 
+// After `say!`, which it uses.
+mod metrics_cost;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -191,6 +199,11 @@ async fn main() -> anyhow::Result<()> {
             args.target_added_p99_ms,
         )
         .await?;
+    let metrics_cost = if args.metrics_cost {
+        Some(setup.metrics_cost().await?)
+    } else {
+        None
+    };
     let scale_out = if args.scale_out {
         let shared = SharedStore::create(
             &wardgate_bin,
@@ -245,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
             },
             embedded: &embedded,
             scale_out: scale_out.as_ref(),
+            metrics_cost: metrics_cost.as_ref(),
         };
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -302,6 +316,7 @@ impl Setup<'_> {
                     self.args.audit_durability,
                     self.mock_addr,
                     addr,
+                    None,
                     self.dir,
                 )
                 .await?,
@@ -901,6 +916,8 @@ struct JsonReport<'a> {
     embedded: &'a SystemReport,
     /// `--scale-out`: the instances on PostgreSQL and Redis.
     scale_out: Option<&'a SystemReport>,
+    /// `--metrics-cost`: metrics off vs on.
+    metrics_cost: Option<&'a metrics_cost::MetricsCost>,
 }
 
 /// The two set-ups side by side: what each adds over the direct baseline of its own runs.

@@ -181,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
         wardgate_store::AuditDurability::Disk,
         mock_addr,
         addr,
+        None,
         dir.path(),
     )
     .await?;

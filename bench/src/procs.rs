@@ -204,8 +204,8 @@ pub fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// Starts `wardgate serve` on `store` against the mock, with auth on, no concurrency limit and
-/// the log at `warn`, and waits until `/ready` answers 200. Its log and witness file are named
+/// Starts `wardgate serve` on `store` against the mock, with auth on, no concurrency limit,
+/// the log at `warn` and its metrics listener at `metrics` (none when `None`), and waits until `/ready` answers 200. Its log and witness file are named
 /// after its port, so several instances can share `dir`.
 pub async fn start_gateway(
     bin: &Path,
@@ -213,10 +213,14 @@ pub async fn start_gateway(
     durability: AuditDurability,
     mock: SocketAddr,
     listen: SocketAddr,
+    metrics: Option<SocketAddr>,
     dir: &Path,
 ) -> anyhow::Result<Child> {
     let mut cmd = command(bin);
     store.apply(&mut cmd);
+    if let Some(addr) = metrics {
+        cmd.env("WARDGATE_METRICS_LISTEN", addr.to_string());
+    }
     let port = listen.port();
     cmd.arg("serve")
         .stdout(Stdio::null())
