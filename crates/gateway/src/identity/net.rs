@@ -58,6 +58,9 @@ pub fn client_ip<'a>(
     forwarded_for: impl Iterator<Item = &'a http::HeaderValue>,
     trusted: &[IpNet],
 ) -> IpAddr {
+    // An IPv4 address written as IPv4-mapped IPv6 (`::ffff:10.0.0.5`, as a dual-stack socket
+    // or a proxy may write it) is that IPv4 address, for trust as for counting.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -69,7 +72,7 @@ pub fn client_ip<'a>(
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        let Some(ip) = hop_address(hop) else {
+        let Some(ip) = hop_address(hop).map(|ip| ip.to_canonical()) else {
             break;
         };
         client = ip;
@@ -182,6 +185,27 @@ mod tests {
             client_ip(ip("10.0.0.1"), xff(&[]).iter(), &trusted),
             ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_its_ipv4_address_for_trust_and_counting() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        for (peer, chain, want) in [
+            // A trusted proxy written as IPv4-mapped in the chain is walked past (a black-box
+            // finding: it ended the walk, and the proxy became the client).
+            ("127.0.0.1", "203.0.113.9, ::ffff:127.0.0.1", "203.0.113.9"),
+            // The peer itself, as a dual-stack socket reports it.
+            ("::ffff:127.0.0.1", "203.0.113.9", "203.0.113.9"),
+            // A client written that way is counted as its IPv4 address.
+            ("127.0.0.1", "::ffff:203.0.113.9", "203.0.113.9"),
+            ("::ffff:198.51.100.1", "203.0.113.9", "198.51.100.1"),
+        ] {
+            assert_eq!(
+                client_ip(ip(peer), xff(&[chain]).iter(), &trusted),
+                ip(want),
+                "{peer} / {chain}"
+            );
+        }
     }
 
     #[test]
