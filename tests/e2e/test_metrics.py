@@ -47,6 +47,14 @@ def load_check_deploy():
     return module
 
 
+def counter(exposition: str, series: str) -> float:
+    """The value of one series (name and labels exactly as exposed) in a text exposition."""
+    for line in exposition.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} is not exposed:\n{exposition[-4000:]}")
+
+
 def drive_traffic(gw) -> None:
     """One of each kind of request the dashboard shows: answered, streamed, embeddings,
     refused for an unknown model and for a bad key, and a request with PHI under deidentify."""
@@ -64,10 +72,11 @@ def drive_traffic(gw) -> None:
         client.chat.completions.create(
             model="no-such-model", messages=[{"role": "user", "content": "hi"}]
         )
-    with pytest.raises(openai.AuthenticationError):
-        gw.openai(key="wg_not_a_real_key").chat.completions.create(
-            model=MODEL_A, messages=[{"role": "user", "content": "hi"}]
-        )
+    for _ in range(4):
+        with pytest.raises((openai.AuthenticationError, openai.RateLimitError)):
+            gw.openai(key="wg_not_a_real_key").chat.completions.create(
+                model=MODEL_A, messages=[{"role": "user", "content": "hi"}]
+            )
     # PHI (a phone number and an SSN) under the deidentify mode the gateway runs with.
     client.chat.completions.create(
         model=MODEL_A,
@@ -96,6 +105,9 @@ def test_every_dashboard_panel_and_alert_rule_works_against_a_real_gateway(
         "openai",
         WARDGATE_METRICS_LISTEN=f"127.0.0.1:{port}",
         WARDGATE_PHI_MODE="deidentify",
+        # Low enough that the bad-key requests below lock 127.0.0.1 out (a lockout never
+        # refuses a valid credential, so the rest of the traffic still goes through).
+        WARDGATE_LOCKOUT_THRESHOLD="3",
     )
     # The listener answers in the Prometheus text format before any traffic.
     first = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
@@ -143,6 +155,16 @@ def test_every_dashboard_panel_and_alert_rule_works_against_a_real_gateway(
         + "\n".join(f"{t} ({r}): {e}" for t, r, e in unexpected)
         + f"\n\nexposition:\n{exposition[-6000:]}"
     )
+    # The traffic left the marks the panels above show, not only zero-valued series.
+    assert counter(exposition, "wardgate_lockouts_total") >= 1
+    assert counter(exposition, "wardgate_auth_failures_total") >= 4
+    assert counter(exposition, 'wardgate_phi_findings_total{category="SSN",mode="deidentify"}') >= 1
+    assert 'error_type="backend_error"' in exposition
+    assert counter(
+        exposition,
+        'wardgate_requests_total{route="/v1/chat/completions",model="_unknown",'
+        'status_class="4xx",tenant="e2e"}',
+    ) >= 1
     # The allowlist stays honest: a panel it names that has data now is taken off it.
     titles_missing = {(q[0], q[1]) for q in missing}
     has_data = sorted(set(EMPTY_FOR_A_GATEWAY_ALONE) - titles_missing)
