@@ -7,8 +7,8 @@ end the run passes or fails against the seed's service levels: p50 < 1 s, p95 < 
 p99 < 5 s, errors < 1%; Locust then exits 1 on a failure. See README.md beside this file.
 
 Environment:
-  WARDGATE_API_KEY            a key made by `wardgate keys create` (required)
-  WARDGATE_MODEL              the model to ask (default smollm2:135m)
+  LOADTEST_API_KEY            a key made by `wardgate keys create` (required)
+  LOADTEST_MODEL              the model to ask (default smollm2:135m)
   LOADTEST_RPM_PER_USER       requests a minute per user (default 1: 100 users, 100 a minute)
   LOADTEST_STREAM_SHARE       share of streamed requests (default 0.3)
   LOADTEST_MAX_TOKENS         max_tokens of each request (default 128)
@@ -21,8 +21,8 @@ import time
 
 from locust import HttpUser, constant_throughput, events, task
 
-API_KEY = os.environ.get("WARDGATE_API_KEY", "")
-MODEL = os.environ.get("WARDGATE_MODEL", "smollm2:135m")
+API_KEY = os.environ.get("LOADTEST_API_KEY", "")
+MODEL = os.environ.get("LOADTEST_MODEL", "smollm2:135m")
 RPM_PER_USER = float(os.environ.get("LOADTEST_RPM_PER_USER", "1"))
 STREAM_SHARE = float(os.environ.get("LOADTEST_STREAM_SHARE", "0.3"))
 MAX_TOKENS = int(os.environ.get("LOADTEST_MAX_TOKENS", "128"))
@@ -76,7 +76,7 @@ class ChatUser(HttpUser):
 
     def on_start(self):
         if not API_KEY:
-            raise RuntimeError("set WARDGATE_API_KEY to a key from `wardgate keys create`")
+            raise RuntimeError("set LOADTEST_API_KEY to a key from `wardgate keys create`")
         self.client.headers["Authorization"] = f"Bearer {API_KEY}"
         time.sleep(random.uniform(0, 60.0 / RPM_PER_USER))
 

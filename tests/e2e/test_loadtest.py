@@ -23,8 +23,8 @@ def test_locust_kit_passes_the_service_levels(
     gw = start_gateway(mock, "openai")
     env = dict(
         os.environ,
-        WARDGATE_API_KEY=gw.key,
-        WARDGATE_MODEL=MODEL_A,
+        LOADTEST_API_KEY=gw.key,
+        LOADTEST_MODEL=MODEL_A,
         # 20 users at 15 a minute each: 300 a minute, under the key's default 600 limit.
         LOADTEST_RPM_PER_USER="15",
         LOADTEST_STREAM_SHARE="0.3",
