@@ -64,6 +64,15 @@ impl Route {
         self.chain.iter().any(|l| l.pool.is_ready())
     }
 
+    /// The kind of the chain's first replica: the provider a request to this route is counted
+    /// under until a replica answers (then that replica's kind, [`Served::kind`]).
+    pub fn kind(&self) -> Option<&'static str> {
+        self.chain
+            .first()
+            .and_then(|l| l.pool.replicas().next())
+            .map(|r| r.backend.kind())
+    }
+
     /// Starts a chat. `scope` says whose conversation it is (the gateway passes the tenant):
     /// the same conversation in two scopes is placed on replicas independently, so that one
     /// scope cannot aim requests at the replica that holds another's prefix in its cache.

@@ -220,6 +220,9 @@ pub(crate) async fn begin(
     record.set_model(public);
     let route = route?;
     record.set_model_resolved();
+    if let Some(kind) = route.kind() {
+        record.set_backend_kind(kind);
+    }
     let ticket = admitted.map_err(|r| refused(state, p, Some(record), r.why, r.limit))?;
     record.set_lease(Lease::admitted(state.limiter.clone(), bounds, ticket));
     Ok(route)

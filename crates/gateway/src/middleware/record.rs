@@ -244,6 +244,12 @@ impl RequestRecord {
         f.backend_kind = Some(kind);
     }
 
+    /// The kind of backend the request is meant for, before one answers (`set_served`
+    /// replaces it with the kind of the replica that did).
+    pub fn set_backend_kind(&self, kind: &'static str) {
+        self.lock().backend_kind.get_or_insert(kind);
+    }
+
     /// The request's start is audited and its backend is about to be called.
     pub fn set_dispatched(&self) {
         self.lock().dispatched = true;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::support::*;
+use mock_upstream::MockConfig;
 use serde_json::json;
 
 /// The scrape's body, after checking its status and content type.
@@ -305,6 +306,51 @@ async fn phi_findings_are_counted_by_category_and_mode_only() {
     for value in ["Zebulon", "867-5309", "457-55-5462"] {
         assert!(!text.contains(value), "`{value}` in the metrics");
     }
+}
+
+/// A request that every replica failed is still counted under the provider it was sent to
+/// (the kind of the route's backend), with its error type; never under `_OTHER`.
+#[tokio::test]
+async fn a_failed_operation_is_counted_under_its_backends_provider() {
+    let failing = MockConfig {
+        fail_status: Some(500),
+        ..mock_cfg()
+    };
+    let (h, metrics) = Harness::single_with("ollama", failing, "")
+        .await
+        .with_metrics()
+        .await;
+    let addr = h.listen().await;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let status = post(
+        addr,
+        &h.key,
+        "/v1/chat/completions",
+        chat_body("tiny", "hi"),
+    )
+    .await;
+    assert_eq!(status, 502);
+    let text = scrape(metrics).await;
+    assert_eq!(
+        sample(
+            &text,
+            "gen_ai_server_request_duration_seconds_count",
+            &[
+                ("gen_ai_operation_name", "chat"),
+                ("gen_ai_request_model", "tiny"),
+                ("gen_ai_provider_name", "ollama"),
+                ("error_type", "backend_error"),
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("gen_ai_provider_name=\"_OTHER\""), "{text}");
 }
 
 #[tokio::test]

@@ -19,8 +19,17 @@ use wardgate_gateway::config::LogFormat;
 use wardgate_gateway::redact_log::{Configured, RedactingMakeWriter};
 use wardgate_gateway::{Config, ConfigError};
 
+/// Variables whose empty value is a setting, not an absence: an empty metrics listener address
+/// turns the listener off (docs/METRICS.md). Every other empty `WARDGATE_*` is unset.
+const EMPTY_IS_A_VALUE: [&str; 2] = ["WARDGATE_METRICS_LISTEN", "WARDGATE_LLM_METRICS_LISTEN"];
+
 pub(crate) fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    present(name, std::env::var(name).ok())
+}
+
+/// The variable `name` with the raw value `raw`, as the configuration sees it.
+fn present(name: &str, raw: Option<String>) -> Option<String> {
+    raw.filter(|v| !v.is_empty() || EMPTY_IS_A_VALUE.contains(&name))
 }
 
 /// Writes to stdout; the lint against `println!` keeps stray prints out of library code.
@@ -103,5 +112,24 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::present;
+
+    #[test]
+    fn an_empty_variable_is_unset_except_a_metrics_listener_which_it_turns_off() {
+        assert_eq!(present("WARDGATE_DB", Some(String::new())), None);
+        assert_eq!(present("WARDGATE_DB", None), None);
+        assert_eq!(
+            present("WARDGATE_DB", Some("x.db".into())),
+            Some("x.db".into())
+        );
+        for var in ["WARDGATE_METRICS_LISTEN", "WARDGATE_LLM_METRICS_LISTEN"] {
+            assert_eq!(present(var, Some(String::new())), Some(String::new()));
+            assert_eq!(present(var, None), None);
+        }
     }
 }
