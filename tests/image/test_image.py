@@ -2,7 +2,8 @@
 WARDGATE_TEST_IMAGE=1.
 
 The build is a release build of the whole binary, llama.cpp included, inside the container (on
-the 2-core development VM about 25 minutes), far too slow for every run of `scripts/test`. It
+the 2-core development VM, beside other builds, 45 minutes), far too slow for every run of
+`scripts/test`. Podman's `vfs` storage copies every layer whole: allow about 25 GB of disk. It
 needs `podman` (Debian: `apt-get install podman runc`) and root.
 
 Base images: the Dockerfile's `RUST_IMAGE` and `DEBIAN_IMAGE` are pulled when a container
@@ -42,12 +43,14 @@ DOCKERFILE = REPO_ROOT / "deploy/Dockerfile"
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("WARDGATE_TEST_IMAGE") != "1",
-    reason="the image build is opt-in: WARDGATE_TEST_IMAGE=1 (a release build, ~25 min)",
+    reason="the image build is opt-in: WARDGATE_TEST_IMAGE=1 (a release build, ~45 min)",
 )
 
 IMAGE = "localhost/wardgate-test/wardgate:test"
-STANDIN_DEBIAN = "localhost/wardgate-test/debian:{release}-slim"
-STANDIN_RUST = "localhost/wardgate-test/rust:{rust}-{release}"
+# The stand-ins' tags; a change to how they are made needs a new tag (or `podman rmi`), since
+# an existing one is reused.
+STANDIN_DEBIAN = "localhost/wardgate-test/debian:{release}-slim-2"
+STANDIN_RUST = "localhost/wardgate-test/rust:{rust}-{release}-2"
 BUILD_TIMEOUT_S = 90 * 60
 PULL_TIMEOUT_S = 300
 HEALTHY_TIMEOUT_S = 120
@@ -167,6 +170,9 @@ def standin_debian(podman: Podman, release: str) -> str:
             check=True,
             timeout=1800,
         )
+        # The temporary directory is made 0700, and it becomes the image's `/`: a non-root
+        # user could then reach nothing (runc: "stat /bin/sh: permission denied").
+        os.chmod(root, 0o755)
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         podman.run("import", "-", tag, stdin=tar.stdout, timeout=600)
         assert tar.wait() == 0
