@@ -668,6 +668,7 @@ fn private_file(path: &Path) -> std::io::Result<()> {
 }
 
 mod audit;
+pub mod backup;
 mod filter_index;
 mod writer;
 
