@@ -141,6 +141,11 @@ def backed_up(mock, tmp_path_factory) -> BackedUp:
     later_key = live.create_key(tenant="after-backup")["key"]
     statuses = load.stop()
     assert live.stop() == 0
+    # A clean stop leaves the database file complete on its own: its WAL copied in, emptied.
+    wal = live.db.with_name(live.db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, wal.stat().st_size
+    offline = tmp_path_factory.mktemp("offline") / "wardgate.db"
+    shutil.copy2(live.db, offline)
 
     assert answered_during > 0, "no request was answered while the backup ran"
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
@@ -161,6 +166,10 @@ def backed_up(mock, tmp_path_factory) -> BackedUp:
                  live_entries=entries(live_verified.stdout), later_key=later_key)
     # The load went on after the backup: the live log is longer.
     assert b.live_entries > b.backup_entries + REQUESTS_AROUND
+    # The database file copied alone after the stop holds all of it.
+    alone = verify({**live.env, "WARDGATE_DB": str(offline)}, public_key, witness_after)
+    assert alone.returncode == 0, alone.stderr
+    assert entries(alone.stdout) == b.live_entries
     yield b
     factory.stop_all()
 
