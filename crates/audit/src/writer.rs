@@ -318,6 +318,7 @@ impl Auditor {
     ) -> Result<Self, AuditError> {
         check_config(&config)?;
         let (tree, last_checkpoint) = resume(store.as_ref()).await?;
+        check_witness_floor(store.as_ref(), &config, &signer.verifier()).await?;
         let sealer = tokio::runtime::Handle::current();
         let (witness, http_witness) = Witnesses::start(&config, store.clone(), &sealer)?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
@@ -590,6 +591,32 @@ fn check_config(config: &AuditorConfig) -> Result<(), AuditError> {
             .map_err(|e| AuditError::Config(format!("witness_url: {e}")))?;
     }
     Ok(())
+}
+
+/// Refuses a log that no longer holds the last checkpoint its witness file has: restored from
+/// a backup older than the witness, or cut back. Signing over it would fork the log from the
+/// checkpoints that have already left the database (the sequencer of a shared log checks the
+/// same at start and on every pass, `seen.rs`). Alerts as the sequencer does.
+async fn check_witness_floor(
+    store: &dyn AuditStore,
+    config: &AuditorConfig,
+    verifier: &VerifierKey,
+) -> Result<(), AuditError> {
+    let seen = seen::Seen::from_witness(config.witness_path.as_deref(), verifier, &config.origin)
+        .map_err(AuditError::Checkpoint)?;
+    match seen.check_floor(store).await {
+        Ok(()) => Ok(()),
+        Err(seen::Found::Unavailable(e)) => Err(AuditError::Unavailable(Arc::new(e))),
+        Err(seen::Found::RolledBack(why) | seen::Found::WrongKey(why)) => {
+            tracing::error!(
+                target: "wardgate::alert",
+                alert = ROLLBACK_ALERT,
+                "the audit log is older than its witness file: {why}. This gateway will not \
+                 sign or extend it"
+            );
+            Err(AuditError::Inconsistent(why))
+        }
+    }
 }
 
 /// Rebuilds the tree from the latest checkpoint's saved state and the leaf hashes after it.

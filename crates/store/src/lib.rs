@@ -235,9 +235,17 @@ pub trait Database: KeyStore + TenantStore + Health {}
 
 impl<T: KeyStore + TenantStore + Health> Database for T {}
 
-/// Liveness of the backing store, for readiness probes.
+/// Liveness of the backing store, for readiness probes; and its last step at a clean stop.
 #[async_trait::async_trait]
 pub trait Health: Send + Sync + 'static {
     /// `Ok` if the store answers a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Called once at a clean stop, after the last write (the audit log's final checkpoint):
+    /// leaves the store's files complete on their own. SQLite copies its WAL into the database
+    /// file and truncates it, so that a copy of the database file alone holds every commit;
+    /// other stores have nothing to do.
+    async fn settle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

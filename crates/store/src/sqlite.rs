@@ -585,6 +585,28 @@ impl Health for SqliteStore {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    /// A TRUNCATE checkpoint: every frame of the WAL copied into the database file, which is
+    /// flushed, and the WAL emptied. It waits (the busy timeout) for readers and writers of
+    /// other connections, a CLI command's say, and says so if they are still there.
+    async fn settle(&self) -> Result<(), StoreError> {
+        if matches!(self.audit_writer, AuditWriter::Shared(_)) {
+            // In memory: no WAL.
+            return Ok(());
+        }
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if busy != 0 {
+            return Err(StoreError::Unavailable(
+                "another connection kept the WAL in use, so it was not all copied into the \
+                 database file; it is when the database is next opened"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn migrator() -> Migrator {
@@ -668,6 +690,7 @@ fn private_file(path: &Path) -> std::io::Result<()> {
 }
 
 mod audit;
+pub mod backup;
 mod filter_index;
 mod writer;
 

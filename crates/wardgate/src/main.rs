@@ -82,6 +82,14 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Copy the SQLite database, online and consistent, to a new file (mode 0600) while the
+    /// gateway runs. PostgreSQL: use pg_dump (the command says how).
+    Backup {
+        /// The file to create (never overwritten; written under a temporary name beside it and
+        /// renamed when complete).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Validate a config file without starting anything.
     CheckConfig {
         /// The file to check (defaults to --config).
@@ -152,6 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => cmd::audit::audit(cli.config.as_deref(), command).await,
         Command::Serve => cmd::serve::serve(cli.config.as_deref()).await,
         Command::Migrate => cmd::migrate::migrate(cli.config.as_deref()).await,
+        Command::Backup { out } => cmd::backup::backup(cli.config.as_deref(), out).await,
         Command::Llm => cmd::llm::llm(cli.config.as_deref()).await,
         Command::Models { command } => cmd::models::models(cli.config.as_deref(), command).await,
         Command::Phi { command } => cmd::phi::phi(command),

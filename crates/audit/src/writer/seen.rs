@@ -147,7 +147,7 @@ impl Seen {
                 Some(s) => Err(Found::RolledBack(format!(
                     "the log has no checkpoint, but this instance saw one of size {}: \
                      checkpoints were removed. If this instance was pointed at a new database \
-                     on purpose, move its witness file (audit.witness_path) aside",
+                     on purpose, move its witness file (audit.witness_file) aside",
                     s.size
                 ))),
                 None => Ok(None),
@@ -261,6 +261,12 @@ impl Seen {
         Ok(())
     }
 
+    /// Checks that the store holds the signed checkpoint seen (from the witness file) with
+    /// the same root: what a single writer checks at start.
+    pub(super) async fn check_floor(&self, store: &dyn AuditStore) -> Result<(), Found> {
+        self.floor_tree(store).await.map(drop)
+    }
+
     /// The tree to extend when none was seen yet: the stored state of the signed checkpoint
     /// seen (from the witness file), or the empty tree.
     async fn floor_tree(&self, store: &dyn AuditStore) -> Result<TreeBuilder, Found> {
@@ -279,9 +285,11 @@ impl Seen {
         tree.ok_or_else(|| {
             Found::RolledBack(format!(
                 "the checkpoint of size {} in this instance's witness file is no longer in the \
-                 store (or its stored tree state does not give its root): the log was rewritten. \
-                 If this instance was pointed at a new database on purpose, move its witness \
-                 file (audit.witness_path) aside",
+                 store (or its stored tree state does not give its root): the log was cut back \
+                 (restored from an older backup?) or rewritten. If this instance was pointed at \
+                 a restored or new database on purpose, keep the witness file as the record, \
+                 move it aside (audit.witness_file) and see \
+                 docs/operations/disaster-recovery.md",
                 floor.size
             ))
         })

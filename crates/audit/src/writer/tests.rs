@@ -602,6 +602,69 @@ async fn restart_resumes_the_tree_and_the_witness_sees_every_checkpoint() {
     assert_eq!(report.witness_checkpoints, stored.len());
 }
 
+/// A log that lacks the last checkpoint of its witness file (restored from an older backup, or
+/// cut back) is refused at start, and neither it nor the witness file is written; with the
+/// witness file moved aside (what the disaster-recovery runbook says) it starts.
+#[tokio::test]
+async fn a_log_older_than_its_witness_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness_path = dir.path().join("witness.jsonl");
+    let key_text = key().to_private_string();
+    let cfg = AuditorConfig {
+        witness_path: Some(witness_path.clone()),
+        ..config(4)
+    };
+    let live = Arc::new(MemoryAuditStore::new());
+    let auditor = Auditor::start(
+        live.clone(),
+        SignerKey::parse(&key_text).unwrap(),
+        cfg.clone(),
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        auditor.append(sample_event(i)).await.unwrap();
+    }
+    auditor.shutdown().await.unwrap();
+    let witnessed = std::fs::read(&witness_path).unwrap();
+
+    // The "backup": a log from before any of it.
+    let older = Arc::new(MemoryAuditStore::new());
+    let err = Auditor::start(
+        older.clone(),
+        SignerKey::parse(&key_text).unwrap(),
+        cfg.clone(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err, AuditError::Inconsistent(why) if why.contains("size 3")
+            && why.contains("audit.witness_file")),
+        "{err}"
+    );
+    assert_eq!(older.size().await.unwrap(), 0);
+    assert!(older.latest_checkpoint().await.unwrap().is_none());
+    assert_eq!(std::fs::read(&witness_path).unwrap(), witnessed);
+
+    // The log it came from still starts with the same witness file.
+    let again = Auditor::start(live, SignerKey::parse(&key_text).unwrap(), cfg.clone())
+        .await
+        .unwrap();
+    again.shutdown().await.unwrap();
+
+    // The witness file moved aside (kept as the record): the older log starts.
+    let moved = AuditorConfig {
+        witness_path: Some(dir.path().join("witness-after-restore.jsonl")),
+        ..cfg
+    };
+    let restored = Auditor::start(older, SignerKey::parse(&key_text).unwrap(), moved)
+        .await
+        .unwrap();
+    restored.append(sample_event(0)).await.unwrap();
+    restored.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_checkpoint_covers_what_another_writer_appended_meanwhile() {
     let store = Arc::new(MemoryAuditStore::new());

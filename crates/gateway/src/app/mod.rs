@@ -572,6 +572,7 @@ async fn run_service(
     let lockout = state.lockout.clone();
     let refusals = state.refusals.clone();
     let audit = state.audit.clone();
+    let store = state.store_health.clone();
     let mut tasks = background::spawn(state);
     if let Some(t) = &tls {
         tasks.push(t.spawn_reload());
@@ -604,6 +605,12 @@ async fn run_service(
     refusals.flush(&audit).await;
     if let Err(e) = audit.shutdown().await {
         tracing::error!(error = %crate::causes::Causes(&e), "the audit log did not close cleanly");
+    }
+    // The last write is done: a SQLite database file is then complete on its own (its WAL
+    // copied in and emptied), so an offline copy of the file alone misses nothing.
+    if let Err(e) = store.settle().await {
+        tracing::warn!(error = %crate::causes::Causes(&e), "the SQLite WAL was not all copied into the \
+             database file at the stop: an offline copy must take the -wal file too");
     }
     Ok(())
 }

@@ -268,3 +268,31 @@ async fn an_in_memory_store_survives_its_connection_being_replaced() {
         .get(0);
     assert_eq!(count, 0);
 }
+
+/// After `settle` (a clean stop) the WAL is empty and the database file alone holds every
+/// commit: a copy of it without the `-wal` has the key made last. In memory it does nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn settle_leaves_the_database_file_complete_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wardgate.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let id = store.create_key(spec("acme")).await.unwrap().record.id;
+    store.settle().await.unwrap();
+    let wal = dir.path().join("wardgate.db-wal");
+    assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
+
+    let alone = dir.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(&path, alone.join("wardgate.db")).unwrap();
+    store.close().await;
+    let copy = SqliteStore::open(&alone.join("wardgate.db")).await.unwrap();
+    assert!(copy.get_key(&id).await.unwrap().is_some());
+    copy.close().await;
+
+    SqliteStore::open_in_memory()
+        .await
+        .unwrap()
+        .settle()
+        .await
+        .unwrap();
+}

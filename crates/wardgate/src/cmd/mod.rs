@@ -2,6 +2,7 @@
 //! database, the log, printing).
 
 pub mod audit;
+pub mod backup;
 pub mod keys;
 pub mod llm;
 pub mod migrate;
