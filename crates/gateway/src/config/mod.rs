@@ -223,6 +223,9 @@ impl Config {
     /// `@` is left out: a URL's credentials, or an e-mail address, stay redacted.
     pub fn own_text(&self) -> Vec<String> {
         let mut out = vec![self.listen.to_string(), self.listen.ip().to_string()];
+        if let Some(m) = self.metrics.listen {
+            out.extend([m.to_string(), m.ip().to_string()]);
+        }
         let path = |p: &Path| p.display().to_string();
         out.push(path(&self.sqlite_path));
         out.extend(self.postgres.as_ref().map(|p| p.url.shown().to_owned()));
@@ -1217,6 +1220,15 @@ url = "http://127.0.0.1:11434"
         assert_eq!(err.key, "engine.max_keep_alive");
         let err = load("[engine]\nmax_keep_alive = \"0s\"\n").unwrap_err();
         assert_eq!(err.key, "engine.max_keep_alive");
+    }
+
+    #[test]
+    fn the_metrics_address_is_readable_in_the_log() {
+        // An IPv6 address would otherwise be redacted as an IP address in "metrics listening".
+        let c = load("[metrics]\nlisten = \"[::1]:9464\"\n").unwrap();
+        let own = c.own_text();
+        assert!(own.contains(&"[::1]:9464".to_owned()), "{own:?}");
+        assert!(own.contains(&"::1".to_owned()), "{own:?}");
     }
 
     #[test]

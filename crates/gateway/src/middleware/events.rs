@@ -118,6 +118,15 @@ impl BreakGlassUsed<'_> {
                 }
             }
             None => {
+                // Counted too: a break-glass credential tried without a reason (a stolen key,
+                // say) must show on the alert as much as one used with a reason.
+                tracing::warn!(
+                    target: "wardgate::alert",
+                    key_id = %self.key_id,
+                    tenant = %self.tenant,
+                    "break-glass access refused: no reason given"
+                );
+                count(&COUNTERS.break_glass, 1);
                 if let Some(r) = record {
                     r.set_break_glass("none given (refused)");
                 }

@@ -163,35 +163,40 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                 .iter()
                 .map(|k| keyfile::load_verifier(k))
                 .collect::<Result<Vec<_>, _>>()?;
-            let witness_notes = match &witness_path {
-                Some(p) => {
-                    let read = witness::read(p)
-                        .with_context(|| format!("cannot read the witness file {}", p.display()))?;
-                    if !read.skipped_lines.is_empty() {
-                        warn(&format!(
-                            "{}: skipped unreadable lines {:?}",
-                            p.display(),
-                            read.skipped_lines
-                        ));
-                    }
-                    read.notes
-                }
-                None => Vec::new(),
-            };
             let mut pending = None;
-            let result = match &export_path {
+            let (result, witness_path) = match &export_path {
                 Some(p) => {
+                    let witness_notes = read_witness(witness_path.as_deref())?;
                     let file = std::fs::File::open(p)
                         .with_context(|| format!("cannot open {}", p.display()))?;
-                    verify::verify_export(
+                    let result = verify::verify_export(
                         std::io::BufReader::new(file),
                         keys,
                         &witness_notes,
                         origin,
-                    )
+                    );
+                    (result, witness_path)
                 }
                 None => {
-                    let (_, stores) = open_stores(config).await?;
+                    let (config, stores) = open_stores(config).await?;
+                    // The live log is checked against the witness file the gateway keeps, unless
+                    // another is named: without it, a log cut after its last signed checkpoint
+                    // still verifies.
+                    let witness_path = witness_path.or_else(|| {
+                        let configured = &config.audit.witness_file;
+                        if configured.exists() {
+                            Some(configured.clone())
+                        } else {
+                            warn(&format!(
+                                "no witness file at {} (audit.witness_file): entries cut from \
+                                 the end of the log after its last checkpoint cannot be told; \
+                                 give --witness where the witness file is kept",
+                                configured.display()
+                            ));
+                            None
+                        }
+                    });
+                    let witness_notes = read_witness(witness_path.as_deref())?;
                     let result =
                         verify::verify_store(&*stores.audit.reader(), keys, &witness_notes, origin)
                             .await;
@@ -199,7 +204,7 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
                     if let AuditLog::Shared(log) = &stores.audit {
                         pending = Some(log.pending_count().await?);
                     }
-                    result
+                    (result, witness_path)
                 }
             };
             // An export is a snapshot: a witness file that the gateway kept appending to holds
@@ -286,4 +291,22 @@ pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyho
         }
     }
     Ok(())
+}
+
+/// The checkpoints of the witness file at `path` (none without one), warning of lines it could
+/// not read.
+fn read_witness(path: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let Some(p) = path else {
+        return Ok(Vec::new());
+    };
+    let read = wardgate_audit::witness::read(p)
+        .with_context(|| format!("cannot read the witness file {}", p.display()))?;
+    if !read.skipped_lines.is_empty() {
+        warn(&format!(
+            "{}: skipped unreadable lines {:?}",
+            p.display(),
+            read.skipped_lines
+        ));
+    }
+    Ok(read.notes)
 }
