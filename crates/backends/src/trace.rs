@@ -175,6 +175,7 @@ pub fn engine_phases(
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::expect_used, reason = "tests")]
     use super::*;
 
     #[test]

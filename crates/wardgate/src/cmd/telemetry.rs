@@ -101,7 +101,10 @@ fn settings(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Option<Proto
 mod tests {
     use super::*;
 
-    fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    /// Environment variables, as name and value.
+    type Vars = &'static [(&'static str, &'static str)];
+
+    fn env_of(vars: Vars) -> impl Fn(&str) -> Option<String> {
         move |name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
@@ -111,7 +114,7 @@ mod tests {
 
     #[test]
     fn traces_are_off_without_an_endpoint_and_the_protocol_is_checked() {
-        let off: &[&[(&str, &str)]] = &[
+        let off: &[Vars] = &[
             &[],
             &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
             &[
@@ -123,11 +126,10 @@ mod tests {
                 ("OTEL_TRACES_EXPORTER", "none"),
             ],
         ];
-        for vars in off {
-            let vars: &'static [(&'static str, &'static str)] = vars;
+        for &vars in off {
             assert!(matches!(settings(&env_of(vars)), Ok(None)), "{vars:?}");
         }
-        let cases: &[(&[(&str, &str)], Option<Protocol>)] = &[
+        let cases: &[(Vars, Option<Protocol>)] = &[
             (
                 &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")],
                 Some(Protocol::HttpBinary),
@@ -155,10 +157,9 @@ mod tests {
                 None,
             ),
         ];
-        for (vars, want) in cases {
-            let vars: &'static [(&'static str, &'static str)] = vars;
+        for &(vars, want) in cases {
             match (settings(&env_of(vars)), want) {
-                (Ok(Some(got)), Some(want)) => assert_eq!(&got, want, "{vars:?}"),
+                (Ok(Some(got)), Some(want)) => assert_eq!(got, want, "{vars:?}"),
                 (Err(e), None) => {
                     assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}")
                 }
