@@ -10,6 +10,12 @@
 //! nonces among them ([`VerifiedHead::nonce_id`], [`VerifiedHead::nonce_expires`]: the gateway
 //! crate keeps them in Redis), and the signed text does not name the target, which replicas
 //! behind one URL share anyway. Pure: the caller supplies the clock and the randomness.
+//!
+//! A request that carries a W3C `traceparent` (when traces are exported) is signed with scheme
+//! `v2`, whose text ends with that header's value: the LLM service takes a parent for its
+//! spans only from a header the signature covers, so nobody but the gateway can graft its
+//! requests onto a trace. A `v1` signature covers no `traceparent`, and one sent beside it is
+//! ignored.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -29,6 +35,10 @@ pub const DEFAULT_SKEW_SECS: i64 = 30;
 
 /// The version tag of the signature scheme, part of the signed text and of the header value.
 const SCHEME: &str = "v1";
+/// The scheme of a request whose `traceparent` is signed too.
+const SCHEME_TRACED: &str = "v2";
+/// The longest `traceparent` signed or accepted (version 00 is 55 characters).
+pub const MAX_TRACEPARENT_LEN: usize = 128;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -90,8 +100,26 @@ impl SigningKey {
     }
 }
 
-fn signed_text(method: &str, path: &str, timestamp: i64, nonce: &str, digest: &str) -> Vec<u8> {
-    format!("{SCHEME}\n{method}\n{path}\n{timestamp}\n{nonce}\n{digest}").into_bytes()
+fn signed_text(
+    method: &str,
+    path: &str,
+    timestamp: i64,
+    nonce: &str,
+    digest: &str,
+    traceparent: Option<&str>,
+) -> Vec<u8> {
+    match traceparent {
+        None => format!("{SCHEME}\n{method}\n{path}\n{timestamp}\n{nonce}\n{digest}"),
+        Some(tp) => {
+            format!("{SCHEME_TRACED}\n{method}\n{path}\n{timestamp}\n{nonce}\n{digest}\n{tp}")
+        }
+    }
+    .into_bytes()
+}
+
+/// A `traceparent` the signature may cover: short, printable ASCII, no spaces.
+fn signable_traceparent(tp: &str) -> bool {
+    !tp.is_empty() && tp.len() <= MAX_TRACEPARENT_LEN && tp.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The hex SHA-256 of `body`, as signed and as sent in [`BODY_DIGEST_HEADER`].
@@ -118,15 +146,43 @@ pub fn sign(
     now_unix: i64,
     nonce: &str,
 ) -> Signature {
+    sign_traced(key, method, path, body, now_unix, nonce, None)
+}
+
+/// Signs a request and, when given, the `traceparent` header it carries (scheme `v2`); a
+/// `traceparent` that could not be verified as sent (too long, not printable) is left out of
+/// the signature, and the caller must then not send it.
+pub fn sign_traced(
+    key: &SigningKey,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    now_unix: i64,
+    nonce: &str,
+    traceparent: Option<&str>,
+) -> Signature {
     let digest = body_digest(body);
+    let traceparent = traceparent.filter(|tp| signable_traceparent(tp));
     let tag = key
-        .mac(&signed_text(method, path, now_unix, nonce, &digest))
+        .mac(&signed_text(
+            method,
+            path,
+            now_unix,
+            nonce,
+            &digest,
+            traceparent,
+        ))
         .finalize()
         .into_bytes();
+    let scheme = if traceparent.is_some() {
+        SCHEME_TRACED
+    } else {
+        SCHEME
+    };
     Signature {
         timestamp: now_unix.to_string(),
         nonce: nonce.to_owned(),
-        signature: format!("{SCHEME}={}", hex::encode(tag)),
+        signature: format!("{scheme}={}", hex::encode(tag)),
         body_digest: digest,
     }
 }
@@ -157,6 +213,8 @@ pub struct Signed<'a> {
     pub timestamp: Option<&'a str>,
     pub nonce: Option<&'a str>,
     pub signature: Option<&'a str>,
+    /// The `traceparent` header, which a `v2` signature covers.
+    pub traceparent: Option<&'a str>,
 }
 
 /// A received request before its body is read: what was signed and the four headers.
@@ -168,6 +226,8 @@ pub struct SignedHead<'a> {
     pub nonce: Option<&'a str>,
     pub signature: Option<&'a str>,
     pub body_digest: Option<&'a str>,
+    /// The `traceparent` header, which a `v2` signature covers.
+    pub traceparent: Option<&'a str>,
 }
 
 /// A request whose headers verified: its body must still hash to the signed digest.
@@ -208,6 +268,14 @@ impl VerifiedHead {
             Err(VerifyError::BodyAltered)
         }
     }
+}
+
+/// A request head whose signature verified, before its nonce is checked.
+struct CheckedHead<'a> {
+    timestamp: i64,
+    nonce: &'a str,
+    digest: [u8; 32],
+    traceparent_signed: bool,
 }
 
 /// Nonces seen, each kept until its timestamp leaves the skew window (after that the timestamp
@@ -279,6 +347,7 @@ impl Verifier {
             nonce: req.nonce,
             signature: req.signature,
             body_digest: Some(&digest),
+            traceparent: req.traceparent,
         };
         self.verify_head(&head, now_unix)?.check_body(req.body)
     }
@@ -291,6 +360,34 @@ impl Verifier {
         req: &SignedHead<'_>,
         now_unix: i64,
     ) -> Result<VerifiedHead, VerifyError> {
+        let checked = self.check_head(req, now_unix)?;
+        let nonce = nonce_id(checked.nonce);
+        let nonce_expires = checked.timestamp.saturating_add(self.skew_secs);
+        self.remember(nonce, nonce_expires, now_unix)?;
+        Ok(VerifiedHead {
+            digest: checked.digest,
+            nonce,
+            nonce_expires,
+        })
+    }
+
+    /// Whether the request's `traceparent` header is covered by a valid, fresh signature
+    /// (scheme `v2`). Checks the signature only: the nonce is neither consulted nor recorded
+    /// ([`Verifier::verify_head`] does that, and refuses a replay whatever this says), so it
+    /// may be asked before the request is verified, to choose the parent of its span.
+    pub fn signs_traceparent(&self, req: &SignedHead<'_>, now_unix: i64) -> bool {
+        req.traceparent.is_some()
+            && self
+                .check_head(req, now_unix)
+                .is_ok_and(|c| c.traceparent_signed)
+    }
+
+    /// The signature check of [`Verifier::verify_head`], without the replay cache.
+    fn check_head<'a>(
+        &self,
+        req: &SignedHead<'a>,
+        now_unix: i64,
+    ) -> Result<CheckedHead<'a>, VerifyError> {
         let SignedHead {
             method,
             path,
@@ -298,6 +395,7 @@ impl Verifier {
             nonce,
             signature,
             body_digest,
+            traceparent,
         } = *req;
         let (Some(ts), Some(nonce), Some(sig), Some(digest_hex)) =
             (timestamp, nonce, signature, body_digest)
@@ -309,10 +407,18 @@ impl Verifier {
             && nonce
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        let tag = sig
-            .strip_prefix(SCHEME)
-            .and_then(|s| s.strip_prefix('='))
-            .and_then(|h| hex::decode(h).ok());
+        // `v1` covers no `traceparent` (one sent beside it is not trusted); `v2` covers the
+        // header, which must then be there as signed.
+        let (tag, traceparent) = if let Some(h) = sig.strip_prefix("v1=") {
+            (hex::decode(h).ok(), None)
+        } else if let Some(h) = sig.strip_prefix("v2=") {
+            match traceparent.filter(|tp| signable_traceparent(tp)) {
+                Some(tp) => (hex::decode(h).ok(), Some(tp)),
+                None => return Err(VerifyError::Malformed),
+            }
+        } else {
+            (None, None)
+        };
         // Lower-case hex only: the signed text holds the digest exactly as sent.
         let digest = (digest_hex.len() == 64
             && digest_hex
@@ -329,7 +435,7 @@ impl Verifier {
         if now_unix.abs_diff(ts) > self.skew_secs.unsigned_abs() {
             return Err(VerifyError::Stale);
         }
-        let text = signed_text(method, path, ts, nonce, digest_hex);
+        let text = signed_text(method, path, ts, nonce, digest_hex, traceparent);
         // `verify_slice` compares in constant time.
         if !self
             .keys
@@ -338,13 +444,11 @@ impl Verifier {
         {
             return Err(VerifyError::BadSignature);
         }
-        let nonce = nonce_id(nonce);
-        let nonce_expires = ts.saturating_add(self.skew_secs);
-        self.remember(nonce, nonce_expires, now_unix)?;
-        Ok(VerifiedHead {
-            digest,
+        Ok(CheckedHead {
+            timestamp: ts,
             nonce,
-            nonce_expires,
+            digest,
+            traceparent_signed: traceparent.is_some(),
         })
     }
 
@@ -392,6 +496,7 @@ mod tests {
             timestamp: Some(&s.timestamp),
             nonce: Some(&s.nonce),
             signature: Some(&s.signature),
+            traceparent: None,
         };
         v.verify(&req, now)
     }
@@ -440,6 +545,7 @@ mod tests {
             timestamp: None,
             nonce: None,
             signature: None,
+            traceparent: None,
         };
         assert_eq!(v.verify(&unsigned, 1000), Err(VerifyError::Missing));
         let mut bad = sign(
@@ -546,6 +652,7 @@ mod tests {
                     nonce: Some(NONCE),
                     signature: Some(sig),
                     body_digest: digest,
+                    traceparent: None,
                 },
                 50,
             )
@@ -565,5 +672,78 @@ mod tests {
         assert_eq!(ok.check_body(b"{\"a\":1}"), Ok(()));
         assert_eq!(replay_cache_size(30, 2000), 122_000);
         assert_eq!(replay_cache_size(i64::MIN, u32::MAX), usize::MAX);
+    }
+
+    /// A `traceparent` is trusted only under a `v2` signature that covers it: changed,
+    /// added, or stripped, the request is refused (`v2`) or the header is not trusted (`v1`).
+    #[test]
+    fn a_signed_traceparent_is_covered_and_an_unsigned_one_is_not_trusted() {
+        const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        const OTHER: &str = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01";
+        let key = SigningKey::new(A).unwrap();
+        let v = Verifier::new(vec![SigningKey::new(A).unwrap()], 30, 100);
+        fn head<'a>(s: &'a Signature, tp: Option<&'a str>) -> SignedHead<'a> {
+            SignedHead {
+                method: "POST",
+                path: "/api/chat",
+                timestamp: Some(&s.timestamp),
+                nonce: Some(&s.nonce),
+                signature: Some(&s.signature),
+                body_digest: Some(&s.body_digest),
+                traceparent: tp,
+            }
+        }
+        let nonce = |n: u8| format!("traced-nonce-{n:08}");
+        let traced = sign_traced(&key, "POST", "/api/chat", b"{}", 1000, &nonce(1), Some(TP));
+        assert!(traced.signature.starts_with("v2="));
+        let h = head(&traced, Some(TP));
+        assert!(v.signs_traceparent(&h, 1000));
+        // Asking does not spend the nonce: the request still verifies, once.
+        v.verify_head(&h, 1000).unwrap().check_body(b"{}").unwrap();
+        assert_eq!(v.verify_head(&h, 1000).unwrap_err(), VerifyError::Replayed);
+        // Another parent, or none, under the same signature.
+        let traced = sign_traced(&key, "POST", "/api/chat", b"{}", 1000, &nonce(2), Some(TP));
+        assert!(!v.signs_traceparent(&head(&traced, Some(OTHER)), 1000));
+        assert_eq!(
+            v.verify_head(&head(&traced, Some(OTHER)), 1000)
+                .unwrap_err(),
+            VerifyError::BadSignature
+        );
+        assert_eq!(
+            v.verify_head(&head(&traced, None), 1000).unwrap_err(),
+            VerifyError::Malformed
+        );
+        // A v1 signature with a traceparent added beside it: the request verifies, the
+        // header is not trusted.
+        let plain = sign(&key, "POST", "/api/chat", b"{}", 1000, &nonce(3));
+        assert!(plain.signature.starts_with("v1="));
+        let h = head(&plain, Some(TP));
+        assert!(!v.signs_traceparent(&h, 1000));
+        assert!(v.verify_head(&h, 1000).is_ok());
+        // A stale or forged v2 signature vouches for nothing.
+        let stale = sign_traced(&key, "POST", "/api/chat", b"{}", 900, &nonce(4), Some(TP));
+        assert!(!v.signs_traceparent(&head(&stale, Some(TP)), 1000));
+        let forged = sign_traced(
+            &SigningKey::new(B).unwrap(),
+            "POST",
+            "/api/chat",
+            b"{}",
+            1000,
+            &nonce(5),
+            Some(TP),
+        );
+        assert!(!v.signs_traceparent(&head(&forged, Some(TP)), 1000));
+        // A header that cannot be signed is left out, and the signature is v1.
+        let long = "0".repeat(MAX_TRACEPARENT_LEN + 1);
+        let s = sign_traced(
+            &key,
+            "POST",
+            "/api/chat",
+            b"{}",
+            1000,
+            &nonce(6),
+            Some(&long),
+        );
+        assert!(s.signature.starts_with("v1="));
     }
 }

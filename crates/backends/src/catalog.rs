@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tracing::Instrument as _;
 use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse};
 
 use crate::handle::{InFlight, tracked};
@@ -83,7 +84,7 @@ impl Route {
         budget: Budget,
     ) -> Result<(Served, EventStream), BackendError> {
         let key = self.key(|| affinity::chat_key(scope, req));
-        self.walk_stream(key, budget, |backend, model| {
+        self.walk_stream("chat", key, budget, |backend, model| {
             let mut req = req.clone();
             req.model = model.to_owned();
             async move { backend.chat(&req).await }
@@ -99,7 +100,7 @@ impl Route {
         budget: Budget,
     ) -> Result<(Served, EventStream), BackendError> {
         let key = self.key(|| affinity::completion_key(scope, req));
-        self.walk_stream(key, budget, |backend, model| {
+        self.walk_stream("text_completion", key, budget, |backend, model| {
             let mut req = req.clone();
             req.model = model.to_owned();
             async move { backend.complete(&req).await }
@@ -118,7 +119,7 @@ impl Route {
             deadline,
         };
         // An embedding leaves nothing in a KV cache to come back to: no affinity.
-        self.walk(None, budget, |backend, model, in_flight| {
+        self.walk("embeddings", None, budget, |backend, model, in_flight| {
             let mut req = req.clone();
             req.model = model.to_owned();
             async move {
@@ -143,6 +144,7 @@ impl Route {
     /// stream it returns counts as outstanding on its replica until it ends or is dropped.
     async fn walk_stream<F, Fut>(
         &self,
+        operation: &'static str,
         key: Option<u64>,
         budget: Budget,
         start: F,
@@ -151,13 +153,21 @@ impl Route {
         F: Fn(Arc<dyn Backend>, &str) -> Fut,
         Fut: Future<Output = Result<EventStream, BackendError>>,
     {
-        self.walk(key, budget, |backend, model, in_flight| {
+        self.walk(operation, key, budget, |backend, model, in_flight| {
             let started = start(backend, model);
             async move {
                 let mut stream = started.await?;
                 match stream.next().await {
                     Some(Ok(first)) => {
-                        let rest = futures::stream::once(async move { Ok(first) }).chain(stream);
+                        // The attempt's span lasts as long as its answer streams.
+                        let span = tracing::Span::current();
+                        let rest = futures::stream::once(async move { Ok(first) })
+                            .chain(stream)
+                            .map(move |event| {
+                                // Entered at each event: the span ends at its last exit.
+                                drop(span.enter());
+                                event
+                            });
                         Ok(tracked(Box::pin(rest), in_flight))
                     }
                     Some(Err(e)) => Err(e),
@@ -183,6 +193,7 @@ impl Route {
     /// `silent_attempts` silent replicas the walk moves on to the next link.
     async fn walk<T, F, Fut>(
         &self,
+        operation: &'static str,
         key: Option<u64>,
         budget: Budget,
         attempt: F,
@@ -213,15 +224,31 @@ impl Route {
                 let whole_limit = attempts == 0 || limit >= budget.first_token;
                 attempts += 1;
                 let replica = admitted.handle;
+                // One span per attempt (a disabled one when tracing is off): the backend's
+                // request is made inside it, and carries its `traceparent`.
+                let span = crate::trace::attempt_span(
+                    operation,
+                    &link.upstream_model,
+                    replica.name(),
+                    replica.backend.kind(),
+                    attempts,
+                );
                 let result = tokio::time::timeout(
                     limit,
                     attempt(
                         replica.backend.clone(),
                         &link.upstream_model,
                         replica.start(),
-                    ),
+                    )
+                    .instrument(span.clone()),
                 )
                 .await;
+                match &result {
+                    Ok(Ok(_)) => {}
+                    Err(_elapsed) => crate::trace::attempt_failed(&span, "timeout"),
+                    Ok(Err(e)) => crate::trace::attempt_failed(&span, e.error_type()),
+                }
+                drop(span);
                 match result {
                     Ok(Ok(value)) => {
                         admitted.answered();

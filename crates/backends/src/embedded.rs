@@ -82,56 +82,63 @@ fn events(
         loaded,
         keep,
     };
-    let stream = futures::stream::unfold((rx, Some(guard)), |(mut rx, guard)| async move {
-        guard.as_ref()?;
-        match rx.recv().await {
-            Some(Output::Text(t)) => Some((Ok(Event::text(t)), (rx, guard))),
-            Some(Output::Done(s)) => {
-                let ns =
-                    |d: std::time::Duration| Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-                let ev = Event::Finish {
-                    reason: match s.reason {
-                        StopReason::Stop => FinishReason::Stop,
-                        StopReason::Length => FinishReason::Length,
-                    },
-                    usage: Some(Usage {
-                        prompt_tokens: s.prompt_tokens,
-                        completion_tokens: s.completion_tokens,
+    // The attempt's span (when traces are exported): the engine's phases become its children.
+    let span = tracing::Span::current();
+    let stream = futures::stream::unfold((rx, Some(guard)), move |(mut rx, guard)| {
+        let span = span.clone();
+        async move {
+            guard.as_ref()?;
+            match rx.recv().await {
+                Some(Output::Text(t)) => Some((Ok(Event::text(t)), (rx, guard))),
+                Some(Output::Done(s)) => {
+                    crate::trace::engine_phases(&span, s.queued, s.prompt_eval, s.eval);
+                    let ns = |d: std::time::Duration| {
+                        Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                    };
+                    let ev = Event::Finish {
+                        reason: match s.reason {
+                            StopReason::Stop => FinishReason::Stop,
+                            StopReason::Length => FinishReason::Length,
+                        },
+                        usage: Some(Usage {
+                            prompt_tokens: s.prompt_tokens,
+                            completion_tokens: s.completion_tokens,
+                        }),
+                        timings: Timings {
+                            total_ns: ns(s.queued + s.prompt_eval + s.eval),
+                            load_ns: None,
+                            prompt_eval_ns: ns(s.prompt_eval),
+                            eval_ns: ns(s.eval),
+                        },
+                    };
+                    Some((Ok(ev), (rx, None)))
+                }
+                // The model thread refused the request's input (a grammar llama.cpp does not
+                // take, a prompt over the slot's context): the client's mistake, a 400, which
+                // neither falls back to the next link nor counts against the breaker.
+                Some(Output::Rejected(detail)) => Some((
+                    Err(BackendError::Status {
+                        status: 400,
+                        kind: UpstreamKind::BadRequest,
+                        detail,
                     }),
-                    timings: Timings {
-                        total_ns: ns(s.queued + s.prompt_eval + s.eval),
-                        load_ns: None,
-                        prompt_eval_ns: ns(s.prompt_eval),
-                        eval_ns: ns(s.eval),
-                    },
-                };
-                Some((Ok(ev), (rx, None)))
-            }
-            // The model thread refused the request's input (a grammar llama.cpp does not
-            // take, a prompt over the slot's context): the client's mistake, a 400, which
-            // neither falls back to the next link nor counts against the breaker.
-            Some(Output::Rejected(detail)) => Some((
-                Err(BackendError::Status {
-                    status: 400,
-                    kind: UpstreamKind::BadRequest,
-                    detail,
-                }),
-                (rx, None),
-            )),
-            Some(Output::Error(e)) => Some((
-                Err(BackendError::Status {
-                    status: 500,
-                    kind: UpstreamKind::Server,
-                    detail: e,
-                }),
-                (rx, None),
-            )),
-            None => Some((
-                Err(BackendError::Protocol(
-                    "the model stopped mid-generation".into(),
+                    (rx, None),
                 )),
-                (rx, None),
-            )),
+                Some(Output::Error(e)) => Some((
+                    Err(BackendError::Status {
+                        status: 500,
+                        kind: UpstreamKind::Server,
+                        detail: e,
+                    }),
+                    (rx, None),
+                )),
+                None => Some((
+                    Err(BackendError::Protocol(
+                        "the model stopped mid-generation".into(),
+                    )),
+                    (rx, None),
+                )),
+            }
         }
     });
     Box::pin(stream.fuse())

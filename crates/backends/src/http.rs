@@ -118,6 +118,9 @@ impl HttpBackend {
         if let Some(key) = &self.config.api_key {
             rb = rb.bearer_auth(key);
         }
+        // The attempt's trace context (only when traces are exported); to `wardgate llm` it
+        // travels under the signature, which is the only way that service trusts it.
+        let traceparent = crate::trace::current_traceparent();
         if let Some(signer) = &self.config.signer {
             // The signed path is the one the server sees: the base URL's path plus ours.
             let full = self.url(path);
@@ -127,19 +130,27 @@ impl HttpBackend {
                 .unwrap_or(path);
             let nonce = hex::encode(rand::random::<[u8; 16]>());
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let sig = signing::sign(
+            let sig = signing::sign_traced(
                 signer,
                 method.as_str(),
                 signed_path,
                 bytes.as_deref().unwrap_or_default(),
                 now,
                 &nonce,
+                traceparent.as_deref(),
             );
+            if sig.signature.starts_with("v2=")
+                && let Some(tp) = &traceparent
+            {
+                rb = rb.header(crate::trace::TRACEPARENT, tp);
+            }
             rb = rb
                 .header(signing::TIMESTAMP_HEADER, sig.timestamp)
                 .header(signing::NONCE_HEADER, sig.nonce)
                 .header(signing::SIGNATURE_HEADER, sig.signature)
                 .header(signing::BODY_DIGEST_HEADER, sig.body_digest);
+        } else if let Some(tp) = &traceparent {
+            rb = rb.header(crate::trace::TRACEPARENT, tp);
         }
         if let Some(bytes) = bytes {
             rb = rb

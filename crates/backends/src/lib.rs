@@ -11,6 +11,7 @@ pub mod embedded;
 pub mod handle;
 pub mod http;
 pub mod pool;
+pub mod trace;
 
 use std::pin::Pin;
 
@@ -95,6 +96,17 @@ impl BackendError {
                     UpstreamKind::Unavailable | UpstreamKind::Server | UpstreamKind::Auth
                 )
             }
+        }
+    }
+
+    /// The failure's `error.type` on an attempt's trace span: its kind, never its text.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            BackendError::Connect(_) => "backend_connect",
+            BackendError::Timeout => "timeout",
+            BackendError::Status { .. } => "backend_status",
+            BackendError::Protocol(_) => "backend_protocol",
+            BackendError::CircuitOpen => "backend_circuit_open",
         }
     }
 

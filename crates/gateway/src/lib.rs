@@ -21,6 +21,7 @@ pub mod serve;
 pub mod services;
 pub mod shared;
 pub mod state;
+pub mod telemetry;
 
 pub use app::{Gateway, LlmService, StartError, Stores};
 pub use config::{Config, ConfigError};

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument as _;
 use wardgate_api::signing::{self, Verifier};
 
 use crate::error::{ApiError, ErrorReason, Front, OllamaError};
@@ -88,7 +89,7 @@ pub fn llm_router(
     shared_nonces: Option<Arc<SharedNonces>>,
 ) -> Router {
     let auth = Auth {
-        verifier,
+        verifier: verifier.clone(),
         max_body: state.config.limits.max_body_bytes,
         body_timeout: state.config.server.body_read_timeout,
         reported_evictions: Arc::default(),
@@ -118,6 +119,12 @@ pub fn llm_router(
         // One record and one log line per request; above the signature check, so refusals
         // are logged with their reason too.
         .layer(from_fn_with_state(state, record::observe))
+        // A `traceparent` is the parent of the request's trace span only under the gateway's
+        // signature; above the record, which starts that span.
+        .layer(from_fn_with_state(
+            verifier,
+            crate::telemetry::signed_parent,
+        ))
         // Outermost, as on the gateway: a panic anywhere below becomes a generic 500 (and its
         // record says so), never a stack trace in a body or a dropped connection.
         .layer(CatchPanicLayer::custom(crate::error::panic_response))
@@ -144,6 +151,18 @@ fn unauthorized() -> Response {
 /// before a byte of its body is read; then reads the body (at most the body limit) and checks it against the signed digest. Each
 /// refusal is logged with its reason.
 async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response {
+    // The signature check (and the signed body's read) is the request's `auth` span (when
+    // traces are exported); the rest of the request is not.
+    let span = tracing::info_span!(target: crate::telemetry::TARGET, "auth");
+    match check(&auth, req).instrument(span).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The checks of [`verify`]: the request with its body read and its principal attached, or
+/// the answer that refuses it.
+async fn check(auth: &Auth, req: Request) -> Result<Request, Response> {
     let (mut parts, body) = req.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let path = parts
@@ -159,12 +178,13 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
         nonce: header(signing::NONCE_HEADER),
         signature: header(signing::SIGNATURE_HEADER),
         body_digest: header(signing::BODY_DIGEST_HEADER),
+        traceparent: header(crate::telemetry::TRACEPARENT),
     };
     let verdict = auth.verifier.verify_head(&head, now);
     auth.warn_if_evicting();
     let verified = match verdict {
         Ok(v) => v,
-        Err(reason) => return refuse(&auth, &parts, reason),
+        Err(reason) => return Err(refuse(auth, &parts, reason)),
     };
     // Fresh to this replica: fresh to every replica sharing the Redis, too?
     if let Some(shared) = &auth.shared_nonces
@@ -172,16 +192,16 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
             .claim(verified.nonce_id(), verified.nonce_expires(), now)
             .await
     {
-        return refuse(&auth, &parts, signing::VerifyError::Replayed);
+        return Err(refuse(auth, &parts, signing::VerifyError::Replayed));
     }
     // Signed by the gateway: only now is the body read, within the same bounds as anywhere.
     let bytes =
         match crate::pipeline::extract::read_body(body, auth.max_body, auth.body_timeout).await {
             Ok(b) => b,
-            Err(e) => return e.to_response(Front::Ollama),
+            Err(e) => return Err(e.to_response(Front::Ollama)),
         };
     if let Err(reason) = verified.check_body(&bytes) {
-        return refuse(&auth, &parts, reason);
+        return Err(refuse(auth, &parts, reason));
     }
     if let Some(rec) = parts.extensions.get::<Arc<RequestRecord>>() {
         rec.set_principal(GATEWAY_PRINCIPAL, "", wardgate_audit::AuthMethod::ApiKey);
@@ -195,8 +215,7 @@ async fn verify(State(auth): State<Auth>, req: Request, next: Next) -> Response 
         roles: vec![wardgate_store::Role::User],
         method: wardgate_audit::AuthMethod::ApiKey,
     });
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// What the gateway said about a verified request: its fairness key (the tenant, hex-encoded

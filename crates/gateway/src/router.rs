@@ -130,6 +130,9 @@ pub fn router(state: AppState) -> Router {
                 crate::error::panics_in_front_shape,
             ))
             .layer(CatchPanicLayer::custom(crate::error::panic_response))
+            // A client's W3C `traceparent` is the parent of the request's trace span; above the
+            // record, which starts that span.
+            .layer(axum::middleware::from_fn(crate::telemetry::client_parent))
             // One record and one log line per request, tied to the end of the response body;
             // sits above auth so denials are logged too.
             .layer(from_fn_with_state(state.clone(), record::observe))

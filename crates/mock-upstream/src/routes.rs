@@ -35,10 +35,25 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        // The mock's own: what the last inference request carried (the end-to-end suite checks
+        // what the gateway forwards, e.g. its `traceparent`). No real backend has this route.
+        .route("/_mock/last-request", get(last_request))
         .fallback(no_route)
         // Load tests send big prompts; the mock should not be the thing that rejects them.
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)
+}
+
+/// The path and headers of the last inference request, as JSON.
+async fn last_request(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> axum::Json<Value> {
+    let stats = shared.stats();
+    axum::Json(serde_json::json!({
+        "inference_requests": stats.inference_requests,
+        "path": stats.last_path,
+        "headers": stats.last_headers,
+    }))
 }
 
 async fn no_route(uri: Uri) -> Response {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use axum::http::HeaderValue;
 use axum::response::Response;
+use tracing::Instrument as _;
 use wardgate_api::canonical::{ChatRequest, CompletionRequest, EmbedRequest, EmbedResponse};
 use wardgate_backends::{Budget, EventStream, Route, Served};
 
@@ -285,17 +286,25 @@ pub(crate) async fn run_generation(
     };
     note_prompt(state, record, &texts.prompt);
     let rule = state.phi.policy.rule_for(&p.tenant, &route.name);
-    let pseudonyms = state
-        .phi
-        .apply_texts(rule, &mut texts)
-        .map_err(|refused| match refused {
-            phi_guard::Refused::Phi(blocked) => ApiError::PhiBlocked(blocked.0),
-            phi_guard::Refused::Images => ApiError::BadRequest(wardgate_api::BadRequest::param(
-                "images",
-                "images cannot be checked for PHI and this model's PHI rule does not allow \
+    // A block: the entered span must not be held across an await.
+    let pseudonyms = {
+        let phi_span = tracing::info_span!(target: crate::telemetry::TARGET, "phi guard").entered();
+        let guarded = state
+            .phi
+            .apply_texts(rule, &mut texts)
+            .map_err(|refused| match refused {
+                phi_guard::Refused::Phi(blocked) => ApiError::PhiBlocked(blocked.0),
+                phi_guard::Refused::Images => {
+                    ApiError::BadRequest(wardgate_api::BadRequest::param(
+                        "images",
+                        "images cannot be checked for PHI and this model's PHI rule does not allow \
                  them (phi.allow_images); send the text only",
-            )),
-        })?;
+                    ))
+                }
+            });
+        phi_outcome(&phi_span, &guarded);
+        guarded
+    }?;
     drop(texts);
     before_backend(state, record).await?;
     let deadline = deadline(state, record);
@@ -340,10 +349,26 @@ fn guard(
     texts: &mut [&mut String],
 ) -> Result<Option<Arc<wardgate_phi::Pseudonymizer>>, ApiError> {
     let rule = state.phi.policy.rule_for(&p.tenant, &route.name);
-    state
+    let span = tracing::info_span!(target: crate::telemetry::TARGET, "phi guard").entered();
+    let guarded = state
         .phi
         .apply(rule, texts)
-        .map_err(|blocked| ApiError::PhiBlocked(blocked.0))
+        .map_err(|blocked| ApiError::PhiBlocked(blocked.0));
+    phi_outcome(&span, &guarded);
+    guarded
+}
+
+/// The PHI guard's span says what it did (never what it found): `error.type` when it refused
+/// the request, and whether it replaced identifiers with pseudonyms.
+fn phi_outcome<T>(span: &tracing::Span, guarded: &Result<Option<T>, ApiError>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return;
+    }
+    match guarded {
+        Ok(pseudonyms) => span.set_attribute("wardgate.phi.pseudonymized", pseudonyms.is_some()),
+        Err(e) => span.set_attribute("error.type", e.reason()),
+    }
 }
 
 /// The last step before a backend is called: the audit log commits that the request is
@@ -357,7 +382,9 @@ pub(crate) async fn before_backend(
 ) -> Result<(), ApiError> {
     let event = record.audit_event(wardgate_audit::EventType::RequestStart);
     let deadline = deadline(state, record);
-    match tokio::time::timeout_at(deadline.into(), state.audit.append(event)).await {
+    let span = tracing::info_span!(target: crate::telemetry::TARGET, "audit commit");
+    let committed = state.audit.append(event).instrument(span);
+    match tokio::time::timeout_at(deadline.into(), committed).await {
         Ok(Ok(_)) => {
             record.set_dispatched();
             Ok(())

@@ -248,16 +248,8 @@ pub fn operation(route: &str) -> Option<&'static str> {
     }
 }
 
-/// `gen_ai.provider.name` of a backend kind.
-pub fn provider(kind: &str) -> &'static str {
-    match kind {
-        "openai" => "openai",
-        "ollama" => "ollama",
-        // The in-process engine, and `wardgate llm` itself.
-        "embedded" => "wardgate",
-        _ => "_OTHER",
-    }
-}
+/// `gen_ai.provider.name` of a backend kind (the traces name it the same way).
+pub use wardgate_backends::trace::provider;
 
 /// `error.type` of a failed request, from its reason (`ApiError::reason`).
 pub fn error_type(reason: Option<&str>) -> &'static str {

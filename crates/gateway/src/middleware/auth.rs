@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 use wardgate_store::{KeyVerdict, Role};
 
 use crate::identity::principal::{
@@ -32,7 +33,19 @@ const CREDENTIAL_PARAMS: &[&str] = &[
     "auth",
 ];
 
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // The credential check is the request's `auth` span (when traces are exported); the rest
+    // of the request is not.
+    let span = tracing::info_span!(target: crate::telemetry::TARGET, "auth");
+    match identify(&state, req).instrument(span).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Finds and verifies the request's credential: the request with its principal attached, or
+/// the answer that refuses it.
+async fn identify(state: &AppState, mut req: Request) -> Result<Request, Response> {
     let front = Front::of_path(req.uri().path());
     let record = req.extensions().get::<Arc<RequestRecord>>().cloned();
     let source = record.as_ref().and_then(|r| r.source_ip);
@@ -42,32 +55,32 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         && let Some(cert) = req.extensions().get::<crate::serve::tls::ClientCert>()
     {
         if let Err(e) = refuse_credentials_in_url(&req) {
-            return e.to_response(front);
+            return Err(e.to_response(front));
         }
-        let p = match cert_principal(&state, cert) {
+        let p = match cert_principal(state, cert) {
             Ok(p) => p,
             Err(_) => {
-                return refuse(&state, record.as_ref(), source, None)
+                return Err(refuse(state, record.as_ref(), source, None)
                     .await
-                    .to_response(front);
+                    .to_response(front));
             }
         };
         if let Some(rec) = req.extensions().get::<Arc<RequestRecord>>() {
             rec.set_principal(&p.key_id, &p.tenant, p.method);
         }
         req.extensions_mut().insert(p);
-        return next.run(req).await;
+        return Ok(req);
     }
     let presented = match presented_key(&req) {
         Ok(k) => k,
         // No usable credential at all: a failure like any other (counted, audited at most once
         // per window per address), refused before anything is verified.
         Err(ApiError::Unauthenticated) => {
-            return refuse(&state, record.as_ref(), source, None)
+            return Err(refuse(state, record.as_ref(), source, None)
                 .await
-                .to_response(front);
+                .to_response(front));
         }
-        Err(e) => return e.to_response(front),
+        Err(e) => return Err(e.to_response(front)),
     };
     // A key prefix identifies the attempt without the secret; it is what failures are counted
     // and audited by.
@@ -85,14 +98,14 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .as_ref()
         .map_or_else(std::time::Instant::now, |r| r.started)
         + state.config.request_timeout;
-    let p = match principal(&state, presented, deadline).await {
+    let p = match principal(state, presented, deadline).await {
         Ok(p) => p,
         Err(ApiError::Unauthenticated) => {
-            return refuse(&state, record.as_ref(), source, prefix.as_deref())
+            return Err(refuse(state, record.as_ref(), source, prefix.as_deref())
                 .await
-                .to_response(front);
+                .to_response(front));
         }
-        Err(e) => return e.to_response(front),
+        Err(e) => return Err(e.to_response(front)),
     };
     if let Some(rec) = &record {
         rec.set_principal(&p.key_id, &p.tenant, p.method);
@@ -108,7 +121,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                     reason: None,
                 }
                 .emit(record.as_deref());
-                return e.to_response(front);
+                return Err(e.to_response(front));
             }
         };
         BreakGlassUsed {
@@ -119,7 +132,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .emit(record.as_deref());
     }
     req.extensions_mut().insert(p);
-    next.run(req).await
+    Ok(req)
 }
 
 /// The answer to a request that failed authentication (no credential, or one that did not

@@ -35,6 +35,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::FutureExt as _;
 use http_body::Body as _;
+use tracing::Instrument as _;
 
 use wardgate_audit::{ActorKind, AuditEvent, Auditor, AuthMethod, EventType, Timestamp};
 
@@ -117,6 +118,8 @@ struct Fields {
     backend_wait: std::time::Duration,
     /// When the first content of a streamed answer was read.
     first_token: Option<Instant>,
+    /// How the answer ended (`stop`, `length`, ...), for the trace.
+    finish_reason: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -126,6 +129,8 @@ pub struct RequestRecord {
     pub route: String,
     pub started: Instant,
     pub source_ip: Option<IpAddr>,
+    /// The request's trace span (`crate::telemetry`); disabled when traces are not exported.
+    pub span: tracing::Span,
     fields: Mutex<Fields>,
     /// What the request holds against its quotas, settled when it ends.
     lease: Mutex<Option<crate::guards::ratelimit::Lease>>,
@@ -266,6 +271,11 @@ impl RequestRecord {
         self.lock().first_token.get_or_insert_with(Instant::now);
     }
 
+    /// How the answer ended, in OpenAI's words (`stop`, `length`, `tool_calls`, ...).
+    pub fn set_finish_reason(&self, reason: &'static str) {
+        self.lock().finish_reason = Some(reason);
+    }
+
     pub fn set_tokens(&self, tokens_in: u64, tokens_out: u64) {
         let mut f = self.lock();
         f.tokens_in = tokens_in;
@@ -380,6 +390,7 @@ impl RequestFinished<'_> {
         };
         let elapsed = record.started.elapsed();
         record_metrics(record, &f, outcome, elapsed);
+        record_trace(record, &f, outcome);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         tracing::info!(
             target: "wardgate::request",
@@ -460,6 +471,51 @@ fn record_metrics(
     });
 }
 
+/// The request's trace span's attributes, from the same fields as its log line and metrics.
+fn record_trace(record: &RequestRecord, f: &Fields, outcome: Outcome) {
+    if record.span.is_disabled() {
+        return;
+    }
+    let failed = matches!(outcome, Outcome::Error | Outcome::ClientAbort);
+    let error_type = match outcome {
+        Outcome::Allow => None,
+        Outcome::Deny => Some(f.reason.unwrap_or("_OTHER")),
+        Outcome::Error | Outcome::ClientAbort => Some(crate::metrics::error_type(
+            if outcome == Outcome::ClientAbort {
+                Some(crate::error::CLIENT_GONE)
+            } else {
+                f.reason
+            },
+        )),
+    };
+    // As in the metrics: a model name the client typed is kept only when it resolved.
+    let model = match (&f.model, f.model_resolved) {
+        (Some(m), true) => Some(m.as_str()),
+        (Some(_), false) => Some("_unknown"),
+        (None, _) => None,
+    };
+    crate::telemetry::finish_request(
+        &record.span,
+        &crate::telemetry::Finished {
+            request_id: &record.request_id,
+            operation: crate::metrics::operation(&record.route),
+            model,
+            backend_kind: f.backend_kind,
+            response_model: f.upstream_model.as_deref(),
+            tokens_in: f.tokens_in,
+            tokens_out: f.tokens_out,
+            finish_reason: f.finish_reason,
+            first_token: f
+                .first_token
+                .map(|t| t.saturating_duration_since(record.started)),
+            status: f.status,
+            error_type,
+            failed,
+            dispatched: f.dispatched,
+        },
+    );
+}
+
 /// The route of a request that matched none.
 const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -503,6 +559,9 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    // The trace context this request continues, when its router allowed one (`telemetry`).
+    let parent = req.extensions_mut().remove::<crate::telemetry::Parent>();
+    let span = crate::telemetry::request_span(req.method().as_str(), &route, parent);
     let record = Arc::new(RequestRecord {
         request_id: uuid::Uuid::now_v7().simple().to_string(),
         method: req.method().as_str().to_owned(),
@@ -515,6 +574,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
                 &state.config.server.trusted_proxies,
             )
         }),
+        span: span.clone(),
         fields: Mutex::new(Fields::default()),
         lease: Mutex::new(None),
         ended: AtomicBool::new(false),
@@ -533,7 +593,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         audit: state.audit.clone(),
         panicked: false,
     };
-    let mut resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+    let mut resp = match AssertUnwindSafe(next.run(req).instrument(span))
+        .catch_unwind()
+        .await
+    {
         Ok(resp) => resp,
         Err(panic) => {
             // `CatchPanicLayer` above turns the panic into a generic 500; the record ends (when
@@ -607,7 +670,7 @@ async fn commit_before_headers(
             let (event, _settling) = record.end(Ending::Complete);
             if let Some(event) = event {
                 // Queued at once; nobody waits for the commit of an answer that failed anyway.
-                drop(commit(audit, event));
+                drop(commit(audit, event, &record.span));
             }
             tracing::error!(error = %e, "a response body failed before it was sent");
             return ApiError::Internal.to_response(front);
@@ -618,7 +681,7 @@ async fn commit_before_headers(
         settled.await;
         return Response::from_parts(parts, Body::from(bytes));
     };
-    let (committed, ()) = futures::join!(commit(audit, event), settled);
+    let (committed, ()) = futures::join!(commit(audit, event, &record.span), settled);
     match committed {
         Ok(()) => Response::from_parts(parts, Body::from(bytes)),
         Err(e) => {
@@ -680,9 +743,17 @@ type Commit = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 /// Queues an event for the audit log at once (so it is in the writer's queue before the
 /// response ends, and before any shutdown that follows), returning the wait for its commit.
 /// Dropping the wait does not withdraw the event; a full queue is waited on in the background.
-fn commit(audit: &Auditor, event: AuditEvent) -> Commit {
+fn commit(audit: &Auditor, event: AuditEvent, parent: &tracing::Span) -> Commit {
+    // The wait for the commit is the request's `audit commit` span (when traces are on).
+    let span =
+        tracing::info_span!(target: crate::telemetry::TARGET, parent: parent, "audit commit");
     match audit.submit(event) {
-        Ok(pending) => Box::pin(async move { pending.await.map(drop).map_err(|e| e.to_string()) }),
+        Ok(pending) => Box::pin(
+            async move { pending.await.map(drop).map_err(|e| e.to_string()) }
+                .instrument(span)
+                // The request's span lasts until its end is committed.
+                .instrument(parent.clone()),
+        ),
         Err(e) => Box::pin(std::future::ready(Err(e.to_string()))),
     }
 }
@@ -713,7 +784,7 @@ impl LoggedBody {
             return;
         };
         let (event, settled) = r.end(ending);
-        let committing = event.map(|e| commit(&self.audit, e));
+        let committing = event.map(|e| commit(&self.audit, e, &r.span));
         // A successful answer's last frame waits for its audit event; every answer's waits
         // for its settlement, so the client's next request finds its place free and its
         // tokens charged, at whichever instance it goes to.

@@ -125,6 +125,7 @@ pub async fn collect(mut events: EventStream, drive: &Drive) -> Result<Collected
                 drive
                     .record
                     .set_tokens(usage.prompt_tokens, usage.completion_tokens);
+                drive.record.set_finish_reason(reason.openai());
                 return Ok(Collected {
                     content: std::mem::take(&mut acc.content),
                     tool_calls: acc.take_tool_calls(),
@@ -210,6 +211,7 @@ pub fn stream_response(
                         st.drive
                             .record
                             .set_tokens(usage.prompt_tokens, usage.completion_tokens);
+                        st.drive.record.set_finish_reason(reason.openai());
                         st.out.extend(st.enc.finish(reason, usage, timings));
                         st.done = true;
                     }

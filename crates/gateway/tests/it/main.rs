@@ -24,4 +24,5 @@ mod router;
 mod scale_out;
 mod store_outage;
 mod tenant_isolation;
+mod traces;
 mod transport;

@@ -23,7 +23,7 @@ pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     // own listener and TLS (`WARDGATE_LLM_*`), no per-key limits or quotas (its one client, the
     // gateway, enforces those; the engine's slots and queue bound what runs here).
     let config = Config::load_llm(config_path, &env)?;
-    let configured = init_logging(&config);
+    let (configured, traces) = init_logging(&config, "wardgate-llm")?;
     for (ignored, instead) in wardgate_gateway::config::llm::ignored_gateway_env(&env) {
         tracing::warn!(
             variable = ignored,
@@ -53,6 +53,11 @@ pub(crate) async fn llm(config_path: Option<&Path>) -> anyhow::Result<()> {
     configured.add(url.clone());
     tracing::info!(addr = %local, url = %url, "wardgate llm listening");
     super::serve::ignore_hangups(hangups);
-    service.run(listener, shutdown_signal()).await?;
+    let served = service.run(listener, shutdown_signal()).await;
+    // The spans of the last requests are sent before the process ends.
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    served?;
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod models;
 pub mod phi;
 pub mod serve;
+pub mod telemetry;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
@@ -63,9 +64,19 @@ pub(crate) fn warn(text: &str) {
     let _ = writeln!(stderr, "wardgate: warning: {text}");
 }
 
-/// Starts the log; returns the configuration's own text, which the log's redactor leaves
-/// readable (the caller adds the address it ends up listening on).
-pub(crate) fn init_logging(config: &Config) -> Arc<Configured> {
+/// Starts the log, and the trace exporter when the `OTEL_*` variables name one
+/// (`telemetry.rs`; `service` is the default service name); returns the configuration's own
+/// text, which the log's redactor leaves readable (the caller adds the address it ends up
+/// listening on), and the exporter, to flush at shutdown.
+pub(crate) fn init_logging(
+    config: &Config,
+    service: &str,
+) -> anyhow::Result<(Arc<Configured>, Option<telemetry::Traces>)> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     // llama.cpp narrates every load at info level; keep it to errors unless asked for.
     let level = if config.log_level.contains("llama_cpp_2") {
         config.log_level.clone()
@@ -78,8 +89,8 @@ pub(crate) fn init_logging(config: &Config) -> Arc<Configured> {
     for text in config.own_text() {
         configured.add(text);
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let traces = telemetry::from_env(&env, service)?;
+    let builder = tracing_subscriber::fmt::layer()
         // Colour only where someone reads it as it comes: not in a file, a pipe or a journal.
         .with_ansi(std::io::stderr().is_terminal())
         // Every line passes through the PHI redactor on its way out.
@@ -87,12 +98,24 @@ pub(crate) fn init_logging(config: &Config) -> Arc<Configured> {
             std::io::stderr,
             configured.clone(),
         ));
+    // The log sees every event its level lets through, and none of the trace spans (so its
+    // lines are the same with traces on or off).
+    let filter = filter.and(wardgate_gateway::telemetry::log_filter());
+    let log = match config.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => builder.with_filter(filter).boxed(),
+    };
+    // The trace layer sees the trace spans and nothing else (no log event).
+    let spans = traces
+        .as_ref()
+        .map(|t| wardgate_gateway::telemetry::layer(t.tracer()));
     wardgate_gateway::redact_log::install_panic_hook();
-    match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-    configured
+    tracing_subscriber::registry().with(log).with(spans).init();
+    Ok((configured, traces))
 }
 
 pub(crate) async fn shutdown_signal() {

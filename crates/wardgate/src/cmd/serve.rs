@@ -15,7 +15,7 @@ pub(crate) async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     // then waits in the stream, and is a reload once the gateway runs.
     let hangups = Hangups::listen();
     let config = load_config(config_path)?;
-    let configured = init_logging(&config);
+    let (configured, traces) = init_logging(&config, "wardgate")?;
     let listen = config.listen;
     let source = ConfigSource {
         path: config_path.map(Path::to_path_buf),
@@ -56,7 +56,12 @@ pub(crate) async fn serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     if let Some(reloader) = gateway.reloader() {
         reload_on_hangup(hangups, reloader, state.audit.clone());
     }
-    gateway.run(listener, shutdown_signal()).await?;
+    let served = gateway.run(listener, shutdown_signal()).await;
+    // The spans of the last requests are sent before the process ends.
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    served?;
     Ok(())
 }
 /// SIGHUPs received since [`Hangups::listen`] (none where there is no SIGHUP).
