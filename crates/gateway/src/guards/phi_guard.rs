@@ -212,11 +212,20 @@ fn count(counts: &mut [u32; Category::ALL.len()], category: Category) {
     }
 }
 
+/// Counter of the guard's findings by category and mode (docs/METRICS.md): counts only, never a
+/// value. Counted here, where the guard acts, so the guard needs nothing of `crate::metrics`.
+pub const PHI_FINDINGS: &str = "wardgate_phi_findings_total";
+
+/// `n` findings of `category` in one request, in the mode that acted on them.
+fn phi_findings(mode: &'static str, category: &'static str, n: u32) {
+    metrics::counter!(PHI_FINDINGS, "category" => category, "mode" => mode).increment(u64::from(n));
+}
+
 /// The findings a `block` rule acted on, as metrics (counts by category only).
 fn record_findings(mode: &'static str, counts: &[u32; Category::ALL.len()]) {
     for (c, n) in Category::ALL.iter().zip(counts) {
         if *n > 0 {
-            crate::metrics::phi_findings(mode, c.name(), *n);
+            phi_findings(mode, c.name(), *n);
         }
     }
 }
@@ -224,7 +233,7 @@ fn record_findings(mode: &'static str, counts: &[u32; Category::ALL.len()]) {
 /// The values a `deidentify` rule replaced, as metrics (counts by category only).
 fn record_minted(p: &Pseudonymizer) {
     for (c, n) in p.minted() {
-        crate::metrics::phi_findings("deidentify", c.name(), n);
+        phi_findings("deidentify", c.name(), n);
     }
 }
 

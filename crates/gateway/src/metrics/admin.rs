@@ -3,21 +3,45 @@
 //! authenticates with a key like any client). The counters are process-wide, across every
 //! tenant, so another tenant's admin or auditor is refused with 403 rather than shown them.
 //!
-//! The counters are process-wide atomics (`middleware::events::COUNTERS`) that each security
-//! event counts as it is emitted: failed authentications, lockouts, break-glass requests, and
+//! The counters are process-wide atomics ([`COUNTERS`], here) that each security event of
+//! `middleware::events` counts as it is emitted: failed authentications, lockouts, break-glass requests, and
 //! refusals by each rate limit or quota. The metrics listener serves them too, under the same
 //! names ([`mirror_security_counters`] copies them into the recorder when a scrape comes).
 //! Here they are rendered by hand, five counters of four lines each, so that this route works
 //! whether or not the process records metrics (`metrics.listen` empty).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::guards::ratelimit::Limit;
-use crate::middleware::events::COUNTERS;
+
+/// The process-wide security counters, counted by `middleware::events` alone.
+#[derive(Debug)]
+pub struct Counters {
+    pub auth_failures: AtomicU64,
+    /// Failed authentications folded into `suppressed: N` summaries instead of being written.
+    pub auth_failures_folded: AtomicU64,
+    pub lockouts: AtomicU64,
+    pub break_glass: AtomicU64,
+    /// Requests refused by each bound, in [`Limit::ALL`] order.
+    pub rate_limited: [AtomicU64; 4],
+}
+
+pub static COUNTERS: Counters = Counters {
+    auth_failures: AtomicU64::new(0),
+    auth_failures_folded: AtomicU64::new(0),
+    lockouts: AtomicU64::new(0),
+    break_glass: AtomicU64::new(0),
+    rate_limited: [
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    ],
+};
 
 fn limit_label(l: Limit) -> &'static str {
     match l {

@@ -47,7 +47,7 @@ pub use wardgate_engine::engine::metrics::{MODEL_LOAD, MODEL_LOAD_FAILURES};
 pub const AUDIT_QUEUE: &str = "wardgate_audit_queue_length";
 pub const SEQUENCER_LAG: &str = "wardgate_audit_sequencer_lag_seconds";
 pub const SEQUENCING_STALLED: &str = "wardgate_audit_sequencing_stalled";
-pub const PHI_FINDINGS: &str = "wardgate_phi_findings_total";
+pub use crate::guards::phi_guard::PHI_FINDINGS;
 pub const TLS_EXPIRY: &str = "wardgate_tls_certificate_expiry_timestamp_seconds";
 pub const BUILD_INFO: &str = "wardgate_build_info";
 
@@ -376,14 +376,6 @@ pub fn request_finished(f: &Finished<'_>) {
             .record(n as f64);
         }
     }
-}
-
-/// `n` PHI findings of `category` in one request, in the mode that acted on them.
-pub fn phi_findings(mode: &'static str, category: &'static str, n: u32) {
-    if !installed() {
-        return;
-    }
-    counter!(PHI_FINDINGS, "category" => category, "mode" => mode).increment(u64::from(n));
 }
 
 /// Registers, at 0, the counters whose label values are known now, so that each series

@@ -17,33 +17,9 @@ use wardgate_store::{ApiKeyRecord, Rotated};
 
 use crate::guards::ratelimit::Limit;
 use crate::identity::lockout::Subject;
+pub use crate::metrics::admin::{COUNTERS, Counters};
 use crate::middleware::record::RequestRecord;
 use crate::serve::reload::{ReloadError, Reloaded};
-
-/// The process-wide security counters (rendered by `metrics.rs`).
-#[derive(Debug)]
-pub struct Counters {
-    pub auth_failures: AtomicU64,
-    /// Failed authentications folded into `suppressed: N` summaries instead of being written.
-    pub auth_failures_folded: AtomicU64,
-    pub lockouts: AtomicU64,
-    pub break_glass: AtomicU64,
-    /// Requests refused by each bound, in [`Limit::ALL`] order.
-    pub rate_limited: [AtomicU64; 4],
-}
-
-pub static COUNTERS: Counters = Counters {
-    auth_failures: AtomicU64::new(0),
-    auth_failures_folded: AtomicU64::new(0),
-    lockouts: AtomicU64::new(0),
-    break_glass: AtomicU64::new(0),
-    rate_limited: [
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ],
-};
 
 fn count(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
