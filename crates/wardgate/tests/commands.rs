@@ -248,6 +248,63 @@ fn an_export_older_than_the_witness_fails_with_what_to_do() {
     assert!(live.status.success(), "{}", text(&live.stderr));
 }
 
+/// `audit verify` of the live log checks it against the configured witness file without being
+/// told (a black-box finding: without `--witness` a log cut after its last checkpoint verified,
+/// though the gateway's own witness file proved it longer). A log older than its witness — here
+/// an earlier backup put back — fails, naming the missing entries.
+#[test]
+fn verify_of_the_live_log_uses_the_configured_witness_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wardgate.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nsqlite_path = \"keys.db\"\n[audit]\nsigning_key_file = \"audit.key\"\n\
+         witness_file = \"witness.log\"\n",
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let create = || {
+        let out = wardgate(dir.path(), &["-c", c, "keys", "create", "--tenant", "acme"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    create();
+    let public = text(&wardgate(dir.path(), &["-c", c, "audit", "public-key"]).stdout)
+        .trim()
+        .to_owned();
+    let verify = || {
+        wardgate(
+            dir.path(),
+            &["-c", c, "audit", "verify", "--public-key", &public],
+        )
+    };
+    let fresh = verify();
+    assert!(fresh.status.success(), "{}", text(&fresh.stderr));
+    let out = wardgate(dir.path(), &["-c", c, "backup", "--out", "older.db"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    create();
+    create();
+    std::fs::rename(dir.path().join("older.db"), dir.path().join("keys.db")).unwrap();
+    for side in ["keys.db-wal", "keys.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(side));
+    }
+    let older = verify();
+    assert!(!older.status.success(), "{}", text(&older.stdout));
+    let err = text(&older.stderr);
+    assert!(err.contains("witness"), "{err}");
+    // Without a witness file where the configuration says, it says what it cannot tell.
+    std::fs::rename(
+        dir.path().join("witness.log"),
+        dir.path().join("witness.kept"),
+    )
+    .unwrap();
+    let unwitnessed = verify();
+    assert!(
+        text(&unwitnessed.stderr).contains("no witness file at"),
+        "{}",
+        text(&unwitnessed.stderr)
+    );
+}
+
 /// A start that fails before the service can serve (its port taken) is no run: the audit log
 /// gets no "service started" event for it (a black-box finding: it recorded the new
 /// configuration's digest while the old process kept serving the old one). The next start

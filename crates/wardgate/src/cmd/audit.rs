@@ -85,7 +85,7 @@ pub(crate) fn parse_time(text: &str) -> Result<Timestamp, String> {
 }
 
 pub(crate) async fn audit(config: Option<&Path>, command: AuditCommand) -> anyhow::Result<()> {
-    use wardgate_audit::{export, keyfile, verify, witness};
+    use wardgate_audit::{export, keyfile, verify};
     match command {
         AuditCommand::PublicKey => {
             let config = load_config(config)?;
