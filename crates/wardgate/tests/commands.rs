@@ -176,24 +176,33 @@ fn key_changes_from_the_cli_use_the_configured_database_and_are_audited() {
     assert!(said.contains("no signed checkpoint"), "{said}");
 }
 
-/// An export verified against a witness file the log kept writing to after the export was
-/// taken fails (that cannot be told from a cut export), and says what to do instead; the live
-/// log verifies with the same witness.
-#[test]
-fn an_export_older_than_the_witness_fails_with_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wardgate.toml");
+/// A configuration in `dir` with its database, signing key and witness file beside it.
+fn witnessed_config(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("wardgate.toml");
     std::fs::write(
         &config,
         "[storage]\nsqlite_path = \"keys.db\"\n[audit]\nsigning_key_file = \"audit.key\"\n\
          witness_file = \"witness.log\"\n",
     )
     .unwrap();
+    config
+}
+
+/// Creates a key with the CLI (an audited change) under the configuration `config`.
+fn create_key(dir: &Path, config: &str) {
+    let out = wardgate(dir, &["-c", config, "keys", "create", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// An export verified against a witness file the log kept writing to after the export was
+/// taken fails (that cannot be told from a cut export), and says what to do instead; the live
+/// log verifies with the same witness.
+#[test]
+fn an_export_older_than_the_witness_fails_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = witnessed_config(dir.path());
     let c = config.to_str().unwrap();
-    let create = || {
-        let out = wardgate(dir.path(), &["-c", c, "keys", "create", "--tenant", "acme"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    };
+    let create = || create_key(dir.path(), c);
     create();
     let export = dir.path().join("export.jsonl");
     let out = wardgate(
@@ -255,18 +264,9 @@ fn an_export_older_than_the_witness_fails_with_what_to_do() {
 #[test]
 fn verify_of_the_live_log_uses_the_configured_witness_file() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wardgate.toml");
-    std::fs::write(
-        &config,
-        "[storage]\nsqlite_path = \"keys.db\"\n[audit]\nsigning_key_file = \"audit.key\"\n\
-         witness_file = \"witness.log\"\n",
-    )
-    .unwrap();
+    let config = witnessed_config(dir.path());
     let c = config.to_str().unwrap();
-    let create = || {
-        let out = wardgate(dir.path(), &["-c", c, "keys", "create", "--tenant", "acme"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    };
+    let create = || create_key(dir.path(), c);
     create();
     let public = text(&wardgate(dir.path(), &["-c", c, "audit", "public-key"]).stdout)
         .trim()
