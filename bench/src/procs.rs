@@ -177,6 +177,12 @@ pub const SHARED_RPM: &str = "1000000";
 pub fn create_key(bin: &Path, store: &Store<'_>) -> anyhow::Result<String> {
     let mut cmd = command(bin);
     store.apply(&mut cmd);
+    // A witness file of each database's own: SQLite files side by side in one directory would
+    // otherwise share the default one, and a log that lacks the witness's checkpoints (another
+    // database's) is refused at start.
+    if let Store::Sqlite(db) = store {
+        cmd.env("WARDGATE_AUDIT_WITNESS", db.with_extension("witness.log"));
+    }
     let out = cmd
         .args(["keys", "create", "--tenant", "bench", "--json"])
         .stdin(Stdio::null())
