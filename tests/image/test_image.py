@@ -157,6 +157,26 @@ class Podman:
         log.unlink()
 
 
+def host_debian_mirror() -> list[str]:
+    """The Debian mirror this machine's apt uses (its first `URIs:` or `deb` line naming a
+    `/debian` archive), as debootstrap's mirror argument; none found: no argument, and
+    debootstrap takes its own default."""
+    sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    sources.append(Path("/etc/apt/sources.list"))
+    for path in sources:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = line.split()
+            if words[:1] == ["URIs:"] or words[:1] == ["deb"]:
+                for url in words[1:]:
+                    if url.startswith("http") and url.rstrip("/").endswith("/debian"):
+                        return [url]
+    return []
+
+
 def standin_debian(podman: Podman, release: str) -> str:
     tag = STANDIN_DEBIAN.format(release=release)
     if podman.exists(tag):
@@ -165,7 +185,7 @@ def standin_debian(podman: Podman, release: str) -> str:
     assert debootstrap, "no container registry answers and debootstrap is not installed"
     with tempfile.TemporaryDirectory(prefix="wardgate-rootfs-") as root:
         subprocess.run(
-            [debootstrap, "--variant=minbase", release, root, "http://deb.debian.org/debian"],
+            [debootstrap, "--variant=minbase", release, root, *host_debian_mirror()],
             capture_output=True,
             check=True,
             timeout=1800,
