@@ -38,17 +38,22 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// Waits (up to 2 s) until the metrics listener accepts connections: it is up once the
+/// gateway runs.
+async fn listening(metrics: SocketAddr) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A gateway over one OpenAI mock with its metrics listener, serving on a socket.
 async fn served() -> (Harness, SocketAddr, SocketAddr) {
     let (h, metrics) = Harness::single("openai").await.with_metrics().await;
     let addr = h.listen().await;
-    // The listener is up once the gateway runs.
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    listening(metrics).await;
     (h, addr, metrics)
 }
 
@@ -268,12 +273,7 @@ async fn phi_findings_are_counted_by_category_and_mode_only() {
         "tiny",
         "Call Zebulon Quixote at 555-867-5309, SSN 457-55-5462.",
     );
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    listening(metrics).await;
     assert_eq!(post(addr, &h.key, "/v1/chat/completions", body).await, 200);
     let text = scrape(metrics).await;
     assert_eq!(
@@ -321,12 +321,7 @@ async fn a_failed_operation_is_counted_under_its_backends_provider() {
         .with_metrics()
         .await;
     let addr = h.listen().await;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    listening(metrics).await;
     let status = post(
         addr,
         &h.key,
